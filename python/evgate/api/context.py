@@ -1,0 +1,29 @@
+"""api room: what the API's routes may use, handed in by ``app.py`` (the only wiring place)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar.di import NamedDependency
+
+from evgate.auth.registry import ChargerRegistry
+from evgate.storage.chargers import ChargerStore
+from evgate.storage.tokens import TokenStore
+
+__all__ = ["ApiContext", "Ctx"]
+
+
+@dataclass
+class ApiContext:
+    """The services behind the API. Later rooms add their own fields here."""
+
+    chargers: ChargerStore
+    registry: ChargerRegistry
+    tokens: TokenStore
+    # Room name → service, for rooms that plug in routes of their own (see api/app.py).
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+# How a route asks for the context: ``async def route(ctx: Ctx, ...)``.
+Ctx = NamedDependency[ApiContext]

@@ -1,0 +1,130 @@
+"""api room: errors as RFC 9457 problem documents (``application/problem+json``).
+
+Handlers raise :class:`ApiError` subclasses (or let typed domain errors through, which are
+mapped here); nothing else reaches the client, so no stack trace or internal text leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+
+from evgate.storage.errors import AlreadyExists, NotFound
+
+__all__ = ["PROBLEM_JSON", "ApiError", "Conflict", "Unprocessable", "exception_handlers"]
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, a ``detail`` for the client and optional extra members."""
+
+    status = 500
+
+    def __init__(self, detail: str, status: int | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+        self.extra = extra
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class Unprocessable(ApiError):
+    status = 422
+
+
+def problem(status: int, detail: str, **extra: Any) -> Response[bytes]:
+    body = {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    headers = {"WWW-Authenticate": 'Bearer realm="evgate"'} if status == 401 else None
+    return Response(
+        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return problem(exc.status, exc.detail, **exc.extra)
+
+
+def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    # Litestar raises this both for a body that is not JSON and for one of the wrong shape; the
+    # first is a 400, the second a 422 (the request was understood but cannot be processed).
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    detail = "; ".join(
+        f"{e.get('key', 'body')}: {e.get('message')}" if isinstance(e, dict) else str(e)
+        for e in errors
+    ) or str(exc.detail)
+    status = 400 if "malformed" in detail.lower() or "decode" in detail.lower() else 422
+    return problem(status, detail)
+
+
+def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if exc.status_code >= 500:
+        log.error("HTTP %d: %s", exc.status_code, exc.detail)
+        return problem(exc.status_code, "internal error")
+    return problem(exc.status_code, str(exc.detail))
+
+
+def _not_found(_: Request[Any, Any, Any], exc: NotFound) -> Response[bytes]:
+    return problem(404, str(exc))
+
+
+def _exists(_: Request[Any, Any, Any], exc: AlreadyExists) -> Response[bytes]:
+    return problem(409, str(exc))
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "internal error")
+
+
+exception_handlers: dict[type[Exception] | int, Any] = {
+    ApiError: _api_error,
+    ValidationException: _validation,
+    NotAuthorizedException: _http,
+    PermissionDeniedException: _http,
+    NotFoundException: _http,
+    MethodNotAllowedException: _http,
+    HTTPException: _http,
+    NotFound: _not_found,
+    AlreadyExists: _exists,
+    Exception: _internal,
+}

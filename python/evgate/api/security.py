@@ -1,0 +1,71 @@
+"""api room: bearer-token authentication and scopes.
+
+Every API route needs ``Authorization: Bearer <token>``; the token's SHA-256 digest is looked
+up (tokens are stored as digests only). Scope ``read`` may use safe methods; ``admin`` may do
+everything. The OpenAPI document, the interactive docs and ``/metrics`` are open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.authentication import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+)
+
+from evgate.auth.credentials import digest
+
+__all__ = ["OPEN_PATHS", "Principal", "TokenLookup", "make_auth_middleware", "scope_guard"]
+
+OPEN_PATHS = ["^/api/docs", "^/api/openapi", "^/metrics", "^/api/schema"]
+
+TokenLookup = Callable[[bytes], Awaitable[tuple[int, str] | None]]
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who made an API request: the token's id and scope."""
+
+    token_id: int
+    scope: str
+
+
+def make_auth_middleware(lookup: TokenLookup) -> type[AbstractAuthenticationMiddleware]:
+    """Build the middleware class that resolves bearer tokens with ``lookup(digest)``."""
+
+    class BearerAuth(AbstractAuthenticationMiddleware):
+        async def authenticate_request(
+            self, connection: ASGIConnection[Any, Any, Any, Any]
+        ) -> AuthenticationResult:
+            header = connection.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise NotAuthorizedException("missing bearer token (Authorization: Bearer ...)")
+            found = await lookup(digest(token.strip()))
+            if found is None:
+                raise NotAuthorizedException("unknown or revoked API token")
+            return AuthenticationResult(user=Principal(*found), auth=None)
+
+    return BearerAuth
+
+
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let ``read`` tokens use safe methods only; ``admin`` tokens may do everything."""
+    principal = connection.scope.get("user")
+    if not isinstance(principal, Principal):
+        raise NotAuthorizedException("missing bearer token")
+    if (
+        principal.scope != "admin"
+        and isinstance(connection, Request)
+        and (connection.method not in _SAFE)
+    ):
+        raise PermissionDeniedException("this token's scope is 'read'; 'admin' is needed")

@@ -1,0 +1,1 @@
+"""auth: who may charge and who may operate — credentials, id-tag decisions, authorizers."""

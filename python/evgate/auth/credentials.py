@@ -1,0 +1,58 @@
+"""auth room: charger secrets and API tokens.
+
+A secret is made here, shown once to whoever asked for it, and from then on only its SHA-256
+digest exists (ARCHITECTURE rule 5). Nothing in this module logs or stores a secret.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from evgate.native import hash_secret, verify_secret
+
+__all__ = [
+    "CHARGER_ID_PATTERN",
+    "digest",
+    "is_valid_charger_id",
+    "new_api_token",
+    "new_charger_secret",
+    "verify",
+]
+
+# OCPP identity of a charger: what it puts in its URL. Kept to characters that need no escaping
+# in a URL path, a Basic-auth user name or a Kafka record key.
+CHARGER_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+_charger_id = re.compile(CHARGER_ID_PATTERN)
+
+SECRET_DIGITS = 24
+TOKEN_PREFIX = "evg_"
+
+
+def is_valid_charger_id(charger_id: str) -> bool:
+    """Tell whether ``charger_id`` is a well-formed charger id."""
+    return _charger_id.fullmatch(charger_id) is not None
+
+
+def new_charger_secret() -> str:
+    """Return a fresh charger secret: 24 decimal digits from the OS CSPRNG.
+
+    24 digits are ~80 bits: chargers' keypads and configuration tools take digits well, and the
+    OCPP AuthorizationKey (16-40 characters) fits them.
+    """
+    return str(secrets.randbelow(10**SECRET_DIGITS)).zfill(SECRET_DIGITS)
+
+
+def new_api_token() -> str:
+    """Return a fresh operator API token (``evg_`` + 43 URL-safe characters, 256 bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> bytes:
+    """The SHA-256 digest of a secret or token, the only form that is stored."""
+    return hash_secret(secret.encode())
+
+
+def verify(secret: str, stored_digest: bytes) -> bool:
+    """Compare a presented secret with a stored digest in constant time."""
+    return verify_secret(secret.encode(), stored_digest)

@@ -1,0 +1,55 @@
+"""auth room: creating chargers and API tokens, where a secret is made and shown once.
+
+The API and the CLI both go through here, so a secret is generated, digested and handed back
+in one place, and never logged.
+"""
+
+from __future__ import annotations
+
+from evgate.auth.credentials import digest, new_api_token, new_charger_secret
+from evgate.storage.chargers import Charger, ChargerStore
+from evgate.storage.tokens import Scope, TokenStore
+
+__all__ = ["ChargerRegistry", "create_token"]
+
+
+class ChargerRegistry:
+    """Charger creation and secret rotation over a :class:`ChargerStore`."""
+
+    def __init__(self, store: ChargerStore) -> None:
+        self.store = store
+
+    async def create(
+        self,
+        charger_id: str,
+        description: str = "",
+        security_profile: int = 1,
+        lenient: bool = False,
+    ) -> tuple[Charger, str]:
+        """Register a charger; returns it and its secret, which exists nowhere else.
+
+        Raises:
+            AlreadyExists: the id is taken.
+        """
+        secret = new_charger_secret()
+        charger = await self.store.create(
+            charger_id, digest(secret), description, security_profile, lenient
+        )
+        return charger, secret
+
+    async def rotate_secret(self, charger_id: str) -> str:
+        """Give the charger a new secret; the old one stops working at once.
+
+        Raises:
+            NotFound: no such charger.
+        """
+        secret = new_charger_secret()
+        await self.store.set_secret_digest(charger_id, digest(secret))
+        return secret
+
+
+async def create_token(tokens: TokenStore, name: str, scope: Scope) -> str:
+    """Create an API token; returns it (shown once, stored as a digest)."""
+    token = new_api_token()
+    await tokens.create(name, scope, digest(token))
+    return token

@@ -1,0 +1,158 @@
+"""The ``evgate`` command: serve, migrate, and the operator's charger and token chores.
+
+Commands that touch the database use ``EVGATE_DATABASE_URL`` or, without it, the embedded
+PostgreSQL in the data folder (adopting the one a running ``evgate serve`` started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from evgate.config import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Any]:
+    from evgate.storage.db import Database
+    from evgate.storage.embedded import EmbeddedPostgres
+
+    embedded = None
+    dsn = settings.database_url
+    if dsn is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        dsn = await asyncio.to_thread(embedded.start)
+    db = Database(dsn, pool_size=2)
+    try:
+        await db.open(migrate=True)
+        yield db
+    finally:
+        await db.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def _serve(settings: Settings, _: argparse.Namespace) -> int:
+    from evgate.app import serve
+
+    await serve(settings)
+    return 0
+
+
+async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    async with _database(settings):
+        print("migrations applied")
+    return 0
+
+
+async def _chargers_add(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.auth.credentials import is_valid_charger_id
+    from evgate.auth.registry import ChargerRegistry
+    from evgate.storage.chargers import ChargerStore
+    from evgate.storage.errors import AlreadyExists
+
+    if not is_valid_charger_id(args.id):
+        print(
+            f"error: {args.id!r} is not a charger id (1-64 of A-Z a-z 0-9 . _ - :)", file=sys.stderr
+        )
+        return 2
+    async with _database(settings) as db:
+        try:
+            charger, secret = await ChargerRegistry(ChargerStore(db)).create(
+                args.id, args.description, args.security_profile
+            )
+        except AlreadyExists as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"charger {charger.id} created; its secret (shown only now): {secret}")
+    return 0
+
+
+async def _chargers_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.auth.registry import ChargerRegistry
+    from evgate.storage.chargers import ChargerStore
+    from evgate.storage.errors import NotFound
+
+    async with _database(settings) as db:
+        try:
+            secret = await ChargerRegistry(ChargerStore(db)).rotate_secret(args.id)
+        except NotFound as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"charger {args.id}: new secret (shown only now): {secret}")
+    return 0
+
+
+async def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.auth.registry import create_token
+    from evgate.storage.tokens import TokenStore
+
+    async with _database(settings) as db:
+        token = await create_token(TokenStore(db), args.name, args.scope)
+    print(token)
+    return 0
+
+
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evgate", description="OCPP 1.6J central system")
+    parser.add_argument("--config", help="a TOML file of settings (EVGATE_* variables win)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run evgate (embedded PostgreSQL unless a database is set)")
+    p.add_argument("--workers", type=int, help="worker processes (EVGATE_WORKERS)")
+    p.set_defaults(run=_serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
+
+    chargers = sub.add_parser("chargers", help="register chargers, rotate secrets")
+    csub = chargers.add_subparsers(dest="chargers_command", required=True)
+    p = csub.add_parser("add", help="register a charger and print its secret once")
+    p.add_argument("id")
+    p.add_argument("--description", default="")
+    p.add_argument("--security-profile", type=int, choices=(1, 2, 3), default=1)
+    p.set_defaults(run=_chargers_add)
+    p = csub.add_parser("rotate-secret", help="give a charger a new secret, print it once")
+    p.add_argument("id")
+    p.set_defaults(run=_chargers_rotate)
+
+    tokens = sub.add_parser("tokens", help="operator API tokens")
+    tsub = tokens.add_subparsers(dest="tokens_command", required=True)
+    p = tsub.add_parser("create", help="create an API token and print it once")
+    p.add_argument("--name", required=True)
+    p.add_argument("--scope", choices=("admin", "read"), default="read")
+    p.set_defaults(run=_tokens_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``evgate`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if getattr(args, "workers", None) is not None:
+        overrides["workers"] = args.workers
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"evgate: bad setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import uvloop
+
+    run: Command = args.run
+    return uvloop.run(run(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

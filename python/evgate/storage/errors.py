@@ -1,0 +1,17 @@
+"""storage room: typed errors that the edges (API, CLI) map to their own answers."""
+
+from __future__ import annotations
+
+__all__ = ["AlreadyExists", "NotFound", "StorageError"]
+
+
+class StorageError(Exception):
+    """Base of the storage room's domain errors."""
+
+
+class NotFound(StorageError):
+    """The row the caller named does not exist."""
+
+
+class AlreadyExists(StorageError):
+    """A row with that key exists already."""

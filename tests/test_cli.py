@@ -1,0 +1,117 @@
+"""The evgate command: charger and token chores, and `serve` with its embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+
+def _evgate(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "evgate.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+async def test_chargers_add_prints_secret_once(database_url: str) -> None:
+    """`chargers add` prints the secret; only its digest is stored; a second add fails."""
+    env = {"EVGATE_DATABASE_URL": database_url}
+    out = _evgate("chargers", "add", "CP-9", "--description", "from cli", env=env)
+    assert out.returncode == 0, out.stderr
+    secret = re.search(r"\b(\d{24})\b", out.stdout).group(1)
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval("SELECT secret_digest FROM chargers WHERE id = 'CP-9'")
+    finally:
+        await conn.close()
+    assert bytes(stored) == hashlib.sha256(secret.encode()).digest()
+    again = _evgate("chargers", "add", "CP-9", env=env)
+    assert again.returncode == 1 and "exists" in again.stderr
+    bad = _evgate("chargers", "add", "bad id", env=env)
+    assert bad.returncode == 2
+
+
+async def test_rotate_secret_and_tokens_create(database_url: str) -> None:
+    """`chargers rotate-secret` prints a new secret; `tokens create` prints a token once."""
+    env = {"EVGATE_DATABASE_URL": database_url}
+    first = re.search(r"\d{24}", _evgate("chargers", "add", "CP-1", env=env).stdout).group(0)
+    out = _evgate("chargers", "rotate-secret", "CP-1", env=env)
+    second = re.search(r"\d{24}", out.stdout).group(0)
+    assert out.returncode == 0 and second != first
+    assert _evgate("chargers", "rotate-secret", "nope", env=env).returncode == 1
+    tok = _evgate("tokens", "create", "--name", "ci", "--scope", "admin", env=env)
+    token = tok.stdout.strip()
+    assert tok.returncode == 0 and token.startswith("evg_")
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow("SELECT name, scope, digest FROM api_tokens")
+    finally:
+        await conn.close()
+    assert (row["name"], row["scope"]) == ("ci", "admin")
+    assert bytes(row["digest"]) == hashlib.sha256(token.encode()).digest()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_on_embedded_postgres_and_stop_cleanly(tmp_path: Path) -> None:
+    """`evgate serve` with no database starts one in the data folder, logs one line saying
+    where everything is, serves the API, and on SIGTERM stops with the PostgreSQL too."""
+    api_port, ws_port = _free_port(), _free_port()
+    token = "serve-test-token-0123456789"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evgate.cli", "serve"],
+        env={
+            **os.environ,
+            "EVGATE_DATA_DIR": str(tmp_path / "var"),
+            "EVGATE_API_PORT": str(api_port),
+            "EVGATE_WS_PORT": str(ws_port),
+            "EVGATE_WS_HOST": "127.0.0.1",
+            "EVGATE_BOOTSTRAP_TOKEN": token,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "ready" in line or proc.poll() is not None:
+                break
+        ready = lines[-1]
+        assert "ready" in ready, "".join(lines)
+        assert f"ws://127.0.0.1:{ws_port}/cp/" in ready and f":{api_port}" in ready
+        assert "embedded PostgreSQL" in ready
+        r = httpx.post(
+            f"http://127.0.0.1:{api_port}/api/v1/chargers",
+            json={"id": "CP-1"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 201 and len(r.json()["secret"]) == 24
+        assert (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,68 @@
+"""Settings from the environment and TOML; a bad value names the setting and stops start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evgate.config import ConfigError, load_settings
+
+
+def test_defaults() -> None:
+    """Without settings: embedded database in ./var, chargers on 9000, API on loopback 8080."""
+    s = load_settings(environ={})
+    assert (s.data_dir, s.database_url, s.ws_port, s.api_host, s.api_port) == (
+        "./var",
+        None,
+        9000,
+        "127.0.0.1",
+        8080,
+    )
+
+
+def test_environment_wins_over_file(tmp_path: Path) -> None:
+    """EVGATE_* variables override the TOML file, which overrides the defaults."""
+    f = tmp_path / "evgate.toml"
+    f.write_text('ws_port = 9100\napi_port = 8100\nlog_level = "DEBUG"\n')
+    s = load_settings(f, environ={"EVGATE_WS_PORT": "9200"})
+    assert (s.ws_port, s.api_port, s.log_level) == (9200, 8100, "DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"EVGATE_WS_PORT": "nine"}, "EVGATE_WS_PORT"),
+        ({"EVGATE_API_PORT": "70000"}, "EVGATE_API_PORT"),
+        ({"EVGATE_LOG_LEVEL": "LOUD"}, "EVGATE_LOG_LEVEL"),
+        ({"EVGATE_HEARTBEAT_INTERVAL": "0"}, "EVGATE_HEARTBEAT_INTERVAL"),
+        ({"EVGATE_BOOTSTRAP_TOKEN": "short"}, "EVGATE_BOOTSTRAP_TOKEN"),
+    ],
+)
+def test_bad_value_names_the_setting(environ: dict[str, str], named: str) -> None:
+    """Each bad value raises ConfigError whose message names the variable."""
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ=environ)
+
+
+def test_unknown_key_in_file(tmp_path: Path) -> None:
+    """A misspelt key in the TOML file is an error, not silently ignored."""
+    f = tmp_path / "evgate.toml"
+    f.write_text("ws_prot = 1\n")
+    with pytest.raises(ConfigError, match="ws_prot"):
+        load_settings(f, environ={})
+
+
+def test_cli_refuses_to_start_with_bad_setting() -> None:
+    """`evgate serve` with a bad value exits 2 and says which setting."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "evgate.cli", "serve"],
+        env={"EVGATE_WS_PORT": "-1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "EVGATE_WS_PORT" in proc.stderr
