@@ -19,6 +19,7 @@ from evgate.app import Evgate
 from evgate.config import Settings, load_settings
 from evgate.storage.db import apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
+from harness.kafka_fixtures import kafka_broker, kafka_broker_factory  # noqa: F401
 
 BOOTSTRAP_TOKEN = "test-bootstrap-token-" + secrets.token_hex(8)
 _TEMPLATE = "evgate_template"
