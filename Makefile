@@ -18,7 +18,7 @@ $(BIN)/python:
 
 # An editable install: maturin builds evgate._native (release profile) into python/evgate/.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt $(NATIVE_SOURCES)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip install -q -e '.[dev]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/pip install -q -e '.[dev,loadtest]'
 	touch $@
 
 serve: $(STAMP)

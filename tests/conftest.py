@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,12 +15,11 @@ import pytest
 import uvloop
 
 from evgate.app import Evgate
-from evgate.config import Settings, load_settings
 from evgate.storage.db import apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
 from harness.kafka_fixtures import kafka_broker, kafka_broker_factory  # noqa: F401
+from support import BOOTSTRAP_TOKEN, make_settings
 
-BOOTSTRAP_TOKEN = "test-bootstrap-token-" + secrets.token_hex(8)
 _TEMPLATE = "evgate_template"
 _counter = itertools.count()
 
@@ -75,18 +73,21 @@ async def database_url(pg: EmbeddedPostgres, pg_template: str) -> str:
     return _with_database(pg.dsn, name)
 
 
-def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
-    """Settings for an in-process evgate on free loopback ports."""
-    base: dict[str, object] = {
-        "database_url": database_url,
-        "data_dir": str(tmp_path),
-        "ws_host": "127.0.0.1",
-        "ws_port": 0,
-        "api_port": 0,
-        "bootstrap_token": BOOTSTRAP_TOKEN,
-    }
-    base.update(overrides)
-    return load_settings(environ={}, **base)
+@pytest.fixture
+async def private_pg(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
+    """A migrated PostgreSQL server of the test's own, and its DSN: for fault tests that kill
+    or stop the server (the session's server is shared by every other test)."""
+    server = EmbeddedPostgres(tmp_path / "private-pg")
+    dsn = await asyncio.to_thread(server.start)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    try:
+        yield server, dsn
+    finally:
+        await asyncio.to_thread(server.stop, "immediate")
 
 
 @pytest.fixture

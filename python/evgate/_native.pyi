@@ -1,7 +1,7 @@
 """evgate's private native module (Rust, pyo3). Use it through `evgate.native`, never directly:
 that module picks this one or the pure-Python twins (``EVGATE_NO_NATIVE=1``)."""
 
-__all__ = ["hash_secret", "verify_secret"]
+__all__ = ["hash_secret", "rollup_1m", "verify_secret"]
 
 def hash_secret(secret: bytes) -> bytes:
     """Return the SHA-256 digest (32 bytes) of ``secret``.
@@ -22,4 +22,29 @@ def verify_secret(secret: bytes, digest: bytes) -> bool:
 
     Returns:
         True when SHA-256(secret) equals digest.
+    """
+
+def rollup_1m(series: bytes, ts_us: bytes, values: bytes) -> bytes:
+    """Aggregate a batch of numeric meter values per series and minute.
+
+    The three buffers hold one entry per row, little-endian: ``series`` a ``u32`` series id
+    (the caller's numbering of (charger, connector, measurand, phase, location)), ``ts_us`` an
+    ``i64`` time in microseconds since the Unix epoch, ``values`` an ``f64``. NaN values are
+    skipped. The minute of a row is ``floor(ts_us / 60e6) * 60e6``; sums add in input order;
+    first is the value of the earliest row (the first of equal times), last of the latest (the
+    last of equal times).
+
+    Args:
+        series: ``4 * n`` bytes.
+        ts_us: ``8 * n`` bytes.
+        values: ``8 * n`` bytes.
+
+    Returns:
+        One ``struct`` ``"<IqdddQqdqd"`` record (76 bytes) per (series, minute), sorted by
+        series then minute: series, minute start (µs), min, max, sum, count, first time (µs),
+        first value, last time (µs), last value.
+
+    Raises:
+        ValueError: a buffer's length is not a multiple of its item size, or the buffers hold
+            different numbers of rows.
     """

@@ -1,8 +1,9 @@
 """The one place where evgate's rooms are wired together on one event loop.
 
-:class:`Evgate` owns, in start order: the database (embedded or external), the API server and
-the charger gateway. ``start`` brings them up, ``stop`` takes them down in reverse order.
-Tests run it in-process; ``evgate serve`` runs it until SIGINT/SIGTERM.
+:class:`Evgate` owns, in start order: the database (embedded or external), the charger
+gateway and the API server (whose commands go through the gateway). ``start`` brings them up,
+``stop`` takes them down in reverse order. Tests run it in-process; ``evgate serve`` runs it
+until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,19 +14,49 @@ import logging
 import signal
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 
 import uvicorn
 
 import evgate
 from evgate.api.app import create_api
+from evgate.api.cdrs import CdrController, CdrService
 from evgate.api.context import ApiContext
+from evgate.api.notifications import (
+    NotificationActions,
+    NotificationService,
+    SubscriptionController,
+)
+from evgate.api.sessions import ROUTES as SESSION_ROUTES
+from evgate.api.sessions import SessionsApi
 from evgate.auth.credentials import digest
+from evgate.auth.external import ExternalAuth, after_accepted_boot
+from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
-from evgate.config import Settings
+from evgate.config import Settings, parse_durations
+from evgate.events.dispatcher import Dispatcher, DispatcherConfig
+from evgate.gateway.cluster import Cluster
+from evgate.gateway.server import Gateway
+from evgate.handlers.routes import build_routes
+from evgate.handlers.security import CertificateService
+from evgate.handlers.services import HandlerServices
+from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.chargers import ChargerStore
-from evgate.storage.db import Database
+from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
+from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.embedded import EmbeddedPostgres
+from evgate.storage.events import CdrStore, NotificationStore
+from evgate.storage.id_tags import ID_TAG_CHANNEL, IdTagStore
+from evgate.storage.installations import (
+    INSTALLATION_CHANNEL,
+    SESSION_END_CHANNEL,
+    InstallationStore,
+)
+from evgate.storage.maintenance import Maintenance
+from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.sessions import ConnectorStore, TransactionStore
 from evgate.storage.tokens import TokenStore
+from evgate.storage.writer import Writer
 
 __all__ = ["Evgate", "bind_socket", "serve"]
 
@@ -63,6 +94,17 @@ class Evgate:
         self._api_server: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
         self.api_port: int | None = None
+        self.metrics = Registry()
+        self._loop_lag = LoopLagMonitor(self.metrics)
+        self.gateway: Gateway | None = None
+        self.cluster: Cluster | None = None
+        self.auth: ExternalAuth | None = None
+        self.ws_port: int | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.writer: Writer | None = None
+        self.maintenance: Maintenance | None = None
+        self.certificates: CertificateService | None = None
+        self.native: NativeAuthorizer | None = None
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
@@ -86,9 +128,109 @@ class Evgate:
         if s.bootstrap_token:
             await tokens.create("bootstrap", "admin", digest(s.bootstrap_token))
 
-        ctx = ApiContext(chargers=chargers, registry=ChargerRegistry(chargers), tokens=tokens)
-        api = create_api(ctx)
-        api_sock = bind_socket(s.api_host, s.api_port)
+        # Sessions and meter data (issue 5): the group-commit writer every handler writes
+        # through, the meter partitions' maintenance, the native id-tag list (LISTEN first,
+        # so that no change between the load and the LISTEN is missed).
+        self.writer = Writer(
+            dsn,
+            batch_rows=s.writer_batch_rows,
+            flush_interval=s.writer_flush_interval,
+            queue_rows=s.writer_queue_rows,
+            metrics=self.metrics,
+        )
+        await self.writer.start()
+        self.maintenance = Maintenance(
+            self.db, retention_days=s.meter_retention_days, ahead_days=s.meter_partitions_ahead
+        )
+        await self.maintenance.run_once()
+        self.maintenance.start()
+        id_tags = IdTagStore(self.db)
+        native = self.native = NativeAuthorizer(id_tags)
+        await self.db.listen(ID_TAG_CHANNEL, native.on_change, native.reload_soon)
+        await native.load()
+        if s.ca_cert and s.ca_key:
+            self.certificates = CertificateService(
+                s.ca_cert, s.ca_key, validity=timedelta(days=s.certificate_validity_days)
+            )
+
+        # Installations and who may charge (auth/external.py): the handlers ask
+        # self.auth.directory.authorizer_for(charger_id), the native list by default.
+        self.auth = ExternalAuth(InstallationStore(self.db), native, self.metrics, s)
+        transactions = TransactionStore(self.db)
+        services = HandlerServices(
+            writer=self.writer,
+            transactions=transactions,
+            authorizer_for=self.auth.directory.authorizer_for,
+            heartbeat_interval=s.heartbeat_interval,
+            allow_concurrent_tx=s.allow_concurrent_tx,
+        )
+        routes = after_accepted_boot(
+            build_routes(services, self.certificates), self.auth.on_boot_accepted
+        )
+
+        # The charger gateway: credentials from the database, kept in sync by its NOTIFYs
+        # (LISTEN first, so that no change between the load and the LISTEN is missed).
+        self.gateway = Gateway(
+            s,
+            routes,
+            chargers.credentials,
+            save_authorization_key=chargers.set_secret_digest,
+            metrics=self.metrics,
+        )
+        await self.db.listen(
+            CHARGER_CHANNEL, self.gateway.credentials_changed, self.gateway.credentials_reset
+        )
+        await self.db.listen(
+            INSTALLATION_CHANNEL, self.auth.directory.notified, self.auth.directory.notified_all
+        )
+        await self.db.listen(
+            SESSION_END_CHANNEL, self.auth.session_end_notified, self.auth.sender.wake
+        )
+        # Scale-out: the cluster keeps charger ownership in the database and routes commands
+        # to whichever process holds the charger; everything that calls chargers uses it.
+        self.cluster = Cluster(
+            self.gateway,
+            ClusterStore(self.db),
+            node_id=s.node_id or socket.gethostname().split(".")[0],
+            worker_index=s.worker_index or 0,
+            lease=s.ownership_lease,
+            call_timeout=s.call_timeout,
+            metrics=self.metrics,
+        )
+        await self.db.listen(CLUSTER_CHANNEL, self.cluster.notified, self.cluster.reset)
+        await self.cluster.start()
+        await self.auth.start(self.cluster)
+        await self.gateway.start(bind_socket(s.ws_host, s.ws_port, reuse_port=s.reuse_port))
+        self.ws_port = self.gateway.port
+        if self.certificates is not None:
+            self.certificates.link = self.cluster
+        self._loop_lag.start()
+
+        ctx = ApiContext(
+            chargers=chargers,
+            registry=ChargerRegistry(chargers),
+            tokens=tokens,
+            gateway=self.cluster,
+            metrics=self.metrics,
+            installations=self.auth.installations,
+        )
+        # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
+        notifications = NotificationStore(self.db)
+        self.dispatcher = Dispatcher(notifications, _dispatcher_config(s), self.metrics)
+        self.dispatcher.start()
+        ctx.services["notifications"] = NotificationService(notifications, self.dispatcher.wake)
+        ctx.services["cdrs"] = CdrService(CdrStore(self.db))
+        ctx.services["sessions"] = SessionsApi(
+            chargers=chargers,
+            transactions=transactions,
+            connectors=ConnectorStore(self.db),
+            meter_values=MeterValueStore(self.db),
+            id_tags=id_tags,
+        )
+        api = create_api(
+            ctx, [SubscriptionController, NotificationActions, CdrController, *SESSION_ROUTES]
+        )
+        api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]
         config = uvicorn.Config(api, lifespan="off", log_level="warning", access_log=False)
         self._api_server = _ApiServer(config)
@@ -104,11 +246,12 @@ class Evgate:
             else "PostgreSQL at EVGATE_DATABASE_URL"
         )
         log.info(
-            "evgate %s ready: chargers ws://%s:%d/cp/{chargePointId}?auth={secret}; "
+            "evgate %s ready: chargers %s://%s:%d/cp/{chargePointId}?auth={secret}; "
             "API http://%s:%d/api/v1 (docs http://%s:%d/api/docs); database: %s",
             evgate.__version__,
+            "wss" if s.tls_cert else "ws",
             s.ws_host,
-            s.ws_port,
+            self.ws_port,
             s.api_host,
             self.api_port,
             s.api_host,
@@ -123,12 +266,49 @@ class Evgate:
             with contextlib.suppress(Exception):
                 await self._api_task
             self._api_server = self._api_task = None
+        if self.gateway is not None:
+            await self.gateway.stop()  # in-flight replies first, then 1001 to every charger
+            self.gateway = None
+        if self.cluster is not None:
+            await self.cluster.stop()  # goodbye: this process's chargers are free at once
+            self.cluster = None
+        if self.auth is not None:
+            await self.auth.stop()
+            self.auth = None
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()  # before the database: it gives its lanes back
+            self.dispatcher = None
+        if self.certificates is not None:
+            await self.certificates.close()
+            self.certificates = None
+        if self.maintenance is not None:
+            await self.maintenance.stop()
+            self.maintenance = None
+        if self.native is not None:
+            await self.native.close()
+            self.native = None
+        if self.writer is not None:
+            await self.writer.stop()  # after the gateway: its last handlers wait for commits
+            self.writer = None
+        await self._loop_lag.stop()
         if self.db is not None:
             await self.db.close()
             self.db = None
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
             self.embedded = None
+
+
+def _dispatcher_config(s: Settings) -> DispatcherConfig:
+    return DispatcherConfig(
+        retry_schedule=parse_durations(s.notification_retry_schedule),
+        delivery_timeout=s.notification_delivery_timeout,
+        fan_out_batch=s.notification_fan_out_batch,
+        lanes_per_subscription=s.notification_lanes_per_subscription,
+        lane_batch=s.notification_lane_batch,
+        poll_interval=s.notification_poll_interval,
+        outbox_retention=s.outbox_retention,
+    )
 
 
 async def serve(settings: Settings) -> None:

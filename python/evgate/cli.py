@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from evgate.config import ConfigError, Settings, load_settings
@@ -39,7 +40,11 @@ async def _database(settings: Settings) -> AsyncIterator[Any]:
             await asyncio.to_thread(embedded.stop)
 
 
-async def _serve(settings: Settings, _: argparse.Namespace) -> int:
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.workers > 1:
+        from evgate.workers import supervise
+
+        return await supervise(settings, args.config)
     from evgate.app import serve
 
     await serve(settings)
@@ -100,6 +105,31 @@ async def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkout_root() -> Path | None:
+    """The source checkout holding loadtest/, if this evgate runs from one."""
+    # The simulator lives in the checkout's loadtest/ beside python/, not in the installed
+    # package (it is a test tool, and its locustfile needs locust). The editable install that
+    # `make install` does points at python/, so the checkout is two folders above this file.
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "loadtest" / "cli.py").is_file() else None
+
+
+async def _simulate(_: Settings, args: argparse.Namespace) -> int:
+    root = _checkout_root()
+    if root is None:
+        print(
+            "evgate simulate needs a source checkout of evgate (its loadtest/ folder);"
+            " this evgate is installed without one",
+            file=sys.stderr,
+        )
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from loadtest.cli import run
+
+    return await run(args.simulate_args)
+
+
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
@@ -131,6 +161,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--scope", choices=("admin", "read"), default="read")
     p.set_defaults(run=_tokens_create)
+
+    # Its options belong to loadtest.cli (`evgate simulate --help` lists them): this parser
+    # takes every word after "simulate" as it is (no option prefix of its own) and hands it on.
+    p = sub.add_parser(
+        "simulate",
+        help="simulate a fleet of chargers (source checkout only)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    p.add_argument("simulate_args", nargs="*")
+    p.set_defaults(run=_simulate)
     return parser
 
 

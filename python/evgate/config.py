@@ -17,11 +17,23 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "load_settings", "parse_durations"]
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+# One duration with a unit, then more separated by spaces or commas: "5s 30s 2m 1h 1d".
+_DURATION = r"\d+(?:\.\d+)?[smhd]"
+_DURATIONS = rf"^\s*{_DURATION}(?:[\s,]+{_DURATION})*\s*$"
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_durations(text: str) -> tuple[float, ...]:
+    """Seconds of each duration in ``text`` ("5s 30s 2m 1h 1d"), as the retry schedule
+    setting is written (its pattern is checked when the settings load)."""
+    return tuple(float(d[:-1]) * _UNITS[d[-1]] for d in re.findall(_DURATION, text))
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -46,6 +58,23 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
 
     # OCPP behaviour.
     heartbeat_interval: Positive = 60
+    # Whether an id-tag may have several open transactions; when false, Authorize and
+    # StartTransaction answer ConcurrentTx for an id-tag that has one.
+    allow_concurrent_tx: bool = True
+    # SignCertificate: the CA that signs chargers' CSRs (PEM files); without both, Rejected.
+    ca_cert: str | None = None
+    ca_key: str | None = None
+    certificate_validity_days: Positive = 365
+
+    # Meter values: days kept (whole daily partitions are dropped after; 0 keeps them
+    # forever), and daily partitions made this many days ahead.
+    meter_retention_days: Annotated[int, msgspec.Meta(ge=0)] = 90
+    meter_partitions_ahead: Annotated[int, msgspec.Meta(ge=1, le=60)] = 3
+    # Group-commit writer: a batch commits at this many rows or this many seconds after its
+    # first write; past writer_queue_rows waiting rows, chargers' messages wait (back-pressure).
+    writer_batch_rows: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
+    writer_flush_interval: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.005
+    writer_queue_rows: Annotated[int, msgspec.Meta(ge=1000)] = 100_000
 
     # Gateway: TLS (security profiles 2 and 3), limits and liveness.
     tls_cert: str | None = None
@@ -63,9 +92,43 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     # Charger write buffer high-water mark (bytes) before the gateway pauses the charger's reads.
     write_buffer_limit: Positive = 256 * 1024
 
-    # Scale-out.
+    # External authorization: session ends for installations' providers are retried after
+    # session_end_retry_base seconds, doubling up to session_end_retry_max; the outbox is
+    # looked at every session_end_poll_interval seconds at least (NOTIFY wakes it sooner).
+    session_end_retry_base: Seconds = 2.0
+    session_end_retry_max: Seconds = 900.0
+    session_end_poll_interval: Seconds = 5.0
+
+    # Notifications (events/): retry delays after each failed delivery attempt, as durations
+    # with a unit (s, m, h, d) separated by spaces or commas; after the last the delivery is
+    # marked failed (listed by the API, resendable). Each delay gets +-20% jitter.
+    notification_retry_schedule: Annotated[str, msgspec.Meta(pattern=_DURATIONS)] = (
+        "5s 30s 2m 10m 30m 1h 3h 6h 12h 1d"
+    )
+    # One attempt's limit (connect + answer) for a webhook; Kafka gets 3x (at least 30 s).
+    notification_delivery_timeout: Seconds = 10.0
+    # Outbox rows fanned out per query, lanes (chargers) delivered at once per subscription,
+    # and events a lane loads at a time: what bounds the dispatcher's memory.
+    notification_fan_out_batch: Positive = 1000
+    notification_lanes_per_subscription: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
+    notification_lane_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    # How often the dispatcher looks for new events when nothing wakes it.
+    notification_poll_interval: Seconds = 0.05
+    # Delivered events are deleted from the outbox after this many seconds (failed ones stay
+    # until resent and delivered, or their subscription is deleted).
+    outbox_retention: Seconds = 7 * 86400.0
+
+    # Scale-out: worker processes share the ports with SO_REUSEPORT (set by the supervisor, or
+    # by an operator running several `evgate serve` by hand on one machine).
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    reuse_port: bool = False
+    # This node's name in charger ownership (default: the host name); the supervisor numbers
+    # its workers with worker_index.
     node_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._\-]{1,64}$")] | None = None
+    worker_index: Annotated[int, msgspec.Meta(ge=0, le=63)] | None = None
+    # Seconds a process that died without a goodbye keeps its chargers' ownership (commands
+    # for them answer 504 meanwhile, then 409).
+    ownership_lease: Annotated[float, msgspec.Meta(ge=1, le=600)] = 15.0
 
 
 class ConfigError(Exception):

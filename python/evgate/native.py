@@ -11,9 +11,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import struct
+from array import array
 from collections.abc import Callable
 
-__all__ = ["USING_NATIVE", "hash_secret", "pure_hash_secret", "pure_verify_secret", "verify_secret"]
+__all__ = [
+    "ROLLUP_RECORD",
+    "USING_NATIVE",
+    "hash_secret",
+    "pure_hash_secret",
+    "pure_rollup_1m",
+    "pure_verify_secret",
+    "rollup_1m",
+    "verify_secret",
+]
+
+#: The packed record ``rollup_1m`` returns per (series, minute): series, minute start (µs), min,
+#: max, sum, count, first time (µs), first value, last time (µs), last value.
+ROLLUP_RECORD = struct.Struct("<IqdddQqdqd")
+_MINUTE_US = 60_000_000
 
 
 def pure_hash_secret(secret: bytes) -> bytes:
@@ -28,10 +44,55 @@ def pure_verify_secret(secret: bytes, digest: bytes) -> bool:
     return hmac.compare_digest(hashlib.sha256(secret).digest(), digest)
 
 
+def _items(buf: bytes, typecode: str, name: str) -> array:  # type: ignore[type-arg]
+    items = array(typecode)
+    if len(buf) % items.itemsize:
+        raise ValueError(f"{name}: length is not a multiple of its item size")
+    items.frombytes(buf)
+    return items
+
+
+def pure_rollup_1m(series: bytes, ts_us: bytes, values: bytes) -> bytes:
+    """Pure-Python twin of ``_native.rollup_1m`` (same rules, same bytes out)."""
+    sids = _items(series, "I", "series")
+    times = _items(ts_us, "q", "ts_us")
+    vals = _items(values, "d", "values")
+    if not len(sids) == len(times) == len(vals):
+        raise ValueError(
+            f"buffers hold different row counts: series {len(sids)}, ts {len(times)},"
+            f" values {len(vals)}"
+        )
+    # [min, max, sum, count, first_us, first, last_us, last] per (series, minute)
+    groups: dict[tuple[int, int], list[float]] = {}
+    for s, t, v in zip(sids, times, vals, strict=True):
+        if v != v:  # NaN
+            continue
+        key = (s, t // _MINUTE_US * _MINUTE_US)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = [v, v, v, 1, t, v, t, v]
+            continue
+        if v < g[0]:
+            g[0] = v
+        if v > g[1]:
+            g[1] = v
+        g[2] += v
+        g[3] += 1
+        if t < g[4]:
+            g[4] = t
+            g[5] = v
+        if t >= g[6]:
+            g[6] = t
+            g[7] = v
+    pack = ROLLUP_RECORD.pack
+    return b"".join(pack(s, m, *g) for (s, m), g in sorted(groups.items()))
+
+
 USING_NATIVE: bool = os.environ.get("EVGATE_NO_NATIVE", "") not in ("1", "true", "yes")
 
 hash_secret: Callable[[bytes], bytes]
 verify_secret: Callable[[bytes, bytes], bool]
+rollup_1m: Callable[[bytes, bytes, bytes], bytes]
 
 if USING_NATIVE:
     try:
@@ -43,6 +104,8 @@ if USING_NATIVE:
         ) from exc
     hash_secret = _native.hash_secret
     verify_secret = _native.verify_secret
+    rollup_1m = _native.rollup_1m
 else:
     hash_secret = pure_hash_secret
     verify_secret = pure_verify_secret
+    rollup_1m = pure_rollup_1m

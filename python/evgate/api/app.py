@@ -20,7 +20,10 @@ from swagger_ui_bundle import swagger_ui_path
 
 import evgate
 from evgate.api.chargers import ChargerController
+from evgate.api.commands import CommandController
 from evgate.api.context import ApiContext
+from evgate.api.installations import InstallationController
+from evgate.api.metrics import metrics
 from evgate.api.problems import exception_handlers
 from evgate.api.security import OPEN_PATHS, make_auth_middleware, scope_guard
 
@@ -47,7 +50,12 @@ def create_api(
 
     secured = Router(
         path="/",
-        route_handlers=[ChargerController, *route_handlers],
+        route_handlers=[
+            ChargerController,
+            CommandController,
+            InstallationController,
+            *route_handlers,
+        ],
         guards=[scope_guard],
         security=[{"bearer": []}],
     )
@@ -76,7 +84,7 @@ def create_api(
     )
     auth = DefineMiddleware(make_auth_middleware(ctx.tokens.scope_of), exclude=OPEN_PATHS)
     return Litestar(
-        route_handlers=[secured, docs_assets, *open_route_handlers],
+        route_handlers=[secured, docs_assets, metrics, *open_route_handlers],
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
         middleware=[auth],
         exception_handlers=exception_handlers,

@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.auth.credentials import CHARGER_ID_PATTERN
+from evgate.gateway.interface import ConnectionInfo
 from evgate.storage.chargers import Charger
 
 __all__ = ["ChargerController"]
@@ -48,12 +49,20 @@ class ChargerPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
     registration_status: Literal["Accepted", "Pending", "Rejected"] | msgspec.UnsetType = (
         msgspec.UNSET
     )
+    # The installation to join (its authorization mode applies at once); null leaves it.
+    installation_id: int | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ChargerWithSecret(Charger, kw_only=True):
     """A charger with its secret: returned once, at creation or rotation."""
 
     secret: str
+
+
+class ChargerView(Charger, kw_only=True):
+    """A charger with its live connection to this process (null when not connected)."""
+
+    connection: ConnectionInfo | None = None
 
 
 class SecretOut(msgspec.Struct):
@@ -84,9 +93,11 @@ class ChargerController(Controller):
         items = await ctx.chargers.page(after, limit)
         return page_of(items, limit, lambda c: c.id)
 
-    @get("/{charger_id:str}", summary="One charger")
-    async def get_charger(self, ctx: Ctx, charger_id: FromPath[str]) -> Charger:
-        return await ctx.chargers.get(charger_id)
+    @get("/{charger_id:str}", summary="One charger, with its live connection (or null)")
+    async def get_charger(self, ctx: Ctx, charger_id: FromPath[str]) -> ChargerView:
+        charger = await ctx.chargers.get(charger_id)
+        connection = await ctx.gateway.locate(charger_id) if ctx.gateway is not None else None
+        return ChargerView(**msgspec.structs.asdict(charger), connection=connection)
 
     @patch("/{charger_id:str}", summary="Change a charger's settings")
     async def patch_charger(
@@ -95,7 +106,11 @@ class ChargerController(Controller):
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         if not fields:
             return await ctx.chargers.get(charger_id)
-        return await ctx.chargers.update(charger_id, **fields)
+        charger = await ctx.chargers.update(charger_id, **fields)
+        if "installation_id" in fields and ctx.installations is not None:
+            # In force in this process before the answer; other processes follow on NOTIFY.
+            await ctx.installations.charger_moved(charger_id)
+        return charger
 
     @delete("/{charger_id:str}", status_code=204, summary="Delete a charger; it is disconnected")
     async def delete_charger(self, ctx: Ctx, charger_id: FromPath[str]) -> None:

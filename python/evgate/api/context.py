@@ -7,7 +7,10 @@ from typing import Any
 
 from litestar.di import NamedDependency
 
+from evgate.auth.installations import Installations
 from evgate.auth.registry import ChargerRegistry
+from evgate.gateway.interface import ChargerLink
+from evgate.metrics import Registry
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.tokens import TokenStore
 
@@ -21,6 +24,12 @@ class ApiContext:
     chargers: ChargerStore
     registry: ChargerRegistry
     tokens: TokenStore
+    # The charger gateway (live connections, commands); None in an API run without one.
+    gateway: ChargerLink | None = None
+    # The process's metrics, served on /metrics.
+    metrics: Registry = field(default_factory=Registry)
+    # Installations and their authorization modes (issue 7); None in an API run without them.
+    installations: Installations | None = None
     # Room name → service, for rooms that plug in routes of their own (see api/app.py).
     services: dict[str, Any] = field(default_factory=dict)
 

@@ -20,7 +20,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-from evgate.storage.errors import AlreadyExists, NotFound
+from evgate.storage.errors import AlreadyExists, BadReference, InUse, NotFound
 
 __all__ = ["PROBLEM_JSON", "ApiError", "Conflict", "Unprocessable", "exception_handlers"]
 
@@ -111,6 +111,14 @@ def _exists(_: Request[Any, Any, Any], exc: AlreadyExists) -> Response[bytes]:
     return problem(409, str(exc))
 
 
+def _in_use(_: Request[Any, Any, Any], exc: InUse) -> Response[bytes]:
+    return problem(409, str(exc))
+
+
+def _bad_reference(_: Request[Any, Any, Any], exc: BadReference) -> Response[bytes]:
+    return problem(422, str(exc))
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal error")
@@ -126,5 +134,7 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     HTTPException: _http,
     NotFound: _not_found,
     AlreadyExists: _exists,
+    InUse: _in_use,
+    BadReference: _bad_reference,
     Exception: _internal,
 }

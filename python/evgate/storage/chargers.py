@@ -1,5 +1,7 @@
 """storage room: the chargers registry.
 
+Every change of a charger (created, updated, deleted) appends chargePoint.changed and
+ChargePointChangedNotification to the outbox in its transaction (``storage/events.py``).
 Every change to a charger's credentials or existence sends ``NOTIFY evgate_charger, '<id>'`` in
 the same transaction, so every evgate process (this one included) refreshes its in-memory
 credential index and drops a connection whose secret no longer holds.
@@ -14,9 +16,20 @@ import asyncpg
 import msgspec
 
 from evgate.storage.db import CHARGER_CHANNEL, Database
-from evgate.storage.errors import AlreadyExists, NotFound
+from evgate.storage.errors import AlreadyExists, BadReference, NotFound
+from evgate.storage.events import record_charger_changed
+from evgate.storage.installations import set_charger_installation
+from evgate.storage.sessions import in_rounds
+from evgate.storage.writer import WriteOp
 
-__all__ = ["Charger", "ChargerCredentials", "ChargerStore", "RegistrationStatus"]
+__all__ = [
+    "NETWORK_STATUS",
+    "Charger",
+    "ChargerCredentials",
+    "ChargerStore",
+    "NetworkStatuses",
+    "RegistrationStatus",
+]
 
 RegistrationStatus = Literal["Accepted", "Pending", "Rejected"]
 
@@ -29,20 +42,27 @@ class Charger(msgspec.Struct, rename="camel", kw_only=True):
     security_profile: int
     lenient: bool
     registration_status: RegistrationStatus
+    # The installation it belongs to (its authorization mode), if any.
+    installation_id: int | None
     created_at: datetime
     updated_at: datetime
 
 
 class ChargerCredentials(msgspec.Struct, frozen=True):
-    """What the gateway's upgrade check needs of a charger."""
+    """What the gateway's upgrade check needs of a charger, and its ``number`` (the
+    notifications' ``chargePointId``), which the handlers get through the connection."""
 
     id: str
     secret_digest: bytes
     security_profile: int
     lenient: bool
+    number: int = 0
 
 
-_COLUMNS = "id, description, security_profile, lenient, registration_status, created_at, updated_at"
+_COLUMNS = (
+    "id, description, security_profile, lenient, registration_status, installation_id,"
+    " created_at, updated_at"
+)
 
 
 def _charger(row: asyncpg.Record) -> Charger:
@@ -80,6 +100,7 @@ class ChargerStore:
                     lenient,
                 )
                 await conn.execute("SELECT pg_notify($1, $2)", CHARGER_CHANNEL, charger_id)
+                await record_charger_changed(conn, charger_id, "created")
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"charger {charger_id!r} exists already") from None
         assert row is not None
@@ -103,28 +124,44 @@ class ChargerStore:
         return [_charger(r) for r in rows]
 
     async def update(self, charger_id: str, **fields: object) -> Charger:
-        """Set some of: description, security_profile, lenient, registration_status.
+        """Set some of: description, security_profile, lenient, registration_status,
+        installation_id (which also notifies the authorizer directories).
 
         Raises:
-            NotFound: no such charger.
+            NotFound: no such charger. BadReference: no such installation.
         """
-        allowed = {"description", "security_profile", "lenient", "registration_status"}
+        allowed = {
+            "description",
+            "security_profile",
+            "lenient",
+            "registration_status",
+            "installation_id",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
         names = sorted(fields)
         sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=2))
         async with self.db.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"UPDATE chargers SET {sets}{', ' if sets else ''}updated_at = now()"
-                f" WHERE id = $1 RETURNING {_COLUMNS}",
-                charger_id,
-                *(fields[n] for n in names),
+            installation_before = await conn.fetchval(
+                "SELECT installation_id FROM chargers WHERE id = $1 FOR UPDATE", charger_id
             )
+            try:
+                row = await conn.fetchrow(
+                    f"UPDATE chargers SET {sets}{', ' if sets else ''}updated_at = now()"
+                    f" WHERE id = $1 RETURNING {_COLUMNS}",
+                    charger_id,
+                    *(fields[n] for n in names),
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise BadReference(f"no installation {fields.get('installation_id')}") from None
             if row is None:
                 raise NotFound(f"no charger {charger_id!r}")
             if {"security_profile", "lenient"} & set(names):
                 await conn.execute("SELECT pg_notify($1, $2)", CHARGER_CHANNEL, charger_id)
+            if row["installation_id"] != installation_before:
+                await set_charger_installation(conn, charger_id, row["installation_id"])
+            await record_charger_changed(conn, charger_id, "updated")
         return _charger(row)
 
     async def set_secret_digest(self, charger_id: str, secret_digest: bytes) -> None:
@@ -146,6 +183,7 @@ class ChargerStore:
     async def delete(self, charger_id: str) -> None:
         """Raises: NotFound."""
         async with self.db.pool.acquire() as conn, conn.transaction():
+            await record_charger_changed(conn, charger_id, "deleted")  # while it is there
             status = await conn.execute("DELETE FROM chargers WHERE id = $1", charger_id)
             if status == "DELETE 0":
                 raise NotFound(f"no charger {charger_id!r}")
@@ -154,13 +192,44 @@ class ChargerStore:
     async def credentials(self, charger_id: str | None = None) -> list[ChargerCredentials]:
         """The credentials of one charger (a list of 0 or 1) or, with no id, of all."""
         rows = await self.db.fetch(
-            "SELECT id, secret_digest, security_profile, lenient FROM chargers"
+            "SELECT id, secret_digest, security_profile, lenient, number FROM chargers"
             " WHERE $1::text IS NULL OR id = $1",
             charger_id,
         )
         return [
             ChargerCredentials(
-                r["id"], bytes(r["secret_digest"]), r["security_profile"], r["lenient"]
+                r["id"], bytes(r["secret_digest"]), r["security_profile"], r["lenient"], r["number"]
             )
             for r in rows
         ]
+
+
+_NETWORK = """
+UPDATE chargers c SET network_status = u.status, network_status_at = u.at
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(id, status, at)
+WHERE c.id = u.id AND (c.network_status_at IS NULL OR c.network_status_at <= u.at)
+RETURNING c.id
+"""
+
+
+class NetworkStatuses(WriteOp[tuple[str, str, datetime], bool]):
+    """Sets chargers' ``network_status`` (the NetworkStatusNotification they emit). Item:
+    (charger_id, status, at). Result: whether it was set — not for a deleted charger, nor
+    for a change older than the stored one (two evgate processes' connect and disconnect of
+    one charger apply in the order they happened, whatever order they commit in)."""
+
+    name = "network_status"
+
+    async def write(
+        self, conn: asyncpg.Connection, items: list[tuple[str, str, datetime]]
+    ) -> list[bool]:
+        results = [False] * len(items)
+        for indexes in in_rounds(items, lambda item: item[0]):
+            rows = await conn.fetch(_NETWORK, *zip(*(items[i] for i in indexes), strict=True))
+            written = {r[0] for r in rows}
+            for i in indexes:
+                results[i] = items[i][0] in written
+        return results
+
+
+NETWORK_STATUS = NetworkStatuses()

@@ -7,13 +7,16 @@ each exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 import asyncpg
 
-__all__ = ["Database", "apply_migrations", "migration_files"]
+__all__ = ["Database", "Listener", "apply_migrations", "migration_files"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,102 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+class Listener:
+    """``LISTEN channel`` on a dedicated connection that comes back when it drops.
+
+    ``on_notify(payload)`` is called for each notification; ``on_reconnect()`` after the
+    connection was re-established, because notifications sent while it was down are lost and
+    the subscriber must re-read what it keeps in sync. Both run on the loop and must not block.
+    Made by :meth:`Database.listen`, closed with it.
+    """
+
+    RETRY_MIN = 0.2
+    RETRY_MAX = 5.0
+
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        on_notify: Callable[[str], None],
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.channel = channel
+        self._on_notify = on_notify
+        self._on_reconnect = on_reconnect
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            self._on_notify(payload)
+        except Exception:
+            log.exception("listener on %s failed on %r", self.channel, payload)
+
+    def _terminated(self, _conn: Any) -> None:
+        self._lost.set()
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.add_listener(self.channel, self._notified)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._terminated)
+        self._conn = conn
+        self._lost.clear()
+
+    async def start(self) -> None:
+        """Connect and LISTEN (raises if the database is unreachable now)."""
+        await self._connect()
+        self._task = asyncio.get_running_loop().create_task(
+            self._keep_up(), name=f"listen-{self.channel}"
+        )
+
+    async def _keep_up(self) -> None:
+        delay = self.RETRY_MIN
+        while True:
+            await self._lost.wait()
+            if self._conn is not None:
+                self._conn.terminate()
+                self._conn = None
+            try:
+                await self._connect()
+            except Exception as exc:  # any failure: keep trying, the subscriber depends on it
+                log.warning(
+                    "LISTEN %s: reconnect failed (%s); retry in %.1f s", self.channel, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.RETRY_MAX)
+                continue
+            delay = self.RETRY_MIN
+            log.info("LISTEN %s: reconnected", self.channel)
+            if self._on_reconnect is not None:
+                try:
+                    self._on_reconnect()
+                except Exception:
+                    log.exception("listener on %s failed after reconnecting", self.channel)
+
+    def drop_connection(self) -> None:
+        """Terminate the connection as a network fault would (tests of the reconnect path)."""
+        if self._conn is not None:
+            self._conn.terminate()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.remove_termination_listener(self._terminated)
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+
 class Database:
     """The asyncpg pool of one evgate process. ``await open()`` before use, ``close()`` after."""
 
@@ -66,6 +165,7 @@ class Database:
         self.dsn = dsn
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._listeners: list[Listener] = []
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -85,7 +185,25 @@ class Database:
             self.dsn, min_size=1, max_size=self.pool_size, init=_init_connection
         )
 
+    async def listen(
+        self,
+        channel: str,
+        on_notify: Callable[[str], None],
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> Listener:
+        """LISTEN on ``channel`` on a dedicated connection, until :meth:`close`.
+
+        See :class:`Listener` for the callbacks' contract.
+        """
+        listener = Listener(self.dsn, channel, on_notify, on_reconnect)
+        await listener.start()
+        self._listeners.append(listener)
+        return listener
+
     async def close(self) -> None:
+        for listener in self._listeners:
+            await listener.close()
+        self._listeners.clear()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

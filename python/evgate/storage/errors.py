@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AlreadyExists", "NotFound", "StorageError"]
+__all__ = ["AlreadyExists", "BadReference", "InUse", "NotFound", "StorageError"]
 
 
 class StorageError(Exception):
@@ -15,3 +15,11 @@ class NotFound(StorageError):
 
 class AlreadyExists(StorageError):
     """A row with that key exists already."""
+
+
+class BadReference(StorageError):
+    """A value names another row that does not exist (a charger's installation id)."""
+
+
+class InUse(StorageError):
+    """The row cannot be deleted while other rows belong to it."""

@@ -1,0 +1,471 @@
+"""bench: one fleet of simulated chargers against evgate and against a reference server.
+
+The same scenario (``loadtest``: boot, status on every connector, heartbeats, sessions with
+Authorize, StartTransaction, MeterValues and StopTransaction, then a reconnect storm of the
+whole fleet) runs against each server in turn, in one run, on one embedded PostgreSQL:
+
+* evgate: ``python -m evgate.cli serve`` (``EVGATE_WORKERS`` from ``--evgate-workers``);
+* reference: ``bench/reference_server.py``, the ``ocpp`` library's ChargePoint on a
+  ``websockets`` server with plain asyncpg INSERTs (see its docstring).
+
+Each gets its own fresh database in that PostgreSQL, the same chargers (ids, and secrets from
+the CSPRNG whose SHA-256 digests are inserted in bulk; the secrets exist only in this process
+and reach the simulator processes over a pipe) and the same accepted id tags. Measured per
+server, over the same window of ``--duration`` seconds after every charger has booted:
+
+* chargers connected, CALLs answered per second, round-trip p50 / p99 / p99.9 of every CALL
+  (CALL handed to the socket → CALLRESULT read, in the simulator);
+* server CPU seconds per 1,000 CALLs (the server's process tree, psutil) and, because evgate
+  moves work into PostgreSQL (COPY, group commit) and the reference does the opposite,
+  the database's CPU per 1,000 CALLs too;
+* server resident memory per charger: (RSS with the fleet connected - RSS before) / chargers;
+* meter value rows stored at the end (the ``meter_values`` table of each);
+* reconnect storm: every connection reset at once; seconds until all have booted again.
+
+The table's last column says how many times better evgate did (higher throughput; lower
+latency, CPU, memory, storm time). ``--json`` prints the same as one object. The defaults
+(2,000 chargers, 60 s windows) finish in about three minutes on a 2-core machine; the time
+scale is compressed (MeterValues every 10 s, heartbeat every 30 s, short sessions) so that a
+small fleet sends a fleet's worth of traffic. Run: ``python bench/fleet.py [--chargers N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "python"):  # a plain checkout: loadtest/ and python/evgate
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import asyncpg  # noqa: E402
+import msgspec  # noqa: E402
+import psutil  # noqa: E402
+import uvloop  # noqa: E402
+from bench import reference_server  # noqa: E402
+from loadtest.cli import add_arguments, scenario_from  # noqa: E402
+from loadtest.driver import SimulationResult, simulate  # noqa: E402
+
+from evgate.auth.credentials import digest, new_charger_secret  # noqa: E402
+from evgate.storage.db import apply_migrations  # noqa: E402
+from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
+
+SERVERS = ("evgate", "reference")
+ID_TAGS = tuple(f"SIM-TAG-{i:04d}" for i in range(1, 101))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    return []
+
+
+def _cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """CPU (user + system) of a process tree; with ``reaped``, also of children that exited
+    (PostgreSQL backends come and go under the postmaster)."""
+    total = 0.0
+    for proc in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = proc.cpu_times()
+            total += t.user + t.system
+            if reaped and proc.pid == pid:
+                total += t.children_user + t.children_system
+    return total
+
+
+def _rss(pid: int) -> int:
+    total = 0
+    for proc in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total
+
+
+@dataclass
+class ServerProbe:
+    """Reads a server's process tree and the PostgreSQL around the measurement window."""
+
+    server_pid: int
+    postgres_pid: int
+    rss_before: int
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        self.marks["cpu0"] = _cpu_seconds(self.server_pid)
+        self.marks["db0"] = _cpu_seconds(self.postgres_pid, reaped=True)
+
+    def end(self) -> None:
+        self.marks["cpu"] = _cpu_seconds(self.server_pid) - self.marks["cpu0"]
+        self.marks["db"] = _cpu_seconds(self.postgres_pid, reaped=True) - self.marks["db0"]
+        self.marks["rss"] = _rss(self.server_pid)
+
+
+class ServerRun(msgspec.Struct, kw_only=True):
+    """One server's figures in the table (None where it failed)."""
+
+    server: str
+    error: str | None = None
+    fleet: SimulationResult | None = None
+    server_cpu_per_1k_calls: float | None = None
+    database_cpu_per_1k_calls: float | None = None
+    rss_before_mib: float | None = None
+    rss_per_charger_kib: float | None = None
+    meter_value_rows: int | None = None
+
+
+class Bench:
+    """The PostgreSQL, the credentials and the runs of one benchmark."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.pg = EmbeddedPostgres(workdir)
+        self.dsn = ""
+        # Secrets from the CSPRNG, as `evgate chargers add` makes them; only digests are stored.
+        self.credentials: list[tuple[str, str | None]] = [
+            (f"CP-{i:06d}", new_charger_secret()) for i in range(args.chargers)
+        ]
+        self.digests = [(cid, digest(secret or "")) for cid, secret in self.credentials]
+
+    def say(self, line: str) -> None:
+        if not self.args.json or self.args.verbose:
+            print(line, file=sys.stderr, flush=True)
+
+    async def _database(self, name: str) -> str:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+        return self.dsn.rsplit("/", 1)[0] + "/" + name
+
+    async def _register_evgate(self, dsn: str) -> None:
+        # SQL rather than 20,000 API calls: migrate, then COPY the chargers and the id tags
+        # before evgate starts, so it loads them all at start as it would after a restart.
+        conn = await asyncpg.connect(dsn)
+        try:
+            await apply_migrations(conn)
+            await conn.copy_records_to_table(
+                "chargers", records=self.digests, columns=["id", "secret_digest"]
+            )
+            await conn.copy_records_to_table(
+                "id_tags", records=[(t,) for t in ID_TAGS], columns=["id_tag"]
+            )
+        finally:
+            await conn.close()
+
+    async def _start(self, server: str, dsn: str, port: int) -> asyncio.subprocess.Process:
+        log = (self.workdir / f"{server}.log").open("wb")
+        if server == "evgate":
+            env = {
+                **os.environ,
+                "EVGATE_DATABASE_URL": dsn,
+                "EVGATE_DATA_DIR": str(self.workdir / "evgate"),
+                "EVGATE_WS_HOST": "127.0.0.1",
+                "EVGATE_WS_PORT": str(port),
+                "EVGATE_API_PORT": str(_free_port()),
+                "EVGATE_HEARTBEAT_INTERVAL": str(self.args.server_heartbeat),
+                "EVGATE_WORKERS": str(self.args.evgate_workers),
+                "EVGATE_LOG_LEVEL": "WARNING",
+            }
+            cmd = [sys.executable, "-m", "evgate.cli", "serve"]
+        else:
+            env = dict(os.environ)
+            cmd = [
+                sys.executable,
+                str(ROOT / "bench" / "reference_server.py"),
+                "--dsn",
+                dsn,
+                "--port",
+                str(port),
+                "--heartbeat-interval",
+                str(self.args.server_heartbeat),
+            ]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                break
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            writer.close()
+            # Workers bind the shared port one after another: give the last ones time.
+            await asyncio.sleep(1.0 + (self.args.evgate_workers if server == "evgate" else 0))
+            return proc
+        await self._stop(proc)
+        tail = (self.workdir / f"{server}.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{server} did not listen on port {port}:\n{tail}")
+
+    @staticmethod
+    async def _stop(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+    def _postgres_pid(self) -> int:
+        return int((self.pg.pgdata / "postmaster.pid").read_text().split()[0])
+
+    async def run_server(self, server: str) -> ServerRun:
+        args = self.args
+        dsn = await self._database(f"bench_{server}")
+        if server == "evgate":
+            await self._register_evgate(dsn)
+        else:
+            await reference_server.register(dsn, self.digests, list(ID_TAGS))
+        port = _free_port()
+        self.say(f"{server}: starting on 127.0.0.1:{port}")
+        proc = await self._start(server, dsn, port)
+        try:
+            probe = ServerProbe(proc.pid, self._postgres_pid(), _rss(proc.pid))
+            scenario = scenario_from(args, f"ws://127.0.0.1:{port}/cp/{{id}}?auth={{secret}}")
+            scenario = msgspec.structs.replace(scenario, id_tags=ID_TAGS)
+            result = await simulate(
+                scenario,
+                self.credentials,
+                processes=args.processes,
+                duration=args.duration,
+                warmup=args.warmup,
+                storm=not args.no_storm,
+                boot_timeout=args.boot_timeout,
+                probe=probe,
+                progress=lambda line: self.say(f"{server}: {line}"),
+            )
+        finally:
+            await self._stop(proc)
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetchval("SELECT count(*) FROM meter_values")
+        finally:
+            await conn.close()
+        per_1k = 1000 / result.calls if result.calls else float("nan")
+        return ServerRun(
+            server=server,
+            fleet=result,
+            server_cpu_per_1k_calls=round(probe.marks["cpu"] * per_1k, 4),
+            database_cpu_per_1k_calls=round(probe.marks["db"] * per_1k, 4),
+            rss_before_mib=round(probe.rss_before / 2**20, 1),
+            rss_per_charger_kib=round(
+                (probe.marks["rss"] - probe.rss_before) / 1024 / max(result.connected, 1), 2
+            ),
+            meter_value_rows=int(rows),
+        )
+
+    async def run(self) -> list[ServerRun]:
+        self.dsn = await asyncio.to_thread(self.pg.start)
+        runs: list[ServerRun] = []
+        try:
+            for server in self.args.servers:
+                try:
+                    runs.append(await self.run_server(server))
+                except (RuntimeError, TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                    self.say(f"{server}: FAILED: {exc}")
+                    runs.append(ServerRun(server=server, error=str(exc)))
+        finally:
+            await asyncio.to_thread(self.pg.stop)
+        return runs
+
+
+# (label, how to read it from a ServerRun, True if higher is better)
+ROWS: list[tuple[str, str, bool]] = [
+    ("chargers connected", "fleet.connected", True),
+    ("CALLs per second sustained", "fleet.calls_per_second", True),
+    ("round trip p50 (ms)", "fleet.p50_ms", False),
+    ("round trip p99 (ms)", "fleet.p99_ms", False),
+    ("round trip p99.9 (ms)", "fleet.p999_ms", False),
+    ("server CPU s per 1,000 CALLs", "server_cpu_per_1k_calls", False),
+    ("database CPU s per 1,000 CALLs", "database_cpu_per_1k_calls", False),
+    ("server RSS per charger (KiB)", "rss_per_charger_kib", False),
+    ("meter value rows stored", "meter_value_rows", True),
+    ("reconnect storm, all booted (s)", "fleet.storm_seconds", False),
+    ("CALLERRORs + timeouts in window", "failures", False),
+]
+
+
+def _value(run: ServerRun, path: str) -> float | None:
+    if run.fleet is None:
+        return None
+    if path == "failures":
+        return sum(run.fleet.call_errors.values()) + run.fleet.timeouts
+    obj: Any = run
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return None if obj is None else float(obj)
+
+
+def ratios(evgate: ServerRun, reference: ServerRun) -> dict[str, float | None]:
+    """How many times better evgate did on each row (None where either is missing or 0)."""
+    out: dict[str, float | None] = {}
+    for label, path, higher_better in ROWS:
+        if path == "failures":
+            continue
+        e, r = _value(evgate, path), _value(reference, path)
+        if e is None or r is None or e == 0 or r == 0:
+            out[label] = None
+        else:
+            out[label] = round(e / r if higher_better else r / e, 2)
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v == int(v) and abs(v) >= 100:
+        return f"{int(v):,}"
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def table(runs: list[ServerRun], args: argparse.Namespace, info: dict[str, Any]) -> str:
+    by = {r.server: r for r in runs}
+    names = [r.server for r in runs]
+    both = "evgate" in by and "reference" in by
+    header = ["", *names] + (["evgate x"] if both else [])
+    body = []
+    ratio = ratios(by["evgate"], by["reference"]) if both else {}
+    for label, path, _ in ROWS:
+        row = [label, *(_fmt(_value(by[n], path)) for n in names)]
+        if both:
+            x = ratio.get(label)
+            row.append("" if path == "failures" else ("-" if x is None else f"{x:g}x"))
+        body.append(row)
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    lines = [
+        f"fleet: {args.chargers} chargers, {args.duration:g} s window, MeterValues every "
+        f"{args.meter_interval:g} s ({args.sampled_values} sampled values), heartbeat "
+        f"{args.server_heartbeat} s, evgate workers {args.evgate_workers}",
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
+        f"Python {info['python']}, {info['date']}",
+        "",
+    ]
+    for i, row in enumerate([header, *body]):
+        cells = [
+            row[0].ljust(widths[0]),
+            *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)),
+        ]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for r in runs:
+        if r.error:
+            lines.append(f"{r.server} failed: {r.error.splitlines()[0]}")
+    if both:
+        lines.append("evgate x: how many times better evgate did (higher, or lower, as fits)")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chargers", type=int, default=2000)
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    parser.add_argument("--evgate-workers", type=int, default=1, help="EVGATE_WORKERS")
+    parser.add_argument(
+        "--server-heartbeat", type=int, default=30, help="interval the servers give chargers"
+    )
+    parser.add_argument("--no-storm", action="store_true", help="skip the reconnect storm")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--verbose", action="store_true", help="progress on stderr with --json")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, data)")
+    add_arguments(parser)
+    # A compressed day: a 2,000-charger fleet then sends what ~25,000 real chargers send.
+    parser.set_defaults(meter_interval=10.0, idle_mean=60.0, session_mean=300.0)
+    return parser
+
+
+async def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown:
+        print(f"unknown server(s): {sorted(unknown)}; choose from {SERVERS}", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="evgate-fleet-"))
+    try:
+        bench = Bench(args, workdir)
+        runs = await bench.run()
+    finally:
+        if args.keep:
+            print(f"work folder kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    info = machine()
+    if args.json:
+        by = {r.server: r for r in runs}
+        out: dict[str, Any] = {
+            "machine": info,
+            "settings": {
+                k: getattr(args, k)
+                for k in (
+                    "chargers",
+                    "duration",
+                    "meter_interval",
+                    "sampled_values",
+                    "server_heartbeat",
+                    "idle_mean",
+                    "session_mean",
+                    "evgate_workers",
+                    "connectors",
+                )
+            },
+            **{r.server: msgspec.to_builtins(r) for r in runs},
+        }
+        if "evgate" in by and "reference" in by:
+            out["ratios"] = ratios(by["evgate"], by["reference"])
+        print(json.dumps(out, indent=2))
+    else:
+        print(table(runs, args, info))
+    return 1 if any(r.error for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(uvloop.run(main(sys.argv[1:])))

@@ -1,0 +1,279 @@
+"""Notification delivery: events per second from the outbox to a loopback webhook receiver and to
+Kafka, against a bare client sending the same payloads; and what a stalled receiver does to the
+commit latency of the transactions that write events.
+
+What is measured, in one run, on this machine:
+
+* **webhook**: ``--events`` outbox rows (spread over ``--chargers`` chargers, so as many lanes)
+  are written first; then the dispatcher starts and the clock runs until the receiver (a
+  minimal HTTP/1.1 server on 127.0.0.1 answering 202) has every one. Peer: the same payloads
+  POSTed by a bare ``httpx.AsyncClient`` with the same concurrency (16) and no database, no
+  signatures, no bookkeeping — the ceiling of the transport.
+* **kafka**: the same with a Kafka subscription (the test broker, tests/harness: needs a JDK and
+  ``bash tests/harness/kafka/fetch.sh``; ``--no-kafka`` skips). Peer: a bare idempotent
+  ``AIOKafkaProducer`` (acks=all, gzip) sending the same records.
+* **commit latency**: p50/p99 of a transaction that appends 3 events (as a charger handler's
+  writer submission does) while the dispatcher delivers, with a healthy receiver only, then with
+  a second subscription whose receiver never answers. The ratio stalled/healthy should be ~1:
+  the charger path never waits for receivers. (The charger round trip through the gateway and
+  handlers is the follow-up once handlers emit events.)
+
+Run from the project venv: ``python bench/notify.py`` (table) or ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests"), str(ROOT / "tests" / "events")]
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+import uvloop  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from receiver import Receiver, Reply  # noqa: E402
+
+from evgate.events.builders import ChargerRef, network_status  # noqa: E402
+from evgate.events.catalog import CATALOG  # noqa: E402
+from evgate.events.dispatcher import Dispatcher, DispatcherConfig  # noqa: E402
+from evgate.events.signing import hmac_state, new_webhook_secret  # noqa: E402
+from evgate.storage.db import Database, apply_migrations  # noqa: E402
+from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
+from evgate.storage.events import NotificationStore  # noqa: E402
+
+CONFIG = DispatcherConfig(poll_interval=0.01, refresh_interval=0.2)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _rows(events: int, chargers: int) -> list[tuple[str, str, bytes]]:
+    refs = [ChargerRef(f"CP-{i}", i) for i in range(chargers)]
+    return [
+        tuple(network_status(refs[i % chargers], i % 2 == 0, T0 + timedelta(seconds=i)))  # type: ignore[misc]
+        for i in range(events)
+    ]
+
+
+async def _fresh_db(pg: EmbeddedPostgres) -> Database:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(pg.dsn)
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    dsn = pg.dsn.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(dsn)
+    await apply_migrations(conn)
+    await conn.close()
+    db = Database(dsn, pool_size=20)
+    await db.open(migrate=False)
+    return db
+
+
+async def _subscribe(store: NotificationStore, **kw: Any) -> None:
+    await store.create_subscription(
+        notifications=list(CATALOG),
+        webhook_secret=new_webhook_secret(),
+        token_hmac_state=hmac_state(b"evg_bench-token"),
+        created_by=None,
+        **{"callback_url": None, "kafka": None, "kafka_password": None, **kw},
+    )
+
+
+async def _write(db: Database, rows: list[tuple[str, str, bytes]]) -> None:
+    async with db.pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "outbox", records=rows, columns=("event", "charger_id", "payload")
+        )
+
+
+async def webhook_rate(pg: EmbeddedPostgres, events: int, chargers: int) -> float:
+    db = await _fresh_db(pg)
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        store = NotificationStore(db)
+        await _subscribe(store, via="webhook", callback_url=receiver.url)
+        await _write(db, _rows(events, chargers))
+        dispatcher = Dispatcher(store, CONFIG)
+        started = time.perf_counter()
+        dispatcher.start()
+        await receiver.wait_for(events, within=600)
+        elapsed = time.perf_counter() - started
+        await dispatcher.stop()
+        return events / elapsed
+    finally:
+        await receiver.stop()
+        await db.close()
+
+
+async def webhook_peer_rate(events: int, chargers: int) -> float:
+    receiver = Receiver()
+    await receiver.start()
+    rows = _rows(events, chargers)
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for row in rows:
+        queue.put_nowait(row[2])
+    try:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=16)) as client:
+
+            async def worker() -> None:
+                while not queue.empty():
+                    await client.post(receiver.url, content=queue.get_nowait())
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(16)))
+            return events / (time.perf_counter() - started)
+    finally:
+        await receiver.stop()
+
+
+async def _consume_count(bootstrap: str, topic: str, count: int) -> None:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    got = 0
+    try:
+        while got < count:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                got += len(records)
+    finally:
+        await consumer.stop()
+
+
+async def kafka_rates(pg: EmbeddedPostgres, events: int, chargers: int) -> tuple[float, float]:
+    from harness.kafka import KafkaBroker
+
+    broker = KafkaBroker()
+    await asyncio.to_thread(broker.start)
+    db = await _fresh_db(pg)
+    try:
+        topic = f"bench-{uuid.uuid4().hex[:6]}"
+        await broker.create_topic(topic, partitions=4)
+        store = NotificationStore(db)
+        kafka = {"topic": topic, "brokers": [broker.bootstrap_plain], "compressionCodec": "gzip",
+                 "securityProtocol": "PLAINTEXT"}  # fmt: skip
+        await _subscribe(store, via="kafka", kafka=kafka)
+        rows = _rows(events, chargers)
+        await _write(db, rows)
+        dispatcher = Dispatcher(store, CONFIG)
+        started = time.perf_counter()
+        dispatcher.start()
+        await _consume_count(broker.bootstrap_plain, topic, events)
+        ours = events / (time.perf_counter() - started)
+        await dispatcher.stop()
+
+        peer_topic = topic + "-peer"
+        await broker.create_topic(peer_topic, partitions=4)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_plain, acks="all",
+                                    enable_idempotence=True, compression_type="gzip")  # fmt: skip
+        await producer.start()
+        started = time.perf_counter()
+        futures = [await producer.send(peer_topic, r[2], key=r[1].encode()) for r in rows]
+        await asyncio.gather(*futures)
+        peer = events / (time.perf_counter() - started)
+        await producer.stop()
+        return ours, peer
+    finally:
+        await db.close()
+        await asyncio.to_thread(broker.close)
+
+
+async def commit_latency(pg: EmbeddedPostgres, writes: int, stalled: bool) -> dict[str, float]:
+    db = await _fresh_db(pg)
+    healthy = Receiver()
+    stuck = Receiver(lambda _: Reply(delay=60))
+    await healthy.start()
+    await stuck.start()
+    store = NotificationStore(db)
+    await _subscribe(store, via="webhook", callback_url=healthy.url)
+    if stalled:
+        await _subscribe(store, via="webhook", callback_url=stuck.url)
+    dispatcher = Dispatcher(store, CONFIG)
+    dispatcher.start()
+    samples = []
+    try:
+        for i in range(writes):
+            rows = _rows(3, 1)
+            rows = [(e, f"CP-{i % 50}", p) for e, _, p in rows]
+            started = time.perf_counter()
+            async with db.pool.acquire() as conn, conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO outbox (event, charger_id, payload) VALUES ($1, $2, $3)", rows
+                )
+            samples.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.002)
+        await healthy.wait_for(3 * writes, within=120)
+    finally:
+        await dispatcher.stop()
+        await healthy.stop()
+        await stuck.stop()
+        await db.close()
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": samples[int(len(samples) * 0.99) - 1],
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pg = EmbeddedPostgres(tmp)
+        await asyncio.to_thread(pg.start)
+        try:
+            result: dict[str, Any] = {"events": args.events, "chargers": args.chargers}
+            ours = await webhook_rate(pg, args.events, args.chargers)
+            peer = await webhook_peer_rate(args.events, args.chargers)
+            result["webhook"] = {"evgate_eps": ours, "bare_httpx_eps": peer, "ratio": ours / peer}
+            if not args.no_kafka:
+                ours, peer = await kafka_rates(pg, args.events, args.chargers)
+                result["kafka"] = {"evgate_eps": ours, "bare_producer_eps": peer,
+                                   "ratio": ours / peer}  # fmt: skip
+            healthy = await commit_latency(pg, args.writes, stalled=False)
+            stalled = await commit_latency(pg, args.writes, stalled=True)
+            result["commit_latency"] = {
+                "healthy": healthy,
+                "with_stalled_receiver": stalled,
+                "p99_ratio": stalled["p99_ms"] / healthy["p99_ms"],
+            }
+            return result
+        finally:
+            await asyncio.to_thread(pg.stop)
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"{r['events']} events over {r['chargers']} chargers")
+    w = r["webhook"]
+    print(f"webhook  evgate {w['evgate_eps']:8.0f} ev/s   bare httpx {w['bare_httpx_eps']:8.0f}"
+          f" ev/s   evgate/bare {w['ratio']:.2f}")  # fmt: skip
+    if "kafka" in r:
+        k = r["kafka"]
+        print(f"kafka    evgate {k['evgate_eps']:8.0f} ev/s   bare producer"
+              f" {k['bare_producer_eps']:8.0f} ev/s   evgate/bare {k['ratio']:.2f}")  # fmt: skip
+    c = r["commit_latency"]
+    healthy, stalled = c["healthy"], c["with_stalled_receiver"]
+    print("commit latency of an event-writing transaction (ms):")
+    print(f"  healthy receiver  p50 {healthy['p50_ms']:.2f}  p99 {healthy['p99_ms']:.2f}")
+    print(f"  + stalled one     p50 {stalled['p50_ms']:.2f}  p99 {stalled['p99_ms']:.2f}")
+    print(f"  p99 stalled/healthy {c['p99_ratio']:.2f} (about 1: receivers never hold the writer)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--chargers", type=int, default=100)
+    parser.add_argument("--writes", type=int, default=500)
+    parser.add_argument("--no-kafka", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    arguments = parser.parse_args()
+    outcome = uvloop.run(main(arguments))
+    print(json.dumps(outcome) if arguments.json else "", end="\n" if arguments.json else "")
+    if not arguments.json:
+        _print(outcome)

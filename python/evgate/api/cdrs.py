@@ -1,0 +1,32 @@
+"""api room: ``/api/v1/cdrs`` — charge detail records, one per ended transaction (the
+``cdr.received`` notification names them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar import Controller, get
+from litestar.params import FromPath
+
+from evgate.api.context import Ctx
+from evgate.events.builders import Cdr
+from evgate.storage.events import CdrStore
+
+__all__ = ["CdrController", "CdrService"]
+
+
+@dataclass
+class CdrService:
+    """Registered as ``ctx.services["cdrs"]`` by ``app.py``."""
+
+    store: CdrStore
+
+
+class CdrController(Controller):
+    path = "/api/v1/cdrs"
+    tags = ["cdrs"]
+
+    @get("/{cdr_id:str}", summary="One charge detail record (the id from cdr.received)")
+    async def get_cdr(self, ctx: Ctx, cdr_id: FromPath[str]) -> Cdr:
+        service: CdrService = ctx.services["cdrs"]
+        return Cdr(**await service.store.get(cdr_id))

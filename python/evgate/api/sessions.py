@@ -1,0 +1,214 @@
+"""api room: charging sessions and meter data — transactions, connectors, meter values and the
+id-tag list.
+
+* ``GET /api/v1/transactions`` (newest first; filters chargerId, idTag, active, from, to) and
+  ``GET /api/v1/transactions/{id}``;
+* ``GET /api/v1/chargers/{id}/connectors`` and ``GET /api/v1/chargers/{id}/meter-values``
+  (``resolution=raw|1m|15m|1h``; the coarse ones from the per-minute rollups);
+* ``/api/v1/id-tags``: create, list, read, change, delete.
+
+``app.py`` registers a :class:`SessionsApi` as ``ctx.services["sessions"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from evgate.api.context import ApiContext, Ctx
+from evgate.api.pagination import Page, page_of
+from evgate.api.problems import Unprocessable
+from evgate.storage.chargers import ChargerStore
+from evgate.storage.id_tags import IdTag, IdTagStatus, IdTagStore
+from evgate.storage.meter_values import MeterBucket, MeterSample, MeterValueStore, Resolution
+from evgate.storage.sessions import Connector, ConnectorStore, Transaction, TransactionStore
+
+__all__ = [
+    "ROUTES",
+    "ChargerSessionController",
+    "IdTagController",
+    "SessionsApi",
+    "TransactionController",
+]
+
+
+@dataclass
+class SessionsApi:
+    """Registered as ``ctx.services["sessions"]`` by ``app.py``."""
+
+    chargers: ChargerStore
+    transactions: TransactionStore
+    connectors: ConnectorStore
+    meter_values: MeterValueStore
+    id_tags: IdTagStore
+
+
+def _api(ctx: ApiContext) -> SessionsApi:
+    service: SessionsApi = ctx.services["sessions"]
+    return service
+
+
+class TransactionController(Controller):
+    path = "/api/v1/transactions"
+    tags = ["transactions"]
+
+    @get("/", summary="List transactions, newest first (keyset pagination)")
+    async def list_transactions(
+        self,
+        ctx: Ctx,
+        charger_id: Annotated[str | None, QueryParameter(query="chargerId")] = None,
+        id_tag: Annotated[
+            str | None, QueryParameter(query="idTag", description="case-insensitive")
+        ] = None,
+        active: Annotated[
+            bool | None, QueryParameter(description="only open (true) or closed")
+        ] = None,
+        start: Annotated[
+            datetime | None, QueryParameter(query="from", description="started at or after")
+        ] = None,
+        end: Annotated[
+            datetime | None, QueryParameter(query="to", description="started before")
+        ] = None,
+        after: Annotated[
+            int | None, QueryParameter(description="the nextCursor of the previous page")
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> Page[Transaction]:
+        items = await _api(ctx).transactions.page(
+            charger_id=charger_id,
+            id_tag=id_tag,
+            active=active,
+            start=start,
+            end=end,
+            before=after,
+            limit=limit,
+        )
+        return page_of(items, limit, lambda t: t.id)
+
+    @get("/{transaction_id:int}", summary="One transaction")
+    async def get_transaction(self, ctx: Ctx, transaction_id: FromPath[int]) -> Transaction:
+        return await _api(ctx).transactions.get(transaction_id)
+
+
+class ChargerSessionController(Controller):
+    path = "/api/v1/chargers/{charger_id:str}"
+    tags = ["chargers"]
+
+    @get("/connectors", summary="The charger's connectors and their latest status")
+    async def connectors(self, ctx: Ctx, charger_id: FromPath[str]) -> list[Connector]:
+        api = _api(ctx)
+        await api.chargers.get(charger_id)  # 404 for an unknown charger
+        return await api.connectors.of_charger(charger_id)
+
+    @get(
+        "/meter-values",
+        summary="The charger's meter values, raw or per 1m/15m/1h (min, max, avg, first, last)",
+    )
+    async def meter_values(
+        self,
+        ctx: Ctx,
+        charger_id: FromPath[str],
+        start: Annotated[
+            datetime | None, QueryParameter(query="from", description="default: 24 hours ago")
+        ] = None,
+        end: Annotated[
+            datetime | None, QueryParameter(query="to", description="default: now")
+        ] = None,
+        measurand: FromQuery[str | None] = None,
+        connector_id: Annotated[int | None, QueryParameter(query="connectorId", ge=0)] = None,
+        resolution: FromQuery[Resolution] = "raw",
+        after: Annotated[
+            datetime | None, QueryParameter(description="the nextCursor of the previous page")
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=10, le=10_000)] = 1000,
+    ) -> Page[MeterSample | MeterBucket]:
+        api = _api(ctx)
+        await api.chargers.get(charger_id)
+        end = end or datetime.now(UTC)
+        start = start or end - timedelta(days=1)
+        if start.tzinfo is None or end.tzinfo is None:
+            raise Unprocessable("from and to need a time zone offset (e.g. 2024-05-01T00:00:00Z)")
+        rows, cursor = await api.meter_values.read(
+            charger_id,
+            start,
+            end,
+            resolution=resolution,
+            measurand=measurand,
+            connector_id=connector_id,
+            after=after,
+            limit=limit,
+        )
+        data: list[MeterSample | MeterBucket] = list(rows)
+        return Page(data=data, next_cursor=cursor.isoformat() if cursor else None)
+
+
+class IdTagCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    id_tag: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    status: IdTagStatus = "Accepted"
+    expiry_date: datetime | None = None
+    parent_id_tag: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] | None = None
+
+
+class IdTagPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    status: IdTagStatus | msgspec.UnsetType = msgspec.UNSET
+    expiry_date: datetime | msgspec.UnsetType | None = msgspec.UNSET
+    parent_id_tag: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=20)] | msgspec.UnsetType | None
+    ) = msgspec.UNSET
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise Unprocessable("expiryDate needs a time zone offset (e.g. 2030-01-01T00:00:00Z)")
+    return value
+
+
+class IdTagController(Controller):
+    path = "/api/v1/id-tags"
+    tags = ["id-tags"]
+
+    @post("/", status_code=201, summary="Add an id-tag (409 if it exists, case-insensitively)")
+    async def create(self, ctx: Ctx, data: JSONBody[IdTagCreate]) -> IdTag:
+        return await _api(ctx).id_tags.create(
+            data.id_tag, data.status, _aware(data.expiry_date), data.parent_id_tag
+        )
+
+    @get("/", summary="List id-tags in order (keyset pagination)")
+    async def list_id_tags(
+        self,
+        ctx: Ctx,
+        after: Annotated[
+            str | None, QueryParameter(description="the last idTag of the previous page")
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> Page[IdTag]:
+        items = await _api(ctx).id_tags.page(after, limit)
+        return page_of(items, limit, lambda t: t.id_tag)
+
+    @get("/{id_tag:str}", summary="One id-tag")
+    async def get_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> IdTag:
+        return await _api(ctx).id_tags.get(id_tag)
+
+    @patch("/{id_tag:str}", summary="Change an id-tag's status, expiry date or parent")
+    async def patch_id_tag(
+        self, ctx: Ctx, id_tag: FromPath[str], data: JSONBody[IdTagPatch]
+    ) -> IdTag:
+        fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        if "expiry_date" in fields:
+            _aware(fields["expiry_date"])
+        if not fields:
+            return await _api(ctx).id_tags.get(id_tag)
+        return await _api(ctx).id_tags.update(id_tag, **fields)
+
+    @delete("/{id_tag:str}", status_code=204, summary="Remove an id-tag (it is Invalid from now)")
+    async def delete_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> None:
+        await _api(ctx).id_tags.delete(id_tag)
+
+
+#: The controllers ``app.py`` passes to ``create_api``.
+ROUTES = [TransactionController, ChargerSessionController, IdTagController]

@@ -1,0 +1,131 @@
+"""auth room: the native authorizer — the operator's id-tag list, held in memory.
+
+Decisions never wait for the database (ARCHITECTURE rule 4): the whole list is loaded at start
+and kept in sync by the ``evgate_id_tag`` notifications that every change sends in its
+transaction (the payload is the id-tag as it is now, so applying it needs no query).
+
+The rules, for an id-tag compared case-insensitively (OCPP CiString20):
+
+* not in the list → ``Invalid`` (an id-tag is never created by being seen);
+* status ``Blocked``, ``Expired`` or ``Invalid`` → that status;
+* ``Accepted`` with an expiry date in the past → ``Expired``;
+* a child of a parent id-tag that is in the list and ``Blocked`` or expired takes the parent's
+  status (a blocked fleet account blocks its cards); a parent not in the list is only a group
+  name, passed on as ``parentIdTag``;
+* otherwise ``Accepted``, with the expiry date and parent id-tag of the entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+import msgspec
+
+from evgate.auth.authorizer import Decision, SessionStart
+from evgate.storage.id_tags import IdTag, IdTagChange, IdTagStore
+
+__all__ = ["NativeAuthorizer"]
+
+log = logging.getLogger(__name__)
+
+
+class _Entry(msgspec.Struct, frozen=True, gc=False):
+    status: str
+    expiry_date: datetime | None
+    parent_id_tag: str | None
+
+
+class NativeAuthorizer:
+    """The id-tag list authorizer. ``await load()`` once; feed ``on_change`` the payloads of
+    ``evgate_id_tag`` (start listening before ``load``: changes that arrive during the load are
+    applied after it) and ``reload_soon`` the listener's reconnections (notifications sent
+    while it was away are lost); ``await close()`` on shutdown."""
+
+    def __init__(self, store: IdTagStore, clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._tags: dict[str, _Entry] = {}
+        self._loading: list[IdTagChange] | None = None
+        self._reload: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    async def load(self) -> None:
+        """Replace the in-memory list with the database's."""
+        self._loading = []
+        try:
+            tags = await self.store.all()
+            self._replace(tags)
+            for change in self._loading:
+                self._apply(change)
+        finally:
+            self._loading = None
+
+    def reload_soon(self) -> None:
+        """Reload the whole list on a task of this authorizer (one at a time)."""
+        if self._reload is None or self._reload.done():
+            self._reload = asyncio.get_running_loop().create_task(self._reload_guarded())
+
+    async def _reload_guarded(self) -> None:
+        try:
+            await self.load()
+        except Exception as exc:  # the database went away again; its next return reloads
+            log.warning("id-tag list reload failed: %s", exc)
+
+    async def close(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload
+            self._reload = None
+
+    def _replace(self, tags: Iterable[IdTag]) -> None:
+        self._tags = {
+            t.id_tag.upper(): _Entry(t.status, t.expiry_date, t.parent_id_tag) for t in tags
+        }
+
+    def on_change(self, payload: str) -> None:
+        """Apply one ``evgate_id_tag`` notification payload (an :class:`IdTagChange`)."""
+        change = msgspec.json.decode(payload, type=IdTagChange)
+        if self._loading is not None:
+            self._loading.append(change)
+        else:
+            self._apply(change)
+
+    def _apply(self, change: IdTagChange) -> None:
+        key = change.id_tag.upper()
+        if change.deleted:
+            self._tags.pop(key, None)
+        else:
+            self._tags[key] = _Entry(change.status, change.expiry_date, change.parent_id_tag)
+
+    def _status(self, entry: _Entry, now: datetime) -> str:
+        if entry.status != "Accepted":
+            return entry.status
+        if entry.expiry_date is not None and entry.expiry_date <= now:
+            return "Expired"
+        return "Accepted"
+
+    async def authorize(self, question: SessionStart) -> Decision:
+        """Decide from the in-memory list (no I/O)."""
+        entry = self._tags.get(question.id_tag.upper())
+        if entry is None:
+            return Decision(status="Invalid")
+        now = self._clock()
+        status = self._status(entry, now)
+        if status == "Accepted" and entry.parent_id_tag is not None:
+            parent = self._tags.get(entry.parent_id_tag.upper())
+            if parent is not None:
+                parent_status = self._status(parent, now)
+                if parent_status in ("Blocked", "Expired"):
+                    status = parent_status
+        return Decision(
+            status=status,  # type: ignore[arg-type]
+            expiry_date=entry.expiry_date,
+            parent_id_tag=entry.parent_id_tag,
+        )

@@ -1,0 +1,622 @@
+"""events room: pure functions that turn domain facts into outbox entries.
+
+A handler (or a store) that changes state calls a builder and hands the returned
+:class:`OutboxEntry` rows to the same database transaction as the change — the group-commit
+writer's submission, or the store's own transaction (see ``storage/events.py``
+``insert_outbox``). Builders do no I/O and read no clock: ``at`` is passed in, so a handler
+stamps every event of one message with one time.
+
+Every builder returns entries whose ``payload`` is the exact JSON body receivers get.
+
+How each event is produced (the callers named in ``events/catalog.py``):
+
+========================================  ====================================================
+BootNotification.req                      :func:`boot_notification`
+connect / disconnect (gateway observer)   :func:`network_status`
+StatusNotification.req                    :func:`hardware_status`; the first one of a
+                                          connector also :func:`evse_changed` ("created")
+StartTransaction.req                      :func:`session_started`
+MeterValues.req with a transactionId      :func:`session_meter_values`
+StopTransaction.req                       :func:`session_stopped` (includes the CDR row)
+DataTransfer.req                          :func:`data_transfer`
+DiagnosticsStatusNotification.req         :func:`diagnostics_status`
+SecurityEventNotification.req             :func:`security_event`
+GetConfiguration.conf / its failure       :func:`configuration_synced`
+Authorize.req                             :func:`authorization`
+id tag created / updated / deleted        :func:`id_tag_changed`
+charger created / updated / deleted       :func:`charger_changed` (``storage/chargers.py``)
+ReserveNow / CancelReservation / expiry   :func:`reservation_changed`
+========================================  ====================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any, Literal, NamedTuple, TypeVar
+
+import msgspec
+from msgspec import UNSET
+
+from evgate.events import catalog as c
+from evgate.protocol.v16.messages import (
+    BootNotificationRequest,
+    DataTransferRequest,
+    DiagnosticsStatusNotificationRequest,
+    KeyValue,
+    MeterValue,
+    SecurityEventNotificationRequest,
+    StatusNotificationRequest,
+)
+
+__all__ = [
+    "Cdr",
+    "ChargerFacts",
+    "ChargerRef",
+    "OutboxEntry",
+    "Transaction",
+    "authorization",
+    "boot_notification",
+    "cdr_id",
+    "charger_changed",
+    "configuration_synced",
+    "data_transfer",
+    "diagnostics_status",
+    "evse_changed",
+    "hardware_status",
+    "id_tag_changed",
+    "network_status",
+    "reservation_changed",
+    "security_event",
+    "session_meter_values",
+    "session_started",
+    "session_stopped",
+    "with_readings",
+]
+
+_encoder = msgspec.json.Encoder()
+T = TypeVar("T")
+
+
+class ChargerRef(NamedTuple):
+    """Which charger an event is about: its OCPP identity and its ``number`` (the
+    ``chargers.number`` surrogate that payloads carry as ``chargePointId``)."""
+
+    id: str
+    number: int
+
+
+class OutboxEntry(NamedTuple):
+    """One outbox row: the event name, the charger it is about ('' for none: the delivery
+    order key) and the JSON payload."""
+
+    event: str
+    charger_id: str
+    payload: bytes
+
+
+class Transaction(msgspec.Struct, kw_only=True):
+    """What the session events say about a transaction; the sessions room has the rest.
+
+    ``meter_wh`` is the latest energy register reading (Wh), ``meter_stop`` once stopped.
+    """
+
+    transaction_id: int
+    connector_id: int
+    id_tag: str | None = None
+    started_at: datetime
+    meter_start: int
+    meter_wh: float | None = None
+    power_w: float | None = None
+    soc_percent: float | None = None
+    stopped_at: datetime | None = None
+    meter_stop: int | None = None
+    stop_reason: str | None = None  # the OCPP Reason
+
+
+class Cdr(msgspec.Struct, kw_only=True, rename="camel"):
+    """A charge detail record: one ended transaction, as ``GET /api/v1/cdrs/{id}`` shows it."""
+
+    id: str
+    charger_id: str
+    charge_point_id: int
+    transaction_id: int
+    connector_id: int
+    id_tag: str | None
+    started_at: datetime
+    stopped_at: datetime
+    meter_start_wh: int
+    meter_stop_wh: int
+    energy_wh: int
+    stop_reason: str | None
+    created_at: datetime
+
+
+class ChargerFacts(msgspec.Struct, kw_only=True):
+    """A charger's registry row, as the charger-changed events report it."""
+
+    id: str
+    number: int
+    description: str
+    security_profile: int
+    registration_status: str
+    network_status: c.NetworkStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+def _entry(charger_id: str, event: c.Event) -> OutboxEntry:
+    return OutboxEntry(type(event).__struct_config__.tag, charger_id, _encoder.encode(event))  # type: ignore[arg-type]
+
+
+def _about(charger: ChargerRef, event: type[c.ChargerEvent], **fields: Any) -> OutboxEntry:
+    """An entry of an event about one charger (chargePointId and networkId filled in)."""
+    return _entry(charger.id, event(chargePointId=charger.number, networkId=charger.id, **fields))
+
+
+def _unset_if_none(value: T | None) -> T | msgspec.UnsetType:
+    return UNSET if value is None else value
+
+
+def _or_none(value: T | msgspec.UnsetType) -> T | None:
+    return None if isinstance(value, msgspec.UnsetType) else value
+
+
+# Charger messages.
+
+
+def boot_notification(
+    charger: ChargerRef, request: BootNotificationRequest, at: datetime
+) -> OutboxEntry:
+    """BootNotification: the charger's boot report, received at ``at``."""
+
+    info = c.BootInfo(
+        model=request.charge_point_model,
+        vendor=request.charge_point_vendor,
+        charge_box_serial_number=_or_none(request.charge_box_serial_number),
+        charge_point_serial_number=_or_none(request.charge_point_serial_number),
+        firmware_version=_or_none(request.firmware_version),
+        iccid=_or_none(request.iccid),
+        imsi=_or_none(request.imsi),
+        meter_serial_number=_or_none(request.meter_serial_number),
+        meter_type=_or_none(request.meter_type),
+    )
+    return _about(charger, c.BootNotification, timestamp=at, bootNotification=info)
+
+
+def network_status(charger: ChargerRef, connected: bool, at: datetime) -> OutboxEntry:
+    """NetworkStatusNotification: ``available`` on connect, ``temporarily unavailable`` on
+    disconnect. The caller also sets ``chargers.network_status`` in the same transaction."""
+    return _about(
+        charger,
+        c.NetworkStatusNotification,
+        timestamp=at,
+        networkStatus="available" if connected else "temporarily unavailable",
+    )
+
+
+_HARDWARE_STATUS: dict[str, c.HardwareStatus] = {
+    "Available": "available",
+    "Preparing": "preparing",
+    "Charging": "charging",
+    "SuspendedEV": "suspendedEV",
+    "SuspendedEVSE": "suspendedEVSE",
+    "Finishing": "finishing",
+    "Reserved": "reserved",
+    "Unavailable": "unavailable",
+    "Faulted": "faulted",
+}
+
+
+def hardware_status(
+    charger: ChargerRef, request: StatusNotificationRequest, at: datetime
+) -> OutboxEntry:
+    """HardwareStatusNotification from a StatusNotification.req; connector 0 (the whole
+    charger) has no ``evseId``. ``timestamp`` is the charger's own, else ``at``."""
+    return _about(
+        charger,
+        c.HardwareStatusNotification,
+        evseId=request.connector_id if request.connector_id > 0 else UNSET,
+        timestamp=_or_none(request.timestamp) or at,
+        hardwareStatus=_HARDWARE_STATUS[request.status],
+        errorCode=None if request.error_code == "NoError" else str(request.error_code),
+        info=_or_none(request.info),
+        vendorId=_or_none(request.vendor_id),
+        vendorErrorCode=_or_none(request.vendor_error_code),
+    )
+
+
+def evse_changed(
+    charger: ChargerRef, connector_id: int, action: c.Action, at: datetime
+) -> OutboxEntry:
+    """evse.changed: a connector (OCPP 1.6: one per EVSE) appeared, changed or went away."""
+    return _about(
+        charger,
+        c.EvseChanged,
+        evseId=connector_id,
+        action=action,
+        lastUpdatedAt=at,
+    )
+
+
+def data_transfer(charger: ChargerRef, request: DataTransferRequest) -> OutboxEntry:
+    """chargePoint.dataTransferReceived: a DataTransfer.req from the charger, as it came."""
+    return _about(
+        charger,
+        c.DataTransferReceived,
+        vendorId=request.vendor_id,
+        messageId=request.message_id,
+        data=request.data,
+    )
+
+
+_DIAGNOSTICS = {
+    "Idle": "idle",
+    "Uploaded": "uploaded",
+    "UploadFailed": "uploadfailed",
+    "Uploading": "uploading",
+}
+
+
+def diagnostics_status(
+    charger: ChargerRef,
+    request: DiagnosticsStatusNotificationRequest,
+    request_id: int,
+    at: datetime,
+) -> OutboxEntry:
+    """DiagnosticsStatusNotification. OCPP 1.6 carries no request id: ``request_id`` is the id
+    of the charger's latest GetDiagnostics command, 0 if evgate sent none."""
+    return _about(
+        charger,
+        c.DiagnosticsStatusNotification,
+        requestId=request_id,
+        status=_DIAGNOSTICS[request.status],
+        lastUpdatedAt=at,
+    )
+
+
+# The OCPP 1.6 security whitepaper's list of critical security events.
+_CRITICAL_SECURITY_EVENTS = frozenset(
+    {
+        "FirmwareUpdated",
+        "SettingSystemTime",
+        "StartupOfTheDevice",
+        "ResetOrReboot",
+        "SecurityLogWasCleared",
+        "ReconfigurationOfSecurityParameters",
+        "MemoryExhaustion",
+        "TamperDetectionActivated",
+        "InvalidFirmwareSignature",
+        "InvalidFirmwareSigningCertificate",
+        "InvalidCentralSystemCertificate",
+        "InvalidChargePointCertificate",
+        "InvalidTLSVersion",
+        "InvalidTLSCipherSuite",
+    }
+)
+
+
+def security_event(charger: ChargerRef, request: SecurityEventNotificationRequest) -> OutboxEntry:
+    """SecurityEventNotification; ``critical`` per the OCPP 1.6 security whitepaper."""
+    return _about(
+        charger,
+        c.SecurityEventNotification,
+        type=request.type,
+        timestamp=request.timestamp,
+        techInfo=request.tech_info,
+        critical=request.type in _CRITICAL_SECURITY_EVENTS,
+    )
+
+
+def configuration_synced(
+    charger: ChargerRef,
+    keys: Iterable[KeyValue] | None,
+    at: datetime,
+    request_id: int | None = None,
+    error: str | None = None,
+) -> OutboxEntry:
+    """ChargePointSyncConfigurationNotification after a GetConfiguration: its keys, or the
+    ``error`` that made it fail. ``request_id`` is the command's id; none for an automatic
+    sync."""
+    configuration = (
+        UNSET
+        if keys is None
+        else [
+            c.ConfigurationEntry(key=k.key, value=k.value, readonly=k.readonly, lastUpdatedAt=at)
+            for k in keys
+        ]
+    )
+    return _about(
+        charger,
+        c.ChargePointSyncConfigurationNotification,
+        requestId=_unset_if_none(request_id),
+        configuration=configuration,
+        error=_unset_if_none(error),
+    )
+
+
+def authorization(
+    charger: ChargerRef, authorization_id: int, id_tag: str, status: str, at: datetime
+) -> list[OutboxEntry]:
+    """An Authorize.req judged ``status`` (the OCPP AuthorizationStatus): the legacy
+    AuthorizationNotification and authorization.changed (``created``)."""
+    return [
+        _about(
+            charger,
+            c.AuthorizationNotification,
+            authorizationId=authorization_id,
+            idTag=id_tag,
+            status=status,
+            lastUpdatedAt=at,
+        ),
+        _about(
+            charger,
+            c.AuthorizationChanged,
+            authorizationId=authorization_id,
+            action="created",
+            idTag=id_tag,
+            status="accepted" if status == "Accepted" else "rejected",
+            lastUpdatedAt=at,
+        ),
+    ]
+
+
+# Transactions.
+
+# OCPP StopTransaction reasons that are an ordinary end of a session; the catalog's other
+# reasons (timeouts, limits, schedules) describe billing rules evgate does not have.
+_STANDARD_STOP = frozenset({"Local", "Remote", "EVDisconnected"})
+
+# OCPP measurand → the catalog's name and the unit it is reported in (after k→ scaling).
+_MEASURANDS = {
+    "Energy.Active.Import.Register": ("Energy Active Import Register", "Wh"),
+    "SoC": ("State Of Charge", "Percent"),
+    "Current.Import": ("Current Import", "A"),
+    "Current.Offered": ("Current Offered", "A"),
+    "Voltage": ("Voltage", "V"),
+    "Power.Active.Import": ("Power Active Import", "W"),
+    "Temperature": ("Temperature", "Celsius"),
+    "Power.Offered": ("Power Offered", "W"),
+}
+_SCALE = {"kWh": 1000.0, "kW": 1000.0}
+
+
+def _catalog_reason(tx: Transaction) -> str | msgspec.UnsetType:
+    """The catalog's stop reason of a stopped transaction (an absent OCPP reason is Local)."""
+    if tx.stopped_at is not None and (tx.stop_reason or "Local") in _STANDARD_STOP:
+        return "standard_stop"
+    return UNSET
+
+
+def _session_start_stop(charger: ChargerRef, tx: Transaction, at: datetime) -> list[OutboxEntry]:
+    stopped = tx.stopped_at is not None
+    fields = {
+        "evseId": tx.connector_id,
+        "action": "stop" if stopped else "start",
+        "sessionId": tx.transaction_id,
+        "idTag": _unset_if_none(tx.id_tag),
+        "startedAtTimestamp": tx.started_at,
+        "stoppedAtTimestamp": _unset_if_none(tx.stopped_at),
+        "energyConsumed": (
+            float(tx.meter_stop - tx.meter_start)
+            if stopped and tx.meter_stop is not None
+            else UNSET
+        ),
+        "reason": _catalog_reason(tx),
+        "meterStart": tx.meter_start,
+        # Required by the catalog even at start: the reading then is the start reading.
+        "meterStop": tx.meter_stop if tx.meter_stop is not None else tx.meter_start,
+        "lastUpdatedAt": at,
+    }
+    return [
+        _about(charger, kind, **fields)
+        for kind in (c.SessionStartStopNotification, c.SessionStartStopDotted)
+    ]
+
+
+def _session_update(charger: ChargerRef, tx: Transaction, at: datetime) -> OutboxEntry:
+    latest = tx.meter_stop if tx.meter_stop is not None else tx.meter_wh
+    energy = max(0.0, float(latest) - tx.meter_start) if latest is not None else 0.0
+    stopped = tx.stopped_at is not None
+    session = c.SessionInfo(
+        id=str(tx.transaction_id),
+        chargePointId=charger.number,
+        networkId=charger.id,
+        evseId=tx.connector_id,
+        connectorId=tx.connector_id,
+        status="finished" if stopped else "active",
+        reason=_catalog_reason(tx),
+        startedAt=tx.started_at,
+        stoppedAt=tx.stopped_at,
+        energy=energy,
+        socPercent=_unset_if_none(tx.soc_percent),
+        idTag=_unset_if_none(tx.id_tag),
+        energyConsumption=c.EnergyConsumption(total=energy, grid=energy),
+        power=UNSET if tx.power_w is None else c.Power(latest=tx.power_w),
+        lastUpdatedAt=at,
+    )
+    return _entry(charger.id, c.SessionUpdateNotification(session=session))
+
+
+def _transaction_changed(
+    charger: ChargerRef, tx: Transaction, action: Literal["created", "updated"], at: datetime
+) -> OutboxEntry:
+    return _entry(
+        charger.id,
+        c.TransactionChanged(transactionId=tx.transaction_id, action=action, lastUpdatedAt=at),
+    )
+
+
+def session_started(charger: ChargerRef, tx: Transaction, at: datetime) -> list[OutboxEntry]:
+    """A StartTransaction.req accepted: SessionStartStopNotification and its dotted twin
+    (``start``), SessionUpdateNotification (``active``) and transaction.changed (``created``)."""
+    return [
+        *_session_start_stop(charger, tx, at),
+        _session_update(charger, tx, at),
+        _transaction_changed(charger, tx, "created", at),
+    ]
+
+
+class _Reading(NamedTuple):
+    timestamp: datetime
+    measurand: str  # the OCPP measurand
+    value: float  # in the catalog's unit
+
+
+def _readings(meter_values: Iterable[MeterValue]) -> Iterator[_Reading]:
+    """The sampled values the catalog names (k-units scaled to Wh / W), phase totals only."""
+    for mv in meter_values:
+        for sv in mv.sampled_value:
+            measurand = "Energy.Active.Import.Register" if sv.measurand is UNSET else sv.measurand
+            if measurand not in _MEASURANDS or sv.phase is not UNSET:
+                continue  # per-phase values have no place in the catalog's flat list
+            try:
+                value = float(sv.value) * _SCALE.get(sv.unit, 1.0)  # type: ignore[arg-type]
+            except ValueError:
+                continue  # SignedData and other non-numeric formats
+            yield _Reading(mv.timestamp, measurand, value)
+
+
+# The readings a session keeps, by OCPP measurand → Transaction field.
+_LATEST = {
+    "Energy.Active.Import.Register": "meter_wh",
+    "Power.Active.Import": "power_w",
+    "SoC": "soc_percent",
+}
+
+
+def with_readings(tx: Transaction, meter_values: Iterable[MeterValue]) -> Transaction:
+    """``tx`` with ``meter_wh``, ``power_w`` and ``soc_percent`` brought up to date by a
+    MeterValues.req (the latest sample of each wins; those not sampled are kept)."""
+    latest: dict[str, tuple[datetime, float]] = {}
+    for reading in _readings(meter_values):
+        field_name = _LATEST.get(reading.measurand)
+        if field_name is not None and (
+            field_name not in latest or latest[field_name][0] <= reading.timestamp
+        ):
+            latest[field_name] = (reading.timestamp, reading.value)
+    if not latest:
+        return tx
+    return msgspec.structs.replace(tx, **{name: value for name, (_, value) in latest.items()})
+
+
+def session_meter_values(
+    charger: ChargerRef, tx: Transaction, meter_values: Iterable[MeterValue], at: datetime
+) -> list[OutboxEntry]:
+    """A MeterValues.req inside ``tx`` (whose ``meter_wh`` / ``power_w`` / ``soc_percent`` the
+    caller has brought up to date, :func:`with_readings`): SessionMeterValuesNotification with
+    the values the catalog names (k-units scaled to Wh / W), and SessionUpdateNotification. No
+    values the catalog names: only the update."""
+    values = [
+        c.SessionMeterValue(
+            timestamp=r.timestamp,
+            measurand=_MEASURANDS[r.measurand][0],
+            value=r.value,
+            unit=_MEASURANDS[r.measurand][1],
+        )
+        for r in _readings(meter_values)
+    ]
+    entries = []
+    if values:
+        entries.append(
+            _about(
+                charger,
+                c.SessionMeterValuesNotification,
+                evseId=tx.connector_id,
+                sessionId=tx.transaction_id,
+                meterValues=values,
+            )
+        )
+    entries.append(_session_update(charger, tx, at))
+    return entries
+
+
+def cdr_id(charger: ChargerRef, transaction_id: int) -> str:
+    """The CDR id of a transaction: stable, so a retried StopTransaction makes no second CDR."""
+    return f"{charger.number}-{transaction_id}"
+
+
+def session_stopped(
+    charger: ChargerRef, tx: Transaction, at: datetime
+) -> tuple[Cdr, list[OutboxEntry]]:
+    """A StopTransaction.req (``tx.stopped_at`` and ``tx.meter_stop`` set): the CDR to insert
+    in the ``cdrs`` table and the events — SessionStartStopNotification and its twin
+    (``stop``), SessionUpdateNotification (``finished``), transaction.changed (``updated``)
+    and cdr.received.
+
+    Raises:
+        ValueError: ``tx`` is not stopped.
+    """
+    if tx.stopped_at is None or tx.meter_stop is None:
+        raise ValueError("session_stopped needs tx.stopped_at and tx.meter_stop")
+    cdr = Cdr(
+        id=cdr_id(charger, tx.transaction_id),
+        charger_id=charger.id,
+        charge_point_id=charger.number,
+        transaction_id=tx.transaction_id,
+        connector_id=tx.connector_id,
+        id_tag=tx.id_tag,
+        started_at=tx.started_at,
+        stopped_at=tx.stopped_at,
+        meter_start_wh=tx.meter_start,
+        meter_stop_wh=tx.meter_stop,
+        energy_wh=max(0, tx.meter_stop - tx.meter_start),
+        stop_reason=tx.stop_reason,
+        created_at=at,
+    )
+    return cdr, [
+        *_session_start_stop(charger, tx, at),
+        _session_update(charger, tx, at),
+        _transaction_changed(charger, tx, "updated", at),
+        _entry(charger.id, c.CdrReceived(id=cdr.id, createdAt=at)),
+    ]
+
+
+# Registry changes (operator API, CLI).
+
+
+def charger_changed(facts: ChargerFacts, action: c.Action, at: datetime) -> list[OutboxEntry]:
+    """A charger was created, updated or deleted: chargePoint.changed and the (deprecated,
+    fuller) ChargePointChangedNotification."""
+    info = c.ChargePointInfo(
+        id=facts.number,
+        name=facts.description or facts.id,
+        networkId=facts.id,
+        currentSecurityProfile=facts.security_profile,
+        status="disabled" if facts.registration_status == "Rejected" else "active",
+        networkStatus=facts.network_status,
+        createdAt=facts.created_at,
+        lastUpdatedAt=facts.updated_at,
+    )
+    return [
+        _entry(
+            facts.id,
+            c.ChargePointChanged(
+                chargePointId=facts.number, networkId=facts.id, action=action, lastUpdatedAt=at
+            ),
+        ),
+        _entry(
+            facts.id,
+            c.ChargePointChangedNotification(chargePoint=info, action=action, lastUpdatedAt=at),
+        ),
+    ]
+
+
+def id_tag_changed(id_tag_number: int, action: c.Action, at: datetime) -> OutboxEntry:
+    """idTag.changed: ``idTagsId`` is the id tag's integer surrogate in the id-tag store."""
+    return _entry("", c.IdTagChanged(idTagsId=id_tag_number, action=action, lastUpdatedAt=at))
+
+
+def reservation_changed(
+    charger_id: str,
+    reservation_id: int,
+    status: Literal["active", "expired", "canceled", "done"],
+    at: datetime,
+) -> OutboxEntry:
+    """reservation.changed: ``active`` when ReserveNow.conf is Accepted, ``canceled`` when
+    CancelReservation.conf is Accepted, ``expired`` at its expiry date, ``done`` when a
+    StartTransaction.req uses it. Ordered with the charger's other events."""
+    return _entry(
+        charger_id,
+        c.ReservationChanged(reservationId=reservation_id, status=status, lastUpdatedAt=at),
+    )

@@ -1,0 +1,351 @@
+"""events room: the notification catalog — every event name a subscription may ask for, what
+in evgate emits it, and one msgspec Struct per emitted event's payload.
+
+Names and payload fields are the AMPECO public API's (``reference/ampeco-notification-fields.txt``,
+checked by ``tests/events/test_catalog.py``), so a consumer written for that catalog works
+unchanged. Field names are spelled exactly as there, snake_case inside ``bootNotification``
+included, which is why the Structs' attributes are not Python-style.
+
+Two evgate decisions show in the payloads (see the README's "Notifications"):
+
+* ``chargePointId`` is the charger's ``number``, a stable integer surrogate (the catalog wants an
+  integer; a charger's id is its OCPP identity, a string). Every payload that carries
+  ``chargePointId`` also carries ``networkId``, the OCPP identity — the name the catalog itself
+  uses for it on a charge point — so a consumer needs no look-up to know which charger it was.
+* ``evseId`` is the OCPP 1.6 ``connectorId`` (one connector per EVSE in 1.6); ``evse.changed``,
+  whose catalog payload has no charger field, carries ``chargePointId`` and ``networkId`` too.
+
+Optional fields evgate does not know are left out (``UNSET``); nullable ones it does not know
+are ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+__all__ = [
+    "CATALOG",
+    "EMITTED",
+    "NOT_EMITTED",
+    "Event",
+]
+
+# Every name a subscription may list → what emits it in evgate, or None: accepted in a
+# subscription, never emitted (evgate has no such domain: users, tariffs, locations, ...).
+CATALOG: dict[str, str | None] = {
+    "AuthorizationNotification": "Authorize.req (handlers/authorize), with authorization.changed",
+    "authorization.changed": "Authorize.req (handlers/authorize): action created",
+    "BootNotification": "BootNotification.req (handlers/boot)",
+    "ChargePointChangedNotification": "charger created / updated / deleted (operator API, CLI)",
+    "chargePoint.changed": "charger created / updated / deleted (operator API, CLI)",
+    "evse.changed": "first StatusNotification.req of a connector (action created)",
+    "ChargePointSyncConfigurationNotification": "GetConfiguration.conf (command to a charger)",
+    "CircuitConsumptionNotification": None,
+    "circuit.changed": None,
+    "DiagnosticsStatusNotification": "DiagnosticsStatusNotification.req (handlers/firmware)",
+    "HardwareStatusNotification": "StatusNotification.req (handlers/status)",
+    "LocationChangedNotification": None,
+    "NetworkStatusNotification": "charger connected / disconnected (gateway observer)",
+    "SecurityEventNotification": "SecurityEventNotification.req (handlers/security)",
+    "SessionMeterValuesNotification": "MeterValues.req with a transactionId (handlers/meter)",
+    "SessionStartStopNotification": "StartTransaction.req / StopTransaction.req",
+    "session.start.stop.notification": "StartTransaction.req / StopTransaction.req",
+    "SessionUpdateNotification": "StartTransaction.req, MeterValues.req in it, StopTransaction.req",
+    "UserChangedNotification": None,
+    "SubOperatorChangedNotification": None,
+    "TariffChangedNotification": None,
+    "user.subscriptionChanged": None,
+    "user.subscription.changed": None,
+    "ReservationChangedNotification": None,
+    "PaymentMethodChangedNotification": None,
+    "PartnerInviteChangedNotification": None,
+    "PartnerChangedNotification": None,
+    "reservation.changed": "ReserveNow.conf, CancelReservation.conf, reservation expiry, use",
+    "user.paymentMethod.changed": None,
+    "userBalance.changed": None,
+    "partnerInvite.changed": None,
+    "roamingPlatform.changed": None,
+    "parkingSpace.occupancyStatus.changed": None,
+    "partner.changed": None,
+    "transaction.changed": "StartTransaction.req (created), StopTransaction.req (updated)",
+    "settlementReport.created": None,
+    "idTag.changed": "id tag created / updated / deleted (id-tag store)",
+    "chargePoint.dataTransferReceived": "DataTransfer.req from a charger (handlers/datatransfer)",
+    "subscriptionPlan.changed": None,
+    "user.invoiceDetails.changed": None,
+    "cdr.received": "StopTransaction.req: a CDR is made (GET /api/v1/cdrs/{id})",
+    "chargingProfile.applied": None,
+    "installerJob.changed": None,
+}
+EMITTED = frozenset(name for name, by in CATALOG.items() if by is not None)
+NOT_EMITTED = frozenset(name for name, by in CATALOG.items() if by is None)
+
+Action = Literal["created", "updated", "deleted"]
+NetworkStatus = Literal["never connected", "available", "temporarily unavailable",
+                        "long-term unavailable"]  # fmt: skip
+HardwareStatus = Literal["available", "preparing", "charging", "suspendedEV", "suspendedEVSE",
+                         "finishing", "reserved", "unavailable", "faulted"]  # fmt: skip
+
+
+class Event(msgspec.Struct, kw_only=True, tag_field="notification"):
+    """Base of every payload: ``notification`` (the event name) is written first, from the tag."""
+
+
+# Nested objects.
+
+
+class BootInfo(msgspec.Struct, kw_only=True):
+    model: str
+    vendor: str
+    charge_box_serial_number: str | None = None
+    charge_point_serial_number: str | None = None
+    firmware_version: str | None = None
+    iccid: str | None = None
+    imsi: str | None = None
+    meter_serial_number: str | None = None
+    meter_type: str | None = None
+    reason: str | None = None
+
+
+class ChargePointInfo(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    networkId: str
+    networkProtocol: Literal["ocpp 1.6"] = "ocpp 1.6"
+    # evgate keeps connectors apart from the registry; evse.changed and HardwareStatusNotification
+    # report them.
+    evses: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    lastBootNotification: BootInfo | None = None
+    currentSecurityProfile: int
+    # evgate has no access types or owners: every charger is reported as a public one.
+    accessType: Literal["public"] = "public"
+    status: Literal["active", "disabled"]
+    networkStatus: NetworkStatus
+    hardwareStatus: Literal["available", "unavailable", "faulted"] | None = None
+    createdAt: datetime
+    lastUpdatedAt: datetime
+
+
+class ConfigurationEntry(msgspec.Struct, kw_only=True):
+    key: str
+    value: str | UnsetType = UNSET
+    readonly: bool
+    lastUpdatedAt: datetime
+
+
+class SessionMeterValue(msgspec.Struct, kw_only=True):
+    timestamp: datetime
+    measurand: str
+    value: float
+    unit: str
+
+
+class EnergyConsumption(msgspec.Struct, kw_only=True):
+    total: float
+    grid: float
+
+
+class Power(msgspec.Struct, kw_only=True):
+    latest: float | None = None
+
+
+class SessionInfo(msgspec.Struct, kw_only=True):
+    id: str
+    chargePointId: int
+    networkId: str
+    evseId: int
+    connectorId: int | None
+    status: Literal["active", "finished"]
+    reason: str | UnsetType = UNSET
+    userId: None = None
+    startedAt: datetime
+    stoppedAt: datetime | None = None
+    energy: float
+    socPercent: float | UnsetType = UNSET
+    authorizationId: None = None
+    idTag: str | UnsetType = UNSET
+    energyConsumption: EnergyConsumption
+    billingStatus: None = None
+    power: Power | UnsetType = UNSET
+    lastUpdatedAt: datetime
+
+
+# Payloads, one per emitted event. Those of one charger carry chargePointId and networkId.
+
+
+class ChargerEvent(Event, kw_only=True):
+    chargePointId: int
+    networkId: str
+
+
+class AuthorizationNotification(ChargerEvent, tag="AuthorizationNotification", kw_only=True):
+    authorizationId: int
+    idTag: str
+    status: Literal["Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"]
+    lastUpdatedAt: datetime
+
+
+class AuthorizationChanged(ChargerEvent, tag="authorization.changed", kw_only=True):
+    authorizationId: int
+    action: Literal["created", "updated"]
+    idTag: str
+    status: Literal["accepted", "rejected", "pending"]
+    lastUpdatedAt: datetime
+
+
+class BootNotification(ChargerEvent, tag="BootNotification", kw_only=True):
+    timestamp: datetime
+    bootNotification: BootInfo
+
+
+class ChargePointChangedNotification(Event, tag="ChargePointChangedNotification", kw_only=True):
+    chargePoint: ChargePointInfo
+    action: Action
+    lastUpdatedAt: datetime
+
+
+class ChargePointChanged(ChargerEvent, tag="chargePoint.changed", kw_only=True):
+    action: Action
+    lastUpdatedAt: datetime
+
+
+class EvseChanged(ChargerEvent, tag="evse.changed", kw_only=True):
+    evseId: int
+    action: Action
+    lastUpdatedAt: datetime
+
+
+class ChargePointSyncConfigurationNotification(
+    ChargerEvent, tag="ChargePointSyncConfigurationNotification", kw_only=True
+):
+    requestId: int | UnsetType = UNSET
+    configuration: list[ConfigurationEntry] | UnsetType = UNSET
+    error: str | UnsetType = UNSET
+
+
+class DiagnosticsStatusNotification(
+    ChargerEvent, tag="DiagnosticsStatusNotification", kw_only=True
+):
+    requestId: int
+    status: Literal["idle", "uploaded", "uploadfailed", "uploading"]
+    lastUpdatedAt: datetime
+
+
+class HardwareStatusNotification(ChargerEvent, tag="HardwareStatusNotification", kw_only=True):
+    evseId: int | UnsetType = UNSET
+    timestamp: datetime
+    hardwareStatus: HardwareStatus
+    errorCode: str | None = None
+    info: str | None = None
+    vendorId: str | None = None
+    vendorErrorCode: str | None = None
+
+
+class NetworkStatusNotification(ChargerEvent, tag="NetworkStatusNotification", kw_only=True):
+    timestamp: datetime
+    networkStatus: NetworkStatus
+
+
+class SecurityEventNotification(ChargerEvent, tag="SecurityEventNotification", kw_only=True):
+    type: str
+    timestamp: datetime
+    techInfo: str | UnsetType = UNSET
+    critical: bool
+
+
+class SessionMeterValuesNotification(
+    ChargerEvent, tag="SessionMeterValuesNotification", kw_only=True
+):
+    evseId: int
+    sessionId: int
+    meterValues: list[SessionMeterValue]
+
+
+class _SessionStartStop(ChargerEvent, kw_only=True):
+    evseId: int
+    action: Literal["start", "stop"]
+    sessionId: int
+    idTag: str | UnsetType = UNSET
+    startedAtTimestamp: datetime
+    stoppedAtTimestamp: datetime | UnsetType = UNSET
+    energyConsumed: float | UnsetType = UNSET
+    reason: str | UnsetType = UNSET
+    meterStart: int
+    meterStop: int
+    lastUpdatedAt: datetime
+
+
+class SessionStartStopNotification(
+    _SessionStartStop, tag="SessionStartStopNotification", kw_only=True
+):
+    pass
+
+
+class SessionStartStopDotted(
+    _SessionStartStop, tag="session.start.stop.notification", kw_only=True
+):
+    pass
+
+
+class SessionUpdateNotification(Event, tag="SessionUpdateNotification", kw_only=True):
+    session: SessionInfo
+
+
+class TransactionChanged(Event, tag="transaction.changed", kw_only=True):
+    transactionId: int
+    action: Literal["created", "updated"]
+    lastUpdatedAt: datetime
+
+
+class DataTransferReceived(ChargerEvent, tag="chargePoint.dataTransferReceived", kw_only=True):
+    vendorId: str
+    messageId: str | UnsetType = UNSET
+    data: str | UnsetType = UNSET
+
+
+class IdTagChanged(Event, tag="idTag.changed", kw_only=True):
+    idTagsId: int
+    action: Action
+    lastUpdatedAt: datetime
+
+
+class ReservationChanged(Event, tag="reservation.changed", kw_only=True):
+    reservationId: int
+    status: Literal["active", "expired", "canceled", "done"]
+    lastUpdatedAt: datetime
+
+
+class CdrReceived(Event, tag="cdr.received", kw_only=True):
+    id: str
+    createdAt: datetime
+
+
+PAYLOAD_TYPES: dict[str, type[Event]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (
+        AuthorizationNotification,
+        AuthorizationChanged,
+        BootNotification,
+        ChargePointChangedNotification,
+        ChargePointChanged,
+        EvseChanged,
+        ChargePointSyncConfigurationNotification,
+        DiagnosticsStatusNotification,
+        HardwareStatusNotification,
+        NetworkStatusNotification,
+        SecurityEventNotification,
+        SessionMeterValuesNotification,
+        SessionStartStopNotification,
+        SessionStartStopDotted,
+        SessionUpdateNotification,
+        TransactionChanged,
+        DataTransferReceived,
+        IdTagChanged,
+        ReservationChanged,
+        CdrReceived,
+    )
+}

@@ -1,0 +1,283 @@
+"""events room: where deliveries go — a webhook receiver (httpx) or Kafka brokers (aiokafka).
+
+The dispatcher owns the sinks: one :class:`WebhookSink` per webhook subscription (its own
+connection pool, so a receiver that hangs ties up only its own connections) and one
+:class:`KafkaProducers` for the process, holding one idempotent producer per distinct set of
+brokers and connection settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+import evgate
+from evgate.events.signing import hmac_with_state, standard_webhook_signature
+from evgate.storage.events import Delivery, SubscriptionRow
+
+__all__ = ["Attempt", "KafkaProducers", "WebhookSink", "kafka_settings_key"]
+
+log = logging.getLogger(__name__)
+
+_MAX_RETRY_AFTER = 86_400.0
+_ERROR_SNIPPET = 200
+
+
+class Attempt(NamedTuple):
+    """The outcome of one delivery attempt."""
+
+    ok: bool
+    status_code: int | None = None
+    error: str | None = None
+    # The receiver asked for this delay (429 / 503 with Retry-After), in seconds.
+    retry_after: float | None = None
+    # The receiver answered 410 Gone: the subscription is to be disabled.
+    gone: bool = False
+    duration_ms: float = 0.0
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at a day."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), _MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), _MAX_RETRY_AFTER)
+
+
+class WebhookSink:
+    """POSTs events to one subscription's callback URL, signed (see ``events/signing.py``).
+
+    Headers: ``webhook-id`` (``evt_<outbox id>``, the same on every retry), ``webhook-timestamp``
+    (Unix seconds of the attempt), ``webhook-signature`` (Standard Webhooks), ``X-Signature``
+    (the catalog's, when the subscription was made with a token) and ``X-Timestamp`` (ISO 8601
+    UTC). Redirects are not followed (a 3xx is a failed attempt); any 2xx is success.
+    """
+
+    def __init__(self, subscription: SubscriptionRow, timeout: float, max_connections: int):
+        assert subscription.callback_url is not None
+        self.url = subscription.callback_url
+        self.secret = subscription.webhook_secret
+        self.token_state = subscription.token_hmac_state
+        self.client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            # The receiver is the operator's own system, named by URL: no proxy from the
+            # environment is slipped in between.
+            trust_env=False,
+            headers={
+                "content-type": "application/json",
+                "user-agent": f"evgate/{evgate.__version__}",
+            },
+        )
+
+    def headers(self, delivery: Delivery, now: float) -> dict[str, str]:
+        msg_id = f"evt_{delivery.outbox_id}"
+        timestamp = int(now)
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": standard_webhook_signature(
+                self.secret, msg_id, timestamp, delivery.payload
+            ),
+            "x-timestamp": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+        }
+        if self.token_state is not None:
+            headers["x-signature"] = hmac_with_state(self.token_state, delivery.payload).hex()
+        return headers
+
+    async def deliver(self, delivery: Delivery) -> Attempt:
+        started = time.perf_counter()
+        try:
+            async with self.client.stream(
+                "POST",
+                self.url,
+                content=delivery.payload,
+                headers=self.headers(delivery, time.time()),
+            ) as response:
+                # Read no more of an answer than an error message needs.
+                snippet = b""
+                async for chunk in response.aiter_raw():
+                    snippet += chunk
+                    if len(snippet) >= _ERROR_SNIPPET:
+                        break
+        except httpx.TimeoutException as exc:
+            return Attempt(False, error=f"timeout ({type(exc).__name__})", duration_ms=_ms(started))
+        except httpx.HTTPError as exc:
+            return Attempt(
+                False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=_ms(started)
+            )
+        status = response.status_code
+        elapsed = _ms(started)
+        if 200 <= status < 300:
+            return Attempt(True, status, duration_ms=elapsed)
+        text = snippet[:_ERROR_SNIPPET].decode("utf-8", "replace")
+        if 300 <= status < 400:
+            error = (
+                f"HTTP {status}: redirect to {response.headers.get('location', '?')!r} not followed"
+            )
+        else:
+            error = f"HTTP {status}: {text}".strip()
+        return Attempt(
+            False,
+            status,
+            error,
+            retry_after=_retry_after(response.headers.get("retry-after"))
+            if status in (429, 503)
+            else None,
+            gone=status == 410,
+            duration_ms=elapsed,
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _failure(exc: Exception, started: float) -> Attempt:
+    return Attempt(False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=_ms(started))
+
+
+def _collect(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def kafka_settings_key(subscription: SubscriptionRow) -> tuple[Any, ...]:
+    """What makes two subscriptions share a producer: brokers and every connection setting
+    (the password by digest: the key is kept in memory and may show in logs)."""
+    k = subscription.kafka or {}
+    password = subscription.kafka_password or ""
+    return (
+        tuple(sorted(k.get("brokers", []))),
+        k.get("securityProtocol", "PLAINTEXT"),
+        k.get("saslMechanism") or "PLAIN",
+        k.get("saslUsername"),
+        hashlib.sha256(password.encode()).hexdigest(),
+        k.get("compressionCodec", "gzip"),
+    )
+
+
+class KafkaProducers:
+    """One started, idempotent (``acks=all``) producer per distinct Kafka settings.
+
+    A producer that cannot start (brokers down) is not kept; the next delivery tries again.
+    """
+
+    def __init__(self, request_timeout: float) -> None:
+        self.request_timeout_ms = int(request_timeout * 1000)
+        self._producers: dict[tuple[Any, ...], AIOKafkaProducer] = {}
+        self._starting: dict[tuple[Any, ...], asyncio.Lock] = {}
+
+    async def producer(self, subscription: SubscriptionRow) -> AIOKafkaProducer:
+        key = kafka_settings_key(subscription)
+        producer = self._producers.get(key)
+        if producer is not None:
+            return producer
+        lock = self._starting.setdefault(key, asyncio.Lock())
+        async with lock:
+            producer = self._producers.get(key)
+            if producer is None:
+                producer = self._make(subscription)
+                try:
+                    await producer.start()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise
+                self._producers[key] = producer
+        return producer
+
+    def _make(self, subscription: SubscriptionRow) -> AIOKafkaProducer:
+        k = subscription.kafka or {}
+        protocol = k.get("securityProtocol", "PLAINTEXT")
+        codec = k.get("compressionCodec", "gzip")
+        options: dict[str, Any] = {
+            "bootstrap_servers": list(k["brokers"]),
+            "acks": "all",
+            "enable_idempotence": True,
+            "compression_type": None if codec == "none" else codec,
+            "request_timeout_ms": self.request_timeout_ms,
+            "security_protocol": protocol,
+            "client_id": f"evgate-{evgate.__version__}",
+        }
+        if protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = ssl.create_default_context()
+        if protocol.startswith("SASL_"):
+            options["sasl_mechanism"] = k.get("saslMechanism") or "PLAIN"
+            options["sasl_plain_username"] = k.get("saslUsername")
+            options["sasl_plain_password"] = subscription.kafka_password
+        return AIOKafkaProducer(**options)
+
+    async def deliver(
+        self, subscription: SubscriptionRow, charger_id: str, deliveries: Sequence[Delivery]
+    ) -> tuple[int, Attempt]:
+        """Send a lane's deliveries in order (record key: the charger id, so one partition and
+        one order per charger). Returns how many of the first ones were acknowledged, and the
+        attempt's outcome (the failure, if one was not)."""
+        started = time.perf_counter()
+        topic = (subscription.kafka or {})["topic"]
+        key = charger_id.encode()
+        done = 0
+        try:
+            producer = await self.producer(subscription)
+            futures: list[asyncio.Future[Any]] = [
+                await producer.send(
+                    topic,
+                    d.payload,
+                    key=key,
+                    headers=[
+                        ("notification", d.event.encode()),
+                        ("event-id", f"evt_{d.outbox_id}".encode()),
+                    ],
+                )
+                for d in deliveries
+            ]
+        except Exception as exc:
+            return 0, _failure(exc, started)
+        for future in futures:
+            try:
+                await future
+            except Exception as exc:
+                # The later records of the lane are sent again from the first unacknowledged
+                # one; their own outcomes no longer matter, but must be collected.
+                for rest in futures[done + 1 :]:
+                    rest.add_done_callback(_collect)
+                return done, _failure(exc, started)
+            done += 1
+        return done, Attempt(True, duration_ms=_ms(started))
+
+    async def retain(self, keys: set[tuple[Any, ...]]) -> None:
+        """Stop the producers whose settings no subscription uses any more."""
+        for key in [k for k in self._producers if k not in keys]:
+            producer = self._producers.pop(key)
+            self._starting.pop(key, None)
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def close(self) -> None:
+        await self.retain(set())

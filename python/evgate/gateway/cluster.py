@@ -1,0 +1,356 @@
+"""gateway room: one fleet over many processes — charger ownership and routed commands.
+
+Each evgate process (a worker, on some node) is an *instance* with a lease in the database.
+:class:`Cluster` wraps the process's :class:`~evgate.gateway.server.Gateway`:
+
+* **Ownership.** It observes the gateway's connections and keeps ``charger_owners`` equal to
+  what this process holds. It does not replay connect/disconnect events: it keeps a set of
+  chargers whose state changed and reconciles each with the gateway's *current* view, in
+  batches (a reconnect storm of thousands is a few statements). When a charger connects here
+  while another process holds it, the other process is told (``owner`` notification) and
+  closes its old connection; of two racing connections the newer one wins.
+* **Leases.** The instance's lease is renewed every third of its length; a process killed
+  without a goodbye loses its chargers once the lease runs out (any live process reaps it).
+* **Routing.** :meth:`call` runs a command here when the charger is here, and otherwise hands
+  it to the holder through ``remote_calls`` + NOTIFY, and waits for the outcome the same way.
+  The API answers the same either way: 409 when nobody holds the charger, 504 on timeout.
+
+:meth:`connection` stays local (what this process can act on by itself); :meth:`locate`
+looks across the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from typing import Any
+
+import msgspec
+
+from evgate.gateway.interface import (
+    CallRejected,
+    CallTimeout,
+    ChargerBusy,
+    ChargerDisconnected,
+    ChargerNotConnected,
+    CommandError,
+    ConnectionInfo,
+    InvalidCommand,
+    InvalidResponse,
+)
+from evgate.gateway.server import Gateway
+from evgate.metrics import Registry
+from evgate.protocol.errors import ErrorCode, error_class
+from evgate.protocol.v16 import ACTION_OF_REQUEST, ACTIONS, Message
+from evgate.storage.cluster import ClusterStore, OwnerClaim
+
+__all__ = ["Cluster"]
+
+log = logging.getLogger(__name__)
+
+_CALL_MARGIN = 3.0  # seconds on top of the holder's own call timeout, for the round trips
+_MAX_REMOTE_RUNNING = 256  # commands from other processes run at once; more are refused
+
+
+class _Failure(msgspec.Struct, frozen=True):
+    """A CommandError as it travels between processes."""
+
+    kind: str
+    message: str
+    code: str = ""
+    description: str = ""
+    details: dict[str, Any] = {}
+
+
+class _Outcome(msgspec.Struct, frozen=True):
+    """What a routed command came to: the charger's answer, or the error to raise."""
+
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    error: _Failure | None = None
+
+
+_ERRORS: dict[str, type[CommandError]] = {
+    cls.__name__: cls
+    for cls in (ChargerNotConnected, ChargerDisconnected, CallTimeout, ChargerBusy, InvalidCommand)
+}
+
+
+def _failure_of(exc: CommandError) -> _Failure:
+    if isinstance(exc, CallRejected):
+        return _Failure("CallRejected", str(exc), exc.code, exc.description, exc.details)
+    if isinstance(exc, InvalidResponse):
+        return _Failure("InvalidResponse", str(exc), exc.error.code.value, exc.error.description)
+    return _Failure(type(exc).__name__, str(exc))
+
+
+def _error_of(failure: _Failure) -> CommandError:
+    if failure.kind == "CallRejected":
+        return CallRejected(failure.code, failure.description, failure.details)
+    if failure.kind == "InvalidResponse":
+        return InvalidResponse(error_class(ErrorCode(failure.code))(failure.description))
+    return _ERRORS.get(failure.kind, CommandError)(failure.message)
+
+
+class Cluster:
+    """The gateway as seen across every evgate process sharing the database.
+
+    Args:
+        gateway: this process's gateway (the cluster adds itself as its observer).
+        store: the cluster tables.
+        node_id: this node's name; ``worker_index``: this worker's number on the node.
+        lease: seconds a silent process keeps its chargers.
+        call_timeout: the holder's timeout for a command (``Settings.call_timeout``).
+
+    After construction: ``await start()``; wire :meth:`notified` and :meth:`reset` to the
+    ``evgate_cluster`` channel's LISTEN; ``await stop()`` after the gateway stopped.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        store: ClusterStore,
+        *,
+        node_id: str,
+        worker_index: int,
+        lease: float,
+        call_timeout: float,
+        metrics: Registry | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.store = store
+        self.node_id = node_id
+        self.worker_index = worker_index
+        self.instance = f"{node_id}.{worker_index}.{secrets.token_hex(4)}"
+        self.lease = lease
+        self.call_timeout = call_timeout
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        metrics = metrics if metrics is not None else Registry()
+        self.m_routed = metrics.counter(
+            "evgate_commands_routed_total",
+            "Commands for chargers held by another evgate process, by direction and outcome",
+            ("direction", "outcome"),
+        )
+        gateway.add_observer(self)
+
+    # Life cycle
+
+    async def start(self) -> None:
+        await self.store.register(
+            self.instance, self.node_id, self.worker_index, os.getpid(), self.lease
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._reconcile(), name="cluster-ownership"),
+            loop.create_task(self._keep_lease(), name="cluster-lease"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the tasks and say goodbye (the instance's owner rows go with it)."""
+        for task in [*self._tasks, *self._running]:
+            task.cancel()
+        for task in [*self._tasks, *self._running]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for future in self._waiting.values():
+            future.cancel()
+        with contextlib.suppress(Exception):
+            await self.store.deregister(self.instance)
+
+    # Ownership (ConnectionObserver)
+
+    def charger_connected(self, info: ConnectionInfo) -> None:
+        self._dirty.add(info.charger_id)
+        self._wake.set()
+
+    def charger_disconnected(self, info: ConnectionInfo, close_code: int, reason: str) -> None:
+        self._dirty.add(info.charger_id)
+        self._wake.set()
+
+    async def _reconcile(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._dirty = self._dirty, set()
+            claims: list[OwnerClaim] = []
+            releases: list[str] = []
+            for charger_id in batch:
+                info = self.gateway.connection(charger_id)
+                if info is None:
+                    releases.append(charger_id)
+                else:
+                    claims.append(
+                        OwnerClaim(
+                            charger_id,
+                            info.connected_at,
+                            info.remote_address,
+                            info.security_profile,
+                        )
+                    )
+            try:
+                lost = await self.store.claim(self.instance, claims)
+                await self.store.release(self.instance, releases)
+            except Exception:
+                # The database is away: try the same chargers again shortly.
+                log.exception("updating charger ownership failed; retrying")
+                self._dirty |= batch
+                await asyncio.sleep(1.0)
+                self._wake.set()
+                continue
+            for charger_id in lost:
+                self.gateway.close_charger(charger_id, 1000, "connected to another evgate")
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                if not await self.store.renew(self.instance, self.lease):
+                    # Our lease had run out and another process reaped us (a long pause, a
+                    # database outage): come back and claim everything we hold again.
+                    log.warning("lease of %s had expired; registering again", self.instance)
+                    await self.store.register(
+                        self.instance, self.node_id, self.worker_index, os.getpid(), self.lease
+                    )
+                    self._dirty |= {c.charger_id for c in self.gateway.connections()}
+                    self._wake.set()
+                await self.store.reap(grace=self.lease)
+            except Exception:
+                log.exception("renewing the lease of %s failed", self.instance)
+
+    # Notifications on the cluster channel
+
+    def notified(self, payload: str) -> None:
+        """One ``evgate_cluster`` notification (see :mod:`evgate.storage.cluster`)."""
+        kind, _, rest = payload.partition(" ")
+        who, _, words = rest.partition(" ")
+        if kind == "owner" and who != self.instance:
+            for charger_id in words.split():
+                if self.gateway.connection(charger_id) is not None:
+                    self.gateway.close_charger(charger_id, 1000, "connected to another evgate")
+        elif kind == "call" and who == self.instance and words.isdigit():
+            if len(self._running) >= _MAX_REMOTE_RUNNING:
+                log.warning("too many routed commands running; refusing call %s", words)
+                task = asyncio.get_running_loop().create_task(self._refuse(int(words)))
+            else:
+                task = asyncio.get_running_loop().create_task(self._run_remote(int(words)))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        elif kind == "reply" and who == self.instance and words.isdigit():
+            future = self._waiting.get(int(words))
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def reset(self) -> None:
+        """Notifications may have been missed: claim again, and look for answers."""
+        self._dirty |= {c.charger_id for c in self.gateway.connections()}
+        self._wake.set()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result(None)  # the waiter re-reads; no outcome → it waits again
+
+    # ChargerLink
+
+    def connection(self, charger_id: str) -> ConnectionInfo | None:
+        """The charger's connection to this process (what it can act on by itself)."""
+        return self.gateway.connection(charger_id)
+
+    async def locate(self, charger_id: str) -> ConnectionInfo | None:
+        """The charger's connection to any live evgate process, or None."""
+        local = self.gateway.connection(charger_id)
+        if local is not None:
+            return msgspec.structs.replace(local, held_by=self.instance)
+        holder = await self.store.holder(charger_id)
+        if holder is None:
+            return None
+        return ConnectionInfo(
+            charger_id=charger_id,
+            connected_at=holder.connected_at,
+            remote_address=holder.remote_address,
+            security_profile=holder.security_profile,
+            held_by=holder.instance,
+        )
+
+    async def call(self, charger_id: str, request: Message) -> Message:
+        """Send a command to the charger, wherever it is connected.
+
+        Raises:
+            CommandError: as :meth:`Gateway.call`; ChargerNotConnected when no live process
+                holds the charger.
+        """
+        if self.gateway.connection(charger_id) is not None:
+            return await self.gateway.call(charger_id, request)
+        holder = await self.store.holder(charger_id)
+        if holder is None or holder.instance == self.instance:
+            raise ChargerNotConnected(f"charger {charger_id!r} is not connected")
+        action = ACTION_OF_REQUEST[type(request)]
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        call_id = await self.store.send_call(
+            self.instance, holder.instance, charger_id, action, msgspec.json.encode(request)
+        )
+        self._waiting[call_id] = future
+        deadline = asyncio.get_running_loop().time() + self.call_timeout + _CALL_MARGIN
+        try:
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), max(remaining, 0))
+                except TimeoutError:
+                    await self.store.withdraw(call_id)
+                    self.m_routed.inc("sent", "timeout")
+                    raise CallTimeout(
+                        f"charger {charger_id!r} (on {holder.instance}) did not answer in time"
+                    ) from None
+                raw = await self.store.collect_outcome(call_id)
+                if raw is not None:
+                    break
+                future = asyncio.get_running_loop().create_future()  # a reset's wake-up
+                self._waiting[call_id] = future
+        finally:
+            self._waiting.pop(call_id, None)
+        outcome = msgspec.json.decode(raw, type=_Outcome)
+        if outcome.error is not None:
+            self.m_routed.inc("sent", outcome.error.kind)
+            raise _error_of(outcome.error)
+        self.m_routed.inc("sent", "ok")
+        return msgspec.json.decode(outcome.result, type=ACTIONS[action].response)
+
+    async def _run_remote(self, call_id: int) -> None:
+        """Run a command another process routed here, and answer it."""
+        try:
+            row = await self.store.take_call(call_id)
+            if row is None:
+                return
+            try:
+                spec = ACTIONS[row["action"]]
+                request = msgspec.json.decode(str(row["request"]), type=spec.request)
+            except (KeyError, msgspec.ValidationError) as exc:  # a newer process's action?
+                request = None
+                outcome = _Outcome(error=_failure_of(InvalidCommand(f"unusable command: {exc}")))
+            try:
+                if request is None:
+                    raise InvalidCommand("unusable command")
+                response = await self.gateway.call(row["charger_id"], request)
+                outcome = _Outcome(result=msgspec.Raw(msgspec.json.encode(response)))
+                self.m_routed.inc("received", "ok")
+            except CommandError as exc:
+                outcome = _Outcome(error=_failure_of(exc))
+                self.m_routed.inc("received", type(exc).__name__)
+            await self.store.answer_call(call_id, row["origin"], msgspec.json.encode(outcome))
+        except Exception:
+            log.exception("routed command %d failed", call_id)
+
+    async def _refuse(self, call_id: int) -> None:
+        with contextlib.suppress(Exception):
+            row = await self.store.take_call(call_id)
+            if row is not None:
+                busy = _Failure("ChargerBusy", "too many routed commands on the holding process")
+                await self.store.answer_call(
+                    call_id, row["origin"], msgspec.json.encode(_Outcome(error=busy))
+                )

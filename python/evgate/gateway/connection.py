@@ -1,0 +1,406 @@
+"""gateway room: one charger's WebSocket connection (a picows listener).
+
+A :class:`ChargerConnection` turns frames into OCPP messages and back:
+
+* Text frames only; a fragmented message is reassembled (and held to the size limit, like a
+  single frame). Each whole message is copied out of picows's borrowed buffer once, then
+  decoded by the protocol core.
+* CALLs from the charger are answered strictly in arrival order by one worker task that
+  exists only while there is work (an idle charger costs no task). A CALL over the
+  charger's message rate is answered ``GenericError``; a CALL that finds the inbox full
+  (handlers stalled, say the database is down) is dropped unanswered, so the charger
+  retries it later, as OCPP chargers do with unacknowledged messages.
+* CALLs to the charger (:meth:`call`) go one at a time (OCPP allows one outstanding CALL per
+  direction); later ones wait in FIFO order, up to ``MAX_QUEUED_CALLS``.
+* Writing is bounded: above the write-buffer high-water mark the charger's reads are paused,
+  so a charger that does not read cannot make evgate buffer without end.
+
+The connection does not know the database or the registry of connections: it reports to its
+:class:`~evgate.gateway.server.Gateway`, which owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from evgate.gateway.interface import (
+    CallRejected,
+    CallTimeout,
+    ChargerBusy,
+    ChargerDisconnected,
+    ConnectionInfo,
+    InvalidResponse,
+)
+from evgate.gateway.upgrade import Admit
+from evgate.handlers import ChargerContext, Handler
+from evgate.protocol import frames
+from evgate.protocol.errors import ActionNotImplementedError, GenericError, OcppError, Violation
+from evgate.protocol.v16 import Message
+
+if TYPE_CHECKING:
+    from evgate.gateway.server import Gateway
+
+__all__ = ["MAX_INBOX", "MAX_QUEUED_CALLS", "ChargerConnection"]
+
+log = logging.getLogger("evgate.gateway")
+
+#: CALLs from one charger waiting for their handler; beyond this they are dropped unanswered.
+MAX_INBOX = 16
+#: CALLs to one charger waiting for their turn; beyond this ``call`` raises ChargerBusy.
+MAX_QUEUED_CALLS = 32
+#: After our CLOSE frame, how long the charger has to answer it before the socket is closed.
+CLOSE_TIMEOUT = 2.0
+
+# (unique id, action, handler, request) of a CALL waiting for its handler.
+_Work = tuple[str, str, Handler, Message]
+
+
+class ChargerConnection(WSListener):
+    """The listener of one authenticated charger connection. Made by the gateway's upgrade
+    callback; picows calls ``on_ws_connected`` right after the 101 response."""
+
+    __slots__ = (
+        "_call_lock",
+        "_close_timer",
+        "_fragments",
+        "_inbox",
+        "_pending",
+        "_queued_calls",
+        "_stamp",
+        "_tokens",
+        "_worker",
+        "auth_digest",
+        "close_code",
+        "close_reason",
+        "context",
+        "draining",
+        "gateway",
+        "info",
+        "registered",
+        "subprotocol_ok",
+        "transport",
+        "violations",
+    )
+
+    def __init__(
+        self, gateway: Gateway, admit: Admit, remote_address: str, subprotocol_ok: bool
+    ) -> None:
+        super().__init__()
+        self.gateway = gateway
+        credentials = admit.credentials
+        self.context = ChargerContext(
+            credentials.id,
+            remote_address,
+            admit.security_profile,
+            credentials.lenient,
+            number=credentials.number,
+        )
+        self.info = ConnectionInfo(
+            charger_id=credentials.id,
+            connected_at=datetime.now(UTC),
+            remote_address=remote_address,
+            security_profile=admit.security_profile,
+        )
+        # The digest of the secret this connection proved; None for a client certificate.
+        self.auth_digest = admit.auth_digest
+        self.subprotocol_ok = subprotocol_ok
+        self.transport: WSTransport | None = None
+        self.registered = False
+        self.draining = False
+        self.violations = 0
+        self.close_code = WSCloseCode.ABNORMAL_CLOSURE.value
+        self.close_reason = ""
+        self._fragments: bytearray | None = None
+        self._inbox: deque[_Work] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._pending: tuple[str, str, asyncio.Future[Message]] | None = None
+        self._call_lock: asyncio.Lock | None = None
+        self._queued_calls = 0
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._tokens = float(gateway.settings.message_burst)
+        self._stamp = time.monotonic()
+
+    @property
+    def charger_id(self) -> str:
+        return self.context.charger_id
+
+    @property
+    def security_profile(self) -> int:
+        return self.context.security_profile
+
+    @property
+    def worker(self) -> asyncio.Task[None] | None:
+        """The task answering this charger's CALLs, while there is one."""
+        return self._worker
+
+    # picows callbacks
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        if not self.subprotocol_ok:
+            # OCPP-J 1.6 section 3.1.2: complete the handshake without a subprotocol, then close.
+            self.close(WSCloseCode.PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
+            return
+        limit = self.gateway.settings.write_buffer_limit
+        transport.underlying_transport.set_write_buffer_limits(high=limit, low=limit // 4)
+        self.gateway.register(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # The frame borrows picows's read buffer: copy what we keep before returning.
+        kind = frame.msg_type
+        if kind == WSMsgType.TEXT:
+            if self._fragments is not None:
+                self.close(WSCloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
+            elif frame.fin:
+                self._message(frame.get_payload_as_bytes())
+            else:
+                self._fragments = bytearray(frame.get_payload_as_memoryview())
+        elif kind == WSMsgType.CONTINUATION:
+            fragments = self._fragments
+            if fragments is None:
+                self.close(WSCloseCode.PROTOCOL_ERROR, "continuation without a message")
+            elif len(fragments) + frame.payload_size > self.gateway.settings.max_message_size:
+                self._fragments = None
+                self.close(WSCloseCode.MESSAGE_TOO_BIG, "message too big")
+            else:
+                fragments += frame.get_payload_as_memoryview()
+                if frame.fin:
+                    self._fragments = None
+                    self._message(bytes(fragments))
+        elif kind == WSMsgType.CLOSE:
+            if not transport.is_close_frame_sent:
+                self.close_code = frame.get_close_code().value
+                transport.send_close(frame.get_close_code())
+            transport.disconnect()
+        elif kind == WSMsgType.BINARY:
+            self.close(WSCloseCode.UNSUPPORTED_DATA, "OCPP-J uses text frames only")
+        # PING is answered by picows; a PONG we did not ask for is ignored (RFC 6455 5.5.3).
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        handshake = transport.close_handshake
+        if handshake is not None:
+            info = handshake.sent or handshake.recv
+            if info is not None:
+                self.close_code = info.code.value
+                self.close_reason = self.close_reason or info.reason
+        # Unstarted CALLs were never acknowledged: the charger sends them again.
+        self._inbox = None
+        pending = self._pending
+        if pending is not None and not pending[2].done():
+            pending[2].set_exception(ChargerDisconnected("the charger disconnected"))
+        if self.registered:
+            self.gateway.unregister(self)
+
+    def pause_writing(self) -> None:
+        # The charger is not reading what we send: stop reading what it sends until it does.
+        if self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.underlying_transport.resume_reading()
+
+    # Closing
+
+    def close(self, code: WSCloseCode, reason: str) -> None:
+        """Send a CLOSE frame and disconnect once the charger answers it (or after a delay).
+        Safe to call more than once."""
+        transport = self.transport
+        if transport is None or transport.is_disconnected:
+            return
+        if not transport.is_close_frame_sent:
+            self.close_code = code.value
+            self.close_reason = reason
+            transport.send_close(code, reason.encode())
+        if self._close_timer is None:
+            loop = asyncio.get_running_loop()
+            self._close_timer = loop.call_later(CLOSE_TIMEOUT, transport.disconnect)
+
+    @property
+    def closed(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.is_disconnected or transport.is_close_frame_sent
+
+    # Incoming messages
+
+    def _send(self, data: bytes, action: str) -> None:
+        transport = self.transport
+        if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
+            return  # the charger is gone: it will retry what we could not acknowledge
+        transport.send(WSMsgType.TEXT, data)
+        self.gateway.m_frames_out.inc(action)
+
+    def _refuse(self, exc: OcppError, action: str) -> None:
+        self.gateway.m_callerrors_sent.inc(exc.code.value)
+        self._send(frames.error_frame_for(exc), action)
+
+    def _message(self, data: bytes) -> None:
+        gateway = self.gateway
+        lenient = self.context.lenient
+        try:
+            frame = frames.decode(data, lenient=lenient)
+        except OcppError as exc:
+            gateway.m_frames_in.inc("(unreadable)")
+            if exc.message_type_id in (2, None):  # OCPP answers only CALLs
+                self._refuse(exc, "(unreadable)")
+            else:
+                log.info("%s sent a bad reply: %s", self.charger_id, exc.description)
+            return
+        if isinstance(frame, frames.Call):
+            self._call_received(frame)
+        else:
+            self._reply_received(frame)
+
+    def _call_received(self, call: frames.Call) -> None:
+        gateway = self.gateway
+        action = call.action
+        gateway.m_frames_in.inc(action if action in gateway.known_actions else "(unknown)")
+        if self.draining:
+            return  # shutting down: unanswered, the charger sends it again to the next process
+        if not self._take_token():
+            gateway.m_refused.inc("rate")
+            self._refuse(
+                GenericError("message rate limit exceeded", unique_id=call.unique_id), action
+            )
+            return
+        try:
+            request, violations = frames.decode_request(call, lenient=self.context.lenient)
+        except OcppError as exc:
+            self._refuse(exc, action)
+            return
+        if violations:
+            self._record(action, violations)
+        handler = gateway.routes.get(action)
+        if handler is None:
+            self._refuse(
+                ActionNotImplementedError(f"{action} is not implemented", unique_id=call.unique_id),
+                action,
+            )
+            return
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        elif len(inbox) >= MAX_INBOX:
+            gateway.m_refused.inc("busy")
+            return
+        inbox.append((call.unique_id, action, handler, request))
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    def _take_token(self) -> bool:
+        settings = self.gateway.settings
+        now = time.monotonic()
+        tokens = self._tokens + (now - self._stamp) * settings.message_rate
+        self._stamp = now
+        if tokens > settings.message_burst:
+            tokens = settings.message_burst
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    def _record(self, action: str, violations: tuple[Violation, ...]) -> None:
+        self.violations += len(violations)
+        for violation in violations:
+            self.gateway.m_violations.inc(action, violation.code.value)
+        log.info(
+            "%s: %s tolerated (lenient): %s",
+            self.charger_id,
+            action,
+            "; ".join(v.description for v in violations),
+        )
+
+    async def _work(self) -> None:
+        """Answer the inbox's CALLs in order; ends when the inbox is empty."""
+        try:
+            while self._inbox:
+                unique_id, action, handler, request = self._inbox.popleft()
+                try:
+                    response = await handler(self.context, request)
+                    data = frames.encode_result(unique_id, response)
+                except OcppError as exc:
+                    self.gateway.m_callerrors_sent.inc(exc.code.value)
+                    data = frames.error_frame_for(exc, unique_id)
+                except Exception as exc:
+                    log.exception("%s: the %s handler failed", self.charger_id, action)
+                    self.gateway.m_callerrors_sent.inc("InternalError")
+                    data = frames.error_frame_for(exc, unique_id)
+                self._send(data, action)
+            self._inbox = None  # an idle charger holds no queue
+        finally:
+            self._worker = None
+
+    def _reply_received(self, frame: frames.CallResult | frames.CallError) -> None:
+        gateway = self.gateway
+        pending = self._pending
+        if pending is None or pending[0] != frame.unique_id:
+            gateway.m_frames_in.inc("(unmatched)")
+            log.info("%s answered a CALL we are not waiting for (%r)", self.charger_id, frame)
+            return
+        unique_id, action, future = pending
+        gateway.m_frames_in.inc(action)
+        if future.done():  # the caller gave up (timeout) in this very loop turn
+            return
+        if isinstance(frame, frames.CallError):
+            gateway.m_callerrors_received.inc(frame.error_code)
+            future.set_exception(
+                CallRejected(frame.error_code, frame.error_description, frame.error_details)
+            )
+            return
+        try:
+            response, violations = frames.decode_response(
+                action, frame.payload, lenient=self.context.lenient, unique_id=unique_id
+            )
+        except OcppError as exc:
+            gateway.m_violations.inc(action, exc.code.value)
+            future.set_exception(InvalidResponse(exc))
+            return
+        if violations:
+            self._record(action, violations)
+        future.set_result(response)
+
+    # Outgoing calls
+
+    async def call(self, action: str, request: Message) -> Message:
+        """Send a CALL and wait for its answer; see :meth:`Gateway.call`.
+
+        Raises:
+            ChargerBusy, ChargerDisconnected, CallTimeout, CallRejected, InvalidResponse.
+        """
+        if self._queued_calls >= MAX_QUEUED_CALLS:
+            raise ChargerBusy(f"{MAX_QUEUED_CALLS} commands are already waiting for this charger")
+        self._queued_calls += 1
+        timeout = self.gateway.settings.call_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                if self._call_lock is None:
+                    self._call_lock = asyncio.Lock()
+                async with self._call_lock:
+                    return await self._call_now(action, request)
+        except TimeoutError:
+            raise CallTimeout(f"no answer within {timeout:g} s") from None
+        finally:
+            self._queued_calls -= 1
+
+    async def _call_now(self, action: str, request: Message) -> Message:
+        if self.closed:
+            raise ChargerDisconnected("the charger disconnected")
+        unique_id = self.gateway.next_unique_id()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending = (unique_id, action, future)
+        try:
+            self._send(frames.encode_call(unique_id, action, request), action)
+            return await future
+        finally:
+            self._pending = None

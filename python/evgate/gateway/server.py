@@ -1,0 +1,525 @@
+"""gateway room: the charger front end — picows listener, upgrade-time auth, connection
+registry, commands to chargers.
+
+:class:`Gateway` owns the listening server, the in-memory credential index, the live
+connections (one per charger) and the gateway's metrics. It knows sockets, not SQL: the
+credentials come from a loader coroutine (``ChargerStore.credentials``) and change
+notifications are handed in by ``app.py`` (``credentials_changed`` on each ``NOTIFY
+evgate_charger``, ``credentials_reset`` after the listening connection was re-established).
+
+Close codes the gateway sends:
+
+====  ==============================================================================
+1000  replaced by a newer connection of the same charger
+1001  evgate is shutting down (after in-flight replies were sent); or no pong in time
+1002  no ``ocpp1.6`` subprotocol offered; a broken fragment sequence
+1003  a binary frame
+1008  credentials no longer hold: secret rotated, charger deleted, profile raised
+1009  a message over ``max_message_size``
+====  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from picows import (
+    WSAutoPingStrategy,
+    WSCloseCode,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in the stubs
+
+from evgate.auth.credentials import digest
+from evgate.config import ConfigError, Settings
+from evgate.gateway.connection import ChargerConnection
+from evgate.gateway.interface import (
+    ChargerNotConnected,
+    ConnectionInfo,
+    ConnectionObserver,
+    InvalidCommand,
+)
+from evgate.gateway.upgrade import SUBPROTOCOL, FailureLimiter, Refuse, decide, offers_ocpp16
+from evgate.handlers import Routes
+from evgate.metrics import Registry
+from evgate.protocol.v16 import (
+    ACTION_OF_REQUEST,
+    ACTIONS,
+    ChangeConfigurationRequest,
+    ChangeConfigurationResponse,
+    ConfigurationStatus,
+    Direction,
+    Message,
+)
+from evgate.storage.chargers import ChargerCredentials
+
+__all__ = ["AUTHORIZATION_KEY", "CredentialLoader", "Gateway", "KeySaver"]
+
+log = logging.getLogger("evgate.gateway")
+
+#: Loads the credentials of one charger (a list of 0 or 1) or, given None, of all.
+CredentialLoader = Callable[[str | None], Awaitable[list[ChargerCredentials]]]
+#: Stores a charger's new secret digest (``ChargerStore.set_secret_digest``).
+KeySaver = Callable[[str, bytes], Awaitable[None]]
+
+#: The configuration key of the Basic-auth password (OCPP 1.6 security whitepaper).
+AUTHORIZATION_KEY = "authorizationkey"
+_KEY_LENGTH = (16, 40)  # the whitepaper's bounds for AuthorizationKey
+# More pending notifications than this and one full reload is cheaper than a query each.
+_RELOAD_ALL_ABOVE = 64
+# picows reads into a buffer that starts this small and grows only for big messages: an idle
+# connection's share of memory is mostly this buffer.
+_READ_BUFFER = 2048
+_HANDSHAKE_TIMEOUT = 5.0
+
+
+def _certificate_cn(ssl_object: Any) -> str | None:
+    """The commonName of a client certificate the TLS layer verified, if any."""
+    certificate = ssl_object.getpeercert() if ssl_object is not None else None
+    if not certificate:
+        return None
+    for rdn in certificate.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return None
+
+
+def _address(peer: Any) -> tuple[str, str]:
+    """(ip, ip:port) of a peername; IPv6 addresses are bracketed in the second form."""
+    if not peer:
+        return "", ""
+    host, port = peer[0], peer[1]
+    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+
+def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the charger port, or ``None`` for plain ws.
+
+    Raises:
+        ConfigError: a key without a certificate (or the reverse), a client CA without TLS,
+            or a file that cannot be read.
+    """
+    if not settings.tls_cert and not settings.tls_key:
+        if settings.tls_client_ca:
+            raise ConfigError("EVGATE_TLS_CLIENT_CA needs EVGATE_TLS_CERT and EVGATE_TLS_KEY")
+        return None
+    if not settings.tls_cert or not settings.tls_key:
+        raise ConfigError("EVGATE_TLS_CERT and EVGATE_TLS_KEY go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP 1.6 security whitepaper
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.tls_client_ca:
+            context.load_verify_locations(settings.tls_client_ca)
+            # Optional: profile-2 chargers send no certificate; one that is sent must verify.
+            context.verify_mode = ssl.CERT_OPTIONAL
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS files: {exc}") from None
+    return context
+
+
+class Gateway:
+    """The charger gateway of one evgate process.
+
+    Args:
+        settings: limits, TLS and timeouts (``max_message_size``, ``ping_interval``, ...).
+        routes: action → handler (the handlers' routing table); actions without an entry
+            answer ``NotImplemented``.
+        load_credentials: see :data:`CredentialLoader`.
+        save_authorization_key: stores the digest of an AuthorizationKey the charger
+            accepted; without it such a ChangeConfiguration is refused (InvalidCommand).
+        metrics: the process's metrics registry.
+
+    After construction: ``await start(sock)``; wire ``credentials_changed`` and
+    ``credentials_reset`` to the database's notifications; ``await stop()`` at the end.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        routes: Routes,
+        load_credentials: CredentialLoader,
+        *,
+        save_authorization_key: KeySaver | None = None,
+        metrics: Registry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.routes = routes
+        self.known_actions = frozenset(ACTIONS)
+        self._load = load_credentials
+        self._save_key = save_authorization_key
+        self._index: dict[str, ChargerCredentials] = {}
+        self._connections: dict[str, ChargerConnection] = {}
+        self._observers: list[ConnectionObserver] = []
+        self._limiter = FailureLimiter(settings.failed_upgrades_per_minute)
+        self._ids = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._picows_log = logging.LoggerAdapter(logging.getLogger("evgate.gateway.picows"))
+        self._dirty: set[str] = set()
+        self._reload_all = False
+        self._refresher: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopping = False
+        self.port: int | None = None
+
+        metrics = metrics if metrics is not None else Registry()
+        metrics.gauge(
+            "evgate_chargers_connected", "Chargers connected to this process"
+        ).set_function(lambda: len(self._connections))
+        self.m_frames_in = metrics.counter(
+            "evgate_frames_received_total", "OCPP messages received from chargers", ("action",)
+        )
+        self.m_frames_out = metrics.counter(
+            "evgate_frames_sent_total", "OCPP messages sent to chargers", ("action",)
+        )
+        self.m_callerrors_sent = metrics.counter(
+            "evgate_callerrors_sent_total", "CALLERRORs evgate answered chargers with", ("code",)
+        )
+        self.m_callerrors_received = metrics.counter(
+            "evgate_callerrors_received_total", "CALLERRORs chargers answered with", ("code",)
+        )
+        self.m_upgrade_failures = metrics.counter(
+            "evgate_upgrade_failures_total", "Refused or unusable upgrades", ("reason",)
+        )
+        self.m_violations = metrics.counter(
+            "evgate_protocol_violations_total",
+            "Schema violations tolerated (lenient) or refused in chargers' replies",
+            ("action", "code"),
+        )
+        self.m_refused = metrics.counter(
+            "evgate_messages_refused_total",
+            "CALLs not handled: over the rate limit (answered) or inbox full (dropped)",
+            ("reason",),
+        )
+        self.m_closed = metrics.counter(
+            "evgate_connections_closed_total", "Charger connections closed", ("code",)
+        )
+
+    # Life cycle
+
+    async def start(self, sock: socket.socket) -> None:
+        """Load the credentials and serve chargers on ``sock`` (bound and listening)."""
+        self._ssl = server_ssl_context(self.settings)
+        for credentials in await self._load(None):
+            self._index[credentials.id] = credentials
+        self._started = True
+        if self._dirty or self._reload_all:
+            self._kick_refresher()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, sock=sock, ssl=self._ssl)
+        self.port = sock.getsockname()[1]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight CALLs finish and send their replies, then close every
+        charger with 1001. Each of the three waits is bounded by ``grace`` seconds. Safe to
+        call more than once."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._connections.values())
+        for connection in connections:
+            connection.draining = True
+        workers = [c.worker for c in connections if c.worker is not None]
+        if workers:
+            _, late = await asyncio.wait(workers, timeout=grace)
+            for task in late:
+                task.cancel()
+        for connection in connections:
+            connection.close(WSCloseCode.GOING_AWAY, "evgate is shutting down")
+        waiting = [c.transport.wait_disconnected() for c in connections if c.transport]
+        if waiting:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*waiting, return_exceptions=True)
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._server.wait_closed()
+            self._server = None
+
+    # Observers and the live view
+
+    def add_observer(self, observer: ConnectionObserver) -> None:
+        """Tell ``observer`` of every charger that connects or disconnects from now on."""
+        self._observers.append(observer)
+
+    def connection(self, charger_id: str) -> ConnectionInfo | None:
+        connection = self._connections.get(charger_id)
+        return connection.info if connection is not None else None
+
+    async def locate(self, charger_id: str) -> ConnectionInfo | None:
+        """This process only: the gateway alone knows no other process (see Cluster)."""
+        return self.connection(charger_id)
+
+    def close_charger(self, charger_id: str, code: int, reason: str) -> None:
+        """Close the charger's connection here, if it has one (it moved elsewhere)."""
+        connection = self._connections.get(charger_id)
+        if connection is not None:
+            connection.close(WSCloseCode(code), reason)
+
+    def connections(self) -> list[ConnectionInfo]:
+        return [c.info for c in self._connections.values()]
+
+    def credentials_of(self, charger_id: str) -> ChargerCredentials | None:
+        """What the upgrade check currently holds for the charger (None: unknown)."""
+        return self._index.get(charger_id)
+
+    # Upgrades
+
+    def _protocol(self) -> WSProtocol:
+        """A picows protocol whose upgrade callback can see its own transport (the peer
+        address and TLS state that ``ws_create_server``'s factory is not given)."""
+        protocol: WSProtocol | None = None
+
+        def upgrade(request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
+            assert protocol is not None
+            return self._upgrade(request, protocol.transport)
+
+        s = self.settings
+        protocol = WSProtocol(
+            None,  # host and port: client side only
+            None,  # path: client side only
+            False,  # is_client_side
+            upgrade,
+            self._picows_log,  # an adapter: picows makes no per-connection child logger
+            True,  # disconnect_on_exception
+            _HANDSHAKE_TIMEOUT,
+            True,  # enable_auto_ping
+            s.ping_interval,
+            min(s.ping_timeout, s.ping_interval),  # picows requires reply <= idle
+            WSAutoPingStrategy.PING_WHEN_IDLE,
+            True,  # enable_auto_pong
+            s.max_message_size,
+            None,  # extra headers: client side only
+            _READ_BUFFER,
+        )
+        return protocol
+
+    def _upgrade(
+        self, request: WSUpgradeRequest, transport: WSTransport
+    ) -> WSUpgradeResponseWithListener:
+        underlying = transport.underlying_transport
+        ip, remote = _address(underlying.get_extra_info("peername"))
+        ssl_object = underlying.get_extra_info("ssl_object")
+        if self._stopping:
+            decision: Any = Refuse(503, "stopping", "evgate is shutting down", False)
+        else:
+            decision = decide(
+                request.path.decode("latin-1"),
+                request.headers.get("Authorization"),
+                address=ip,
+                tls=ssl_object is not None,
+                certificate_cn=_certificate_cn(ssl_object),
+                index=self._index,
+                limiter=self._limiter,
+            )
+        if isinstance(decision, Refuse):
+            self.m_upgrade_failures.inc(decision.reason)
+            if decision.counts_as_failure:
+                self._limiter.failed(ip)
+            headers: list[tuple[str, str]] = []
+            if decision.status == 401:
+                headers.append(("WWW-Authenticate", 'Basic realm="evgate", charset="UTF-8"'))
+            if decision.retry_after is not None:
+                headers.append(("Retry-After", str(decision.retry_after)))
+            log.info("upgrade from %s refused: %s (%s)", remote, decision.status, decision.reason)
+            response = WSUpgradeResponse.create_error_response(
+                decision.status, decision.message.encode() + b"\n", headers
+            )
+            return WSUpgradeResponseWithListener(response, None)
+        offered = offers_ocpp16(request.headers.getall("Sec-WebSocket-Protocol", []))
+        if not offered:
+            self.m_upgrade_failures.inc("no_subprotocol")
+        listener = ChargerConnection(self, decision, remote, offered)
+        extra = [("Sec-WebSocket-Protocol", SUBPROTOCOL)] if offered else []
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), listener)
+
+    # Connection registry (called by ChargerConnection)
+
+    def register(self, connection: ChargerConnection) -> None:
+        """A charger connected: it replaces its previous connection, if any."""
+        previous = self._connections.get(connection.charger_id)
+        self._connections[connection.charger_id] = connection
+        connection.registered = True
+        if previous is not None:
+            previous.registered = False
+            previous.close(WSCloseCode.OK, "replaced by a new connection")
+            self._notify("charger_disconnected", previous.info, 1000, "replaced")
+        log.info(
+            "charger %s connected from %s (profile %d)",
+            connection.charger_id,
+            connection.info.remote_address,
+            connection.security_profile,
+        )
+        self._notify("charger_connected", connection.info)
+
+    def unregister(self, connection: ChargerConnection) -> None:
+        """A registered connection ended."""
+        connection.registered = False
+        if self._connections.get(connection.charger_id) is connection:
+            del self._connections[connection.charger_id]
+        self.m_closed.inc(str(connection.close_code))
+        log.info(
+            "charger %s disconnected (%d %s)",
+            connection.charger_id,
+            connection.close_code,
+            connection.close_reason,
+        )
+        self._notify(
+            "charger_disconnected", connection.info, connection.close_code, connection.close_reason
+        )
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.exception("connection observer %r failed on %s", observer, event)
+
+    def next_unique_id(self) -> str:
+        """A unique id for a CALL to a charger (unique in this process, hence per connection)."""
+        return str(next(self._ids))
+
+    # Credentials kept in sync with the database
+
+    def credentials_changed(self, charger_id: str) -> None:
+        """The database says this charger's credentials changed (or it was created/deleted).
+        Refreshed on the gateway's own task, in notification order."""
+        self._dirty.add(charger_id)
+        if self._started:
+            self._kick_refresher()
+
+    def credentials_reset(self) -> None:
+        """Notifications may have been missed (the listening connection dropped): reload all."""
+        self._reload_all = True
+        if self._started:
+            self._kick_refresher()
+
+    def _kick_refresher(self) -> None:
+        if self._refresher is None and not self._stopping:
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh(), name="gateway-credentials"
+            )
+
+    async def _refresh(self) -> None:
+        try:
+            while self._dirty or self._reload_all:
+                if self._reload_all or len(self._dirty) > _RELOAD_ALL_ABOVE:
+                    self._reload_all = False
+                    self._dirty.clear()
+                    fresh = {c.id: c for c in await self._load(None)}
+                    for charger_id in set(self._index) | set(fresh):
+                        self._apply(charger_id, fresh.get(charger_id))
+                    continue
+                charger_id = self._dirty.pop()
+                found = await self._load(charger_id)
+                self._apply(charger_id, found[0] if found else None)
+        except Exception:
+            # The database is unreachable: keep the index as it is; the listener's reconnect
+            # will ask for a full reload.
+            log.exception("refreshing charger credentials failed")
+        finally:
+            self._refresher = None
+
+    def _apply(self, charger_id: str, credentials: ChargerCredentials | None) -> None:
+        """Update the index and drop a live connection that the change invalidates."""
+        connection = self._connections.get(charger_id)
+        if credentials is None:
+            self._index.pop(charger_id, None)
+            if connection is not None:
+                connection.close(WSCloseCode.POLICY_VIOLATION, "charger deleted")
+            return
+        self._index[charger_id] = credentials
+        if connection is None:
+            return
+        if connection.auth_digest is not None and connection.auth_digest != (
+            credentials.secret_digest
+        ):
+            connection.close(WSCloseCode.POLICY_VIOLATION, "credentials changed")
+        elif connection.security_profile < credentials.security_profile:
+            connection.close(WSCloseCode.POLICY_VIOLATION, "security profile raised")
+        else:
+            connection.context.lenient = credentials.lenient
+
+    # Commands to chargers
+
+    async def call(self, charger_id: str, request: Message) -> Message:
+        """Send ``request`` to the charger as a CALL and return its validated answer.
+
+        One CALL is outstanding per charger; later ones wait their turn. The timeout
+        (``Settings.call_timeout``) counts from this call, waiting included. An accepted
+        ChangeConfiguration of ``AuthorizationKey`` makes the new key the charger's secret
+        (the connection that changed it stays up).
+
+        Raises:
+            InvalidCommand: ``request`` is not a CSMS→charger request, or a weak key.
+            ChargerNotConnected: the charger has no connection to this process.
+            ChargerBusy: too many commands already wait for this charger.
+            ChargerDisconnected: the connection closed before the answer.
+            CallTimeout: no answer in time.
+            CallRejected: the charger answered with a CALLERROR.
+            InvalidResponse: the answer does not conform to the response schema.
+        """
+        action = ACTION_OF_REQUEST.get(type(request))
+        if action is None or Direction.csms_to_charger not in ACTIONS[action].direction:
+            raise InvalidCommand(f"{type(request).__name__} is not a command to a charger")
+        new_key = self._authorization_key(request)
+        connection = self._connections.get(charger_id)
+        if connection is None:
+            raise ChargerNotConnected(f"charger {charger_id!r} is not connected")
+        response = await connection.call(action, request)
+        if new_key is not None:
+            assert isinstance(response, ChangeConfigurationResponse)
+            if response.status in (
+                ConfigurationStatus.accepted,
+                ConfigurationStatus.reboot_required,
+            ):
+                await self._key_accepted(connection, new_key)
+        return response
+
+    def _authorization_key(self, request: Message) -> str | None:
+        if not (
+            isinstance(request, ChangeConfigurationRequest)
+            and request.key.lower() == AUTHORIZATION_KEY
+        ):
+            return None
+        if self._save_key is None:
+            raise InvalidCommand("AuthorizationKey cannot be stored by this evgate")
+        low, high = _KEY_LENGTH
+        if not low <= len(request.value) <= high:
+            raise InvalidCommand(f"AuthorizationKey must be {low}-{high} characters")
+        return request.value
+
+    async def _key_accepted(self, connection: ChargerConnection, key: str) -> None:
+        """The charger took a new Basic-auth password: it becomes its stored secret."""
+        new_digest = digest(key)
+        charger_id = connection.charger_id
+        # The live connection proved the old key and the charger itself chose the new one:
+        # it stays up. Update the index now, so that a reconnect with the new key before the
+        # NOTIFY round trip succeeds.
+        if connection.auth_digest is not None:
+            connection.auth_digest = new_digest
+        credentials = self._index.get(charger_id)
+        if credentials is not None:
+            self._index[charger_id] = msgspec.structs.replace(credentials, secret_digest=new_digest)
+        assert self._save_key is not None
+        await self._save_key(charger_id, new_digest)
+        log.info("charger %s accepted a new AuthorizationKey", charger_id)

@@ -1,0 +1,45 @@
+"""handlers room: DataTransfer from chargers.
+
+Every request is stored with the status answered and emits chargePoint.dataTransferReceived.
+A vendorId with a registered vendor handler (``HandlerServices.vendors``) gets that handler's
+answer; any other gets ``UnknownVendorId``.
+"""
+
+from __future__ import annotations
+
+from msgspec import UNSET
+
+from evgate.events.builders import data_transfer as data_transfer_received
+from evgate.handlers import ChargerContext, Routes
+from evgate.handlers.services import HandlerServices, events
+from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
+from evgate.storage.sessions import DATA_TRANSFERS
+
+__all__ = ["routes"]
+
+
+def routes(services: HandlerServices) -> Routes:
+    """The handlers of this module, by action."""
+
+    async def data_transfer(
+        ctx: ChargerContext, request: DataTransferRequest
+    ) -> DataTransferResponse:
+        vendor = services.vendors.get(request.vendor_id)
+        if vendor is None:
+            response = DataTransferResponse(status=DataTransferStatus.unknown_vendor_id)
+        else:
+            response = await vendor(ctx, request)
+        row = (
+            ctx.charger_id,
+            request.vendor_id,
+            None if request.message_id is UNSET else request.message_id,
+            None if request.data is UNSET else request.data,
+            response.status.value,
+            services.clock(),
+        )
+        await services.emit(
+            [(DATA_TRANSFERS, [row])], events([data_transfer_received(ctx.charger, request)])
+        )
+        return response
+
+    return {"DataTransfer": data_transfer}

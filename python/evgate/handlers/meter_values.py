@@ -1,0 +1,142 @@
+"""handlers room: MeterValues, and the conversion of sampled values into stored rows (also
+used for StopTransaction's transactionData).
+
+One row per sampled value. What is stored, from OCPP 1.6's definitions:
+
+* the measurand, location, context and format as sent, or their OCPP defaults when absent
+  (``Energy.Active.Import.Register``, ``Outlet``, ``Sample.Periodic``, ``Raw``); the phase as
+  sent (none when absent);
+* the value as a number with its unit normalised: ``kWh``→``Wh``, ``kW``→``W``,
+  ``kvarh``→``varh``, ``kvar``→``var``, ``kVA``→``VA`` (times 1000), and 1.6's
+  misspelt ``Celcius``→``Celsius``; an absent unit is OCPP's default ``Wh`` for the
+  ``Energy.Active.*`` measurands and none for the others (where ``Wh`` cannot be meant);
+* signed values (format ``SignedData``) and values that are not a finite number: no number,
+  the text kept as sent (``rawValue``).
+
+MeterValues is answered after the rows commit, with or without a transaction (a transaction
+id evgate does not know is stored as sent: the charger may know better). One inside an open
+transaction of the charger emits SessionMeterValuesNotification (the values the catalog names)
+and SessionUpdateNotification (energy, power and state of charge so far), in the same
+transaction as the rows. A resent MeterValues emits them again (the meter op does not say
+which values were new): receivers see the same values twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+
+from msgspec import UNSET
+
+from evgate.events.builders import session_meter_values, with_readings
+from evgate.handlers import ChargerContext, Routes
+from evgate.handlers.services import INT32_MAX, HandlerServices, check_range, events
+from evgate.protocol.v16 import MeterValue, MeterValuesRequest, MeterValuesResponse
+from evgate.storage.meter_values import MeterRow, MeterValueRows
+
+__all__ = ["METER_VALUES", "meter_rows", "normalise", "routes"]
+
+#: The writer op every handler stores meter values with.
+METER_VALUES = MeterValueRows()
+
+_SCALED = {
+    "kWh": ("Wh", 1000.0),
+    "kW": ("W", 1000.0),
+    "kvarh": ("varh", 1000.0),
+    "kvar": ("var", 1000.0),
+    "kVA": ("VA", 1000.0),
+    "Celcius": ("Celsius", 1.0),
+}
+
+
+def normalise(
+    value: str, unit: str | None, measurand: str, signed: bool
+) -> tuple[str | None, float | None, str | None]:
+    """The stored (unit, value, raw_value) of one sampled value."""
+    if unit is None and measurand.startswith("Energy.Active."):
+        unit = "Wh"
+    scaled = _SCALED.get(unit) if unit is not None else None
+    if scaled is not None:
+        unit = scaled[0]
+    if signed:
+        return unit, None, value
+    try:
+        number = float(value)
+    except ValueError:
+        return unit, None, value
+    if not math.isfinite(number):
+        return unit, None, value
+    return unit, (number * scaled[1] if scaled is not None else number), None
+
+
+def meter_rows(
+    charger_id: str,
+    connector_id: int | None,
+    transaction_id: int | None,
+    meter_values: Iterable[MeterValue],
+) -> list[MeterRow]:
+    """The rows of ``meter_values``. ``connector_id`` None: the transaction's connector (the
+    writer op looks it up)."""
+    rows: list[MeterRow] = []
+    append = rows.append
+    for meter_value in meter_values:
+        ts: datetime = meter_value.timestamp
+        for sv in meter_value.sampled_value:
+            fmt = "Raw" if sv.format is UNSET else str(sv.format)
+            measurand = (
+                "Energy.Active.Import.Register" if sv.measurand is UNSET else str(sv.measurand)
+            )
+            unit, number, raw = normalise(
+                sv.value,
+                None if sv.unit is UNSET else str(sv.unit),
+                measurand,
+                fmt == "SignedData",
+            )
+            append(
+                (
+                    charger_id,
+                    connector_id,
+                    transaction_id,
+                    ts,
+                    measurand,
+                    None if sv.phase is UNSET else str(sv.phase),
+                    "Outlet" if sv.location is UNSET else str(sv.location),
+                    "Sample.Periodic" if sv.context is UNSET else str(sv.context),
+                    fmt,
+                    unit,
+                    number,
+                    raw,
+                )
+            )
+    return rows
+
+
+def transaction_id_or_none(transaction_id: int | object) -> int | None:
+    """A charger's transaction id as stored: None when absent or outside what evgate issues
+    (1..2^31-1), which can only be a transaction evgate does not know."""
+    if isinstance(transaction_id, int) and 0 < transaction_id <= INT32_MAX:
+        return transaction_id
+    return None
+
+
+def routes(services: HandlerServices) -> Routes:
+    """The handlers of this module, by action."""
+
+    async def meter_values(ctx: ChargerContext, request: MeterValuesRequest) -> MeterValuesResponse:
+        connector_id = check_range(request.connector_id, 0, INT32_MAX, "connectorId")
+        transaction_id = transaction_id_or_none(request.transaction_id)
+        rows = meter_rows(ctx.charger_id, connector_id, transaction_id, request.meter_value)
+        tx = None
+        if transaction_id is not None:
+            tx = await services.open_transaction(ctx, transaction_id)
+        if tx is None:
+            await services.writer.submit([(METER_VALUES, rows)])
+            return MeterValuesResponse()
+        tx = with_readings(tx, request.meter_value)
+        entries = session_meter_values(ctx.charger, tx, request.meter_value, services.clock())
+        await services.emit([], events(entries), beside=[(METER_VALUES, rows)])
+        services.remember_transaction(ctx, tx.transaction_id, tx)
+        return MeterValuesResponse()
+
+    return {"MeterValues": meter_values}

@@ -1,0 +1,203 @@
+"""handlers room: what the handlers use — the writer, the stores, the authorizers — and the
+checks every handler shares, and how a handler writes state with its events (:meth:`emit`).
+
+``app.py`` builds one :class:`HandlerServices` and passes it to ``build_routes``; tests build
+their own with a real writer and database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from evgate.auth.authorizer import Authorizer, Decision, Purpose, SessionStart
+from evgate.events.builders import OutboxEntry, Transaction
+from evgate.handlers import ChargerContext
+from evgate.protocol.errors import PropertyConstraintViolationError
+from evgate.protocol.v16 import (
+    AuthorizationStatus,
+    DataTransferRequest,
+    DataTransferResponse,
+    IdTagInfo,
+)
+from evgate.storage.events import EMIT, OUTBOX, Emission
+from evgate.storage.sessions import TransactionStart, TransactionStore
+from evgate.storage.writer import Write, Writer
+
+__all__ = [
+    "INT32_MAX",
+    "INT64_MAX",
+    "HandlerServices",
+    "VendorHandler",
+    "check_range",
+    "events",
+    "id_tag_info",
+    "utc_now",
+]
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+# Per connection, the transactions a handler has seen (id → what the session events say, or
+# None: not an open transaction of this charger), so that MeterValues reads the database at
+# most once per transaction and connection. Bounded: a charger may send any ids.
+_TRANSACTIONS = "transactions"
+_MAX_REMEMBERED = 64
+
+#: A DataTransfer handler for one vendorId: its answer is sent to the charger.
+VendorHandler = Callable[[ChargerContext, DataTransferRequest], Awaitable[DataTransferResponse]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(kw_only=True)
+class HandlerServices:
+    """The handlers' dependencies.
+
+    Attributes:
+        writer: the group-commit writer (every state change goes through it).
+        transactions: transaction reads (the concurrent-transaction check).
+        authorizer_for: the authorizer of a charger (its installation's, or the native list).
+        heartbeat_interval: seconds, sent in BootNotification.conf.
+        allow_concurrent_tx: whether an id-tag may have several open transactions; when not,
+            Authorize and StartTransaction answer ``ConcurrentTx`` for one that has.
+        vendors: DataTransfer handlers by vendorId; any other vendorId is ``UnknownVendorId``.
+        clock: the current time (UTC), replaceable in tests.
+    """
+
+    writer: Writer
+    transactions: TransactionStore
+    authorizer_for: Callable[[str], Authorizer]
+    heartbeat_interval: int = 60
+    allow_concurrent_tx: bool = True
+    vendors: Mapping[str, VendorHandler] = field(default_factory=dict)
+    clock: Callable[[], datetime] = utc_now
+
+    async def decide(
+        self,
+        charger_id: str,
+        id_tag: str,
+        *,
+        connector_id: int | None = None,
+        timestamp: datetime | None = None,
+        check_concurrent: bool = True,
+        besides: TransactionStart | None = None,
+        purpose: Purpose = "authorize",
+        transaction_id_tag: str | None = None,
+    ) -> Decision:
+        """Ask the charger's authorizer about ``id_tag`` for ``purpose`` (a StopTransaction's
+        also gives the id-tag that started the transaction). Without concurrent transactions
+        allowed (and ``check_concurrent``), an Accepted id-tag that has an open transaction,
+        other than the one ``besides`` keys (a resent StartTransaction), is ``ConcurrentTx``.
+        """
+        question = SessionStart(
+            charger_id=charger_id,
+            id_tag=id_tag,
+            connector_id=connector_id,
+            timestamp=timestamp,
+            purpose=purpose,
+            transaction_id_tag=transaction_id_tag,
+        )
+        decision = await self.authorizer_for(charger_id).authorize(question)
+        if (
+            decision.status == "Accepted"
+            and check_concurrent
+            and not self.allow_concurrent_tx
+            and await self.transactions.has_open(id_tag, besides)
+        ):
+            decision = msgspec.structs.replace(decision, status="ConcurrentTx")
+        return decision
+
+    async def emit(
+        self,
+        writes: Sequence[Write],
+        then: Sequence[Write] | Callable[[list[Any]], Sequence[Write]],
+        beside: Sequence[Write] = (),
+    ) -> list[Any]:
+        """Write state and the events describing it in one submission (one transaction), and
+        return the ``writes``' results once it committed.
+
+        Args:
+            writes: the state writes whose results the events depend on.
+            then: the follow-up writes (:func:`events`, a CDR), or a pure function of the
+                ``writes``' results that makes them (see ``storage.events.Emission``).
+            beside: writes of the same transaction that no event depends on (meter values),
+                kept out of the Emission so that the writer merges them with everyone's.
+        """
+        results = await self.writer.submit([*beside, (EMIT, Emission(writes, then))])
+        return list(results[-1])
+
+    async def open_transaction(
+        self, ctx: ChargerContext, transaction_id: int
+    ) -> Transaction | None:
+        """The charger's open transaction ``transaction_id`` as the session events describe
+        it (remembered per connection; read from the database once), or None."""
+        known: dict[int, Transaction | None] = ctx.state.setdefault(_TRANSACTIONS, {})
+        if transaction_id in known:
+            return known[transaction_id]
+        stored = await self.transactions.open_of(ctx.charger_id, transaction_id)
+        tx = None
+        if stored is not None:
+            tx = Transaction(
+                transaction_id=stored.id,
+                connector_id=stored.connector_id,
+                id_tag=stored.id_tag,
+                started_at=stored.started_at,
+                meter_start=stored.meter_start,
+                meter_wh=None
+                if stored.energy_wh is None
+                else stored.meter_start + stored.energy_wh,
+            )
+        self.remember_transaction(ctx, transaction_id, tx)
+        return tx
+
+    @staticmethod
+    def remember_transaction(
+        ctx: ChargerContext, transaction_id: int, tx: Transaction | None
+    ) -> None:
+        """Remember what this connection knows of a transaction (None: not open here)."""
+        known: dict[int, Transaction | None] = ctx.state.setdefault(_TRANSACTIONS, {})
+        if len(known) >= _MAX_REMEMBERED and transaction_id not in known:
+            known.clear()
+        known[transaction_id] = tx
+
+
+def events(entries: Iterable[OutboxEntry]) -> list[Write]:
+    """The follow-up writes of some outbox entries (none for none)."""
+    rows = list(entries)
+    return [(OUTBOX, rows)] if rows else []
+
+
+def id_tag_info(
+    status: str, expiry_date: datetime | None = None, parent_id_tag: str | None = None
+) -> IdTagInfo:
+    """An idTagInfo (absent optional fields omitted, never null)."""
+    info: dict[str, Any] = {"status": AuthorizationStatus(status)}
+    if expiry_date is not None:
+        info["expiry_date"] = expiry_date
+    if parent_id_tag is not None:
+        info["parent_id_tag"] = parent_id_tag
+    return IdTagInfo(**info)
+
+
+def check_range(value: int, low: int, high: int, path: str) -> int:
+    """``value`` if ``low <= value <= high``, else the CALLERROR for field ``path``.
+
+    The schemas say only "integer"; evgate stores connector and transaction ids in 32 bits
+    and meter readings in 64, so a value outside is refused with a clear answer rather than
+    failing in the database.
+
+    Raises:
+        PropertyConstraintViolationError: out of range.
+    """
+    if not low <= value <= high:
+        raise PropertyConstraintViolationError(
+            f"{path}: {value} is outside {low}..{high}", path=path
+        )
+    return value

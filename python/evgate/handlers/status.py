@@ -1,0 +1,61 @@
+"""handlers room: StatusNotification — the latest state of each connector.
+
+Connector 0 is the charger itself. Any status and error code is accepted and stored with its
+info and vendor codes; a notification older (by the charger's timestamp, or the time received
+when it has none) than the one stored never overwrites it, so a late resend does no harm.
+
+A notification that changed the stored status emits HardwareStatusNotification; a connector's
+first one (connector 0, the charger itself, excepted) also evse.changed ``created``, before
+it. A stale one changes nothing and emits nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import UNSET
+
+from evgate.events.builders import evse_changed, hardware_status
+from evgate.handlers import ChargerContext, Routes
+from evgate.handlers.services import INT32_MAX, HandlerServices, check_range, events
+from evgate.protocol.v16 import StatusNotificationRequest, StatusNotificationResponse
+from evgate.storage.sessions import CONNECTOR_STATUS
+from evgate.storage.writer import Write
+
+__all__ = ["routes"]
+
+
+def routes(services: HandlerServices) -> Routes:
+    """The handlers of this module, by action."""
+
+    async def status_notification(
+        ctx: ChargerContext, request: StatusNotificationRequest
+    ) -> StatusNotificationResponse:
+        connector_id = check_range(request.connector_id, 0, INT32_MAX, "connectorId")
+        now = services.clock()
+        row = (
+            ctx.charger_id,
+            connector_id,
+            request.status.value,
+            request.error_code.value,
+            None if request.info is UNSET else request.info,
+            None if request.vendor_id is UNSET else request.vendor_id,
+            None if request.vendor_error_code is UNSET else request.vendor_error_code,
+            now if request.timestamp is UNSET else request.timestamp,
+            now,
+        )
+        charger = ctx.charger
+
+        def described(results: list[Any]) -> list[Write]:
+            change = results[0]
+            if change is None:
+                return []
+            entries = [hardware_status(charger, request, now)]
+            if change == "created" and connector_id > 0:
+                entries.insert(0, evse_changed(charger, connector_id, "created", now))
+            return events(entries)
+
+        await services.emit([(CONNECTOR_STATUS, row)], described)
+        return StatusNotificationResponse()
+
+    return {"StatusNotification": status_notification}

@@ -1,0 +1,187 @@
+"""handlers room: StartTransaction and StopTransaction.
+
+StartTransaction always gets a transaction id, unique across the system (a PostgreSQL
+sequence), even for a refused id-tag (the refusal is in idTagInfo, and that transaction's
+StopTransaction is accepted). A resent StartTransaction (same charger, connector, timestamp,
+id-tag and meterStart) gets the id and idTagInfo status of its first attempt. A reservationId
+that evgate issued for this charger ends that reservation.
+
+StopTransaction closes the transaction with its meterStop, time, id-tag and reason (exactly as
+sent; none when absent), and stores its transactionData as meter values of the transaction. A
+stop for an unknown or already closed transaction changes no transaction and is answered like
+any other: the charger only needs to know it was received. A stop's idTag is judged with
+purpose ``stop`` and the transaction's own id-tag (an external provider is not asked to start
+a session; see ``auth/webhook.py``).
+
+Events, in the transaction of the change and only for a change (a resend emits nothing): the
+StartTransaction that makes a transaction emits SessionStartStopNotification and
+session.start.stop.notification (``start``), SessionUpdateNotification and transaction.changed
+(``created``), and reservation.changed ``done`` for the reservation it used; the
+StopTransaction that closes one emits the ``stop`` pair, SessionUpdateNotification
+(``finished``), transaction.changed (``updated``) and cdr.received, with its CDR row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+
+from evgate.events.builders import (
+    Transaction,
+    reservation_changed,
+    session_started,
+    session_stopped,
+)
+from evgate.handlers import ChargerContext, Routes
+from evgate.handlers.meter_values import METER_VALUES, meter_rows, transaction_id_or_none
+from evgate.handlers.services import (
+    INT32_MAX,
+    INT64_MAX,
+    HandlerServices,
+    check_range,
+    events,
+    id_tag_info,
+)
+from evgate.protocol.v16 import (
+    StartTransactionRequest,
+    StartTransactionResponse,
+    StopTransactionRequest,
+    StopTransactionResponse,
+)
+from evgate.storage.events import CDRS, cdr_row
+from evgate.storage.sessions import (
+    TRANSACTION_STARTS,
+    TRANSACTION_STOPS,
+    ClosedTransaction,
+    StartedTransaction,
+    TransactionStart,
+)
+from evgate.storage.writer import Write
+
+__all__ = ["routes"]
+
+
+def _started(start: TransactionStart, transaction_id: int) -> Transaction:
+    return Transaction(
+        transaction_id=transaction_id,
+        connector_id=start.connector_id,
+        id_tag=start.id_tag,
+        started_at=start.started_at,
+        meter_start=start.meter_start,
+    )
+
+
+def _stopped(closed: ClosedTransaction) -> Transaction:
+    return Transaction(
+        transaction_id=closed.transaction_id,
+        connector_id=closed.connector_id,
+        id_tag=closed.id_tag,
+        started_at=closed.started_at,
+        meter_start=closed.meter_start,
+        stopped_at=closed.stopped_at,
+        meter_stop=closed.meter_stop,
+        stop_reason=closed.stop_reason,
+    )
+
+
+def routes(services: HandlerServices) -> Routes:
+    """The handlers of this module, by action."""
+
+    async def start_transaction(
+        ctx: ChargerContext, request: StartTransactionRequest
+    ) -> StartTransactionResponse:
+        connector_id = check_range(request.connector_id, 0, INT32_MAX, "connectorId")
+        meter_start = check_range(request.meter_start, -INT64_MAX, INT64_MAX, "meterStart")
+        start = TransactionStart(
+            charger_id=ctx.charger_id,
+            connector_id=connector_id,
+            id_tag=request.id_tag,
+            meter_start=meter_start,
+            started_at=request.timestamp,
+            id_tag_status="",
+            reservation_id=transaction_id_or_none(request.reservation_id),
+        )
+        decision = await services.decide(
+            ctx.charger_id,
+            request.id_tag,
+            connector_id=connector_id,
+            timestamp=request.timestamp,
+            purpose="start",
+            besides=start,
+        )
+        start = msgspec.structs.replace(
+            start,
+            id_tag_status=decision.status,
+            id_tag_expiry=decision.expiry_date,
+            parent_id_tag=decision.parent_id_tag,
+            external_session_id=decision.external_session_id,
+        )
+        charger, now = ctx.charger, services.clock()
+
+        def described(results: list[Any]) -> list[Write]:
+            made: StartedTransaction = results[0]
+            if not made.created:
+                return []
+            entries = session_started(charger, _started(start, made.transaction_id), now)
+            if made.reservation_used and start.reservation_id is not None:
+                entries.append(reservation_changed(charger.id, start.reservation_id, "done", now))
+            return events(entries)
+
+        # A resent StartTransaction gets what its first attempt stored, not today's decision.
+        [stored] = await services.emit([(TRANSACTION_STARTS, start)], described)
+        services.remember_transaction(
+            ctx, stored.transaction_id, _started(start, stored.transaction_id)
+        )
+        info = id_tag_info(stored.id_tag_status, stored.id_tag_expiry, stored.parent_id_tag)
+        return StartTransactionResponse(id_tag_info=info, transaction_id=stored.transaction_id)
+
+    async def stop_transaction(
+        ctx: ChargerContext, request: StopTransactionRequest
+    ) -> StopTransactionResponse:
+        meter_stop = check_range(request.meter_stop, -INT64_MAX, INT64_MAX, "meterStop")
+        transaction_id = transaction_id_or_none(request.transaction_id)
+        id_tag = None if request.id_tag is UNSET else request.id_tag
+        writes: list[Write] = []
+        if transaction_id is not None:
+            reason = None if request.reason is UNSET else request.reason.value
+            stop = (transaction_id, ctx.charger_id, meter_stop, request.timestamp, reason, id_tag)
+            writes.append((TRANSACTION_STOPS, stop))
+        beside: list[Write] = []
+        if request.transaction_data is not UNSET:
+            rows = meter_rows(ctx.charger_id, None, transaction_id, request.transaction_data)
+            beside.append((METER_VALUES, rows))
+        charger, now = ctx.charger, services.clock()
+
+        def described(results: list[Any]) -> list[Write]:
+            closed: ClosedTransaction | None = results[0] if results else None
+            if closed is None:
+                return []
+            cdr, entries = session_stopped(charger, _stopped(closed), now)
+            return [(CDRS, cdr_row(cdr)), *events(entries)]
+
+        results = await services.emit(writes, described, beside)
+        closed = results[0] if results else None
+        response = StopTransactionResponse()
+        if id_tag is not None:
+            # Who started it: the stop's own result, else (a resend, or a transaction this
+            # connection did not close) the database.
+            own = closed.id_tag if closed is not None else None
+            if own is None and transaction_id is not None:
+                own = await services.transactions.id_tag_of(ctx.charger_id, transaction_id)
+            decision = await services.decide(
+                ctx.charger_id,
+                id_tag,
+                check_concurrent=False,
+                purpose="stop",
+                transaction_id_tag=own,
+            )
+            response.id_tag_info = id_tag_info(
+                decision.status, decision.expiry_date, decision.parent_id_tag
+            )
+        if transaction_id is not None:
+            services.remember_transaction(ctx, transaction_id, None)
+        return response
+
+    return {"StartTransaction": start_transaction, "StopTransaction": stop_transaction}

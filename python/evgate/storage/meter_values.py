@@ -1,0 +1,391 @@
+"""storage room: meter values — the writer op that stores them with their per-minute rollups,
+and the queries that read them back (raw, or from the rollups at 1m, 15m or 1h).
+
+A meter value row is a :data:`MeterRow` tuple in :data:`METER_COLUMNS` order. Its dedupe key is
+(charger, connector, time, measurand, phase, location): a sampled value a charger resends (in a
+retried MeterValues, or again in StopTransaction's transactionData) is stored once, whether the
+first copy is in the same batch or committed long ago. The rollups count only rows stored now,
+so a resent value is never counted twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import weakref
+from array import array
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from evgate import native
+from evgate.storage.db import Database
+from evgate.storage.writer import WriteOp
+
+__all__ = [
+    "METER_COLUMNS",
+    "MeterBucket",
+    "MeterRow",
+    "MeterSample",
+    "MeterValueRows",
+    "MeterValueStore",
+    "Resolution",
+    "SeriesKey",
+    "rollup_columns",
+    "series_key",
+]
+
+METER_COLUMNS = (
+    "charger_id",
+    "connector_id",
+    "transaction_id",
+    "ts",
+    "measurand",
+    "phase",
+    "location",
+    "context",
+    "format",
+    "unit",
+    "value",
+    "raw_value",
+)
+#: (charger_id, connector_id, transaction_id, ts, measurand, phase, location, context, format,
+#: unit, value, raw_value). A connector_id of None stands for "the transaction's connector"
+#: (StopTransaction does not name it): the op looks it up in the batch's transaction.
+MeterRow = tuple[
+    str, int | None, int | None, datetime, str, str | None, str, str, str, str | None, float | None,
+    str | None,
+]  # fmt: skip
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _key(row: MeterRow) -> tuple[Any, ...]:
+    return (row[0], row[1], row[3], row[4], row[5], row[6])
+
+
+SeriesKey = tuple[str, int, str, str | None, str]
+"""A series: (charger_id, connector_id, measurand, phase, location)."""
+
+
+def series_key(row: MeterRow) -> SeriesKey:
+    """The series of ``row`` (whose connector is known)."""
+    return (row[0], row[1], row[4], row[5], row[6])  # type: ignore[return-value]
+
+
+def rollup_columns(
+    rows: Sequence[MeterRow], series_id: Mapping[SeriesKey, int], rollup: Any = None
+) -> list[tuple[Any, ...]]:
+    """The per-minute rollups of ``rows`` (numeric values only), computed by ``rollup``
+    (default: ``evgate.native.rollup_1m``, native unless ``EVGATE_NO_NATIVE=1``).
+
+    Args:
+        rows: stored rows, each of a series numbered in ``series_id``.
+        series_id: the ``meter_series`` number of every series of ``rows``.
+
+    Returns:
+        The rollups as columns (series id, minute µs, min, max, sum, count, first µs, first,
+        last µs, last), sorted by series then minute: the merge takes its row locks in that
+        order, so two writers merging the same series never deadlock. Empty without numeric
+        values.
+    """
+    sids = array("I")
+    times = array("q")
+    values = array("d")
+    last_ts: datetime | None = None
+    last_us = 0
+    for row in rows:
+        value = row[10]
+        if value is None:
+            continue
+        ts = row[3]
+        # The sampled values of one MeterValue share their datetime object: convert it once.
+        if ts is not last_ts:
+            last_ts = ts
+            last_us = (ts - _EPOCH) // _US
+        sids.append(series_id[(row[0], row[1], row[4], row[5], row[6])])  # type: ignore[index]
+        times.append(last_us)
+        values.append(value)
+    if not sids:
+        return []
+    packed = (rollup or native.rollup_1m)(sids.tobytes(), times.tobytes(), values.tobytes())
+    return list(zip(*native.ROLLUP_RECORD.iter_unpack(packed), strict=True))
+
+
+# New series are numbered in sorted order (two writers adding the same ones never deadlock);
+# RETURNING names only the ones this statement inserted.
+_ADD_SERIES = """
+INSERT INTO meter_series (charger_id, connector_id, measurand, phase, location)
+SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[])
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT DO NOTHING
+RETURNING id, charger_id, connector_id, measurand, phase, location
+"""
+
+_FIND_SERIES = """
+SELECT s.id, s.charger_id, s.connector_id, s.measurand, s.phase, s.location
+FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[]) AS k(c, n, m, p, l)
+JOIN meter_series s ON s.charger_id = k.c AND s.connector_id = k.n AND s.measurand = k.m
+                   AND s.phase IS NOT DISTINCT FROM k.p AND s.location = k.l
+"""
+
+# One statement per batch; the rollups travel as ten arrays of numbers (asyncpg encodes those
+# in C), times as µs since the epoch.
+_MERGE_ROLLUPS = """
+INSERT INTO meter_rollup_1m AS r (series_id, minute, min_value, max_value, sum_value, count,
+    first_at, first_value, last_at, last_value)
+SELECT s, 'epoch'::timestamptz + mi * interval '1 microsecond', mn, mx, sm, n,
+       'epoch'::timestamptz + fa * interval '1 microsecond', fv,
+       'epoch'::timestamptz + la * interval '1 microsecond', lv
+FROM unnest($1::int4[], $2::int8[], $3::float8[], $4::float8[], $5::float8[], $6::int8[],
+            $7::int8[], $8::float8[], $9::int8[], $10::float8[])
+     AS u(s, mi, mn, mx, sm, n, fa, fv, la, lv)
+ON CONFLICT (series_id, minute) DO UPDATE SET
+    min_value = least(r.min_value, excluded.min_value),
+    max_value = greatest(r.max_value, excluded.max_value),
+    sum_value = r.sum_value + excluded.sum_value,
+    count = r.count + excluded.count,
+    first_value = CASE WHEN excluded.first_at < r.first_at
+                       THEN excluded.first_value ELSE r.first_value END,
+    first_at = least(r.first_at, excluded.first_at),
+    last_value = CASE WHEN excluded.last_at >= r.last_at
+                      THEN excluded.last_value ELSE r.last_value END,
+    last_at = greatest(r.last_at, excluded.last_at)
+"""
+
+_EXISTING = """
+SELECT u.i FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::text[], $5::text[],
+                       $6::text[]) WITH ORDINALITY AS u(c, k, ts, m, p, l, i)
+WHERE EXISTS (SELECT 1 FROM meter_values v
+              WHERE v.charger_id = u.c AND v.ts = u.ts AND v.connector_id = u.k
+                AND v.measurand = u.m AND v.phase IS NOT DISTINCT FROM u.p AND v.location = u.l)
+"""
+
+
+class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
+    """The writer op for meter values: an item is one message's rows.
+
+    Per batch: drop repeated keys (first kept), COPY the rows into ``meter_values``, and merge
+    their rollups into ``meter_rollup_1m``. When the COPY meets a key stored before (a resent
+    message whose first copy committed), it is rolled back to a savepoint, the stored keys are
+    looked up and left out, and the rest is written: the common case pays for one COPY only.
+
+    The op remembers the ``meter_series`` number of every series it has seen committed, per
+    database connection (at most ``series_cache`` of them; then it starts over), so a batch
+    of known series costs one merge statement. A series first seen in a batch is numbered in
+    that batch's transaction and remembered only once it is found committed: a batch rolled
+    back never leaves a number behind that does not exist.
+    """
+
+    name = "meter_values"
+
+    def __init__(self, rollup: Any = None, series_cache: int = 1_000_000) -> None:
+        self.rollup = rollup
+        self.series_cache = series_cache
+        # Per connection (so per database): series → number, committed ones only.
+        self._series: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def weight(self, item: Sequence[MeterRow]) -> int:
+        return len(item)
+
+    async def write(self, conn: asyncpg.Connection, items: list[Sequence[MeterRow]]) -> list[None]:
+        rows = [row for item in items for row in item]
+        if any(row[1] is None for row in rows):
+            rows = await self._with_connectors(conn, rows)
+        unique: dict[tuple[Any, ...], MeterRow] = {}
+        for row in rows:
+            unique.setdefault(_key(row), row)
+        rows = list(unique.values())
+        for _attempt in range(5):
+            if not rows:
+                break
+            try:
+                async with conn.transaction():  # a savepoint inside the batch
+                    await conn.copy_records_to_table(
+                        "meter_values", records=rows, columns=METER_COLUMNS
+                    )
+                break
+            except asyncpg.UniqueViolationError:
+                rows = await self._without_stored(conn, rows)
+        else:
+            raise RuntimeError("meter values kept meeting new duplicates; giving up this batch")
+        await self.merge(conn, rows)
+        return [None] * len(items)
+
+    async def _with_connectors(
+        self, conn: asyncpg.Connection, rows: list[MeterRow]
+    ) -> list[MeterRow]:
+        """Give rows whose connector is None (StopTransaction's transactionData) their
+        transaction's connector, or 0 (the charger) for a transaction evgate does not know."""
+        ids = list({row[2] for row in rows if row[1] is None and row[2] is not None})
+        found = await conn.fetch(
+            "SELECT id, connector_id FROM transactions WHERE id = ANY($1::int4[])", ids
+        )
+        connector_of = {r[0]: r[1] for r in found}
+        return [
+            row if row[1] is not None else (row[0], connector_of.get(row[2], 0), *row[2:])
+            for row in rows
+        ]
+
+    async def _without_stored(
+        self, conn: asyncpg.Connection, rows: list[MeterRow]
+    ) -> list[MeterRow]:
+        columns = list(zip(*(_key(r) for r in rows), strict=True))
+        stored = {r[0] - 1 for r in await conn.fetch(_EXISTING, *columns)}
+        return [row for i, row in enumerate(rows) if i not in stored]
+
+    async def merge(self, conn: asyncpg.Connection, rows: Sequence[MeterRow]) -> None:
+        """Merge the rollups of ``rows`` (just stored) into ``meter_rollup_1m``."""
+        known = self._series.get(conn)
+        if known is None or len(known) > self.series_cache:
+            known = self._series[conn] = {}
+        missing = {
+            key
+            for row in rows
+            if row[10] is not None
+            and (key := (row[0], row[1], row[4], row[5], row[6])) not in known  # type: ignore[assignment]
+        }
+        ids: Mapping[SeriesKey, int] = known
+        if missing:
+            ids = collections.ChainMap(await self._number(conn, missing, known), known)
+        columns = rollup_columns(rows, ids, self.rollup)
+        if columns:
+            await conn.execute(_MERGE_ROLLUPS, *columns)
+
+    async def _number(
+        self, conn: asyncpg.Connection, keys: set[SeriesKey], known: dict[SeriesKey, int]
+    ) -> dict[SeriesKey, int]:
+        """The numbers of ``keys``, adding the series that are new. The ones committed by
+        earlier transactions are also added to ``known``."""
+        ids: dict[SeriesKey, int] = {}
+        for r in await conn.fetch(_ADD_SERIES, *zip(*keys, strict=True)):
+            ids[(r[1], r[2], r[3], r[4], r[5])] = r[0]
+        rest = [key for key in keys if key not in ids]
+        if rest:
+            for r in await conn.fetch(_FIND_SERIES, *zip(*rest, strict=True)):
+                key = (r[1], r[2], sys.intern(r[3]), r[4] and sys.intern(r[4]), sys.intern(r[5]))
+                ids[key] = known[key] = r[0]
+        return ids
+
+
+Resolution = Literal["raw", "1m", "15m", "1h"]
+_BUCKETS = {"1m": "1 minute", "15m": "15 minutes", "1h": "1 hour"}
+_BUCKET_SIZES = {"1m": timedelta(minutes=1), "15m": timedelta(minutes=15), "1h": timedelta(hours=1)}
+
+
+class MeterSample(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True):
+    """One stored sampled value."""
+
+    timestamp: datetime
+    connector_id: int
+    measurand: str
+    location: str
+    context: str
+    format: str
+    transaction_id: int | None = None
+    phase: str | None = None
+    unit: str | None = None
+    value: float | None = None
+    raw_value: str | None = None
+
+
+class MeterBucket(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True):
+    """The numeric values of one series over one interval (from the per-minute rollups)."""
+
+    timestamp: datetime
+    connector_id: int
+    measurand: str
+    location: str
+    min: float
+    max: float
+    avg: float
+    count: int
+    first: float
+    last: float
+    phase: str | None = None
+
+
+class MeterValueStore:
+    """Reads of ``meter_values`` and ``meter_rollup_1m``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def read(
+        self,
+        charger_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        resolution: Resolution = "raw",
+        measurand: str | None = None,
+        connector_id: int | None = None,
+        after: datetime | None = None,
+        limit: int = 1000,
+    ) -> tuple[list[MeterSample] | list[MeterBucket], datetime | None]:
+        """The charger's meter values with ``start <= time < end``, in time order.
+
+        A page holds every row of its last instant (an instant is never split across pages),
+        so it may exceed ``limit`` by the rows of that instant.
+
+        Returns:
+            The rows and, when more may follow, the cursor (the last instant; pass as ``after``).
+        """
+        step = _US if resolution == "raw" else _BUCKET_SIZES[resolution]
+        if after is not None and after + step > start:
+            start = after + step
+        filters = "charger_id = $1 AND {t} >= $2 AND {t} < $3" + (
+            " AND ($4::text IS NULL OR measurand = $4) AND ($5::int4 IS NULL OR connector_id = $5)"
+        )
+        args = (charger_id, start, end, measurand, connector_id)
+        if resolution == "raw":
+            where = filters.format(t="ts")
+            sql = f"""
+                WITH cut AS (SELECT ts FROM meter_values WHERE {where}
+                             ORDER BY ts OFFSET $6 - 1 LIMIT 1)
+                SELECT ts, connector_id, measurand, location, context, format, transaction_id,
+                       phase, unit, value, raw_value
+                FROM meter_values
+                WHERE {where} AND ts <= coalesce((SELECT ts FROM cut), 'infinity')
+                ORDER BY ts, connector_id, measurand, phase NULLS FIRST, location"""
+            rows = await self.db.fetch(sql, *args, limit)
+            samples = [MeterSample(timestamp=r[0], **_fields(r, MeterSample, 1)) for r in rows]
+            full = len(rows) >= limit
+            return samples, (samples[-1].timestamp if full and samples else None)
+        bucket = _BUCKETS[resolution]
+        where = filters.format(t="minute")
+        sql = f"""
+            WITH b AS (
+                SELECT date_bin('{bucket}', minute, 'epoch') AS bucket, connector_id, measurand,
+                       phase, location, min(min_value) AS mn, max(max_value) AS mx,
+                       sum(sum_value) AS sm, sum(count)::int8 AS n,
+                       (array_agg(first_value ORDER BY first_at))[1] AS fv,
+                       (array_agg(last_value ORDER BY last_at DESC))[1] AS lv
+                FROM meter_series JOIN meter_rollup_1m ON series_id = id WHERE {where}
+                GROUP BY 1, 2, 3, 4, 5),
+            cut AS (SELECT bucket FROM b ORDER BY bucket OFFSET $6 - 1 LIMIT 1)
+            SELECT bucket, connector_id, measurand, location, mn, mx, sm / n, n, fv, lv, phase
+            FROM b WHERE bucket <= coalesce((SELECT bucket FROM cut), 'infinity')
+            ORDER BY bucket, connector_id, measurand, phase NULLS FIRST, location"""
+        # A bucket starting before ``start`` would hold minutes outside the range: align.
+        start = _floor(start, _BUCKET_SIZES[resolution])
+        rows = await self.db.fetch(sql, charger_id, start, end, *args[3:], limit)
+        buckets = [MeterBucket(timestamp=r[0], **_fields(r, MeterBucket, 1)) for r in rows]
+        full = len(rows) >= limit
+        return buckets, (buckets[-1].timestamp if full and buckets else None)
+
+
+def _fields(row: asyncpg.Record, cls: type[msgspec.Struct], skip: int) -> dict[str, Any]:
+    names = cls.__struct_fields__[skip:]
+    return dict(zip(names, row[skip:], strict=True))
+
+
+def _floor(moment: datetime, size: timedelta) -> datetime:
+    """``moment`` rounded down to its bucket (buckets are aligned on the Unix epoch)."""
+    return moment - (moment - _EPOCH) % size

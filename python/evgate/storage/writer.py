@@ -1,0 +1,482 @@
+"""storage room: the group-commit writer — every charger's state changes, batched, committed.
+
+One asyncio task owns one dedicated connection. Handlers ``await writer.submit(writes)``; the
+writer gathers the submissions of all connections into a batch (until ``batch_rows`` rows or
+``flush_interval`` seconds after the first), writes the batch in ONE transaction — each kind of
+write merged across submissions (COPY for appends, one pipelined statement batch for upserts)
+— and only after COMMIT resolves every submission of the batch. A handler answers its charger
+after ``submit`` returns, so an acknowledged message is durable (ARCHITECTURE rule 1).
+
+A write is a pair ``(op, item)``: the op is a :class:`WriteOp`, a kind of write made once at
+start (``CopyRows("outbox", columns)``, ``Statement("INSERT ... ON CONFLICT ...")`` or an op of
+its own such as the meter values' one), the item its data for one submission. ``submit``
+returns the ops' results, one per write, in order (``None`` for most; the transaction id for a
+StartTransaction).
+
+Faults:
+
+* Database unreachable, restarting, out of disk: the batch is kept and retried with backoff,
+  nothing is acknowledged; new submissions queue up to ``queue_rows`` rows, then ``submit``
+  waits (back-pressure: the gateway runs a connection's CALLs one at a time, so a waiting
+  handler stops that charger's reads).
+* Connection lost during COMMIT (the outcome is unknown): every batch writes its id into
+  ``writer_commits`` in its own transaction; after reconnecting the writer looks it up, so a
+  batch is never written twice nor acknowledged unwritten.
+* A write PostgreSQL refuses (a constraint, a value out of range): the batch is re-run one
+  submission per transaction, so only the offending submission fails (its ``submit`` raises
+  :class:`WriteRejected`) and every other charger's rows commit.
+
+Retried messages (a charger resends what was not acknowledged) are the ops' business: their
+dedupe keys hold across batches and within one (see ``storage/sessions.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+
+from evgate.metrics import Registry
+
+__all__ = [
+    "CopyRows",
+    "Statement",
+    "WriteOp",
+    "WriteRejected",
+    "Writer",
+    "WriterClosed",
+    "is_transient",
+]
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class WriterClosed(Exception):
+    """The writer is stopped (or stopped before this submission committed): nothing of it is
+    acknowledged; the charger will resend it."""
+
+
+class WriteRejected(Exception):
+    """PostgreSQL refused this submission's rows (not a fault of the database's availability);
+    the other submissions of its batch committed."""
+
+
+class WriteOp(Generic[ItemT, ResultT]):
+    """A kind of write the writer merges across the submissions of a batch.
+
+    Subclasses implement :meth:`write`. An op must be a pure function of its items: after a
+    failed attempt the writer runs it again on the same items in a new transaction.
+    """
+
+    #: For logs and metrics.
+    name: str = "write"
+
+    def weight(self, item: ItemT) -> int:
+        """How many rows ``item`` counts for, against the batch and queue limits."""
+        return 1
+
+    async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[ResultT]:
+        """Write ``items`` (from several submissions) inside the batch's open transaction.
+
+        Returns:
+            One result per item, in order.
+        """
+        raise NotImplementedError
+
+
+class CopyRows(WriteOp[Sequence[tuple[Any, ...]], None]):
+    """Append rows with COPY. An item is a sequence of row tuples in ``columns`` order.
+
+    For append-only tables without a unique key (an outbox, a log): rows are written once per
+    committed batch, which the writer guarantees.
+    """
+
+    def __init__(self, table: str, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        self.name = f"copy:{table}"
+
+    def weight(self, item: Sequence[tuple[Any, ...]]) -> int:
+        return len(item)
+
+    async def write(
+        self, conn: asyncpg.Connection, items: list[Sequence[tuple[Any, ...]]]
+    ) -> list[None]:
+        records = [row for item in items for row in item]
+        if records:
+            await conn.copy_records_to_table(self.table, records=records, columns=self.columns)
+        return [None] * len(items)
+
+
+class Statement(WriteOp[tuple[Any, ...], None]):
+    """Run one SQL statement per item (its arguments), pipelined with ``executemany``.
+
+    For upserts and updates: statements run in submission order, so two items touching the same
+    row (a charger's resent message in the same batch) apply one after the other.
+    """
+
+    def __init__(self, sql: str, name: str = "statement") -> None:
+        self.sql = sql
+        self.name = name
+
+    async def write(self, conn: asyncpg.Connection, items: list[tuple[Any, ...]]) -> list[None]:
+        await conn.executemany(self.sql, items)
+        return [None] * len(items)
+
+
+Write = tuple[WriteOp[Any, Any], Any]
+
+
+@dataclass(eq=False)
+class _Submission:
+    writes: Sequence[Write]
+    weight: int
+    future: asyncio.Future[list[Any]]
+
+
+@dataclass
+class WriterStats:
+    """Figures for metrics and tests (also exported as ``evgate_writer_*`` metrics)."""
+
+    batches: int = 0
+    rows: int = 0
+    submissions: int = 0
+    retries: int = 0
+    rejected: int = 0
+    last_commit_seconds: float = 0.0
+    commit_seconds: list[float] = field(default_factory=list)
+
+
+_TRANSIENT_CLASSES = {
+    "08",  # connection exception
+    "40",  # transaction rollback (serialization failure, deadlock)
+    "53",  # insufficient resources (disk full, out of memory, too many connections)
+    "57",  # operator intervention (admin shutdown, crash shutdown, cannot connect now)
+    "58",  # system error (I/O error)
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is (for now) unavailable, rather than refusing rows."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "")[:2] in _TRANSIENT_CLASSES
+    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError):
+        return True  # the connection is closed or broken; asyncpg's own DataError excluded
+    return isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+
+class _CommitUnknown(Exception):
+    """The connection failed while COMMIT was in flight: the batch may or may not be written.
+    Its id tells, once the database answers again (``writer_commits``)."""
+
+    def __init__(self, batch_id: uuid.UUID, results: list[list[Any]], cause: Exception) -> None:
+        super().__init__(f"connection lost during COMMIT ({cause})")
+        self.batch_id = batch_id
+        self.results = results
+
+
+class Writer:
+    """The group-commit writer of one evgate process.
+
+    ``await start()`` before use (connects, retrying until the database answers only if
+    ``wait_for_database``), ``await stop()`` on shutdown (flushes what is queued, up to
+    ``stop_timeout``; what could not be written fails with :class:`WriterClosed`).
+
+    Args:
+        dsn: the database to write to (a dedicated connection is opened).
+        batch_rows: commit once this many rows are gathered.
+        flush_interval: or this many seconds after the batch's first submission.
+        queue_rows: rows that may wait (queued or in the batch being written) before ``submit``
+            blocks.
+        metrics: the process's metrics registry (optional).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        batch_rows: int = 5000,
+        flush_interval: float = 0.005,
+        queue_rows: int = 100_000,
+        retry_max_delay: float = 2.0,
+        stop_timeout: float = 10.0,
+        metrics: Registry | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.batch_rows = batch_rows
+        self.flush_interval = flush_interval
+        self.queue_rows = queue_rows
+        self.retry_max_delay = retry_max_delay
+        self.stop_timeout = stop_timeout
+        self.stats = WriterStats()
+        self._queue: collections.deque[_Submission] = collections.deque()
+        self._pending_rows = 0  # queued + in the batch being written
+        self._queued_rows = 0  # queued only
+        self._current: list[_Submission] = []  # the batch being written
+        self._space = asyncio.Condition()
+        self._wakeup = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._closed = False
+        self._metrics(metrics)
+
+    def _metrics(self, registry: Registry | None) -> None:
+        registry = registry or Registry()
+        self._m_batches = registry.counter("evgate_writer_batches_total", "Batches committed")
+        self._m_rows = registry.counter("evgate_writer_rows_total", "Rows committed")
+        self._m_retries = registry.counter(
+            "evgate_writer_retries_total", "Batch attempts that failed and were retried"
+        )
+        self._m_rejected = registry.counter(
+            "evgate_writer_rejected_total", "Submissions PostgreSQL refused"
+        )
+        self._m_commit = registry.gauge(
+            "evgate_writer_commit_seconds", "Duration of the last batch, first write to COMMIT"
+        )
+        depth = registry.gauge(
+            "evgate_writer_queue_rows", "Rows waiting for the writer (queued or being written)"
+        )
+        depth.set_function(lambda: self._pending_rows)
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows waiting: queued or in the batch being written."""
+        return self._pending_rows
+
+    async def start(self) -> None:
+        """Open the writer's connection and start its task."""
+        if self._task is not None:
+            return
+        self._conn = await self._connect()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="writer")
+
+    async def stop(self) -> None:
+        """Write what is queued (up to ``stop_timeout``), then stop. Safe to call twice."""
+        if self._task is None:
+            self._closed = True
+            return
+        self._stopping = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.stop_timeout)
+        except TimeoutError:
+            log.warning(
+                "writer: %d rows not written at stop (database unavailable)", self.queue_depth
+            )
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+        self._closed = True
+        self._fail_all(WriterClosed("evgate is stopping"))
+        async with self._space:
+            self._space.notify_all()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), 2)
+            self._conn = None
+
+    async def submit(self, writes: Sequence[Write]) -> list[Any]:
+        """Queue ``writes`` and return their results once the batch holding them committed.
+
+        Waits while ``queue_rows`` rows are already waiting (a submission larger than that is
+        admitted alone). Cancelling the caller does not withdraw the writes: they may still
+        commit (a message whose answer was lost, which its dedupe key absorbs).
+
+        Raises:
+            WriterClosed: the writer stopped before the writes committed.
+            WriteRejected: PostgreSQL refused these rows.
+        """
+        if self._closed or self._stopping:
+            raise WriterClosed("the writer is stopped")
+        weight = sum(op.weight(item) for op, item in writes)
+        if self._pending_rows and self._pending_rows + weight > self.queue_rows:
+            async with self._space:
+                await self._space.wait_for(
+                    lambda: (
+                        not self._pending_rows
+                        or self._pending_rows + weight <= self.queue_rows
+                        or self._closed
+                    )
+                )
+            if self._closed:
+                raise WriterClosed("the writer is stopped")
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Submission(writes, weight, future))
+        self._pending_rows += weight
+        self._queued_rows += weight
+        self._wakeup.set()
+        return await future
+
+    # The writer task.
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Linger for more submissions, unless the batch is full or we are stopping. When
+            # the last batch took longer than the linger itself, the database is the
+            # bottleneck and submissions pile up while each batch commits: then linger only
+            # for one pass of the loop (the submitters the last commit released submit
+            # again), since waiting longer would only idle the database.
+            linger = self.flush_interval
+            if self.stats.last_commit_seconds >= linger:
+                linger = 0.0
+                await asyncio.sleep(0)
+            deadline = loop.time() + linger
+            while not self._stopping and self._queued_rows < self.batch_rows:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+            batch = self._current = self._take_batch()
+            await self._write_batch(batch)
+            self._current = []
+            self._pending_rows -= sum(s.weight for s in batch)
+            async with self._space:
+                self._space.notify_all()
+
+    def _take_batch(self) -> list[_Submission]:
+        batch: list[_Submission] = []
+        rows = 0
+        while self._queue and (not batch or rows + self._queue[0].weight <= self.batch_rows):
+            submission = self._queue.popleft()
+            batch.append(submission)
+            rows += submission.weight
+        self._queued_rows -= rows
+        return batch
+
+    async def _write_batch(self, batch: list[_Submission]) -> None:
+        """Commit ``batch`` and resolve its futures; retry while the database is unavailable."""
+        delay = 0.05
+        unknown: _CommitUnknown | None = None  # an attempt whose COMMIT outcome is not known
+        while True:
+            try:
+                if unknown is not None and await self._committed(unknown.batch_id):
+                    log.info(
+                        "writer: batch %s had committed before the connection was lost",
+                        unknown.batch_id,
+                    )
+                    self._count(batch, 0.0)
+                    results = unknown.results
+                else:
+                    unknown = None
+                    results = await self._commit(batch)
+            except Exception as exc:
+                if isinstance(exc, _CommitUnknown):
+                    unknown = exc
+                elif not is_transient(exc):
+                    await self._isolate(batch, exc)
+                    break
+                self.stats.retries += 1
+                self._m_retries.inc()
+                log.warning("writer: database unavailable (%s); retrying in %.2fs", exc, delay)
+                await self._drop_connection()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_delay)
+                continue
+            for submission, result in zip(batch, results, strict=True):
+                if not submission.future.done():
+                    submission.future.set_result(result)
+            break
+
+    async def _committed(self, batch_id: uuid.UUID) -> bool:
+        conn = await self._connection()
+        found = await conn.fetchval("SELECT 1 FROM writer_commits WHERE batch_id = $1", batch_id)
+        return found is not None
+
+    async def _commit(self, batch: list[_Submission]) -> list[list[Any]]:
+        conn = await self._connection()
+        batch_id = uuid.uuid4()
+        started = time.perf_counter()
+        # Group the items of every submission by op, in first-appearance order, remembering
+        # where each result goes back.
+        by_op: dict[WriteOp[Any, Any], list[tuple[int, int, Any]]] = {}
+        for s_index, submission in enumerate(batch):
+            for w_index, (op, item) in enumerate(submission.writes):
+                by_op.setdefault(op, []).append((s_index, w_index, item))
+        results: list[list[Any]] = [[None] * len(s.writes) for s in batch]
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            for op, entries in by_op.items():
+                op_results = await op.write(conn, [item for _, _, item in entries])
+                for (s_index, w_index, _), result in zip(entries, op_results, strict=True):
+                    results[s_index][w_index] = result
+            await conn.execute("INSERT INTO writer_commits (batch_id) VALUES ($1)", batch_id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await transaction.rollback()
+            raise
+        try:
+            await transaction.commit()
+        except Exception as exc:
+            if is_transient(exc):
+                raise _CommitUnknown(batch_id, results, exc) from exc
+            raise
+        self._count(batch, time.perf_counter() - started)
+        return results
+
+    def _count(self, batch: list[_Submission], seconds: float) -> None:
+        rows = sum(s.weight for s in batch)
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.submissions += len(batch)
+        self.stats.last_commit_seconds = seconds
+        self._m_batches.inc()
+        self._m_rows.inc(amount=rows)
+        self._m_commit.set(seconds)
+
+    async def _isolate(self, batch: list[_Submission], exc: Exception) -> None:
+        """PostgreSQL refused the batch: write each submission alone, failing only the ones
+        it refuses."""
+        if len(batch) == 1:
+            log.error("writer: rows refused by PostgreSQL (%s: %s)", type(exc).__name__, exc)
+            self.stats.rejected += 1
+            self._m_rejected.inc()
+            if not batch[0].future.done():
+                batch[0].future.set_exception(WriteRejected(str(exc)))
+            return
+        for submission in batch:
+            await self._write_batch([submission])
+
+    async def _connect(self) -> asyncpg.Connection:
+        # command_timeout: a server that stopped answering (not closed) counts as unavailable.
+        return await asyncpg.connect(self.dsn, command_timeout=60)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    def _fail_all(self, exc: Exception) -> None:
+        for submission in [*self._current, *self._queue]:
+            if not submission.future.done():
+                submission.future.set_exception(exc)
+        self._queue.clear()
+        self._current = []
+        self._pending_rows = self._queued_rows = 0

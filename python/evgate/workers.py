@@ -1,0 +1,149 @@
+"""Worker processes on one machine: the supervisor behind ``evgate serve --workers N``.
+
+One process holds one event loop and one core, and (here) at most ~20,000 chargers by its fd
+limit, so evgate scales by processes. The supervisor starts the embedded PostgreSQL once (when
+no database is configured), applies the migrations once, then runs N ``evgate serve`` workers
+that share the charger and API ports with SO_REUSEPORT (the kernel spreads connections). A worker
+that dies is restarted with backoff; SIGTERM or SIGINT stops every worker (each closes its
+chargers with 1001) and then the PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from evgate.config import Settings
+from evgate.storage.db import Database
+from evgate.storage.embedded import EmbeddedPostgres
+
+__all__ = ["supervise"]
+
+log = logging.getLogger("evgate.workers")
+
+_STOP_GRACE = 30.0  # seconds a worker has to close its chargers before it is killed
+_BACKOFF_MAX = 30.0
+_HEALTHY_AFTER = 60.0  # a worker that lived this long resets its restart backoff
+
+
+class _Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
+        self.backoff = 1.0
+        self.restarts = 0
+
+
+async def supervise(settings: Settings, config_file: str | None = None) -> int:
+    """Run ``settings.workers`` worker processes until SIGINT/SIGTERM; returns the exit status."""
+    embedded: EmbeddedPostgres | None = None
+    dsn = settings.database_url
+    if dsn is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        dsn = await asyncio.to_thread(embedded.start)
+    try:
+        # Migrate once here; workers would only queue on the migrations lock.
+        db = Database(dsn, pool_size=2)
+        await db.open(migrate=True)
+        await db.close()
+        return await _run_workers(settings, dsn, config_file, embedded)
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def _run_workers(
+    settings: Settings, dsn: str, config_file: str | None, embedded: EmbeddedPostgres | None
+) -> int:
+    node_id = settings.node_id or socket.gethostname().split(".")[0]
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+
+    workers = [_Worker(i) for i in range(settings.workers)]
+    base_env = {
+        **os.environ,
+        "EVGATE_DATABASE_URL": dsn,
+        "EVGATE_WORKERS": "1",
+        "EVGATE_REUSE_PORT": "1",
+        "EVGATE_NODE_ID": node_id,
+    }
+    config_args = ["--config", config_file] if config_file else []
+
+    async def spawn(worker: _Worker) -> None:
+        env = {**base_env, "EVGATE_WORKER_INDEX": str(worker.index)}
+        worker.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "evgate.cli", *config_args, "serve", env=env
+        )
+        worker.started_at = time.monotonic()
+
+    for worker in workers:
+        await spawn(worker)
+    where = (
+        f"embedded PostgreSQL on 127.0.0.1:{embedded.port}" if embedded else "EVGATE_DATABASE_URL"
+    )
+    log.info(
+        "evgate supervisor: %d workers on node %s (chargers port %d, API port %d, database %s)",
+        len(workers),
+        node_id,
+        settings.ws_port,
+        settings.api_port,
+        where,
+    )
+
+    async def watch(worker: _Worker) -> None:
+        while not stopping.is_set():
+            assert worker.process is not None
+            exited = asyncio.ensure_future(worker.process.wait())
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if stopping.is_set():
+                exited.cancel()
+                return
+            lived = time.monotonic() - worker.started_at
+            if lived > _HEALTHY_AFTER:
+                worker.backoff = 1.0
+            log.warning(
+                "worker %d (pid %d) exited with %s after %.0f s; restarting in %.0f s",
+                worker.index,
+                worker.process.pid,
+                worker.process.returncode,
+                lived,
+                worker.backoff,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), worker.backoff)
+            if stopping.is_set():
+                return
+            worker.backoff = min(worker.backoff * 2, _BACKOFF_MAX)
+            worker.restarts += 1
+            await spawn(worker)
+
+    async with asyncio.TaskGroup() as group:
+        for worker in workers:
+            group.create_task(watch(worker))
+    log.info("stopping %d workers", len(workers))
+    await asyncio.gather(*(_stop(w) for w in workers))
+    return 0
+
+
+async def _stop(worker: _Worker) -> None:
+    process = worker.process
+    if process is None or process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), _STOP_GRACE)
+    except TimeoutError:
+        log.warning("worker %d did not stop in %.0f s; killing it", worker.index, _STOP_GRACE)
+        process.kill()
+        await process.wait()

@@ -1,0 +1,282 @@
+//! Per-minute meter rollups: min, max, sum, count, first and last of each series and minute.
+//!
+//! The writer hands in one batch of numeric meter values as three flat little-endian buffers
+//! of equal length (a series id `u32`, a time in microseconds since the Unix epoch `i64`, a
+//! value `f64` per row) and gets back packed records, one per (series, minute), sorted by
+//! series then minute. `evgate.native.pure_rollup_1m` is the pure-Python twin; both follow
+//! exactly the same rules, so their outputs are equal byte for byte:
+//!
+//! * a NaN value is skipped (it has no order, so no min, max, first or last);
+//! * the minute of a row is `floor(ts / 60_000_000) * 60_000_000`, negative times included;
+//! * sum adds a series' values in input order (floating-point addition is not associative);
+//! * min and max replace only on a strict `<` / `>` (so the first of equal values stays);
+//! * first is the value of the earliest row, the first in input order among equals; last is
+//!   the value of the latest row, the last in input order among equals.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A multiply-rotate hasher for the (series, minute) keys: they are ours, not an attacker's,
+/// and the standard SipHash costs more than the aggregation itself.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type KeyMap = HashMap<(u32, i64), usize, BuildHasherDefault<KeyHasher>>;
+
+/// Microseconds in a minute.
+pub const MINUTE_US: i64 = 60_000_000;
+
+/// Size in bytes of one output record: `<IqdddQqdqd` (no padding).
+pub const RECORD_SIZE: usize = 4 + 8 * 9;
+
+/// The aggregate of one series over one minute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollup {
+    pub series: u32,
+    pub minute_us: i64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub count: u64,
+    pub first_us: i64,
+    pub first: f64,
+    pub last_us: i64,
+    pub last: f64,
+}
+
+/// What went wrong with the input buffers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InputError {
+    /// A buffer's length is not a multiple of its element size.
+    Ragged(&'static str),
+    /// The three buffers do not hold the same number of rows.
+    LengthMismatch {
+        series: usize,
+        ts: usize,
+        values: usize,
+    },
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputError::Ragged(name) => {
+                write!(f, "{name}: length is not a multiple of its item size")
+            }
+            InputError::LengthMismatch { series, ts, values } => write!(
+                f,
+                "buffers hold different row counts: series {series}, ts {ts}, values {values}"
+            ),
+        }
+    }
+}
+
+fn rows<const N: usize>(buf: &[u8], name: &'static str) -> Result<usize, InputError> {
+    if buf.len() % N != 0 {
+        return Err(InputError::Ragged(name));
+    }
+    Ok(buf.len() / N)
+}
+
+/// Aggregate the rows into per-(series, minute) rollups, sorted by series then minute.
+pub fn rollup_1m(series: &[u8], ts_us: &[u8], values: &[u8]) -> Result<Vec<Rollup>, InputError> {
+    let n = rows::<4>(series, "series")?;
+    let n_ts = rows::<8>(ts_us, "ts_us")?;
+    let n_values = rows::<8>(values, "values")?;
+    if n != n_ts || n != n_values {
+        return Err(InputError::LengthMismatch {
+            series: n,
+            ts: n_ts,
+            values: n_values,
+        });
+    }
+    let mut index = KeyMap::default();
+    let mut out: Vec<Rollup> = Vec::new();
+    let series_it = series
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()));
+    let ts_it = ts_us
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()));
+    let values_it = values
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()));
+    for ((s, t), v) in series_it.zip(ts_it).zip(values_it) {
+        if v.is_nan() {
+            continue;
+        }
+        let minute = t.div_euclid(MINUTE_US) * MINUTE_US;
+        match index.get(&(s, minute)) {
+            Some(&i) => {
+                let r = &mut out[i];
+                if v < r.min {
+                    r.min = v;
+                }
+                if v > r.max {
+                    r.max = v;
+                }
+                r.sum += v;
+                r.count += 1;
+                if t < r.first_us {
+                    r.first_us = t;
+                    r.first = v;
+                }
+                if t >= r.last_us {
+                    r.last_us = t;
+                    r.last = v;
+                }
+            }
+            None => {
+                index.insert((s, minute), out.len());
+                out.push(Rollup {
+                    series: s,
+                    minute_us: minute,
+                    min: v,
+                    max: v,
+                    sum: v,
+                    count: 1,
+                    first_us: t,
+                    first: v,
+                    last_us: t,
+                    last: v,
+                });
+            }
+        }
+    }
+    out.sort_unstable_by_key(|r| (r.series, r.minute_us));
+    Ok(out)
+}
+
+/// The rollups packed as little-endian `<IqdddQqdqd` records, `RECORD_SIZE` bytes each.
+pub fn pack(rollups: &[Rollup]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(rollups.len() * RECORD_SIZE);
+    for r in rollups {
+        buf.extend_from_slice(&r.series.to_le_bytes());
+        buf.extend_from_slice(&r.minute_us.to_le_bytes());
+        buf.extend_from_slice(&r.min.to_le_bytes());
+        buf.extend_from_slice(&r.max.to_le_bytes());
+        buf.extend_from_slice(&r.sum.to_le_bytes());
+        buf.extend_from_slice(&r.count.to_le_bytes());
+        buf.extend_from_slice(&r.first_us.to_le_bytes());
+        buf.extend_from_slice(&r.first.to_le_bytes());
+        buf.extend_from_slice(&r.last_us.to_le_bytes());
+        buf.extend_from_slice(&r.last.to_le_bytes());
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffers(rows: &[(u32, i64, f64)]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let mut s = Vec::new();
+        let mut t = Vec::new();
+        let mut v = Vec::new();
+        for (series, ts, value) in rows {
+            s.extend_from_slice(&series.to_le_bytes());
+            t.extend_from_slice(&ts.to_le_bytes());
+            v.extend_from_slice(&value.to_le_bytes());
+        }
+        (s, t, v)
+    }
+
+    fn run(rows: &[(u32, i64, f64)]) -> Vec<Rollup> {
+        let (s, t, v) = buffers(rows);
+        rollup_1m(&s, &t, &v).unwrap()
+    }
+
+    #[test]
+    fn aggregates_one_series_per_minute() {
+        let out = run(&[
+            (0, 1_000_000, 5.0),
+            (0, 61_000_000, 7.0),
+            (0, 2_000_000, 3.0),
+        ]);
+        assert_eq!(out.len(), 2);
+        let r = out[0];
+        assert_eq!((r.series, r.minute_us), (0, 0));
+        assert_eq!((r.min, r.max, r.sum, r.count), (3.0, 5.0, 8.0, 2));
+        assert_eq!(
+            (r.first_us, r.first, r.last_us, r.last),
+            (1_000_000, 5.0, 2_000_000, 3.0)
+        );
+        assert_eq!((out[1].minute_us, out[1].count), (MINUTE_US, 1));
+    }
+
+    #[test]
+    fn first_and_last_follow_time_not_input_order() {
+        let out = run(&[(1, 30, 2.0), (1, 10, 1.0), (1, 50, 3.0), (1, 20, 9.0)]);
+        assert_eq!((out[0].first, out[0].last), (1.0, 3.0));
+    }
+
+    #[test]
+    fn ties_keep_the_first_for_first_and_the_last_for_last() {
+        let out = run(&[(0, 10, 1.0), (0, 10, 2.0), (0, 10, 3.0)]);
+        assert_eq!((out[0].first, out[0].last), (1.0, 3.0));
+    }
+
+    #[test]
+    fn negative_times_floor_to_their_minute() {
+        let out = run(&[(0, -1, 1.0)]);
+        assert_eq!(out[0].minute_us, -MINUTE_US);
+    }
+
+    #[test]
+    fn nan_is_skipped_and_sorted_by_series_then_minute() {
+        let out = run(&[
+            (2, 0, 1.0),
+            (1, MINUTE_US, f64::NAN),
+            (1, 0, 4.0),
+            (0, MINUTE_US, 2.0),
+        ]);
+        let keys: Vec<_> = out.iter().map(|r| (r.series, r.minute_us)).collect();
+        assert_eq!(keys, vec![(0, MINUTE_US), (1, 0), (2, 0)]);
+    }
+
+    #[test]
+    fn refuses_ragged_or_mismatched_buffers() {
+        assert_eq!(
+            rollup_1m(&[0; 3], &[], &[]),
+            Err(InputError::Ragged("series"))
+        );
+        assert_eq!(
+            rollup_1m(&[0; 4], &[], &[]),
+            Err(InputError::LengthMismatch {
+                series: 1,
+                ts: 0,
+                values: 0
+            })
+        );
+        assert_eq!(rollup_1m(&[], &[], &[]), Ok(vec![]));
+    }
+
+    #[test]
+    fn pack_writes_fixed_size_little_endian_records() {
+        let out = run(&[(7, 0, 1.5)]);
+        let bytes = pack(&out);
+        assert_eq!(bytes.len(), RECORD_SIZE);
+        assert_eq!(&bytes[..4], &7u32.to_le_bytes());
+        assert_eq!(&bytes[12..20], &1.5f64.to_le_bytes());
+    }
+}

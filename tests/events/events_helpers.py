@@ -1,0 +1,200 @@
+"""Helpers of the notification tests (imported by conftest.py and the test modules)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from evgate.events.builders import (
+    ChargerFacts,
+    ChargerRef,
+    OutboxEntry,
+    Transaction,
+    authorization,
+    boot_notification,
+    charger_changed,
+    configuration_synced,
+    data_transfer,
+    diagnostics_status,
+    evse_changed,
+    hardware_status,
+    id_tag_changed,
+    network_status,
+    reservation_changed,
+    security_event,
+    session_meter_values,
+    session_started,
+    session_stopped,
+)
+from evgate.events.catalog import CATALOG
+from evgate.events.dispatcher import DispatcherConfig
+from evgate.events.signing import hmac_state, new_webhook_secret
+from evgate.protocol.v16.enums import (
+    ChargePointErrorCode,
+    ChargePointStatus,
+    DiagnosticsStatus,
+    Measurand,
+    UnitOfMeasure,
+)
+from evgate.protocol.v16.messages import (
+    BootNotificationRequest,
+    DataTransferRequest,
+    DiagnosticsStatusNotificationRequest,
+    KeyValue,
+    MeterValue,
+    SampledValue,
+    SecurityEventNotificationRequest,
+    StatusNotificationRequest,
+)
+from evgate.storage.db import Database
+from evgate.storage.events import NotificationStore, SubscriptionRow, insert_outbox
+
+TOKEN = "evg_test-token-that-created-the-subscription"
+FAST = DispatcherConfig(
+    retry_schedule=(0.2, 0.3, 0.4, 0.5, 0.5, 0.5),
+    jitter=0.1,
+    delivery_timeout=1.0,
+    poll_interval=0.02,
+    refresh_interval=0.2,
+)
+
+
+async def webhook_subscription(
+    store: NotificationStore, url: str, names: Iterable[str] | None = None
+) -> SubscriptionRow:
+    return await store.create_subscription(
+        via="webhook",
+        notifications=list(names or CATALOG),
+        callback_url=url,
+        kafka=None,
+        kafka_password=None,
+        webhook_secret=new_webhook_secret(),
+        token_hmac_state=hmac_state(TOKEN.encode()),
+        created_by=None,
+    )
+
+
+async def kafka_subscription(
+    store: NotificationStore, kafka: dict[str, Any], password: str | None = None
+) -> SubscriptionRow:
+    return await store.create_subscription(
+        via="kafka",
+        notifications=list(CATALOG),
+        callback_url=None,
+        kafka=kafka,
+        kafka_password=password,
+        webhook_secret=new_webhook_secret(),
+        token_hmac_state=None,
+        created_by=None,
+    )
+
+
+async def emit(db: Database, entries: Iterable[OutboxEntry]) -> None:
+    """Append events in one transaction, as a handler's writer submission does."""
+    async with db.pool.acquire() as conn, conn.transaction():
+        await insert_outbox(conn, entries)
+
+
+def verify_standard_webhook(secret: bytes, headers: dict[str, str], body: bytes) -> bool:
+    """The Standard Webhooks check a receiver makes, written from the specification."""
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
+    return any(
+        hmac.compare_digest(sig.partition(",")[2], expected)
+        for sig in headers["webhook-signature"].split()
+        if sig.startswith("v1,")
+    )
+
+
+def verify_x_signature(token: str, headers: dict[str, str], body: bytes) -> bool:
+    """The catalog's check: hex HMAC-SHA256 of the body keyed with the API token."""
+    expected = hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers["x-signature"], expected)
+
+
+AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+CP = ChargerRef("CP-1", 7)
+
+
+def at(i: int) -> datetime:
+    """The i-th second of 2025: event payloads carry it to show their order."""
+    return datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i)
+
+
+def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[OutboxEntry]:
+    """One or more outbox entries of every event evgate emits, about ``charger``."""
+    tx = Transaction(
+        transaction_id=transaction_id,
+        connector_id=1,
+        id_tag="TAG1",
+        started_at=AT,
+        meter_start=1000,
+        meter_wh=1500.0,
+        power_w=7200.0,
+    )
+    stopped = msgspec.structs.replace(tx, stopped_at=AT, meter_stop=2500, stop_reason="Local")
+    facts = ChargerFacts(
+        id=charger.id,
+        number=charger.number,
+        description="bay 1",
+        security_profile=1,
+        registration_status="Accepted",
+        network_status="available",
+        created_at=AT,
+        updated_at=AT,
+    )
+    meter = MeterValue(
+        timestamp=AT,
+        sampled_value=[
+            SampledValue(value="1.5", measurand=Measurand("Energy.Active.Import.Register"),
+                         unit=UnitOfMeasure("kWh")),
+            SampledValue(value="7.2", measurand=Measurand("Power.Active.Import"),
+                         unit=UnitOfMeasure("kW")),
+        ],
+    )  # fmt: skip
+    _, stop_entries = session_stopped(charger, stopped, AT)
+    return [
+        boot_notification(
+            charger,
+            BootNotificationRequest(charge_point_vendor="V", charge_point_model="M"),
+            AT,
+        ),
+        network_status(charger, True, AT),
+        hardware_status(
+            charger,
+            StatusNotificationRequest(
+                connector_id=1,
+                error_code=ChargePointErrorCode("NoError"),
+                status=ChargePointStatus("Charging"),
+            ),
+            AT,
+        ),
+        evse_changed(charger, 1, "created", AT),
+        *session_started(charger, tx, AT),
+        *session_meter_values(charger, tx, [meter], AT),
+        *stop_entries,
+        data_transfer(charger, DataTransferRequest(vendor_id="acme", message_id="m", data="d")),
+        diagnostics_status(
+            charger,
+            DiagnosticsStatusNotificationRequest(status=DiagnosticsStatus("Uploaded")),
+            3,
+            AT,
+        ),
+        security_event(
+            charger,
+            SecurityEventNotificationRequest(type="ResetOrReboot", timestamp=AT),
+        ),
+        configuration_synced(
+            charger, [KeyValue(key="HeartbeatInterval", readonly=False, value="60")], AT, 5
+        ),
+        *authorization(charger, 9, "TAG1", "Accepted", AT),
+        id_tag_changed(12, "created", AT),
+        *charger_changed(facts, "updated", AT),
+        reservation_changed(charger.id, 4, "active", AT),
+    ]

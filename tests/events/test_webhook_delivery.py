@@ -1,0 +1,311 @@
+"""The outbox, the dispatcher and the webhook sink against a real HTTP receiver on loopback
+and the test's real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import msgspec
+from events_helpers import (
+    FAST,
+    TOKEN,
+    at,
+    emit,
+    every_event,
+    verify_standard_webhook,
+    verify_x_signature,
+    webhook_subscription,
+)
+from receiver import Received, Receiver, Reply
+
+from evgate.events.builders import ChargerRef, OutboxEntry, network_status
+from evgate.events.catalog import EMITTED
+from evgate.events.dispatcher import Dispatcher
+from evgate.storage.db import Database
+from evgate.storage.events import NotificationStore
+
+
+def _numbered(charger: str, n: int) -> list[OutboxEntry]:
+    """n events of one charger whose payloads carry their sequence number (as timestamp)."""
+    ref = ChargerRef(charger, 1)
+    return [network_status(ref, i % 2 == 0, at(i)) for i in range(n)]
+
+
+def _sequence(received: list[Received]) -> dict[str, list[str]]:
+    by_charger: dict[str, list[str]] = defaultdict(list)
+    for r in received:
+        body = msgspec.json.decode(r.body)
+        by_charger[body["networkId"]].append(body["timestamp"])
+    return by_charger
+
+
+async def test_every_event_type_arrives_signed(
+    db: Database,
+    store: NotificationStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """Every emitted event arrives once, byte for byte, with a valid Standard Webhooks
+    signature, an X-Signature keyed with the creating token, and X-Timestamp."""
+    sub = await webhook_subscription(store, receiver.url)
+    entries = every_event()
+    await emit(db, entries)
+    dispatchers()
+    got = await receiver.wait_for(len(entries))
+    await asyncio.sleep(0.2)
+    assert len(receiver.received) == len(entries)
+    assert {msgspec.json.decode(r.body)["notification"] for r in got} == EMITTED
+    # One lane per charger ('' for idTag.changed): each in emission order.
+    for charger in ("CP-1", ""):
+        sent = [e.payload for e in entries if e.charger_id == charger]
+        assert [r.body for r in got if r.body in sent] == sent
+    for r in got:
+        assert verify_standard_webhook(sub.webhook_secret, r.headers, r.body)
+        assert verify_x_signature(TOKEN, r.headers, r.body)
+        assert r.headers["x-timestamp"].endswith("Z")
+        assert abs(int(r.headers["webhook-timestamp"]) - time.time()) < 60
+        assert r.headers["content-type"] == "application/json"
+    assert len({r.headers["webhook-id"] for r in got}) == len(entries)
+    assert await store.backlog() == 0
+
+
+async def test_only_subscribed_events_are_delivered(
+    db: Database,
+    store: NotificationStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    await webhook_subscription(store, receiver.url, ["cdr.received"])
+    await emit(db, every_event())
+    dispatchers()
+    got = await receiver.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert [msgspec.json.decode(r.body)["notification"] for r in got] == ["cdr.received"]
+
+
+async def test_a_receiver_down_for_a_while_gets_everything_in_order(
+    db: Database, store: NotificationStore, dispatchers: Callable[..., Dispatcher]
+) -> None:
+    """Connections refused, then the receiver comes back: every event of every charger
+    arrives, in order per charger, after retries recorded in the attempt history."""
+    receiver = Receiver()
+    await receiver.start()
+    await receiver.stop()  # the port is known, nothing listens
+    sub = await webhook_subscription(store, receiver.url)
+    for i in range(5):
+        await emit(db, _numbered(f"CP-{i}", 20))
+    dispatchers()
+    await asyncio.sleep(1.0)
+    failed_attempts = await db.fetchval(
+        "SELECT count(*) FROM delivery_attempts WHERE NOT ok AND subscription_id = $1", sub.id
+    )
+    assert failed_attempts >= 5
+    await receiver.start()
+    try:
+        got = await receiver.wait_for(100)
+        await asyncio.sleep(0.3)
+    finally:
+        await receiver.stop()
+    assert len(got) == 100
+    for charger, stamps in _sequence(got).items():
+        assert stamps == sorted(stamps) and len(stamps) == 20, charger
+    assert await store.backlog() == 0
+
+
+async def test_two_dispatchers_deliver_each_event_once_and_in_order(
+    db: Database,
+    database_url: str,
+    store: NotificationStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """Two processes' dispatchers on one database: no event twice, none lost, per-charger
+    order kept (lanes are claimed with SKIP LOCKED)."""
+    await webhook_subscription(store, receiver.url)
+    other_db = Database(database_url, pool_size=5)
+    await other_db.open(migrate=False)
+    try:
+        dispatchers()
+        dispatchers(on=NotificationStore(other_db))
+        for _ in range(4):
+            for i in range(6):
+                await emit(db, _numbered(f"CP-{i}", 10))
+        got = await receiver.wait_for(240)
+        await asyncio.sleep(0.5)
+    finally:
+        await other_db.close()
+    assert len(receiver.received) == 240
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 240
+    for stamps in _sequence(got).values():
+        # Each charger's 4 rounds of 10: every round in order, rounds one after the other.
+        assert stamps == sorted(stamps[:10]) * 4
+
+
+async def test_a_stalled_receiver_does_not_delay_another_subscription(
+    db: Database,
+    store: NotificationStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """A receiver that never answers holds only its own subscription's lanes."""
+    stalled = Receiver(lambda _: Reply(delay=30))
+    await stalled.start()
+    try:
+        await webhook_subscription(store, stalled.url)
+        await webhook_subscription(store, receiver.url)
+        dispatchers()
+        started = time.monotonic()
+        for i in range(20):
+            await emit(db, _numbered(f"CP-{i}", 3))
+        await receiver.wait_for(60, within=10)
+        assert time.monotonic() - started < 5
+        assert stalled.requests  # it was tried, and timed out meanwhile
+    finally:
+        await stalled.stop()
+
+
+async def test_410_disables_the_subscription_and_a_put_then_resend_recovers(
+    db: Database, store: NotificationStore, dispatchers: Callable[..., Dispatcher]
+) -> None:
+    """410: disabled, pending deliveries failed (listed); re-enabled and resent, they arrive."""
+    gone = True
+    receiver = Receiver(lambda _: Reply(status=410 if gone else 204))
+    await receiver.start()
+    try:
+        sub = await webhook_subscription(store, receiver.url)
+        await emit(db, _numbered("CP-1", 5))
+        dispatchers()
+        for _ in range(100):
+            row = await store.get_subscription(sub.id)
+            if not row.enabled:
+                break
+            await asyncio.sleep(0.05)
+        assert not row.enabled and "410" in (row.disabled_reason or "")
+        failed = await store.failed_deliveries(sub.id)
+        assert len(failed) == 5 and all(f.state == "failed" for f in failed)
+        gone = False
+        await store.replace_subscription(
+            sub.id, via="webhook", notifications=sub.notifications, callback_url=receiver.url,
+            kafka=None, kafka_password=None, keep_password=True,
+        )  # fmt: skip
+        assert await store.resend(sub.id, None, None, None) == 5
+        got = await receiver.wait_for(5)
+        assert sorted(msgspec.json.decode(r.body)["timestamp"] for r in got) == [
+            msgspec.json.decode(r.body)["timestamp"] for r in got
+        ]
+    finally:
+        await receiver.stop()
+
+
+async def test_429_retry_after_is_respected(
+    db: Database, store: NotificationStore, dispatchers: Callable[..., Dispatcher]
+) -> None:
+    """A 429 with Retry-After: 2 delays the next attempt by at least that (the schedule's
+    own first delay is 0.2 s)."""
+    answers = iter([Reply(429, {"retry-after": "2"})])
+    receiver = Receiver(lambda _: next(answers, Reply(200)))
+    await receiver.start()
+    try:
+        await webhook_subscription(store, receiver.url)
+        await emit(db, _numbered("CP-1", 1))
+        dispatchers()
+        await receiver.wait_for(1)
+    finally:
+        await receiver.stop()
+    first, second = receiver.requests[0].at, receiver.requests[1].at
+    assert second - first >= 1.9
+    assert receiver.requests[0].headers["webhook-id"] == receiver.requests[1].headers["webhook-id"]
+
+
+async def test_redirects_are_not_followed_and_retries_end_in_failed(
+    db: Database,
+    store: NotificationStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """A 3xx is a failed attempt (the Location gets nothing); after the schedule's last retry
+    the delivery is 'failed' with the receiver's answer as its error, and the lane goes on."""
+    redirector = Receiver(lambda _: Reply(307, {"location": receiver.url}))
+    await redirector.start()
+    try:
+        sub = await webhook_subscription(store, redirector.url)
+        await emit(db, _numbered("CP-1", 2))
+        dispatchers()
+        for _ in range(200):
+            failed = await store.failed_deliveries(sub.id)
+            if len(failed) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await redirector.stop()
+    assert len(failed) == 2 and not receiver.requests
+    assert all("307" in (f.last_error or "") and f.attempts == len(FAST.retry_schedule) + 1
+               for f in failed)  # fmt: skip
+
+
+async def test_a_rolled_back_event_is_never_delivered_and_a_late_commit_is_not_skipped(
+    db: Database,
+    store: NotificationStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """The outbox is transactional: an event whose transaction rolls back does not exist; an
+    event whose transaction began first but commits after later ones is not jumped over —
+    the later ones wait for it (no event is read while an older transaction is open)."""
+    await webhook_subscription(store, receiver.url)
+    dispatchers()
+    late = await db.pool.acquire()
+    try:
+        late_tx = late.transaction()
+        await late_tx.start()
+        await late.execute(
+            "INSERT INTO outbox (event, charger_id, payload) VALUES ($1, $2, $3)",
+            *_numbered("CP-LATE", 1)[0],
+        )
+        async with db.pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute(
+                "INSERT INTO outbox (event, charger_id, payload) VALUES ($1, $2, $3)",
+                *_numbered("CP-GONE", 1)[0],
+            )
+            await tx.rollback()
+        await emit(db, _numbered("CP-EARLY", 3))
+        await asyncio.sleep(0.5)
+        assert not receiver.requests
+        await late_tx.commit()
+    finally:
+        await db.pool.release(late)
+    got = await receiver.wait_for(4)
+    await asyncio.sleep(0.3)
+    chargers = [msgspec.json.decode(r.body)["networkId"] for r in got]
+    assert sorted(chargers) == ["CP-EARLY"] * 3 + ["CP-LATE"]
+
+
+async def test_delivered_events_are_pruned_after_the_retention(
+    db: Database,
+    store: NotificationStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """Delivered events older than the retention go; failed ones stay (they can be resent)."""
+    sub = await webhook_subscription(store, receiver.url)
+    await emit(db, _numbered("CP-1", 3))
+    dispatchers()
+    await receiver.wait_for(3)
+    await asyncio.sleep(0.3)
+    await db.execute("UPDATE deliveries SET state = 'failed'")  # none: all were delivered
+    await emit(db, _numbered("CP-2", 1))
+    await receiver.wait_for(4)
+    await asyncio.sleep(0.3)
+    await db.execute(
+        "INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event, state)"
+        " SELECT $1, id, charger_id, event, 'failed' FROM outbox WHERE charger_id = 'CP-2'",
+        sub.id,
+    )
+    await db.execute("UPDATE outbox SET created_at = now() - interval '2 days'")
+    assert await store.prune(86400) == 3
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1

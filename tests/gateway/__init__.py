@@ -1,0 +1,1 @@
+"""Tests of the gateway room (a package, so that its conftest does not shadow the root one)."""

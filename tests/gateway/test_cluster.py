@@ -1,0 +1,260 @@
+"""Scale-out: two evgate nodes on one database act as one — commands reach the process that
+holds the charger, a moved charger is held only by its new node, credentials changed on one
+node take effect on the other, and a killed node's chargers are freed when its lease ends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16.enums import Action, ResetStatus
+
+from evgate.config import load_settings
+
+from .helpers import ADMIN, TOKEN, Running, StartEvgate, close_code_of, connect, until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class ResettableCharger(ChargePoint):
+    """A charger (the ocpp library's) that accepts Reset and refuses nothing else."""
+
+    @on(Action.reset)
+    async def on_reset(self, type: str) -> call_result.Reset:  # noqa: A002 - OCPP's name
+        return call_result.Reset(status=ResetStatus.accepted)
+
+
+async def run_charger(url: str, charger_id: str) -> tuple[Any, asyncio.Task[None]]:
+    ws = await connect(url).__aenter__()
+    charger = ResettableCharger(charger_id, ws)
+    return ws, asyncio.create_task(charger.start())
+
+
+async def stop_charger(ws: Any, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ws.close()
+
+
+@pytest.fixture
+async def two_nodes(start_evgate: StartEvgate) -> AsyncIterator[tuple[Running, Running]]:
+    """Nodes A and B: separate evgate processes' worth of parts, one database."""
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(start_evgate(node_id="node-a", call_timeout=2.0))
+        b = await stack.enter_async_context(start_evgate(node_id="node-b", call_timeout=2.0))
+        yield a, b
+
+
+def api(node: Running) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{node.app.api_port}", headers=ADMIN, timeout=15
+    )
+
+
+async def test_command_on_node_a_reaches_charger_on_node_b(two_nodes) -> None:
+    """POST .../commands/Reset to A, charger connected to B: 200 with the charger's answer;
+    A's view of the charger names B's process."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    ws, task = await run_charger(b.url("CP-1", secret), "CP-1")
+    try:
+        assert b.app.cluster is not None
+        async with api(a) as client:
+            await until(lambda: b.app.cluster.gateway.connection("CP-1") is not None)
+            for _ in range(100):  # the ownership row is written just after the connect
+                view = (await client.get("/api/v1/chargers/CP-1")).json()
+                if view["connection"] is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert view["connection"]["heldBy"] == b.app.cluster.instance
+            r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"status": "Accepted"}
+            # An action the charger does not handle: its CALLERROR travels back to A (502).
+            r = await client.post("/api/v1/chargers/CP-1/commands/ClearCache", json={})
+            assert r.status_code == 502, r.text
+            assert r.json()["errorCode"] == "NotImplemented"
+    finally:
+        await stop_charger(ws, task)
+
+
+async def test_routed_command_times_out_with_504(two_nodes) -> None:
+    """A charger on B that never answers: A's API answers 504, and nothing is left behind."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    async with connect(b.url("CP-1", secret)) as ws:  # a charger that reads nothing
+        assert b.app.cluster is not None
+        await until(lambda: b.gateway.connection("CP-1") is not None)
+        await asyncio.sleep(0.3)  # ownership written
+        async with api(a) as client:
+            r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Hard"})
+        assert r.status_code == 504, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        del ws
+    assert a.app.db is not None
+    assert await a.app.db.fetchval("SELECT count(*) FROM remote_calls") == 0
+
+
+async def test_command_for_charger_nobody_holds_is_409(two_nodes) -> None:
+    """A known charger connected to no node: 409 from either node; unknown: 404."""
+    a, _ = two_nodes
+    await a.add("CP-1")
+    async with api(a) as client:
+        r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
+        assert r.status_code == 409
+        r = await client.post("/api/v1/chargers/CP-X/commands/Reset", json={"type": "Soft"})
+        assert r.status_code == 404
+
+
+async def test_rotating_secret_on_a_disconnects_charger_on_b(two_nodes) -> None:
+    """The NOTIFY of a rotation reaches every node: B closes the charger's connection (1008)."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    async with connect(b.url("CP-1", secret)) as ws:
+        await until(lambda: b.gateway.connection("CP-1") is not None)
+        async with api(a) as client:
+            assert (await client.post("/api/v1/chargers/CP-1/secret")).status_code == 200
+        assert await close_code_of(ws) == 1008
+
+
+async def test_charger_moving_from_a_to_b_is_held_only_by_b(two_nodes) -> None:
+    """Reconnecting to B closes the connection on A (1000) and the ownership row names B."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    assert a.app.cluster is not None and b.app.cluster is not None and a.app.db is not None
+    async with connect(a.url("CP-1", secret)) as on_a:
+        await until(lambda: a.gateway.connection("CP-1") is not None)
+        await asyncio.sleep(0.2)
+        async with connect(b.url("CP-1", secret)) as on_b:
+            assert await close_code_of(on_a) == 1000
+            await until(lambda: a.gateway.connection("CP-1") is None)
+            owner = None
+            for _ in range(100):
+                owner = await a.app.db.fetchval(
+                    "SELECT instance FROM charger_owners WHERE charger_id = 'CP-1'"
+                )
+                if owner == b.app.cluster.instance:
+                    break
+                await asyncio.sleep(0.02)
+            assert owner == b.app.cluster.instance
+            assert b.gateway.connection("CP-1") is not None
+            del on_b
+
+
+async def test_many_chargers_spread_over_two_nodes_are_all_owned(two_nodes) -> None:
+    """40 chargers, half on each node: 40 ownership rows, each naming the right node."""
+    a, b = two_nodes
+    assert a.app.cluster is not None and b.app.cluster is not None and a.app.db is not None
+    secrets = {f"CP-{i}": await a.add(f"CP-{i}") for i in range(40)}
+    await until(lambda: all(b.gateway.credentials_of(c) for c in secrets))
+    async with AsyncExitStack() as stack:
+        for i, (charger_id, secret) in enumerate(secrets.items()):
+            node = a if i % 2 == 0 else b
+            await stack.enter_async_context(connect(node.url(charger_id, secret)))
+        for _ in range(200):
+            rows = await a.app.db.fetch("SELECT charger_id, instance FROM charger_owners")
+            if len(rows) == 40:
+                break
+            await asyncio.sleep(0.02)
+        owners = {r["charger_id"]: r["instance"] for r in rows}
+        assert len(owners) == 40
+        for i, charger_id in enumerate(secrets):
+            expected = a.app.cluster.instance if i % 2 == 0 else b.app.cluster.instance
+            assert owners[charger_id] == expected
+    # Every charger gone: no ownership left.
+    for _ in range(200):
+        if await a.app.db.fetchval("SELECT count(*) FROM charger_owners") == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await a.app.db.fetchval("SELECT count(*) FROM charger_owners") == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_killed_node_loses_ownership_within_the_lease(
+    start_evgate: StartEvgate, database_url: str, tmp_path
+) -> None:
+    """A node killed with SIGKILL: its charger's ownership ends within the lease (2 s here);
+    then A answers 409 for it, and the charger can connect to A."""
+    async with start_evgate(node_id="node-a", ownership_lease=2.0, call_timeout=2.0) as a:
+        secret = await a.add("CP-1")
+        ws_port, api_port = _free_port(), _free_port()
+        env = {
+            **os.environ,
+            "EVGATE_DATABASE_URL": database_url,
+            "EVGATE_WS_HOST": "127.0.0.1",
+            "EVGATE_WS_PORT": str(ws_port),
+            "EVGATE_API_PORT": str(api_port),
+            "EVGATE_NODE_ID": "node-c",
+            "EVGATE_OWNERSHIP_LEASE": "2",
+            "EVGATE_DATA_DIR": str(tmp_path / "c"),
+        }
+        # A raw Popen on purpose: the test SIGKILLs it, as a crash would.
+        node_c = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "evgate.cli", "serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                line = await asyncio.to_thread(node_c.stdout.readline)  # type: ignore[union-attr]
+                if "ready" in line or node_c.poll() is not None:
+                    break
+            assert node_c.poll() is None, "node C did not start"
+            url = f"ws://127.0.0.1:{ws_port}/cp/CP-1?auth={secret}"
+            on_c = await connect(url).__aenter__()
+            assert a.app.cluster is not None
+            async with api(a) as client:
+                for _ in range(200):
+                    view = (await client.get("/api/v1/chargers/CP-1")).json()
+                    if view["connection"] is not None:
+                        break
+                    await asyncio.sleep(0.02)
+                assert view["connection"]["heldBy"].startswith("node-c.")
+                node_c.send_signal(signal.SIGKILL)
+                node_c.wait(timeout=10)
+                killed_at = time.monotonic()
+                while (await client.get("/api/v1/chargers/CP-1")).json()["connection"]:
+                    assert time.monotonic() - killed_at < 2.0 + 1.0, "ownership outlived lease"
+                    await asyncio.sleep(0.05)
+                r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
+                assert r.status_code == 409
+                async with connect(a.url("CP-1", secret)):
+                    await until(lambda: a.gateway.connection("CP-1") is not None)
+            await on_c.close()
+        finally:
+            if node_c.poll() is None:
+                node_c.kill()
+            node_c.wait(timeout=10)
+
+
+async def test_settings_of_two_nodes_differ_only_by_identity() -> None:
+    """A node's identity: the ownership lease and node id are settings (env or TOML)."""
+    s = load_settings(environ={"EVGATE_NODE_ID": "n1", "EVGATE_OWNERSHIP_LEASE": "3.5"})
+    assert (s.node_id, s.ownership_lease) == ("n1", 3.5)
+    with pytest.raises(Exception, match="EVGATE_OWNERSHIP_LEASE"):
+        load_settings(environ={"EVGATE_OWNERSHIP_LEASE": "0"})
+    assert TOKEN

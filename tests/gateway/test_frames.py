@@ -1,0 +1,214 @@
+"""Frames in: decoding, routing, in-order answers, bad input answered or closed as defined."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from ocpp.exceptions import NotImplementedError as OcppNotImplemented
+from ocpp.v16 import call
+from picows import WSMsgType
+
+from evgate.gateway.basic_routes import basic_routes
+from evgate.handlers import ChargerContext, Routes
+from evgate.protocol.errors import SecurityError
+from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
+from gateway.helpers import (
+    PicowsClient,
+    StartGateway,
+    close_code_of,
+    connect,
+    ocpp_charger,
+    until,
+)
+
+BOOT = ["BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]
+
+
+async def _exchange(ws: object, frame: object) -> list:
+    await ws.send(frame if isinstance(frame, str) else json.dumps(frame))  # type: ignore[attr-defined]
+    return json.loads(await asyncio.wait_for(ws.recv(), 5))  # type: ignore[attr-defined]
+
+
+async def test_ocpp_library_charger_boots_and_heartbeats(start_gateway: StartGateway) -> None:
+    """The ocpp library's ChargePoint gets Accepted to BootNotification and a time to
+    Heartbeat; frames are counted by action."""
+    async with start_gateway() as g, ocpp_charger(g.url(), "CP-1") as charger:
+        assert (await charger.call(call.BootNotification("M", "V"))).status == "Accepted"
+        assert (await charger.call(call.Heartbeat())).current_time.endswith(("Z", "+00:00"))
+        frames_in = g.metrics.counter("evgate_frames_received_total", "", ("action",))
+        assert frames_in.value("BootNotification") == 1 and frames_in.value("Heartbeat") == 1
+
+
+async def test_action_without_handler_answers_not_implemented(start_gateway: StartGateway) -> None:
+    """A valid charger→CSMS action with no entry in the routing table: NotImplemented."""
+    async with start_gateway() as g, ocpp_charger(g.url(), "CP-1") as charger:
+        with pytest.raises(OcppNotImplemented):
+            await charger.call(call.StatusNotification(1, "NoError", "Available"), suppress=False)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "unique_id"),
+    [
+        ("not json", "FormationViolation", "-1"),
+        ('{"a": 1}', "FormationViolation", "-1"),
+        ([2, "u1", "Frobnicate", {}], "NotImplemented", "u1"),
+        ([2, "u2", "Reset", {"type": "Hard"}], "NotSupported", "u2"),
+        (
+            [2, "u3", "BootNotification", {"chargePointVendor": "V"}],
+            "OccurenceConstraintViolation",
+            "u3",
+        ),
+        ([2, "u4", "Heartbeat", {"extra": 1}], "FormationViolation", "u4"),
+        ([2, "u5"], "ProtocolError", "u5"),
+        ([9, "u6", "x", {}], "ProtocolError", "u6"),
+    ],
+)
+async def test_bad_frames_get_the_defined_callerror(
+    start_gateway: StartGateway, frame: object, code: str, unique_id: str
+) -> None:
+    """Each malformed or invalid CALL is answered with its OCPP-J code, and the connection
+    stays usable (a Heartbeat afterwards is answered)."""
+    async with start_gateway() as g, connect(g.url()) as ws:
+        answer = await _exchange(ws, frame)
+        assert answer[:3] == [4, unique_id, code]
+        assert (await _exchange(ws, [2, "hb", "Heartbeat", {}]))[:2] == [3, "hb"]
+        sent = g.metrics.counter("evgate_callerrors_sent_total", "", ("code",))
+        assert sent.value(code) == 1
+
+
+async def test_bad_reply_from_charger_is_not_answered(start_gateway: StartGateway) -> None:
+    """OCPP answers only CALLs: a CALLRESULT nobody waits for, or a broken one, gets nothing."""
+    async with start_gateway() as g, connect(g.url()) as ws:
+        await ws.send(json.dumps([3, "nobody-asked", {}]))
+        await ws.send(json.dumps([3, 7, {}]))
+        assert (await _exchange(ws, [2, "hb", "Heartbeat", {}]))[:2] == [3, "hb"]
+
+
+async def test_calls_are_answered_in_arrival_order(start_gateway: StartGateway) -> None:
+    """A slow handler does not let a later CALL of the same charger overtake it."""
+    release = asyncio.Event()
+
+    async def slow_data_transfer(
+        ctx: ChargerContext, request: DataTransferRequest
+    ) -> DataTransferResponse:
+        if request.message_id == "slow":
+            await release.wait()
+        return DataTransferResponse(status=DataTransferStatus.accepted, data=request.message_id)
+
+    routes: Routes = {**basic_routes(), "DataTransfer": slow_data_transfer}
+    async with start_gateway(routes=routes) as g, connect(g.url()) as ws:
+        for uid, message_id in (("1", "slow"), ("2", "fast")):
+            await ws.send(
+                json.dumps([2, uid, "DataTransfer", {"vendorId": "v", "messageId": message_id}])
+            )
+        await asyncio.sleep(0.1)
+        release.set()
+        first, second = [json.loads(await ws.recv()) for _ in range(2)]
+        assert [first[1], second[1]] == ["1", "2"]
+        assert first[2]["data"] == "slow" and second[2]["data"] == "fast"
+
+
+async def test_handler_errors_become_callerrors(start_gateway: StartGateway) -> None:
+    """A handler's OcppError is sent with its code; any other exception is InternalError with
+    nothing internal in the description."""
+
+    async def refusing(ctx: ChargerContext, request: DataTransferRequest) -> DataTransferResponse:
+        if request.vendor_id == "secure":
+            raise SecurityError("not allowed")
+        raise RuntimeError("database password is hunter2")
+
+    routes: Routes = {"DataTransfer": refusing}
+    async with start_gateway(routes=routes) as g, connect(g.url()) as ws:
+        answer = await _exchange(ws, [2, "a", "DataTransfer", {"vendorId": "secure"}])
+        assert answer == [4, "a", "SecurityError", "not allowed", {}]
+        answer = await _exchange(ws, [2, "b", "DataTransfer", {"vendorId": "other"}])
+        assert answer[:3] == [4, "b", "InternalError"] and "hunter2" not in json.dumps(answer)
+
+
+async def test_lenient_charger_violations_are_tolerated_and_counted(
+    start_gateway: StartGateway,
+) -> None:
+    """A lenient charger's repairable payload is handled; the violation is counted."""
+    async with start_gateway() as g:
+        g.set("CP-L", lenient=True)
+        await until(lambda: g.gateway.credentials_of("CP-L") is not None)
+        async with connect(g.url("CP-L")) as ws:
+            answer = await _exchange(ws, [2, "1", "Heartbeat", {"unexpected": True}])
+            assert answer[:2] == [3, "1"]
+        violations = g.metrics.counter("evgate_protocol_violations_total", "", ("action", "code"))
+        assert violations.value("Heartbeat", "FormationViolation") == 1
+
+
+async def test_fragmented_message_is_reassembled(start_gateway: StartGateway) -> None:
+    """A CALL sent in several continuation frames is handled like a single frame."""
+    text = json.dumps([2, "frag", *BOOT])
+    pieces = [text[i : i + 10] for i in range(0, len(text), 10)]
+    async with start_gateway() as g, connect(g.url()) as ws:
+        await ws.send(pieces)  # websockets sends an iterable as one fragmented message
+        answer = json.loads(await ws.recv())
+        assert answer[:2] == [3, "frag"] and answer[2]["status"] == "Accepted"
+
+
+async def test_fragmented_message_over_limit_closes_1009(
+    picows_client: PicowsClient, start_gateway: StartGateway
+) -> None:
+    """Fragments that add up to more than max_message_size close the connection with 1009."""
+    async with start_gateway(max_message_size=1024) as g:
+        transport, listener = await picows_client(g.url())
+        transport.send(WSMsgType.TEXT, b"[2," + b" " * 600, fin=False)
+        transport.send(WSMsgType.CONTINUATION, b" " * 600, fin=True)
+        await asyncio.wait_for(transport.wait_disconnected(), 5)
+        assert listener.close_code == 1009
+
+
+async def test_single_frame_over_limit_closes_1009(start_gateway: StartGateway) -> None:
+    """One frame over max_message_size (default 64 KiB) closes with 1009."""
+    async with start_gateway() as g, connect(g.url(), max_size=None) as ws:
+        await ws.send(
+            json.dumps([2, "big", "DataTransfer", {"vendorId": "v", "data": "x" * 70_000}])
+        )
+        assert await close_code_of(ws) == 1009
+
+
+async def test_binary_frame_closes_1003(start_gateway: StartGateway) -> None:
+    """OCPP-J is text only: a binary frame closes with 1003."""
+    async with start_gateway() as g, connect(g.url()) as ws:
+        await ws.send(b'[2, "1", "Heartbeat", {}]')
+        assert await close_code_of(ws) == 1003
+
+
+async def test_continuation_without_start_closes_1002(
+    picows_client: PicowsClient, start_gateway: StartGateway
+) -> None:
+    """A continuation frame with no message to continue is a protocol error: 1002."""
+    async with start_gateway() as g:
+        transport, listener = await picows_client(g.url())
+        transport.send(WSMsgType.CONTINUATION, b"[]", fin=True)
+        await asyncio.wait_for(transport.wait_disconnected(), 5)
+        assert listener.close_code == 1002
+
+
+async def test_message_rate_limit_answers_generic_error(start_gateway: StartGateway) -> None:
+    """Beyond the burst, CALLs over the sustained rate are answered GenericError (counted)."""
+    async with start_gateway(message_rate=1.0, message_burst=3) as g, connect(g.url()) as ws:
+        for i in range(5):
+            await ws.send(json.dumps([2, str(i), "Heartbeat", {}]))
+        answers = [json.loads(await ws.recv()) for _ in range(5)]
+        kinds = sorted((a[1], a[0]) for a in answers)
+        assert [k for _, k in kinds] == [3, 3, 3, 4, 4]
+        assert all(a[2] == "GenericError" for a in answers if a[0] == 4)
+        refused = g.metrics.counter("evgate_messages_refused_total", "", ("reason",))
+        assert refused.value("rate") == 2
+
+
+async def test_picows_client_round_trip(
+    picows_client: PicowsClient, start_gateway: StartGateway
+) -> None:
+    """A picows client (the bench's client) gets its Heartbeat answered."""
+    async with start_gateway() as g:
+        transport, listener = await picows_client(g.url())
+        transport.send(WSMsgType.TEXT, b'[2,"p1","Heartbeat",{}]')
+        answer = json.loads(await asyncio.wait_for(listener.messages.get(), 5))
+        assert answer[:2] == [3, "p1"]

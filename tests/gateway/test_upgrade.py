@@ -1,0 +1,157 @@
+"""Upgrade decisions on the charger port: endpoints, HTTP answers, subprotocol, rate limit."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import websockets
+from ocpp.v16 import call
+
+from evgate.gateway.upgrade import FailureLimiter, parse_target
+from gateway.helpers import SECRET, Running, StartGateway, close_code_of, connect, ocpp_charger
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def _status_of(url: str, **kw: object) -> int:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(url, **kw):
+            pass
+    return refused.value.response.status_code
+
+
+async def test_query_secret_connects_and_boots(running: Running) -> None:
+    """/cp/{id}?auth={secret}: 101 with ocpp1.6; a BootNotification is answered Accepted."""
+    secret = await running.add("CP-1")
+    async with ocpp_charger(running.url("CP-1", secret), "CP-1") as charger:
+        assert charger._connection.subprotocol == "ocpp1.6"
+        answer = await charger.call(call.BootNotification("Model", "Vendor"))
+        assert answer.status == "Accepted" and answer.interval == 60
+
+
+async def test_basic_auth_connects(running: Running) -> None:
+    """/ocpp/{id} with Authorization: Basic base64(id:secret) (security profile 1)."""
+    secret = await running.add("CP-1")
+    url = running.url("CP-1", path="ocpp")
+    async with ocpp_charger(url, "CP-1", additional_headers=_basic("CP-1", secret)) as charger:
+        assert (await charger.call(call.Heartbeat())).current_time
+
+
+async def test_basic_auth_with_colon_in_the_charger_id(running: Running) -> None:
+    """A charger id may contain ':'; the Basic user is matched as the id, not split there."""
+    secret = await running.add("site:7")
+    url = running.url("site:7", path="ocpp")
+    async with connect(url, additional_headers=_basic("site:7", secret)) as ws:
+        assert ws.subprotocol == "ocpp1.6"
+
+
+async def test_unknown_charger_is_404(running: Running) -> None:
+    """An id the registry does not hold is answered 404 before any secret is looked at."""
+    assert await _status_of(running.url("NOPE", SECRET)) == 404
+
+
+@pytest.mark.parametrize("path", ["/", "/cp/", "/other/CP-1", "/cp/bad%20id"])
+async def test_not_a_charger_path_is_404(running: Running, path: str) -> None:
+    """Paths that are not /cp/{id} or /ocpp/{id} with a well-formed id: 404."""
+    url = f"ws://127.0.0.1:{running.app.ws_port}{path}"
+    assert await _status_of(url) == 404
+
+
+async def test_wrong_or_missing_secret_is_401(running: Running) -> None:
+    """Wrong query secret, no secret at all, Basic with a wrong password or another user: 401
+    (with a Basic challenge)."""
+    secret = await running.add("CP-1")
+    assert await _status_of(running.url("CP-1", "000000000000000000000000")) == 401
+    assert await _status_of(running.url("CP-1")) == 401
+    ocpp = running.url("CP-1", path="ocpp")
+    assert await _status_of(ocpp, additional_headers=_basic("CP-1", "wrong")) == 401
+    assert await _status_of(ocpp, additional_headers=_basic("CP-2", secret)) == 401
+    assert await _status_of(ocpp, additional_headers={"Authorization": "Basic !!!"}) == 401
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(running.url("CP-1")):
+            pass
+    assert refused.value.response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+async def test_profile_2_charger_cannot_use_plain_ws(running: Running) -> None:
+    """A charger whose least profile is 2 is refused 403 over ws, even with the right secret."""
+    secret = await running.add("CP-1", security_profile=2)
+    assert await _status_of(running.url("CP-1", secret)) == 403
+
+
+@pytest.mark.parametrize(
+    "offered", [["ocpp1.6"], ["ocpp0.1", "ocpp1.6"], ["ocpp2.0.1", "ocpp1.6", "ocpp1.5"]]
+)
+async def test_ocpp16_is_chosen_among_offers(start_gateway: StartGateway, offered: list) -> None:
+    """The 101 names ocpp1.6 whenever the client offers it, among others or alone."""
+    async with start_gateway() as g, connect(g.url(), subprotocols=offered) as ws:
+        assert ws.subprotocol == "ocpp1.6"
+
+
+async def test_no_ocpp16_completes_handshake_then_closes(start_gateway: StartGateway) -> None:
+    """OCPP-J: without ocpp1.6 offered, the handshake completes with no subprotocol and the
+    server closes (1002); the charger is not registered."""
+    async with start_gateway() as g:
+        for offered in (None, ["ocpp2.0.1"]):
+            async with connect(g.url(), subprotocols=offered) as ws:
+                assert ws.subprotocol is None
+                assert await close_code_of(ws) == 1002
+            assert g.gateway.connection("CP-1") is None
+        assert (
+            g.metrics.counter("evgate_upgrade_failures_total", "", ("reason",)).value(
+                "no_subprotocol"
+            )
+            == 2
+        )
+
+
+async def test_failed_upgrades_are_rate_limited_per_address(start_gateway: StartGateway) -> None:
+    """After N failures in a minute an address gets 429 with Retry-After, even with the right
+    secret; other source addresses are not affected; failures are counted by reason."""
+    async with start_gateway(failed_upgrades_per_minute=3) as g:
+        for _ in range(3):
+            assert await _status_of(g.url(secret="0" * 24)) == 401
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with connect(g.url()):
+                pass
+        assert refused.value.response.status_code == 429
+        assert int(refused.value.response.headers["Retry-After"]) >= 1
+        async with connect(g.url(), local_addr=("127.0.0.2", 0)) as ws:
+            assert ws.subprotocol == "ocpp1.6"
+        failures = g.metrics.counter("evgate_upgrade_failures_total", "", ("reason",))
+        assert failures.value("bad_secret") == 3 and failures.value("rate_limited") == 1
+
+
+def test_failure_window_rolls_over() -> None:
+    """The failed-upgrade budget is per minute: a new window forgets old failures."""
+    now = [0.0]
+    limiter = FailureLimiter(2, clock=lambda: now[0])
+    limiter.failed("10.0.0.1")
+    limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") == 60
+    assert limiter.retry_after("10.0.0.2") is None
+    now[0] = 59.5
+    assert limiter.retry_after("10.0.0.1") == 1
+    now[0] = 60.0
+    assert limiter.retry_after("10.0.0.1") is None
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/cp/CP-1?auth=42", ("CP-1", "42")),
+        ("/cp/CP-1/", ("CP-1", None)),
+        ("/ocpp/CP%3A1", ("CP:1", None)),
+        ("/cp/CP-1?x=1&auth=7", ("CP-1", "7")),
+        ("/cp/a/b", None),
+        ("/cp/" + "x" * 65, None),
+        ("/ws/CP-1", None),
+    ],
+)
+def test_parse_target(path: str, expected: tuple[str, str | None] | None) -> None:
+    """Charger id and query secret from an upgrade path; None when it is not an endpoint."""
+    assert parse_target(path) == expected
