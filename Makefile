@@ -35,8 +35,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest evgate._native --concise
 
-test-rust:
-	cargo test --locked --quiet
+# PYO3_PYTHON: link the tests against the venv's interpreter, not whatever python3 is first.
+test-rust: $(STAMP)
+	PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --locked --quiet
 
 test-python: $(STAMP) kafka
 	$(BIN)/pytest

@@ -55,6 +55,8 @@ async def test_rotate_secret_and_tokens_create(database_url: str) -> None:
     tok = _evgate("tokens", "create", "--name", "ci", "--scope", "admin", env=env)
     token = tok.stdout.strip()
     assert tok.returncode == 0 and token.startswith("evg_")
+    reserved = _evgate("tokens", "create", "--name", "bootstrap", "--scope", "admin", env=env)
+    assert reserved.returncode == 2 and "reserved" in reserved.stderr
     conn = await asyncpg.connect(database_url)
     try:
         row = await conn.fetchrow("SELECT name, scope, digest FROM api_tokens")

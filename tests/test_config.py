@@ -39,6 +39,7 @@ def test_environment_wins_over_file(tmp_path: Path) -> None:
         ({"EVGATE_LOG_LEVEL": "LOUD"}, "EVGATE_LOG_LEVEL"),
         ({"EVGATE_HEARTBEAT_INTERVAL": "0"}, "EVGATE_HEARTBEAT_INTERVAL"),
         ({"EVGATE_BOOTSTRAP_TOKEN": "short"}, "EVGATE_BOOTSTRAP_TOKEN"),
+        ({"EVGATE_PING_INTERVAL": "10", "EVGATE_PING_TIMEOUT": "20"}, "EVGATE_PING_TIMEOUT"),
     ],
 )
 def test_bad_value_names_the_setting(environ: dict[str, str], named: str) -> None:
@@ -66,3 +67,13 @@ def test_cli_refuses_to_start_with_bad_setting() -> None:
     )
     assert proc.returncode == 2
     assert "EVGATE_WS_PORT" in proc.stderr
+
+
+def test_ping_timeout_is_at_most_the_interval() -> None:
+    """picows cannot wait for a pong longer than the silence before the ping: the default
+    timeout follows a shorter interval, and a longer timeout set on purpose is refused."""
+    assert load_settings(environ={"EVGATE_PING_INTERVAL": "10"}).ping_timeout == 10
+    s = load_settings(environ={"EVGATE_PING_INTERVAL": "10", "EVGATE_PING_TIMEOUT": "4"})
+    assert (s.ping_interval, s.ping_timeout) == (10, 4)
+    with pytest.raises(ConfigError, match="EVGATE_PING_TIMEOUT"):
+        load_settings(environ={"EVGATE_PING_INTERVAL": "10", "EVGATE_PING_TIMEOUT": "20"})

@@ -97,3 +97,41 @@ def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_workers_end_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """A supervisor killed with SIGKILL takes its workers with it (they get SIGTERM), so no
+    orphan keeps serving the shared ports."""
+    env = {
+        **os.environ,
+        "EVGATE_DATA_DIR": str(tmp_path / "var"),
+        "EVGATE_API_PORT": str(_free_port()),
+        "EVGATE_WS_PORT": str(_free_port()),
+        "EVGATE_WS_HOST": "127.0.0.1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evgate.cli", "serve", "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = _Lines(proc)
+    try:
+        out.wait_count("ready", 2)
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait(timeout=10)
+        _gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"workers outlived their supervisor: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        # The killed supervisor could not stop its embedded PostgreSQL: stop it here.
+        pgdata = tmp_path / "var" / "postgres"
+        if (pgdata / "postmaster.pid").exists():
+            from evgate.storage.embedded import EmbeddedPostgres
+
+            EmbeddedPostgres(tmp_path / "var").kill()

@@ -37,6 +37,8 @@ from evgate.config import Settings, parse_durations
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.gateway.cluster import Cluster
 from evgate.gateway.server import Gateway
+from evgate.handlers.commands import CommandEffects
+from evgate.handlers.network import NetworkStatusRecorder
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
@@ -54,7 +56,12 @@ from evgate.storage.installations import (
 )
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
-from evgate.storage.sessions import ConnectorStore, TransactionStore
+from evgate.storage.sessions import (
+    ConnectorStore,
+    ReservationExpiry,
+    ReservationStore,
+    TransactionStore,
+)
 from evgate.storage.tokens import TokenStore
 from evgate.storage.writer import Writer
 
@@ -105,6 +112,8 @@ class Evgate:
         self.maintenance: Maintenance | None = None
         self.certificates: CertificateService | None = None
         self.native: NativeAuthorizer | None = None
+        self.network: NetworkStatusRecorder | None = None
+        self.reservation_expiry: ReservationExpiry | None = None
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
@@ -125,8 +134,9 @@ class Evgate:
 
         chargers = ChargerStore(self.db)
         tokens = TokenStore(self.db)
-        if s.bootstrap_token:
-            await tokens.create("bootstrap", "admin", digest(s.bootstrap_token))
+        # The bootstrap token exists while the setting holds it: a changed or unset
+        # EVGATE_BOOTSTRAP_TOKEN revokes the previous one.
+        await tokens.set_bootstrap(digest(s.bootstrap_token) if s.bootstrap_token else None)
 
         # Sessions and meter data (issue 5): the group-commit writer every handler writes
         # through, the meter partitions' maintenance, the native id-tag list (LISTEN first,
@@ -180,6 +190,20 @@ class Evgate:
         await self.db.listen(
             CHARGER_CHANNEL, self.gateway.credentials_changed, self.gateway.credentials_reset
         )
+        # Events from chargers' connections and from commands' answers (issue 6); the
+        # handlers emit the rest. A charger's number is in the gateway's credential index.
+        gateway = self.gateway
+
+        def number_of(charger_id: str) -> int | None:
+            credentials = gateway.credentials_of(charger_id)
+            return None if credentials is None else credentials.number
+
+        self.network = NetworkStatusRecorder(self.writer, number_of, metrics=self.metrics)
+        self.gateway.add_observer(self.network)
+        self.network.start()
+        reservations = ReservationStore(self.db)
+        self.reservation_expiry = ReservationExpiry(reservations)
+        self.reservation_expiry.start()
         await self.db.listen(
             INSTALLATION_CHANNEL, self.auth.directory.notified, self.auth.directory.notified_all
         )
@@ -210,7 +234,7 @@ class Evgate:
             chargers=chargers,
             registry=ChargerRegistry(chargers),
             tokens=tokens,
-            gateway=self.cluster,
+            gateway=CommandEffects(self.cluster, self.writer, reservations, number_of),
             metrics=self.metrics,
             installations=self.auth.installations,
         )
@@ -272,6 +296,12 @@ class Evgate:
         if self.cluster is not None:
             await self.cluster.stop()  # goodbye: this process's chargers are free at once
             self.cluster = None
+        if self.network is not None:
+            await self.network.stop()  # after the gateway: its last disconnects are written
+            self.network = None
+        if self.reservation_expiry is not None:
+            await self.reservation_expiry.stop()
+            self.reservation_expiry = None
         if self.auth is not None:
             await self.auth.stop()
             self.auth = None

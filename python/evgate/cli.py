@@ -100,7 +100,11 @@ async def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     from evgate.storage.tokens import TokenStore
 
     async with _database(settings) as db:
-        token = await create_token(TokenStore(db), args.name, args.scope)
+        try:
+            token = await create_token(TokenStore(db), args.name, args.scope)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     print(token)
     return 0
 

@@ -82,6 +82,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     tls_client_ca: str | None = None
     max_message_size: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     ping_interval: Seconds = 60.0
+    # At most ping_interval (the default follows a shorter interval; a longer value is refused).
     ping_timeout: Seconds = 30.0
     call_timeout: Seconds = 30.0
     # Messages a charger may send per second (sustained) and in a burst, before CALLERRORs.
@@ -180,7 +181,7 @@ def load_settings(
             raw[field] = value
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc)
         match = _PATH.search(message)
@@ -188,3 +189,13 @@ def load_settings(
             field = match.group(1)
             raise ConfigError(f"{_env_name(field)} ({field}): {message}") from None
         raise ConfigError(message) from None
+    if settings.ping_timeout > settings.ping_interval:
+        # picows waits for a pong at most as long as the silence before the ping: the default
+        # timeout follows a shorter interval; a timeout set on purpose is not cut short.
+        if "ping_timeout" not in raw:
+            return msgspec.structs.replace(settings, ping_timeout=settings.ping_interval)
+        raise ConfigError(
+            f"EVGATE_PING_TIMEOUT (ping_timeout): {settings.ping_timeout:g} s is longer than"
+            f" EVGATE_PING_INTERVAL ({settings.ping_interval:g} s); it can be at most that"
+        )
+    return settings

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -30,6 +31,18 @@ log = logging.getLogger("evgate.workers")
 _STOP_GRACE = 30.0  # seconds a worker has to close its chargers before it is killed
 _BACKOFF_MAX = 30.0
 _HEALTHY_AFTER = 60.0  # a worker that lived this long resets its restart backoff
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_supervisor() -> None:
+    """In the worker, before exec: the kernel sends it SIGTERM when the supervisor dies.
+
+    Without this, workers of a supervisor killed with SIGKILL would keep serving the shared
+    ports next to the workers of the supervisor started after it.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Worker:
@@ -81,7 +94,13 @@ async def _run_workers(
     async def spawn(worker: _Worker) -> None:
         env = {**base_env, "EVGATE_WORKER_INDEX": str(worker.index)}
         worker.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "evgate.cli", *config_args, "serve", env=env
+            sys.executable,
+            "-m",
+            "evgate.cli",
+            *config_args,
+            "serve",
+            env=env,
+            preexec_fn=_die_with_supervisor,
         )
         worker.started_at = time.monotonic()
 

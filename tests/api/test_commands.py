@@ -13,7 +13,9 @@ import httpx
 import msgspec
 import websockets
 
+from evgate.api.commands import COMMANDS
 from evgate.app import Evgate
+from evgate.gateway.connection import MAX_QUEUED_CALLS
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -170,3 +172,181 @@ async def test_metrics_are_open_and_count_frames(evgate: Evgate, api: httpx.Asyn
     assert 'evgate_frames_sent_total{action="Reset"} 1' in text
     assert 'evgate_frames_received_total{action="Reset"} 1' in text
     assert "evgate_event_loop_lag_seconds" in text
+
+
+# Every CSMS -> charger action of OCPP 1.6J (issue 4's list and the security extension's), with
+# a valid request and a valid answer: each must be accepted by the API, reach the charger as
+# sent, and come back as the charger answered.
+_CORE = [
+    "RemoteStartTransaction",
+    "RemoteStopTransaction",
+    "Reset",
+    "UnlockConnector",
+    "ChangeAvailability",
+    "ChangeConfiguration",
+    "GetConfiguration",
+    "ClearCache",
+    "TriggerMessage",
+    "DataTransfer",
+    "GetDiagnostics",
+    "UpdateFirmware",
+    "ReserveNow",
+    "CancelReservation",
+    "SendLocalList",
+    "GetLocalListVersion",
+    "SetChargingProfile",
+    "ClearChargingProfile",
+    "GetCompositeSchedule",
+]
+_SECURITY = [
+    "CertificateSigned",
+    "DeleteCertificate",
+    "ExtendedTriggerMessage",
+    "GetInstalledCertificateIds",
+    "GetLog",
+    "InstallCertificate",
+    "SignedUpdateFirmware",
+]
+_ACCEPTED = {"status": "Accepted"}
+_LATER = "2030-01-01T00:00:00Z"
+_EVERY_COMMAND: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "RemoteStartTransaction": ({"idTag": "TAG-1", "connectorId": 1}, _ACCEPTED),
+    "RemoteStopTransaction": ({"transactionId": 7}, _ACCEPTED),
+    "Reset": ({"type": "Soft"}, _ACCEPTED),
+    "UnlockConnector": ({"connectorId": 1}, {"status": "Unlocked"}),
+    "ChangeAvailability": ({"connectorId": 1, "type": "Inoperative"}, {"status": "Scheduled"}),
+    "ChangeConfiguration": ({"key": "HeartbeatInterval", "value": "120"}, _ACCEPTED),
+    "GetConfiguration": (
+        {"key": ["HeartbeatInterval"]},
+        {"configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "120"}]},
+    ),
+    "ClearCache": ({}, _ACCEPTED),
+    "TriggerMessage": ({"requestedMessage": "StatusNotification", "connectorId": 1}, _ACCEPTED),
+    "DataTransfer": ({"vendorId": "com.example", "messageId": "m", "data": "d"}, _ACCEPTED),
+    "GetDiagnostics": ({"location": "ftp://diag.example/"}, {"fileName": "diag.zip"}),
+    "UpdateFirmware": ({"location": "https://fw.example/fw.bin", "retrieveDate": _LATER}, {}),
+    "ReserveNow": (
+        {"connectorId": 1, "expiryDate": _LATER, "idTag": "TAG-1", "reservationId": 42},
+        _ACCEPTED,
+    ),
+    "CancelReservation": ({"reservationId": 42}, _ACCEPTED),
+    "SendLocalList": (
+        {"listVersion": 3, "updateType": "Full", "localAuthorizationList": [{"idTag": "TAG-1"}]},
+        _ACCEPTED,
+    ),
+    "GetLocalListVersion": ({}, {"listVersion": 3}),
+    "SetChargingProfile": (
+        {
+            "connectorId": 1,
+            "csChargingProfiles": {
+                "chargingProfileId": 1,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": {
+                    "chargingRateUnit": "W",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000.0}],
+                },
+            },
+        },
+        _ACCEPTED,
+    ),
+    "ClearChargingProfile": ({"id": 1}, _ACCEPTED),
+    "GetCompositeSchedule": ({"connectorId": 1, "duration": 3600}, {"status": "Rejected"}),
+    "CertificateSigned": ({"certificateChain": "-----BEGIN CERTIFICATE-----"}, _ACCEPTED),
+    "DeleteCertificate": (
+        {
+            "certificateHashData": {
+                "hashAlgorithm": "SHA256",
+                "issuerNameHash": "aa",
+                "issuerKeyHash": "bb",
+                "serialNumber": "01",
+            }
+        },
+        _ACCEPTED,
+    ),
+    "ExtendedTriggerMessage": ({"requestedMessage": "Heartbeat"}, _ACCEPTED),
+    "GetInstalledCertificateIds": (
+        {"certificateType": "CentralSystemRootCertificate"},
+        {"status": "NotFound"},
+    ),
+    "GetLog": (
+        {"logType": "SecurityLog", "requestId": 5, "log": {"remoteLocation": "ftp://logs/"}},
+        {"status": "Accepted", "filename": "security.log"},
+    ),
+    "InstallCertificate": (
+        {"certificateType": "ManufacturerRootCertificate", "certificate": "-----BEGIN"},
+        _ACCEPTED,
+    ),
+    "SignedUpdateFirmware": (
+        {
+            "requestId": 9,
+            "firmware": {
+                "location": "https://fw.example/fw.bin",
+                "retrieveDateTime": _LATER,
+                "signingCertificate": "-----BEGIN",
+                "signature": "c2lnbmF0dXJl",
+            },
+        },
+        {"status": "Accepted"},
+    ),
+}
+
+
+def test_the_command_table_is_every_csms_to_charger_action() -> None:
+    """The API's commands are exactly OCPP 1.6J's CSMS->charger actions with the security
+    extension's, and the table below tests each of them."""
+    assert sorted(COMMANDS) == sorted(_CORE + _SECURITY) == sorted(_EVERY_COMMAND)
+
+
+async def test_every_command_is_sent_and_answered(evgate: Evgate, api: httpx.AsyncClient) -> None:
+    """Each CSMS->charger action: POST .../commands/{Action} with a valid payload is 200 with
+    the charger's answer, and the charger received exactly that action and payload."""
+    seen: list[list] = []
+
+    def answer(frame: list) -> list:
+        seen.append(frame)
+        return [3, frame[1], _EVERY_COMMAND[frame[2]][1]]
+
+    async with _charger(evgate, api, answer):
+        for action, (request, response) in _EVERY_COMMAND.items():
+            r = await api.post(f"/api/v1/chargers/CP-1/commands/{action}", json=request)
+            assert r.status_code == 200, (action, r.text)
+            assert r.json() == response, action
+            assert seen[-1][2:] == [action, request], action
+    assert len(seen) == len(_EVERY_COMMAND)
+
+
+async def test_too_many_waiting_commands_is_503(evgate: Evgate, api: httpx.AsyncClient) -> None:
+    """A charger that answers nothing: commands beyond the ones allowed to wait are 503."""
+    async with _charger(evgate, api, None):
+        posts = [
+            api.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
+            for _ in range(MAX_QUEUED_CALLS + 3)
+        ]
+        tasks = [asyncio.create_task(p) for p in posts]
+        statuses: list[int] = []
+        for task in asyncio.as_completed(tasks):
+            r = await task
+            statuses.append(r.status_code)
+            if len(statuses) == 3:
+                break
+        assert statuses == [503, 503, 503]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_charger_gone_before_answering_is_502(evgate: Evgate, api: httpx.AsyncClient) -> None:
+    """The charger closes its connection instead of answering: 502, saying it went away."""
+    closing: list[Any] = []
+
+    async with _charger(evgate, api, lambda frame: closing.append(frame)) as ws:
+        command = asyncio.create_task(
+            api.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Hard"})
+        )
+        await _until(lambda: bool(closing))
+        await ws.close()
+        r = await command
+    assert r.status_code == 502, r.text
+    assert "disconnected" in r.json()["detail"]

@@ -5,6 +5,8 @@ node take effect on the other, and a killed node's chargers are freed when its l
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import os
 import signal
 import socket
@@ -206,6 +208,7 @@ async def test_killed_node_loses_ownership_within_the_lease(
             "EVGATE_WS_PORT": str(ws_port),
             "EVGATE_API_PORT": str(api_port),
             "EVGATE_NODE_ID": "node-c",
+            "EVGATE_BOOTSTRAP_TOKEN": TOKEN,  # nodes share settings; unset, it would revoke it
             "EVGATE_OWNERSHIP_LEASE": "2",
             "EVGATE_DATA_DIR": str(tmp_path / "c"),
         }
@@ -230,6 +233,7 @@ async def test_killed_node_loses_ownership_within_the_lease(
             async with api(a) as client:
                 for _ in range(200):
                     view = (await client.get("/api/v1/chargers/CP-1")).json()
+                    assert "connection" in view, view
                     if view["connection"] is not None:
                         break
                     await asyncio.sleep(0.02)
@@ -258,3 +262,109 @@ async def test_settings_of_two_nodes_differ_only_by_identity() -> None:
     with pytest.raises(Exception, match="EVGATE_OWNERSHIP_LEASE"):
         load_settings(environ={"EVGATE_OWNERSHIP_LEASE": "0"})
     assert TOKEN
+
+
+async def _authorize(ws: Any, id_tag: str, unique_id: str) -> str:
+    """Send Authorize on a raw connection; the idTagInfo status of the answer. CALLs from
+    evgate in between (the installation's offline configuration push) are accepted."""
+    await ws.send(json.dumps([2, unique_id, "Authorize", {"idTag": id_tag}]))
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if frame[0] == 2:
+            await ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+            continue
+        assert frame[:2] == [3, unique_id], frame
+        return str(frame[2]["idTagInfo"]["status"])
+
+
+async def _status_within(ws: Any, id_tag: str, wanted: str, seconds: float) -> float:
+    """Ask Authorize until it answers ``wanted``; the seconds it took (fails past ``seconds``)."""
+    started = time.monotonic()
+    for n in itertools.count():
+        status = await _authorize(ws, id_tag, f"auth-{n}")
+        elapsed = time.monotonic() - started
+        if status == wanted:
+            return elapsed
+        assert elapsed < seconds, f"still {status} after {elapsed:.2f} s, wanted {wanted}"
+        await asyncio.sleep(0.02)
+    raise AssertionError("unreachable")
+
+
+async def test_id_tag_blocked_on_a_is_blocked_on_b_within_a_second(two_nodes) -> None:
+    """The id-tag cache of every node follows the database: an id-tag blocked through A's API
+    is answered Blocked to a charger on B within a second (and unblocking it, Accepted)."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    async with api(a) as client:
+        r = await client.post("/api/v1/id-tags", json={"idTag": "TAG-1", "status": "Accepted"})
+        assert r.status_code == 201, r.text
+        async with connect(b.url("CP-1", secret)) as ws:
+            await _status_within(ws, "TAG-1", "Accepted", 1.0)
+            r = await client.patch("/api/v1/id-tags/TAG-1", json={"status": "Blocked"})
+            assert r.status_code == 200, r.text
+            await _status_within(ws, "tag-1", "Blocked", 1.0)
+            r = await client.patch("/api/v1/id-tags/TAG-1", json={"status": "Accepted"})
+            assert r.status_code == 200, r.text
+            await _status_within(ws, "TAG-1", "Accepted", 1.0)
+            assert (await client.delete("/api/v1/id-tags/TAG-1")).status_code == 204
+            await _status_within(ws, "TAG-1", "Invalid", 1.0)
+
+
+async def test_installation_change_on_a_applies_on_b_within_a_second(two_nodes) -> None:
+    """Installation settings are cached per node too: a charger on B that joins an acceptAll
+    installation through A's API accepts an unknown id-tag within a second, and is back on the
+    id-tag list (Invalid) within a second of leaving it."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    async with api(a) as client, connect(b.url("CP-1", secret)) as ws:
+        assert await _authorize(ws, "NOBODY", "first") == "Invalid"
+        r = await client.post(
+            "/api/v1/installations", json={"name": "free vend", "authorizationMode": "acceptAll"}
+        )
+        assert r.status_code == 201, r.text
+        installation = r.json()["id"]
+        r = await client.patch("/api/v1/chargers/CP-1", json={"installationId": installation})
+        assert r.status_code == 200, r.text
+        await _status_within(ws, "NOBODY", "Accepted", 1.0)
+        r = await client.patch("/api/v1/chargers/CP-1", json={"installationId": None})
+        assert r.status_code == 200, r.text
+        await _status_within(ws, "NOBODY", "Invalid", 1.0)
+
+
+async def test_late_owner_notification_does_not_close_a_newer_connection(two_nodes) -> None:
+    """A charger that went A -> B -> A: B's "owner" notification reaching A after the charger
+    is back on A must not close A's newer connection; A keeps (and owns) it, and a truly
+    older connection on A is still closed when B announces a newer one."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    assert a.app.cluster is not None and b.app.cluster is not None and a.app.db is not None
+
+    async def owner() -> str | None:
+        return await a.app.db.fetchval(  # type: ignore[union-attr]
+            "SELECT instance FROM charger_owners WHERE charger_id = 'CP-1'"
+        )
+
+    async with connect(a.url("CP-1", secret)) as on_a:
+        for _ in range(100):
+            if await owner() == a.app.cluster.instance:
+                break
+            await asyncio.sleep(0.02)
+        assert await owner() == a.app.cluster.instance
+        # B's announcement of an older connection, arriving late.
+        a.app.cluster.notified(f"owner {b.app.cluster.instance} CP-1")
+        await asyncio.sleep(0.5)
+        assert a.gateway.connection("CP-1") is not None
+        assert await owner() == a.app.cluster.instance
+        await on_a.send(json.dumps([2, "hb", "Heartbeat", {}]))
+        assert json.loads(await asyncio.wait_for(on_a.recv(), 5))[:2] == [3, "hb"]
+        # A real move to B still closes the connection on A.
+        async with connect(b.url("CP-1", secret)):
+            assert await close_code_of(on_a) == 1000
+            for _ in range(100):
+                if await owner() == b.app.cluster.instance:
+                    break
+                await asyncio.sleep(0.02)
+            assert await owner() == b.app.cluster.instance

@@ -8,14 +8,16 @@ import json
 import pytest
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.v16 import call
-from picows import WSMsgType
+from picows import WSFrame, WSMsgType, WSTransport, ws_connect
 
 from evgate.gateway.basic_routes import basic_routes
+from evgate.gateway.connection import MAX_INBOX
 from evgate.handlers import ChargerContext, Routes
 from evgate.protocol.errors import SecurityError
 from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
 from gateway.helpers import (
     PicowsClient,
+    RecordingListener,
     StartGateway,
     close_code_of,
     connect,
@@ -212,3 +214,107 @@ async def test_picows_client_round_trip(
         transport.send(WSMsgType.TEXT, b'[2,"p1","Heartbeat",{}]')
         answer = json.loads(await asyncio.wait_for(listener.messages.get(), 5))
         assert answer[:2] == [3, "p1"]
+
+
+async def test_full_inbox_leaves_later_calls_unanswered(start_gateway: StartGateway) -> None:
+    """While a handler is stalled, MAX_INBOX CALLs may wait; further ones are dropped without
+    an answer (the charger resends them) and counted; the waiting ones are answered in order."""
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def stalled(ctx: ChargerContext, request: DataTransferRequest) -> DataTransferResponse:
+        entered.set()
+        await release.wait()
+        return DataTransferResponse(status=DataTransferStatus.accepted, data=request.message_id)
+
+    routes: Routes = {"DataTransfer": stalled}
+    async with start_gateway(routes=routes) as g, connect(g.url()) as ws:
+
+        async def send(n: int) -> None:
+            payload = {"vendorId": "v", "messageId": str(n)}
+            await ws.send(json.dumps([2, str(n), "DataTransfer", payload]))
+
+        await send(0)
+        await entered.wait()  # the worker holds CALL 0: the inbox is empty
+        for n in range(1, MAX_INBOX + 3):
+            await send(n)
+        refused = g.metrics.counter("evgate_messages_refused_total", "", ("reason",))
+        await until(lambda: refused.value("busy") == 2)
+        release.set()
+        answered = [json.loads(await asyncio.wait_for(ws.recv(), 5))[1] for _ in range(17)]
+        assert answered == [str(n) for n in range(MAX_INBOX + 1)]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.3)
+
+
+async def test_text_frame_inside_a_fragmented_message_closes_1002(
+    picows_client: PicowsClient, start_gateway: StartGateway
+) -> None:
+    """A new text message before the fragmented one is finished breaks RFC 6455: 1002."""
+    async with start_gateway() as g:
+        transport, listener = await picows_client(g.url())
+        transport.send(WSMsgType.TEXT, b'[2, "1", ', fin=False)
+        transport.send(WSMsgType.TEXT, b'[2, "2", "Heartbeat", {}]', fin=True)
+        await asyncio.wait_for(transport.wait_disconnected(), 5)
+        assert listener.close_code == 1002
+
+
+class DeafListener(RecordingListener):
+    """A client that ignores the server's CLOSE frame and keeps sending, as a broken or
+    hostile charger may."""
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            self.close_code = frame.get_close_code().value
+        else:
+            super().on_ws_frame(transport, frame)
+
+
+@pytest.mark.parametrize("why", ["no_subprotocol", "secret_rotated"])
+async def test_calls_after_the_servers_close_frame_are_not_handled(
+    start_gateway: StartGateway, why: str
+) -> None:
+    """Once evgate has sent its CLOSE (no ocpp1.6 offered, credentials changed, ...), what
+    the client still sends is discarded: no handler runs for a connection being closed."""
+    handled: list[str] = []
+
+    async def recording(ctx: ChargerContext, request: DataTransferRequest) -> DataTransferResponse:
+        handled.append(request.vendor_id)
+        return DataTransferResponse(status=DataTransferStatus.accepted)
+
+    routes: Routes = {"DataTransfer": recording}
+    headers = [] if why == "no_subprotocol" else [("Sec-WebSocket-Protocol", "ocpp1.6")]
+    async with start_gateway(routes=routes) as g:
+        transport, listener = await ws_connect(DeafListener, g.url(), extra_headers=headers)
+        try:
+            assert isinstance(listener, DeafListener)
+            if why == "secret_rotated":
+                await until(lambda: g.gateway.connection("CP-1") is not None)
+                g.set("CP-1", secret="999999999999999999999999")
+            await until(lambda: listener.close_code is not None)
+            call_ = [2, "late", "DataTransfer", {"vendorId": "late"}]
+            transport.send(WSMsgType.TEXT, json.dumps(call_).encode())
+            await asyncio.sleep(0.3)
+            assert handled == []
+            assert listener.messages.empty()
+        finally:
+            transport.disconnect()
+            await transport.wait_disconnected()
+
+
+async def test_a_flood_of_junk_is_rate_limited_too(start_gateway: StartGateway) -> None:
+    """Unreadable frames and replies nobody asked for take from the same message budget as
+    CALLs: beyond it they get no answer (and no log line) and are counted; the connection
+    stays up and answers CALLs again once the budget refills."""
+    async with start_gateway(message_rate=50.0, message_burst=3) as g, connect(g.url()) as ws:
+        for _ in range(3):
+            await ws.send("not json")
+        for _ in range(3):
+            await ws.send(json.dumps([3, "nobody-asked", {}]))
+            await ws.send("not json")
+        answers = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
+        assert all(a[:3] == [4, "-1", "FormationViolation"] for a in answers)
+        refused = g.metrics.counter("evgate_messages_refused_total", "", ("reason",))
+        await until(lambda: refused.value("rate") == 6)
+        await asyncio.sleep(0.1)  # the budget refills at 50/s
+        assert (await _exchange(ws, [2, "hb", "Heartbeat", {}]))[:2] == [3, "hb"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from evgate.auth.credentials import digest, new_api_token, new_charger_secret
 from evgate.storage.chargers import Charger, ChargerStore
-from evgate.storage.tokens import Scope, TokenStore
+from evgate.storage.tokens import BOOTSTRAP, Scope, TokenStore
 
 __all__ = ["ChargerRegistry", "create_token"]
 
@@ -49,7 +49,13 @@ class ChargerRegistry:
 
 
 async def create_token(tokens: TokenStore, name: str, scope: Scope) -> str:
-    """Create an API token; returns it (shown once, stored as a digest)."""
+    """Create an API token; returns it (shown once, stored as a digest).
+
+    Raises:
+        ValueError: ``name`` is the bootstrap token's (reserved: it is replaced at start).
+    """
+    if name == BOOTSTRAP:
+        raise ValueError(f"the token name {BOOTSTRAP!r} is reserved for EVGATE_BOOTSTRAP_TOKEN")
     token = new_api_token()
     await tokens.create(name, scope, digest(token))
     return token

@@ -7,8 +7,9 @@ Each evgate process (a worker, on some node) is an *instance* with a lease in th
   what this process holds. It does not replay connect/disconnect events: it keeps a set of
   chargers whose state changed and reconciles each with the gateway's *current* view, in
   batches (a reconnect storm of thousands is a few statements). When a charger connects here
-  while another process holds it, the other process is told (``owner`` notification) and
-  closes its old connection; of two racing connections the newer one wins.
+  while another process holds it, the other process is told (``owner`` notification),
+  claims its own connection again and closes it when that claim loses: of two racing
+  connections the newer one wins, even when a notification arrives late.
 * **Leases.** The instance's lease is renewed every third of its length; a process killed
   without a goodbye loses its chargers once the lease runs out (any live process reaps it).
 * **Routing.** :meth:`call` runs a command here when the charger is here, and otherwise hands
@@ -31,6 +32,7 @@ from typing import Any
 import msgspec
 
 from evgate.gateway.interface import (
+    MOVED,
     CallRejected,
     CallTimeout,
     ChargerBusy,
@@ -205,7 +207,7 @@ class Cluster:
                 self._wake.set()
                 continue
             for charger_id in lost:
-                self.gateway.close_charger(charger_id, 1000, "connected to another evgate")
+                self.gateway.close_charger(charger_id, 1000, MOVED)
 
     async def _keep_lease(self) -> None:
         while True:
@@ -231,9 +233,13 @@ class Cluster:
         kind, _, rest = payload.partition(" ")
         who, _, words = rest.partition(" ")
         if kind == "owner" and who != self.instance:
-            for charger_id in words.split():
-                if self.gateway.connection(charger_id) is not None:
-                    self.gateway.close_charger(charger_id, 1000, "connected to another evgate")
+            # Not a close at once: the notification may be older than our connection (a
+            # charger that went A -> B -> A). Claiming again lets the database's newer-wins
+            # rule decide; a claim that loses closes the connection (see _reconcile).
+            held = [c for c in words.split() if self.gateway.connection(c) is not None]
+            if held:
+                self._dirty.update(held)
+                self._wake.set()
         elif kind == "call" and who == self.instance and words.isdigit():
             if len(self._running) >= _MAX_REMOTE_RUNNING:
                 log.warning("too many routed commands running; refusing call %s", words)

@@ -7,9 +7,11 @@ A :class:`ChargerConnection` turns frames into OCPP messages and back:
   decoded by the protocol core.
 * CALLs from the charger are answered strictly in arrival order by one worker task that
   exists only while there is work (an idle charger costs no task). A CALL over the
-  charger's message rate is answered ``GenericError``; a CALL that finds the inbox full
-  (handlers stalled, say the database is down) is dropped unanswered, so the charger
-  retries it later, as OCPP chargers do with unacknowledged messages.
+  charger's message rate is answered ``GenericError``; an unreadable frame or an unexpected
+  reply over the rate is dropped without an answer or a log line (a flood of junk costs
+  little); a CALL that finds the inbox full (handlers stalled, say the database is down) is
+  dropped unanswered, so the charger retries it later, as OCPP chargers do with
+  unacknowledged messages.
 * CALLs to the charger (:meth:`call`) go one at a time (OCPP allows one outstanding CALL per
   direction); later ones wait in FIFO order, up to ``MAX_QUEUED_CALLS``.
 * Writing is bounded: above the write-buffer high-water mark the charger's reads are paused,
@@ -155,6 +157,10 @@ class ChargerConnection(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         # The frame borrows picows's read buffer: copy what we keep before returning.
         kind = frame.msg_type
+        if transport.is_close_frame_sent and kind != WSMsgType.CLOSE:
+            # We are closing this connection (credentials gone, no ocpp1.6, replaced, ...):
+            # what the charger still sends is discarded (RFC 6455 7.1.1), never handled.
+            return
         if kind == WSMsgType.TEXT:
             if self._fragments is not None:
                 self.close(WSCloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
@@ -251,7 +257,10 @@ class ChargerConnection(WSListener):
             frame = frames.decode(data, lenient=lenient)
         except OcppError as exc:
             gateway.m_frames_in.inc("(unreadable)")
-            if exc.message_type_id in (2, None):  # OCPP answers only CALLs
+            if not self._take_token():
+                # A flood of junk costs no answer and no log line, like CALLs over the rate.
+                gateway.m_refused.inc("rate")
+            elif exc.message_type_id in (2, None):  # OCPP answers only CALLs
                 self._refuse(exc, "(unreadable)")
             else:
                 log.info("%s sent a bad reply: %s", self.charger_id, exc.description)
@@ -346,7 +355,14 @@ class ChargerConnection(WSListener):
         pending = self._pending
         if pending is None or pending[0] != frame.unique_id:
             gateway.m_frames_in.inc("(unmatched)")
-            log.info("%s answered a CALL we are not waiting for (%r)", self.charger_id, frame)
+            if self._take_token():
+                log.info(
+                    "%s answered a CALL we are not waiting for: %s",
+                    self.charger_id,
+                    frame.unique_id,
+                )
+            else:
+                gateway.m_refused.inc("rate")
             return
         unique_id, action, future = pending
         gateway.m_frames_in.inc(action)

@@ -17,6 +17,9 @@ from evgate.protocol.errors import OcppError
 from evgate.protocol.v16 import Message
 
 __all__ = [
+    "MOVED",
+    "REPLACED",
+    "TAKEN_OVER",
     "CallRejected",
     "CallTimeout",
     "ChargerBusy",
@@ -29,6 +32,13 @@ __all__ = [
     "InvalidCommand",
     "InvalidResponse",
 ]
+
+#: Close reasons of a connection taken over by a newer one of the same charger: here
+#: (``REPLACED``) or in another evgate process (``MOVED``). Observers may tell such a
+#: disconnect from the charger going away.
+REPLACED = "replaced"
+MOVED = "connected to another evgate"
+TAKEN_OVER = frozenset({REPLACED, MOVED})
 
 
 class ConnectionInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -45,6 +45,7 @@ from evgate.auth.credentials import digest
 from evgate.config import ConfigError, Settings
 from evgate.gateway.connection import ChargerConnection
 from evgate.gateway.interface import (
+    REPLACED,
     ChargerNotConnected,
     ConnectionInfo,
     ConnectionObserver,
@@ -362,7 +363,7 @@ class Gateway:
         if previous is not None:
             previous.registered = False
             previous.close(WSCloseCode.OK, "replaced by a new connection")
-            self._notify("charger_disconnected", previous.info, 1000, "replaced")
+            self._notify("charger_disconnected", previous.info, 1000, REPLACED)
         log.info(
             "charger %s connected from %s (profile %d)",
             connection.charger_id,
