@@ -4,7 +4,9 @@ the AuthorizationKey rule."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +14,9 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 
+from evgate.app import Evgate
 from evgate.auth.credentials import digest
+from evgate.auth.registry import ChargerRegistry
 from evgate.gateway.connection import MAX_QUEUED_CALLS
 from evgate.gateway.interface import (
     CallRejected,
@@ -31,7 +35,10 @@ from evgate.protocol.v16 import (
     ResetStatus,
     ResetType,
 )
+from evgate.storage.chargers import ChargerStore
+from evgate.storage.embedded import EmbeddedPostgres
 from gateway.helpers import Running, StartGateway, connect, until
+from support import make_settings
 
 
 class ResettableCharger(ChargePoint):
@@ -207,3 +214,46 @@ async def test_accepted_authorization_key_becomes_the_secret(running: Running) -
         async with connect(running.url("CP-1", old)):
             pass
     assert refused.value.response.status_code == 401
+
+
+async def test_authorization_key_accepted_while_database_is_down_is_stored_later(
+    private_pg: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    """The charger switched keys, so its new key must not be lost: with PostgreSQL down the
+    command still answers, and the digest is stored once PostgreSQL is back."""
+    pg, dsn = private_pg
+    app = Evgate(make_settings(dsn, tmp_path, call_timeout=1.0))
+    await app.start()
+    try:
+        assert app.db is not None and app.gateway is not None
+        running = Running(app, ChargerRegistry(ChargerStore(app.db)))
+        old = await running.add("CP-1")
+        new_key = "NewKey-0123456789abcdef"
+        async with connect(running.url("CP-1", old)) as ws:
+            charger = ResettableCharger("CP-1", ws)
+            reader = asyncio.create_task(charger.start())
+            try:
+                await until(lambda: running.gateway.connection("CP-1") is not None)
+                await asyncio.to_thread(pg.kill)
+                response = await running.gateway.call(
+                    "CP-1", ChangeConfigurationRequest(key="AuthorizationKey", value=new_key)
+                )
+                assert response.status == "Accepted"
+                await asyncio.to_thread(pg.restart_same_port)
+                stored = b""
+                for _ in range(300):
+                    with contextlib.suppress(Exception):
+                        stored = bytes(
+                            await app.db.fetchval(
+                                "SELECT secret_digest FROM chargers WHERE id = 'CP-1'"
+                            )
+                        )
+                    if stored == digest(new_key):
+                        break
+                    await asyncio.sleep(0.05)
+                assert stored == digest(new_key)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+    finally:
+        await app.stop()

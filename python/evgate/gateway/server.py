@@ -64,6 +64,7 @@ from evgate.protocol.v16 import (
     Message,
 )
 from evgate.storage.chargers import ChargerCredentials
+from evgate.storage.errors import NotFound
 
 __all__ = ["AUTHORIZATION_KEY", "CredentialLoader", "Gateway", "KeySaver"]
 
@@ -172,6 +173,11 @@ class Gateway:
         self._dirty: set[str] = set()
         self._reload_all = False
         self._refresher: asyncio.Task[None] | None = None
+        # AuthorizationKeys chargers accepted whose digest is not stored yet (the database was
+        # away): charger id -> (digest, set when stored), newest wins; one owned task stores
+        # them.
+        self._unsaved_keys: dict[str, tuple[bytes, asyncio.Event]] = {}
+        self._key_saver: asyncio.Task[None] | None = None
         self._started = False
         self._stopping = False
         self.port: int | None = None
@@ -245,11 +251,14 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await asyncio.gather(*waiting, return_exceptions=True)
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        for owned in (self._refresher, self._key_saver):
+            if owned is not None:
+                owned.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await owned
+        self._refresher = self._key_saver = None
+        for charger_id in self._unsaved_keys:
+            log.error("charger %s's new AuthorizationKey was never stored (shutdown)", charger_id)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
@@ -521,6 +530,43 @@ class Gateway:
         credentials = self._index.get(charger_id)
         if credentials is not None:
             self._index[charger_id] = msgspec.structs.replace(credentials, secret_digest=new_digest)
-        assert self._save_key is not None
-        await self._save_key(charger_id, new_digest)
         log.info("charger %s accepted a new AuthorizationKey", charger_id)
+        stored = asyncio.Event()
+        self._unsaved_keys[charger_id] = (new_digest, stored)
+        if self._key_saver is None:
+            self._key_saver = asyncio.get_running_loop().create_task(
+                self._save_keys(), name="gateway-authorization-keys"
+            )
+        # The charger uses the new key from now on: answer once it is stored, or else go on
+        # trying in the background (the key is stored when the database is back).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.call_timeout):
+                await stored.wait()
+
+    async def _save_keys(self) -> None:
+        """Store every unsaved AuthorizationKey digest, retrying with backoff until stored."""
+        assert self._save_key is not None
+        delay = 0.1
+        try:
+            while self._unsaved_keys:
+                charger_id, (new_digest, stored) = next(iter(self._unsaved_keys.items()))
+                try:
+                    await self._save_key(charger_id, new_digest)
+                except NotFound:
+                    log.warning("charger %s was deleted before its new key was stored", charger_id)
+                except Exception:
+                    log.warning(
+                        "storing charger %s's new AuthorizationKey failed; retrying in %.1f s",
+                        charger_id,
+                        delay,
+                        exc_info=True,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                delay = 0.1
+                stored.set()
+                if self._unsaved_keys.get(charger_id, (None,))[0] == new_digest:
+                    del self._unsaved_keys[charger_id]
+        finally:
+            self._key_saver = None
