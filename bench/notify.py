@@ -15,8 +15,14 @@ What is measured, in one run, on this machine:
 * **commit latency**: p50/p99 of a transaction that appends 3 events (as a charger handler's
   writer submission does) while the dispatcher delivers, with a healthy receiver only, then with
   a second subscription whose receiver never answers. The ratio stalled/healthy should be ~1:
-  the charger path never waits for receivers. (The charger round trip through the gateway and
-  handlers is the follow-up once handlers emit events.)
+  the charger path never waits for receivers.
+* **charger round trip**: a whole evgate in-process (gateway, handlers, writer, dispatcher);
+  ``--chargers-live`` chargers (a bare WebSocket client each, no OCPP library overhead) start a
+  transaction, then send ``--round-trips`` messages each, alternating MeterValues inside the
+  transaction and StatusNotification — every one emitting events — and the clock runs from
+  each CALL sent to its CALLRESULT received. Once with a healthy receiver subscribed to every
+  event, once more with a second subscription whose receiver never answers: p50/p99 should not
+  move, since handlers only write outbox rows and the dispatcher delivers apart.
 
 Run from the project venv: ``python bench/notify.py`` (table) or ``--json``.
 """
@@ -41,13 +47,18 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests"), str(ROOT / "tests" / 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import uvloop  # noqa: E402
+import websockets  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from receiver import Receiver, Reply  # noqa: E402
 
+from evgate.app import Evgate  # noqa: E402
+from evgate.auth.registry import ChargerRegistry  # noqa: E402
+from evgate.config import load_settings  # noqa: E402
 from evgate.events.builders import ChargerRef, network_status  # noqa: E402
 from evgate.events.catalog import CATALOG  # noqa: E402
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig  # noqa: E402
 from evgate.events.signing import hmac_state, new_webhook_secret  # noqa: E402
+from evgate.storage.chargers import ChargerStore  # noqa: E402
 from evgate.storage.db import Database, apply_migrations  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
 from evgate.storage.events import NotificationStore  # noqa: E402
@@ -64,7 +75,7 @@ def _rows(events: int, chargers: int) -> list[tuple[str, str, bytes]]:
     ]
 
 
-async def _fresh_db(pg: EmbeddedPostgres) -> Database:
+async def _fresh_dsn(pg: EmbeddedPostgres) -> str:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(pg.dsn)
     await conn.execute(f"CREATE DATABASE {name}")
@@ -73,7 +84,11 @@ async def _fresh_db(pg: EmbeddedPostgres) -> Database:
     conn = await asyncpg.connect(dsn)
     await apply_migrations(conn)
     await conn.close()
-    db = Database(dsn, pool_size=20)
+    return dsn
+
+
+async def _fresh_db(pg: EmbeddedPostgres) -> Database:
+    db = Database(await _fresh_dsn(pg), pool_size=20)
     await db.open(migrate=False)
     return db
 
@@ -223,6 +238,103 @@ async def commit_latency(pg: EmbeddedPostgres, writes: int, stalled: bool) -> di
     }
 
 
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    samples = sorted(samples)
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": samples[max(int(len(samples) * 0.99) - 1, 0)],
+    }
+
+
+class _BareCharger:
+    """One charger on a bare WebSocket: sends a CALL, waits for its answer."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.ids = 0
+
+    async def call(self, action: str, payload: dict[str, Any]) -> Any:
+        self.ids += 1
+        await self.ws.send(json.dumps([2, str(self.ids), action, payload]))
+        answer = json.loads(await self.ws.recv())
+        assert answer[0] == 3 and answer[1] == str(self.ids), answer
+        return answer[2]
+
+
+async def _drive(url: str, round_trips: int, samples: list[float]) -> None:
+    async with websockets.connect(url, subprotocols=["ocpp1.6"], compression=None) as ws:
+        cp = _BareCharger(ws)
+        await cp.call("BootNotification", {"chargePointVendor": "B", "chargePointModel": "M"})
+        at = datetime.now(UTC)
+        start = await cp.call(
+            "StartTransaction",
+            {"connectorId": 1, "idTag": "TAG", "meterStart": 0, "timestamp": at.isoformat()},
+        )
+        tx = start["transactionId"]
+        for i in range(round_trips):
+            when = (at + timedelta(seconds=i + 1)).isoformat()
+            if i % 2:
+                action, payload = "StatusNotification", {
+                    "connectorId": 1, "errorCode": "NoError",
+                    "status": "Charging" if i % 4 == 1 else "SuspendedEV", "timestamp": when,
+                }  # fmt: skip
+            else:
+                action, payload = "MeterValues", {
+                    "connectorId": 1, "transactionId": tx,
+                    "meterValue": [{"timestamp": when, "sampledValue": [
+                        {"value": str(10 * i), "measurand": "Energy.Active.Import.Register"}]}],
+                }  # fmt: skip
+            started = time.perf_counter()
+            await cp.call(action, payload)
+            samples.append((time.perf_counter() - started) * 1000)
+
+
+async def charger_round_trip(
+    pg: EmbeddedPostgres, chargers: int, round_trips: int, stalled: bool
+) -> dict[str, float]:
+    """Charger CALL → CALLRESULT latency through a whole evgate that emits events."""
+    dsn = await _fresh_dsn(pg)
+    healthy = Receiver()
+    stuck = Receiver(lambda _: Reply(delay=60))
+    await healthy.start()
+    await stuck.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(
+            environ={}, database_url=dsn, data_dir=tmp, ws_host="127.0.0.1", ws_port=0, api_port=0
+        )
+        app = Evgate(settings)
+        await app.start()
+        try:
+            assert app.db is not None and app.gateway is not None
+            store = NotificationStore(app.db)
+            await _subscribe(store, via="webhook", callback_url=healthy.url)
+            if stalled:
+                await _subscribe(store, via="webhook", callback_url=stuck.url)
+            registry = ChargerRegistry(ChargerStore(app.db))
+            urls = []
+            for i in range(chargers):
+                charger_id = f"CP-{i}"
+                _, secret = await registry.create(charger_id)
+                urls.append(f"ws://127.0.0.1:{app.ws_port}/cp/{charger_id}?auth={secret}")
+            known = app.gateway.credentials_of
+            while any(known(f"CP-{i}") is None for i in range(chargers)):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # the chargers' NOTIFY round trip: no event to await
+            samples: list[float] = []
+            await asyncio.gather(*(_drive(url, round_trips, samples) for url in urls))
+            result = _percentiles(samples)
+            # Every event reached the healthy receiver (2 registry + 1 connect + boot + 4 at
+            # start + 2 per MeterValues + 1 per StatusNotification (+1 for the first), per
+            # charger): the stalled one held up nobody else.
+            per_charger = 2 + 1 + 1 + 4 + 2 * ((round_trips + 1) // 2) + round_trips // 2 + 1
+            await healthy.wait_for(chargers * per_charger, within=120)
+            result["events_delivered"] = float(len(healthy.received))
+            return result
+        finally:
+            await app.stop()
+            await healthy.stop()
+            await stuck.stop()
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pg = EmbeddedPostgres(tmp)
@@ -239,6 +351,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             healthy = await commit_latency(pg, args.writes, stalled=False)
             stalled = await commit_latency(pg, args.writes, stalled=True)
             result["commit_latency"] = {
+                "healthy": healthy,
+                "with_stalled_receiver": stalled,
+                "p99_ratio": stalled["p99_ms"] / healthy["p99_ms"],
+            }
+            healthy = await charger_round_trip(pg, args.chargers_live, args.round_trips, False)
+            stalled = await charger_round_trip(pg, args.chargers_live, args.round_trips, True)
+            result["charger_round_trip"] = {
+                "chargers": args.chargers_live,
+                "round_trips": args.round_trips,
                 "healthy": healthy,
                 "with_stalled_receiver": stalled,
                 "p99_ratio": stalled["p99_ms"] / healthy["p99_ms"],
@@ -263,6 +384,13 @@ def _print(r: dict[str, Any]) -> None:
     print(f"  healthy receiver  p50 {healthy['p50_ms']:.2f}  p99 {healthy['p99_ms']:.2f}")
     print(f"  + stalled one     p50 {stalled['p50_ms']:.2f}  p99 {stalled['p99_ms']:.2f}")
     print(f"  p99 stalled/healthy {c['p99_ratio']:.2f} (about 1: receivers never hold the writer)")
+    t = r["charger_round_trip"]
+    healthy, stalled = t["healthy"], t["with_stalled_receiver"]
+    print(f"charger round trip, {t['chargers']} chargers x {t['round_trips']} messages that"
+          " emit events (ms):")  # fmt: skip
+    print(f"  healthy receiver  p50 {healthy['p50_ms']:.2f}  p99 {healthy['p99_ms']:.2f}")
+    print(f"  + stalled one     p50 {stalled['p50_ms']:.2f}  p99 {stalled['p99_ms']:.2f}")
+    print(f"  p99 stalled/healthy {t['p99_ratio']:.2f} (about 1: receivers never hold chargers)")
 
 
 if __name__ == "__main__":
@@ -270,6 +398,8 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--chargers", type=int, default=100)
     parser.add_argument("--writes", type=int, default=500)
+    parser.add_argument("--chargers-live", type=int, default=20)
+    parser.add_argument("--round-trips", type=int, default=200)
     parser.add_argument("--no-kafka", action="store_true")
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()

@@ -87,6 +87,41 @@ async def test_a_refused_id_tag_is_blocked_at_the_charger(site: Site, provider: 
         assert await _authorize(charger) == "Blocked"
 
 
+async def test_a_stop_never_asks_the_providers_start_hook(site: Site, provider: Provider) -> None:
+    """StopTransaction's idTag is answered without the session-start hook: the transaction's
+    own id-tag Accepted, another one by the id-tag list; and the stop leaves no decision that
+    a later StartTransaction would reuse (that start asks the provider again)."""
+    _, secret = await _webhook_site(site, provider)
+    r = await site.api.post("/api/v1/id-tags", json={"idTag": "FLEET-CARD"})
+    assert r.status_code == 201, r.text
+    async with connected(site.ws_url("CP-1", secret), "CP-1") as charger:
+        assert await charger.boot() == "Accepted"
+
+        async def session(stop_id_tag: str) -> str:
+            start = await charger.call(
+                call.StartTransaction(
+                    connector_id=1, id_tag="TAG-1", meter_start=0, timestamp=_now()
+                )
+            )
+            stop = await charger.call(
+                call.StopTransaction(
+                    meter_stop=10,
+                    timestamp=_now(),
+                    transaction_id=start.transaction_id,
+                    id_tag=stop_id_tag,
+                )
+            )
+            return str(stop.id_tag_info["status"])
+
+        assert await session("tag-1") == "Accepted"  # its own id-tag, any case
+        assert len(provider.requests("/start")) == 1  # the start only
+        assert await session("FLEET-CARD") == "Accepted"  # on the id-tag list
+        assert len(provider.requests("/start")) == 2  # no decision left by the stop to reuse
+        assert await session("STRANGER") == "Invalid"  # neither
+        assert len(provider.requests("/start")) == 3
+    assert all(seen.json()["connectorId"] == 1 for seen in provider.requests("/start"))
+
+
 @pytest.mark.parametrize(("policy", "status"), [("deny", "Invalid"), ("allow", "Accepted")])
 async def test_a_provider_timeout_answers_the_charger_by_policy(
     site: Site, provider: Provider, policy: str, status: str

@@ -66,10 +66,10 @@ async def test_start_transaction_reuses_the_authorize_decision_once(
     await _webhook_site(site, provider)
     await site.authorize("CP-1", "TAG-1")
     provider.start_answer = _answer({"authorized": True, "sessionId": "S-2"})
-    start = await site.authorize("CP-1", "tag-1", connector_id=1, starting=True)
+    start = await site.authorize("CP-1", "tag-1", connector_id=1, purpose="start")
     assert start.external_session_id == "S-1"  # id-tags are case-insensitive (CiString)
     assert len(provider.requests("/start")) == 1
-    again = await site.authorize("CP-1", "TAG-1", connector_id=1, starting=True)
+    again = await site.authorize("CP-1", "TAG-1", connector_id=1, purpose="start")
     assert again.external_session_id == "S-2"
     assert provider.requests("/start")[-1].json()["connectorId"] == 1
 
@@ -81,7 +81,7 @@ async def test_start_transaction_without_authorize_asks_with_its_timestamp(
     connector and timestamp."""
     await _webhook_site(site, provider)
     at = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-    decision = await site.authorize("CP-1", "T", connector_id=2, timestamp=at, starting=True)
+    decision = await site.authorize("CP-1", "T", connector_id=2, timestamp=at, purpose="start")
     assert decision.status == "Accepted"
     body = provider.requests("/start")[0].json()
     assert body["connectorId"] == 2 and datetime.fromisoformat(body["timestamp"]) == at

@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -148,3 +149,41 @@ async def test_retention_drops_old_partitions_and_old_strays(writer: Writer, db:
     days = await maintenance.partitions()
     assert date(2024, 5, 1) not in days and date(2024, 5, 20) in days
     assert await db.fetchval("SELECT count(*) FROM meter_values") == 0
+
+
+async def test_series_are_numbered_once_and_a_rolled_back_number_is_never_reused(
+    database_url: str, db: Database
+) -> None:
+    """A series numbered in a transaction that rolls back is numbered again (the op remembers
+    committed numbers only); after that, its rollups merge into one row under one number."""
+    op = MeterValueRows()
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await op.write(conn, [[mrow(T0, 1.0)]])  # type: ignore[list-item]
+            await conn.execute("SELECT 1/0")  # the batch fails after the op wrote
+    except asyncpg.DivisionByZeroError:
+        pass
+    try:
+        for seconds, value in ((1, 2.0), (2, 3.0)):
+            async with conn.transaction():
+                await op.write(conn, [[mrow(T0 + timedelta(seconds=seconds), value)]])  # type: ignore[list-item]
+    finally:
+        await conn.close()
+    series = await db.fetch("SELECT id, charger_id, measurand FROM meter_series")
+    assert [(r["charger_id"], r["measurand"]) for r in series] == [("CP-1", "Power.Active.Import")]
+    [rollup] = await db.fetch("SELECT series_id, count, sum_value FROM meter_rollup_1m")
+    assert tuple(rollup) == (series[0]["id"], 2, 5.0)
+
+
+async def test_a_total_and_its_phases_are_separate_series(writer: Writer, db: Database) -> None:
+    """The same measurand without a phase and with L1 rolls up into two series; 1m reads
+    return both."""
+    total = mrow(T0, 10.0)
+    l1 = (*total[:5], "L1", *total[6:10], 4.0, None)
+    await writer.submit([(MeterValueRows(), [total, l1])])
+    assert await db.fetchval("SELECT count(*) FROM meter_series") == 2
+    buckets, _ = await MeterValueStore(db).read(
+        "CP-1", T0, T0 + timedelta(minutes=1), resolution="1m"
+    )
+    assert [(b.phase, b.max) for b in buckets] == [(None, 10.0), ("L1", 4.0)]  # type: ignore[union-attr]

@@ -34,27 +34,30 @@ __all__ = [
     "Event",
 ]
 
-# Every name a subscription may list → what emits it in evgate, or None: accepted in a
-# subscription, never emitted (evgate has no such domain: users, tariffs, locations, ...).
+# Every name a subscription may list → what emits it in evgate (and where), or None: accepted in
+# a subscription, never emitted (evgate has no such domain: users, tariffs, locations, ...).
+# Events describe changes: a resent or stale message that changes nothing emits nothing
+# (except MeterValues, whose resend is stored once but emitted again).
 CATALOG: dict[str, str | None] = {
     "AuthorizationNotification": "Authorize.req (handlers/authorize), with authorization.changed",
     "authorization.changed": "Authorize.req (handlers/authorize): action created",
     "BootNotification": "BootNotification.req (handlers/boot)",
-    "ChargePointChangedNotification": "charger created / updated / deleted (operator API, CLI)",
-    "chargePoint.changed": "charger created / updated / deleted (operator API, CLI)",
-    "evse.changed": "first StatusNotification.req of a connector (action created)",
-    "ChargePointSyncConfigurationNotification": "GetConfiguration.conf (command to a charger)",
+    "ChargePointChangedNotification": "charger created / updated / deleted (storage/chargers)",
+    "chargePoint.changed": "charger created / updated / deleted (storage/chargers)",
+    "evse.changed": "a connector's first StatusNotification.req (handlers/status): created",
+    "ChargePointSyncConfigurationNotification": "GetConfiguration command answered or failed"
+    " (handlers/commands)",
     "CircuitConsumptionNotification": None,
     "circuit.changed": None,
     "DiagnosticsStatusNotification": "DiagnosticsStatusNotification.req (handlers/firmware)",
-    "HardwareStatusNotification": "StatusNotification.req (handlers/status)",
+    "HardwareStatusNotification": "StatusNotification.req changing the status (handlers/status)",
     "LocationChangedNotification": None,
-    "NetworkStatusNotification": "charger connected / disconnected (gateway observer)",
+    "NetworkStatusNotification": "charger connected / disconnected (handlers/network observer)",
     "SecurityEventNotification": "SecurityEventNotification.req (handlers/security)",
-    "SessionMeterValuesNotification": "MeterValues.req with a transactionId (handlers/meter)",
-    "SessionStartStopNotification": "StartTransaction.req / StopTransaction.req",
-    "session.start.stop.notification": "StartTransaction.req / StopTransaction.req",
-    "SessionUpdateNotification": "StartTransaction.req, MeterValues.req in it, StopTransaction.req",
+    "SessionMeterValuesNotification": "MeterValues.req in an open transaction (handlers)",
+    "SessionStartStopNotification": "Start/StopTransaction.req (handlers/transactions)",
+    "session.start.stop.notification": "Start/StopTransaction.req (handlers/transactions)",
+    "SessionUpdateNotification": "Start/StopTransaction.req, MeterValues.req in it (handlers)",
     "UserChangedNotification": None,
     "SubOperatorChangedNotification": None,
     "TariffChangedNotification": None,
@@ -64,20 +67,22 @@ CATALOG: dict[str, str | None] = {
     "PaymentMethodChangedNotification": None,
     "PartnerInviteChangedNotification": None,
     "PartnerChangedNotification": None,
-    "reservation.changed": "ReserveNow.conf, CancelReservation.conf, reservation expiry, use",
+    "reservation.changed": "ReserveNow / CancelReservation accepted (handlers/commands), expiry"
+    " (storage/sessions ReservationExpiry), use by StartTransaction.req (handlers/transactions)",
     "user.paymentMethod.changed": None,
     "userBalance.changed": None,
     "partnerInvite.changed": None,
     "roamingPlatform.changed": None,
     "parkingSpace.occupancyStatus.changed": None,
     "partner.changed": None,
-    "transaction.changed": "StartTransaction.req (created), StopTransaction.req (updated)",
+    "transaction.changed": "StartTransaction.req (created), StopTransaction.req (updated)"
+    " (handlers/transactions)",
     "settlementReport.created": None,
-    "idTag.changed": "id tag created / updated / deleted (id-tag store)",
-    "chargePoint.dataTransferReceived": "DataTransfer.req from a charger (handlers/datatransfer)",
+    "idTag.changed": "id tag created / updated / deleted (storage/id_tags)",
+    "chargePoint.dataTransferReceived": "DataTransfer.req from a charger (handlers/data_transfer)",
     "subscriptionPlan.changed": None,
     "user.invoiceDetails.changed": None,
-    "cdr.received": "StopTransaction.req: a CDR is made (GET /api/v1/cdrs/{id})",
+    "cdr.received": "StopTransaction.req closing a transaction: a CDR (GET /api/v1/cdrs/{id})",
     "chargingProfile.applied": None,
     "installerJob.changed": None,
 }

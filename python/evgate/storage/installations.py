@@ -390,8 +390,7 @@ class InstallationStore:
         # (Not greatest(0, ...) in SQL: greatest ignores NULL, so an empty outbox would read
         # as "due now" and the sender would spin.)
         value = await self.db.fetchval(
-            "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8"
-            " FROM auth_session_ends"
+            "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM auth_session_ends"
         )
         return None if value is None else max(0.0, float(value))
 

@@ -5,7 +5,8 @@ A meter value row is a :data:`MeterRow` tuple in :data:`METER_COLUMNS` order. It
 (charger, connector, time, measurand, phase, location): a sampled value a charger resends (in a
 retried MeterValues, or again in StopTransaction's transactionData) is stored once, whether the
 first copy is in the same batch or committed long ago. The rollups count only rows stored now,
-so a resent value is never counted twice.
+so a resent value is never counted twice. Rollups are kept per ``meter_series`` number (one
+per charger, connector, measurand, phase and location) and minute.
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
     The op remembers the ``meter_series`` number of every series it has seen committed, per
     database connection (at most ``series_cache`` of them; then it starts over), so a batch
     of known series costs one merge statement. A series first seen in a batch is numbered in
-    that batch's transaction and remembered only once it is found committed: a batch rolled
-    back never leaves a number behind that does not exist.
+    that batch's transaction and remembered only once the writer reports the commit
+    (:meth:`committed`): a batch rolled back never leaves a number behind that does not exist.
     """
 
     name = "meter_values"
@@ -190,6 +191,15 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         self._series: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
             weakref.WeakKeyDictionary()
         )
+        # Per connection: the series numbered by the last write's transaction, until it commits.
+        self._numbered: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def committed(self, conn: asyncpg.Connection) -> None:
+        numbered = self._numbered.pop(conn, None)
+        if numbered:
+            self._series.setdefault(conn, {}).update(numbered)
 
     def weight(self, item: Sequence[MeterRow]) -> int:
         return len(item)
@@ -242,15 +252,16 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
 
     async def merge(self, conn: asyncpg.Connection, rows: Sequence[MeterRow]) -> None:
         """Merge the rollups of ``rows`` (just stored) into ``meter_rollup_1m``."""
+        self._numbered.pop(conn, None)  # a transaction whose commit was not reported
         known = self._series.get(conn)
         if known is None or len(known) > self.series_cache:
             known = self._series[conn] = {}
-        missing = {
-            key
-            for row in rows
-            if row[10] is not None
-            and (key := (row[0], row[1], row[4], row[5], row[6])) not in known  # type: ignore[assignment]
-        }
+        missing: set[SeriesKey] = set()
+        for row in rows:
+            if row[10] is not None:
+                key: SeriesKey = (row[0], row[1], row[4], row[5], row[6])  # type: ignore[assignment]
+                if key not in known:
+                    missing.add(key)
         ids: Mapping[SeriesKey, int] = known
         if missing:
             ids = collections.ChainMap(await self._number(conn, missing, known), known)
@@ -262,10 +273,12 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         self, conn: asyncpg.Connection, keys: set[SeriesKey], known: dict[SeriesKey, int]
     ) -> dict[SeriesKey, int]:
         """The numbers of ``keys``, adding the series that are new. The ones committed by
-        earlier transactions are also added to ``known``."""
+        earlier transactions are also added to ``known``; the new ones once this transaction
+        commits."""
         ids: dict[SeriesKey, int] = {}
         for r in await conn.fetch(_ADD_SERIES, *zip(*keys, strict=True)):
-            ids[(r[1], r[2], r[3], r[4], r[5])] = r[0]
+            ids[(r[1], r[2], sys.intern(r[3]), r[4] and sys.intern(r[4]), sys.intern(r[5]))] = r[0]
+        self._numbered[conn] = dict(ids)
         rest = [key for key in keys if key not in ids]
         if rest:
             for r in await conn.fetch(_FIND_SERIES, *zip(*rest, strict=True)):

@@ -399,9 +399,10 @@ AUTHORIZATION_ID = FetchEach("SELECT nextval('authorization_ids')", name="author
 #: Item: (). Result: a new command request id (GetConfiguration, GetDiagnostics).
 COMMAND_REQUEST_ID = FetchEach("SELECT nextval('command_request_ids')", name="command_request_id")
 
-#: Item: (charger_id, request_id): the charger accepted GetDiagnostics ``request_id``.
+#: Item: (charger_id,): the charger answered a GetDiagnostics, which gets a request id.
 DIAGNOSTICS_REQUESTED = Statement(
-    "UPDATE chargers SET diagnostics_request_id = $2 WHERE id = $1", name="diagnostics_requested"
+    "UPDATE chargers SET diagnostics_request_id = nextval('command_request_ids') WHERE id = $1",
+    name="diagnostics_requested",
 )
 
 #: Item: rows (charger_id, vendor_id, message_id, data, status, received_at).

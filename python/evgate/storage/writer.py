@@ -94,6 +94,11 @@ class WriteOp(Generic[ItemT, ResultT]):
         """
         raise NotImplementedError
 
+    def committed(self, conn: asyncpg.Connection) -> None:
+        """The transaction of the last :meth:`write` on ``conn`` committed. Not called when it
+        rolled back or its outcome is unknown: an op that remembers what it wrote (ids it
+        made) may keep it from here on, and must forget it at its next ``write`` otherwise."""
+
 
 class CopyRows(WriteOp[Sequence[tuple[Any, ...]], None]):
     """Append rows with COPY. An item is a sequence of row tuples in ``columns`` order.
@@ -196,7 +201,8 @@ class Writer:
     Args:
         dsn: the database to write to (a dedicated connection is opened).
         batch_rows: commit once this many rows are gathered.
-        flush_interval: or this many seconds after the batch's first submission.
+        flush_interval: or this many seconds after the batch's first submission (only while
+            batches commit faster than that; a slower database gathers them meanwhile).
         queue_rows: rows that may wait (queued or in the batch being written) before ``submit``
             blocks.
         metrics: the process's metrics registry (optional).
@@ -433,6 +439,8 @@ class Writer:
             if is_transient(exc):
                 raise _CommitUnknown(batch_id, results, exc) from exc
             raise
+        for op in by_op:
+            op.committed(conn)
         self._count(batch, time.perf_counter() - started)
         return results
 

@@ -1,0 +1,146 @@
+"""handlers room: chargers connecting and disconnecting — NetworkStatusNotification.
+
+:class:`NetworkStatusRecorder` is a gateway ConnectionObserver. The gateway calls it
+synchronously, so it only queues the change (bounded); its own task writes the queued changes
+through the group-commit writer — each charger's ``chargers.network_status`` and its
+NetworkStatusNotification in one transaction, in the order they happened. ``available`` on
+connect, ``temporarily unavailable`` on disconnect; a connection taken over by a newer one of
+the same charger (here or in another evgate process) emits nothing: the charger never went
+away, and the newer connection's ``available`` stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from evgate.events.builders import ChargerRef, network_status
+from evgate.gateway.interface import TAKEN_OVER, ConnectionInfo
+from evgate.handlers.services import events, utc_now
+from evgate.metrics import Registry
+from evgate.storage.chargers import NETWORK_STATUS
+from evgate.storage.events import EMIT, Emission
+from evgate.storage.writer import Write, Writer, WriterClosed
+
+__all__ = ["NetworkStatusRecorder"]
+
+log = logging.getLogger(__name__)
+
+_NETWORK = {True: "available", False: "temporarily unavailable"}
+
+
+class NetworkStatusRecorder:
+    """Records chargers' connects and disconnects with their events.
+
+    Args:
+        writer: the group-commit writer.
+        number_of: a charger's ``number`` (None for a charger no longer registered, whose
+            change is not recorded): the gateway's credential index answers it.
+        max_pending: changes that may wait for the writer (the database away during a
+            reconnect storm); more are dropped, logged and counted.
+        batch: changes written per submission.
+
+    After construction: ``gateway.add_observer(recorder)``, ``start()``; ``await stop()``
+    after the gateway stopped (its last disconnects are written) and before the writer.
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        number_of: Callable[[str], int | None],
+        *,
+        max_pending: int = 100_000,
+        batch: int = 5000,
+        metrics: Registry | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.writer = writer
+        self.number_of = number_of
+        self.max_pending = max_pending
+        self.batch = batch
+        self.clock = clock
+        self._pending: collections.deque[tuple[ChargerRef, bool, datetime]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        metrics = metrics if metrics is not None else Registry()
+        self.m_dropped = metrics.counter(
+            "evgate_network_status_dropped_total",
+            "Connects and disconnects not recorded: too many waited for the database",
+        )
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="network-status")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Write what is queued (up to ``grace`` seconds), then stop."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    # ConnectionObserver
+
+    def charger_connected(self, info: ConnectionInfo) -> None:
+        self._add(info.charger_id, True, info.connected_at)
+
+    def charger_disconnected(self, info: ConnectionInfo, close_code: int, reason: str) -> None:
+        if reason not in TAKEN_OVER:
+            self._add(info.charger_id, False, self.clock())
+
+    def _add(self, charger_id: str, connected: bool, at: datetime) -> None:
+        number = self.number_of(charger_id)
+        if number is None:
+            return  # deleted: there is no charger whose status could change
+        if len(self._pending) >= self.max_pending:
+            self.m_dropped.inc()
+            log.warning("network status of %s not recorded: too many changes wait", charger_id)
+            return
+        self._pending.append((ChargerRef(charger_id, number), connected, at))
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            while self._pending:
+                take = min(self.batch, len(self._pending))
+                changes = [self._pending.popleft() for _ in range(take)]
+                try:
+                    await self._write(changes)
+                except WriterClosed:
+                    return
+                except Exception:
+                    # Refused rows (not an outage: the writer retries those itself).
+                    log.exception("recording %d network status changes failed", len(changes))
+
+    async def _write(self, changes: list[tuple[ChargerRef, bool, datetime]]) -> None:
+        writes: list[Write] = [
+            (NETWORK_STATUS, (charger.id, _NETWORK[connected], at))
+            for charger, connected, at in changes
+        ]
+
+        def described(results: list[Any]) -> list[Write]:
+            return events(
+                network_status(charger, connected, at)
+                for (charger, connected, at), written in zip(changes, results, strict=True)
+                if written
+            )
+
+        await self.writer.submit([(EMIT, Emission(writes, described))])

@@ -1,0 +1,147 @@
+"""The handlers' events are written with the state they describe, and only for a change: a
+resent or stale message, which changes nothing, emits nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from handler_bench import Bench
+from test_transaction_handlers import T0, start, stop
+
+from evgate.protocol.v16 import (
+    ChargePointErrorCode,
+    ChargePointStatus,
+    MeterValue,
+    MeterValuesRequest,
+    SampledValue,
+    SecurityEventNotificationRequest,
+    StatusNotificationRequest,
+)
+
+
+async def outbox(bench: Bench) -> list[tuple[str, dict[str, Any]]]:
+    """The outbox in order, without the registry's events (the bench registers CP-1)."""
+    rows = await bench.rows(
+        "SELECT event, payload FROM outbox WHERE event NOT IN"
+        " ('chargePoint.changed', 'ChargePointChangedNotification') ORDER BY id"
+    )
+    return [(r[0], msgspec.json.decode(r[1])) for r in rows]
+
+
+async def names(bench: Bench) -> list[str]:
+    return [name for name, _ in await outbox(bench)]
+
+
+def status(connector: int, at_minute: int, state: str = "Available") -> StatusNotificationRequest:
+    return StatusNotificationRequest(
+        connector_id=connector,
+        error_code=ChargePointErrorCode("NoError"),
+        status=ChargePointStatus(state),
+        timestamp=T0 + timedelta(minutes=at_minute),
+    )
+
+
+async def test_a_resent_start_or_stop_emits_its_events_once(bench: Bench) -> None:
+    """The StartTransaction that makes a transaction emits the start events; its resend gets
+    the same id and emits nothing. Likewise the stop, with one CDR."""
+    first = await bench.call("StartTransaction", start())
+    again = await bench.call("StartTransaction", start())
+    assert first.transaction_id == again.transaction_id
+    started = [
+        "SessionStartStopNotification",
+        "session.start.stop.notification",
+        "SessionUpdateNotification",
+        "transaction.changed",
+    ]
+    assert await names(bench) == started
+    await bench.call("StopTransaction", stop(first.transaction_id))
+    await bench.call("StopTransaction", stop(first.transaction_id))
+    stopped = [*started, "cdr.received"]
+    assert await names(bench) == started + stopped
+    assert len(await bench.rows("SELECT * FROM cdrs")) == 1
+
+
+async def test_status_events_follow_what_the_status_write_did(bench: Bench) -> None:
+    """A connector's first status emits evse.changed (created) then HardwareStatus; a newer
+    one only HardwareStatus; an older one, which is not stored, nothing. Connector 0 (the
+    charger) is no EVSE."""
+    await bench.call("StatusNotification", status(1, 1))
+    await bench.call("StatusNotification", status(1, 3, "Charging"))
+    await bench.call("StatusNotification", status(1, 2, "Faulted"))  # late: changes nothing
+    await bench.call("StatusNotification", status(0, 1))
+    events = await outbox(bench)
+    assert [name for name, _ in events] == [
+        "evse.changed",
+        "HardwareStatusNotification",
+        "HardwareStatusNotification",
+        "HardwareStatusNotification",
+    ]
+    assert [p.get("evseId") for _, p in events] == [1, 1, 1, None]
+    assert [p.get("hardwareStatus") for _, p in events[1:]] == [
+        "available",
+        "charging",
+        "available",
+    ]
+
+
+async def test_a_resent_security_event_emits_once(bench: Bench) -> None:
+    """SecurityEventNotification is stored once per (type, timestamp), and so emitted once."""
+    request = SecurityEventNotificationRequest(type="FirmwareUpdated", timestamp=T0)
+    await bench.call("SecurityEventNotification", request)
+    await bench.call("SecurityEventNotification", request)
+    assert await names(bench) == ["SecurityEventNotification"]
+
+
+async def test_meter_values_emit_session_events_only_inside_an_open_transaction(
+    bench: Bench,
+) -> None:
+    """MeterValues of an open transaction emit SessionMeterValues and SessionUpdate, with the
+    energy so far read back from the database by a new connection; without a transaction, or
+    after its stop, nothing."""
+
+    def meter(wh: str, tx: int | None, minute: int) -> MeterValuesRequest:
+        value = MeterValue(timestamp=T0 + timedelta(minutes=minute),
+                           sampled_value=[SampledValue(value=wh)])  # fmt: skip
+        extra = {} if tx is None else {"transaction_id": tx}
+        return MeterValuesRequest(connector_id=1, meter_value=[value], **extra)  # type: ignore[arg-type]
+
+    tx = (await bench.call("StartTransaction", start(meter=1000))).transaction_id
+    await bench.call("MeterValues", meter("1500", None, 1))
+    await bench.call("MeterValues", meter("1800", tx, 2))
+    # Each bench.call is a new connection: this one knows the energy only from the database.
+    await bench.call("MeterValues", meter("not a number", tx, 3))
+    await bench.call("StopTransaction", stop(tx))
+    await bench.call("MeterValues", meter("2500", tx, 4))  # late: the transaction is closed
+    events = [(n, p) for n, p in await outbox(bench) if n.startswith("Session")]
+    assert [n for n, _ in events] == [
+        "SessionStartStopNotification",
+        "SessionUpdateNotification",
+        "SessionMeterValuesNotification",
+        "SessionUpdateNotification",
+        "SessionUpdateNotification",
+        "SessionStartStopNotification",
+        "SessionUpdateNotification",
+    ]
+    assert [p["session"]["energy"] for n, p in events if n == "SessionUpdateNotification"] == [
+        0.0,
+        800.0,
+        800.0,
+        5000.0,
+    ]
+
+
+async def test_id_tag_changes_emit_with_the_id_tags_number(bench: Bench) -> None:
+    """Creating, updating and deleting an id-tag each append idTag.changed in its transaction,
+    ``idTagsId`` being the id-tag's number."""
+    await bench.id_tags.create("CARD")
+    [number] = [r[0] for r in await bench.rows("SELECT number FROM id_tags")]
+    await bench.id_tags.update("card", status="Blocked")
+    await bench.id_tags.delete("CARD")
+    events = await outbox(bench)
+    assert [(n, p["idTagsId"], p["action"]) for n, p in events] == [
+        ("idTag.changed", number, "created"),
+        ("idTag.changed", number, "updated"),
+        ("idTag.changed", number, "deleted"),
+    ]
