@@ -18,7 +18,7 @@ from evgate.app import Evgate
 from evgate.storage.db import apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
 from harness.kafka_fixtures import kafka_broker, kafka_broker_factory  # noqa: F401
-from support import BOOTSTRAP_TOKEN, make_settings
+from support import BOOTSTRAP_TOKEN, running_evgate
 
 _TEMPLATE = "evgate_template"
 _counter = itertools.count()
@@ -93,12 +93,8 @@ async def private_pg(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedPostgres, st
 @pytest.fixture
 async def evgate(database_url: str, tmp_path: Path) -> AsyncIterator[Evgate]:
     """A running evgate on the test's database."""
-    app = Evgate(make_settings(database_url, tmp_path))
-    await app.start()
-    try:
+    async with running_evgate(database_url, tmp_path) as app:
         yield app
-    finally:
-        await app.stop()
 
 
 @pytest.fixture

@@ -3,12 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, TypeVar
 
+import websockets
+from ocpp.v16 import ChargePoint
+
+from evgate.app import Evgate
 from evgate.config import Settings, load_settings
 
-__all__ = ["BOOTSTRAP_TOKEN", "make_settings"]
+__all__ = ["BOOTSTRAP_TOKEN", "make_settings", "ocpp_charger", "running_evgate"]
+
+C = TypeVar("C", bound=ChargePoint)
 
 BOOTSTRAP_TOKEN = "test-bootstrap-token-" + secrets.token_hex(8)
 
@@ -25,3 +35,41 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
     }
     base.update(overrides)
     return load_settings(environ={}, **base)
+
+
+@contextlib.asynccontextmanager
+async def running_evgate(
+    database_url: str, tmp_path: Path, **overrides: object
+) -> AsyncIterator[Evgate]:
+    """An in-process evgate (see :func:`make_settings`), started and, at the end, stopped."""
+    app = Evgate(make_settings(database_url, tmp_path, **overrides))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@contextlib.asynccontextmanager
+async def ocpp_charger(
+    url: str,
+    charger_id: str,
+    cls: type[C] = ChargePoint,  # type: ignore[assignment]
+    response_timeout: float | None = None,
+    **connect: Any,
+) -> AsyncIterator[C]:
+    """The ``ocpp`` library's ChargePoint (or ``cls``, a subclass with handlers), connected to
+    ``url`` offering ocpp1.6 and reading, for the block's duration; ``connect`` goes to
+    ``websockets.connect``."""
+    connect.setdefault("subprotocols", ["ocpp1.6"])
+    connect.setdefault("open_timeout", 5)
+    async with websockets.connect(url, proxy=None, compression=None, **connect) as ws:
+        timeout = {} if response_timeout is None else {"response_timeout": response_timeout}
+        charger = cls(charger_id, ws, **timeout)
+        reader = asyncio.create_task(charger.start())
+        try:
+            yield charger
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader

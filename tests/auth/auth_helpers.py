@@ -18,13 +18,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 
 from evgate.app import Evgate
 from evgate.auth.authorizer import Authorizer, Decision, SessionStart
+from support import ocpp_charger
 
 USERNAME = "evgate"
 PASSWORD = "s3cret-pa55"
@@ -263,14 +263,5 @@ class Charger(ChargePoint):  # type: ignore[misc]
 @contextlib.asynccontextmanager
 async def connected(url: str, charger_id: str) -> AsyncIterator[Charger]:
     """The charger connected to ``url`` and reading, for the block's duration."""
-    async with websockets.connect(
-        url, subprotocols=["ocpp1.6"], proxy=None, compression=None, open_timeout=5
-    ) as ws:
-        charger = Charger(charger_id, ws)
-        reader = asyncio.create_task(charger.start())
-        try:
-            yield charger
-        finally:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+    async with ocpp_charger(url, charger_id, Charger) as charger:
+        yield charger

@@ -12,10 +12,9 @@ import httpx
 import pytest
 from auth_helpers import Provider, Site, StartSite, serve_provider
 
-from evgate.app import Evgate
 from evgate.auth.registry import create_token
-from evgate.config import load_settings
 from evgate.storage.tokens import TokenStore
+from support import running_evgate
 
 
 @pytest.fixture
@@ -44,18 +43,7 @@ def start_site(database_url: str, tmp_path: Path) -> StartSite:
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Site]:
-        settings = load_settings(
-            environ={},
-            database_url=database_url,
-            data_dir=str(tmp_path),
-            ws_host="127.0.0.1",
-            ws_port=0,
-            api_port=0,
-            **{**FAST, **overrides},
-        )
-        app = Evgate(settings)
-        await app.start()
-        try:
+        async with running_evgate(database_url, tmp_path, **{**FAST, **overrides}) as app:
             assert app.db is not None
             token = await create_token(TokenStore(app.db), "auth-tests", "admin")
             async with httpx.AsyncClient(
@@ -64,8 +52,6 @@ def start_site(database_url: str, tmp_path: Path) -> StartSite:
                 timeout=10,
             ) as api:
                 yield Site(app, api)
-        finally:
-            await app.stop()
 
     return start
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import websockets
 from aiokafka import AIOKafkaConsumer
 from events_helpers import verify_standard_webhook, verify_x_signature
 from ocpp.routing import on
@@ -27,7 +26,7 @@ from evgate.app import Evgate
 from evgate.events.catalog import EMITTED, PAYLOAD_TYPES
 from evgate.storage.sessions import ReservationStore
 from harness.kafka import KafkaBroker
-from support import BOOTSTRAP_TOKEN
+from support import BOOTSTRAP_TOKEN, ocpp_charger
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -58,15 +57,8 @@ class Charger(ChargePoint):  # type: ignore[misc]
 async def connected(evgate: Evgate, charger_id: str, secret: str) -> AsyncIterator[Charger]:
     """The charger connected and reading for the block; disconnected after it."""
     url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{charger_id}?auth={secret}"
-    async with websockets.connect(url, subprotocols=["ocpp1.6"], proxy=None) as ws:
-        charger = Charger(charger_id, ws, response_timeout=30)
-        reader = asyncio.create_task(charger.start())
-        try:
-            yield charger
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+    async with ocpp_charger(url, charger_id, Charger) as charger:
+        yield charger
 
 
 async def subscribe(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:

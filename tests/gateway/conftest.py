@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from picows import WSTransport, ws_connect
 
-from evgate.app import Evgate, bind_socket
+from evgate.app import bind_socket
 from evgate.auth.credentials import digest
 from evgate.auth.registry import ChargerRegistry
 from evgate.config import load_settings
@@ -32,6 +32,7 @@ from gateway.helpers import (
     StartGateway,
     make_pki,
 )
+from support import running_evgate
 
 
 @pytest.fixture
@@ -40,23 +41,12 @@ def start_evgate(database_url: str, tmp_path: Path) -> StartEvgate:
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Running]:
-        settings = load_settings(
-            environ={},
-            database_url=database_url,
-            data_dir=str(tmp_path),
-            ws_host="127.0.0.1",
-            ws_port=0,
-            api_port=0,
-            **{"bootstrap_token": TOKEN, **overrides},
-        )
-        app = Evgate(settings)
-        await app.start()
-        try:
+        async with running_evgate(
+            database_url, tmp_path, **{"bootstrap_token": TOKEN, **overrides}
+        ) as app:
             assert app.db is not None
             scheme = "wss" if overrides.get("tls_cert") else "ws"
             yield Running(app, ChargerRegistry(ChargerStore(app.db)), scheme)
-        finally:
-            await app.stop()
 
     return start
 

@@ -8,7 +8,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ocpp.v16 import ChargePoint
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 from evgate.app import Evgate
@@ -74,20 +73,6 @@ def connect(url: str, **kw: Any) -> Any:
     kw.setdefault("subprotocols", OCPP)
     kw.setdefault("open_timeout", 5)
     return websockets.connect(url, proxy=None, compression=None, **kw)
-
-
-@contextlib.asynccontextmanager
-async def ocpp_charger(url: str, charger_id: str, **kw: Any) -> AsyncIterator[ChargePoint]:
-    """The ``ocpp`` library's ChargePoint, connected and reading, for the block's duration."""
-    async with connect(url, **kw) as ws:
-        charger = ChargePoint(charger_id, ws)
-        reader = asyncio.create_task(charger.start())
-        try:
-            yield charger
-        finally:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
 
 
 async def close_code_of(ws: Any, within: float = 5.0) -> int | None:

@@ -14,7 +14,6 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 
-from evgate.app import Evgate
 from evgate.auth.credentials import digest
 from evgate.auth.registry import ChargerRegistry
 from evgate.gateway.connection import MAX_QUEUED_CALLS
@@ -38,7 +37,7 @@ from evgate.protocol.v16 import (
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.embedded import EmbeddedPostgres
 from gateway.helpers import Running, StartGateway, connect, until
-from support import make_settings
+from support import running_evgate
 
 
 class ResettableCharger(ChargePoint):
@@ -222,9 +221,7 @@ async def test_authorization_key_accepted_while_database_is_down_is_stored_later
     """The charger switched keys, so its new key must not be lost: with PostgreSQL down the
     command still answers, and the digest is stored once PostgreSQL is back."""
     pg, dsn = private_pg
-    app = Evgate(make_settings(dsn, tmp_path, call_timeout=1.0))
-    await app.start()
-    try:
+    async with running_evgate(dsn, tmp_path, call_timeout=1.0) as app:
         assert app.db is not None and app.gateway is not None
         running = Running(app, ChargerRegistry(ChargerStore(app.db)))
         old = await running.add("CP-1")
@@ -255,5 +252,3 @@ async def test_authorization_key_accepted_while_database_is_down_is_stored_later
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
-    finally:
-        await app.stop()

@@ -21,9 +21,9 @@ from gateway.helpers import (
     StartGateway,
     close_code_of,
     connect,
-    ocpp_charger,
     until,
 )
+from support import ocpp_charger
 
 BOOT = ["BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]
 

@@ -9,7 +9,8 @@ import websockets
 from ocpp.v16 import call
 
 from evgate.gateway.upgrade import FailureLimiter, parse_target
-from gateway.helpers import SECRET, Running, StartGateway, close_code_of, connect, ocpp_charger
+from gateway.helpers import SECRET, Running, StartGateway, close_code_of, connect
+from support import ocpp_charger
 
 
 def _basic(user: str, password: str) -> dict[str, str]:

@@ -19,7 +19,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import websockets
 from ocpp.v16 import ChargePoint, call
 from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
@@ -28,7 +27,7 @@ from evgate.auth.registry import ChargerRegistry
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
-from support import make_settings
+from support import ocpp_charger, running_evgate
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -46,19 +45,11 @@ async def register(database_url: str, *ids: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def charger(port: int, charger_id: str, secret: str) -> AsyncIterator[ChargePoint]:
-    """A connected ocpp ChargePoint, its reader running."""
-    ws = await websockets.connect(
-        f"ws://127.0.0.1:{port}/cp/{charger_id}?auth={secret}", subprotocols=["ocpp1.6"]
-    )
-    cp = ChargePoint(charger_id, ws, response_timeout=60)
-    reader = asyncio.create_task(cp.start())
-    try:
+    """A connected ocpp ChargePoint, its reader running (a long response timeout: the fault
+    tests keep calls waiting through a PostgreSQL outage)."""
+    url = f"ws://127.0.0.1:{port}/cp/{charger_id}?auth={secret}"
+    async with ocpp_charger(url, charger_id, response_timeout=60) as cp:
         yield cp
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
-        await ws.close()
 
 
 def meter_values(connector: int, at: datetime, value: float, tx: int | None = None) -> Any:
@@ -152,13 +143,8 @@ async def test_database_stopped_and_started_while_chargers_send(
     written exactly once."""
     pg, database_url = private_pg
     secrets = await register(database_url, "CP-A", "CP-B")
-    evgate = Evgate(make_settings(database_url, tmp_path))
-    await evgate.start()
-    assert evgate.ws_port is not None
-    try:
+    async with running_evgate(database_url, tmp_path) as evgate:
         await _send_through_an_outage(pg, evgate, secrets)
-    finally:
-        await evgate.stop()
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch("SELECT charger_id, ts, count(*) FROM meter_values GROUP BY 1, 2")
