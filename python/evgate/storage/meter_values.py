@@ -275,14 +275,20 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         """The numbers of ``keys``, adding the series that are new. The ones committed by
         earlier transactions are also added to ``known``; the new ones once this transaction
         commits."""
+        # The keys remembered share their strings: the charger id with the charger's
+        # connection, the measurand, phase and location names with every other series.
+        shared = {
+            k: (k[0], k[1], sys.intern(k[2]), k[3] and sys.intern(k[3]), sys.intern(k[4]))
+            for k in keys
+        }
         ids: dict[SeriesKey, int] = {}
         for r in await conn.fetch(_ADD_SERIES, *zip(*keys, strict=True)):
-            ids[(r[1], r[2], sys.intern(r[3]), r[4] and sys.intern(r[4]), sys.intern(r[5]))] = r[0]
+            ids[shared[(r[1], r[2], r[3], r[4], r[5])]] = r[0]
         self._numbered[conn] = dict(ids)
         rest = [key for key in keys if key not in ids]
         if rest:
             for r in await conn.fetch(_FIND_SERIES, *zip(*rest, strict=True)):
-                key = (r[1], r[2], sys.intern(r[3]), r[4] and sys.intern(r[4]), sys.intern(r[5]))
+                key = shared[(r[1], r[2], r[3], r[4], r[5])]
                 ids[key] = known[key] = r[0]
         return ids
 
