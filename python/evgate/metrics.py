@@ -17,10 +17,11 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import re
 from collections.abc import Callable
+
+from evgate.tasks import OwnedTask
 
 __all__ = ["CONTENT_TYPE", "Counter", "Gauge", "LoopLagMonitor", "Registry"]
 
@@ -178,18 +179,13 @@ class LoopLagMonitor:
         self.lag_max = registry.gauge(
             "evgate_event_loop_lag_max_seconds", "The largest event loop lag since start"
         )
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask(self._run, "loop-lag")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -24,11 +24,11 @@ import httpx
 import msgspec
 
 from evgate.auth.authorizer import Authorizer, Decision, SessionStart
-from evgate.auth.tasks import OwnedTask
 from evgate.auth.webhook import WebhookAuthorizer, WebhookSettings, check_webhook
 from evgate.metrics import Counter
 from evgate.storage.errors import NotFound
 from evgate.storage.installations import AuthorizationMode, InstallationRow, InstallationStore
+from evgate.tasks import OwnedTask
 
 __all__ = [
     "AcceptAll",

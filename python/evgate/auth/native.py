@@ -18,7 +18,6 @@ The rules, for an id-tag compared case-insensitively (OCPP CiString20):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ import msgspec
 
 from evgate.auth.authorizer import Decision, SessionStart
 from evgate.storage.id_tags import IdTag, IdTagChange, IdTagStore
+from evgate.tasks import cancel_and_wait
 
 __all__ = ["NativeAuthorizer"]
 
@@ -78,11 +78,8 @@ class NativeAuthorizer:
             log.warning("id-tag list reload failed: %s", exc)
 
     async def close(self) -> None:
-        if self._reload is not None:
-            self._reload.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reload
-            self._reload = None
+        await cancel_and_wait(self._reload)
+        self._reload = None
 
     def _replace(self, tags: Iterable[IdTag]) -> None:
         self._tags = {

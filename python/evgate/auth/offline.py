@@ -21,10 +21,10 @@ import logging
 from collections import OrderedDict
 
 from evgate.auth.installations import AuthorizerDirectory
-from evgate.auth.tasks import OwnedTask
 from evgate.gateway.interface import ChargerLink, ChargerNotConnected, CommandError
 from evgate.protocol.v16 import ChangeConfigurationRequest, ChangeConfigurationResponse
 from evgate.storage.installations import InstallationStore, OfflineState
+from evgate.tasks import OwnedTask
 
 __all__ = ["OfflineConfigPusher", "offline_keys"]
 

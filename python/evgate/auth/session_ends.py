@@ -21,10 +21,10 @@ import logging
 import random
 
 from evgate.auth.installations import AuthorizerDirectory
-from evgate.auth.tasks import OwnedTask
 from evgate.auth.webhook import ProviderError
 from evgate.storage.errors import NotFound
 from evgate.storage.installations import InstallationStore, SessionEndRow
+from evgate.tasks import OwnedTask
 
 __all__ = ["SessionEndSender", "retry_delay"]
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from evgate.tasks import cancel_and_wait
+
 __all__ = ["Database", "Listener", "apply_migrations", "migration_files"]
 
 log = logging.getLogger(__name__)
@@ -146,11 +148,8 @@ class Listener:
             self._conn.terminate()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.remove_termination_listener(self._terminated)

@@ -17,7 +17,6 @@ Several processes may run it at once: each run holds an advisory lock for its tr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 from evgate.storage.db import Database
+from evgate.tasks import OwnedTask
 
 __all__ = ["Maintenance", "partition_name"]
 
@@ -54,18 +54,13 @@ class Maintenance:
         self.retention_days = retention_days
         self.ahead_days = ahead_days
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask(self._run, "maintenance")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="maintenance")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:

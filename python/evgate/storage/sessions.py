@@ -24,7 +24,6 @@ about the charger's resends, not about evgate's own retries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
@@ -37,6 +36,7 @@ from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
 from evgate.storage.events import record_reservation_changed
 from evgate.storage.writer import CopyRows, Statement, WriteOp
+from evgate.tasks import OwnedTask
 
 __all__ = [
     "AUTHORIZATION_ID",
@@ -691,20 +691,13 @@ class ReservationExpiry:
     def __init__(self, store: ReservationStore, interval: float = 10.0) -> None:
         self.store = store
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask(self._run, "reservation-expiry")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="reservation-expiry"
-            )
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:

@@ -1,8 +1,8 @@
-"""auth room: the background task each auth component owns (STYLE: every task has an owner).
+"""The background task a component owns (STYLE: every task has an owner).
 
-The directory's refresher, the session-end sender and the offline-config pusher each run one
-loop; :class:`OwnedTask` is its start and cancel-and-wait stop. (Maintenance and
-LoopLagMonitor repeat the same pattern; this could move to a shared module.)
+A component that runs one loop (the id-tag directory's refresher, the session-end sender, the
+offline-config pusher, maintenance, reservation expiry, the loop-lag monitor) holds an
+:class:`OwnedTask`: its idempotent start and its cancel-and-wait stop.
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["OwnedTask"]
+__all__ = ["OwnedTask", "cancel_and_wait"]
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class OwnedTask:
@@ -29,8 +37,5 @@ class OwnedTask:
 
     async def stop(self) -> None:
         """Cancel the task and wait for it to end. Safe to call more than once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
