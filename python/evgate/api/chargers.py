@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
@@ -86,9 +86,9 @@ class ChargerController(Controller):
         self,
         ctx: Ctx,
         after: Annotated[
-            str | None, Parameter(description="the last id of the previous page")
+            str | None, QueryParameter(description="the last id of the previous page")
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[Charger]:
         items = await ctx.chargers.page(after, limit)
         return page_of(items, limit, lambda c: c.id)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from evgate.api.context import ApiContext, Ctx
 from evgate.api.pagination import Page, page_of
@@ -135,7 +135,7 @@ def _service(ctx: ApiContext) -> Installations:
     return ctx.installations
 
 
-Limit = Annotated[int, Parameter(ge=1, le=1000)]
+Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 
 
 class InstallationController(Controller):
@@ -159,9 +159,9 @@ class InstallationController(Controller):
     async def list_installations(
         self,
         ctx: Ctx,
-        after: Annotated[int | None, Parameter(description="the last id of the previous page")] = (
-            None
-        ),
+        after: Annotated[
+            int | None, QueryParameter(description="the last id of the previous page")
+        ] = (None),
         limit: Limit = 100,
     ) -> Page[InstallationView]:
         items = await _service(ctx).page(after, limit)
@@ -207,7 +207,7 @@ class InstallationController(Controller):
         self,
         ctx: Ctx,
         installation_id: FromPath[int],
-        after: Annotated[str | None, Parameter(description="the last charger id seen")] = None,
+        after: Annotated[str | None, QueryParameter(description="the last charger id seen")] = None,
         limit: Limit = 100,
     ) -> Page[MemberView]:
         rows = await _service(ctx).store.members(installation_id, after, limit)
@@ -236,7 +236,7 @@ class InstallationController(Controller):
         self,
         ctx: Ctx,
         installation_id: FromPath[int],
-        after: Annotated[int | None, Parameter(description="the last id seen")] = None,
+        after: Annotated[int | None, QueryParameter(description="the last id seen")] = None,
         limit: Limit = 100,
     ) -> Page[PendingSessionEnd]:
         service = _service(ctx)

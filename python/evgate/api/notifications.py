@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
@@ -238,8 +238,8 @@ class SubscriptionController(Controller):
         self,
         ctx: Ctx,
         request: Request[Principal, Any, Any],
-        per_page: Annotated[int, Parameter(ge=1, le=100)] = 15,
-        page: Annotated[int, Parameter(ge=1)] = 1,
+        per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 15,
+        page: Annotated[int, QueryParameter(ge=1)] = 1,
     ) -> SubscriptionPage:
         store = _service(ctx).store
         total = await store.count_subscriptions()
@@ -317,9 +317,9 @@ class SubscriptionController(Controller):
         ctx: Ctx,
         subscription_id: FromPath[int],
         after: Annotated[
-            int, Parameter(ge=0, description="the last eventId of the previous page")
+            int, QueryParameter(ge=0, description="the last eventId of the previous page")
         ] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[FailedDelivery]:
         store = _service(ctx).store
         await store.get_subscription(subscription_id)  # 404 for an unknown one

@@ -61,18 +61,18 @@ class TransactionController(Controller):
     async def list_transactions(
         self,
         ctx: Ctx,
-        charger_id: Annotated[str | None, QueryParameter(query="chargerId")] = None,
+        charger_id: Annotated[str | None, QueryParameter(name="chargerId")] = None,
         id_tag: Annotated[
-            str | None, QueryParameter(query="idTag", description="case-insensitive")
+            str | None, QueryParameter(name="idTag", description="case-insensitive")
         ] = None,
         active: Annotated[
             bool | None, QueryParameter(description="only open (true) or closed")
         ] = None,
         start: Annotated[
-            datetime | None, QueryParameter(query="from", description="started at or after")
+            datetime | None, QueryParameter(name="from", description="started at or after")
         ] = None,
         end: Annotated[
-            datetime | None, QueryParameter(query="to", description="started before")
+            datetime | None, QueryParameter(name="to", description="started before")
         ] = None,
         after: Annotated[
             int | None, QueryParameter(description="the nextCursor of the previous page")
@@ -114,13 +114,13 @@ class ChargerSessionController(Controller):
         ctx: Ctx,
         charger_id: FromPath[str],
         start: Annotated[
-            datetime | None, QueryParameter(query="from", description="default: 24 hours ago")
+            datetime | None, QueryParameter(name="from", description="default: 24 hours ago")
         ] = None,
         end: Annotated[
-            datetime | None, QueryParameter(query="to", description="default: now")
+            datetime | None, QueryParameter(name="to", description="default: now")
         ] = None,
         measurand: FromQuery[str | None] = None,
-        connector_id: Annotated[int | None, QueryParameter(query="connectorId", ge=0)] = None,
+        connector_id: Annotated[int | None, QueryParameter(name="connectorId", ge=0)] = None,
         resolution: FromQuery[Resolution] = "raw",
         after: Annotated[
             datetime | None, QueryParameter(description="the nextCursor of the previous page")
