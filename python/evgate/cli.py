@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level != "DEBUG":
+        # picows logs every connect and disconnect at INFO; evgate's own gateway lines say the
+        # same with the charger's id, so picows speaks up only for warnings.
+        logging.getLogger("evgate.gateway.picows").setLevel(logging.WARNING)
     import uvloop
 
     run: Command = args.run
