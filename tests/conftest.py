@@ -15,7 +15,7 @@ import pytest
 import uvloop
 
 from evgate.app import Evgate
-from evgate.storage.db import apply_migrations
+from evgate.storage.db import Database, apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
 from harness.kafka_fixtures import kafka_broker, kafka_broker_factory  # noqa: F401
 from support import BOOTSTRAP_TOKEN, running_evgate
@@ -88,6 +88,17 @@ async def private_pg(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedPostgres, st
         yield server, dsn
     finally:
         await asyncio.to_thread(server.stop, "immediate")
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The test's (migrated) database, opened as evgate opens it."""
+    database = Database(database_url, pool_size=10)
+    await database.open(migrate=False)
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 @pytest.fixture

@@ -16,16 +16,6 @@ from evgate.storage.events import NotificationStore
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, pool_size=10)
-    await database.open(migrate=False)
-    try:
-        yield database
-    finally:
-        await database.close()
-
-
-@pytest.fixture
 def store(db: Database) -> NotificationStore:
     return NotificationStore(db)
 

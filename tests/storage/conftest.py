@@ -6,19 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from evgate.storage.db import Database
 from evgate.storage.writer import Writer
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    """The test's (migrated) database."""
-    database = Database(database_url, pool_size=4)
-    await database.open(migrate=False)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 @pytest.fixture
