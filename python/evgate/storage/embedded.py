@@ -247,7 +247,9 @@ class EmbeddedPostgres:
         self._started_here = False
 
     def kill(self) -> None:
-        """Stop the server at once, as a crash would (for fault tests)."""
+        """Stop the server at once, as a crash would (for fault tests); also a server this
+        object did not start (one a killed evgate left running)."""
+        self._prepare_user()  # pg_ctl refuses to run as root
         self._run("pg_ctl", "stop", "-w", "-D", str(self.pgdata), "-m", "immediate", check=False)
 
     def restart_same_port(self) -> None:
