@@ -37,6 +37,8 @@ __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
 
 log = logging.getLogger(__name__)
 
+_STOP_GRACE = 5.0  # seconds stop() waits for each part (lanes, sinks) before moving on
+
 
 @dataclass(frozen=True)
 class DispatcherConfig:
@@ -137,12 +139,18 @@ class Dispatcher:
             self._task = None
         for task in list(self._tasks):
             task.cancel()
+        # Bounded: a lane that does not end in time (a receiver or the database not
+        # answering its last words) is left behind; its lease expires and any process resends
+        # what it held, so nothing is lost by not waiting longer.
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, late = await asyncio.wait(set(self._tasks), timeout=_STOP_GRACE)
+            if late:
+                log.warning("dispatcher: %d lanes did not stop in %.0f s", len(late), _STOP_GRACE)
         for sub in self._subs.values():
             await self._close_sink(sub)
         self._subs.clear()
-        await self._kafka.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kafka.close(), _STOP_GRACE)
 
     def wake(self) -> None:
         """New events or changed subscriptions: look now rather than at the next poll."""
@@ -206,8 +214,10 @@ class Dispatcher:
     async def _close_sink(sub: _Subscription) -> None:
         if sub.sink is not None:
             sink, sub.sink = sub.sink, None
+            # Bounded: closing an HTTP client whose request was just cancelled can wait on that
+            # connection; a sink that does not close in time is dropped (it holds no state).
             with contextlib.suppress(Exception):
-                await sink.close()
+                await asyncio.wait_for(sink.close(), _STOP_GRACE)
 
     async def _fan_out(self) -> int:
         """Fan out new outbox rows; returns how many were taken."""
@@ -269,7 +279,9 @@ class Dispatcher:
             await self.store.unlease(sub_id, charger_id)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.unlease(sub_id, charger_id))
+                await asyncio.wait_for(
+                    asyncio.shield(self.store.unlease(sub_id, charger_id)), _STOP_GRACE
+                )
             raise
         except Exception:
             log.exception("dispatcher: lane %s/%s failed; it is retried", sub_id, charger_id)
