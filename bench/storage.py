@@ -107,8 +107,9 @@ async def bench_writer(dsn: str, data: list[list[list[tuple[Any, ...]]]], batch:
     op = MeterValueRows()
 
     async def charger(msgs: list[list[tuple[Any, ...]]]) -> None:
-        for rows in msgs:
-            await writer.submit([(op, rows)])  # one CALL at a time, as the gateway runs them
+        key = msgs[0][0][0]  # the charger's id, as the handlers key their submissions
+        for rows in msgs:  # one CALL at a time, as the gateway runs them
+            await writer.submit([(op, rows)], key=key)
 
     started = time.perf_counter()
     await asyncio.gather(*(charger(m) for m in data))

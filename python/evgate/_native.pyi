@@ -40,11 +40,14 @@ def rollup_1m(series: bytes, ts_us: bytes, values: bytes) -> bytes:
         values: ``8 * n`` bytes.
 
     Returns:
-        One ``struct`` ``"<IqdddQqdqd"`` record (76 bytes) per (series, minute), sorted by
-        series then minute: series, minute start (µs), min, max, sum, count, first time (µs),
-        first value, last time (µs), last value.
+        One record per (series, minute), sorted by series then minute, each a tuple of
+        PostgreSQL's binary COPY format (118 bytes, ``struct`` ``">h ii iq id id id iq iq id iq
+        id"``: the field count 10, then each field's length and value): series (int4), minute
+        start, min, max, sum, count, first time, first value, last time, last value; times in
+        µs since 2000-01-01, PostgreSQL's epoch. Framed by a COPY header and trailer, the
+        records are a binary COPY stream for ``meter_rollup_1m``'s columns.
 
     Raises:
-        ValueError: a buffer's length is not a multiple of its item size, or the buffers hold
-            different numbers of rows.
+        ValueError: a buffer's length is not a multiple of its item size, the buffers hold
+            different numbers of rows, or a time lies beyond ±2**62 µs.
     """

@@ -143,6 +143,7 @@ class Evgate:
         # so that no change between the load and the LISTEN is missed).
         self.writer = Writer(
             dsn,
+            lanes=s.writer_lanes,
             batch_rows=s.writer_batch_rows,
             flush_interval=s.writer_flush_interval,
             queue_rows=s.writer_queue_rows,

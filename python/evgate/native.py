@@ -16,6 +16,9 @@ from array import array
 from collections.abc import Callable
 
 __all__ = [
+    "COPY_HEADER",
+    "COPY_TRAILER",
+    "PG_EPOCH_US",
     "ROLLUP_RECORD",
     "USING_NATIVE",
     "hash_secret",
@@ -26,10 +29,18 @@ __all__ = [
     "verify_secret",
 ]
 
-#: The packed record ``rollup_1m`` returns per (series, minute): series, minute start (µs), min,
-#: max, sum, count, first time (µs), first value, last time (µs), last value.
-ROLLUP_RECORD = struct.Struct("<IqdddQqdqd")
+#: The record ``rollup_1m`` returns per (series, minute): a tuple of PostgreSQL's binary COPY
+#: format, so a batch's rollups stream into a table as they are. Big-endian: the field count
+#: (10), then each field's length and value: series (int4), minute start, min, max, sum, count
+#: (int8), first time, first value, last time, last value. Times are µs since PostgreSQL's
+#: epoch, 2000-01-01 (``PG_EPOCH_US`` after the Unix one).
+ROLLUP_RECORD = struct.Struct(">h ii iq id id id iq iq id iq id")
+#: What a binary COPY stream starts and ends with, around its tuples.
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
+PG_EPOCH_US = 946_684_800_000_000
 _MINUTE_US = 60_000_000
+_MAX_ABS_US = 1 << 62
 
 
 def pure_hash_secret(secret: bytes) -> bytes:
@@ -65,6 +76,8 @@ def pure_rollup_1m(series: bytes, ts_us: bytes, values: bytes) -> bytes:
     # [min, max, sum, count, first_us, first, last_us, last] per (series, minute)
     groups: dict[tuple[int, int], list[float]] = {}
     for s, t, v in zip(sids, times, vals, strict=True):
+        if not -_MAX_ABS_US <= t <= _MAX_ABS_US:
+            raise ValueError(f"time out of range: {t} µs")
         if v != v:  # NaN
             continue
         key = (s, t // _MINUTE_US * _MINUTE_US)
@@ -85,7 +98,14 @@ def pure_rollup_1m(series: bytes, ts_us: bytes, values: bytes) -> bytes:
             g[6] = t
             g[7] = v
     pack = ROLLUP_RECORD.pack
-    return b"".join(pack(s, m, *g) for (s, m), g in sorted(groups.items()))
+    e = PG_EPOCH_US
+    records = []
+    for (s, m), (mn, mx, sm, n, fa, fv, la, lv) in sorted(groups.items()):
+        sid = s - (s >> 31 << 32)  # a u32, sent as the int4 of its bits
+        rest = (m - e, mn, mx, sm, n, fa - e, fv, la - e, lv)
+        # Ten fields, each after its length: 4 bytes for the series, 8 for the others.
+        records.append(pack(10, 4, sid, *(x for v in rest for x in (8, v))))
+    return b"".join(records)
 
 
 USING_NATIVE: bool = os.environ.get("EVGATE_NO_NATIVE", "") not in ("1", "true", "yes")

@@ -20,7 +20,7 @@ fn verify_secret(secret: &[u8], digest: &[u8]) -> bool {
     hashing::verify(secret, digest)
 }
 
-/// Per-minute rollups of a batch of meter values, packed (see meter.rs).
+/// Per-minute rollups of a batch of meter values, as binary COPY tuples (see meter.rs).
 #[pyfunction]
 fn rollup_1m<'py>(
     py: Python<'py>,
@@ -29,7 +29,7 @@ fn rollup_1m<'py>(
     values: &[u8],
 ) -> PyResult<Bound<'py, PyBytes>> {
     let packed = py
-        .detach(|| meter::rollup_1m(series, ts_us, values).map(|r| meter::pack(&r)))
+        .detach(|| meter::rollup_1m(series, ts_us, values).map(|r| meter::copy_tuples(&r)))
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(PyBytes::new(py, &packed))
 }

@@ -2,10 +2,13 @@
 //!
 //! The writer hands in one batch of numeric meter values as three flat little-endian buffers
 //! of equal length (a series id `u32`, a time in microseconds since the Unix epoch `i64`, a
-//! value `f64` per row) and gets back packed records, one per (series, minute), sorted by
-//! series then minute. `evgate.native.pure_rollup_1m` is the pure-Python twin; both follow
-//! exactly the same rules, so their outputs are equal byte for byte:
+//! value `f64` per row) and gets back one record per (series, minute), sorted by series then
+//! minute, each already a tuple of PostgreSQL's binary COPY format: the writer streams them
+//! into its staging table as they are, with no per-row work in Python (see [`copy_tuples`]).
+//! `evgate.native.pure_rollup_1m` is the pure-Python twin; both follow exactly the same rules,
+//! so their outputs are equal byte for byte:
 //!
+//! * a time beyond ±2^62 µs (±146,000 years) is refused, so no arithmetic on it can overflow;
 //! * a NaN value is skipped (it has no order, so no min, max, first or last);
 //! * the minute of a row is `floor(ts / 60_000_000) * 60_000_000`, negative times included;
 //! * sum adds a series' values in input order (floating-point addition is not associative);
@@ -46,8 +49,20 @@ type KeyMap = HashMap<(u32, i64), usize, BuildHasherDefault<KeyHasher>>;
 /// Microseconds in a minute.
 pub const MINUTE_US: i64 = 60_000_000;
 
-/// Size in bytes of one output record: `<IqdddQqdqd` (no padding).
-pub const RECORD_SIZE: usize = 4 + 8 * 9;
+/// The largest time accepted, either side of the epoch.
+pub const MAX_ABS_US: i64 = 1 << 62;
+
+/// PostgreSQL's epoch (2000-01-01) in microseconds since the Unix epoch: binary timestamps
+/// count from it.
+pub const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// The fields of one record: series, minute, min, max, sum, count, first at, first value,
+/// last at, last value.
+pub const FIELDS: i16 = 10;
+
+/// Size in bytes of one output record: the field count (`i16`), then each field's length
+/// (`i32`) and value, all big-endian: `>h ii iq id id id iq iq id iq id`.
+pub const RECORD_SIZE: usize = 2 + 4 * 10 + 4 + 8 * 9;
 
 /// The aggregate of one series over one minute.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,6 +90,8 @@ pub enum InputError {
         ts: usize,
         values: usize,
     },
+    /// A time lies beyond [`MAX_ABS_US`].
+    TimeOutOfRange(i64),
 }
 
 impl std::fmt::Display for InputError {
@@ -87,6 +104,7 @@ impl std::fmt::Display for InputError {
                 f,
                 "buffers hold different row counts: series {series}, ts {ts}, values {values}"
             ),
+            InputError::TimeOutOfRange(t) => write!(f, "time out of range: {t} µs"),
         }
     }
 }
@@ -122,6 +140,9 @@ pub fn rollup_1m(series: &[u8], ts_us: &[u8], values: &[u8]) -> Result<Vec<Rollu
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().unwrap()));
     for ((s, t), v) in series_it.zip(ts_it).zip(values_it) {
+        if !(-MAX_ABS_US..=MAX_ABS_US).contains(&t) {
+            return Err(InputError::TimeOutOfRange(t));
+        }
         if v.is_nan() {
             continue;
         }
@@ -167,20 +188,30 @@ pub fn rollup_1m(series: &[u8], ts_us: &[u8], values: &[u8]) -> Result<Vec<Rollu
     Ok(out)
 }
 
-/// The rollups packed as little-endian `<IqdddQqdqd` records, `RECORD_SIZE` bytes each.
-pub fn pack(rollups: &[Rollup]) -> Vec<u8> {
+/// The rollups as tuples of PostgreSQL's binary COPY format, `RECORD_SIZE` bytes each, for a
+/// table `(int4, timestamptz, float8, float8, float8, int8, timestamptz, float8, timestamptz,
+/// float8)`. Times count from PostgreSQL's epoch; a series id is sent as the int4 of its bits.
+/// The stream's header and trailer are the caller's (`evgate.native.COPY_HEADER`,
+/// `COPY_TRAILER`).
+pub fn copy_tuples(rollups: &[Rollup]) -> Vec<u8> {
+    fn field(buf: &mut Vec<u8>, value: [u8; 8]) {
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&value);
+    }
     let mut buf = Vec::with_capacity(rollups.len() * RECORD_SIZE);
     for r in rollups {
-        buf.extend_from_slice(&r.series.to_le_bytes());
-        buf.extend_from_slice(&r.minute_us.to_le_bytes());
-        buf.extend_from_slice(&r.min.to_le_bytes());
-        buf.extend_from_slice(&r.max.to_le_bytes());
-        buf.extend_from_slice(&r.sum.to_le_bytes());
-        buf.extend_from_slice(&r.count.to_le_bytes());
-        buf.extend_from_slice(&r.first_us.to_le_bytes());
-        buf.extend_from_slice(&r.first.to_le_bytes());
-        buf.extend_from_slice(&r.last_us.to_le_bytes());
-        buf.extend_from_slice(&r.last.to_le_bytes());
+        buf.extend_from_slice(&FIELDS.to_be_bytes());
+        buf.extend_from_slice(&4i32.to_be_bytes());
+        buf.extend_from_slice(&r.series.to_be_bytes());
+        field(&mut buf, (r.minute_us - PG_EPOCH_US).to_be_bytes());
+        field(&mut buf, r.min.to_be_bytes());
+        field(&mut buf, r.max.to_be_bytes());
+        field(&mut buf, r.sum.to_be_bytes());
+        field(&mut buf, r.count.to_be_bytes());
+        field(&mut buf, (r.first_us - PG_EPOCH_US).to_be_bytes());
+        field(&mut buf, r.first.to_be_bytes());
+        field(&mut buf, (r.last_us - PG_EPOCH_US).to_be_bytes());
+        field(&mut buf, r.last.to_be_bytes());
     }
     buf
 }
@@ -272,11 +303,27 @@ mod tests {
     }
 
     #[test]
-    fn pack_writes_fixed_size_little_endian_records() {
-        let out = run(&[(7, 0, 1.5)]);
-        let bytes = pack(&out);
+    fn refuses_times_beyond_the_range() {
+        let (s, t, v) = buffers(&[(0, MAX_ABS_US + 1, 1.0)]);
+        assert_eq!(
+            rollup_1m(&s, &t, &v),
+            Err(InputError::TimeOutOfRange(MAX_ABS_US + 1))
+        );
+        let (s, t, v) = buffers(&[(0, -MAX_ABS_US, 1.0)]);
+        assert!(rollup_1m(&s, &t, &v).is_ok());
+    }
+
+    #[test]
+    fn copy_tuples_are_big_endian_with_field_lengths() {
+        let out = run(&[(7, PG_EPOCH_US + 1, 1.5)]);
+        let bytes = copy_tuples(&out);
         assert_eq!(bytes.len(), RECORD_SIZE);
-        assert_eq!(&bytes[..4], &7u32.to_le_bytes());
-        assert_eq!(&bytes[12..20], &1.5f64.to_le_bytes());
+        assert_eq!(&bytes[..2], &10i16.to_be_bytes());
+        assert_eq!(&bytes[2..10], &[0, 0, 0, 4, 0, 0, 0, 7]);
+        // minute: PostgreSQL's epoch itself
+        assert_eq!(&bytes[10..22], &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&bytes[26..34], &1.5f64.to_be_bytes());
+        // first at: one microsecond past it
+        assert_eq!(&bytes[74..82], &1i64.to_be_bytes());
     }
 }

@@ -122,3 +122,60 @@ async def test_stop_fails_what_could_not_be_written(
             await pending
     finally:
         await asyncio.to_thread(pg.restart_same_port)
+
+
+def keys_on_two_lanes() -> tuple[str, str]:
+    """Two charger ids that the default two lanes give to different lanes (by their hash)."""
+    first = "CP-0"
+    other = next(f"CP-{i}" for i in range(1, 100) if hash(f"CP-{i}") % 2 != hash(first) % 2)
+    return first, other
+
+
+async def test_one_keys_submissions_commit_in_submission_order(
+    writer: Writer, db: Database
+) -> None:
+    """Concurrent submissions of two chargers: each charger's rows land in the order its
+    submissions were made, whichever lane they took and however they were batched."""
+    a, b = keys_on_two_lanes()
+
+    def mine(key: str, i: int) -> tuple[object, ...]:
+        return (key, f"{i:03}", *row(i)[2:])
+
+    await asyncio.gather(
+        *(writer.submit([(LOG, [mine(key, i)])], key=key) for i in range(60) for key in (a, b))
+    )
+    for key in (a, b):
+        stored = await db.fetch(
+            "SELECT vendor_id FROM data_transfers WHERE charger_id = $1 ORDER BY id", key
+        )
+        assert [r[0] for r in stored] == [f"{i:03}" for i in range(60)]
+
+
+async def test_a_blocked_lane_does_not_hold_up_another(database_url: str, db: Database) -> None:
+    """Two lanes commit side by side: while one charger's batch waits on a lock, another
+    charger's writes (on the other lane) commit; with one lane they would queue behind it."""
+    a, b = keys_on_two_lanes()
+    w = Writer(database_url, lanes=2, flush_interval=0.001)
+    await w.start()
+    blocker = await asyncpg.connect(database_url)
+    try:
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute("LOCK TABLE id_tags IN ACCESS EXCLUSIVE MODE")
+        held = asyncio.ensure_future(
+            w.submit([(Statement("INSERT INTO id_tags (id_tag) VALUES ($1)"), ("T-1",))], key=a)
+        )
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(w.submit([(LOG, [row(7)])], key=b), 5)
+        assert await count(db) == 1 and not held.done()
+        await lock.rollback()
+        assert await asyncio.wait_for(held, 5) == [None]
+    finally:
+        await blocker.close()
+        await w.stop()
+
+
+def test_a_writer_needs_a_lane(database_url: str) -> None:
+    """Zero lanes is a configuration error, told at construction."""
+    with pytest.raises(ValueError, match="at least one lane"):
+        Writer(database_url, lanes=0)

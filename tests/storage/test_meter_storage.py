@@ -51,21 +51,28 @@ def test_native_rollup_equals_its_pure_twin_byte_for_byte(
     "rollup", [_native.rollup_1m, native.pure_rollup_1m], ids=["native", "pure"]
 )
 def test_rollup_refuses_ragged_or_mismatched_buffers(rollup: object) -> None:
-    """A buffer of the wrong length is a ValueError, in both implementations."""
+    """A buffer of the wrong length, or a time beyond ±2**62 µs, is a ValueError, in both
+    implementations."""
     with pytest.raises(ValueError):
         rollup(b"\0\0\0", b"", b"")  # type: ignore[operator]
     with pytest.raises(ValueError):
         rollup(b"\0" * 4, b"", b"")  # type: ignore[operator]
+    with pytest.raises(ValueError, match="out of range"):
+        rollup(*buffers([(0, 2**62 + 1, 1.0)]))  # type: ignore[operator]
 
 
 def test_rollup_known_answer() -> None:
-    """Two rows in one minute, one in the next: min, max, sum, count, first and last."""
+    """Two rows in one minute, one in the next: min, max, sum, count, first and last, as
+    binary COPY tuples (ten fields, each with its length; times from PostgreSQL's epoch)."""
     m = 60_000_000
-    out = native.rollup_1m(*buffers([(0, 10, 5.0), (0, 5, 7.0), (0, m + 1, 1.0)]))
+    e = native.PG_EPOCH_US
+    out = native.rollup_1m(*buffers([(3, e + 10, 5.0), (3, e + 5, 7.0), (3, e + m + 1, 1.0)]))
     records = list(native.ROLLUP_RECORD.iter_unpack(out))
-    assert records == [
-        (0, 0, 5.0, 7.0, 12.0, 2, 5, 7.0, 10, 5.0),
-        (0, m, 1.0, 1.0, 1.0, 1, m + 1, 1.0, m + 1, 1.0),
+    assert [r[0] for r in records] == [10, 10]
+    assert [r[1::2] for r in records] == [(4, 8, 8, 8, 8, 8, 8, 8, 8, 8)] * 2
+    assert [r[2::2] for r in records] == [
+        (3, 0, 5.0, 7.0, 12.0, 2, 5, 7.0, 10, 5.0),
+        (3, m, 1.0, 1.0, 1.0, 1, m + 1, 1.0, m + 1, 1.0),
     ]
 
 

@@ -30,7 +30,7 @@ def routes(services: HandlerServices) -> Routes:
         def described(results: list[Any]) -> list[Any]:
             return events(authorization(charger, results[0], request.id_tag, decision.status, now))
 
-        await services.emit([(AUTHORIZATION_ID, ())], described)
+        await services.emit(ctx.charger_id, [(AUTHORIZATION_ID, ())], described)
         return AuthorizeResponse(
             id_tag_info=id_tag_info(decision.status, decision.expiry_date, decision.parent_id_tag)
         )

@@ -52,7 +52,7 @@ def routes(services: HandlerServices) -> Routes:
             now,
         )
         [status] = await services.emit(
-            [(BOOT_INFO, info)], events([boot_event(ctx.charger, request, now)])
+            ctx.charger_id, [(BOOT_INFO, info)], events([boot_event(ctx.charger, request, now)])
         )
         ctx.state["registration_status"] = status
         return BootNotificationResponse(

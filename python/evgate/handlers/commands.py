@@ -106,7 +106,7 @@ class CommandEffects:
             keys = [] if response.configuration_key is UNSET else response.configuration_key
             await self._configuration(charger_id, keys, None)
         elif isinstance(request, GetDiagnosticsRequest):
-            await self.writer.submit([(DIAGNOSTICS_REQUESTED, (charger_id,))])
+            await self.writer.submit([(DIAGNOSTICS_REQUESTED, (charger_id,))], key=charger_id)
         elif isinstance(request, ReserveNowRequest):
             assert isinstance(response, ReserveNowResponse)
             if response.status == ReservationStatus.accepted:
@@ -135,4 +135,6 @@ class CommandEffects:
         def described(results: list[Any]) -> list[Write]:
             return events([configuration_synced(charger, keys, now, results[0], error)])
 
-        await self.writer.submit([(EMIT, Emission([(COMMAND_REQUEST_ID, ())], described))])
+        await self.writer.submit(
+            [(EMIT, Emission([(COMMAND_REQUEST_ID, ())], described))], key=charger_id
+        )

@@ -38,7 +38,9 @@ def routes(services: HandlerServices) -> Routes:
             services.clock(),
         )
         await services.emit(
-            [(DATA_TRANSFERS, [row])], events([data_transfer_received(ctx.charger, request)])
+            ctx.charger_id,
+            [(DATA_TRANSFERS, [row])],
+            events([data_transfer_received(ctx.charger, request)]),
         )
         return response
 

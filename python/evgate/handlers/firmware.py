@@ -60,7 +60,9 @@ async def record_message(
 ) -> None:
     """Store one ``charger_messages`` row (fields as :func:`message_row`) and return after it
     committed."""
-    await services.writer.submit([(CHARGER_MESSAGES, message_row(services, ctx, kind, **fields))])
+    await services.writer.submit(
+        [(CHARGER_MESSAGES, message_row(services, ctx, kind, **fields))], key=ctx.charger_id
+    )
 
 
 def routes(services: HandlerServices) -> Routes:
@@ -91,7 +93,9 @@ def routes(services: HandlerServices) -> Routes:
             return events([diagnostics_status(charger, request, results[1] or 0, now)])
 
         await services.emit(
-            [(CHARGER_MESSAGES, row), (DIAGNOSTICS_REQUEST, (ctx.charger_id,))], described
+            ctx.charger_id,
+            [(CHARGER_MESSAGES, row), (DIAGNOSTICS_REQUEST, (ctx.charger_id,))],
+            described,
         )
         return DiagnosticsStatusNotificationResponse()
 

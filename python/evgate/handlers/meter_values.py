@@ -131,11 +131,11 @@ def routes(services: HandlerServices) -> Routes:
         if transaction_id is not None:
             tx = await services.open_transaction(ctx, transaction_id)
         if tx is None:
-            await services.writer.submit([(METER_VALUES, rows)])
+            await services.writer.submit([(METER_VALUES, rows)], key=ctx.charger_id)
             return MeterValuesResponse()
         tx = with_readings(tx, request.meter_value)
         entries = session_meter_values(ctx.charger, tx, request.meter_value, services.clock())
-        await services.emit([], events(entries), beside=[(METER_VALUES, rows)])
+        await services.emit(ctx.charger_id, [], events(entries), beside=[(METER_VALUES, rows)])
         services.remember_transaction(ctx, tx.transaction_id, tx)
         return MeterValuesResponse()
 

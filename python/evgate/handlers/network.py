@@ -43,7 +43,8 @@ class NetworkStatusRecorder:
             change is not recorded): the gateway's credential index answers it.
         max_pending: changes that may wait for the writer (the database away during a
             reconnect storm); more are dropped, logged and counted.
-        batch: changes written per submission.
+        batch: changes taken at a time (each charger's in a submission of its own, keyed by
+            it, which the writer batches with the rest).
 
     After construction: ``gateway.add_observer(recorder)``, ``start()``; ``await stop()``
     after the gateway stopped (its last disconnects are written) and before the writer.
@@ -122,15 +123,26 @@ class NetworkStatusRecorder:
             while self._pending:
                 take = min(self.batch, len(self._pending))
                 changes = [self._pending.popleft() for _ in range(take)]
-                try:
-                    await self._write(changes)
-                except WriterClosed:
+                # One submission per charger, keyed by it: its changes then commit in order
+                # with the charger's own writes (a connect before its BootNotification), on
+                # its writer lane; the writer batches the submissions together again.
+                by_charger: dict[str, list[tuple[ChargerRef, bool, datetime]]] = {}
+                for change in changes:
+                    by_charger.setdefault(change[0].id, []).append(change)
+                outcomes = await asyncio.gather(
+                    *(self._write(key, mine) for key, mine in by_charger.items()),
+                    return_exceptions=True,
+                )
+                if any(isinstance(o, WriterClosed) for o in outcomes):
                     return
-                except Exception:
-                    # Refused rows (not an outage: the writer retries those itself).
-                    log.exception("recording %d network status changes failed", len(changes))
+                for outcome in outcomes:
+                    if isinstance(outcome, Exception):
+                        # Refused rows (not an outage: the writer retries those itself).
+                        log.error("recording network status changes failed", exc_info=outcome)
 
-    async def _write(self, changes: list[tuple[ChargerRef, bool, datetime]]) -> None:
+    async def _write(
+        self, charger_id: str, changes: list[tuple[ChargerRef, bool, datetime]]
+    ) -> None:
         writes: list[Write] = [
             (NETWORK_STATUS, (charger.id, _NETWORK[connected], at))
             for charger, connected, at in changes
@@ -143,4 +155,4 @@ class NetworkStatusRecorder:
                 if written
             )
 
-        await self.writer.submit([(EMIT, Emission(writes, described))])
+        await self.writer.submit([(EMIT, Emission(writes, described))], key=charger_id)

@@ -153,7 +153,7 @@ def routes(services: HandlerServices, certificates: CertificateService | None = 
         def described(results: list[Any]) -> list[Write]:
             return [] if results[0] is None else events([security_event(charger, request)])
 
-        await services.emit([(SECURITY_EVENTS, row)], described)
+        await services.emit(ctx.charger_id, [(SECURITY_EVENTS, row)], described)
         return SecurityEventNotificationResponse()
 
     async def sign_certificate(

@@ -116,6 +116,7 @@ class HandlerServices:
 
     async def emit(
         self,
+        charger_id: str,
         writes: Sequence[Write],
         then: Sequence[Write] | Callable[[list[Any]], Sequence[Write]],
         beside: Sequence[Write] = (),
@@ -124,13 +125,17 @@ class HandlerServices:
         return the ``writes``' results once it committed.
 
         Args:
+            charger_id: whose writes these are (their writer lane: in order with the rest of
+                the charger's).
             writes: the state writes whose results the events depend on.
             then: the follow-up writes (:func:`events`, a CDR), or a pure function of the
                 ``writes``' results that makes them (see ``storage.events.Emission``).
             beside: writes of the same transaction that no event depends on (meter values),
                 kept out of the Emission so that the writer merges them with everyone's.
         """
-        results = await self.writer.submit([*beside, (EMIT, Emission(writes, then))])
+        results = await self.writer.submit(
+            [*beside, (EMIT, Emission(writes, then))], key=charger_id
+        )
         return list(results[-1])
 
     async def open_transaction(

@@ -55,7 +55,7 @@ def routes(services: HandlerServices) -> Routes:
                 entries.insert(0, evse_changed(charger, connector_id, "created", now))
             return events(entries)
 
-        await services.emit([(CONNECTOR_STATUS, row)], described)
+        await services.emit(ctx.charger_id, [(CONNECTOR_STATUS, row)], described)
         return StatusNotificationResponse()
 
     return {"StatusNotification": status_notification}

@@ -130,7 +130,7 @@ def routes(services: HandlerServices) -> Routes:
             return events(entries)
 
         # A resent StartTransaction gets what its first attempt stored, not today's decision.
-        [stored] = await services.emit([(TRANSACTION_STARTS, start)], described)
+        [stored] = await services.emit(ctx.charger_id, [(TRANSACTION_STARTS, start)], described)
         services.remember_transaction(
             ctx, stored.transaction_id, _started(start, stored.transaction_id)
         )
@@ -161,7 +161,7 @@ def routes(services: HandlerServices) -> Routes:
             cdr, entries = session_stopped(charger, _stopped(closed), now)
             return [(CDRS, cdr_row(cdr)), *events(entries)]
 
-        results = await services.emit(writes, described, beside)
+        results = await services.emit(ctx.charger_id, writes, described, beside)
         closed = results[0] if results else None
         response = StopTransactionResponse()
         if id_tag is not None:

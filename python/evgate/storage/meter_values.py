@@ -15,7 +15,7 @@ import collections
 import sys
 import weakref
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ __all__ = [
     "MeterValueStore",
     "Resolution",
     "SeriesKey",
-    "rollup_columns",
+    "rollup_records",
     "series_key",
 ]
 
@@ -78,9 +78,9 @@ def series_key(row: MeterRow) -> SeriesKey:
     return (row[0], row[1], row[4], row[5], row[6])  # type: ignore[return-value]
 
 
-def rollup_columns(
+def rollup_records(
     rows: Sequence[MeterRow], series_id: Mapping[SeriesKey, int], rollup: Any = None
-) -> list[tuple[Any, ...]]:
+) -> bytes:
     """The per-minute rollups of ``rows`` (numeric values only), computed by ``rollup``
     (default: ``evgate.native.rollup_1m``, native unless ``EVGATE_NO_NATIVE=1``).
 
@@ -89,10 +89,10 @@ def rollup_columns(
         series_id: the ``meter_series`` number of every series of ``rows``.
 
     Returns:
-        The rollups as columns (series id, minute µs, min, max, sum, count, first µs, first,
-        last µs, last), sorted by series then minute: the merge takes its row locks in that
-        order, so two writers merging the same series never deadlock. Empty without numeric
-        values.
+        The rollups as binary COPY tuples of ``meter_rollup_1m``'s columns
+        (``native.ROLLUP_RECORD``), sorted by series then minute: the merge takes its row locks
+        in that order, so two writers merging the same series never deadlock. Empty without
+        numeric values.
     """
     sids = array("I")
     times = array("q")
@@ -112,9 +112,8 @@ def rollup_columns(
         times.append(last_us)
         values.append(value)
     if not sids:
-        return []
-    packed = (rollup or native.rollup_1m)(sids.tobytes(), times.tobytes(), values.tobytes())
-    return list(zip(*native.ROLLUP_RECORD.iter_unpack(packed), strict=True))
+        return b""
+    return (rollup or native.rollup_1m)(sids.tobytes(), times.tobytes(), values.tobytes())
 
 
 # New series are numbered in sorted order (two writers adding the same ones never deadlock);
@@ -134,17 +133,16 @@ JOIN meter_series s ON s.charger_id = k.c AND s.connector_id = k.n AND s.measura
                    AND s.phase IS NOT DISTINCT FROM k.p AND s.location = k.l
 """
 
-# One statement per batch; the rollups travel as ten arrays of numbers (asyncpg encodes those
-# in C), times as µs since the epoch.
-_MERGE_ROLLUPS = """
-INSERT INTO meter_rollup_1m AS r (series_id, minute, min_value, max_value, sum_value, count,
-    first_at, first_value, last_at, last_value)
-SELECT s, 'epoch'::timestamptz + mi * interval '1 microsecond', mn, mx, sm, n,
-       'epoch'::timestamptz + fa * interval '1 microsecond', fv,
-       'epoch'::timestamptz + la * interval '1 microsecond', lv
-FROM unnest($1::int4[], $2::int8[], $3::float8[], $4::float8[], $5::float8[], $6::int8[],
-            $7::int8[], $8::float8[], $9::int8[], $10::float8[])
-     AS u(s, mi, mn, mx, sm, n, fa, fv, la, lv)
+# A batch's rollups reach PostgreSQL as one binary COPY into this per-session table, in the
+# native module's bytes (no per-row encoding in Python), then merge with one statement. The
+# table empties itself at every commit or rollback.
+_STAGE = "meter_rollup_batch"
+_CREATE_STAGE = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE meter_rollup_1m) ON COMMIT DELETE ROWS
+"""
+_MERGE_ROLLUPS = f"""
+INSERT INTO meter_rollup_1m AS r
+SELECT * FROM {_STAGE} ORDER BY series_id, minute
 ON CONFLICT (series_id, minute) DO UPDATE SET
     min_value = least(r.min_value, excluded.min_value),
     max_value = greatest(r.max_value, excluded.max_value),
@@ -165,6 +163,11 @@ WHERE EXISTS (SELECT 1 FROM meter_values v
               WHERE v.charger_id = u.c AND v.ts = u.ts AND v.connector_id = u.k
                 AND v.measurand = u.m AND v.phase IS NOT DISTINCT FROM u.p AND v.location = u.l)
 """
+
+
+async def _copy_stream(records: bytes) -> AsyncIterator[bytes]:
+    """``records`` (binary COPY tuples) as the stream asyncpg's ``copy_to_table`` sends."""
+    yield native.COPY_HEADER + records + native.COPY_TRAILER
 
 
 class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
@@ -195,8 +198,14 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         self._numbered: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
             weakref.WeakKeyDictionary()
         )
+        # The connections whose rollup staging table exists (committed), or was just created.
+        self._staged: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+        self._staging: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
 
     def committed(self, conn: asyncpg.Connection) -> None:
+        if conn in self._staging:
+            self._staging.discard(conn)
+            self._staged.add(conn)
         numbered = self._numbered.pop(conn, None)
         if numbered:
             self._series.setdefault(conn, {}).update(numbered)
@@ -265,9 +274,14 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         ids: Mapping[SeriesKey, int] = known
         if missing:
             ids = collections.ChainMap(await self._number(conn, missing, known), known)
-        columns = rollup_columns(rows, ids, self.rollup)
-        if columns:
-            await conn.execute(_MERGE_ROLLUPS, *columns)
+        records = rollup_records(rows, ids, self.rollup)
+        if records:
+            if conn not in self._staged:
+                # Created in the batch's transaction: known to exist once that commits.
+                await conn.execute(_CREATE_STAGE)
+                self._staging.add(conn)
+            await conn.copy_to_table(_STAGE, source=_copy_stream(records), format="binary")
+            await conn.execute(_MERGE_ROLLUPS)
 
     async def _number(
         self, conn: asyncpg.Connection, keys: set[SeriesKey], known: dict[SeriesKey, int]

@@ -1,10 +1,12 @@
 """storage room: the group-commit writer — every charger's state changes, batched, committed.
 
-One asyncio task owns one dedicated connection. Handlers ``await writer.submit(writes)``; the
-writer gathers the submissions of all connections into a batch (until ``batch_rows`` rows or
-``flush_interval`` seconds after the first), writes the batch in ONE transaction — each kind of
-write merged across submissions (COPY for appends, one pipelined statement batch for upserts)
-— and only after COMMIT resolves every submission of the batch. A handler answers its charger
+Handlers ``await writer.submit(writes, key=charger_id)``; the writer gathers the submissions
+of all connections into a batch (until ``batch_rows`` rows or ``flush_interval`` seconds after
+the first), writes the batch in ONE transaction — each kind of write merged across submissions
+(COPY for appends, one pipelined statement batch for upserts) — and only after COMMIT resolves
+every submission of the batch. A few lanes, each an asyncio task with its own connection, commit
+batches side by side (the key picks the lane, so one charger's writes stay in order on one
+lane), so that PostgreSQL and Python each keep a core busy. A handler answers its charger
 after ``submit`` returns, so an acknowledged message is durable (ARCHITECTURE rule 1).
 
 A write is a pair ``(op, item)``: the op is a :class:`WriteOp`, a kind of write made once at
@@ -38,7 +40,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -194,17 +196,25 @@ class _CommitUnknown(Exception):
 class Writer:
     """The group-commit writer of one evgate process.
 
-    ``await start()`` before use (connects, retrying until the database answers only if
-    ``wait_for_database``), ``await stop()`` on shutdown (flushes what is queued, up to
+    ``await start()`` before use, ``await stop()`` on shutdown (flushes what is queued, up to
     ``stop_timeout``; what could not be written fails with :class:`WriterClosed`).
 
+    The writer has ``lanes`` lanes, each a task with its own connection committing its own
+    batches, so that PostgreSQL works on one lane's batch while Python prepares another's (one
+    connection leaves one of them idle at a time). A submission's ``key`` (the charger's id)
+    picks its lane: one charger's writes are committed in submission order, on one
+    connection, and two lanes never touch the same charger's rows, so they never wait on each
+    other's locks. Unkeyed submissions share the first lane. This is the guarantee several
+    evgate processes give each other, within one.
+
     Args:
-        dsn: the database to write to (a dedicated connection is opened).
-        batch_rows: commit once this many rows are gathered.
+        dsn: the database to write to (each lane opens a dedicated connection).
+        lanes: how many batches may be in flight at once.
+        batch_rows: a lane commits once this many rows are gathered.
         flush_interval: or this many seconds after the batch's first submission (only while
             batches commit faster than that; a slower database gathers them meanwhile).
-        queue_rows: rows that may wait (queued or in the batch being written) before ``submit``
-            blocks.
+        queue_rows: rows that may wait (queued or in batches being written, all lanes) before
+            ``submit`` blocks.
         metrics: the process's metrics registry (optional).
     """
 
@@ -212,6 +222,7 @@ class Writer:
         self,
         dsn: str,
         *,
+        lanes: int = 2,
         batch_rows: int = 5000,
         flush_interval: float = 0.005,
         queue_rows: int = 100_000,
@@ -219,6 +230,8 @@ class Writer:
         stop_timeout: float = 10.0,
         metrics: Registry | None = None,
     ) -> None:
+        if lanes < 1:
+            raise ValueError("a writer needs at least one lane")
         self.dsn = dsn
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
@@ -226,14 +239,10 @@ class Writer:
         self.retry_max_delay = retry_max_delay
         self.stop_timeout = stop_timeout
         self.stats = WriterStats()
-        self._queue: collections.deque[_Submission] = collections.deque()
-        self._pending_rows = 0  # queued + in the batch being written
-        self._queued_rows = 0  # queued only
-        self._current: list[_Submission] = []  # the batch being written
+        self._lanes = [_Lane(self, i) for i in range(lanes)]
+        self._pending_rows = 0  # queued + in the batches being written
         self._space = asyncio.Condition()
-        self._wakeup = asyncio.Event()
-        self._conn: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._started = False
         self._stopping = False
         self._closed = False
         self._metrics(metrics)
@@ -258,51 +267,64 @@ class Writer:
 
     @property
     def queue_depth(self) -> int:
-        """Rows waiting: queued or in the batch being written."""
+        """Rows waiting: queued or in a batch being written."""
         return self._pending_rows
 
     async def start(self) -> None:
-        """Open the writer's connection and start its task."""
-        if self._task is not None:
+        """Open the lanes' connections and start their tasks."""
+        if self._started:
             return
-        self._conn = await self._connect()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="writer")
+        conns = await asyncio.gather(
+            *(self._connect() for _ in self._lanes), return_exceptions=True
+        )
+        failed = [c for c in conns if isinstance(c, BaseException)]
+        if failed:
+            for conn in conns:
+                if isinstance(conn, asyncpg.Connection):
+                    conn.terminate()
+            raise failed[0]
+        for lane, conn in zip(self._lanes, conns, strict=True):
+            lane.start(conn)
+        self._started = True
 
     async def stop(self) -> None:
         """Write what is queued (up to ``stop_timeout``), then stop. Safe to call twice."""
-        if self._task is None:
+        if not self._started:
             self._closed = True
             return
         self._stopping = True
-        self._wakeup.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), self.stop_timeout)
-        except TimeoutError:
+        tasks = [lane.task for lane in self._lanes if lane.task is not None]
+        for lane in self._lanes:
+            lane.wakeup.set()
+        _, late = await asyncio.wait(tasks, timeout=self.stop_timeout)
+        if late:
             log.warning(
                 "writer: %d rows not written at stop (database unavailable)", self.queue_depth
             )
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late)
+        self._started = False
         self._closed = True
         self._fail_all(WriterClosed("evgate is stopping"))
         async with self._space:
             self._space.notify_all()
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._conn.close(), 2)
-            self._conn = None
+        await asyncio.gather(*(lane.close() for lane in self._lanes))
 
-    async def submit(self, writes: Sequence[Write]) -> list[Any]:
+    async def submit(self, writes: Sequence[Write], *, key: Hashable | None = None) -> list[Any]:
         """Queue ``writes`` and return their results once the batch holding them committed.
 
         Waits while ``queue_rows`` rows are already waiting (a submission larger than that is
         admitted alone). Cancelling the caller does not withdraw the writes: they may still
         commit (a message whose answer was lost, which its dedupe key absorbs).
 
+        Args:
+            writes: the writes, committed together in one transaction.
+            key: whose writes these are (the charger's id): the same key, the same lane, so
+                one key's submissions commit in order.
+
         Raises:
-            WriterClosed: the writer stopped before the writes committed.
+            WriterClosed: the writer is stopped before the writes committed.
             WriteRejected: PostgreSQL refused these rows.
         """
         if self._closed or self._stopping:
@@ -319,56 +341,122 @@ class Writer:
                 )
             if self._closed:
                 raise WriterClosed("the writer is stopped")
+        lanes = self._lanes
+        lane = lanes[hash(key) % len(lanes)] if key is not None and len(lanes) > 1 else lanes[0]
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(writes, weight, future))
+        lane.queue.append(_Submission(writes, weight, future))
+        lane.queued_rows += weight
         self._pending_rows += weight
-        self._queued_rows += weight
-        self._wakeup.set()
+        lane.wakeup.set()
         return await future
 
-    # The writer task.
+    async def _written(self, batch: list[_Submission]) -> None:
+        """A lane is done with ``batch`` (committed, refused or failed): its rows free up."""
+        self._pending_rows -= sum(s.weight for s in batch)
+        async with self._space:
+            self._space.notify_all()
+
+    def _count(self, batch: list[_Submission], seconds: float) -> None:
+        rows = sum(s.weight for s in batch)
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.submissions += len(batch)
+        self.stats.last_commit_seconds = seconds
+        self._m_batches.inc()
+        self._m_rows.inc(amount=rows)
+        self._m_commit.set(seconds)
+
+    def _retried(self) -> None:
+        self.stats.retries += 1
+        self._m_retries.inc()
+
+    def _rejected(self) -> None:
+        self.stats.rejected += 1
+        self._m_rejected.inc()
+
+    async def _connect(self) -> asyncpg.Connection:
+        # command_timeout: a server that stopped answering (not closed) counts as unavailable.
+        return await asyncpg.connect(self.dsn, command_timeout=60)
+
+    def _fail_all(self, exc: Exception) -> None:
+        for lane in self._lanes:
+            for submission in [*lane.current, *lane.queue]:
+                if not submission.future.done():
+                    submission.future.set_exception(exc)
+            lane.queue.clear()
+            lane.current = []
+            lane.queued_rows = 0
+        self._pending_rows = 0
+
+
+class _Lane:
+    """One lane of a :class:`Writer`: its queue, its task and its connection."""
+
+    def __init__(self, writer: Writer, index: int) -> None:
+        self.writer = writer
+        self.index = index
+        self.queue: collections.deque[_Submission] = collections.deque()
+        self.queued_rows = 0
+        self.current: list[_Submission] = []  # the batch being written
+        self.wakeup = asyncio.Event()
+        self.conn: asyncpg.Connection | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.last_commit_seconds = 0.0
+
+    def start(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"writer-lane-{self.index}"
+        )
+
+    async def close(self) -> None:
+        self.task = None
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conn.close(), 2)
+            self.conn = None
 
     async def _run(self) -> None:
+        writer = self.writer
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                if self._stopping:
+            if not self.queue:
+                if writer._stopping:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                self.wakeup.clear()
+                await self.wakeup.wait()
                 continue
             # Linger for more submissions, unless the batch is full or we are stopping. When
             # the last batch took longer than the linger itself, the database is the
             # bottleneck and submissions pile up while each batch commits: then linger only
             # for one pass of the loop (the submitters the last commit released submit
             # again), since waiting longer would only idle the database.
-            linger = self.flush_interval
-            if self.stats.last_commit_seconds >= linger:
+            linger = writer.flush_interval
+            if self.last_commit_seconds >= linger:
                 linger = 0.0
                 await asyncio.sleep(0)
             deadline = loop.time() + linger
-            while not self._stopping and self._queued_rows < self.batch_rows:
+            while not writer._stopping and self.queued_rows < writer.batch_rows:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                self._wakeup.clear()
+                self.wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-            batch = self._current = self._take_batch()
+                    await asyncio.wait_for(self.wakeup.wait(), remaining)
+            batch = self.current = self._take_batch()
             await self._write_batch(batch)
-            self._current = []
-            self._pending_rows -= sum(s.weight for s in batch)
-            async with self._space:
-                self._space.notify_all()
+            self.current = []
+            await writer._written(batch)
 
     def _take_batch(self) -> list[_Submission]:
         batch: list[_Submission] = []
         rows = 0
-        while self._queue and (not batch or rows + self._queue[0].weight <= self.batch_rows):
-            submission = self._queue.popleft()
+        limit = self.writer.batch_rows
+        while self.queue and (not batch or rows + self.queue[0].weight <= limit):
+            submission = self.queue.popleft()
             batch.append(submission)
             rows += submission.weight
-        self._queued_rows -= rows
+        self.queued_rows -= rows
         return batch
 
     async def _write_batch(self, batch: list[_Submission]) -> None:
@@ -382,7 +470,7 @@ class Writer:
                         "writer: batch %s had committed before the connection was lost",
                         unknown.batch_id,
                     )
-                    self._count(batch, 0.0)
+                    self.writer._count(batch, 0.0)
                     results = unknown.results
                 else:
                     unknown = None
@@ -393,12 +481,11 @@ class Writer:
                 elif not is_transient(exc):
                     await self._isolate(batch, exc)
                     break
-                self.stats.retries += 1
-                self._m_retries.inc()
+                self.writer._retried()
                 log.warning("writer: database unavailable (%s); retrying in %.2fs", exc, delay)
                 await self._drop_connection()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_delay)
+                delay = min(delay * 2, self.writer.retry_max_delay)
                 continue
             for submission, result in zip(batch, results, strict=True):
                 if not submission.future.done():
@@ -441,50 +528,28 @@ class Writer:
             raise
         for op in by_op:
             op.committed(conn)
-        self._count(batch, time.perf_counter() - started)
+        self.last_commit_seconds = time.perf_counter() - started
+        self.writer._count(batch, self.last_commit_seconds)
         return results
-
-    def _count(self, batch: list[_Submission], seconds: float) -> None:
-        rows = sum(s.weight for s in batch)
-        self.stats.batches += 1
-        self.stats.rows += rows
-        self.stats.submissions += len(batch)
-        self.stats.last_commit_seconds = seconds
-        self._m_batches.inc()
-        self._m_rows.inc(amount=rows)
-        self._m_commit.set(seconds)
 
     async def _isolate(self, batch: list[_Submission], exc: Exception) -> None:
         """PostgreSQL refused the batch: write each submission alone, failing only the ones
         it refuses."""
         if len(batch) == 1:
             log.error("writer: rows refused by PostgreSQL (%s: %s)", type(exc).__name__, exc)
-            self.stats.rejected += 1
-            self._m_rejected.inc()
+            self.writer._rejected()
             if not batch[0].future.done():
                 batch[0].future.set_exception(WriteRejected(str(exc)))
             return
         for submission in batch:
             await self._write_batch([submission])
 
-    async def _connect(self) -> asyncpg.Connection:
-        # command_timeout: a server that stopped answering (not closed) counts as unavailable.
-        return await asyncpg.connect(self.dsn, command_timeout=60)
-
     async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self._connect()
-        return self._conn
+        if self.conn is None or self.conn.is_closed():
+            self.conn = await self.writer._connect()
+        return self.conn
 
     async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
-
-    def _fail_all(self, exc: Exception) -> None:
-        for submission in [*self._current, *self._queue]:
-            if not submission.future.done():
-                submission.future.set_exception(exc)
-        self._queue.clear()
-        self._current = []
-        self._pending_rows = self._queued_rows = 0
+        if self.conn is not None:
+            self.conn.terminate()
+            self.conn = None
