@@ -137,12 +137,15 @@ JOIN meter_series s ON s.charger_id = k.c AND s.connector_id = k.n AND s.measura
 # native module's bytes (no per-row encoding in Python), then merge with one statement. The
 # table empties itself at every commit or rollback.
 _STAGE = "meter_rollup_batch"
+#: The fields of ``native.ROLLUP_RECORD``, in its order.
+_ROLLUP_COLUMNS = ("series_id", "minute", "min_value", "max_value", "sum_value", "count",
+                   "first_at", "first_value", "last_at", "last_value")  # fmt: skip
 _CREATE_STAGE = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE meter_rollup_1m) ON COMMIT DELETE ROWS
 """
 _MERGE_ROLLUPS = f"""
-INSERT INTO meter_rollup_1m AS r
-SELECT * FROM {_STAGE} ORDER BY series_id, minute
+INSERT INTO meter_rollup_1m AS r ({", ".join(_ROLLUP_COLUMNS)})
+SELECT {", ".join(_ROLLUP_COLUMNS)} FROM {_STAGE} ORDER BY series_id, minute
 ON CONFLICT (series_id, minute) DO UPDATE SET
     min_value = least(r.min_value, excluded.min_value),
     max_value = greatest(r.max_value, excluded.max_value),
@@ -280,7 +283,9 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
                 # Created in the batch's transaction: known to exist once that commits.
                 await conn.execute(_CREATE_STAGE)
                 self._staging.add(conn)
-            await conn.copy_to_table(_STAGE, source=_copy_stream(records), format="binary")
+            await conn.copy_to_table(
+                _STAGE, source=_copy_stream(records), columns=_ROLLUP_COLUMNS, format="binary"
+            )
             await conn.execute(_MERGE_ROLLUPS)
 
     async def _number(

@@ -296,7 +296,10 @@ class Writer:
         tasks = [lane.task for lane in self._lanes if lane.task is not None]
         for lane in self._lanes:
             lane.wakeup.set()
-        _, late = await asyncio.wait(tasks, timeout=self.stop_timeout)
+        done, late = await asyncio.wait(tasks, timeout=self.stop_timeout)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("writer: a lane failed", exc_info=task.exception())
         if late:
             log.warning(
                 "writer: %d rows not written at stop (database unavailable)", self.queue_depth
