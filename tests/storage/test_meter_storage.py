@@ -16,7 +16,7 @@ from evgate import _native, native
 from evgate.storage.db import Database
 from evgate.storage.maintenance import Maintenance, partition_name
 from evgate.storage.meter_values import MeterValueRows, MeterValueStore
-from evgate.storage.writer import Writer
+from evgate.storage.writer import Statement, Writer, WriteRejected
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ROWS = st.lists(
@@ -194,3 +194,18 @@ async def test_a_total_and_its_phases_are_separate_series(writer: Writer, db: Da
         "CP-1", T0, T0 + timedelta(minutes=1), resolution="1m"
     )
     assert [(b.phase, b.max) for b in buckets] == [(None, 10.0), ("L1", 4.0)]  # type: ignore[union-attr]
+
+
+async def test_rollups_merge_after_a_batch_that_made_the_staging_table_rolled_back(
+    writer: Writer, db: Database
+) -> None:
+    """The first meter batch on a connection makes the rollup staging table; if that batch
+    is refused (rolled back, table and all), the next batch makes it again and merges."""
+    op = MeterValueRows()
+    bad = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
+    with pytest.raises(WriteRejected):
+        await writer.submit([(op, [mrow(T0, 5.0)]), (bad, ("x" * 30,))])
+    await writer.submit([(op, [mrow(T0 + timedelta(seconds=1), 7.0)])])
+    [r] = await db.fetch("SELECT count, sum_value FROM meter_rollup_1m")
+    assert (r["count"], r["sum_value"]) == (1, 7.0)
+    assert await db.fetchval("SELECT count(*) FROM meter_values") == 1
