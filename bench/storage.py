@@ -5,9 +5,10 @@ pure-Python twin.
 What is measured:
 
 * writer: ``--chargers`` concurrent submitters (as many chargers' MeterValues handlers), each
-  submitting messages of ``--values`` sampled values (one row each) to one ``Writer`` with the
-  ``MeterValueRows`` op: in-batch dedupe, COPY into the partitioned ``meter_values``, and the
-  native rollups merged into ``meter_rollup_1m``, committed in batches. Rows per second from
+  submitting messages of ``--values`` sampled values (one row each), keyed by its charger id as
+  the handlers do, to one ``Writer`` (two lanes, evgate's default) with the ``MeterValueRows``
+  op: in-batch dedupe, COPY into the partitioned ``meter_values``, and the native rollups
+  merged into ``meter_rollup_1m``, committed in batches. Rows per second from
   the first submission to the last acknowledgement.
 * executemany: the same rows, inserted with asyncpg's ``executemany`` of one INSERT into
   ``meter_values`` (a prepared statement, pipelined), in transactions of the writer's batch

@@ -344,8 +344,7 @@ class Writer:
                 )
             if self._closed:
                 raise WriterClosed("the writer is stopped")
-        lanes = self._lanes
-        lane = lanes[hash(key) % len(lanes)] if key is not None and len(lanes) > 1 else lanes[0]
+        lane = self._lanes[0 if key is None else hash(key) % len(self._lanes)]
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         lane.queue.append(_Submission(writes, weight, future))
         lane.queued_rows += weight
