@@ -46,3 +46,28 @@ def test_io_libraries_stay_in_their_rooms(path: Path) -> None:
             assert room in homes, f"{library} imported in {room}/ (its home: {sorted(homes)})"
     if room in PURE:
         assert not imports & IO_MODULES, f"protocol/ must be pure: imports {imports & IO_MODULES}"
+
+
+def _waits_in_wait_for(path: Path) -> list[int]:
+    """Lines where ``asyncio.wait_for`` wraps a ``.wait()`` call."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "wait_for"
+            and node.args
+            and isinstance(node.args[0], ast.Call)
+            and isinstance(node.args[0].func, ast.Attribute)
+            and node.args[0].func.attr == "wait"
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_wait_for_around_a_wait(path: Path) -> None:
+    """``asyncio.wait_for(x.wait(), t)`` loses a cancellation that arrives as the wait ends
+    (Python 3.11), which hung a dispatcher's stop: use ``tasks.wait_event`` or
+    ``asyncio.timeout``."""
+    assert _waits_in_wait_for(path) == []

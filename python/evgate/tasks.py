@@ -2,7 +2,8 @@
 
 A component that runs one loop (the id-tag directory's refresher, the session-end sender, the
 offline-config pusher, maintenance, reservation expiry, the loop-lag monitor) holds an
-:class:`OwnedTask`: its idempotent start and its cancel-and-wait stop.
+:class:`OwnedTask`: its idempotent start and its cancel-and-wait stop. A loop that sleeps until
+it is woken or a timeout passes waits with :func:`wait_event`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,21 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["OwnedTask", "cancel_and_wait"]
+__all__ = ["OwnedTask", "cancel_and_wait", "wait_event"]
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass; tell whether it was set.
+
+    Not ``asyncio.wait_for(event.wait(), seconds)``: on Python 3.11 that loses a cancellation
+    which arrives in the same loop iteration as the event (CPython gh-86296), so a loop woken
+    just as its owner stops it never ends, and the owner's ``await task`` hangs forever.
+    ``asyncio.timeout`` tells its own cancellation from anyone else's.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:

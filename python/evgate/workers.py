@@ -11,7 +11,6 @@ chargers with 1001) and then the PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import os
@@ -23,6 +22,7 @@ import time
 from evgate.config import Settings
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
+from evgate.tasks import wait_event
 
 __all__ = ["supervise"]
 
@@ -139,9 +139,7 @@ async def _run_workers(
                 lived,
                 worker.backoff,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), worker.backoff)
-            if stopping.is_set():
+            if await wait_event(stopping, worker.backoff):
                 return
             worker.backoff = min(worker.backoff * 2, _BACKOFF_MAX)
             worker.restarts += 1
@@ -161,7 +159,8 @@ async def _stop(worker: _Worker) -> None:
         return
     process.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(process.wait(), _STOP_GRACE)
+        async with asyncio.timeout(_STOP_GRACE):  # not wait_for: see tasks.wait_event
+            await process.wait()
     except TimeoutError:
         log.warning("worker %d did not stop in %.0f s; killing it", worker.index, _STOP_GRACE)
         process.kill()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from evgate.events.sinks import Attempt, KafkaProducers, WebhookSink, kafka_settings_key
 from evgate.metrics import Registry
 from evgate.storage.events import Delivery, NotificationStore, SubscriptionRow
+from evgate.tasks import wait_event
 
 __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
 
@@ -188,8 +189,7 @@ class Dispatcher:
             else:
                 wait = min(max(wait * 2, self.config.poll_interval), self.config.idle_poll_interval)
             self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+            await wait_event(self._wakeup, wait)
 
     async def _refresh(self) -> None:
         rows = {r.id: r for r in await self.store.subscriptions(enabled_only=True)}

@@ -47,6 +47,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from evgate.metrics import Registry
+from evgate.tasks import wait_event
 
 __all__ = [
     "CopyRows",
@@ -443,8 +444,7 @@ class _Lane:
                 if remaining <= 0:
                     break
                 self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), remaining)
+                await wait_event(self.wakeup, remaining)
             batch = self.current = self._take_batch()
             await self._write_batch(batch)
             self.current = []
