@@ -1,7 +1,9 @@
 """evgate's private native module (Rust, pyo3). Use it through `evgate.native`, never directly:
 that module picks this one or the pure-Python twins (``EVGATE_NO_NATIVE=1``)."""
 
-__all__ = ["hash_secret", "rollup_1m", "verify_secret"]
+from typing import Any
+
+__all__ = ["copy_meter_rows", "hash_secret", "rollup_1m", "verify_secret"]
 
 def hash_secret(secret: bytes) -> bytes:
     """Return the SHA-256 digest (32 bytes) of ``secret``.
@@ -50,4 +52,29 @@ def rollup_1m(series: bytes, ts_us: bytes, values: bytes) -> bytes:
     Raises:
         ValueError: a buffer's length is not a multiple of its item size, the buffers hold
             different numbers of rows, or a time lies beyond ±2**62 µs.
+    """
+
+def copy_meter_rows(rows: list[tuple[Any, ...]], ts_us: bytes) -> bytes:
+    """Encode a batch of meter rows as tuples of PostgreSQL's binary COPY format.
+
+    Each row is a tuple of ``meter_values``' twelve columns in ``METER_COLUMNS`` order, typed
+    as ``evgate.native.METER_ROW`` says: ``str`` for text, ``int`` for int4, a number for
+    float8, ``None`` for NULL. The time column's value is not read: row ``i``'s time is entry
+    ``i`` of ``ts_us`` (little-endian ``i64`` µs since the Unix epoch; the caller converts its
+    datetimes, sharing the work between the rows of one instant).
+
+    Args:
+        rows: the rows.
+        ts_us: ``8 * len(rows)`` bytes.
+
+    Returns:
+        One tuple per row: the field count 12, then each field's length (-1 for NULL) and
+        big-endian value; times in µs since 2000-01-01. Framed by ``COPY_HEADER`` and
+        ``COPY_TRAILER``, a binary COPY stream for ``meter_values``' columns.
+
+    Raises:
+        TypeError: a row is not a tuple, or a field is not of its column's type.
+        ValueError: a row does not have twelve fields, ``ts_us`` does not hold one time per
+            row, an int4 is out of range, or a time lies beyond ±2**62 µs.
+        UnicodeEncodeError: a text holds a lone surrogate (no UTF-8 for it).
     """

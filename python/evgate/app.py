@@ -151,7 +151,10 @@ class Evgate:
         )
         await self.writer.start()
         self.maintenance = Maintenance(
-            self.db, retention_days=s.meter_retention_days, ahead_days=s.meter_partitions_ahead
+            self.db,
+            retention_days=s.meter_retention_days,
+            ahead_days=s.meter_partitions_ahead,
+            fold_interval=s.meter_rollup_fold_interval,
         )
         await self.maintenance.run_once()
         self.maintenance.start()

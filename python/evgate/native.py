@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import os
 import struct
 from array import array
 from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "COPY_HEADER",
     "COPY_TRAILER",
+    "METER_ROW",
     "PG_EPOCH_US",
     "ROLLUP_RECORD",
     "USING_NATIVE",
+    "copy_meter_rows",
     "hash_secret",
+    "pure_copy_meter_rows",
     "pure_hash_secret",
     "pure_rollup_1m",
     "pure_verify_secret",
@@ -38,6 +43,11 @@ ROLLUP_RECORD = struct.Struct(">h ii iq id id id iq iq id iq id")
 #: What a binary COPY stream starts and ends with, around its tuples.
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 COPY_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"
+_LENGTH = struct.Struct(">i")
+_INT4 = struct.Struct(">ii")
+_TIME = struct.Struct(">iq")
+_FLOAT8 = struct.Struct(">id")
 PG_EPOCH_US = 946_684_800_000_000
 _MINUTE_US = 60_000_000
 _MAX_ABS_US = 1 << 62
@@ -108,11 +118,57 @@ def pure_rollup_1m(series: bytes, ts_us: bytes, values: bytes) -> bytes:
     return b"".join(records)
 
 
+#: The binary COPY type of each ``meter_values`` column, in ``METER_COLUMNS`` order: text,
+#: int4, timestamptz (from ``ts_us``) or float8.
+METER_ROW = "tiiTttttttdt"
+
+
+def pure_copy_meter_rows(rows: list[tuple[Any, ...]], ts_us: bytes) -> bytes:
+    """Pure-Python twin of ``_native.copy_meter_rows`` (same checks, same bytes out)."""
+    times = _items(ts_us, "q", "ts_us")
+    if len(rows) != len(times):
+        raise ValueError(f"rows and ts_us hold different row counts: {len(rows)} and {len(times)}")
+    out = []
+    count = struct.pack(">h", len(METER_ROW))
+    for row, t in zip(rows, times, strict=True):
+        if not isinstance(row, tuple):
+            raise TypeError(f"a meter row is a tuple, not {type(row).__name__}")
+        if len(row) != len(METER_ROW):
+            raise ValueError(f"a meter row has {len(row)} fields, not {len(METER_ROW)}")
+        out.append(count)
+        for kind, value in zip(METER_ROW, row, strict=True):
+            if kind == "T":  # the row's datetime, already converted by the caller (ts_us)
+                if not -_MAX_ABS_US <= t <= _MAX_ABS_US:
+                    raise ValueError(f"time out of range: {t} µs")
+                out.append(_TIME.pack(8, t - PG_EPOCH_US))
+            elif value is None:
+                out.append(_NULL)
+            elif kind == "t":
+                if not isinstance(value, str):
+                    raise TypeError(f"a text field is a str, not {type(value).__name__}")
+                data = value.encode()
+                out.append(_LENGTH.pack(len(data)) + data)
+            elif kind == "i":
+                number = operator.index(value)
+                if not -(2**31) <= number < 2**31:
+                    raise ValueError("an int4 field is out of range")
+                out.append(_INT4.pack(4, number))
+            else:
+                try:
+                    out.append(_FLOAT8.pack(8, value))
+                except struct.error:
+                    raise TypeError(
+                        f"a float8 field is a number, not {type(value).__name__}"
+                    ) from None
+    return b"".join(out)
+
+
 USING_NATIVE: bool = os.environ.get("EVGATE_NO_NATIVE", "") not in ("1", "true", "yes")
 
 hash_secret: Callable[[bytes], bytes]
 verify_secret: Callable[[bytes, bytes], bool]
 rollup_1m: Callable[[bytes, bytes, bytes], bytes]
+copy_meter_rows: Callable[[list[tuple[Any, ...]], bytes], bytes]
 
 if USING_NATIVE:
     try:
@@ -125,7 +181,9 @@ if USING_NATIVE:
     hash_secret = _native.hash_secret
     verify_secret = _native.verify_secret
     rollup_1m = _native.rollup_1m
+    copy_meter_rows = _native.copy_meter_rows
 else:
     hash_secret = pure_hash_secret
     verify_secret = pure_verify_secret
     rollup_1m = pure_rollup_1m
+    copy_meter_rows = pure_copy_meter_rows

@@ -4,9 +4,9 @@
 mod hashing;
 mod meter;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 /// SHA-256 digest (32 bytes) of a secret.
 #[pyfunction]
@@ -34,10 +34,59 @@ fn rollup_1m<'py>(
     Ok(PyBytes::new(py, &packed))
 }
 
+/// The meter rows of a batch as binary COPY tuples of `meter_values` (see meter.rs, METER_ROW).
+#[pyfunction]
+fn copy_meter_rows<'py>(
+    py: Python<'py>,
+    rows: &Bound<'py, PyList>,
+    ts_us: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let input = |e: meter::InputError| PyValueError::new_err(e.to_string());
+    let times = meter::times(ts_us).map_err(input)?;
+    if rows.len() != times.len() {
+        return Err(PyValueError::new_err(format!(
+            "rows and ts_us hold different row counts: {} and {}",
+            rows.len(),
+            times.len()
+        )));
+    }
+    let width = meter::METER_ROW.len();
+    let mut out = meter::CopyTuples::with_capacity(rows.len() * 128);
+    for (row, &time) in rows.iter().zip(&times) {
+        let row = row.cast_into::<PyTuple>()?;
+        if row.len() != width {
+            return Err(PyValueError::new_err(format!(
+                "a meter row has {} fields, not {width}",
+                row.len()
+            )));
+        }
+        out.begin(width as i16);
+        for (i, field) in meter::METER_ROW.iter().enumerate() {
+            let item = row.get_borrowed_item(i)?;
+            match field {
+                // The row's datetime, already converted by the caller (ts_us).
+                meter::Field::Time => out.time(time).map_err(input)?,
+                _ if item.is_none() => out.null(),
+                meter::Field::Text => out.text(item.cast::<PyString>()?.to_str()?).map_err(input)?,
+                meter::Field::Int4 => out.int4(item.extract::<i32>().map_err(|e| {
+                    if e.is_instance_of::<PyOverflowError>(py) {
+                        PyValueError::new_err("an int4 field is out of range")
+                    } else {
+                        e
+                    }
+                })?),
+                meter::Field::Float8 => out.float8(item.extract::<f64>()?),
+            }
+        }
+    }
+    Ok(PyBytes::new(py, &out.into_bytes()))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_secret, m)?)?;
     m.add_function(wrap_pyfunction!(verify_secret, m)?)?;
     m.add_function(wrap_pyfunction!(rollup_1m, m)?)?;
+    m.add_function(wrap_pyfunction!(copy_meter_rows, m)?)?;
     Ok(())
 }

@@ -1,9 +1,11 @@
-"""Meter storage: the native rollup and its pure twin agree, rollups merge across batches,
+"""Meter storage: the native rollup and its pure twin agree, partial rollups combine and fold,
 partitions are made ahead, stray rows move out of the default partition, retention drops old
 days, and reads at every resolution."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import struct
 from datetime import UTC, date, datetime, timedelta
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from evgate import _native, native
 from evgate.storage.db import Database
-from evgate.storage.maintenance import Maintenance, partition_name
+from evgate.storage.maintenance import FOLD_FIRST, Maintenance, partition_name
 from evgate.storage.meter_values import MeterValueRows, MeterValueStore
 from evgate.storage.writer import Statement, Writer, WriteRejected
 
@@ -76,6 +78,121 @@ def test_rollup_known_answer() -> None:
     ]
 
 
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30)
+METER_ROWS = st.lists(
+    st.tuples(
+        st.tuples(
+            TEXT,
+            st.integers(-(2**31), 2**31 - 1),
+            st.none() | st.integers(-(2**31), 2**31 - 1),
+            st.none(),  # the time column: taken from ts_us
+            TEXT,
+            st.none() | TEXT,
+            TEXT,
+            TEXT,
+            TEXT,
+            st.none() | TEXT,
+            st.none() | st.floats(width=64),
+            st.none() | TEXT,
+        ),
+        st.integers(-(2**62), 2**62),
+    ),
+    max_size=50,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(METER_ROWS)
+def test_native_meter_row_encoding_equals_its_pure_twin(
+    rows_and_times: list[tuple[tuple[object, ...], int]],
+) -> None:
+    """Any rows of the column types (NULLs, any text, int4 bounds, NaN, infinities, times
+    either side of both epochs): identical binary COPY tuples."""
+    rows = [row for row, _ in rows_and_times]
+    times = struct.pack(f"<{len(rows)}q", *(t for _, t in rows_and_times))
+    assert _native.copy_meter_rows(rows, times) == native.pure_copy_meter_rows(rows, times)
+
+
+GOOD = ("CP-1", 1, None, None, "Voltage", None, "Outlet", "Sample.Periodic", "Raw", "V", 1.0, None)
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        ([GOOD[:11]], ValueError),  # eleven fields
+        ([list(GOOD)], TypeError),  # not a tuple
+        ([(b"CP-1", *GOOD[1:])], TypeError),  # bytes for text
+        ([(GOOD[0], 1.5, *GOOD[2:])], TypeError),  # a float for int4
+        ([(GOOD[0], 2**31, *GOOD[2:])], ValueError),  # beyond int4
+        ([(*GOOD[:10], "1.5", None)], TypeError),  # text for float8
+        ([("\ud800", *GOOD[1:])], UnicodeEncodeError),  # no UTF-8 for a lone surrogate
+    ],
+    ids=["short", "list", "bytes", "float-int4", "int4-range", "text-float8", "surrogate"],
+)
+def test_meter_row_encoding_refuses_what_postgresql_would(
+    rows: list[tuple[object, ...]], error: type[Exception]
+) -> None:
+    """Both implementations refuse a row that is not of the columns' types, the same way."""
+    for encode in (_native.copy_meter_rows, native.pure_copy_meter_rows):
+        with pytest.raises(error):
+            encode(rows, bytes(8))
+        with pytest.raises(ValueError, match="different row counts"):
+            encode([GOOD], bytes(16))
+        with pytest.raises(ValueError, match="out of range"):
+            encode([GOOD], struct.pack("<q", 2**62 + 1))
+
+
+@pytest.mark.parametrize(
+    "encode", [_native.copy_meter_rows, native.pure_copy_meter_rows], ids=["native", "pure"]
+)
+async def test_encoded_meter_rows_read_back_from_postgresql_as_sent(
+    encode: object, database_url: str, db: Database
+) -> None:
+    """The encoded rows, COPYed into a table of meter_values' columns, read back equal: text
+    in any script, NULLs, int4 bounds, NaN and infinities, times before 1970 and after 2000."""
+    from evgate.storage.meter_values import METER_COLUMNS, _copy_stream
+
+    when = [
+        datetime(1969, 7, 20, 20, 17, 40, 123456, tzinfo=UTC),
+        T0,
+        datetime(2262, 1, 1, tzinfo=UTC),
+    ]
+    common = ("Outlet", "Sample.Periodic", "Raw")
+    rows = [
+        ("CP-é", 2**31 - 1, None, when[0], "Energy", "L1", *common, "Wh", float("inf"), None),
+        ("充电桩", -(2**31), 7, when[1], "Voltage", None, *common, None, None, "AbC="),
+        ("CP-3", 0, None, when[2], "Power", "L2-N", *common, "W", float("nan"), None),
+    ]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    times = struct.pack("<3q", *((w - epoch) // timedelta(microseconds=1) for w in when))
+    records = encode(rows, times)  # type: ignore[operator]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TEMPORARY TABLE t (LIKE meter_values)")
+        await conn.copy_to_table(
+            "t", source=_copy_stream(records), columns=METER_COLUMNS, format="binary"
+        )
+        back = [tuple(r) for r in await conn.fetch("SELECT * FROM t ORDER BY ts")]
+    finally:
+        await conn.close()
+    assert back[:2] == rows[:2]
+    assert back[2][:10] == rows[2][:10] and math.isnan(back[2][10]) and back[2][11] is None
+
+
+async def test_a_meter_row_out_of_int4_is_refused_alone(writer: Writer, db: Database) -> None:
+    """A connector id beyond int4 fails its own submission (WriteRejected); another charger's
+    rows in the same batch commit."""
+    op = MeterValueRows()
+    bad = (*mrow(T0, 1.0)[:1], 2**40, *mrow(T0, 1.0)[2:])
+    results = await asyncio.gather(
+        writer.submit([(op, [bad])]),
+        writer.submit([(op, [mrow(T0, 2.0)])]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], WriteRejected) and results[1] == [None]
+    assert await db.fetchval("SELECT value FROM meter_values") == 2.0
+
+
 def mrow(ts: datetime, value: float, measurand: str = "Power.Active.Import") -> tuple[object, ...]:
     return (
         "CP-1",
@@ -93,12 +210,33 @@ def mrow(ts: datetime, value: float, measurand: str = "Power.Active.Import") -> 
     )
 
 
-async def test_rollups_merge_across_batches(writer: Writer, db: Database) -> None:
-    """Three batches in one minute: min, max, sum, count merge; first/last by time."""
+ROLLUP_FIGURES = """
+    SELECT series_id, minute, min(min_value), max(max_value), sum(sum_value), sum(count),
+           min(first_at), (array_agg(first_value ORDER BY first_at))[1],
+           max(last_at), (array_agg(last_value ORDER BY last_at DESC))[1]
+    FROM meter_rollup_1m GROUP BY 1, 2 ORDER BY 1, 2"""
+
+
+async def figures(db: Database) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in await db.fetch(ROLLUP_FIGURES)]
+
+
+async def test_rollups_of_several_batches_combine_and_fold_into_one_row(
+    writer: Writer, db: Database
+) -> None:
+    """Three batches in one minute append three partial rows; a 1m read combines them (min,
+    max, sum, count; first and last by time), and the fold replaces them by one row with the
+    same figures."""
     op = MeterValueRows()
-    await writer.submit([(op, [mrow(T0 + timedelta(seconds=30), 5.0)])])
-    await writer.submit([(op, [mrow(T0 + timedelta(seconds=10), 9.0)])])
-    await writer.submit([(op, [mrow(T0 + timedelta(seconds=50), 1.0)])])
+    for seconds, value in ((30, 5.0), (10, 9.0), (50, 1.0)):
+        await writer.submit([(op, [mrow(T0 + timedelta(seconds=seconds), value)])])
+    assert await db.fetchval("SELECT count(*) FROM meter_rollup_1m") == 3
+    store = MeterValueStore(db)
+    before, _ = await store.read("CP-1", T0, T0 + timedelta(hours=1), resolution="1m")
+    assert [(b.timestamp, b.min, b.max, b.avg, b.count, b.first, b.last) for b in before] == [  # type: ignore[union-attr]
+        (T0, 1.0, 9.0, 5.0, 3, 9.0, 1.0)
+    ]
+    assert await Maintenance(db).fold_once(now=T0 + timedelta(minutes=2)) == 1
     [r] = await db.fetch("SELECT * FROM meter_rollup_1m")
     assert (r["minute"], r["min_value"], r["max_value"], r["sum_value"], r["count"]) == (
         T0,
@@ -109,6 +247,71 @@ async def test_rollups_merge_across_batches(writer: Writer, db: Database) -> Non
     )
     assert (r["first_at"], r["first_value"]) == (T0 + timedelta(seconds=10), 9.0)
     assert (r["last_at"], r["last_value"]) == (T0 + timedelta(seconds=50), 1.0)
+    after, _ = await store.read("CP-1", T0, T0 + timedelta(hours=1), resolution="1m")
+    assert after == before
+
+
+async def test_fold_takes_ended_minutes_once_and_late_partials_within_reach(
+    writer: Writer, db: Database
+) -> None:
+    """A fold takes the minutes that ended a minute ago; the current minute stays partial. The
+    next fold at the same time has nothing to do; a partial that arrives late for a folded
+    minute is folded again within FOLD_LATE; one older than FOLD_FIRST is left partial (reads
+    still combine it). Figures never change."""
+    op = MeterValueRows()
+    now = T0 + timedelta(minutes=10, seconds=30)
+    old = T0 - FOLD_FIRST - timedelta(minutes=5)
+    for ts in (T0, T0 + timedelta(seconds=1), T0 + timedelta(minutes=8), now, old):
+        for extra in (0, 2):  # two batches each: two partials per minute
+            await writer.submit([(op, [mrow(ts + timedelta(seconds=extra), 1.0 + extra)])])
+    maintenance = Maintenance(db)
+    # T0 (four partials) and T0+8 fold; T0+9 ended only 30 s ago; `old` is too old.
+    assert await maintenance.fold_once(now=now) == 2
+    assert await maintenance.fold_once(now=now) == 0
+    await writer.submit([(op, [mrow(T0 + timedelta(minutes=8, seconds=30), 7.0)])])
+    expected = await figures(db)
+    assert await maintenance.fold_once(now=now + timedelta(minutes=1)) == 1  # T0+8 again
+    assert await maintenance.fold_once(now=now + timedelta(minutes=2)) == 1  # T0+10
+    counts = await db.fetch("SELECT minute, count(*) FROM meter_rollup_1m GROUP BY 1 ORDER BY 1")
+    assert [(r[0], r[1]) for r in counts] == [
+        (old.replace(second=0), 2),
+        (T0, 1),
+        (T0 + timedelta(minutes=8), 1),
+        (T0 + timedelta(minutes=10), 1),
+    ]
+    assert await figures(db) == expected
+
+
+async def test_fold_keeps_a_partial_appended_while_it_runs(
+    writer: Writer, db: Database, database_url: str
+) -> None:
+    """A batch appending a partial of a minute being folded, committed after the fold's
+    snapshot, is neither lost nor counted twice."""
+    op = MeterValueRows()
+    for seconds in (1, 2):
+        await writer.submit([(op, [mrow(T0 + timedelta(seconds=seconds), 1.0)])])
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await op.write(conn, [[mrow(T0 + timedelta(seconds=3), 5.0)]])  # type: ignore[list-item]
+            assert await Maintenance(db).fold_once(now=T0 + timedelta(minutes=2)) == 1
+    finally:
+        await conn.close()
+    [(_, _, mn, mx, sm, n, *_)] = await figures(db)
+    assert (mn, mx, sm, n) == (1.0, 5.0, 7.0, 3)
+    assert await db.fetchval("SELECT count(*) FROM meter_rollup_1m") == 2
+
+
+async def test_a_fold_skips_while_another_process_folds(writer: Writer, db: Database) -> None:
+    """The fold's advisory lock is held elsewhere: this fold does nothing and moves no mark."""
+    op = MeterValueRows()
+    for seconds in (1, 2):
+        await writer.submit([(op, [mrow(T0 + timedelta(seconds=seconds), 1.0)])])
+    async with db.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", 0x6576666C)
+        assert await Maintenance(db).fold_once(now=T0 + timedelta(minutes=2)) == 0
+    assert await db.fetchval("SELECT count(*) FROM meter_rollup_folds") == 0
+    assert await Maintenance(db).fold_once(now=T0 + timedelta(minutes=2)) == 1
 
 
 async def test_read_raw_and_coarse_resolutions_with_cursor(writer: Writer, db: Database) -> None:
@@ -179,8 +382,8 @@ async def test_series_are_numbered_once_and_a_rolled_back_number_is_never_reused
         await conn.close()
     series = await db.fetch("SELECT id, charger_id, measurand FROM meter_series")
     assert [(r["charger_id"], r["measurand"]) for r in series] == [("CP-1", "Power.Active.Import")]
-    [rollup] = await db.fetch("SELECT series_id, count, sum_value FROM meter_rollup_1m")
-    assert tuple(rollup) == (series[0]["id"], 2, 5.0)
+    [rollup] = await figures(db)
+    assert (rollup[0], rollup[5], rollup[4]) == (series[0]["id"], 2, 5.0)
 
 
 async def test_a_total_and_its_phases_are_separate_series(writer: Writer, db: Database) -> None:
@@ -196,11 +399,9 @@ async def test_a_total_and_its_phases_are_separate_series(writer: Writer, db: Da
     assert [(b.phase, b.max) for b in buckets] == [(None, 10.0), ("L1", 4.0)]  # type: ignore[union-attr]
 
 
-async def test_rollups_merge_after_a_batch_that_made_the_staging_table_rolled_back(
-    writer: Writer, db: Database
-) -> None:
-    """The first meter batch on a connection makes the rollup staging table; if that batch
-    is refused (rolled back, table and all), the next batch makes it again and merges."""
+async def test_a_refused_batch_leaves_no_rollup(writer: Writer, db: Database) -> None:
+    """A batch PostgreSQL refuses (another write of its submission breaks a constraint) leaves
+    neither its meter rows nor their rollups; the next batch adds its own."""
     op = MeterValueRows()
     bad = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
     with pytest.raises(WriteRejected):

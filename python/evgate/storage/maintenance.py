@@ -1,4 +1,5 @@
-"""storage room: the maintenance task — meter value partitions ahead, retention, pruning.
+"""storage room: the maintenance tasks — meter value partitions ahead, retention, pruning; and
+the folding of partial rollups.
 
 ``meter_values`` has one partition per UTC day, ``meter_values_pYYYYMMDD``. Every run (at start,
 then every ``interval`` seconds):
@@ -11,7 +12,15 @@ then every ``interval`` seconds):
   and deletes such rows from the default partition (rollups are kept: they are small);
 * deletes ``writer_commits`` entries older than a day (they matter only for minutes).
 
-Several processes may run it at once: each run holds an advisory lock for its transaction.
+Every ``fold_interval`` seconds, the rollup fold: the writer appends each batch's per-minute
+rollups as partial rows (storage/meter_values.py), so a series and minute gets one row per
+batch that held its values; the fold replaces them by one row each (``fold_rollups``), for the
+minutes that ended at least a minute ago and were not folded yet, plus the few minutes before
+them again (``FOLD_LATE``: partials of a charger whose message came late). How far it got is
+kept in ``meter_rollup_folds``, so the processes of a cluster share the work. Readers combine
+partials the same way, so folding is about size and read cost, never about correctness.
+
+Several processes may run both at once: each run holds an advisory lock for its transaction.
 """
 
 from __future__ import annotations
@@ -19,18 +28,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
 from evgate.storage.db import Database
+from evgate.storage.meter_values import fold_rollups
 from evgate.tasks import OwnedTask
 
-__all__ = ["Maintenance", "partition_name"]
+__all__ = ["FOLD_CHUNK", "FOLD_FIRST", "FOLD_LATE", "Maintenance", "partition_name"]
 
 log = logging.getLogger(__name__)
 
 _LOCK = 0x65766D74  # 'evmt'
+_FOLD_LOCK = 0x6576666C  # 'evfl'
+_MINUTE = timedelta(minutes=1)
+#: Minutes folded again at each fold, before the ones never folded.
+FOLD_LATE = timedelta(minutes=2)
+#: How far back a fold looks at most (the first one, or the first after a long stop).
+FOLD_FIRST = timedelta(hours=1)
+#: Minutes folded per transaction (bounded statements on a large fleet).
+FOLD_CHUNK = timedelta(minutes=5)
 _PARTITION = re.compile(r"^meter_values_p(\d{8})$")
 
 
@@ -39,8 +58,8 @@ def partition_name(day: date) -> str:
 
 
 class Maintenance:
-    """Owns the maintenance task: ``start()``, ``await stop()``; ``await run_once()`` for a
-    run now (tests, the CLI)."""
+    """Owns the maintenance tasks: ``start()``, ``await stop()``; ``await run_once()`` and
+    ``await fold_once()`` for a run now (tests, the CLI)."""
 
     def __init__(
         self,
@@ -49,31 +68,81 @@ class Maintenance:
         retention_days: int = 90,
         ahead_days: int = 3,
         interval: float = 3600.0,
+        fold_interval: float = 60.0,
     ) -> None:
         self.db = db
         self.retention_days = retention_days
         self.ahead_days = ahead_days
         self.interval = interval
-        self._task = OwnedTask(self._run, "maintenance")
+        self.fold_interval = fold_interval
+        self._tasks = [
+            OwnedTask(
+                lambda: self._every("maintenance", self.interval, self.run_once), "maintenance"
+            ),
+            OwnedTask(
+                lambda: self._every("rollup fold", self.fold_interval, self.fold_once),
+                "rollup-fold",
+            ),
+        ]
 
     def start(self) -> None:
-        self._task.start()
+        for task in self._tasks:
+            task.start()
 
     async def stop(self) -> None:
-        await self._task.stop()
+        for task in self._tasks:
+            await task.stop()
 
-    async def _run(self) -> None:
+    async def _every(
+        self, what: str, interval: float, run: Callable[[], Awaitable[object]]
+    ) -> None:
         while True:
+            await asyncio.sleep(interval)
             try:
-                await self.run_once()
+                await run()
             except Exception as exc:  # the database may be away; the next run tries again
                 log.warning(
-                    "maintenance failed (%s: %s); next run in %.0fs",
+                    "%s failed (%s: %s); next run in %.0fs",
+                    what,
                     type(exc).__name__,
                     exc,
-                    self.interval,
+                    interval,
                 )
-            await asyncio.sleep(self.interval)
+
+    async def fold_once(self, now: datetime | None = None) -> int:
+        """Fold the partial rollups of the minutes that ended at least a minute before
+        ``now`` and were not folded yet (at most ``FOLD_FIRST`` of them), and of the
+        ``FOLD_LATE`` before those.
+
+        Returns:
+            How many (series, minute) rows were folded; 0 also when another process is
+            folding now (it does this work).
+        """
+        now = now or datetime.now(UTC)
+        until = now.replace(second=0, microsecond=0) - _MINUTE
+        folded = 0
+        late = FOLD_LATE  # only before the first chunk: the next ones start where it ended
+        while True:
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _FOLD_LOCK):
+                    return folded
+                done = await conn.fetchval("SELECT folded_until FROM meter_rollup_folds")
+                if done is not None and done >= until:
+                    return folded
+                if done is None or done < until - FOLD_FIRST:
+                    # The first fold, or the first after a long stop: partials older than
+                    # this stay partials (readers combine them).
+                    start = done = until - FOLD_FIRST
+                else:
+                    start = done - late
+                end = min(done + FOLD_CHUNK, until)
+                folded += await fold_rollups(conn, start, end)
+                await conn.execute(
+                    "INSERT INTO meter_rollup_folds (folded_until) VALUES ($1)"
+                    " ON CONFLICT (only_row) DO UPDATE SET folded_until = excluded.folded_until",
+                    end,
+                )
+            late = timedelta(0)
 
     async def run_once(self, today: date | None = None) -> None:
         """Create partitions ahead, apply retention, prune ``writer_commits``."""

@@ -6,7 +6,9 @@ A meter value row is a :data:`MeterRow` tuple in :data:`METER_COLUMNS` order. It
 retried MeterValues, or again in StopTransaction's transactionData) is stored once, whether the
 first copy is in the same batch or committed long ago. The rollups count only rows stored now,
 so a resent value is never counted twice. Rollups are kept per ``meter_series`` number (one
-per charger, connector, measurand, phase and location) and minute.
+per charger, connector, measurand, phase and location) and minute, as partial aggregates: each
+batch appends its own, readers combine the rows of a series and minute, and maintenance folds
+them into one (:func:`fold_rollups`; see migration 0008 for why).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ __all__ = [
     "MeterValueStore",
     "Resolution",
     "SeriesKey",
+    "fold_rollups",
     "rollup_records",
+    "row_times",
     "series_key",
 ]
 
@@ -78,42 +82,54 @@ def series_key(row: MeterRow) -> SeriesKey:
     return (row[0], row[1], row[4], row[5], row[6])  # type: ignore[return-value]
 
 
+def row_times(rows: Sequence[MeterRow]) -> array[int]:
+    """The time of each row in µs since the Unix epoch (for ``native.copy_meter_rows`` and
+    :func:`rollup_records`)."""
+    times = array("q")
+    last_ts: datetime | None = None
+    last_us = 0
+    for row in rows:
+        ts = row[3]
+        # The sampled values of one MeterValue share their datetime object: convert it once.
+        if ts is not last_ts:
+            last_ts = ts
+            last_us = (ts - _EPOCH) // _US
+        times.append(last_us)
+    return times
+
+
 def rollup_records(
-    rows: Sequence[MeterRow], series_id: Mapping[SeriesKey, int], rollup: Any = None
+    rows: Sequence[MeterRow],
+    times: array[int],
+    series_id: Mapping[SeriesKey, int],
+    rollup: Any = None,
 ) -> bytes:
     """The per-minute rollups of ``rows`` (numeric values only), computed by ``rollup``
     (default: ``evgate.native.rollup_1m``, native unless ``EVGATE_NO_NATIVE=1``).
 
     Args:
         rows: stored rows, each of a series numbered in ``series_id``.
+        times: the rows' times (:func:`row_times`).
         series_id: the ``meter_series`` number of every series of ``rows``.
 
     Returns:
         The rollups as binary COPY tuples of ``meter_rollup_1m``'s columns
-        (``native.ROLLUP_RECORD``), sorted by series then minute: the merge takes its row locks
-        in that order, so two writers merging the same series never deadlock. Empty without
-        numeric values.
+        (``native.ROLLUP_RECORD``), sorted by series then minute (the order of the table's
+        index, so a batch's entries land close together). Empty without numeric values.
     """
     sids = array("I")
-    times = array("q")
+    numeric_times = array("q")
     values = array("d")
-    last_ts: datetime | None = None
-    last_us = 0
-    for row in rows:
+    for row, us in zip(rows, times, strict=True):
         value = row[10]
         if value is None:
             continue
-        ts = row[3]
-        # The sampled values of one MeterValue share their datetime object: convert it once.
-        if ts is not last_ts:
-            last_ts = ts
-            last_us = (ts - _EPOCH) // _US
         sids.append(series_id[(row[0], row[1], row[4], row[5], row[6])])  # type: ignore[index]
-        times.append(last_us)
+        numeric_times.append(us)
         values.append(value)
     if not sids:
         return b""
-    return (rollup or native.rollup_1m)(sids.tobytes(), times.tobytes(), values.tobytes())
+    return (rollup or native.rollup_1m)(sids.tobytes(), numeric_times.tobytes(), values.tobytes())
 
 
 # New series are numbered in sorted order (two writers adding the same ones never deadlock);
@@ -133,31 +149,44 @@ JOIN meter_series s ON s.charger_id = k.c AND s.connector_id = k.n AND s.measura
                    AND s.phase IS NOT DISTINCT FROM k.p AND s.location = k.l
 """
 
-# A batch's rollups reach PostgreSQL as one binary COPY into this per-session table, in the
-# native module's bytes (no per-row encoding in Python), then merge with one statement. The
-# table empties itself at every commit or rollback.
-_STAGE = "meter_rollup_batch"
-#: The fields of ``native.ROLLUP_RECORD``, in its order.
+#: The fields of ``native.ROLLUP_RECORD``, in its order: ``meter_rollup_1m``'s columns.
 _ROLLUP_COLUMNS = ("series_id", "minute", "min_value", "max_value", "sum_value", "count",
                    "first_at", "first_value", "last_at", "last_value")  # fmt: skip
-_CREATE_STAGE = f"""
-CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (LIKE meter_rollup_1m) ON COMMIT DELETE ROWS
+
+# The partial rows of each series and minute in [$1, $2) that has more than one, replaced by
+# one row that combines them as the readers do. Rows a writer appends meanwhile are not in this
+# statement's snapshot: they stay, as partials of their own, for the next fold.
+_FOLD_ROLLUPS = f"""
+WITH split AS (
+    SELECT series_id, minute FROM meter_rollup_1m
+    WHERE minute >= $1 AND minute < $2
+    GROUP BY series_id, minute HAVING count(*) > 1
+), parts AS (
+    DELETE FROM meter_rollup_1m r USING split s
+    WHERE r.minute >= $1 AND r.minute < $2 AND r.series_id = s.series_id AND r.minute = s.minute
+    RETURNING r.*
+)
+INSERT INTO meter_rollup_1m ({", ".join(_ROLLUP_COLUMNS)})
+SELECT series_id, minute, min(min_value), max(max_value), sum(sum_value), sum(count)::int8,
+       min(first_at), (array_agg(first_value ORDER BY first_at))[1],
+       max(last_at), (array_agg(last_value ORDER BY last_at DESC))[1]
+FROM parts GROUP BY series_id, minute ORDER BY series_id, minute
 """
-_MERGE_ROLLUPS = f"""
-INSERT INTO meter_rollup_1m AS r ({", ".join(_ROLLUP_COLUMNS)})
-SELECT {", ".join(_ROLLUP_COLUMNS)} FROM {_STAGE} ORDER BY series_id, minute
-ON CONFLICT (series_id, minute) DO UPDATE SET
-    min_value = least(r.min_value, excluded.min_value),
-    max_value = greatest(r.max_value, excluded.max_value),
-    sum_value = r.sum_value + excluded.sum_value,
-    count = r.count + excluded.count,
-    first_value = CASE WHEN excluded.first_at < r.first_at
-                       THEN excluded.first_value ELSE r.first_value END,
-    first_at = least(r.first_at, excluded.first_at),
-    last_value = CASE WHEN excluded.last_at >= r.last_at
-                      THEN excluded.last_value ELSE r.last_value END,
-    last_at = greatest(r.last_at, excluded.last_at)
-"""
+
+
+async def fold_rollups(conn: asyncpg.Connection, start: datetime, end: datetime) -> int:
+    """Fold the partial rollups of every series and minute in ``[start, end)`` into one row
+    each (in ``conn``'s transaction, if any).
+
+    Readers combine partials the same way, so a fold changes no read; it keeps the table
+    (and the reads' work) at about one row per series and minute.
+
+    Returns:
+        How many (series, minute) rows were folded.
+    """
+    status = await conn.execute(_FOLD_ROLLUPS, start, end)
+    return int(status.rsplit(" ", 1)[1])
+
 
 _EXISTING = """
 SELECT u.i FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::text[], $5::text[],
@@ -176,14 +205,15 @@ async def _copy_stream(records: bytes) -> AsyncIterator[bytes]:
 class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
     """The writer op for meter values: an item is one message's rows.
 
-    Per batch: drop repeated keys (first kept), COPY the rows into ``meter_values``, and merge
-    their rollups into ``meter_rollup_1m``. When the COPY meets a key stored before (a resent
+    Per batch: drop repeated keys (first kept), COPY the rows into ``meter_values``, and COPY
+    their rollups into ``meter_rollup_1m`` (one partial row per series and minute of the
+    batch). When the COPY meets a key stored before (a resent
     message whose first copy committed), it is rolled back to a savepoint, the stored keys are
     looked up and left out, and the rest is written: the common case pays for one COPY only.
 
     The op remembers the ``meter_series`` number of every series it has seen committed, per
     database connection (at most ``series_cache`` of them; then it starts over), so a batch
-    of known series costs one merge statement. A series first seen in a batch is numbered in
+    of known series costs no lookup. A series first seen in a batch is numbered in
     that batch's transaction and remembered only once the writer reports the commit
     (:meth:`committed`): a batch rolled back never leaves a number behind that does not exist.
     """
@@ -201,14 +231,8 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         self._numbered: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
             weakref.WeakKeyDictionary()
         )
-        # The connections whose rollup staging table exists (committed), or was just created.
-        self._staged: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
-        self._staging: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
 
     def committed(self, conn: asyncpg.Connection) -> None:
-        if conn in self._staging:
-            self._staging.discard(conn)
-            self._staged.add(conn)
         numbered = self._numbered.pop(conn, None)
         if numbered:
             self._series.setdefault(conn, {}).update(numbered)
@@ -225,19 +249,25 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
             unique.setdefault(_key(row), row)
         rows = list(unique.values())
         for _attempt in range(5):
+            times = row_times(rows)
             if not rows:
                 break
+            # Encoded natively, times from ``times``: no per-field work in Python.
+            records = native.copy_meter_rows(rows, times.tobytes())
             try:
                 async with conn.transaction():  # a savepoint inside the batch
-                    await conn.copy_records_to_table(
-                        "meter_values", records=rows, columns=METER_COLUMNS
+                    await conn.copy_to_table(
+                        "meter_values",
+                        source=_copy_stream(records),
+                        columns=METER_COLUMNS,
+                        format="binary",
                     )
                 break
             except asyncpg.UniqueViolationError:
                 rows = await self._without_stored(conn, rows)
         else:
             raise RuntimeError("meter values kept meeting new duplicates; giving up this batch")
-        await self.merge(conn, rows)
+        await self.add_rollups(conn, rows, times)
         return [None] * len(items)
 
     async def _with_connectors(
@@ -262,8 +292,11 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         stored = {r[0] - 1 for r in await conn.fetch(_EXISTING, *columns)}
         return [row for i, row in enumerate(rows) if i not in stored]
 
-    async def merge(self, conn: asyncpg.Connection, rows: Sequence[MeterRow]) -> None:
-        """Merge the rollups of ``rows`` (just stored) into ``meter_rollup_1m``."""
+    async def add_rollups(
+        self, conn: asyncpg.Connection, rows: Sequence[MeterRow], times: array[int]
+    ) -> None:
+        """Append the rollups of ``rows`` (just stored; ``times`` from :func:`row_times`) to
+        ``meter_rollup_1m``."""
         self._numbered.pop(conn, None)  # a transaction whose commit was not reported
         known = self._series.get(conn)
         if known is None or len(known) > self.series_cache:
@@ -277,16 +310,14 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         ids: Mapping[SeriesKey, int] = known
         if missing:
             ids = collections.ChainMap(await self._number(conn, missing, known), known)
-        records = rollup_records(rows, ids, self.rollup)
+        records = rollup_records(rows, times, ids, self.rollup)
         if records:
-            if conn not in self._staged:
-                # Created in the batch's transaction: known to exist once that commits.
-                await conn.execute(_CREATE_STAGE)
-                self._staging.add(conn)
             await conn.copy_to_table(
-                _STAGE, source=_copy_stream(records), columns=_ROLLUP_COLUMNS, format="binary"
+                "meter_rollup_1m",
+                source=_copy_stream(records),
+                columns=_ROLLUP_COLUMNS,
+                format="binary",
             )
-            await conn.execute(_MERGE_ROLLUPS)
 
     async def _number(
         self, conn: asyncpg.Connection, keys: set[SeriesKey], known: dict[SeriesKey, int]
