@@ -5,13 +5,21 @@ written exactly once after)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 import pytest
 
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
-from evgate.storage.writer import CopyRows, Statement, Writer, WriteRejected, is_transient
+from evgate.storage.writer import (
+    CopyRows,
+    Statement,
+    WriteOp,
+    Writer,
+    WriteRejected,
+    is_transient,
+)
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))
 BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
@@ -179,3 +187,24 @@ def test_a_writer_needs_a_lane(database_url: str) -> None:
     """Zero lanes is a configuration error, told at construction."""
     with pytest.raises(ValueError, match="at least one lane"):
         Writer(database_url, lanes=0)
+
+
+class Swallowing(WriteOp[int, None]):
+    """A faulty op: it catches PostgreSQL's error without rolling back to a savepoint, which
+    leaves the batch's transaction aborted."""
+
+    async def write(self, conn: asyncpg.Connection, items: list[int]) -> list[None]:
+        with contextlib.suppress(asyncpg.DivisionByZeroError):
+            await conn.execute("SELECT 1/0")
+        return [None] * len(items)
+
+
+async def test_a_batch_whose_transaction_aborted_is_never_acknowledged(
+    writer: Writer, db: Database
+) -> None:
+    """PostgreSQL answers the COMMIT of an aborted transaction with ROLLBACK, not an error: the
+    writer checks, so the rows that were rolled back are never acknowledged as written."""
+    with pytest.raises(WriteRejected, match="rolled back"):
+        await writer.submit([(LOG, [row(1)]), (Swallowing(), 1)])
+    await writer.submit([(LOG, [row(2)])])
+    assert await count(db) == 1

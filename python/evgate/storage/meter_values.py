@@ -254,16 +254,19 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
                 break
             # Encoded natively, times from ``times``: no per-field work in Python.
             records = native.copy_meter_rows(rows, times.tobytes())
+            # A savepoint, so that a key stored before rolls back this COPY only. It is not
+            # released: COMMIT does that, and a RELEASE would cost a round trip per batch.
+            await conn.execute("SAVEPOINT meter_values")
             try:
-                async with conn.transaction():  # a savepoint inside the batch
-                    await conn.copy_to_table(
-                        "meter_values",
-                        source=_copy_stream(records),
-                        columns=METER_COLUMNS,
-                        format="binary",
-                    )
+                await conn.copy_to_table(
+                    "meter_values",
+                    source=_copy_stream(records),
+                    columns=METER_COLUMNS,
+                    format="binary",
+                )
                 break
             except asyncpg.UniqueViolationError:
+                await conn.execute("ROLLBACK TO SAVEPOINT meter_values")
                 rows = await self._without_stored(conn, rows)
         else:
             raise RuntimeError("meter values kept meeting new duplicates; giving up this batch")
