@@ -73,8 +73,11 @@ def copy_meter_rows(rows: list[tuple[Any, ...]], ts_us: bytes) -> bytes:
         ``COPY_TRAILER``, a binary COPY stream for ``meter_values``' columns.
 
     Raises:
-        TypeError: a row is not a tuple, or a field is not of its column's type.
+        TypeError: ``rows`` is not a list, a row is not a tuple, or a field is not of its
+            column's type.
         ValueError: a row does not have twelve fields, ``ts_us`` does not hold one time per
-            row, an int4 is out of range, or a time lies beyond ±2**62 µs.
+            row, an int4 is out of range, a text is 2 GiB or longer, or a time lies beyond
+            ±2**62 µs.
+        OverflowError: an ``int`` for a float8 is beyond its range.
         UnicodeEncodeError: a text holds a lone surrogate (no UTF-8 for it).
     """

@@ -72,8 +72,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     meter_partitions_ahead: Annotated[int, msgspec.Meta(ge=1, le=60)] = 3
     # How often the partial per-minute rollups of the minutes just ended are folded into one
     # row per series and minute (reads combine partials meanwhile: this bounds size, not
-    # correctness).
-    meter_rollup_fold_interval: Seconds = 60.0
+    # correctness). At most 15 minutes: a fold looks back an hour at most.
+    meter_rollup_fold_interval: Annotated[float, msgspec.Meta(gt=0, le=900)] = 60.0
     # Group-commit writer: a batch commits at this many rows or this many seconds after its
     # first write; past writer_queue_rows waiting rows, chargers' messages wait (back-pressure).
     # writer_lanes batches (each on its own connection) may be in flight at once.

@@ -125,6 +125,8 @@ METER_ROW = "tiiTttttttdt"
 
 def pure_copy_meter_rows(rows: list[tuple[Any, ...]], ts_us: bytes) -> bytes:
     """Pure-Python twin of ``_native.copy_meter_rows`` (same checks, same bytes out)."""
+    if not isinstance(rows, list):
+        raise TypeError(f"rows is a list, not {type(rows).__name__}")
     times = _items(ts_us, "q", "ts_us")
     if len(rows) != len(times):
         raise ValueError(f"rows and ts_us hold different row counts: {len(rows)} and {len(times)}")
@@ -147,6 +149,8 @@ def pure_copy_meter_rows(rows: list[tuple[Any, ...]], ts_us: bytes) -> bytes:
                 if not isinstance(value, str):
                     raise TypeError(f"a text field is a str, not {type(value).__name__}")
                 data = value.encode()
+                if len(data) >= 2**31:
+                    raise ValueError(f"text of {len(data)} bytes is too long for COPY")
                 out.append(_LENGTH.pack(len(data)) + data)
             elif kind == "i":
                 number = operator.index(value)
@@ -154,6 +158,8 @@ def pure_copy_meter_rows(rows: list[tuple[Any, ...]], ts_us: bytes) -> bytes:
                     raise ValueError("an int4 field is out of range")
                 out.append(_INT4.pack(4, number))
             else:
+                if isinstance(value, int):
+                    value = float(value)  # OverflowError beyond float8, as the native one
                 try:
                     out.append(_FLOAT8.pack(8, value))
                 except struct.error:

@@ -126,8 +126,20 @@ GOOD = ("CP-1", 1, None, None, "Voltage", None, "Outlet", "Sample.Periodic", "Ra
         ([(GOOD[0], 2**31, *GOOD[2:])], ValueError),  # beyond int4
         ([(*GOOD[:10], "1.5", None)], TypeError),  # text for float8
         ([("\ud800", *GOOD[1:])], UnicodeEncodeError),  # no UTF-8 for a lone surrogate
+        ([(*GOOD[:10], 10**400, None)], OverflowError),  # an int beyond float8
+        ((GOOD,), TypeError),  # rows in a tuple, not a list
     ],
-    ids=["short", "list", "bytes", "float-int4", "int4-range", "text-float8", "surrogate"],
+    ids=[
+        "short",
+        "list",
+        "bytes",
+        "float-int4",
+        "int4-range",
+        "text-float8",
+        "surrogate",
+        "int-float8",
+        "tuple-of-rows",
+    ],
 )
 def test_meter_row_encoding_refuses_what_postgresql_would(
     rows: list[tuple[object, ...]], error: type[Exception]
@@ -410,3 +422,20 @@ async def test_a_refused_batch_leaves_no_rollup(writer: Writer, db: Database) ->
     [r] = await db.fetch("SELECT count, sum_value FROM meter_rollup_1m")
     assert (r["count"], r["sum_value"]) == (1, 7.0)
     assert await db.fetchval("SELECT count(*) FROM meter_values") == 1
+
+
+async def test_the_maintenance_task_folds_on_its_own(writer: Writer, db: Database) -> None:
+    """Started, the maintenance task folds every fold_interval seconds (and stops cleanly)."""
+    op = MeterValueRows()
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
+    for seconds in (1, 2):
+        await writer.submit([(op, [mrow(minute + timedelta(seconds=seconds), 1.0)])])
+    maintenance = Maintenance(db, fold_interval=0.05)
+    maintenance.start()
+    try:
+        async with asyncio.timeout(10):
+            while await db.fetchval("SELECT count(*) FROM meter_rollup_1m") != 1:  # noqa: ASYNC110 - a row count, no event
+                await asyncio.sleep(0.05)
+    finally:
+        await maintenance.stop()
+    assert await db.fetchval("SELECT count FROM meter_rollup_1m") == 2

@@ -65,9 +65,12 @@ def normalise(
         number = float(value)
     except ValueError:
         return unit, None, value
+    if scaled is not None:
+        number *= scaled[1]
+    # After scaling: "1e306" kWh is a finite number but no finite float8 of Wh.
     if not math.isfinite(number):
         return unit, None, value
-    return unit, (number * scaled[1] if scaled is not None else number), None
+    return unit, number, None
 
 
 def meter_rows(

@@ -111,22 +111,26 @@ class Maintenance:
 
     async def fold_once(self, now: datetime | None = None) -> int:
         """Fold the partial rollups of the minutes that ended at least a minute before
-        ``now`` and were not folded yet (at most ``FOLD_FIRST`` of them), and of the
-        ``FOLD_LATE`` before those.
+        ``now`` (default: the database's clock) and were not folded yet (at most
+        ``FOLD_FIRST`` of them), and of the ``FOLD_LATE`` before those.
 
         Returns:
             How many (series, minute) rows were folded; 0 also when another process is
             folding now (it does this work).
         """
-        now = now or datetime.now(UTC)
-        until = now.replace(second=0, microsecond=0) - _MINUTE
         folded = 0
         late = FOLD_LATE  # only before the first chunk: the next ones start where it ended
         while True:
             async with self.db.pool.acquire() as conn, conn.transaction():
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _FOLD_LOCK):
                     return folded
+                # The database's clock, the same for every process sharing the mark.
+                clock = now or await conn.fetchval("SELECT now()")
+                until = clock.replace(second=0, microsecond=0) - _MINUTE
                 done = await conn.fetchval("SELECT folded_until FROM meter_rollup_folds")
+                if done is not None and done > until + FOLD_CHUNK:
+                    log.warning("rollup fold: the mark %s is ahead of the clock; restarting", done)
+                    done = None
                 if done is not None and done >= until:
                     return folded
                 if done is None or done < until - FOLD_FIRST:
@@ -142,6 +146,8 @@ class Maintenance:
                     " ON CONFLICT (only_row) DO UPDATE SET folded_until = excluded.folded_until",
                     end,
                 )
+                if end >= until:
+                    return folded
             late = timedelta(0)
 
     async def run_once(self, today: date | None = None) -> None:
