@@ -65,6 +65,8 @@ async def test_action_without_handler_answers_not_implemented(start_gateway: Sta
         ([2, "u4", "Heartbeat", {"extra": 1}], "FormationViolation", "u4"),
         ([2, "u5"], "ProtocolError", "u5"),
         ([9, "u6", "x", {}], "ProtocolError", "u6"),
+        # json.dumps spells the NUL as \u0000: evgate cannot store it, so it is refused.
+        ([2, "u7", "Authorize", {"idTag": "tag\x00"}], "PropertyConstraintViolation", "u7"),
     ],
 )
 async def test_bad_frames_get_the_defined_callerror(

@@ -16,6 +16,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+# Text for string fields: no U+0000, which evgate refuses where the schemas allow it (a
+# deviation pinned in test_frames.py).
+TEXT = st.characters(codec="utf-8", exclude_characters="\x00")
+
 # Values of every JSON type, for "wrong type" mistakes.
 _WRONG_TYPES: dict[str, list[Any]] = {
     "string": [None, True, 7, 2.5, [], {}],
@@ -165,10 +169,10 @@ def values(draw: st.DrawFn, node: dict[str, Any], root: dict[str, Any]) -> Any:
             return draw(date_times())
         limit = node.get("maxLength")
         if limit is None:
-            return draw(st.text(max_size=12))
+            return draw(st.text(TEXT, max_size=12))
         return draw(
             st.one_of(
-                st.text(max_size=min(limit, 12)),
+                st.text(TEXT, max_size=min(limit, 12)),
                 st.sampled_from(["x", "é", "\U0001f50c"]).map(lambda c: c * limit),
             )
         )

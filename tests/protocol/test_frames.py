@@ -589,3 +589,23 @@ def test_deviation_lone_surrogate_escape_is_not_json() -> None:
     assert answer(b'[2,"m-1","Authorize",{"idTag":"\\ud800"}]') == error(
         "-1", "FormationViolation", "frame is not valid JSON"
     )
+
+
+def test_deviation_a_text_holding_nul_is_refused() -> None:
+    """The schemas allow U+0000 in any string; evgate answers PropertyConstraintViolation with
+    the field's path (PostgreSQL cannot store it), in lenient mode too. An escaped backslash
+    before "u0000" is text like any other."""
+    frame = (
+        b'[2,"m-1","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":'
+        b'"2024-01-01T00:00:00Z","sampledValue":[{"value":"1"},{"value":"2\\u0000"}]}]}]'
+    )
+    description = "meterValue[0].sampledValue[1].value: text holds U+0000 (NUL), which is refused"
+    for lenient in (False, True):
+        assert answer(frame, lenient=lenient) == error(
+            "m-1", "PropertyConstraintViolation", description
+        )
+    with pytest.raises(errors.PropertyConstraintViolationError, match=r"^idTag: text holds"):
+        frames.decode('[2,"m-2","Authorize",{"idTag":"a\\u0000"}]')  # a str frame
+    escaped = b'[2,"m-3","Heartbeat",{}]', b'[2,"m-4","Authorize",{"idTag":"a\\\\u0000"}]'
+    for data in escaped:
+        assert frames.decode(data)

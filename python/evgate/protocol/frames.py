@@ -45,7 +45,10 @@ payload or error details not a JSON object       FormationViolation            i
 
 A string holding a lone UTF-16 surrogate escape (``"\\ud800"``) makes the whole frame "not
 valid JSON" here: msgspec refuses it, where Python's json module (and so the ``ocpp``
-library) would read it.
+library) would read it. A CALL whose payload holds U+0000 (``"\\u0000"``) in any text is
+answered PropertyConstraintViolation with the field's path, before its action is looked up:
+OCPP's strings are printable text and PostgreSQL cannot store a NUL (the official schemas
+allow it).
 
 The gateway answers only what may be answered: a CALLERROR is the answer to a CALL, so an
 error with ``message_type_id`` 3 or 4 (a bad CALLRESULT or CALLERROR from the charger) is
@@ -58,6 +61,7 @@ and a CALLERROR without (or with ``null``) details; payload leniency is describe
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -76,7 +80,7 @@ from evgate.protocol.errors import (
 )
 from evgate.protocol.v16.actions import ACTION_OF_REQUEST, ACTIONS, Direction
 from evgate.protocol.v16.messages import Message
-from evgate.protocol.validation import PayloadCodec, Violations
+from evgate.protocol.validation import PayloadCodec, Violations, nul_violation
 
 __all__ = [
     "MAX_UNIQUE_ID_LENGTH",
@@ -187,14 +191,42 @@ def decode(data: bytes | str, *, lenient: bool = False) -> Frame:
             and unique id of each case).
     """
     try:
-        return _decode_frame(data)
+        frame = _decode_frame(data)
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
+    else:
+        if type(frame) is Call and _spells_nul(data):
+            _refuse_nul(frame)
+        return frame
     # Slow path, for bad frames only: read the frame generically to say exactly what is wrong.
     outcome = _diagnose(data, lenient)
     if isinstance(outcome, OcppError):
         raise outcome
+    if type(outcome) is Call and _spells_nul(data):
+        _refuse_nul(outcome)
     return outcome
+
+
+# JSON spells U+0000 only this way (a raw control character is not JSON): a CALL without it
+# cannot hold one, and costs one substring search of its bytes.
+_NUL_ESCAPE = b"\\u0000"
+_NUL_SEARCH = re.compile(re.escape(_NUL_ESCAPE))
+
+
+def _spells_nul(data: bytes | str) -> bool:
+    if isinstance(data, bytes):
+        return _NUL_ESCAPE in data
+    if isinstance(data, str):
+        return "\\u0000" in data
+    return _NUL_SEARCH.search(data) is not None  # a borrowed buffer
+
+
+def _refuse_nul(call: Call) -> None:
+    """Refuse ``call`` when a text of its payload holds U+0000 (``validation.nul_violation``);
+    an escaped backslash before ``u0000`` is no NUL, and passes."""
+    violation = nul_violation(msgspec.json.decode(call.payload))
+    if violation is not None:
+        raise violation.to_error(unique_id=call.unique_id, message_type_id=2)
 
 
 def _diagnose(data: bytes | str, lenient: bool) -> Frame | OcppError:

@@ -32,6 +32,7 @@ Expected `object`, got ... (the payload)  FormationViolation
 Expected `T`, got `U`                     TypeConstraintViolation
 Invalid enum value / length <= N          PropertyConstraintViolation
 Invalid RFC3339 / no timezone / range     PropertyConstraintViolation
+(evgate's own) a text holding U+0000      PropertyConstraintViolation
 ========================================  ==================================
 
 Lenient mode (``lenient=True``) first tries the strict decoder; only when it fails does it
@@ -137,6 +138,37 @@ def _parse(exc: msgspec.ValidationError) -> tuple[Violation, Path, str]:
 def violation_from(exc: msgspec.ValidationError) -> Violation:
     """Map a msgspec ValidationError to the OCPP-J violation it reports."""
     return _parse(exc)[0]
+
+
+def _nul_path(tree: Any, path: Path) -> Path | None:
+    if isinstance(tree, str):
+        return path if "\x00" in tree else None
+    if isinstance(tree, dict):
+        items: Any = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return None
+    for key, value in items:
+        if isinstance(key, str) and "\x00" in key:
+            return (*path, key)
+        found = _nul_path(value, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def nul_violation(tree: Any) -> Violation | None:
+    """The first text of a payload (its generic JSON tree) that holds U+0000, if any.
+
+    OCPP's strings are printable text, and no PostgreSQL ``text`` can hold a NUL: evgate
+    refuses such a payload with PropertyConstraintViolation (strict and lenient alike) rather
+    than fail to store it, which would answer InternalError to every resend.
+    """
+    path = _nul_path(tree, ())
+    if path is None:
+        return None
+    return Violation(_PROPERTY, _path_text(path), "text holds U+0000 (NUL), which is refused")
 
 
 # Post-decode checks.
