@@ -56,6 +56,7 @@ async def test_id_tag_crud_and_the_authorizer_follows(
         ("post", "/api/v1/id-tags", {"idTag": "A" * 21}, 422),
         ("post", "/api/v1/id-tags", {"idTag": "A", "status": "ConcurrentTx"}, 422),
         ("post", "/api/v1/id-tags", {"idTag": "A", "expiryDate": "2030-01-01T00:00:00"}, 422),
+        ("post", "/api/v1/id-tags", {"idTag": "A\x00"}, 422),  # no PostgreSQL text holds NUL
         ("get", "/api/v1/id-tags/NOPE", None, 404),
         ("patch", "/api/v1/id-tags/NOPE", {"status": "Blocked"}, 404),
         ("delete", "/api/v1/id-tags/NOPE", None, 404),

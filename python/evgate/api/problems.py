@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -119,6 +120,14 @@ def _bad_reference(_: Request[Any, Any, Any], exc: BadReference) -> Response[byt
     return problem(422, str(exc))
 
 
+def _unstorable(_: Request[Any, Any, Any], exc: asyncpg.DataError) -> Response[bytes]:
+    # PostgreSQL's class 22 (data exception): a value the request carried that no column can
+    # hold (a text with U+0000, a number or time out of range). The request's fault: 422,
+    # with the SQLSTATE rather than the server's own words.
+    log.info("a request's value refused by PostgreSQL: %s", exc)
+    return problem(422, f"a value cannot be stored (SQLSTATE {exc.sqlstate})")
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal error")
@@ -136,5 +145,6 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     AlreadyExists: _exists,
     InUse: _in_use,
     BadReference: _bad_reference,
+    asyncpg.DataError: _unstorable,
     Exception: _internal,
 }
