@@ -223,7 +223,7 @@ async def test_meter_values_normalise_units_and_keep_signed_and_odd_values_raw(
     bench: Bench,
 ) -> None:
     """kW→W, kvarh→varh, Celcius→Celsius; SignedData and non-numbers keep their text, and so
-    does a number that is no finite float once scaled (1e306 kWh)."""
+    does a number that is no finite float once scaled (1e306 kWh, stored with its own unit)."""
     values = [
         sample("1e306", measurand="Energy.Active.Import.Register", unit="kWh"),
         sample("7.4", measurand="Power.Active.Import", unit="kW", phase="L1"),
@@ -244,7 +244,7 @@ async def test_meter_values_normalise_units_and_keep_signed_and_odd_values_raw(
     )
     assert [tuple(r) for r in rows] == [
         ("Current.Import", None, "A", None, "nan", "Raw", 7),
-        ("Energy.Active.Import.Register", None, "Wh", None, "1e306", "Raw", 7),
+        ("Energy.Active.Import.Register", None, "kWh", None, "1e306", "Raw", 7),
         ("Energy.Reactive.Import.Register", None, "varh", 2000.0, None, "Raw", 7),
         ("Power.Active.Import", "L1", "W", 7400.0, None, "Raw", 7),
         ("Temperature", None, "Celsius", 21.5, None, "Raw", 7),

@@ -208,3 +208,129 @@ async def test_a_batch_whose_transaction_aborted_is_never_acknowledged(
         await writer.submit([(LOG, [row(1)]), (Swallowing(), 1)])
     await writer.submit([(LOG, [row(2)])])
     assert await count(db) == 1
+
+
+async def test_a_refused_batch_start_leaves_the_lane_working(writer: Writer, db: Database) -> None:
+    """The batch's first statement is refused (here by a trigger, once): that submission is
+    rejected, the connection is rolled back, and the next batches commit (none joins a
+    transaction left open)."""
+    # A sequence counts the calls: unlike a table, it is not rolled back with the batch.
+    await db.execute(
+        """CREATE SEQUENCE refuse_once;
+        CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('refuse_once') = 1 THEN
+                RAISE EXCEPTION 'refused once';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_once BEFORE INSERT ON writer_commits
+            FOR EACH ROW EXECUTE FUNCTION refuse_once();"""
+    )
+    try:
+        with pytest.raises(WriteRejected, match="refused once"):
+            await writer.submit([(LOG, [row(1)])])
+        for i in (2, 3):
+            assert await writer.submit([(LOG, [row(i)])]) == [None]
+        assert await count(db) == 2
+    finally:
+        await db.execute("DROP FUNCTION refuse_once CASCADE; DROP SEQUENCE refuse_once")
+
+
+class NestedTransaction(WriteOp[int, None]):
+    """A faulty op: it opens a transaction of its own inside the batch's."""
+
+    async def write(self, conn: asyncpg.Connection, items: list[int]) -> list[None]:
+        async with conn.transaction():
+            pass
+        return [None] * len(items)
+
+
+async def test_an_op_misusing_the_connection_is_rejected_not_retried(writer: Writer) -> None:
+    """An interface error on a connection still open is the op's fault, not an outage: the
+    submission is rejected at once (retrying would stall the lane) and the lane goes on."""
+    async with asyncio.timeout(5):
+        with pytest.raises(WriteRejected):
+            await writer.submit([(NestedTransaction(), 1)])
+        assert await writer.submit([(LOG, [row(1)])]) == [None]
+    assert writer.stats.retries == 0
+
+
+async def test_a_connection_lost_during_commit_writes_the_batch_once(
+    writer: Writer, db: Database
+) -> None:
+    """The writer's session is terminated while its COMMIT runs (a deferred trigger holds it):
+    the outcome is unknown, so the writer waits for that session to end, looks the batch's id
+    up, and writes it again only if it was not committed: one row, acknowledged once."""
+    await db.execute(
+        """CREATE SEQUENCE slow_once;
+        CREATE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('slow_once') = 1 THEN PERFORM pg_sleep(1); END IF;
+            RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER slow_once AFTER INSERT ON data_transfers
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_once();"""
+    )
+    try:
+        submitted = asyncio.ensure_future(writer.submit([(LOG, [row(1)])]))
+        await asyncio.sleep(0.4)
+        [lane] = [lane for lane in writer._lanes if lane.current]
+        assert lane.conn is not None
+        await db.execute("SELECT pg_terminate_backend($1)", lane.conn.get_server_pid())
+        assert await asyncio.wait_for(submitted, 10) == [None]
+        assert await count(db) == 1 and writer.stats.retries >= 1
+    finally:
+        await db.execute("DROP FUNCTION slow_once CASCADE; DROP SEQUENCE slow_once")
+
+
+async def test_a_commit_whose_answer_was_lost_is_acknowledged_once(
+    writer: Writer, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COMMIT succeeds on the server but its answer never arrives: the batch's id is found,
+    and the submission is acknowledged without writing it again."""
+    real = asyncpg.Connection.execute
+    armed = [True]
+
+    async def execute(self: asyncpg.Connection, query: str, *args: object, **kw: object) -> str:
+        result: str = await real(self, query, *args, **kw)
+        if query == "COMMIT" and armed and armed.pop():
+            self.terminate()
+            raise ConnectionResetError("lost after COMMIT")
+        return result
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+    assert await asyncio.wait_for(writer.submit([(LOG, [row(1)])]), 10) == [None]
+    assert await count(db) == 1 and writer.stats.retries == 1
+
+
+class Failing(WriteOp[int, None]):
+    """An op that fails in Python, leaving the batch's transaction open and healthy."""
+
+    async def write(self, conn: asyncpg.Connection, items: list[int]) -> list[None]:
+        raise ValueError("refused by the op")
+
+
+async def test_a_failed_rollback_never_lets_a_refused_batch_commit(
+    writer: Writer, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ROLLBACK after a refused batch fails: the connection is dropped, so the per-
+    submission retries never join (and commit) the refused batch's open transaction."""
+    real = asyncpg.Connection.execute
+    armed = [True]
+
+    async def execute(self: asyncpg.Connection, query: str, *args: object, **kw: object) -> str:
+        if query == "ROLLBACK" and armed and armed.pop():
+            raise asyncpg.InterfaceError("ROLLBACK not sent")
+        result: str = await real(self, query, *args, **kw)
+        return result
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+    results = await asyncio.gather(
+        writer.submit([(LOG, [row(1)])]),
+        writer.submit([(LOG, [row(2)]), (Failing(), 1)]),
+        return_exceptions=True,
+    )
+    assert results[0] == [None] and isinstance(results[1], WriteRejected)
+    stored = await db.fetch("SELECT charger_id, count(*) FROM data_transfers GROUP BY 1")
+    assert [tuple(r) for r in stored] == [("CP-1", 1)]

@@ -53,23 +53,24 @@ _SCALED = {
 def normalise(
     value: str, unit: str | None, measurand: str, signed: bool
 ) -> tuple[str | None, float | None, str | None]:
-    """The stored (unit, value, raw_value) of one sampled value."""
+    """The stored (unit, value, raw_value) of one sampled value. A value kept as text keeps a
+    unit of the text's own scale ("1e306" kWh stays kWh; "Celcius" is only renamed)."""
     if unit is None and measurand.startswith("Energy.Active."):
         unit = "Wh"
     scaled = _SCALED.get(unit) if unit is not None else None
-    if scaled is not None:
-        unit = scaled[0]
+    raw_unit = scaled[0] if scaled is not None and scaled[1] == 1.0 else unit
     if signed:
-        return unit, None, value
+        return raw_unit, None, value
     try:
         number = float(value)
     except ValueError:
-        return unit, None, value
+        return raw_unit, None, value
     if scaled is not None:
+        unit = scaled[0]
         number *= scaled[1]
     # After scaling: "1e306" kWh is a finite number but no finite float8 of Wh.
     if not math.isfinite(number):
-        return unit, None, value
+        return raw_unit, None, value
     return unit, number, None
 
 

@@ -92,6 +92,10 @@ class WriteOp(Generic[ItemT, ResultT]):
     async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[ResultT]:
         """Write ``items`` (from several submissions) inside the batch's open transaction.
 
+        The writer begins that transaction by hand (with the batch's id, in one round trip),
+        so an op must not call ``conn.transaction()``: asyncpg refuses it, and the submissions
+        are rejected. For a savepoint, send ``SAVEPOINT name`` / ``ROLLBACK TO SAVEPOINT name``.
+
         Returns:
             One result per item, in order.
         """
@@ -188,10 +192,13 @@ class _CommitUnknown(Exception):
     """The connection failed while COMMIT was in flight: the batch may or may not be written.
     Its id tells, once the database answers again (``writer_commits``)."""
 
-    def __init__(self, batch_id: uuid.UUID, results: list[list[Any]], cause: Exception) -> None:
+    def __init__(
+        self, batch_id: uuid.UUID, results: list[list[Any]], pid: int, cause: Exception
+    ) -> None:
         super().__init__(f"connection lost during COMMIT ({cause})")
         self.batch_id = batch_id
         self.results = results
+        self.pid = pid  # the server process of the session that sent the COMMIT
 
 
 class Writer:
@@ -467,7 +474,7 @@ class _Lane:
         unknown: _CommitUnknown | None = None  # an attempt whose COMMIT outcome is not known
         while True:
             try:
-                if unknown is not None and await self._committed(unknown.batch_id):
+                if unknown is not None and await self._committed(unknown):
                     log.info(
                         "writer: batch %s had committed before the connection was lost",
                         unknown.batch_id,
@@ -480,9 +487,11 @@ class _Lane:
             except Exception as exc:
                 if isinstance(exc, _CommitUnknown):
                     unknown = exc
-                elif not is_transient(exc):
+                elif unknown is None and not self._transient(exc):
                     await self._isolate(batch, exc)
                     break
+                # While a COMMIT's outcome is unknown, every error is waited out: the batch may
+                # have committed, so it is never re-run per submission before that is known.
                 self.writer._retried()
                 log.warning("writer: database unavailable (%s); retrying in %.2fs", exc, delay)
                 await self._drop_connection()
@@ -494,13 +503,42 @@ class _Lane:
                     submission.future.set_result(result)
             break
 
-    async def _committed(self, batch_id: uuid.UUID) -> bool:
+    def _transient(self, exc: BaseException) -> bool:
+        """``is_transient``, except that an interface error on a connection that is still open
+        is a misuse (an op calling ``conn.transaction()`` inside the batch's transaction), not
+        an outage: retrying it would stall the lane for good."""
+        if (
+            isinstance(exc, asyncpg.InterfaceError)
+            and self.conn is not None
+            and not self.conn.is_closed()
+        ):
+            return False
+        return is_transient(exc)
+
+    async def _committed(self, unknown: _CommitUnknown) -> bool:
         conn = await self._connection()
-        found = await conn.fetchval("SELECT 1 FROM writer_commits WHERE batch_id = $1", batch_id)
+        # The session that sent the COMMIT may still be finishing it (waiting for a synchronous
+        # standby, say): its outcome is final only once that session has ended.
+        ended = await conn.fetchval(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE pid = $1 AND pid <> pg_backend_pid() AND usename = current_user",
+            unknown.pid,
+        )
+        if ended is False:
+            raise ConnectionError("the session of the unknown COMMIT has not ended yet")
+        found = await conn.fetchval(
+            "SELECT 1 FROM writer_commits WHERE batch_id = $1", unknown.batch_id
+        )
         return found is not None
 
     async def _commit(self, batch: list[_Submission]) -> list[list[Any]]:
         conn = await self._connection()
+        if conn.is_in_transaction():
+            # Left inside a transaction by a failure that could not roll it back: a BEGIN would
+            # only warn and carry on in it, so this connection is never used again.
+            await self._drop_connection()
+            conn = await self._connection()
+        pid = conn.get_server_pid()
         batch_id = uuid.uuid4()
         started = time.perf_counter()
         # Group the items of every submission by op, in first-appearance order, remembering
@@ -512,31 +550,45 @@ class _Lane:
         results: list[list[Any]] = [[None] * len(s.writes) for s in batch]
         # BEGIN and the batch's id in one round trip (a batch is a handful of them, and each
         # one waits for the other lane's turn on the loop); the id is ours, a literal is safe.
-        await conn.execute(f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')")
         try:
+            await conn.execute(
+                f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')"
+            )
             for op, entries in by_op.items():
                 op_results = await op.write(conn, [item for _, _, item in entries])
                 for (s_index, w_index, _), result in zip(entries, op_results, strict=True):
                     results[s_index][w_index] = result
         except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
+            if not await self._rolled_back(conn):
+                await self._drop_connection()
             raise
         try:
             status = await conn.execute("COMMIT")
         except Exception as exc:
-            if is_transient(exc):
-                raise _CommitUnknown(batch_id, results, exc) from exc
+            if self._transient(exc):
+                raise _CommitUnknown(batch_id, results, pid, exc) from exc
             raise
         if status != "COMMIT":
             # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error:
             # an op swallowed an error without rolling back to a savepoint of its own.
             raise RuntimeError(f"the batch's transaction was rolled back ({status})")
         for op in by_op:
-            op.committed(conn)
+            try:
+                op.committed(conn)
+            except Exception:  # the batch is durable: it is acknowledged whatever an op says
+                log.exception("writer: %s.committed failed", op.name)
         self.last_commit_seconds = time.perf_counter() - started
         self.writer._count(batch, self.last_commit_seconds)
         return results
+
+    @staticmethod
+    async def _rolled_back(conn: asyncpg.Connection) -> bool:
+        """Roll back ``conn``'s transaction; whether it is now outside any."""
+        try:
+            await conn.execute("ROLLBACK")
+        except Exception:
+            return False
+        return not conn.is_in_transaction()
 
     async def _isolate(self, batch: list[_Submission], exc: Exception) -> None:
         """PostgreSQL refused the batch: write each submission alone, failing only the ones
