@@ -76,8 +76,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     meter_rollup_fold_interval: Annotated[float, msgspec.Meta(gt=0, le=900)] = 60.0
     # Group-commit writer: a batch commits at this many rows or this many seconds after its
     # first write; past writer_queue_rows waiting rows, chargers' messages wait (back-pressure).
-    # writer_lanes batches (each on its own connection) may be in flight at once.
-    writer_lanes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
+    # writer_lanes batches (each on its own connection) may be in flight at once: more than
+    # the cores, so that PostgreSQL works on some while Python prepares others.
+    writer_lanes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
     writer_batch_rows: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
     writer_flush_interval: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.005
     writer_queue_rows: Annotated[int, msgspec.Meta(ge=1000)] = 100_000

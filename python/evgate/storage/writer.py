@@ -230,7 +230,7 @@ class Writer:
         self,
         dsn: str,
         *,
-        lanes: int = 2,
+        lanes: int = 4,
         batch_rows: int = 5000,
         flush_interval: float = 0.005,
         queue_rows: int = 100_000,
@@ -352,13 +352,17 @@ class Writer:
                 )
             if self._closed:
                 raise WriterClosed("the writer is stopped")
-        lane = self._lanes[0 if key is None else hash(key) % len(self._lanes)]
+        lane = self._lanes[self.lane_of(key)]
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         lane.queue.append(_Submission(writes, weight, future))
         lane.queued_rows += weight
         self._pending_rows += weight
         lane.wakeup.set()
         return await future
+
+    def lane_of(self, key: Hashable | None) -> int:
+        """The lane that ``key``'s submissions take (stable for the life of the process)."""
+        return 0 if key is None else hash(key) % len(self._lanes)
 
     async def _written(self, batch: list[_Submission]) -> None:
         """A lane is done with ``batch`` (committed, refused or failed): its rows free up."""
