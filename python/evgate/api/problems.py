@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -21,7 +20,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-from evgate.storage.errors import AlreadyExists, BadReference, InUse, NotFound
+from evgate.storage.errors import AlreadyExists, BadReference, InUse, NotFound, ValueRefused
 
 __all__ = ["PROBLEM_JSON", "ApiError", "Conflict", "Unprocessable", "exception_handlers"]
 
@@ -120,7 +119,7 @@ def _bad_reference(_: Request[Any, Any, Any], exc: BadReference) -> Response[byt
     return problem(422, str(exc))
 
 
-def _unstorable(_: Request[Any, Any, Any], exc: asyncpg.DataError) -> Response[bytes]:
+def _unstorable(_: Request[Any, Any, Any], exc: ValueRefused) -> Response[bytes]:
     # PostgreSQL's class 22 (data exception): a value the request carried that no column can
     # hold (a text with U+0000, a number or time out of range). The request's fault: 422,
     # with the SQLSTATE rather than the server's own words.
@@ -145,6 +144,6 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     AlreadyExists: _exists,
     InUse: _in_use,
     BadReference: _bad_reference,
-    asyncpg.DataError: _unstorable,
+    ValueRefused: _unstorable,
     Exception: _internal,
 }

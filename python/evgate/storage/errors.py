@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["AlreadyExists", "BadReference", "InUse", "NotFound", "StorageError"]
+import asyncpg
+
+__all__ = ["AlreadyExists", "BadReference", "InUse", "NotFound", "StorageError", "ValueRefused"]
+
+#: PostgreSQL refused a value the caller gave (SQLSTATE class 22, a data exception: a text
+#: holding U+0000, a number or a time out of range). It is asyncpg's own class, named here so
+#: that the edges map it without importing asyncpg; it carries ``sqlstate``.
+ValueRefused = asyncpg.DataError
 
 
 class StorageError(Exception):
