@@ -285,6 +285,7 @@ class KafkaBroker:
         heap: str = DEFAULT_HEAP,
         startup_timeout: float = 60.0,
         extra_config: Mapping[str, str] | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(
@@ -298,7 +299,9 @@ class KafkaBroker:
         self.heap = heap
         self.startup_timeout = startup_timeout
         self.extra_config = dict(extra_config or {})
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        self.cluster_id = (
+            cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        )
         self.plain_port = 0
         self.sasl_port = 0
         self.controller_port = 0
@@ -412,8 +415,8 @@ class KafkaBroker:
             f"{self._libs}/*",
             _storage_tool_class(self._libs),
             "format",
-            "--cluster-id",
-            self.cluster_id,
+            # One argument: a base64 id may start with "-", which would read as an option.
+            f"--cluster-id={self.cluster_id}",
             "--config",
             str(self.config_path),
         ]
