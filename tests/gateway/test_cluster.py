@@ -24,6 +24,7 @@ from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, ResetStatus
 
 from evgate.config import load_settings
+from evgate.protocol.v16 import ResetRequest, ResetType
 
 from .helpers import ADMIN, TOKEN, Running, StartEvgate, close_code_of, connect, until
 
@@ -109,6 +110,30 @@ async def test_routed_command_times_out_with_504(two_nodes) -> None:
         del ws
     assert a.app.db is not None
     assert await a.app.db.fetchval("SELECT count(*) FROM remote_calls") == 0
+
+
+async def test_a_routed_command_whose_caller_goes_away_is_withdrawn(two_nodes) -> None:
+    """The caller of a routed command is cancelled (its HTTP request ended) while the charger
+    on B has not answered: A withdraws the call at once, leaving nothing for the reaper."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    async with connect(b.url("CP-1", secret)) as ws:  # a charger that reads nothing
+        await until(lambda: b.gateway.connection("CP-1") is not None)
+        await asyncio.sleep(0.3)  # ownership written
+        assert a.app.cluster is not None and a.app.db is not None
+        db = a.app.db
+        sent = asyncio.create_task(a.app.cluster.call("CP-1", ResetRequest(type=ResetType.hard)))
+        for _ in range(250):
+            if await db.fetchval("SELECT count(*) FROM remote_calls") == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert await db.fetchval("SELECT count(*) FROM remote_calls") == 1
+        sent.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sent
+        assert await db.fetchval("SELECT count(*) FROM remote_calls") == 0
+        del ws
 
 
 async def test_command_for_charger_nobody_holds_is_409(two_nodes) -> None:

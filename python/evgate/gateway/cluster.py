@@ -308,7 +308,11 @@ class Cluster:
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
                 try:
-                    await asyncio.wait_for(asyncio.shield(future), max(remaining, 0))
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that arrives with the wake-up. The shield keeps a timeout
+                    # from cancelling the future the NOTIFY listener resolves.
+                    async with asyncio.timeout(max(remaining, 0)):
+                        await asyncio.shield(future)
                 except TimeoutError:
                     await self.store.withdraw(call_id)
                     self.m_routed.inc("sent", "timeout")
@@ -320,6 +324,12 @@ class Cluster:
                     break
                 future = asyncio.get_running_loop().create_future()  # a reset's wake-up
                 self._waiting[call_id] = future
+        except asyncio.CancelledError:
+            # The caller went away (its HTTP request ended): withdraw the call at once rather
+            # than leave its row to the reaper; shielded, as this task is being cancelled.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.withdraw(call_id))
+            raise
         finally:
             self._waiting.pop(call_id, None)
         outcome = msgspec.json.decode(raw, type=_Outcome)
