@@ -606,6 +606,9 @@ def test_deviation_a_text_holding_nul_is_refused() -> None:
         )
     with pytest.raises(errors.PropertyConstraintViolationError, match=r"^idTag: text holds"):
         frames.decode('[2,"m-2","Authorize",{"idTag":"a\\u0000"}]')  # a str frame
+    with pytest.raises(errors.PropertyConstraintViolationError, match=r"^data: text holds") as e:
+        frames.decode_response("DataTransfer", b'{"status":"Accepted","data":"\\u0000"}')
+    assert e.value.message_type_id == 3
     escaped = b'[2,"m-3","Heartbeat",{}]', b'[2,"m-4","Authorize",{"idTag":"a\\\\u0000"}]'
     for data in escaped:
         assert frames.decode(data)

@@ -48,7 +48,7 @@ valid JSON" here: msgspec refuses it, where Python's json module (and so the ``o
 library) would read it. A CALL whose payload holds U+0000 (``"\\u0000"``) in any text is
 answered PropertyConstraintViolation with the field's path, before its action is looked up:
 OCPP's strings are printable text and PostgreSQL cannot store a NUL (the official schemas
-allow it).
+allow it). ``decode_response`` refuses such a CALLRESULT the same way, after its schema.
 
 The gateway answers only what may be answered: a CALLERROR is the answer to a CALL, so an
 error with ``message_type_id`` 3 or 4 (a bad CALLRESULT or CALLERROR from the charger) is
@@ -196,14 +196,14 @@ def decode(data: bytes | str, *, lenient: bool = False) -> Frame:
         pass
     else:
         if type(frame) is Call and _spells_nul(data):
-            _refuse_nul(frame)
+            _refuse_nul(frame.payload, frame.unique_id)
         return frame
     # Slow path, for bad frames only: read the frame generically to say exactly what is wrong.
     outcome = _diagnose(data, lenient)
     if isinstance(outcome, OcppError):
         raise outcome
     if type(outcome) is Call and _spells_nul(data):
-        _refuse_nul(outcome)
+        _refuse_nul(outcome.payload, outcome.unique_id)
     return outcome
 
 
@@ -213,7 +213,7 @@ _NUL_ESCAPE = b"\\u0000"
 _NUL_SEARCH = re.compile(re.escape(_NUL_ESCAPE))
 
 
-def _spells_nul(data: bytes | str) -> bool:
+def _spells_nul(data: bytes | str | msgspec.Raw) -> bool:
     if isinstance(data, bytes):
         return _NUL_ESCAPE in data
     if isinstance(data, str):
@@ -221,12 +221,14 @@ def _spells_nul(data: bytes | str) -> bool:
     return _NUL_SEARCH.search(data) is not None  # a borrowed buffer
 
 
-def _refuse_nul(call: Call) -> None:
-    """Refuse ``call`` when a text of its payload holds U+0000 (``validation.nul_violation``);
-    an escaped backslash before ``u0000`` is no NUL, and passes."""
-    violation = nul_violation(msgspec.json.decode(call.payload))
+def _refuse_nul(
+    payload: msgspec.Raw | bytes | str, unique_id: str | None, message_type_id: int = 2
+) -> None:
+    """Refuse a payload when one of its texts holds U+0000 (``validation.nul_violation``); an
+    escaped backslash before ``u0000`` is no NUL, and passes."""
+    violation = nul_violation(msgspec.json.decode(payload))
     if violation is not None:
-        raise violation.to_error(unique_id=call.unique_id, message_type_id=2)
+        raise violation.to_error(unique_id=unique_id, message_type_id=message_type_id)
 
 
 def _diagnose(data: bytes | str, lenient: bool) -> Frame | OcppError:
@@ -341,7 +343,10 @@ def decode_response(
     try:
         if codec is None:
             raise ActionNotImplementedError(f"unknown action {action!r}")
-        return codec.decode(payload, lenient=lenient)
+        decoded = codec.decode(payload, lenient=lenient)
+        if _spells_nul(payload):  # a command's answer: rare enough to search it here
+            _refuse_nul(payload, unique_id, 3)
+        return decoded
     except OcppError as exc:
         exc.unique_id = unique_id
         exc.message_type_id = 3
