@@ -136,13 +136,21 @@ async def test_callerror_is_502_with_the_code(evgate: Evgate, api: httpx.AsyncCl
 
 async def test_an_answer_holding_nul_is_502(evgate: Evgate, api: httpx.AsyncClient) -> None:
     """A CALLRESULT with U+0000 in a text (valid by the schema; no PostgreSQL text or jsonb
-    holds it): 502 PropertyConstraintViolation naming the field, at once, not a timeout."""
+    holds it): 502 PropertyConstraintViolation naming the field, at once, not a timeout. A
+    command holding one: 422."""
     answer = [3, "", {"status": "Accepted", "data": "a\x00b"}]
     async with _charger(evgate, api, lambda f: [3, f[1], answer[2]]):
         r = await api.post("/api/v1/chargers/CP-1/commands/DataTransfer", json={"vendorId": "v"})
     assert r.status_code == 502, r.text
     assert r.json()["errorCode"] == "PropertyConstraintViolation"
     assert "data" in r.json()["detail"]
+    # Nor is one sent: refused before the charger is looked up, local or routed alike.
+    r = await api.post(
+        "/api/v1/chargers/CP-1/commands/DataTransfer",
+        content=b'{"vendorId": "v\\u0000"}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["errorCode"] == "PropertyConstraintViolation"
 
 
 async def test_schema_breaking_answer_is_502(evgate: Evgate, api: httpx.AsyncClient) -> None:

@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
@@ -393,3 +394,20 @@ async def test_late_owner_notification_does_not_close_a_newer_connection(two_nod
                     break
                 await asyncio.sleep(0.02)
             assert await owner() == b.app.cluster.instance
+
+
+async def test_a_routed_outcome_holding_nul_can_be_stored(two_nodes) -> None:
+    """A charger's CALLERROR may carry U+0000, which jsonb refuses: the routed outcome travels
+    with U+FFFD in its place (stored, so the origin answers at once instead of timing out)."""
+    from evgate.gateway.cluster import _error_of, _Failure, _Outcome, _storable
+
+    a, _ = two_nodes
+    failure = _Failure("CallRejected", "x", "GenericError", "bad\x00text", {"k\x00": "v\x00"})
+    stored = _storable(_Outcome(error=failure))
+    assert b"\\u0000" not in stored
+    assert a.app.db is not None
+    back = await a.app.db.fetchval("SELECT $1::text::jsonb::text", stored.decode())
+    outcome = msgspec.json.decode(back, type=_Outcome)
+    assert outcome.error is not None
+    error = _error_of(outcome.error)
+    assert (error.description, error.details) == ("bad\ufffdtext", {"k\ufffd": "v\ufffd"})  # type: ignore[attr-defined]

@@ -609,6 +609,14 @@ def test_deviation_a_text_holding_nul_is_refused() -> None:
     with pytest.raises(errors.PropertyConstraintViolationError, match=r"^data: text holds") as e:
         frames.decode_response("DataTransfer", b'{"status":"Accepted","data":"\\u0000"}')
     assert e.value.message_type_id == 3
+    # A NUL in a key is named as JSON spells it; beside a number beyond float64 the frame is
+    # still answered (the number is the payload's own error), never an exception.
+    assert answer(b'[2,"m-5","Heartbeat",{"k\\u0000":1}]') == error(
+        "m-5", "PropertyConstraintViolation", "k\\u0000: text holds U+0000 (NUL), which is refused"
+    )
+    assert answer(b'[2,"m-6","Authorize",{"idTag":"a","x":1e999,"y":"\\u0000"}]')[:2] == b"[4"
+    deep = b'[2,"m-7","Heartbeat",' + b'{"a":[' * 600 + b'"\\u0000"' + b"]}" * 600 + b"]"
+    assert answer(deep)[:2] == b"[4"
     escaped = b'[2,"m-3","Heartbeat",{}]', b'[2,"m-4","Authorize",{"idTag":"a\\\\u0000"}]'
     for data in escaped:
         assert frames.decode(data)

@@ -336,3 +336,32 @@ async def test_a_failed_rollback_never_lets_a_refused_batch_commit(
     assert results[0] == [None] and isinstance(results[1], WriteRejected)
     stored = await db.fetch("SELECT charger_id, count(*) FROM data_transfers GROUP BY 1")
     assert [tuple(r) for r in stored] == [("CP-1", 1)]
+
+
+async def test_an_unknown_commit_ends_its_own_session_and_no_other(
+    writer: Writer, database_url: str
+) -> None:
+    """Before looking an unknown COMMIT up, the writer ends the session that sent it, found
+    by its server process and start: a session that only shares the pid (PostgreSQL was
+    restarted meanwhile) is left alone."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from evgate.storage.writer import _CommitUnknown
+
+    lane = writer._lanes[0]
+    other = await asyncpg.connect(database_url)
+    try:
+        pid = other.get_server_pid()
+        started = await other.fetchval(
+            "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        cause = ConnectionResetError("lost")
+        reused = (pid, datetime(2000, 1, 1, tzinfo=UTC))
+        assert not await lane._committed(_CommitUnknown(uuid.uuid4(), [], reused, cause))
+        assert await other.fetchval("SELECT 1") == 1  # still there
+        assert not await lane._committed(_CommitUnknown(uuid.uuid4(), [], (pid, started), cause))
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await other.fetchval("SELECT 1")
+    finally:
+        other.terminate()

@@ -72,6 +72,8 @@ def _request_of(action: str, body: bytes) -> Message:
     call = frames.Call("api", action, msgspec.Raw(body))
     try:
         request, _ = frames.decode_request(call, accept_direction=Direction.csms_to_charger)
+        # What evgate refuses from chargers it does not send them (nor could it route it).
+        frames.refuse_nul(call.payload)
     except OcppError as exc:
         raise Unprocessable(exc.description, errorCode=exc.code.value) from None
     return request

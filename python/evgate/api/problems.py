@@ -119,11 +119,16 @@ def _bad_reference(_: Request[Any, Any, Any], exc: BadReference) -> Response[byt
     return problem(422, str(exc))
 
 
-def _unstorable(_: Request[Any, Any, Any], exc: ValueRefused) -> Response[bytes]:
-    # PostgreSQL's class 22 (data exception): a value the request carried that no column can
-    # hold (a text with U+0000, a number or time out of range). The request's fault: 422,
-    # with the SQLSTATE rather than the server's own words.
-    log.info("a request's value refused by PostgreSQL: %s", exc)
+# The data exceptions a request's own values cause: a text with U+0000 (22021, 22P05 in
+# jsonb), too long (22001), a number or a time out of range (22003, 22008). The others of
+# class 22 (a division by zero, a bad cast) would be evgate's SQL at fault: 500.
+_REQUEST_VALUES = {"22021", "22P05", "22001", "22003", "22008"}
+
+
+def _unstorable(request: Request[Any, Any, Any], exc: ValueRefused) -> Response[bytes]:
+    if exc.sqlstate not in _REQUEST_VALUES:
+        return _internal(request, exc)
+    log.warning("a request's value refused by PostgreSQL: %s", exc)
     return problem(422, f"a value cannot be stored (SQLSTATE {exc.sqlstate})")
 
 

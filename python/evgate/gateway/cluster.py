@@ -88,6 +88,25 @@ def _failure_of(exc: CommandError) -> _Failure:
     return _Failure(type(exc).__name__, str(exc))
 
 
+def _without_nul(tree: Any) -> Any:
+    if isinstance(tree, str):
+        return tree.replace("\x00", "\ufffd")
+    if isinstance(tree, list):
+        return [_without_nul(item) for item in tree]
+    if isinstance(tree, dict):
+        return {_without_nul(key): _without_nul(value) for key, value in tree.items()}
+    return tree
+
+
+def _storable(outcome: _Outcome) -> bytes:
+    """``outcome`` as JSON that jsonb can hold: a charger's CALLERROR may carry U+0000 in its
+    texts, which jsonb refuses; it travels with U+FFFD in its place."""
+    encoded = msgspec.json.encode(outcome)
+    if b"\\u0000" not in encoded:
+        return encoded
+    return msgspec.json.encode(_without_nul(msgspec.json.decode(encoded)))
+
+
 def _error_of(failure: _Failure) -> CommandError:
     if failure.kind == "CallRejected":
         return CallRejected(failure.code, failure.description, failure.details)
@@ -327,8 +346,7 @@ class Cluster:
         except asyncio.CancelledError:
             # The caller went away (its HTTP request ended): withdraw the call at once rather
             # than leave its row to the reaper; shielded, as this task is being cancelled.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.withdraw(call_id))
+            await asyncio.shield(self._withdraw_quietly(call_id))
             raise
         finally:
             self._waiting.pop(call_id, None)
@@ -338,6 +356,13 @@ class Cluster:
             raise _error_of(outcome.error)
         self.m_routed.inc("sent", "ok")
         return msgspec.json.decode(outcome.result, type=ACTIONS[action].response)
+
+    async def _withdraw_quietly(self, call_id: int) -> None:
+        # Its own task under the shield: an error is logged here, never left unretrieved.
+        try:
+            await self.store.withdraw(call_id)
+        except Exception as exc:
+            log.warning("could not withdraw routed command %d (%s); the reaper will", call_id, exc)
 
     async def _run_remote(self, call_id: int) -> None:
         """Run a command another process routed here, and answer it."""
@@ -360,7 +385,7 @@ class Cluster:
             except CommandError as exc:
                 outcome = _Outcome(error=_failure_of(exc))
                 self.m_routed.inc("received", type(exc).__name__)
-            await self.store.answer_call(call_id, row["origin"], msgspec.json.encode(outcome))
+            await self.store.answer_call(call_id, row["origin"], _storable(outcome))
         except Exception:
             log.exception("routed command %d failed", call_id)
 

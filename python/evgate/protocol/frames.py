@@ -95,6 +95,7 @@ __all__ = [
     "encode_error",
     "encode_result",
     "error_frame_for",
+    "refuse_nul",
 ]
 
 #: OCPP-J: "The maximum of 36 characters is to allow for GUIDs".
@@ -196,14 +197,14 @@ def decode(data: bytes | str, *, lenient: bool = False) -> Frame:
         pass
     else:
         if type(frame) is Call and _spells_nul(data):
-            _refuse_nul(frame.payload, frame.unique_id)
+            refuse_nul(frame.payload, frame.unique_id)
         return frame
     # Slow path, for bad frames only: read the frame generically to say exactly what is wrong.
     outcome = _diagnose(data, lenient)
     if isinstance(outcome, OcppError):
         raise outcome
     if type(outcome) is Call and _spells_nul(data):
-        _refuse_nul(outcome.payload, outcome.unique_id)
+        refuse_nul(outcome.payload, outcome.unique_id)
     return outcome
 
 
@@ -223,14 +224,26 @@ def _spells_nul(data: bytes | str | msgspec.Raw) -> bool:
     return _NUL_SEARCH.search(data) is not None  # a borrowed buffer
 
 
-def _refuse_nul(
-    payload: msgspec.Raw | bytes | str, unique_id: str | None, message_type_id: int = 2
+def refuse_nul(
+    payload: msgspec.Raw | bytes | str, unique_id: str | None = None, message_type_id: int = 2
 ) -> None:
-    """Refuse a payload when one of its texts holds U+0000 (``validation.nul_violation``); an
-    escaped backslash before ``u0000`` is no NUL, and passes."""
-    violation = nul_violation(msgspec.json.decode(payload))
+    """Raise PropertyConstraintViolation when a text of ``payload`` holds U+0000
+    (``validation.nul_violation``); an escaped backslash before ``u0000`` is no NUL. A payload
+    that is not JSON, or holds a number beyond float64, passes: its decoding tells what is
+    wrong with it."""
+    if not _spells_nul(payload):
+        return
+    try:
+        tree = _ANY.decode(payload)
+    except msgspec.MsgspecError:
+        return
+    violation = nul_violation(tree)
     if violation is not None:
         raise violation.to_error(unique_id=unique_id, message_type_id=message_type_id)
+
+
+# Numbers are read as text: a 1e999 next to a NUL is not this check's business.
+_ANY = msgspec.json.Decoder(float_hook=str)
 
 
 def _diagnose(data: bytes | str, lenient: bool) -> Frame | OcppError:
@@ -346,8 +359,7 @@ def decode_response(
         if codec is None:
             raise ActionNotImplementedError(f"unknown action {action!r}")
         decoded = codec.decode(payload, lenient=lenient)
-        if _spells_nul(payload):  # a command's answer: rare enough to search it here
-            _refuse_nul(payload, unique_id, 3)
+        refuse_nul(payload, unique_id, 3)  # a command's answer: rare enough to search here
         return decoded
     except OcppError as exc:
         exc.unique_id = unique_id

@@ -165,10 +165,16 @@ def nul_violation(tree: Any) -> Violation | None:
     refuses such a payload with PropertyConstraintViolation (strict and lenient alike) rather
     than fail to store it, which would answer InternalError to every resend.
     """
-    path = _nul_path(tree, ())
+    try:
+        path = _nul_path(tree, ())
+    except RecursionError:  # nesting no OCPP payload has: its schema errors tell the rest
+        return None
     if path is None:
         return None
-    return Violation(_PROPERTY, _path_text(path), "text holds U+0000 (NUL), which is refused")
+    # The path names a key that may itself hold the NUL: spelled as JSON would, so that the
+    # description can be stored and logged.
+    text = _path_text(path).replace("\x00", "\\u0000")
+    return Violation(_PROPERTY, text, "text holds U+0000 (NUL), which is refused")
 
 
 # Post-decode checks.

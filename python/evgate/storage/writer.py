@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -193,12 +194,18 @@ class _CommitUnknown(Exception):
     Its id tells, once the database answers again (``writer_commits``)."""
 
     def __init__(
-        self, batch_id: uuid.UUID, results: list[list[Any]], pid: int, cause: Exception
+        self,
+        batch_id: uuid.UUID,
+        results: list[list[Any]],
+        session: tuple[int, datetime],
+        cause: Exception,
     ) -> None:
         super().__init__(f"connection lost during COMMIT ({cause})")
         self.batch_id = batch_id
         self.results = results
-        self.pid = pid  # the server process of the session that sent the COMMIT
+        # The session that sent the COMMIT: its server process and start (a pid alone may
+        # name another session by then, after a restart of PostgreSQL).
+        self.session = session
 
 
 class Writer:
@@ -416,6 +423,8 @@ class _Lane:
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task[None] | None = None
         self.last_commit_seconds = 0.0
+        self._session_of: asyncpg.Connection | None = None
+        self._session_id: tuple[int, datetime] = (0, datetime.min)
 
     def start(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -525,8 +534,8 @@ class _Lane:
         # standby, say): its outcome is final only once that session has ended.
         ended = await conn.fetchval(
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-            " WHERE pid = $1 AND pid <> pg_backend_pid() AND usename = current_user",
-            unknown.pid,
+            " WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()",
+            *unknown.session,
         )
         if ended is False:
             raise ConnectionError("the session of the unknown COMMIT has not ended yet")
@@ -542,7 +551,7 @@ class _Lane:
             # only warn and carry on in it, so this connection is never used again.
             await self._drop_connection()
             conn = await self._connection()
-        pid = conn.get_server_pid()
+        session = await self._session(conn)
         batch_id = uuid.uuid4()
         started = time.perf_counter()
         # Group the items of every submission by op, in first-appearance order, remembering
@@ -570,7 +579,7 @@ class _Lane:
             status = await conn.execute("COMMIT")
         except Exception as exc:
             if self._transient(exc):
-                raise _CommitUnknown(batch_id, results, pid, exc) from exc
+                raise _CommitUnknown(batch_id, results, session, exc) from exc
             raise
         if status != "COMMIT":
             # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error:
@@ -584,6 +593,15 @@ class _Lane:
         self.last_commit_seconds = time.perf_counter() - started
         self.writer._count(batch, self.last_commit_seconds)
         return results
+
+    async def _session(self, conn: asyncpg.Connection) -> tuple[int, datetime]:
+        """``conn``'s server process and its start, read once per connection."""
+        if self._session_of is not conn:
+            started = await conn.fetchval(
+                "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            )
+            self._session_of, self._session_id = conn, (conn.get_server_pid(), started)
+        return self._session_id
 
     @staticmethod
     async def _rolled_back(conn: asyncpg.Connection) -> bool:
