@@ -67,7 +67,9 @@ fn copy_meter_rows<'py>(
                 // The row's datetime, already converted by the caller (ts_us).
                 meter::Field::Time => out.time(time).map_err(input)?,
                 _ if item.is_none() => out.null(),
-                meter::Field::Text => out.text(item.cast::<PyString>()?.to_str()?).map_err(input)?,
+                meter::Field::Text => out
+                    .text(item.cast::<PyString>()?.to_str()?)
+                    .map_err(input)?,
                 meter::Field::Int4 => out.int4(item.extract::<i32>().map_err(|e| {
                     if e.is_instance_of::<PyOverflowError>(py) {
                         PyValueError::new_err("an int4 field is out of range")

@@ -117,7 +117,7 @@ impl std::fmt::Display for InputError {
 }
 
 fn rows<const N: usize>(buf: &[u8], name: &'static str) -> Result<usize, InputError> {
-    if buf.len() % N != 0 {
+    if !buf.len().is_multiple_of(N) {
         return Err(InputError::Ragged(name));
     }
     Ok(buf.len() / N)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -57,26 +58,35 @@ async def test_a_refused_submission_fails_alone(writer: Writer, db: Database) ->
     assert await count(db) == 2
 
 
+@contextlib.asynccontextmanager
+async def locked(database_url: str, table: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Hold an ACCESS EXCLUSIVE lock on ``table`` from another session; yields its release."""
+    blocker = await asyncpg.connect(database_url)
+    try:
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        yield lock.rollback
+    finally:
+        await blocker.close()
+
+
 async def test_submit_waits_when_the_queue_is_full(database_url: str) -> None:
     """Past queue_rows waiting rows, submit blocks until the writer catches up."""
     w = Writer(database_url, queue_rows=10, batch_rows=10, flush_interval=0.001)
     await w.start()
-    blocker = await asyncpg.connect(database_url)
     try:
         # Hold the writer's first batch inside its COPY, so its rows stay pending.
-        lock = blocker.transaction()
-        await lock.start()
-        await blocker.execute("LOCK TABLE data_transfers IN ACCESS EXCLUSIVE MODE")
-        first = asyncio.ensure_future(w.submit([(LOG, [row(i) for i in range(10)])]))
-        await asyncio.sleep(0.1)
-        second = asyncio.ensure_future(w.submit([(LOG, [row(99)])]))
-        await asyncio.sleep(0.1)
-        assert w.queue_depth == 10 and not first.done() and not second.done()
-        await lock.rollback()
-        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        async with locked(database_url, "data_transfers") as release:
+            first = asyncio.ensure_future(w.submit([(LOG, [row(i) for i in range(10)])]))
+            await asyncio.sleep(0.1)
+            second = asyncio.ensure_future(w.submit([(LOG, [row(99)])]))
+            await asyncio.sleep(0.1)
+            assert w.queue_depth == 10 and not first.done() and not second.done()
+            await release()
+            await asyncio.wait_for(asyncio.gather(first, second), 10)
         assert w.queue_depth == 0
     finally:
-        await blocker.close()
         await w.stop()
 
 
@@ -167,21 +177,16 @@ async def test_a_blocked_lane_does_not_hold_up_another(database_url: str, db: Da
     w = Writer(database_url, lanes=2, flush_interval=0.001)
     a, b = keys_on_two_lanes(w)
     await w.start()
-    blocker = await asyncpg.connect(database_url)
     try:
-        lock = blocker.transaction()
-        await lock.start()
-        await blocker.execute("LOCK TABLE id_tags IN ACCESS EXCLUSIVE MODE")
-        held = asyncio.ensure_future(
-            w.submit([(Statement("INSERT INTO id_tags (id_tag) VALUES ($1)"), ("T-1",))], key=a)
-        )
-        await asyncio.sleep(0.1)
-        await asyncio.wait_for(w.submit([(LOG, [row(7)])], key=b), 5)
-        assert await count(db) == 1 and not held.done()
-        await lock.rollback()
-        assert await asyncio.wait_for(held, 5) == [None]
+        async with locked(database_url, "id_tags") as release:
+            insert = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")
+            held = asyncio.ensure_future(w.submit([(insert, ("T-1",))], key=a))
+            await asyncio.sleep(0.1)
+            await asyncio.wait_for(w.submit([(LOG, [row(7)])], key=b), 5)
+            assert await count(db) == 1 and not held.done()
+            await release()
+            assert await asyncio.wait_for(held, 5) == [None]
     finally:
-        await blocker.close()
         await w.stop()
 
 
@@ -365,3 +370,40 @@ async def test_an_unknown_commit_ends_its_own_session_and_no_other(
             await other.fetchval("SELECT 1")
     finally:
         other.terminate()
+
+
+async def test_a_connection_left_in_a_transaction_is_never_used_again(
+    writer: Writer, db: Database
+) -> None:
+    """The lane's connection is found inside a transaction (a failure left it there): the
+    next batch goes on a new connection, so it never commits what that transaction held."""
+    lane = writer._lanes[writer.lane_of(None)]
+    assert lane.conn is not None
+    await lane.conn.execute(
+        "BEGIN; INSERT INTO data_transfers (charger_id, vendor_id, status, received_at)"
+        " VALUES ('CP-stale', 'acme', 'Accepted', now())"
+    )
+    stale = lane.conn
+    assert await writer.submit([(LOG, [row(1)])]) == [None]
+    assert lane.conn is not stale and stale.is_closed()
+    stored = await db.fetch("SELECT charger_id FROM data_transfers")
+    assert [r[0] for r in stored] == ["CP-1"]
+
+
+class Forgetful(WriteOp[int, None]):
+    """An op whose bookkeeping after COMMIT fails."""
+
+    async def write(self, conn: asyncpg.Connection, items: list[int]) -> list[None]:
+        return [None] * len(items)
+
+    def committed(self, conn: asyncpg.Connection) -> None:
+        raise KeyError("lost track")
+
+
+async def test_a_committed_batch_is_acknowledged_whatever_an_op_says_after(
+    writer: Writer, db: Database
+) -> None:
+    """An op failing in ``committed`` (after COMMIT) is logged: the durable batch is
+    acknowledged once, not re-run per submission."""
+    assert await writer.submit([(LOG, [row(1)]), (Forgetful(), 1)]) == [None, None]
+    assert await count(db) == 1 and writer.stats.retries == 0 and writer.stats.rejected == 0

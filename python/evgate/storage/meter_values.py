@@ -248,8 +248,8 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
         for row in rows:
             unique.setdefault(_key(row), row)
         rows = list(unique.values())
+        times = row_times(rows)
         for _attempt in range(5):
-            times = row_times(rows)
             if not rows:
                 break
             # Encoded natively, times from ``times``: no per-field work in Python.
@@ -268,6 +268,7 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
             except asyncpg.UniqueViolationError:
                 await conn.execute("ROLLBACK TO SAVEPOINT meter_values")
                 rows = await self._without_stored(conn, rows)
+                times = row_times(rows)
         else:
             raise RuntimeError("meter values kept meeting new duplicates; giving up this batch")
         await self.add_rollups(conn, rows, times)
