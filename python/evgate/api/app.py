@@ -19,6 +19,7 @@ from litestar.types import ControllerRouterHandler
 from swagger_ui_bundle import swagger_ui_path
 
 import evgate
+from evgate.api.bodies import check_json_body
 from evgate.api.chargers import ChargerController
 from evgate.api.commands import CommandController
 from evgate.api.context import ApiContext
@@ -88,6 +89,7 @@ def create_api(
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
         middleware=[auth],
         exception_handlers=exception_handlers,
+        before_request=check_json_body,
         openapi_config=openapi,
         debug=False,
         logging_config=None,  # evgate configures logging once, in cli.py

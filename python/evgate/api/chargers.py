@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from evgate.api.bounds import BodyBigintId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.auth.credentials import CHARGER_ID_PATTERN
@@ -50,7 +51,7 @@ class ChargerPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
         msgspec.UNSET
     )
     # The installation to join (its authorization mode applies at once); null leaves it.
-    installation_id: int | msgspec.UnsetType | None = msgspec.UNSET
+    installation_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ChargerWithSecret(Charger, kw_only=True):

@@ -1,0 +1,81 @@
+"""What the internet sends the API (issue 15): integers beyond the database's range in paths,
+queries and bodies, bodies that are not UTF-8 or nest 10,000 deep. Each is a 4xx problem
+document, never a 500 with a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+DEEP_ARRAY = b"[" * 10_000 + b"]" * 10_000
+DEEP_OBJECT = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+JSON = "application/json"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status"),
+    [
+        # Paths: an id no resource can have is not found.
+        ("GET", "/api/v1/transactions/32229461838751388", None, None, 404),
+        ("GET", "/api/v1/transactions/0", None, None, 404),
+        ("GET", "/public-api/notifications/v2.0/9223372036854775808", None, None, 404),
+        ("DELETE", "/public-api/notifications/v2.0/9223372036854775808", None, None, 404),
+        ("GET", "/api/v1/installations/87852788378703478784", None, None, 404),
+        ("GET", "/api/v1/installations/141162754238679777280/chargers", None, None, 404),
+        ("DELETE", "/api/v1/installations/-1", None, None, 404),
+        (
+            "POST",
+            "/public-api/actions/notifications/v1.0/18446744073709551615/resend",
+            b"{}",
+            JSON,
+            404,
+        ),
+        # Queries and bodies: out of the documented range.
+        ("GET", "/api/v1/transactions?after=216248757140161277460480", None, None, 422),
+        ("GET", "/api/v1/installations?after=-1110489116620967650768453632", None, None, 422),
+        ("GET", "/public-api/notifications/v2.0?page=922337203685477580", None, None, 422),
+        ("GET", "/api/v1/chargers/CP-1/meter-values?connectorId=2147483648", None, None, 422),
+        ("PATCH", "/api/v1/chargers/CP-1", b'{"installationId": 9223372036854775808}', JSON, 422),
+        # Bodies that are not UTF-8 JSON.
+        ("POST", "/api/v1/id-tags", b'{"idTag":"\xff\xfe"}', JSON, 400),
+        ("POST", "/api/v1/id-tags", b'{"idTag":"caf\xe9"}', JSON + "; charset=iso-8859-1", 400),
+        ("POST", "/api/v1/id-tags", b'{"idTag":"abc"}', JSON + "; charset=latin-1", 400),
+        ("POST", "/api/v1/id-tags", DEEP_ARRAY, JSON, 400),
+        ("PATCH", "/api/v1/chargers/CP-1", DEEP_OBJECT, JSON, 400),
+        ("POST", "/api/v1/chargers/CP-1/commands/Reset", DEEP_ARRAY, JSON, 400),
+        ("POST", "/api/v1/chargers/CP-1/commands/Reset", b'{"type":"\xc3"}', JSON, 400),
+        ("PUT", "/public-api/notifications/v2.0/1", DEEP_OBJECT, JSON, 400),
+    ],
+)
+async def test_hostile_input_is_a_problem_not_a_500(
+    api: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    body: bytes | None,
+    content_type: str | None,
+    status: int,
+) -> None:
+    """Each request is answered with its 4xx problem document and logs no error."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    with caplog.at_level(logging.WARNING):
+        r = await api.request(method, path, content=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["status"] == status
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+
+
+async def test_bodies_within_the_depth_limit_and_utf8_charsets_are_read(
+    api: httpx.AsyncClient,
+) -> None:
+    """The checks refuse only what they must: ``charset=utf-8`` and non-ASCII UTF-8 text pass."""
+    r = await api.post(
+        "/api/v1/id-tags",
+        content='{"idTag":"café"}'.encode(),
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["idTag"] == "café"
