@@ -19,12 +19,13 @@ from litestar.types import ControllerRouterHandler
 from swagger_ui_bundle import swagger_ui_path
 
 import evgate
-from evgate.api.bodies import check_json_body
 from evgate.api.chargers import ChargerController
 from evgate.api.commands import CommandController
 from evgate.api.context import ApiContext
+from evgate.api.inputs import check_request
 from evgate.api.installations import InstallationController
 from evgate.api.metrics import metrics
+from evgate.api.openapi import document_problems
 from evgate.api.problems import exception_handlers
 from evgate.api.security import OPEN_PATHS, make_auth_middleware, scope_guard
 
@@ -84,13 +85,15 @@ def create_api(
         ),
     )
     auth = DefineMiddleware(make_auth_middleware(ctx.tokens.scope_of), exclude=OPEN_PATHS)
-    return Litestar(
+    app = Litestar(
         route_handlers=[secured, docs_assets, metrics, *open_route_handlers],
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
         middleware=[auth],
         exception_handlers=exception_handlers,
-        before_request=check_json_body,
+        before_request=check_request,
         openapi_config=openapi,
         debug=False,
         logging_config=None,  # evgate configures logging once, in cli.py
     )
+    document_problems(app)
+    return app

@@ -75,7 +75,12 @@ class ChargerController(Controller):
     path = "/api/v1/chargers"
     tags = ["chargers"]
 
-    @post("/", status_code=201, summary="Register a charger; its secret is shown only here")
+    @post(
+        "/",
+        status_code=201,
+        summary="Register a charger; its secret is shown only here",
+        opt={"problems": (409,)},
+    )
     async def create(self, ctx: Ctx, data: JSONBody[ChargerCreate]) -> ChargerWithSecret:
         charger, secret = await ctx.registry.create(
             data.id, data.description, data.security_profile, data.lenient

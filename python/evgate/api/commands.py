@@ -21,14 +21,15 @@ validate it (the protocol core's codec) before anything is sent. Answers:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
-from litestar.params import FromPath
+from litestar.openapi.spec import OpenAPIType, Schema
+from litestar.params import FromPath, Parameter
 
-from evgate.api.bodies import json_of
 from evgate.api.context import Ctx
+from evgate.api.inputs import json_of
 from evgate.api.problems import ApiError, Conflict, Unprocessable
 from evgate.gateway.interface import (
     CallRejected,
@@ -56,7 +57,7 @@ def _request_of(request: Request[Any, Any, Any], action: str, body: bytes) -> Me
 
     Raises:
         ApiError: 404 for an action that is not a command, 400 for a body that is not UTF-8
-            JSON (see ``bodies.json_of``), 422 for a payload the charger would refuse.
+            JSON (see ``inputs.json_of``), 422 for a payload the charger would refuse.
     """
     if action not in COMMANDS:
         detail = (
@@ -92,13 +93,22 @@ class CommandController(Controller):
             + ". An accepted ChangeConfiguration of AuthorizationKey (16-40 characters)"
             " becomes the charger's secret."
         ),
+        opt={
+            "problems": (409, 502, 504),
+            "request_schema": Schema(
+                type=OpenAPIType.OBJECT, description="the action's OCPP 1.6J request payload"
+            ),
+            "answer_schema": Schema(
+                type=OpenAPIType.OBJECT, description="the charger's OCPP 1.6J response payload"
+            ),
+        },
     )
     async def send_command(
         self,
         ctx: Ctx,
         request: Request[Any, Any, Any],
         charger_id: FromPath[str],
-        action: FromPath[str],
+        action: Annotated[str, Parameter(schema_extra={"enum": list(COMMANDS)})],
     ) -> Response[bytes]:
         command = _request_of(request, action, await request.body())
         gateway = ctx.gateway

@@ -194,6 +194,7 @@ class InstallationController(Controller):
         "/{installation_id:int}",
         status_code=204,
         summary="Delete an installation; 409 while chargers belong to it",
+        opt={"problems": (409,)},
     )
     async def delete_installation(self, ctx: Ctx, installation_id: BigintId) -> None:
         await _service(ctx).delete(installation_id)

@@ -340,6 +340,7 @@ class NotificationActions(Controller):
         "/{subscription_id:int}/resend",
         status_code=202,
         summary="Resend failed deliveries (of some events, made in a time range)",
+        opt={"problems": (409,)},
     )
     async def resend(
         self, ctx: Ctx, subscription_id: BigintId, data: JSONBody[ResendIn]

@@ -66,7 +66,9 @@ class Unprocessable(ApiError):
     status = 422
 
 
-def problem(status: int, detail: str, **extra: Any) -> Response[bytes]:
+def problem(
+    status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[bytes]:
     body = {
         "type": "about:blank",
         "title": _TITLES.get(status, "Error"),
@@ -74,7 +76,9 @@ def problem(status: int, detail: str, **extra: Any) -> Response[bytes]:
         "detail": detail,
         **extra,
     }
-    headers = {"WWW-Authenticate": 'Bearer realm="evgate"'} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="evgate"'
     return Response(
         msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
     )
@@ -102,7 +106,8 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     if exc.status_code >= 500:
         log.error("HTTP %d: %s", exc.status_code, exc.detail)
         return problem(exc.status_code, "internal error")
-    return problem(exc.status_code, str(exc.detail))
+    # 405 carries Allow (RFC 9110), set by Litestar's router.
+    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 def _not_found(_: Request[Any, Any, Any], exc: NotFound) -> Response[bytes]:

@@ -171,7 +171,12 @@ class IdTagController(Controller):
     path = "/api/v1/id-tags"
     tags = ["id-tags"]
 
-    @post("/", status_code=201, summary="Add an id-tag (409 if it exists, case-insensitively)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Add an id-tag (409 if it exists, case-insensitively)",
+        opt={"problems": (409,)},
+    )
     async def create(self, ctx: Ctx, data: JSONBody[IdTagCreate]) -> IdTag:
         return await _api(ctx).id_tags.create(
             data.id_tag, data.status, _aware(data.expiry_date), data.parent_id_tag
