@@ -38,6 +38,12 @@ JSON = "application/json"
         ("GET", "/public-api/notifications/v2.0?page=922337203685477580", None, None, 422),
         ("GET", "/api/v1/chargers/CP-1/meter-values?connectorId=2147483648", None, None, 422),
         ("PATCH", "/api/v1/chargers/CP-1", b'{"installationId": 9223372036854775808}', JSON, 422),
+        # Read as documented, not leniently (a number is no date-time, 1 is no boolean).
+        ("GET", "/api/v1/transactions?active=1", None, None, 422),
+        ("GET", "/api/v1/transactions?from=0.5", None, None, 422),
+        ("GET", "/api/v1/transactions?limit=5&limit=6", None, None, 422),
+        ("PATCH", "/api/v1/chargers/CP-1", b'{"lenient": 0}', JSON, 422),
+        ("POST", "/api/v1/id-tags", b'{"idTag": "A", "expiryDate": 0}', JSON, 422),
         # Bodies that are not UTF-8 JSON.
         ("POST", "/api/v1/id-tags", b'{"idTag":"\xff\xfe"}', JSON, 400),
         ("POST", "/api/v1/id-tags", b'{"idTag":"caf\xe9"}', JSON + "; charset=iso-8859-1", 400),
@@ -79,3 +85,32 @@ async def test_bodies_within_the_depth_limit_and_utf8_charsets_are_read(
     )
     assert r.status_code == 201, r.text
     assert r.json()["idTag"] == "café"
+
+
+async def test_the_document_lists_every_error_answer_as_a_problem(api: httpx.AsyncClient) -> None:
+    """Each operation documents 401 and 503, each error as application/problem+json, and the
+    bounds of its integers."""
+    document = (await api.get("/api/openapi.json")).json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert {"401", "503"} <= responses.keys(), (method, path)
+            assert ("403" in responses) == (method != "get"), (method, path)
+            for code, response in responses.items():
+                if code[0] in "45":
+                    assert list(response["content"]) == ["application/problem+json"], code
+    (transaction_id,) = document["paths"]["/api/v1/transactions/{transaction_id}"]["get"][
+        "parameters"
+    ]
+    assert (transaction_id["schema"]["minimum"], transaction_id["schema"]["maximum"]) == (
+        1,
+        2**31 - 1,
+    )
+
+
+async def test_a_method_not_allowed_names_the_allowed_ones(api: httpx.AsyncClient) -> None:
+    """405 keeps its Allow header (RFC 9110) in the problem answer."""
+    r = await api.put("/api/v1/transactions")
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "GET" in r.headers["allow"]
