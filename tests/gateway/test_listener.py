@@ -128,6 +128,21 @@ async def test_a_trusted_address_without_a_usable_header_is_closed(
         assert g.gateway.connection("CP-1") is None
 
 
+async def test_a_balancers_health_check_is_closed_quietly(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TCP health check (connect, then close without a byte) is no bad header: nothing
+    counted, nothing logged; the port holds nothing after it."""
+    async with start_gateway(proxy_protocol_trusted="127.0.0.1") as g:
+        with caplog.at_level(logging.DEBUG, "evgate.gateway"):
+            sock = await sent_first(g.gateway.port, b"")
+            await until(lambda: g.gateway._port.open == 1)
+            sock.close()
+            await until(lambda: g.gateway._port.open == 0)
+        assert refused(g, "proxy_header") == 0
+        assert not [r for r in caplog.records if "proxy" in r.getMessage()], caplog.text
+
+
 async def test_a_header_from_an_untrusted_address_is_not_obeyed(
     start_gateway: StartGateway,
 ) -> None:

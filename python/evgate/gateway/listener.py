@@ -278,8 +278,11 @@ class _Accepted(asyncio.BufferedProtocol):
         self._port.hand_over(transport, slot, source)
 
     def eof_received(self) -> bool:
-        if self._transport is not None:
+        # Ended before a byte: the balancer's TCP health check (HAProxy's plain ``check``),
+        # not a mistake.
+        if self._transport is not None and self._received:
             self._port.bad_header(self._peer, "the connection ended inside the PROXY header")
+        self._transport = None
         return False  # close
 
     def connection_lost(self, exc: Exception | None) -> None:
