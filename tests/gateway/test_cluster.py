@@ -277,14 +277,13 @@ async def test_killed_node_loses_ownership_within_the_lease(
 ) -> None:
     """A node killed with SIGKILL: its charger's ownership ends within the lease (2 s here);
     then A answers 409 for it, and the charger can connect to A."""
-    async with (
-        start_evgate(node_id="node-a", ownership_lease=2.0, call_timeout=2.0) as a,
-        serving_node(database_url, tmp_path, "node-c", 2.0) as (node_c, ws_port),
-    ):
-        secret = await a.add("CP-1")
-        on_c = await connect(f"ws://127.0.0.1:{ws_port}/cp/CP-1?auth={secret}").__aenter__()
-        assert a.app.cluster is not None
-        async with api(a) as client:
+    async with start_evgate(node_id="node-a", ownership_lease=2.0, call_timeout=2.0) as a:
+        secret = await a.add("CP-1")  # before C starts: C loads it at start
+        async with (
+            serving_node(database_url, tmp_path, "node-c", 2.0) as (node_c, ws_port),
+            api(a) as client,
+        ):
+            on_c = await connect(f"ws://127.0.0.1:{ws_port}/cp/CP-1?auth={secret}").__aenter__()
             for _ in range(200):
                 view = (await client.get("/api/v1/chargers/CP-1")).json()
                 assert "connection" in view, view
@@ -302,7 +301,7 @@ async def test_killed_node_loses_ownership_within_the_lease(
             assert r.status_code == 409
             async with connect(a.url("CP-1", secret)):
                 await until(lambda: a.gateway.connection("CP-1") is not None)
-        await on_c.close()
+            await on_c.close()
 
 
 async def _network_events(db: Any, charger_id: str) -> list[str]:
