@@ -178,6 +178,14 @@ async def test_proxy_header_then_tls(start_gateway: StartGateway, pki: Pki) -> N
         # A client that is not the balancer gets TLS at once.
         async with connect(url, ssl=pki.client_context(), local_addr=("127.0.0.1", 0)) as ws:
             pass
+        # A failed handshake (not TLS at all, after a good header) ends like any connection:
+        # nothing is left counted against the cap.
+        header = v1("198.51.100.5")
+        assert (
+            await closed_within(g.gateway.port, header + b"GET / HTTP/1.1\r\n\r\n", 5, "127.0.0.2")
+            == b""
+        )
+        await until(lambda: g.gateway._port.open == 0)
     async with (
         start_gateway(
             tls_cert=str(pki.server_cert),
