@@ -113,6 +113,14 @@ def _address(text: str, version: int) -> str:
         raise ProxyHeaderError(f"PROXY v1 address {text!r} is not an IP address") from None
     if address.version != version or "%" in text:
         raise ProxyHeaderError(f"PROXY v1 address {text!r} is not an IPv{version} address")
+    return _host(address)
+
+
+def _host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The address as text; an IPv4 client seen through IPv6 (``::ffff:a.b.c.d``) as IPv4,
+    so that it has one key in the failed-upgrade limit whichever way it came."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
     return str(address)
 
 
@@ -152,6 +160,6 @@ def _parse_v2(header: bytes) -> SourceAddress | None:
         host = str(ipaddress.IPv4Address(payload[0:4]))
         port = int.from_bytes(payload[8:10], "big")
     else:
-        host = str(ipaddress.IPv6Address(payload[0:16]))
+        host = _host(ipaddress.IPv6Address(payload[0:16]))
         port = int.from_bytes(payload[32:34], "big")
     return SourceAddress(host, port)
