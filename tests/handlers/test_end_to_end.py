@@ -251,3 +251,54 @@ async def test_sigkill_loses_no_acknowledged_message(database_url: str, tmp_path
     finally:
         await conn.close()
     assert acked and set(acked) <= stored
+
+
+@pytest.mark.timeout(120)
+async def test_an_offline_backlog_replayed_at_any_pace_is_all_acknowledged(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A charger back online replays its backlog as OCPP-J requires (each CALL after the
+    previous answer): 1,000 MeterValues of a transaction, then its StopTransaction, faster
+    than its message rate. Every one is acknowledged (none refused: a charger that gives up
+    after TransactionMessageAttempts would lose them) and stored, at the configured pace."""
+    rate, burst = 100.0, 10
+    secrets = await register(database_url, "CP-1")
+    async with running_evgate(
+        database_url, tmp_path, message_rate=rate, message_burst=burst
+    ) as evgate:
+        assert evgate.ws_port is not None
+        async with charger(evgate.ws_port, "CP-1", secrets["CP-1"]) as cp:
+            start = await cp.call(
+                call.StartTransaction(
+                    connector_id=1, id_tag="TAG1", meter_start=0, timestamp=T0.isoformat()
+                ),
+                suppress=False,
+            )
+            tx = start.transaction_id
+            began = asyncio.get_running_loop().time()
+            for i in range(1000):
+                at = T0 + timedelta(seconds=i + 1)
+                # suppress=False: a CALLERROR raises instead of returning None.
+                assert await cp.call(meter_values(1, at, float(i), tx), suppress=False) is not None
+            stop = call.StopTransaction(
+                meter_stop=1000, timestamp=(T0 + timedelta(hours=1)).isoformat(), transaction_id=tx
+            )
+            assert await cp.call(stop, suppress=False) is not None
+            elapsed = asyncio.get_running_loop().time() - began
+        assert evgate.gateway is not None
+        refused = evgate.metrics.counter("evgate_messages_refused_total", "", ("reason",))
+        assert refused.value("rate") == 0
+    # 1,002 CALLs; the burst (less the StartTransaction's token) goes at once, the rest at
+    # the rate.
+    assert elapsed >= (1001 - (burst - 1)) / rate * 0.95
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM meter_values WHERE transaction_id = $1", tx
+        )
+        closed = await conn.fetchval(
+            "SELECT stopped_at IS NOT NULL FROM transactions WHERE id = $1", tx
+        )
+    finally:
+        await conn.close()
+    assert stored == 1000 and closed

@@ -211,6 +211,10 @@ class Gateway:
             "CALLs not handled: over the rate limit (answered) or inbox full (dropped)",
             ("reason",),
         )
+        self.m_paced = metrics.counter(
+            "evgate_messages_paced_total",
+            "CALLs over the rate limit handled late (the charger waited for each answer)",
+        )
         self.m_closed = metrics.counter(
             "evgate_connections_closed_total", "Charger connections closed", ("code",)
         )
