@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -302,3 +303,80 @@ async def test_an_offline_backlog_replayed_at_any_pace_is_all_acknowledged(
     finally:
         await conn.close()
     assert stored == 1000 and closed
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_database_stopped_under_load_answers_no_error_and_emits_each_value_once(
+    private_pg: tuple[EmbeddedPostgres, str], tmp_path: Path, mode: str
+) -> None:
+    """Chargers in a transaction send MeterValues one after the other, resending what gets no
+    answer within 2 s (as chargers retry), while PostgreSQL is stopped (``pg_ctl stop -m
+    fast`` or ``immediate``) and started again: no CALL is answered with a CALLERROR, every
+    acknowledged value is stored once, and SessionMeterValuesNotification carries each
+    stored value once (the resends emit nothing)."""
+    pg, database_url = private_pg
+    ids = [f"CP-{i}" for i in range(4)]
+    secrets = await register(database_url, *ids)
+    acked: list[tuple[str, datetime]] = []
+    stop_sending = asyncio.Event()
+
+    async def send(port: int, charger_id: str) -> None:
+        url = f"ws://127.0.0.1:{port}/cp/{charger_id}?auth={secrets[charger_id]}"
+        async with ocpp_charger(url, charger_id, response_timeout=2) as cp:
+            begin = call.StartTransaction(
+                connector_id=1, id_tag="TAG1", meter_start=0, timestamp=T0.isoformat()
+            )
+            tx = (await cp.call(begin, suppress=False)).transaction_id
+            i = 0
+            while not stop_sending.is_set():
+                i += 1
+                at = T0 + timedelta(seconds=i)
+                request = meter_values(1, at, float(i), tx)
+                while True:  # suppress=False: a CALLERROR raises and fails the test
+                    try:
+                        await cp.call(request, suppress=False)
+                        break
+                    except TimeoutError:
+                        continue  # unacknowledged: the charger sends it again
+                acked.append((charger_id, at))
+
+    async with running_evgate(database_url, tmp_path) as evgate:
+        assert evgate.ws_port is not None
+        senders = [asyncio.create_task(send(evgate.ws_port, c)) for c in ids]
+        try:
+            async with asyncio.timeout(60):
+                while len(acked) < 40:  # noqa: ASYNC110 - a count, not one event
+                    await asyncio.sleep(0.01)
+            await asyncio.to_thread(pg.stop, mode)
+            await asyncio.sleep(3)  # longer than the chargers' answer timeout: they resend
+            await asyncio.to_thread(pg.restart_same_port)
+            resumed = len(acked)
+            async with asyncio.timeout(60):
+                while len(acked) < resumed + 40:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            stop_sending.set()
+            await asyncio.wait_for(asyncio.gather(*senders), 30)
+        finally:
+            for sender in senders:
+                sender.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
+        callerrors = evgate.metrics.counter("evgate_callerrors_sent_total", "", ("code",))
+        assert not callerrors._values, f"CALLERRORs answered: {callerrors._values}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetch("SELECT charger_id, ts, count(*) FROM meter_values GROUP BY 1, 2")
+        payloads = await conn.fetch(
+            "SELECT payload FROM outbox WHERE event = 'SessionMeterValuesNotification'"
+        )
+    finally:
+        await conn.close()
+    assert all(r[2] == 1 for r in stored)
+    assert set(acked) <= {(r[0], r[1]) for r in stored}
+    emitted = [
+        (p["sessionId"], v["timestamp"])
+        for row in payloads
+        for p in [json.loads(row[0])]
+        for v in p["meterValues"]
+    ]
+    assert len(emitted) == len(set(emitted)) == len(stored)
