@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -23,6 +21,7 @@ from evgate.storage.writer import (
     WriteRejected,
     is_transient,
 )
+from support import asyncpg_copy_waiter_unretrieved
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))
 BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
@@ -409,30 +408,6 @@ async def test_a_committed_batch_is_acknowledged_whatever_an_op_says_after(
     acknowledged once, not re-run per submission."""
     assert await writer.submit([(LOG, [row(1)]), (Forgetful(), 1)]) == [None, None]
     assert await count(db) == 1 and writer.stats.retries == 0 and writer.stats.rejected == 0
-
-
-@contextlib.contextmanager
-def asyncpg_copy_waiter_unretrieved() -> Iterator[None]:
-    """Let pass the one loop error asyncpg 0.32 leaves when a COPY's transport closes under it
-    (its CopyFail, sent on a closed transport, raises before it retrieves the result future:
-    "Future exception was never retrieved", ConnectionDoesNotExistError); any other goes to
-    the test's handler."""
-    loop = asyncio.get_running_loop()
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if not isinstance(context.get("exception"), asyncpg.ConnectionDoesNotExistError):
-            if previous is not None:
-                previous(loop, context)
-            else:
-                loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
-    try:
-        yield
-    finally:
-        gc.collect()
-        loop.set_exception_handler(previous)
 
 
 class DiesMidCopy(WriteOp[int, None]):
