@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
+import websockets
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.v16 import call
 from picows import WSFrame, WSMsgType, WSTransport, ws_connect
@@ -244,6 +246,43 @@ async def test_a_charger_waiting_for_each_answer_is_paced_not_refused(
         assert refused.value("rate") == 0
         assert paced.value() >= 39
         assert elapsed >= (45 - 5 - 1) / 20.0
+
+
+async def test_a_paced_charger_is_not_read_until_its_call_is_handled(
+    start_gateway: StartGateway,
+) -> None:
+    """While a CALL over the rate waits for the bucket, evgate reads nothing more from that
+    charger (what it floods meanwhile waits in the socket, at no cost to evgate); reading
+    resumes when the CALL is handled."""
+    async with (
+        start_gateway(message_rate=0.25, message_burst=1) as g,
+        connect(g.url()) as ws,
+    ):
+        assert (await _exchange(ws, [2, "1", "Heartbeat", {}]))[:2] == [3, "1"]
+        socket = g.gateway._connections["CP-1"].transport.underlying_transport
+        await ws.send(json.dumps([2, "2", "Heartbeat", {}]))  # over the rate: paced ~4 s
+        await until(lambda: not socket.is_reading(), within=3)
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert answer[:2] == [3, "2"] and socket.is_reading()
+
+
+async def test_a_call_paced_at_shutdown_is_left_unanswered(start_gateway: StartGateway) -> None:
+    """A CALL still waiting for the bucket when evgate stops is not handled: unanswered (the
+    charger sends it again to the next process), and the connection closes with 1001."""
+    async with (
+        start_gateway(message_rate=0.25, message_burst=1) as g,
+        connect(g.url()) as ws,
+    ):
+        assert (await _exchange(ws, [2, "1", "Heartbeat", {}]))[:2] == [3, "1"]
+        await ws.send(json.dumps([2, "2", "Heartbeat", {}]))  # over the rate: paced ~4 s
+        paced = g.metrics.counter("evgate_messages_paced_total", "")
+        await until(lambda: paced.value() == 1)
+        await g.gateway.stop(grace=10)
+        received = []
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                received.append(await asyncio.wait_for(ws.recv(), 10))
+        assert received == [] and ws.close_code == 1001
 
 
 async def test_picows_client_round_trip(
