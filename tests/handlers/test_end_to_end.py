@@ -382,3 +382,45 @@ async def test_database_stopped_under_load_answers_no_error_and_emits_each_value
         for v in p["meterValues"]
     ]
     assert len(emitted) == len(set(emitted)) == len(stored)
+
+
+@pytest.mark.timeout(120)
+async def test_a_charger_reconnecting_during_an_outage_is_left_unanswered_not_refused(
+    private_pg: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    """PostgreSQL is down when a charger reconnects and resends a MeterValues of its
+    transaction, which the new connection has to look up in the database: no answer (never
+    InternalError) while the database is away; acknowledged once it is back."""
+    pg, database_url = private_pg
+    secrets = await register(database_url, "CP-1")
+    async with running_evgate(database_url, tmp_path) as evgate:
+        assert evgate.ws_port is not None
+        url = f"ws://127.0.0.1:{evgate.ws_port}/cp/CP-1?auth={secrets['CP-1']}"
+        async with ocpp_charger(url, "CP-1") as cp:
+            begin = call.StartTransaction(
+                connector_id=1, id_tag="TAG1", meter_start=0, timestamp=T0.isoformat()
+            )
+            tx = (await cp.call(begin, suppress=False)).transaction_id
+        await asyncio.to_thread(pg.kill)
+        request = meter_values(1, T0 + timedelta(seconds=1), 1.0, tx)
+        async with ocpp_charger(url, "CP-1", response_timeout=2) as cp:
+            with pytest.raises(TimeoutError):  # suppress=False: a CALLERROR would raise
+                await cp.call(request, suppress=False)
+            await asyncio.to_thread(pg.restart_same_port)
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        await cp.call(request, suppress=False)
+                        break
+                    except TimeoutError:
+                        continue  # the charger resends it
+        callerrors = evgate.metrics.counter("evgate_callerrors_sent_total", "", ("code",))
+        assert not callerrors._values, f"CALLERRORs answered: {callerrors._values}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM meter_values WHERE transaction_id = $1", tx
+        )
+    finally:
+        await conn.close()
+    assert stored == 1

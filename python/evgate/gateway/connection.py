@@ -8,7 +8,8 @@ A :class:`ChargerConnection` turns frames into OCPP messages and back:
 * CALLs from the charger are answered strictly in arrival order by one worker task that
   exists only while there is work (an idle charger costs no task). A CALL that finds the
   inbox full (handlers stalled, say the database is down) is dropped unanswered, so the
-  charger retries it later, as OCPP chargers do with unacknowledged messages.
+  charger retries it later, as OCPP chargers do with unacknowledged messages; so is a CALL
+  whose handler failed because a dependency is away (the gateway's ``unavailable``).
 * The charger's message rate (a token bucket: ``message_rate`` a second, ``message_burst``
   at once) paces a charger that keeps OCPP-J's rule of one outstanding CALL: a CALL over the
   rate with none of its others unanswered is handled once the bucket has refilled for it
@@ -408,6 +409,11 @@ class ChargerConnection(WSListener):
                     self.gateway.m_callerrors_sent.inc(exc.code.value)
                     data = frames.error_frame_for(exc, unique_id)
                 except Exception as exc:
+                    if self.gateway.unavailable(exc):
+                        # An outage looks like one: no answer, the charger resends the CALL
+                        # (the dependency's own log says it is away; no line per CALL).
+                        self.gateway.m_refused.inc("unavailable")
+                        continue
                     log.exception("%s: the %s handler failed", self.charger_id, action)
                     self.gateway.m_callerrors_sent.inc("InternalError")
                     data = frames.error_frame_for(exc, unique_id)

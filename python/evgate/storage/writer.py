@@ -61,6 +61,7 @@ __all__ = [
     "WriteRejected",
     "Writer",
     "WriterClosed",
+    "is_outage",
     "is_transient",
 ]
 
@@ -191,6 +192,13 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError):
         return True  # the connection is closed or broken; asyncpg's own DataError excluded
     return isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a storage call failed because the database is away for now (or the writer is
+    stopped), rather than for what it was asked: a charger's CALL that fails so is left
+    unanswered, and the charger sends it again."""
+    return isinstance(exc, WriterClosed) or is_transient(exc)
 
 
 class _ConnectionBroken(Exception):
