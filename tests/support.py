@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import websockets
 from ocpp.v16 import ChargePoint
 
 from evgate.app import Evgate
 from evgate.config import Settings, load_settings
 
-__all__ = ["BOOTSTRAP_TOKEN", "make_settings", "ocpp_charger", "running_evgate"]
+__all__ = [
+    "BOOTSTRAP_TOKEN",
+    "asyncpg_copy_waiter_unretrieved",
+    "make_settings",
+    "ocpp_charger",
+    "running_evgate",
+]
 
 C = TypeVar("C", bound=ChargePoint)
 
@@ -73,3 +81,32 @@ async def ocpp_charger(
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
+
+
+@contextlib.contextmanager
+def asyncpg_copy_waiter_unretrieved() -> Iterator[None]:
+    """Let pass the loop error asyncpg 0.32 leaves when the server goes away around a COPY:
+    "Future exception was never retrieved" (ConnectionDoesNotExistError) for the COPY's
+    result future, which asyncpg never awaits when the COPY cannot start ("cannot switch to
+    state 21") or its CopyFail meets a closed transport. Any other loop error goes on to the
+    test's handler."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        unretrieved = context.get("message") == "Future exception was never retrieved"
+        if not (
+            unretrieved
+            and isinstance(context.get("exception"), asyncpg.ConnectionDoesNotExistError)
+        ):
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    try:
+        yield
+    finally:
+        gc.collect()
+        loop.set_exception_handler(previous)

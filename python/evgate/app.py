@@ -63,7 +63,7 @@ from evgate.storage.sessions import (
     TransactionStore,
 )
 from evgate.storage.tokens import TokenStore
-from evgate.storage.writer import Writer
+from evgate.storage.writer import Writer, is_outage
 
 __all__ = ["Evgate", "bind_socket", "serve"]
 
@@ -190,6 +190,7 @@ class Evgate:
             chargers.credentials,
             save_authorization_key=chargers.set_secret_digest,
             metrics=self.metrics,
+            unavailable=is_outage,
         )
         await self.db.listen(
             CHARGER_CHANNEL, self.gateway.credentials_changed, self.gateway.credentials_reset

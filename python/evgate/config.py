@@ -105,7 +105,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     # At most ping_interval (the default follows a shorter interval; a longer value is refused).
     ping_timeout: Seconds = 30.0
     call_timeout: Seconds = 30.0
-    # Messages a charger may send per second (sustained) and in a burst, before CALLERRORs.
+    # Messages a charger may send per second (sustained) and in a burst: beyond, a charger
+    # that waits for each answer is paced; a CALL sent before the previous answer is refused.
     message_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0
     message_burst: Positive = 200
     # Failed upgrades allowed per source address per minute before it is answered 429.

@@ -169,9 +169,13 @@ class Gateway:
         *,
         save_authorization_key: KeySaver | None = None,
         metrics: Registry | None = None,
+        unavailable: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.routes = routes
+        # Whether a handler's exception says a dependency is away (the database), so that its
+        # CALL is left unanswered, as an outage must look (the charger resends it).
+        self.unavailable = unavailable or (lambda _exc: False)
         self.known_actions = frozenset(ACTIONS)
         self._load = load_credentials
         self._save_key = save_authorization_key
@@ -221,8 +225,13 @@ class Gateway:
         )
         self.m_refused = metrics.counter(
             "evgate_messages_refused_total",
-            "CALLs not handled: over the rate limit (answered) or inbox full (dropped)",
+            "CALLs not handled: over the rate limit (answered), inbox full or a dependency"
+            " unavailable (left unanswered)",
             ("reason",),
+        )
+        self.m_paced = metrics.counter(
+            "evgate_messages_paced_total",
+            "CALLs over the rate limit handled late (the charger waited for each answer)",
         )
         self.m_closed = metrics.counter(
             "evgate_connections_closed_total", "Charger connections closed", ("code",)
