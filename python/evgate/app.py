@@ -134,9 +134,6 @@ class Evgate:
 
         chargers = ChargerStore(self.db)
         tokens = TokenStore(self.db)
-        # The bootstrap token exists while the setting holds it: a changed or unset
-        # EVGATE_BOOTSTRAP_TOKEN revokes the previous one.
-        await tokens.set_bootstrap(digest(s.bootstrap_token) if s.bootstrap_token else None)
 
         # Sessions and meter data (issue 5): the group-commit writer every handler writes
         # through, the meter partitions' maintenance, the native id-tag list (LISTEN first,
@@ -238,6 +235,8 @@ class Evgate:
             chargers=chargers,
             registry=ChargerRegistry(chargers),
             tokens=tokens,
+            # Checked in memory, never stored: valid where it is set, revoked by no other node.
+            bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
             gateway=CommandEffects(self.cluster, self.writer, reservations, number_of),
             metrics=self.metrics,
             installations=self.auth.installations,

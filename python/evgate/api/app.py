@@ -82,7 +82,9 @@ def create_api(
             security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
         ),
     )
-    auth = DefineMiddleware(make_auth_middleware(ctx.tokens.scope_of), exclude=OPEN_PATHS)
+    auth = DefineMiddleware(
+        make_auth_middleware(ctx.tokens.scope_of, ctx.bootstrap_digest), exclude=OPEN_PATHS
+    )
     return Litestar(
         route_handlers=[secured, docs_assets, metrics, *open_route_handlers],
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
