@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
+import subprocess
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +20,14 @@ from ocpp.v16 import ChargePoint
 from evgate.app import Evgate
 from evgate.config import Settings, load_settings
 
-__all__ = ["BOOTSTRAP_TOKEN", "make_settings", "ocpp_charger", "running_evgate"]
+__all__ = [
+    "BOOTSTRAP_TOKEN",
+    "ProcessOutput",
+    "free_port",
+    "make_settings",
+    "ocpp_charger",
+    "running_evgate",
+]
 
 C = TypeVar("C", bound=ChargePoint)
 
@@ -73,3 +84,36 @@ async def ocpp_charger(
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for evgate run as a subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ProcessOutput:
+    """A subprocess's output (stdout with stderr merged), read on a thread so that a test can
+    wait for lines."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in self.lines)
+
+    def wait_count(self, text: str, count: int, within: float = 60) -> None:
+        """Wait until ``count`` lines hold ``text``; fail (showing the last lines) after
+        ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while self.count(text) < count:
+            assert time.monotonic() < deadline, "".join(self.lines[-30:])
+            time.sleep(0.05)

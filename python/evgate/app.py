@@ -127,8 +127,10 @@ class Evgate:
         s = self.settings
         dsn = s.database_url
         if dsn is None:
+            # Owned by this process: adopted if a killed evgate left it running, started again
+            # if it dies, stopped by stop().
             self.embedded = EmbeddedPostgres(s.data_dir)
-            dsn = await asyncio.to_thread(self.embedded.start)
+            dsn = await self.embedded.open()
         self.db = Database(dsn, s.database_pool_size)
         await self.db.open(migrate=True)
 
@@ -328,7 +330,7 @@ class Evgate:
             await self.db.close()
             self.db = None
         if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+            await self.embedded.close()
             self.embedded = None
 
 
