@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import websockets
 from ocpp.v16 import ChargePoint
 
@@ -23,9 +24,11 @@ from evgate.config import Settings, load_settings
 __all__ = [
     "BOOTSTRAP_TOKEN",
     "ProcessOutput",
+    "ended",
     "free_port",
     "make_settings",
     "ocpp_charger",
+    "postmaster_pid",
     "running_evgate",
 ]
 
@@ -117,3 +120,23 @@ class ProcessOutput:
         while self.count(text) < count:
             assert time.monotonic() < deadline, "".join(self.lines[-30:])
             time.sleep(0.05)
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    """The pid of the embedded PostgreSQL of an evgate data folder, from its postmaster.pid."""
+    return int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+
+
+def ended(pid: int, within: float = 0) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie), waiting up to ``within`` seconds:
+    a stopped PostgreSQL removes its postmaster.pid a moment before its process exits."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import websockets.sync.client
 
-from support import ProcessOutput, free_port
+from support import ProcessOutput, ended, free_port, postmaster_pid
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -72,17 +72,6 @@ def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
             proc.wait()
 
 
-def _postmaster_pid(data_dir: Path) -> int:
-    return int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def test_a_killed_supervisor_takes_its_workers_and_the_next_one_owns_its_postgres(
     tmp_path: Path,
 ) -> None:
@@ -105,21 +94,21 @@ def test_a_killed_supervisor_takes_its_workers_and_the_next_one_owns_its_postgre
         ProcessOutput(proc).wait_count("ready: chargers", 2)
         workers = psutil.Process(proc.pid).children()
         assert len(workers) == 2
-        postmaster = _postmaster_pid(data_dir)
+        postmaster = postmaster_pid(data_dir)
         proc.kill()
         proc.wait(timeout=10)
         _gone, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive, f"workers outlived their supervisor: {alive}"
-        assert _running(postmaster)
+        assert not ended(postmaster)
 
         again = subprocess.Popen(command, **run)  # type: ignore[call-overload]
         out = ProcessOutput(again)
         out.wait_count("ready: chargers", 2)
         assert out.count("adopting the embedded PostgreSQL") == 1
-        assert _postmaster_pid(data_dir) == postmaster
+        assert postmaster_pid(data_dir) == postmaster
         again.send_signal(signal.SIGTERM)
         assert again.wait(timeout=60) == 0
-        assert not _running(postmaster), "the adopted PostgreSQL was left running"
+        assert ended(postmaster, within=10), "the adopted PostgreSQL was left running"
     finally:
         for p in (proc, again):
             if p is not None and p.poll() is None:
