@@ -26,6 +26,7 @@ from evgate.api.installations import InstallationController
 from evgate.api.metrics import metrics
 from evgate.api.problems import exception_handlers
 from evgate.api.security import OPEN_PATHS, make_auth_middleware, scope_guard
+from evgate.api.tokens import TokenController
 
 __all__ = ["create_api"]
 
@@ -54,6 +55,7 @@ def create_api(
             ChargerController,
             CommandController,
             InstallationController,
+            TokenController,
             *route_handlers,
         ],
         guards=[scope_guard],

@@ -25,7 +25,14 @@ from litestar.middleware.authentication import (
 
 from evgate.auth.credentials import digest
 
-__all__ = ["OPEN_PATHS", "Principal", "TokenLookup", "make_auth_middleware", "scope_guard"]
+__all__ = [
+    "OPEN_PATHS",
+    "Principal",
+    "TokenLookup",
+    "admin_guard",
+    "make_auth_middleware",
+    "scope_guard",
+]
 
 OPEN_PATHS = ["^/api/docs", "^/api/openapi", "^/metrics", "^/api/schema"]
 
@@ -75,14 +82,25 @@ def make_auth_middleware(
 _SAFE = {"GET", "HEAD", "OPTIONS"}
 
 
-def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Let ``read`` tokens use safe methods only; ``admin`` tokens may do everything."""
+def _principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     principal = connection.scope.get("user")
     if not isinstance(principal, Principal):
         raise NotAuthorizedException("missing bearer token")
+    return principal
+
+
+def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let ``read`` tokens use safe methods only; ``admin`` tokens may do everything."""
+    principal = _principal(connection)
     if (
         principal.scope != "admin"
         and isinstance(connection, Request)
         and (connection.method not in _SAFE)
     ):
+        raise PermissionDeniedException("this token's scope is 'read'; 'admin' is needed")
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let only ``admin`` tokens in, whatever the method (routes that manage tokens)."""
+    if _principal(connection).scope != "admin":
         raise PermissionDeniedException("this token's scope is 'read'; 'admin' is needed")
