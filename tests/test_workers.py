@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -61,6 +62,19 @@ def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
         out.wait_count("restarting", 1)
         out.wait_count("ready", 3)
         assert len(psutil.Process(proc.pid).children()) == 2
+
+        # The embedded PostgreSQL dies: the supervisor, its owner, starts it again (one
+        # WARNING, one INFO); the workers answer 503 meanwhile (never 500), then 200 again.
+        os.kill(postmaster_pid(tmp_path / "var"), signal.SIGKILL)
+        out.wait_count("running again", 1)
+        assert out.count("stopped unexpectedly") == 1
+        answers: list[int] = []
+        deadline = time.monotonic() + 60
+        while answers[-5:] != [200] * 5 and time.monotonic() < deadline:
+            r = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/chargers/CP-1", headers=headers)
+            answers.append(r.status_code)
+            time.sleep(0.05)
+        assert answers[-5:] == [200] * 5 and set(answers) <= {200, 503}, answers
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -20,7 +20,7 @@ import pytest
 from ocpp.v16 import call
 from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
-from evgate.storage.embedded import EmbeddedPostgres
+from evgate.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from support import (
     BOOTSTRAP_TOKEN,
     ProcessOutput,
@@ -194,4 +194,22 @@ async def test_embedded_postgres_killed_while_evgate_runs_is_started_again(
         messages = [(r.levelno, r.getMessage()) for r in caplog.records]
         assert [lvl for lvl, m in messages if "stopped unexpectedly" in m] == [logging.WARNING]
         assert [lvl for lvl, m in messages if "running again" in m] == [logging.INFO]
+    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+async def test_one_owner_per_data_folder_and_guests_never_stop_it(tmp_path: Path) -> None:
+    """The first to open the folder's server owns it; a second owner is refused with a clear
+    error; a guest (the CLI beside a running serve) uses the server and leaves it running."""
+    owner = EmbeddedPostgres(tmp_path)
+    dsn = await owner.open()
+    try:
+        with pytest.raises(EmbeddedPostgresError, match="another evgate process owns"):
+            await EmbeddedPostgres(tmp_path).open()
+        guest = EmbeddedPostgres(tmp_path)
+        assert await asyncio.to_thread(guest.start) == dsn and not guest.owned
+        await asyncio.to_thread(guest.stop)
+        conn = await asyncpg.connect(dsn)  # still running
+        await conn.close()
+    finally:
+        await owner.close()
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
