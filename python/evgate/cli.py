@@ -41,13 +41,19 @@ async def _database(settings: Settings) -> AsyncIterator[Any]:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    if settings.workers > 1:
-        from evgate.workers import supervise
+    from evgate.storage.embedded import EmbeddedPostgresError
 
-        return await supervise(settings, args.config)
-    from evgate.app import serve
+    try:
+        if settings.workers > 1:
+            from evgate.workers import supervise
 
-    await serve(settings)
+            return await supervise(settings, args.config)
+        from evgate.app import serve
+
+        await serve(settings)
+    except EmbeddedPostgresError as exc:  # its message says what to do; no traceback
+        print(f"evgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -105,6 +105,11 @@ def test_serve_killed_then_restarted_adopts_and_stops_its_postgres(
     assert out.count("adopting the embedded PostgreSQL") == 1
     assert postmaster_pid(serve.data_dir) == postmaster
     assert serve.api_status() == 200
+    third, out3 = serve.start()  # a second serve on the folder: refused, the owner unharmed
+    assert third.wait(timeout=60) == 1
+    out3.wait_count("another evgate process owns", 1)
+    assert out3.count("Traceback") == 0, "".join(out3.lines)
+    assert serve.api_status() == 200
     second.send_signal(stop_signal)
     assert second.wait(timeout=60) == 0, "".join(out.lines[-20:])
     assert ended(postmaster, within=10), "the adopted PostgreSQL was left running"
