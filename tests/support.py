@@ -110,6 +110,11 @@ class ProcessOutput:
         for line in proc.stdout:
             self.lines.append(line)
 
+    def wait_closed(self, within: float = 30) -> None:
+        """Wait until the process closed its output (all of it is in ``lines``)."""
+        self._thread.join(within)
+        assert not self._thread.is_alive(), "".join(self.lines[-30:])
+
     def count(self, text: str) -> int:
         return sum(text in line for line in self.lines)
 

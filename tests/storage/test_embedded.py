@@ -107,7 +107,8 @@ def test_serve_killed_then_restarted_adopts_and_stops_its_postgres(
     assert serve.api_status() == 200
     third, out3 = serve.start()  # a second serve on the folder: refused, the owner unharmed
     assert third.wait(timeout=60) == 1
-    out3.wait_count("another evgate process owns", 1)
+    out3.wait_closed()
+    assert out3.count("another evgate process owns") == 1, "".join(out3.lines)
     assert out3.count("Traceback") == 0, "".join(out3.lines)
     assert serve.api_status() == 200
     second.send_signal(stop_signal)
