@@ -241,14 +241,15 @@ class EmbeddedPostgres:
         return state not in ("Z", "X")
 
     def _running_port(self) -> int | None:
-        """The port of a server already running on this data folder, if any."""
+        """The port of a server already running on this data folder, if any; 0 while it runs
+        without its port written in postmaster.pid yet (starting up)."""
         if not (self.pgdata / "postmaster.pid").exists():
             return None
         status = self._run("pg_ctl", "status", "-D", str(self.pgdata), check=False)
         if status.returncode != 0:
             return None
         found = self._postmaster()
-        return None if found is None else found[1]
+        return (found[1] or 0) if found is not None else 0
 
     def _accepts_connections(self, port: int) -> bool:
         """pg_isready: False while the server shuts down or starts up (it would refuse a
@@ -277,20 +278,20 @@ class EmbeddedPostgres:
             if running is None:
                 self._start_server()
                 break
-            if self._accepts_connections(running):
+            if running and self._accepts_connections(running):
                 if self.port != running:
                     log.info("adopting the embedded PostgreSQL already running on port %d", running)
                 self.port = running
                 break
             if time.monotonic() > deadline:
                 raise EmbeddedPostgresError(
-                    f"the embedded PostgreSQL in {self.pgdata} (port {running}) did not finish"
-                    f" shutting down or starting up within {_SETTLE_TIMEOUT:.0f} s"
+                    f"the embedded PostgreSQL in {self.pgdata} did not finish shutting down or"
+                    f" starting up within {_SETTLE_TIMEOUT:.0f} s (see {self.root}/postgres.log)"
                 )
             if not waiting_logged:
                 log.info(
-                    "the embedded PostgreSQL on port %d is shutting down or starting up; waiting",
-                    running,
+                    "the embedded PostgreSQL in %s is shutting down or starting up; waiting",
+                    self.pgdata,
                 )
                 waiting_logged = True
             time.sleep(0.2)
