@@ -5,18 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
+import psutil
 import websockets
 from ocpp.v16 import ChargePoint
 
 from evgate.app import Evgate
 from evgate.config import Settings, load_settings
 
-__all__ = ["BOOTSTRAP_TOKEN", "make_settings", "ocpp_charger", "running_evgate"]
+__all__ = [
+    "BOOTSTRAP_TOKEN",
+    "ProcessOutput",
+    "asyncpg_copy_waiter_unretrieved",
+    "ended",
+    "free_port",
+    "make_settings",
+    "ocpp_charger",
+    "postmaster_pid",
+    "running_evgate",
+]
 
 C = TypeVar("C", bound=ChargePoint)
 
@@ -73,3 +90,90 @@ async def ocpp_charger(
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
+
+
+@contextlib.contextmanager
+def asyncpg_copy_waiter_unretrieved() -> Iterator[None]:
+    """Let pass the loop error asyncpg 0.32 leaves when the server goes away around a COPY:
+    "Future exception was never retrieved" (ConnectionDoesNotExistError) for the COPY's
+    result future, which asyncpg never awaits when the COPY cannot start ("cannot switch to
+    state 21") or its CopyFail meets a closed transport. Any other loop error goes on to the
+    test's handler."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        unretrieved = context.get("message") == "Future exception was never retrieved"
+        if not (
+            unretrieved
+            and isinstance(context.get("exception"), asyncpg.ConnectionDoesNotExistError)
+        ):
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    try:
+        yield
+    finally:
+        gc.collect()
+        loop.set_exception_handler(previous)
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for evgate run as a subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ProcessOutput:
+    """A subprocess's output (stdout with stderr merged), read on a thread so that a test can
+    wait for lines."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def wait_closed(self, within: float = 30) -> None:
+        """Wait until the process closed its output (all of it is in ``lines``)."""
+        self._thread.join(within)
+        assert not self._thread.is_alive(), "".join(self.lines[-30:])
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in self.lines)
+
+    def wait_count(self, text: str, count: int, within: float = 60) -> None:
+        """Wait until ``count`` lines hold ``text``; fail (showing the last lines) after
+        ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while self.count(text) < count:
+            assert time.monotonic() < deadline, "".join(self.lines[-30:])
+            time.sleep(0.05)
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    """The pid of the embedded PostgreSQL of an evgate data folder, from its postmaster.pid."""
+    return int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+
+
+def ended(pid: int, within: float = 0) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie), waiting up to ``within`` seconds:
+    a stopped PostgreSQL removes its postmaster.pid a moment before its process exits."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)

@@ -66,6 +66,29 @@ async def test_rotate_secret_and_tokens_create(database_url: str) -> None:
     assert bytes(row["digest"]) == hashlib.sha256(token.encode()).digest()
 
 
+async def test_tokens_list_and_revoke(database_url: str) -> None:
+    """`tokens list` shows id, scope and name (never the token); `tokens revoke ID` deletes the
+    token (its digest is gone), and an unknown id is exit status 1."""
+    env = {"EVGATE_DATABASE_URL": database_url}
+    token = _evgate("tokens", "create", "--name", "ci-deploy", "--scope", "admin", env=env)
+    assert token.returncode == 0, token.stderr
+    listed = _evgate("tokens", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [x for x in listed.stdout.splitlines() if "ci-deploy" in x]
+    token_id, scope = line.split()[:2]
+    assert scope == "admin" and token.stdout.strip() not in listed.stdout
+    revoked = _evgate("tokens", "revoke", token_id, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "ci-deploy" not in _evgate("tokens", "list", env=env).stdout
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM api_tokens") == 0
+    finally:
+        await conn.close()
+    again = _evgate("tokens", "revoke", token_id, env=env)
+    assert again.returncode == 1 and "no API token" in again.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

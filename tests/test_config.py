@@ -40,12 +40,28 @@ def test_environment_wins_over_file(tmp_path: Path) -> None:
         ({"EVGATE_HEARTBEAT_INTERVAL": "0"}, "EVGATE_HEARTBEAT_INTERVAL"),
         ({"EVGATE_BOOTSTRAP_TOKEN": "short"}, "EVGATE_BOOTSTRAP_TOKEN"),
         ({"EVGATE_PING_INTERVAL": "10", "EVGATE_PING_TIMEOUT": "20"}, "EVGATE_PING_TIMEOUT"),
+        ({"EVGATE_PROXY_PROTOCOL_TRUSTED": "10.0.0.1, lb.example"}, "EVGATE_PROXY_PROTOCOL_"),
+        ({"EVGATE_PROXY_PROTOCOL_TRUSTED": "10.0.0.0/33"}, "EVGATE_PROXY_PROTOCOL_TRUSTED"),
+        ({"EVGATE_MAX_CHARGER_CONNECTIONS": "0"}, "EVGATE_MAX_CHARGER_CONNECTIONS"),
     ],
 )
 def test_bad_value_names_the_setting(environ: dict[str, str], named: str) -> None:
     """Each bad value raises ConfigError whose message names the variable."""
     with pytest.raises(ConfigError, match=named):
         load_settings(environ=environ)
+
+
+def test_trusted_proxies_are_addresses_and_networks() -> None:
+    """EVGATE_PROXY_PROTOCOL_TRUSTED: addresses or networks, by spaces or commas."""
+    from evgate.config import parse_networks
+
+    s = load_settings(environ={"EVGATE_PROXY_PROTOCOL_TRUSTED": "10.0.0.5, 10.1.0.0/16 ::1"})
+    assert [str(n) for n in parse_networks(s.proxy_protocol_trusted)] == [
+        "10.0.0.5/32",
+        "10.1.0.0/16",
+        "::1/128",
+    ]
+    assert parse_networks(load_settings(environ={}).proxy_protocol_trusted) == ()
 
 
 def test_unknown_key_in_file(tmp_path: Path) -> None:

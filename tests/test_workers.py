@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,39 +15,15 @@ import psutil
 import pytest
 import websockets.sync.client
 
+from support import ProcessOutput, ended, free_port, postmaster_pid
+
 pytestmark = pytest.mark.timeout(180)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Lines:
-    """The supervisor's output, read on a thread so the test can wait for lines."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.append(line)
-
-    def wait_count(self, text: str, count: int, within: float = 60) -> None:
-        deadline = time.monotonic() + within
-        while sum(text in line for line in self.lines) < count:
-            assert time.monotonic() < deadline, "".join(self.lines[-30:])
-            time.sleep(0.05)
 
 
 def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
     """Two workers answer on one API port and one charger port; a killed worker comes back;
     SIGTERM ends the workers and the embedded PostgreSQL, exit status 0."""
-    api_port, ws_port = _free_port(), _free_port()
+    api_port, ws_port = free_port(), free_port()
     token = "workers-test-token-0123456789"
     env = {
         **os.environ,
@@ -66,7 +40,7 @@ def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    out = _Lines(proc)
+    out = ProcessOutput(proc)
     try:
         out.wait_count("ready", 2)
         workers = psutil.Process(proc.pid).children()
@@ -89,6 +63,19 @@ def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
         out.wait_count("ready", 3)
         assert len(psutil.Process(proc.pid).children()) == 2
 
+        # The embedded PostgreSQL dies: the supervisor, its owner, starts it again (one
+        # WARNING, one INFO); the workers answer 503 meanwhile (never 500), then 200 again.
+        os.kill(postmaster_pid(tmp_path / "var"), signal.SIGKILL)
+        out.wait_count("running again", 1)
+        assert out.count("stopped unexpectedly") == 1
+        answers: list[int] = []
+        deadline = time.monotonic() + 60
+        while answers[-5:] != [200] * 5 and time.monotonic() < deadline:
+            r = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/chargers/CP-1", headers=headers)
+            answers.append(r.status_code)
+            time.sleep(0.05)
+        assert answers[-5:] == [200] * 5 and set(answers) <= {200, 503}, answers
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
@@ -99,39 +86,50 @@ def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_workers_end_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+def test_a_killed_supervisor_takes_its_workers_and_the_next_one_owns_its_postgres(
+    tmp_path: Path,
+) -> None:
     """A supervisor killed with SIGKILL takes its workers with it (they get SIGTERM), so no
-    orphan keeps serving the shared ports."""
+    orphan keeps serving the shared ports; its embedded PostgreSQL keeps running, and the next
+    supervisor adopts it and, on SIGTERM, stops it (issue 14 item 5)."""
+    data_dir = tmp_path / "var"
     env = {
         **os.environ,
-        "EVGATE_DATA_DIR": str(tmp_path / "var"),
-        "EVGATE_API_PORT": str(_free_port()),
-        "EVGATE_WS_PORT": str(_free_port()),
+        "EVGATE_DATA_DIR": str(data_dir),
+        "EVGATE_API_PORT": str(free_port()),
+        "EVGATE_WS_PORT": str(free_port()),
         "EVGATE_WS_HOST": "127.0.0.1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "evgate.cli", "serve", "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    out = _Lines(proc)
+    command = [sys.executable, "-m", "evgate.cli", "serve", "--workers", "2"]
+    run = dict(env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command, **run)  # type: ignore[call-overload]
+    again: subprocess.Popen[str] | None = None
     try:
-        out.wait_count("ready", 2)
+        ProcessOutput(proc).wait_count("ready: chargers", 2)
         workers = psutil.Process(proc.pid).children()
         assert len(workers) == 2
+        postmaster = postmaster_pid(data_dir)
         proc.kill()
         proc.wait(timeout=10)
         _gone, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive, f"workers outlived their supervisor: {alive}"
+        assert not ended(postmaster)
+
+        again = subprocess.Popen(command, **run)  # type: ignore[call-overload]
+        out = ProcessOutput(again)
+        out.wait_count("ready: chargers", 2)
+        assert out.count("adopting the embedded PostgreSQL") == 1
+        assert postmaster_pid(data_dir) == postmaster
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=60) == 0
+        assert ended(postmaster, within=10), "the adopted PostgreSQL was left running"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        # The killed supervisor could not stop its embedded PostgreSQL: stop it here.
-        pgdata = tmp_path / "var" / "postgres"
-        if (pgdata / "postmaster.pid").exists():
+        for p in (proc, again):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        # A supervisor that could not stop its embedded PostgreSQL: stop it here.
+        if (data_dir / "postgres" / "postmaster.pid").exists():
             from evgate.storage.embedded import EmbeddedPostgres
 
-            EmbeddedPostgres(tmp_path / "var").kill()
+            EmbeddedPostgres(data_dir).kill()

@@ -61,7 +61,7 @@ from evgate.storage.sessions import (
     TransactionStore,
 )
 from evgate.storage.tokens import TokenStore
-from evgate.storage.writer import Writer
+from evgate.storage.writer import Writer, is_outage
 
 __all__ = ["Evgate", "bind_socket", "serve"]
 
@@ -117,16 +117,15 @@ class Evgate:
         s = self.settings
         dsn = s.database_url
         if dsn is None:
+            # Owned by this process: adopted if a killed evgate left it running, started again
+            # if it dies, stopped by stop().
             self.embedded = EmbeddedPostgres(s.data_dir)
-            dsn = await asyncio.to_thread(self.embedded.start)
+            dsn = await self.embedded.open()
         self.db = Database(dsn, s.database_pool_size)
         await self.db.open(migrate=True)
 
         chargers = ChargerStore(self.db)
         tokens = TokenStore(self.db)
-        # The bootstrap token exists while the setting holds it: a changed or unset
-        # EVGATE_BOOTSTRAP_TOKEN revokes the previous one.
-        await tokens.set_bootstrap(digest(s.bootstrap_token) if s.bootstrap_token else None)
 
         # Sessions and meter data (issue 5): the group-commit writer every handler writes
         # through, the meter partitions' maintenance, the native id-tag list (LISTEN first,
@@ -180,6 +179,7 @@ class Evgate:
             chargers.credentials,
             save_authorization_key=chargers.set_secret_digest,
             metrics=self.metrics,
+            unavailable=is_outage,
         )
         await self.db.listen(
             CHARGER_CHANNEL, self.gateway.credentials_changed, self.gateway.credentials_reset
@@ -228,6 +228,8 @@ class Evgate:
             chargers=chargers,
             registry=ChargerRegistry(chargers),
             tokens=tokens,
+            # Checked in memory, never stored: valid where it is set, revoked by no other node.
+            bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
             gateway=CommandEffects(self.cluster, self.writer, reservations, number_of),
             metrics=self.metrics,
             installations=self.auth.installations,
@@ -323,7 +325,7 @@ class Evgate:
             await self.db.close()
             self.db = None
         if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+            await self.embedded.close()
             self.embedded = None
 
 

@@ -41,13 +41,19 @@ async def _database(settings: Settings) -> AsyncIterator[Any]:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    if settings.workers > 1:
-        from evgate.workers import supervise
+    from evgate.storage.embedded import EmbeddedPostgresError
 
-        return await supervise(settings, args.config)
-    from evgate.app import serve
+    try:
+        if settings.workers > 1:
+            from evgate.workers import supervise
 
-    await serve(settings)
+            return await supervise(settings, args.config)
+        from evgate.app import serve
+
+        await serve(settings)
+    except EmbeddedPostgresError as exc:  # its message says what to do; no traceback
+        print(f"evgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -109,6 +115,38 @@ async def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _tokens_list(settings: Settings, _: argparse.Namespace) -> int:
+    from evgate.storage.tokens import TokenStore
+
+    async with _database(settings) as db:
+        store = TokenStore(db)
+        tokens, after = [], None
+        while page := await store.page(after, 1000):
+            tokens += page
+            after = page[-1].id
+    # The bootstrap token is no row: it is the EVGATE_BOOTSTRAP_TOKEN of each process.
+    print(f"{'id':>6}  {'scope':<5}  {'created':<25}  name")
+    for t in tokens:
+        print(
+            f"{t.id:>6}  {t.scope:<5}  {t.created_at.isoformat(timespec='seconds'):<25}  {t.name}"
+        )
+    return 0
+
+
+async def _tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.storage.errors import NotFound
+    from evgate.storage.tokens import TokenStore
+
+    async with _database(settings) as db:
+        try:
+            await TokenStore(db).delete(args.id)
+        except NotFound as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"API token {args.id} revoked")
+    return 0
+
+
 def _checkout_root() -> Path | None:
     """The source checkout holding loadtest/, if this evgate runs from one."""
     # The simulator lives in the checkout's loadtest/ beside python/, not in the installed
@@ -165,6 +203,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--scope", choices=("admin", "read"), default="read")
     p.set_defaults(run=_tokens_create)
+    tsub.add_parser("list", help="list API tokens (never the tokens)").set_defaults(
+        run=_tokens_list
+    )
+    p = tsub.add_parser("revoke", help="revoke an API token (by its id); it stops working at once")
+    p.add_argument("id", type=int)
+    p.set_defaults(run=_tokens_revoke)
 
     # Its options belong to loadtest.cli (`evgate simulate --help` lists them): this parser
     # takes every word after "simulate" as it is (no option prefix of its own) and hands it on.

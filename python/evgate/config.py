@@ -8,6 +8,7 @@ never runs with a value evgate silently reinterpreted.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-__all__ = ["ConfigError", "Settings", "load_settings", "parse_durations"]
+__all__ = ["ConfigError", "Settings", "load_settings", "parse_durations", "parse_networks"]
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -34,6 +35,18 @@ def parse_durations(text: str) -> tuple[float, ...]:
     """Seconds of each duration in ``text`` ("5s 30s 2m 1h 1d"), as the retry schedule
     setting is written (its pattern is checked when the settings load)."""
     return tuple(float(d[:-1]) * _UNITS[d[-1]] for d in re.findall(_DURATION, text))
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The addresses and networks of ``text`` ("10.0.0.5, 10.1.0.0/16 2001:db8::/32"), as
+    the trusted-proxy setting is written.
+
+    Raises:
+        ValueError: an item that is neither an IP address nor a network.
+    """
+    return tuple(
+        ipaddress.ip_network(item, strict=False) for item in re.split(r"[\s,]+", text) if item
+    )
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -99,13 +112,23 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     # At most ping_interval (the default follows a shorter interval; a longer value is refused).
     ping_timeout: Seconds = 30.0
     call_timeout: Seconds = 30.0
-    # Messages a charger may send per second (sustained) and in a burst, before CALLERRORs.
+    # Messages a charger may send per second (sustained) and in a burst: beyond, a charger
+    # that waits for each answer is paced; a CALL sent before the previous answer is refused.
     message_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0
     message_burst: Positive = 200
     # Failed upgrades allowed per source address per minute before it is answered 429.
     failed_upgrades_per_minute: Positive = 30
     # Charger write buffer high-water mark (bytes) before the gateway pauses the charger's reads.
     write_buffer_limit: Positive = 256 * 1024
+    # Load balancers in TCP mode that send a PROXY protocol header (v1 or v2; HAProxy's
+    # send-proxy-v2): addresses or networks, separated by spaces or commas. Connections from
+    # them must start with one, and the address it names is the charger's (the failed-upgrade
+    # limit, logs, the API); connections from anywhere else are read as they come.
+    proxy_protocol_trusted: str = ""
+    # TCP connections the charger port holds at once, handshakes included; more are closed at
+    # once (logged, counted). Default: 90 % of the process's file-descriptor limit (18,000 of
+    # 20,000), leaving the rest to the API port, the database and the logs.
+    max_charger_connections: Positive | None = None
 
     # External authorization: session ends for installations' providers are retried after
     # session_end_retry_base seconds, doubling up to session_end_retry_max; the outbox is
@@ -203,6 +226,12 @@ def load_settings(
             field = match.group(1)
             raise ConfigError(f"{_env_name(field)} ({field}): {message}") from None
         raise ConfigError(message) from None
+    try:
+        parse_networks(settings.proxy_protocol_trusted)
+    except ValueError as exc:
+        raise ConfigError(
+            f"EVGATE_PROXY_PROTOCOL_TRUSTED (proxy_protocol_trusted): {exc}"
+        ) from None
     if settings.ping_timeout > settings.ping_interval:
         # picows waits for a pong at most as long as the silence before the ping: the default
         # timeout follows a shorter interval; a timeout set on purpose is not cut short.

@@ -59,8 +59,10 @@ async def supervise(settings: Settings, config_file: str | None = None) -> int:
     embedded: EmbeddedPostgres | None = None
     dsn = settings.database_url
     if dsn is None:
+        # The supervisor owns it (workers only get its DSN): adopted after a crash, started
+        # again if it dies, stopped after the workers.
         embedded = EmbeddedPostgres(settings.data_dir)
-        dsn = await asyncio.to_thread(embedded.start)
+        dsn = await embedded.open()
     try:
         # Migrate once here; workers would only queue on the migrations lock.
         db = Database(dsn, pool_size=2)
@@ -69,7 +71,7 @@ async def supervise(settings: Settings, config_file: str | None = None) -> int:
         return await _run_workers(settings, dsn, config_file, embedded)
     finally:
         if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+            await embedded.close()
 
 
 async def _run_workers(

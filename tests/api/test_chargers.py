@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -175,72 +174,3 @@ async def test_openapi_and_docs_are_served(evgate: Evgate) -> None:
         assert "cdn" not in page.text.lower()
         asset = await anon.get("/api/docs/assets/swagger-ui-bundle.js")
         assert asset.status_code == 200 and len(asset.content) > 100_000
-
-
-async def _status_with(evgate: Evgate, token: str) -> int:
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{evgate.api_port}",
-        headers={"Authorization": f"Bearer {token}"},
-    ) as client:
-        return (await client.get("/api/v1/chargers")).status_code
-
-
-async def test_bootstrap_token_is_an_admin_token_stored_as_a_digest(
-    api: httpx.AsyncClient, evgate: Evgate
-) -> None:
-    """EVGATE_BOOTSTRAP_TOKEN works as an admin token (it can write); only its digest is in
-    the database."""
-    from support import BOOTSTRAP_TOKEN
-
-    await _create(api, "CP-B")
-    assert evgate.db is not None
-    rows = await evgate.db.fetch("SELECT name, scope, digest FROM api_tokens")
-    assert [(r["name"], r["scope"]) for r in rows] == [("bootstrap", "admin")]
-    assert bytes(rows[0]["digest"]) == hashlib.sha256(BOOTSTRAP_TOKEN.encode()).digest()
-    assert all(BOOTSTRAP_TOKEN.encode() not in bytes(r["digest"]) for r in rows)
-
-
-async def test_a_changed_or_unset_bootstrap_token_stops_working(evgate: Evgate) -> None:
-    """TokenStore.set_bootstrap: the new bootstrap token replaces the old one, None removes
-    it; other tokens are untouched, and the name is reserved for it."""
-    from evgate.auth.credentials import digest
-    from evgate.auth.registry import create_token
-    from evgate.storage.tokens import TokenStore
-
-    assert evgate.db is not None
-    tokens = TokenStore(evgate.db)
-    other = await create_token(tokens, "ci", "admin")
-    with pytest.raises(ValueError, match="reserved"):
-        await create_token(tokens, "bootstrap", "admin")
-    await tokens.set_bootstrap(digest("first-bootstrap-token"))
-    assert await _status_with(evgate, "first-bootstrap-token") == 200
-    await tokens.set_bootstrap(digest("second-bootstrap-token"))
-    assert await _status_with(evgate, "first-bootstrap-token") == 401
-    assert await _status_with(evgate, "second-bootstrap-token") == 200
-    await tokens.set_bootstrap(digest("second-bootstrap-token"))  # a restart: idempotent
-    assert await _status_with(evgate, "second-bootstrap-token") == 200
-    await tokens.set_bootstrap(None)
-    assert await _status_with(evgate, "second-bootstrap-token") == 401
-    assert await _status_with(evgate, other) == 200
-
-
-async def test_restarting_with_another_bootstrap_token_revokes_the_old_one(
-    database_url: str, tmp_path: Path
-) -> None:
-    """README: the bootstrap token 'exists while set': after a restart with another value
-    (or none), the old value is refused 401."""
-    from support import make_settings
-
-    first = Evgate(make_settings(database_url, tmp_path, bootstrap_token="first-bootstrap-token"))
-    await first.start()
-    try:
-        assert await _status_with(first, "first-bootstrap-token") == 200
-    finally:
-        await first.stop()
-    second = Evgate(make_settings(database_url, tmp_path, bootstrap_token="other-bootstrap-tok"))
-    await second.start()
-    try:
-        assert await _status_with(second, "other-bootstrap-tok") == 200
-        assert await _status_with(second, "first-bootstrap-token") == 401
-    finally:
-        await second.stop()

@@ -5,6 +5,7 @@ node take effect on the other, and a killed node's chargers are freed when its l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,6 +60,17 @@ async def two_nodes(start_evgate: StartEvgate) -> AsyncIterator[tuple[Running, R
     async with AsyncExitStack() as stack:
         a = await stack.enter_async_context(start_evgate(node_id="node-a", call_timeout=2.0))
         b = await stack.enter_async_context(start_evgate(node_id="node-b", call_timeout=2.0))
+        yield a, b
+
+
+@pytest.fixture
+async def two_nodes_short_lease(
+    start_evgate: StartEvgate,
+) -> AsyncIterator[tuple[Running, Running]]:
+    """Nodes A and B with a 2 s ownership lease (a dead process is reaped within seconds)."""
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(start_evgate(node_id="node-a", ownership_lease=2.0))
+        b = await stack.enter_async_context(start_evgate(node_id="node-b", ownership_lease=2.0))
         yield a, b
 
 
@@ -219,66 +232,168 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.asynccontextmanager
+async def serving_node(
+    database_url: str, folder: Path, node_id: str, lease: float
+) -> AsyncIterator[tuple[subprocess.Popen[str], int]]:
+    """``evgate serve`` as a process of its own (a test may SIGKILL it, as a crash would);
+    yields it and its charger port."""
+    ws_port, api_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "EVGATE_DATABASE_URL": database_url,
+        "EVGATE_WS_HOST": "127.0.0.1",
+        "EVGATE_WS_PORT": str(ws_port),
+        "EVGATE_API_PORT": str(api_port),
+        "EVGATE_NODE_ID": node_id,
+        "EVGATE_BOOTSTRAP_TOKEN": TOKEN,  # nodes share settings; unset, it would revoke it
+        "EVGATE_OWNERSHIP_LEASE": str(lease),
+        "EVGATE_DATA_DIR": str(folder / node_id),
+    }
+    # A raw Popen on purpose: the test SIGKILLs it, as a crash would.
+    node = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", "evgate.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = await asyncio.to_thread(node.stdout.readline)  # type: ignore[union-attr]
+            if "ready" in line or node.poll() is not None:
+                break
+        assert node.poll() is None, f"node {node_id} did not start"
+        yield node, ws_port
+    finally:
+        if node.poll() is None:
+            node.kill()
+        node.wait(timeout=10)
+
+
 async def test_killed_node_loses_ownership_within_the_lease(
-    start_evgate: StartEvgate, database_url: str, tmp_path
+    start_evgate: StartEvgate, database_url: str, tmp_path: Path
 ) -> None:
     """A node killed with SIGKILL: its charger's ownership ends within the lease (2 s here);
     then A answers 409 for it, and the charger can connect to A."""
     async with start_evgate(node_id="node-a", ownership_lease=2.0, call_timeout=2.0) as a:
-        secret = await a.add("CP-1")
-        ws_port, api_port = _free_port(), _free_port()
-        env = {
-            **os.environ,
-            "EVGATE_DATABASE_URL": database_url,
-            "EVGATE_WS_HOST": "127.0.0.1",
-            "EVGATE_WS_PORT": str(ws_port),
-            "EVGATE_API_PORT": str(api_port),
-            "EVGATE_NODE_ID": "node-c",
-            "EVGATE_BOOTSTRAP_TOKEN": TOKEN,  # nodes share settings; unset, it would revoke it
-            "EVGATE_OWNERSHIP_LEASE": "2",
-            "EVGATE_DATA_DIR": str(tmp_path / "c"),
-        }
-        # A raw Popen on purpose: the test SIGKILLs it, as a crash would.
-        node_c = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, "-m", "evgate.cli", "serve"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                line = await asyncio.to_thread(node_c.stdout.readline)  # type: ignore[union-attr]
-                if "ready" in line or node_c.poll() is not None:
+        secret = await a.add("CP-1")  # before C starts: C loads it at start
+        async with (
+            serving_node(database_url, tmp_path, "node-c", 2.0) as (node_c, ws_port),
+            api(a) as client,
+        ):
+            on_c = await connect(f"ws://127.0.0.1:{ws_port}/cp/CP-1?auth={secret}").__aenter__()
+            for _ in range(200):
+                view = (await client.get("/api/v1/chargers/CP-1")).json()
+                assert "connection" in view, view
+                if view["connection"] is not None:
                     break
-            assert node_c.poll() is None, "node C did not start"
-            url = f"ws://127.0.0.1:{ws_port}/cp/CP-1?auth={secret}"
-            on_c = await connect(url).__aenter__()
-            assert a.app.cluster is not None
-            async with api(a) as client:
-                for _ in range(200):
-                    view = (await client.get("/api/v1/chargers/CP-1")).json()
-                    assert "connection" in view, view
-                    if view["connection"] is not None:
-                        break
-                    await asyncio.sleep(0.02)
-                assert view["connection"]["heldBy"].startswith("node-c.")
-                node_c.send_signal(signal.SIGKILL)
-                node_c.wait(timeout=10)
-                killed_at = time.monotonic()
-                while (await client.get("/api/v1/chargers/CP-1")).json()["connection"]:
-                    assert time.monotonic() - killed_at < 2.0 + 1.0, "ownership outlived lease"
-                    await asyncio.sleep(0.05)
-                r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
-                assert r.status_code == 409
-                async with connect(a.url("CP-1", secret)):
-                    await until(lambda: a.gateway.connection("CP-1") is not None)
-            await on_c.close()
-        finally:
-            if node_c.poll() is None:
-                node_c.kill()
+                await asyncio.sleep(0.02)
+            assert view["connection"]["heldBy"].startswith("node-c.")
+            node_c.send_signal(signal.SIGKILL)
             node_c.wait(timeout=10)
+            killed_at = time.monotonic()
+            while (await client.get("/api/v1/chargers/CP-1")).json()["connection"]:
+                assert time.monotonic() - killed_at < 2.0 + 1.0, "ownership outlived lease"
+                await asyncio.sleep(0.05)
+            r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
+            assert r.status_code == 409
+            async with connect(a.url("CP-1", secret)):
+                await until(lambda: a.gateway.connection("CP-1") is not None)
+            await on_c.close()
+
+
+async def _network_events(db: Any, charger_id: str) -> list[str]:
+    """The charger's NetworkStatusNotifications in the outbox, oldest first."""
+    rows = await db.fetch(
+        "SELECT payload FROM outbox WHERE charger_id = $1"
+        " AND event = 'NetworkStatusNotification' ORDER BY id",
+        charger_id,
+    )
+    return [json.loads(r["payload"])["networkStatus"] for r in rows]
+
+
+async def _network_status(db: Any, charger_id: str) -> str:
+    return str(await db.fetchval("SELECT network_status FROM chargers WHERE id = $1", charger_id))
+
+
+async def _until_value(db: Any, query: str, *args: Any, wanted: Any, within: float = 15.0) -> None:
+    """Wait until ``query`` answers ``wanted`` (what another process or task writes)."""
+    async with asyncio.timeout(within):
+        while await db.fetchval(query, *args) != wanted:  # noqa: ASYNC110 - a database value
+            await asyncio.sleep(0.05)
+
+
+async def _until_status(db: Any, charger_id: str, wanted: str) -> None:
+    query = "SELECT network_status FROM chargers WHERE id = $1"
+    await _until_value(db, query, charger_id, wanted=wanted)
+
+
+async def test_killed_nodes_chargers_become_unavailable_once(
+    two_nodes_short_lease: tuple[Running, Running], database_url: str, tmp_path: Path
+) -> None:
+    """Node C is SIGKILLed holding CP-1 and CP-2; CP-2 reconnects to A at once, CP-1 never
+    does. When C's lease expires, CP-1 is set temporarily unavailable with exactly one
+    NetworkStatusNotification (A and B both reap); CP-2 stays available, with no event."""
+    a, _ = two_nodes_short_lease
+    assert a.app.db is not None and a.app.cluster is not None
+    db = a.app.db
+    secrets = {c: await a.add(c) for c in ("CP-1", "CP-2")}
+    async with serving_node(database_url, tmp_path, "node-c", 2.0) as (node_c, ws_port):
+        on_c = [
+            await connect(f"ws://127.0.0.1:{ws_port}/cp/{c}?auth={s}").__aenter__()
+            for c, s in secrets.items()
+        ]
+        for charger_id in secrets:
+            await _until_status(db, charger_id, "available")
+            query = "SELECT instance LIKE 'node-c.%' FROM charger_owners WHERE charger_id = $1"
+            await _until_value(db, query, charger_id, wanted=True)
+        node_c.send_signal(signal.SIGKILL)
+        node_c.wait(timeout=10)
+        async with connect(a.url("CP-2", secrets["CP-2"])):
+            await _until_status(db, "CP-1", "temporarily unavailable")
+            assert await db.fetchval("SELECT count(*) FROM cluster_instances") == 2  # A and B
+            await asyncio.sleep(2.0)  # both survivors reap every lease/3: no second event
+            assert await _network_events(db, "CP-1") == ["available", "temporarily unavailable"]
+            assert await _network_status(db, "CP-2") == "available"
+            assert await _network_events(db, "CP-2") == ["available", "available"]
+            assert a.gateway.connection("CP-2") is not None
+        for ws in on_c:
+            await ws.close()
+
+
+async def test_a_node_whose_lease_ran_out_while_alive_sets_its_chargers_available_again(
+    two_nodes_short_lease: tuple[Running, Running],
+) -> None:
+    """A stops renewing its lease (as in a long database outage) and B reaps it: A's charger
+    is set temporarily unavailable. When A renews again it registers anew, claims the
+    charger and sets it available again: one event each way."""
+    a, _ = two_nodes_short_lease
+    assert a.app.db is not None and a.app.cluster is not None
+    db = a.app.db
+    secret = await a.add("CP-1")
+    cluster = a.app.cluster
+    async with connect(a.url("CP-1", secret)):
+        await _until_status(db, "CP-1", "available")
+        await until(lambda: cluster.gateway.connection("CP-1") is not None)
+        # Simulate a pause: A's lease task stops (test-only reach into the cluster's tasks).
+        keep_lease = cluster._tasks[1]
+        keep_lease.cancel()
+        await asyncio.gather(keep_lease, return_exceptions=True)
+        await _until_status(db, "CP-1", "temporarily unavailable")
+        assert await db.fetchval("SELECT count(*) FROM charger_owners") == 0
+        cluster._tasks[1] = asyncio.get_running_loop().create_task(cluster._keep_lease())
+        await _until_status(db, "CP-1", "available")
+        assert (
+            await db.fetchval("SELECT instance FROM charger_owners WHERE charger_id = 'CP-1'")
+            == cluster.instance
+        )
+        assert await _network_events(db, "CP-1") == [
+            "available",
+            "temporarily unavailable",
+            "available",
+        ]
 
 
 async def test_settings_of_two_nodes_differ_only_by_identity() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
+import websockets
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
 from ocpp.v16 import call
 from picows import WSFrame, WSMsgType, WSTransport, ws_connect
@@ -194,17 +196,93 @@ async def test_continuation_without_start_closes_1002(
         assert listener.close_code == 1002
 
 
-async def test_message_rate_limit_answers_generic_error(start_gateway: StartGateway) -> None:
-    """Beyond the burst, CALLs over the sustained rate are answered GenericError (counted)."""
-    async with start_gateway(message_rate=1.0, message_burst=3) as g, connect(g.url()) as ws:
+async def test_a_call_over_the_rate_while_another_is_unanswered_is_refused(
+    start_gateway: StartGateway,
+) -> None:
+    """OCPP-J allows one outstanding CALL: beyond the burst, a CALL sent while an earlier one
+    is still unanswered is answered GenericError (counted), not paced; the unanswered ones
+    are answered in order once their handler returns."""
+    release = asyncio.Event()
+
+    async def stalled(ctx: ChargerContext, request: DataTransferRequest) -> DataTransferResponse:
+        await release.wait()
+        return DataTransferResponse(status=DataTransferStatus.accepted)
+
+    routes: Routes = {"DataTransfer": stalled}
+    async with (
+        start_gateway(routes=routes, message_rate=1.0, message_burst=3) as g,
+        connect(g.url()) as ws,
+    ):
         for i in range(5):
-            await ws.send(json.dumps([2, str(i), "Heartbeat", {}]))
-        answers = [json.loads(await ws.recv()) for _ in range(5)]
-        kinds = sorted((a[1], a[0]) for a in answers)
-        assert [k for _, k in kinds] == [3, 3, 3, 4, 4]
-        assert all(a[2] == "GenericError" for a in answers if a[0] == 4)
+            await ws.send(json.dumps([2, str(i), "DataTransfer", {"vendorId": "v"}]))
+        refusals = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+        assert [(a[0], a[1], a[2]) for a in refusals] == [
+            (4, "3", "GenericError"),
+            (4, "4", "GenericError"),
+        ]
+        release.set()
+        answers = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
+        assert [(a[0], a[1]) for a in answers] == [(3, "0"), (3, "1"), (3, "2")]
         refused = g.metrics.counter("evgate_messages_refused_total", "", ("reason",))
         assert refused.value("rate") == 2
+
+
+async def test_a_charger_waiting_for_each_answer_is_paced_not_refused(
+    start_gateway: StartGateway,
+) -> None:
+    """A charger that sends each CALL after the previous answer, faster than its message
+    rate, gets every CALL answered (none refused), at the rate: 45 CALLs at 20/s after a
+    burst of 5 take about 2 s."""
+    async with (
+        start_gateway(message_rate=20.0, message_burst=5) as g,
+        connect(g.url()) as ws,
+    ):
+        started = asyncio.get_running_loop().time()
+        for i in range(45):
+            assert (await _exchange(ws, [2, str(i), "Heartbeat", {}]))[:2] == [3, str(i)]
+        elapsed = asyncio.get_running_loop().time() - started
+        refused = g.metrics.counter("evgate_messages_refused_total", "", ("reason",))
+        paced = g.metrics.counter("evgate_messages_paced_total", "")
+        assert refused.value("rate") == 0
+        assert paced.value() >= 39
+        assert elapsed >= (45 - 5 - 1) / 20.0
+
+
+async def test_a_paced_charger_is_not_read_until_its_call_is_handled(
+    start_gateway: StartGateway,
+) -> None:
+    """While a CALL over the rate waits for the bucket, evgate reads nothing more from that
+    charger (what it floods meanwhile waits in the socket, at no cost to evgate); reading
+    resumes when the CALL is handled."""
+    async with (
+        start_gateway(message_rate=0.25, message_burst=1) as g,
+        connect(g.url()) as ws,
+    ):
+        assert (await _exchange(ws, [2, "1", "Heartbeat", {}]))[:2] == [3, "1"]
+        socket = g.gateway._connections["CP-1"].transport.underlying_transport
+        await ws.send(json.dumps([2, "2", "Heartbeat", {}]))  # over the rate: paced ~4 s
+        await until(lambda: not socket.is_reading(), within=3)
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert answer[:2] == [3, "2"] and socket.is_reading()
+
+
+async def test_a_call_paced_at_shutdown_is_left_unanswered(start_gateway: StartGateway) -> None:
+    """A CALL still waiting for the bucket when evgate stops is not handled: unanswered (the
+    charger sends it again to the next process), and the connection closes with 1001."""
+    async with (
+        start_gateway(message_rate=0.25, message_burst=1) as g,
+        connect(g.url()) as ws,
+    ):
+        assert (await _exchange(ws, [2, "1", "Heartbeat", {}]))[:2] == [3, "1"]
+        await ws.send(json.dumps([2, "2", "Heartbeat", {}]))  # over the rate: paced ~4 s
+        paced = g.metrics.counter("evgate_messages_paced_total", "")
+        await until(lambda: paced.value() == 1)
+        await g.gateway.stop(grace=10)
+        received = []
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                received.append(await asyncio.wait_for(ws.recv(), 10))
+        assert received == [] and ws.close_code == 1001
 
 
 async def test_picows_client_round_trip(

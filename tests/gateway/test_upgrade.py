@@ -141,6 +141,19 @@ def test_failure_window_rolls_over() -> None:
     assert limiter.retry_after("10.0.0.1") is None
 
 
+def test_failure_table_is_bounded_and_keeps_the_persistent_failers() -> None:
+    """100,000 source addresses failing once each hold at most max_addresses entries; an
+    address that keeps failing is not pushed out by them and stays limited."""
+    limiter = FailureLimiter(3, clock=lambda: 0.0, max_addresses=1000)
+    for i in range(100_000):
+        if i % 100 == 0:
+            limiter.failed("192.0.2.1")
+        limiter.failed(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+    assert len(limiter) == 1000
+    assert limiter.retry_after("192.0.2.1") == 60
+    assert limiter.retry_after("10.0.0.0") is None  # forgotten: it failed once, long ago
+
+
 @pytest.mark.parametrize(
     ("path", "expected"),
     [

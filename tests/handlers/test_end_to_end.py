@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ from evgate.auth.registry import ChargerRegistry
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
-from support import ocpp_charger, running_evgate
+from support import asyncpg_copy_waiter_unretrieved, ocpp_charger, running_evgate
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -251,3 +252,175 @@ async def test_sigkill_loses_no_acknowledged_message(database_url: str, tmp_path
     finally:
         await conn.close()
     assert acked and set(acked) <= stored
+
+
+@pytest.mark.timeout(120)
+async def test_an_offline_backlog_replayed_at_any_pace_is_all_acknowledged(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A charger back online replays its backlog as OCPP-J requires (each CALL after the
+    previous answer): 1,000 MeterValues of a transaction, then its StopTransaction, faster
+    than its message rate. Every one is acknowledged (none refused: a charger that gives up
+    after TransactionMessageAttempts would lose them) and stored, at the configured pace."""
+    rate, burst = 100.0, 10
+    secrets = await register(database_url, "CP-1")
+    async with running_evgate(
+        database_url, tmp_path, message_rate=rate, message_burst=burst
+    ) as evgate:
+        assert evgate.ws_port is not None
+        async with charger(evgate.ws_port, "CP-1", secrets["CP-1"]) as cp:
+            start = await cp.call(
+                call.StartTransaction(
+                    connector_id=1, id_tag="TAG1", meter_start=0, timestamp=T0.isoformat()
+                ),
+                suppress=False,
+            )
+            tx = start.transaction_id
+            began = asyncio.get_running_loop().time()
+            for i in range(1000):
+                at = T0 + timedelta(seconds=i + 1)
+                # suppress=False: a CALLERROR raises instead of returning None.
+                assert await cp.call(meter_values(1, at, float(i), tx), suppress=False) is not None
+            stop = call.StopTransaction(
+                meter_stop=1000, timestamp=(T0 + timedelta(hours=1)).isoformat(), transaction_id=tx
+            )
+            assert await cp.call(stop, suppress=False) is not None
+            elapsed = asyncio.get_running_loop().time() - began
+        assert evgate.gateway is not None
+        refused = evgate.metrics.counter("evgate_messages_refused_total", "", ("reason",))
+        assert refused.value("rate") == 0
+    # 1,002 CALLs; the burst (less the StartTransaction's token) goes at once, the rest at
+    # the rate.
+    assert elapsed >= (1001 - (burst - 1)) / rate * 0.95
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM meter_values WHERE transaction_id = $1", tx
+        )
+        closed = await conn.fetchval(
+            "SELECT stopped_at IS NOT NULL FROM transactions WHERE id = $1", tx
+        )
+    finally:
+        await conn.close()
+    assert stored == 1000 and closed
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_database_stopped_under_load_answers_no_error_and_emits_each_value_once(
+    private_pg: tuple[EmbeddedPostgres, str], tmp_path: Path, mode: str
+) -> None:
+    """Chargers in a transaction send MeterValues one after the other, resending what gets no
+    answer within 2 s (as chargers retry), while PostgreSQL is stopped (``pg_ctl stop -m
+    fast`` or ``immediate``) and started again: no CALL is answered with a CALLERROR, every
+    acknowledged value is stored once, and SessionMeterValuesNotification carries each
+    stored value once (the resends emit nothing)."""
+    pg, database_url = private_pg
+    ids = [f"CP-{i}" for i in range(4)]
+    secrets = await register(database_url, *ids)
+    acked: list[tuple[str, datetime]] = []
+    stop_sending = asyncio.Event()
+
+    async def send(port: int, charger_id: str) -> None:
+        url = f"ws://127.0.0.1:{port}/cp/{charger_id}?auth={secrets[charger_id]}"
+        async with ocpp_charger(url, charger_id, response_timeout=2) as cp:
+            begin = call.StartTransaction(
+                connector_id=1, id_tag="TAG1", meter_start=0, timestamp=T0.isoformat()
+            )
+            tx = (await cp.call(begin, suppress=False)).transaction_id
+            i = 0
+            while not stop_sending.is_set():
+                i += 1
+                at = T0 + timedelta(seconds=i)
+                request = meter_values(1, at, float(i), tx)
+                while True:  # suppress=False: a CALLERROR raises and fails the test
+                    try:
+                        await cp.call(request, suppress=False)
+                        break
+                    except TimeoutError:
+                        continue  # unacknowledged: the charger sends it again
+                acked.append((charger_id, at))
+
+    async with running_evgate(database_url, tmp_path) as evgate:
+        assert evgate.ws_port is not None
+        senders = [asyncio.create_task(send(evgate.ws_port, c)) for c in ids]
+        # asyncpg's own loop error when the server goes away around a COPY (see support).
+        with asyncpg_copy_waiter_unretrieved():
+            try:
+                async with asyncio.timeout(60):
+                    while len(acked) < 40:  # noqa: ASYNC110 - a count, not one event
+                        await asyncio.sleep(0.01)
+                await asyncio.to_thread(pg.stop, mode)
+                await asyncio.sleep(3)  # longer than the chargers' answer timeout: they resend
+                await asyncio.to_thread(pg.restart_same_port)
+                resumed = len(acked)
+                async with asyncio.timeout(60):
+                    while len(acked) < resumed + 40:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                stop_sending.set()
+                await asyncio.wait_for(asyncio.gather(*senders), 30)
+            finally:
+                for sender in senders:
+                    sender.cancel()
+                await asyncio.gather(*senders, return_exceptions=True)
+        callerrors = evgate.metrics.counter("evgate_callerrors_sent_total", "", ("code",))
+        assert not callerrors._values, f"CALLERRORs answered: {callerrors._values}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetch("SELECT charger_id, ts, count(*) FROM meter_values GROUP BY 1, 2")
+        payloads = await conn.fetch(
+            "SELECT payload FROM outbox WHERE event = 'SessionMeterValuesNotification'"
+        )
+    finally:
+        await conn.close()
+    assert all(r[2] == 1 for r in stored)
+    assert set(acked) <= {(r[0], r[1]) for r in stored}
+    emitted = [
+        (p["sessionId"], v["timestamp"])
+        for row in payloads
+        for p in [json.loads(row[0])]
+        for v in p["meterValues"]
+    ]
+    assert len(emitted) == len(set(emitted)) == len(stored)
+
+
+@pytest.mark.timeout(120)
+async def test_a_charger_reconnecting_during_an_outage_is_left_unanswered_not_refused(
+    private_pg: tuple[EmbeddedPostgres, str], tmp_path: Path
+) -> None:
+    """PostgreSQL is down when a charger reconnects and resends a MeterValues of its
+    transaction, which the new connection has to look up in the database: no answer (never
+    InternalError) while the database is away; acknowledged once it is back."""
+    pg, database_url = private_pg
+    secrets = await register(database_url, "CP-1")
+    async with running_evgate(database_url, tmp_path) as evgate:
+        assert evgate.ws_port is not None
+        url = f"ws://127.0.0.1:{evgate.ws_port}/cp/CP-1?auth={secrets['CP-1']}"
+        async with ocpp_charger(url, "CP-1") as cp:
+            begin = call.StartTransaction(
+                connector_id=1, id_tag="TAG1", meter_start=0, timestamp=T0.isoformat()
+            )
+            tx = (await cp.call(begin, suppress=False)).transaction_id
+        await asyncio.to_thread(pg.kill)
+        request = meter_values(1, T0 + timedelta(seconds=1), 1.0, tx)
+        async with ocpp_charger(url, "CP-1", response_timeout=2) as cp:
+            with pytest.raises(TimeoutError):  # suppress=False: a CALLERROR would raise
+                await cp.call(request, suppress=False)
+            await asyncio.to_thread(pg.restart_same_port)
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        await cp.call(request, suppress=False)
+                        break
+                    except TimeoutError:
+                        continue  # the charger resends it
+        callerrors = evgate.metrics.counter("evgate_callerrors_sent_total", "", ("code",))
+        assert not callerrors._values, f"CALLERRORs answered: {callerrors._values}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM meter_values WHERE transaction_id = $1", tx
+        )
+    finally:
+        await conn.close()
+    assert stored == 1

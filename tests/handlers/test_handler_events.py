@@ -3,6 +3,7 @@ resent or stale message, which changes nothing, emits nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -145,3 +146,71 @@ async def test_id_tag_changes_emit_with_the_id_tags_number(bench: Bench) -> None
         ("idTag.changed", number, "updated"),
         ("idTag.changed", number, "deleted"),
     ]
+
+
+def sampled(tx: int, *values: tuple[int, str, str]) -> MeterValuesRequest:
+    """MeterValues of ``tx``: one MeterValue per (minute, measurand, value)."""
+    meter_values = [
+        MeterValue(
+            timestamp=T0 + timedelta(minutes=minute),
+            sampled_value=[
+                SampledValue(
+                    value=value,
+                    measurand=measurand,
+                    unit="Wh" if measurand.startswith("Energy") else "W",
+                )
+            ],  # type: ignore[arg-type]
+        )
+        for minute, measurand, value in values
+    ]
+    return MeterValuesRequest(connector_id=1, transaction_id=tx, meter_value=meter_values)
+
+
+ENERGY, POWER = "Energy.Active.Import.Register", "Power.Active.Import"
+
+
+async def meter_events(bench: Bench) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (n, p)
+        for n, p in await outbox(bench)
+        if n in ("SessionMeterValuesNotification", "SessionUpdateNotification")
+    ]
+
+
+async def test_a_resent_meter_values_emits_its_events_once(bench: Bench) -> None:
+    """A MeterValues whose answer was lost is sent again (and once more, both copies in one
+    batch, as after a reconnect during an outage): its values are stored once and its
+    SessionMeterValues and SessionUpdate events are emitted once; the resends emit nothing."""
+    tx = (await bench.call("StartTransaction", start(meter=1000))).transaction_id
+    before = len(await meter_events(bench))
+    request = sampled(tx, (1, ENERGY, "1500"), (1, POWER, "7000"))
+    await bench.call("MeterValues", request)
+    await bench.call("MeterValues", request)  # the first answer was lost
+    later = sampled(tx, (2, ENERGY, "1600"))
+    await asyncio.gather(*(bench.call("MeterValues", later) for _ in range(2)))
+    events = (await meter_events(bench))[before:]
+    assert [n for n, _ in events] == [
+        "SessionMeterValuesNotification",
+        "SessionUpdateNotification",
+        "SessionMeterValuesNotification",
+        "SessionUpdateNotification",
+    ]
+    assert [len(p["meterValues"]) for n, p in events if n.startswith("SessionMeter")] == [2, 1]
+    assert await bench.rows("SELECT count(*) FROM meter_values") == [(3,)]
+
+
+async def test_a_resend_with_a_new_value_emits_only_the_new_value(bench: Bench) -> None:
+    """A MeterValues sent again with one more value than its first copy (a charger that
+    rebuilt its message): SessionMeterValuesNotification holds only the value not sent
+    before, and SessionUpdate the state after the message."""
+    tx = (await bench.call("StartTransaction", start(meter=1000))).transaction_id
+    await bench.call("MeterValues", sampled(tx, (1, ENERGY, "1500")))
+    before = len(await meter_events(bench))
+    await bench.call("MeterValues", sampled(tx, (1, ENERGY, "1500"), (2, ENERGY, "1700")))
+    events = (await meter_events(bench))[before:]
+    assert [n for n, _ in events] == ["SessionMeterValuesNotification", "SessionUpdateNotification"]
+    [values] = [p["meterValues"] for n, p in events if n.startswith("SessionMeter")]
+    assert [(v["timestamp"], v["value"]) for v in values] == [
+        ((T0 + timedelta(minutes=2)).isoformat().replace("+00:00", "Z"), 1700.0)
+    ]
+    assert events[1][1]["session"]["energy"] == 700.0

@@ -21,6 +21,7 @@ from evgate.storage.writer import (
     WriteRejected,
     is_transient,
 )
+from support import asyncpg_copy_waiter_unretrieved
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))
 BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
@@ -407,3 +408,46 @@ async def test_a_committed_batch_is_acknowledged_whatever_an_op_says_after(
     acknowledged once, not re-run per submission."""
     assert await writer.submit([(LOG, [row(1)]), (Forgetful(), 1)]) == [None, None]
     assert await count(db) == 1 and writer.stats.retries == 0 and writer.stats.rejected == 0
+
+
+class DiesMidCopy(WriteOp[int, None]):
+    """An op whose first COPY loses its server session half-way (terminated from another
+    session, as ``pg_ctl stop`` ends every session): asyncpg then raises a RuntimeError from
+    the closed transport, or ``InternalClientError`` at the next statement, not a
+    connection error. Later attempts write their rows."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.attempts = 0
+
+    async def write(self, conn: asyncpg.Connection, items: list[int]) -> list[None]:
+        self.attempts += 1
+        first = self.attempts == 1
+        pid = conn.get_server_pid()
+
+        async def records() -> AsyncIterator[tuple[object, ...]]:
+            for i in items:
+                if first:
+                    killer = await asyncpg.connect(self.dsn)
+                    try:
+                        await killer.execute("SELECT pg_terminate_backend($1, 5000)", pid)
+                    finally:
+                        await killer.close()
+                    await asyncio.sleep(0.2)  # the FATAL and the socket's end arrive
+                yield row(i)
+
+        await conn.copy_records_to_table("data_transfers", records=records(), columns=LOG.columns)
+        return [None] * len(items)
+
+
+async def test_a_connection_dying_mid_copy_is_an_outage_not_a_refusal(
+    writer: Writer, db: Database, database_url: str
+) -> None:
+    """The server session ends in the middle of an op's COPY (PostgreSQL shutting down): the
+    batch is retried like any outage and committed once, never rejected (which a charger
+    would get as a CALLERROR)."""
+    op = DiesMidCopy(database_url)
+    with asyncpg_copy_waiter_unretrieved():
+        assert await asyncio.wait_for(writer.submit([(op, 7)]), 10) == [None]
+    assert op.attempts == 2 and writer.stats.retries == 1 and writer.stats.rejected == 0
+    assert await count(db) == 1

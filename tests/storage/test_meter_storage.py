@@ -201,7 +201,7 @@ async def test_a_meter_row_out_of_int4_is_refused_alone(writer: Writer, db: Data
         writer.submit([(op, [mrow(T0, 2.0)])]),
         return_exceptions=True,
     )
-    assert isinstance(results[0], WriteRejected) and results[1] == [None]
+    assert isinstance(results[0], WriteRejected) and [list(r) for r in results[1]] == [[0]]
     assert await db.fetchval("SELECT value FROM meter_values") == 2.0
 
 
@@ -439,3 +439,21 @@ async def test_the_maintenance_task_folds_on_its_own(writer: Writer, db: Databas
     finally:
         await maintenance.stop()
     assert await db.fetchval("SELECT count FROM meter_rollup_1m") == 2
+
+
+async def test_the_meter_op_reports_the_rows_each_message_stored(
+    writer: Writer, db: Database
+) -> None:
+    """The op's result per message: the positions of its rows it stored. A key repeated in a
+    batch is new in the first message only; a resend of committed rows stores nothing; a
+    resend with one more value stores (and reports) that one."""
+    op = MeterValueRows()
+    a, b, c = (mrow(T0 + timedelta(seconds=s), float(s)) for s in (1, 2, 3))
+    first, again = await asyncio.gather(
+        writer.submit([(op, [a, b])], key="CP-1"), writer.submit([(op, [b, a])], key="CP-1")
+    )
+    assert [list(first[0]), list(again[0])] == [[0, 1], []]
+    [resent] = await writer.submit([(op, [a, b])])
+    [grown] = await writer.submit([(op, [a, c, b])])
+    assert list(resent) == [] and list(grown) == [1]
+    assert await db.fetchval("SELECT count(*) FROM meter_values") == 3

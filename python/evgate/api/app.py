@@ -28,6 +28,7 @@ from evgate.api.metrics import metrics
 from evgate.api.openapi import document_problems
 from evgate.api.problems import exception_handlers
 from evgate.api.security import OPEN_PATHS, make_auth_middleware, scope_guard
+from evgate.api.tokens import TokenController
 
 __all__ = ["create_api"]
 
@@ -56,6 +57,7 @@ def create_api(
             ChargerController,
             CommandController,
             InstallationController,
+            TokenController,
             *route_handlers,
         ],
         guards=[scope_guard],
@@ -84,7 +86,9 @@ def create_api(
             security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
         ),
     )
-    auth = DefineMiddleware(make_auth_middleware(ctx.tokens.scope_of), exclude=OPEN_PATHS)
+    auth = DefineMiddleware(
+        make_auth_middleware(ctx.tokens.scope_of, ctx.bootstrap_digest), exclude=OPEN_PATHS
+    )
     app = Litestar(
         route_handlers=[secured, docs_assets, metrics, *open_route_handlers],
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},

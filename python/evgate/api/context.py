@@ -24,6 +24,8 @@ class ApiContext:
     chargers: ChargerStore
     registry: ChargerRegistry
     tokens: TokenStore
+    # The digest of this process's EVGATE_BOOTSTRAP_TOKEN (checked in memory), None if unset.
+    bootstrap_digest: bytes | None = None
     # The charger gateway (live connections, commands); None in an API run without one.
     gateway: ChargerLink | None = None
     # The process's metrics, served on /metrics.

@@ -20,13 +20,22 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-from evgate.storage.errors import AlreadyExists, BadReference, InUse, NotFound, ValueRefused
+from evgate.storage.errors import (
+    AlreadyExists,
+    BadReference,
+    DatabaseUnavailable,
+    InUse,
+    NotFound,
+    ValueRefused,
+)
 
 __all__ = ["PROBLEM_JSON", "ApiError", "Conflict", "Unprocessable", "exception_handlers"]
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+#: Seconds a client is asked to wait (``Retry-After``) while the database is unavailable.
+RETRY_AFTER_UNAVAILABLE = 5
 
 _TITLES = {
     400: "Bad Request",
@@ -76,9 +85,8 @@ def problem(
         "detail": detail,
         **extra,
     }
-    headers = dict(headers or {})
     if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="evgate"'
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="evgate"'}
     return Response(
         msgspec.json.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
     )
@@ -132,6 +140,16 @@ def _bad_reference(_: Request[Any, Any, Any], exc: BadReference) -> Response[byt
 _REQUEST_VALUES = {"22021", "22P05", "22001", "22003", "22008"}
 
 
+def _unavailable(request: Request[Any, Any, Any], exc: DatabaseUnavailable) -> Response[bytes]:
+    # An outage is logged once by the components that see it go and come back, not per request.
+    log.debug("%s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        503,
+        "the database is unavailable; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+    )
+
+
 def _unstorable(request: Request[Any, Any, Any], exc: ValueRefused) -> Response[bytes]:
     if exc.sqlstate not in _REQUEST_VALUES:
         return _internal(request, exc)
@@ -157,5 +175,6 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     InUse: _in_use,
     BadReference: _bad_reference,
     ValueRefused: _unstorable,
+    DatabaseUnavailable: _unavailable,
     Exception: _internal,
 }

@@ -1,12 +1,15 @@
 """api room: bearer-token authentication and scopes.
 
 Every API route needs ``Authorization: Bearer <token>``; the token's SHA-256 digest is looked
-up (tokens are stored as digests only). Scope ``read`` may use safe methods; ``admin`` may do
-everything. The OpenAPI document, the interactive docs and ``/metrics`` are open.
+up (tokens are stored as digests only). The bootstrap token (``EVGATE_BOOTSTRAP_TOKEN``) is no
+row: each process compares it with the digest of its own setting, so it is valid exactly where
+it is configured, and no other process can revoke it. Scope ``read`` may use safe methods;
+``admin`` may do everything. The OpenAPI document, the interactive docs and ``/metrics`` are open.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +25,14 @@ from litestar.middleware.authentication import (
 
 from evgate.auth.credentials import digest
 
-__all__ = ["OPEN_PATHS", "Principal", "TokenLookup", "make_auth_middleware", "scope_guard"]
+__all__ = [
+    "OPEN_PATHS",
+    "Principal",
+    "TokenLookup",
+    "admin_guard",
+    "make_auth_middleware",
+    "scope_guard",
+]
 
 OPEN_PATHS = ["^/api/docs", "^/api/openapi", "^/metrics", "^/api/schema"]
 
@@ -30,14 +40,25 @@ TokenLookup = Callable[[bytes], Awaitable[tuple[int, str] | None]]
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """Who made an API request: the token's id and scope."""
+    """Who made an API request: the token's id (None for the bootstrap token) and scope."""
 
-    token_id: int
+    token_id: int | None
     scope: str
 
 
-def make_auth_middleware(lookup: TokenLookup) -> type[AbstractAuthenticationMiddleware]:
-    """Build the middleware class that resolves bearer tokens with ``lookup(digest)``."""
+_BOOTSTRAP = Principal(token_id=None, scope="admin")
+
+
+def make_auth_middleware(
+    lookup: TokenLookup, bootstrap_digest: bytes | None = None
+) -> type[AbstractAuthenticationMiddleware]:
+    """Build the middleware class that resolves bearer tokens with ``lookup(digest)``.
+
+    Args:
+        lookup: the stored tokens' (id, scope) by digest, or None.
+        bootstrap_digest: the digest of this process's ``EVGATE_BOOTSTRAP_TOKEN`` (an admin
+            token checked in memory, before any lookup), or None when it is unset.
+    """
 
     class BearerAuth(AbstractAuthenticationMiddleware):
         async def authenticate_request(
@@ -47,7 +68,10 @@ def make_auth_middleware(lookup: TokenLookup) -> type[AbstractAuthenticationMidd
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise NotAuthorizedException("missing bearer token (Authorization: Bearer ...)")
-            found = await lookup(digest(token.strip()))
+            presented = digest(token.strip())
+            if bootstrap_digest is not None and hmac.compare_digest(presented, bootstrap_digest):
+                return AuthenticationResult(user=_BOOTSTRAP, auth=None)
+            found = await lookup(presented)
             if found is None:
                 raise NotAuthorizedException("unknown or revoked API token")
             return AuthenticationResult(user=Principal(*found), auth=None)
@@ -58,14 +82,25 @@ def make_auth_middleware(lookup: TokenLookup) -> type[AbstractAuthenticationMidd
 _SAFE = {"GET", "HEAD", "OPTIONS"}
 
 
-def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Let ``read`` tokens use safe methods only; ``admin`` tokens may do everything."""
+def _principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     principal = connection.scope.get("user")
     if not isinstance(principal, Principal):
         raise NotAuthorizedException("missing bearer token")
+    return principal
+
+
+def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let ``read`` tokens use safe methods only; ``admin`` tokens may do everything."""
+    principal = _principal(connection)
     if (
         principal.scope != "admin"
         and isinstance(connection, Request)
         and (connection.method not in _SAFE)
     ):
+        raise PermissionDeniedException("this token's scope is 'read'; 'admin' is needed")
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let only ``admin`` tokens in, whatever the method (routes that manage tokens)."""
+    if _principal(connection).scope != "admin":
         raise PermissionDeniedException("this token's scope is 'read'; 'admin' is needed")

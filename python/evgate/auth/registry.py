@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from evgate.auth.credentials import digest, new_api_token, new_charger_secret
 from evgate.storage.chargers import Charger, ChargerStore
-from evgate.storage.tokens import BOOTSTRAP, Scope, TokenStore
+from evgate.storage.tokens import BOOTSTRAP, ApiToken, Scope, TokenStore
 
-__all__ = ["ChargerRegistry", "create_token"]
+__all__ = ["ChargerRegistry", "create_token", "issue_token"]
 
 
 class ChargerRegistry:
@@ -48,14 +48,19 @@ class ChargerRegistry:
         return secret
 
 
-async def create_token(tokens: TokenStore, name: str, scope: Scope) -> str:
-    """Create an API token; returns it (shown once, stored as a digest).
+async def issue_token(tokens: TokenStore, name: str, scope: Scope) -> tuple[ApiToken, str]:
+    """Create an API token; returns its row and the token, which exists nowhere else (it is
+    stored as a digest).
 
     Raises:
-        ValueError: ``name`` is the bootstrap token's (reserved: it is replaced at start).
+        ValueError: ``name`` is the bootstrap token's (reserved for ``EVGATE_BOOTSTRAP_TOKEN``).
     """
     if name == BOOTSTRAP:
         raise ValueError(f"the token name {BOOTSTRAP!r} is reserved for EVGATE_BOOTSTRAP_TOKEN")
     token = new_api_token()
-    await tokens.create(name, scope, digest(token))
-    return token
+    return await tokens.create(name, scope, digest(token)), token
+
+
+async def create_token(tokens: TokenStore, name: str, scope: Scope) -> str:
+    """Create an API token and return it (see :func:`issue_token`)."""
+    return (await issue_token(tokens, name, scope))[1]

@@ -11,7 +11,10 @@ Each evgate process (a worker, on some node) is an *instance* with a lease in th
   claims its own connection again and closes it when that claim loses: of two racing
   connections the newer one wins, even when a notification arrives late.
 * **Leases.** The instance's lease is renewed every third of its length; a process killed
-  without a goodbye loses its chargers once the lease runs out (any live process reaps it).
+  without a goodbye loses its chargers once the lease runs out (any live process reaps it,
+  and sets those that did not reconnect elsewhere ``temporarily unavailable``). A process
+  whose lease ran out while it lived (a long pause, a database outage) registers again,
+  claims its chargers again and sets them ``available`` again.
 * **Routing.** :meth:`call` runs a command here when the charger is here, and otherwise hands
   it to the holder through ``remote_calls`` + NOTIFY, and waits for the outcome the same way.
   The API answers the same either way: 409 when nobody holds the charger, 504 on timeout.
@@ -27,6 +30,7 @@ import contextlib
 import logging
 import os
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -148,6 +152,9 @@ class Cluster:
         self.lease = lease
         self.call_timeout = call_timeout
         self._dirty: set[str] = set()
+        # Chargers held while this process's lease had run out: a reaper may have set them
+        # temporarily unavailable; once claimed again they are set available again.
+        self._rejoined: set[str] = set()
         self._wake = asyncio.Event()
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -218,6 +225,10 @@ class Cluster:
             try:
                 lost = await self.store.claim(self.instance, claims)
                 await self.store.release(self.instance, releases)
+                if self._rejoined:
+                    back = [c.charger_id for c in claims if c.charger_id in self._rejoined]
+                    await self.store.restore(self.instance, back, datetime.now(UTC))
+                    self._rejoined.difference_update(batch)
             except Exception:
                 # The database is away: try the same chargers again shortly.
                 log.exception("updating charger ownership failed; retrying")
@@ -239,9 +250,18 @@ class Cluster:
                     await self.store.register(
                         self.instance, self.node_id, self.worker_index, os.getpid(), self.lease
                     )
-                    self._dirty |= {c.charger_id for c in self.gateway.connections()}
+                    held = {c.charger_id for c in self.gateway.connections()}
+                    self._rejoined |= held
+                    self._dirty |= held
                     self._wake.set()
-                await self.store.reap(grace=self.lease)
+                reaped = await self.store.reap(grace=self.lease)
+                if reaped.instances:
+                    log.warning(
+                        "reaped %s (lease expired); %d of their chargers set temporarily"
+                        " unavailable",
+                        ", ".join(reaped.instances),
+                        len(reaped.unavailable),
+                    )
             except Exception:
                 log.exception("renewing the lease of %s failed", self.instance)
 

@@ -6,12 +6,19 @@ A :class:`ChargerConnection` turns frames into OCPP messages and back:
   single frame). Each whole message is copied out of picows's borrowed buffer once, then
   decoded by the protocol core.
 * CALLs from the charger are answered strictly in arrival order by one worker task that
-  exists only while there is work (an idle charger costs no task). A CALL over the
-  charger's message rate is answered ``GenericError``; an unreadable frame or an unexpected
-  reply over the rate is dropped without an answer or a log line (a flood of junk costs
-  little); a CALL that finds the inbox full (handlers stalled, say the database is down) is
-  dropped unanswered, so the charger retries it later, as OCPP chargers do with
-  unacknowledged messages.
+  exists only while there is work (an idle charger costs no task). A CALL that finds the
+  inbox full (handlers stalled, say the database is down) is dropped unanswered, so the
+  charger retries it later, as OCPP chargers do with unacknowledged messages; so is a CALL
+  whose handler failed because a dependency is away (the gateway's ``unavailable``).
+* The charger's message rate (a token bucket: ``message_rate`` a second, ``message_burst``
+  at once) paces a charger that keeps OCPP-J's rule of one outstanding CALL: a CALL over the
+  rate with none of its others unanswered is handled once the bucket has refilled for it
+  (at most ``1 / message_rate`` seconds later), and the charger's reads are paused until
+  then, so it is slowed, never refused (a charger replaying its offline backlog gets all of
+  it acknowledged). Refusals are kept for what breaks the protocol: a CALL over the rate sent
+  while another is unanswered is answered ``GenericError``; an unreadable frame or an
+  unexpected reply over the rate is dropped without an answer or a log line (a flood of junk
+  costs little).
 * CALLs to the charger (:meth:`call`) go one at a time (OCPP allows one outstanding CALL per
   direction); later ones wait in FIFO order, up to ``MAX_QUEUED_CALLS``.
 * Writing is bounded: above the write-buffer high-water mark the charger's reads are paused,
@@ -73,11 +80,13 @@ class ChargerConnection(WSListener):
         "_close_timer",
         "_fragments",
         "_inbox",
+        "_pacing",
         "_pending",
         "_queued_calls",
         "_stamp",
         "_tokens",
         "_worker",
+        "_writes_paused",
         "auth_digest",
         "close_code",
         "close_reason",
@@ -128,6 +137,9 @@ class ChargerConnection(WSListener):
         self._close_timer: asyncio.TimerHandle | None = None
         self._tokens = float(gateway.settings.message_burst)
         self._stamp = time.monotonic()
+        # Why reads are paused: the charger does not read us, or one of its CALLs is paced.
+        self._writes_paused = False
+        self._pacing = False
 
     @property
     def charger_id(self) -> str:
@@ -209,12 +221,22 @@ class ChargerConnection(WSListener):
 
     def pause_writing(self) -> None:
         # The charger is not reading what we send: stop reading what it sends until it does.
-        if self.transport is not None:
-            self.transport.underlying_transport.pause_reading()
+        self._writes_paused = True
+        self._reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.underlying_transport.resume_reading()
+        self._writes_paused = False
+        self._reading()
+
+    def _reading(self) -> None:
+        """Read from the charger unless it does not read us or one of its CALLs is paced."""
+        transport = self.transport
+        if transport is None or transport.is_disconnected:
+            return
+        if self._writes_paused or self._pacing:
+            transport.underlying_transport.pause_reading()
+        else:
+            transport.underlying_transport.resume_reading()
 
     # Closing
 
@@ -276,12 +298,26 @@ class ChargerConnection(WSListener):
         gateway.m_frames_in.inc(action if action in gateway.known_actions else "(unknown)")
         if self.draining:
             return  # shutting down: unanswered, the charger sends it again to the next process
-        if not self._take_token():
+        delay = self._pace()
+        if delay is None:
             gateway.m_refused.inc("rate")
             self._refuse(
-                GenericError("message rate limit exceeded", unique_id=call.unique_id), action
+                GenericError(
+                    "message rate limit exceeded (a CALL sent before the previous was answered)",
+                    unique_id=call.unique_id,
+                ),
+                action,
             )
-            return
+        elif delay:
+            gateway.m_paced.inc()
+            self._worker = asyncio.get_running_loop().create_task(self._paced(call, delay))
+        else:
+            self._accept(call)
+
+    def _accept(self, call: frames.Call) -> None:
+        """Decode ``call`` and queue it for its handler (or refuse it at once)."""
+        gateway = self.gateway
+        action = call.action
         try:
             request, violations = frames.decode_request(call, lenient=self.context.lenient)
         except OcppError as exc:
@@ -305,6 +341,37 @@ class ChargerConnection(WSListener):
         inbox.append((call.unique_id, action, handler, request))
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    def _pace(self) -> float | None:
+        """Take a token for a CALL. Returns 0.0 when there was one; when there was none and no
+        other CALL of the charger is unanswered, the delay after which the bucket will have
+        refilled for this one (taken now, on credit: the charger's next CALL finds the bucket
+        empty again, which is the pace); None for a CALL over the rate while another is
+        unanswered (OCPP-J allows one at a time)."""
+        if self._take_token():
+            return 0.0
+        if self._worker is not None:
+            return None
+        self._tokens -= 1.0  # was below 1.0, so now in [-1, 0): at most 1 / rate to wait
+        return -self._tokens / self.gateway.settings.message_rate
+
+    async def _paced(self, call: frames.Call, delay: float) -> None:
+        """Handle ``call`` after ``delay`` seconds, reading nothing more of the charger
+        meanwhile (what it floods us with waits in the kernel and then its TCP window, not in
+        evgate); this task is the connection's worker, so the CALL counts as unanswered."""
+        try:
+            self._pacing = True
+            self._reading()
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._pacing = False
+                self._reading()
+            if not (self.draining or self.closed):  # else unanswered: the charger resends it
+                self._accept(call)
+            await self._work()
+        finally:
+            self._worker = None
 
     def _take_token(self) -> bool:
         settings = self.gateway.settings
@@ -342,6 +409,11 @@ class ChargerConnection(WSListener):
                     self.gateway.m_callerrors_sent.inc(exc.code.value)
                     data = frames.error_frame_for(exc, unique_id)
                 except Exception as exc:
+                    if self.gateway.unavailable(exc):
+                        # An outage looks like one: no answer, the charger resends the CALL
+                        # (the dependency's own log says it is away; no line per CALL).
+                        self.gateway.m_refused.inc("unavailable")
+                        continue
                     log.exception("%s: the %s handler failed", self.charger_id, action)
                     self.gateway.m_callerrors_sent.inc("InternalError")
                     data = frames.error_frame_for(exc, unique_id)

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import resource
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -39,10 +40,9 @@ from picows import (
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
 )
-from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in the stubs
 
 from evgate.auth.credentials import digest
-from evgate.config import ConfigError, Settings
+from evgate.config import ConfigError, Settings, parse_networks
 from evgate.gateway.connection import ChargerConnection
 from evgate.gateway.interface import (
     REPLACED,
@@ -51,6 +51,8 @@ from evgate.gateway.interface import (
     ConnectionObserver,
     InvalidCommand,
 )
+from evgate.gateway.listener import ChargerPort, ChargerProtocol
+from evgate.gateway.proxy_header import SourceAddress
 from evgate.gateway.upgrade import SUBPROTOCOL, FailureLimiter, Refuse, decide, offers_ocpp16
 from evgate.handlers import Routes
 from evgate.metrics import Registry
@@ -83,7 +85,18 @@ _RELOAD_ALL_ABOVE = 64
 # picows reads into a buffer that starts this small and grows only for big messages: an idle
 # connection's share of memory is mostly this buffer.
 _READ_BUFFER = 2048
+# Each stage before a charger's upgrade — a load balancer's PROXY header, the TLS handshake,
+# the HTTP upgrade request — must be over in this long: a silent connection costs 5 s.
 _HANDSHAKE_TIMEOUT = 5.0
+_FD_SHARE = 0.9  # of the process's file descriptors, the charger port's default cap
+
+
+def default_connection_cap() -> int:
+    """The charger port's cap when none is set: 90 % of the file-descriptor limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(1, int(soft * _FD_SHARE))
 
 
 def _certificate_cn(ssl_object: Any) -> str | None:
@@ -156,9 +169,13 @@ class Gateway:
         *,
         save_authorization_key: KeySaver | None = None,
         metrics: Registry | None = None,
+        unavailable: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.routes = routes
+        # Whether a handler's exception says a dependency is away (the database), so that its
+        # CALL is left unanswered, as an outage must look (the charger resends it).
+        self.unavailable = unavailable or (lambda _exc: False)
         self.known_actions = frozenset(ACTIONS)
         self._load = load_credentials
         self._save_key = save_authorization_key
@@ -208,11 +225,24 @@ class Gateway:
         )
         self.m_refused = metrics.counter(
             "evgate_messages_refused_total",
-            "CALLs not handled: over the rate limit (answered) or inbox full (dropped)",
+            "CALLs not handled: over the rate limit (answered), inbox full or a dependency"
+            " unavailable (left unanswered)",
             ("reason",),
+        )
+        self.m_paced = metrics.counter(
+            "evgate_messages_paced_total",
+            "CALLs over the rate limit handled late (the charger waited for each answer)",
         )
         self.m_closed = metrics.counter(
             "evgate_connections_closed_total", "Charger connections closed", ("code",)
+        )
+        self._port = ChargerPort(
+            self._protocol,
+            tls=None,  # known at start()
+            trusted=parse_networks(settings.proxy_protocol_trusted),
+            limit=settings.max_charger_connections or default_connection_cap(),
+            handshake_timeout=_HANDSHAKE_TIMEOUT,
+            metrics=metrics,
         )
 
     # Life cycle
@@ -226,7 +256,9 @@ class Gateway:
         if self._dirty or self._reload_all:
             self._kick_refresher()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, sock=sock, ssl=self._ssl)
+        # No ssl= here: the port starts TLS itself, after a load balancer's PROXY header.
+        self._port.tls = self._ssl
+        self._server = await loop.create_server(self._port, sock=sock)
         self.port = sock.getsockname()[1]
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -294,17 +326,18 @@ class Gateway:
 
     # Upgrades
 
-    def _protocol(self) -> WSProtocol:
+    def _protocol(self, source: SourceAddress | None) -> ChargerProtocol:
         """A picows protocol whose upgrade callback can see its own transport (the peer
-        address and TLS state that ``ws_create_server``'s factory is not given)."""
-        protocol: WSProtocol | None = None
+        address and TLS state that ``ws_create_server``'s factory is not given) and the
+        client's address a load balancer's PROXY header named (``source``), if any."""
+        protocol: ChargerProtocol | None = None
 
         def upgrade(request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
             assert protocol is not None
-            return self._upgrade(request, protocol.transport)
+            return self._upgrade(request, protocol.transport, source)
 
         s = self.settings
-        protocol = WSProtocol(
+        protocol = ChargerProtocol(
             None,  # host and port: client side only
             None,  # path: client side only
             False,  # is_client_side
@@ -324,10 +357,10 @@ class Gateway:
         return protocol
 
     def _upgrade(
-        self, request: WSUpgradeRequest, transport: WSTransport
+        self, request: WSUpgradeRequest, transport: WSTransport, source: SourceAddress | None
     ) -> WSUpgradeResponseWithListener:
         underlying = transport.underlying_transport
-        ip, remote = _address(underlying.get_extra_info("peername"))
+        ip, remote = _address(source or underlying.get_extra_info("peername"))
         ssl_object = underlying.get_extra_info("ssl_object")
         if self._stopping:
             decision: Any = Refuse(503, "stopping", "evgate is shutting down", False)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -78,15 +79,26 @@ class Refuse(NamedTuple):
 class FailureLimiter:
     """Failed upgrades per source address in fixed one-minute windows.
 
-    Memory is bounded by the addresses that failed within the current window: the table is
-    dropped whole when the window rolls over.
+    Memory is bounded twice: the table is dropped whole when the window rolls over, and it
+    holds at most ``max_addresses`` addresses (an attacker with many source addresses cannot
+    grow it): past that, the address that failed least recently is forgotten, so one that
+    keeps failing keeps its count.
     """
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = 65_536,
+    ) -> None:
         self.per_minute = per_minute
+        self.max_addresses = max_addresses
         self._clock = clock
         self._window_start = clock()
-        self._failures: dict[str, int] = {}
+        self._failures: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures)
 
     def _roll(self) -> float:
         now = self._clock()
@@ -104,7 +116,9 @@ class FailureLimiter:
 
     def failed(self, address: str) -> None:
         self._roll()
-        self._failures[address] = self._failures.get(address, 0) + 1
+        self._failures[address] = self._failures.pop(address, 0) + 1  # now the most recent
+        if len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)
 
 
 def parse_target(path: str) -> tuple[str, str | None] | None:

@@ -10,7 +10,9 @@ The contract between the gateway and the handlers (both sides keep to it):
   one submission per message: the state rows and the outbox rows describing them
   (``HandlerServices.emit``).
 * A handler raises :class:`evgate.protocol.errors.OcppError` subclasses for a CALLERROR it means
-  to send; any other exception becomes ``InternalError`` with nothing internal leaked.
+  to send; an exception that says the database is away (``storage.writer.is_outage``, wired
+  in by ``app.py``) leaves the CALL unanswered, so the charger resends it; any other
+  exception becomes ``InternalError`` with nothing internal leaked.
 * The routing table is a plain ``dict[str, Handler]`` built once at start (``build_routes``);
   an action without an entry answers ``NotImplemented``.
 """

@@ -17,25 +17,30 @@ MeterValues is answered after the rows commit, with or without a transaction (a 
 id evgate does not know is stored as sent: the charger may know better). One inside an open
 transaction of the charger emits SessionMeterValuesNotification (the values the catalog names)
 and SessionUpdateNotification (energy, power and state of charge so far), in the same
-transaction as the rows. A resent MeterValues emits them again (the meter op does not say
-which values were new): receivers see the same values twice.
+transaction as the rows, built from the values that transaction stored (the meter op says
+which rows were new): a resent MeterValues whose values are all stored emits nothing, and one
+that adds values to what was stored emits SessionMeterValuesNotification with the new values
+only (and the update). Nothing a receiver was told is told again.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
+import msgspec
 from msgspec import UNSET
 
 from evgate.events.builders import session_meter_values, with_readings
 from evgate.handlers import ChargerContext, Routes
 from evgate.handlers.services import INT32_MAX, HandlerServices, check_range, events
 from evgate.protocol.v16 import MeterValue, MeterValuesRequest, MeterValuesResponse
-from evgate.storage.meter_values import MeterRow, MeterValueRows
+from evgate.storage.meter_values import MeterRow, MeterValueRows, NewRows
+from evgate.storage.writer import Write
 
-__all__ = ["METER_VALUES", "meter_rows", "normalise", "routes"]
+__all__ = ["METER_VALUES", "meter_rows", "normalise", "routes", "stored_values"]
 
 #: The writer op every handler stores meter values with.
 METER_VALUES = MeterValueRows()
@@ -116,6 +121,23 @@ def meter_rows(
     return rows
 
 
+def stored_values(meter_values: Sequence[MeterValue], new: NewRows) -> list[MeterValue]:
+    """The part of ``meter_values`` that the rows at positions ``new`` hold (rows made by
+    :func:`meter_rows`, one per sampled value, in order): each MeterValue with only those of
+    its sampled values, and none left without any."""
+    if len(new) == sum(len(mv.sampled_value) for mv in meter_values):
+        return list(meter_values)
+    wanted = set(new)
+    kept: list[MeterValue] = []
+    position = 0
+    for mv in meter_values:
+        values = [sv for j, sv in enumerate(mv.sampled_value) if position + j in wanted]
+        position += len(mv.sampled_value)
+        if values:
+            kept.append(msgspec.structs.replace(mv, sampled_value=values))
+    return kept
+
+
 def transaction_id_or_none(transaction_id: int | object) -> int | None:
     """A charger's transaction id as stored: None when absent or outside what evgate issues
     (1..2^31-1), which can only be a transaction evgate does not know."""
@@ -135,11 +157,16 @@ def routes(services: HandlerServices) -> Routes:
         if transaction_id is not None:
             tx = await services.open_transaction(ctx, transaction_id)
         if tx is None:
-            await services.writer.submit([(METER_VALUES, rows)], key=ctx.charger_id)
+            await services.emit(ctx.charger_id, [(METER_VALUES, rows)], ())
             return MeterValuesResponse()
         tx = with_readings(tx, request.meter_value)
-        entries = session_meter_values(ctx.charger, tx, request.meter_value, services.clock())
-        await services.emit(ctx.charger_id, [], events(entries), beside=[(METER_VALUES, rows)])
+        charger, now, sent = ctx.charger, services.clock(), request.meter_value
+
+        def described(results: list[Any]) -> list[Write]:
+            new = stored_values(sent, results[0])
+            return events(session_meter_values(charger, tx, new, now)) if new else []
+
+        await services.emit(ctx.charger_id, [(METER_VALUES, rows)], described)
         services.remember_transaction(ctx, tx.transaction_id, tx)
         return MeterValuesResponse()
 

@@ -119,7 +119,6 @@ class HandlerServices:
         charger_id: str,
         writes: Sequence[Write],
         then: Sequence[Write] | Callable[[list[Any]], Sequence[Write]],
-        beside: Sequence[Write] = (),
     ) -> list[Any]:
         """Write state and the events describing it in one submission (one transaction), and
         return the ``writes``' results once it committed.
@@ -127,15 +126,13 @@ class HandlerServices:
         Args:
             charger_id: whose writes these are (their writer lane: in order with the rest of
                 the charger's).
-            writes: the state writes whose results the events depend on.
+            writes: the state writes (the ones whose results the events depend on, and the
+                others of the same transaction: every meter value goes through here, so that
+                EMIT merges a batch's meter rows into one COPY whatever events they have).
             then: the follow-up writes (:func:`events`, a CDR), or a pure function of the
                 ``writes``' results that makes them (see ``storage.events.Emission``).
-            beside: writes of the same transaction that no event depends on (meter values),
-                kept out of the Emission so that the writer merges them with everyone's.
         """
-        results = await self.writer.submit(
-            [*beside, (EMIT, Emission(writes, then))], key=charger_id
-        )
+        results = await self.writer.submit([(EMIT, Emission(writes, then))], key=charger_id)
         return list(results[-1])
 
     async def open_transaction(

@@ -148,21 +148,22 @@ def routes(services: HandlerServices) -> Routes:
             reason = None if request.reason is UNSET else request.reason.value
             stop = (transaction_id, ctx.charger_id, meter_stop, request.timestamp, reason, id_tag)
             writes.append((TRANSACTION_STOPS, stop))
-        beside: list[Write] = []
         if request.transaction_data is not UNSET:
+            # After the stop, so that results[0] is the stop's. The events are the stop's:
+            # these values come with it, not as MeterValues of a running session.
             rows = meter_rows(ctx.charger_id, None, transaction_id, request.transaction_data)
-            beside.append((METER_VALUES, rows))
+            writes.append((METER_VALUES, rows))
         charger, now = ctx.charger, services.clock()
 
         def described(results: list[Any]) -> list[Write]:
-            closed: ClosedTransaction | None = results[0] if results else None
+            closed: ClosedTransaction | None = results[0] if transaction_id is not None else None
             if closed is None:
                 return []
             cdr, entries = session_stopped(charger, _stopped(closed), now)
             return [(CDRS, cdr_row(cdr)), *events(entries)]
 
-        results = await services.emit(ctx.charger_id, writes, described, beside)
-        closed = results[0] if results else None
+        results = await services.emit(ctx.charger_id, writes, described)
+        closed = results[0] if transaction_id is not None else None
         response = StopTransactionResponse()
         if id_tag is not None:
             # Who started it: the stop's own result, else (a resend, or a transaction this

@@ -6,6 +6,10 @@ One channel, ``evgate_cluster``, carries three kinds of notification, each a lin
   process holding one of them closes its connection (the charger moved);
 * ``call <target> <id>`` — remote call ``id`` waits for ``target`` to run it;
 * ``reply <origin> <id>`` — remote call ``id`` has its outcome, for ``origin``.
+
+A process killed without a goodbye emits no disconnects: :meth:`ClusterStore.reap` sets the
+network status of the chargers it still owned, with their events, in the reaping transaction
+(so two reapers cannot both emit them, and a crash of the reaper loses none).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
+from evgate.storage.events import insert_outbox
 
-__all__ = ["CLUSTER_CHANNEL", "ClusterStore", "Holder", "OwnerClaim"]
+__all__ = ["CLUSTER_CHANNEL", "ClusterStore", "Holder", "OwnerClaim", "Reaped"]
 
 CLUSTER_CHANNEL = "evgate_cluster"
 _NOTIFY_BYTES = 7000  # under PostgreSQL's 8000-byte NOTIFY payload limit
@@ -37,6 +42,46 @@ class Holder(OwnerClaim, frozen=True):
     """Where a charger is connected: an owner row whose instance's lease is live."""
 
     instance: str
+
+
+class Reaped(msgspec.Struct, frozen=True):
+    """What a reap removed: the expired instances, and the chargers they held that were set
+    ``temporarily unavailable`` (each with its NetworkStatusNotification)."""
+
+    instances: list[str]
+    unavailable: list[str]
+
+
+# Set chargers' network status, as NETWORK_STATUS does (an older change never overwrites a
+# newer one), but only from ``$3``: a charger already in the target status emits nothing.
+_SET_NETWORK = """
+UPDATE chargers c SET network_status = $4, network_status_at = u.at
+FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)
+WHERE c.id = u.id AND c.network_status = $3
+  AND (c.network_status_at IS NULL OR c.network_status_at <= u.at)
+RETURNING c.id, c.number, u.at
+"""
+
+
+async def _set_network_status(
+    conn: asyncpg.Connection, changes: Sequence[tuple[str, datetime]], connected: bool
+) -> list[str]:
+    """Set these chargers (id, as of) available or temporarily unavailable, with their
+    events, inside the caller's transaction. Returns the chargers whose status changed."""
+    from evgate.events.builders import ChargerRef, network_status  # events builds, we store
+
+    if not changes:
+        return []
+    down, up = "temporarily unavailable", "available"
+    before, after = (down, up) if connected else (up, down)
+    changes = sorted(changes)  # one lock order with any other multi-charger update
+    rows = await conn.fetch(
+        _SET_NETWORK, [c for c, _ in changes], [at for _, at in changes], before, after
+    )
+    await insert_outbox(
+        conn, [network_status(ChargerRef(r["id"], r["number"]), connected, r["at"]) for r in rows]
+    )
+    return [r["id"] for r in rows]
 
 
 def _chunks(prefix: str, words: Iterable[str]) -> list[str]:
@@ -75,10 +120,10 @@ class ClusterStore:
 
     async def renew(self, instance: str, lease: float) -> bool:
         """Extend the lease; False when the instance row is gone (it was expired and reaped:
-        this process must claim its chargers again)."""
+        this process must claim its chargers again, and :meth:`restore` their status)."""
         status = await self.db.execute(
-            "UPDATE cluster_instances SET lease_until = now() + make_interval(secs => $2)"
-            " WHERE instance = $1",
+            "UPDATE cluster_instances SET lease_until = now() + make_interval(secs => $2),"
+            " renewed_at = now() WHERE instance = $1",
             instance,
             lease,
         )
@@ -88,19 +133,62 @@ class ClusterStore:
         """A clean goodbye: the instance and every charger it held go at once."""
         await self.db.execute("DELETE FROM cluster_instances WHERE instance = $1", instance)
 
-    async def reap(self, grace: float) -> int:
+    async def reap(self, grace: float) -> Reaped:
         """Remove instances whose lease ran out ``grace`` seconds ago (their owner rows go
-        too) and remote calls nobody will read. Returns the number of instances removed."""
+        too) and remote calls nobody will read.
+
+        The chargers an expired instance still owned (a charger that reconnected elsewhere
+        has been claimed by its new holder and is not among them) are set ``temporarily
+        unavailable``, with their events, in the same transaction. Their time is the last
+        moment they were known connected: the instance's last renewal, or their connect if
+        later, so that a newer connection's ``available`` (written before or after) stands.
+        """
         async with self.db.pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                "DELETE FROM cluster_instances"
-                " WHERE lease_until < now() - make_interval(secs => $1)",
+            # SKIP LOCKED: of two processes reaping at once, each instance goes to one.
+            expired = await conn.fetch(
+                "SELECT instance FROM cluster_instances"
+                " WHERE lease_until < now() - make_interval(secs => $1)"
+                " FOR UPDATE SKIP LOCKED",
                 grace,
             )
+            instances = [r["instance"] for r in expired]
+            unavailable: list[str] = []
+            if instances:
+                # FOR UPDATE: a concurrent claim of one of these chargers by its new holder
+                # either commits first (the row no longer names the instance: skipped) or
+                # waits for this transaction (and then finds no owner row to displace).
+                owned = await conn.fetch(
+                    "SELECT o.charger_id, greatest(o.connected_at, i.renewed_at) AS at"
+                    " FROM charger_owners o JOIN cluster_instances i USING (instance)"
+                    " WHERE o.instance = ANY($1::text[]) ORDER BY o.charger_id FOR UPDATE OF o",
+                    instances,
+                )
+                unavailable = await _set_network_status(
+                    conn, [(r["charger_id"], r["at"]) for r in owned], connected=False
+                )
+                await conn.execute(
+                    "DELETE FROM cluster_instances WHERE instance = ANY($1::text[])", instances
+                )
             await conn.execute(
                 "DELETE FROM remote_calls WHERE created_at < now() - interval '10 minutes'"
             )
-        return int(status.split()[-1])
+        return Reaped(instances, unavailable)
+
+    async def restore(self, instance: str, charger_ids: Sequence[str], at: datetime) -> list[str]:
+        """Set available again, as of ``at``, the chargers that ``instance`` holds and that
+        were set temporarily unavailable while its lease had run out (it was paused, or cut
+        off from the database, not dead). Call after claiming them again. Returns the
+        chargers whose status changed (each with its event)."""
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            held = await conn.fetch(
+                "SELECT charger_id FROM charger_owners"
+                " WHERE instance = $1 AND charger_id = ANY($2::text[]) FOR UPDATE",
+                instance,
+                list(charger_ids),
+            )
+            return await _set_network_status(
+                conn, [(r["charger_id"], at) for r in held], connected=True
+            )
 
     async def claim(self, instance: str, claims: Sequence[OwnerClaim]) -> list[str]:
         """Make ``instance`` the owner of these chargers, unless an owner has a newer

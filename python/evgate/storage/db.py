@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from importlib import resources
+from types import TracebackType
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext
 
+from evgate.storage.errors import DatabaseUnavailable, is_unavailable
 from evgate.tasks import cancel_and_wait
 
-__all__ = ["Database", "Listener", "apply_migrations", "migration_files"]
+__all__ = ["Database", "Listener", "Pool", "apply_migrations", "migration_files"]
 
 log = logging.getLogger(__name__)
 
@@ -157,17 +160,99 @@ class Listener:
                 await conn.close(timeout=2)
 
 
+def _typed(exc: BaseException) -> BaseException:
+    """``exc``, or a DatabaseUnavailable caused by it when it says the database is away."""
+    if isinstance(exc, DatabaseUnavailable) or not is_unavailable(exc):
+        return exc
+    typed = DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__}: {exc})")
+    typed.__cause__ = exc
+    return typed
+
+
+async def _typed_errors(acquiring: Awaitable[asyncpg.Connection]) -> asyncpg.Connection:
+    try:
+        return await acquiring
+    except Exception as exc:
+        typed = _typed(exc)
+        if typed is exc:
+            raise
+        raise typed from exc
+
+
+class _Acquire:
+    """``Pool.acquire()``: asyncpg's acquire context, whose connection failures (in acquiring,
+    or in the block) leave it as :class:`DatabaseUnavailable`."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: PoolAcquireContext) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        return await _typed_errors(self._inner.__aenter__())
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)  # gives the connection back
+        if exc is not None and (typed := _typed(exc)) is not exc:
+            raise typed
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        return _typed_errors(self._inner).__await__()
+
+
+class Pool:
+    """The process's asyncpg pool, as the storage room's queries use it: a connection error
+    (refused, lost, the server shutting down, no connection in time) leaves it as the typed
+    :class:`DatabaseUnavailable`, which the edges map (the API to 503)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.raw = pool
+
+    def acquire(self, *, timeout: float | None = None) -> _Acquire:
+        """``async with pool.acquire() as conn`` (or ``await`` it, then :meth:`release`)."""
+        return _Acquire(self.raw.acquire(timeout=timeout))
+
+    async def release(self, conn: asyncpg.Connection) -> None:
+        await self.raw.release(conn)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.acquire() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self.acquire() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        async with self.acquire() as conn:
+            status: str = await conn.execute(sql, *args)
+            return status
+
+    async def close(self) -> None:
+        await self.raw.close()
+
+
 class Database:
     """The asyncpg pool of one evgate process. ``await open()`` before use, ``close()`` after."""
 
     def __init__(self, dsn: str, pool_size: int = 10) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool | None = None
         self._listeners: list[Listener] = []
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> Pool:
         if self._pool is None:
             raise RuntimeError("Database.open() was not awaited")
         return self._pool
@@ -180,8 +265,10 @@ class Database:
                 await apply_migrations(conn)
             finally:
                 await conn.close()
-        self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self.pool_size, init=_init_connection
+        self._pool = Pool(
+            await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, init=_init_connection
+            )
         )
 
     async def listen(

@@ -5,13 +5,19 @@ on a data folder of ours, listening on 127.0.0.1 only, with password (SCRAM) aut
 generated password kept in the data folder (mode 0600). It is the same PostgreSQL that an
 operator would run: evgate has one code path, asyncpg, whatever the server.
 
-A server left running by a killed evgate is adopted, not restarted, so a restart after SIGKILL
-finds every committed row where it was.
+evgate owns the server in its data folder. The process that holds the folder's lock
+(``postgres.lock``, an ``flock`` the kernel drops when the process dies) is its owner: it adopts a
+server that a killed evgate left running (not restarted, so every committed row is where it was),
+waits for one that is shutting down or starting up, stops it on shutdown whoever started it, and,
+after :meth:`EmbeddedPostgres.open`, starts it again when it dies. Another process on the same
+folder (the CLI beside a running ``evgate serve``) is a guest: it uses the server, never stops it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import importlib.util
 import logging
 import os
@@ -21,7 +27,10 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
+
+from evgate.tasks import cancel_and_wait
 
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
 
@@ -30,6 +39,10 @@ log = logging.getLogger(__name__)
 _SYSTEM_USER = "evgate-pg"  # PostgreSQL refuses to run as root; this user runs it then.
 _DB_USER = "evgate"
 _DB_NAME = "evgate"
+# How long start() waits for a server found shutting down or starting up to settle.
+_SETTLE_TIMEOUT = 60.0
+_WATCH_INTERVAL = 1.0  # seconds between the owner's checks that its server lives
+_RESTART_BACKOFF_MAX = 10.0
 
 
 class EmbeddedPostgresError(Exception):
@@ -64,16 +77,25 @@ def _open_path_for(path: Path) -> None:
 class EmbeddedPostgres:
     """A PostgreSQL server in ``<data_dir>/postgres``.
 
-    Call :meth:`start` (blocking, a few seconds on first use), read :attr:`dsn`, and call
-    :meth:`stop` on shutdown. ``stop`` only stops a server this object started.
+    ``evgate serve`` (one process, or the supervisor of ``--workers N``) calls ``await``
+    :meth:`open` and, on shutdown, :meth:`close`: it owns the server, and keeps it running in
+    between. A short-lived user (the CLI, tests) calls :meth:`start` (blocking, a few seconds on
+    first use) and :meth:`stop`, which stops the server only if this object owns it.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], port: int | None = None) -> None:
         self.root = Path(data_dir).resolve()
         self.pgdata = self.root / "postgres"
         self.port = port
-        self._started_here = False
+        self._lock_fd: int | None = None  # held while this object owns the server
         self._user: str | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._restarting: asyncio.Future[str] | None = None
+
+    @property
+    def owned(self) -> bool:
+        """Whether this object owns the server (holds the data folder's lock)."""
+        return self._lock_fd is not None
 
     @property
     def password_file(self) -> Path:
@@ -171,26 +193,112 @@ class EmbeddedPostgres:
                 "logging_collector = off\n"
             )
 
+    def _take_lock(self) -> bool:
+        """Become the owner unless another live process is; tell whether this object is."""
+        if self._lock_fd is not None:
+            return True
+        # Not inherited by pg_ctl or the server (os.open's descriptors are close-on-exec), so
+        # the lock ends with this process even when the server outlives it.
+        fd = os.open(self.root / "postgres.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        return True
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the last descriptor drops the flock
+            self._lock_fd = None
+
+    def _postmaster(self) -> tuple[int, int | None] | None:
+        """The (pid, port) that ``postmaster.pid`` names, if the file is there."""
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        if not lines or not lines[0].strip().isdigit():
+            return None  # being written
+        port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+        return int(lines[0]), port
+
+    def _alive(self) -> bool:
+        """Whether the server of this data folder runs (a process, not a zombie)."""
+        found = self._postmaster()
+        if found is None:
+            return False
+        try:
+            # /proc: a killed server not yet reaped by its parent (init) still answers kill 0.
+            state = Path(f"/proc/{found[0]}/stat").read_text().rpartition(")")[2].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        except OSError:
+            return True
+        return state not in ("Z", "X")
+
     def _running_port(self) -> int | None:
-        """The port of a server already running on this data folder, if any."""
-        pidfile = self.pgdata / "postmaster.pid"
-        if not pidfile.exists():
+        """The port of a server already running on this data folder, if any; 0 while it runs
+        without its port written in postmaster.pid yet (starting up)."""
+        if not (self.pgdata / "postmaster.pid").exists():
             return None
         status = self._run("pg_ctl", "status", "-D", str(self.pgdata), check=False)
         if status.returncode != 0:
             return None
-        lines = pidfile.read_text().splitlines()
-        return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+        found = self._postmaster()
+        return (found[1] or 0) if found is not None else 0
+
+    def _accepts_connections(self, port: int) -> bool:
+        """pg_isready: False while the server shuts down or starts up (it would refuse a
+        connection with CannotConnectNowError) or does not listen yet."""
+        ready = self._run("pg_isready", "-h", "127.0.0.1", "-p", str(port), "-t", "2", check=False)
+        return ready.returncode == 0
 
     def start(self) -> str:
-        """Initialise the data folder if new, start (or adopt) the server, return its DSN."""
+        """Initialise the data folder if new, start the server or adopt the running one, and
+        return its DSN once it accepts connections.
+
+        This object owns the server if no other live process does (see the module's
+        docstring). A server found shutting down is waited for and then started again; one
+        starting up is waited for (both at most 60 s).
+
+        Raises:
+            EmbeddedPostgresError: the server could not be set up, started, or did not settle.
+        """
         self._prepare_user()
         self._init()
-        running = self._running_port()
-        if running is not None:
-            log.info("adopting the embedded PostgreSQL already running on port %d", running)
-            self.port = running
-            return self.dsn
+        self._take_lock()
+        deadline = time.monotonic() + _SETTLE_TIMEOUT
+        waiting_logged = False
+        while True:
+            running = self._running_port()
+            if running is None:
+                self._start_server()
+                break
+            if running and self._accepts_connections(running):
+                if self.port != running:
+                    log.info("adopting the embedded PostgreSQL already running on port %d", running)
+                self.port = running
+                break
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(
+                    f"the embedded PostgreSQL in {self.pgdata} did not finish shutting down or"
+                    f" starting up within {_SETTLE_TIMEOUT:.0f} s (see {self.root}/postgres.log)"
+                )
+            if not waiting_logged:
+                log.info(
+                    "the embedded PostgreSQL in %s is shutting down or starting up; waiting",
+                    self.pgdata,
+                )
+                waiting_logged = True
+            time.sleep(0.2)
+        self._ensure_database()
+        return self.dsn
+
+    def _start_server(self) -> None:
         if self.port is None:
             self.port = _free_port()
         logfile = self.root / "postgres.log"
@@ -209,9 +317,66 @@ class EmbeddedPostgres:
             "-o",
             f"-p {self.port}",
         )
-        self._started_here = True
-        self._ensure_database()
-        return self.dsn
+
+    async def open(self) -> str:
+        """Start or adopt the server as its owner (on a thread), return its DSN, and keep it
+        running until :meth:`close`: a server found dead is started again on its port.
+
+        Raises:
+            EmbeddedPostgresError: as :meth:`start`, or another live process owns the server.
+        """
+        dsn = await asyncio.to_thread(self.start)
+        if not self.owned:
+            raise EmbeddedPostgresError(
+                f"another evgate process owns the embedded PostgreSQL in {self.pgdata}"
+                f" (its pid is in {self.root / 'postgres.lock'})"
+            )
+        self._watchdog = asyncio.get_running_loop().create_task(
+            self._watch(), name="embedded-postgres-watchdog"
+        )
+        return dsn
+
+    async def close(self, mode: str = "fast") -> None:
+        """Stop watching and stop the server (see :meth:`stop`). Safe to call more than once."""
+        await cancel_and_wait(self._watchdog)
+        self._watchdog = None
+        if self._restarting is not None:
+            # A restart cancelled in its thread still runs: stop the server after it, not
+            # before, or it would come up again behind this stop.
+            with contextlib.suppress(Exception):
+                await self._restarting
+            self._restarting = None
+        await asyncio.to_thread(self.stop, mode)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL)
+            if self._alive():
+                continue
+            log.warning(
+                "the embedded PostgreSQL in %s stopped unexpectedly; starting it again on port %s",
+                self.pgdata,
+                self.port,
+            )
+            delay = _WATCH_INTERVAL
+            failures = 0
+            while True:
+                self._restarting = loop.run_in_executor(None, self.start)
+                try:
+                    await asyncio.shield(self._restarting)
+                except Exception as exc:  # any failure: keep trying, everything depends on it
+                    failures += 1
+                    # The first failure says why (often the dead server's last processes
+                    # still hold its shared memory for a moment); the others only retry.
+                    if failures == 1:
+                        log.warning("the embedded PostgreSQL did not start (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RESTART_BACKOFF_MAX)
+                    continue
+                self._restarting = None
+                break
+            log.info("the embedded PostgreSQL is running again on port %s", self.port)
 
     def _ensure_database(self) -> None:
         env = {**os.environ, "PGPASSWORD": self.password_file.read_text().strip()}
@@ -240,11 +405,12 @@ class EmbeddedPostgres:
             )
 
     def stop(self, mode: str = "fast") -> None:
-        """Stop the server if this object started it (``mode``: smart, fast or immediate)."""
-        if not self._started_here:
+        """Stop the server if this object owns it, whether it started or adopted it
+        (``mode``: smart, fast or immediate); a guest leaves it running."""
+        if not self.owned:
             return
         self._run("pg_ctl", "stop", "-w", "-D", str(self.pgdata), "-m", mode, check=False)
-        self._started_here = False
+        self._release_lock()
 
     def kill(self) -> None:
         """Stop the server at once, as a crash would (for fault tests); also a server this
@@ -254,5 +420,4 @@ class EmbeddedPostgres:
 
     def restart_same_port(self) -> None:
         """Start a stopped server again on the port it had (for fault tests)."""
-        self._started_here = False
         self.start()

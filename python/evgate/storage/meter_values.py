@@ -4,11 +4,12 @@ and the queries that read them back (raw, or from the rollups at 1m, 15m or 1h).
 A meter value row is a :data:`MeterRow` tuple in :data:`METER_COLUMNS` order. Its dedupe key is
 (charger, connector, time, measurand, phase, location): a sampled value a charger resends (in a
 retried MeterValues, or again in StopTransaction's transactionData) is stored once, whether the
-first copy is in the same batch or committed long ago. The rollups count only rows stored now,
-so a resent value is never counted twice. Rollups are kept per ``meter_series`` number (one
-per charger, connector, measurand, phase and location) and minute, as partial aggregates: each
-batch appends its own, readers combine the rows of a series and minute, and maintenance folds
-them into one (:func:`fold_rollups`; see migration 0008 for why).
+first copy is in the same batch or committed long ago; the op reports which rows of each
+message it stored (:data:`NewRows`), so that a resend makes no event. The rollups count only
+rows stored now, so a resent value is never counted twice. Rollups are kept per
+``meter_series`` number (one per charger, connector, measurand, phase and location) and minute,
+as partial aggregates: each batch appends its own, readers combine the rows of a series and
+minute, and maintenance folds them into one (:func:`fold_rollups`; see migration 0008 for why).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "MeterSample",
     "MeterValueRows",
     "MeterValueStore",
+    "NewRows",
     "Resolution",
     "SeriesKey",
     "fold_rollups",
@@ -197,19 +199,44 @@ WHERE EXISTS (SELECT 1 FROM meter_values v
 """
 
 
+NewRows = Sequence[int]
+"""The result of :class:`MeterValueRows` for one item: the positions, in the item, of the
+rows this write stored (the others were stored before, or by an earlier item of the batch)."""
+
+
+def _new_rows(items: list[Sequence[MeterRow]], kept: Sequence[int], total: int) -> list[NewRows]:
+    """Each item's :data:`NewRows`, from the positions ``kept`` (ascending) of the stored rows
+    among the ``total`` rows of all items, in order."""
+    if len(kept) == total:  # the common case: everything was new
+        return [range(len(item)) for item in items]
+    stored = set(kept)
+    results: list[NewRows] = []
+    offset = 0
+    for item in items:
+        n = len(item)
+        results.append([j for j in range(n) if offset + j in stored])
+        offset += n
+    return results
+
+
 async def _copy_stream(records: bytes) -> AsyncIterator[bytes]:
     """``records`` (binary COPY tuples) as the stream asyncpg's ``copy_to_table`` sends."""
     yield native.COPY_HEADER + records + native.COPY_TRAILER
 
 
-class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
-    """The writer op for meter values: an item is one message's rows.
+class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
+    """The writer op for meter values: an item is one message's rows; its result, the
+    positions in the item of the rows this write stored (:data:`NewRows`).
 
     Per batch: drop repeated keys (first kept), COPY the rows into ``meter_values``, and COPY
     their rollups into ``meter_rollup_1m`` (one partial row per series and minute of the
     batch). When the COPY meets a key stored before (a resent
     message whose first copy committed), it is rolled back to a savepoint, the stored keys are
     looked up and left out, and the rest is written: the common case pays for one COPY only.
+    A row left out is new in no item's result; a key repeated in the batch is new in the
+    first item that holds it. So a resent message whose values are all stored has an empty
+    result, and the events built from the result (``handlers/meter_values.py``) say nothing
+    twice.
 
     The op remembers the ``meter_series`` number of every series it has seen committed, per
     database connection (at most ``series_cache`` of them; then it starts over), so a batch
@@ -240,14 +267,21 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
     def weight(self, item: Sequence[MeterRow]) -> int:
         return len(item)
 
-    async def write(self, conn: asyncpg.Connection, items: list[Sequence[MeterRow]]) -> list[None]:
-        rows = [row for item in items for row in item]
-        if any(row[1] is None for row in rows):
-            rows = await self._with_connectors(conn, rows)
-        unique: dict[tuple[Any, ...], MeterRow] = {}
-        for row in rows:
-            unique.setdefault(_key(row), row)
-        rows = list(unique.values())
+    async def write(
+        self, conn: asyncpg.Connection, items: list[Sequence[MeterRow]]
+    ) -> list[Sequence[int]]:
+        flat = [row for item in items for row in item]
+        if any(row[1] is None for row in flat):
+            flat = await self._with_connectors(conn, flat)
+        # Each key's first row, by its position in ``flat``.
+        first: dict[tuple[Any, ...], int] = {}
+        for i, row in enumerate(flat):
+            first.setdefault(_key(row), i)
+        rows = flat
+        kept: Sequence[int] = range(len(flat))  # the positions in ``flat`` of ``rows``
+        if len(first) < len(flat):
+            kept = list(first.values())
+            rows = [flat[i] for i in kept]
         times = row_times(rows)
         for _attempt in range(5):
             if not rows:
@@ -267,12 +301,14 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
                 break
             except asyncpg.UniqueViolationError:
                 await conn.execute("ROLLBACK TO SAVEPOINT meter_values")
-                rows = await self._without_stored(conn, rows)
+                fresh = await self._not_stored(conn, rows)
+                rows = [rows[i] for i in fresh]
+                kept = [kept[i] for i in fresh]
                 times = row_times(rows)
         else:
             raise RuntimeError("meter values kept meeting new duplicates; giving up this batch")
         await self.add_rollups(conn, rows, times)
-        return [None] * len(items)
+        return _new_rows(items, kept, len(flat))
 
     async def _with_connectors(
         self, conn: asyncpg.Connection, rows: list[MeterRow]
@@ -289,12 +325,11 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], None]):
             for row in rows
         ]
 
-    async def _without_stored(
-        self, conn: asyncpg.Connection, rows: list[MeterRow]
-    ) -> list[MeterRow]:
+    async def _not_stored(self, conn: asyncpg.Connection, rows: list[MeterRow]) -> list[int]:
+        """The positions of the ``rows`` whose keys ``meter_values`` does not hold yet."""
         columns = list(zip(*(_key(r) for r in rows), strict=True))
         stored = {r[0] - 1 for r in await conn.fetch(_EXISTING, *columns)}
-        return [row for i, row in enumerate(rows) if i not in stored]
+        return [i for i in range(len(rows)) if i not in stored]
 
     async def add_rollups(
         self, conn: asyncpg.Connection, rows: Sequence[MeterRow], times: array[int]

@@ -1,16 +1,37 @@
-"""storage room: operator API tokens, stored as digests only."""
+"""storage room: operator API tokens, stored as digests only.
+
+A token is looked up by its digest on every API request (``scope_of``, one unique-index probe),
+so a deleted token stops working at once in every evgate process, with no cache to refresh.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
-from evgate.storage.db import Database
+import msgspec
 
-__all__ = ["BOOTSTRAP", "Scope", "TokenStore"]
+from evgate.storage.db import Database
+from evgate.storage.errors import NotFound
+
+__all__ = ["BOOTSTRAP", "ApiToken", "Scope", "TokenStore"]
 
 Scope = Literal["admin", "read"]
-#: The name of the token ``EVGATE_BOOTSTRAP_TOKEN`` makes (reserved: no other token has it).
+#: The name reserved for ``EVGATE_BOOTSTRAP_TOKEN`` (checked in memory by each process, never a
+#: row here), so that no stored token is mistaken for it.
 BOOTSTRAP = "bootstrap"
+
+
+class ApiToken(msgspec.Struct, rename="camel", kw_only=True):
+    """An API token as it is listed: never the token, nor its digest."""
+
+    id: int
+    name: str
+    scope: Scope
+    created_at: datetime
+
+
+_COLUMNS = "id, name, scope, created_at"
 
 
 class TokenStore:
@@ -19,37 +40,40 @@ class TokenStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, name: str, scope: Scope, digest: bytes) -> int:
-        """Store a token's digest; returns the token's id."""
-        token_id: int = await self.db.fetchval(
+    async def create(self, name: str, scope: Scope, digest: bytes) -> ApiToken:
+        """Store a token's digest; returns the token's row."""
+        row = await self.db.fetchrow(
             "INSERT INTO api_tokens (name, scope, digest) VALUES ($1, $2, $3)"
             " ON CONFLICT (digest) DO UPDATE SET name = EXCLUDED.name, scope = EXCLUDED.scope"
-            " RETURNING id",
+            f" RETURNING {_COLUMNS}",
             name,
             scope,
             digest,
         )
-        return token_id
+        assert row is not None  # INSERT ... RETURNING always returns its row
+        return ApiToken(**dict(row))
+
+    async def page(self, after: int | None = None, limit: int = 100) -> list[ApiToken]:
+        """Tokens in id order, the ``limit`` first after id ``after``."""
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM api_tokens WHERE $1::bigint IS NULL OR id > $1"
+            " ORDER BY id LIMIT $2",
+            after,
+            limit,
+        )
+        return [ApiToken(**dict(r)) for r in rows]
+
+    async def delete(self, token_id: int) -> None:
+        """Delete (revoke) a token: the next request presenting it is refused.
+
+        Raises:
+            NotFound: no such token.
+        """
+        status = await self.db.execute("DELETE FROM api_tokens WHERE id = $1", token_id)
+        if status == "DELETE 0":
+            raise NotFound(f"no API token {token_id}")
 
     async def scope_of(self, digest: bytes) -> tuple[int, Scope] | None:
         """The (id, scope) of the token with that digest, or None."""
         row = await self.db.fetchrow("SELECT id, scope FROM api_tokens WHERE digest = $1", digest)
         return None if row is None else (row["id"], row["scope"])
-
-    async def set_bootstrap(self, digest: bytes | None) -> None:
-        """Make the token with this digest the bootstrap token (admin), or have none: any
-        other bootstrap token (an ``EVGATE_BOOTSTRAP_TOKEN`` since changed or unset) stops
-        working. Call at every start with the setting's digest, or None when it is unset."""
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "DELETE FROM api_tokens WHERE name = $1 AND digest IS DISTINCT FROM $2",
-                BOOTSTRAP,
-                digest,
-            )
-            if digest is not None:
-                await conn.execute(
-                    "INSERT INTO api_tokens (name, scope, digest) VALUES ($1, 'admin', $2)"
-                    " ON CONFLICT (digest) DO UPDATE SET name = $1, scope = 'admin'",
-                    BOOTSTRAP,
-                    digest,
-                )

@@ -24,6 +24,10 @@ Faults:
 * Connection lost during COMMIT (the outcome is unknown): every batch writes its id into
   ``writer_commits`` in its own transaction; after reconnecting the writer looks it up, so a
   batch is never written twice nor acknowledged unwritten.
+* The connection dies under a batch (PostgreSQL stopping mid-COPY): whatever asyncpg raises
+  then (a closed transport, ``InternalClientError: cannot switch to state``), a failure after
+  which the transaction cannot be rolled back is an outage like the first case, and an error
+  at COMMIT that PostgreSQL did not answer itself leaves the COMMIT's outcome unknown.
 * A write PostgreSQL refuses (a constraint, a value out of range): the batch is re-run one
   submission per transaction, so only the offending submission fails (its ``submit`` raises
   :class:`WriteRejected`) and every other charger's rows commit.
@@ -57,6 +61,7 @@ __all__ = [
     "WriteRejected",
     "Writer",
     "WriterClosed",
+    "is_outage",
     "is_transient",
 ]
 
@@ -187,6 +192,22 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError):
         return True  # the connection is closed or broken; asyncpg's own DataError excluded
     return isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a storage call failed because the database is away for now (or the writer is
+    stopped), rather than for what it was asked: a charger's CALL that fails so is left
+    unanswered, and the charger sends it again."""
+    return isinstance(exc, WriterClosed) or is_transient(exc)
+
+
+class _ConnectionBroken(Exception):
+    """A batch failed and its transaction could not be rolled back: the connection died under
+    the batch (the server went away mid-statement), whatever error the op met first. An outage,
+    never the rows' fault."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"the connection broke ({type(cause).__name__}: {cause})")
 
 
 class _CommitUnknown(Exception):
@@ -519,7 +540,10 @@ class _Lane:
     def _transient(self, exc: BaseException) -> bool:
         """``is_transient``, except that an interface error on a connection that is still open
         is a misuse (an op calling ``conn.transaction()`` inside the batch's transaction), not
-        an outage: retrying it would stall the lane for good."""
+        an outage: retrying it would stall the lane for good; and any error after which
+        the batch's transaction could not be rolled back is an outage (``_ConnectionBroken``)."""
+        if isinstance(exc, _ConnectionBroken):
+            return True
         if (
             isinstance(exc, asyncpg.InterfaceError)
             and self.conn is not None
@@ -571,14 +595,20 @@ class _Lane:
                 op_results = await op.write(conn, [item for _, _, item in entries])
                 for (s_index, w_index, _), result in zip(entries, op_results, strict=True):
                     results[s_index][w_index] = result
-        except BaseException:
+        except BaseException as exc:
             if not await self._rolled_back(conn):
                 await self._drop_connection()
+                if isinstance(exc, Exception):
+                    # Whatever the op saw (a closed transport mid-COPY, asyncpg's "cannot
+                    # switch to state"), the connection died under it: an outage.
+                    raise _ConnectionBroken(exc) from exc
             raise
         try:
             status = await conn.execute("COMMIT")
         except Exception as exc:
-            if self._transient(exc):
+            # Only an error PostgreSQL itself answered says what became of the COMMIT; any
+            # other (the connection lost or broken while it was in flight) leaves it unknown.
+            if self._transient(exc) or not isinstance(exc, asyncpg.PostgresError):
                 raise _CommitUnknown(batch_id, results, session, exc) from exc
             raise
         if status != "COMMIT":
