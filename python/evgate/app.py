@@ -24,7 +24,7 @@ from evgate.api.notifications import (
     NotificationService,
     SubscriptionController,
 )
-from evgate.api.server import ApiLimits, ApiServer
+from evgate.api.server import ApiLimits, ApiServer, default_api_connection_cap
 from evgate.api.sessions import ROUTES as SESSION_ROUTES
 from evgate.api.sessions import SessionsApi
 from evgate.auth.credentials import digest
@@ -254,7 +254,11 @@ class Evgate:
         self.api_port = api_sock.getsockname()[1]
         self._api_server = ApiServer(
             api,
-            ApiLimits(s.api_max_connections, s.api_read_timeout, self.metrics),
+            ApiLimits(
+                s.api_max_connections or default_api_connection_cap(),
+                s.api_read_timeout,
+                self.metrics,
+            ),
             keepalive_timeout=s.api_keepalive_timeout,
             metrics=self.metrics,
         )

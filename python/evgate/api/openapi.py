@@ -9,7 +9,8 @@ takes, by one rule for the whole API:
 ===  ==========================================================================================
 400  the body is not UTF-8 JSON, or nests too deep (operations with a body)
 401  no bearer token, or an unknown one (every operation)
-403  a ``read`` token on a write (every operation but GET)
+403  a ``read`` token on a write (every operation but GET), or on a route with a guard of its
+     own (the tokens: admin only)
 404  the path names nothing: an unknown id, or one no resource can have (operations with a path
      parameter)
 413  the body is larger than Litestar's limit (operations with a body)
@@ -40,6 +41,7 @@ from litestar.openapi.spec import (
 from litestar.routes import HTTPRoute
 
 from evgate.api.problems import PROBLEM_JSON
+from evgate.api.security import scope_guard
 
 __all__ = ["document_problems"]
 
@@ -72,9 +74,9 @@ _WHY = {
 _SAFE = {"GET", "HEAD", "OPTIONS"}
 
 
-def _statuses(method: str, operation: Operation, opt: dict[str, Any]) -> set[int]:
+def _statuses(method: str, operation: Operation, opt: dict[str, Any], own_guard: bool) -> set[int]:
     statuses = {401, 503, *opt.get("problems", ())}
-    if method not in _SAFE:
+    if method not in _SAFE or own_guard:
         statuses.add(403)
     parameters = [p for p in operation.parameters or () if not isinstance(p, Reference)]
     if any(p.param_in == "path" for p in parameters):
@@ -90,7 +92,7 @@ def _json(schema: Schema | Reference) -> dict[str, OpenAPIMediaType]:
     return {"application/json": OpenAPIMediaType(schema=schema)}
 
 
-def _document(method: str, operation: Operation, opt: dict[str, Any]) -> None:
+def _document(method: str, operation: Operation, opt: dict[str, Any], own_guard: bool) -> None:
     if "request_schema" in opt:
         operation.request_body = RequestBody(content=_json(opt["request_schema"]), required=False)
     responses = operation.responses if operation.responses is not None else {}
@@ -103,7 +105,7 @@ def _document(method: str, operation: Operation, opt: dict[str, Any]) -> None:
     for code in errors:
         del responses[code]
     problem = {PROBLEM_JSON: OpenAPIMediaType(schema=Reference("#/components/schemas/Problem"))}
-    for status in sorted(_statuses(method, operation, opt)):
+    for status in sorted(_statuses(method, operation, opt, own_guard)):
         responses[str(status)] = OpenAPIResponse(description=_WHY[status], content=problem)
     operation.responses = responses
 
@@ -122,7 +124,12 @@ def document_problems(app: Litestar) -> None:
         if path_item is None:
             continue
         for handler in route.route_handlers:
+            # A guard besides the scope guard may refuse a read token whatever the method.
+            own_guard = any(
+                getattr(guard, "func", guard) is not scope_guard  # Litestar wraps them
+                for guard in handler.resolve_guards()
+            )
             for method in handler.http_methods:
                 operation = getattr(path_item, method.lower(), None)
                 if isinstance(operation, Operation):
-                    _document(method, operation, handler.opt)
+                    _document(method, operation, handler.opt, own_guard)

@@ -3,9 +3,10 @@
 The API port shares the process's file descriptors with the chargers, so no client may hold
 them at will (issue 15: 20,000 idle sockets to the API made every charger's upgrade fail):
 
-* at most ``api_max_connections`` connections are open; one more is answered 503 and closed at
-  once (a log line when the cap is reached, one when the connections are well below it again,
-  and the ``evgate_api_connections_refused_total`` counter);
+* at most ``api_max_connections`` connections are open (default: 5 % of the file descriptors,
+  at most 1000); one more is answered 503 and closed at once (a log line when the cap is
+  reached, one when the connections are well below it again, and the
+  ``evgate_api_connections_refused_total`` counter);
 * a client has ``api_read_timeout`` seconds to send a whole request, from its connection or
   from its request's first byte (uvicorn's h11 protocol has no such timeout: a socket that
   never sends a byte, or sends one a minute, was held for ever);
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +30,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from evgate.metrics import Counter, Registry
 
-__all__ = ["ApiLimits", "ApiServer"]
+__all__ = ["ApiLimits", "ApiServer", "default_api_connection_cap"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,20 @@ _REFUSAL = (
 # A cap episode ends when the open connections fall to this share of the cap: a port held at
 # its cap frees and refills one slot at a time, which must not log a line per connection.
 _EPISODE_END = 0.75
+
+
+# The API port's default share of the file descriptors: the charger port takes 90 % by default
+# (gateway/server.py), the database pool, the writer and the logs a few.
+_FD_SHARE = 0.05
+_MAX_DEFAULT = 1000
+
+
+def default_api_connection_cap() -> int:
+    """The API port's cap when none is set: 5 % of the file-descriptor limit, at most 1000."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_DEFAULT
+    return max(8, min(_MAX_DEFAULT, int(soft * _FD_SHARE)))
 
 
 class ApiLimits:
