@@ -136,8 +136,9 @@ def _inputs(document: dict[str, Any]) -> list[object]:
 
 
 async def test_the_document_lists_every_error_answer_as_a_problem(api: httpx.AsyncClient) -> None:
-    """Each operation documents 401 and 503, each error as application/problem+json, and every
-    integer a client sends (parameters, bodies) has both bounds."""
+    """Each operation documents 401 and 503, each error as application/problem+json, no query
+    parameter as nullable, and every integer a client sends (parameters, bodies) has both
+    bounds."""
     document = (await api.get("/api/openapi.json")).json()
     for path, item in document["paths"].items():
         for method, operation in item.items():
@@ -145,6 +146,9 @@ async def test_the_document_lists_every_error_answer_as_a_problem(api: httpx.Asy
             assert {"401", "503"} <= responses.keys(), (method, path)
             admin_only = path.startswith("/api/v1/tokens")  # a read token may not even list
             assert ("403" in responses) == (method != "get" or admin_only), (method, path)
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query":  # absent is the default; a query has no null
+                    assert "null" not in str(parameter["schema"]), parameter
             for code, response in responses.items():
                 if code[0] in "45":
                     assert list(response["content"]) == ["application/problem+json"], code

@@ -19,6 +19,10 @@ takes, by one rule for the whole API:
 503  the database is away, or the API's connection cap is reached (every operation)
 ===  ==========================================================================================
 
+Litestar also writes an optional query parameter as ``oneOf: [X, null]``: a query string has
+no null (an absent parameter is the default), so the null arm is dropped and the bounds
+Litestar put beside the ``oneOf`` join X.
+
 A route handler adds its own in ``opt["problems"]`` (409, 502, 504: e.g. the commands), and
 may give the JSON schema of a body or answer that Litestar cannot see in its signature in
 ``opt["request_schema"]`` and ``opt["answer_schema"]`` (the commands read the raw body).
@@ -26,6 +30,7 @@ may give the JSON schema of a body or answer that Litestar cannot see in its sig
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from litestar import Litestar
@@ -88,11 +93,29 @@ def _statuses(method: str, operation: Operation, opt: dict[str, Any], own_guard:
     return statuses
 
 
+def _without_null(schema: Schema | Reference | None) -> Schema | Reference | None:
+    """``schema`` without a ``null`` arm in its oneOf, the outer keywords joined to the arm."""
+    if not isinstance(schema, Schema) or not schema.one_of:
+        return schema
+    arms = [a for a in schema.one_of if not (isinstance(a, Schema) and a.type == OpenAPIType.NULL)]
+    if len(arms) != 1 or len(arms) == len(schema.one_of) or not isinstance(arms[0], Schema):
+        return schema
+    joined = dataclasses.replace(arms[0])
+    for field in dataclasses.fields(Schema):
+        value = getattr(schema, field.name)
+        if field.name != "one_of" and value is not None and getattr(joined, field.name) is None:
+            setattr(joined, field.name, value)
+    return joined
+
+
 def _json(schema: Schema | Reference) -> dict[str, OpenAPIMediaType]:
     return {"application/json": OpenAPIMediaType(schema=schema)}
 
 
 def _document(method: str, operation: Operation, opt: dict[str, Any], own_guard: bool) -> None:
+    for parameter in operation.parameters or ():
+        if not isinstance(parameter, Reference) and parameter.param_in == "query":
+            parameter.schema = _without_null(parameter.schema)
     if "request_schema" in opt:
         operation.request_body = RequestBody(content=_json(opt["request_schema"]), required=False)
     responses = operation.responses if operation.responses is not None else {}
