@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from ocpp.v16 import call
 
 from evgate.app import Evgate
@@ -144,3 +145,40 @@ async def test_an_idle_keep_alive_connection_is_kept_until_the_keep_alive_timeou
         assert await _first_bytes(reader, 20) == b""  # closed by the keep-alive timeout
         writer.close()
         assert _metric(app, "evgate_api_read_timeouts_total") == 0
+
+
+async def test_requests_left_behind_by_their_clients_are_bounded_too(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A command whose client hung up keeps waiting for a silent charger; with as many requests
+    in flight as the cap (1 here), the next is answered 503 (a problem document) until it ends."""
+    async with running_evgate(
+        database_url, tmp_path, api_max_connections=1, call_timeout=4.0
+    ) as app:
+        base = f"http://127.0.0.1:{app.api_port}"
+        auth = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
+        async with httpx.AsyncClient(base_url=base, headers=auth) as api:
+            secret = (await api.post("/api/v1/chargers", json={"id": "CP-1"})).json()["secret"]
+        assert app.gateway is not None
+        gateway = app.gateway
+        await _until(lambda: gateway.credentials_of("CP-1") is not None)
+        url = f"ws://127.0.0.1:{app.ws_port}/cp/CP-1?auth={secret}"
+        async with websockets.connect(url, subprotocols=["ocpp1.6"], proxy=None):  # type: ignore[list-item]
+            await _until(lambda: gateway.connection("CP-1") is not None)
+            _, writer = await asyncio.open_connection("127.0.0.1", app.api_port)
+            writer.write(
+                b"POST /api/v1/chargers/CP-1/commands/ClearCache HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {BOOTSTRAP_TOKEN}\r\n".encode()
+                + b"Content-Length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+            await _until(lambda: _metric(app, "evgate_api_requests_in_flight") == 1)
+            writer.close()  # the client leaves; its command waits for the charger
+            await _until(lambda: _metric(app, "evgate_api_connections") == 0)
+            async with httpx.AsyncClient(base_url=base, headers=auth) as api:
+                r = await api.get("/api/v1/chargers")
+                assert r.status_code == 503, r.text
+                assert r.headers["content-type"] == "application/problem+json"
+                # Once the command times out (the charger never answers), the API answers.
+                await _until(lambda: _metric(app, "evgate_api_requests_in_flight") == 0)
+                assert (await api.get("/api/v1/chargers")).status_code == 200

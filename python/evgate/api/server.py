@@ -11,8 +11,10 @@ them at will (issue 15: 20,000 idle sockets to the API made every charger's upgr
   from its request's first byte (uvicorn's h11 protocol has no such timeout: a socket that
   never sends a byte, or sends one a minute, was held for ever);
 * an idle keep-alive connection is closed after ``api_keepalive_timeout`` seconds;
-* requests in flight (including those whose client has left) are at most one more than the
-  connection cap (uvicorn's ``limit_concurrency``; beyond it, 503).
+* requests in flight, counting those whose client has left (a command waits for its charger
+  up to ``call_timeout``), are at most as many as the connection cap; beyond it, 503
+  (uvicorn's ``limit_concurrency`` would answer ``text/plain``, which the OpenAPI document
+  does not list: :class:`_InFlightLimit` answers the problem document).
 """
 
 from __future__ import annotations
@@ -36,14 +38,18 @@ log = logging.getLogger(__name__)
 
 _REFUSAL_BODY = (
     b'{"type":"about:blank","title":"Service Unavailable","status":503,'
-    b'"detail":"too many connections to the API; retry later"}'
+    b'"detail":"too many connections or requests to the API; retry later"}'
 )
+_REFUSAL_HEADERS = [
+    (b"content-type", b"application/problem+json"),
+    (b"retry-after", b"1"),
+    (b"content-length", str(len(_REFUSAL_BODY)).encode()),
+]
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"content-type: application/problem+json\r\n"
-    b"retry-after: 1\r\n"
-    b"connection: close\r\n"
-    b"content-length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+    + b"".join(name + b": " + value + b"\r\n" for name, value in _REFUSAL_HEADERS)
+    + b"connection: close\r\n\r\n"
+    + _REFUSAL_BODY
 )
 # A cap episode ends when the open connections fall to this share of the cap: a port held at
 # its cap frees and refills one slot at a time, which must not log a line per connection.
@@ -104,6 +110,28 @@ class ApiLimits:
             )
             self.at_cap = False
             self.refused_in_episode = 0
+
+
+class _InFlightLimit:
+    """ASGI: at most ``limit`` requests in the app at once; more are answered 503 at once."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+        elif self.in_flight >= self.limit:
+            await send({"type": "http.response.start", "status": 503, "headers": _REFUSAL_HEADERS})
+            await send({"type": "http.response.body", "body": _REFUSAL_BODY})
+        else:
+            self.in_flight += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
 
 
 class _ApiConfig(uvicorn.Config):
@@ -175,22 +203,24 @@ class ApiServer(uvicorn.Server):
         keepalive_timeout: int,
         metrics: Registry | None = None,
     ) -> None:
+        self.in_flight = _InFlightLimit(app, limits.max_connections)
         config = _ApiConfig(
-            app,
+            self.in_flight,
             limits,
             http=_ApiProtocol,
             lifespan="off",
             log_level="warning",
             access_log=False,
             timeout_keep_alive=keepalive_timeout,
-            # Requests in flight, counting those whose client has gone: the connection cap
-            # bounds the connections, this bounds the work they leave behind.
-            limit_concurrency=limits.max_connections + 1,
         )
         super().__init__(config)
         if metrics is not None:
             gauge = metrics.gauge("evgate_api_connections", "Open connections to the API port")
             gauge.set_function(lambda: len(self.server_state.connections))
+            metrics.gauge(
+                "evgate_api_requests_in_flight",
+                "API requests being handled, counting those whose client has left",
+            ).set_function(lambda: self.in_flight.in_flight)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
