@@ -209,7 +209,9 @@ class ApiServer(uvicorn.Server):
             limits,
             http=_ApiProtocol,
             lifespan="off",
-            log_level="warning",
+            # uvicorn warns once per unparseable request: the internet's noise, not an alert
+            # (a client's mistake is answered 400, as the chargers' are counted, not logged).
+            log_level="error",
             access_log=False,
             timeout_keep_alive=keepalive_timeout,
         )
