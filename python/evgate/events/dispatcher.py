@@ -50,6 +50,9 @@ class DispatcherConfig:
     # Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter].
     jitter: float = 0.2
     delivery_timeout: float = 10.0
+    # How long a Kafka broker may take to acknowledge a produce request; also the age at which
+    # aiokafka gives up a record whose partition has no leader.
+    kafka_request_timeout: float = 30.0
     fan_out_batch: int = 1000
     lanes_per_subscription: int = 16
     lane_batch: int = 100
@@ -95,14 +98,16 @@ class Dispatcher:
         self.store = store
         self.config = config or DispatcherConfig()
         self._subs: dict[int, _Subscription] = {}
-        self._kafka = KafkaProducers(max(30.0, self.config.delivery_timeout * 3))
+        registry = metrics or Registry()
+        self._kafka = KafkaProducers(
+            self.config.kafka_request_timeout, self.config.delivery_timeout, registry
+        )
         # Every lane in flight, with the subscription (settings and sink) it works for.
         self._tasks: dict[asyncio.Task[None], _Subscription] = {}
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._refresh_due = 0.0
         self._prune_due = 0.0
-        registry = metrics or Registry()
         self._m_delivered = registry.counter(
             "evgate_notifications_delivered_total", "Events delivered", ("via",)
         )
@@ -150,8 +155,7 @@ class Dispatcher:
         for sub in self._subs.values():
             await self._close_sink(sub)
         self._subs.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kafka.close(), _STOP_GRACE)
+        await self._kafka.close(_STOP_GRACE)
 
     def wake(self) -> None:
         """New events or changed subscriptions: look now rather than at the next poll."""
