@@ -130,6 +130,7 @@ class Evgate:
             self.embedded = EmbeddedPostgres(s.data_dir)
             dsn = await asyncio.to_thread(self.embedded.start)
         self.db = Database(dsn, s.database_pool_size)
+        self.db.health.export(self.metrics)
         await self.db.open(migrate=True)
 
         chargers = ChargerStore(self.db)
@@ -148,6 +149,7 @@ class Evgate:
             flush_interval=s.writer_flush_interval,
             queue_rows=s.writer_queue_rows,
             metrics=self.metrics,
+            health=self.db.health,
         )
         await self.writer.start()
         self.maintenance = Maintenance(

@@ -12,7 +12,7 @@ one INFO when it answers again, never a traceback per retry, and it is counted i
   exception that is not an outage (a bug) is logged with its traceback, also backed off.
 * :class:`RepeatFilter` is a logging filter that lets a library's repeated line through once a
   minute (aiokafka logs an ERROR per reconnect attempt: thousands a second while a broker is
-  down).
+  down; asyncpg's pool a traceback per failed reconnect).
 
 Usage::
 
@@ -108,6 +108,14 @@ class Dependency:
             )
             self._publish()
 
+    def report(self, exc: BaseException, seen_by: str, logger: logging.Logger) -> None:
+        """A failure seen by ``seen_by``: an outage is :meth:`failed`; anything else is a bug
+        and ``logger`` logs it with its traceback."""
+        if self.is_outage(exc):
+            self.failed(exc, seen_by)
+        else:
+            logger.error("%s failed", seen_by, exc_info=exc)
+
     def retry(
         self, component: str, logger: logging.Logger, first: float = 0.5, most: float = 30.0
     ) -> Retry:
@@ -161,10 +169,12 @@ class RepeatFilter(logging.Filter):
     """Lets the same line (logger and message template) through once per ``interval``
     seconds; the next one that passes says how many were held back."""
 
-    def __init__(self, interval: float = 60.0, keep: int = 1000) -> None:
+    def __init__(self, interval: float = 60.0, keep: int = 1000, tracebacks: bool = True) -> None:
         super().__init__()
         self.interval = interval
         self.keep = keep
+        # Without tracebacks, a line that has one says its exception in a few words instead.
+        self.tracebacks = tracebacks
         self._seen: dict[tuple[str, object], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -179,6 +189,12 @@ class RepeatFilter(logging.Filter):
         self._seen[key] = (now, 0)
         if last is not None and last[1]:
             record.msg = f"{record.msg} [{last[1]} more like it in the last {now - last[0]:.0f} s]"
+        if not self.tracebacks and record.exc_info:
+            exc = record.exc_info[1]
+            if exc is not None:
+                record.msg = f"{record.msg} ({describe(exc)})"
+            record.exc_info = None
+            record.exc_text = None
         return True
 
 

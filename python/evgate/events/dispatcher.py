@@ -167,6 +167,7 @@ class Dispatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         wait = self.config.poll_interval
+        retry = self.store.db.health.retry("the dispatcher", log, first=1.0)
         while True:
             busy = True
             try:
@@ -183,11 +184,12 @@ class Dispatcher:
                     self._m_backlog.set(await self.store.backlog())
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # The database is unavailable, most likely: nothing is lost (the outbox and
                 # the deliveries are in it); try again after a pause.
-                log.exception("dispatcher: round failed; retrying")
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(retry.failed(exc))
+            else:
+                retry.ok()
             if busy or self._wakeup.is_set():
                 wait = self.config.poll_interval
             else:
@@ -287,8 +289,8 @@ class Dispatcher:
                     asyncio.shield(self.store.unlease(sub_id, charger_id)), _STOP_GRACE
                 )
             raise
-        except Exception:
-            log.exception("dispatcher: lane %s/%s failed; it is retried", sub_id, charger_id)
+        except Exception as exc:
+            self.store.db.health.report(exc, f"delivery lane {sub_id}/{charger_id}", log)
             with contextlib.suppress(Exception):
                 await self.store.unlease(sub_id, charger_id)
         finally:

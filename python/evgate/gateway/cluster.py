@@ -196,6 +196,7 @@ class Cluster:
         self._wake.set()
 
     async def _reconcile(self) -> None:
+        claiming = self.store.db.health.retry("charger ownership", log, first=1.0, most=10.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -218,13 +219,13 @@ class Cluster:
             try:
                 lost = await self.store.claim(self.instance, claims)
                 await self.store.release(self.instance, releases)
-            except Exception:
+            except Exception as exc:
                 # The database is away: try the same chargers again shortly.
-                log.exception("updating charger ownership failed; retrying")
                 self._dirty |= batch
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(claiming.failed(exc))
                 self._wake.set()
                 continue
+            claiming.ok()
             for charger_id in lost:
                 self.gateway.close_charger(charger_id, 1000, MOVED)
 
@@ -242,8 +243,10 @@ class Cluster:
                     self._dirty |= {c.charger_id for c in self.gateway.connections()}
                     self._wake.set()
                 await self.store.reap(grace=self.lease)
-            except Exception:
-                log.exception("renewing the lease of %s failed", self.instance)
+            except Exception as exc:
+                self.store.db.health.report(exc, f"the lease of {self.instance}", log)
+            else:
+                self.store.db.health.ok()
 
     # Notifications on the cluster channel
 

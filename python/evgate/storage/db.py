@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from evgate.outages import Dependency, RepeatFilter, quiet_repeats
+from evgate.storage.writer import is_transient
 from evgate.tasks import cancel_and_wait
 
 __all__ = ["Database", "Listener", "apply_migrations", "migration_files"]
@@ -24,6 +26,10 @@ log = logging.getLogger(__name__)
 
 _MIGRATIONS_LOCK = 0x65766761  # 'evga': any fixed key that no other code uses
 CHARGER_CHANNEL = "evgate_charger"  # NOTIFY payload: the charger id whose credentials changed
+
+# asyncpg's pool logs a traceback each time it fails to reconnect its minimum of connections
+# (every pool, a few times a second while PostgreSQL is away): one line a minute, no traceback.
+_ASYNCPG_REPEATS = RepeatFilter(tracebacks=False)
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -82,9 +88,11 @@ class Listener:
         channel: str,
         on_notify: Callable[[str], None],
         on_reconnect: Callable[[], None] | None = None,
+        health: Dependency | None = None,
     ) -> None:
         self.dsn = dsn
         self.channel = channel
+        self.health = health or Dependency("PostgreSQL", is_transient)
         self._on_notify = on_notify
         self._on_reconnect = on_reconnect
         self._conn: asyncpg.Connection | None = None
@@ -119,7 +127,7 @@ class Listener:
         )
 
     async def _keep_up(self) -> None:
-        delay = self.RETRY_MIN
+        retry = self.health.retry(f"LISTEN {self.channel}", log, self.RETRY_MIN, self.RETRY_MAX)
         while True:
             await self._lost.wait()
             if self._conn is not None:
@@ -128,14 +136,10 @@ class Listener:
             try:
                 await self._connect()
             except Exception as exc:  # any failure: keep trying, the subscriber depends on it
-                log.warning(
-                    "LISTEN %s: reconnect failed (%s); retry in %.1f s", self.channel, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.RETRY_MAX)
+                await asyncio.sleep(retry.failed(exc))
                 continue
-            delay = self.RETRY_MIN
-            log.info("LISTEN %s: reconnected", self.channel)
+            retry.ok()
+            log.debug("LISTEN %s: reconnected", self.channel)
             if self._on_reconnect is not None:
                 try:
                     self._on_reconnect()
@@ -163,6 +167,10 @@ class Database:
     def __init__(self, dsn: str, pool_size: int = 10) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
+        #: PostgreSQL as this process sees it: every loop that uses the database reports its
+        #: failures and successes here (one WARNING per outage, one INFO at its end).
+        self.health = Dependency("PostgreSQL", is_transient)
+        quiet_repeats("asyncpg", _ASYNCPG_REPEATS)
         self._pool: asyncpg.Pool | None = None
         self._listeners: list[Listener] = []
 
@@ -194,7 +202,7 @@ class Database:
 
         See :class:`Listener` for the callbacks' contract.
         """
-        listener = Listener(self.dsn, channel, on_notify, on_reconnect)
+        listener = Listener(self.dsn, channel, on_notify, on_reconnect, self.health)
         await listener.start()
         self._listeners.append(listener)
         return listener

@@ -48,6 +48,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from evgate.metrics import Registry
+from evgate.outages import Dependency
 from evgate.tasks import wait_event
 
 __all__ = [
@@ -244,10 +245,13 @@ class Writer:
         retry_max_delay: float = 2.0,
         stop_timeout: float = 10.0,
         metrics: Registry | None = None,
+        health: Dependency | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError("a writer needs at least one lane")
         self.dsn = dsn
+        # Outages are logged once, where the rest of the process reports them (Database.health).
+        self.health = health or Dependency("PostgreSQL", is_transient)
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self.queue_rows = queue_rows
@@ -506,11 +510,12 @@ class _Lane:
                 # While a COMMIT's outcome is unknown, every error is waited out: the batch may
                 # have committed, so it is never re-run per submission before that is known.
                 self.writer._retried()
-                log.warning("writer: database unavailable (%s); retrying in %.2fs", exc, delay)
+                self.writer.health.failed(exc, "the writer")
                 await self._drop_connection()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.writer.retry_max_delay)
                 continue
+            self.writer.health.ok()
             for submission, result in zip(batch, results, strict=True):
                 if not submission.future.done():
                     submission.future.set_result(result)
