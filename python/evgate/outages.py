@@ -117,9 +117,11 @@ class Dependency:
             logger.error("%s failed", seen_by, exc_info=exc)
 
     def retry(
-        self, component: str, logger: logging.Logger, first: float = 0.5, most: float = 30.0
+        self, component: str, logger: logging.Logger, first: float = 0.5, most: float = 5.0
     ) -> Retry:
-        """A handle for one loop of ``component``, backing off from ``first`` to ``most`` s."""
+        """A handle for one loop of ``component``, backing off from ``first`` to ``most`` s (a
+        short bound: the log says an outage once however often a loop retries, and a loop
+        resumes its work within ``most`` seconds of the dependency's return)."""
         return Retry(self, component, logger, first, most)
 
 

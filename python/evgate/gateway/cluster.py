@@ -196,7 +196,7 @@ class Cluster:
         self._wake.set()
 
     async def _reconcile(self) -> None:
-        claiming = self.store.db.health.retry("charger ownership", log, first=1.0, most=10.0)
+        claiming = self.store.db.health.retry("charger ownership", log, first=1.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
