@@ -192,6 +192,7 @@ class Evgate:
             chargers.credentials,
             save_authorization_key=chargers.set_secret_digest,
             metrics=self.metrics,
+            health=self.db.health,
         )
         await self.db.listen(
             CHARGER_CHANNEL, self.gateway.credentials_changed, self.gateway.credentials_reset

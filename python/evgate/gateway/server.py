@@ -54,6 +54,7 @@ from evgate.gateway.interface import (
 from evgate.gateway.upgrade import SUBPROTOCOL, FailureLimiter, Refuse, decide, offers_ocpp16
 from evgate.handlers import Routes
 from evgate.metrics import Registry
+from evgate.outages import Dependency
 from evgate.protocol.v16 import (
     ACTION_OF_REQUEST,
     ACTIONS,
@@ -156,8 +157,11 @@ class Gateway:
         *,
         save_authorization_key: KeySaver | None = None,
         metrics: Registry | None = None,
+        health: Dependency | None = None,
     ) -> None:
         self.settings = settings
+        # Where a failed credential refresh goes (the database's outages: Database.health).
+        self._health = health or Dependency("the credential store", lambda _: False)
         self.routes = routes
         self.known_actions = frozenset(ACTIONS)
         self._load = load_credentials
@@ -442,10 +446,10 @@ class Gateway:
                 charger_id = self._dirty.pop()
                 found = await self._load(charger_id)
                 self._apply(charger_id, found[0] if found else None)
-        except Exception:
+        except Exception as exc:
             # The database is unreachable: keep the index as it is; the listener's reconnect
             # will ask for a full reload.
-            log.exception("refreshing charger credentials failed")
+            self._health.report(exc, "refreshing charger credentials", log)
         finally:
             self._refresher = None
 
