@@ -97,16 +97,16 @@ class Dependency:
             )
         self._publish()
 
-    def ok(self) -> None:
-        """It answered: logs an INFO if it was away."""
-        if not self.available:
-            self.available = True
-            log.info(
-                "%s available again after %.1f s of outage",
-                self.name,
-                time.monotonic() - self._since,
-            )
-            self._publish()
+    def ok(self) -> bool:
+        """It answered: logs an INFO if it was away. Returns whether it was (it came back)."""
+        if self.available:
+            return False
+        self.available = True
+        log.info(
+            "%s available again after %.1f s of outage", self.name, time.monotonic() - self._since
+        )
+        self._publish()
+        return True
 
     def report(self, exc: BaseException, seen_by: str, logger: logging.Logger) -> None:
         """A failure seen by ``seen_by``: an outage is :meth:`failed`; anything else is a bug

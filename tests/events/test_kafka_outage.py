@@ -195,3 +195,58 @@ async def test_a_record_the_broker_refuses_does_not_block_the_others(
     }
     records = await _consume_all(kafka_broker, topic, want, within=30)
     assert want <= {dict(r.headers)["event-id"].decode() for r in records}
+
+
+async def test_lanes_waiting_out_a_long_retry_resume_when_the_brokers_return(
+    db: Database,
+    store: NotificationStore,
+    dispatchers: Callable[..., Dispatcher],
+    kafka_broker: KafkaBroker,
+) -> None:
+    """Lanes whose next retry is a minute away when the broker comes back resume within
+    seconds: brokers that are away are tried every few seconds, and their return makes the
+    lanes of their subscriptions due (a 10 min outage would otherwise delay delivery by up to
+    the schedule's next step, 30 min)."""
+    config = DispatcherConfig(
+        retry_schedule=(0.2, *(60.0,) * 5),
+        jitter=0.1,
+        delivery_timeout=2.0,
+        kafka_request_timeout=3.0,
+        poll_interval=0.02,
+        refresh_interval=0.2,
+        kafka_probe_interval=0.5,
+    )
+    topic = f"evgate-{uuid.uuid4().hex[:8]}"
+    await kafka_broker.create_topic(topic, partitions=2)
+    sub = await kafka_subscription(
+        store,
+        {
+            "topic": topic,
+            "brokers": [kafka_broker.bootstrap_plain],
+            "compressionCodec": "gzip",
+            "securityProtocol": "PLAINTEXT",
+            "saslMechanism": None,
+            "saslUsername": None,
+        },
+    )
+    dispatchers(config)
+    chargers = [ChargerRef(f"CP-{i}", i) for i in range(4)]
+    await emit(db, [network_status(c, True, at(i)) for i, c in enumerate(chargers)])
+    assert len(await _consume_all(kafka_broker, topic, {f"evt_{i}" for i in range(1, 5)}, 30)) == 4
+    try:
+        await kafka_broker.stop_async()
+        await emit(db, [network_status(c, False, at(10 + i)) for i, c in enumerate(chargers)])
+        for _ in range(300):  # every lane tried twice: its next retry is a minute away
+            waiting = await db.fetchval(
+                "SELECT count(*) FROM deliveries WHERE subscription_id = $1 AND attempts >= 2",
+                sub.id,
+            )
+            if waiting == len(chargers):
+                break
+            await asyncio.sleep(0.1)
+        assert waiting == len(chargers)
+    finally:
+        await kafka_broker.start_async()
+    want = {f"evt_{i}" for i in range(1, 9)}
+    records = await _consume_all(kafka_broker, topic, want, within=25)
+    assert want <= {dict(r.headers)["event-id"].decode() for r in records}

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from evgate.events.sinks import Attempt, KafkaProducers, WebhookSink, kafka_settings_key
 from evgate.metrics import Registry
 from evgate.storage.events import Delivery, NotificationStore, SubscriptionRow
-from evgate.tasks import wait_event
+from evgate.tasks import cancel_and_wait, wait_event
 
 __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
 
@@ -61,6 +61,9 @@ class DispatcherConfig:
     # bring it back to poll_interval): an idle process polls twice a second, not 20 times.
     idle_poll_interval: float = 0.5
     refresh_interval: float = 1.0
+    # While a subscription's Kafka brokers are away, how often they are tried (a producer
+    # start), so that lanes waiting out a long retry are resumed soon after the brokers return.
+    kafka_probe_interval: float = 5.0
     outbox_retention: float = 7 * 86400.0
     prune_interval: float = 60.0
 
@@ -105,6 +108,8 @@ class Dispatcher:
         # Every lane in flight, with the subscription (settings and sink) it works for.
         self._tasks: dict[asyncio.Task[None], _Subscription] = {}
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._probe_due = 0.0
         self._wakeup = asyncio.Event()
         self._refresh_due = 0.0
         self._prune_due = 0.0
@@ -143,6 +148,8 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await cancel_and_wait(self._probe)
+        self._probe = None
         for task in list(self._tasks):
             task.cancel()
         # Bounded: a lane that does not end in time (a receiver or the database not
@@ -175,6 +182,7 @@ class Dispatcher:
                 if now >= self._refresh_due:
                     await self._refresh()
                     self._refresh_due = now + self.config.refresh_interval
+                await self._kafka_returns(now)
                 fanned = await self._fan_out()
                 claimed = await self._claim()
                 busy = bool(fanned or claimed or self._tasks)
@@ -215,6 +223,38 @@ class Dispatcher:
             if sub.row.via == "kafka"
         }
         await self._kafka.retain(in_use)
+
+    async def _kafka_returns(self, now: float) -> None:
+        """Lanes waiting out a retry of Kafka brokers that answered again are due now; while
+        brokers are away, try them every ``kafka_probe_interval`` (on a task of its own: a
+        hung broker takes the delivery timeout)."""
+        returned = self._kafka.take_returned()
+        if returned:
+            subs = [
+                sub.row.id
+                for sub in self._subs.values()
+                if sub.row.via == "kafka" and kafka_settings_key(sub.row) in returned
+            ]
+            if subs and await self.store.retry_now(subs):
+                self.wake()
+        away = self._kafka.away()
+        if away and now >= self._probe_due and (self._probe is None or self._probe.done()):
+            self._probe_due = now + self.config.kafka_probe_interval
+            rows = {
+                kafka_settings_key(s.row): s.row
+                for s in self._subs.values()
+                if s.row.via == "kafka"
+            }
+            probes = [rows[key] for key in away if key in rows]
+            if probes:
+                self._probe = asyncio.get_running_loop().create_task(
+                    self._probe_brokers(probes), name="kafka-probe"
+                )
+
+    async def _probe_brokers(self, rows: list[SubscriptionRow]) -> None:
+        for row in rows:
+            await self._kafka.probe(row)
+        self._wakeup.set()
 
     @staticmethod
     async def _close_sink(sub: _Subscription) -> None:

@@ -232,6 +232,8 @@ class KafkaProducers:
         self._producers: dict[tuple[Any, ...], AIOKafkaProducer] = {}
         self._starting: dict[tuple[Any, ...], asyncio.Lock] = {}
         self._brokers: dict[tuple[Any, ...], Dependency] = {}
+        # Settings whose brokers answered again after an outage (see take_returned()).
+        self._returned: set[tuple[Any, ...]] = set()
         # Replaced producers being closed (owned here: close() waits for them).
         self._closing: set[asyncio.Task[None]] = set()
         quiet_repeats("aiokafka", _AIOKAFKA_REPEATS)
@@ -339,8 +341,33 @@ class KafkaProducers:
             if isinstance(exc, TimeoutError):
                 exc = TimeoutError(f"not acknowledged within {self.delivery_timeout:g} s")
             return done, _failure(exc, started)
-        brokers.ok()
+        if brokers.ok():
+            self._returned.add(kafka_settings_key(subscription))
         return done, Attempt(True, duration_ms=_ms(started))
+
+    def away(self) -> set[tuple[Any, ...]]:
+        """The settings whose brokers are in an outage now."""
+        return {key for key, brokers in self._brokers.items() if not brokers.available}
+
+    def take_returned(self) -> set[tuple[Any, ...]]:
+        """The settings whose brokers answered again since the last call."""
+        returned, self._returned = self._returned, set()
+        return returned
+
+    async def probe(self, subscription: SubscriptionRow) -> None:
+        """Try to reach a subscription's brokers (start its producer, within the delivery
+        timeout) while they are away, so that their return is known before a lane's next
+        scheduled retry (see :meth:`take_returned`)."""
+        brokers = self.brokers(subscription)
+        try:
+            async with asyncio.timeout(self.delivery_timeout):
+                await self.producer(subscription)
+        except Exception as exc:
+            if _kafka_outage(exc):
+                brokers.failed(exc, "the Kafka sink")
+            return
+        if brokers.ok():
+            self._returned.add(kafka_settings_key(subscription))
 
     def _replace(self, key: tuple[Any, ...], producer: AIOKafkaProducer) -> None:
         """Stop using ``producer`` (the next delivery starts a new one) and close it."""
@@ -357,7 +384,9 @@ class KafkaProducers:
         for key in [k for k in self._producers if k not in keys]:
             self._replace(key, self._producers[key])
             self._starting.pop(key, None)
-            self._brokers.pop(key, None)
+        for key in [k for k in self._brokers if k not in keys]:
+            del self._brokers[key]
+            self._returned.discard(key)
 
     async def close(self, grace: float = 5.0) -> None:
         """Close every producer, waiting at most ``grace`` seconds (a hung broker's request in
