@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
-from events_helpers import at, emit, kafka_subscription
+from events_helpers import at, emit, kafka_settings, kafka_subscription
 
 from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
@@ -87,14 +87,7 @@ async def test_kafka_delivery_resumes_after_the_broker_comes_back(
     await kafka_broker.create_topic(topic, partitions=3)
     sub = await kafka_subscription(
         store,
-        {
-            "topic": topic,
-            "brokers": [kafka_broker.bootstrap_plain],
-            "compressionCodec": "gzip",
-            "securityProtocol": "PLAINTEXT",
-            "saslMechanism": None,
-            "saslUsername": None,
-        },
+        kafka_settings(kafka_broker.bootstrap_plain, topic),
     )
     dispatchers(OUTAGE)
     chargers = [ChargerRef(f"CP-{i}", i) for i in range(CHARGERS)]
@@ -163,14 +156,7 @@ async def test_a_record_the_broker_refuses_does_not_block_the_others(
     await kafka_broker.create_topic(topic, partitions=1, config={"max.message.bytes": "4096"})
     sub = await kafka_subscription(
         store,
-        {
-            "topic": topic,
-            "brokers": [kafka_broker.bootstrap_plain],
-            "compressionCodec": "none",
-            "securityProtocol": "PLAINTEXT",
-            "saslMechanism": None,
-            "saslUsername": None,
-        },
+        kafka_settings(kafka_broker.bootstrap_plain, topic, compressionCodec="none"),
     )
     small = ChargerRef("CP-SMALL", 2)
     await emit(db, [network_status(small, True, at(0))])
@@ -220,14 +206,7 @@ async def test_lanes_waiting_out_a_long_retry_resume_when_the_brokers_return(
     await kafka_broker.create_topic(topic, partitions=2)
     sub = await kafka_subscription(
         store,
-        {
-            "topic": topic,
-            "brokers": [kafka_broker.bootstrap_plain],
-            "compressionCodec": "gzip",
-            "securityProtocol": "PLAINTEXT",
-            "saslMechanism": None,
-            "saslUsername": None,
-        },
+        kafka_settings(kafka_broker.bootstrap_plain, topic),
     )
     dispatchers(config)
     chargers = [ChargerRef(f"CP-{i}", i) for i in range(4)]
