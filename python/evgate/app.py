@@ -122,6 +122,7 @@ class Evgate:
             self.embedded = EmbeddedPostgres(s.data_dir)
             dsn = await self.embedded.open()
         self.db = Database(dsn, s.database_pool_size)
+        self.db.health.export(self.metrics)
         await self.db.open(migrate=True)
 
         chargers = ChargerStore(self.db)
@@ -137,6 +138,7 @@ class Evgate:
             flush_interval=s.writer_flush_interval,
             queue_rows=s.writer_queue_rows,
             metrics=self.metrics,
+            health=self.db.health,
         )
         await self.writer.start()
         self.maintenance = Maintenance(
@@ -180,6 +182,7 @@ class Evgate:
             save_authorization_key=chargers.set_secret_digest,
             metrics=self.metrics,
             unavailable=is_outage,
+            health=self.db.health,
         )
         await self.db.listen(
             CHARGER_CHANNEL, self.gateway.credentials_changed, self.gateway.credentials_reset

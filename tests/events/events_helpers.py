@@ -80,6 +80,19 @@ async def webhook_subscription(
     )
 
 
+def kafka_settings(bootstrap: str, topic: str, **extra: Any) -> dict[str, Any]:
+    """A Kafka subscription's settings: plaintext to ``bootstrap``, gzip, and ``extra``."""
+    return {
+        "topic": topic,
+        "brokers": [bootstrap],
+        "compressionCodec": "gzip",
+        "securityProtocol": "PLAINTEXT",
+        "saslMechanism": None,
+        "saslUsername": None,
+        **extra,
+    }
+
+
 async def kafka_subscription(
     store: NotificationStore, kafka: dict[str, Any], password: str | None = None
 ) -> SubscriptionRow:

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
-from events_helpers import at, emit, every_event, kafka_subscription
+from events_helpers import at, emit, every_event, kafka_settings, kafka_subscription
 
 from evgate.events.builders import ChargerRef, network_status
 from evgate.events.catalog import EMITTED
@@ -39,18 +39,6 @@ async def _consume(broker: KafkaBroker, topic: str, count: int, within: float = 
     return got
 
 
-def _settings(broker: KafkaBroker, topic: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "topic": topic,
-        "brokers": [broker.bootstrap_plain],
-        "compressionCodec": "gzip",
-        "securityProtocol": "PLAINTEXT",
-        "saslMechanism": None,
-        "saslUsername": None,
-        **extra,
-    }
-
-
 async def test_every_event_reaches_kafka_keyed_by_charger(
     db: Database,
     store: NotificationStore,
@@ -61,7 +49,7 @@ async def test_every_event_reaches_kafka_keyed_by_charger(
     event and its id; a charger's records are in order."""
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
     await kafka_broker.create_topic(topic, partitions=3)
-    await kafka_subscription(store, _settings(kafka_broker, topic))
+    await kafka_subscription(store, kafka_settings(kafka_broker.bootstrap_plain, topic))
     entries = every_event()
     await emit(db, entries)
     dispatchers()
@@ -93,8 +81,8 @@ async def test_sasl_and_compression(
     """SASL_PLAINTEXT with each mechanism the catalog names, and each compression codec."""
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
     await kafka_broker.create_topic(topic)
-    settings = _settings(
-        kafka_broker,
+    settings = kafka_settings(
+        kafka_broker.bootstrap_plain,
         topic,
         brokers=[kafka_broker.bootstrap_sasl],
         securityProtocol="SASL_PLAINTEXT",
@@ -116,8 +104,8 @@ async def test_a_wrong_password_delays_and_nothing_is_lost(
 ) -> None:
     """Brokers refusing the credentials: deliveries wait (attempts recorded), none is lost."""
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
-    settings = _settings(
-        kafka_broker, topic, brokers=[kafka_broker.bootstrap_sasl],
+    settings = kafka_settings(
+        kafka_broker.bootstrap_plain, topic, brokers=[kafka_broker.bootstrap_sasl],
         securityProtocol="SASL_PLAINTEXT", saslMechanism="PLAIN", saslUsername="nobody",
     )  # fmt: skip
     sub = await kafka_subscription(store, settings, "wrong")
@@ -143,7 +131,7 @@ async def test_a_broker_restarted_mid_stream_loses_nothing(
     per charger, none twice."""
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
     await kafka_broker.create_topic(topic, partitions=2)
-    await kafka_subscription(store, _settings(kafka_broker, topic))
+    await kafka_subscription(store, kafka_settings(kafka_broker.bootstrap_plain, topic))
     dispatchers()
     chargers = [ChargerRef(f"CP-{i}", i) for i in range(4)]
     sent = 0

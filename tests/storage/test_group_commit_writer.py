@@ -13,13 +13,13 @@ import pytest
 
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
+from evgate.storage.errors import is_unavailable
 from evgate.storage.writer import (
     CopyRows,
     Statement,
     WriteOp,
     Writer,
     WriteRejected,
-    is_transient,
 )
 from support import asyncpg_copy_waiter_unretrieved
 
@@ -93,10 +93,10 @@ async def test_submit_waits_when_the_queue_is_full(database_url: str) -> None:
 
 def test_transient_errors_are_told_from_refusals() -> None:
     """Connection loss and admin shutdown are transient; a check violation is not."""
-    assert is_transient(ConnectionResetError())
-    assert is_transient(asyncpg.AdminShutdownError())
-    assert not is_transient(asyncpg.CheckViolationError())
-    assert not is_transient(ValueError())
+    assert is_unavailable(ConnectionResetError())
+    assert is_unavailable(asyncpg.AdminShutdownError())
+    assert not is_unavailable(asyncpg.CheckViolationError())
+    assert not is_unavailable(ValueError())
 
 
 async def test_database_down_nothing_acked_then_everything_written_once(

@@ -211,6 +211,7 @@ class AuthorizerDirectory:
             log.warning("ignoring unknown evgate_installation notification %r", payload)
 
     async def _refresh_loop(self) -> None:
+        retry = self.store.db.health.retry("the installation refresher", log, first=1.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -220,13 +221,14 @@ class AuthorizerDirectory:
             for payload in sorted(batch):
                 try:
                     await self.refresh(payload)
-                except Exception:
+                except Exception as exc:
                     # The database may be away for a moment; try again a little later rather
                     # than keep a stale authorizer for good.
-                    log.exception("could not refresh installation state (%s); retrying", payload)
                     self._pending.add(payload)
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(retry.failed(exc))
                     self._wake.set()
+                else:
+                    retry.ok()
 
     async def _reload_all(self) -> None:
         rows = await self.store.all()

@@ -75,7 +75,7 @@ class NativeAuthorizer:
         try:
             await self.load()
         except Exception as exc:  # the database went away again; its next return reloads
-            log.warning("id-tag list reload failed: %s", exc)
+            self.store.db.health.report(exc, "the id-tag list reload", log)
 
     async def close(self) -> None:
         await cancel_and_wait(self._reload)

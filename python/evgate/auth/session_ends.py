@@ -93,15 +93,19 @@ class SessionEndSender:
         self._wake.set()
 
     async def _run(self) -> None:
+        retry = self.store.db.health.retry("the session-end sender", log, first=1.0)
         while True:
+            backoff = 0.0
             try:
                 sent = await self.send_due()
-            except Exception:
-                log.exception("session-end outbox: could not read it; retrying")
+            except Exception as exc:
+                backoff = retry.failed(exc)
                 sent = 0
+            else:
+                retry.ok()
             if sent >= self.batch:
                 continue  # more may be due at once
-            wait = self.poll_interval
+            wait = max(self.poll_interval, backoff)
             with contextlib.suppress(Exception):  # a failed read just means a full wait
                 due = await self.store.next_session_end_due()
                 if due is not None:

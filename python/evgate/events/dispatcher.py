@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from evgate.events.sinks import Attempt, KafkaProducers, WebhookSink, kafka_settings_key
 from evgate.metrics import Registry
 from evgate.storage.events import Delivery, NotificationStore, SubscriptionRow
-from evgate.tasks import wait_event
+from evgate.tasks import cancel_and_wait, wait_event
 
 __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
 
@@ -50,6 +50,9 @@ class DispatcherConfig:
     # Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter].
     jitter: float = 0.2
     delivery_timeout: float = 10.0
+    # How long a Kafka broker may take to acknowledge a produce request; also the age at which
+    # aiokafka gives up a record whose partition has no leader.
+    kafka_request_timeout: float = 30.0
     fan_out_batch: int = 1000
     lanes_per_subscription: int = 16
     lane_batch: int = 100
@@ -58,6 +61,9 @@ class DispatcherConfig:
     # bring it back to poll_interval): an idle process polls twice a second, not 20 times.
     idle_poll_interval: float = 0.5
     refresh_interval: float = 1.0
+    # While a subscription's Kafka brokers are away, how often they are tried (a producer
+    # start), so that lanes waiting out a long retry are resumed soon after the brokers return.
+    kafka_probe_interval: float = 5.0
     outbox_retention: float = 7 * 86400.0
     prune_interval: float = 60.0
 
@@ -95,14 +101,18 @@ class Dispatcher:
         self.store = store
         self.config = config or DispatcherConfig()
         self._subs: dict[int, _Subscription] = {}
-        self._kafka = KafkaProducers(max(30.0, self.config.delivery_timeout * 3))
+        registry = metrics or Registry()
+        self._kafka = KafkaProducers(
+            self.config.kafka_request_timeout, self.config.delivery_timeout, registry
+        )
         # Every lane in flight, with the subscription (settings and sink) it works for.
         self._tasks: dict[asyncio.Task[None], _Subscription] = {}
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._probe_due = 0.0
         self._wakeup = asyncio.Event()
         self._refresh_due = 0.0
         self._prune_due = 0.0
-        registry = metrics or Registry()
         self._m_delivered = registry.counter(
             "evgate_notifications_delivered_total", "Events delivered", ("via",)
         )
@@ -138,6 +148,8 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await cancel_and_wait(self._probe)
+        self._probe = None
         for task in list(self._tasks):
             task.cancel()
         # Bounded: a lane that does not end in time (a receiver or the database not
@@ -150,8 +162,7 @@ class Dispatcher:
         for sub in self._subs.values():
             await self._close_sink(sub)
         self._subs.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kafka.close(), _STOP_GRACE)
+        await self._kafka.close(_STOP_GRACE)
 
     def wake(self) -> None:
         """New events or changed subscriptions: look now rather than at the next poll."""
@@ -163,6 +174,7 @@ class Dispatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         wait = self.config.poll_interval
+        retry = self.store.db.health.retry("the dispatcher", log, first=1.0)
         while True:
             busy = True
             try:
@@ -170,6 +182,7 @@ class Dispatcher:
                 if now >= self._refresh_due:
                     await self._refresh()
                     self._refresh_due = now + self.config.refresh_interval
+                await self._kafka_returns(now)
                 fanned = await self._fan_out()
                 claimed = await self._claim()
                 busy = bool(fanned or claimed or self._tasks)
@@ -179,11 +192,12 @@ class Dispatcher:
                     self._m_backlog.set(await self.store.backlog())
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # The database is unavailable, most likely: nothing is lost (the outbox and
                 # the deliveries are in it); try again after a pause.
-                log.exception("dispatcher: round failed; retrying")
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(retry.failed(exc))
+            else:
+                retry.ok()
             if busy or self._wakeup.is_set():
                 wait = self.config.poll_interval
             else:
@@ -209,6 +223,38 @@ class Dispatcher:
             if sub.row.via == "kafka"
         }
         await self._kafka.retain(in_use)
+
+    async def _kafka_returns(self, now: float) -> None:
+        """Lanes waiting out a retry of Kafka brokers that answered again are due now; while
+        brokers are away, try them every ``kafka_probe_interval`` (on a task of its own: a
+        hung broker takes the delivery timeout)."""
+        returned = self._kafka.take_returned()
+        if returned:
+            subs = [
+                sub.row.id
+                for sub in self._subs.values()
+                if sub.row.via == "kafka" and kafka_settings_key(sub.row) in returned
+            ]
+            if subs and await self.store.retry_now(subs):
+                self.wake()
+        away = self._kafka.away()
+        if away and now >= self._probe_due and (self._probe is None or self._probe.done()):
+            self._probe_due = now + self.config.kafka_probe_interval
+            rows = {
+                kafka_settings_key(s.row): s.row
+                for s in self._subs.values()
+                if s.row.via == "kafka"
+            }
+            probes = [rows[key] for key in away if key in rows]
+            if probes:
+                self._probe = asyncio.get_running_loop().create_task(
+                    self._probe_brokers(probes), name="kafka-probe"
+                )
+
+    async def _probe_brokers(self, rows: list[SubscriptionRow]) -> None:
+        for row in rows:
+            await self._kafka.probe(row)
+        self._wakeup.set()
 
     @staticmethod
     async def _close_sink(sub: _Subscription) -> None:
@@ -283,8 +329,8 @@ class Dispatcher:
                     asyncio.shield(self.store.unlease(sub_id, charger_id)), _STOP_GRACE
                 )
             raise
-        except Exception:
-            log.exception("dispatcher: lane %s/%s failed; it is retried", sub_id, charger_id)
+        except Exception as exc:
+            self.store.db.health.report(exc, f"delivery lane {sub_id}/{charger_id}", log)
             with contextlib.suppress(Exception):
                 await self.store.unlease(sub_id, charger_id)
         finally:

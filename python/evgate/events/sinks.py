@@ -21,12 +21,21 @@ from typing import Any, NamedTuple
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 import evgate
 from evgate.events.signing import hmac_with_state, standard_webhook_signature
+from evgate.metrics import Registry
+from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.events import Delivery, SubscriptionRow
 
-__all__ = ["Attempt", "KafkaProducers", "WebhookSink", "kafka_settings_key"]
+__all__ = [
+    "Attempt",
+    "KafkaProducers",
+    "ProducerReplaced",
+    "WebhookSink",
+    "kafka_settings_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +191,63 @@ def kafka_settings_key(subscription: SubscriptionRow) -> tuple[Any, ...]:
     )
 
 
+class ProducerReplaced(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
+    """What a record still held by a replaced producer fails with (its lane resends it)."""
+
+
+def _kafka_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the brokers are unreachable or not answering (rather than that they
+    refused a record, or the credentials). A record failed by a replaced producer says
+    neither: it is only sent again."""
+    if isinstance(exc, TimeoutError | OSError | KafkaTimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and exc.retriable
+
+
+# aiokafka logs an ERROR per reconnect attempt, thousands a second while a broker is down (its
+# sender retries a leaderless partition's metadata without pause): one line a minute of each.
+_AIOKAFKA_REPEATS = RepeatFilter()
+
+
 class KafkaProducers:
     """One started, idempotent (``acks=all``) producer per distinct Kafka settings.
 
     A producer that cannot start (brokers down) is not kept; the next delivery tries again.
+    A producer that lost a record (refused by a broker, given up while its partition had no
+    leader, or not acknowledged within the delivery timeout) is replaced: aiokafka's
+    idempotent producer has given that record a sequence number, the broker then waits for it
+    for ever and refuses every later record of the partition (``OutOfOrderSequenceNumber``).
+    What the old producer still held fails, and its lanes send it again with the new one.
     """
 
-    def __init__(self, request_timeout: float) -> None:
+    def __init__(
+        self,
+        request_timeout: float,
+        delivery_timeout: float | None = None,
+        metrics: Registry | None = None,
+    ) -> None:
         self.request_timeout_ms = int(request_timeout * 1000)
+        self.delivery_timeout = delivery_timeout or request_timeout
+        self._metrics = metrics
         self._producers: dict[tuple[Any, ...], AIOKafkaProducer] = {}
         self._starting: dict[tuple[Any, ...], asyncio.Lock] = {}
+        self._brokers: dict[tuple[Any, ...], Dependency] = {}
+        # Settings whose brokers answered again after an outage (see take_returned()).
+        self._returned: set[tuple[Any, ...]] = set()
+        # Replaced producers being closed (owned here: close() waits for them).
+        self._closing: set[asyncio.Task[None]] = set()
+        quiet_repeats("aiokafka", _AIOKAFKA_REPEATS)
+
+    def brokers(self, subscription: SubscriptionRow) -> Dependency:
+        """The outage state of a subscription's brokers (one per distinct settings)."""
+        key = kafka_settings_key(subscription)
+        brokers = self._brokers.get(key)
+        if brokers is None:
+            names = ",".join(key[0]) or "?"
+            brokers = self._brokers[key] = Dependency(f"Kafka brokers {names}", _kafka_outage)
+            if self._metrics is not None:
+                brokers.export(self._metrics)
+        return brokers
 
     async def producer(self, subscription: SubscriptionRow) -> AIOKafkaProducer:
         key = kafka_settings_key(subscription)
@@ -203,6 +259,7 @@ class KafkaProducers:
             producer = self._producers.get(key)
             if producer is None:
                 producer = self._make(subscription)
+                quiet_repeats("aiokafka", _AIOKAFKA_REPEATS)  # loggers made on first use
                 try:
                     await producer.start()
                 except BaseException:
@@ -238,46 +295,135 @@ class KafkaProducers:
     ) -> tuple[int, Attempt]:
         """Send a lane's deliveries in order (record key: the charger id, so one partition and
         one order per charger). Returns how many of the first ones were acknowledged, and the
-        attempt's outcome (the failure, if one was not)."""
+        attempt's outcome (the failure, if one was not). Takes at most the delivery timeout."""
         started = time.perf_counter()
         topic = (subscription.kafka or {})["topic"]
         key = charger_id.encode()
+        brokers = self.brokers(subscription)
+        producer: AIOKafkaProducer | None = None
+        futures: list[asyncio.Future[Any]] = []
+        sent = False
         done = 0
         try:
-            producer = await self.producer(subscription)
-            futures: list[asyncio.Future[Any]] = [
-                await producer.send(
-                    topic,
-                    d.payload,
-                    key=key,
-                    headers=[
-                        ("notification", d.event.encode()),
-                        ("event-id", f"evt_{d.outbox_id}".encode()),
-                    ],
-                )
-                for d in deliveries
-            ]
-        except Exception as exc:
-            return 0, _failure(exc, started)
-        for future in futures:
-            try:
-                await future
-            except Exception as exc:
-                # The later records of the lane are sent again from the first unacknowledged
-                # one; their own outcomes no longer matter, but must be collected.
-                for rest in futures[done + 1 :]:
-                    rest.add_done_callback(_collect)
-                return done, _failure(exc, started)
-            done += 1
+            # Bounded: while a partition has no leader, aiokafka retries without end (and an
+            # idempotent producer never expires a batch whose leader is known): the lane
+            # would hold its lease past expiry and another process would send it as well.
+            async with asyncio.timeout(self.delivery_timeout):
+                producer = await self.producer(subscription)
+                for d in deliveries:
+                    futures.append(
+                        await producer.send(
+                            topic,
+                            d.payload,
+                            key=key,
+                            headers=[
+                                ("notification", d.event.encode()),
+                                ("event-id", f"evt_{d.outbox_id}".encode()),
+                            ],
+                        )
+                    )
+                sent = True
+                for future in futures:
+                    await future
+                    done += 1
+        except BaseException as exc:
+            # The later records of the lane are sent again from the first unacknowledged
+            # one (also after a cancellation); their own outcomes no longer matter, but must
+            # be collected.
+            for rest in futures[done:]:
+                rest.add_done_callback(_collect)
+            if not isinstance(exc, Exception):
+                raise
+            if producer is not None and (sent or isinstance(exc, TimeoutError)):
+                self._replace(kafka_settings_key(subscription), producer)
+            if _kafka_outage(exc):
+                brokers.failed(exc, "the Kafka sink")
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"not acknowledged within {self.delivery_timeout:g} s")
+            return done, _failure(exc, started)
+        if brokers.ok():
+            self._returned.add(kafka_settings_key(subscription))
         return done, Attempt(True, duration_ms=_ms(started))
 
-    async def retain(self, keys: set[tuple[Any, ...]]) -> None:
-        """Stop the producers whose settings no subscription uses any more."""
-        for key in [k for k in self._producers if k not in keys]:
-            producer = self._producers.pop(key)
-            self._starting.pop(key, None)
-            with contextlib.suppress(Exception):
-                await producer.stop()
+    def away(self) -> set[tuple[Any, ...]]:
+        """The settings whose brokers are in an outage now."""
+        return {key for key, brokers in self._brokers.items() if not brokers.available}
 
-    async def close(self) -> None:
+    def take_returned(self) -> set[tuple[Any, ...]]:
+        """The settings whose brokers answered again since the last call."""
+        returned, self._returned = self._returned, set()
+        return returned
+
+    async def probe(self, subscription: SubscriptionRow) -> None:
+        """Try to reach a subscription's brokers (start its producer, within the delivery
+        timeout) while they are away, so that their return is known before a lane's next
+        scheduled retry (see :meth:`take_returned`)."""
+        brokers = self.brokers(subscription)
+        try:
+            async with asyncio.timeout(self.delivery_timeout):
+                await self.producer(subscription)
+        except Exception as exc:
+            if _kafka_outage(exc):
+                brokers.failed(exc, "the Kafka sink")
+            return
+        if brokers.ok():
+            self._returned.add(kafka_settings_key(subscription))
+
+    def _replace(self, key: tuple[Any, ...], producer: AIOKafkaProducer) -> None:
+        """Stop using ``producer`` (the next delivery starts a new one) and close it."""
+        if self._producers.get(key) is producer:
+            del self._producers[key]
+            task = asyncio.get_running_loop().create_task(
+                _discard(producer), name="kafka-producer-close"
+            )
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def retain(self, keys: set[tuple[Any, ...]]) -> None:
+        """Close the producers whose settings no subscription uses any more."""
+        for key in [k for k in self._producers if k not in keys]:
+            self._replace(key, self._producers[key])
+            self._starting.pop(key, None)
+        for key in [k for k in self._brokers if k not in keys]:
+            del self._brokers[key]
+            self._returned.discard(key)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Close every producer, waiting at most ``grace`` seconds (a hung broker's request in
+        flight), then cancelling what is left."""
         await self.retain(set())
+        if self._closing:
+            _, late = await asyncio.wait(set(self._closing), timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+
+
+async def _discard(producer: AIOKafkaProducer) -> None:
+    """Close ``producer`` without waiting for what it holds (``stop()`` would wait for every
+    record to be acknowledged: for ever while a broker is away, or with a broken sequence).
+
+    Uses aiokafka's internals (pinned to 0.14): first its sender stops (a request in flight
+    ends within the request timeout), then every record it still holds fails with
+    :class:`ProducerReplaced` (nothing of it is recorded as delivered: its lanes resend it),
+    then it closes its connections.
+    """
+    sender = getattr(producer, "_sender", None)
+    accumulator = getattr(producer, "_message_accumulator", None)
+    with contextlib.suppress(Exception):
+        if sender is not None:
+            await sender.close()
+    if accumulator is not None:
+        # A batch put back for a retry keeps the callback that takes it out of the pending set
+        # when it ends: it goes back in that set first, or failing it raises in the callback.
+        queued = [b for queue in accumulator._batches.values() for b in queue]
+        accumulator._pending_batches.update(b for b in queued if b.retry_count)
+        accumulator.fail_all(ProducerReplaced("the producer was replaced"))
+        # A queued batch's "drained" waiter fails too; nobody waits on it any more.
+        for batch in queued:
+            _collect(batch._drain_waiter)
+    with contextlib.suppress(Exception):
+        await producer.stop()
+    with contextlib.suppress(Exception):
+        await producer.client.close()  # stop() skips it when it had begun before

@@ -203,6 +203,7 @@ class Cluster:
         self._wake.set()
 
     async def _reconcile(self) -> None:
+        claiming = self.store.db.health.retry("charger ownership", log, first=1.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -229,13 +230,13 @@ class Cluster:
                     back = [c.charger_id for c in claims if c.charger_id in self._rejoined]
                     await self.store.restore(self.instance, back, datetime.now(UTC))
                     self._rejoined.difference_update(batch)
-            except Exception:
+            except Exception as exc:
                 # The database is away: try the same chargers again shortly.
-                log.exception("updating charger ownership failed; retrying")
                 self._dirty |= batch
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(claiming.failed(exc))
                 self._wake.set()
                 continue
+            claiming.ok()
             for charger_id in lost:
                 self.gateway.close_charger(charger_id, 1000, MOVED)
 
@@ -262,8 +263,10 @@ class Cluster:
                         ", ".join(reaped.instances),
                         len(reaped.unavailable),
                     )
-            except Exception:
-                log.exception("renewing the lease of %s failed", self.instance)
+            except Exception as exc:
+                self.store.db.health.report(exc, f"the lease of {self.instance}", log)
+            else:
+                self.store.db.health.ok()
 
     # Notifications on the cluster channel
 

@@ -56,6 +56,7 @@ from evgate.gateway.proxy_header import SourceAddress
 from evgate.gateway.upgrade import SUBPROTOCOL, FailureLimiter, Refuse, decide, offers_ocpp16
 from evgate.handlers import Routes
 from evgate.metrics import Registry
+from evgate.outages import Dependency
 from evgate.protocol.v16 import (
     ACTION_OF_REQUEST,
     ACTIONS,
@@ -170,8 +171,11 @@ class Gateway:
         save_authorization_key: KeySaver | None = None,
         metrics: Registry | None = None,
         unavailable: Callable[[BaseException], bool] | None = None,
+        health: Dependency | None = None,
     ) -> None:
         self.settings = settings
+        # Where a failed credential refresh goes (the database's outages: Database.health).
+        self._health = health or Dependency("the credential store", lambda _: False)
         self.routes = routes
         # Whether a handler's exception says a dependency is away (the database), so that its
         # CALL is left unanswered, as an outage must look (the charger resends it).
@@ -475,10 +479,10 @@ class Gateway:
                 charger_id = self._dirty.pop()
                 found = await self._load(charger_id)
                 self._apply(charger_id, found[0] if found else None)
-        except Exception:
+        except Exception as exc:
             # The database is unreachable: keep the index as it is; the listener's reconnect
             # will ask for a full reload.
-            log.exception("refreshing charger credentials failed")
+            self._health.report(exc, "refreshing charger credentials", log)
         finally:
             self._refresher = None
 

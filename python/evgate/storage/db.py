@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
 
+from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.errors import DatabaseUnavailable, is_unavailable
 from evgate.tasks import cancel_and_wait
 
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 _MIGRATIONS_LOCK = 0x65766761  # 'evga': any fixed key that no other code uses
 CHARGER_CHANNEL = "evgate_charger"  # NOTIFY payload: the charger id whose credentials changed
+
+# asyncpg's pool logs a traceback each time it fails to reconnect its minimum of connections
+# (every pool, a few times a second while PostgreSQL is away): one line a minute, no traceback.
+_ASYNCPG_REPEATS = RepeatFilter(tracebacks=False)
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -85,9 +90,11 @@ class Listener:
         channel: str,
         on_notify: Callable[[str], None],
         on_reconnect: Callable[[], None] | None = None,
+        health: Dependency | None = None,
     ) -> None:
         self.dsn = dsn
         self.channel = channel
+        self.health = health or Dependency("PostgreSQL", is_unavailable)
         self._on_notify = on_notify
         self._on_reconnect = on_reconnect
         self._conn: asyncpg.Connection | None = None
@@ -122,7 +129,7 @@ class Listener:
         )
 
     async def _keep_up(self) -> None:
-        delay = self.RETRY_MIN
+        retry = self.health.retry(f"LISTEN {self.channel}", log, self.RETRY_MIN, self.RETRY_MAX)
         while True:
             await self._lost.wait()
             if self._conn is not None:
@@ -131,14 +138,10 @@ class Listener:
             try:
                 await self._connect()
             except Exception as exc:  # any failure: keep trying, the subscriber depends on it
-                log.warning(
-                    "LISTEN %s: reconnect failed (%s); retry in %.1f s", self.channel, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.RETRY_MAX)
+                await asyncio.sleep(retry.failed(exc))
                 continue
-            delay = self.RETRY_MIN
-            log.info("LISTEN %s: reconnected", self.channel)
+            retry.ok()
+            log.debug("LISTEN %s: reconnected", self.channel)
             if self._on_reconnect is not None:
                 try:
                     self._on_reconnect()
@@ -160,9 +163,12 @@ class Listener:
                 await conn.close(timeout=2)
 
 
-def _typed(exc: BaseException) -> BaseException:
-    """``exc``, or a DatabaseUnavailable caused by it when it says the database is away."""
-    if isinstance(exc, DatabaseUnavailable) or not is_unavailable(exc):
+def _typed(exc: BaseException, broken: bool = False) -> BaseException:
+    """``exc``, or a DatabaseUnavailable caused by it when it says the database is away, or
+    when the connection it was raised on is closed (``broken``): asyncpg may report a server
+    that went away mid-statement as an internal error ("cannot switch to state ..."), which
+    is an outage all the same."""
+    if isinstance(exc, DatabaseUnavailable) or not (broken or is_unavailable(exc)):
         return exc
     typed = DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__}: {exc})")
     typed.__cause__ = exc
@@ -183,13 +189,15 @@ class _Acquire:
     """``Pool.acquire()``: asyncpg's acquire context, whose connection failures (in acquiring,
     or in the block) leave it as :class:`DatabaseUnavailable`."""
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_conn", "_inner")
 
     def __init__(self, inner: PoolAcquireContext) -> None:
         self._inner = inner
+        self._conn: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        return await _typed_errors(self._inner.__aenter__())
+        self._conn = await _typed_errors(self._inner.__aenter__())
+        return self._conn
 
     async def __aexit__(
         self,
@@ -197,8 +205,10 @@ class _Acquire:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Whether the connection died under the block, asked before it is given back.
+        broken = exc is not None and self._conn is not None and self._conn.is_closed()
         await self._inner.__aexit__(exc_type, exc, tb)  # gives the connection back
-        if exc is not None and (typed := _typed(exc)) is not exc:
+        if exc is not None and (typed := _typed(exc, broken)) is not exc:
             raise typed
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
@@ -248,6 +258,10 @@ class Database:
     def __init__(self, dsn: str, pool_size: int = 10) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
+        #: PostgreSQL as this process sees it: every loop that uses the database reports its
+        #: failures and successes here (one WARNING per outage, one INFO at its end).
+        self.health = Dependency("PostgreSQL", is_unavailable)
+        quiet_repeats("asyncpg", _ASYNCPG_REPEATS)
         self._pool: Pool | None = None
         self._listeners: list[Listener] = []
 
@@ -281,7 +295,7 @@ class Database:
 
         See :class:`Listener` for the callbacks' contract.
         """
-        listener = Listener(self.dsn, channel, on_notify, on_reconnect)
+        listener = Listener(self.dsn, channel, on_notify, on_reconnect, self.health)
         await listener.start()
         self._listeners.append(listener)
         return listener

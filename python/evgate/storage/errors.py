@@ -47,23 +47,26 @@ class DatabaseUnavailable(StorageError, ConnectionError):
 
     Raised in place of asyncpg's and the socket's errors by the pool (``Database.pool``), whose
     original is its ``__cause__``. It is a ConnectionError, so code that takes an OSError for an
-    outage (the writer's ``is_transient``) still does.
+    outage still does.
     """
 
 
-# too_many_connections, admin_shutdown, crash_shutdown, cannot_connect_now: the server is
-# there but will not take this connection now. Class 08 (connection exception) as a whole too.
-_UNAVAILABLE_SQLSTATES = {"53300", "57P01", "57P02", "57P03"}
+# SQLSTATE classes that say "not now" rather than "not this": connection exception,
+# transaction rollback (serialization failure, deadlock), insufficient resources (disk full,
+# out of memory, too many connections), operator intervention (admin or crash shutdown,
+# cannot connect now), system error (I/O error).
+_UNAVAILABLE_CLASSES = {"08", "40", "53", "57", "58"}
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says that the database is unavailable, rather than refusing a query."""
+    """Whether ``exc`` says that the database is unavailable for now, rather than refusing a
+    query: the one test every room uses (the writer retries such a batch, a loop backs off, the
+    API answers 503, a charger's CALL is left unanswered)."""
     if isinstance(exc, asyncpg.PostgresError):
-        state = exc.sqlstate or ""
-        return state.startswith("08") or state in _UNAVAILABLE_SQLSTATES
+        return (exc.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
     if isinstance(exc, asyncpg.InterfaceError):
         # The connection is closed or the pool is closing; asyncpg's own (client-side)
         # DataError, also an InterfaceError, is a refused value.
         return not isinstance(exc, ValueError)
     # Refused, reset, unreachable, or no connection within the pool's or connect's timeout.
-    return isinstance(exc, OSError)
+    return isinstance(exc, OSError | TimeoutError)

@@ -565,6 +565,23 @@ class NotificationStore:
                     charger_id,
                 )
 
+    async def retry_now(self, subscription_ids: list[int]) -> int:
+        """Make the lanes of these subscriptions that wait for a retry due now (their sink is
+        back after an outage: waiting out the schedule would only delay them). Returns how
+        many lanes."""
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE deliveries SET next_attempt_at = now() WHERE subscription_id = ANY($1)"
+                " AND state = 'pending' AND next_attempt_at > now()",
+                subscription_ids,
+            )
+            status: str = await conn.execute(
+                "UPDATE delivery_lanes SET next_attempt_at = now()"
+                " WHERE subscription_id = ANY($1) AND next_attempt_at > now()",
+                subscription_ids,
+            )
+        return int(status.split()[-1])
+
     async def unlease(self, subscription_id: int, charger_id: str) -> None:
         """Give a lane back untouched (shutdown): due again at once, for any process."""
         await self.db.execute(

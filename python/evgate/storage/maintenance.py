@@ -101,13 +101,9 @@ class Maintenance:
             try:
                 await run()
             except Exception as exc:  # the database may be away; the next run tries again
-                log.warning(
-                    "%s failed (%s: %s); next run in %.0fs",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                    interval,
-                )
+                self.db.health.report(exc, what, log)
+            else:
+                self.db.health.ok()
 
     async def fold_once(self, now: datetime | None = None) -> int:
         """Fold the partial rollups of the minutes that ended at least a minute before

@@ -700,12 +700,15 @@ class ReservationExpiry:
         await self._task.stop()
 
     async def _run(self) -> None:
+        health = self.store.db.health
         while True:
             try:
                 while await self.store.expire_due() > 0:
                     pass  # a backlog (after downtime): keep going until none is due
             except Exception as exc:  # the database may be away; the next run tries again
-                log.warning("expiring reservations failed: %s", exc)
+                health.report(exc, "reservation expiry", log)
+            else:
+                health.ok()
             await asyncio.sleep(self.interval)
 
 

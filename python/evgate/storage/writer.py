@@ -52,6 +52,8 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from evgate.metrics import Registry
+from evgate.outages import Dependency
+from evgate.storage.errors import is_unavailable
 from evgate.tasks import wait_event
 
 __all__ = [
@@ -62,7 +64,6 @@ __all__ = [
     "Writer",
     "WriterClosed",
     "is_outage",
-    "is_transient",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,29 +177,11 @@ class WriterStats:
     commit_seconds: list[float] = field(default_factory=list)
 
 
-_TRANSIENT_CLASSES = {
-    "08",  # connection exception
-    "40",  # transaction rollback (serialization failure, deadlock)
-    "53",  # insufficient resources (disk full, out of memory, too many connections)
-    "57",  # operator intervention (admin shutdown, crash shutdown, cannot connect now)
-    "58",  # system error (I/O error)
-}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database is (for now) unavailable, rather than refusing rows."""
-    if isinstance(exc, asyncpg.PostgresError):
-        return (exc.sqlstate or "")[:2] in _TRANSIENT_CLASSES
-    if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError):
-        return True  # the connection is closed or broken; asyncpg's own DataError excluded
-    return isinstance(exc, OSError | ConnectionError | TimeoutError)
-
-
 def is_outage(exc: BaseException) -> bool:
     """Whether a storage call failed because the database is away for now (or the writer is
     stopped), rather than for what it was asked: a charger's CALL that fails so is left
     unanswered, and the charger sends it again."""
-    return isinstance(exc, WriterClosed) or is_transient(exc)
+    return isinstance(exc, WriterClosed) or is_unavailable(exc)
 
 
 class _ConnectionBroken(Exception):
@@ -265,10 +248,13 @@ class Writer:
         retry_max_delay: float = 2.0,
         stop_timeout: float = 10.0,
         metrics: Registry | None = None,
+        health: Dependency | None = None,
     ) -> None:
         if lanes < 1:
             raise ValueError("a writer needs at least one lane")
         self.dsn = dsn
+        # Outages are logged once, where the rest of the process reports them (Database.health).
+        self.health = health or Dependency("PostgreSQL", is_unavailable)
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
         self.queue_rows = queue_rows
@@ -527,18 +513,19 @@ class _Lane:
                 # While a COMMIT's outcome is unknown, every error is waited out: the batch may
                 # have committed, so it is never re-run per submission before that is known.
                 self.writer._retried()
-                log.warning("writer: database unavailable (%s); retrying in %.2fs", exc, delay)
+                self.writer.health.failed(exc, "the writer")
                 await self._drop_connection()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.writer.retry_max_delay)
                 continue
+            self.writer.health.ok()
             for submission, result in zip(batch, results, strict=True):
                 if not submission.future.done():
                     submission.future.set_result(result)
             break
 
     def _transient(self, exc: BaseException) -> bool:
-        """``is_transient``, except that an interface error on a connection that is still open
+        """``is_unavailable``, except that an interface error on a connection that is still open
         is a misuse (an op calling ``conn.transaction()`` inside the batch's transaction), not
         an outage: retrying it would stall the lane for good; and any error after which
         the batch's transaction could not be rolled back is an outage (``_ConnectionBroken``)."""
@@ -550,7 +537,7 @@ class _Lane:
             and not self.conn.is_closed()
         ):
             return False
-        return is_transient(exc)
+        return is_unavailable(exc)
 
     async def _committed(self, unknown: _CommitUnknown) -> bool:
         conn = await self._connection()
