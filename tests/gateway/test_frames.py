@@ -82,6 +82,30 @@ async def test_bad_frames_get_the_defined_callerror(
         assert sent.value(code) == 1
 
 
+@pytest.mark.parametrize(
+    ("frame", "unique_id"),
+    [
+        (b'[2,"\xff","Heartbeat",{}]', "-1"),
+        (b'[2,"u1","Authorize",{"idTag":"\xc3"}]', "u1"),
+        (b'[2,"u2","Heart\xc3beat",{}]', "u2"),
+        (b"[" * 1000 + b"]" * 1000, "-1"),
+        (b'[2,"u3","Heartbeat",' + b"[" * 2000 + b"]" * 2000 + b"]", "-1"),
+    ],
+    ids=["id-not-utf8", "payload-not-utf8", "action-not-utf8", "deep", "deep-payload"],
+)
+async def test_frames_not_utf8_or_nested_deep_are_answered_formation_violation(
+    start_gateway: StartGateway, frame: bytes, unique_id: str
+) -> None:
+    """A text message that is not UTF-8, or nests a thousand deep, is answered
+    FormationViolation (its id when readable), never closed 1011; the charger's next CALL is
+    answered (issue 15)."""
+    async with start_gateway() as g, connect(g.url()) as ws:
+        await ws.send(frame, text=True)
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert answer[:3] == [4, unique_id, "FormationViolation"]
+        assert (await _exchange(ws, [2, "hb", "Heartbeat", {}]))[:2] == [3, "hb"]
+
+
 async def test_bad_reply_from_charger_is_not_answered(start_gateway: StartGateway) -> None:
     """OCPP answers only CALLs: a CALLRESULT nobody waits for, or a broken one, gets nothing."""
     async with start_gateway() as g, connect(g.url()) as ws:

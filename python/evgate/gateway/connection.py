@@ -264,6 +264,7 @@ class ChargerConnection(WSListener):
                 self._refuse(exc, "(unreadable)")
             else:
                 log.info("%s sent a bad reply: %s", self.charger_id, exc.description)
+                self._fail_pending(exc)
             return
         if isinstance(frame, frames.Call):
             self._call_received(frame)
@@ -385,6 +386,14 @@ class ChargerConnection(WSListener):
         if violations:
             self._record(action, violations)
         future.set_result(response)
+
+    def _fail_pending(self, exc: OcppError) -> None:
+        """A reply that cannot be read fails the command it answers at once (when its id
+        could be read), rather than leave it to time out."""
+        pending = self._pending
+        if pending is not None and pending[0] == exc.unique_id and not pending[2].done():
+            self.gateway.m_violations.inc(pending[1], exc.code.value)
+            pending[2].set_exception(InvalidResponse(exc))
 
     # Outgoing calls
 
