@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
@@ -21,7 +22,9 @@ from gateway.helpers import (
     StartGateway,
     close_code_of,
     connect,
+    raw_connect,
     until,
+    ws_frame,
 )
 from support import ocpp_charger
 
@@ -198,6 +201,32 @@ async def test_single_frame_over_limit_closes_1009(start_gateway: StartGateway) 
             json.dumps([2, "big", "DataTransfer", {"vendorId": "v", "data": "x" * 70_000}])
         )
         assert await close_code_of(ws) == 1009
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (ws_frame(0x1, b'[2,"1","Heartbeat",{}]', mask=False), 1002),
+        (ws_frame(0x8, (1004).to_bytes(2, "big")), 1002),  # a reserved close code
+        (ws_frame(0x8, b"\x03\xe8\xff"), 1007),  # a close reason not UTF-8
+        (ws_frame(0x1, b" " * 70_000), 1009),  # over max_message_size
+    ],
+    ids=["unmasked", "bad-close-code", "bad-close-reason", "oversize"],
+)
+async def test_frames_breaking_rfc6455_are_counted_not_logged_as_errors(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture, frame: bytes, code: int
+) -> None:
+    """picows's parser closes the connection with the RFC's code; a charger's mistake is a
+    counted metric and a DEBUG line, never an ERROR (issue 15 item 5)."""
+    caplog.set_level(logging.DEBUG, logger="evgate.gateway.picows")
+    async with start_gateway() as g, raw_connect(g.url()) as client:
+        client.send(frame)
+        assert await client.close_code() == code
+        errors = g.metrics.counter("evgate_websocket_errors_total", "", ("code",))
+        await until(lambda: errors.value(str(code)) == 1)
+    parser = [r for r in caplog.records if r.getMessage().startswith("WS parser error")]
+    assert [r.levelno for r in parser] == [logging.DEBUG]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_binary_frame_closes_1003(start_gateway: StartGateway) -> None:
