@@ -229,6 +229,23 @@ async def test_frames_breaking_rfc6455_are_counted_not_logged_as_errors(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+@pytest.mark.parametrize("bit", [0x40, 0x20, 0x10])
+async def test_rsv_bit_without_an_extension_closes_1002(
+    start_gateway: StartGateway, bit: int
+) -> None:
+    """RFC 6455 5.2: an RSV bit set with no extension negotiated fails the connection with
+    1002; the CALL it carries is not answered (issue 15 item 7)."""
+    async with start_gateway() as g, raw_connect(g.url()) as client:
+        client.send(ws_frame(0x1, b'[2,"ok","Heartbeat",{}]'))
+        assert json.loads((await client.read_frame())[1])[:2] == [3, "ok"]
+        frame = bytearray(ws_frame(0x1, b'[2,"rsv","Heartbeat",{}]'))
+        frame[0] |= bit
+        client.send(bytes(frame))
+        assert await client.close_code() == 1002
+        errors = g.metrics.counter("evgate_websocket_errors_total", "", ("code",))
+        assert errors.value("1002") == 1
+
+
 async def test_binary_frame_closes_1003(start_gateway: StartGateway) -> None:
     """OCPP-J is text only: a binary frame closes with 1003."""
     async with start_gateway() as g, connect(g.url()) as ws:

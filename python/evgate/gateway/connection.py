@@ -2,7 +2,8 @@
 
 A :class:`ChargerConnection` turns frames into OCPP messages and back:
 
-* Text frames only; a fragmented message is reassembled (and held to the size limit, like a
+* Text frames only, with no RSV bit set (evgate negotiates no extension; else 1002); a
+  fragmented message is reassembled (and held to the size limit, like a
   single frame). Each whole message is copied out of picows's borrowed buffer once, then
   decoded by the protocol core.
 * CALLs from the charger are answered strictly in arrival order by one worker task that
@@ -160,6 +161,11 @@ class ChargerConnection(WSListener):
         if transport.is_close_frame_sent and kind != WSMsgType.CLOSE:
             # We are closing this connection (credentials gone, no ocpp1.6, replaced, ...):
             # what the charger still sends is discarded (RFC 6455 7.1.1), never handled.
+            return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # RFC 6455 5.2: no extension is negotiated (evgate offers none), so these are 0.
+            self.gateway.m_websocket_errors.inc("1002")
+            self.close(WSCloseCode.PROTOCOL_ERROR, "RSV bits set without an extension")
             return
         if kind == WSMsgType.TEXT:
             if self._fragments is not None:

@@ -240,13 +240,13 @@ class Gateway:
         self.m_closed = metrics.counter(
             "evgate_connections_closed_total", "Charger connections closed", ("code",)
         )
+        self.m_websocket_errors = metrics.counter(
+            "evgate_websocket_errors_total",
+            "Frames breaking RFC 6455 that a charger connection was closed for",
+            ("code",),
+        )
         self._picows_log = _PicowsLog(
-            logging.getLogger("evgate.gateway.picows"),
-            metrics.counter(
-                "evgate_websocket_errors_total",
-                "Frames breaking RFC 6455 that picows's parser closed a connection for",
-                ("code",),
-            ),
+            logging.getLogger("evgate.gateway.picows"), self.m_websocket_errors
         )
 
     # Life cycle
