@@ -14,7 +14,9 @@ A :class:`ChargerConnection` turns frames into OCPP messages and back:
   dropped unanswered, so the charger retries it later, as OCPP chargers do with
   unacknowledged messages.
 * CALLs to the charger (:meth:`call`) go one at a time (OCPP allows one outstanding CALL per
-  direction); later ones wait in FIFO order, up to ``MAX_QUEUED_CALLS``.
+  direction); later ones wait in FIFO order, up to ``MAX_QUEUED_CALLS``. A reply that
+  cannot be read (not UTF-8, nested too deep, ...) but names the pending CALL fails it at
+  once with InvalidResponse.
 * Writing is bounded: above the write-buffer high-water mark the charger's reads are paused,
   so a charger that does not read cannot make evgate buffer without end.
 

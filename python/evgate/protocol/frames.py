@@ -66,7 +66,8 @@ allow it). ``decode_response`` refuses such a CALLRESULT the same way, after its
 
 The gateway answers only what may be answered: a CALLERROR is the answer to a CALL, so an
 error with ``message_type_id`` 3 or 4 (a bad CALLRESULT or CALLERROR from the charger) is
-logged and not answered; one with ``message_type_id`` 2 or ``None`` is answered.
+logged and not answered (it fails the command it answers, when its id was read); one with
+``message_type_id`` 2 or ``None`` is answered.
 
 Lenient mode. ``decode(data, lenient=True)`` tolerates a unique id longer than 36 characters
 and a CALLERROR without (or with ``null``) details; payload leniency is described in
