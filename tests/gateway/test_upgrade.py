@@ -208,7 +208,9 @@ def test_either_credential_form_may_prove_the_secret(
         )
 
 
-async def test_right_basic_password_beside_a_stale_query_secret_connects(start_gateway: StartGateway) -> None:
+async def test_right_basic_password_beside_a_stale_query_secret_connects(
+    start_gateway: StartGateway,
+) -> None:
     """Over a real connection: a wrong ?auth= beside the right Basic password connects."""
     async with (
         start_gateway() as g,
