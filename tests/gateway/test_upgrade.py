@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -158,6 +159,11 @@ def test_failure_window_rolls_over() -> None:
         ("/ocpp/%2E%2E", None),
         ("/cp/...", ("...", None)),
         ("/cp/CP-1%0A", None),  # a newline
+        ("//[", None),  # urlsplit raised ValueError: picows answered 500 with its text
+        ("http://[::1/cp/CP-1", None),
+        ("//x/cp/CP-1", None),  # a path, not a host
+        ("http://evgate:9000/cp/CP-1?auth=42", ("CP-1", "42")),  # absolute-form
+        ("/cp/CP-1?auth=42#x", ("CP-1", "42")),
     ],
 )
 def test_parse_target(path: str, expected: tuple[str, str | None] | None) -> None:
@@ -217,3 +223,21 @@ async def test_right_basic_password_beside_a_stale_query_secret_connects(
         connect(g.url(secret=WRONG), additional_headers=_basic("CP-1", SECRET)) as ws,
     ):
         assert ws.subprotocol == "ocpp1.6"
+
+
+@pytest.mark.parametrize("target", ["//[", "http://[::1/cp/CP-1"])
+async def test_unparsable_target_is_404_not_500(start_gateway: StartGateway, target: str) -> None:
+    """A request target urlsplit cannot read is a bad path (404), not a 500 carrying the
+    exception's text."""
+    async with start_gateway() as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gateway.port)
+        try:
+            writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            status = await asyncio.wait_for(reader.readline(), 5)
+        finally:
+            writer.close()
+        assert status.startswith(b"HTTP/1.1 404"), status

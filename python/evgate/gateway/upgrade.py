@@ -117,16 +117,23 @@ class FailureLimiter:
 def parse_target(path: str) -> tuple[str, str | None] | None:
     """The charger id and the ``auth`` query secret of an upgrade path, or ``None`` when the
     path is not a charger endpoint."""
-    parts = urlsplit(path)
+    if path.startswith("/"):  # origin-form, which urlsplit would misread from "//" on
+        target, _, query = path.partition("#")[0].partition("?")
+    else:  # absolute-form (RFC 9112 3.2.2)
+        try:
+            parts = urlsplit(path)
+        except ValueError:  # "http://[x": a 404 like any other bad path, not a 500
+            return None
+        target, query = parts.path, parts.query
     for prefix in _PREFIXES:
-        if parts.path.startswith(prefix):
-            charger_id = unquote(parts.path[len(prefix) :].rstrip("/"))
+        if target.startswith(prefix):
+            charger_id = unquote(target[len(prefix) :].rstrip("/"))
             break
     else:
         return None
     if not is_valid_charger_id(charger_id):
         return None
-    secrets = parse_qs(parts.query).get("auth")
+    secrets = parse_qs(query).get("auth")
     return charger_id, (secrets[0] if secrets else None)
 
 
