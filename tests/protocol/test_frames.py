@@ -418,6 +418,19 @@ def test_reply_not_utf8_or_nested_too_deep_is_refused_and_not_answered() -> None
         assert e.value.message_type_id in (3, 4)
 
 
+def test_lenient_mode_refuses_invalid_utf8_after_a_violation_it_would_repair() -> None:
+    """Strict mode stops at the first violation, before the bad string; lenient mode reads
+    on, and answers FormationViolation with the CALL's id (found by the fuzz test)."""
+    data = b'[2,"m-1","Authorize",{"idTag":"a","x":1,"y":"\xed"}]'
+    assert refusal(data).description == "x: field not allowed"
+    exc = refusal(data, lenient=True)
+    assert (exc.code, exc.unique_id, exc.description) == (
+        ErrorCode.formation_violation,
+        "m-1",
+        "payload is not valid UTF-8",
+    )
+
+
 def test_lenient_mode_refuses_a_number_beyond_float64_as_strict_mode_does() -> None:
     data = b'[2,"m-1","Heartbeat",{"x":1e999}]'
     assert refusal(data, lenient=True).description == refusal(data).description

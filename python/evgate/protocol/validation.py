@@ -510,7 +510,8 @@ class PayloadCodec:
         except msgspec.DecodeError:
             raise FormationViolationError("payload is not valid JSON", path="") from None
         except UnicodeError:
-            # msgspec checks UTF-8 only in the strings it decodes, so this comes from here.
+            # msgspec checks UTF-8 only in the strings it decodes: this one, or one after a
+            # schema violation (then strict mode answers the violation).
             raise FormationViolationError("payload is not valid UTF-8", path="") from None
         if self._check is None:
             return msg, NO_VIOLATIONS
@@ -529,6 +530,8 @@ class PayloadCodec:
             tree = msgspec.json.decode(data)
         except msgspec.ValidationError:  # a number beyond float64
             raise violation_from(first).to_error() from None
+        except UnicodeError:  # after the strict decoder stopped short of the bad string
+            raise FormationViolationError("payload is not valid UTF-8", path="") from None
         reported: list[Violation] = []
         repaired: dict[str, Violation] = {}
         exc = first
