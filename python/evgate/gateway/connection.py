@@ -3,9 +3,9 @@
 A :class:`ChargerConnection` turns frames into OCPP messages and back:
 
 * Text frames only, with no RSV bit set (evgate negotiates no extension; else 1002); a
-  fragmented message is reassembled (and held to the size limit, like a
-  single frame). Each whole message is copied out of picows's borrowed buffer once, then
-  decoded by the protocol core.
+  fragmented message is reassembled (and held to the size limit, like a single frame). Each
+  whole message is copied out of picows's borrowed buffer once, then decoded by the
+  protocol core.
 * CALLs from the charger are answered strictly in arrival order by one worker task that
   exists only while there is work (an idle charger costs no task). A CALL over the
   charger's message rate is answered ``GenericError``; an unreadable frame or an unexpected

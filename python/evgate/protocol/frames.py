@@ -255,8 +255,8 @@ def refuse_nul(
 ) -> None:
     """Raise PropertyConstraintViolation when a text of ``payload`` holds U+0000
     (``validation.nul_violation``); an escaped backslash before ``u0000`` is no NUL. A payload
-    that is not JSON, or holds a number beyond float64, passes: its decoding tells what is
-    wrong with it."""
+    that is not JSON (or not UTF-8), nests deeper than ``MAX_NESTING`` or holds a number
+    beyond float64 passes, unread: its decoding tells what is wrong with it."""
     if not _spells_nul(payload) or nests_deeper(payload, MAX_NESTING - 1):
         return
     try:
