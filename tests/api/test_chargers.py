@@ -52,16 +52,19 @@ async def test_duplicate_id_is_409(api: httpx.AsyncClient) -> None:
     assert r.json()["status"] == 409 and "CP-1" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("bad_id", ["", "has space", "x" * 65, "slash/es", "ümlaut", "a?b"])
+@pytest.mark.parametrize(
+    "bad_id", ["", "has space", "x" * 65, "slash/es", "ümlaut", "a?b", ".", "..", "CP-1\n"]
+)
 async def test_bad_id_is_422(api: httpx.AsyncClient, bad_id: str) -> None:
-    """Ids outside 1-64 of A-Z a-z 0-9 . _ - : are refused with 422 naming the field."""
+    """Ids outside 1-64 of A-Z a-z 0-9 . _ - :, and the dot-segments . and .. (no URL can
+    name them), are refused with 422 naming the field."""
     r = await api.post("/api/v1/chargers", json={"id": bad_id})
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
     assert "id" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("good_id", ["a", "CP.1_x-y:z", "X" * 64])
+@pytest.mark.parametrize("good_id", ["a", "CP.1_x-y:z", "X" * 64, "..."])
 async def test_edge_ids_are_accepted(api: httpx.AsyncClient, good_id: str) -> None:
     """The id's whole alphabet and both length limits are accepted."""
     assert (await _create(api, good_id))["id"] == good_id

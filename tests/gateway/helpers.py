@@ -8,7 +8,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,3 +222,83 @@ def make_pki(folder: Path) -> Pki:
         stranger_key,
     )
     return Pki(ca_path, *server, clients, stranger)
+
+
+# A raw WebSocket client, for frames no client library will send (unmasked, RSV1, bad CLOSE).
+
+
+@dataclass
+class RawClient:
+    """One upgraded connection on plain asyncio streams; ``send`` writes any frame bytes."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def read_frame(self, within: float = 5.0) -> tuple[int, bytes]:
+        """The next frame from the server (unmasked, unfragmented): (opcode, payload); (-1, b"")
+        once the server has closed the socket."""
+        async with asyncio.timeout(within):
+            try:
+                head = await self.reader.readexactly(2)
+                length = head[1] & 0x7F
+                if length == 126:
+                    length = int.from_bytes(await self.reader.readexactly(2), "big")
+                elif length == 127:
+                    length = int.from_bytes(await self.reader.readexactly(8), "big")
+                return head[0] & 0x0F, await self.reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return -1, b""
+
+    async def close_code(self, within: float = 5.0) -> int | None:
+        """Read frames until the server's CLOSE; its code (None if the socket just closed)."""
+        async with asyncio.timeout(within):
+            while True:
+                opcode, payload = await self.read_frame(within)
+                if opcode == 0x8:
+                    return int.from_bytes(payload[:2], "big")
+                if opcode == -1:
+                    return None
+
+
+def ws_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False, mask: bool = True
+) -> bytes:
+    """The bytes of one client frame (RFC 6455 5.2), masked unless told otherwise."""
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    size = len(payload)
+    bit = 0x80 if mask else 0
+    if size < 126:
+        head += bytes([bit | size])
+    elif size < 65536:
+        head += bytes([bit | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + size.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = b"\x01\x02\x03\x04"
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+@contextlib.asynccontextmanager
+async def raw_connect(url: str) -> AsyncIterator[RawClient]:
+    """Upgrade a plain TCP connection to ``url`` (ws://, ocpp1.6 offered), raw from then on."""
+    address, _, target = url.removeprefix("ws://").partition("/")
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            f"GET /{target} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(5):
+            response = await reader.readuntil(b"\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 101"), response
+        yield RawClient(reader, writer)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()

@@ -117,6 +117,32 @@ async def test_invalid_response_raises(start_gateway: StartGateway) -> None:
         assert invalid.value.error.code == "PropertyConstraintViolation"
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'[3,"%s",{"status":"Accep\xc3ted"}]',  # not UTF-8 in the payload
+        b'[4,"%s","GenericError","\xff",{}]',  # not UTF-8 in the envelope
+        b'[4,"%s","GenericError","",' + b'{"a":[' * 20 + b"]}" * 20 + b"]",  # 41 deep
+    ],
+    ids=["payload-not-utf8", "envelope-not-utf8", "deep-details"],
+)
+async def test_unreadable_reply_fails_the_command_at_once(
+    start_gateway: StartGateway, reply: bytes
+) -> None:
+    """A reply that cannot be read but names the pending CALL raises InvalidResponse
+    (FormationViolation) at once, not CallTimeout; the connection stays up (issue 15)."""
+    async with start_gateway(call_timeout=30) as g, connect(g.url()) as ws:
+        await until(lambda: g.gateway.connection("CP-1") is not None)
+        pending = asyncio.create_task(g.gateway.call("CP-1", ResetRequest(type=ResetType.hard)))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.send(reply.replace(b"%s", frame[1].encode()), text=True)
+        with pytest.raises(InvalidResponse) as invalid:
+            await asyncio.wait_for(pending, 5)
+        assert invalid.value.error.code == "FormationViolation"
+        await ws.send(json.dumps([2, "hb", "Heartbeat", {}]))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))[:2] == [3, "hb"]
+
+
 async def test_timeout_and_a_late_answer(start_gateway: StartGateway) -> None:
     """No answer within call_timeout raises CallTimeout; the late answer is ignored and the
     next call works."""

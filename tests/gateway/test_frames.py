@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 import pytest
 import websockets
@@ -23,7 +24,9 @@ from gateway.helpers import (
     StartGateway,
     close_code_of,
     connect,
+    raw_connect,
     until,
+    ws_frame,
 )
 from support import ocpp_charger
 
@@ -82,6 +85,30 @@ async def test_bad_frames_get_the_defined_callerror(
         assert (await _exchange(ws, [2, "hb", "Heartbeat", {}]))[:2] == [3, "hb"]
         sent = g.metrics.counter("evgate_callerrors_sent_total", "", ("code",))
         assert sent.value(code) == 1
+
+
+@pytest.mark.parametrize(
+    ("frame", "unique_id"),
+    [
+        (b'[2,"\xff","Heartbeat",{}]', "-1"),
+        (b'[2,"u1","Authorize",{"idTag":"\xc3"}]', "u1"),
+        (b'[2,"u2","Heart\xc3beat",{}]', "u2"),
+        (b"[" * 1000 + b"]" * 1000, "-1"),
+        (b'[2,"u3","Heartbeat",' + b"[" * 2000 + b"]" * 2000 + b"]", "-1"),
+    ],
+    ids=["id-not-utf8", "payload-not-utf8", "action-not-utf8", "deep", "deep-payload"],
+)
+async def test_frames_not_utf8_or_nested_deep_are_answered_formation_violation(
+    start_gateway: StartGateway, frame: bytes, unique_id: str
+) -> None:
+    """A text message that is not UTF-8, or nests a thousand deep, is answered
+    FormationViolation (its id when readable), never closed 1011; the charger's next CALL is
+    answered (issue 15)."""
+    async with start_gateway() as g, connect(g.url()) as ws:
+        await ws.send(frame, text=True)
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert answer[:3] == [4, unique_id, "FormationViolation"]
+        assert (await _exchange(ws, [2, "hb", "Heartbeat", {}]))[:2] == [3, "hb"]
 
 
 async def test_bad_reply_from_charger_is_not_answered(start_gateway: StartGateway) -> None:
@@ -176,6 +203,49 @@ async def test_single_frame_over_limit_closes_1009(start_gateway: StartGateway) 
             json.dumps([2, "big", "DataTransfer", {"vendorId": "v", "data": "x" * 70_000}])
         )
         assert await close_code_of(ws) == 1009
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (ws_frame(0x1, b'[2,"1","Heartbeat",{}]', mask=False), 1002),
+        (ws_frame(0x8, (1004).to_bytes(2, "big")), 1002),  # a reserved close code
+        (ws_frame(0x8, b"\x03\xe8\xff"), 1007),  # a close reason not UTF-8
+        (ws_frame(0x1, b" " * 70_000), 1009),  # over max_message_size
+    ],
+    ids=["unmasked", "bad-close-code", "bad-close-reason", "oversize"],
+)
+async def test_frames_breaking_rfc6455_are_counted_not_logged_as_errors(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture, frame: bytes, code: int
+) -> None:
+    """picows's parser closes the connection with the RFC's code; a charger's mistake is a
+    counted metric and a DEBUG line, never an ERROR (issue 15 item 5)."""
+    caplog.set_level(logging.DEBUG, logger="evgate.gateway.picows")
+    async with start_gateway() as g, raw_connect(g.url()) as client:
+        client.send(frame)
+        assert await client.close_code() == code
+        errors = g.metrics.counter("evgate_websocket_errors_total", "", ("code",))
+        await until(lambda: errors.value(str(code)) == 1)
+    parser = [r for r in caplog.records if r.getMessage().startswith("WS parser error")]
+    assert [r.levelno for r in parser] == [logging.DEBUG]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("bit", [0x40, 0x20, 0x10])
+async def test_rsv_bit_without_an_extension_closes_1002(
+    start_gateway: StartGateway, bit: int
+) -> None:
+    """RFC 6455 5.2: an RSV bit set with no extension negotiated fails the connection with
+    1002; the CALL it carries is not answered (issue 15 item 7)."""
+    async with start_gateway() as g, raw_connect(g.url()) as client:
+        client.send(ws_frame(0x1, b'[2,"ok","Heartbeat",{}]'))
+        assert json.loads((await client.read_frame())[1])[:2] == [3, "ok"]
+        frame = bytearray(ws_frame(0x1, b'[2,"rsv","Heartbeat",{}]'))
+        frame[0] |= bit
+        client.send(bytes(frame))
+        assert await client.close_code() == 1002
+        errors = g.metrics.counter("evgate_websocket_errors_total", "", ("code",))
+        assert errors.value("1002") == 1
 
 
 async def test_binary_frame_closes_1003(start_gateway: StartGateway) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
 import websockets
 from ocpp.v16 import call
 
-from evgate.gateway.upgrade import FailureLimiter, parse_target
+from evgate.auth.credentials import digest
+from evgate.gateway.upgrade import Admit, FailureLimiter, Refuse, decide, parse_target
+from evgate.storage.chargers import ChargerCredentials
 from gateway.helpers import SECRET, Running, StartGateway, close_code_of, connect
 from support import ocpp_charger
 
@@ -164,8 +167,90 @@ def test_failure_table_is_bounded_and_keeps_the_persistent_failers() -> None:
         ("/cp/a/b", None),
         ("/cp/" + "x" * 65, None),
         ("/ws/CP-1", None),
+        ("/cp/.", None),  # dot-segments: no URL can name such a charger
+        ("/cp/..", None),
+        ("/ocpp/%2E%2E", None),
+        ("/cp/...", ("...", None)),
+        ("/cp/CP-1%0A", None),  # a newline
+        ("//[", None),  # urlsplit raised ValueError: picows answered 500 with its text
+        ("http://[::1/cp/CP-1", None),
+        ("//x/cp/CP-1", None),  # a path, not a host
+        ("http://evgate:9000/cp/CP-1?auth=42", ("CP-1", "42")),  # absolute-form
+        ("/cp/CP-1?auth=42#x", ("CP-1", "42")),
     ],
 )
 def test_parse_target(path: str, expected: tuple[str, str | None] | None) -> None:
     """Charger id and query secret from an upgrade path; None when it is not an endpoint."""
     assert parse_target(path) == expected
+
+
+WRONG = "000000000000000000000000"
+
+
+@pytest.mark.parametrize(
+    ("query", "basic", "admitted"),
+    [
+        (SECRET, None, True),
+        (None, SECRET, True),
+        (SECRET, SECRET, True),
+        (WRONG, SECRET, True),  # its URL still holds the secret it was installed with
+        (SECRET, "", True),  # Basic with an empty password beside the right ?auth=
+        (SECRET, WRONG, True),
+        (WRONG, WRONG, False),
+        (WRONG, None, False),
+        (None, WRONG, False),
+    ],
+)
+def test_either_credential_form_may_prove_the_secret(
+    query: str | None, basic: str | None, admitted: bool
+) -> None:
+    """A query secret and Basic auth sent together: admitted when either is the charger's
+    secret, 401 bad_secret only when neither is (README, "Endpoints")."""
+    index = {"CP-1": ChargerCredentials("CP-1", digest(SECRET), 1, False)}
+    path = "/cp/CP-1" if query is None else f"/cp/CP-1?auth={query}"
+    authorization = None if basic is None else _basic("CP-1", basic)["Authorization"]
+    decision = decide(
+        path,
+        authorization,
+        address="10.0.0.1",
+        tls=False,
+        certificate_cn=None,
+        index=index,
+        limiter=FailureLimiter(30),
+    )
+    if admitted:
+        assert isinstance(decision, Admit) and decision.auth_digest == digest(SECRET)
+    else:
+        assert isinstance(decision, Refuse) and (decision.status, decision.reason) == (
+            401,
+            "bad_secret",
+        )
+
+
+async def test_right_basic_password_beside_a_stale_query_secret_connects(
+    start_gateway: StartGateway,
+) -> None:
+    """Over a real connection: a wrong ?auth= beside the right Basic password connects."""
+    async with (
+        start_gateway() as g,
+        connect(g.url(secret=WRONG), additional_headers=_basic("CP-1", SECRET)) as ws,
+    ):
+        assert ws.subprotocol == "ocpp1.6"
+
+
+@pytest.mark.parametrize("target", ["//[", "http://[::1/cp/CP-1"])
+async def test_unparsable_target_is_404_not_500(start_gateway: StartGateway, target: str) -> None:
+    """A request target urlsplit cannot read is a bad path (404), not a 500 carrying the
+    exception's text."""
+    async with start_gateway() as g:
+        reader, writer = await asyncio.open_connection("127.0.0.1", g.gateway.port)
+        try:
+            writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            status = await asyncio.wait_for(reader.readline(), 5)
+        finally:
+            writer.close()
+        assert status.startswith(b"HTTP/1.1 404"), status

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from ocpp.exceptions import PropertyConstraintViolationError
 from ocpp.v16 import ChargePoint, call
 from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
@@ -135,6 +136,37 @@ async def test_a_whole_session(evgate: Evgate, api: httpx.AsyncClient, database_
         )
     ).json()
     assert minutes["data"][0]["count"] == 3 and minutes["data"][0]["last"] == 2500
+
+
+async def test_request_ids_beyond_int32_are_stored_and_beyond_int64_refused(
+    evgate: Evgate, database_url: str
+) -> None:
+    """A real charger's requestId 2^31 is stored as sent (an integer column refused it:
+    InternalError); 2^63 is answered PropertyConstraintViolation naming requestId (issue 15)."""
+    secrets = await register(database_url, "CP-1")
+    assert evgate.ws_port is not None and evgate.gateway is not None
+    async with asyncio.timeout(5):
+        while evgate.gateway.credentials_of("CP-1") is None:  # noqa: ASYNC110 - its NOTIFY
+            await asyncio.sleep(0.01)
+    async with charger(evgate.ws_port, "CP-1", secrets["CP-1"]) as cp:
+        await cp.call(call.LogStatusNotification(status="Uploaded", request_id=2**31))
+        await cp.call(
+            call.SignedFirmwareStatusNotification(status="SignatureVerified", request_id=2**31)
+        )
+        for action in (call.LogStatusNotification, call.SignedFirmwareStatusNotification):
+            status = "Uploaded" if action is call.LogStatusNotification else "Installed"
+            with pytest.raises(PropertyConstraintViolationError) as refused:
+                await cp.call(action(status=status, request_id=2**63), suppress=False)
+            assert refused.value.description.startswith("requestId: ")
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT kind, request_id FROM charger_messages ORDER BY id")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [
+        ("LogStatusNotification", 2**31),
+        ("SignedFirmwareStatusNotification", 2**31),
+    ]
 
 
 async def test_database_stopped_and_started_while_chargers_send(

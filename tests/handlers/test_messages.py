@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -18,6 +19,7 @@ from handler_bench import Bench
 from evgate.handlers import ChargerContext
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
+from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
     CertificateSignedResponse,
     DataTransferRequest,
@@ -84,6 +86,30 @@ async def test_status_notifications_are_stored_by_kind(bench: Bench) -> None:
         ("LogStatusNotification", "Uploaded", 4),
         ("SignedFirmwareStatusNotification", "SignatureVerified", 5),
     ]
+
+
+async def test_request_ids_are_stored_as_sent_or_refused_beyond_bigint(bench: Bench) -> None:
+    """The schemas allow any integer requestId: within bigint it is stored as sent (it was an
+    integer column: 2^31 failed as InternalError); beyond, PropertyConstraintViolation naming
+    the field (issue 15 item 3)."""
+    kept = [2**31, 2**63 - 1, -(2**63), 0]
+    for request_id in kept:
+        await bench.call(
+            "LogStatusNotification",
+            LogStatusNotificationRequest(status=UploadLogStatus.uploaded, request_id=request_id),
+        )
+        await bench.call(
+            "SignedFirmwareStatusNotification",
+            SignedFirmwareStatusNotificationRequest(
+                status=SignedFirmwareStatus.signature_verified, request_id=request_id
+            ),
+        )
+    rows = await bench.rows("SELECT request_id FROM charger_messages ORDER BY id")
+    assert [r[0] for r in rows] == [i for i in kept for _ in range(2)]
+    for request_id in (2**63, -(2**63) - 1, 10**30):
+        log = LogStatusNotificationRequest(status=UploadLogStatus.uploaded, request_id=request_id)
+        with pytest.raises(PropertyConstraintViolationError, match=r"^requestId: "):
+            await bench.call("LogStatusNotification", log)
 
 
 async def test_a_resent_security_event_is_stored_once(bench: Bench) -> None:

@@ -32,8 +32,9 @@ def start(id_tag: str = "TAG1", connector: int = 1, meter: int = 1000, **extra: 
 
 
 def stop(transaction_id: int, **extra: object) -> StopTransactionRequest:
+    extra.setdefault("meter_stop", 6000)
     return StopTransactionRequest(
-        meter_stop=6000, timestamp=T0 + timedelta(hours=1), transaction_id=transaction_id, **extra
+        timestamp=T0 + timedelta(hours=1), transaction_id=transaction_id, **extra
     )  # type: ignore[arg-type]
 
 
@@ -199,6 +200,24 @@ async def test_out_of_range_meter_start_is_refused_clearly(bench: Bench) -> None
         await bench.call("StartTransaction", start(connector=2**31))
     with pytest.raises(PropertyConstraintViolationError):
         await bench.call("StartTransaction", start(meter=2**63))
+    with pytest.raises(PropertyConstraintViolationError, match=r"^meterStart: "):
+        await bench.call("StartTransaction", start(meter=2**62))
+    with pytest.raises(PropertyConstraintViolationError, match=r"^meterStop: "):
+        await bench.call("StopTransaction", stop(1, meter_stop=-(2**62)))
+
+
+async def test_extreme_meter_readings_are_stored_and_their_energy_too(bench: Bench) -> None:
+    """meterStart -(2^62-1) and meterStop 2^62-1 are stored as sent, and the CDR's energy
+    (their difference) fits its bigint: it overflowed, answering InternalError to every
+    resent StopTransaction (issue 15 item 3)."""
+    await bench.add_id_tag("TAG1")
+    low, high = -(2**62 - 1), 2**62 - 1
+    tx = (await bench.call("StartTransaction", start(meter=low))).transaction_id
+    await bench.call("StopTransaction", stop(tx, meter_stop=high))
+    [row] = await bench.rows("SELECT meter_start, meter_stop FROM transactions")
+    assert tuple(row) == (low, high)
+    [cdr] = await bench.rows("SELECT energy_wh FROM cdrs")
+    assert cdr[0] == high - low
 
 
 def sample(value: str, **extra: object) -> SampledValue:

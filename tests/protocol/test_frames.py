@@ -14,6 +14,7 @@ from evgate.protocol import errors, frames
 from evgate.protocol.errors import ErrorCode, OcppError, Violation
 from evgate.protocol.v16 import (
     AuthorizationStatus,
+    AuthorizeRequest,
     BootNotificationRequest,
     BootNotificationResponse,
     ChargingRateUnitType,
@@ -32,6 +33,7 @@ from evgate.protocol.v16 import (
     StartTransactionResponse,
     StatusNotificationRequest,
 )
+from evgate.protocol.validation import nests_deeper
 
 Handler = Callable[[Message], Message]
 
@@ -329,6 +331,116 @@ def test_unreadable_frame_is_answered_with_unique_id_minus_one(
     data: bytes, code: str, description: str
 ) -> None:
     assert answer(data) == error("-1", code, description)
+
+
+def refusal(data: bytes | str, *, lenient: bool = False) -> OcppError:
+    """The OcppError that reading ``data`` as a CALL raises: no other exception may escape."""
+    try:
+        frame = frames.decode(data, lenient=lenient)
+        assert isinstance(frame, frames.Call)
+        frames.decode_request(frame, lenient=lenient)
+    except OcppError as exc:
+        return exc
+    raise AssertionError(f"{data!r} was read")
+
+
+TOO_DEEP = "frame nests deeper than 32 arrays and objects"
+
+
+@pytest.mark.parametrize(
+    ("data", "unique_id", "description"),
+    [
+        (b'[2,"\xff","Heartbeat",{}]', None, "frame is not valid UTF-8"),
+        ('[2,"\ud800","Heartbeat",{}]', None, "frame is not valid UTF-8"),  # a str frame
+        (b'[2,"m-1","Heart\xc3beat",{}]', "m-1", "frame is not valid UTF-8"),
+        (b'[2,"m-1","Authorize",{"idTag":"\xc3"}]', "m-1", "payload is not valid UTF-8"),
+        (b'[2,"m-1","Heartbeat",{"\xff":1}]', "m-1", "payload is not valid UTF-8"),
+        (b"[" * 1000 + b"]" * 1000, None, TOO_DEEP),
+        (b'[2,"m-1","Heartbeat",' + b"[" * 1000 + b"]" * 1000 + b"]", None, TOO_DEEP),
+        (b'[2,"m-1","Heartbeat",' + b"[" * 32 + b"]" * 32 + b",1]", None, TOO_DEEP),
+    ],
+    ids=["id", "id-str", "action", "payload", "key", "deep", "deep-payload", "33-deep"],
+)
+def test_frame_not_utf8_or_nested_too_deep_is_a_formation_violation(
+    data: bytes | str, unique_id: str | None, description: str
+) -> None:
+    """Answered FormationViolation, with "-1" when the id itself is unreadable (issue 15)."""
+    for lenient in (False, True):
+        exc = refusal(data, lenient=lenient)
+        assert (exc.code, exc.unique_id, exc.description) == (
+            ErrorCode.formation_violation,
+            unique_id,
+            description,
+        )
+        assert exc.message_type_id in (2, None)  # answered
+
+
+def test_payload_nested_deeper_than_its_schema_is_refused_by_the_schema() -> None:
+    """A payload's type never reads deeper than its schema: a deep value is refused in the
+    schema's words; lenient mode's generic reading stops at 32 levels, before reading it."""
+    value: object = "a"
+    for _ in range(48):
+        value = [value]
+    deep = {"idTag": value}
+    exc = refusal(call("Authorize", deep))
+    assert (exc.code, exc.path) == (ErrorCode.type_constraint_violation, "idTag")
+    exc = refusal(call("Authorize", deep), lenient=True)
+    assert (exc.code, exc.unique_id, exc.description) == (
+        ErrorCode.formation_violation,
+        "m-1",
+        "payload nests deeper than 31 arrays and objects",
+    )
+    # 32 levels, brackets inside strings not counted: read (and repaired) as usual.
+    nested: object = "[[[[[[[[[[{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"
+    for _ in range(30):
+        nested = [nested]
+    request, violations = _lenient("Authorize", {"idTag": "a", "x": nested})
+    assert request == AuthorizeRequest(id_tag="a")
+    assert [v.path for v in violations] == ["x"]
+
+
+def test_reply_not_utf8_or_nested_too_deep_is_refused_and_not_answered() -> None:
+    """A CALLRESULT or CALLERROR that cannot be read is an OcppError of type 3 or 4, with
+    its id when readable: the pending command fails at once instead of timing out."""
+    with pytest.raises(errors.FormationViolationError, match="payload is not valid UTF-8") as e:
+        payload = b'{"status":"Accepted","data":"\xff"}'
+        frames.decode_response("DataTransfer", payload, unique_id="c")
+    assert (e.value.unique_id, e.value.message_type_id) == ("c", 3)
+    bad_replies = [
+        (b'[4,"c-1","GenericError","\xff",{}]', "frame is not valid UTF-8"),
+        (b'[3,"c-1",{"a":"b"},"\xff"]', "a CALLRESULT has 3 elements, not 4"),
+        (b'[4,"c-1","GenericError","",' + b'{"a":[' * 20 + b"]}" * 20 + b"]", TOO_DEEP),
+    ]
+    for data, description in bad_replies:
+        with pytest.raises(OcppError) as e:
+            frames.decode(data)
+        assert (e.value.unique_id, e.value.description) == ("c-1", description)
+        assert e.value.message_type_id in (3, 4)
+
+
+def test_lenient_mode_refuses_invalid_utf8_after_a_violation_it_would_repair() -> None:
+    """Strict mode stops at the first violation, before the bad string; lenient mode reads
+    on, and answers FormationViolation with the CALL's id (found by the fuzz test)."""
+    data = b'[2,"m-1","Authorize",{"idTag":"a","x":1,"y":"\xed"}]'
+    assert refusal(data).description == "x: field not allowed"
+    exc = refusal(data, lenient=True)
+    assert (exc.code, exc.unique_id, exc.description) == (
+        ErrorCode.formation_violation,
+        "m-1",
+        "payload is not valid UTF-8",
+    )
+
+
+def test_lenient_mode_refuses_a_number_beyond_float64_as_strict_mode_does() -> None:
+    data = b'[2,"m-1","Heartbeat",{"x":1e999}]'
+    assert refusal(data, lenient=True).description == refusal(data).description
+
+
+def test_nests_deeper_counts_brackets_outside_strings_only() -> None:
+    assert not nests_deeper(b'[[["]]]]]][[[[[\\"\\""]]]', 3)
+    assert nests_deeper(b'[[["]]]]]][[[[[\\"\\""]]]', 2)
+    assert not nests_deeper('[{}, [], {"a": [1]}]', 3)
+    assert nests_deeper(msgspec.Raw(b'{"a":[{"b":[]}]}'), 3)
 
 
 def test_unique_id_longer_than_36_characters_is_echoed_with_a_property_violation() -> None:

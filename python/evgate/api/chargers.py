@@ -21,7 +21,10 @@ ChargerId = Annotated[
     str,
     msgspec.Meta(
         pattern=CHARGER_ID_PATTERN,
-        description=("The charger's OCPP identity, as in its URL: 1-64 of A-Z a-z 0-9 . _ - :"),
+        description=(
+            "The charger's OCPP identity, as in its URL: 1-64 of A-Z a-z 0-9 . _ - :,"
+            " other than . and .."
+        ),
     ),
 ]
 Profile = Annotated[

@@ -21,8 +21,12 @@ __all__ = [
 ]
 
 # OCPP identity of a charger: what it puts in its URL. Kept to characters that need no escaping
-# in a URL path, a Basic-auth user name or a Kafka record key.
-CHARGER_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
+# in a URL path, a Basic-auth user name or a Kafka record key; "." and ".." are dot-segments,
+# which clients remove from a URL path (RFC 3986 5.2.4), so no URL could name such a charger.
+# The one definition: the gateway's upgrade, the API's ids and the CLI all use it. The end is
+# "(?![\s\S])", not "$": msgspec searches with Python's re, whose "$" also matches before a
+# final newline ("CP-1\n"); both Python and the OpenAPI document's ECMA regex read it alike.
+CHARGER_ID_PATTERN = r"^(?!\.\.?(?![\s\S]))[A-Za-z0-9._:\-]{1,64}(?![\s\S])"
 _charger_id = re.compile(CHARGER_ID_PATTERN)
 
 SECRET_DIGITS = 24

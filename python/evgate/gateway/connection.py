@@ -2,9 +2,10 @@
 
 A :class:`ChargerConnection` turns frames into OCPP messages and back:
 
-* Text frames only; a fragmented message is reassembled (and held to the size limit, like a
-  single frame). Each whole message is copied out of picows's borrowed buffer once, then
-  decoded by the protocol core.
+* Text frames only, with no RSV bit set (evgate negotiates no extension; else 1002); a
+  fragmented message is reassembled (and held to the size limit, like a single frame). Each
+  whole message is copied out of picows's borrowed buffer once, then decoded by the
+  protocol core.
 * CALLs from the charger are answered strictly in arrival order by one worker task that
   exists only while there is work (an idle charger costs no task). A CALL that finds the
   inbox full (handlers stalled, say the database is down) is dropped unanswered, so the
@@ -20,7 +21,9 @@ A :class:`ChargerConnection` turns frames into OCPP messages and back:
   unexpected reply over the rate is dropped without an answer or a log line (a flood of junk
   costs little).
 * CALLs to the charger (:meth:`call`) go one at a time (OCPP allows one outstanding CALL per
-  direction); later ones wait in FIFO order, up to ``MAX_QUEUED_CALLS``.
+  direction); later ones wait in FIFO order, up to ``MAX_QUEUED_CALLS``. A reply that
+  cannot be read (not UTF-8, nested too deep, ...) but names the pending CALL fails it at
+  once with InvalidResponse.
 * Writing is bounded: above the write-buffer high-water mark the charger's reads are paused,
   so a charger that does not read cannot make evgate buffer without end.
 
@@ -173,6 +176,11 @@ class ChargerConnection(WSListener):
             # We are closing this connection (credentials gone, no ocpp1.6, replaced, ...):
             # what the charger still sends is discarded (RFC 6455 7.1.1), never handled.
             return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # RFC 6455 5.2: no extension is negotiated (evgate offers none), so these are 0.
+            self.gateway.m_websocket_errors.inc("1002")
+            self.close(WSCloseCode.PROTOCOL_ERROR, "RSV bits set without an extension")
+            return
         if kind == WSMsgType.TEXT:
             if self._fragments is not None:
                 self.close(WSCloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
@@ -286,6 +294,7 @@ class ChargerConnection(WSListener):
                 self._refuse(exc, "(unreadable)")
             else:
                 log.info("%s sent a bad reply: %s", self.charger_id, exc.description)
+                self._fail_pending(exc)
             return
         if isinstance(frame, frames.Call):
             self._call_received(frame)
@@ -457,6 +466,14 @@ class ChargerConnection(WSListener):
         if violations:
             self._record(action, violations)
         future.set_result(response)
+
+    def _fail_pending(self, exc: OcppError) -> None:
+        """A reply that cannot be read fails the command it answers at once (when its id
+        could be read), rather than leave it to time out."""
+        pending = self._pending
+        if pending is not None and pending[0] == exc.unique_id and not pending[2].done():
+            self.gateway.m_violations.inc(pending[1], exc.code.value)
+            pending[2].set_exception(InvalidResponse(exc))
 
     # Outgoing calls
 

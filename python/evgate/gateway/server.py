@@ -55,7 +55,7 @@ from evgate.gateway.listener import ChargerPort, ChargerProtocol
 from evgate.gateway.proxy_header import SourceAddress
 from evgate.gateway.upgrade import SUBPROTOCOL, FailureLimiter, Refuse, decide, offers_ocpp16
 from evgate.handlers import Routes
-from evgate.metrics import Registry
+from evgate.metrics import Counter, Registry
 from evgate.outages import Dependency
 from evgate.protocol.v16 import (
     ACTION_OF_REQUEST,
@@ -98,6 +98,33 @@ def default_connection_cap() -> int:
     if soft == resource.RLIM_INFINITY:
         return 1_000_000
     return max(1, int(soft * _FD_SHARE))
+
+
+_PARSER_ERROR = "WS parser error"
+
+
+class _PicowsLog(logging.LoggerAdapter[logging.Logger]):
+    """picows's logger (an adapter: picows then makes no per-connection child logger).
+
+    picows's frame parser logs a client's frame that breaks RFC 6455 (unmasked, over
+    ``max_message_size``, a CLOSE with a bad code or reason, ...) at ERROR, then closes the
+    connection with the code it names. That is a charger's mistake, not evgate's: it is
+    counted by close code and logged at DEBUG. picows's other lines keep their level (a
+    failure inside picows itself stays an ERROR with its traceback).
+    """
+
+    def __init__(self, logger: logging.Logger, errors: Counter) -> None:
+        super().__init__(logger)
+        self._errors = errors
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level >= logging.ERROR and isinstance(msg, str) and msg.startswith(_PARSER_ERROR):
+            # picows passes the WSProtocolError's args: (close code, description).
+            reason = args[0] if args and isinstance(args[0], tuple) else ()
+            code = reason[0] if reason and isinstance(reason[0], int) else 0
+            self._errors.inc(str(int(code)))
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
 
 
 def _certificate_cn(ssl_object: Any) -> str | None:
@@ -190,7 +217,6 @@ class Gateway:
         self._ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
         self._ssl: ssl.SSLContext | None = None
-        self._picows_log = logging.LoggerAdapter(logging.getLogger("evgate.gateway.picows"))
         self._dirty: set[str] = set()
         self._reload_all = False
         self._refresher: asyncio.Task[None] | None = None
@@ -239,6 +265,14 @@ class Gateway:
         )
         self.m_closed = metrics.counter(
             "evgate_connections_closed_total", "Charger connections closed", ("code",)
+        )
+        self.m_websocket_errors = metrics.counter(
+            "evgate_websocket_errors_total",
+            "Frames breaking RFC 6455 that a charger connection was closed for",
+            ("code",),
+        )
+        self._picows_log = _PicowsLog(
+            logging.getLogger("evgate.gateway.picows"), self.m_websocket_errors
         )
         self._port = ChargerPort(
             self._protocol,

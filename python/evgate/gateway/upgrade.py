@@ -21,6 +21,13 @@ The 404s and 401s count against the source address's budget (``failed_upgrades_p
 a 403 needs the right secret, so it does not. Both paths take either credential form: a
 charger configured with a base URL ending in ``/cp/`` that sends Basic auth still connects.
 A client certificate whose CN is the charger id authenticates on its own (profile 3).
+
+A charger that sends both a query secret and Basic auth is admitted when either is its
+secret, and refused (``bad_secret``) only when neither is. Neither form is trusted over the
+other, and each alone would be accepted, so this admits no one a single form would not; it
+keeps two real chargers connected: one whose Basic password is the AuthorizationKey evgate
+rotated while its configured URL still holds the secret it was installed with, and one that
+sends Basic with an empty password beside the right ``?auth=``.
 """
 
 from __future__ import annotations
@@ -124,16 +131,23 @@ class FailureLimiter:
 def parse_target(path: str) -> tuple[str, str | None] | None:
     """The charger id and the ``auth`` query secret of an upgrade path, or ``None`` when the
     path is not a charger endpoint."""
-    parts = urlsplit(path)
+    if path.startswith("/"):  # origin-form, which urlsplit would misread from "//" on
+        target, _, query = path.partition("#")[0].partition("?")
+    else:  # absolute-form (RFC 9112 3.2.2)
+        try:
+            parts = urlsplit(path)
+        except ValueError:  # "http://[x": a 404 like any other bad path, not a 500
+            return None
+        target, query = parts.path, parts.query
     for prefix in _PREFIXES:
-        if parts.path.startswith(prefix):
-            charger_id = unquote(parts.path[len(prefix) :].rstrip("/"))
+        if target.startswith(prefix):
+            charger_id = unquote(target[len(prefix) :].rstrip("/"))
             break
     else:
         return None
     if not is_valid_charger_id(charger_id):
         return None
-    secrets = parse_qs(parts.query).get("auth")
+    secrets = parse_qs(query).get("auth")
     return charger_id, (secrets[0] if secrets else None)
 
 
@@ -195,12 +209,12 @@ def decide(
         if certificate_cn != charger_id:
             return Refuse(401, "certificate", "the client certificate names another charger")
         return Admit(credentials, 3, None)
-    secret = query_secret
-    if secret is None and authorization is not None:
-        secret = _basic_password(authorization, charger_id)
-    if secret is None:
+    basic = None if authorization is None else _basic_password(authorization, charger_id)
+    if query_secret is None and basic is None:
         return Refuse(401, "missing_secret", "credentials required")
-    if not verify(secret, credentials.secret_digest):
+    # Both sent: either may prove it (see the module docstring).
+    proved = query_secret is not None and verify(query_secret, credentials.secret_digest)
+    if not proved and not (basic is not None and verify(basic, credentials.secret_digest)):
         return Refuse(401, "bad_secret", "wrong credentials")
     profile = 2 if tls else 1
     if profile < credentials.security_profile:

@@ -2,7 +2,8 @@
 
 DiagnosticsStatusNotification, FirmwareStatusNotification, LogStatusNotification and
 SignedFirmwareStatusNotification are each stored as a ``charger_messages`` row (kind = the
-action, its status and requestId) and answered after it commits. DiagnosticsStatusNotification
+action, its status and requestId) and answered after it commits; a requestId beyond bigint
+is refused with PropertyConstraintViolation. DiagnosticsStatusNotification
 also emits DiagnosticsStatusNotification, whose ``requestId`` (OCPP 1.6 has none) is that of
 the charger's latest accepted GetDiagnostics command (0 if none), read in the same
 transaction.
@@ -16,7 +17,7 @@ from msgspec import UNSET
 
 from evgate.events.builders import diagnostics_status
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.services import HandlerServices, events
+from evgate.handlers.services import INT64_MAX, INT64_MIN, HandlerServices, check_range, events
 from evgate.protocol.v16 import (
     DiagnosticsStatusNotificationRequest,
     DiagnosticsStatusNotificationResponse,
@@ -70,12 +71,11 @@ def routes(services: HandlerServices) -> Routes:
 
     def status_notification(action: str, response: type[Message]) -> Any:
         async def handler(ctx: ChargerContext, request: Any) -> Message:
+            request_id = getattr(request, "request_id", UNSET)
+            if request_id is not UNSET:  # any integer to the schemas; stored as bigint
+                check_range(request_id, INT64_MIN, INT64_MAX, "requestId")
             await record_message(
-                services,
-                ctx,
-                action,
-                status=request.status.value,
-                request_id=getattr(request, "request_id", UNSET),
+                services, ctx, action, status=request.status.value, request_id=request_id
             )
             return response()
 

@@ -31,6 +31,8 @@ from evgate.storage.writer import Write, Writer
 __all__ = [
     "INT32_MAX",
     "INT64_MAX",
+    "INT64_MIN",
+    "METER_MAX",
     "HandlerServices",
     "VendorHandler",
     "check_range",
@@ -41,6 +43,10 @@ __all__ = [
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+#: The bound of a meter reading (meterStart, meterStop), either sign: ±(2^62-1) Wh keeps the
+#: difference of any two within bigint (a CDR's energy), and no meter comes near it.
+METER_MAX = 2**62 - 1
 
 # Per connection, the transactions a handler has seen (id → what the session events say, or
 # None: not an open transaction of this charger), so that MeterValues reads the database at
@@ -191,9 +197,9 @@ def id_tag_info(
 def check_range(value: int, low: int, high: int, path: str) -> int:
     """``value`` if ``low <= value <= high``, else the CALLERROR for field ``path``.
 
-    The schemas say only "integer"; evgate stores connector and transaction ids in 32 bits
-    and meter readings in 64, so a value outside is refused with a clear answer rather than
-    failing in the database.
+    The schemas say only "integer"; evgate stores connector ids in 32 bits, meter readings
+    (±``METER_MAX``, so that the energy between two fits too) and request ids in 64, so a
+    value outside is refused with a clear answer rather than failing in the database.
 
     Raises:
         PropertyConstraintViolationError: out of range.

@@ -38,7 +38,7 @@ from evgate.handlers import ChargerContext, Routes
 from evgate.handlers.meter_values import METER_VALUES, meter_rows, transaction_id_or_none
 from evgate.handlers.services import (
     INT32_MAX,
-    INT64_MAX,
+    METER_MAX,
     HandlerServices,
     check_range,
     events,
@@ -93,7 +93,7 @@ def routes(services: HandlerServices) -> Routes:
         ctx: ChargerContext, request: StartTransactionRequest
     ) -> StartTransactionResponse:
         connector_id = check_range(request.connector_id, 0, INT32_MAX, "connectorId")
-        meter_start = check_range(request.meter_start, -INT64_MAX, INT64_MAX, "meterStart")
+        meter_start = check_range(request.meter_start, -METER_MAX, METER_MAX, "meterStart")
         start = TransactionStart(
             charger_id=ctx.charger_id,
             connector_id=connector_id,
@@ -140,7 +140,7 @@ def routes(services: HandlerServices) -> Routes:
     async def stop_transaction(
         ctx: ChargerContext, request: StopTransactionRequest
     ) -> StopTransactionResponse:
-        meter_stop = check_range(request.meter_stop, -INT64_MAX, INT64_MAX, "meterStop")
+        meter_stop = check_range(request.meter_stop, -METER_MAX, METER_MAX, "meterStop")
         transaction_id = transaction_id_or_none(request.transaction_id)
         id_tag = None if request.id_tag is UNSET else request.id_tag
         writes: list[Write] = []

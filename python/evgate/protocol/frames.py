@@ -31,7 +31,10 @@ and drops such frames, leaving the charger to time out.) The codes, in 1.6's own
 ===============================================  ============================  ===========
 frame                                            code                          unique id
 ===============================================  ============================  ===========
-not JSON (or not UTF-8)                          FormationViolation            "-1"
+not JSON                                         FormationViolation            "-1"
+arrays and objects nested over 32 deep (1)       FormationViolation            "-1"
+not UTF-8 in its envelope (2)                    FormationViolation            its id or "-1"
+not UTF-8 in its payload                         FormationViolation            its id
 JSON but not an array                            FormationViolation            "-1"
 empty array                                      ProtocolError                 "-1"
 MessageTypeId not an integer                     FormationViolation            "-1"
@@ -43,6 +46,17 @@ action, code or description not a string         FormationViolation            i
 payload or error details not a JSON object       FormationViolation            its id
 ===============================================  ============================  ===========
 
+(1) ``MAX_NESTING``, the frame's array counting as one: OCPP 1.6 needs six. Nesting is
+checked before any generic reading (of a bad frame, of a lenient payload, of a CALLERROR's
+details: then with its id and MessageTypeId 4). A CALL's or CALLRESULT's payload is never
+read deeper than its schema, which refuses a deep value in its own words first
+(``{"idTag": [[...]]}`` is a TypeConstraintViolation with its id).
+
+(2) The unique id is echoed when it is valid UTF-8 itself, and so is the MessageTypeId:
+a bad CALLRESULT or CALLERROR is not answered. RFC 6455 would fail the connection (1007)
+on a text message that is not UTF-8; evgate answers the one frame, as for any unreadable
+frame, and the charger's other CALLs keep being answered.
+
 A string holding a lone UTF-16 surrogate escape (``"\\ud800"``) makes the whole frame "not
 valid JSON" here: msgspec refuses it, where Python's json module (and so the ``ocpp``
 library) would read it. A CALL whose payload holds U+0000 (``"\\u0000"``) in any text is
@@ -52,7 +66,8 @@ allow it). ``decode_response`` refuses such a CALLRESULT the same way, after its
 
 The gateway answers only what may be answered: a CALLERROR is the answer to a CALL, so an
 error with ``message_type_id`` 3 or 4 (a bad CALLRESULT or CALLERROR from the charger) is
-logged and not answered; one with ``message_type_id`` 2 or ``None`` is answered.
+logged and not answered (it fails the command it answers, when its id was read); one with
+``message_type_id`` 2 or ``None`` is answered.
 
 Lenient mode. ``decode(data, lenient=True)`` tolerates a unique id longer than 36 characters
 and a CALLERROR without (or with ``null``) details; payload leniency is described in
@@ -80,7 +95,13 @@ from evgate.protocol.errors import (
 )
 from evgate.protocol.v16.actions import ACTION_OF_REQUEST, ACTIONS, Direction
 from evgate.protocol.v16.messages import Message
-from evgate.protocol.validation import PayloadCodec, Violations, nul_violation
+from evgate.protocol.validation import (
+    MAX_NESTING,
+    PayloadCodec,
+    Violations,
+    nests_deeper,
+    nul_violation,
+)
 
 __all__ = [
     "MAX_UNIQUE_ID_LENGTH",
@@ -193,11 +214,16 @@ def decode(data: bytes | str, *, lenient: bool = False) -> Frame:
     """
     try:
         frame = _decode_frame(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        # msgspec checks UTF-8 only in the strings it decodes, and skips a payload (Raw) with
+        # a recursion guard that a frame a few KB long nested a thousand deep trips.
         pass
     else:
-        if type(frame) is Call and _spells_nul(data):
-            refuse_nul(frame.payload, frame.unique_id)
+        if type(frame) is Call:
+            if _spells_nul(data):
+                refuse_nul(frame.payload, frame.unique_id)
+        elif type(frame) is CallError and frame.error_details and nests_deeper(data, MAX_NESTING):
+            raise FormationViolationError(_TOO_DEEP, unique_id=frame.unique_id, message_type_id=4)
         return frame
     # Slow path, for bad frames only: read the frame generically to say exactly what is wrong.
     outcome = _diagnose(data, lenient)
@@ -229,13 +255,13 @@ def refuse_nul(
 ) -> None:
     """Raise PropertyConstraintViolation when a text of ``payload`` holds U+0000
     (``validation.nul_violation``); an escaped backslash before ``u0000`` is no NUL. A payload
-    that is not JSON, or holds a number beyond float64, passes: its decoding tells what is
-    wrong with it."""
-    if not _spells_nul(payload):
+    that is not JSON (or not UTF-8), nests deeper than ``MAX_NESTING`` or holds a number
+    beyond float64 passes, unread: its decoding tells what is wrong with it."""
+    if not _spells_nul(payload) or nests_deeper(payload, MAX_NESTING - 1):
         return
     try:
         tree = _ANY.decode(payload)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeError):
         return
     violation = nul_violation(tree)
     if violation is not None:
@@ -246,11 +272,19 @@ def refuse_nul(
 _ANY = msgspec.json.Decoder(float_hook=str)
 
 
+_REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
+_TOO_DEEP = f"frame nests deeper than {MAX_NESTING} arrays and objects"
+
+
 def _diagnose(data: bytes | str, lenient: bool) -> Frame | OcppError:
+    if nests_deeper(data, MAX_NESTING):
+        return FormationViolationError(_TOO_DEEP)
     try:
         frame = msgspec.json.decode(data)
     except msgspec.DecodeError:
         return FormationViolationError("frame is not valid JSON")
+    except UnicodeError:
+        return _not_utf8(data, lenient)
     if not isinstance(frame, list):
         return FormationViolationError("frame is not a JSON array")
     if not frame:
@@ -288,6 +322,28 @@ def _diagnose(data: bytes | str, lenient: bool) -> Frame | OcppError:
     if not isinstance(frame[4], dict):
         return FormationViolationError("ErrorDetails is not a JSON object", **where)
     return CallError(unique_id, frame[2], frame[3], frame[4])
+
+
+def _not_utf8(data: bytes | str, lenient: bool) -> OcppError:
+    """The error of a frame whose strings are not all UTF-8 (a ``str`` with lone surrogates,
+    or bytes): read with U+FFFD in their place, to echo the unique id and MessageTypeId when
+    they are readable."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    outcome = _diagnose(raw.decode("utf-8", "replace"), lenient)
+    if isinstance(outcome, OcppError):
+        error = outcome  # wrong in another way too: say that
+    else:
+        error = FormationViolationError(
+            "frame is not valid UTF-8",
+            unique_id=outcome.unique_id,
+            message_type_id=_TYPE_IDS[type(outcome)],
+        )
+    if error.unique_id is not None and _REPLACEMENT in error.unique_id:
+        error.unique_id = None
+    return error
+
+
+_TYPE_IDS: Final[dict[type[Frame], int]] = {Call: 2, CallResult: 3, CallError: 4}
 
 
 def decode_request(

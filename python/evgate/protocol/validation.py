@@ -68,7 +68,14 @@ from evgate.protocol.v16.messages import (
     StopTransactionRequest,
 )
 
-__all__ = ["NO_VIOLATIONS", "PayloadCodec", "Violations", "violation_from"]
+__all__ = [
+    "MAX_NESTING",
+    "NO_VIOLATIONS",
+    "PayloadCodec",
+    "Violations",
+    "nests_deeper",
+    "violation_from",
+]
 
 Violations = tuple[Violation, ...]
 
@@ -99,6 +106,40 @@ _NAMED_FIELD = re.compile(r"^Object (missing required|contains unknown) field `(
 _WRONG_TYPE = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<got>[^`]+)`$")
 
 Path = tuple[str | int, ...]
+
+#: The deepest nesting of arrays and objects read in a frame, the frame's own array counting
+#: as one. OCPP 1.6's deepest payloads need six (a frame, a MeterValues payload, its
+#: meterValue array, a meter value, its sampledValue array, a sampled value); a CALLERROR's
+#: details are free-form. Deeper is refused before a generic reading (``nests_deeper``),
+#: far below the depth at which msgspec's recursion guard would raise RecursionError.
+MAX_NESTING: Final = 32
+
+# JSON strings, whose brackets are text; DOTALL so that a raw newline cannot end one early.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_OPENS = (ord("["), ord("{"))
+
+
+def nests_deeper(data: bytes | str | msgspec.Raw, levels: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays and objects more than ``levels`` deep.
+
+    Exact for valid JSON (brackets inside strings are text); for other text, whether its
+    brackets outside strings ever leave more than ``levels`` open. Costs two byte counts when
+    the text has at most ``levels`` brackets, else a pass over its brackets (about 1 ms for
+    64 KB of them): call it on slow paths only, before a generic decode.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if raw.count(b"[") + raw.count(b"{") <= levels:
+        return False
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET):
+        if byte in _OPENS:
+            depth += 1
+            if depth > levels:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _path_text(path: Path) -> str:
@@ -468,6 +509,10 @@ class PayloadCodec:
             raise violation_from(exc).to_error() from None
         except msgspec.DecodeError:
             raise FormationViolationError("payload is not valid JSON", path="") from None
+        except UnicodeError:
+            # msgspec checks UTF-8 only in the strings it decodes: this one, or one after a
+            # schema violation (then strict mode answers the violation).
+            raise FormationViolationError("payload is not valid UTF-8", path="") from None
         if self._check is None:
             return msg, NO_VIOLATIONS
         found = self._check.run(msg, data, lenient)
@@ -476,7 +521,17 @@ class PayloadCodec:
     def _decode_lenient(
         self, data: bytes | msgspec.Raw | str, first: msgspec.ValidationError
     ) -> tuple[Message, Violations]:
-        tree = msgspec.json.decode(data)
+        # A payload is the second level of its frame.
+        if nests_deeper(data, MAX_NESTING - 1):
+            raise FormationViolationError(
+                f"payload nests deeper than {MAX_NESTING - 1} arrays and objects", path=""
+            )
+        try:
+            tree = msgspec.json.decode(data)
+        except msgspec.ValidationError:  # a number beyond float64
+            raise violation_from(first).to_error() from None
+        except UnicodeError:  # after the strict decoder stopped short of the bad string
+            raise FormationViolationError("payload is not valid UTF-8", path="") from None
         reported: list[Violation] = []
         repaired: dict[str, Violation] = {}
         exc = first
