@@ -16,7 +16,7 @@ HOMES = {
     "asyncpg": {"storage"},
     "aiokafka": {"events"},
     "httpx": {"events", "auth"},
-    "uvicorn": {"app.py"},
+    "uvicorn": {"api"},
     "litestar": {"api"},
 }
 PURE = {"protocol"}

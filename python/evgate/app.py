@@ -13,10 +13,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
 from datetime import timedelta
-
-import uvicorn
 
 import evgate
 from evgate.api.app import create_api
@@ -27,6 +24,7 @@ from evgate.api.notifications import (
     NotificationService,
     SubscriptionController,
 )
+from evgate.api.server import ApiLimits, ApiServer, default_api_connection_cap
 from evgate.api.sessions import ROUTES as SESSION_ROUTES
 from evgate.api.sessions import SessionsApi
 from evgate.auth.credentials import digest
@@ -83,14 +81,6 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     return sock
 
 
-class _ApiServer(uvicorn.Server):
-    """uvicorn on our loop and our socket; evgate, not uvicorn, handles the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class Evgate:
     """One evgate process: database, API and gateway on the running event loop."""
 
@@ -98,7 +88,7 @@ class Evgate:
         self.settings = settings
         self.embedded: EmbeddedPostgres | None = None
         self.db: Database | None = None
-        self._api_server: _ApiServer | None = None
+        self._api_server: ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
         self.api_port: int | None = None
         self.metrics = Registry()
@@ -265,8 +255,16 @@ class Evgate:
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]
-        config = uvicorn.Config(api, lifespan="off", log_level="warning", access_log=False)
-        self._api_server = _ApiServer(config)
+        self._api_server = ApiServer(
+            api,
+            ApiLimits(
+                s.api_max_connections or default_api_connection_cap(),
+                s.api_read_timeout,
+                self.metrics,
+            ),
+            keepalive_timeout=s.api_keepalive_timeout,
+            metrics=self.metrics,
+        )
         self._api_task = asyncio.create_task(self._api_server.serve(sockets=[api_sock]))
         while not self._api_server.started:
             if self._api_task.done():

@@ -64,6 +64,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     # The operator API stays on loopback unless the operator opens it on purpose.
     api_host: str = "127.0.0.1"
     api_port: Port = 8080
+    # The API port's share of the process's file descriptors (the chargers need the rest):
+    # open connections beyond api_max_connections are answered 503 and closed at once.
+    # Default: 5 % of the file-descriptor limit, at most 1000 (1000 of 20,000). A request must
+    # arrive whole within api_read_timeout seconds (from the connection, or from its first
+    # byte); an idle keep-alive connection is closed after api_keepalive_timeout.
+    api_max_connections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+    api_read_timeout: Seconds = 10.0
+    api_keepalive_timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 5
 
     # An admin API token that exists while this is set (automation, first use).
     bootstrap_token: Annotated[str, msgspec.Meta(min_length=16, max_length=256)] | None = None

@@ -22,8 +22,10 @@ import evgate
 from evgate.api.chargers import ChargerController
 from evgate.api.commands import CommandController
 from evgate.api.context import ApiContext
+from evgate.api.inputs import check_request
 from evgate.api.installations import InstallationController
 from evgate.api.metrics import metrics
+from evgate.api.openapi import document_problems
 from evgate.api.problems import exception_handlers
 from evgate.api.security import OPEN_PATHS, make_auth_middleware, scope_guard
 from evgate.api.tokens import TokenController
@@ -87,12 +89,15 @@ def create_api(
     auth = DefineMiddleware(
         make_auth_middleware(ctx.tokens.scope_of, ctx.bootstrap_digest), exclude=OPEN_PATHS
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[secured, docs_assets, metrics, *open_route_handlers],
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
         middleware=[auth],
         exception_handlers=exception_handlers,
+        before_request=check_request,
         openapi_config=openapi,
         debug=False,
         logging_config=None,  # evgate configures logging once, in cli.py
     )
+    document_problems(app)
+    return app

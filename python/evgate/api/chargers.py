@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from evgate.api.bounds import BodyBigintId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.auth.credentials import CHARGER_ID_PATTERN
@@ -53,7 +54,7 @@ class ChargerPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
         msgspec.UNSET
     )
     # The installation to join (its authorization mode applies at once); null leaves it.
-    installation_id: int | msgspec.UnsetType | None = msgspec.UNSET
+    installation_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ChargerWithSecret(Charger, kw_only=True):
@@ -77,7 +78,12 @@ class ChargerController(Controller):
     path = "/api/v1/chargers"
     tags = ["chargers"]
 
-    @post("/", status_code=201, summary="Register a charger; its secret is shown only here")
+    @post(
+        "/",
+        status_code=201,
+        summary="Register a charger; its secret is shown only here",
+        opt={"problems": (409,)},
+    )
     async def create(self, ctx: Ctx, data: JSONBody[ChargerCreate]) -> ChargerWithSecret:
         charger, secret = await ctx.registry.create(
             data.id, data.description, data.security_profile, data.lenient

@@ -21,13 +21,15 @@ validate it (the protocol core's codec) before anything is sent. Answers:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
-from litestar.params import FromPath
+from litestar.openapi.spec import OpenAPIType, Schema
+from litestar.params import FromPath, Parameter
 
 from evgate.api.context import Ctx
+from evgate.api.inputs import json_of
 from evgate.api.problems import ApiError, Conflict, Unprocessable
 from evgate.gateway.interface import (
     CallRejected,
@@ -50,12 +52,12 @@ COMMANDS: tuple[str, ...] = tuple(
 )
 
 
-def _request_of(action: str, body: bytes) -> Message:
+def _request_of(request: Request[Any, Any, Any], action: str, body: bytes) -> Message:
     """Decode and validate the body as ``action``'s request payload.
 
     Raises:
-        ApiError: 404 for an action that is not a command, 400 for a body that is not JSON,
-            422 for a payload the charger would refuse.
+        ApiError: 404 for an action that is not a command, 400 for a body that is not UTF-8
+            JSON (see ``inputs.json_of``), 422 for a payload the charger would refuse.
     """
     if action not in COMMANDS:
         detail = (
@@ -65,18 +67,15 @@ def _request_of(action: str, body: bytes) -> Message:
         )
         raise ApiError(detail, 404)
     body = body.strip() or b"{}"
-    try:
-        msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise ApiError("the body is not JSON", 400) from None
+    json_of(request, body)
     call = frames.Call("api", action, msgspec.Raw(body))
     try:
-        request, _ = frames.decode_request(call, accept_direction=Direction.csms_to_charger)
+        message, _ = frames.decode_request(call, accept_direction=Direction.csms_to_charger)
         # What evgate refuses from chargers it does not send them (nor could it route it).
         frames.refuse_nul(call.payload)
     except OcppError as exc:
         raise Unprocessable(exc.description, errorCode=exc.code.value) from None
-    return request
+    return message
 
 
 class CommandController(Controller):
@@ -94,15 +93,24 @@ class CommandController(Controller):
             + ". An accepted ChangeConfiguration of AuthorizationKey (16-40 characters)"
             " becomes the charger's secret."
         ),
+        opt={
+            "problems": (409, 502, 504),
+            "request_schema": Schema(
+                type=OpenAPIType.OBJECT, description="the action's OCPP 1.6J request payload"
+            ),
+            "answer_schema": Schema(
+                type=OpenAPIType.OBJECT, description="the charger's OCPP 1.6J response payload"
+            ),
+        },
     )
     async def send_command(
         self,
         ctx: Ctx,
         request: Request[Any, Any, Any],
         charger_id: FromPath[str],
-        action: FromPath[str],
+        action: Annotated[str, Parameter(schema_extra={"enum": list(COMMANDS)})],
     ) -> Response[bytes]:
-        command = _request_of(action, await request.body())
+        command = _request_of(request, action, await request.body())
         gateway = ctx.gateway
         if gateway is None or gateway.connection(charger_id) is None:
             # Not here: an unknown charger is a 404; a known one may be held by another

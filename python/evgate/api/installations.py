@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
+from evgate.api.bounds import BigintCursor, BigintId
 from evgate.api.context import ApiContext, Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError, Unprocessable
@@ -159,21 +160,19 @@ class InstallationController(Controller):
     async def list_installations(
         self,
         ctx: Ctx,
-        after: Annotated[
-            int | None, QueryParameter(description="the last id of the previous page")
-        ] = (None),
+        after: BigintCursor = None,
         limit: Limit = 100,
     ) -> Page[InstallationView]:
         items = await _service(ctx).page(after, limit)
         return page_of([_view(i) for i in items], limit, lambda i: i.id)
 
     @get("/{installation_id:int}", summary="One installation")
-    async def get_installation(self, ctx: Ctx, installation_id: FromPath[int]) -> InstallationView:
+    async def get_installation(self, ctx: Ctx, installation_id: BigintId) -> InstallationView:
         return _view(await _service(ctx).get(installation_id))
 
     @patch("/{installation_id:int}", summary="Change an installation's settings")
     async def patch_installation(
-        self, ctx: Ctx, installation_id: FromPath[int], data: JSONBody[InstallationPatch]
+        self, ctx: Ctx, installation_id: BigintId, data: JSONBody[InstallationPatch]
     ) -> InstallationView:
         changes = {
             k: v
@@ -195,8 +194,9 @@ class InstallationController(Controller):
         "/{installation_id:int}",
         status_code=204,
         summary="Delete an installation; 409 while chargers belong to it",
+        opt={"problems": (409,)},
     )
-    async def delete_installation(self, ctx: Ctx, installation_id: FromPath[int]) -> None:
+    async def delete_installation(self, ctx: Ctx, installation_id: BigintId) -> None:
         await _service(ctx).delete(installation_id)
 
     @get(
@@ -206,7 +206,7 @@ class InstallationController(Controller):
     async def members(
         self,
         ctx: Ctx,
-        installation_id: FromPath[int],
+        installation_id: BigintId,
         after: Annotated[str | None, QueryParameter(description="the last charger id seen")] = None,
         limit: Limit = 100,
     ) -> Page[MemberView]:
@@ -235,8 +235,8 @@ class InstallationController(Controller):
     async def session_ends(
         self,
         ctx: Ctx,
-        installation_id: FromPath[int],
-        after: Annotated[int | None, QueryParameter(description="the last id seen")] = None,
+        installation_id: BigintId,
+        after: BigintCursor = None,
         limit: Limit = 100,
     ) -> Page[PendingSessionEnd]:
         service = _service(ctx)

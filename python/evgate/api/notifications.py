@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
+from evgate.api.bounds import INT32_MAX, JSON_INT_MAX, BigintId, BodyBigintId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
@@ -73,7 +74,7 @@ class SubscriptionIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True,
     notifications: Annotated[list[str], msgspec.Meta(min_length=1, max_length=100)]
     webhook: WebhookIn | None = None
     kafka: KafkaIn | None = None
-    id: int | None = None
+    id: BodyBigintId | None = None
 
 
 class WebhookOut(msgspec.Struct, rename="camel", kw_only=True):
@@ -239,7 +240,7 @@ class SubscriptionController(Controller):
         ctx: Ctx,
         request: Request[Principal, Any, Any],
         per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 15,
-        page: Annotated[int, QueryParameter(ge=1)] = 1,
+        page: Annotated[int, QueryParameter(ge=1, le=INT32_MAX)] = 1,
     ) -> SubscriptionPage:
         store = _service(ctx).store
         total = await store.count_subscriptions()
@@ -271,9 +272,7 @@ class SubscriptionController(Controller):
         )
 
     @get("/{subscription_id:int}", summary="One subscription")
-    async def get_subscription(
-        self, ctx: Ctx, subscription_id: FromPath[int]
-    ) -> Data[SubscriptionOut]:
+    async def get_subscription(self, ctx: Ctx, subscription_id: BigintId) -> Data[SubscriptionOut]:
         return Data(_out(await _service(ctx).store.get_subscription(subscription_id)))
 
     @put(
@@ -281,7 +280,7 @@ class SubscriptionController(Controller):
         summary="Replace a subscription's settings; enables it again if a 410 disabled it",
     )
     async def update_subscription(
-        self, ctx: Ctx, subscription_id: FromPath[int], data: JSONBody[SubscriptionIn]
+        self, ctx: Ctx, subscription_id: BigintId, data: JSONBody[SubscriptionIn]
     ) -> Data[SubscriptionOut]:
         names = _names(data.notifications)
         service = _service(ctx)
@@ -302,7 +301,7 @@ class SubscriptionController(Controller):
         return Data(_out(row))
 
     @delete("/{subscription_id:int}", status_code=204, summary="Unsubscribe")
-    async def unsubscribe(self, ctx: Ctx, subscription_id: FromPath[int]) -> None:
+    async def unsubscribe(self, ctx: Ctx, subscription_id: BigintId) -> None:
         service = _service(ctx)
         await service.store.delete_subscription(subscription_id)
         if service.changed is not None:
@@ -315,9 +314,15 @@ class SubscriptionController(Controller):
     async def failed_deliveries(
         self,
         ctx: Ctx,
-        subscription_id: FromPath[int],
+        subscription_id: BigintId,
         after: Annotated[
-            int, QueryParameter(ge=0, description="the last eventId of the previous page")
+            int,
+            QueryParameter(
+                ge=0,
+                le=JSON_INT_MAX,
+                schema_extra={"minimum": 0},  # see bounds.ConnectorFilter
+                description="the last eventId of the previous page",
+            ),
         ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[FailedDelivery]:
@@ -335,9 +340,10 @@ class NotificationActions(Controller):
         "/{subscription_id:int}/resend",
         status_code=202,
         summary="Resend failed deliveries (of some events, made in a time range)",
+        opt={"problems": (409,)},
     )
     async def resend(
-        self, ctx: Ctx, subscription_id: FromPath[int], data: JSONBody[ResendIn]
+        self, ctx: Ctx, subscription_id: BigintId, data: JSONBody[ResendIn]
     ) -> Data[Resent]:
         names = _names(data.notifications) if data.notifications else None
         if data.start_time and data.end_time and data.end_time <= data.start_time:

@@ -97,13 +97,15 @@ def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
 
 
 def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
-    # Litestar raises this both for a body that is not JSON and for one of the wrong shape; the
-    # first is a 400, the second a 422 (the request was understood but cannot be processed).
-    errors = exc.extra if isinstance(exc.extra, list) else []
-    detail = "; ".join(
-        f"{e.get('key', 'body')}: {e.get('message')}" if isinstance(e, dict) else str(e)
-        for e in errors
-    ) or str(exc.detail)
+    # Litestar raises this for a body that is not JSON (400), for values of the wrong type or
+    # out of their documented range (422: understood, but cannot be processed), and for a path
+    # whose id is out of range (404: no resource can have that id; see bounds.py).
+    errors = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
+    detail = "; ".join(f"{e.get('key', 'body')}: {e.get('message')}" for e in errors) or str(
+        exc.detail
+    )
+    if errors and all(e.get("source") == "path" for e in errors):
+        return problem(404, f"not found ({detail})")
     status = 400 if "malformed" in detail.lower() or "decode" in detail.lower() else 422
     return problem(status, detail)
 
@@ -112,7 +114,8 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     if exc.status_code >= 500:
         log.error("HTTP %d: %s", exc.status_code, exc.detail)
         return problem(exc.status_code, "internal error")
-    return problem(exc.status_code, str(exc.detail))
+    # 405 carries Allow (RFC 9110), set by Litestar's router.
+    return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 def _not_found(_: Request[Any, Any, Any], exc: NotFound) -> Response[bytes]:

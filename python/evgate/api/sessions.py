@@ -20,6 +20,7 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from evgate.api.bounds import ConnectorFilter, TransactionCursor, TransactionId
 from evgate.api.context import ApiContext, Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
@@ -74,9 +75,7 @@ class TransactionController(Controller):
         end: Annotated[
             datetime | None, QueryParameter(name="to", description="started before")
         ] = None,
-        after: Annotated[
-            int | None, QueryParameter(description="the nextCursor of the previous page")
-        ] = None,
+        after: TransactionCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[Transaction]:
         items = await _api(ctx).transactions.page(
@@ -91,7 +90,7 @@ class TransactionController(Controller):
         return page_of(items, limit, lambda t: t.id)
 
     @get("/{transaction_id:int}", summary="One transaction")
-    async def get_transaction(self, ctx: Ctx, transaction_id: FromPath[int]) -> Transaction:
+    async def get_transaction(self, ctx: Ctx, transaction_id: TransactionId) -> Transaction:
         return await _api(ctx).transactions.get(transaction_id)
 
 
@@ -120,7 +119,7 @@ class ChargerSessionController(Controller):
             datetime | None, QueryParameter(name="to", description="default: now")
         ] = None,
         measurand: FromQuery[str | None] = None,
-        connector_id: Annotated[int | None, QueryParameter(name="connectorId", ge=0)] = None,
+        connector_id: ConnectorFilter = None,
         resolution: FromQuery[Resolution] = "raw",
         after: Annotated[
             datetime | None, QueryParameter(description="the nextCursor of the previous page")
@@ -172,7 +171,12 @@ class IdTagController(Controller):
     path = "/api/v1/id-tags"
     tags = ["id-tags"]
 
-    @post("/", status_code=201, summary="Add an id-tag (409 if it exists, case-insensitively)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Add an id-tag (409 if it exists, case-insensitively)",
+        opt={"problems": (409,)},
+    )
     async def create(self, ctx: Ctx, data: JSONBody[IdTagCreate]) -> IdTag:
         return await _api(ctx).id_tags.create(
             data.id_tag, data.status, _aware(data.expiry_date), data.parent_id_tag

@@ -12,8 +12,9 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
+from evgate.api.bounds import BigintCursor, BigintId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
@@ -53,9 +54,7 @@ class TokenController(Controller):
     async def list_tokens(
         self,
         ctx: Ctx,
-        after: Annotated[
-            int | None, QueryParameter(description="the last id of the previous page")
-        ] = None,
+        after: BigintCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[ApiToken]:
         items = await ctx.tokens.page(after, limit)
@@ -66,5 +65,5 @@ class TokenController(Controller):
         status_code=204,
         summary="Revoke an API token; it is refused from the next request on, on every node",
     )
-    async def revoke(self, ctx: Ctx, token_id: FromPath[int]) -> None:
+    async def revoke(self, ctx: Ctx, token_id: BigintId) -> None:
         await ctx.tokens.delete(token_id)

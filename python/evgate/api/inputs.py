@@ -1,0 +1,153 @@
+"""api room: what a request's query parameters and JSON body must be, read as strictly as the
+OpenAPI document states them, before Litestar converts them.
+
+Litestar converts leniently (msgspec ``strict=False``): ``0`` for ``false``, a number of
+seconds for a date-time, the first of a repeated parameter; the document promises none of
+that, so these are refused here (422), as schemathesis's negative tests expect. A body must be
+JSON text in UTF-8 (RFC 8259: the only encoding for JSON between systems), nested at most
+:data:`MAX_DEPTH` deep (evgate's deepest body, a charging profile in a command, has 5 levels):
+msgspec raises ``UnicodeDecodeError`` for bytes that are not UTF-8 and ``RecursionError`` for
+deep nesting, which Litestar let through as 500s; here they are a 400, like a body that is not
+JSON. The checks run as the app's ``before_request`` hook (after authentication and guards,
+before Litestar reads ``data``); the command route calls :func:`json_of` itself.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from datetime import datetime
+from functools import cache
+from typing import Any, Union, get_args, get_origin
+
+import msgspec
+from litestar import Request
+from litestar.params import ParameterKwarg
+from litestar.typing import FieldDefinition
+
+from evgate.api.problems import ApiError
+
+__all__ = ["MAX_DEPTH", "check_request", "json_of"]
+
+MAX_DEPTH = 32
+
+# A charset parameter JSON may carry: UTF-8, or ASCII (a subset of it).
+_UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
+
+
+def _too_deep(value: object) -> bool:
+    """Whether ``value`` (decoded JSON) nests deeper than MAX_DEPTH (walked without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > MAX_DEPTH:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+_TOO_DEEP = f"the body nests deeper than {MAX_DEPTH} levels"
+
+
+def _charset_checked(request: Request[Any, Any, Any]) -> None:
+    charset = request.content_type[1].get("charset")
+    if charset is not None and charset.strip('"').lower() not in _UTF8:
+        raise ApiError(f"JSON bodies are UTF-8 (RFC 8259), not charset={charset}", 400)
+
+
+def _decoded(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    try:
+        value = decoder.decode(body)
+    except UnicodeDecodeError:
+        raise ApiError("the body is not UTF-8 (RFC 8259)", 400) from None
+    except RecursionError:
+        raise ApiError(_TOO_DEEP, 400) from None
+    except msgspec.ValidationError as exc:
+        raise ApiError(str(exc), 422) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(f"the body is not JSON: {exc}", 400) from None
+    return value
+
+
+_ANY = msgspec.json.Decoder()
+
+
+@cache
+def _decoder(body_type: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(body_type)
+
+
+def json_of(request: Request[Any, Any, Any], body: bytes) -> Any:
+    """The JSON value of a request's ``body``.
+
+    Raises:
+        ApiError: 400 for a charset other than UTF-8, bytes that are not UTF-8, text that is
+            not JSON, or nesting deeper than MAX_DEPTH.
+    """
+    _charset_checked(request)
+    value = _decoded(body, _ANY)
+    if _too_deep(value):
+        raise ApiError(_TOO_DEEP, 400)
+    return value
+
+
+def _arms(annotation: Any) -> set[Any]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return set(get_args(annotation)) - {type(None)}
+    return {annotation}
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _query_problem(raw: str, annotation: Any) -> str | None:
+    """Why ``raw`` is not a value of ``annotation`` as the document writes it, or None."""
+    arms = _arms(annotation)
+    if arms == {int} and not _INTEGER.fullmatch(raw):
+        return "Expected an integer"
+    if arms == {bool} and raw not in ("true", "false"):
+        return "Expected true or false"
+    if arms == {datetime}:
+        try:
+            msgspec.convert(raw, datetime)
+        except msgspec.ValidationError:
+            return "Expected an RFC 3339 date-time"
+    return None
+
+
+def _query_parameters(request: Request[Any, Any, Any]) -> list[tuple[str, FieldDefinition]]:
+    """(name in the URL, field) of the route's query parameters that are not plain text."""
+    found = []
+    for name, field in request.route_handler.parsed_fn_signature.parameters.items():
+        if name in request.path_params or not _arms(field.annotation) & {int, bool, datetime}:
+            continue
+        kwarg = field.kwarg_definition
+        if isinstance(kwarg, ParameterKwarg):
+            name = kwarg.query or getattr(kwarg, "name", None) or name
+        found.append((name, field))
+    return found
+
+
+async def check_request(request: Request[Any, Any, Any]) -> None:
+    """``before_request``: refuse what Litestar would read leniently or fail on (see above).
+
+    Raises:
+        ApiError: 422 for a query parameter given twice or not of its documented type, or a
+            body not of the route's type; 400 for a body that is not UTF-8 JSON.
+    """
+    for wire, field in _query_parameters(request):
+        values = request.query_params.getall(wire, [])
+        if len(values) > 1:
+            raise ApiError(f"{wire}: given {len(values)} times; once at most", 422)
+        if values and (problem := _query_problem(values[0], field.annotation)):
+            raise ApiError(f"{wire}: {problem}, got {values[0]!r}", 422)
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if data is None:
+        return
+    body = await request.body()
+    if body.strip():
+        json_of(request, body)
+        _decoded(body, _decoder(data.annotation))  # strictly the document's types
