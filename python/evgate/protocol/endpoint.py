@@ -123,6 +123,11 @@ class Refusal(msgspec.Struct, frozen=True, gc=False):
     action: str | None
 
     @property
+    def unique_id(self) -> str | None:
+        """The refused frame's unique id, when it could be read."""
+        return self.error.unique_id
+
+    @property
     def data(self) -> bytes:
         """The CALLERROR frame to send."""
         return error_frame_for(self.error)
