@@ -54,7 +54,7 @@ from evgate.gateway.interface import (
     InvalidResponse,
 )
 from evgate.gateway.upgrade import Admit
-from evgate.handlers import ChargerContext, Handler
+from evgate.handlers import ChargerContext
 from evgate.protocol.endpoint import (
     Endpoint,
     ErrorReply,
@@ -83,8 +83,6 @@ MAX_QUEUED_CALLS = 32
 #: After our CLOSE frame, how long the charger has to answer it before the socket is closed.
 CLOSE_TIMEOUT = 2.0
 
-# A CALL waiting for its handler.
-_Work = tuple[IncomingCall, Handler]
 # A CALL from the charger as the endpoint read it: to handle, or to refuse.
 _Received = IncomingCall | Refusal
 
@@ -148,7 +146,8 @@ class ChargerConnection(WSListener):
         self.close_code = WSCloseCode.ABNORMAL_CLOSURE.value
         self.close_reason = ""
         self._fragments: bytearray | None = None
-        self._inbox: deque[_Work] | None = None
+        # CALLs waiting for their handler (which ``_accept`` checked exists).
+        self._inbox: deque[IncomingCall] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.endpoint = Endpoint(Role.central_system, lenient=credentials.lenient)
         # Whoever waits for the answer to the endpoint's outstanding CALL.
@@ -366,8 +365,7 @@ class ChargerConnection(WSListener):
             return
         if call.violations:
             self._record(action, call.violations)
-        handler = gateway.routes.get(action)
-        if handler is None:
+        if action not in gateway.routes:
             self._refuse(
                 ActionNotImplementedError(f"{action} is not implemented", unique_id=call.unique_id),
                 action,
@@ -379,7 +377,7 @@ class ChargerConnection(WSListener):
         elif len(inbox) >= MAX_INBOX:
             gateway.m_refused.inc("busy")
             return
-        inbox.append((call, handler))
+        inbox.append(call)
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
 
@@ -441,12 +439,12 @@ class ChargerConnection(WSListener):
     async def _work(self) -> None:
         """Answer the inbox's CALLs in order; ends when the inbox is empty."""
         try:
-            endpoint = self.endpoint
+            endpoint, routes = self.endpoint, self.gateway.routes
             while self._inbox:
-                call, handler = self._inbox.popleft()
+                call = self._inbox.popleft()
                 unique_id, action = call.unique_id, call.action
                 try:
-                    response = await handler(self.context, call.request)
+                    response = await routes[action](self.context, call.request)
                     data = endpoint.respond(unique_id, response)
                 except OcppError as exc:
                     self.gateway.m_callerrors_sent.inc(exc.code.value)

@@ -200,13 +200,12 @@ class Endpoint:
             ``evgate.protocol.validation``); strict otherwise.
     """
 
-    __slots__ = ("_accepts", "_outstanding", "_sends", "lenient", "role")
+    __slots__ = ("_accepts", "_outstanding", "lenient", "role")
 
     def __init__(self, role: Role, *, lenient: bool = False) -> None:
         self.role = role
         self.lenient = lenient
         self._accepts = _ACCEPTS[role]
-        self._sends = _SENDS[role]
         self._outstanding: OutgoingCall | None = None
 
     @property
@@ -269,7 +268,7 @@ class Endpoint:
         if self._outstanding is not None:
             raise CallInProgress(f"{self._outstanding.action} is still unanswered")
         if ACTION_OF_REQUEST.get(type(request)) != action or not (
-            ACTIONS[action].direction & self._sends
+            ACTIONS[action].direction & _SENDS[self.role]
         ):
             raise ValueError(f"{type(request).__name__} is not a {action} a {self.role.name} sends")
         unique_id = str(next(_ids))
