@@ -7,7 +7,10 @@ owns what OCPP-J asks of a connection beyond the frame codec:
 * unique ids for its own CALLs (from one counter per process, so an id is never reused
   while the process runs, not even across a charger's reconnects);
 * the one-outstanding-CALL rule for its own CALLs (``call`` raises ``CallInProgress`` while
-  one is unanswered; the caller queues, it has the clock);
+  one is unanswered; the caller queues, it has the clock). The peer's CALLs are read as they
+  come: a peer that sends a CALL before its last is answered breaks OCPP-J, but refusing it
+  would refuse what a slow answer made look early, so what to do about it (evgate's gateway
+  paces such a charger) belongs to whoever holds the clock;
 * reply matching: a CALLRESULT or CALLERROR whose id is the outstanding CALL's answers it;
   any other is unmatched (a late answer, after the caller gave up with ``abandon``);
 * which CALLs it accepts (those travelling towards its role), decoded and validated, with
