@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import resource
 import socket
@@ -214,7 +213,6 @@ class Gateway:
         self._connections: dict[str, ChargerConnection] = {}
         self._observers: list[ConnectionObserver] = []
         self._limiter = FailureLimiter(settings.failed_upgrades_per_minute)
-        self._ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
         self._ssl: ssl.SSLContext | None = None
         self._dirty: set[str] = set()
@@ -475,10 +473,6 @@ class Gateway:
             except Exception:
                 log.exception("connection observer %r failed on %s", observer, event)
 
-    def next_unique_id(self) -> str:
-        """A unique id for a CALL to a charger (unique in this process, hence per connection)."""
-        return str(next(self._ids))
-
     # Credentials kept in sync with the database
 
     def credentials_changed(self, charger_id: str) -> None:
@@ -538,7 +532,7 @@ class Gateway:
         elif connection.security_profile < credentials.security_profile:
             connection.close(WSCloseCode.POLICY_VIOLATION, "security profile raised")
         else:
-            connection.context.lenient = credentials.lenient
+            connection.set_lenient(credentials.lenient)
 
     # Commands to chargers
 
