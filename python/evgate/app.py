@@ -27,11 +27,11 @@ from evgate.api.notifications import (
 from evgate.api.server import ApiLimits, ApiServer, default_api_connection_cap
 from evgate.api.sessions import ROUTES as SESSION_ROUTES
 from evgate.api.sessions import SessionsApi
-from evgate.auth.credentials import digest
 from evgate.auth.external import ExternalAuth, after_accepted_boot
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
 from evgate.config import Settings, parse_durations
+from evgate.credentials import digest
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.gateway.cluster import Cluster
 from evgate.gateway.server import Gateway

@@ -12,9 +12,9 @@ import pytest
 from picows import WSTransport, ws_connect
 
 from evgate.app import bind_socket
-from evgate.auth.credentials import digest
 from evgate.auth.registry import ChargerRegistry
 from evgate.config import load_settings
+from evgate.credentials import digest
 from evgate.gateway.basic_routes import basic_routes
 from evgate.gateway.server import Gateway
 from evgate.handlers import Routes

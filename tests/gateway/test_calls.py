@@ -14,8 +14,8 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 
-from evgate.auth.credentials import digest
 from evgate.auth.registry import ChargerRegistry
+from evgate.credentials import digest
 from evgate.gateway.connection import MAX_QUEUED_CALLS
 from evgate.gateway.interface import (
     CallRejected,

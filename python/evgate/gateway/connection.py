@@ -51,7 +51,7 @@ from evgate.gateway.interface import (
     InvalidResponse,
 )
 from evgate.gateway.upgrade import Admit
-from evgate.handlers import ChargerContext, Handler
+from evgate.handlers.contract import ChargerContext, Handler
 from evgate.protocol import frames
 from evgate.protocol.errors import ActionNotImplementedError, GenericError, OcppError, Violation
 from evgate.protocol.v16 import Message

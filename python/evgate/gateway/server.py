@@ -41,8 +41,8 @@ from picows import (
     WSUpgradeResponseWithListener,
 )
 
-from evgate.auth.credentials import digest
 from evgate.config import ConfigError, Settings, parse_networks
+from evgate.credentials import digest
 from evgate.gateway.connection import ChargerConnection
 from evgate.gateway.interface import (
     REPLACED,
@@ -54,7 +54,7 @@ from evgate.gateway.interface import (
 from evgate.gateway.listener import ChargerPort, ChargerProtocol
 from evgate.gateway.proxy_header import SourceAddress
 from evgate.gateway.upgrade import SUBPROTOCOL, FailureLimiter, Refuse, decide, offers_ocpp16
-from evgate.handlers import Routes
+from evgate.handlers.contract import Routes
 from evgate.metrics import Counter, Registry
 from evgate.outages import Dependency
 from evgate.protocol.v16 import (
