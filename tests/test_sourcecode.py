@@ -72,7 +72,6 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "config",
         "credentials",
         "gateway.interface",
-        "handlers",
         "metrics",
         "protocol",
         "storage",

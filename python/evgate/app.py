@@ -27,7 +27,7 @@ from evgate.api.notifications import (
 from evgate.api.server import ApiLimits, ApiServer, default_api_connection_cap
 from evgate.api.sessions import ROUTES as SESSION_ROUTES
 from evgate.api.sessions import SessionsApi
-from evgate.auth.external import ExternalAuth, after_accepted_boot
+from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
 from evgate.config import Settings, parse_durations
@@ -168,10 +168,9 @@ class Evgate:
             authorizer_for=self.auth.directory.authorizer_for,
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
+            after_accepted_boot=self.auth.on_boot_accepted,
         )
-        routes = after_accepted_boot(
-            build_routes(services, self.certificates), self.auth.on_boot_accepted
-        )
+        routes = build_routes(services, self.certificates)
 
         # The charger gateway: credentials from the database, kept in sync by its NOTIFYs
         # (LISTEN first, so that no change between the load and the LISTEN is missed).
