@@ -17,16 +17,12 @@ from datetime import timedelta
 
 import evgate
 from evgate.api.app import create_api
-from evgate.api.cdrs import CdrController, CdrService
+from evgate.api.cdrs import CdrController
 from evgate.api.context import ApiContext
-from evgate.api.notifications import (
-    NotificationActions,
-    NotificationService,
-    SubscriptionController,
-)
+from evgate.api.notifications import NotificationActions, SubscriptionController
 from evgate.api.server import ApiLimits, ApiServer, default_api_connection_cap
+from evgate.api.services import CdrService, NotificationService, SessionsApi
 from evgate.api.sessions import ROUTES as SESSION_ROUTES
-from evgate.api.sessions import SessionsApi
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -226,28 +222,28 @@ class Evgate:
             self.certificates.link = self.cluster
         self._loop_lag.start()
 
+        # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
+        notifications = NotificationStore(self.db)
+        self.dispatcher = Dispatcher(notifications, _dispatcher_config(s), self.metrics)
+        self.dispatcher.start()
         ctx = ApiContext(
             chargers=chargers,
             registry=ChargerRegistry(chargers),
             tokens=tokens,
+            notifications=NotificationService(notifications, self.dispatcher.wake),
+            cdrs=CdrService(CdrStore(self.db)),
+            sessions=SessionsApi(
+                chargers=chargers,
+                transactions=transactions,
+                connectors=ConnectorStore(self.db),
+                meter_values=MeterValueStore(self.db),
+                id_tags=id_tags,
+            ),
             # Checked in memory, never stored: valid where it is set, revoked by no other node.
             bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
             gateway=CommandEffects(self.cluster, self.writer, reservations, number_of),
             metrics=self.metrics,
             installations=self.auth.installations,
-        )
-        # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
-        notifications = NotificationStore(self.db)
-        self.dispatcher = Dispatcher(notifications, _dispatcher_config(s), self.metrics)
-        self.dispatcher.start()
-        ctx.services["notifications"] = NotificationService(notifications, self.dispatcher.wake)
-        ctx.services["cdrs"] = CdrService(CdrStore(self.db))
-        ctx.services["sessions"] = SessionsApi(
-            chargers=chargers,
-            transactions=transactions,
-            connectors=ConnectorStore(self.db),
-            meter_values=MeterValueStore(self.db),
-            id_tags=id_tags,
         )
         api = create_api(
             ctx, [SubscriptionController, NotificationActions, CdrController, *SESSION_ROUTES]

@@ -9,7 +9,6 @@ Kafka ``saslPassword`` is never in any answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -25,29 +24,15 @@ from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.security import Principal
 from evgate.events.catalog import CATALOG, NOT_EMITTED
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
-from evgate.storage.events import FailedDelivery, NotificationStore, SubscriptionRow
+from evgate.storage.events import FailedDelivery, SubscriptionRow
 
-__all__ = ["NotificationActions", "NotificationService", "SubscriptionController"]
+__all__ = ["NotificationActions", "SubscriptionController"]
 
 T = TypeVar("T")
 
 # Kafka's own rule for topic names; brokers as host:port.
 _TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
 _BROKER = r"^[A-Za-z0-9.\-\[\]:]{1,255}:[0-9]{1,5}$"
-
-
-@dataclass
-class NotificationService:
-    """What the routes need, registered as ``ctx.services["notifications"]`` by ``app.py``."""
-
-    store: NotificationStore
-    # Called after a subscription changes, so the dispatcher of this process sees it at once.
-    changed: Any = None
-
-
-def _service(ctx: Any) -> NotificationService:
-    service: NotificationService = ctx.services["notifications"]
-    return service
 
 
 class WebhookIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -219,7 +204,7 @@ class SubscriptionController(Controller):
         names = _names(data.notifications)
         callback_url, kafka, password = _checked(data)
         secret = new_webhook_secret()
-        service = _service(ctx)
+        service = ctx.notifications
         row = await service.store.create_subscription(
             via=data.via,
             notifications=names,
@@ -242,7 +227,7 @@ class SubscriptionController(Controller):
         per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 15,
         page: Annotated[int, QueryParameter(ge=1, le=INT32_MAX)] = 1,
     ) -> SubscriptionPage:
-        store = _service(ctx).store
+        store = ctx.notifications.store
         total = await store.count_subscriptions()
         rows = await store.subscriptions_page((page - 1) * per_page, per_page)
         last_page = max(1, -(-total // per_page))
@@ -273,7 +258,7 @@ class SubscriptionController(Controller):
 
     @get("/{subscription_id:int}", summary="One subscription")
     async def get_subscription(self, ctx: Ctx, subscription_id: BigintId) -> Data[SubscriptionOut]:
-        return Data(_out(await _service(ctx).store.get_subscription(subscription_id)))
+        return Data(_out(await ctx.notifications.store.get_subscription(subscription_id)))
 
     @put(
         "/{subscription_id:int}",
@@ -283,7 +268,7 @@ class SubscriptionController(Controller):
         self, ctx: Ctx, subscription_id: BigintId, data: JSONBody[SubscriptionIn]
     ) -> Data[SubscriptionOut]:
         names = _names(data.notifications)
-        service = _service(ctx)
+        service = ctx.notifications
         stored = await service.store.get_subscription(subscription_id)
         callback_url, kafka, password = _checked(data, stored.kafka_password is not None)
         row = await service.store.replace_subscription(
@@ -302,7 +287,7 @@ class SubscriptionController(Controller):
 
     @delete("/{subscription_id:int}", status_code=204, summary="Unsubscribe")
     async def unsubscribe(self, ctx: Ctx, subscription_id: BigintId) -> None:
-        service = _service(ctx)
+        service = ctx.notifications
         await service.store.delete_subscription(subscription_id)
         if service.changed is not None:
             service.changed()
@@ -326,7 +311,7 @@ class SubscriptionController(Controller):
         ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[FailedDelivery]:
-        store = _service(ctx).store
+        store = ctx.notifications.store
         await store.get_subscription(subscription_id)  # 404 for an unknown one
         items = await store.failed_deliveries(subscription_id, after, limit)
         return page_of(items, limit, lambda d: d.event_id)
@@ -348,7 +333,7 @@ class NotificationActions(Controller):
         names = _names(data.notifications) if data.notifications else None
         if data.start_time and data.end_time and data.end_time <= data.start_time:
             raise Unprocessable("endTime: must be after startTime")
-        service = _service(ctx)
+        service = ctx.notifications
         row = await service.store.get_subscription(subscription_id)
         if not row.enabled:
             raise Conflict(
