@@ -25,6 +25,7 @@ from evgate.api.security import Principal
 from evgate.events.catalog import CATALOG, NOT_EMITTED
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
 from evgate.storage.events import FailedDelivery, SubscriptionRow
+from evgate.storage.kafka_settings import Codec, KafkaSettings, Mechanism, SecurityProtocol
 
 __all__ = ["NotificationActions", "SubscriptionController"]
 
@@ -40,16 +41,22 @@ class WebhookIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
 
 
 class KafkaIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """:class:`KafkaSettings` as a client sends them: bounded, and with the password."""
+
     topic: Annotated[str, msgspec.Meta(pattern=_TOPIC)]
     brokers: Annotated[
         list[Annotated[str, msgspec.Meta(pattern=_BROKER)]],
         msgspec.Meta(min_length=1, max_length=50),
     ]
-    compression_codec: Literal["none", "gzip", "snappy", "lz4"] = "gzip"
-    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = "PLAIN"
+    compression_codec: Codec = "gzip"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: Mechanism | None = "PLAIN"
     sasl_username: Annotated[str, msgspec.Meta(max_length=255)] | None = None
     sasl_password: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+    def settings(self) -> KafkaSettings:
+        """What is stored and shown: every field but the password (KafkaSettings has none)."""
+        return msgspec.convert(self, KafkaSettings, from_attributes=True)
 
 
 class SubscriptionIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -68,21 +75,12 @@ class WebhookOut(msgspec.Struct, rename="camel", kw_only=True):
     secret: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class KafkaOut(msgspec.Struct, rename="camel", kw_only=True):
-    topic: str
-    brokers: list[str]
-    compression_codec: str
-    security_protocol: str
-    sasl_mechanism: str | None
-    sasl_username: str | None
-
-
 class SubscriptionOut(msgspec.Struct, rename="camel", kw_only=True):
     id: int
     via: str
     notifications: list[str]
     webhook: WebhookOut | msgspec.UnsetType = msgspec.UNSET
-    kafka: KafkaOut | msgspec.UnsetType = msgspec.UNSET
+    kafka: KafkaSettings | msgspec.UnsetType = msgspec.UNSET
     # evgate's additions: whether it delivers (a 410 from the receiver disables it; a PUT
     # enables it again), and which of the listed names evgate never emits.
     enabled: bool
@@ -136,7 +134,7 @@ def _names(names: list[str]) -> list[str]:
 
 def _checked(
     body: SubscriptionIn, stored_password: bool = False
-) -> tuple[str | None, dict[str, Any] | None, str | None]:
+) -> tuple[str | None, KafkaSettings | None, str | None]:
     """The (callbackUrl, kafka settings without password, password) of a valid body;
     ``stored_password``: a PUT may leave out the password the subscription has.
 
@@ -162,21 +160,19 @@ def _checked(
         raise Unprocessable(
             "kafka.saslUsername and kafka.saslPassword: required with a SASL securityProtocol"
         )
-    settings = msgspec.to_builtins(k)
-    settings.pop("saslPassword", None)
-    return None, settings, k.sasl_password
+    return None, k.settings(), k.sasl_password
 
 
 def _out(row: SubscriptionRow, secret: bytes | None = None) -> SubscriptionOut:
     webhook: WebhookOut | msgspec.UnsetType = msgspec.UNSET
-    kafka: KafkaOut | msgspec.UnsetType = msgspec.UNSET
+    kafka: KafkaSettings | msgspec.UnsetType = msgspec.UNSET
     if row.via == "webhook" and row.callback_url is not None:
         webhook = WebhookOut(
             callback_url=row.callback_url,
             secret=webhook_secret_text(secret) if secret is not None else msgspec.UNSET,
         )
     elif row.kafka is not None:
-        kafka = msgspec.convert(row.kafka, KafkaOut)
+        kafka = row.kafka
     return SubscriptionOut(
         id=row.id,
         via=row.via,
