@@ -80,6 +80,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     # handlers ask an authorizer (auth's interface) and call chargers through the gateway's.
     "handlers": {
         "auth.authorizer",
+        "credentials",
         "events",
         "gateway.interface",
         "metrics",

@@ -31,7 +31,7 @@ from evgate.credentials import digest
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.gateway.cluster import Cluster
 from evgate.gateway.server import Gateway
-from evgate.handlers.commands import CommandEffects
+from evgate.handlers.commands import AuthorizationKeys, CommandEffects
 from evgate.handlers.network import NetworkStatusRecorder
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
@@ -92,6 +92,7 @@ class Evgate:
         self.gateway: Gateway | None = None
         self.cluster: Cluster | None = None
         self.auth: ExternalAuth | None = None
+        self.commands: CommandEffects | None = None
         self.ws_port: int | None = None
         self.dispatcher: Dispatcher | None = None
         self.writer: Writer | None = None
@@ -174,7 +175,6 @@ class Evgate:
             s,
             routes,
             chargers.credentials,
-            save_authorization_key=chargers.set_secret_digest,
             metrics=self.metrics,
             unavailable=is_outage,
             health=self.db.health,
@@ -222,6 +222,14 @@ class Evgate:
             self.certificates.link = self.cluster
         self._loop_lag.start()
 
+        # Commands from the API, and what their answers change (an AuthorizationKey included).
+        self.commands = CommandEffects(
+            self.cluster,
+            self.writer,
+            reservations,
+            number_of,
+            keys=AuthorizationKeys(chargers.set_secret_digest, wait=s.call_timeout),
+        )
         # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
         notifications = NotificationStore(self.db)
         self.dispatcher = Dispatcher(notifications, _dispatcher_config(s), self.metrics)
@@ -241,7 +249,7 @@ class Evgate:
             ),
             # Checked in memory, never stored: valid where it is set, revoked by no other node.
             bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
-            gateway=CommandEffects(self.cluster, self.writer, reservations, number_of),
+            gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
         )
@@ -295,6 +303,9 @@ class Evgate:
         if self.gateway is not None:
             await self.gateway.stop()  # in-flight replies first, then 1001 to every charger
             self.gateway = None
+        if self.commands is not None:
+            await self.commands.stop()  # an AuthorizationKey not stored by now is lost
+            self.commands = None
         if self.cluster is not None:
             await self.cluster.stop()  # goodbye: this process's chargers are free at once
             self.cluster = None
