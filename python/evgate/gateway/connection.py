@@ -54,7 +54,7 @@ from evgate.gateway.interface import (
     InvalidResponse,
 )
 from evgate.gateway.upgrade import Admit
-from evgate.handlers import ChargerContext
+from evgate.handlers.contract import ChargerContext
 from evgate.protocol.endpoint import (
     Endpoint,
     ErrorReply,
