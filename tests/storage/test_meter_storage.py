@@ -18,7 +18,8 @@ from evgate import _native, native
 from evgate.storage.db import Database
 from evgate.storage.maintenance import FOLD_FIRST, Maintenance, partition_name
 from evgate.storage.meter_values import MeterValueRows, MeterValueStore
-from evgate.storage.writer import Statement, Writer, WriteRejected
+from evgate.storage.ops.base import Statement
+from evgate.storage.writer import Writer, WriteRejected
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ROWS = st.lists(

@@ -41,8 +41,9 @@ from evgate.protocol.v16 import (
     ReserveNowResponse,
 )
 from evgate.storage.events import EMIT, Emission
+from evgate.storage.ops.base import Write
 from evgate.storage.sessions import COMMAND_REQUEST_ID, DIAGNOSTICS_REQUESTED, ReservationStore
-from evgate.storage.writer import Write, Writer
+from evgate.storage.writer import Writer
 
 __all__ = ["CommandEffects"]
 

@@ -25,8 +25,8 @@ from evgate.protocol.v16 import (
     Message,
     SignedFirmwareStatusNotificationResponse,
 )
+from evgate.storage.ops.base import Write
 from evgate.storage.sessions import CHARGER_MESSAGES, DIAGNOSTICS_REQUEST
-from evgate.storage.writer import Write
 
 __all__ = ["message_row", "record_message", "routes"]
 

@@ -38,7 +38,7 @@ from evgate.handlers import ChargerContext, Routes
 from evgate.handlers.services import INT32_MAX, HandlerServices, check_range, events
 from evgate.protocol.v16 import MeterValue, MeterValuesRequest, MeterValuesResponse
 from evgate.storage.meter_values import MeterRow, MeterValueRows, NewRows
-from evgate.storage.writer import Write
+from evgate.storage.ops.base import Write
 
 __all__ = ["METER_VALUES", "meter_rows", "normalise", "routes", "stored_values"]
 

@@ -25,7 +25,8 @@ from evgate.handlers.services import events, utc_now
 from evgate.metrics import Registry
 from evgate.storage.chargers import NETWORK_STATUS
 from evgate.storage.events import EMIT, Emission
-from evgate.storage.writer import Write, Writer, WriterClosed
+from evgate.storage.ops.base import Write
+from evgate.storage.writer import Writer, WriterClosed
 
 __all__ = ["NetworkStatusRecorder"]
 

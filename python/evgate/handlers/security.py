@@ -39,8 +39,8 @@ from evgate.protocol.v16 import (
     SignCertificateRequest,
     SignCertificateResponse,
 )
+from evgate.storage.ops.base import Write
 from evgate.storage.sessions import SECURITY_EVENTS
-from evgate.storage.writer import Write
 
 __all__ = ["CertificateService", "csr_for_charger", "routes"]
 

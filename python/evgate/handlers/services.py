@@ -25,8 +25,9 @@ from evgate.protocol.v16 import (
     IdTagInfo,
 )
 from evgate.storage.events import EMIT, OUTBOX, Emission
+from evgate.storage.ops.base import Write
 from evgate.storage.sessions import TransactionStart, TransactionStore
-from evgate.storage.writer import Write, Writer
+from evgate.storage.writer import Writer
 
 __all__ = [
     "INT32_MAX",

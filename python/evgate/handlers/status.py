@@ -19,8 +19,8 @@ from evgate.events.builders import evse_changed, hardware_status
 from evgate.handlers import ChargerContext, Routes
 from evgate.handlers.services import INT32_MAX, HandlerServices, check_range, events
 from evgate.protocol.v16 import StatusNotificationRequest, StatusNotificationResponse
+from evgate.storage.ops.base import Write
 from evgate.storage.sessions import CONNECTOR_STATUS
-from evgate.storage.writer import Write
 
 __all__ = ["routes"]
 

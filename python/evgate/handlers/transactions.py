@@ -51,6 +51,7 @@ from evgate.protocol.v16 import (
     StopTransactionResponse,
 )
 from evgate.storage.events import CDRS, cdr_row
+from evgate.storage.ops.base import Write
 from evgate.storage.sessions import (
     TRANSACTION_STARTS,
     TRANSACTION_STOPS,
@@ -58,7 +59,6 @@ from evgate.storage.sessions import (
     StartedTransaction,
     TransactionStart,
 )
-from evgate.storage.writer import Write
 
 __all__ = ["routes"]
 

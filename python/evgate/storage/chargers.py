@@ -19,8 +19,7 @@ from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.errors import AlreadyExists, BadReference, NotFound
 from evgate.storage.events import record_charger_changed
 from evgate.storage.installations import set_charger_installation
-from evgate.storage.sessions import in_rounds
-from evgate.storage.writer import WriteOp
+from evgate.storage.ops.base import WriteOp, in_rounds
 
 __all__ = [
     "NETWORK_STATUS",

@@ -28,7 +28,7 @@ import msgspec
 
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
-from evgate.storage.writer import CopyRows, Statement, Write, WriteOp
+from evgate.storage.ops.base import CopyRows, Statement, Write, WriteOp, write_grouped
 
 __all__ = [
     "CDRS",
@@ -90,21 +90,6 @@ class Emission(NamedTuple):
     then: Sequence[Write] | Callable[[list[Any]], Sequence[Write]] = ()
 
 
-async def _write_merged(conn: asyncpg.Connection, groups: list[Sequence[Write]]) -> list[list[Any]]:
-    """Run every group's writes, each op once on its items of all groups (in first-appearance
-    order, as the writer merges submissions); the results per group, in order."""
-    by_op: dict[WriteOp[Any, Any], list[tuple[int, int, Any]]] = {}
-    for g_index, writes in enumerate(groups):
-        for w_index, (op, item) in enumerate(writes):
-            by_op.setdefault(op, []).append((g_index, w_index, item))
-    results: list[list[Any]] = [[None] * len(writes) for writes in groups]
-    for op, entries in by_op.items():
-        op_results = await op.write(conn, [item for _, _, item in entries])
-        for (g_index, w_index, _), result in zip(entries, op_results, strict=True):
-            results[g_index][w_index] = result
-    return results
-
-
 class Emit(WriteOp[Emission, list[Any]]):
     """The writer op of every state change that has events: the batch's state writes first,
     then every follow-up write, the outbox rows in one COPY in submission order.
@@ -125,12 +110,12 @@ class Emit(WriteOp[Emission, list[Any]]):
         return sum(op.weight(i) for op, i in item.writes) + follow_ups
 
     async def write(self, conn: asyncpg.Connection, items: list[Emission]) -> list[list[Any]]:
-        results = await _write_merged(conn, [item.writes for item in items])
+        results, _ = await write_grouped(conn, [item.writes for item in items])
         follow_ups = [
             item.then(result) if callable(item.then) else item.then
             for item, result in zip(items, results, strict=True)
         ]
-        await _write_merged(conn, follow_ups)
+        await write_grouped(conn, follow_ups)
         return results
 
 

@@ -27,7 +27,7 @@ import msgspec
 
 from evgate import native
 from evgate.storage.db import Database
-from evgate.storage.writer import WriteOp
+from evgate.storage.ops.base import WriteOp
 
 __all__ = [
     "METER_COLUMNS",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -35,7 +34,7 @@ import msgspec
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
 from evgate.storage.events import record_reservation_changed
-from evgate.storage.writer import CopyRows, Statement, WriteOp
+from evgate.storage.ops.base import CopyRows, FetchEach, Statement, WriteOp, in_rounds
 from evgate.tasks import OwnedTask
 
 __all__ = [
@@ -55,7 +54,6 @@ __all__ = [
     "Connector",
     "ConnectorStatuses",
     "ConnectorStore",
-    "FetchEach",
     "Reservation",
     "ReservationExpiry",
     "ReservationStore",
@@ -65,41 +63,11 @@ __all__ = [
     "TransactionStarts",
     "TransactionStops",
     "TransactionStore",
-    "in_rounds",
 ]
 
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
-
-
-def in_rounds(items: Sequence[ItemT], key: Callable[[ItemT], Hashable]) -> list[list[int]]:
-    """The indexes of ``items`` split into rounds in which no key repeats, each item in the
-    round after the previous item with its key: one set-based statement per round then
-    touches a row at most once (PostgreSQL refuses an upsert that touches a row twice, and an
-    ``UPDATE ... FROM`` applies only one of several matches), in submission order."""
-    rounds: list[list[int]] = []
-    seen: dict[Hashable, int] = {}
-    for index, item in enumerate(items):
-        k = key(item)
-        n = seen[k] = seen.get(k, -1) + 1
-        if n == len(rounds):
-            rounds.append([])
-        rounds[n].append(index)
-    return rounds
-
-
-class FetchEach(WriteOp[tuple[Any, ...], Any]):
-    """Run one statement per item and return its first column (None without a row): for the
-    rare messages whose events depend on what the statement did or drew (a sequence value, a
-    row that a resend finds already there)."""
-
-    def __init__(self, sql: str, name: str = "fetch_each") -> None:
-        self.sql = sql
-        self.name = name
-
-    async def write(self, conn: asyncpg.Connection, items: list[tuple[Any, ...]]) -> list[Any]:
-        return [await conn.fetchval(self.sql, *item) for item in items]
 
 
 class TransactionStart(msgspec.Struct, frozen=True, kw_only=True):
