@@ -43,11 +43,12 @@ from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
 from evgate.metrics import LoopLagMonitor, Registry
+from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.embedded import EmbeddedPostgres
-from evgate.storage.events import CdrStore, NotificationStore
+from evgate.storage.events import NotificationStore
 from evgate.storage.id_tags import ID_TAG_CHANNEL, IdTagStore
 from evgate.storage.installations import (
     INSTALLATION_CHANNEL,

@@ -9,8 +9,7 @@ from litestar import Controller, get
 from litestar.params import FromPath
 
 from evgate.api.context import Ctx
-from evgate.events.builders import Cdr
-from evgate.storage.events import CdrStore
+from evgate.storage.cdrs import Cdr, CdrStore
 
 __all__ = ["CdrController", "CdrService"]
 

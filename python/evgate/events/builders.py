@@ -48,9 +48,9 @@ from evgate.protocol.v16.messages import (
     SecurityEventNotificationRequest,
     StatusNotificationRequest,
 )
+from evgate.storage.cdrs import Cdr
 
 __all__ = [
-    "Cdr",
     "ChargerFacts",
     "ChargerRef",
     "OutboxEntry",
@@ -112,24 +112,6 @@ class Transaction(msgspec.Struct, kw_only=True):
     stopped_at: datetime | None = None
     meter_stop: int | None = None
     stop_reason: str | None = None  # the OCPP Reason
-
-
-class Cdr(msgspec.Struct, kw_only=True, rename="camel"):
-    """A charge detail record: one ended transaction, as ``GET /api/v1/cdrs/{id}`` shows it."""
-
-    id: str
-    charger_id: str
-    charge_point_id: int
-    transaction_id: int
-    connector_id: int
-    id_tag: str | None
-    started_at: datetime
-    stopped_at: datetime
-    meter_start_wh: int
-    meter_stop_wh: int
-    energy_wh: int
-    stop_reason: str | None
-    created_at: datetime
 
 
 class ChargerFacts(msgspec.Struct, kw_only=True):

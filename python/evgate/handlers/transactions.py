@@ -35,13 +35,12 @@ from evgate.events.builders import (
     session_stopped,
 )
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.meter_values import METER_VALUES, meter_rows, transaction_id_or_none
+from evgate.handlers.meter_values import meter_rows, transaction_id_or_none
 from evgate.handlers.services import (
     INT32_MAX,
     INT64_MAX,
     HandlerServices,
     check_range,
-    events,
     id_tag_info,
 )
 from evgate.protocol.v16 import (
@@ -50,15 +49,10 @@ from evgate.protocol.v16 import (
     StopTransactionRequest,
     StopTransactionResponse,
 )
-from evgate.storage.events import CDRS, cdr_row
-from evgate.storage.ops.base import Write
-from evgate.storage.sessions import (
-    TRANSACTION_STARTS,
-    TRANSACTION_STOPS,
-    ClosedTransaction,
-    StartedTransaction,
-    TransactionStart,
-)
+from evgate.storage.ops import cdrs, outbox, transactions
+from evgate.storage.ops import meter_values as meter_ops
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.transactions import ClosedTransaction, TransactionStart, TransactionStop
 
 __all__ = ["routes"]
 
@@ -120,17 +114,19 @@ def routes(services: HandlerServices) -> Routes:
         )
         charger, now = ctx.charger, services.clock()
 
-        def described(results: list[Any]) -> list[Write]:
-            made: StartedTransaction = results[0]
+        started = transactions.start(start)
+
+        def described(results: Results) -> list[Write[None]]:
+            made = results[started]
             if not made.created:
                 return []
             entries = session_started(charger, _started(start, made.transaction_id), now)
             if made.reservation_used and start.reservation_id is not None:
                 entries.append(reservation_changed(charger.id, start.reservation_id, "done", now))
-            return events(entries)
+            return outbox.append(entries)
 
         # A resent StartTransaction gets what its first attempt stored, not today's decision.
-        [stored] = await services.emit(ctx.charger_id, [(TRANSACTION_STARTS, start)], described)
+        stored = (await services.emit(ctx.charger_id, [started], described))[started]
         services.remember_transaction(
             ctx, stored.transaction_id, _started(start, stored.transaction_id)
         )
@@ -143,27 +139,36 @@ def routes(services: HandlerServices) -> Routes:
         meter_stop = check_range(request.meter_stop, -INT64_MAX, INT64_MAX, "meterStop")
         transaction_id = transaction_id_or_none(request.transaction_id)
         id_tag = None if request.id_tag is UNSET else request.id_tag
-        writes: list[Write] = []
+        writes: list[Write[Any]] = []
+        stop: Write[ClosedTransaction | None] | None = None
         if transaction_id is not None:
-            reason = None if request.reason is UNSET else request.reason.value
-            stop = (transaction_id, ctx.charger_id, meter_stop, request.timestamp, reason, id_tag)
-            writes.append((TRANSACTION_STOPS, stop))
+            stop = transactions.stop(
+                TransactionStop(
+                    transaction_id=transaction_id,
+                    charger_id=ctx.charger_id,
+                    meter_stop=meter_stop,
+                    stopped_at=request.timestamp,
+                    stop_reason=None if request.reason is UNSET else request.reason.value,
+                    stop_id_tag=id_tag,
+                )
+            )
+            writes.append(stop)
         if request.transaction_data is not UNSET:
-            # After the stop, so that results[0] is the stop's. The events are the stop's:
-            # these values come with it, not as MeterValues of a running session.
+            # After the stop, in its transaction. The events are the stop's: these values come
+            # with it, not as MeterValues of a running session.
             rows = meter_rows(ctx.charger_id, None, transaction_id, request.transaction_data)
-            writes.append((METER_VALUES, rows))
+            writes.append(meter_ops.rows(rows))
         charger, now = ctx.charger, services.clock()
 
-        def described(results: list[Any]) -> list[Write]:
-            closed: ClosedTransaction | None = results[0] if transaction_id is not None else None
+        def described(results: Results) -> list[Write[Any]]:
+            closed = None if stop is None else results[stop]
             if closed is None:
                 return []
             cdr, entries = session_stopped(charger, _stopped(closed), now)
-            return [(CDRS, cdr_row(cdr)), *events(entries)]
+            return [cdrs.insert(cdr), *outbox.append(entries)]
 
         results = await services.emit(ctx.charger_id, writes, described)
-        closed = results[0] if transaction_id is not None else None
+        closed = None if stop is None else results[stop]
         response = StopTransactionResponse()
         if id_tag is not None:
             # Who started it: the stop's own result, else (a resend, or a transaction this

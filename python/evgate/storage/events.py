@@ -1,11 +1,11 @@
-"""storage room: the notification tables — outbox, subscriptions, deliveries, lanes, CDRs.
+"""storage room: the notification tables — outbox, subscriptions, deliveries, lanes.
 
 The design (see also ``events/dispatcher.py``):
 
 * ``outbox``: an event is a row written in the transaction of the state it describes —
-  through the group-commit writer (:data:`EMIT`: the state writes, then the outbox rows built
-  from what they did) or, for changes made outside it, :func:`insert_outbox` on the same
-  connection.
+  through the group-commit writer (``storage/ops/outbox.py``'s EMIT: the state writes, then
+  the outbox rows built from what they did) or, for changes made outside it,
+  :func:`insert_outbox` on the same connection.
 * Fan-out (:meth:`NotificationStore.fan_out`): one process at a time (the cursor row is taken
   with ``FOR UPDATE SKIP LOCKED``) turns new outbox rows into ``deliveries``, one per matching
   subscription, and marks their lanes. It reads only rows whose writing transaction is older
@@ -19,24 +19,18 @@ The design (see also ``events/dispatcher.py``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
-from evgate.storage.ops.base import CopyRows, Statement, Write, WriteOp, write_grouped
 
 __all__ = [
-    "CDRS",
-    "EMIT",
-    "OUTBOX",
-    "CdrStore",
     "Delivery",
-    "Emission",
     "FailedDelivery",
     "NotificationStore",
     "SubscriptionRow",
@@ -45,81 +39,6 @@ __all__ = [
     "record_id_tag_changed",
     "record_reservation_changed",
 ]
-
-OUTBOX_COLUMNS = ("event", "charger_id", "payload")
-# Writer ops: ``(OUTBOX, [OutboxEntry, ...])`` (an OutboxEntry is a row tuple in
-# OUTBOX_COLUMNS order) and ``(CDRS, cdr_row(cdr))``. Handlers give them to the writer inside
-# an Emission (below), never beside one: see EMIT for why.
-OUTBOX = CopyRows("outbox", OUTBOX_COLUMNS)
-CDR_COLUMNS = (
-    "id",
-    "charger_id",
-    "charger_number",
-    "transaction_id",
-    "connector_id",
-    "id_tag",
-    "started_at",
-    "stopped_at",
-    "meter_start_wh",
-    "meter_stop_wh",
-    "energy_wh",
-    "stop_reason",
-    "created_at",
-)
-# A retried StopTransaction makes no second CDR (the id is derived from the transaction).
-CDRS = Statement(
-    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) VALUES"
-    f" ({', '.join(f'${i}' for i in range(1, len(CDR_COLUMNS) + 1))}) ON CONFLICT (id) DO NOTHING",
-    name="cdrs",
-)
-
-
-class Emission(NamedTuple):
-    """One submission's state writes and the writes that follow from them (its outbox rows,
-    a CDR), for :data:`EMIT`.
-
-    Attributes:
-        writes: the state changes, ``(op, item)`` pairs of any writer ops but EMIT.
-        then: the follow-up writes, ``(OUTBOX, entries)`` among them: given, or a pure
-            function of the ``writes``' results (one per write, in order) called inside the
-            transaction — again if the writer retries it — so that events say what the state
-            writes actually did (a resent message finds its row there and makes no event).
-    """
-
-    writes: Sequence[Write]
-    then: Sequence[Write] | Callable[[list[Any]], Sequence[Write]] = ()
-
-
-class Emit(WriteOp[Emission, list[Any]]):
-    """The writer op of every state change that has events: the batch's state writes first,
-    then every follow-up write, the outbox rows in one COPY in submission order.
-
-    Why one op: the writer merges each op across the submissions of a batch and runs the ops
-    in the order they first appear in it, so outbox rows written by several ops (or by OUTBOX
-    beside other ops) could land in an order other than the submissions'. A charger's events
-    must keep its order, and two submissions of one charger can share a batch (the
-    connection observer's and a handler's); inside EMIT they cannot be reordered. The result
-    of an Emission is the list of its ``writes``' results.
-    """
-
-    name = "emit"
-
-    def weight(self, item: Emission) -> int:
-        then = item.then
-        follow_ups = 1 if callable(then) else sum(op.weight(i) for op, i in then)
-        return sum(op.weight(i) for op, i in item.writes) + follow_ups
-
-    async def write(self, conn: asyncpg.Connection, items: list[Emission]) -> list[list[Any]]:
-        results, _ = await write_grouped(conn, [item.writes for item in items])
-        follow_ups = [
-            item.then(result) if callable(item.then) else item.then
-            for item, result in zip(items, results, strict=True)
-        ]
-        await write_grouped(conn, follow_ups)
-        return results
-
-
-EMIT = Emit()
 
 
 async def record_charger_changed(conn: asyncpg.Connection, charger_id: str, action: str) -> None:
@@ -638,44 +557,3 @@ async def _touch_lanes(conn: asyncpg.Connection, lanes: list[tuple[int, str]]) -
             " version = delivery_lanes.version + 1, next_attempt_at = now()",
             lanes,
         )
-
-
-def cdr_row(cdr: Any) -> tuple[Any, ...]:
-    """A :class:`evgate.events.builders.Cdr` as a row tuple in CDR_COLUMNS order."""
-    return (
-        cdr.id,
-        cdr.charger_id,
-        cdr.charge_point_id,
-        cdr.transaction_id,
-        cdr.connector_id,
-        cdr.id_tag,
-        cdr.started_at,
-        cdr.stopped_at,
-        cdr.meter_start_wh,
-        cdr.meter_stop_wh,
-        cdr.energy_wh,
-        cdr.stop_reason,
-        cdr.created_at,
-    )
-
-
-class CdrStore:
-    """Charge detail records: written with the StopTransaction's rows, read by the API."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def get(self, cdr_id: str) -> dict[str, Any]:
-        """The CDR's columns (``charger_number`` as ``charge_point_id``). Raises: NotFound."""
-        columns = ", ".join(
-            "charger_number AS charge_point_id" if c == "charger_number" else c for c in CDR_COLUMNS
-        )
-        row = await self.db.fetchrow(f"SELECT {columns} FROM cdrs WHERE id = $1", cdr_id)
-        if row is None:
-            raise NotFound(f"no CDR {cdr_id!r}")
-        return dict(row)
-
-    async def insert(self, conn: asyncpg.Connection, cdr: Any) -> None:
-        """Insert a CDR on ``conn`` (in the caller's transaction); a second one with the same
-        id is ignored."""
-        await conn.execute(CDRS.sql, *cdr_row(cdr))

@@ -1,24 +1,5 @@
-"""storage room: charging sessions — the writer ops the handlers submit, and the reads.
-
-The ops are made once (module constants); handlers submit ``(op, item)`` pairs to the writer.
-Their dedupe rules, which make a resent message (a charger resends what was not acknowledged)
-leave no duplicate:
-
-* ``TRANSACTION_STARTS``: key (charger, connector, start time, id-tag, meterStart); a resent
-  StartTransaction gets the id (and idTagInfo status) of its first attempt, and is told it is
-  not the first (``created``), so that no event is made twice.
-* ``TRANSACTION_STOPS``: closes an open transaction of that charger and returns it; a second
-  stop changes nothing and returns None.
-* ``CONNECTOR_STATUS``: the latest status per (charger, connector) by the charger's timestamp;
-  an older notification never overwrites a newer one. Returns what the write did (``created``,
-  ``updated`` or None for a stale notification), which is what the events say.
-* ``BOOT_INFO``: one row per charger, the latest BootNotification.
-* ``CHARGER_MESSAGES``: key (charger, event type, timestamp) for security events; the status
-  notifications carry no timestamp and are a log (a resend may appear twice).
-* ``DATA_TRANSFERS``: a log, like the status notifications.
-
-Every batch is written exactly once by the writer (``writer_commits``), so these rules are
-about the charger's resends, not about evgate's own retries.
+"""storage room: transactions, connectors and reservations — the reads, and the reservations'
+changes made outside the writer (the writer's ops of these tables are in ``storage/ops/``).
 """
 
 from __future__ import annotations
@@ -26,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import asyncpg
 import msgspec
@@ -34,349 +15,22 @@ import msgspec
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
 from evgate.storage.events import record_reservation_changed
-from evgate.storage.ops.base import CopyRows, FetchEach, Statement, WriteOp, in_rounds
+from evgate.storage.ops.transactions import TransactionStart
 from evgate.tasks import OwnedTask
 
 __all__ = [
-    "AUTHORIZATION_ID",
-    "BOOT_INFO",
-    "CHARGER_MESSAGES",
-    "COMMAND_REQUEST_ID",
-    "CONNECTOR_STATUS",
-    "DATA_TRANSFERS",
-    "DIAGNOSTICS_REQUEST",
-    "DIAGNOSTICS_REQUESTED",
-    "SECURITY_EVENTS",
-    "TRANSACTION_STARTS",
-    "TRANSACTION_STOPS",
-    "BootInfo",
-    "ClosedTransaction",
     "Connector",
-    "ConnectorStatuses",
     "ConnectorStore",
     "Reservation",
     "ReservationExpiry",
     "ReservationStore",
-    "StartedTransaction",
     "Transaction",
-    "TransactionStart",
-    "TransactionStarts",
-    "TransactionStops",
     "TransactionStore",
 ]
 
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
-
-
-class TransactionStart(msgspec.Struct, frozen=True, kw_only=True):
-    """A StartTransaction to store, with the idTagInfo evgate decided."""
-
-    charger_id: str
-    connector_id: int
-    id_tag: str
-    meter_start: int
-    started_at: datetime
-    id_tag_status: str
-    id_tag_expiry: datetime | None = None
-    parent_id_tag: str | None = None
-    external_session_id: str | None = None
-    reservation_id: int | None = None
-
-    def key(self) -> tuple[Any, ...]:
-        return (self.charger_id, self.connector_id, self.started_at, self.id_tag, self.meter_start)
-
-
-class StartedTransaction(msgspec.Struct, frozen=True, kw_only=True):
-    """The stored transaction a StartTransaction answers with (its first attempt's, if resent)."""
-
-    transaction_id: int
-    id_tag_status: str
-    id_tag_expiry: datetime | None
-    parent_id_tag: str | None
-    # This StartTransaction made the transaction (False for a resend): it has events to emit.
-    created: bool = False
-    # And it ended the reservation it named (status Used).
-    reservation_used: bool = False
-
-
-_START = """
-INSERT INTO transactions AS t (charger_id, connector_id, id_tag, meter_start, started_at,
-    id_tag_status, id_tag_expiry, parent_id_tag, external_session_id, reservation_id)
-SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::int8[], $5::timestamptz[],
-                     $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::int4[])
--- The no-op update makes RETURNING give the stored row of a resent StartTransaction.
-ON CONFLICT (charger_id, connector_id, started_at, id_tag, meter_start)
-    DO UPDATE SET updated_at = t.updated_at
-RETURNING charger_id, connector_id, started_at, id_tag, meter_start, id, id_tag_status,
-          id_tag_expiry, parent_id_tag, xmax = 0
-"""
-
-_END_RESERVATIONS = """
-UPDATE reservations r SET status = 'Used', transaction_id = u.tx, ended_at = now()
-FROM unnest($1::int4[], $2::text[], $3::int4[]) AS u(id, charger_id, tx)
-WHERE r.id = u.id AND r.charger_id = u.charger_id AND r.status = 'Reserved'
-RETURNING r.id
-"""
-
-
-class TransactionStarts(WriteOp[TransactionStart, StartedTransaction]):
-    """Inserts the batch's StartTransactions in one statement (duplicates merged first) and
-    ends the reservations they name."""
-
-    name = "transaction_starts"
-
-    async def write(
-        self, conn: asyncpg.Connection, items: list[TransactionStart]
-    ) -> list[StartedTransaction]:
-        unique = list({item.key(): item for item in items}.values())
-        columns = [
-            [getattr(u, f) for u in unique]
-            for f in (
-                "charger_id",
-                "connector_id",
-                "id_tag",
-                "meter_start",
-                "started_at",
-                "id_tag_status",
-                "id_tag_expiry",
-                "parent_id_tag",
-                "external_session_id",
-                "reservation_id",
-            )
-        ]
-        stored: dict[tuple[Any, ...], StartedTransaction] = {}
-        inserted: set[tuple[Any, ...]] = set()
-        for r in await conn.fetch(_START, *columns):
-            stored[tuple(r[:5])] = StartedTransaction(
-                transaction_id=r[5], id_tag_status=r[6], id_tag_expiry=r[7], parent_id_tag=r[8]
-            )
-            if r[9]:  # xmax = 0: inserted now, not found by the dedupe key
-                inserted.add(tuple(r[:5]))
-        reserved = [u for u in unique if u.reservation_id is not None]
-        used: set[int] = set()
-        if reserved:
-            rows = await conn.fetch(
-                _END_RESERVATIONS,
-                [u.reservation_id for u in reserved],
-                [u.charger_id for u in reserved],
-                [stored[u.key()].transaction_id for u in reserved],
-            )
-            used = {r[0] for r in rows}
-        results = []
-        for item in items:
-            key = item.key()
-            result = stored[key]
-            if key in inserted:  # the first item of a key made it; its twins are resends
-                inserted.discard(key)
-                result = msgspec.structs.replace(
-                    result, created=True, reservation_used=item.reservation_id in used
-                )
-            results.append(result)
-        return results
-
-
-TRANSACTION_STARTS = TransactionStarts()
-
-
-class ClosedTransaction(msgspec.Struct, frozen=True, kw_only=True):
-    """A transaction as its StopTransaction closed it (what the stop's events and CDR say)."""
-
-    transaction_id: int
-    connector_id: int
-    id_tag: str
-    started_at: datetime
-    meter_start: int
-    stopped_at: datetime
-    meter_stop: int
-    stop_reason: str | None
-
-
-_STOP = """
-UPDATE transactions t SET meter_stop = u.meter_stop, stopped_at = u.stopped_at,
-    stop_reason = u.stop_reason, stop_id_tag = u.stop_id_tag, updated_at = now()
-FROM unnest($1::int4[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::text[])
-     AS u(id, charger_id, meter_stop, stopped_at, stop_reason, stop_id_tag)
-WHERE t.id = u.id AND t.charger_id = u.charger_id AND t.stopped_at IS NULL
-RETURNING t.id, t.connector_id, t.id_tag, t.started_at, t.meter_start, t.stopped_at,
-          t.meter_stop, t.stop_reason
-"""
-
-
-class TransactionStops(WriteOp[tuple[Any, ...], ClosedTransaction | None]):
-    """Closes the batch's transactions in one statement. Item: (transaction_id, charger_id,
-    meter_stop, stopped_at, stop_reason, stop_id_tag). Result: the transaction it closed, or
-    None (unknown, another charger's, or already closed: a resend)."""
-
-    name = "transaction_stops"
-
-    async def write(
-        self, conn: asyncpg.Connection, items: list[tuple[Any, ...]]
-    ) -> list[ClosedTransaction | None]:
-        # Only the first stop of a transaction can close it: later ones in the batch are
-        # resends, and an UPDATE ... FROM would apply just one of them anyway.
-        first: dict[int, int] = {}
-        for index, item in enumerate(items):
-            first.setdefault(item[0], index)
-        unique = [items[i] for i in first.values()]
-        rows = await conn.fetch(_STOP, *zip(*unique, strict=True))
-        closed = {
-            r[0]: ClosedTransaction(
-                transaction_id=r[0],
-                connector_id=r[1],
-                id_tag=r[2],
-                started_at=r[3],
-                meter_start=r[4],
-                stopped_at=r[5],
-                meter_stop=r[6],
-                stop_reason=r[7],
-            )
-            for r in rows
-        }
-        return [
-            closed.get(item[0]) if first[item[0]] == index else None
-            for index, item in enumerate(items)
-        ]
-
-
-TRANSACTION_STOPS = TransactionStops()
-
-_CONNECTOR_COLUMNS = (
-    "charger_id",
-    "connector_id",
-    "status",
-    "error_code",
-    "info",
-    "vendor_id",
-    "vendor_error_code",
-    "status_at",
-    "updated_at",
-)
-# One statement per round of unique (charger, connector) keys (see in_rounds); RETURNING says
-# which were written, and xmax = 0 which were inserted (the connector's first status).
-_CONNECTOR = f"""
-INSERT INTO connectors AS c ({", ".join(_CONNECTOR_COLUMNS)})
-SELECT {", ".join(f"u.{c}" for c in _CONNECTOR_COLUMNS)}
-FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::timestamptz[], $9::timestamptz[])
-     AS u({", ".join(_CONNECTOR_COLUMNS)})
-ON CONFLICT (charger_id, connector_id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in _CONNECTOR_COLUMNS[2:])}
-WHERE c.status_at <= excluded.status_at
-RETURNING c.charger_id, c.connector_id, xmax = 0
-"""
-
-ConnectorChange = Literal["created", "updated"]
-
-
-class ConnectorStatuses(WriteOp[tuple[Any, ...], ConnectorChange | None]):
-    """Upserts connector statuses, set-based. Item: (charger_id, connector_id, status,
-    error_code, info, vendor_id, vendor_error_code, status_at, updated_at). Result:
-    ``created`` (the connector's first status), ``updated``, or None (older than the stored
-    one: nothing changed)."""
-
-    name = "connector_status"
-
-    async def write(
-        self, conn: asyncpg.Connection, items: list[tuple[Any, ...]]
-    ) -> list[ConnectorChange | None]:
-        results: list[ConnectorChange | None] = [None] * len(items)
-        for indexes in in_rounds(items, lambda item: (item[0], item[1])):
-            round_items = [items[i] for i in indexes]
-            written = {
-                (r[0], r[1]): ("created" if r[2] else "updated")
-                for r in await conn.fetch(_CONNECTOR, *zip(*round_items, strict=True))
-            }
-            for i in indexes:
-                results[i] = written.get((items[i][0], items[i][1]))  # type: ignore[assignment]
-        return results
-
-
-CONNECTOR_STATUS = ConnectorStatuses()
-
-_BOOT_COLUMNS = (
-    "charger_id",
-    "vendor",
-    "model",
-    "charge_point_serial_number",
-    "charge_box_serial_number",
-    "firmware_version",
-    "iccid",
-    "imsi",
-    "meter_type",
-    "meter_serial_number",
-    "booted_at",
-)
-_BOOT = f"""
-INSERT INTO charger_boot_info AS b ({", ".join(_BOOT_COLUMNS)}, registration_status)
-SELECT u.*, coalesce(c.registration_status, 'Rejected')
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::text[], $10::text[], $11::timestamptz[])
-     AS u({", ".join(_BOOT_COLUMNS)})
-LEFT JOIN chargers c ON c.id = u.charger_id
-ON CONFLICT (charger_id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in (*_BOOT_COLUMNS[1:], "registration_status"))}
-RETURNING charger_id, registration_status
-"""
-
-
-class BootInfo(WriteOp[tuple[Any, ...], str]):
-    """Stores a BootNotification (item: a tuple in ``_BOOT_COLUMNS`` order: charger_id,
-    vendor, model, charge point and charge box serials, firmware, ICCID, IMSI, meter type and
-    serial, booted_at) and returns the registration status to answer, read in the same
-    transaction: the operator's ``chargers.registration_status``, ``Rejected`` for a charger
-    that is not (or no longer) registered."""
-
-    name = "boot_info"
-
-    async def write(self, conn: asyncpg.Connection, items: list[tuple[Any, ...]]) -> list[str]:
-        latest = {item[0]: item for item in items}  # one row per charger: its last boot
-        rows = await conn.fetch(_BOOT, *zip(*latest.values(), strict=True))
-        status = {r[0]: r[1] for r in rows}
-        return [status[item[0]] for item in items]
-
-
-BOOT_INFO = BootInfo()
-
-#: Item: (charger_id, kind, status, request_id, event_type, tech_info, sent_at, received_at).
-CHARGER_MESSAGES = Statement(
-    "INSERT INTO charger_messages (charger_id, kind, status, request_id, event_type, tech_info,"
-    " sent_at, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-    name="charger_messages",
-)
-
-#: Item: a CHARGER_MESSAGES row of a SecurityEventNotification. Result: its id, or None for a
-#: resend (same charger, type and timestamp) that changed nothing and so has no event.
-SECURITY_EVENTS = FetchEach(
-    "INSERT INTO charger_messages (charger_id, kind, status, request_id, event_type, tech_info,"
-    " sent_at, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
-    " RETURNING id",
-    name="security_events",
-)
-
-#: Item: (charger_id,). Result: the request id of the charger's latest accepted GetDiagnostics
-#: (None if evgate sent none), read in the transaction of the status notification.
-DIAGNOSTICS_REQUEST = FetchEach(
-    "SELECT diagnostics_request_id FROM chargers WHERE id = $1", name="diagnostics_request"
-)
-
-#: Item: (). Result: a new authorizationId (AuthorizationNotification, authorization.changed).
-AUTHORIZATION_ID = FetchEach("SELECT nextval('authorization_ids')", name="authorization_id")
-
-#: Item: (). Result: a new command request id (GetConfiguration, GetDiagnostics).
-COMMAND_REQUEST_ID = FetchEach("SELECT nextval('command_request_ids')", name="command_request_id")
-
-#: Item: (charger_id,): the charger answered a GetDiagnostics, which gets a request id.
-DIAGNOSTICS_REQUESTED = Statement(
-    "UPDATE chargers SET diagnostics_request_id = nextval('command_request_ids') WHERE id = $1",
-    name="diagnostics_requested",
-)
-
-#: Item: rows (charger_id, vendor_id, message_id, data, status, received_at).
-DATA_TRANSFERS = CopyRows(
-    "data_transfers", ("charger_id", "vendor_id", "message_id", "data", "status", "received_at")
-)
 
 
 class Transaction(msgspec.Struct, rename="camel", kw_only=True):
@@ -546,7 +200,7 @@ _EVENT_STATUS = {"Reserved": "active", "Cancelled": "canceled", "Expired": "expi
 
 class ReservationStore:
     """Reservations: recorded when a charger accepts ReserveNow (:meth:`reserve`), ended by the
-    StartTransaction that uses them (``TRANSACTION_STARTS``), an accepted CancelReservation
+    StartTransaction that uses them (``storage/ops/transactions.py``), an accepted CancelReservation
     or the operator (:meth:`end`), or their expiry date (:meth:`expire_due`). Every change
     appends reservation.changed to the outbox in its transaction."""
 

@@ -79,7 +79,7 @@ class WriteRejected(Exception):
 
 @dataclass(eq=False)
 class _Submission:
-    writes: Sequence[Write]
+    writes: Sequence[Write[Any]]
     weight: int
     future: asyncio.Future[list[Any]]
 
@@ -256,7 +256,9 @@ class Writer:
             self._space.notify_all()
         await asyncio.gather(*(lane.close() for lane in self._lanes))
 
-    async def submit(self, writes: Sequence[Write], *, key: Hashable | None = None) -> list[Any]:
+    async def submit(
+        self, writes: Sequence[Write[Any]], *, key: Hashable | None = None
+    ) -> list[Any]:
         """Queue ``writes`` and return their results once the batch holding them committed.
 
         Waits while ``queue_rows`` rows are already waiting (a submission larger than that is

@@ -1,9 +1,10 @@
-"""storage room: the writer's op base classes, the one helper that groups
+"""storage room: the writer's op base classes, the typed write, and the one helper that groups
 a batch's writes by op.
 
-A write is a pair ``(op, item)``: the op is a :class:`WriteOp`, a kind of write made
-once at start (in ``storage/ops/``), the item its data for one submission. The writer
-(``storage/writer.py``) and the EMIT op (``storage/events.py``) both merge the writes of
+A write is a :class:`Write` ``(op, item)``: the op is a :class:`WriteOp`, a kind of write made
+once at start (in ``storage/ops/``), the item its data for one submission. Calling an op with
+an item makes its write (``TRANSACTION_STARTS(start)``), typed by the op's result. The writer
+(``storage/writer.py``) and the EMIT op (``storage/ops/outbox.py``) both merge the writes of
 several submissions with :func:`write_grouped`: each op runs once on its items of all of them,
 in the order the ops first appear.
 """
@@ -11,13 +12,14 @@ in the order the ops first appear.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import asyncpg
 
 __all__ = [
     "CopyRows",
     "FetchEach",
+    "Results",
     "Statement",
     "Write",
     "WriteOp",
@@ -30,6 +32,14 @@ ResultT = TypeVar("ResultT")
 T = TypeVar("T")
 
 
+class Write(NamedTuple, Generic[ResultT]):
+    """One write of a submission: an op and its item. ``ResultT`` is what the op returns for
+    it (read back with :class:`Results`)."""
+
+    op: WriteOp[Any, ResultT]
+    item: Any
+
+
 class WriteOp(Generic[ItemT, ResultT]):
     """A kind of write the writer merges across the submissions of a batch.
 
@@ -39,6 +49,10 @@ class WriteOp(Generic[ItemT, ResultT]):
 
     #: For logs and metrics.
     name: str = "write"
+
+    def __call__(self, item: ItemT) -> Write[ResultT]:
+        """The write of ``item`` by this op (for ``Writer.submit`` or an Emission)."""
+        return Write(self, item)
 
     def weight(self, item: ItemT) -> int:
         """How many rows ``item`` counts for, against the batch and queue limits."""
@@ -62,8 +76,31 @@ class WriteOp(Generic[ItemT, ResultT]):
         made) may keep it from here on, and must forget it at its next ``write`` otherwise."""
 
 
+class Results:
+    """The results of a submission's writes, each read by its write: ``results[write]``
+    (typed by the write's op), so no caller depends on the position of a write."""
+
+    __slots__ = ("_results", "_writes")
+
+    def __init__(self, writes: Sequence[Write[Any]], results: Sequence[Any]) -> None:
+        self._writes = writes
+        self._results = results
+
+    def __getitem__(self, write: Write[T]) -> T:
+        """The result of ``write`` (the very object submitted).
+
+        Raises:
+            KeyError: ``write`` was not among the writes.
+        """
+        for index, candidate in enumerate(self._writes):
+            if candidate is write:
+                result: T = self._results[index]
+                return result
+        raise KeyError(write.op.name)
+
+
 async def write_grouped(
-    conn: asyncpg.Connection, groups: Sequence[Sequence[Write]]
+    conn: asyncpg.Connection, groups: Sequence[Sequence[Write[Any]]]
 ) -> tuple[list[list[Any]], list[WriteOp[Any, Any]]]:
     """Run every group's writes (a group: one submission's), each op once on its items of all
     groups, in the order the ops first appear, inside ``conn``'s open transaction.
@@ -99,10 +136,6 @@ def in_rounds(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[int
     return rounds
 
 
-#: One write of a submission: an op and its item.
-Write = tuple[WriteOp[Any, Any], Any]
-
-
 class CopyRows(WriteOp[Sequence[tuple[Any, ...]], None]):
     """Append rows with COPY. An item is a sequence of row tuples in ``columns`` order.
 
@@ -127,30 +160,58 @@ class CopyRows(WriteOp[Sequence[tuple[Any, ...]], None]):
         return [None] * len(items)
 
 
-class Statement(WriteOp[tuple[Any, ...], None]):
-    """Run one SQL statement per item (its arguments), pipelined with ``executemany``.
+class Statement(WriteOp[ItemT, None]):
+    """Run one SQL statement per item, pipelined with ``executemany``.
 
     For upserts and updates: statements run in submission order, so two items touching the same
     row (a charger's resent message in the same batch) apply one after the other.
+
+    Args:
+        sql: the statement.
+        name: for logs and metrics.
+        args: an item's arguments, in the order of the statement's parameters (next to the
+            SQL, so no caller knows that order); without it, an item is its arguments.
     """
 
-    def __init__(self, sql: str, name: str = "statement") -> None:
+    def __init__(
+        self,
+        sql: str,
+        name: str = "statement",
+        args: Callable[[ItemT], Sequence[Any]] | None = None,
+    ) -> None:
         self.sql = sql
         self.name = name
+        self.args = args
 
-    async def write(self, conn: asyncpg.Connection, items: list[tuple[Any, ...]]) -> list[None]:
-        await conn.executemany(self.sql, items)
+    async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[None]:
+        args = self.args
+        await conn.executemany(self.sql, items if args is None else [args(i) for i in items])
         return [None] * len(items)
 
 
-class FetchEach(WriteOp[tuple[Any, ...], Any]):
+class FetchEach(WriteOp[ItemT, ResultT]):
     """Run one statement per item and return its first column (None without a row): for the
     rare messages whose events depend on what the statement did or drew (a sequence value, a
-    row that a resend finds already there)."""
+    row that a resend finds already there).
 
-    def __init__(self, sql: str, name: str = "fetch_each") -> None:
+    Args:
+        sql: the statement.
+        name: for logs and metrics.
+        args: an item's arguments, in the order of the statement's parameters.
+    """
+
+    def __init__(
+        self,
+        sql: str,
+        name: str = "fetch_each",
+        args: Callable[[ItemT], Sequence[Any]] | None = None,
+    ) -> None:
         self.sql = sql
         self.name = name
+        self.args = args
 
-    async def write(self, conn: asyncpg.Connection, items: list[tuple[Any, ...]]) -> list[Any]:
-        return [await conn.fetchval(self.sql, *item) for item in items]
+    async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[ResultT]:
+        args = self.args
+        if args is None:
+            return [await conn.fetchval(self.sql, *item) for item in items]  # type: ignore[misc]
+        return [await conn.fetchval(self.sql, *args(item)) for item in items]
