@@ -46,6 +46,7 @@ from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
+from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.events import NotificationStore
@@ -57,13 +58,9 @@ from evgate.storage.installations import (
 )
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
-from evgate.storage.sessions import (
-    ConnectorStore,
-    ReservationExpiry,
-    ReservationStore,
-    TransactionStore,
-)
+from evgate.storage.reservations import ReservationExpiry, ReservationStore
 from evgate.storage.tokens import TokenStore
+from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer, is_outage
 
 __all__ = ["Evgate", "bind_socket", "serve"]

@@ -24,9 +24,10 @@ from evgate.api.context import ApiContext, Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
 from evgate.storage.chargers import ChargerStore
+from evgate.storage.connectors import Connector, ConnectorStore
 from evgate.storage.id_tags import IdTag, IdTagStatus, IdTagStore
 from evgate.storage.meter_values import MeterBucket, MeterSample, MeterValueStore, Resolution
-from evgate.storage.sessions import Connector, ConnectorStore, Transaction, TransactionStore
+from evgate.storage.transactions import Transaction, TransactionStore
 
 __all__ = [
     "ROUTES",

@@ -42,7 +42,7 @@ from evgate.protocol.v16 import (
 )
 from evgate.storage.ops import chargers, outbox, sequences
 from evgate.storage.ops.base import Results, Write
-from evgate.storage.sessions import ReservationStore
+from evgate.storage.reservations import ReservationStore
 from evgate.storage.writer import Writer
 
 __all__ = ["CommandEffects"]

@@ -27,7 +27,7 @@ from evgate.protocol.v16 import (
 from evgate.storage.ops import outbox
 from evgate.storage.ops.base import Results, Write
 from evgate.storage.ops.transactions import TransactionStart
-from evgate.storage.sessions import TransactionStore
+from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer
 
 __all__ = [
