@@ -48,8 +48,8 @@ from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
+from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.embedded import EmbeddedPostgres
-from evgate.storage.events import NotificationStore
 from evgate.storage.id_tags import ID_TAG_CHANNEL, IdTagStore
 from evgate.storage.installations import (
     INSTALLATION_CHANNEL,
@@ -59,6 +59,7 @@ from evgate.storage.installations import (
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.reservations import ReservationExpiry, ReservationStore
+from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tokens import TokenStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer, is_outage
@@ -246,10 +247,12 @@ class Evgate:
             installations=self.auth.installations,
         )
         # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
-        notifications = NotificationStore(self.db)
-        self.dispatcher = Dispatcher(notifications, _dispatcher_config(s), self.metrics)
+        subscriptions, deliveries = SubscriptionStore(self.db), DeliveryStore(self.db)
+        self.dispatcher = Dispatcher(subscriptions, deliveries, _dispatcher_config(s), self.metrics)
         self.dispatcher.start()
-        ctx.services["notifications"] = NotificationService(notifications, self.dispatcher.wake)
+        ctx.services["notifications"] = NotificationService(
+            subscriptions, deliveries, self.dispatcher.wake
+        )
         ctx.services["cdrs"] = CdrService(CdrStore(self.db))
         ctx.services["sessions"] = SessionsApi(
             chargers=chargers,

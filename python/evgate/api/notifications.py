@@ -24,7 +24,8 @@ from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.security import Principal
 from evgate.events.catalog import CATALOG, NOT_EMITTED
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
-from evgate.storage.events import FailedDelivery, NotificationStore, SubscriptionRow
+from evgate.storage.deliveries import DeliveryStore, FailedDelivery
+from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 
 __all__ = ["NotificationActions", "NotificationService", "SubscriptionController"]
 
@@ -39,7 +40,8 @@ _BROKER = r"^[A-Za-z0-9.\-\[\]:]{1,255}:[0-9]{1,5}$"
 class NotificationService:
     """What the routes need, registered as ``ctx.services["notifications"]`` by ``app.py``."""
 
-    store: NotificationStore
+    subscriptions: SubscriptionStore
+    deliveries: DeliveryStore
     # Called after a subscription changes, so the dispatcher of this process sees it at once.
     changed: Any = None
 
@@ -219,7 +221,7 @@ class SubscriptionController(Controller):
         callback_url, kafka, password = _checked(data)
         secret = new_webhook_secret()
         service = _service(ctx)
-        row = await service.store.create_subscription(
+        row = await service.subscriptions.create_subscription(
             via=data.via,
             notifications=names,
             callback_url=callback_url,
@@ -241,9 +243,9 @@ class SubscriptionController(Controller):
         per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 15,
         page: Annotated[int, QueryParameter(ge=1)] = 1,
     ) -> SubscriptionPage:
-        store = _service(ctx).store
-        total = await store.count_subscriptions()
-        rows = await store.subscriptions_page((page - 1) * per_page, per_page)
+        subscriptions = _service(ctx).subscriptions
+        total = await subscriptions.count_subscriptions()
+        rows = await subscriptions.subscriptions_page((page - 1) * per_page, per_page)
         last_page = max(1, -(-total // per_page))
         base = str(request.url).partition("?")[0]
 
@@ -274,7 +276,7 @@ class SubscriptionController(Controller):
     async def get_subscription(
         self, ctx: Ctx, subscription_id: FromPath[int]
     ) -> Data[SubscriptionOut]:
-        return Data(_out(await _service(ctx).store.get_subscription(subscription_id)))
+        return Data(_out(await _service(ctx).subscriptions.get_subscription(subscription_id)))
 
     @put(
         "/{subscription_id:int}",
@@ -285,9 +287,9 @@ class SubscriptionController(Controller):
     ) -> Data[SubscriptionOut]:
         names = _names(data.notifications)
         service = _service(ctx)
-        stored = await service.store.get_subscription(subscription_id)
+        stored = await service.subscriptions.get_subscription(subscription_id)
         callback_url, kafka, password = _checked(data, stored.kafka_password is not None)
-        row = await service.store.replace_subscription(
+        row = await service.subscriptions.replace_subscription(
             subscription_id,
             via=data.via,
             notifications=names,
@@ -304,7 +306,7 @@ class SubscriptionController(Controller):
     @delete("/{subscription_id:int}", status_code=204, summary="Unsubscribe")
     async def unsubscribe(self, ctx: Ctx, subscription_id: FromPath[int]) -> None:
         service = _service(ctx)
-        await service.store.delete_subscription(subscription_id)
+        await service.subscriptions.delete_subscription(subscription_id)
         if service.changed is not None:
             service.changed()
 
@@ -321,9 +323,9 @@ class SubscriptionController(Controller):
         ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[FailedDelivery]:
-        store = _service(ctx).store
-        await store.get_subscription(subscription_id)  # 404 for an unknown one
-        items = await store.failed_deliveries(subscription_id, after, limit)
+        service = _service(ctx)
+        await service.subscriptions.get_subscription(subscription_id)  # 404 for an unknown one
+        items = await service.deliveries.failed_deliveries(subscription_id, after, limit)
         return page_of(items, limit, lambda d: d.event_id)
 
 
@@ -343,13 +345,15 @@ class NotificationActions(Controller):
         if data.start_time and data.end_time and data.end_time <= data.start_time:
             raise Unprocessable("endTime: must be after startTime")
         service = _service(ctx)
-        row = await service.store.get_subscription(subscription_id)
+        row = await service.subscriptions.get_subscription(subscription_id)
         if not row.enabled:
             raise Conflict(
                 f"subscription {subscription_id} is disabled ({row.disabled_reason});"
                 " PUT it to enable it again, then resend"
             )
-        count = await service.store.resend(subscription_id, names, data.start_time, data.end_time)
+        count = await service.deliveries.resend(
+            subscription_id, names, data.start_time, data.end_time
+        )
         if service.changed is not None:
             service.changed()
         return Data(Resent(deliveries=count))

@@ -2,7 +2,7 @@
 
 A handler (or a store) that changes state calls a builder and hands the returned
 :class:`OutboxEntry` rows to the same database transaction as the change — the group-commit
-writer's submission, or the store's own transaction (see ``storage/events.py``
+writer's submission, or the store's own transaction (see ``storage/outbox.py``
 ``insert_outbox``). Builders do no I/O and read no clock: ``at`` is passed in, so a handler
 stamps every event of one message with one time.
 

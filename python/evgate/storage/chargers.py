@@ -1,7 +1,7 @@
 """storage room: the chargers registry.
 
 Every change of a charger (created, updated, deleted) appends chargePoint.changed and
-ChargePointChangedNotification to the outbox in its transaction (``storage/events.py``).
+ChargePointChangedNotification to the outbox in its transaction (``storage/outbox.py``).
 Every change to a charger's credentials or existence sends ``NOTIFY evgate_charger, '<id>'`` in
 the same transaction, so every evgate process (this one included) refreshes its in-memory
 credential index and drops a connection whose secret no longer holds.
@@ -17,8 +17,8 @@ import msgspec
 
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.errors import AlreadyExists, BadReference, NotFound
-from evgate.storage.events import record_charger_changed
 from evgate.storage.installations import set_charger_installation
+from evgate.storage.outbox import record_charger_changed
 
 __all__ = [
     "Charger",

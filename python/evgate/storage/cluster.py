@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
-from evgate.storage.events import insert_outbox
+from evgate.storage.outbox import insert_outbox
 
 __all__ = ["CLUSTER_CHANNEL", "ClusterStore", "Holder", "OwnerClaim", "Reaped"]
 

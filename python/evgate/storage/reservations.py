@@ -15,7 +15,7 @@ import msgspec
 
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
-from evgate.storage.events import record_reservation_changed
+from evgate.storage.outbox import record_reservation_changed
 from evgate.tasks import OwnedTask
 
 __all__ = ["Reservation", "ReservationExpiry", "ReservationStore"]

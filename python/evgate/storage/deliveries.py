@@ -1,12 +1,13 @@
-"""storage room: the notification tables — outbox, subscriptions, deliveries, lanes.
+"""storage room: deliveries — the dispatcher's tables (``deliveries``, ``delivery_lanes``,
+``delivery_attempts``, ``outbox_cursor``): fan-out of the outbox, lanes, attempts, resends.
 
 The design (see also ``events/dispatcher.py``):
 
 * ``outbox``: an event is a row written in the transaction of the state it describes —
   through the group-commit writer (``storage/ops/outbox.py``'s EMIT: the state writes, then
   the outbox rows built from what they did) or, for changes made outside it,
-  :func:`insert_outbox` on the same connection.
-* Fan-out (:meth:`NotificationStore.fan_out`): one process at a time (the cursor row is taken
+  ``storage/outbox.py`` on the same connection.
+* Fan-out (:meth:`DeliveryStore.fan_out`): one process at a time (the cursor row is taken
   with ``FOR UPDATE SKIP LOCKED``) turns new outbox rows into ``deliveries``, one per matching
   subscription, and marks their lanes. It reads only rows whose writing transaction is older
   than every running one (``pg_snapshot_xmin``), in (xid, id) order: a transaction that got
@@ -19,90 +20,15 @@ The design (see also ``events/dispatcher.py``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
-from evgate.storage.errors import NotFound
 
-__all__ = [
-    "Delivery",
-    "FailedDelivery",
-    "NotificationStore",
-    "SubscriptionRow",
-    "insert_outbox",
-    "record_charger_changed",
-    "record_id_tag_changed",
-    "record_reservation_changed",
-]
-
-
-async def record_charger_changed(conn: asyncpg.Connection, charger_id: str, action: str) -> None:
-    """Append chargePoint.changed and ChargePointChangedNotification for a charger, on ``conn``
-    inside the transaction that changes it (before the DELETE, for ``deleted``)."""
-    from evgate.events.builders import ChargerFacts, charger_changed  # events builds, we store
-
-    row = await conn.fetchrow(
-        "SELECT id, number, description, security_profile, registration_status,"
-        " network_status, created_at, updated_at FROM chargers WHERE id = $1",
-        charger_id,
-    )
-    if row is not None:
-        facts = ChargerFacts(**dict(row))
-        await insert_outbox(conn, charger_changed(facts, action, datetime.now(UTC)))  # type: ignore[arg-type]
-
-
-async def record_id_tag_changed(conn: asyncpg.Connection, number: int, action: str) -> None:
-    """Append idTag.changed for the id tag ``number``, on ``conn`` inside the transaction that
-    changes it."""
-    from evgate.events.builders import id_tag_changed
-
-    await insert_outbox(conn, [id_tag_changed(number, action, datetime.now(UTC))])  # type: ignore[arg-type]
-
-
-async def record_reservation_changed(
-    conn: asyncpg.Connection, reservations: Iterable[tuple[str, int]], status: str
-) -> None:
-    """Append reservation.changed ``status`` for each (charger id, reservation id), on
-    ``conn`` inside the transaction that changes them."""
-    from evgate.events.builders import reservation_changed
-
-    at = datetime.now(UTC)
-    await insert_outbox(
-        conn,
-        [reservation_changed(c, r, status, at) for c, r in reservations],  # type: ignore[arg-type]
-    )
-
-
-async def insert_outbox(conn: asyncpg.Connection, entries: Iterable[Sequence[Any]]) -> None:
-    """Append outbox rows ``(event, charger_id, payload)`` on ``conn``, inside the caller's
-    transaction (the one that makes the change the events describe)."""
-    rows = list(entries)
-    if rows:
-        await conn.executemany(
-            "INSERT INTO outbox (event, charger_id, payload) VALUES ($1, $2, $3)", rows
-        )
-
-
-class SubscriptionRow(msgspec.Struct, kw_only=True):
-    """A subscription as stored (secrets included: for the dispatcher, never for the API)."""
-
-    id: int
-    via: str
-    notifications: list[str]
-    callback_url: str | None
-    kafka: dict[str, Any] | None
-    kafka_password: str | None
-    webhook_secret: bytes
-    token_hmac_state: bytes | None
-    enabled: bool
-    disabled_reason: str | None
-    created_at: datetime
-    updated_at: datetime
+__all__ = ["Delivery", "DeliveryStore", "FailedDelivery"]
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -127,130 +53,11 @@ class FailedDelivery(msgspec.Struct, kw_only=True, rename="camel"):
     created_at: datetime
 
 
-_SUB_COLUMNS = (
-    "id, via, notifications, callback_url, kafka, kafka_password, webhook_secret,"
-    " token_hmac_state, enabled, disabled_reason, created_at, updated_at"
-)
-
-
-def _subscription(row: asyncpg.Record) -> SubscriptionRow:
-    values = dict(row)
-    values["kafka"] = None if row["kafka"] is None else msgspec.json.decode(row["kafka"])
-    values["webhook_secret"] = bytes(row["webhook_secret"])
-    if row["token_hmac_state"] is not None:
-        values["token_hmac_state"] = bytes(row["token_hmac_state"])
-    return SubscriptionRow(**values)
-
-
-class NotificationStore:
-    """Queries of the subscription API and the dispatcher."""
+class DeliveryStore:
+    """Queries of the dispatcher (and the API's failed deliveries and resends)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    # Subscriptions (the API).
-
-    async def create_subscription(
-        self,
-        *,
-        via: str,
-        notifications: list[str],
-        callback_url: str | None,
-        kafka: dict[str, Any] | None,
-        kafka_password: str | None,
-        webhook_secret: bytes,
-        token_hmac_state: bytes | None,
-        created_by: int | None,
-    ) -> SubscriptionRow:
-        row = await self.db.fetchrow(
-            "INSERT INTO subscriptions (via, notifications, callback_url, kafka, kafka_password,"
-            " webhook_secret, token_hmac_state, created_by)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_SUB_COLUMNS}",
-            via,
-            notifications,
-            callback_url,
-            None if kafka is None else msgspec.json.encode(kafka).decode(),
-            kafka_password,
-            webhook_secret,
-            token_hmac_state,
-            created_by,
-        )
-        assert row is not None
-        return _subscription(row)
-
-    async def get_subscription(self, subscription_id: int) -> SubscriptionRow:
-        """Raises: NotFound."""
-        row = await self.db.fetchrow(
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = $1", subscription_id
-        )
-        if row is None:
-            raise NotFound(f"no subscription {subscription_id}")
-        return _subscription(row)
-
-    async def subscriptions(
-        self, after: int = 0, limit: int | None = None, enabled_only: bool = False
-    ) -> list[SubscriptionRow]:
-        rows = await self.db.fetch(
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id > $1 AND (enabled OR NOT $3)"
-            " ORDER BY id LIMIT $2",
-            after,
-            limit,
-            enabled_only,
-        )
-        return [_subscription(r) for r in rows]
-
-    async def subscriptions_page(self, offset: int, limit: int) -> list[SubscriptionRow]:
-        """A page of subscriptions in id order (they are few: offset paging is fine)."""
-        rows = await self.db.fetch(
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions ORDER BY id OFFSET $1 LIMIT $2",
-            offset,
-            limit,
-        )
-        return [_subscription(r) for r in rows]
-
-    async def count_subscriptions(self) -> int:
-        count: int = await self.db.fetchval("SELECT count(*) FROM subscriptions")
-        return count
-
-    async def replace_subscription(
-        self,
-        subscription_id: int,
-        *,
-        via: str,
-        notifications: list[str],
-        callback_url: str | None,
-        kafka: dict[str, Any] | None,
-        kafka_password: str | None,
-        keep_password: bool,
-    ) -> SubscriptionRow:
-        """PUT: new settings, enabled again. ``keep_password``: the body left the Kafka
-        password out, so the stored one stays.
-
-        Raises:
-            NotFound: no such subscription.
-        """
-        row = await self.db.fetchrow(
-            "UPDATE subscriptions SET via = $2, notifications = $3, callback_url = $4,"
-            " kafka = $5, kafka_password = CASE WHEN $7 THEN kafka_password ELSE $6 END,"
-            " enabled = true, disabled_reason = NULL, updated_at = now()"
-            f" WHERE id = $1 RETURNING {_SUB_COLUMNS}",
-            subscription_id,
-            via,
-            notifications,
-            callback_url,
-            None if kafka is None else msgspec.json.encode(kafka).decode(),
-            kafka_password,
-            keep_password,
-        )
-        if row is None:
-            raise NotFound(f"no subscription {subscription_id}")
-        return _subscription(row)
-
-    async def delete_subscription(self, subscription_id: int) -> None:
-        """Raises: NotFound."""
-        status = await self.db.execute("DELETE FROM subscriptions WHERE id = $1", subscription_id)
-        if status == "DELETE 0":
-            raise NotFound(f"no subscription {subscription_id}")
 
     async def failed_deliveries(
         self, subscription_id: int, after: int = 0, limit: int = 100
@@ -293,8 +100,6 @@ class NotificationStore:
                 conn, [(subscription_id, c) for c in {r["charger_id"] for r in rows}]
             )
         return len(rows)
-
-    # The dispatcher.
 
     async def fan_out(self, limit: int) -> int | None:
         """Turn up to ``limit`` new outbox rows into deliveries. Returns how many outbox rows
@@ -494,26 +299,6 @@ class NotificationStore:
             subscription_id,
             charger_id,
         )
-
-    async def disable(self, subscription_id: int, reason: str) -> None:
-        """Disable a subscription (its receiver answered 410): its pending deliveries become
-        'failed' (listed, resendable after a PUT re-enables it) and its lanes go."""
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE subscriptions SET enabled = false, disabled_reason = $2,"
-                " updated_at = now() WHERE id = $1",
-                subscription_id,
-                reason,
-            )
-            await conn.execute(
-                "UPDATE deliveries SET state = 'failed', last_error = $2"
-                " WHERE subscription_id = $1 AND state = 'pending'",
-                subscription_id,
-                reason,
-            )
-            await conn.execute(
-                "DELETE FROM delivery_lanes WHERE subscription_id = $1", subscription_id
-            )
 
     async def backlog(self) -> int:
         """Deliveries pending, all subscriptions (a gauge)."""
