@@ -97,7 +97,7 @@ async def test_transactions_filter_and_paginate_newest_first(
             id_tag_status="Accepted",
         )
         [stored] = await evgate.writer.submit([transactions.start(start)])
-        ids.append(stored.transaction_id)
+        ids.append(stored.transaction.transaction_id)
     stop = TransactionStop(
         transaction_id=ids[0], charger_id="CP-1", meter_stop=500, stopped_at=T0, stop_reason="Local"
     )

@@ -15,7 +15,6 @@ from evgate.events.builders import (
     ChargerFacts,
     ChargerRef,
     OutboxEntry,
-    Transaction,
     authorization,
     boot_notification,
     charger_changed,
@@ -53,6 +52,7 @@ from evgate.protocol.v16.messages import (
     StatusNotificationRequest,
 )
 from evgate.storage.db import Database
+from evgate.storage.ops.transactions import TransactionFacts
 from evgate.storage.outbox import insert_outbox
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 
@@ -143,7 +143,7 @@ def at(i: int) -> datetime:
 
 def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[OutboxEntry]:
     """One or more outbox entries of every event evgate emits, about ``charger``."""
-    tx = Transaction(
+    tx = TransactionFacts(
         transaction_id=transaction_id,
         connector_id=1,
         id_tag="TAG1",

@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 
 from evgate.auth.authorizer import Authorizer, Decision, Purpose, SessionStart
-from evgate.events.builders import Transaction
 from evgate.handlers import ChargerContext
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
@@ -26,7 +25,7 @@ from evgate.protocol.v16 import (
 )
 from evgate.storage.ops import outbox
 from evgate.storage.ops.base import Results, Write
-from evgate.storage.ops.transactions import TransactionStart
+from evgate.storage.ops.transactions import TransactionFacts, TransactionStart
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer
 
@@ -139,34 +138,22 @@ class HandlerServices:
 
     async def open_transaction(
         self, ctx: ChargerContext, transaction_id: int
-    ) -> Transaction | None:
+    ) -> TransactionFacts | None:
         """The charger's open transaction ``transaction_id`` as the session events describe
         it (remembered per connection; read from the database once), or None."""
-        known: dict[int, Transaction | None] = ctx.state.setdefault(_TRANSACTIONS, {})
+        known: dict[int, TransactionFacts | None] = ctx.state.setdefault(_TRANSACTIONS, {})
         if transaction_id in known:
             return known[transaction_id]
-        stored = await self.transactions.open_of(ctx.charger_id, transaction_id)
-        tx = None
-        if stored is not None:
-            tx = Transaction(
-                transaction_id=stored.id,
-                connector_id=stored.connector_id,
-                id_tag=stored.id_tag,
-                started_at=stored.started_at,
-                meter_start=stored.meter_start,
-                meter_wh=None
-                if stored.energy_wh is None
-                else stored.meter_start + stored.energy_wh,
-            )
+        tx = await self.transactions.open_of(ctx.charger_id, transaction_id)
         self.remember_transaction(ctx, transaction_id, tx)
         return tx
 
     @staticmethod
     def remember_transaction(
-        ctx: ChargerContext, transaction_id: int, tx: Transaction | None
+        ctx: ChargerContext, transaction_id: int, tx: TransactionFacts | None
     ) -> None:
         """Remember what this connection knows of a transaction (None: not open here)."""
-        known: dict[int, Transaction | None] = ctx.state.setdefault(_TRANSACTIONS, {})
+        known: dict[int, TransactionFacts | None] = ctx.state.setdefault(_TRANSACTIONS, {})
         if len(known) >= _MAX_REMEMBERED and transaction_id not in known:
             known.clear()
         known[transaction_id] = tx

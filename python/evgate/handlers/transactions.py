@@ -29,7 +29,6 @@ import msgspec
 from msgspec import UNSET
 
 from evgate.events.builders import (
-    Transaction,
     reservation_changed,
     session_started,
     session_stopped,
@@ -52,32 +51,9 @@ from evgate.protocol.v16 import (
 from evgate.storage.ops import cdrs, outbox, transactions
 from evgate.storage.ops import meter_values as meter_ops
 from evgate.storage.ops.base import Results, Write
-from evgate.storage.ops.transactions import ClosedTransaction, TransactionStart, TransactionStop
+from evgate.storage.ops.transactions import TransactionFacts, TransactionStart, TransactionStop
 
 __all__ = ["routes"]
-
-
-def _started(start: TransactionStart, transaction_id: int) -> Transaction:
-    return Transaction(
-        transaction_id=transaction_id,
-        connector_id=start.connector_id,
-        id_tag=start.id_tag,
-        started_at=start.started_at,
-        meter_start=start.meter_start,
-    )
-
-
-def _stopped(closed: ClosedTransaction) -> Transaction:
-    return Transaction(
-        transaction_id=closed.transaction_id,
-        connector_id=closed.connector_id,
-        id_tag=closed.id_tag,
-        started_at=closed.started_at,
-        meter_start=closed.meter_start,
-        stopped_at=closed.stopped_at,
-        meter_stop=closed.meter_stop,
-        stop_reason=closed.stop_reason,
-    )
 
 
 def routes(services: HandlerServices) -> Routes:
@@ -120,18 +96,17 @@ def routes(services: HandlerServices) -> Routes:
             made = results[started]
             if not made.created:
                 return []
-            entries = session_started(charger, _started(start, made.transaction_id), now)
+            entries = session_started(charger, made.transaction, now)
             if made.reservation_used and start.reservation_id is not None:
                 entries.append(reservation_changed(charger.id, start.reservation_id, "done", now))
             return outbox.append(entries)
 
         # A resent StartTransaction gets what its first attempt stored, not today's decision.
         stored = (await services.emit(ctx.charger_id, [started], described))[started]
-        services.remember_transaction(
-            ctx, stored.transaction_id, _started(start, stored.transaction_id)
-        )
+        tx = stored.transaction
+        services.remember_transaction(ctx, tx.transaction_id, tx)
         info = id_tag_info(stored.id_tag_status, stored.id_tag_expiry, stored.parent_id_tag)
-        return StartTransactionResponse(id_tag_info=info, transaction_id=stored.transaction_id)
+        return StartTransactionResponse(id_tag_info=info, transaction_id=tx.transaction_id)
 
     async def stop_transaction(
         ctx: ChargerContext, request: StopTransactionRequest
@@ -140,7 +115,7 @@ def routes(services: HandlerServices) -> Routes:
         transaction_id = transaction_id_or_none(request.transaction_id)
         id_tag = None if request.id_tag is UNSET else request.id_tag
         writes: list[Write[Any]] = []
-        stop: Write[ClosedTransaction | None] | None = None
+        stop: Write[TransactionFacts | None] | None = None
         if transaction_id is not None:
             stop = transactions.stop(
                 TransactionStop(
@@ -164,7 +139,7 @@ def routes(services: HandlerServices) -> Routes:
             closed = None if stop is None else results[stop]
             if closed is None:
                 return []
-            cdr, entries = session_stopped(charger, _stopped(closed), now)
+            cdr, entries = session_stopped(charger, closed, now)
             return [cdrs.insert(cdr), *outbox.append(entries)]
 
         results = await services.emit(ctx.charger_id, writes, described)

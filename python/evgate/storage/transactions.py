@@ -11,7 +11,7 @@ import msgspec
 
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
-from evgate.storage.ops.transactions import TransactionStart
+from evgate.storage.ops.transactions import TransactionFacts, TransactionStart
 
 __all__ = ["Transaction", "TransactionStore"]
 
@@ -101,14 +101,25 @@ class TransactionStore:
         )
         return [_transaction(r) for r in rows]
 
-    async def open_of(self, charger_id: str, transaction_id: int) -> Transaction | None:
-        """The charger's transaction ``transaction_id`` if it is open, else None."""
+    async def open_of(self, charger_id: str, transaction_id: int) -> TransactionFacts | None:
+        """The charger's transaction ``transaction_id`` if it is open (as its events describe
+        it: the latest energy reading is ``meter_wh``), else None."""
         row = await self.db.fetchrow(
             _TX_SELECT + " WHERE t.id = $1 AND t.charger_id = $2 AND t.stopped_at IS NULL",
             transaction_id,
             charger_id,
         )
-        return None if row is None else _transaction(row)
+        if row is None:
+            return None
+        stored = _transaction(row)
+        return TransactionFacts(
+            transaction_id=stored.id,
+            connector_id=stored.connector_id,
+            id_tag=stored.id_tag,
+            started_at=stored.started_at,
+            meter_start=stored.meter_start,
+            meter_wh=None if stored.energy_wh is None else stored.meter_start + stored.energy_wh,
+        )
 
     async def id_tag_of(self, charger_id: str, transaction_id: int) -> str | None:
         """The id-tag that started the charger's transaction ``transaction_id`` (open or not),

@@ -27,8 +27,8 @@ from evgate.storage.ops.base import Write, WriteOp
 __all__ = [
     "TRANSACTION_STARTS",
     "TRANSACTION_STOPS",
-    "ClosedTransaction",
     "StartedTransaction",
+    "TransactionFacts",
     "TransactionStart",
     "TransactionStop",
     "start",
@@ -54,10 +54,31 @@ class TransactionStart(msgspec.Struct, frozen=True, kw_only=True):
         return (self.charger_id, self.connector_id, self.started_at, self.id_tag, self.meter_start)
 
 
-class StartedTransaction(msgspec.Struct, frozen=True, kw_only=True):
-    """The stored transaction a StartTransaction answers with (its first attempt's, if resent)."""
+class TransactionFacts(msgspec.Struct, kw_only=True):
+    """What a transaction's events say about it (``events/builders.py``): how it started, the
+    latest readings while it runs, and how it ended once stopped.
+
+    ``meter_wh`` is the latest energy register reading (Wh), ``meter_stop`` once stopped.
+    """
 
     transaction_id: int
+    connector_id: int
+    id_tag: str | None = None
+    started_at: datetime
+    meter_start: int
+    meter_wh: float | None = None
+    power_w: float | None = None
+    soc_percent: float | None = None
+    stopped_at: datetime | None = None
+    meter_stop: int | None = None
+    stop_reason: str | None = None  # the OCPP Reason
+
+
+class StartedTransaction(msgspec.Struct, frozen=True, kw_only=True):
+    """The stored transaction a StartTransaction answers with (its first attempt's idTagInfo,
+    if resent), and the transaction as this StartTransaction describes it (for its events)."""
+
+    transaction: TransactionFacts
     id_tag_status: str
     id_tag_expiry: datetime | None
     parent_id_tag: str | None
@@ -112,12 +133,10 @@ class TransactionStarts(WriteOp[TransactionStart, StartedTransaction]):
                 "reservation_id",
             )
         ]
-        stored: dict[tuple[Any, ...], StartedTransaction] = {}
+        stored: dict[tuple[Any, ...], asyncpg.Record] = {}
         inserted: set[tuple[Any, ...]] = set()
         for r in await conn.fetch(_START, *columns):
-            stored[tuple(r[:5])] = StartedTransaction(
-                transaction_id=r[5], id_tag_status=r[6], id_tag_expiry=r[7], parent_id_tag=r[8]
-            )
+            stored[tuple(r[:5])] = r
             if r[9]:  # xmax = 0: inserted now, not found by the dedupe key
                 inserted.add(tuple(r[:5]))
         reserved = [u for u in unique if u.reservation_id is not None]
@@ -127,19 +146,32 @@ class TransactionStarts(WriteOp[TransactionStart, StartedTransaction]):
                 _END_RESERVATIONS,
                 [u.reservation_id for u in reserved],
                 [u.charger_id for u in reserved],
-                [stored[u.key()].transaction_id for u in reserved],
+                [stored[u.key()][5] for u in reserved],
             )
             used = {r[0] for r in rows}
         results = []
         for item in items:
             key = item.key()
-            result = stored[key]
-            if key in inserted:  # the first item of a key made it; its twins are resends
-                inserted.discard(key)
-                result = msgspec.structs.replace(
-                    result, created=True, reservation_used=item.reservation_id in used
+            r = stored[key]
+            # The first item of a key made it; its twins are resends.
+            created = key in inserted
+            inserted.discard(key)
+            results.append(
+                StartedTransaction(
+                    transaction=TransactionFacts(
+                        transaction_id=r[5],
+                        connector_id=item.connector_id,
+                        id_tag=item.id_tag,
+                        started_at=item.started_at,
+                        meter_start=item.meter_start,
+                    ),
+                    id_tag_status=r[6],
+                    id_tag_expiry=r[7],
+                    parent_id_tag=r[8],
+                    created=created,
+                    reservation_used=created and item.reservation_id in used,
                 )
-            results.append(result)
+            )
         return results
 
 
@@ -158,19 +190,6 @@ class TransactionStop(msgspec.Struct, frozen=True, kw_only=True):
     stop_id_tag: str | None = None
 
 
-class ClosedTransaction(msgspec.Struct, frozen=True, kw_only=True):
-    """A transaction as its StopTransaction closed it (what the stop's events and CDR say)."""
-
-    transaction_id: int
-    connector_id: int
-    id_tag: str
-    started_at: datetime
-    meter_start: int
-    stopped_at: datetime
-    meter_stop: int
-    stop_reason: str | None
-
-
 _STOP = """
 UPDATE transactions t SET meter_stop = u.meter_stop, stopped_at = u.stopped_at,
     stop_reason = u.stop_reason, stop_id_tag = u.stop_id_tag, updated_at = now()
@@ -182,7 +201,7 @@ RETURNING t.id, t.connector_id, t.id_tag, t.started_at, t.meter_start, t.stopped
 """
 
 
-class TransactionStops(WriteOp[TransactionStop, ClosedTransaction | None]):
+class TransactionStops(WriteOp[TransactionStop, TransactionFacts | None]):
     """Closes the batch's transactions in one statement. Result: the transaction it closed, or
     None (unknown, another charger's, or already closed: a resend)."""
 
@@ -190,7 +209,7 @@ class TransactionStops(WriteOp[TransactionStop, ClosedTransaction | None]):
 
     async def write(
         self, conn: asyncpg.Connection, items: list[TransactionStop]
-    ) -> list[ClosedTransaction | None]:
+    ) -> list[TransactionFacts | None]:
         # Only the first stop of a transaction can close it: later ones in the batch are
         # resends, and an UPDATE ... FROM would apply just one of them anyway.
         first: dict[int, int] = {}
@@ -207,7 +226,7 @@ class TransactionStops(WriteOp[TransactionStop, ClosedTransaction | None]):
             [u.stop_id_tag for u in unique],
         )
         closed = {
-            r[0]: ClosedTransaction(
+            r[0]: TransactionFacts(
                 transaction_id=r[0],
                 connector_id=r[1],
                 id_tag=r[2],
@@ -233,6 +252,6 @@ def start(item: TransactionStart) -> Write[StartedTransaction]:
     return TRANSACTION_STARTS(item)
 
 
-def stop(item: TransactionStop) -> Write[ClosedTransaction | None]:
+def stop(item: TransactionStop) -> Write[TransactionFacts | None]:
     """Store a StopTransaction; its result is the transaction it closed (None for a resend)."""
     return TRANSACTION_STOPS(item)
