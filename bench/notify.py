@@ -60,8 +60,9 @@ from evgate.events.dispatcher import Dispatcher, DispatcherConfig  # noqa: E402
 from evgate.events.signing import hmac_state, new_webhook_secret  # noqa: E402
 from evgate.storage.chargers import ChargerStore  # noqa: E402
 from evgate.storage.db import Database, apply_migrations  # noqa: E402
+from evgate.storage.deliveries import DeliveryStore  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
-from evgate.storage.events import NotificationStore  # noqa: E402
+from evgate.storage.subscriptions import SubscriptionStore  # noqa: E402
 
 CONFIG = DispatcherConfig(poll_interval=0.01, refresh_interval=0.2)
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -93,7 +94,7 @@ async def _fresh_db(pg: EmbeddedPostgres) -> Database:
     return db
 
 
-async def _subscribe(store: NotificationStore, **kw: Any) -> None:
+async def _subscribe(store: SubscriptionStore, **kw: Any) -> None:
     await store.create_subscription(
         notifications=list(CATALOG),
         webhook_secret=new_webhook_secret(),
@@ -115,10 +116,10 @@ async def webhook_rate(pg: EmbeddedPostgres, events: int, chargers: int) -> floa
     receiver = Receiver()
     await receiver.start()
     try:
-        store = NotificationStore(db)
+        store = SubscriptionStore(db)
         await _subscribe(store, via="webhook", callback_url=receiver.url)
         await _write(db, _rows(events, chargers))
-        dispatcher = Dispatcher(store, CONFIG)
+        dispatcher = Dispatcher(store, DeliveryStore(store.db), CONFIG)
         started = time.perf_counter()
         dispatcher.start()
         await receiver.wait_for(events, within=600)
@@ -172,13 +173,13 @@ async def kafka_rates(pg: EmbeddedPostgres, events: int, chargers: int) -> tuple
     try:
         topic = f"bench-{uuid.uuid4().hex[:6]}"
         await broker.create_topic(topic, partitions=4)
-        store = NotificationStore(db)
+        store = SubscriptionStore(db)
         kafka = {"topic": topic, "brokers": [broker.bootstrap_plain], "compressionCodec": "gzip",
                  "securityProtocol": "PLAINTEXT"}  # fmt: skip
         await _subscribe(store, via="kafka", kafka=kafka)
         rows = _rows(events, chargers)
         await _write(db, rows)
-        dispatcher = Dispatcher(store, CONFIG)
+        dispatcher = Dispatcher(store, DeliveryStore(store.db), CONFIG)
         started = time.perf_counter()
         dispatcher.start()
         await _consume_count(broker.bootstrap_plain, topic, events)
@@ -207,11 +208,11 @@ async def commit_latency(pg: EmbeddedPostgres, writes: int, stalled: bool) -> di
     stuck = Receiver(lambda _: Reply(delay=60))
     await healthy.start()
     await stuck.start()
-    store = NotificationStore(db)
+    store = SubscriptionStore(db)
     await _subscribe(store, via="webhook", callback_url=healthy.url)
     if stalled:
         await _subscribe(store, via="webhook", callback_url=stuck.url)
-    dispatcher = Dispatcher(store, CONFIG)
+    dispatcher = Dispatcher(store, DeliveryStore(store.db), CONFIG)
     dispatcher.start()
     samples = []
     try:
@@ -306,7 +307,7 @@ async def charger_round_trip(
         await app.start()
         try:
             assert app.db is not None and app.gateway is not None
-            store = NotificationStore(app.db)
+            store = SubscriptionStore(app.db)
             await _subscribe(store, via="webhook", callback_url=healthy.url)
             if stalled:
                 await _subscribe(store, via="webhook", callback_url=stuck.url)

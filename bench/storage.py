@@ -59,7 +59,8 @@ import uvloop
 from evgate import _native, native
 from evgate.storage.db import apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
-from evgate.storage.meter_values import METER_COLUMNS, MeterValueRows, fold_rollups
+from evgate.storage.meter_values import fold_rollups
+from evgate.storage.ops.meter_values import METER_COLUMNS, MeterValueRows
 from evgate.storage.writer import Writer
 
 MEASURANDS = ["Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Voltage"]
@@ -127,7 +128,7 @@ async def bench_writer(
     async def charger(msgs: list[list[tuple[Any, ...]]]) -> None:
         key = msgs[0][0][0]  # the charger's id, as the handlers key their submissions
         for rows in msgs:  # one CALL at a time, as the gateway runs them
-            await writer.submit([(op, rows)], key=key)
+            await writer.submit([op(rows)], key=key)
 
     started = time.perf_counter()
     await asyncio.gather(*(charger(m) for m in data))

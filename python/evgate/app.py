@@ -37,11 +37,13 @@ from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
 from evgate.metrics import LoopLagMonitor, Registry
+from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
+from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
+from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.embedded import EmbeddedPostgres
-from evgate.storage.events import CdrStore, NotificationStore
 from evgate.storage.id_tags import ID_TAG_CHANNEL, IdTagStore
 from evgate.storage.installations import (
     INSTALLATION_CHANNEL,
@@ -50,13 +52,10 @@ from evgate.storage.installations import (
 )
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
-from evgate.storage.sessions import (
-    ConnectorStore,
-    ReservationExpiry,
-    ReservationStore,
-    TransactionStore,
-)
+from evgate.storage.reservations import ReservationExpiry, ReservationStore
+from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tokens import TokenStore
+from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer, is_outage
 
 __all__ = ["Evgate", "bind_socket", "serve"]
@@ -231,14 +230,14 @@ class Evgate:
             keys=AuthorizationKeys(chargers.set_secret_digest, wait=s.call_timeout),
         )
         # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
-        notifications = NotificationStore(self.db)
-        self.dispatcher = Dispatcher(notifications, _dispatcher_config(s), self.metrics)
+        subscriptions, deliveries = SubscriptionStore(self.db), DeliveryStore(self.db)
+        self.dispatcher = Dispatcher(subscriptions, deliveries, _dispatcher_config(s), self.metrics)
         self.dispatcher.start()
         ctx = ApiContext(
             chargers=chargers,
             registry=ChargerRegistry(chargers),
             tokens=tokens,
-            notifications=NotificationService(notifications, self.dispatcher.wake),
+            notifications=NotificationService(subscriptions, deliveries, self.dispatcher.wake),
             cdrs=CdrService(CdrStore(self.db)),
             sessions=SessionsApi(
                 chargers=chargers,

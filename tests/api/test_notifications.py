@@ -16,8 +16,7 @@ import pytest
 from events.receiver import Receiver
 from evgate.app import Evgate
 from evgate.auth.registry import create_token
-from evgate.events.builders import Cdr
-from evgate.storage.events import CdrStore
+from evgate.storage.cdrs import Cdr, CdrStore
 from evgate.storage.tokens import TokenStore
 
 SUBS = "/public-api/notifications/v2.0"

@@ -11,7 +11,8 @@ import pytest
 
 from evgate.app import Evgate
 from evgate.auth.authorizer import SessionStart
-from evgate.storage.sessions import TRANSACTION_STARTS, TRANSACTION_STOPS, TransactionStart
+from evgate.storage.ops import transactions
+from evgate.storage.ops.transactions import TransactionStart, TransactionStop
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -95,9 +96,12 @@ async def test_transactions_filter_and_paginate_newest_first(
             started_at=T0 + timedelta(hours=i),
             id_tag_status="Accepted",
         )
-        [stored] = await evgate.writer.submit([(TRANSACTION_STARTS, start)])
-        ids.append(stored.transaction_id)
-    await evgate.writer.submit([(TRANSACTION_STOPS, (ids[0], "CP-1", 500, T0, "Local", None))])
+        [stored] = await evgate.writer.submit([transactions.start(start)])
+        ids.append(stored.transaction.transaction_id)
+    stop = TransactionStop(
+        transaction_id=ids[0], charger_id="CP-1", meter_stop=500, stopped_at=T0, stop_reason="Local"
+    )
+    await evgate.writer.submit([transactions.stop(stop)])
 
     async def listed(**params: object) -> list[int]:
         body = (await api.get("/api/v1/transactions", params=params)).json()

@@ -1,4 +1,4 @@
-"""Fixtures for the notification tests: the test's database, the notification store, a real
+"""Fixtures for the notification tests: the test's database, the notification stores, a real
 webhook receiver on loopback, dispatchers with a fast retry schedule, and the real Kafka broker
 (tests/harness)."""
 
@@ -12,12 +12,18 @@ from receiver import Receiver
 
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.storage.db import Database
-from evgate.storage.events import NotificationStore
+from evgate.storage.deliveries import DeliveryStore
+from evgate.storage.subscriptions import SubscriptionStore
 
 
 @pytest.fixture
-def store(db: Database) -> NotificationStore:
-    return NotificationStore(db)
+def subscriptions(db: Database) -> SubscriptionStore:
+    return SubscriptionStore(db)
+
+
+@pytest.fixture
+def deliveries(db: Database) -> DeliveryStore:
+    return DeliveryStore(db)
 
 
 @pytest.fixture
@@ -31,12 +37,18 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def dispatchers(store: NotificationStore) -> AsyncIterator[Callable[..., Dispatcher]]:
-    """Start dispatchers (``factory(config=FAST, store=store)``), stopped after the test."""
+async def dispatchers(
+    subscriptions: SubscriptionStore, deliveries: DeliveryStore
+) -> AsyncIterator[Callable[..., Dispatcher]]:
+    """Start dispatchers (``factory(config=FAST, on=database)``; by default on the test's),
+    stopped after the test."""
     started: list[Dispatcher] = []
 
-    def factory(config: DispatcherConfig = FAST, on: NotificationStore | None = None) -> Dispatcher:
-        d = Dispatcher(on or store, config)
+    def factory(config: DispatcherConfig = FAST, on: Database | None = None) -> Dispatcher:
+        if on is None:
+            d = Dispatcher(subscriptions, deliveries, config)
+        else:
+            d = Dispatcher(SubscriptionStore(on), DeliveryStore(on), config)
         d.start()
         started.append(d)
         return d

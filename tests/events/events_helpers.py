@@ -15,7 +15,6 @@ from evgate.events.builders import (
     ChargerFacts,
     ChargerRef,
     OutboxEntry,
-    Transaction,
     authorization,
     boot_notification,
     charger_changed,
@@ -53,7 +52,9 @@ from evgate.protocol.v16.messages import (
     StatusNotificationRequest,
 )
 from evgate.storage.db import Database
-from evgate.storage.events import NotificationStore, SubscriptionRow, insert_outbox
+from evgate.storage.ops.transactions import TransactionFacts
+from evgate.storage.outbox import insert_outbox
+from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 
 TOKEN = "evg_test-token-that-created-the-subscription"
 FAST = DispatcherConfig(
@@ -66,9 +67,9 @@ FAST = DispatcherConfig(
 
 
 async def webhook_subscription(
-    store: NotificationStore, url: str, names: Iterable[str] | None = None
+    subscriptions: SubscriptionStore, url: str, names: Iterable[str] | None = None
 ) -> SubscriptionRow:
-    return await store.create_subscription(
+    return await subscriptions.create_subscription(
         via="webhook",
         notifications=list(names or CATALOG),
         callback_url=url,
@@ -94,9 +95,9 @@ def kafka_settings(bootstrap: str, topic: str, **extra: Any) -> dict[str, Any]:
 
 
 async def kafka_subscription(
-    store: NotificationStore, kafka: dict[str, Any], password: str | None = None
+    subscriptions: SubscriptionStore, kafka: dict[str, Any], password: str | None = None
 ) -> SubscriptionRow:
-    return await store.create_subscription(
+    return await subscriptions.create_subscription(
         via="kafka",
         notifications=list(CATALOG),
         callback_url=None,
@@ -142,7 +143,7 @@ def at(i: int) -> datetime:
 
 def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[OutboxEntry]:
     """One or more outbox entries of every event evgate emits, about ``charger``."""
-    tx = Transaction(
+    tx = TransactionFacts(
         transaction_id=transaction_id,
         connector_id=1,
         id_tag="TAG1",

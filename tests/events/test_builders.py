@@ -10,7 +10,6 @@ from events_helpers import AT, CP, every_event
 
 from evgate.events.builders import (
     OutboxEntry,
-    Transaction,
     hardware_status,
     security_event,
     session_meter_values,
@@ -24,8 +23,9 @@ from evgate.protocol.v16.messages import (
     SecurityEventNotificationRequest,
     StatusNotificationRequest,
 )
+from evgate.storage.ops.transactions import TransactionFacts
 
-TX = Transaction(transaction_id=41, connector_id=2, id_tag="T", started_at=AT, meter_start=100)
+TX = TransactionFacts(transaction_id=41, connector_id=2, id_tag="T", started_at=AT, meter_start=100)
 
 
 def _body(entry: OutboxEntry) -> dict[str, Any]:

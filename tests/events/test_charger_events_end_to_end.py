@@ -24,7 +24,7 @@ from receiver import Receiver
 
 from evgate.app import Evgate
 from evgate.events.catalog import EMITTED, PAYLOAD_TYPES
-from evgate.storage.sessions import ReservationStore
+from evgate.storage.reservations import ReservationStore
 from harness.kafka import KafkaBroker
 from support import BOOTSTRAP_TOKEN, ocpp_charger
 

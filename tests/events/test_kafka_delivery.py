@@ -19,7 +19,8 @@ from evgate.events.builders import ChargerRef, network_status
 from evgate.events.catalog import EMITTED
 from evgate.events.dispatcher import Dispatcher
 from evgate.storage.db import Database
-from evgate.storage.events import NotificationStore
+from evgate.storage.deliveries import DeliveryStore
+from evgate.storage.subscriptions import SubscriptionStore
 from harness.kafka import KafkaBroker
 
 
@@ -41,7 +42,7 @@ async def _consume(broker: KafkaBroker, topic: str, count: int, within: float = 
 
 async def test_every_event_reaches_kafka_keyed_by_charger(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     dispatchers: Callable[..., Dispatcher],
     kafka_broker: KafkaBroker,
 ) -> None:
@@ -49,7 +50,7 @@ async def test_every_event_reaches_kafka_keyed_by_charger(
     event and its id; a charger's records are in order."""
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
     await kafka_broker.create_topic(topic, partitions=3)
-    await kafka_subscription(store, kafka_settings(kafka_broker.bootstrap_plain, topic))
+    await kafka_subscription(subscriptions, kafka_settings(kafka_broker.bootstrap_plain, topic))
     entries = every_event()
     await emit(db, entries)
     dispatchers()
@@ -72,7 +73,7 @@ async def test_every_event_reaches_kafka_keyed_by_charger(
 )
 async def test_sasl_and_compression(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     dispatchers: Callable[..., Dispatcher],
     kafka_broker: KafkaBroker,
     mechanism: str,
@@ -90,7 +91,7 @@ async def test_sasl_and_compression(
         saslUsername=kafka_broker.sasl_username,
         compressionCodec=codec,
     )
-    await kafka_subscription(store, settings, kafka_broker.sasl_password)
+    await kafka_subscription(subscriptions, settings, kafka_broker.sasl_password)
     await emit(db, every_event()[:3])
     dispatchers()
     assert len(await _consume(kafka_broker, topic, 3)) == 3
@@ -98,7 +99,8 @@ async def test_sasl_and_compression(
 
 async def test_a_wrong_password_delays_and_nothing_is_lost(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
     dispatchers: Callable[..., Dispatcher],
     kafka_broker: KafkaBroker,
 ) -> None:
@@ -108,7 +110,7 @@ async def test_a_wrong_password_delays_and_nothing_is_lost(
         kafka_broker.bootstrap_plain, topic, brokers=[kafka_broker.bootstrap_sasl],
         securityProtocol="SASL_PLAINTEXT", saslMechanism="PLAIN", saslUsername="nobody",
     )  # fmt: skip
-    sub = await kafka_subscription(store, settings, "wrong")
+    sub = await kafka_subscription(subscriptions, settings, "wrong")
     await emit(db, every_event()[:2])
     dispatchers()
     for _ in range(100):
@@ -118,12 +120,12 @@ async def test_a_wrong_password_delays_and_nothing_is_lost(
         if errors:
             break
         await asyncio.sleep(0.1)
-    assert errors and await store.backlog() == 2
+    assert errors and await deliveries.backlog() == 2
 
 
 async def test_a_broker_restarted_mid_stream_loses_nothing(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     dispatchers: Callable[..., Dispatcher],
     kafka_broker: KafkaBroker,
 ) -> None:
@@ -131,7 +133,7 @@ async def test_a_broker_restarted_mid_stream_loses_nothing(
     per charger, none twice."""
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
     await kafka_broker.create_topic(topic, partitions=2)
-    await kafka_subscription(store, kafka_settings(kafka_broker.bootstrap_plain, topic))
+    await kafka_subscription(subscriptions, kafka_settings(kafka_broker.bootstrap_plain, topic))
     dispatchers()
     chargers = [ChargerRef(f"CP-{i}", i) for i in range(4)]
     sent = 0

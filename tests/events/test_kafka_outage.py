@@ -21,7 +21,7 @@ from events_helpers import at, emit, kafka_settings, kafka_subscription
 from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.storage.db import Database
-from evgate.storage.events import NotificationStore
+from evgate.storage.subscriptions import SubscriptionStore
 from harness.kafka import KafkaBroker
 
 # Retries every half second for two minutes: an outage of a few seconds never exhausts them,
@@ -74,7 +74,7 @@ class _Lines(logging.Handler):
 @pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_kafka_delivery_resumes_after_the_broker_comes_back(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     dispatchers: Callable[..., Dispatcher],
     kafka_broker: KafkaBroker,
     how: str,
@@ -86,7 +86,7 @@ async def test_kafka_delivery_resumes_after_the_broker_comes_back(
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
     await kafka_broker.create_topic(topic, partitions=3)
     sub = await kafka_subscription(
-        store,
+        subscriptions,
         kafka_settings(kafka_broker.bootstrap_plain, topic),
     )
     dispatchers(OUTAGE)
@@ -144,7 +144,7 @@ async def test_kafka_delivery_resumes_after_the_broker_comes_back(
 
 async def test_a_record_the_broker_refuses_does_not_block_the_others(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     dispatchers: Callable[..., Dispatcher],
     kafka_broker: KafkaBroker,
 ) -> None:
@@ -155,7 +155,7 @@ async def test_a_record_the_broker_refuses_does_not_block_the_others(
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
     await kafka_broker.create_topic(topic, partitions=1, config={"max.message.bytes": "4096"})
     sub = await kafka_subscription(
-        store,
+        subscriptions,
         kafka_settings(kafka_broker.bootstrap_plain, topic, compressionCodec="none"),
     )
     small = ChargerRef("CP-SMALL", 2)
@@ -185,7 +185,7 @@ async def test_a_record_the_broker_refuses_does_not_block_the_others(
 
 async def test_lanes_waiting_out_a_long_retry_resume_when_the_brokers_return(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     dispatchers: Callable[..., Dispatcher],
     kafka_broker: KafkaBroker,
 ) -> None:
@@ -205,7 +205,7 @@ async def test_lanes_waiting_out_a_long_retry_resume_when_the_brokers_return(
     topic = f"evgate-{uuid.uuid4().hex[:8]}"
     await kafka_broker.create_topic(topic, partitions=2)
     sub = await kafka_subscription(
-        store,
+        subscriptions,
         kafka_settings(kafka_broker.bootstrap_plain, topic),
     )
     dispatchers(config)

@@ -25,7 +25,8 @@ from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.events.catalog import EMITTED
 from evgate.events.dispatcher import Dispatcher
 from evgate.storage.db import Database
-from evgate.storage.events import NotificationStore
+from evgate.storage.deliveries import DeliveryStore
+from evgate.storage.subscriptions import SubscriptionStore
 
 
 def _numbered(charger: str, n: int) -> list[OutboxEntry]:
@@ -44,13 +45,14 @@ def _sequence(received: list[Received]) -> dict[str, list[str]]:
 
 async def test_every_event_type_arrives_signed(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
     receiver: Receiver,
     dispatchers: Callable[..., Dispatcher],
 ) -> None:
     """Every emitted event arrives once, byte for byte, with a valid Standard Webhooks
     signature, an X-Signature keyed with the creating token, and X-Timestamp."""
-    sub = await webhook_subscription(store, receiver.url)
+    sub = await webhook_subscription(subscriptions, receiver.url)
     entries = every_event()
     await emit(db, entries)
     dispatchers()
@@ -69,16 +71,16 @@ async def test_every_event_type_arrives_signed(
         assert abs(int(r.headers["webhook-timestamp"]) - time.time()) < 60
         assert r.headers["content-type"] == "application/json"
     assert len({r.headers["webhook-id"] for r in got}) == len(entries)
-    assert await store.backlog() == 0
+    assert await deliveries.backlog() == 0
 
 
 async def test_only_subscribed_events_are_delivered(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     receiver: Receiver,
     dispatchers: Callable[..., Dispatcher],
 ) -> None:
-    await webhook_subscription(store, receiver.url, ["cdr.received"])
+    await webhook_subscription(subscriptions, receiver.url, ["cdr.received"])
     await emit(db, every_event())
     dispatchers()
     got = await receiver.wait_for(1)
@@ -87,14 +89,17 @@ async def test_only_subscribed_events_are_delivered(
 
 
 async def test_a_receiver_down_for_a_while_gets_everything_in_order(
-    db: Database, store: NotificationStore, dispatchers: Callable[..., Dispatcher]
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+    dispatchers: Callable[..., Dispatcher],
 ) -> None:
     """Connections refused, then the receiver comes back: every event of every charger
     arrives, in order per charger, after retries recorded in the attempt history."""
     receiver = Receiver()
     await receiver.start()
     await receiver.stop()  # the port is known, nothing listens
-    sub = await webhook_subscription(store, receiver.url)
+    sub = await webhook_subscription(subscriptions, receiver.url)
     for i in range(5):
         await emit(db, _numbered(f"CP-{i}", 20))
     dispatchers()
@@ -112,24 +117,24 @@ async def test_a_receiver_down_for_a_while_gets_everything_in_order(
     assert len(got) == 100
     for charger, stamps in _sequence(got).items():
         assert stamps == sorted(stamps) and len(stamps) == 20, charger
-    assert await store.backlog() == 0
+    assert await deliveries.backlog() == 0
 
 
 async def test_two_dispatchers_deliver_each_event_once_and_in_order(
     db: Database,
     database_url: str,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     receiver: Receiver,
     dispatchers: Callable[..., Dispatcher],
 ) -> None:
     """Two processes' dispatchers on one database: no event twice, none lost, per-charger
     order kept (lanes are claimed with SKIP LOCKED)."""
-    await webhook_subscription(store, receiver.url)
+    await webhook_subscription(subscriptions, receiver.url)
     other_db = Database(database_url, pool_size=5)
     await other_db.open(migrate=False)
     try:
         dispatchers()
-        dispatchers(on=NotificationStore(other_db))
+        dispatchers(on=other_db)
         for _ in range(4):
             for i in range(6):
                 await emit(db, _numbered(f"CP-{i}", 10))
@@ -146,7 +151,7 @@ async def test_two_dispatchers_deliver_each_event_once_and_in_order(
 
 async def test_a_stalled_receiver_does_not_delay_another_subscription(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     receiver: Receiver,
     dispatchers: Callable[..., Dispatcher],
 ) -> None:
@@ -154,8 +159,8 @@ async def test_a_stalled_receiver_does_not_delay_another_subscription(
     stalled = Receiver(lambda _: Reply(delay=30))
     await stalled.start()
     try:
-        await webhook_subscription(store, stalled.url)
-        await webhook_subscription(store, receiver.url)
+        await webhook_subscription(subscriptions, stalled.url)
+        await webhook_subscription(subscriptions, receiver.url)
         dispatchers()
         started = time.monotonic()
         for i in range(20):
@@ -168,30 +173,33 @@ async def test_a_stalled_receiver_does_not_delay_another_subscription(
 
 
 async def test_410_disables_the_subscription_and_a_put_then_resend_recovers(
-    db: Database, store: NotificationStore, dispatchers: Callable[..., Dispatcher]
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+    dispatchers: Callable[..., Dispatcher],
 ) -> None:
     """410: disabled, pending deliveries failed (listed); re-enabled and resent, they arrive."""
     gone = True
     receiver = Receiver(lambda _: Reply(status=410 if gone else 204))
     await receiver.start()
     try:
-        sub = await webhook_subscription(store, receiver.url)
+        sub = await webhook_subscription(subscriptions, receiver.url)
         await emit(db, _numbered("CP-1", 5))
         dispatchers()
         for _ in range(100):
-            row = await store.get_subscription(sub.id)
+            row = await subscriptions.get_subscription(sub.id)
             if not row.enabled:
                 break
             await asyncio.sleep(0.05)
         assert not row.enabled and "410" in (row.disabled_reason or "")
-        failed = await store.failed_deliveries(sub.id)
+        failed = await deliveries.failed_deliveries(sub.id)
         assert len(failed) == 5 and all(f.state == "failed" for f in failed)
         gone = False
-        await store.replace_subscription(
+        await subscriptions.replace_subscription(
             sub.id, via="webhook", notifications=sub.notifications, callback_url=receiver.url,
             kafka=None, kafka_password=None, keep_password=True,
         )  # fmt: skip
-        assert await store.resend(sub.id, None, None, None) == 5
+        assert await deliveries.resend(sub.id, None, None, None) == 5
         got = await receiver.wait_for(5)
         assert sorted(msgspec.json.decode(r.body)["timestamp"] for r in got) == [
             msgspec.json.decode(r.body)["timestamp"] for r in got
@@ -201,7 +209,7 @@ async def test_410_disables_the_subscription_and_a_put_then_resend_recovers(
 
 
 async def test_429_retry_after_is_respected(
-    db: Database, store: NotificationStore, dispatchers: Callable[..., Dispatcher]
+    db: Database, subscriptions: SubscriptionStore, dispatchers: Callable[..., Dispatcher]
 ) -> None:
     """A 429 with Retry-After: 2 delays the next attempt by at least that (the schedule's
     own first delay is 0.2 s)."""
@@ -209,7 +217,7 @@ async def test_429_retry_after_is_respected(
     receiver = Receiver(lambda _: next(answers, Reply(200)))
     await receiver.start()
     try:
-        await webhook_subscription(store, receiver.url)
+        await webhook_subscription(subscriptions, receiver.url)
         await emit(db, _numbered("CP-1", 1))
         dispatchers()
         await receiver.wait_for(1)
@@ -222,7 +230,8 @@ async def test_429_retry_after_is_respected(
 
 async def test_redirects_are_not_followed_and_retries_end_in_failed(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
     receiver: Receiver,
     dispatchers: Callable[..., Dispatcher],
 ) -> None:
@@ -231,11 +240,11 @@ async def test_redirects_are_not_followed_and_retries_end_in_failed(
     redirector = Receiver(lambda _: Reply(307, {"location": receiver.url}))
     await redirector.start()
     try:
-        sub = await webhook_subscription(store, redirector.url)
+        sub = await webhook_subscription(subscriptions, redirector.url)
         await emit(db, _numbered("CP-1", 2))
         dispatchers()
         for _ in range(200):
-            failed = await store.failed_deliveries(sub.id)
+            failed = await deliveries.failed_deliveries(sub.id)
             if len(failed) == 2:
                 break
             await asyncio.sleep(0.05)
@@ -248,14 +257,14 @@ async def test_redirects_are_not_followed_and_retries_end_in_failed(
 
 async def test_a_rolled_back_event_is_never_delivered_and_a_late_commit_is_not_skipped(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
     receiver: Receiver,
     dispatchers: Callable[..., Dispatcher],
 ) -> None:
     """The outbox is transactional: an event whose transaction rolls back does not exist; an
     event whose transaction began first but commits after later ones is not jumped over —
     the later ones wait for it (no event is read while an older transaction is open)."""
-    await webhook_subscription(store, receiver.url)
+    await webhook_subscription(subscriptions, receiver.url)
     dispatchers()
     late = await db.pool.acquire()
     try:
@@ -287,12 +296,13 @@ async def test_a_rolled_back_event_is_never_delivered_and_a_late_commit_is_not_s
 
 async def test_delivered_events_are_pruned_after_the_retention(
     db: Database,
-    store: NotificationStore,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
     receiver: Receiver,
     dispatchers: Callable[..., Dispatcher],
 ) -> None:
     """Delivered events older than the retention go; failed ones stay (they can be resent)."""
-    sub = await webhook_subscription(store, receiver.url)
+    sub = await webhook_subscription(subscriptions, receiver.url)
     await emit(db, _numbered("CP-1", 3))
     dispatchers()
     await receiver.wait_for(3)
@@ -307,5 +317,5 @@ async def test_delivered_events_are_pruned_after_the_retention(
         sub.id,
     )
     await db.execute("UPDATE outbox SET created_at = now() - interval '2 days'")
-    assert await store.prune(86400) == 3
+    assert await deliveries.prune(86400) == 3
     assert await db.fetchval("SELECT count(*) FROM outbox") == 1

@@ -16,7 +16,7 @@ from evgate.handlers.services import HandlerServices
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.db import Database
 from evgate.storage.id_tags import IdTagStore
-from evgate.storage.sessions import TransactionStore
+from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer
 
 

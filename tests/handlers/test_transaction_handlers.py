@@ -20,7 +20,7 @@ from evgate.protocol.v16 import (
     StartTransactionRequest,
     StopTransactionRequest,
 )
-from evgate.storage.sessions import ReservationStore
+from evgate.storage.reservations import ReservationStore
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -14,13 +14,8 @@ import pytest
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.errors import is_unavailable
-from evgate.storage.writer import (
-    CopyRows,
-    Statement,
-    WriteOp,
-    Writer,
-    WriteRejected,
-)
+from evgate.storage.ops.base import CopyRows, Statement, WriteOp
+from evgate.storage.writer import Writer, WriteRejected
 from support import asyncpg_copy_waiter_unretrieved
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))

@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from evgate import _native, native
 from evgate.storage.db import Database
 from evgate.storage.maintenance import FOLD_FIRST, Maintenance, partition_name
-from evgate.storage.meter_values import MeterValueRows, MeterValueStore
-from evgate.storage.writer import Statement, Writer, WriteRejected
+from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.ops.base import Statement
+from evgate.storage.ops.meter_values import MeterValueRows
+from evgate.storage.writer import Writer, WriteRejected
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ROWS = st.lists(
@@ -162,7 +164,7 @@ async def test_encoded_meter_rows_read_back_from_postgresql_as_sent(
 ) -> None:
     """The encoded rows, COPYed into a table of meter_values' columns, read back equal: text
     in any script, NULLs, int4 bounds, NaN and infinities, times before 1970 and after 2000."""
-    from evgate.storage.meter_values import METER_COLUMNS, _copy_stream
+    from evgate.storage.ops.meter_values import METER_COLUMNS, _copy_stream
 
     when = [
         datetime(1969, 7, 20, 20, 17, 40, 123456, tzinfo=UTC),

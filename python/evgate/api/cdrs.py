@@ -7,7 +7,7 @@ from litestar import Controller, get
 from litestar.params import FromPath
 
 from evgate.api.context import Ctx
-from evgate.events.builders import Cdr
+from evgate.storage.cdrs import Cdr
 
 __all__ = ["CdrController"]
 

@@ -24,8 +24,9 @@ from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.security import Principal
 from evgate.events.catalog import CATALOG, NOT_EMITTED
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
-from evgate.storage.events import FailedDelivery, SubscriptionRow
+from evgate.storage.deliveries import FailedDelivery
 from evgate.storage.kafka_settings import Codec, KafkaSettings, Mechanism, SecurityProtocol
+from evgate.storage.subscriptions import SubscriptionRow
 
 __all__ = ["NotificationActions", "SubscriptionController"]
 
@@ -201,7 +202,7 @@ class SubscriptionController(Controller):
         callback_url, kafka, password = _checked(data)
         secret = new_webhook_secret()
         service = ctx.notifications
-        row = await service.store.create_subscription(
+        row = await service.subscriptions.create_subscription(
             via=data.via,
             notifications=names,
             callback_url=callback_url,
@@ -223,9 +224,9 @@ class SubscriptionController(Controller):
         per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 15,
         page: Annotated[int, QueryParameter(ge=1, le=INT32_MAX)] = 1,
     ) -> SubscriptionPage:
-        store = ctx.notifications.store
-        total = await store.count_subscriptions()
-        rows = await store.subscriptions_page((page - 1) * per_page, per_page)
+        subscriptions = ctx.notifications.subscriptions
+        total = await subscriptions.count_subscriptions()
+        rows = await subscriptions.subscriptions_page((page - 1) * per_page, per_page)
         last_page = max(1, -(-total // per_page))
         base = str(request.url).partition("?")[0]
 
@@ -254,7 +255,7 @@ class SubscriptionController(Controller):
 
     @get("/{subscription_id:int}", summary="One subscription")
     async def get_subscription(self, ctx: Ctx, subscription_id: BigintId) -> Data[SubscriptionOut]:
-        return Data(_out(await ctx.notifications.store.get_subscription(subscription_id)))
+        return Data(_out(await ctx.notifications.subscriptions.get_subscription(subscription_id)))
 
     @put(
         "/{subscription_id:int}",
@@ -265,9 +266,9 @@ class SubscriptionController(Controller):
     ) -> Data[SubscriptionOut]:
         names = _names(data.notifications)
         service = ctx.notifications
-        stored = await service.store.get_subscription(subscription_id)
+        stored = await service.subscriptions.get_subscription(subscription_id)
         callback_url, kafka, password = _checked(data, stored.kafka_password is not None)
-        row = await service.store.replace_subscription(
+        row = await service.subscriptions.replace_subscription(
             subscription_id,
             via=data.via,
             notifications=names,
@@ -284,7 +285,7 @@ class SubscriptionController(Controller):
     @delete("/{subscription_id:int}", status_code=204, summary="Unsubscribe")
     async def unsubscribe(self, ctx: Ctx, subscription_id: BigintId) -> None:
         service = ctx.notifications
-        await service.store.delete_subscription(subscription_id)
+        await service.subscriptions.delete_subscription(subscription_id)
         if service.changed is not None:
             service.changed()
 
@@ -307,9 +308,9 @@ class SubscriptionController(Controller):
         ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[FailedDelivery]:
-        store = ctx.notifications.store
-        await store.get_subscription(subscription_id)  # 404 for an unknown one
-        items = await store.failed_deliveries(subscription_id, after, limit)
+        service = ctx.notifications
+        await service.subscriptions.get_subscription(subscription_id)  # 404 for an unknown one
+        items = await service.deliveries.failed_deliveries(subscription_id, after, limit)
         return page_of(items, limit, lambda d: d.event_id)
 
 
@@ -330,13 +331,15 @@ class NotificationActions(Controller):
         if data.start_time and data.end_time and data.end_time <= data.start_time:
             raise Unprocessable("endTime: must be after startTime")
         service = ctx.notifications
-        row = await service.store.get_subscription(subscription_id)
+        row = await service.subscriptions.get_subscription(subscription_id)
         if not row.enabled:
             raise Conflict(
                 f"subscription {subscription_id} is disabled ({row.disabled_reason});"
                 " PUT it to enable it again, then resend"
             )
-        count = await service.store.resend(subscription_id, names, data.start_time, data.end_time)
+        count = await service.deliveries.resend(
+            subscription_id, names, data.start_time, data.end_time
+        )
         if service.changed is not None:
             service.changed()
         return Data(Resent(deliveries=count))

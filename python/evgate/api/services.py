@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
-from evgate.storage.events import CdrStore, NotificationStore
+from evgate.storage.connectors import ConnectorStore
+from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.meter_values import MeterValueStore
-from evgate.storage.sessions import ConnectorStore, TransactionStore
+from evgate.storage.subscriptions import SubscriptionStore
+from evgate.storage.transactions import TransactionStore
 
 __all__ = ["CdrService", "NotificationService", "SessionsApi"]
 
@@ -23,7 +26,8 @@ __all__ = ["CdrService", "NotificationService", "SessionsApi"]
 class NotificationService:
     """What the subscription routes (``api/notifications.py``) need."""
 
-    store: NotificationStore
+    subscriptions: SubscriptionStore
+    deliveries: DeliveryStore
     # Called after a subscription changes, so the dispatcher of this process sees it at once.
     changed: Callable[[], None] | None = None
 

@@ -23,9 +23,10 @@ from evgate.api.bounds import ConnectorFilter, TransactionCursor, TransactionId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
+from evgate.storage.connectors import Connector
 from evgate.storage.id_tags import IdTag, IdTagStatus
 from evgate.storage.meter_values import MeterBucket, MeterSample, Resolution
-from evgate.storage.sessions import Connector, Transaction
+from evgate.storage.transactions import Transaction
 
 __all__ = [
     "ROUTES",

@@ -2,7 +2,7 @@
 
 A handler (or a store) that changes state calls a builder and hands the returned
 :class:`OutboxEntry` rows to the same database transaction as the change — the group-commit
-writer's submission, or the store's own transaction (see ``storage/events.py``
+writer's submission, or the store's own transaction (see ``storage/outbox.py``
 ``insert_outbox``). Builders do no I/O and read no clock: ``at`` is passed in, so a handler
 stamps every event of one message with one time.
 
@@ -48,13 +48,13 @@ from evgate.protocol.v16.messages import (
     SecurityEventNotificationRequest,
     StatusNotificationRequest,
 )
+from evgate.storage.cdrs import Cdr
+from evgate.storage.ops.transactions import TransactionFacts
 
 __all__ = [
-    "Cdr",
     "ChargerFacts",
     "ChargerRef",
     "OutboxEntry",
-    "Transaction",
     "authorization",
     "boot_notification",
     "cdr_id",
@@ -93,43 +93,6 @@ class OutboxEntry(NamedTuple):
     event: str
     charger_id: str
     payload: bytes
-
-
-class Transaction(msgspec.Struct, kw_only=True):
-    """What the session events say about a transaction; the sessions room has the rest.
-
-    ``meter_wh`` is the latest energy register reading (Wh), ``meter_stop`` once stopped.
-    """
-
-    transaction_id: int
-    connector_id: int
-    id_tag: str | None = None
-    started_at: datetime
-    meter_start: int
-    meter_wh: float | None = None
-    power_w: float | None = None
-    soc_percent: float | None = None
-    stopped_at: datetime | None = None
-    meter_stop: int | None = None
-    stop_reason: str | None = None  # the OCPP Reason
-
-
-class Cdr(msgspec.Struct, kw_only=True, rename="camel"):
-    """A charge detail record: one ended transaction, as ``GET /api/v1/cdrs/{id}`` shows it."""
-
-    id: str
-    charger_id: str
-    charge_point_id: int
-    transaction_id: int
-    connector_id: int
-    id_tag: str | None
-    started_at: datetime
-    stopped_at: datetime
-    meter_start_wh: int
-    meter_stop_wh: int
-    energy_wh: int
-    stop_reason: str | None
-    created_at: datetime
 
 
 class ChargerFacts(msgspec.Struct, kw_only=True):
@@ -381,14 +344,16 @@ _MEASURANDS = {
 _SCALE = {"kWh": 1000.0, "kW": 1000.0}
 
 
-def _catalog_reason(tx: Transaction) -> str | msgspec.UnsetType:
+def _catalog_reason(tx: TransactionFacts) -> str | msgspec.UnsetType:
     """The catalog's stop reason of a stopped transaction (an absent OCPP reason is Local)."""
     if tx.stopped_at is not None and (tx.stop_reason or "Local") in _STANDARD_STOP:
         return "standard_stop"
     return UNSET
 
 
-def _session_start_stop(charger: ChargerRef, tx: Transaction, at: datetime) -> list[OutboxEntry]:
+def _session_start_stop(
+    charger: ChargerRef, tx: TransactionFacts, at: datetime
+) -> list[OutboxEntry]:
     stopped = tx.stopped_at is not None
     fields = {
         "evseId": tx.connector_id,
@@ -414,7 +379,7 @@ def _session_start_stop(charger: ChargerRef, tx: Transaction, at: datetime) -> l
     ]
 
 
-def _session_update(charger: ChargerRef, tx: Transaction, at: datetime) -> OutboxEntry:
+def _session_update(charger: ChargerRef, tx: TransactionFacts, at: datetime) -> OutboxEntry:
     latest = tx.meter_stop if tx.meter_stop is not None else tx.meter_wh
     energy = max(0.0, float(latest) - tx.meter_start) if latest is not None else 0.0
     stopped = tx.stopped_at is not None
@@ -439,7 +404,7 @@ def _session_update(charger: ChargerRef, tx: Transaction, at: datetime) -> Outbo
 
 
 def _transaction_changed(
-    charger: ChargerRef, tx: Transaction, action: Literal["created", "updated"], at: datetime
+    charger: ChargerRef, tx: TransactionFacts, action: Literal["created", "updated"], at: datetime
 ) -> OutboxEntry:
     return _entry(
         charger.id,
@@ -447,7 +412,7 @@ def _transaction_changed(
     )
 
 
-def session_started(charger: ChargerRef, tx: Transaction, at: datetime) -> list[OutboxEntry]:
+def session_started(charger: ChargerRef, tx: TransactionFacts, at: datetime) -> list[OutboxEntry]:
     """A StartTransaction.req accepted: SessionStartStopNotification and its dotted twin
     (``start``), SessionUpdateNotification (``active``) and transaction.changed (``created``)."""
     return [
@@ -477,7 +442,7 @@ def _readings(meter_values: Iterable[MeterValue]) -> Iterator[_Reading]:
             yield _Reading(mv.timestamp, measurand, value)
 
 
-# The readings a session keeps, by OCPP measurand → Transaction field.
+# The readings a session keeps, by OCPP measurand → TransactionFacts field.
 _LATEST = {
     "Energy.Active.Import.Register": "meter_wh",
     "Power.Active.Import": "power_w",
@@ -485,7 +450,7 @@ _LATEST = {
 }
 
 
-def with_readings(tx: Transaction, meter_values: Iterable[MeterValue]) -> Transaction:
+def with_readings(tx: TransactionFacts, meter_values: Iterable[MeterValue]) -> TransactionFacts:
     """``tx`` with ``meter_wh``, ``power_w`` and ``soc_percent`` brought up to date by a
     MeterValues.req (the latest sample of each wins; those not sampled are kept)."""
     latest: dict[str, tuple[datetime, float]] = {}
@@ -501,7 +466,7 @@ def with_readings(tx: Transaction, meter_values: Iterable[MeterValue]) -> Transa
 
 
 def session_meter_values(
-    charger: ChargerRef, tx: Transaction, meter_values: Iterable[MeterValue], at: datetime
+    charger: ChargerRef, tx: TransactionFacts, meter_values: Iterable[MeterValue], at: datetime
 ) -> list[OutboxEntry]:
     """A MeterValues.req inside ``tx`` (whose ``meter_wh`` / ``power_w`` / ``soc_percent`` the
     caller has brought up to date, :func:`with_readings`): SessionMeterValuesNotification with
@@ -537,7 +502,7 @@ def cdr_id(charger: ChargerRef, transaction_id: int) -> str:
 
 
 def session_stopped(
-    charger: ChargerRef, tx: Transaction, at: datetime
+    charger: ChargerRef, tx: TransactionFacts, at: datetime
 ) -> tuple[Cdr, list[OutboxEntry]]:
     """A StopTransaction.req (``tx.stopped_at`` and ``tx.meter_stop`` set): the CDR to insert
     in the ``cdrs`` table and the events — SessionStartStopNotification and its twin

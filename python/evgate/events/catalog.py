@@ -68,7 +68,8 @@ CATALOG: dict[str, str | None] = {
     "PartnerInviteChangedNotification": None,
     "PartnerChangedNotification": None,
     "reservation.changed": "ReserveNow / CancelReservation accepted (handlers/commands), expiry"
-    " (storage/sessions ReservationExpiry), use by StartTransaction.req (handlers/transactions)",
+    " (storage/reservations ReservationExpiry), use by StartTransaction.req"
+    " (handlers/transactions)",
     "user.paymentMethod.changed": None,
     "userBalance.changed": None,
     "partnerInvite.changed": None,

@@ -3,7 +3,7 @@
 One task per process (owned by :class:`Dispatcher`, started and stopped by ``app.py``) loops:
 
 1. **Fan-out.** Takes new outbox rows, in commit-safe order, and makes one delivery per
-   matching subscription (``NotificationStore.fan_out``; one process at a time holds the
+   matching subscription (``DeliveryStore.fan_out``; one process at a time holds the
    cursor, so each event fans out once however many processes share the database).
 2. **Claim.** For each enabled subscription with free slots, leases due *lanes* — one lane per
    (subscription, charger) — with ``FOR UPDATE SKIP LOCKED``. A lane is worked by one task of
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 
 from evgate.events.sinks import Attempt, KafkaProducers, WebhookSink, kafka_settings_key
 from evgate.metrics import Registry
-from evgate.storage.events import Delivery, NotificationStore, SubscriptionRow
+from evgate.storage.deliveries import Delivery, DeliveryStore
+from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from evgate.tasks import cancel_and_wait, wait_event
 
 __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
@@ -94,11 +95,13 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: NotificationStore,
+        subscriptions: SubscriptionStore,
+        deliveries: DeliveryStore,
         config: DispatcherConfig | None = None,
         metrics: Registry | None = None,
     ) -> None:
-        self.store = store
+        self.subscriptions = subscriptions
+        self.deliveries = deliveries
         self.config = config or DispatcherConfig()
         self._subs: dict[int, _Subscription] = {}
         registry = metrics or Registry()
@@ -174,7 +177,7 @@ class Dispatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         wait = self.config.poll_interval
-        retry = self.store.db.health.retry("the dispatcher", log, first=1.0)
+        retry = self.deliveries.db.health.retry("the dispatcher", log, first=1.0)
         while True:
             busy = True
             try:
@@ -188,8 +191,8 @@ class Dispatcher:
                 busy = bool(fanned or claimed or self._tasks)
                 if now >= self._prune_due:
                     self._prune_due = now + self.config.prune_interval
-                    await self.store.prune(self.config.outbox_retention)
-                    self._m_backlog.set(await self.store.backlog())
+                    await self.deliveries.prune(self.config.outbox_retention)
+                    self._m_backlog.set(await self.deliveries.backlog())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -206,7 +209,7 @@ class Dispatcher:
             await wait_event(self._wakeup, wait)
 
     async def _refresh(self) -> None:
-        rows = {r.id: r for r in await self.store.subscriptions(enabled_only=True)}
+        rows = {r.id: r for r in await self.subscriptions.subscriptions(enabled_only=True)}
         for sub_id, sub in list(self._subs.items()):
             row = rows.get(sub_id)
             if row is None or row.updated_at != sub.row.updated_at:
@@ -235,7 +238,7 @@ class Dispatcher:
                 for sub in self._subs.values()
                 if sub.row.via == "kafka" and kafka_settings_key(sub.row) in returned
             ]
-            if subs and await self.store.retry_now(subs):
+            if subs and await self.deliveries.retry_now(subs):
                 self.wake()
         away = self._kafka.away()
         if away and now >= self._probe_due and (self._probe is None or self._probe.done()):
@@ -270,7 +273,7 @@ class Dispatcher:
         # A bounded amount per round, so claiming is not starved by a large backlog.
         total = 0
         for _ in range(10):
-            taken = await self.store.fan_out(self.config.fan_out_batch)
+            taken = await self.deliveries.fan_out(self.config.fan_out_batch)
             if not taken:
                 break
             total += taken
@@ -287,7 +290,7 @@ class Dispatcher:
             free = self.config.lanes_per_subscription - len(sub.lanes)
             if free <= 0:
                 continue
-            for charger_id in await self.store.claim_lanes(sub.row.id, free, lease):
+            for charger_id in await self.deliveries.claim_lanes(sub.row.id, free, lease):
                 sub.lanes.add(charger_id)
                 task = asyncio.get_running_loop().create_task(
                     self._lane(sub, charger_id), name=f"lane:{sub.row.id}:{charger_id}"
@@ -310,11 +313,11 @@ class Dispatcher:
         sub_id = sub.row.id
         try:
             for _ in range(10):  # then give the lane back, for fairness between chargers
-                version, batch = await self.store.lane_deliveries(
+                version, batch = await self.deliveries.lane_deliveries(
                     sub_id, charger_id, self.config.lane_batch
                 )
                 if not batch:
-                    await self.store.release_lane(sub_id, charger_id, version)
+                    await self.deliveries.release_lane(sub_id, charger_id, version)
                     return
                 if sub.row.via == "kafka":
                     going_on = await self._kafka_batch(sub, charger_id, batch)
@@ -322,17 +325,17 @@ class Dispatcher:
                     going_on = await self._webhook_batch(sub, charger_id, batch)
                 if not going_on:
                     return
-            await self.store.unlease(sub_id, charger_id)
+            await self.deliveries.unlease(sub_id, charger_id)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    asyncio.shield(self.store.unlease(sub_id, charger_id)), _STOP_GRACE
+                    asyncio.shield(self.deliveries.unlease(sub_id, charger_id)), _STOP_GRACE
                 )
             raise
         except Exception as exc:
-            self.store.db.health.report(exc, f"delivery lane {sub_id}/{charger_id}", log)
+            self.deliveries.db.health.report(exc, f"delivery lane {sub_id}/{charger_id}", log)
             with contextlib.suppress(Exception):
-                await self.store.unlease(sub_id, charger_id)
+                await self.deliveries.unlease(sub_id, charger_id)
         finally:
             sub.lanes.discard(charger_id)
             if not sub.lanes and self._subs.get(sub_id) is not sub:
@@ -393,7 +396,9 @@ class Dispatcher:
         history: list[tuple[int, int, int | None, float]],
     ) -> None:
         if outbox_ids:
-            await self.store.delivered(sub.row.id, charger_id, outbox_ids, self._lease(), history)
+            await self.deliveries.delivered(
+                sub.row.id, charger_id, outbox_ids, self._lease(), history
+            )
             self._m_delivered.inc(sub.row.via, amount=len(outbox_ids))
 
     async def _record_failure(
@@ -407,16 +412,16 @@ class Dispatcher:
         if attempt.gone:
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             reason = f"receiver answered 410 Gone at {when}"
-            await self.store.failed(
+            await self.deliveries.failed(
                 sub.row.id, charger_id, delivery.outbox_id, number, error,
                 attempt.status_code, attempt.duration_ms, None, self._lease(),
             )  # fmt: skip
-            await self.store.disable(sub.row.id, reason)
+            await self.subscriptions.disable(sub.row.id, reason)
             log.warning("subscription %d disabled: %s", sub.row.id, reason)
             self.wake()
             return False
         retry_in = retry_delay(self.config, number, attempt.retry_after)
-        await self.store.failed(
+        await self.deliveries.failed(
             sub.row.id, charger_id, delivery.outbox_id, number, error,
             attempt.status_code, attempt.duration_ms, retry_in, self._lease(),
         )  # fmt: skip

@@ -27,8 +27,9 @@ import evgate
 from evgate.events.signing import hmac_with_state, standard_webhook_signature
 from evgate.metrics import Registry
 from evgate.outages import Dependency, RepeatFilter, quiet_repeats
-from evgate.storage.events import Delivery, SubscriptionRow
+from evgate.storage.deliveries import Delivery
 from evgate.storage.kafka_settings import KafkaSettings
+from evgate.storage.subscriptions import SubscriptionRow
 
 __all__ = [
     "Attempt",

@@ -9,13 +9,12 @@ from a sequence), and the answer waits for them to commit.
 
 from __future__ import annotations
 
-from typing import Any
-
 from evgate.events.builders import authorization
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.services import HandlerServices, events, id_tag_info
+from evgate.handlers.services import HandlerServices, id_tag_info
 from evgate.protocol.v16 import AuthorizeRequest, AuthorizeResponse
-from evgate.storage.sessions import AUTHORIZATION_ID
+from evgate.storage.ops import outbox, sequences
+from evgate.storage.ops.base import Results, Write
 
 __all__ = ["routes"]
 
@@ -27,10 +26,14 @@ def routes(services: HandlerServices) -> Routes:
         decision = await services.decide(ctx.charger_id, request.id_tag)
         charger, now = ctx.charger, services.clock()
 
-        def described(results: list[Any]) -> list[Any]:
-            return events(authorization(charger, results[0], request.id_tag, decision.status, now))
+        drawn = sequences.authorization_id()
 
-        await services.emit(ctx.charger_id, [(AUTHORIZATION_ID, ())], described)
+        def described(results: Results) -> list[Write[None]]:
+            return outbox.append(
+                authorization(charger, results[drawn], request.id_tag, decision.status, now)
+            )
+
+        await services.emit(ctx.charger_id, [drawn], described)
         return AuthorizeResponse(
             id_tag_info=id_tag_info(decision.status, decision.expiry_date, decision.parent_id_tag)
         )

@@ -14,7 +14,7 @@ from msgspec import UNSET
 
 from evgate.events.builders import boot_notification as boot_event
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.services import HandlerServices, events
+from evgate.handlers.services import HandlerServices
 from evgate.protocol.v16 import (
     BootNotificationRequest,
     BootNotificationResponse,
@@ -22,7 +22,8 @@ from evgate.protocol.v16 import (
     HeartbeatResponse,
     RegistrationStatus,
 )
-from evgate.storage.sessions import BOOT_INFO
+from evgate.storage.ops import chargers, outbox
+from evgate.storage.ops.chargers import BootInfo
 
 __all__ = ["routes"]
 
@@ -38,22 +39,25 @@ def routes(services: HandlerServices) -> Routes:
         ctx: ChargerContext, request: BootNotificationRequest
     ) -> BootNotificationResponse:
         now = services.clock()
-        info = (
-            ctx.charger_id,
-            request.charge_point_vendor,
-            request.charge_point_model,
-            _or_none(request.charge_point_serial_number),
-            _or_none(request.charge_box_serial_number),
-            _or_none(request.firmware_version),
-            _or_none(request.iccid),
-            _or_none(request.imsi),
-            _or_none(request.meter_type),
-            _or_none(request.meter_serial_number),
-            now,
+        boot = chargers.boot(
+            BootInfo(
+                charger_id=ctx.charger_id,
+                vendor=request.charge_point_vendor,
+                model=request.charge_point_model,
+                charge_point_serial_number=_or_none(request.charge_point_serial_number),
+                charge_box_serial_number=_or_none(request.charge_box_serial_number),
+                firmware_version=_or_none(request.firmware_version),
+                iccid=_or_none(request.iccid),
+                imsi=_or_none(request.imsi),
+                meter_type=_or_none(request.meter_type),
+                meter_serial_number=_or_none(request.meter_serial_number),
+                booted_at=now,
+            )
         )
-        [status] = await services.emit(
-            ctx.charger_id, [(BOOT_INFO, info)], events([boot_event(ctx.charger, request, now)])
+        results = await services.emit(
+            ctx.charger_id, [boot], outbox.append([boot_event(ctx.charger, request, now)])
         )
+        status = results[boot]
         ctx.state["registration_status"] = status
         if status == RegistrationStatus.accepted:
             services.after_accepted_boot(ctx.charger_id)

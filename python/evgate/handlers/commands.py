@@ -40,7 +40,7 @@ from evgate.gateway.interface import (
     InvalidCommand,
     authorization_key,
 )
-from evgate.handlers.services import events, utc_now
+from evgate.handlers.services import utc_now
 from evgate.protocol.v16 import (
     CancelReservationRequest,
     CancelReservationResponse,
@@ -56,9 +56,10 @@ from evgate.protocol.v16 import (
     ReserveNowResponse,
 )
 from evgate.storage.errors import NotFound
-from evgate.storage.events import EMIT, Emission
-from evgate.storage.sessions import COMMAND_REQUEST_ID, DIAGNOSTICS_REQUESTED, ReservationStore
-from evgate.storage.writer import Write, Writer
+from evgate.storage.ops import chargers, outbox, sequences
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.reservations import ReservationStore
+from evgate.storage.writer import Writer
 
 __all__ = ["AuthorizationKeys", "CommandEffects", "KeySaver"]
 
@@ -222,7 +223,7 @@ class CommandEffects:
             keys = [] if response.configuration_key is UNSET else response.configuration_key
             await self._configuration(charger_id, keys, None)
         elif isinstance(request, GetDiagnosticsRequest):
-            await self.writer.submit([(DIAGNOSTICS_REQUESTED, (charger_id,))], key=charger_id)
+            await self.writer.submit([chargers.diagnostics_requested(charger_id)], key=charger_id)
         elif isinstance(request, ReserveNowRequest):
             assert isinstance(response, ReserveNowResponse)
             if response.status == ReservationStatus.accepted:
@@ -248,9 +249,10 @@ class CommandEffects:
         charger, now = ChargerRef(charger_id, number), self.clock()
         error = None if failure is None else f"{type(failure).__name__}: {failure}"
 
-        def described(results: list[Any]) -> list[Write]:
-            return events([configuration_synced(charger, keys, now, results[0], error)])
+        drawn = sequences.command_request_id()
 
-        await self.writer.submit(
-            [(EMIT, Emission([(COMMAND_REQUEST_ID, ())], described))], key=charger_id
-        )
+        def described(results: Results) -> list[Write[None]]:
+            request_id = results[drawn]
+            return outbox.append([configuration_synced(charger, keys, now, request_id, error)])
+
+        await self.writer.submit([outbox.emit([drawn], described)], key=charger_id)

@@ -11,9 +11,10 @@ from msgspec import UNSET
 
 from evgate.events.builders import data_transfer as data_transfer_received
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.services import HandlerServices, events
+from evgate.handlers.services import HandlerServices
 from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
-from evgate.storage.sessions import DATA_TRANSFERS
+from evgate.storage.ops import charger_messages, outbox
+from evgate.storage.ops.charger_messages import DataTransfer
 
 __all__ = ["routes"]
 
@@ -29,18 +30,18 @@ def routes(services: HandlerServices) -> Routes:
             response = DataTransferResponse(status=DataTransferStatus.unknown_vendor_id)
         else:
             response = await vendor(ctx, request)
-        row = (
-            ctx.charger_id,
-            request.vendor_id,
-            None if request.message_id is UNSET else request.message_id,
-            None if request.data is UNSET else request.data,
-            response.status.value,
-            services.clock(),
+        transfer = DataTransfer(
+            charger_id=ctx.charger_id,
+            vendor_id=request.vendor_id,
+            message_id=None if request.message_id is UNSET else request.message_id,
+            data=None if request.data is UNSET else request.data,
+            status=response.status.value,
+            received_at=services.clock(),
         )
         await services.emit(
             ctx.charger_id,
-            [(DATA_TRANSFERS, [row])],
-            events([data_transfer_received(ctx.charger, request)]),
+            [charger_messages.data_transfer(transfer)],
+            outbox.append([data_transfer_received(ctx.charger, request)]),
         )
         return response
 

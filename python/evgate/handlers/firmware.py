@@ -17,7 +17,7 @@ from msgspec import UNSET
 
 from evgate.events.builders import diagnostics_status
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.services import INT64_MAX, INT64_MIN, HandlerServices, check_range, events
+from evgate.handlers.services import INT64_MAX, INT64_MIN, HandlerServices, check_range
 from evgate.protocol.v16 import (
     DiagnosticsStatusNotificationRequest,
     DiagnosticsStatusNotificationResponse,
@@ -29,13 +29,14 @@ from evgate.protocol.v16 import (
     SignedFirmwareStatusNotificationRequest,
     SignedFirmwareStatusNotificationResponse,
 )
-from evgate.storage.sessions import CHARGER_MESSAGES, DIAGNOSTICS_REQUEST
-from evgate.storage.writer import Write
+from evgate.storage.ops import charger_messages, chargers, outbox
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.charger_messages import ChargerMessage
 
-__all__ = ["message_row", "record_message", "routes"]
+__all__ = ["charger_message", "record_message", "routes"]
 
 
-def message_row(
+def charger_message(
     services: HandlerServices,
     ctx: ChargerContext,
     kind: str,
@@ -45,28 +46,27 @@ def message_row(
     event_type: str | None = None,
     tech_info: Any = UNSET,
     sent_at: Any = None,
-) -> tuple[Any, ...]:
-    """A ``charger_messages`` row (see ``CHARGER_MESSAGES``)."""
-    return (
-        ctx.charger_id,
-        kind,
-        status,
-        None if request_id is UNSET else request_id,
-        event_type,
-        None if tech_info is UNSET else tech_info,
-        sent_at,
-        services.clock(),
+) -> ChargerMessage:
+    """A message the charger reported, received now (absent fields None)."""
+    return ChargerMessage(
+        charger_id=ctx.charger_id,
+        kind=kind,
+        status=status,
+        request_id=None if request_id is UNSET else request_id,
+        event_type=event_type,
+        tech_info=None if tech_info is UNSET else tech_info,
+        sent_at=sent_at,
+        received_at=services.clock(),
     )
 
 
 async def record_message(
     services: HandlerServices, ctx: ChargerContext, kind: str, **fields: Any
 ) -> None:
-    """Store one ``charger_messages`` row (fields as :func:`message_row`) and return after it
-    committed."""
-    await services.writer.submit(
-        [(CHARGER_MESSAGES, message_row(services, ctx, kind, **fields))], key=ctx.charger_id
-    )
+    """Store one ``charger_messages`` row (fields as :func:`charger_message`) and return after
+    it committed."""
+    message = charger_message(services, ctx, kind, **fields)
+    await services.writer.submit([charger_messages.charger_message(message)], key=ctx.charger_id)
 
 
 def routes(services: HandlerServices) -> Routes:
@@ -93,16 +93,16 @@ def routes(services: HandlerServices) -> Routes:
         ctx: ChargerContext, request: DiagnosticsStatusNotificationRequest
     ) -> DiagnosticsStatusNotificationResponse:
         kind = "DiagnosticsStatusNotification"
-        row = message_row(services, ctx, kind, status=request.status.value)
+        message = charger_message(services, ctx, kind, status=request.status.value)
+        request_id = chargers.diagnostics_request(ctx.charger_id)
         charger, now = ctx.charger, services.clock()
 
-        def described(results: list[Any]) -> list[Write]:
-            return events([diagnostics_status(charger, request, results[1] or 0, now)])
+        def described(results: Results) -> list[Write[None]]:
+            drawn = results[request_id] or 0
+            return outbox.append([diagnostics_status(charger, request, drawn, now)])
 
         await services.emit(
-            ctx.charger_id,
-            [(CHARGER_MESSAGES, row), (DIAGNOSTICS_REQUEST, (ctx.charger_id,))],
-            described,
+            ctx.charger_id, [charger_messages.charger_message(message), request_id], described
         )
         return DiagnosticsStatusNotificationResponse()
 

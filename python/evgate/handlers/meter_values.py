@@ -28,22 +28,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 import msgspec
 from msgspec import UNSET
 
 from evgate.events.builders import session_meter_values, with_readings
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.services import INT32_MAX, HandlerServices, check_range, events
+from evgate.handlers.services import INT32_MAX, HandlerServices, check_range
 from evgate.protocol.v16 import MeterValue, MeterValuesRequest, MeterValuesResponse
-from evgate.storage.meter_values import MeterRow, MeterValueRows, NewRows
-from evgate.storage.writer import Write
+from evgate.storage.ops import meter_values as meter_ops
+from evgate.storage.ops import outbox
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.meter_values import MeterRow, NewRows
 
-__all__ = ["METER_VALUES", "meter_rows", "normalise", "routes", "stored_values"]
-
-#: The writer op every handler stores meter values with.
-METER_VALUES = MeterValueRows()
+__all__ = ["meter_rows", "normalise", "routes", "stored_values"]
 
 _SCALED = {
     "kWh": ("Wh", 1000.0),
@@ -156,17 +154,18 @@ def routes(services: HandlerServices) -> Routes:
         tx = None
         if transaction_id is not None:
             tx = await services.open_transaction(ctx, transaction_id)
+        stored = meter_ops.rows(rows)
         if tx is None:
-            await services.emit(ctx.charger_id, [(METER_VALUES, rows)], ())
+            await services.emit(ctx.charger_id, [stored], ())
             return MeterValuesResponse()
         tx = with_readings(tx, request.meter_value)
         charger, now, sent = ctx.charger, services.clock(), request.meter_value
 
-        def described(results: list[Any]) -> list[Write]:
-            new = stored_values(sent, results[0])
-            return events(session_meter_values(charger, tx, new, now)) if new else []
+        def described(results: Results) -> list[Write[None]]:
+            new = stored_values(sent, results[stored])
+            return outbox.append(session_meter_values(charger, tx, new, now)) if new else []
 
-        await services.emit(ctx.charger_id, [(METER_VALUES, rows)], described)
+        await services.emit(ctx.charger_id, [stored], described)
         services.remember_transaction(ctx, tx.transaction_id, tx)
         return MeterValuesResponse()
 

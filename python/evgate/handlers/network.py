@@ -17,15 +17,15 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from evgate.events.builders import ChargerRef, network_status
 from evgate.gateway.interface import TAKEN_OVER, ConnectionInfo
-from evgate.handlers.services import events, utc_now
+from evgate.handlers.services import utc_now
 from evgate.metrics import Registry
-from evgate.storage.chargers import NETWORK_STATUS
-from evgate.storage.events import EMIT, Emission
-from evgate.storage.writer import Write, Writer, WriterClosed
+from evgate.storage.ops import chargers, outbox
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.chargers import NetworkStatus
+from evgate.storage.writer import Writer, WriterClosed
 
 __all__ = ["NetworkStatusRecorder"]
 
@@ -143,16 +143,18 @@ class NetworkStatusRecorder:
     async def _write(
         self, charger_id: str, changes: list[tuple[ChargerRef, bool, datetime]]
     ) -> None:
-        writes: list[Write] = [
-            (NETWORK_STATUS, (charger.id, _NETWORK[connected], at))
+        writes = [
+            chargers.network_status(
+                NetworkStatus(charger_id=charger.id, status=_NETWORK[connected], at=at)
+            )
             for charger, connected, at in changes
         ]
 
-        def described(results: list[Any]) -> list[Write]:
-            return events(
+        def described(results: Results) -> list[Write[None]]:
+            return outbox.append(
                 network_status(charger, connected, at)
-                for (charger, connected, at), written in zip(changes, results, strict=True)
-                if written
+                for (charger, connected, at), write in zip(changes, writes, strict=True)
+                if results[write]
             )
 
-        await self.writer.submit([(EMIT, Emission(writes, described))], key=charger_id)
+        await self.writer.submit([outbox.emit(writes, described)], key=charger_id)

@@ -19,7 +19,6 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,8 +28,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from evgate.events.builders import security_event
 from evgate.gateway.interface import ChargerLink, CommandError
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.firmware import message_row, record_message
-from evgate.handlers.services import HandlerServices, events
+from evgate.handlers.firmware import charger_message, record_message
+from evgate.handlers.services import HandlerServices
 from evgate.protocol.v16 import (
     CertificateSignedRequest,
     GenericStatus,
@@ -39,8 +38,8 @@ from evgate.protocol.v16 import (
     SignCertificateRequest,
     SignCertificateResponse,
 )
-from evgate.storage.sessions import SECURITY_EVENTS
-from evgate.storage.writer import Write
+from evgate.storage.ops import charger_messages, outbox
+from evgate.storage.ops.base import Results, Write
 
 __all__ = ["CertificateService", "csr_for_charger", "routes"]
 
@@ -140,7 +139,7 @@ def routes(services: HandlerServices, certificates: CertificateService | None = 
     async def security_event_notification(
         ctx: ChargerContext, request: SecurityEventNotificationRequest
     ) -> SecurityEventNotificationResponse:
-        row = message_row(
+        message = charger_message(
             services,
             ctx,
             "SecurityEventNotification",
@@ -148,12 +147,15 @@ def routes(services: HandlerServices, certificates: CertificateService | None = 
             tech_info=request.tech_info,
             sent_at=request.timestamp,
         )
+        stored = charger_messages.security_event(message)
         charger = ctx.charger
 
-        def described(results: list[Any]) -> list[Write]:
-            return [] if results[0] is None else events([security_event(charger, request)])
+        def described(results: Results) -> list[Write[None]]:
+            if results[stored] is None:
+                return []
+            return outbox.append([security_event(charger, request)])
 
-        await services.emit(ctx.charger_id, [(SECURITY_EVENTS, row)], described)
+        await services.emit(ctx.charger_id, [stored], described)
         return SecurityEventNotificationResponse()
 
     async def sign_certificate(

@@ -7,7 +7,7 @@ their own with a real writer and database.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 
 from evgate.auth.authorizer import Authorizer, Decision, Purpose, SessionStart
-from evgate.events.builders import OutboxEntry, Transaction
 from evgate.handlers import ChargerContext
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
@@ -24,9 +23,11 @@ from evgate.protocol.v16 import (
     DataTransferResponse,
     IdTagInfo,
 )
-from evgate.storage.events import EMIT, OUTBOX, Emission
-from evgate.storage.sessions import TransactionStart, TransactionStore
-from evgate.storage.writer import Write, Writer
+from evgate.storage.ops import outbox
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.transactions import TransactionFacts, TransactionStart
+from evgate.storage.transactions import TransactionStore
+from evgate.storage.writer import Writer
 
 __all__ = [
     "INT32_MAX",
@@ -36,7 +37,6 @@ __all__ = [
     "HandlerServices",
     "VendorHandler",
     "check_range",
-    "events",
     "id_tag_info",
     "utc_now",
 ]
@@ -129,11 +129,11 @@ class HandlerServices:
     async def emit(
         self,
         charger_id: str,
-        writes: Sequence[Write],
-        then: Sequence[Write] | Callable[[list[Any]], Sequence[Write]],
-    ) -> list[Any]:
+        writes: Sequence[Write[Any]],
+        then: Sequence[Write[Any]] | Callable[[Results], Sequence[Write[Any]]],
+    ) -> Results:
         """Write state and the events describing it in one submission (one transaction), and
-        return the ``writes``' results once it committed.
+        return the ``writes``' results (each read by its write) once it committed.
 
         Args:
             charger_id: whose writes these are (their writer lane: in order with the rest of
@@ -141,51 +141,34 @@ class HandlerServices:
             writes: the state writes (the ones whose results the events depend on, and the
                 others of the same transaction: every meter value goes through here, so that
                 EMIT merges a batch's meter rows into one COPY whatever events they have).
-            then: the follow-up writes (:func:`events`, a CDR), or a pure function of the
-                ``writes``' results that makes them (see ``storage.events.Emission``).
+            then: the follow-up writes (``storage.ops.outbox.append``, a CDR), or a pure
+                function of the ``writes``' results that makes them (see
+                ``storage.ops.outbox.Emission``).
         """
-        results = await self.writer.submit([(EMIT, Emission(writes, then))], key=charger_id)
-        return list(results[-1])
+        [results] = await self.writer.submit([outbox.emit(writes, then)], key=charger_id)
+        return results  # type: ignore[no-any-return]
 
     async def open_transaction(
         self, ctx: ChargerContext, transaction_id: int
-    ) -> Transaction | None:
+    ) -> TransactionFacts | None:
         """The charger's open transaction ``transaction_id`` as the session events describe
         it (remembered per connection; read from the database once), or None."""
-        known: dict[int, Transaction | None] = ctx.state.setdefault(_TRANSACTIONS, {})
+        known: dict[int, TransactionFacts | None] = ctx.state.setdefault(_TRANSACTIONS, {})
         if transaction_id in known:
             return known[transaction_id]
-        stored = await self.transactions.open_of(ctx.charger_id, transaction_id)
-        tx = None
-        if stored is not None:
-            tx = Transaction(
-                transaction_id=stored.id,
-                connector_id=stored.connector_id,
-                id_tag=stored.id_tag,
-                started_at=stored.started_at,
-                meter_start=stored.meter_start,
-                meter_wh=None
-                if stored.energy_wh is None
-                else stored.meter_start + stored.energy_wh,
-            )
+        tx = await self.transactions.open_of(ctx.charger_id, transaction_id)
         self.remember_transaction(ctx, transaction_id, tx)
         return tx
 
     @staticmethod
     def remember_transaction(
-        ctx: ChargerContext, transaction_id: int, tx: Transaction | None
+        ctx: ChargerContext, transaction_id: int, tx: TransactionFacts | None
     ) -> None:
         """Remember what this connection knows of a transaction (None: not open here)."""
-        known: dict[int, Transaction | None] = ctx.state.setdefault(_TRANSACTIONS, {})
+        known: dict[int, TransactionFacts | None] = ctx.state.setdefault(_TRANSACTIONS, {})
         if len(known) >= _MAX_REMEMBERED and transaction_id not in known:
             known.clear()
         known[transaction_id] = tx
-
-
-def events(entries: Iterable[OutboxEntry]) -> list[Write]:
-    """The follow-up writes of some outbox entries (none for none)."""
-    rows = list(entries)
-    return [(OUTBOX, rows)] if rows else []
 
 
 def id_tag_info(

@@ -11,16 +11,15 @@ it. A stale one changes nothing and emits nothing.
 
 from __future__ import annotations
 
-from typing import Any
-
 from msgspec import UNSET
 
 from evgate.events.builders import evse_changed, hardware_status
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.services import INT32_MAX, HandlerServices, check_range, events
+from evgate.handlers.services import INT32_MAX, HandlerServices, check_range
 from evgate.protocol.v16 import StatusNotificationRequest, StatusNotificationResponse
-from evgate.storage.sessions import CONNECTOR_STATUS
-from evgate.storage.writer import Write
+from evgate.storage.ops import connectors, outbox
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.connectors import ConnectorStatus
 
 __all__ = ["routes"]
 
@@ -33,29 +32,33 @@ def routes(services: HandlerServices) -> Routes:
     ) -> StatusNotificationResponse:
         connector_id = check_range(request.connector_id, 0, INT32_MAX, "connectorId")
         now = services.clock()
-        row = (
-            ctx.charger_id,
-            connector_id,
-            request.status.value,
-            request.error_code.value,
-            None if request.info is UNSET else request.info,
-            None if request.vendor_id is UNSET else request.vendor_id,
-            None if request.vendor_error_code is UNSET else request.vendor_error_code,
-            now if request.timestamp is UNSET else request.timestamp,
-            now,
+        stored = connectors.status(
+            ConnectorStatus(
+                charger_id=ctx.charger_id,
+                connector_id=connector_id,
+                status=request.status.value,
+                error_code=request.error_code.value,
+                info=None if request.info is UNSET else request.info,
+                vendor_id=None if request.vendor_id is UNSET else request.vendor_id,
+                vendor_error_code=None
+                if request.vendor_error_code is UNSET
+                else request.vendor_error_code,
+                status_at=now if request.timestamp is UNSET else request.timestamp,
+                updated_at=now,
+            )
         )
         charger = ctx.charger
 
-        def described(results: list[Any]) -> list[Write]:
-            change = results[0]
+        def described(results: Results) -> list[Write[None]]:
+            change = results[stored]
             if change is None:
                 return []
             entries = [hardware_status(charger, request, now)]
             if change == "created" and connector_id > 0:
                 entries.insert(0, evse_changed(charger, connector_id, "created", now))
-            return events(entries)
+            return outbox.append(entries)
 
-        await services.emit(ctx.charger_id, [(CONNECTOR_STATUS, row)], described)
+        await services.emit(ctx.charger_id, [stored], described)
         return StatusNotificationResponse()
 
     return {"StatusNotification": status_notification}

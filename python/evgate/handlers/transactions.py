@@ -29,19 +29,17 @@ import msgspec
 from msgspec import UNSET
 
 from evgate.events.builders import (
-    Transaction,
     reservation_changed,
     session_started,
     session_stopped,
 )
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.meter_values import METER_VALUES, meter_rows, transaction_id_or_none
+from evgate.handlers.meter_values import meter_rows, transaction_id_or_none
 from evgate.handlers.services import (
     INT32_MAX,
     METER_MAX,
     HandlerServices,
     check_range,
-    events,
     id_tag_info,
 )
 from evgate.protocol.v16 import (
@@ -50,40 +48,12 @@ from evgate.protocol.v16 import (
     StopTransactionRequest,
     StopTransactionResponse,
 )
-from evgate.storage.events import CDRS, cdr_row
-from evgate.storage.sessions import (
-    TRANSACTION_STARTS,
-    TRANSACTION_STOPS,
-    ClosedTransaction,
-    StartedTransaction,
-    TransactionStart,
-)
-from evgate.storage.writer import Write
+from evgate.storage.ops import cdrs, outbox, transactions
+from evgate.storage.ops import meter_values as meter_ops
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.transactions import TransactionFacts, TransactionStart, TransactionStop
 
 __all__ = ["routes"]
-
-
-def _started(start: TransactionStart, transaction_id: int) -> Transaction:
-    return Transaction(
-        transaction_id=transaction_id,
-        connector_id=start.connector_id,
-        id_tag=start.id_tag,
-        started_at=start.started_at,
-        meter_start=start.meter_start,
-    )
-
-
-def _stopped(closed: ClosedTransaction) -> Transaction:
-    return Transaction(
-        transaction_id=closed.transaction_id,
-        connector_id=closed.connector_id,
-        id_tag=closed.id_tag,
-        started_at=closed.started_at,
-        meter_start=closed.meter_start,
-        stopped_at=closed.stopped_at,
-        meter_stop=closed.meter_stop,
-        stop_reason=closed.stop_reason,
-    )
 
 
 def routes(services: HandlerServices) -> Routes:
@@ -120,22 +90,23 @@ def routes(services: HandlerServices) -> Routes:
         )
         charger, now = ctx.charger, services.clock()
 
-        def described(results: list[Any]) -> list[Write]:
-            made: StartedTransaction = results[0]
+        started = transactions.start(start)
+
+        def described(results: Results) -> list[Write[None]]:
+            made = results[started]
             if not made.created:
                 return []
-            entries = session_started(charger, _started(start, made.transaction_id), now)
+            entries = session_started(charger, made.transaction, now)
             if made.reservation_used and start.reservation_id is not None:
                 entries.append(reservation_changed(charger.id, start.reservation_id, "done", now))
-            return events(entries)
+            return outbox.append(entries)
 
         # A resent StartTransaction gets what its first attempt stored, not today's decision.
-        [stored] = await services.emit(ctx.charger_id, [(TRANSACTION_STARTS, start)], described)
-        services.remember_transaction(
-            ctx, stored.transaction_id, _started(start, stored.transaction_id)
-        )
+        stored = (await services.emit(ctx.charger_id, [started], described))[started]
+        tx = stored.transaction
+        services.remember_transaction(ctx, tx.transaction_id, tx)
         info = id_tag_info(stored.id_tag_status, stored.id_tag_expiry, stored.parent_id_tag)
-        return StartTransactionResponse(id_tag_info=info, transaction_id=stored.transaction_id)
+        return StartTransactionResponse(id_tag_info=info, transaction_id=tx.transaction_id)
 
     async def stop_transaction(
         ctx: ChargerContext, request: StopTransactionRequest
@@ -143,27 +114,36 @@ def routes(services: HandlerServices) -> Routes:
         meter_stop = check_range(request.meter_stop, -METER_MAX, METER_MAX, "meterStop")
         transaction_id = transaction_id_or_none(request.transaction_id)
         id_tag = None if request.id_tag is UNSET else request.id_tag
-        writes: list[Write] = []
+        writes: list[Write[Any]] = []
+        stop: Write[TransactionFacts | None] | None = None
         if transaction_id is not None:
-            reason = None if request.reason is UNSET else request.reason.value
-            stop = (transaction_id, ctx.charger_id, meter_stop, request.timestamp, reason, id_tag)
-            writes.append((TRANSACTION_STOPS, stop))
+            stop = transactions.stop(
+                TransactionStop(
+                    transaction_id=transaction_id,
+                    charger_id=ctx.charger_id,
+                    meter_stop=meter_stop,
+                    stopped_at=request.timestamp,
+                    stop_reason=None if request.reason is UNSET else request.reason.value,
+                    stop_id_tag=id_tag,
+                )
+            )
+            writes.append(stop)
         if request.transaction_data is not UNSET:
-            # After the stop, so that results[0] is the stop's. The events are the stop's:
-            # these values come with it, not as MeterValues of a running session.
+            # After the stop, in its transaction. The events are the stop's: these values come
+            # with it, not as MeterValues of a running session.
             rows = meter_rows(ctx.charger_id, None, transaction_id, request.transaction_data)
-            writes.append((METER_VALUES, rows))
+            writes.append(meter_ops.rows(rows))
         charger, now = ctx.charger, services.clock()
 
-        def described(results: list[Any]) -> list[Write]:
-            closed: ClosedTransaction | None = results[0] if transaction_id is not None else None
+        def described(results: Results) -> list[Write[Any]]:
+            closed = None if stop is None else results[stop]
             if closed is None:
                 return []
-            cdr, entries = session_stopped(charger, _stopped(closed), now)
-            return [(CDRS, cdr_row(cdr)), *events(entries)]
+            cdr, entries = session_stopped(charger, closed, now)
+            return [cdrs.insert(cdr), *outbox.append(entries)]
 
         results = await services.emit(ctx.charger_id, writes, described)
-        closed = results[0] if transaction_id is not None else None
+        closed = None if stop is None else results[stop]
         response = StopTransactionResponse()
         if id_tag is not None:
             # Who started it: the stop's own result, else (a resend, or a transaction this

@@ -1,7 +1,7 @@
 """storage room: the chargers registry.
 
 Every change of a charger (created, updated, deleted) appends chargePoint.changed and
-ChargePointChangedNotification to the outbox in its transaction (``storage/events.py``).
+ChargePointChangedNotification to the outbox in its transaction (``storage/outbox.py``).
 Every change to a charger's credentials or existence sends ``NOTIFY evgate_charger, '<id>'`` in
 the same transaction, so every evgate process (this one included) refreshes its in-memory
 credential index and drops a connection whose secret no longer holds.
@@ -17,17 +17,13 @@ import msgspec
 
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.errors import AlreadyExists, BadReference, NotFound
-from evgate.storage.events import record_charger_changed
 from evgate.storage.installations import set_charger_installation
-from evgate.storage.sessions import in_rounds
-from evgate.storage.writer import WriteOp
+from evgate.storage.outbox import record_charger_changed
 
 __all__ = [
-    "NETWORK_STATUS",
     "Charger",
     "ChargerCredentials",
     "ChargerStore",
-    "NetworkStatuses",
     "RegistrationStatus",
 ]
 
@@ -202,34 +198,3 @@ class ChargerStore:
             )
             for r in rows
         ]
-
-
-_NETWORK = """
-UPDATE chargers c SET network_status = u.status, network_status_at = u.at
-FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(id, status, at)
-WHERE c.id = u.id AND (c.network_status_at IS NULL OR c.network_status_at <= u.at)
-RETURNING c.id
-"""
-
-
-class NetworkStatuses(WriteOp[tuple[str, str, datetime], bool]):
-    """Sets chargers' ``network_status`` (the NetworkStatusNotification they emit). Item:
-    (charger_id, status, at). Result: whether it was set — not for a deleted charger, nor
-    for a change older than the stored one (two evgate processes' connect and disconnect of
-    one charger apply in the order they happened, whatever order they commit in)."""
-
-    name = "network_status"
-
-    async def write(
-        self, conn: asyncpg.Connection, items: list[tuple[str, str, datetime]]
-    ) -> list[bool]:
-        results = [False] * len(items)
-        for indexes in in_rounds(items, lambda item: item[0]):
-            rows = await conn.fetch(_NETWORK, *zip(*(items[i] for i in indexes), strict=True))
-            written = {r[0] for r in rows}
-            for i in indexes:
-                results[i] = items[i][0] in written
-        return results
-
-
-NETWORK_STATUS = NetworkStatuses()

@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
-from evgate.storage.events import insert_outbox
+from evgate.storage.outbox import insert_outbox
 
 __all__ = ["CLUSTER_CHANNEL", "ClusterStore", "Holder", "OwnerClaim", "Reaped"]
 
@@ -52,8 +52,9 @@ class Reaped(msgspec.Struct, frozen=True):
     unavailable: list[str]
 
 
-# Set chargers' network status, as NETWORK_STATUS does (an older change never overwrites a
-# newer one), but only from ``$3``: a charger already in the target status emits nothing.
+# Set chargers' network status, as ops/chargers.py's NETWORK_STATUS does (an older change never
+# overwrites a newer one), but only from ``$3``: a charger already in the target status emits
+# nothing.
 _SET_NETWORK = """
 UPDATE chargers c SET network_status = $4, network_status_at = u.at
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)

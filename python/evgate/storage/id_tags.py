@@ -17,7 +17,7 @@ import msgspec
 
 from evgate.storage.db import Database
 from evgate.storage.errors import AlreadyExists, NotFound
-from evgate.storage.events import record_id_tag_changed
+from evgate.storage.outbox import record_id_tag_changed
 
 __all__ = ["ID_TAG_CHANNEL", "IdTag", "IdTagChange", "IdTagStatus", "IdTagStore"]
 

@@ -1,159 +1,30 @@
-"""storage room: meter values — the writer op that stores them with their per-minute rollups,
-and the queries that read them back (raw, or from the rollups at 1m, 15m or 1h).
-
-A meter value row is a :data:`MeterRow` tuple in :data:`METER_COLUMNS` order. Its dedupe key is
-(charger, connector, time, measurand, phase, location): a sampled value a charger resends (in a
-retried MeterValues, or again in StopTransaction's transactionData) is stored once, whether the
-first copy is in the same batch or committed long ago; the op reports which rows of each
-message it stored (:data:`NewRows`), so that a resend makes no event. The rollups count only
-rows stored now, so a resent value is never counted twice. Rollups are kept per
-``meter_series`` number (one per charger, connector, measurand, phase and location) and minute,
-as partial aggregates: each batch appends its own, readers combine the rows of a series and
-minute, and maintenance folds them into one (:func:`fold_rollups`; see migration 0008 for why).
+"""storage room: meter values — the queries that read them back (raw, or from the rollups at
+1m, 15m or 1h), and the fold of the rollups' partial rows (the writer's op that stores them is
+``storage/ops/meter_values.py``).
 """
 
 from __future__ import annotations
 
-import collections
-import sys
-import weakref
-from array import array
-from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
 import msgspec
 
-from evgate import native
 from evgate.storage.db import Database
-from evgate.storage.writer import WriteOp
+from evgate.storage.ops.meter_values import ROLLUP_COLUMNS
 
 __all__ = [
-    "METER_COLUMNS",
     "MeterBucket",
-    "MeterRow",
     "MeterSample",
-    "MeterValueRows",
     "MeterValueStore",
-    "NewRows",
     "Resolution",
-    "SeriesKey",
     "fold_rollups",
-    "rollup_records",
-    "row_times",
-    "series_key",
 ]
-
-METER_COLUMNS = (
-    "charger_id",
-    "connector_id",
-    "transaction_id",
-    "ts",
-    "measurand",
-    "phase",
-    "location",
-    "context",
-    "format",
-    "unit",
-    "value",
-    "raw_value",
-)
-#: (charger_id, connector_id, transaction_id, ts, measurand, phase, location, context, format,
-#: unit, value, raw_value). A connector_id of None stands for "the transaction's connector"
-#: (StopTransaction does not name it): the op looks it up in the batch's transaction.
-MeterRow = tuple[
-    str, int | None, int | None, datetime, str, str | None, str, str, str, str | None, float | None,
-    str | None,
-]  # fmt: skip
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
-
-def _key(row: MeterRow) -> tuple[Any, ...]:
-    return (row[0], row[1], row[3], row[4], row[5], row[6])
-
-
-SeriesKey = tuple[str, int, str, str | None, str]
-"""A series: (charger_id, connector_id, measurand, phase, location)."""
-
-
-def series_key(row: MeterRow) -> SeriesKey:
-    """The series of ``row`` (whose connector is known)."""
-    return (row[0], row[1], row[4], row[5], row[6])  # type: ignore[return-value]
-
-
-def row_times(rows: Sequence[MeterRow]) -> array[int]:
-    """The time of each row in µs since the Unix epoch (for ``native.copy_meter_rows`` and
-    :func:`rollup_records`)."""
-    times = array("q")
-    last_ts: datetime | None = None
-    last_us = 0
-    for row in rows:
-        ts = row[3]
-        # The sampled values of one MeterValue share their datetime object: convert it once.
-        if ts is not last_ts:
-            last_ts = ts
-            last_us = (ts - _EPOCH) // _US
-        times.append(last_us)
-    return times
-
-
-def rollup_records(
-    rows: Sequence[MeterRow],
-    times: array[int],
-    series_id: Mapping[SeriesKey, int],
-    rollup: Any = None,
-) -> bytes:
-    """The per-minute rollups of ``rows`` (numeric values only), computed by ``rollup``
-    (default: ``evgate.native.rollup_1m``, native unless ``EVGATE_NO_NATIVE=1``).
-
-    Args:
-        rows: stored rows, each of a series numbered in ``series_id``.
-        times: the rows' times (:func:`row_times`).
-        series_id: the ``meter_series`` number of every series of ``rows``.
-
-    Returns:
-        The rollups as binary COPY tuples of ``meter_rollup_1m``'s columns
-        (``native.ROLLUP_RECORD``), sorted by series then minute (the order of the table's
-        index, so a batch's entries land close together). Empty without numeric values.
-    """
-    sids = array("I")
-    numeric_times = array("q")
-    values = array("d")
-    for row, us in zip(rows, times, strict=True):
-        value = row[10]
-        if value is None:
-            continue
-        sids.append(series_id[(row[0], row[1], row[4], row[5], row[6])])  # type: ignore[index]
-        numeric_times.append(us)
-        values.append(value)
-    if not sids:
-        return b""
-    return (rollup or native.rollup_1m)(sids.tobytes(), numeric_times.tobytes(), values.tobytes())
-
-
-# New series are numbered in sorted order (two writers adding the same ones never deadlock);
-# RETURNING names only the ones this statement inserted.
-_ADD_SERIES = """
-INSERT INTO meter_series (charger_id, connector_id, measurand, phase, location)
-SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[])
-ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT DO NOTHING
-RETURNING id, charger_id, connector_id, measurand, phase, location
-"""
-
-_FIND_SERIES = """
-SELECT s.id, s.charger_id, s.connector_id, s.measurand, s.phase, s.location
-FROM unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::text[]) AS k(c, n, m, p, l)
-JOIN meter_series s ON s.charger_id = k.c AND s.connector_id = k.n AND s.measurand = k.m
-                   AND s.phase IS NOT DISTINCT FROM k.p AND s.location = k.l
-"""
-
-#: The fields of ``native.ROLLUP_RECORD``, in its order: ``meter_rollup_1m``'s columns.
-_ROLLUP_COLUMNS = ("series_id", "minute", "min_value", "max_value", "sum_value", "count",
-                   "first_at", "first_value", "last_at", "last_value")  # fmt: skip
 
 # The partial rows of each series and minute in [$1, $2) that has more than one, replaced by
 # one row that combines them as the readers do. Rows a writer appends meanwhile are not in this
@@ -168,7 +39,7 @@ WITH split AS (
     WHERE r.minute >= $1 AND r.minute < $2 AND r.series_id = s.series_id AND r.minute = s.minute
     RETURNING r.*
 )
-INSERT INTO meter_rollup_1m ({", ".join(_ROLLUP_COLUMNS)})
+INSERT INTO meter_rollup_1m ({", ".join(ROLLUP_COLUMNS)})
 SELECT series_id, minute, min(min_value), max(max_value), sum(sum_value), sum(count)::int8,
        min(first_at), (array_agg(first_value ORDER BY first_at))[1],
        max(last_at), (array_agg(last_value ORDER BY last_at DESC))[1]
@@ -188,198 +59,6 @@ async def fold_rollups(conn: asyncpg.Connection, start: datetime, end: datetime)
     """
     status = await conn.execute(_FOLD_ROLLUPS, start, end)
     return int(status.rsplit(" ", 1)[1])
-
-
-_EXISTING = """
-SELECT u.i FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::text[], $5::text[],
-                       $6::text[]) WITH ORDINALITY AS u(c, k, ts, m, p, l, i)
-WHERE EXISTS (SELECT 1 FROM meter_values v
-              WHERE v.charger_id = u.c AND v.ts = u.ts AND v.connector_id = u.k
-                AND v.measurand = u.m AND v.phase IS NOT DISTINCT FROM u.p AND v.location = u.l)
-"""
-
-
-NewRows = Sequence[int]
-"""The result of :class:`MeterValueRows` for one item: the positions, in the item, of the
-rows this write stored (the others were stored before, or by an earlier item of the batch)."""
-
-
-def _new_rows(items: list[Sequence[MeterRow]], kept: Sequence[int], total: int) -> list[NewRows]:
-    """Each item's :data:`NewRows`, from the positions ``kept`` (ascending) of the stored rows
-    among the ``total`` rows of all items, in order."""
-    if len(kept) == total:  # the common case: everything was new
-        return [range(len(item)) for item in items]
-    stored = set(kept)
-    results: list[NewRows] = []
-    offset = 0
-    for item in items:
-        n = len(item)
-        results.append([j for j in range(n) if offset + j in stored])
-        offset += n
-    return results
-
-
-async def _copy_stream(records: bytes) -> AsyncIterator[bytes]:
-    """``records`` (binary COPY tuples) as the stream asyncpg's ``copy_to_table`` sends."""
-    yield native.COPY_HEADER + records + native.COPY_TRAILER
-
-
-class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
-    """The writer op for meter values: an item is one message's rows; its result, the
-    positions in the item of the rows this write stored (:data:`NewRows`).
-
-    Per batch: drop repeated keys (first kept), COPY the rows into ``meter_values``, and COPY
-    their rollups into ``meter_rollup_1m`` (one partial row per series and minute of the
-    batch). When the COPY meets a key stored before (a resent
-    message whose first copy committed), it is rolled back to a savepoint, the stored keys are
-    looked up and left out, and the rest is written: the common case pays for one COPY only.
-    A row left out is new in no item's result; a key repeated in the batch is new in the
-    first item that holds it. So a resent message whose values are all stored has an empty
-    result, and the events built from the result (``handlers/meter_values.py``) say nothing
-    twice.
-
-    The op remembers the ``meter_series`` number of every series it has seen committed, per
-    database connection (at most ``series_cache`` of them; then it starts over), so a batch
-    of known series costs no lookup. A series first seen in a batch is numbered in
-    that batch's transaction and remembered only once the writer reports the commit
-    (:meth:`committed`): a batch rolled back never leaves a number behind that does not exist.
-    """
-
-    name = "meter_values"
-
-    def __init__(self, rollup: Any = None, series_cache: int = 1_000_000) -> None:
-        self.rollup = rollup
-        self.series_cache = series_cache
-        # Per connection (so per database): series → number, committed ones only.
-        self._series: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
-            weakref.WeakKeyDictionary()
-        )
-        # Per connection: the series numbered by the last write's transaction, until it commits.
-        self._numbered: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def committed(self, conn: asyncpg.Connection) -> None:
-        numbered = self._numbered.pop(conn, None)
-        if numbered:
-            self._series.setdefault(conn, {}).update(numbered)
-
-    def weight(self, item: Sequence[MeterRow]) -> int:
-        return len(item)
-
-    async def write(
-        self, conn: asyncpg.Connection, items: list[Sequence[MeterRow]]
-    ) -> list[Sequence[int]]:
-        flat = [row for item in items for row in item]
-        if any(row[1] is None for row in flat):
-            flat = await self._with_connectors(conn, flat)
-        # Each key's first row, by its position in ``flat``.
-        first: dict[tuple[Any, ...], int] = {}
-        for i, row in enumerate(flat):
-            first.setdefault(_key(row), i)
-        rows = flat
-        kept: Sequence[int] = range(len(flat))  # the positions in ``flat`` of ``rows``
-        if len(first) < len(flat):
-            kept = list(first.values())
-            rows = [flat[i] for i in kept]
-        times = row_times(rows)
-        for _attempt in range(5):
-            if not rows:
-                break
-            # Encoded natively, times from ``times``: no per-field work in Python.
-            records = native.copy_meter_rows(rows, times.tobytes())
-            # A savepoint, so that a key stored before rolls back this COPY only. It is not
-            # released: COMMIT does that, and a RELEASE would cost a round trip per batch.
-            await conn.execute("SAVEPOINT meter_values")
-            try:
-                await conn.copy_to_table(
-                    "meter_values",
-                    source=_copy_stream(records),
-                    columns=METER_COLUMNS,
-                    format="binary",
-                )
-                break
-            except asyncpg.UniqueViolationError:
-                await conn.execute("ROLLBACK TO SAVEPOINT meter_values")
-                fresh = await self._not_stored(conn, rows)
-                rows = [rows[i] for i in fresh]
-                kept = [kept[i] for i in fresh]
-                times = row_times(rows)
-        else:
-            raise RuntimeError("meter values kept meeting new duplicates; giving up this batch")
-        await self.add_rollups(conn, rows, times)
-        return _new_rows(items, kept, len(flat))
-
-    async def _with_connectors(
-        self, conn: asyncpg.Connection, rows: list[MeterRow]
-    ) -> list[MeterRow]:
-        """Give rows whose connector is None (StopTransaction's transactionData) their
-        transaction's connector, or 0 (the charger) for a transaction evgate does not know."""
-        ids = list({row[2] for row in rows if row[1] is None and row[2] is not None})
-        found = await conn.fetch(
-            "SELECT id, connector_id FROM transactions WHERE id = ANY($1::int4[])", ids
-        )
-        connector_of = {r[0]: r[1] for r in found}
-        return [
-            row if row[1] is not None else (row[0], connector_of.get(row[2], 0), *row[2:])
-            for row in rows
-        ]
-
-    async def _not_stored(self, conn: asyncpg.Connection, rows: list[MeterRow]) -> list[int]:
-        """The positions of the ``rows`` whose keys ``meter_values`` does not hold yet."""
-        columns = list(zip(*(_key(r) for r in rows), strict=True))
-        stored = {r[0] - 1 for r in await conn.fetch(_EXISTING, *columns)}
-        return [i for i in range(len(rows)) if i not in stored]
-
-    async def add_rollups(
-        self, conn: asyncpg.Connection, rows: Sequence[MeterRow], times: array[int]
-    ) -> None:
-        """Append the rollups of ``rows`` (just stored; ``times`` from :func:`row_times`) to
-        ``meter_rollup_1m``."""
-        self._numbered.pop(conn, None)  # a transaction whose commit was not reported
-        known = self._series.get(conn)
-        if known is None or len(known) > self.series_cache:
-            known = self._series[conn] = {}
-        missing: set[SeriesKey] = set()
-        for row in rows:
-            if row[10] is not None:
-                key: SeriesKey = (row[0], row[1], row[4], row[5], row[6])  # type: ignore[assignment]
-                if key not in known:
-                    missing.add(key)
-        ids: Mapping[SeriesKey, int] = known
-        if missing:
-            ids = collections.ChainMap(await self._number(conn, missing, known), known)
-        records = rollup_records(rows, times, ids, self.rollup)
-        if records:
-            await conn.copy_to_table(
-                "meter_rollup_1m",
-                source=_copy_stream(records),
-                columns=_ROLLUP_COLUMNS,
-                format="binary",
-            )
-
-    async def _number(
-        self, conn: asyncpg.Connection, keys: set[SeriesKey], known: dict[SeriesKey, int]
-    ) -> dict[SeriesKey, int]:
-        """The numbers of ``keys``, adding the series that are new. The ones committed by
-        earlier transactions are also added to ``known``; the new ones once this transaction
-        commits."""
-        # The keys remembered share their strings: the charger id with the charger's
-        # connection, the measurand, phase and location names with every other series.
-        shared = {
-            k: (k[0], k[1], sys.intern(k[2]), k[3] and sys.intern(k[3]), sys.intern(k[4]))
-            for k in keys
-        }
-        ids: dict[SeriesKey, int] = {}
-        for r in await conn.fetch(_ADD_SERIES, *zip(*keys, strict=True)):
-            ids[shared[(r[1], r[2], r[3], r[4], r[5])]] = r[0]
-        self._numbered[conn] = dict(ids)
-        rest = [key for key in keys if key not in ids]
-        if rest:
-            for r in await conn.fetch(_FIND_SERIES, *zip(*rest, strict=True)):
-                key = shared[(r[1], r[2], r[3], r[4], r[5])]
-                ids[key] = known[key] = r[0]
-        return ids
 
 
 Resolution = Literal["raw", "1m", "15m", "1h"]

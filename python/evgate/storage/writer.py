@@ -9,11 +9,11 @@ batches side by side (the key picks the lane, so one charger's writes stay in or
 lane), so that PostgreSQL and Python each keep a core busy. A handler answers its charger
 after ``submit`` returns, so an acknowledged message is durable (ARCHITECTURE rule 1).
 
-A write is a pair ``(op, item)``: the op is a :class:`WriteOp`, a kind of write made once at
-start (``CopyRows("outbox", columns)``, ``Statement("INSERT ... ON CONFLICT ...")`` or an op of
-its own such as the meter values' one), the item its data for one submission. ``submit``
-returns the ops' results, one per write, in order (``None`` for most; the transaction id for a
-StartTransaction).
+A write is a :class:`~evgate.storage.ops.base.Write` ``(op, item)``: the op a
+:class:`~evgate.storage.ops.base.WriteOp`, a kind of write made once at start in
+``storage/ops/`` (one module per table family), the item its typed data for one submission.
+``submit`` returns the ops' results, one per write, in order (``None`` for most; the stored
+transaction for a StartTransaction).
 
 Faults:
 
@@ -33,7 +33,7 @@ Faults:
   :class:`WriteRejected`) and every other charger's rows commit.
 
 Retried messages (a charger resends what was not acknowledged) are the ops' business: their
-dedupe keys hold across batches and within one (see ``storage/sessions.py``).
+dedupe keys hold across batches and within one (see ``storage/ops/``).
 """
 
 from __future__ import annotations
@@ -47,19 +47,17 @@ import uuid
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import asyncpg
 
 from evgate.metrics import Registry
 from evgate.outages import Dependency
 from evgate.storage.errors import is_unavailable
+from evgate.storage.ops.base import Write, write_grouped
 from evgate.tasks import wait_event
 
 __all__ = [
-    "CopyRows",
-    "Statement",
-    "WriteOp",
     "WriteRejected",
     "Writer",
     "WriterClosed",
@@ -67,9 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ItemT = TypeVar("ItemT")
-ResultT = TypeVar("ResultT")
 
 
 class WriterClosed(Exception):
@@ -82,84 +77,9 @@ class WriteRejected(Exception):
     the other submissions of its batch committed."""
 
 
-class WriteOp(Generic[ItemT, ResultT]):
-    """A kind of write the writer merges across the submissions of a batch.
-
-    Subclasses implement :meth:`write`. An op must be a pure function of its items: after a
-    failed attempt the writer runs it again on the same items in a new transaction.
-    """
-
-    #: For logs and metrics.
-    name: str = "write"
-
-    def weight(self, item: ItemT) -> int:
-        """How many rows ``item`` counts for, against the batch and queue limits."""
-        return 1
-
-    async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[ResultT]:
-        """Write ``items`` (from several submissions) inside the batch's open transaction.
-
-        The writer begins that transaction by hand (with the batch's id, in one round trip),
-        so an op must not call ``conn.transaction()``: asyncpg refuses it, and the submissions
-        are rejected. For a savepoint, send ``SAVEPOINT name`` / ``ROLLBACK TO SAVEPOINT name``.
-
-        Returns:
-            One result per item, in order.
-        """
-        raise NotImplementedError
-
-    def committed(self, conn: asyncpg.Connection) -> None:
-        """The transaction of the last :meth:`write` on ``conn`` committed. Not called when it
-        rolled back or its outcome is unknown: an op that remembers what it wrote (ids it
-        made) may keep it from here on, and must forget it at its next ``write`` otherwise."""
-
-
-class CopyRows(WriteOp[Sequence[tuple[Any, ...]], None]):
-    """Append rows with COPY. An item is a sequence of row tuples in ``columns`` order.
-
-    For append-only tables without a unique key (an outbox, a log): rows are written once per
-    committed batch, which the writer guarantees.
-    """
-
-    def __init__(self, table: str, columns: Sequence[str]) -> None:
-        self.table = table
-        self.columns = tuple(columns)
-        self.name = f"copy:{table}"
-
-    def weight(self, item: Sequence[tuple[Any, ...]]) -> int:
-        return len(item)
-
-    async def write(
-        self, conn: asyncpg.Connection, items: list[Sequence[tuple[Any, ...]]]
-    ) -> list[None]:
-        records = [row for item in items for row in item]
-        if records:
-            await conn.copy_records_to_table(self.table, records=records, columns=self.columns)
-        return [None] * len(items)
-
-
-class Statement(WriteOp[tuple[Any, ...], None]):
-    """Run one SQL statement per item (its arguments), pipelined with ``executemany``.
-
-    For upserts and updates: statements run in submission order, so two items touching the same
-    row (a charger's resent message in the same batch) apply one after the other.
-    """
-
-    def __init__(self, sql: str, name: str = "statement") -> None:
-        self.sql = sql
-        self.name = name
-
-    async def write(self, conn: asyncpg.Connection, items: list[tuple[Any, ...]]) -> list[None]:
-        await conn.executemany(self.sql, items)
-        return [None] * len(items)
-
-
-Write = tuple[WriteOp[Any, Any], Any]
-
-
 @dataclass(eq=False)
 class _Submission:
-    writes: Sequence[Write]
+    writes: Sequence[Write[Any]]
     weight: int
     future: asyncio.Future[list[Any]]
 
@@ -336,7 +256,9 @@ class Writer:
             self._space.notify_all()
         await asyncio.gather(*(lane.close() for lane in self._lanes))
 
-    async def submit(self, writes: Sequence[Write], *, key: Hashable | None = None) -> list[Any]:
+    async def submit(
+        self, writes: Sequence[Write[Any]], *, key: Hashable | None = None
+    ) -> list[Any]:
         """Queue ``writes`` and return their results once the batch holding them committed.
 
         Waits while ``queue_rows`` rows are already waiting (a submission larger than that is
@@ -565,23 +487,14 @@ class _Lane:
         session = await self._session(conn)
         batch_id = uuid.uuid4()
         started = time.perf_counter()
-        # Group the items of every submission by op, in first-appearance order, remembering
-        # where each result goes back.
-        by_op: dict[WriteOp[Any, Any], list[tuple[int, int, Any]]] = {}
-        for s_index, submission in enumerate(batch):
-            for w_index, (op, item) in enumerate(submission.writes):
-                by_op.setdefault(op, []).append((s_index, w_index, item))
-        results: list[list[Any]] = [[None] * len(s.writes) for s in batch]
         # BEGIN and the batch's id in one round trip (a batch is a handful of them, and each
         # one waits for the other lane's turn on the loop); the id is ours, a literal is safe.
         try:
             await conn.execute(
                 f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')"
             )
-            for op, entries in by_op.items():
-                op_results = await op.write(conn, [item for _, _, item in entries])
-                for (s_index, w_index, _), result in zip(entries, op_results, strict=True):
-                    results[s_index][w_index] = result
+            # Each op once on its items of every submission, results back per submission.
+            results, ops = await write_grouped(conn, [s.writes for s in batch])
         except BaseException as exc:
             if not await self._rolled_back(conn):
                 await self._drop_connection()
@@ -602,7 +515,7 @@ class _Lane:
             # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error:
             # an op swallowed an error without rolling back to a savepoint of its own.
             raise RuntimeError(f"the batch's transaction was rolled back ({status})")
-        for op in by_op:
+        for op in ops:
             try:
                 op.committed(conn)
             except Exception:  # the batch is durable: it is acknowledged whatever an op says

@@ -1,12 +1,13 @@
-"""storage room: the notification tables — outbox, subscriptions, deliveries, lanes, CDRs.
+"""storage room: deliveries — the dispatcher's tables (``deliveries``, ``delivery_lanes``,
+``delivery_attempts``, ``outbox_cursor``): fan-out of the outbox, lanes, attempts, resends.
 
 The design (see also ``events/dispatcher.py``):
 
 * ``outbox``: an event is a row written in the transaction of the state it describes —
-  through the group-commit writer (:data:`EMIT`: the state writes, then the outbox rows built
-  from what they did) or, for changes made outside it, :func:`insert_outbox` on the same
-  connection.
-* Fan-out (:meth:`NotificationStore.fan_out`): one process at a time (the cursor row is taken
+  through the group-commit writer (``storage/ops/outbox.py``'s EMIT: the state writes, then
+  the outbox rows built from what they did) or, for changes made outside it,
+  ``storage/outbox.py`` on the same connection.
+* Fan-out (:meth:`DeliveryStore.fan_out`): one process at a time (the cursor row is taken
   with ``FOR UPDATE SKIP LOCKED``) turns new outbox rows into ``deliveries``, one per matching
   subscription, and marks their lanes. It reads only rows whose writing transaction is older
   than every running one (``pg_snapshot_xmin``), in (xid, id) order: a transaction that got
@@ -19,187 +20,15 @@ The design (see also ``events/dispatcher.py``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
-from evgate.storage.errors import NotFound
-from evgate.storage.kafka_settings import KafkaSettings
-from evgate.storage.writer import CopyRows, Statement, Write, WriteOp
 
-__all__ = [
-    "CDRS",
-    "EMIT",
-    "OUTBOX",
-    "CdrStore",
-    "Delivery",
-    "Emission",
-    "FailedDelivery",
-    "NotificationStore",
-    "SubscriptionRow",
-    "insert_outbox",
-    "record_charger_changed",
-    "record_id_tag_changed",
-    "record_reservation_changed",
-]
-
-OUTBOX_COLUMNS = ("event", "charger_id", "payload")
-# Writer ops: ``(OUTBOX, [OutboxEntry, ...])`` (an OutboxEntry is a row tuple in
-# OUTBOX_COLUMNS order) and ``(CDRS, cdr_row(cdr))``. Handlers give them to the writer inside
-# an Emission (below), never beside one: see EMIT for why.
-OUTBOX = CopyRows("outbox", OUTBOX_COLUMNS)
-CDR_COLUMNS = (
-    "id",
-    "charger_id",
-    "charger_number",
-    "transaction_id",
-    "connector_id",
-    "id_tag",
-    "started_at",
-    "stopped_at",
-    "meter_start_wh",
-    "meter_stop_wh",
-    "energy_wh",
-    "stop_reason",
-    "created_at",
-)
-# A retried StopTransaction makes no second CDR (the id is derived from the transaction).
-CDRS = Statement(
-    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) VALUES"
-    f" ({', '.join(f'${i}' for i in range(1, len(CDR_COLUMNS) + 1))}) ON CONFLICT (id) DO NOTHING",
-    name="cdrs",
-)
-
-
-class Emission(NamedTuple):
-    """One submission's state writes and the writes that follow from them (its outbox rows,
-    a CDR), for :data:`EMIT`.
-
-    Attributes:
-        writes: the state changes, ``(op, item)`` pairs of any writer ops but EMIT.
-        then: the follow-up writes, ``(OUTBOX, entries)`` among them: given, or a pure
-            function of the ``writes``' results (one per write, in order) called inside the
-            transaction — again if the writer retries it — so that events say what the state
-            writes actually did (a resent message finds its row there and makes no event).
-    """
-
-    writes: Sequence[Write]
-    then: Sequence[Write] | Callable[[list[Any]], Sequence[Write]] = ()
-
-
-async def _write_merged(conn: asyncpg.Connection, groups: list[Sequence[Write]]) -> list[list[Any]]:
-    """Run every group's writes, each op once on its items of all groups (in first-appearance
-    order, as the writer merges submissions); the results per group, in order."""
-    by_op: dict[WriteOp[Any, Any], list[tuple[int, int, Any]]] = {}
-    for g_index, writes in enumerate(groups):
-        for w_index, (op, item) in enumerate(writes):
-            by_op.setdefault(op, []).append((g_index, w_index, item))
-    results: list[list[Any]] = [[None] * len(writes) for writes in groups]
-    for op, entries in by_op.items():
-        op_results = await op.write(conn, [item for _, _, item in entries])
-        for (g_index, w_index, _), result in zip(entries, op_results, strict=True):
-            results[g_index][w_index] = result
-    return results
-
-
-class Emit(WriteOp[Emission, list[Any]]):
-    """The writer op of every state change that has events: the batch's state writes first,
-    then every follow-up write, the outbox rows in one COPY in submission order.
-
-    Why one op: the writer merges each op across the submissions of a batch and runs the ops
-    in the order they first appear in it, so outbox rows written by several ops (or by OUTBOX
-    beside other ops) could land in an order other than the submissions'. A charger's events
-    must keep its order, and two submissions of one charger can share a batch (the
-    connection observer's and a handler's); inside EMIT they cannot be reordered. The result
-    of an Emission is the list of its ``writes``' results.
-    """
-
-    name = "emit"
-
-    def weight(self, item: Emission) -> int:
-        then = item.then
-        follow_ups = 1 if callable(then) else sum(op.weight(i) for op, i in then)
-        return sum(op.weight(i) for op, i in item.writes) + follow_ups
-
-    async def write(self, conn: asyncpg.Connection, items: list[Emission]) -> list[list[Any]]:
-        results = await _write_merged(conn, [item.writes for item in items])
-        follow_ups = [
-            item.then(result) if callable(item.then) else item.then
-            for item, result in zip(items, results, strict=True)
-        ]
-        await _write_merged(conn, follow_ups)
-        return results
-
-
-EMIT = Emit()
-
-
-async def record_charger_changed(conn: asyncpg.Connection, charger_id: str, action: str) -> None:
-    """Append chargePoint.changed and ChargePointChangedNotification for a charger, on ``conn``
-    inside the transaction that changes it (before the DELETE, for ``deleted``)."""
-    from evgate.events.builders import ChargerFacts, charger_changed  # events builds, we store
-
-    row = await conn.fetchrow(
-        "SELECT id, number, description, security_profile, registration_status,"
-        " network_status, created_at, updated_at FROM chargers WHERE id = $1",
-        charger_id,
-    )
-    if row is not None:
-        facts = ChargerFacts(**dict(row))
-        await insert_outbox(conn, charger_changed(facts, action, datetime.now(UTC)))  # type: ignore[arg-type]
-
-
-async def record_id_tag_changed(conn: asyncpg.Connection, number: int, action: str) -> None:
-    """Append idTag.changed for the id tag ``number``, on ``conn`` inside the transaction that
-    changes it."""
-    from evgate.events.builders import id_tag_changed
-
-    await insert_outbox(conn, [id_tag_changed(number, action, datetime.now(UTC))])  # type: ignore[arg-type]
-
-
-async def record_reservation_changed(
-    conn: asyncpg.Connection, reservations: Iterable[tuple[str, int]], status: str
-) -> None:
-    """Append reservation.changed ``status`` for each (charger id, reservation id), on
-    ``conn`` inside the transaction that changes them."""
-    from evgate.events.builders import reservation_changed
-
-    at = datetime.now(UTC)
-    await insert_outbox(
-        conn,
-        [reservation_changed(c, r, status, at) for c, r in reservations],  # type: ignore[arg-type]
-    )
-
-
-async def insert_outbox(conn: asyncpg.Connection, entries: Iterable[Sequence[Any]]) -> None:
-    """Append outbox rows ``(event, charger_id, payload)`` on ``conn``, inside the caller's
-    transaction (the one that makes the change the events describe)."""
-    rows = list(entries)
-    if rows:
-        await conn.executemany(
-            "INSERT INTO outbox (event, charger_id, payload) VALUES ($1, $2, $3)", rows
-        )
-
-
-class SubscriptionRow(msgspec.Struct, kw_only=True):
-    """A subscription as stored (secrets included: for the dispatcher, never for the API)."""
-
-    id: int
-    via: str
-    notifications: list[str]
-    callback_url: str | None
-    kafka: KafkaSettings | None
-    kafka_password: str | None
-    webhook_secret: bytes
-    token_hmac_state: bytes | None
-    enabled: bool
-    disabled_reason: str | None
-    created_at: datetime
-    updated_at: datetime
+__all__ = ["Delivery", "DeliveryStore", "FailedDelivery"]
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -224,131 +53,11 @@ class FailedDelivery(msgspec.Struct, kw_only=True, rename="camel"):
     created_at: datetime
 
 
-_SUB_COLUMNS = (
-    "id, via, notifications, callback_url, kafka, kafka_password, webhook_secret,"
-    " token_hmac_state, enabled, disabled_reason, created_at, updated_at"
-)
-
-
-def _subscription(row: asyncpg.Record) -> SubscriptionRow:
-    values = dict(row)
-    kafka = row["kafka"]
-    values["kafka"] = None if kafka is None else msgspec.json.decode(kafka, type=KafkaSettings)
-    values["webhook_secret"] = bytes(row["webhook_secret"])
-    if row["token_hmac_state"] is not None:
-        values["token_hmac_state"] = bytes(row["token_hmac_state"])
-    return SubscriptionRow(**values)
-
-
-class NotificationStore:
-    """Queries of the subscription API and the dispatcher."""
+class DeliveryStore:
+    """Queries of the dispatcher (and the API's failed deliveries and resends)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    # Subscriptions (the API).
-
-    async def create_subscription(
-        self,
-        *,
-        via: str,
-        notifications: list[str],
-        callback_url: str | None,
-        kafka: KafkaSettings | None,
-        kafka_password: str | None,
-        webhook_secret: bytes,
-        token_hmac_state: bytes | None,
-        created_by: int | None,
-    ) -> SubscriptionRow:
-        row = await self.db.fetchrow(
-            "INSERT INTO subscriptions (via, notifications, callback_url, kafka, kafka_password,"
-            " webhook_secret, token_hmac_state, created_by)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_SUB_COLUMNS}",
-            via,
-            notifications,
-            callback_url,
-            None if kafka is None else msgspec.json.encode(kafka).decode(),
-            kafka_password,
-            webhook_secret,
-            token_hmac_state,
-            created_by,
-        )
-        assert row is not None
-        return _subscription(row)
-
-    async def get_subscription(self, subscription_id: int) -> SubscriptionRow:
-        """Raises: NotFound."""
-        row = await self.db.fetchrow(
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = $1", subscription_id
-        )
-        if row is None:
-            raise NotFound(f"no subscription {subscription_id}")
-        return _subscription(row)
-
-    async def subscriptions(
-        self, after: int = 0, limit: int | None = None, enabled_only: bool = False
-    ) -> list[SubscriptionRow]:
-        rows = await self.db.fetch(
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id > $1 AND (enabled OR NOT $3)"
-            " ORDER BY id LIMIT $2",
-            after,
-            limit,
-            enabled_only,
-        )
-        return [_subscription(r) for r in rows]
-
-    async def subscriptions_page(self, offset: int, limit: int) -> list[SubscriptionRow]:
-        """A page of subscriptions in id order (they are few: offset paging is fine)."""
-        rows = await self.db.fetch(
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions ORDER BY id OFFSET $1 LIMIT $2",
-            offset,
-            limit,
-        )
-        return [_subscription(r) for r in rows]
-
-    async def count_subscriptions(self) -> int:
-        count: int = await self.db.fetchval("SELECT count(*) FROM subscriptions")
-        return count
-
-    async def replace_subscription(
-        self,
-        subscription_id: int,
-        *,
-        via: str,
-        notifications: list[str],
-        callback_url: str | None,
-        kafka: KafkaSettings | None,
-        kafka_password: str | None,
-        keep_password: bool,
-    ) -> SubscriptionRow:
-        """PUT: new settings, enabled again. ``keep_password``: the body left the Kafka
-        password out, so the stored one stays.
-
-        Raises:
-            NotFound: no such subscription.
-        """
-        row = await self.db.fetchrow(
-            "UPDATE subscriptions SET via = $2, notifications = $3, callback_url = $4,"
-            " kafka = $5, kafka_password = CASE WHEN $7 THEN kafka_password ELSE $6 END,"
-            " enabled = true, disabled_reason = NULL, updated_at = now()"
-            f" WHERE id = $1 RETURNING {_SUB_COLUMNS}",
-            subscription_id,
-            via,
-            notifications,
-            callback_url,
-            None if kafka is None else msgspec.json.encode(kafka).decode(),
-            kafka_password,
-            keep_password,
-        )
-        if row is None:
-            raise NotFound(f"no subscription {subscription_id}")
-        return _subscription(row)
-
-    async def delete_subscription(self, subscription_id: int) -> None:
-        """Raises: NotFound."""
-        status = await self.db.execute("DELETE FROM subscriptions WHERE id = $1", subscription_id)
-        if status == "DELETE 0":
-            raise NotFound(f"no subscription {subscription_id}")
 
     async def failed_deliveries(
         self, subscription_id: int, after: int = 0, limit: int = 100
@@ -391,8 +100,6 @@ class NotificationStore:
                 conn, [(subscription_id, c) for c in {r["charger_id"] for r in rows}]
             )
         return len(rows)
-
-    # The dispatcher.
 
     async def fan_out(self, limit: int) -> int | None:
         """Turn up to ``limit`` new outbox rows into deliveries. Returns how many outbox rows
@@ -593,26 +300,6 @@ class NotificationStore:
             charger_id,
         )
 
-    async def disable(self, subscription_id: int, reason: str) -> None:
-        """Disable a subscription (its receiver answered 410): its pending deliveries become
-        'failed' (listed, resendable after a PUT re-enables it) and its lanes go."""
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE subscriptions SET enabled = false, disabled_reason = $2,"
-                " updated_at = now() WHERE id = $1",
-                subscription_id,
-                reason,
-            )
-            await conn.execute(
-                "UPDATE deliveries SET state = 'failed', last_error = $2"
-                " WHERE subscription_id = $1 AND state = 'pending'",
-                subscription_id,
-                reason,
-            )
-            await conn.execute(
-                "DELETE FROM delivery_lanes WHERE subscription_id = $1", subscription_id
-            )
-
     async def backlog(self) -> int:
         """Deliveries pending, all subscriptions (a gauge)."""
         n: int = await self.db.fetchval("SELECT count(*) FROM deliveries WHERE state = 'pending'")
@@ -655,44 +342,3 @@ async def _touch_lanes(conn: asyncpg.Connection, lanes: list[tuple[int, str]]) -
             " version = delivery_lanes.version + 1, next_attempt_at = now()",
             lanes,
         )
-
-
-def cdr_row(cdr: Any) -> tuple[Any, ...]:
-    """A :class:`evgate.events.builders.Cdr` as a row tuple in CDR_COLUMNS order."""
-    return (
-        cdr.id,
-        cdr.charger_id,
-        cdr.charge_point_id,
-        cdr.transaction_id,
-        cdr.connector_id,
-        cdr.id_tag,
-        cdr.started_at,
-        cdr.stopped_at,
-        cdr.meter_start_wh,
-        cdr.meter_stop_wh,
-        cdr.energy_wh,
-        cdr.stop_reason,
-        cdr.created_at,
-    )
-
-
-class CdrStore:
-    """Charge detail records: written with the StopTransaction's rows, read by the API."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def get(self, cdr_id: str) -> dict[str, Any]:
-        """The CDR's columns (``charger_number`` as ``charge_point_id``). Raises: NotFound."""
-        columns = ", ".join(
-            "charger_number AS charge_point_id" if c == "charger_number" else c for c in CDR_COLUMNS
-        )
-        row = await self.db.fetchrow(f"SELECT {columns} FROM cdrs WHERE id = $1", cdr_id)
-        if row is None:
-            raise NotFound(f"no CDR {cdr_id!r}")
-        return dict(row)
-
-    async def insert(self, conn: asyncpg.Connection, cdr: Any) -> None:
-        """Insert a CDR on ``conn`` (in the caller's transaction); a second one with the same
-        id is ignored."""
-        await conn.execute(CDRS.sql, *cdr_row(cdr))

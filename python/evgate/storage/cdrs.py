@@ -1,0 +1,97 @@
+"""storage room: charge detail records — the ``cdrs`` row (:class:`Cdr`, one per ended
+transaction, written with the StopTransaction's rows by ``storage/ops/cdrs.py``) and its reads
+(:class:`CdrStore`, for the API)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from evgate.storage.db import Database
+from evgate.storage.errors import NotFound
+
+__all__ = ["CDR_COLUMNS", "INSERT_CDR", "Cdr", "CdrStore", "cdr_args"]
+
+
+class Cdr(msgspec.Struct, kw_only=True, rename="camel"):
+    """A charge detail record: one ended transaction, as ``GET /api/v1/cdrs/{id}`` shows it."""
+
+    id: str
+    charger_id: str
+    charge_point_id: int
+    transaction_id: int
+    connector_id: int
+    id_tag: str | None
+    started_at: datetime
+    stopped_at: datetime
+    meter_start_wh: int
+    meter_stop_wh: int
+    energy_wh: int
+    stop_reason: str | None
+    created_at: datetime
+
+
+CDR_COLUMNS = (
+    "id",
+    "charger_id",
+    "charger_number",
+    "transaction_id",
+    "connector_id",
+    "id_tag",
+    "started_at",
+    "stopped_at",
+    "meter_start_wh",
+    "meter_stop_wh",
+    "energy_wh",
+    "stop_reason",
+    "created_at",
+)
+# A retried StopTransaction makes no second CDR (the id is derived from the transaction).
+INSERT_CDR = (
+    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) VALUES"
+    f" ({', '.join(f'${i}' for i in range(1, len(CDR_COLUMNS) + 1))}) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def cdr_args(cdr: Cdr) -> tuple[Any, ...]:
+    """The arguments of :data:`INSERT_CDR` for ``cdr``, in CDR_COLUMNS order."""
+    return (
+        cdr.id,
+        cdr.charger_id,
+        cdr.charge_point_id,
+        cdr.transaction_id,
+        cdr.connector_id,
+        cdr.id_tag,
+        cdr.started_at,
+        cdr.stopped_at,
+        cdr.meter_start_wh,
+        cdr.meter_stop_wh,
+        cdr.energy_wh,
+        cdr.stop_reason,
+        cdr.created_at,
+    )
+
+
+class CdrStore:
+    """Charge detail records: written with the StopTransaction's rows, read by the API."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, cdr_id: str) -> dict[str, Any]:
+        """The CDR's columns (``charger_number`` as ``charge_point_id``). Raises: NotFound."""
+        columns = ", ".join(
+            "charger_number AS charge_point_id" if c == "charger_number" else c for c in CDR_COLUMNS
+        )
+        row = await self.db.fetchrow(f"SELECT {columns} FROM cdrs WHERE id = $1", cdr_id)
+        if row is None:
+            raise NotFound(f"no CDR {cdr_id!r}")
+        return dict(row)
+
+    async def insert(self, conn: asyncpg.Connection, cdr: Cdr) -> None:
+        """Insert a CDR on ``conn`` (in the caller's transaction); a second one with the same
+        id is ignored."""
+        await conn.execute(INSERT_CDR, *cdr_args(cdr))

@@ -1,0 +1,217 @@
+"""storage room: the writer's op base classes, the typed write, and the one helper that groups
+a batch's writes by op.
+
+A write is a :class:`Write` ``(op, item)``: the op is a :class:`WriteOp`, a kind of write made
+once at start (in ``storage/ops/``), the item its data for one submission. Calling an op with
+an item makes its write (``TRANSACTION_STARTS(start)``), typed by the op's result. The writer
+(``storage/writer.py``) and the EMIT op (``storage/ops/outbox.py``) both merge the writes of
+several submissions with :func:`write_grouped`: each op runs once on its items of all of them,
+in the order the ops first appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import asyncpg
+
+__all__ = [
+    "CopyRows",
+    "FetchEach",
+    "Results",
+    "Statement",
+    "Write",
+    "WriteOp",
+    "in_rounds",
+    "write_grouped",
+]
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+T = TypeVar("T")
+
+
+class Write(NamedTuple, Generic[ResultT]):
+    """One write of a submission: an op and its item. ``ResultT`` is what the op returns for
+    it (read back with :class:`Results`)."""
+
+    op: WriteOp[Any, ResultT]
+    item: Any
+
+
+class WriteOp(Generic[ItemT, ResultT]):
+    """A kind of write the writer merges across the submissions of a batch.
+
+    Subclasses implement :meth:`write`. An op must be a pure function of its items: after a
+    failed attempt the writer runs it again on the same items in a new transaction.
+    """
+
+    #: For logs and metrics.
+    name: str = "write"
+
+    def __call__(self, item: ItemT) -> Write[ResultT]:
+        """The write of ``item`` by this op (for ``Writer.submit`` or an Emission)."""
+        return Write(self, item)
+
+    def weight(self, item: ItemT) -> int:
+        """How many rows ``item`` counts for, against the batch and queue limits."""
+        return 1
+
+    async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[ResultT]:
+        """Write ``items`` (from several submissions) inside the batch's open transaction.
+
+        The writer begins that transaction by hand (with the batch's id, in one round trip),
+        so an op must not call ``conn.transaction()``: asyncpg refuses it, and the submissions
+        are rejected. For a savepoint, send ``SAVEPOINT name`` / ``ROLLBACK TO SAVEPOINT name``.
+
+        Returns:
+            One result per item, in order.
+        """
+        raise NotImplementedError
+
+    def committed(self, conn: asyncpg.Connection) -> None:
+        """The transaction of the last :meth:`write` on ``conn`` committed. Not called when it
+        rolled back or its outcome is unknown: an op that remembers what it wrote (ids it
+        made) may keep it from here on, and must forget it at its next ``write`` otherwise."""
+
+
+class Results:
+    """The results of a submission's writes, each read by its write: ``results[write]``
+    (typed by the write's op), so no caller depends on the position of a write."""
+
+    __slots__ = ("_results", "_writes")
+
+    def __init__(self, writes: Sequence[Write[Any]], results: Sequence[Any]) -> None:
+        self._writes = writes
+        self._results = results
+
+    def __getitem__(self, write: Write[T]) -> T:
+        """The result of ``write`` (the very object submitted).
+
+        Raises:
+            KeyError: ``write`` was not among the writes.
+        """
+        for index, candidate in enumerate(self._writes):
+            if candidate is write:
+                result: T = self._results[index]
+                return result
+        raise KeyError(write.op.name)
+
+
+async def write_grouped(
+    conn: asyncpg.Connection, groups: Sequence[Sequence[Write[Any]]]
+) -> tuple[list[list[Any]], list[WriteOp[Any, Any]]]:
+    """Run every group's writes (a group: one submission's), each op once on its items of all
+    groups, in the order the ops first appear, inside ``conn``'s open transaction.
+
+    Returns:
+        The results per group, in the order of its writes; and the ops that ran, in order.
+    """
+    by_op: dict[WriteOp[Any, Any], list[tuple[int, int, Any]]] = {}
+    for g_index, writes in enumerate(groups):
+        for w_index, (op, item) in enumerate(writes):
+            by_op.setdefault(op, []).append((g_index, w_index, item))
+    results: list[list[Any]] = [[None] * len(writes) for writes in groups]
+    for op, entries in by_op.items():
+        op_results = await op.write(conn, [item for _, _, item in entries])
+        for (g_index, w_index, _), result in zip(entries, op_results, strict=True):
+            results[g_index][w_index] = result
+    return results, list(by_op)
+
+
+def in_rounds(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[int]]:
+    """The indexes of ``items`` split into rounds in which no key repeats, each item in the
+    round after the previous item with its key: one set-based statement per round then
+    touches a row at most once (PostgreSQL refuses an upsert that touches a row twice, and an
+    ``UPDATE ... FROM`` applies only one of several matches), in submission order."""
+    rounds: list[list[int]] = []
+    seen: dict[Hashable, int] = {}
+    for index, item in enumerate(items):
+        k = key(item)
+        n = seen[k] = seen.get(k, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(index)
+    return rounds
+
+
+class CopyRows(WriteOp[Sequence[tuple[Any, ...]], None]):
+    """Append rows with COPY. An item is a sequence of row tuples in ``columns`` order.
+
+    For append-only tables without a unique key (an outbox, a log): rows are written once per
+    committed batch, which the writer guarantees.
+    """
+
+    def __init__(self, table: str, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        self.name = f"copy:{table}"
+
+    def weight(self, item: Sequence[tuple[Any, ...]]) -> int:
+        return len(item)
+
+    async def write(
+        self, conn: asyncpg.Connection, items: list[Sequence[tuple[Any, ...]]]
+    ) -> list[None]:
+        records = [row for item in items for row in item]
+        if records:
+            await conn.copy_records_to_table(self.table, records=records, columns=self.columns)
+        return [None] * len(items)
+
+
+class Statement(WriteOp[ItemT, None]):
+    """Run one SQL statement per item, pipelined with ``executemany``.
+
+    For upserts and updates: statements run in submission order, so two items touching the same
+    row (a charger's resent message in the same batch) apply one after the other.
+
+    Args:
+        sql: the statement.
+        name: for logs and metrics.
+        args: an item's arguments, in the order of the statement's parameters (next to the
+            SQL, so no caller knows that order); without it, an item is its arguments.
+    """
+
+    def __init__(
+        self,
+        sql: str,
+        name: str = "statement",
+        args: Callable[[ItemT], Sequence[Any]] | None = None,
+    ) -> None:
+        self.sql = sql
+        self.name = name
+        self.args = args
+
+    async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[None]:
+        args = self.args
+        await conn.executemany(self.sql, items if args is None else [args(i) for i in items])
+        return [None] * len(items)
+
+
+class FetchEach(WriteOp[ItemT, ResultT]):
+    """Run one statement per item and return its first column (None without a row): for the
+    rare messages whose events depend on what the statement did or drew (a sequence value, a
+    row that a resend finds already there).
+
+    Args:
+        sql: the statement.
+        name: for logs and metrics.
+        args: an item's arguments, in the order of the statement's parameters.
+    """
+
+    def __init__(
+        self,
+        sql: str,
+        name: str = "fetch_each",
+        args: Callable[[ItemT], Sequence[Any]] | None = None,
+    ) -> None:
+        self.sql = sql
+        self.name = name
+        self.args = args
+
+    async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[ResultT]:
+        args = self.args
+        if args is None:
+            return [await conn.fetchval(self.sql, *item) for item in items]  # type: ignore[misc]
+        return [await conn.fetchval(self.sql, *args(item)) for item in items]

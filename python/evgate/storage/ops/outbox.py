@@ -1,0 +1,90 @@
+"""storage room: the outbox rows a charger's message writes, and EMIT — the op that writes
+state and its events in one transaction, in submission order.
+
+Handlers give their state writes to :func:`emit` (``HandlerServices.emit``) with the outbox
+rows that describe them (:func:`append`), or with a pure function that builds those rows from
+the state writes' :class:`~evgate.storage.ops.base.Results`; never an outbox write beside an
+Emission (see :class:`Emit` for why). Changes made outside the writer append their events on
+their own connection (``storage/outbox.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import asyncpg
+
+from evgate.storage.ops.base import CopyRows, Results, Write, WriteOp, write_grouped
+
+__all__ = ["EMIT", "OUTBOX", "OUTBOX_COLUMNS", "Emission", "append", "emit"]
+
+OUTBOX_COLUMNS = ("event", "charger_id", "payload")
+#: Item: outbox rows (``events.builders.OutboxEntry``, a typed row in OUTBOX_COLUMNS order).
+OUTBOX = CopyRows("outbox", OUTBOX_COLUMNS)
+
+
+def append(entries: Iterable[tuple[str, str, bytes]]) -> list[Write[None]]:
+    """The follow-up writes that append these outbox rows ``(event, charger_id, payload)``
+    (an ``OutboxEntry`` is one): none for none."""
+    rows = list(entries)
+    return [OUTBOX(rows)] if rows else []
+
+
+class Emission(NamedTuple):
+    """One submission's state writes and the writes that follow from them (its outbox rows,
+    a CDR), for :data:`EMIT`.
+
+    Attributes:
+        writes: the state changes, writes of any writer ops but EMIT.
+        then: the follow-up writes (:func:`append` among them): given, or a pure function of
+            the ``writes``' results called inside the transaction — again if the writer retries
+            it — so that events say what the state writes actually did (a resent message
+            finds its row there and makes no event).
+    """
+
+    writes: Sequence[Write[Any]]
+    then: Sequence[Write[Any]] | Callable[[Results], Sequence[Write[Any]]] = ()
+
+
+class Emit(WriteOp[Emission, Results]):
+    """The writer op of every state change that has events: the batch's state writes first,
+    then every follow-up write, the outbox rows in one COPY in submission order.
+
+    Why one op: the writer merges each op across the submissions of a batch and runs the ops
+    in the order they first appear in it, so outbox rows written by several ops (or by OUTBOX
+    beside other ops) could land in an order other than the submissions'. A charger's events
+    must keep its order, and two submissions of one charger can share a batch (the
+    connection observer's and a handler's); inside EMIT they cannot be reordered. The result
+    of an Emission is the :class:`Results` of its ``writes``.
+    """
+
+    name = "emit"
+
+    def weight(self, item: Emission) -> int:
+        then = item.then
+        follow_ups = 1 if callable(then) else sum(op.weight(i) for op, i in then)
+        return sum(op.weight(i) for op, i in item.writes) + follow_ups
+
+    async def write(self, conn: asyncpg.Connection, items: list[Emission]) -> list[Results]:
+        grouped, _ = await write_grouped(conn, [item.writes for item in items])
+        results = [
+            Results(item.writes, result) for item, result in zip(items, grouped, strict=True)
+        ]
+        follow_ups = [
+            item.then(result) if callable(item.then) else item.then
+            for item, result in zip(items, results, strict=True)
+        ]
+        await write_grouped(conn, follow_ups)
+        return results
+
+
+EMIT = Emit()
+
+
+def emit(
+    writes: Sequence[Write[Any]],
+    then: Sequence[Write[Any]] | Callable[[Results], Sequence[Write[Any]]] = (),
+) -> Write[Results]:
+    """The write of ``writes`` with their follow-ups (see :class:`Emission`)."""
+    return EMIT(Emission(writes, then))

@@ -1,0 +1,257 @@
+"""storage room: the writer's ops of ``transactions`` — StartTransaction and StopTransaction.
+
+Their dedupe rules make a resent message (a charger resends what was not acknowledged) leave no
+duplicate:
+
+* :func:`start`: key (charger, connector, start time, id-tag, meterStart); a resent
+  StartTransaction gets the id (and idTagInfo status) of its first attempt, and is told it is
+  not the first (``created``), so that no event is made twice. It ends the reservation it
+  names (``reservations``, in the same statement batch).
+* :func:`stop`: closes an open transaction of that charger and returns it; a second stop
+  changes nothing and returns None.
+
+Every batch is written exactly once by the writer (``writer_commits``), so these rules are
+about the charger's resends, not about evgate's own retries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from evgate.storage.ops.base import Write, WriteOp
+
+__all__ = [
+    "TRANSACTION_STARTS",
+    "TRANSACTION_STOPS",
+    "StartedTransaction",
+    "TransactionFacts",
+    "TransactionStart",
+    "TransactionStop",
+    "start",
+    "stop",
+]
+
+
+class TransactionStart(msgspec.Struct, frozen=True, kw_only=True):
+    """A StartTransaction to store, with the idTagInfo evgate decided."""
+
+    charger_id: str
+    connector_id: int
+    id_tag: str
+    meter_start: int
+    started_at: datetime
+    id_tag_status: str
+    id_tag_expiry: datetime | None = None
+    parent_id_tag: str | None = None
+    external_session_id: str | None = None
+    reservation_id: int | None = None
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.charger_id, self.connector_id, self.started_at, self.id_tag, self.meter_start)
+
+
+class TransactionFacts(msgspec.Struct, kw_only=True):
+    """What a transaction's events say about it (``events/builders.py``): how it started, the
+    latest readings while it runs, and how it ended once stopped.
+
+    ``meter_wh`` is the latest energy register reading (Wh), ``meter_stop`` once stopped.
+    """
+
+    transaction_id: int
+    connector_id: int
+    id_tag: str | None = None
+    started_at: datetime
+    meter_start: int
+    meter_wh: float | None = None
+    power_w: float | None = None
+    soc_percent: float | None = None
+    stopped_at: datetime | None = None
+    meter_stop: int | None = None
+    stop_reason: str | None = None  # the OCPP Reason
+
+
+class StartedTransaction(msgspec.Struct, frozen=True, kw_only=True):
+    """The stored transaction a StartTransaction answers with (its first attempt's idTagInfo,
+    if resent), and the transaction as this StartTransaction describes it (for its events)."""
+
+    transaction: TransactionFacts
+    id_tag_status: str
+    id_tag_expiry: datetime | None
+    parent_id_tag: str | None
+    # This StartTransaction made the transaction (False for a resend): it has events to emit.
+    created: bool = False
+    # And it ended the reservation it named (status Used).
+    reservation_used: bool = False
+
+
+_START = """
+INSERT INTO transactions AS t (charger_id, connector_id, id_tag, meter_start, started_at,
+    id_tag_status, id_tag_expiry, parent_id_tag, external_session_id, reservation_id)
+SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::int8[], $5::timestamptz[],
+                     $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::int4[])
+-- The no-op update makes RETURNING give the stored row of a resent StartTransaction.
+ON CONFLICT (charger_id, connector_id, started_at, id_tag, meter_start)
+    DO UPDATE SET updated_at = t.updated_at
+RETURNING charger_id, connector_id, started_at, id_tag, meter_start, id, id_tag_status,
+          id_tag_expiry, parent_id_tag, xmax = 0
+"""
+
+_END_RESERVATIONS = """
+UPDATE reservations r SET status = 'Used', transaction_id = u.tx, ended_at = now()
+FROM unnest($1::int4[], $2::text[], $3::int4[]) AS u(id, charger_id, tx)
+WHERE r.id = u.id AND r.charger_id = u.charger_id AND r.status = 'Reserved'
+RETURNING r.id
+"""
+
+
+class TransactionStarts(WriteOp[TransactionStart, StartedTransaction]):
+    """Inserts the batch's StartTransactions in one statement (duplicates merged first) and
+    ends the reservations they name."""
+
+    name = "transaction_starts"
+
+    async def write(
+        self, conn: asyncpg.Connection, items: list[TransactionStart]
+    ) -> list[StartedTransaction]:
+        unique = list({item.key(): item for item in items}.values())
+        columns = [
+            [getattr(u, f) for u in unique]
+            for f in (
+                "charger_id",
+                "connector_id",
+                "id_tag",
+                "meter_start",
+                "started_at",
+                "id_tag_status",
+                "id_tag_expiry",
+                "parent_id_tag",
+                "external_session_id",
+                "reservation_id",
+            )
+        ]
+        stored: dict[tuple[Any, ...], asyncpg.Record] = {}
+        inserted: set[tuple[Any, ...]] = set()
+        for r in await conn.fetch(_START, *columns):
+            stored[tuple(r[:5])] = r
+            if r[9]:  # xmax = 0: inserted now, not found by the dedupe key
+                inserted.add(tuple(r[:5]))
+        reserved = [u for u in unique if u.reservation_id is not None]
+        used: set[int] = set()
+        if reserved:
+            rows = await conn.fetch(
+                _END_RESERVATIONS,
+                [u.reservation_id for u in reserved],
+                [u.charger_id for u in reserved],
+                [stored[u.key()][5] for u in reserved],
+            )
+            used = {r[0] for r in rows}
+        results = []
+        for item in items:
+            key = item.key()
+            r = stored[key]
+            # The first item of a key made it; its twins are resends.
+            created = key in inserted
+            inserted.discard(key)
+            results.append(
+                StartedTransaction(
+                    transaction=TransactionFacts(
+                        transaction_id=r[5],
+                        connector_id=item.connector_id,
+                        id_tag=item.id_tag,
+                        started_at=item.started_at,
+                        meter_start=item.meter_start,
+                    ),
+                    id_tag_status=r[6],
+                    id_tag_expiry=r[7],
+                    parent_id_tag=r[8],
+                    created=created,
+                    reservation_used=created and item.reservation_id in used,
+                )
+            )
+        return results
+
+
+TRANSACTION_STARTS = TransactionStarts()
+
+
+class TransactionStop(msgspec.Struct, frozen=True, kw_only=True):
+    """A StopTransaction to store: which transaction of which charger, and how it ended (as
+    sent; None when absent)."""
+
+    transaction_id: int
+    charger_id: str
+    meter_stop: int
+    stopped_at: datetime
+    stop_reason: str | None = None
+    stop_id_tag: str | None = None
+
+
+_STOP = """
+UPDATE transactions t SET meter_stop = u.meter_stop, stopped_at = u.stopped_at,
+    stop_reason = u.stop_reason, stop_id_tag = u.stop_id_tag, updated_at = now()
+FROM unnest($1::int4[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::text[])
+     AS u(id, charger_id, meter_stop, stopped_at, stop_reason, stop_id_tag)
+WHERE t.id = u.id AND t.charger_id = u.charger_id AND t.stopped_at IS NULL
+RETURNING t.id, t.connector_id, t.id_tag, t.started_at, t.meter_start, t.stopped_at,
+          t.meter_stop, t.stop_reason
+"""
+
+
+class TransactionStops(WriteOp[TransactionStop, TransactionFacts | None]):
+    """Closes the batch's transactions in one statement. Result: the transaction it closed, or
+    None (unknown, another charger's, or already closed: a resend)."""
+
+    name = "transaction_stops"
+
+    async def write(
+        self, conn: asyncpg.Connection, items: list[TransactionStop]
+    ) -> list[TransactionFacts | None]:
+        # Only the first stop of a transaction can close it: later ones in the batch are
+        # resends, and an UPDATE ... FROM would apply just one of them anyway.
+        first: dict[int, int] = {}
+        for index, item in enumerate(items):
+            first.setdefault(item.transaction_id, index)
+        unique = [items[i] for i in first.values()]
+        rows = await conn.fetch(
+            _STOP,
+            [u.transaction_id for u in unique],
+            [u.charger_id for u in unique],
+            [u.meter_stop for u in unique],
+            [u.stopped_at for u in unique],
+            [u.stop_reason for u in unique],
+            [u.stop_id_tag for u in unique],
+        )
+        closed = {
+            r[0]: TransactionFacts(
+                transaction_id=r[0],
+                connector_id=r[1],
+                id_tag=r[2],
+                started_at=r[3],
+                meter_start=r[4],
+                stopped_at=r[5],
+                meter_stop=r[6],
+                stop_reason=r[7],
+            )
+            for r in rows
+        }
+        return [
+            closed.get(item.transaction_id) if first[item.transaction_id] == index else None
+            for index, item in enumerate(items)
+        ]
+
+
+TRANSACTION_STOPS = TransactionStops()
+
+
+def start(item: TransactionStart) -> Write[StartedTransaction]:
+    """Store a StartTransaction; its result is the stored transaction."""
+    return TRANSACTION_STARTS(item)
+
+
+def stop(item: TransactionStop) -> Write[TransactionFacts | None]:
+    """Store a StopTransaction; its result is the transaction it closed (None for a resend)."""
+    return TRANSACTION_STOPS(item)

@@ -1,0 +1,68 @@
+"""storage room: the outbox, for changes made outside the group-commit writer — an event is a
+row written in the transaction of the state it describes, on that transaction's connection
+(the API's changes to chargers, id tags and reservations, the cluster's reaps). The writer's
+own outbox rows are ``storage/ops/outbox.py``'s (EMIT); the dispatcher reads the outbox
+(``storage/deliveries.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+__all__ = [
+    "insert_outbox",
+    "record_charger_changed",
+    "record_id_tag_changed",
+    "record_reservation_changed",
+]
+
+
+async def record_charger_changed(conn: asyncpg.Connection, charger_id: str, action: str) -> None:
+    """Append chargePoint.changed and ChargePointChangedNotification for a charger, on ``conn``
+    inside the transaction that changes it (before the DELETE, for ``deleted``)."""
+    from evgate.events.builders import ChargerFacts, charger_changed  # events builds, we store
+
+    row = await conn.fetchrow(
+        "SELECT id, number, description, security_profile, registration_status,"
+        " network_status, created_at, updated_at FROM chargers WHERE id = $1",
+        charger_id,
+    )
+    if row is not None:
+        facts = ChargerFacts(**dict(row))
+        await insert_outbox(conn, charger_changed(facts, action, datetime.now(UTC)))  # type: ignore[arg-type]
+
+
+async def record_id_tag_changed(conn: asyncpg.Connection, number: int, action: str) -> None:
+    """Append idTag.changed for the id tag ``number``, on ``conn`` inside the transaction that
+    changes it."""
+    from evgate.events.builders import id_tag_changed
+
+    await insert_outbox(conn, [id_tag_changed(number, action, datetime.now(UTC))])  # type: ignore[arg-type]
+
+
+async def record_reservation_changed(
+    conn: asyncpg.Connection, reservations: Iterable[tuple[str, int]], status: str
+) -> None:
+    """Append reservation.changed ``status`` for each (charger id, reservation id), on
+    ``conn`` inside the transaction that changes them."""
+    from evgate.events.builders import reservation_changed
+
+    at = datetime.now(UTC)
+    await insert_outbox(
+        conn,
+        [reservation_changed(c, r, status, at) for c, r in reservations],  # type: ignore[arg-type]
+    )
+
+
+async def insert_outbox(conn: asyncpg.Connection, entries: Iterable[Sequence[Any]]) -> None:
+    """Append outbox rows ``(event, charger_id, payload)`` on ``conn``, inside the caller's
+    transaction (the one that makes the change the events describe)."""
+    rows = list(entries)
+    if rows:
+        await conn.executemany(
+            "INSERT INTO outbox (event, charger_id, payload) VALUES ($1, $2, $3)", rows
+        )
