@@ -287,6 +287,10 @@ class ChargerConnection(WSListener):
             frame = frames.decode(data, lenient=lenient)
         except OcppError as exc:
             gateway.m_frames_in.inc("(unreadable)")
+            if exc.message_type_id not in (2, None):
+                # Over the rate or not: only one command is pending, so a flood cannot make
+                # this cost more, and the command need not wait out its timeout.
+                self._fail_pending(exc)
             if not self._take_token():
                 # A flood of junk costs no answer and no log line, like CALLs over the rate.
                 gateway.m_refused.inc("rate")
@@ -294,7 +298,6 @@ class ChargerConnection(WSListener):
                 self._refuse(exc, "(unreadable)")
             else:
                 log.info("%s sent a bad reply: %s", self.charger_id, exc.description)
-                self._fail_pending(exc)
             return
         if isinstance(frame, frames.Call):
             self._call_received(frame)
