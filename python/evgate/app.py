@@ -24,7 +24,7 @@ from evgate.api.notifications import (
     NotificationService,
     SubscriptionController,
 )
-from evgate.api.server import ApiLimits, ApiServer, default_api_connection_cap
+from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.sessions import ROUTES as SESSION_ROUTES
 from evgate.api.sessions import SessionsApi
 from evgate.auth.credentials import digest
@@ -40,6 +40,7 @@ from evgate.handlers.network import NetworkStatusRecorder
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
+from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
@@ -258,7 +259,7 @@ class Evgate:
         self._api_server = ApiServer(
             api,
             ApiLimits(
-                s.api_max_connections or default_api_connection_cap(),
+                s.api_max_connections or default_connection_caps().api,
                 s.api_read_timeout,
                 self.metrics,
             ),
