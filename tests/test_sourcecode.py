@@ -63,6 +63,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "metrics": {"tasks"},
     "outages": {"metrics"},
     "credentials": {"native"},
+    "limits": set(),
     # storage stores what events' pure builders build (outbox rows in the change's own
     # transaction); it never imports the dispatcher or the sinks, which read storage.
     "storage": {"events.builders", "metrics", "native", "outages", "tasks"},
@@ -92,12 +93,22 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "config",
         "credentials",
         "handlers.contract",
+        "limits",
         "metrics",
         "outages",
         "protocol",
         "storage",
     },
-    "api": {"auth", "credentials", "events", "gateway.interface", "metrics", "protocol", "storage"},
+    "api": {
+        "auth",
+        "credentials",
+        "events",
+        "gateway.interface",
+        "limits",
+        "metrics",
+        "protocol",
+        "storage",
+    },
     # The wiring: only these three see every room.
     "app": {
         "api",
@@ -107,6 +118,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "events",
         "gateway",
         "handlers",
+        "limits",
         "metrics",
         "storage",
         "tasks",

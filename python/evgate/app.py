@@ -20,7 +20,7 @@ from evgate.api.app import create_api
 from evgate.api.cdrs import CdrController
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
-from evgate.api.server import ApiLimits, ApiServer, default_api_connection_cap
+from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.services import CdrService, NotificationService, SessionsApi
 from evgate.api.sessions import ROUTES as SESSION_ROUTES
 from evgate.auth.external import ExternalAuth
@@ -36,6 +36,7 @@ from evgate.handlers.network import NetworkStatusRecorder
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
+from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
@@ -260,7 +261,7 @@ class Evgate:
         self._api_server = ApiServer(
             api,
             ApiLimits(
-                s.api_max_connections or default_api_connection_cap(),
+                s.api_max_connections or default_connection_caps().api,
                 s.api_read_timeout,
                 self.metrics,
             ),

@@ -66,9 +66,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     api_port: Port = 8080
     # The API port's share of the process's file descriptors (the chargers need the rest):
     # open connections beyond api_max_connections are answered 503 and closed at once.
-    # Default: 5 % of the file-descriptor limit, at most 1000 (1000 of 20,000). A request must
-    # arrive whole within api_read_timeout seconds (from the connection, or from its first
-    # byte); an idle keep-alive connection is closed after api_keepalive_timeout.
+    # Default: 5 % of the file-descriptor limit less 256, 8 to 1000 (987 of 20,000; see
+    # evgate/limits.py). A request must arrive whole within api_read_timeout seconds (from the
+    # connection, or from its first byte); an idle keep-alive connection is closed after
+    # api_keepalive_timeout.
     api_max_connections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
     api_read_timeout: Seconds = 10.0
     api_keepalive_timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 5
@@ -127,8 +128,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     # limit, logs, the API); connections from anywhere else are read as they come.
     proxy_protocol_trusted: str = ""
     # TCP connections the charger port holds at once, handshakes included; more are closed at
-    # once (logged, counted). Default: 90 % of the process's file-descriptor limit (18,000 of
-    # 20,000), leaving the rest to the API port, the database and the logs.
+    # once (logged, counted). Default: the file-descriptor limit less 256 (for the database,
+    # webhook and Kafka connections, the logs) and less the API port's cap (18,757 of 20,000).
     max_charger_connections: Positive | None = None
 
     # External authorization: session ends for installations' providers are retried after

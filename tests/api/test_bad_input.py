@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from evgate.protocol.validation import MAX_NESTING
+
 DEEP_ARRAY = b"[" * 10_000 + b"]" * 10_000
 DEEP_OBJECT = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
 JSON = "application/json"
@@ -88,6 +90,17 @@ async def test_bodies_within_the_depth_limit_and_utf8_charsets_are_read(
     )
     assert r.status_code == 201, r.text
     assert r.json()["idTag"] == "café"
+
+
+async def test_the_depth_limit_is_the_frames_own(api: httpx.AsyncClient) -> None:
+    """A body nested MAX_NESTING deep is read (and refused for its type, 422); one level more
+    is refused for its depth (400), as a charger's frame would be."""
+    for depth, status in ((MAX_NESTING, 422), (MAX_NESTING + 1, 400)):
+        r = await api.post(
+            "/api/v1/id-tags", content=b"[" * depth + b"]" * depth, headers={"Content-Type": JSON}
+        )
+        assert r.status_code == status, r.text
+        assert ("nests deeper" in r.json()["detail"]) is (status == 400)
 
 
 def _integers(node: object) -> list[dict[str, object]]:

@@ -32,6 +32,20 @@ async def _until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.02)
 
 
+async def _add_charger(app: Evgate, charger_id: str) -> str:
+    """Add a charger through the API and wait until the gateway knows it; its secret."""
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{app.api_port}",
+        headers={"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"},
+    ) as api:
+        created = await api.post("/api/v1/chargers", json={"id": charger_id})
+    secret: str = created.json()["secret"]
+    assert app.gateway is not None
+    gateway = app.gateway
+    await _until(lambda: gateway.credentials_of(charger_id) is not None)
+    return secret
+
+
 async def _first_bytes(reader: asyncio.StreamReader, wait: float) -> bytes:
     """What the server sent before closing (b"" on a plain close); b"?" if it sent nothing and
     kept the connection open for ``wait`` seconds."""
@@ -54,11 +68,7 @@ async def test_idle_sockets_fill_only_the_api_share_and_a_charger_still_connects
     ) as app:
         base = f"http://127.0.0.1:{app.api_port}"
         auth = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
-        async with httpx.AsyncClient(base_url=base, headers=auth) as api:
-            secret = (await api.post("/api/v1/chargers", json={"id": "CP-1"})).json()["secret"]
-        assert app.gateway is not None
-        gateway = app.gateway
-        await _until(lambda: gateway.credentials_of("CP-1") is not None)
+        secret = await _add_charger(app, "CP-1")
 
         idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         caplog.set_level(logging.INFO, logger="evgate.api.server")
@@ -157,11 +167,9 @@ async def test_requests_left_behind_by_their_clients_are_bounded_too(
     ) as app:
         base = f"http://127.0.0.1:{app.api_port}"
         auth = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
-        async with httpx.AsyncClient(base_url=base, headers=auth) as api:
-            secret = (await api.post("/api/v1/chargers", json={"id": "CP-1"})).json()["secret"]
+        secret = await _add_charger(app, "CP-1")
         assert app.gateway is not None
         gateway = app.gateway
-        await _until(lambda: gateway.credentials_of("CP-1") is not None)
         url = f"ws://127.0.0.1:{app.ws_port}/cp/CP-1?auth={secret}"
         async with websockets.connect(url, subprotocols=["ocpp1.6"], proxy=None):  # type: ignore[list-item]
             await _until(lambda: gateway.connection("CP-1") is not None)

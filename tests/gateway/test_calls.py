@@ -144,6 +144,28 @@ async def test_unreadable_reply_fails_the_command_at_once(
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))[:2] == [3, "hb"]
 
 
+async def test_unreadable_reply_over_the_rate_still_fails_the_command(
+    start_gateway: StartGateway,
+) -> None:
+    """An unreadable reply naming the pending CALL fails it at once even when the charger's
+    message bucket is empty: the rate limit spares evgate the work of answering junk, not the
+    command its wait (review finding 10)."""
+    async with (
+        start_gateway(call_timeout=30, message_rate=0.01, message_burst=1) as g,
+        connect(g.url()) as ws,
+    ):
+        await ws.send(json.dumps([2, "hb", "Heartbeat", {}]))  # takes the only token
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))[:2] == [3, "hb"]
+        pending = asyncio.create_task(g.gateway.call("CP-1", ResetRequest(type=ResetType.hard)))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.send(b'[4,"%s","GenericError","\xff",{}]' % frame[1].encode(), text=True)
+        with pytest.raises(InvalidResponse) as invalid:
+            await asyncio.wait_for(pending, 5)
+        assert invalid.value.error.code == "FormationViolation"
+        refused = g.metrics.counter("evgate_messages_refused_total", "", ("reason",))
+        assert refused.value("rate") == 1  # the reply was over the rate, and so not logged
+
+
 async def test_timeout_and_a_late_answer(start_gateway: StartGateway) -> None:
     """No answer within call_timeout raises CallTimeout; the late answer is ignored and the
     next call works."""

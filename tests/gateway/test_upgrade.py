@@ -157,6 +157,26 @@ def test_failure_table_is_bounded_and_keeps_the_persistent_failers() -> None:
     assert limiter.retry_after("10.0.0.0") is None  # forgotten: it failed once, long ago
 
 
+def test_ipv6_sources_are_limited_by_their_64() -> None:
+    """Cycling through addresses of one IPv6 /64 shares one budget, and does not push other
+    sources' counts out of the table; the next /64 has its own budget."""
+    limiter = FailureLimiter(3, clock=lambda: 0.0, max_addresses=1000)
+    limiter.failed("192.0.2.1")
+    for i in range(5000):
+        limiter.failed(f"2001:db8:0:1::{i:x}")
+    assert len(limiter) == 2
+    assert limiter.retry_after("2001:db8:0:1:ffff:ffff:ffff:ffff") == 60
+    assert limiter.retry_after("2001:db8:0:2::1") is None
+    limiter.failed("192.0.2.1")
+    limiter.failed("::ffff:192.0.2.1")  # the same IPv4 source seen by a dual-stack listener
+    assert limiter.retry_after("192.0.2.1") == 60
+    limiter.failed("fe80::1%eth0")  # a zone index does not make a source of its own
+    assert limiter.retry_after("fe80::2") is None
+    limiter.failed("fe80::3%eth1")
+    limiter.failed("fe80::4")
+    assert limiter.retry_after("fe80::5%eth0") == 60
+
+
 @pytest.mark.parametrize(
     ("path", "expected"),
     [

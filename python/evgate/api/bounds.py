@@ -17,6 +17,8 @@ from typing import Annotated
 import msgspec
 from litestar.params import Parameter, QueryParameter
 
+from evgate.protocol.v16 import INT32_MAX  # PostgreSQL ``integer``, as OCPP's ``integer``
+
 __all__ = [
     "INT32_MAX",
     "JSON_INT_MAX",
@@ -28,8 +30,6 @@ __all__ = [
     "TransactionId",
 ]
 
-#: PostgreSQL ``integer`` (transaction and connector ids, as OCPP's ``integer``).
-INT32_MAX = 2**31 - 1
 #: The largest bigint id evgate accepts (I-JSON's exact integers).
 JSON_INT_MAX = 2**53 - 1
 

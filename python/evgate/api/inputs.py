@@ -5,11 +5,13 @@ Litestar converts leniently (msgspec ``strict=False``): ``0`` for ``false``, a n
 seconds for a date-time, the first of a repeated parameter; the document promises none of
 that, so these are refused here (422), as schemathesis's negative tests expect. A body must be
 JSON text in UTF-8 (RFC 8259: the only encoding for JSON between systems), nested at most
-:data:`MAX_DEPTH` deep (evgate's deepest body, a charging profile in a command, has 5 levels):
-msgspec raises ``UnicodeDecodeError`` for bytes that are not UTF-8 and ``RecursionError`` for
-deep nesting, which Litestar let through as 500s; here they are a 400, like a body that is not
-JSON. The checks run as the app's ``before_request`` hook (after authentication and guards,
-before Litestar reads ``data``); the command route calls :func:`json_of` itself.
+:data:`~evgate.protocol.validation.MAX_NESTING` deep, the bound of a charger's frames (evgate's
+deepest body, a charging profile in a command, has 5 levels): msgspec raises
+``UnicodeDecodeError`` for bytes that are not UTF-8 and ``RecursionError`` for deep nesting,
+which Litestar let through as 500s; here they are a 400, like a body that is not JSON. The
+depth is read from the text before any decoding, with the check the frames use. The checks
+run as the app's ``before_request`` hook (after authentication and guards, before Litestar
+reads ``data``); the command route calls :func:`json_of` itself.
 """
 
 from __future__ import annotations
@@ -26,30 +28,15 @@ from litestar.params import ParameterKwarg
 from litestar.typing import FieldDefinition
 
 from evgate.api.problems import ApiError
+from evgate.protocol.validation import MAX_NESTING, nests_deeper
 
-__all__ = ["MAX_DEPTH", "check_request", "json_of"]
-
-MAX_DEPTH = 32
+__all__ = ["check_request", "json_of"]
 
 # A charset parameter JSON may carry: UTF-8, or ASCII (a subset of it).
 _UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
 
 
-def _too_deep(value: object) -> bool:
-    """Whether ``value`` (decoded JSON) nests deeper than MAX_DEPTH (walked without recursion)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            if depth > MAX_DEPTH:
-                return True
-            stack.extend((child, depth + 1) for child in item)
-    return False
-
-
-_TOO_DEEP = f"the body nests deeper than {MAX_DEPTH} levels"
+_TOO_DEEP = f"the body nests deeper than {MAX_NESTING} levels"
 
 
 def _charset_checked(request: Request[Any, Any, Any]) -> None:
@@ -85,13 +72,12 @@ def json_of(request: Request[Any, Any, Any], body: bytes) -> Any:
 
     Raises:
         ApiError: 400 for a charset other than UTF-8, bytes that are not UTF-8, text that is
-            not JSON, or nesting deeper than MAX_DEPTH.
+            not JSON, or nesting deeper than MAX_NESTING.
     """
     _charset_checked(request)
-    value = _decoded(body, _ANY)
-    if _too_deep(value):
+    if nests_deeper(body, MAX_NESTING):
         raise ApiError(_TOO_DEEP, 400)
-    return value
+    return _decoded(body, _ANY)
 
 
 def _arms(annotation: Any) -> set[Any]:

@@ -3,10 +3,10 @@
 The API port shares the process's file descriptors with the chargers, so no client may hold
 them at will (issue 15: 20,000 idle sockets to the API made every charger's upgrade fail):
 
-* at most ``api_max_connections`` connections are open (default: 5 % of the file descriptors,
-  at most 1000); one more is answered 503 and closed at once (a log line when the cap is
-  reached, one when the connections are well below it again, and the
-  ``evgate_api_connections_refused_total`` counter);
+* at most ``api_max_connections`` connections are open (default: 5 % of the file descriptors
+  left after :data:`evgate.limits.RESERVED_FDS`, at most 1000); one more is answered 503 and
+  closed at once (a log line when the cap is reached, one when the connections are well below
+  it again, and the ``evgate_api_connections_refused_total`` counter);
 * a client has ``api_read_timeout`` seconds to send a whole request, from its connection or
   from its request's first byte (uvicorn's h11 protocol has no such timeout: a socket that
   never sends a byte, or sends one a minute, was held for ever);
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import resource
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,9 +29,10 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from evgate.limits import CapEpisode
 from evgate.metrics import Counter, Registry
 
-__all__ = ["ApiLimits", "ApiServer", "default_api_connection_cap"]
+__all__ = ["ApiLimits", "ApiServer"]
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +51,6 @@ _REFUSAL = (
     + b"connection: close\r\n\r\n"
     + _REFUSAL_BODY
 )
-# A cap episode ends when the open connections fall to this share of the cap: a port held at
-# its cap frees and refills one slot at a time, which must not log a line per connection.
-_EPISODE_END = 0.75
-
-
-# The API port's default share of the file descriptors: the charger port takes 90 % by default
-# (gateway/server.py), the database pool, the writer and the logs a few.
-_FD_SHARE = 0.05
-_MAX_DEFAULT = 1000
-
-
-def default_api_connection_cap() -> int:
-    """The API port's cap when none is set: 5 % of the file-descriptor limit, at most 1000."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return _MAX_DEFAULT
-    return max(8, min(_MAX_DEFAULT, int(soft * _FD_SHARE)))
 
 
 class ApiLimits:
@@ -79,8 +62,9 @@ class ApiLimits:
         metrics = metrics if metrics is not None else Registry()
         self.max_connections = max_connections
         self.read_timeout = read_timeout
-        self.at_cap = False  # in an episode: the cap was reached and connections are refused
-        self.refused_in_episode = 0
+        self.episode = CapEpisode(
+            log, "API port", "EVGATE_API_MAX_CONNECTIONS", "answered 503 and closed"
+        )
         self.m_refused: Counter = metrics.counter(
             "evgate_api_connections_refused_total",
             "API connections answered 503 and closed at once: api_max_connections were open",
@@ -92,24 +76,10 @@ class ApiLimits:
 
     def refused(self, open_connections: int) -> None:
         self.m_refused.inc()
-        self.refused_in_episode += 1
-        if not self.at_cap:
-            self.at_cap = True
-            log.warning(
-                "the API has %d open connections, its cap (api_max_connections):"
-                " new connections are answered 503 until some close",
-                open_connections,
-            )
+        self.episode.refused(open_connections)
 
     def closed(self, open_connections: int) -> None:
-        if self.at_cap and open_connections <= self.max_connections * _EPISODE_END:
-            log.info(
-                "API connections down to %d; %d were refused at the cap",
-                open_connections,
-                self.refused_in_episode,
-            )
-            self.at_cap = False
-            self.refused_in_episode = 0
+        self.episode.ended(open_connections, self.max_connections)
 
 
 class _InFlightLimit:

@@ -323,6 +323,13 @@ class ChargerConnection(WSListener):
         fails the command it names, if any."""
         gateway = self.gateway
         gateway.m_frames_in.inc("(unreadable)")
+        if reply is not None and reply.call is not None:
+            # Over the rate or not: only one command is pending, so a flood cannot make this
+            # cost more, and the command need not wait out its timeout.
+            future = self._future
+            if future is not None and not future.done():
+                gateway.m_violations.inc(reply.call.action, exc.code.value)
+                future.set_exception(InvalidResponse(exc))
         if not self._take_token():
             # A flood of junk costs no answer and no log line, like CALLs over the rate.
             gateway.m_refused.inc("rate")
@@ -330,11 +337,6 @@ class ChargerConnection(WSListener):
             self._refuse(exc, "(unreadable)")
         else:
             log.info("%s sent a bad reply: %s", self.charger_id, exc.description)
-            # Rather than leave the command to time out.
-            future = self._future
-            if reply.call is not None and future is not None and not future.done():
-                gateway.m_violations.inc(reply.call.action, exc.code.value)
-                future.set_exception(InvalidResponse(exc))
 
     def _call_received(self, call: _Received, action: str) -> None:
         gateway = self.gateway

@@ -29,6 +29,7 @@ from typing import Any, cast
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in the stubs
 
 from evgate.gateway.proxy_header import ProxyHeaderError, SourceAddress, bytes_wanted, parse
+from evgate.limits import CapEpisode
 from evgate.metrics import Registry
 
 __all__ = ["ChargerPort", "ChargerProtocol", "Network"]
@@ -37,9 +38,6 @@ log = logging.getLogger("evgate.gateway")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# A connection cap episode ends when the port is this far below the cap again (so that a
-# port hovering at its cap logs one episode, not one per connection).
-_EPISODE_END = 0.9
 _PROXY_WARNING_EVERY = 60.0  # seconds between two warnings about bad headers from a proxy
 
 
@@ -117,7 +115,9 @@ class ChargerPort:
         self.limit = limit
         self.handshake_timeout = handshake_timeout
         self.open = 0
-        self._full = False
+        self._episode = CapEpisode(
+            log, "charger port", "EVGATE_MAX_CHARGER_CONNECTIONS", "closed at once"
+        )
         self._last_proxy_warning = -_PROXY_WARNING_EVERY
         self._tls_class: Any = None
         metrics.gauge(
@@ -141,22 +141,14 @@ class ChargerPort:
         once per episode)."""
         if self.open >= self.limit:
             self.m_refused.inc("cap")
-            if not self._full:
-                self._full = True
-                log.warning(
-                    "charger port full: %d connections (EVGATE_MAX_CHARGER_CONNECTIONS);"
-                    " closing new ones at once until some end",
-                    self.open,
-                )
+            self._episode.refused(self.open)
             return None
         self.open += 1
         return _Slot(self)
 
     def connection_ended(self) -> None:
         self.open -= 1
-        if self._full and self.open <= self.limit * _EPISODE_END:
-            self._full = False
-            log.info("charger port accepts connections again (%d open)", self.open)
+        self._episode.ended(self.open, self.limit)
 
     # PROXY header
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import resource
 import socket
 import ssl
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from evgate.gateway.listener import ChargerPort, ChargerProtocol
 from evgate.gateway.proxy_header import SourceAddress
 from evgate.gateway.upgrade import SUBPROTOCOL, FailureLimiter, Refuse, decide, offers_ocpp16
 from evgate.handlers.contract import Routes, check_routes
+from evgate.limits import default_connection_caps
 from evgate.metrics import Counter, Registry
 from evgate.outages import Dependency
 from evgate.protocol.v16 import (
@@ -76,15 +76,6 @@ _READ_BUFFER = 2048
 # Each stage before a charger's upgrade — a load balancer's PROXY header, the TLS handshake,
 # the HTTP upgrade request — must be over in this long: a silent connection costs 5 s.
 _HANDSHAKE_TIMEOUT = 5.0
-_FD_SHARE = 0.9  # of the process's file descriptors, the charger port's default cap
-
-
-def default_connection_cap() -> int:
-    """The charger port's cap when none is set: 90 % of the file-descriptor limit."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(1, int(soft * _FD_SHARE))
 
 
 _PARSER_ERROR = "WS parser error"
@@ -249,7 +240,7 @@ class Gateway:
             self._protocol,
             tls=None,  # known at start()
             trusted=parse_networks(settings.proxy_protocol_trusted),
-            limit=settings.max_charger_connections or default_connection_cap(),
+            limit=settings.max_charger_connections or default_connection_caps().chargers,
             handshake_timeout=_HANDSHAKE_TIMEOUT,
             metrics=metrics,
         )

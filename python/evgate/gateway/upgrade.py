@@ -17,9 +17,10 @@ secret right, transport below the charger's profile    403     security_profile
 all right                                              101     (``ocpp1.6`` chosen)
 =====================================================  ======  =====================
 
-The 404s and 401s count against the source address's budget (``failed_upgrades_per_minute``);
-a 403 needs the right secret, so it does not. Both paths take either credential form: a
-charger configured with a base URL ending in ``/cp/`` that sends Basic auth still connects.
+The 404s and 401s count against the source's budget (``failed_upgrades_per_minute``; a
+source is an IPv4 address or an IPv6 /64); a 403 needs the right secret, so it does not.
+Both paths take either credential form: a charger configured with a base URL ending in
+``/cp/`` that sends Basic auth still connects.
 A client certificate whose CN is the charger id authenticates on its own (profile 3).
 
 A charger that sends both a query secret and Basic auth is admitted when either is its
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -51,6 +53,7 @@ __all__ = [
     "decide",
     "offers_ocpp16",
     "parse_target",
+    "source_key",
 ]
 
 SUBPROTOCOL = "ocpp1.6"
@@ -83,13 +86,34 @@ class Refuse(NamedTuple):
     retry_after: int | None = None
 
 
-class FailureLimiter:
-    """Failed upgrades per source address in fixed one-minute windows.
+def source_key(address: str) -> str:
+    """The key a source address is limited under: an IPv4 address itself, an IPv6 address's /64.
 
-    Memory is bounded twice: the table is dropped whole when the window rolls over, and it
-    holds at most ``max_addresses`` addresses (an attacker with many source addresses cannot
-    grow it): past that, the address that failed least recently is forgotten, so one that
-    keeps failing keeps its count.
+    One IPv6 host is routinely given a whole /64 (SLAAC, privacy addresses), so keying by the
+    full address would let one attacker try 2**64 addresses, each with a fresh budget, and push
+    every other source out of the table. An IPv4-mapped IPv6 address (a dual-stack listener)
+    is keyed as the IPv4 address it carries; a zone index (``fe80::1%eth0``) is dropped. A
+    string that is not an IP address (a Unix socket) is its own key.
+    """
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class FailureLimiter:
+    """Failed upgrades per source in fixed one-minute windows.
+
+    A source is an IPv4 address or an IPv6 /64 (:func:`source_key`). Memory is bounded twice:
+    the table is dropped whole when the window rolls over, and it holds at most
+    ``max_addresses`` sources (an attacker with many source addresses cannot grow it): past
+    that, the source that failed least recently is forgotten, so one that keeps failing keeps
+    its count.
     """
 
     def __init__(
@@ -117,13 +141,15 @@ class FailureLimiter:
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or ``None`` if it may try now."""
         now = self._roll()
-        if self._failures.get(address, 0) < self.per_minute:
+        if self._failures.get(source_key(address), 0) < self.per_minute:
             return None
         return max(1, int(self._window_start + _WINDOW - now + 0.999))
 
     def failed(self, address: str) -> None:
+        """Count one failed upgrade against ``address``'s source (its /64 for IPv6)."""
         self._roll()
-        self._failures[address] = self._failures.pop(address, 0) + 1  # now the most recent
+        key = source_key(address)
+        self._failures[key] = self._failures.pop(key, 0) + 1  # now the most recent
         if len(self._failures) > self.max_addresses:
             self._failures.popitem(last=False)
 

@@ -18,6 +18,7 @@ from evgate.auth.authorizer import Authorizer, Decision, Purpose, SessionStart
 from evgate.handlers import ChargerContext
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
+    INT32_MAX,
     AuthorizationStatus,
     DataTransferRequest,
     DataTransferResponse,
@@ -41,7 +42,6 @@ __all__ = [
     "utc_now",
 ]
 
-INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 #: The bound of a meter reading (meterStart, meterStop), either sign: ±(2^62-1) Wh keeps the

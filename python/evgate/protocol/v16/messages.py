@@ -91,6 +91,7 @@ from evgate.protocol.v16.enums import (
 )
 
 __all__ = [
+    "INT32_MAX",
     "AuthorizationData",
     "AuthorizeRequest",
     "AuthorizeResponse",
@@ -208,6 +209,11 @@ String512 = Annotated[str, Meta(max_length=512)]
 String800 = Annotated[str, Meta(max_length=800)]
 String5500 = Annotated[str, Meta(max_length=5500)]
 String10000 = Annotated[str, Meta(max_length=10000)]
+
+#: The largest OCPP 1.6 ``integer`` (32 bits, one of them the sign, says the specification):
+#: the bound of connector and transaction ids, and of the PostgreSQL ``integer`` columns that
+#: hold them and the API's ids and cursors of those columns.
+INT32_MAX = 2**31 - 1
 
 #: An RFC 3339 date-time with a zone offset; a naive one is refused while decoding.
 DateTime = Annotated[datetime, Meta(tz=True)]
