@@ -201,7 +201,8 @@ class Gateway:
         health: Dependency | None = None,
     ) -> None:
         self.settings = settings
-        # Where a failed credential refresh goes (the database's outages: Database.health).
+        # Where a failed credential refresh and a CALL left unanswered in an outage go (the
+        # database's outages: Database.health).
         self._health = health or Dependency("the credential store", lambda _: False)
         self.routes = routes
         # Whether a handler's exception says a dependency is away (the database), so that its
@@ -478,6 +479,14 @@ class Gateway:
     def next_unique_id(self) -> str:
         """A unique id for a CALL to a charger (unique in this process, hence per connection)."""
         return str(next(self._ids))
+
+    def left_unanswered(self, exc: BaseException, action: str) -> None:
+        """A charger's ``action`` CALL is left unanswered because its handler met an outage
+        (``unavailable``): counted, and reported to the dependency's health, whose log says
+        once that it is away (an outage's first failure may be a charger's CALL)."""
+        self.m_refused.inc("unavailable")
+        if self._health.is_outage(exc):  # not the writer stopping at shutdown
+            self._health.failed(exc, f"the {action} handler")
 
     # Credentials kept in sync with the database
 
