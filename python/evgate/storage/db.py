@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Generator
 from importlib import resources
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
@@ -173,16 +173,21 @@ def _typed(exc: BaseException, closed: bool = False) -> BaseException:
     return typed
 
 
+def _raise_typed(exc: Exception, closed: bool) -> NoReturn:
+    """Raise ``exc``, or the DatabaseUnavailable it says (see :func:`_typed`)."""
+    typed = _typed(exc, closed)
+    if typed is exc:
+        raise exc
+    raise typed from exc
+
+
 async def _typed_errors(
     acquiring: Awaitable[asyncpg.Connection], pool: asyncpg.Pool
 ) -> asyncpg.Connection:
     try:
         return await acquiring
     except Exception as exc:
-        typed = _typed(exc, pool.is_closing())
-        if typed is exc:
-            raise
-        raise typed from exc
+        _raise_typed(exc, pool.is_closing())
 
 
 def _is_closed(conn: asyncpg.Connection) -> bool:
@@ -220,7 +225,15 @@ class _Acquire:
         closed = self._inner.pool.is_closing() or (
             self._conn is not None and _is_closed(self._conn)
         )
-        await self._inner.__aexit__(exc_type, exc, tb)  # gives the connection back
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)  # gives the connection back
+        except Exception as failed:
+            # Resetting the connection to give it back failed (asyncpg closed it). After an
+            # error of the block's own, that error says what happened (a server gone mid-query
+            # leaves the connection mid-operation, and its reset fails: "cannot switch to
+            # state ..."); evgate's bug stays a bug.
+            if not isinstance(exc, Exception):
+                _raise_typed(failed, closed)
         if isinstance(exc, Exception) and (typed := _typed(exc, closed)) is not exc:
             raise typed
 
