@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +364,24 @@ async def test_killed_nodes_chargers_become_unavailable_once(
             await ws.close()
 
 
+async def _lease_runs_out(node: Running) -> datetime:
+    """Once ``node`` holds CP-1, stop its lease task (a pause, as in a long database outage;
+    test-only reach into the cluster's tasks) until the other node reaped it and CP-1 is
+    temporarily unavailable; returns that status's time. Restart with ``_keep_lease``."""
+    assert node.app.db is not None and node.app.cluster is not None
+    cluster = node.app.cluster
+    await _until_status(node.app.db, "CP-1", "available")
+    await until(lambda: cluster.gateway.connection("CP-1") is not None)
+    keep_lease = cluster._tasks[1]
+    keep_lease.cancel()
+    await asyncio.gather(keep_lease, return_exceptions=True)
+    await _until_status(node.app.db, "CP-1", "temporarily unavailable")
+    reaped_at: datetime = await node.app.db.fetchval(
+        "SELECT network_status_at FROM chargers WHERE id = 'CP-1'"
+    )
+    return reaped_at
+
+
 async def test_a_node_whose_lease_ran_out_while_alive_sets_its_chargers_available_again(
     two_nodes_short_lease: tuple[Running, Running],
 ) -> None:
@@ -376,16 +394,9 @@ async def test_a_node_whose_lease_ran_out_while_alive_sets_its_chargers_availabl
     secret = await a.add("CP-1")
     cluster = a.app.cluster
     async with connect(a.url("CP-1", secret)):
-        await _until_status(db, "CP-1", "available")
-        await until(lambda: cluster.gateway.connection("CP-1") is not None)
-        # Simulate a pause: A's lease task stops (test-only reach into the cluster's tasks).
-        keep_lease = cluster._tasks[1]
-        keep_lease.cancel()
-        await asyncio.gather(keep_lease, return_exceptions=True)
-        await _until_status(db, "CP-1", "temporarily unavailable")
+        reaped_at = await _lease_runs_out(a)
         assert await db.fetchval("SELECT count(*) FROM charger_owners") == 0
         at_query = "SELECT network_status_at FROM chargers WHERE id = 'CP-1'"
-        reaped_at = await db.fetchval(at_query)
         cluster._tasks[1] = asyncio.get_running_loop().create_task(cluster._keep_lease())
         await _until_status(db, "CP-1", "available")
         # As of the reaped status + 1 µs: a disconnect written later (it is later) wins.
@@ -414,15 +425,8 @@ async def test_a_charger_that_disconnects_while_its_node_rejoins_stays_unavailab
     secret = await a.add("CP-1")
     cluster = a.app.cluster
     async with connect(a.url("CP-1", secret)) as ws:
-        await _until_status(db, "CP-1", "available")
-        await until(lambda: cluster.gateway.connection("CP-1") is not None)
-        # A pause: A's lease task stops (test-only reach into the cluster's tasks and store).
-        keep_lease = cluster._tasks[1]
-        keep_lease.cancel()
-        await asyncio.gather(keep_lease, return_exceptions=True)
-        await _until_status(db, "CP-1", "temporarily unavailable")
-        reaped_at = await db.fetchval("SELECT network_status_at FROM chargers WHERE id = 'CP-1'")
-        claim = cluster.store.claim
+        reaped_at = await _lease_runs_out(a)
+        claim = cluster.store.claim  # test-only reach: CP-1 disconnects during the claim
         claimed = asyncio.Event()
 
         async def claim_then_disconnect(instance: str, claims: list[Any]) -> list[str]:

@@ -18,6 +18,7 @@ from evgate.handlers import ChargerContext, Routes
 from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
 from evgate.storage.db import Database
 from gateway.helpers import StartGateway, connect, until
+from support import terminate_query
 
 
 def _routes(db: Database) -> Routes:
@@ -60,15 +61,7 @@ async def test_a_connection_killed_under_a_handler_leaves_the_call_unanswered_an
     async with start_gateway(routes=_routes(db), database=db) as g, connect(g.url()) as ws:
         for count, uid in enumerate(("k1", "k2"), start=1):
             await ws.send(json.dumps([2, uid, "DataTransfer", {"vendorId": "v", "messageId": uid}]))
-            killed = False
-            async with asyncio.timeout(30):
-                while not killed:
-                    killed = bool(
-                        await db.pool.fetchval(
-                            "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                            " WHERE query LIKE '%to be killed%' AND pid <> pg_backend_pid()"
-                        )
-                    )
+            await terminate_query(db, "to be killed")
             await until(lambda n=count: g.gateway.m_refused.value("unavailable") == n, 10)
         # The next CALL is answered: the killed ones were left unanswered, not answered late.
         await ws.send(json.dumps([2, "h", "Heartbeat", {}]))

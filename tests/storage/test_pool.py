@@ -12,6 +12,7 @@ import pytest
 
 from evgate.storage.db import Database
 from evgate.storage.errors import DatabaseUnavailable, is_unavailable
+from support import terminate_query
 
 
 async def test_a_wrong_argument_count_is_a_bug_not_an_outage(db: Database) -> None:
@@ -52,15 +53,7 @@ async def test_a_connection_closed_under_the_block_is_an_outage(db: Database) ->
 async def test_a_connection_killed_mid_query_is_an_outage(db: Database) -> None:
     """pg_terminate_backend while the query runs: DatabaseUnavailable."""
     query = asyncio.ensure_future(db.pool.fetchval("SELECT pg_sleep(60) /* to be killed */"))
-    killed = False
-    async with asyncio.timeout(30):
-        while not killed:
-            killed = bool(
-                await db.pool.fetchval(
-                    "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE query LIKE '%to be killed%' AND pid <> pg_backend_pid()"
-                )
-            )
+    await terminate_query(db, "to be killed")
     with pytest.raises(DatabaseUnavailable):
         await asyncio.wait_for(query, 30)
 
