@@ -177,3 +177,15 @@ def ended(pid: int, within: float = 0) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
+
+
+async def terminate_query(db: Any, marker: str, within: float = 30.0) -> None:
+    """``pg_terminate_backend`` the session running a query that holds ``marker`` (a comment
+    in it), once it runs: a connection killed mid-query, as a server-side fault would."""
+    async with asyncio.timeout(within):
+        while not await db.pool.fetchval(  # noqa: ASYNC110 - a database value
+            "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity"
+            " WHERE query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+            marker,
+        ):
+            await asyncio.sleep(0.02)

@@ -32,7 +32,7 @@ from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.gateway.cluster import Cluster
 from evgate.gateway.server import Gateway
 from evgate.handlers.commands import AuthorizationKeys, CommandEffects
-from evgate.handlers.network import NetworkStatusRecorder
+from evgate.handlers.network import NetworkStatusRecorder, network_event
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
@@ -206,7 +206,7 @@ class Evgate:
         # to whichever process holds the charger; everything that calls chargers uses it.
         self.cluster = Cluster(
             self.gateway,
-            ClusterStore(self.db),
+            ClusterStore(self.db, network_event),
             node_id=s.node_id or socket.gethostname().split(".")[0],
             worker_index=s.worker_index or 0,
             lease=s.ownership_lease,

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import httpx
+from evgate.auth.credentials import digest
 
 from evgate.app import Evgate
 from support import BOOTSTRAP_TOKEN, running_evgate
@@ -32,6 +33,23 @@ async def test_bootstrap_token_is_an_admin_token_that_is_never_stored(
     assert rows == []
     dump = await evgate.db.fetchval("SELECT string_agg(t::text, ' ') FROM api_tokens t")
     assert dump is None or hashlib.sha256(BOOTSTRAP_TOKEN.encode()).hexdigest() not in dump
+
+
+async def test_a_bootstrap_row_an_older_version_wrote_is_not_a_token(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """Review of issue 14, finding 11: an old-version node restarting during a rolling upgrade
+    stores its bootstrap token as a row named ``bootstrap`` again (migration 0010 deleted it);
+    this version does not accept it. The same digest under another name is a token."""
+    assert evgate.db is not None
+    old_token = "an-old-nodes-bootstrap-token"
+    stored = digest(old_token)
+    await evgate.db.execute(
+        "INSERT INTO api_tokens (name, scope, digest) VALUES ('bootstrap', 'admin', $1)", stored
+    )
+    assert await _status_with(evgate, old_token) == 401
+    await evgate.db.execute("UPDATE api_tokens SET name = 'ci' WHERE digest = $1", stored)
+    assert await _status_with(evgate, old_token) == 200
 
 
 async def test_two_nodes_with_two_bootstrap_tokens_keep_both(

@@ -20,6 +20,8 @@ from evgate.gateway.server import Gateway
 from evgate.handlers import Routes
 from evgate.metrics import Registry
 from evgate.storage.chargers import ChargerCredentials, ChargerStore
+from evgate.storage.db import Database
+from evgate.storage.writer import is_outage
 from gateway.helpers import (
     SECRET,
     TOKEN,
@@ -91,10 +93,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def start_gateway() -> StartGateway:
     """``async with start_gateway(routes=..., **settings) as g:`` a gateway that knows CP-1
-    and CP-2 (secret ``SECRET``), answering with ``routes`` (default: basic_routes)."""
+    and CP-2 (secret ``SECRET``), answering with ``routes`` (default: basic_routes); with a
+    ``database=``, its outages (``is_outage``) leave a CALL unanswered, reported to its health."""
 
     @contextlib.asynccontextmanager
-    async def start(routes: Routes | None = None, **overrides: Any) -> AsyncIterator[Standalone]:
+    async def start(
+        routes: Routes | None = None, database: Database | None = None, **overrides: Any
+    ) -> AsyncIterator[Standalone]:
         chargers = {
             cid: ChargerCredentials(cid, digest(SECRET), 1, False) for cid in ("CP-1", "CP-2")
         }
@@ -111,6 +116,9 @@ def start_gateway() -> StartGateway:
             basic_routes() if routes is None else routes,
             load,
             metrics=metrics,
+            # With a database, its outages leave CALLs unanswered, as in evgate.
+            unavailable=None if database is None else is_outage,
+            health=None if database is None else database.health,
         )
         await gateway.start(bind_socket("127.0.0.1", 0))
         try:

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +364,24 @@ async def test_killed_nodes_chargers_become_unavailable_once(
             await ws.close()
 
 
+async def _lease_runs_out(node: Running) -> datetime:
+    """Once ``node`` holds CP-1, stop its lease task (a pause, as in a long database outage;
+    test-only reach into the cluster's tasks) until the other node reaped it and CP-1 is
+    temporarily unavailable; returns that status's time. Restart with ``_keep_lease``."""
+    assert node.app.db is not None and node.app.cluster is not None
+    cluster = node.app.cluster
+    await _until_status(node.app.db, "CP-1", "available")
+    await until(lambda: cluster.gateway.connection("CP-1") is not None)
+    keep_lease = cluster._tasks[1]
+    keep_lease.cancel()
+    await asyncio.gather(keep_lease, return_exceptions=True)
+    await _until_status(node.app.db, "CP-1", "temporarily unavailable")
+    reaped_at: datetime = await node.app.db.fetchval(
+        "SELECT network_status_at FROM chargers WHERE id = 'CP-1'"
+    )
+    return reaped_at
+
+
 async def test_a_node_whose_lease_ran_out_while_alive_sets_its_chargers_available_again(
     two_nodes_short_lease: tuple[Running, Running],
 ) -> None:
@@ -375,16 +394,13 @@ async def test_a_node_whose_lease_ran_out_while_alive_sets_its_chargers_availabl
     secret = await a.add("CP-1")
     cluster = a.app.cluster
     async with connect(a.url("CP-1", secret)):
-        await _until_status(db, "CP-1", "available")
-        await until(lambda: cluster.gateway.connection("CP-1") is not None)
-        # Simulate a pause: A's lease task stops (test-only reach into the cluster's tasks).
-        keep_lease = cluster._tasks[1]
-        keep_lease.cancel()
-        await asyncio.gather(keep_lease, return_exceptions=True)
-        await _until_status(db, "CP-1", "temporarily unavailable")
+        reaped_at = await _lease_runs_out(a)
         assert await db.fetchval("SELECT count(*) FROM charger_owners") == 0
+        at_query = "SELECT network_status_at FROM chargers WHERE id = 'CP-1'"
         cluster._tasks[1] = asyncio.get_running_loop().create_task(cluster._keep_lease())
         await _until_status(db, "CP-1", "available")
+        # As of the reaped status + 1 µs: a disconnect written later (it is later) wins.
+        assert await db.fetchval(at_query) == reaped_at + timedelta(microseconds=1)
         assert (
             await db.fetchval("SELECT instance FROM charger_owners WHERE charger_id = 'CP-1'")
             == cluster.instance
@@ -394,6 +410,44 @@ async def test_a_node_whose_lease_ran_out_while_alive_sets_its_chargers_availabl
             "temporarily unavailable",
             "available",
         ]
+
+
+async def test_a_charger_that_disconnects_while_its_node_rejoins_stays_unavailable(
+    two_nodes_short_lease: tuple[Running, Running],
+) -> None:
+    """A's lease ran out and B reaped it; A comes back and claims CP-1 again, and CP-1
+    disconnects while that claim is in flight (its disconnect written before A restores):
+    CP-1 stays temporarily unavailable (restoring it from the claim's snapshot set it
+    available for ever). A restored status is as of the reaped one's time + 1 µs."""
+    a, _ = two_nodes_short_lease
+    assert a.app.db is not None and a.app.cluster is not None
+    db = a.app.db
+    secret = await a.add("CP-1")
+    cluster = a.app.cluster
+    async with connect(a.url("CP-1", secret)) as ws:
+        reaped_at = await _lease_runs_out(a)
+        claim = cluster.store.claim  # test-only reach: CP-1 disconnects during the claim
+        claimed = asyncio.Event()
+
+        async def claim_then_disconnect(instance: str, claims: list[Any]) -> list[str]:
+            lost = await claim(instance, claims)
+            if not claimed.is_set() and any(c.charger_id == "CP-1" for c in claims):
+                claimed.set()
+                await ws.close()
+                await until(lambda: cluster.gateway.connection("CP-1") is None)
+                later = "SELECT network_status_at > $2 FROM chargers WHERE id = $1"
+                await _until_value(db, later, "CP-1", reaped_at, wanted=True)
+            return lost
+
+        cluster.store.claim = claim_then_disconnect  # type: ignore[method-assign]
+        cluster._tasks[1] = asyncio.get_running_loop().create_task(cluster._keep_lease())
+        async with asyncio.timeout(15):
+            await claimed.wait()
+        await until(lambda: not cluster._rejoined and not cluster._dirty, 15)
+    await _until_value(db, "SELECT count(*) FROM charger_owners", wanted=0)
+    assert await _network_status(db, "CP-1") == "temporarily unavailable"
+    events = await _network_events(db, "CP-1")
+    assert events[:2] == ["available", "temporarily unavailable"] and "available" not in events[2:]
 
 
 async def test_settings_of_two_nodes_differ_only_by_identity() -> None:

@@ -20,6 +20,7 @@ import pytest
 from ocpp.v16 import call
 from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
+from evgate.storage import embedded
 from evgate.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from support import (
     BOOTSTRAP_TOKEN,
@@ -218,4 +219,80 @@ async def test_one_owner_per_data_folder_and_guests_never_stop_it(tmp_path: Path
         await conn.close()
     finally:
         await owner.close()
+    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+async def test_a_guest_never_starts_the_server_its_owner_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of issue 14, finding 6: with the owner alive but its server down (the owner's
+    watchdog about to start it again), a second ``open()`` is refused before it starts
+    anything, and a guest (the CLI) waits for the owner instead of starting the server
+    itself; it fails with a clear error when the owner never does."""
+    owner = EmbeddedPostgres(tmp_path)
+    dsn = await asyncio.to_thread(owner.start)  # the owner, without a watchdog
+    try:
+        await asyncio.to_thread(owner.kill)  # its server is down, its lock held
+        assert not owner._alive()
+        with pytest.raises(EmbeddedPostgresError, match="another evgate process owns"):
+            await EmbeddedPostgres(tmp_path).open()
+        assert not owner._alive()
+        monkeypatch.setattr(embedded, "_SETTLE_TIMEOUT", 2.0)
+        with pytest.raises(EmbeddedPostgresError, match="did not start it"):
+            await asyncio.to_thread(EmbeddedPostgres(tmp_path).start)
+        assert not owner._alive()
+        monkeypatch.undo()
+        guest = EmbeddedPostgres(tmp_path)
+        waiting = asyncio.ensure_future(asyncio.to_thread(guest.start))
+        assert await asyncio.to_thread(owner.start) == dsn  # the owner starts it again
+        assert await asyncio.wait_for(waiting, 60) == dsn and not guest.owned
+    finally:
+        await asyncio.to_thread(owner.stop)
+
+
+# evgate as PID 1 of a container without an init: a process that reaps orphans (a subreaper)
+# but never waits for the server, whose pg_ctl exited. Killed, the server stays a zombie.
+_ZOMBIE_SCRIPT = """
+import asyncio, ctypes, os, signal, sys, time
+from pathlib import Path
+from evgate.storage.embedded import EmbeddedPostgres
+
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+
+def pid_of(folder):
+    return int((Path(folder) / "postgres" / "postmaster.pid").read_text().split()[0])
+
+async def main():
+    pg = EmbeddedPostgres(sys.argv[1])
+    await pg.open()
+    killed = pid_of(sys.argv[1])
+    os.kill(killed, signal.SIGKILL)
+    deadline = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        try:
+            pid = pid_of(sys.argv[1])
+        except (FileNotFoundError, ValueError, IndexError):
+            continue
+        if pid != killed and pg._alive() and pg._accepts_connections(pg.port):
+            print("restarted", flush=True)
+            break
+    await pg.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_server_left_a_zombie_is_started_again(tmp_path: Path) -> None:
+    """Review of issue 14, finding 6: the owner's watchdog starts a server again whose killed
+    process nobody reaped (pg_ctl status took the zombie for a running server: the restart
+    waited 60 s, failed, and retried for ever)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _ZOMBIE_SCRIPT, str(tmp_path), "45"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "restarted" in done.stdout, done.stderr[-2000:]
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()

@@ -227,8 +227,11 @@ class Cluster:
                 lost = await self.store.claim(self.instance, claims)
                 await self.store.release(self.instance, releases)
                 if self._rejoined:
-                    back = [c.charger_id for c in claims if c.charger_id in self._rejoined]
-                    await self.store.restore(self.instance, back, datetime.now(UTC))
+                    # Only the connections still open now (one that closed during the claim
+                    # stays unavailable); a disconnect from now on is later than seen_alive.
+                    seen_alive = datetime.now(UTC)
+                    back = [c for c in claims if c.charger_id in self._rejoined and self._open(c)]
+                    await self.store.restore(self.instance, back, seen_alive)
                     self._rejoined.difference_update(batch)
             except Exception as exc:
                 # The database is away: try the same chargers again shortly.
@@ -239,6 +242,11 @@ class Cluster:
             claiming.ok()
             for charger_id in lost:
                 self.gateway.close_charger(charger_id, 1000, MOVED)
+
+    def _open(self, claim: OwnerClaim) -> bool:
+        """Whether the connection ``claim`` names is still this process's connection."""
+        info = self.gateway.connection(claim.charger_id)
+        return info is not None and info.connected_at == claim.connected_at
 
     async def _keep_lease(self) -> None:
         while True:

@@ -454,8 +454,8 @@ class ChargerConnection(WSListener):
                 except Exception as exc:
                     if self.gateway.unavailable(exc):
                         # An outage looks like one: no answer, the charger resends the CALL
-                        # (the dependency's own log says it is away; no line per CALL).
-                        self.gateway.m_refused.inc("unavailable")
+                        # (reported to the dependency's health: no line per CALL).
+                        self.gateway.left_unanswered(exc, action)
                         continue
                     log.exception("%s: the %s handler failed", self.charger_id, action)
                     self.gateway.m_callerrors_sent.inc("InternalError")

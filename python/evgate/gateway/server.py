@@ -177,12 +177,15 @@ class Gateway:
     ) -> None:
         self.settings = settings
         check_routes(routes)  # a handler filed under the wrong action fails here, at start
+        # Where a CALL left unanswered in an outage goes (the database's outages:
+        # Database.health); the credential index reports its failed refreshes there too.
+        self._health = health or Dependency("the database", lambda _: False)
         self.routes = routes
         # Whether a handler's exception says a dependency is away (the database), so that its
         # CALL is left unanswered, as an outage must look (the charger resends it).
         self.unavailable = unavailable or (lambda _exc: False)
         self.known_actions = frozenset(ACTIONS)
-        self.credentials = CredentialIndex(load_credentials, self._credentials_applied, health)
+        self.credentials = CredentialIndex(load_credentials, self._credentials_applied, self._health)
         self._connections: dict[str, ChargerConnection] = {}
         self._observers: list[ConnectionObserver] = []
         self._limiter = FailureLimiter(settings.failed_upgrades_per_minute)
@@ -425,6 +428,14 @@ class Gateway:
                 getattr(observer, event)(*args)
             except Exception:
                 log.exception("connection observer %r failed on %s", observer, event)
+
+    def left_unanswered(self, exc: BaseException, action: str) -> None:
+        """A charger's ``action`` CALL is left unanswered because its handler met an outage
+        (``unavailable``): counted, and reported to the dependency's health, whose log says
+        once that it is away (an outage's first failure may be a charger's CALL)."""
+        self.m_refused.inc("unavailable")
+        if self._health.is_outage(exc):  # not the writer stopping at shutdown
+            self._health.failed(exc, f"the {action} handler")
 
     # Credentials kept in sync with the database (the index does; a change may close a charger)
 

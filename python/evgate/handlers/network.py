@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from evgate.events.builders import ChargerRef, network_status
+from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.gateway.interface import TAKEN_OVER, ConnectionInfo
 from evgate.handlers.services import utc_now
 from evgate.metrics import Registry
@@ -27,11 +27,18 @@ from evgate.storage.ops.base import Results, Write
 from evgate.storage.ops.chargers import NetworkStatus
 from evgate.storage.writer import Writer, WriterClosed
 
-__all__ = ["NetworkStatusRecorder"]
+__all__ = ["NetworkStatusRecorder", "network_event"]
 
 log = logging.getLogger(__name__)
 
 _NETWORK = {True: "available", False: "temporarily unavailable"}
+
+
+def network_event(charger_id: str, number: int, connected: bool, at: datetime) -> OutboxEntry:
+    """The NetworkStatusNotification of a status that the cluster's reap or restore sets in
+    its own transaction (``storage.cluster.NetworkEvent``: storage stores events, never
+    builds them)."""
+    return network_status(ChargerRef(charger_id, number), connected, at)
 
 
 class NetworkStatusRecorder:

@@ -14,8 +14,9 @@ network status of the chargers it still owned, with their events, in the reaping
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -23,7 +24,7 @@ import msgspec
 from evgate.storage.db import Database
 from evgate.storage.outbox import insert_outbox
 
-__all__ = ["CLUSTER_CHANNEL", "ClusterStore", "Holder", "OwnerClaim", "Reaped"]
+__all__ = ["CLUSTER_CHANNEL", "ClusterStore", "Holder", "NetworkEvent", "OwnerClaim", "Reaped"]
 
 CLUSTER_CHANNEL = "evgate_cluster"
 _NOTIFY_BYTES = 7000  # under PostgreSQL's 8000-byte NOTIFY payload limit
@@ -52,37 +53,41 @@ class Reaped(msgspec.Struct, frozen=True):
     unavailable: list[str]
 
 
-# Set chargers' network status, as ops/chargers.py's NETWORK_STATUS does (an older change never
-# overwrites a newer one), but only from ``$3``: a charger already in the target status emits
-# nothing.
-_SET_NETWORK = """
-UPDATE chargers c SET network_status = $4, network_status_at = u.at
+#: The outbox row ``(event, charger_id, payload)`` of a charger's NetworkStatusNotification:
+#: ``(charger_id, number, connected, at)`` -> the row. The events room builds it (wired by the
+#: app); storage only stores it, in the transaction that changes the status.
+NetworkEvent = Callable[[str, int, bool, datetime], Sequence[Any]]
+
+# Set chargers temporarily unavailable as of the last moment they were known connected (an
+# older change never overwrites a newer one, as NETWORK_STATUS); a charger not available
+# emits nothing.
+_SET_UNAVAILABLE = """
+UPDATE chargers c SET network_status = 'temporarily unavailable', network_status_at = u.at
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)
-WHERE c.id = u.id AND c.network_status = $3
+WHERE c.id = u.id AND c.network_status = 'available'
   AND (c.network_status_at IS NULL OR c.network_status_at <= u.at)
 RETURNING c.id, c.number, u.at
 """
 
-
-async def _set_network_status(
-    conn: asyncpg.Connection, changes: Sequence[tuple[str, datetime]], connected: bool
-) -> list[str]:
-    """Set these chargers (id, as of) available or temporarily unavailable, with their
-    events, inside the caller's transaction. Returns the chargers whose status changed."""
-    from evgate.events.builders import ChargerRef, network_status  # events builds, we store
-
-    if not changes:
-        return []
-    down, up = "temporarily unavailable", "available"
-    before, after = (down, up) if connected else (up, down)
-    changes = sorted(changes)  # one lock order with any other multi-charger update
-    rows = await conn.fetch(
-        _SET_NETWORK, [c for c, _ in changes], [at for _, at in changes], before, after
-    )
-    await insert_outbox(
-        conn, [network_status(ChargerRef(r["id"], r["number"]), connected, r["at"]) for r in rows]
-    )
-    return [r["id"] for r in rows]
+# Set available again the reaped chargers that the instance holds ($1) with the connection it
+# claimed ($2, $3), as of the reaped status's own time + 1 microsecond, not of now: a
+# disconnect of that connection written later (its time is later) then wins. A status set at
+# or after $4 (when the process saw the connection alive) is a disconnect's, not the reap's,
+# and stays.
+_RESTORE = """
+WITH held AS (
+    SELECT o.charger_id FROM charger_owners o
+    JOIN unnest($2::text[], $3::timestamptz[]) AS u(id, connected_at)
+        ON o.charger_id = u.id AND o.connected_at = u.connected_at
+    WHERE o.instance = $1 ORDER BY o.charger_id FOR UPDATE OF o
+)
+UPDATE chargers c SET network_status = 'available',
+    network_status_at = c.network_status_at + interval '1 microsecond'
+FROM held
+WHERE c.id = held.charger_id AND c.network_status = 'temporarily unavailable'
+  AND c.network_status_at < $4
+RETURNING c.id, c.number, c.network_status_at AS at
+"""
 
 
 def _chunks(prefix: str, words: Iterable[str]) -> list[str]:
@@ -100,10 +105,27 @@ def _chunks(prefix: str, words: Iterable[str]) -> list[str]:
 
 
 class ClusterStore:
-    """Queries on the cluster tables."""
+    """Queries on the cluster tables.
 
-    def __init__(self, db: Database) -> None:
+    Args:
+        db: the database.
+        network_event: builds the NetworkStatusNotification of a charger whose status a reap
+            or a restore changes (``evgate.events.builders``, wired by the app).
+    """
+
+    def __init__(self, db: Database, network_event: NetworkEvent) -> None:
         self.db = db
+        self._network_event = network_event
+
+    async def _network_changed(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], connected: bool
+    ) -> list[str]:
+        """Emit the events of the status changes ``rows`` (id, number, at), inside the
+        caller's transaction; returns their chargers."""
+        await insert_outbox(
+            conn, [self._network_event(r["id"], r["number"], connected, r["at"]) for r in rows]
+        )
+        return [r["id"] for r in rows]
 
     async def register(
         self, instance: str, node_id: str, worker_index: int, pid: int, lease: float
@@ -164,9 +186,10 @@ class ClusterStore:
                     " WHERE o.instance = ANY($1::text[]) ORDER BY o.charger_id FOR UPDATE OF o",
                     instances,
                 )
-                unavailable = await _set_network_status(
-                    conn, [(r["charger_id"], r["at"]) for r in owned], connected=False
+                rows = await conn.fetch(
+                    _SET_UNAVAILABLE, [r["charger_id"] for r in owned], [r["at"] for r in owned]
                 )
+                unavailable = await self._network_changed(conn, rows, connected=False)
                 await conn.execute(
                     "DELETE FROM cluster_instances WHERE instance = ANY($1::text[])", instances
                 )
@@ -175,21 +198,28 @@ class ClusterStore:
             )
         return Reaped(instances, unavailable)
 
-    async def restore(self, instance: str, charger_ids: Sequence[str], at: datetime) -> list[str]:
-        """Set available again, as of ``at``, the chargers that ``instance`` holds and that
-        were set temporarily unavailable while its lease had run out (it was paused, or cut
-        off from the database, not dead). Call after claiming them again. Returns the
-        chargers whose status changed (each with its event)."""
+    async def restore(
+        self, instance: str, claims: Sequence[OwnerClaim], seen_alive: datetime
+    ) -> list[str]:
+        """Set available again the chargers that ``instance`` holds with these connections
+        and that were set temporarily unavailable while its lease had run out (it was paused,
+        or cut off from the database, not dead). Call after claiming them again, with
+        ``seen_alive`` the moment the process last saw each of these connections open: a
+        status set since is a disconnect's and stands. Each is set as of its reaped status's
+        own time (+1 µs), so that a disconnect written after the restore wins too. Returns
+        the chargers whose status changed (each with its event)."""
+        if not claims:
+            return []
+        claims = sorted(claims, key=lambda c: c.charger_id)  # one lock order with the reap
         async with self.db.pool.acquire() as conn, conn.transaction():
-            held = await conn.fetch(
-                "SELECT charger_id FROM charger_owners"
-                " WHERE instance = $1 AND charger_id = ANY($2::text[]) FOR UPDATE",
+            rows = await conn.fetch(
+                _RESTORE,
                 instance,
-                list(charger_ids),
+                [c.charger_id for c in claims],
+                [c.connected_at for c in claims],
+                seen_alive,
             )
-            return await _set_network_status(
-                conn, [(r["charger_id"], at) for r in held], connected=True
-            )
+            return await self._network_changed(conn, rows, connected=True)
 
     async def claim(self, instance: str, claims: Sequence[OwnerClaim]) -> list[str]:
         """Make ``instance`` the owner of these chargers, unless an owner has a newer

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Generator
 from importlib import resources
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 from asyncpg.pool import PoolAcquireContext
@@ -163,26 +163,41 @@ class Listener:
                 await conn.close(timeout=2)
 
 
-def _typed(exc: BaseException, broken: bool = False) -> BaseException:
-    """``exc``, or a DatabaseUnavailable caused by it when it says the database is away, or
-    when the connection it was raised on is closed (``broken``): asyncpg may report a server
-    that went away mid-statement as an internal error ("cannot switch to state ..."), which
-    is an outage all the same."""
-    if isinstance(exc, DatabaseUnavailable) or not (broken or is_unavailable(exc)):
+def _typed(exc: BaseException, closed: bool = False) -> BaseException:
+    """``exc``, or a DatabaseUnavailable caused by it when it says the database is away
+    (``is_unavailable``; ``closed``: the connection or pool it was raised on is closed now)."""
+    if isinstance(exc, DatabaseUnavailable) or not is_unavailable(exc, closed=closed):
         return exc
     typed = DatabaseUnavailable(f"the database is unavailable ({type(exc).__name__}: {exc})")
     typed.__cause__ = exc
     return typed
 
 
-async def _typed_errors(acquiring: Awaitable[asyncpg.Connection]) -> asyncpg.Connection:
+def _raise_typed(exc: Exception, closed: bool) -> NoReturn:
+    """Raise ``exc``, or the DatabaseUnavailable it says (see :func:`_typed`)."""
+    typed = _typed(exc, closed)
+    if typed is exc:
+        raise exc
+    raise typed from exc
+
+
+async def _typed_errors(
+    acquiring: Awaitable[asyncpg.Connection], pool: asyncpg.Pool
+) -> asyncpg.Connection:
     try:
         return await acquiring
     except Exception as exc:
-        typed = _typed(exc)
-        if typed is exc:
-            raise
-        raise typed from exc
+        _raise_typed(exc, pool.is_closing())
+
+
+def _is_closed(conn: asyncpg.Connection) -> bool:
+    """Whether the pool's connection ``conn`` is closed. asyncpg takes a connection that closed
+    (lost, terminated) back into the pool at once, and its proxy then refuses every call, even
+    ``is_closed()``: that refusal says it closed."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
 
 
 class _Acquire:
@@ -196,7 +211,7 @@ class _Acquire:
         self._conn: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._conn = await _typed_errors(self._inner.__aenter__())
+        self._conn = await _typed_errors(self._inner.__aenter__(), self._inner.pool)
         return self._conn
 
     async def __aexit__(
@@ -205,14 +220,25 @@ class _Acquire:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # Whether the connection died under the block, asked before it is given back.
-        broken = exc is not None and self._conn is not None and self._conn.is_closed()
-        await self._inner.__aexit__(exc_type, exc, tb)  # gives the connection back
-        if exc is not None and (typed := _typed(exc, broken)) is not exc:
+        # Whether the connection died under the block (or the pool is closing), asked before
+        # the connection is given back: only then is asyncpg's client-side error an outage.
+        closed = self._inner.pool.is_closing() or (
+            self._conn is not None and _is_closed(self._conn)
+        )
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)  # gives the connection back
+        except Exception as failed:
+            # Resetting the connection to give it back failed (asyncpg closed it). After an
+            # error of the block's own, that error says what happened (a server gone mid-query
+            # leaves the connection mid-operation, and its reset fails: "cannot switch to
+            # state ..."); evgate's bug stays a bug.
+            if not isinstance(exc, Exception):
+                _raise_typed(failed, closed)
+        if isinstance(exc, Exception) and (typed := _typed(exc, closed)) is not exc:
             raise typed
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
-        return _typed_errors(self._inner).__await__()
+        return _typed_errors(self._inner, self._inner.pool).__await__()
 
 
 class Pool:

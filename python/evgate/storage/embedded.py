@@ -10,7 +10,8 @@ evgate owns the server in its data folder. The process that holds the folder's l
 server that a killed evgate left running (not restarted, so every committed row is where it was),
 waits for one that is shutting down or starting up, stops it on shutdown whoever started it, and,
 after :meth:`EmbeddedPostgres.open`, starts it again when it dies. Another process on the same
-folder (the CLI beside a running ``evgate serve``) is a guest: it uses the server, never stops it.
+folder (the CLI beside a running ``evgate serve``) is a guest: it uses the server, never starts
+(it waits for the owner to) nor stops it.
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ def _open_path_for(path: Path) -> None:
         if mode != wanted:
             with contextlib.suppress(PermissionError):
                 parent.chmod(wanted)
+
+
+def _reap(pid: int) -> None:
+    """Reap a dead server if this process is its parent: evgate as PID 1 in a container with
+    no init (the server's pg_ctl exited, so the server became its child). Until reaped, its
+    pid answers ``kill 0`` and a new server refuses to start ("lock file postmaster.pid
+    already exists")."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 class EmbeddedPostgres:
@@ -197,6 +207,7 @@ class EmbeddedPostgres:
         """Become the owner unless another live process is; tell whether this object is."""
         if self._lock_fd is not None:
             return True
+        self.root.mkdir(parents=True, exist_ok=True)
         # Not inherited by pg_ctl or the server (os.open's descriptors are close-on-exec), so
         # the lock ends with this process even when the server outlives it.
         fd = os.open(self.root / "postgres.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -238,15 +249,16 @@ class EmbeddedPostgres:
             return False
         except OSError:
             return True
-        return state not in ("Z", "X")
+        if state in ("Z", "X"):
+            _reap(found[0])
+            return False
+        return True
 
     def _running_port(self) -> int | None:
         """The port of a server already running on this data folder, if any; 0 while it runs
         without its port written in postmaster.pid yet (starting up)."""
-        if not (self.pgdata / "postmaster.pid").exists():
-            return None
-        status = self._run("pg_ctl", "status", "-D", str(self.pgdata), check=False)
-        if status.returncode != 0:
+        # Not pg_ctl status: its kill 0 succeeds on a server killed but not reaped (a zombie).
+        if not self._alive():
             return None
         found = self._postmaster()
         return (found[1] or 0) if found is not None else 0
@@ -269,13 +281,16 @@ class EmbeddedPostgres:
             EmbeddedPostgresError: the server could not be set up, started, or did not settle.
         """
         self._prepare_user()
-        self._init()
-        self._take_lock()
+        # The lock first: only the owner makes the folder's server (initdb) and starts it. A
+        # guest waits for the owner to (a watchdog restarting it, an owner starting up).
+        owner = self._take_lock()
+        if owner:
+            self._init()
         deadline = time.monotonic() + _SETTLE_TIMEOUT
         waiting_logged = False
         while True:
             running = self._running_port()
-            if running is None:
+            if running is None and owner:
                 self._start_server()
                 break
             if running and self._accepts_connections(running):
@@ -284,14 +299,23 @@ class EmbeddedPostgres:
                 self.port = running
                 break
             if time.monotonic() > deadline:
+                if running is None:
+                    raise EmbeddedPostgresError(
+                        f"the embedded PostgreSQL in {self.pgdata} is not running, and the"
+                        f" evgate process that owns it (its pid is in {self.root}/postgres.lock)"
+                        f" did not start it within {_SETTLE_TIMEOUT:.0f} s"
+                    )
                 raise EmbeddedPostgresError(
                     f"the embedded PostgreSQL in {self.pgdata} did not finish shutting down or"
                     f" starting up within {_SETTLE_TIMEOUT:.0f} s (see {self.root}/postgres.log)"
                 )
             if not waiting_logged:
                 log.info(
-                    "the embedded PostgreSQL in %s is shutting down or starting up; waiting",
+                    "the embedded PostgreSQL in %s is %s; waiting",
                     self.pgdata,
+                    "down (its owner starts it)"
+                    if running is None
+                    else "shutting down or starting up",
                 )
                 waiting_logged = True
             time.sleep(0.2)
@@ -325,12 +349,12 @@ class EmbeddedPostgres:
         Raises:
             EmbeddedPostgresError: as :meth:`start`, or another live process owns the server.
         """
-        dsn = await asyncio.to_thread(self.start)
-        if not self.owned:
+        if not self._take_lock():  # refused before anything runs: a guest starts nothing
             raise EmbeddedPostgresError(
                 f"another evgate process owns the embedded PostgreSQL in {self.pgdata}"
                 f" (its pid is in {self.root / 'postgres.lock'})"
             )
+        dsn = await asyncio.to_thread(self.start)
         self._watchdog = asyncio.get_running_loop().create_task(
             self._watch(), name="embedded-postgres-watchdog"
         )

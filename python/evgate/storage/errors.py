@@ -58,15 +58,24 @@ class DatabaseUnavailable(StorageError, ConnectionError):
 _UNAVAILABLE_CLASSES = {"08", "40", "53", "57", "58"}
 
 
-def is_unavailable(exc: BaseException) -> bool:
+def is_unavailable(exc: BaseException, *, closed: bool = False) -> bool:
     """Whether ``exc`` says that the database is unavailable for now, rather than refusing a
-    query: the one test every room uses (the writer retries such a batch, a loop backs off, the
-    API answers 503, a charger's CALL is left unanswered)."""
+    query or a bug: the one test every room uses (the writer retries such a batch, a loop backs
+    off, the API answers 503, a charger's CALL is left unanswered).
+
+    Args:
+        exc: what a query (or a connect, or an acquire from the pool) raised.
+        closed: whether the connection (or pool) it was raised on is closed now. asyncpg's
+            client-side errors (an ``InterfaceError``, an ``InternalClientError`` "cannot
+            switch to state ...") are the outage that closed it only then; on an open
+            connection they are evgate's own mistakes (a wrong argument count, a second
+            operation at once), which must be seen, not retried in silence.
+    """
     if isinstance(exc, asyncpg.PostgresError):
         return (exc.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
-    if isinstance(exc, asyncpg.InterfaceError):
-        # The connection is closed or the pool is closing; asyncpg's own (client-side)
-        # DataError, also an InterfaceError, is a refused value.
-        return not isinstance(exc, ValueError)
-    # Refused, reset, unreachable, or no connection within the pool's or connect's timeout.
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+        # asyncpg's own (client-side) DataError, also an InterfaceError, is a refused value.
+        return closed and not isinstance(exc, ValueError)
+    # Refused, reset, unreachable, or no connection within the pool's or connect's timeout
+    # (and DatabaseUnavailable, a ConnectionError).
     return isinstance(exc, OSError | TimeoutError)

@@ -74,6 +74,11 @@ class TokenStore:
             raise NotFound(f"no API token {token_id}")
 
     async def scope_of(self, digest: bytes) -> tuple[int, Scope] | None:
-        """The (id, scope) of the token with that digest, or None."""
-        row = await self.db.fetchrow("SELECT id, scope FROM api_tokens WHERE digest = $1", digest)
+        """The (id, scope) of the token with that digest, or None. A row named ``bootstrap``
+        is never one: an older evgate stored its bootstrap token so (migration 0010 deletes
+        it, but an old process restarting during a rolling upgrade writes it again), and that
+        token is valid only where it is configured."""
+        row = await self.db.fetchrow(
+            "SELECT id, scope FROM api_tokens WHERE digest = $1 AND name <> $2", digest, BOOTSTRAP
+        )
         return None if row is None else (row["id"], row["scope"])

@@ -447,19 +447,13 @@ class _Lane:
             break
 
     def _transient(self, exc: BaseException) -> bool:
-        """``is_unavailable``, except that an interface error on a connection that is still open
-        is a misuse (an op calling ``conn.transaction()`` inside the batch's transaction), not
-        an outage: retrying it would stall the lane for good; and any error after which
-        the batch's transaction could not be rolled back is an outage (``_ConnectionBroken``)."""
-        if isinstance(exc, _ConnectionBroken):
-            return True
-        if (
-            isinstance(exc, asyncpg.InterfaceError)
-            and self.conn is not None
-            and not self.conn.is_closed()
-        ):
-            return False
-        return is_unavailable(exc)
+        """``is_unavailable`` on this lane's connection: asyncpg's client-side error on a
+        connection that is still open is a misuse (an op calling ``conn.transaction()`` inside
+        the batch's transaction), not an outage, for retrying it would stall the lane for good;
+        and any error after which the batch's transaction could not be rolled back is an outage
+        (``_ConnectionBroken``)."""
+        closed = self.conn is None or self.conn.is_closed()
+        return isinstance(exc, _ConnectionBroken) or is_unavailable(exc, closed=closed)
 
     async def _committed(self, unknown: _CommitUnknown) -> bool:
         conn = await self._connection()
