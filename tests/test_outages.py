@@ -75,11 +75,14 @@ def test_a_partial_outage_is_one_warning_and_one_info() -> None:
         assert dep.ok("the writer") is False
         time.sleep(0.4)
         assert dep.ok("the writer") is True
+        # A check of the whole dependency (the Kafka sink's probe) ends it at once.
+        dep.failed(refused, "delivery lane 1/CP-1")
+        assert dep.ok("the probe", whole=True) is True
     said = [(r.levelno, r.getMessage()) for r in lines.records]
-    assert [level for level, _ in said] == [logging.WARNING, logging.INFO] * 2, said
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO] * 3, said
     assert "seen by the listener" in said[0][1]
     assert "available again" in said[1][1] and "available again" in said[3][1]
-    assert dep.outages == 2
+    assert dep.outages == 3
 
 
 def test_a_repeated_library_line_passes_once_a_minute() -> None:

@@ -113,14 +113,16 @@ class Dependency:
             )
         self._publish()
 
-    def ok(self, seen_by: str | None = None) -> bool:
+    def ok(self, seen_by: str | None = None, whole: bool = False) -> bool:
         """It answered ``seen_by`` (the name it gave :meth:`failed`): logs an INFO if this ends
-        an outage. Returns whether it did (it came back)."""
+        an outage. ``whole``: the success was a check of the whole dependency (a Kafka sink's
+        probe: brokers, metadata and a producer id), which ends it whoever failed. Returns
+        whether it ended (it came back)."""
         if self.available:
             return False
         if seen_by is not None:
             self._failing.discard(seen_by)
-        if self._failing and time.monotonic() - self._last_failure < self.quiet:
+        if not whole and self._failing and time.monotonic() - self._last_failure < self.quiet:
             return False  # a partial outage: a component that failed still does
         self.available = True
         self._failing.clear()

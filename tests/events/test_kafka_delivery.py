@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import aiokafka
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -18,6 +19,7 @@ from events_helpers import at, emit, every_event, kafka_settings, kafka_subscrip
 from evgate.events.builders import ChargerRef, network_status
 from evgate.events.catalog import EMITTED
 from evgate.events.dispatcher import Dispatcher
+from evgate.events.sinks import check_aiokafka
 from evgate.storage.db import Database
 from evgate.storage.events import NotificationStore
 from harness.kafka import KafkaBroker
@@ -158,3 +160,11 @@ async def test_a_broker_restarted_mid_stream_loses_nothing(
         by_charger[r.key].append(msgspec.json.decode(r.value)["timestamp"])
     for stamps in by_charger.values():
         assert stamps == sorted(stamps) and len(stamps) == len(set(stamps)) == 30
+
+
+def test_an_aiokafka_the_sink_was_not_written_for_is_refused_at_import() -> None:
+    """The sink closes a replaced producer through aiokafka's internals: another release of
+    aiokafka fails loudly when evgate starts, saying what to check, not later in an outage."""
+    check_aiokafka(aiokafka.__version__)  # the pinned one
+    with pytest.raises(ImportError, match=r"aiokafka 0\.15\.0 is installed.*_discard"):
+        check_aiokafka("0.15.0")
