@@ -86,6 +86,17 @@ async def _subscribed(
     return topic, sub
 
 
+async def _attempts(db: Database, sub: SubscriptionRow, charger_id: str) -> int:
+    """Failed attempts recorded for a charger's deliveries."""
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id"
+        " WHERE a.subscription_id = $1 AND o.charger_id = $2",
+        sub.id,
+        charger_id,
+    )
+    return count
+
+
 @pytest.mark.parametrize("how", ["stop", "kill", "pause"])
 async def test_kafka_delivery_resumes_after_the_broker_comes_back(
     db: Database,
@@ -230,17 +241,6 @@ async def test_lanes_waiting_out_a_long_retry_resume_when_the_brokers_return(
     want = {f"evt_{i}" for i in range(1, 9)}
     records = await _consume_all(kafka_broker, topic, want, within=25)
     assert want <= {dict(r.headers)["event-id"].decode() for r in records}
-
-
-async def _attempts(db: Database, sub: SubscriptionRow, charger_id: str) -> int:
-    """Failed attempts recorded for a charger's deliveries."""
-    count: int = await db.fetchval(
-        "SELECT count(*) FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id"
-        " WHERE a.subscription_id = $1 AND o.charger_id = $2",
-        sub.id,
-        charger_id,
-    )
-    return count
 
 
 async def test_a_lane_that_breaks_the_producer_costs_the_other_lanes_no_attempt(
