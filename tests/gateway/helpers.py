@@ -22,8 +22,8 @@ from cryptography.x509.oid import NameOID
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 from evgate.app import Evgate
-from evgate.auth.credentials import digest
 from evgate.auth.registry import ChargerRegistry
+from evgate.credentials import digest
 from evgate.gateway.server import Gateway
 from evgate.metrics import Registry
 from evgate.storage.chargers import ChargerCredentials
