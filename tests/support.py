@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import secrets
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from evgate.config import Settings, load_settings
 
 __all__ = [
     "BOOTSTRAP_TOKEN",
+    "LogLines",
     "ProcessOutput",
     "asyncpg_copy_waiter_unretrieved",
     "ended",
@@ -36,6 +38,34 @@ __all__ = [
 ]
 
 C = TypeVar("C", bound=ChargePoint)
+
+
+class LogLines(logging.Handler):
+    """Every record logged (INFO and above) while it is attached to the root logger (``with
+    LogLines() as lines:``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> LogLines:
+        root = logging.getLogger()
+        self._level = root.level
+        root.setLevel(logging.INFO)
+        root.addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self)
+        root.setLevel(self._level)
+
+    def saying(self, text: str) -> list[logging.LogRecord]:
+        return [r for r in self.records if text in r.getMessage()]
+
 
 BOOTSTRAP_TOKEN = "test-bootstrap-token-" + secrets.token_hex(8)
 

@@ -19,33 +19,7 @@ from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
-from support import ocpp_charger, running_evgate
-
-
-class _Lines(logging.Handler):
-    """Every record logged (INFO and above) while it is attached to the root logger."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def __enter__(self) -> _Lines:
-        root = logging.getLogger()
-        self._level = root.level
-        root.setLevel(logging.INFO)
-        root.addHandler(self)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        root = logging.getLogger()
-        root.removeHandler(self)
-        root.setLevel(self._level)
-
-    def saying(self, text: str) -> list[logging.LogRecord]:
-        return [r for r in self.records if text in r.getMessage()]
+from support import LogLines, ocpp_charger, running_evgate
 
 
 def test_an_outage_is_one_warning_and_one_info_and_counted() -> None:
@@ -57,7 +31,7 @@ def test_an_outage_is_one_warning_and_one_info_and_counted() -> None:
     dep.export(registry)
     a = dep.retry("loop a", logging.getLogger("test.a"), first=1.0, most=4.0)
     b = dep.retry("loop b", logging.getLogger("test.b"))
-    with _Lines() as lines:
+    with LogLines() as lines:
         delays = [a.failed(ConnectionRefusedError("refused")) for _ in range(5)]
         for _ in range(20):
             b.failed(OSError("gone"))
@@ -82,12 +56,41 @@ def test_an_outage_is_one_warning_and_one_info_and_counted() -> None:
     assert 0.8 <= restarted <= 1.2  # the backoff started over after the success
 
 
+def test_a_partial_outage_is_one_warning_and_one_info() -> None:
+    """PostgreSQL refusing new connections while open ones still commit: the writer succeeds
+    between the listener's failed reconnects. The outage ends when the listener succeeds too
+    (one WARNING, one INFO), not at each of the writer's successes; a component that failed
+    and never runs again (a one-off task) does not keep it open past a quiet period."""
+    dep = Dependency("PostgreSQL", lambda exc: isinstance(exc, OSError), quiet=0.3)
+    refused = OSError("too many connections")
+    with LogLines() as lines:
+        for _ in range(5):
+            dep.failed(refused, "the listener")
+            assert dep.ok("the writer") is False
+            dep.failed(refused, "the writer")
+            assert dep.ok("the writer") is False  # the listener still fails
+        assert dep.ok("the listener") is True
+        # A second episode: a one-off task failed, then only other components succeed.
+        dep.failed(refused, "delivery lane 1/CP-1")
+        assert dep.ok("the writer") is False
+        time.sleep(0.4)
+        assert dep.ok("the writer") is True
+        # A check of the whole dependency (the Kafka sink's probe) ends it at once.
+        dep.failed(refused, "delivery lane 1/CP-1")
+        assert dep.ok("the probe", whole=True) is True
+    said = [(r.levelno, r.getMessage()) for r in lines.records]
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO] * 3, said
+    assert "seen by the listener" in said[0][1]
+    assert "available again" in said[1][1] and "available again" in said[3][1]
+    assert dep.outages == 3
+
+
 def test_a_repeated_library_line_passes_once_a_minute() -> None:
     """A library logging the same line thousands of times (aiokafka during a broker outage)
     gets it through once per interval, and the next one says how many were held back."""
     lib = logging.getLogger("test_lib.client")
     quiet_repeats("test_lib", RepeatFilter(interval=0.5))
-    with _Lines() as lines:
+    with LogLines() as lines:
         for _ in range(1000):
             lib.error("Unable connect to node with id %s", 1)
         lib.error("another line")
@@ -132,7 +135,7 @@ async def test_a_database_outage_logs_two_lines(
         url = f"ws://127.0.0.1:{app.ws_port}/cp/CP-1?auth={secret}"
         async with ocpp_charger(url, "CP-1", response_timeout=90) as cp:
             await cp.call(_meter_value(0))
-            with _Lines() as lines:
+            with LogLines() as lines:
                 await asyncio.to_thread(pg.stop, mode)
                 waiting = asyncio.ensure_future(cp.call(_meter_value(1)))
                 await asyncio.sleep(10)

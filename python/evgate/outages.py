@@ -10,6 +10,10 @@ one INFO when it answers again, never a traceback per retry, and it is counted i
 * :class:`Retry` is one background loop's handle on a dependency: ``failed(exc)`` reports a
   failure and returns how long to back off (doubling up to a bound), ``ok()`` a success. An
   exception that is not an outage (a bug) is logged with its traceback, also backed off.
+* A partial outage (PostgreSQL refusing new connections while open ones still work; one
+  broker of three down) is still one outage: it ends when every component that failed has
+  succeeded since, or when nothing failed for ``quiet`` seconds, not at the first success of
+  any component (which would log WARNING and INFO in turn for as long as it lasts).
 * :class:`RepeatFilter` is a logging filter that lets a library's repeated line through once a
   minute (aiokafka logs an ERROR per reconnect attempt: thousands a second while a broker is
   down; asyncpg's pool a traceback per failed reconnect).
@@ -47,15 +51,25 @@ class Dependency:
         name: how the log lines and the metrics name it ("PostgreSQL", "Kafka brokers a:9092").
         is_outage: whether an exception says the dependency is unavailable (rather than that
             the request was wrong, or evgate has a bug).
+        quiet: seconds without a failure after which any success ends an outage, also when a
+            component that failed has not succeeded since (it may never run again: a one-off
+            task). Longer than a :class:`Retry`'s longest backoff, so that a component still
+            failing keeps the outage open.
     """
 
-    def __init__(self, name: str, is_outage: Callable[[BaseException], bool]) -> None:
+    def __init__(
+        self, name: str, is_outage: Callable[[BaseException], bool], quiet: float = 10.0
+    ) -> None:
         self.name = name
         self.is_outage = is_outage
+        self.quiet = quiet
         self.available = True
         self.outages = 0  # how many times it went away
         self.failures = 0  # failed attempts while away
         self._since = 0.0
+        self._last_failure = 0.0
+        # The components that failed in this outage and have not succeeded since.
+        self._failing: set[str] = set()
         self._registry: Registry | None = None
 
     def export(self, registry: Registry) -> None:
@@ -85,6 +99,8 @@ class Dependency:
     def failed(self, exc: BaseException, seen_by: str) -> None:
         """An outage seen by ``seen_by``: logs a WARNING if it is the start of one."""
         self.failures += 1
+        self._last_failure = time.monotonic()
+        self._failing.add(seen_by)
         if self.available:
             self.available = False
             self.outages += 1
@@ -97,11 +113,19 @@ class Dependency:
             )
         self._publish()
 
-    def ok(self) -> bool:
-        """It answered: logs an INFO if it was away. Returns whether it was (it came back)."""
+    def ok(self, seen_by: str | None = None, whole: bool = False) -> bool:
+        """It answered ``seen_by`` (the name it gave :meth:`failed`): logs an INFO if this ends
+        an outage. ``whole``: the success was a check of the whole dependency (a Kafka sink's
+        probe: brokers, metadata and a producer id), which ends it whoever failed. Returns
+        whether it ended (it came back)."""
         if self.available:
             return False
+        if seen_by is not None:
+            self._failing.discard(seen_by)
+        if not whole and self._failing and time.monotonic() - self._last_failure < self.quiet:
+            return False  # a partial outage: a component that failed still does
         self.available = True
+        self._failing.clear()
         log.info(
             "%s available again after %.1f s of outage", self.name, time.monotonic() - self._since
         )
@@ -158,7 +182,7 @@ class Retry:
     def ok(self) -> None:
         """Report a successful attempt: the backoff starts over."""
         self._delay = self.first
-        self.dependency.ok()
+        self.dependency.ok(self.component)
 
 
 def describe(exc: BaseException) -> str:

@@ -6,23 +6,29 @@ and the outage costs a handful of log lines, not an ERROR per reconnect attempt.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 from events_helpers import at, emit, kafka_settings, kafka_subscription
 
 from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
+from evgate.events.sinks import KafkaProducers
 from evgate.storage.db import Database
-from evgate.storage.subscriptions import SubscriptionStore
+from evgate.storage.deliveries import Delivery, DeliveryStore
+from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from harness.kafka import KafkaBroker
+from support import LogLines
 
 # Retries every half second for two minutes: an outage of a few seconds never exhausts them,
 # so a delivery that ends `failed` is a producer that never recovered. A short Kafka request
@@ -37,8 +43,15 @@ OUTAGE = DispatcherConfig(
     refresh_interval=0.2,
     lanes_per_subscription=8,
 )
+# A broker that hangs (SIGSTOP) rather than goes away: its requests in flight stay
+# unanswered, and outlive the lanes' attempts (request timeout > delivery timeout).
+HUNG = dataclasses.replace(OUTAGE, kafka_request_timeout=12.0)
 CHARGERS = 24
 OUTAGE_SECONDS = 8.0
+# A topic that refuses record batches of more than 32 KiB (aiokafka's batches of small
+# records stay within 16 KiB), and an event too large for it.
+_SMALL = {"max.message.bytes": "32768"}
+_TOO_LARGE = 100_000
 
 
 async def _consume_all(broker: KafkaBroker, topic: str, want: set[str], within: float) -> list[Any]:
@@ -60,18 +73,34 @@ async def _consume_all(broker: KafkaBroker, topic: str, want: set[str], within: 
     return got
 
 
-class _Lines(logging.Handler):
-    """Every record logged while it is attached (at INFO and above)."""
+async def _subscribed(
+    subscriptions: SubscriptionStore,
+    broker: KafkaBroker,
+    partitions: int,
+    topic_config: dict[str, str] | None = None,
+    **settings: Any,
+) -> tuple[str, SubscriptionRow]:
+    """A new topic of ``partitions`` and a Kafka subscription to it (with ``settings``)."""
+    topic = f"evgate-{uuid.uuid4().hex[:8]}"
+    await broker.create_topic(topic, partitions=partitions, config=topic_config)
+    sub = await kafka_subscription(
+        subscriptions, kafka_settings(broker.bootstrap_plain, topic, **settings)
+    )
+    return topic, sub
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+async def _attempts(db: Database, sub: SubscriptionRow, charger_id: str) -> int:
+    """Failed attempts recorded for a charger's deliveries."""
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id"
+        " WHERE a.subscription_id = $1 AND o.charger_id = $2",
+        sub.id,
+        charger_id,
+    )
+    return count
 
 
-@pytest.mark.parametrize("how", ["stop", "kill"])
+@pytest.mark.parametrize("how", ["stop", "kill", "pause"])
 async def test_kafka_delivery_resumes_after_the_broker_comes_back(
     db: Database,
     subscriptions: SubscriptionStore,
@@ -80,16 +109,12 @@ async def test_kafka_delivery_resumes_after_the_broker_comes_back(
     how: str,
 ) -> None:
     """Events for 24 chargers keep coming before, during and after an 8 s outage of the only
-    broker: afterwards every event is in the topic, each charger's in the order emitted (a
-    record may come twice, at least once, but never after a later one first came), none is
-    left `failed`; the outage logged at most a few lines, no traceback."""
-    topic = f"evgate-{uuid.uuid4().hex[:8]}"
-    await kafka_broker.create_topic(topic, partitions=3)
-    sub = await kafka_subscription(
-        subscriptions,
-        kafka_settings(kafka_broker.bootstrap_plain, topic),
-    )
-    dispatchers(OUTAGE)
+    broker (stopped, killed, or hung with requests in flight that outlive the lanes' attempts):
+    afterwards every event is in the topic, each charger's in the order emitted (a record may
+    come twice, at least once, but never after a later one first came), none is left
+    `failed`; the outage logged at most a few lines, no traceback."""
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 3)
+    dispatchers(HUNG if how == "pause" else OUTAGE)
     chargers = [ChargerRef(f"CP-{i}", i) for i in range(CHARGERS)]
     sent = 0
 
@@ -103,25 +128,25 @@ async def test_kafka_delivery_resumes_after_the_broker_comes_back(
             sent += len(chargers)
             await asyncio.sleep(0.05)
 
-    lines = _Lines()
-    root = logging.getLogger()
     await produce(2.0)
-    root.addHandler(lines)
-    try:
+    with LogLines() as lines:
         try:
             if how == "stop":
                 await kafka_broker.stop_async()
-            else:
+            elif how == "kill":
                 await kafka_broker.kill_async()
+            else:
+                kafka_broker.pause()
             await produce(OUTAGE_SECONDS)
         finally:
-            await kafka_broker.start_async()
+            if how == "pause":
+                kafka_broker.resume()
+            else:
+                await kafka_broker.start_async()
         await produce(2.0)
         want = {f"evt_{r['id']}" for r in await db.fetch("SELECT id FROM outbox")}
         assert len(want) == sent
         records = await _consume_all(kafka_broker, topic, want, within=120)
-    finally:
-        root.removeHandler(lines)
 
     failed = await db.fetchval(
         "SELECT count(*) FROM deliveries WHERE subscription_id = $1 AND state = 'failed'", sub.id
@@ -152,18 +177,13 @@ async def test_a_record_the_broker_refuses_does_not_block_the_others(
     idempotent producer, which the broker then expects for ever: every later record on that
     partition was refused too (`OutOfOrderSequenceNumber`). The producer is replaced, and
     another charger's events on the same partition are delivered."""
-    topic = f"evgate-{uuid.uuid4().hex[:8]}"
-    await kafka_broker.create_topic(topic, partitions=1, config={"max.message.bytes": "4096"})
-    sub = await kafka_subscription(
-        subscriptions,
-        kafka_settings(kafka_broker.bootstrap_plain, topic, compressionCodec="none"),
-    )
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 1, _SMALL, compressionCodec="none")
     small = ChargerRef("CP-SMALL", 2)
     await emit(db, [network_status(small, True, at(0))])
     dispatchers(OUTAGE)
     assert len(await _consume_all(kafka_broker, topic, {"evt_1"}, within=30)) == 1
     big = msgspec.json.encode(
-        {"notification": "chargePoint.dataTransferReceived", "data": "x" * 20_000}
+        {"notification": "chargePoint.dataTransferReceived", "data": "x" * _TOO_LARGE}
     )
     await emit(db, [OutboxEntry("chargePoint.dataTransferReceived", "CP-BIG", big)])
     for _ in range(200):
@@ -202,12 +222,7 @@ async def test_lanes_waiting_out_a_long_retry_resume_when_the_brokers_return(
         refresh_interval=0.2,
         kafka_probe_interval=0.5,
     )
-    topic = f"evgate-{uuid.uuid4().hex[:8]}"
-    await kafka_broker.create_topic(topic, partitions=2)
-    sub = await kafka_subscription(
-        subscriptions,
-        kafka_settings(kafka_broker.bootstrap_plain, topic),
-    )
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 2)
     dispatchers(config)
     chargers = [ChargerRef(f"CP-{i}", i) for i in range(4)]
     await emit(db, [network_status(c, True, at(i)) for i, c in enumerate(chargers)])
@@ -229,3 +244,128 @@ async def test_lanes_waiting_out_a_long_retry_resume_when_the_brokers_return(
     want = {f"evt_{i}" for i in range(1, 9)}
     records = await _consume_all(kafka_broker, topic, want, within=25)
     assert want <= {dict(r.headers)["event-id"].decode() for r in records}
+
+
+async def test_a_lane_that_breaks_the_producer_costs_the_other_lanes_no_attempt(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+    kafka_broker: KafkaBroker,
+) -> None:
+    """One charger's record is refused again and again (too large for the topic), and each
+    refusal replaces the producer that every lane shares. Another charger's records in flight
+    at that moment fail with it: they are sent again at once, with no failed attempt recorded
+    and no retry delay (they were pushed back by 5 s, 30 s, 120 s... before), and arrive in
+    order."""
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 2, _SMALL, compressionCodec="none")
+    partition = DefaultPartitioner()
+    big = "CP-BIG"
+    other = next(  # a charger on the other partition (the refusals are only the big one's)
+        f"CP-{i}"
+        for i in range(100)
+        if partition(f"CP-{i}".encode(), [0, 1], [0, 1]) != partition(big.encode(), [0, 1], [0, 1])
+    )
+    dispatcher = dispatchers(dataclasses.replace(OUTAGE, retry_schedule=(0.1,) * 1000))
+    payload = msgspec.json.encode({"notification": "x", "data": "x" * _TOO_LARGE})
+    await emit(db, [OutboxEntry("chargePoint.dataTransferReceived", big, payload)])
+    charger = ChargerRef(other, 1)
+    sent = 0
+    deadline = time.monotonic() + 90
+    while await _attempts(db, sub, big) < 30 and time.monotonic() < deadline:
+        await emit(db, [network_status(charger, i % 2 == 0, at(i)) for i in range(sent, sent + 20)])
+        sent += 20
+        await asyncio.sleep(0.02)
+    assert await _attempts(db, sub, big) >= 30
+    want = {
+        f"evt_{r['id']}"
+        for r in await db.fetch("SELECT id FROM outbox WHERE charger_id = $1", other)
+    }
+    records = await _consume_all(kafka_broker, topic, want, within=60)
+    assert want <= {dict(r.headers)["event-id"].decode() for r in records}
+    assert await _attempts(db, sub, other) == 0
+    stamps = [msgspec.json.decode(r.value)["timestamp"] for r in records if r.key == other.encode()]
+    firsts = list(dict.fromkeys(stamps))
+    assert firsts == sorted(firsts)
+    # Not vacuous: some of its records were in flight when the producer was replaced.
+    assert dispatcher._m_resent.value() > 0
+
+
+def _record(i: int) -> Delivery:
+    return Delivery(
+        outbox_id=i,
+        event="chargePoint.statusNotification",
+        attempts=0,
+        payload=msgspec.json.encode({"i": i}),
+        created_at=datetime.now(UTC),
+    )
+
+
+async def test_a_new_producer_waits_until_the_replaced_one_closed(
+    subscriptions: SubscriptionStore, kafka_broker: KafkaBroker
+) -> None:
+    """A broker hangs with a charger's record N in flight: the lane's attempt ends after the
+    delivery timeout and the producer is replaced, but its request stays in flight until the
+    request timeout (longer). Had the lane's next attempt gone through a new producer at
+    once, N and N+1 could reach the topic before the old request's N (N+1 before N). The next
+    attempt waits for the old producer's close (not counted in its delivery timeout), then
+    sends: the topic has the charger's records in order."""
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 1)
+    producers = KafkaProducers(request_timeout=20.0, delivery_timeout=1.0)
+    try:
+        assert (await producers.deliver(sub, "CP-1", [_record(1)]))[0] == 1
+        kafka_broker.pause()
+        try:
+            acked, attempt = await producers.deliver(sub, "CP-1", [_record(2)])
+            assert (acked, attempt.ok) == (0, False)
+            assert "not acknowledged" in (attempt.error or "")  # timed out
+            closing = set(producers._closing)
+            assert closing  # replaced, its request for record 2 still in flight
+            again = asyncio.ensure_future(producers.deliver(sub, "CP-1", [_record(2), _record(3)]))
+            done, _ = await asyncio.wait(
+                {again, *closing}, timeout=5, return_when=asyncio.FIRST_COMPLETED
+            )
+            # Before, a new producer was made at once (and timed out on the hung broker,
+            # or with a broker that answers it, sent 2 and 3 ahead of the old request's 2).
+            assert not done
+        finally:
+            kafka_broker.resume()
+        acked, attempt = await again
+        assert (acked, attempt.ok) == (2, True)
+        assert all(task.done() for task in closing)
+    finally:
+        await producers.close()
+    records = await _consume_all(kafka_broker, topic, {"evt_1", "evt_2", "evt_3"}, within=30)
+    firsts = list(dict.fromkeys(dict(r.headers)["event-id"] for r in records))
+    assert firsts == [b"evt_1", b"evt_2", b"evt_3"]
+
+
+async def test_a_brokers_return_is_kept_until_its_lanes_were_made_due(
+    database_url: str,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+    kafka_broker: KafkaBroker,
+) -> None:
+    """Brokers answer again while the database is away: the lanes of their subscriptions
+    cannot be made due now, and the return is not forgotten (the lanes would wait out their
+    schedule, ten minutes or more): the next round, with the database back, makes them due."""
+    _, sub = await _subscribed(subscriptions, kafka_broker, 1)
+    away = Database(database_url, pool_size=1)
+    await away.open(migrate=False)
+    await away.close()  # every query fails, as with the database away
+    dispatcher = Dispatcher(subscriptions, deliveries)
+    try:
+        await dispatcher._refresh()
+        brokers = dispatcher._kafka.brokers(sub)
+        brokers.failed(OSError("connection refused"), "a test")
+        await dispatcher._kafka.probe(sub)  # the broker answers
+        returned = dispatcher._kafka.returned()
+        assert returned and brokers.available
+        dispatcher.deliveries = DeliveryStore(away)
+        with pytest.raises(Exception):  # noqa: B017 - whatever a closed pool raises
+            await dispatcher._kafka_returns(0.0)
+        assert dispatcher._kafka.returned() == returned
+        dispatcher.deliveries = deliveries
+        await dispatcher._kafka_returns(0.0)
+        assert dispatcher._kafka.returned() == set()
+    finally:
+        await dispatcher.stop()

@@ -127,6 +127,10 @@ class Dispatcher:
             "Deliveries that exhausted their retries",
             ("via",),
         )
+        self._m_resent = registry.counter(
+            "evgate_kafka_resends_total",
+            "Kafka lanes sent again because another lane's failure replaced their producer",
+        )
         self._m_fanned = registry.counter(
             "evgate_outbox_fanned_out_total", "Outbox events turned into deliveries"
         )
@@ -231,15 +235,18 @@ class Dispatcher:
         """Lanes waiting out a retry of Kafka brokers that answered again are due now; while
         brokers are away, try them every ``kafka_probe_interval`` (on a task of its own: a
         hung broker takes the delivery timeout)."""
-        returned = self._kafka.take_returned()
+        returned = self._kafka.returned()
         if returned:
             subs = [
                 sub.row.id
                 for sub in self._subs.values()
                 if sub.row.via == "kafka" and kafka_settings_key(sub.row) in returned
             ]
+            # Forgotten only once done: with the database away now, the next round tries again
+            # (else the lanes would wait out their schedule, ten minutes or more).
             if subs and await self.deliveries.retry_now(subs):
                 self.wake()
+            self._kafka.resumed(returned)
         away = self._kafka.away()
         if away and now >= self._probe_due and (self._probe is None or self._probe.done()):
             self._probe_due = now + self.config.kafka_probe_interval
@@ -304,8 +311,9 @@ class Dispatcher:
         self._tasks.pop(task, None)
 
     def _lease(self) -> float:
-        # Long enough for one attempt plus the bookkeeping; renewed after every outcome.
-        return self.config.delivery_timeout * 3 + 30.0
+        # Long enough for one attempt plus the bookkeeping (and for a Kafka lane, the close of
+        # a replaced producer first: up to the request timeout); renewed after every outcome.
+        return self.config.delivery_timeout * 3 + self.config.kafka_request_timeout + 30.0
 
     # A lane.
 
@@ -386,6 +394,12 @@ class Dispatcher:
         await self._record_delivered(sub, charger_id, [d.outbox_id for d in batch[:acked]], [])
         if attempt.ok:
             return True
+        if attempt.resend:
+            # Another lane broke the shared producer: no failed attempt, no retry delay; the
+            # lane is given back, due at once (claimed again within a poll interval).
+            self._m_resent.inc()
+            await self.deliveries.unlease(sub.row.id, charger_id)
+            return False
         return await self._record_failure(sub, charger_id, batch[acked], attempt)
 
     async def _record_delivered(

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import aiokafka
 import httpx
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 
 import evgate
 from evgate.events.signing import hmac_with_state, standard_webhook_signature
@@ -36,6 +37,7 @@ __all__ = [
     "KafkaProducers",
     "ProducerReplaced",
     "WebhookSink",
+    "check_aiokafka",
     "kafka_settings_key",
 ]
 
@@ -43,6 +45,27 @@ log = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER = 86_400.0
 _ERROR_SNIPPET = 200
+
+# _discard() uses aiokafka's internals, as they are in this release (see there).
+_AIOKAFKA_RELEASE = "0.14."
+
+
+def check_aiokafka(version: str) -> None:
+    """Refuse an aiokafka whose internals :func:`_discard` was not written for.
+
+    Raises:
+        ImportError: ``version`` is not the release the Kafka sink was written for.
+    """
+    if not version.startswith(_AIOKAFKA_RELEASE):
+        raise ImportError(
+            f"evgate's Kafka sink closes a replaced producer through aiokafka "
+            f"{_AIOKAFKA_RELEASE}x internals (the sender, the message accumulator's batches); "
+            f"aiokafka {version} is installed: install the version pyproject.toml pins, or "
+            f"check evgate/events/sinks.py:_discard against this release and update the check"
+        )
+
+
+check_aiokafka(aiokafka.__version__)
 
 
 class Attempt(NamedTuple):
@@ -56,6 +79,9 @@ class Attempt(NamedTuple):
     # The receiver answered 410 Gone: the subscription is to be disabled.
     gone: bool = False
     duration_ms: float = 0.0
+    # Not an attempt: the records were failed by a replaced producer (another lane's record
+    # broke it); the lane sends them again at once, without counting a failed attempt.
+    resend: bool = False
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -212,6 +238,11 @@ def _kafka_outage(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and exc.retriable
 
 
+# How much longer than the request timeout a new producer waits for the old one's close.
+_CLOSE_MARGIN = 5.0
+# The probe's name in the brokers' outage (see KafkaProducers.probe).
+_PROBE = "the Kafka sink's probe"
+
 # aiokafka logs an ERROR per reconnect attempt, thousands a second while a broker is down (its
 # sender retries a leaderless partition's metadata without pause): one line a minute of each.
 _AIOKAFKA_REPEATS = RepeatFilter()
@@ -225,7 +256,8 @@ class KafkaProducers:
     leader, or not acknowledged within the delivery timeout) is replaced: aiokafka's
     idempotent producer has given that record a sequence number, the broker then waits for it
     for ever and refuses every later record of the partition (``OutOfOrderSequenceNumber``).
-    What the old producer still held fails, and its lanes send it again with the new one.
+    What the old producer still held fails (an attempt marked ``resend``, not a failed one),
+    and its lanes send it again at once with the new one, made when the old one has closed.
     """
 
     def __init__(
@@ -240,10 +272,11 @@ class KafkaProducers:
         self._producers: dict[tuple[Any, ...], AIOKafkaProducer] = {}
         self._starting: dict[tuple[Any, ...], asyncio.Lock] = {}
         self._brokers: dict[tuple[Any, ...], Dependency] = {}
-        # Settings whose brokers answered again after an outage (see take_returned()).
+        # Settings whose brokers answered again after an outage (see returned()).
         self._returned: set[tuple[Any, ...]] = set()
-        # Replaced producers being closed (owned here: close() waits for them).
-        self._closing: set[asyncio.Task[None]] = set()
+        # Replaced producers being closed, with their settings (owned here: close() waits for
+        # them, and producer() for those of its settings).
+        self._closing: dict[asyncio.Task[None], tuple[Any, ...]] = {}
         quiet_repeats("aiokafka", _AIOKAFKA_REPEATS)
 
     def brokers(self, subscription: SubscriptionRow) -> Dependency:
@@ -257,6 +290,16 @@ class KafkaProducers:
                 brokers.export(self._metrics)
         return brokers
 
+    async def _closed(self, key: tuple[Any, ...]) -> None:
+        """Wait until the replaced producers of ``key`` are closed: a request they still have
+        in flight is answered (or times out) within the request timeout, and until then a
+        record it holds may still reach the topic, after the lane has sent it and later ones
+        through a new producer (a charger's events out of order)."""
+        old = [task for task, of in self._closing.items() if of == key]
+        if old:
+            # Bounded (aiokafka bounds each request; this only guards against a hang).
+            await asyncio.wait(old, timeout=self.request_timeout_ms / 1000 + _CLOSE_MARGIN)
+
     async def producer(self, subscription: SubscriptionRow) -> AIOKafkaProducer:
         key = kafka_settings_key(subscription)
         producer = self._producers.get(key)
@@ -266,6 +309,7 @@ class KafkaProducers:
         async with lock:
             producer = self._producers.get(key)
             if producer is None:
+                await self._closed(key)
                 producer = self._make(subscription)
                 quiet_repeats("aiokafka", _AIOKAFKA_REPEATS)  # loggers made on first use
                 try:
@@ -302,11 +346,18 @@ class KafkaProducers:
     ) -> tuple[int, Attempt]:
         """Send a lane's deliveries in order (record key: the charger id, so one partition and
         one order per charger). Returns how many of the first ones were acknowledged, and the
-        attempt's outcome (the failure, if one was not). Takes at most the delivery timeout."""
+        attempt's outcome (the failure, if one was not). Takes at most the delivery timeout,
+        after a replaced producer of the same settings closed (at most the request timeout)."""
+        settings = kafka_settings_key(subscription)
+        # Not part of the attempt: waiting for another lane's broken producer is no failure.
+        await self._closed(settings)
         started = time.perf_counter()
         topic = _settings(subscription).topic
         key = charger_id.encode()
         brokers = self.brokers(subscription)
+        # The loop whose failures and successes open and close an outage (outages.py): each
+        # lane's own, so that one partition's lanes failing is not ended by another's success.
+        lane = f"the Kafka sink (charger {charger_id!r})"
         producer: AIOKafkaProducer | None = None
         futures: list[asyncio.Future[Any]] = []
         sent = False
@@ -341,39 +392,48 @@ class KafkaProducers:
                 rest.add_done_callback(_collect)
             if not isinstance(exc, Exception):
                 raise
+            if isinstance(exc, ProducerReplaced | ProducerClosed):  # it was replaced meanwhile
+                return done, _failure(exc, started)._replace(resend=True)
+            # A record refused by a broker broke the producer's sequence as well (aiokafka
+            # numbers a batch when it sends it and does not take the number back): replaced
+            # now, not after the next record of the partition was refused for it.
             if producer is not None and (sent or isinstance(exc, TimeoutError)):
-                self._replace(kafka_settings_key(subscription), producer)
+                self._replace(settings, producer)
             if _kafka_outage(exc):
-                brokers.failed(exc, "the Kafka sink")
+                brokers.failed(exc, lane)
             if isinstance(exc, TimeoutError):
                 exc = TimeoutError(f"not acknowledged within {self.delivery_timeout:g} s")
             return done, _failure(exc, started)
-        if brokers.ok():
-            self._returned.add(kafka_settings_key(subscription))
+        if brokers.ok(lane):
+            self._returned.add(settings)
         return done, Attempt(True, duration_ms=_ms(started))
 
     def away(self) -> set[tuple[Any, ...]]:
         """The settings whose brokers are in an outage now."""
         return {key for key, brokers in self._brokers.items() if not brokers.available}
 
-    def take_returned(self) -> set[tuple[Any, ...]]:
-        """The settings whose brokers answered again since the last call."""
-        returned, self._returned = self._returned, set()
-        return returned
+    def returned(self) -> set[tuple[Any, ...]]:
+        """The settings whose brokers answered again, until :meth:`resumed` says their lanes
+        were made due."""
+        return set(self._returned)
+
+    def resumed(self, keys: set[tuple[Any, ...]]) -> None:
+        """The lanes of these settings were made due (see :meth:`returned`)."""
+        self._returned -= keys
 
     async def probe(self, subscription: SubscriptionRow) -> None:
         """Try to reach a subscription's brokers (start its producer, within the delivery
         timeout) while they are away, so that their return is known before a lane's next
-        scheduled retry (see :meth:`take_returned`)."""
+        scheduled retry (see :meth:`returned`)."""
         brokers = self.brokers(subscription)
         try:
             async with asyncio.timeout(self.delivery_timeout):
                 await self.producer(subscription)
         except Exception as exc:
             if _kafka_outage(exc):
-                brokers.failed(exc, "the Kafka sink")
+                brokers.failed(exc, _PROBE)
             return
-        if brokers.ok():
+        if brokers.ok(_PROBE, whole=True):
             self._returned.add(kafka_settings_key(subscription))
 
     def _replace(self, key: tuple[Any, ...], producer: AIOKafkaProducer) -> None:
@@ -383,8 +443,11 @@ class KafkaProducers:
             task = asyncio.get_running_loop().create_task(
                 _discard(producer), name="kafka-producer-close"
             )
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._closing[task] = key
+            task.add_done_callback(self._forget_closed)
+
+    def _forget_closed(self, task: asyncio.Task[None]) -> None:
+        self._closing.pop(task, None)
 
     async def retain(self, keys: set[tuple[Any, ...]]) -> None:
         """Close the producers whose settings no subscription uses any more."""

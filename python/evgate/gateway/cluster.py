@@ -274,7 +274,7 @@ class Cluster:
             except Exception as exc:
                 self.store.db.health.report(exc, f"the lease of {self.instance}", log)
             else:
-                self.store.db.health.ok()
+                self.store.db.health.ok(f"the lease of {self.instance}")
 
     # Notifications on the cluster channel
 

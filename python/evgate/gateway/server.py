@@ -185,7 +185,9 @@ class Gateway:
         # CALL is left unanswered, as an outage must look (the charger resends it).
         self.unavailable = unavailable or (lambda _exc: False)
         self.known_actions = frozenset(ACTIONS)
-        self.credentials = CredentialIndex(load_credentials, self._credentials_applied, self._health)
+        self.credentials = CredentialIndex(
+            load_credentials, self._credentials_applied, self._health
+        )
         self._connections: dict[str, ChargerConnection] = {}
         self._observers: list[ConnectionObserver] = []
         self._limiter = FailureLimiter(settings.failed_upgrades_per_minute)

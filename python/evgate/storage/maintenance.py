@@ -103,7 +103,7 @@ class Maintenance:
             except Exception as exc:  # the database may be away; the next run tries again
                 self.db.health.report(exc, what, log)
             else:
-                self.db.health.ok()
+                self.db.health.ok(what)
 
     async def fold_once(self, now: datetime | None = None) -> int:
         """Fold the partial rollups of the minutes that ended at least a minute before

@@ -174,7 +174,7 @@ class ReservationExpiry:
             except Exception as exc:  # the database may be away; the next run tries again
                 health.report(exc, "reservation expiry", log)
             else:
-                health.ok()
+                health.ok("reservation expiry")
             await asyncio.sleep(self.interval)
 
 

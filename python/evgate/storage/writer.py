@@ -440,7 +440,7 @@ class _Lane:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.writer.retry_max_delay)
                 continue
-            self.writer.health.ok()
+            self.writer.health.ok("the writer")
             for submission, result in zip(batch, results, strict=True):
                 if not submission.future.done():
                     submission.future.set_result(result)
