@@ -7,9 +7,9 @@ import hashlib
 from pathlib import Path
 
 import httpx
-from evgate.auth.credentials import digest
 
 from evgate.app import Evgate
+from evgate.credentials import digest
 from support import BOOTSTRAP_TOKEN, running_evgate
 
 
