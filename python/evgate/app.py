@@ -93,6 +93,7 @@ class Evgate:
         self.cluster: Cluster | None = None
         self.auth: ExternalAuth | None = None
         self.commands: CommandEffects | None = None
+        self.keys: AuthorizationKeys | None = None
         self.ws_port: int | None = None
         self.dispatcher: Dispatcher | None = None
         self.writer: Writer | None = None
@@ -171,6 +172,9 @@ class Evgate:
 
         # The charger gateway: credentials from the database, kept in sync by its NOTIFYs
         # (LISTEN first, so that no change between the load and the LISTEN is missed).
+        # An AuthorizationKey a charger of this process accepted is stored here, whoever sent
+        # the command (a routed command's caller may give up before the answer).
+        self.keys = AuthorizationKeys(chargers.set_secret_digest, wait=s.call_timeout)
         self.gateway = Gateway(
             s,
             routes,
@@ -178,6 +182,7 @@ class Evgate:
             metrics=self.metrics,
             unavailable=is_outage,
             health=self.db.health,
+            store_key=self.keys.accepted,
         )
         await self.db.listen(
             CHARGER_CHANNEL, self.gateway.credentials_changed, self.gateway.credentials_reset
@@ -228,7 +233,6 @@ class Evgate:
             self.writer,
             reservations,
             number_of,
-            keys=AuthorizationKeys(chargers.set_secret_digest, wait=s.call_timeout),
         )
         # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
         subscriptions, deliveries = SubscriptionStore(self.db), DeliveryStore(self.db)
@@ -303,9 +307,10 @@ class Evgate:
         if self.gateway is not None:
             await self.gateway.stop()  # in-flight replies first, then 1001 to every charger
             self.gateway = None
-        if self.commands is not None:
-            await self.commands.stop()  # an AuthorizationKey not stored by now is lost
-            self.commands = None
+        self.commands = None
+        if self.keys is not None:
+            await self.keys.stop()  # an AuthorizationKey not stored by now is lost
+            self.keys = None
         if self.cluster is not None:
             await self.cluster.stop()  # goodbye: this process's chargers are free at once
             self.cluster = None

@@ -4,7 +4,7 @@ gateway with in-memory credentials, a picows client, and a session PKI."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,10 @@ def start_gateway() -> StartGateway:
 
     @contextlib.asynccontextmanager
     async def start(
-        routes: Routes | None = None, database: Database | None = None, **overrides: Any
+        routes: Routes | None = None,
+        database: Database | None = None,
+        store_key: Callable[[str, bytes], Awaitable[None]] | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[Standalone]:
         chargers = {
             cid: ChargerCredentials(cid, digest(SECRET), 1, False) for cid in ("CP-1", "CP-2")
@@ -119,6 +122,7 @@ def start_gateway() -> StartGateway:
             # With a database, its outages leave CALLs unanswered, as in evgate.
             unavailable=None if database is None else is_outage,
             health=None if database is None else database.health,
+            store_key=store_key,
         )
         await gateway.start(bind_socket("127.0.0.1", 0))
         try:

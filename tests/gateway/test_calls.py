@@ -26,7 +26,7 @@ from evgate.gateway.interface import (
     InvalidCommand,
     InvalidResponse,
 )
-from evgate.handlers.commands import AuthorizationKeys, CommandEffects
+from evgate.handlers.commands import CommandEffects
 from evgate.protocol.v16 import (
     ChangeConfigurationRequest,
     GetConfigurationRequest,
@@ -231,20 +231,21 @@ async def test_weak_or_unstorable_authorization_key_is_refused(
     start_gateway: StartGateway, value: str, stored: bool
 ) -> None:
     """An AuthorizationKey outside 16-40 characters, or one the command link cannot store
-    (no AuthorizationKeys), is refused before it is sent (handlers/commands.py)."""
+    (a gateway with no ``store_key``), is refused before it is sent, by the command link
+    (handlers/commands.py) and by the gateway that holds the charger."""
     saved: list[tuple[str, bytes]] = []
 
     async def save(charger_id: str, new_digest: bytes) -> None:
         saved.append((charger_id, new_digest))
 
-    async with start_gateway() as g, connect(g.url()) as ws:
+    store = {"store_key": save} if stored else {}
+    async with start_gateway(**store) as g, connect(g.url()) as ws:
         await until(lambda: g.gateway.connection("CP-1") is not None)
-        keys = AuthorizationKeys(save, wait=1.0) if stored else None
-        commands = CommandEffects(g.gateway, None, None, lambda _: None, keys=keys)  # type: ignore[arg-type]
-        with pytest.raises(InvalidCommand):
-            await commands.call(
-                "CP-1", ChangeConfigurationRequest(key="AuthorizationKey", value=value)
-            )
+        commands = CommandEffects(g.gateway, None, None, lambda _: None)  # type: ignore[arg-type]
+        request = ChangeConfigurationRequest(key="AuthorizationKey", value=value)
+        for link in (commands, g.gateway):
+            with pytest.raises(InvalidCommand):
+                await link.call("CP-1", request)
         with pytest.raises(TimeoutError):  # nothing was sent
             await asyncio.wait_for(ws.recv(), 0.2)
     assert saved == []

@@ -39,11 +39,21 @@ __all__ = [
 AUTHORIZATION_KEY = "authorizationkey"
 
 
+#: The security whitepaper's bounds for an AuthorizationKey (characters).
+KEY_LENGTH = (16, 40)
+
+
 def authorization_key(request: Message) -> str | None:
     """The new Basic-auth password a command sets (a ChangeConfiguration of AuthorizationKey),
-    or None. The gateway lets the connection that takes it stay up; ``handlers/commands.py``
-    checks and stores it."""
+    or None.
+
+    Raises:
+        InvalidCommand: a key outside :data:`KEY_LENGTH` (refused before it is sent).
+    """
     if isinstance(request, ChangeConfigurationRequest) and request.key.lower() == AUTHORIZATION_KEY:
+        low, high = KEY_LENGTH
+        if not low <= len(request.value) <= high:
+            raise InvalidCommand(f"AuthorizationKey must be {low}-{high} characters")
         return request.value
     return None
 

@@ -285,7 +285,7 @@ class _Accepted(asyncio.BufferedProtocol):
             self._slot.release()
 
     def _refuse(self, problem: str) -> None:
-        self._timer = None
+        self._stop_timer()  # also when refused before it fired: no timer left pending
         if self._transport is not None:
             self._port.bad_header(self._peer, problem)
             self._transport.abort()

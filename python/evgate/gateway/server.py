@@ -25,7 +25,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from picows import (
@@ -174,8 +174,13 @@ class Gateway:
         metrics: Registry | None = None,
         unavailable: Callable[[BaseException], bool] | None = None,
         health: Dependency | None = None,
+        store_key: Callable[[str, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        # Stores the digest of an AuthorizationKey a charger of this process accepted
+        # (``AuthorizationKeys.accepted``): here, where the connection is, whoever sent the
+        # command; without it such a command is refused.
+        self._store_key = store_key
         check_routes(routes)  # a handler filed under the wrong action fails here, at start
         # Where a CALL left unanswered in an outage goes (the database's outages:
         # Database.health); the credential index reports its failed refreshes there too.
@@ -473,11 +478,12 @@ class Gateway:
         One CALL is outstanding per charger; later ones wait their turn. The timeout
         (``Settings.call_timeout``) counts from this call, waiting included. An accepted
         ChangeConfiguration of ``AuthorizationKey`` makes the new key the charger's secret here
-        (the connection that changed it stays up, the index admits the new key at once);
-        storing it is the command's effect (``handlers/commands.py``).
+        (the connection that changed it stays up, the index admits the new key at once) and is
+        stored (``store_key``) before this returns, or retried by the store until it is.
 
         Raises:
-            InvalidCommand: ``request`` is not a CSMS→charger request.
+            InvalidCommand: ``request`` is not a CSMS→charger request, or an AuthorizationKey
+                that is weak or cannot be stored here.
             ChargerNotConnected: the charger has no connection to this process.
             ChargerBusy: too many commands already wait for this charger.
             ChargerDisconnected: the connection closed before the answer.
@@ -489,20 +495,23 @@ class Gateway:
         if action is None or Direction.csms_to_charger not in ACTIONS[action].direction:
             raise InvalidCommand(f"{type(request).__name__} is not a command to a charger")
         new_key = authorization_key(request)
+        if new_key is not None and self._store_key is None:
+            raise InvalidCommand("AuthorizationKey cannot be stored by this evgate")
         connection = self._connections.get(charger_id)
         if connection is None:
             raise ChargerNotConnected(f"charger {charger_id!r} is not connected")
         response = await connection.call(action, request)
-        if new_key is not None:
+        if new_key is not None and self._store_key is not None:
             assert isinstance(response, ChangeConfigurationResponse)
             if response.status in (
                 ConfigurationStatus.accepted,
                 ConfigurationStatus.reboot_required,
             ):
-                self._key_accepted(connection, new_key)
+                new_digest = self._key_accepted(connection, new_key)
+                await self._store_key(charger_id, new_digest)
         return response
 
-    def _key_accepted(self, connection: ChargerConnection, key: str) -> None:
+    def _key_accepted(self, connection: ChargerConnection, key: str) -> bytes:
         """The charger took a new Basic-auth password: the live connection proved the old key
         and the charger itself chose the new one, so it stays up; the index admits the new
         key now, so that a reconnect with it before the NOTIFY round trip succeeds."""
@@ -511,3 +520,4 @@ class Gateway:
             connection.auth_digest = new_digest
         self.credentials.adopt_secret(connection.charger_id, new_digest)
         log.info("charger %s accepted a new AuthorizationKey", connection.charger_id)
+        return new_digest

@@ -12,9 +12,10 @@ charger's answer records what it changed, with its events:
 * ReserveNow ``Accepted``: the reservation is held (reservation.changed ``active``);
 * CancelReservation ``Accepted``: it is ended (``canceled``);
 * ChangeConfiguration of ``AuthorizationKey``: a key outside the security whitepaper's 16-40
-  characters is refused before it is sent (InvalidCommand); an accepted one becomes the
-  charger's stored secret (its digest, :class:`AuthorizationKeys`). The gateway holding the
-  connection has already let that connection stay up and admits the new key.
+  characters is refused before it is sent (InvalidCommand). An accepted one is stored by the
+  process that holds the charger's connection (its gateway calls :class:`AuthorizationKeys`,
+  wired by ``app.py``), not here: a routed command's caller may give up or miss the answer
+  while the charger already uses the new key, and the holder retries until it is stored.
 
 The command's answer is returned whatever recording it did: the charger acted, and a failure
 to record is logged (the writer itself waits out a database outage).
@@ -31,13 +32,11 @@ from typing import Any
 
 from msgspec import UNSET
 
-from evgate.credentials import digest
 from evgate.events.builders import ChargerRef, configuration_synced
 from evgate.gateway.interface import (
     ChargerLink,
     CommandError,
     ConnectionInfo,
-    InvalidCommand,
     authorization_key,
 )
 from evgate.handlers.services import utc_now
@@ -45,8 +44,6 @@ from evgate.protocol.v16 import (
     CancelReservationRequest,
     CancelReservationResponse,
     CancelReservationStatus,
-    ChangeConfigurationResponse,
-    ConfigurationStatus,
     GetConfigurationRequest,
     GetConfigurationResponse,
     GetDiagnosticsRequest,
@@ -67,7 +64,6 @@ log = logging.getLogger(__name__)
 
 #: Stores a charger's new secret digest (``ChargerStore.set_secret_digest``).
 KeySaver = Callable[[str, bytes], Awaitable[None]]
-_KEY_LENGTH = (16, 40)  # the security whitepaper's bounds for AuthorizationKey
 
 
 class AuthorizationKeys:
@@ -145,8 +141,6 @@ class CommandEffects:
         writer: the group-commit writer.
         reservations: the reservation store.
         number_of: a charger's ``number`` (the gateway's credential index), None if unknown.
-        keys: stores accepted AuthorizationKeys; without it such a ChangeConfiguration is
-            refused (InvalidCommand).
     """
 
     def __init__(
@@ -156,19 +150,12 @@ class CommandEffects:
         reservations: ReservationStore,
         number_of: Callable[[str], int | None],
         clock: Callable[[], datetime] = utc_now,
-        keys: AuthorizationKeys | None = None,
     ) -> None:
         self.link = link
         self.writer = writer
         self.reservations = reservations
         self.number_of = number_of
         self.clock = clock
-        self.keys = keys
-
-    async def stop(self) -> None:
-        """Stop storing AuthorizationKeys (after the gateway stopped)."""
-        if self.keys is not None:
-            await self.keys.stop()
 
     def connection(self, charger_id: str) -> ConnectionInfo | None:
         return self.link.connection(charger_id)
@@ -180,36 +167,18 @@ class CommandEffects:
         """As ``link.call``, then record what the answer (or the failure) changed.
 
         Raises:
-            InvalidCommand: a weak AuthorizationKey, or one this link cannot store.
+            InvalidCommand: a weak AuthorizationKey (or one the holder cannot store).
             CommandError: as ``link.call``.
         """
-        new_key = self._authorization_key(request)
+        authorization_key(request)  # a weak key is refused here, before it is routed
         try:
             response = await self.link.call(charger_id, request)
         except CommandError as exc:
             if isinstance(request, GetConfigurationRequest):
                 await self._record(charger_id, self._configuration(charger_id, None, exc))
             raise
-        if new_key is not None and self.keys is not None:
-            assert isinstance(response, ChangeConfigurationResponse)
-            if response.status in (
-                ConfigurationStatus.accepted,
-                ConfigurationStatus.reboot_required,
-            ):
-                await self.keys.accepted(charger_id, digest(new_key))
         await self._record(charger_id, self._effects(charger_id, request, response))
         return response
-
-    def _authorization_key(self, request: Message) -> str | None:
-        key = authorization_key(request)
-        if key is None:
-            return None
-        if self.keys is None:
-            raise InvalidCommand("AuthorizationKey cannot be stored by this evgate")
-        low, high = _KEY_LENGTH
-        if not low <= len(key) <= high:
-            raise InvalidCommand(f"AuthorizationKey must be {low}-{high} characters")
-        return key
 
     async def _record(self, charger_id: str, effects: Any) -> None:
         try:
