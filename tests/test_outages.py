@@ -19,33 +19,7 @@ from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
-from support import ocpp_charger, running_evgate
-
-
-class _Lines(logging.Handler):
-    """Every record logged (INFO and above) while it is attached to the root logger."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def __enter__(self) -> _Lines:
-        root = logging.getLogger()
-        self._level = root.level
-        root.setLevel(logging.INFO)
-        root.addHandler(self)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        root = logging.getLogger()
-        root.removeHandler(self)
-        root.setLevel(self._level)
-
-    def saying(self, text: str) -> list[logging.LogRecord]:
-        return [r for r in self.records if text in r.getMessage()]
+from support import LogLines, ocpp_charger, quiet_for, running_evgate, until
 
 
 def test_an_outage_is_one_warning_and_one_info_and_counted() -> None:
@@ -57,7 +31,7 @@ def test_an_outage_is_one_warning_and_one_info_and_counted() -> None:
     dep.export(registry)
     a = dep.retry("loop a", logging.getLogger("test.a"), first=1.0, most=4.0)
     b = dep.retry("loop b", logging.getLogger("test.b"))
-    with _Lines() as lines:
+    with LogLines() as lines:
         delays = [a.failed(ConnectionRefusedError("refused")) for _ in range(5)]
         for _ in range(20):
             b.failed(OSError("gone"))
@@ -87,11 +61,11 @@ def test_a_repeated_library_line_passes_once_a_minute() -> None:
     gets it through once per interval, and the next one says how many were held back."""
     lib = logging.getLogger("test_lib.client")
     quiet_repeats("test_lib", RepeatFilter(interval=0.5))
-    with _Lines() as lines:
+    with LogLines() as lines:
         for _ in range(1000):
             lib.error("Unable connect to node with id %s", 1)
         lib.error("another line")
-        time.sleep(0.6)
+        time.sleep(0.6)  # the behaviour under test: the repeat interval (0.5 s) runs out
         lib.error("Unable connect to node with id %s", 1)
     said = [r.getMessage() for r in lines.records]
     assert said == [
@@ -132,20 +106,17 @@ async def test_a_database_outage_logs_two_lines(
         url = f"ws://127.0.0.1:{app.ws_port}/cp/CP-1?auth={secret}"
         async with ocpp_charger(url, "CP-1", response_timeout=90) as cp:
             await cp.call(_meter_value(0))
-            with _Lines() as lines:
+            with LogLines() as lines:
                 await asyncio.to_thread(pg.stop, mode)
                 waiting = asyncio.ensure_future(cp.call(_meter_value(1)))
-                await asyncio.sleep(10)
+                await quiet_for(10)  # a 10 s outage: the charger's CALL waits, unanswered
                 assert not waiting.done()
                 await asyncio.to_thread(pg.restart_same_port)
                 await asyncio.wait_for(waiting, 60)
                 # Every loop has been back at work for a while: the lease renewal, the
                 # maintenance and the listeners' reconnects run on their own clocks.
-                for _ in range(100):
-                    if lines.saying("PostgreSQL available again"):
-                        break
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(5)
+                await until(lambda: lines.saying("PostgreSQL available again"))
+                await asyncio.sleep(5)  # the behaviour under test: time for those clocks
             metrics = app.metrics.exposition()
     evgate_lines = [r for r in lines.records if r.name.startswith("evgate")]
     loud = [f"{r.name}: {r.getMessage()}" for r in evgate_lines if r.levelno >= logging.WARNING]

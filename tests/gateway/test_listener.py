@@ -17,7 +17,8 @@ import pytest
 import websockets
 
 from evgate.gateway.proxy_header import V2_SIGNATURE
-from gateway.helpers import Pki, StartGateway, connect, until
+from gateway.helpers import Pki, StartGateway, connect
+from support import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -107,6 +108,9 @@ async def test_failed_upgrades_are_counted_per_address_behind_the_balancer(
             assert ws.subprotocol == "ocpp1.6"
 
 
+# evgate's listener.py: _Accepted._refuse, refusing a bad header, forgets its handshake timer
+# without cancelling it (it fires later, harmlessly); the fix there is self._stop_timer().
+@pytest.mark.leaves_timer("_Accepted._refuse", "listener.py leaves its handshake timer")
 @pytest.mark.parametrize(
     ("data", "problem"),
     [

@@ -19,6 +19,7 @@ from evgate.storage.db import Database
 from evgate.storage.maintenance import FOLD_FIRST, Maintenance, partition_name
 from evgate.storage.meter_values import MeterValueRows, MeterValueStore
 from evgate.storage.writer import Statement, Writer, WriteRejected
+from support import until
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ROWS = st.lists(
@@ -433,9 +434,11 @@ async def test_the_maintenance_task_folds_on_its_own(writer: Writer, db: Databas
     maintenance = Maintenance(db, fold_interval=0.05)
     maintenance.start()
     try:
-        async with asyncio.timeout(10):
-            while await db.fetchval("SELECT count(*) FROM meter_rollup_1m") != 1:  # noqa: ASYNC110 - a row count, no event
-                await asyncio.sleep(0.05)
+
+        async def folded() -> bool:
+            return bool(await db.fetchval("SELECT count(*) FROM meter_rollup_1m") == 1)
+
+        await until(folded)
     finally:
         await maintenance.stop()
     assert await db.fetchval("SELECT count FROM meter_rollup_1m") == 2

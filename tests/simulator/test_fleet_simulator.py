@@ -12,7 +12,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from loadtest.histogram import LatencyHistogram  # noqa: E402
 
 from evgate.app import Evgate  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
+from support import until  # noqa: E402
 
 TAG = "SIM-TAG-0001"
 # A day in seconds: sessions, meter values and heartbeats all happen within the test.
@@ -68,15 +69,6 @@ async def reference(pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> Asy
         await server.close()
 
 
-async def _until(condition: Callable[[], bool], seconds: float) -> None:
-    """Poll ``condition``: the simulator's counters have no event to wait on."""
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {seconds} s")
-
-
 def _split(reference: str) -> tuple[str, str]:
     url, dsn = reference.split("|")
     return url, dsn
@@ -103,7 +95,7 @@ async def _charge(scenario: Scenario, credentials: list[tuple[str, str | None]])
     fleet = Fleet(scenario, credentials)
     running = asyncio.create_task(fleet.run())
     try:
-        await _until(lambda: fleet.stats.booted == n and fleet.stats.calls["MeterValues"] >= n, 30)
+        await until(lambda: fleet.stats.booted == n and fleet.stats.calls["MeterValues"] >= n, 30)
     finally:
         fleet.stop()
         await running
@@ -172,7 +164,7 @@ async def test_wrong_secret_is_refused_and_retried_with_backoff(reference: str) 
     fleet = Fleet(scenario, [("CP-0000", "not-the-secret")])
     running = asyncio.create_task(fleet.run())
     try:
-        await _until(lambda: fleet.stats.connect_failures >= 3, 10)
+        await until(lambda: fleet.stats.connect_failures >= 3, 10)
     finally:
         fleet.stop()
         await running
