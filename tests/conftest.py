@@ -19,7 +19,7 @@ from evgate.app import Evgate
 from evgate.storage.db import Database, apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
 from harness.kafka_fixtures import kafka_broker, kafka_broker_factory  # noqa: F401
-from support import BOOTSTRAP_TOKEN, TrackingLoop, running_evgate
+from support import BOOTSTRAP_TOKEN, TrackingLoop, create_database, running_evgate
 
 _TEMPLATE = "evgate_template"
 _counter = itertools.count()
@@ -42,20 +42,10 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
         server.stop()
 
 
-def _with_database(dsn: str, name: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture(scope="session")
 async def pg_template(pg: EmbeddedPostgres) -> str:
     """A migrated template database that each test's database is copied from."""
-    conn = await asyncpg.connect(pg.dsn)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
-        await conn.execute(f"CREATE DATABASE {_TEMPLATE}")
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(_with_database(pg.dsn, _TEMPLATE))
+    conn = await asyncpg.connect(await create_database(pg.dsn, _TEMPLATE))
     try:
         await apply_migrations(conn)
     finally:
@@ -66,13 +56,7 @@ async def pg_template(pg: EmbeddedPostgres) -> str:
 @pytest.fixture
 async def database_url(pg: EmbeddedPostgres, pg_template: str) -> str:
     """A fresh, migrated database for one test."""
-    name = f"t{os.getpid()}_{next(_counter)}"
-    conn = await asyncpg.connect(pg.dsn)
-    try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    finally:
-        await conn.close()
-    return _with_database(pg.dsn, name)
+    return await create_database(pg.dsn, f"t{os.getpid()}_{next(_counter)}", pg_template)
 
 
 @pytest.fixture

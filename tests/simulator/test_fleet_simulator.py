@@ -31,7 +31,7 @@ from loadtest.histogram import LatencyHistogram  # noqa: E402
 
 from evgate.app import Evgate  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
-from support import until  # noqa: E402
+from support import create_database, until  # noqa: E402
 
 TAG = "SIM-TAG-0001"
 # A day in seconds: sessions, meter values and heartbeats all happen within the test.
@@ -51,13 +51,7 @@ def _credentials(n: int, prefix: str = "CP-") -> list[tuple[str, str | None]]:
 async def reference(pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """The reference server with 20 registered chargers; yields its URL template."""
     name = f"ref_{request.node.name.replace('[', '_').replace(']', '')}".lower()[:60]
-    conn = await asyncpg.connect(pg.dsn)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    dsn = pg.dsn.rsplit("/", 1)[0] + "/" + name
+    dsn = await create_database(pg.dsn, name)
     digests = [(c, hashlib.sha256((s or "").encode()).digest()) for c, s in _credentials(20)]
     await register(dsn, digests, [TAG])
     server = Server(dsn, heartbeat_interval=1, pool_size=4)

@@ -6,6 +6,7 @@ the ``conftest`` module name is taken by each folder's own conftest.py):
 - :mod:`support.charger`: the one test charger (``TestCharger``, ``ocpp_charger``);
 - :mod:`support.receiver`: the one fake HTTP server (``Receiver``);
 - :mod:`support.processes`: evgate and PostgreSQL as subprocesses;
+- :mod:`support.database`: a database of the session's PostgreSQL;
 - :mod:`support.logs`: the log records of a test (``LogLines``);
 - :mod:`support.loop`: the test event loop the leak guard inspects.
 """
@@ -13,6 +14,7 @@ the ``conftest`` module name is taken by each folder's own conftest.py):
 from __future__ import annotations
 
 from .charger import Script, TestCharger, ocpp_charger
+from .database import create_database, with_database
 from .evgate import (
     BOOTSTRAP_TOKEN,
     Running,
@@ -40,6 +42,7 @@ __all__ = [
     "TestCharger",
     "TrackingLoop",
     "asyncpg_copy_waiter_unretrieved",
+    "create_database",
     "ended",
     "free_port",
     "gateway_knows",
@@ -54,4 +57,5 @@ __all__ = [
     "start_serve",
     "until",
     "until_sync",
+    "with_database",
 ]
