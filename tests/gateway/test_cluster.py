@@ -22,23 +22,18 @@ import pytest
 
 from evgate.config import load_settings
 from evgate.protocol.v16 import ResetRequest, ResetType
-from support import Running, TestCharger, free_port, quiet_for, serve_env, start_serve, until
+from support import Running, free_port, ocpp_charger, quiet_for, serve_env, start_serve, until
 
 from .helpers import ADMIN, TOKEN, StartEvgate, close_code_of, connect
 
 pytestmark = pytest.mark.timeout(120)
 
 
-async def run_charger(url: str, charger_id: str) -> tuple[Any, asyncio.Task[None]]:
-    ws = await connect(url).__aenter__()
-    charger = TestCharger(charger_id, ws)
-    return ws, asyncio.create_task(charger.start())
-
-
-async def stop_charger(ws: Any, task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await ws.close()
+async def run_charger(url: str, charger_id: str) -> AsyncExitStack:
+    """The test charger connected to ``url`` and reading, until the stack is closed."""
+    stack = AsyncExitStack()
+    await stack.enter_async_context(ocpp_charger(url, charger_id))
+    return stack
 
 
 @pytest.fixture
@@ -73,7 +68,7 @@ async def test_command_on_node_a_reaches_charger_on_node_b(two_nodes) -> None:
     a, b = two_nodes
     secret = await a.add("CP-1")
     await until(lambda: b.gateway.credentials_of("CP-1") is not None)
-    ws, task = await run_charger(b.url("CP-1", secret), "CP-1")
+    charger = await run_charger(b.url("CP-1", secret), "CP-1")
     try:
         assert b.app.cluster is not None
         async with api(a) as client:
@@ -88,7 +83,7 @@ async def test_command_on_node_a_reaches_charger_on_node_b(two_nodes) -> None:
             assert r.status_code == 502, r.text
             assert r.json()["errorCode"] == "NotImplemented"
     finally:
-        await stop_charger(ws, task)
+        await charger.aclose()
 
 
 async def test_routed_command_times_out_with_504(two_nodes) -> None:
