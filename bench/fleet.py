@@ -61,7 +61,7 @@ from bench import reference_server  # noqa: E402
 from loadtest.cli import add_arguments, scenario_from  # noqa: E402
 from loadtest.driver import SimulationResult, simulate  # noqa: E402
 
-from evgate.auth.credentials import digest, new_charger_secret  # noqa: E402
+from evgate.credentials import digest, new_charger_secret  # noqa: E402
 from evgate.storage.db import apply_migrations  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
 

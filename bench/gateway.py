@@ -58,8 +58,8 @@ def _charger_id(i: int) -> str:
 
 async def serve_evgate(port: int, chargers: int) -> None:
     from evgate.app import bind_socket
-    from evgate.auth.credentials import digest
     from evgate.config import load_settings
+    from evgate.credentials import digest
     from evgate.gateway.basic_routes import basic_routes
     from evgate.gateway.server import Gateway
     from evgate.storage.chargers import ChargerCredentials

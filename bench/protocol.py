@@ -2,9 +2,10 @@
 
 What is measured, per frame, on one core, for both contenders in the same run:
 
-* evgate: ``frames.decode`` (envelope), ``frames.decode_request`` (payload into typed Structs,
-  validated exactly as the official schemas say, date-times included), then
-  ``frames.encode_result`` of a prebuilt response Struct.
+* evgate: what the gateway runs per frame: ``Endpoint.receive`` of the central system's
+  endpoint (``frames.decode`` of the envelope, ``frames.decode_request`` of the payload into
+  typed Structs, validated exactly as the official schemas say, date-times included), then
+  ``Endpoint.respond`` (``frames.encode_result``) of a prebuilt response Struct.
 * ocpp 2.x (mobilityhouse): ``ocpp.messages.unpack`` (json.loads), the schema validation
   that ``validate_payload`` runs (its synchronous core ``_validate_payload``: jsonschema
   Draft4Validator, no format checks; the public coroutine would add an executor hop per
@@ -38,7 +39,7 @@ except ImportError:  # a plain checkout without the package installed
 
 from ocpp.messages import _validate_payload, pack, unpack
 
-from evgate.protocol import frames
+from evgate.protocol.endpoint import Endpoint, IncomingCall, Role
 from evgate.protocol.v16 import (
     AuthorizationStatus,
     HeartbeatResponse,
@@ -110,20 +111,15 @@ def evgate_runner(data: list[tuple[str, bytes]]) -> Callable[[], None]:
         "StartTransaction": StartTransactionResponse(id_tag_info=id_tag_info, transaction_id=7),
         "StopTransaction": StopTransactionResponse(id_tag_info=id_tag_info),
     }
-    decode, decode_request, encode_result, call_type = (
-        frames.decode,
-        frames.decode_request,
-        frames.encode_result,
-        frames.Call,
-    )
+    endpoint = Endpoint(Role.central_system)
+    receive, respond = endpoint.receive, endpoint.respond
     raw = [frame for _, frame in data]
 
     def run() -> None:
         for frame in raw:
-            call = decode(frame)
-            assert type(call) is call_type
-            decode_request(call)
-            encode_result(call.unique_id, responses[call.action])
+            call = receive(frame)
+            assert type(call) is IncomingCall
+            respond(call.unique_id, responses[call.action])
 
     return run
 

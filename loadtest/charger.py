@@ -12,9 +12,10 @@ once (a reconnect storm), after which they return without backoff.
 
 Every CALL's round trip is timed from just before the frame is handed to the socket to the
 moment its CALLRESULT (or CALLERROR) is read, inside picows' data callback, so the time does
-not include this process's task scheduling. Frames are encoded and decoded with evgate's own
-protocol core (``evgate.protocol.frames``), which validates every response as the charger's
-side of OCPP would.
+not include this process's task scheduling. Each charger speaks through evgate's own protocol
+core in the charger role (``evgate.protocol.endpoint``: unique ids, the one outstanding CALL,
+matching a reply to its CALL), which validates every response as the charger's side of OCPP
+would; the charger keeps only the socket, the timers and the futures.
 
 One charger is one task and one connection; 15,000 fit in a process under the 20,000 fd
 limit. Connections bind to the source addresses given (127.0.0.x) with
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import math
 import random
 import socket
@@ -39,8 +39,18 @@ from typing import Any
 import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from evgate.protocol import frames
-from evgate.protocol.errors import ErrorCode, OcppError
+from evgate.protocol.endpoint import (
+    Endpoint,
+    ErrorReply,
+    IncomingCall,
+    OutgoingCall,
+    Refusal,
+    Reply,
+    Role,
+    UnmatchedReply,
+    UnreadableReply,
+)
+from evgate.protocol.errors import ActionNotImplementedError, OcppError
 from evgate.protocol.v16 import (
     AuthorizationStatus,
     AuthorizeRequest,
@@ -166,8 +176,9 @@ class SimCharger(WSListener):
         self.source = sources[index % len(sources)] if sources else None
         self.rng = random.Random(fleet.scenario.seed * 1_000_003 + index)
         self.transport: WSTransport | None = None
-        self._pending: dict[str, tuple[str, int, asyncio.Future[msgspec.Raw], Any]] = {}
-        self._ids = itertools.count(1)
+        self.endpoint = Endpoint(Role.charger)
+        # The outstanding CALL, when it was sent (perf_counter ns), its waiter and its timer.
+        self._pending: tuple[OutgoingCall, int, asyncio.Future[Message], Any] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._storm = False
         # Charging state survives a reconnect, as a real charger keeps charging offline.
@@ -193,39 +204,52 @@ class SimCharger(WSListener):
 
     def _on_text(self, transport: WSTransport, data: bytes, received: int) -> None:
         stats = self.fleet.stats
-        try:
-            frame = frames.decode(data)
-        except OcppError:
-            stats.call_errors["<bad frame>"] += 1
-            return
-        if isinstance(frame, frames.Call):
+        happening = self.endpoint.receive(data)
+        if isinstance(happening, IncomingCall):
             # A CALL from the server (GetConfiguration, TriggerMessage...): this simulator
             # implements none, and says so as a charger would.
             stats.server_calls += 1
             transport.send(
                 WSMsgType.TEXT,
-                frames.encode_error(
-                    frame.unique_id, ErrorCode.not_implemented, "not simulated", None
+                self.endpoint.refuse(
+                    ActionNotImplementedError("not simulated"), happening.unique_id
                 ),
             )
             return
-        pending = self._pending.pop(frame.unique_id, None)
-        if pending is None:
+        if isinstance(happening, Refusal):
+            if happening.action is None:
+                stats.call_errors["<bad frame>"] += 1
+            else:  # a server CALL this charger cannot read: answered as any charger would
+                stats.server_calls += 1
+                transport.send(WSMsgType.TEXT, happening.data)
+            return
+        if isinstance(happening, UnreadableReply):
+            stats.call_errors["<bad frame>"] += 1  # what it answers, if anything, times out
+            return
+        if isinstance(happening, UnmatchedReply):
             return  # an answer after its timeout
-        action, sent, fut, timer = pending
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        outgoing, sent, fut, timer = pending
         timer.cancel()
         stats.latency.record((received - sent) // 1000)
-        if isinstance(frame, frames.CallResult):
-            stats.calls[action] += 1
-            fut.set_result(frame.payload)
-        else:
-            stats.call_errors[action] += 1
-            fut.set_exception(frame.to_exception())
+        if isinstance(happening, Reply):
+            stats.calls[outgoing.action] += 1
+            fut.set_result(happening.response)
+        elif isinstance(happening, ErrorReply):
+            stats.call_errors[outgoing.action] += 1
+            fut.set_exception(happening.error.to_exception())
+        else:  # an answer that breaks the response schema
+            stats.calls[outgoing.action] += 1
+            fut.set_exception(happening.error)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.transport = None
-        pending, self._pending = self._pending, {}
-        for _action, _sent, fut, timer in pending.values():
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            outgoing, _sent, fut, timer = pending
+            self.endpoint.abandon(outgoing)
             timer.cancel()
             if not fut.done():
                 fut.set_exception(ConnectionLost())
@@ -234,29 +258,31 @@ class SimCharger(WSListener):
 
     # Requests
 
-    async def call(self, action: str, request: Message) -> msgspec.Raw:
-        """Send a CALL and wait for its CALLRESULT's payload.
+    async def call(self, action: str, request: Message) -> Message:
+        """Send a CALL and wait for its validated response.
 
         Raises:
             ConnectionLost: the connection closed first.
             CallTimedOut: no answer within the scenario's ``call_timeout``.
-            OcppError: the server answered with a CALLERROR.
+            OcppError: the server answered with a CALLERROR, or with a response that breaks
+                its schema.
         """
         transport = self.transport
         if transport is None:
             raise ConnectionLost()
-        unique_id = str(next(self._ids))
-        data = frames.encode_call(unique_id, action, request)
+        outgoing = self.endpoint.call(action, request)
         loop = self.fleet.loop
-        fut: asyncio.Future[msgspec.Raw] = loop.create_future()
-        timer = loop.call_later(self.fleet.scenario.call_timeout, self._time_out, unique_id)
-        self._pending[unique_id] = (action, time.perf_counter_ns(), fut, timer)
-        transport.send(WSMsgType.TEXT, data)
+        fut: asyncio.Future[Message] = loop.create_future()
+        timer = loop.call_later(self.fleet.scenario.call_timeout, self._time_out, outgoing)
+        self._pending = (outgoing, time.perf_counter_ns(), fut, timer)
+        transport.send(WSMsgType.TEXT, outgoing.data)
         return await fut
 
-    def _time_out(self, unique_id: str) -> None:
-        pending = self._pending.pop(unique_id, None)
-        if pending is not None:
+    def _time_out(self, outgoing: OutgoingCall) -> None:
+        pending = self._pending
+        if pending is not None and pending[0] is outgoing:
+            self._pending = None
+            self.endpoint.abandon(outgoing)
             self.fleet.stats.timeouts += 1
             if not pending[2].done():
                 pending[2].set_exception(CallTimedOut())
@@ -383,8 +409,7 @@ class SimCharger(WSListener):
         """BootNotification until Accepted; returns the heartbeat interval to use."""
         request = messages.boot(self.index)
         while True:
-            payload = await self.call("BootNotification", request)
-            reply, _ = frames.decode_response("BootNotification", payload)
+            reply = await self.call("BootNotification", request)
             assert isinstance(reply, BootNotificationResponse)
             if reply.status == RegistrationStatus.accepted:
                 return max(1, reply.interval)
@@ -463,15 +488,13 @@ class SimCharger(WSListener):
 
     async def _authorize_and_start(self, connector: int) -> int | None:
         """Authorize, then StartTransaction; the transaction id, or None if refused."""
-        payload = await self.call("Authorize", AuthorizeRequest(id_tag=self.id_tag))
-        auth, _ = frames.decode_response("Authorize", payload)
+        auth = await self.call("Authorize", AuthorizeRequest(id_tag=self.id_tag))
         assert isinstance(auth, AuthorizeResponse)
         if auth.id_tag_info.status != AuthorizationStatus.accepted:
             return None
-        payload = await self.call(
+        start = await self.call(
             "StartTransaction", messages.start_transaction(connector, self.id_tag, self.energy_wh)
         )
-        start, _ = frames.decode_response("StartTransaction", payload)
         assert isinstance(start, StartTransactionResponse)
         if start.id_tag_info.status != AuthorizationStatus.accepted:
             # The server opened the transaction but refuses the tag: end it, as OCPP says.

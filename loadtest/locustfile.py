@@ -6,7 +6,8 @@ StartTransaction, MeterValues every ``--meter-interval`` seconds (a Heartbeat wh
 StopTransaction, and idles between sessions (locust's ``wait_time``). Every CALL is reported
 to locust as a request of type ``OCPP`` named after its action, with its round-trip time; a
 CALLERROR or a timeout is a failure. The messages are the fleet simulator's
-(``loadtest.messages``), encoded with evgate's protocol core.
+(``loadtest.messages``); each user speaks through evgate's protocol core in the charger role
+(``evgate.protocol.endpoint``), which matches every reply to its CALL, as the simulator does.
 
 Needs ``pip install 'evgate[loadtest]'`` (locust; the WebSocket client is websocket-client,
 which locust itself depends on) and a source checkout. Run, for example::
@@ -37,8 +38,17 @@ import gevent  # noqa: E402
 import websocket  # noqa: E402  (websocket-client, a dependency of locust; gevent-friendly)
 from locust import User, between, events, task  # noqa: E402
 
-from evgate.protocol import frames  # noqa: E402
-from evgate.protocol.errors import ErrorCode, OcppError  # noqa: E402
+from evgate.protocol.endpoint import (  # noqa: E402
+    Endpoint,
+    ErrorReply,
+    IncomingCall,
+    InvalidReply,
+    Refusal,
+    Reply,
+    Role,
+    UnreadableReply,
+)
+from evgate.protocol.errors import ActionNotImplementedError  # noqa: E402
 from evgate.protocol.v16 import (  # noqa: E402
     AuthorizationStatus,
     AuthorizeRequest,
@@ -89,7 +99,7 @@ class OcppCharger(User):
         self.number = number
         self.rng = random.Random(number)
         self.energy_wh = self.rng.randrange(0, 5_000_000)
-        self._ids = itertools.count(1)
+        self.endpoint = Endpoint(Role.charger)
         query = f"?auth={secret}" if secret else ""
         assert self.host, "give the server as --host ws://HOST:PORT"
         self.ws = websocket.create_connection(
@@ -97,8 +107,7 @@ class OcppCharger(User):
             subprotocols=["ocpp1.6"],
             timeout=30,
         )
-        reply = self.call("BootNotification", messages.boot(number))
-        boot, _ = frames.decode_response("BootNotification", reply)
+        boot = self.call("BootNotification", messages.boot(number))
         assert isinstance(boot, BootNotificationResponse)
         self.heartbeat_interval = boot.interval or 60
         self.next_heartbeat = time.monotonic() + self.heartbeat_interval
@@ -108,46 +117,54 @@ class OcppCharger(User):
     def on_stop(self) -> None:
         self.ws.close()
 
-    def call(self, action: str, request: Message) -> bytes:
-        """Send a CALL, wait for its answer, report it to locust; returns the payload.
+    def call(self, action: str, request: Message) -> Message:
+        """Send a CALL, wait for its answer, report it to locust; returns the response.
 
         Raises:
-            OcppError: a CALLERROR (reported as a failure).
+            OcppError: a CALLERROR, an invalid or unreadable answer (reported as a failure).
         """
-        unique_id = str(next(self._ids))
-        data = frames.encode_call(unique_id, action, request)
+        endpoint = self.endpoint
+        outgoing = endpoint.call(action, request)
         began = time.perf_counter()
         error: Exception | None = None
-        payload = b""
+        response: Message | None = None
+        length = 0
         try:
-            self.ws.send(data.decode())
+            self.ws.send(outgoing.data.decode())
             while True:
-                frame = frames.decode(self.ws.recv())
-                if isinstance(frame, frames.Call):  # the server asks; this charger declines
-                    self.ws.send(
-                        frames.encode_error(
-                            frame.unique_id, ErrorCode.not_implemented, "not simulated"
-                        ).decode()
-                    )
-                elif frame.unique_id == unique_id:
+                text = self.ws.recv()
+                happening = endpoint.receive(text)
+                if isinstance(happening, IncomingCall):  # the server asks; this charger declines
+                    refusal = ActionNotImplementedError("not simulated")
+                    self.ws.send(endpoint.refuse(refusal, happening.unique_id).decode())
+                elif isinstance(happening, Refusal) and happening.action is not None:
+                    self.ws.send(happening.data.decode())  # a server CALL it cannot read
+                elif isinstance(happening, Reply):
+                    response, length = happening.response, len(text)
                     break
-            if isinstance(frame, frames.CallError):
-                error = frame.to_exception()
-            else:
-                payload = bytes(frame.payload)
-        except (OSError, websocket.WebSocketException, OcppError) as exc:
+                elif isinstance(happening, ErrorReply):
+                    error = happening.error.to_exception()
+                    break
+                elif isinstance(happening, (Refusal, UnreadableReply, InvalidReply)):
+                    error = happening.error  # a frame it cannot read, an invalid answer
+                    break
+                # else an answer to an earlier CALL, after its failure: read on
+        except (OSError, websocket.WebSocketException) as exc:
             error = exc
+        finally:
+            endpoint.abandon(outgoing)
         self.environment.events.request.fire(
             request_type="OCPP",
             name=action,
             response_time=(time.perf_counter() - began) * 1000,
-            response_length=len(payload),
+            response_length=length,
             exception=error,
             context={"charger": self.charger_id},
         )
         if error is not None:
             raise error
-        return payload
+        assert response is not None
+        return response
 
     def _heartbeat_if_due(self) -> None:
         if time.monotonic() >= self.next_heartbeat:
@@ -161,19 +178,13 @@ class OcppCharger(User):
         connector = self.rng.randint(1, o.connectors)
         self._heartbeat_if_due()
         self.call("StatusNotification", messages.status(connector, ChargePointStatus.preparing))
-        auth, _ = frames.decode_response(
-            "Authorize", self.call("Authorize", AuthorizeRequest(id_tag=o.id_tag))
-        )
+        auth = self.call("Authorize", AuthorizeRequest(id_tag=o.id_tag))
         assert isinstance(auth, AuthorizeResponse)
         if auth.id_tag_info.status != AuthorizationStatus.accepted:
             self.call("StatusNotification", messages.status(connector, ChargePointStatus.available))
             return
-        start, _ = frames.decode_response(
-            "StartTransaction",
-            self.call(
-                "StartTransaction",
-                messages.start_transaction(connector, o.id_tag, self.energy_wh),
-            ),
+        start = self.call(
+            "StartTransaction", messages.start_transaction(connector, o.id_tag, self.energy_wh)
         )
         assert isinstance(start, StartTransactionResponse)
         self.call("StatusNotification", messages.status(connector, ChargePointStatus.charging))

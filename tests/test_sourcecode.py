@@ -1,5 +1,6 @@
-"""Each I/O library has one home (STYLE.md); protocol/ is pure. Checked on the source, as
-asyncpg's test__sourcecode.py runs linters as tests."""
+"""Each I/O library has one home (STYLE.md); protocol/ is pure; each room imports only the
+rooms its row of ROOM_IMPORTS names. Checked on the source, as asyncpg's test__sourcecode.py
+runs linters as tests."""
 
 from __future__ import annotations
 
@@ -46,6 +47,132 @@ def test_io_libraries_stay_in_their_rooms(path: Path) -> None:
             assert room in homes, f"{library} imported in {room}/ (its home: {sorted(homes)})"
     if room in PURE:
         assert not imports & IO_MODULES, f"protocol/ must be pure: imports {imports & IO_MODULES}"
+
+
+# room → what it may import of evgate (docs/ARCHITECTURE.md, "Which room imports which").
+# A room is a folder or a module under evgate/; "x" allows all of room x, "x.y" only its module
+# x.y (an interface: the rest of x stays out of reach). Every import counts: module level,
+# inside a function (a lazy import is still an arrow) and under TYPE_CHECKING (the type's
+# meaning is a dependency all the same; none crosses a room today).
+ROOM_IMPORTS: dict[str, set[str]] = {
+    # The leaves: pure or process-wide helpers every room may lean on.
+    "protocol": set(),
+    "config": set(),
+    "tasks": set(),
+    "native": {"_native"},
+    "metrics": {"tasks"},
+    "outages": {"metrics"},
+    "credentials": {"native"},
+    # storage stores what events' pure builders build (outbox rows in the change's own
+    # transaction); it never imports the dispatcher or the sinks, which read storage.
+    "storage": {"events.builders", "metrics", "native", "outages", "tasks"},
+    "events": {"metrics", "outages", "protocol", "storage", "tasks"},
+    # auth calls chargers (the offline-config push) through the gateway's interface only.
+    "auth": {
+        "config",
+        "credentials",
+        "gateway.interface",
+        "metrics",
+        "protocol",
+        "storage",
+        "tasks",
+    },
+    # handlers ask an authorizer (auth's interface) and call chargers through the gateway's.
+    "handlers": {
+        "auth.authorizer",
+        "credentials",
+        "events",
+        "gateway.interface",
+        "metrics",
+        "protocol",
+        "storage",
+    },
+    # The gateway knows the handlers' contract (a routing table's shape), never a handler.
+    "gateway": {
+        "config",
+        "credentials",
+        "handlers.contract",
+        "metrics",
+        "outages",
+        "protocol",
+        "storage",
+    },
+    "api": {"auth", "credentials", "events", "gateway.interface", "metrics", "protocol", "storage"},
+    # The wiring: only these three see every room.
+    "app": {
+        "api",
+        "auth",
+        "config",
+        "credentials",
+        "events",
+        "gateway",
+        "handlers",
+        "metrics",
+        "storage",
+        "tasks",
+    },
+    "cli": {"app", "auth", "config", "credentials", "storage", "workers"},
+    "workers": {"config", "storage", "tasks"},
+}
+
+
+def _evgate_imports(path: Path) -> set[str]:
+    """The evgate modules ``path`` imports (``"storage.writer"`` for ``evgate.storage.writer``;
+    ``from evgate import x`` names the module ``x``), wherever the import statement is."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+            if node.module == "evgate":
+                names = [f"evgate.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n.removeprefix("evgate.") for n in names if n.startswith("evgate.")}
+    return found
+
+
+def room_of(path: Path) -> str:
+    """The room of a source file: its folder under evgate/, or its own module name."""
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def forbidden_imports(room: str, imports: set[str]) -> set[str]:
+    """The modules of ``imports`` that ``room``'s row of ROOM_IMPORTS does not allow (its own
+    modules are always allowed)."""
+    allowed = ROOM_IMPORTS[room] | {room}
+    return {
+        module
+        for module in imports
+        if not any(module == a or module.startswith(a + ".") for a in allowed)
+    }
+
+
+def test_every_room_has_a_row() -> None:
+    """A new room says what it may import before it imports anything."""
+    rooms = {room_of(p) for p in SOURCES} - {"__init__"}
+    assert rooms - set(ROOM_IMPORTS) == set()
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_rooms_import_only_what_their_row_allows(path: Path) -> None:
+    """An import of another room that ROOM_IMPORTS does not list is a new arrow: either it
+    points the wrong way (move the code) or the table and ARCHITECTURE.md change with it."""
+    room = room_of(path)
+    if room == "__init__":
+        return
+    assert forbidden_imports(room, _evgate_imports(path)) == set(), (
+        f"{room}/ may import only {sorted(ROOM_IMPORTS[room])}"
+    )
+
+
+def test_the_table_points_one_way() -> None:
+    """No two rooms may import all of each other: where two rooms meet both ways, one side
+    imports only the other's interface module."""
+    for room, allowed in ROOM_IMPORTS.items():
+        for other in allowed & set(ROOM_IMPORTS):
+            assert room not in ROOM_IMPORTS[other], f"{room} and {other} import each other"
 
 
 def _waits_in_wait_for(path: Path) -> list[int]:

@@ -17,25 +17,21 @@ from datetime import timedelta
 
 import evgate
 from evgate.api.app import create_api
-from evgate.api.cdrs import CdrController, CdrService
+from evgate.api.cdrs import CdrController
 from evgate.api.context import ApiContext
-from evgate.api.notifications import (
-    NotificationActions,
-    NotificationService,
-    SubscriptionController,
-)
+from evgate.api.notifications import NotificationActions, SubscriptionController
 from evgate.api.server import ApiLimits, ApiServer, default_api_connection_cap
+from evgate.api.services import CdrService, NotificationService, SessionsApi
 from evgate.api.sessions import ROUTES as SESSION_ROUTES
-from evgate.api.sessions import SessionsApi
-from evgate.auth.credentials import digest
-from evgate.auth.external import ExternalAuth, after_accepted_boot
+from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
 from evgate.config import Settings, parse_durations
+from evgate.credentials import digest
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.gateway.cluster import Cluster
 from evgate.gateway.server import Gateway
-from evgate.handlers.commands import CommandEffects
+from evgate.handlers.commands import AuthorizationKeys, CommandEffects
 from evgate.handlers.network import NetworkStatusRecorder
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
@@ -96,6 +92,7 @@ class Evgate:
         self.gateway: Gateway | None = None
         self.cluster: Cluster | None = None
         self.auth: ExternalAuth | None = None
+        self.commands: CommandEffects | None = None
         self.ws_port: int | None = None
         self.dispatcher: Dispatcher | None = None
         self.writer: Writer | None = None
@@ -168,10 +165,9 @@ class Evgate:
             authorizer_for=self.auth.directory.authorizer_for,
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
+            after_accepted_boot=self.auth.on_boot_accepted,
         )
-        routes = after_accepted_boot(
-            build_routes(services, self.certificates), self.auth.on_boot_accepted
-        )
+        routes = build_routes(services, self.certificates)
 
         # The charger gateway: credentials from the database, kept in sync by its NOTIFYs
         # (LISTEN first, so that no change between the load and the LISTEN is missed).
@@ -179,7 +175,6 @@ class Evgate:
             s,
             routes,
             chargers.credentials,
-            save_authorization_key=chargers.set_secret_digest,
             metrics=self.metrics,
             unavailable=is_outage,
             health=self.db.health,
@@ -227,28 +222,36 @@ class Evgate:
             self.certificates.link = self.cluster
         self._loop_lag.start()
 
-        ctx = ApiContext(
-            chargers=chargers,
-            registry=ChargerRegistry(chargers),
-            tokens=tokens,
-            # Checked in memory, never stored: valid where it is set, revoked by no other node.
-            bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
-            gateway=CommandEffects(self.cluster, self.writer, reservations, number_of),
-            metrics=self.metrics,
-            installations=self.auth.installations,
+        # Commands from the API, and what their answers change (an AuthorizationKey included).
+        self.commands = CommandEffects(
+            self.cluster,
+            self.writer,
+            reservations,
+            number_of,
+            keys=AuthorizationKeys(chargers.set_secret_digest, wait=s.call_timeout),
         )
         # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
         notifications = NotificationStore(self.db)
         self.dispatcher = Dispatcher(notifications, _dispatcher_config(s), self.metrics)
         self.dispatcher.start()
-        ctx.services["notifications"] = NotificationService(notifications, self.dispatcher.wake)
-        ctx.services["cdrs"] = CdrService(CdrStore(self.db))
-        ctx.services["sessions"] = SessionsApi(
+        ctx = ApiContext(
             chargers=chargers,
-            transactions=transactions,
-            connectors=ConnectorStore(self.db),
-            meter_values=MeterValueStore(self.db),
-            id_tags=id_tags,
+            registry=ChargerRegistry(chargers),
+            tokens=tokens,
+            notifications=NotificationService(notifications, self.dispatcher.wake),
+            cdrs=CdrService(CdrStore(self.db)),
+            sessions=SessionsApi(
+                chargers=chargers,
+                transactions=transactions,
+                connectors=ConnectorStore(self.db),
+                meter_values=MeterValueStore(self.db),
+                id_tags=id_tags,
+            ),
+            # Checked in memory, never stored: valid where it is set, revoked by no other node.
+            bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
+            gateway=self.commands,
+            metrics=self.metrics,
+            installations=self.auth.installations,
         )
         api = create_api(
             ctx, [SubscriptionController, NotificationActions, CdrController, *SESSION_ROUTES]
@@ -300,6 +303,9 @@ class Evgate:
         if self.gateway is not None:
             await self.gateway.stop()  # in-flight replies first, then 1001 to every charger
             self.gateway = None
+        if self.commands is not None:
+            await self.commands.stop()  # an AuthorizationKey not stored by now is lost
+            self.commands = None
         if self.cluster is not None:
             await self.cluster.stop()  # goodbye: this process's chargers are free at once
             self.cluster = None

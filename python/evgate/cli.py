@@ -64,8 +64,8 @@ async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _chargers_add(settings: Settings, args: argparse.Namespace) -> int:
-    from evgate.auth.credentials import is_valid_charger_id
     from evgate.auth.registry import ChargerRegistry
+    from evgate.credentials import is_valid_charger_id
     from evgate.storage.chargers import ChargerStore
     from evgate.storage.errors import AlreadyExists
 

@@ -23,7 +23,7 @@ import schemathesis
 from schemathesis.engine import Status, from_schema
 from schemathesis.engine import events as st_events
 
-from evgate.auth.credentials import digest
+from evgate.credentials import digest
 from evgate.storage.tokens import TokenStore
 from support import BOOTSTRAP_TOKEN, running_evgate
 

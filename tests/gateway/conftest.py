@@ -12,8 +12,8 @@ import pytest
 from picows import WSTransport, ws_connect
 
 from evgate.app import bind_socket
-from evgate.auth.credentials import digest
 from evgate.config import load_settings
+from evgate.credentials import digest
 from evgate.gateway.basic_routes import basic_routes
 from evgate.gateway.server import Gateway
 from evgate.handlers import Routes
@@ -100,18 +100,12 @@ def start_gateway() -> StartGateway:
                 return list(chargers.values())
             return [chargers[charger_id]] if charger_id in chargers else []
 
-        saved: dict[str, bytes] = {}
-
-        async def save_key(charger_id: str, new_digest: bytes) -> None:
-            saved[charger_id] = new_digest
-
         settings = load_settings(environ={}, ws_host="127.0.0.1", ws_port=0, **overrides)
         metrics = Registry()
         gateway = Gateway(
             settings,
             basic_routes() if routes is None else routes,
             load,
-            save_authorization_key=save_key,
             metrics=metrics,
         )
         await gateway.start(bind_socket("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
-from evgate.auth.credentials import digest
+from evgate.credentials import digest
 from evgate.gateway.server import Gateway
 from evgate.metrics import Registry
 from evgate.storage.chargers import ChargerCredentials

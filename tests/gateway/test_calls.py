@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import websockets
 
-from evgate.auth.credentials import digest
+from evgate.credentials import digest
 from evgate.gateway.connection import MAX_QUEUED_CALLS
 from evgate.gateway.interface import (
     CallRejected,
@@ -23,6 +23,7 @@ from evgate.gateway.interface import (
     InvalidCommand,
     InvalidResponse,
 )
+from evgate.handlers.commands import AuthorizationKeys, CommandEffects
 from evgate.protocol.v16 import (
     ChangeConfigurationRequest,
     GetConfigurationRequest,
@@ -184,15 +185,31 @@ async def test_charger_to_csms_request_is_not_a_command(start_gateway: StartGate
             await g.gateway.call("CP-1", HeartbeatRequest())
 
 
-@pytest.mark.parametrize("value", ["short", "x" * 41])
-async def test_weak_authorization_key_is_refused(start_gateway: StartGateway, value: str) -> None:
-    """An AuthorizationKey outside 16-40 characters is refused before it is sent."""
-    async with start_gateway() as g, connect(g.url()):
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [("short", True), ("x" * 41, True), ("NewKey-0123456789abcdef", False)],
+)
+async def test_weak_or_unstorable_authorization_key_is_refused(
+    start_gateway: StartGateway, value: str, stored: bool
+) -> None:
+    """An AuthorizationKey outside 16-40 characters, or one the command link cannot store
+    (no AuthorizationKeys), is refused before it is sent (handlers/commands.py)."""
+    saved: list[tuple[str, bytes]] = []
+
+    async def save(charger_id: str, new_digest: bytes) -> None:
+        saved.append((charger_id, new_digest))
+
+    async with start_gateway() as g, connect(g.url()) as ws:
         await until(lambda: g.gateway.connection("CP-1") is not None)
+        keys = AuthorizationKeys(save, wait=1.0) if stored else None
+        commands = CommandEffects(g.gateway, None, None, lambda _: None, keys=keys)  # type: ignore[arg-type]
         with pytest.raises(InvalidCommand):
-            await g.gateway.call(
+            await commands.call(
                 "CP-1", ChangeConfigurationRequest(key="AuthorizationKey", value=value)
             )
+        with pytest.raises(TimeoutError):  # nothing was sent
+            await asyncio.wait_for(ws.recv(), 0.2)
+    assert saved == []
 
 
 async def test_accepted_authorization_key_becomes_the_secret(running: Running) -> None:
@@ -205,7 +222,7 @@ async def test_accepted_authorization_key_becomes_the_secret(running: Running) -
         reader = asyncio.create_task(charger.start())
         try:
             await until(lambda: running.gateway.connection("CP-1") is not None)
-            response = await running.gateway.call(
+            response = await running.app.commands.call(
                 "CP-1", ChangeConfigurationRequest(key="AuthorizationKey", value=new_key)
             )
             assert response.status == "Accepted"
@@ -244,7 +261,8 @@ async def test_authorization_key_accepted_while_database_is_down_is_stored_later
             try:
                 await until(lambda: running.gateway.connection("CP-1") is not None)
                 await asyncio.to_thread(pg.kill)
-                response = await running.gateway.call(
+                assert app.commands is not None
+                response = await app.commands.call(
                     "CP-1", ChangeConfigurationRequest(key="AuthorizationKey", value=new_key)
                 )
                 assert response.status == "Accepted"

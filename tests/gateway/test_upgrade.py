@@ -9,7 +9,7 @@ import pytest
 import websockets
 from ocpp.v16 import call
 
-from evgate.auth.credentials import digest
+from evgate.credentials import digest
 from evgate.gateway.upgrade import Admit, FailureLimiter, Refuse, decide, parse_target
 from evgate.storage.chargers import ChargerCredentials
 from gateway.helpers import SECRET, StartGateway, close_code_of, connect

@@ -3,6 +3,7 @@ registration status, latest status wins."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -82,6 +83,19 @@ async def test_second_boot_is_accepted_like_the_first_and_updates_the_info(
     assert response.status == "Accepted" and response.interval == 300
     rows = await bench.rows("SELECT firmware_version FROM charger_boot_info")
     assert [r[0] for r in rows] == ["2"]
+
+
+@pytest.mark.parametrize(("registration", "hooked"), [("Accepted", ["CP-1"]), ("Pending", [])])
+async def test_an_accepted_boot_calls_the_after_accepted_boot_hook(
+    make_bench: Callable[..., Bench], registration: str, hooked: list[str]
+) -> None:
+    """HandlerServices.after_accepted_boot (auth's offline-configuration push) hears of an
+    Accepted boot only, before the handler returns its answer."""
+    seen: list[str] = []
+    bench = make_bench(after_accepted_boot=seen.append)
+    await bench.chargers.update("CP-1", registration_status=registration)
+    assert (await bench.call("BootNotification", boot())).status == registration
+    assert seen == hooked
 
 
 async def test_heartbeat_answers_the_current_time_and_writes_nothing(bench: Bench) -> None:

@@ -30,6 +30,8 @@ from loadtest.driver import simulate  # noqa: E402
 from loadtest.histogram import LatencyHistogram  # noqa: E402
 
 from evgate.app import Evgate  # noqa: E402
+from evgate.gateway.interface import CallRejected  # noqa: E402
+from evgate.protocol.v16 import GetConfigurationRequest  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
 from support import create_database, until  # noqa: E402
 
@@ -235,3 +237,30 @@ async def test_locust_scenario_runs_headless(reference: str, tmp_path: Path) -> 
     assert int(rows["BootNotification"][2]) == 5  # requests
     assert int(rows["MeterValues"][2]) > 0
     assert int(rows["Aggregated"][3]) == 0  # failures
+
+
+async def test_simulated_charger_declines_a_command_and_keeps_its_own_calls_matched(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """A command from evgate reaches the simulator's charger-role endpoint as a CALL, which it
+    declines with NotImplemented (evgate's gateway, the central system's endpoint, matches that
+    CALLERROR to its command); the charger's own CALLs go on being answered and matched."""
+    reply = await api.post("/api/v1/chargers", json={"id": "EV-CMD"})
+    assert reply.status_code == 201, reply.text
+    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{{id}}?auth={{secret}}"
+    scenario = Scenario(url=url, id_tags=(TAG,), heartbeat_interval=0.2, **FAST)
+    fleet = Fleet(scenario, [("EV-CMD", reply.json()["secret"])])
+    running = asyncio.create_task(fleet.run())
+    try:
+        await until(lambda: fleet.stats.booted == 1, 30)
+        assert evgate.gateway is not None
+        with pytest.raises(CallRejected) as rejected:
+            await evgate.gateway.call("EV-CMD", GetConfigurationRequest())
+        assert rejected.value.code == "NotImplemented"
+        assert fleet.stats.server_calls == 1
+        heartbeats = fleet.stats.calls["Heartbeat"]
+        await until(lambda: fleet.stats.calls["Heartbeat"] > heartbeats + 1, 30)
+    finally:
+        fleet.stop()
+        await running
+    assert not fleet.stats.call_errors and fleet.stats.timeouts == 0

@@ -3,23 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from litestar import Controller, get
 from litestar.params import FromPath
 
 from evgate.api.context import Ctx
 from evgate.events.builders import Cdr
-from evgate.storage.events import CdrStore
 
-__all__ = ["CdrController", "CdrService"]
-
-
-@dataclass
-class CdrService:
-    """Registered as ``ctx.services["cdrs"]`` by ``app.py``."""
-
-    store: CdrStore
+__all__ = ["CdrController"]
 
 
 class CdrController(Controller):
@@ -28,5 +18,4 @@ class CdrController(Controller):
 
     @get("/{cdr_id:str}", summary="One charge detail record (the id from cdr.received)")
     async def get_cdr(self, ctx: Ctx, cdr_id: FromPath[str]) -> Cdr:
-        service: CdrService = ctx.services["cdrs"]
-        return Cdr(**await service.store.get(cdr_id))
+        return Cdr(**await ctx.cdrs.store.get(cdr_id))

@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from evgate.api.bounds import BodyBigintId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
-from evgate.auth.credentials import CHARGER_ID_PATTERN
+from evgate.credentials import CHARGER_ID_PATTERN
 from evgate.gateway.interface import ConnectionInfo
 from evgate.storage.chargers import Charger
 

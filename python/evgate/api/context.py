@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from litestar.di import NamedDependency
 
+from evgate.api.services import CdrService, NotificationService, SessionsApi
 from evgate.auth.installations import Installations
 from evgate.auth.registry import ChargerRegistry
 from evgate.gateway.interface import ChargerLink
@@ -17,13 +17,20 @@ from evgate.storage.tokens import TokenStore
 __all__ = ["ApiContext", "Ctx"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ApiContext:
-    """The services behind the API. Later rooms add their own fields here."""
+    """The services behind the API, one typed field each: a new group of routes adds its
+    service (``api/services.py``) here."""
 
     chargers: ChargerStore
     registry: ChargerRegistry
     tokens: TokenStore
+    # Subscriptions and deliveries (api/notifications.py).
+    notifications: NotificationService
+    # Charge detail records (api/cdrs.py).
+    cdrs: CdrService
+    # Transactions, connectors, meter values and id-tags (api/sessions.py).
+    sessions: SessionsApi
     # The digest of this process's EVGATE_BOOTSTRAP_TOKEN (checked in memory), None if unset.
     bootstrap_digest: bytes | None = None
     # The charger gateway (live connections, commands); None in an API run without one.
@@ -32,8 +39,6 @@ class ApiContext:
     metrics: Registry = field(default_factory=Registry)
     # Installations and their authorization modes (issue 7); None in an API run without them.
     installations: Installations | None = None
-    # Room name → service, for rooms that plug in routes of their own (see api/app.py).
-    services: dict[str, Any] = field(default_factory=dict)
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.

@@ -9,7 +9,6 @@ Kafka ``saslPassword`` is never in any answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -25,9 +24,10 @@ from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.security import Principal
 from evgate.events.catalog import CATALOG, NOT_EMITTED
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
-from evgate.storage.events import FailedDelivery, NotificationStore, SubscriptionRow
+from evgate.storage.events import FailedDelivery, SubscriptionRow
+from evgate.storage.kafka_settings import Codec, KafkaSettings, Mechanism, SecurityProtocol
 
-__all__ = ["NotificationActions", "NotificationService", "SubscriptionController"]
+__all__ = ["NotificationActions", "SubscriptionController"]
 
 T = TypeVar("T")
 
@@ -36,35 +36,27 @@ _TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
 _BROKER = r"^[A-Za-z0-9.\-\[\]:]{1,255}:[0-9]{1,5}$"
 
 
-@dataclass
-class NotificationService:
-    """What the routes need, registered as ``ctx.services["notifications"]`` by ``app.py``."""
-
-    store: NotificationStore
-    # Called after a subscription changes, so the dispatcher of this process sees it at once.
-    changed: Any = None
-
-
-def _service(ctx: Any) -> NotificationService:
-    service: NotificationService = ctx.services["notifications"]
-    return service
-
-
 class WebhookIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     callback_url: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 
 class KafkaIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """:class:`KafkaSettings` as a client sends them: bounded, and with the password."""
+
     topic: Annotated[str, msgspec.Meta(pattern=_TOPIC)]
     brokers: Annotated[
         list[Annotated[str, msgspec.Meta(pattern=_BROKER)]],
         msgspec.Meta(min_length=1, max_length=50),
     ]
-    compression_codec: Literal["none", "gzip", "snappy", "lz4"] = "gzip"
-    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = "PLAIN"
+    compression_codec: Codec = "gzip"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: Mechanism | None = "PLAIN"
     sasl_username: Annotated[str, msgspec.Meta(max_length=255)] | None = None
     sasl_password: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+    def settings(self) -> KafkaSettings:
+        """What is stored and shown: every field but the password (KafkaSettings has none)."""
+        return msgspec.convert(self, KafkaSettings, from_attributes=True)
 
 
 class SubscriptionIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -83,21 +75,12 @@ class WebhookOut(msgspec.Struct, rename="camel", kw_only=True):
     secret: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class KafkaOut(msgspec.Struct, rename="camel", kw_only=True):
-    topic: str
-    brokers: list[str]
-    compression_codec: str
-    security_protocol: str
-    sasl_mechanism: str | None
-    sasl_username: str | None
-
-
 class SubscriptionOut(msgspec.Struct, rename="camel", kw_only=True):
     id: int
     via: str
     notifications: list[str]
     webhook: WebhookOut | msgspec.UnsetType = msgspec.UNSET
-    kafka: KafkaOut | msgspec.UnsetType = msgspec.UNSET
+    kafka: KafkaSettings | msgspec.UnsetType = msgspec.UNSET
     # evgate's additions: whether it delivers (a 410 from the receiver disables it; a PUT
     # enables it again), and which of the listed names evgate never emits.
     enabled: bool
@@ -151,7 +134,7 @@ def _names(names: list[str]) -> list[str]:
 
 def _checked(
     body: SubscriptionIn, stored_password: bool = False
-) -> tuple[str | None, dict[str, Any] | None, str | None]:
+) -> tuple[str | None, KafkaSettings | None, str | None]:
     """The (callbackUrl, kafka settings without password, password) of a valid body;
     ``stored_password``: a PUT may leave out the password the subscription has.
 
@@ -177,21 +160,19 @@ def _checked(
         raise Unprocessable(
             "kafka.saslUsername and kafka.saslPassword: required with a SASL securityProtocol"
         )
-    settings = msgspec.to_builtins(k)
-    settings.pop("saslPassword", None)
-    return None, settings, k.sasl_password
+    return None, k.settings(), k.sasl_password
 
 
 def _out(row: SubscriptionRow, secret: bytes | None = None) -> SubscriptionOut:
     webhook: WebhookOut | msgspec.UnsetType = msgspec.UNSET
-    kafka: KafkaOut | msgspec.UnsetType = msgspec.UNSET
+    kafka: KafkaSettings | msgspec.UnsetType = msgspec.UNSET
     if row.via == "webhook" and row.callback_url is not None:
         webhook = WebhookOut(
             callback_url=row.callback_url,
             secret=webhook_secret_text(secret) if secret is not None else msgspec.UNSET,
         )
     elif row.kafka is not None:
-        kafka = msgspec.convert(row.kafka, KafkaOut)
+        kafka = row.kafka
     return SubscriptionOut(
         id=row.id,
         via=row.via,
@@ -219,7 +200,7 @@ class SubscriptionController(Controller):
         names = _names(data.notifications)
         callback_url, kafka, password = _checked(data)
         secret = new_webhook_secret()
-        service = _service(ctx)
+        service = ctx.notifications
         row = await service.store.create_subscription(
             via=data.via,
             notifications=names,
@@ -242,7 +223,7 @@ class SubscriptionController(Controller):
         per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 15,
         page: Annotated[int, QueryParameter(ge=1, le=INT32_MAX)] = 1,
     ) -> SubscriptionPage:
-        store = _service(ctx).store
+        store = ctx.notifications.store
         total = await store.count_subscriptions()
         rows = await store.subscriptions_page((page - 1) * per_page, per_page)
         last_page = max(1, -(-total // per_page))
@@ -273,7 +254,7 @@ class SubscriptionController(Controller):
 
     @get("/{subscription_id:int}", summary="One subscription")
     async def get_subscription(self, ctx: Ctx, subscription_id: BigintId) -> Data[SubscriptionOut]:
-        return Data(_out(await _service(ctx).store.get_subscription(subscription_id)))
+        return Data(_out(await ctx.notifications.store.get_subscription(subscription_id)))
 
     @put(
         "/{subscription_id:int}",
@@ -283,7 +264,7 @@ class SubscriptionController(Controller):
         self, ctx: Ctx, subscription_id: BigintId, data: JSONBody[SubscriptionIn]
     ) -> Data[SubscriptionOut]:
         names = _names(data.notifications)
-        service = _service(ctx)
+        service = ctx.notifications
         stored = await service.store.get_subscription(subscription_id)
         callback_url, kafka, password = _checked(data, stored.kafka_password is not None)
         row = await service.store.replace_subscription(
@@ -302,7 +283,7 @@ class SubscriptionController(Controller):
 
     @delete("/{subscription_id:int}", status_code=204, summary="Unsubscribe")
     async def unsubscribe(self, ctx: Ctx, subscription_id: BigintId) -> None:
-        service = _service(ctx)
+        service = ctx.notifications
         await service.store.delete_subscription(subscription_id)
         if service.changed is not None:
             service.changed()
@@ -326,7 +307,7 @@ class SubscriptionController(Controller):
         ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[FailedDelivery]:
-        store = _service(ctx).store
+        store = ctx.notifications.store
         await store.get_subscription(subscription_id)  # 404 for an unknown one
         items = await store.failed_deliveries(subscription_id, after, limit)
         return page_of(items, limit, lambda d: d.event_id)
@@ -348,7 +329,7 @@ class NotificationActions(Controller):
         names = _names(data.notifications) if data.notifications else None
         if data.start_time and data.end_time and data.end_time <= data.start_time:
             raise Unprocessable("endTime: must be after startTime")
-        service = _service(ctx)
+        service = ctx.notifications
         row = await service.store.get_subscription(subscription_id)
         if not row.enabled:
             raise Conflict(

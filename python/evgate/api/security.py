@@ -23,7 +23,7 @@ from litestar.middleware.authentication import (
     AuthenticationResult,
 )
 
-from evgate.auth.credentials import digest
+from evgate.credentials import digest
 
 __all__ = [
     "OPEN_PATHS",

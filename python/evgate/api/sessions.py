@@ -7,12 +7,11 @@ id-tag list.
   (``resolution=raw|1m|15m|1h``; the coarse ones from the per-minute rollups);
 * ``/api/v1/id-tags``: create, list, read, change, delete.
 
-``app.py`` registers a :class:`SessionsApi` as ``ctx.services["sessions"]``.
+Their service is ``ApiContext.sessions`` (:class:`~evgate.api.services.SessionsApi`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -21,37 +20,19 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from evgate.api.bounds import ConnectorFilter, TransactionCursor, TransactionId
-from evgate.api.context import ApiContext, Ctx
+from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
-from evgate.storage.chargers import ChargerStore
-from evgate.storage.id_tags import IdTag, IdTagStatus, IdTagStore
-from evgate.storage.meter_values import MeterBucket, MeterSample, MeterValueStore, Resolution
-from evgate.storage.sessions import Connector, ConnectorStore, Transaction, TransactionStore
+from evgate.storage.id_tags import IdTag, IdTagStatus
+from evgate.storage.meter_values import MeterBucket, MeterSample, Resolution
+from evgate.storage.sessions import Connector, Transaction
 
 __all__ = [
     "ROUTES",
     "ChargerSessionController",
     "IdTagController",
-    "SessionsApi",
     "TransactionController",
 ]
-
-
-@dataclass
-class SessionsApi:
-    """Registered as ``ctx.services["sessions"]`` by ``app.py``."""
-
-    chargers: ChargerStore
-    transactions: TransactionStore
-    connectors: ConnectorStore
-    meter_values: MeterValueStore
-    id_tags: IdTagStore
-
-
-def _api(ctx: ApiContext) -> SessionsApi:
-    service: SessionsApi = ctx.services["sessions"]
-    return service
 
 
 class TransactionController(Controller):
@@ -78,7 +59,7 @@ class TransactionController(Controller):
         after: TransactionCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[Transaction]:
-        items = await _api(ctx).transactions.page(
+        items = await ctx.sessions.transactions.page(
             charger_id=charger_id,
             id_tag=id_tag,
             active=active,
@@ -91,7 +72,7 @@ class TransactionController(Controller):
 
     @get("/{transaction_id:int}", summary="One transaction")
     async def get_transaction(self, ctx: Ctx, transaction_id: TransactionId) -> Transaction:
-        return await _api(ctx).transactions.get(transaction_id)
+        return await ctx.sessions.transactions.get(transaction_id)
 
 
 class ChargerSessionController(Controller):
@@ -100,7 +81,7 @@ class ChargerSessionController(Controller):
 
     @get("/connectors", summary="The charger's connectors and their latest status")
     async def connectors(self, ctx: Ctx, charger_id: FromPath[str]) -> list[Connector]:
-        api = _api(ctx)
+        api = ctx.sessions
         await api.chargers.get(charger_id)  # 404 for an unknown charger
         return await api.connectors.of_charger(charger_id)
 
@@ -126,7 +107,7 @@ class ChargerSessionController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(ge=10, le=10_000)] = 1000,
     ) -> Page[MeterSample | MeterBucket]:
-        api = _api(ctx)
+        api = ctx.sessions
         await api.chargers.get(charger_id)
         end = end or datetime.now(UTC)
         start = start or end - timedelta(days=1)
@@ -178,7 +159,7 @@ class IdTagController(Controller):
         opt={"problems": (409,)},
     )
     async def create(self, ctx: Ctx, data: JSONBody[IdTagCreate]) -> IdTag:
-        return await _api(ctx).id_tags.create(
+        return await ctx.sessions.id_tags.create(
             data.id_tag, data.status, _aware(data.expiry_date), data.parent_id_tag
         )
 
@@ -191,12 +172,12 @@ class IdTagController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[IdTag]:
-        items = await _api(ctx).id_tags.page(after, limit)
+        items = await ctx.sessions.id_tags.page(after, limit)
         return page_of(items, limit, lambda t: t.id_tag)
 
     @get("/{id_tag:str}", summary="One id-tag")
     async def get_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> IdTag:
-        return await _api(ctx).id_tags.get(id_tag)
+        return await ctx.sessions.id_tags.get(id_tag)
 
     @patch("/{id_tag:str}", summary="Change an id-tag's status, expiry date or parent")
     async def patch_id_tag(
@@ -206,12 +187,12 @@ class IdTagController(Controller):
         if "expiry_date" in fields:
             _aware(fields["expiry_date"])
         if not fields:
-            return await _api(ctx).id_tags.get(id_tag)
-        return await _api(ctx).id_tags.update(id_tag, **fields)
+            return await ctx.sessions.id_tags.get(id_tag)
+        return await ctx.sessions.id_tags.update(id_tag, **fields)
 
     @delete("/{id_tag:str}", status_code=204, summary="Remove an id-tag (it is Invalid from now)")
     async def delete_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> None:
-        await _api(ctx).id_tags.delete(id_tag)
+        await ctx.sessions.id_tags.delete(id_tag)
 
 
 #: The controllers ``app.py`` passes to ``create_api``.

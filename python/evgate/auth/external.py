@@ -6,7 +6,7 @@ for providers, the :class:`AuthorizerDirectory` (``authorizer_for``), the API's
 :class:`OfflineConfigPusher`. Wiring (``app.py``)::
 
     auth = ExternalAuth(InstallationStore(db), native, metrics, settings)
-    routes = after_accepted_boot(routes, auth.on_boot_accepted)      # before the gateway
+    services = HandlerServices(..., after_accepted_boot=auth.on_boot_accepted)
     gateway = Gateway(settings, routes, ...)
     await db.listen(INSTALLATION_CHANNEL, auth.directory.notified, auth.directory.notified_all)
     await db.listen(SESSION_END_CHANNEL, auth.session_end_notified, auth.sender.wake)
@@ -17,9 +17,6 @@ for providers, the :class:`AuthorizerDirectory` (``authorizer_for``), the API's
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import httpx
 
 from evgate.auth.authorizer import Authorizer
@@ -29,12 +26,10 @@ from evgate.auth.session_ends import SessionEndSender
 from evgate.auth.webhook import webhook_counter
 from evgate.config import Settings
 from evgate.gateway.interface import ChargerLink
-from evgate.handlers import ChargerContext, Routes
 from evgate.metrics import Registry
-from evgate.protocol.v16 import BootNotificationResponse, RegistrationStatus
 from evgate.storage.installations import InstallationStore
 
-__all__ = ["ExternalAuth", "after_accepted_boot"]
+__all__ = ["ExternalAuth"]
 
 # Providers are called with the installation's own timeout (asyncio.timeout around the
 # whole exchange); these are only the client's outer bounds.
@@ -92,27 +87,3 @@ class ExternalAuth:
     def session_end_notified(self, _payload: str) -> None:
         """``NOTIFY evgate_session_end``: a stop entered the outbox."""
         self.sender.wake()
-
-
-def after_accepted_boot(routes: Routes, on_accepted: Callable[[str], None]) -> Routes:
-    """The routing table with its BootNotification handler followed by
-    ``on_accepted(charger_id)`` when it answers Accepted.
-
-    ``on_accepted`` must only queue work: it runs before the handler returns, and the gateway
-    sends the CALLRESULT right after that without yielding to the loop, so anything the
-    callback's task sends the charger goes after the Accepted reply.
-    """
-    boot = routes.get("BootNotification")
-    if boot is None:
-        return routes
-
-    async def boot_notification(ctx: ChargerContext, request: Any) -> Any:
-        response = await boot(ctx, request)
-        if (
-            isinstance(response, BootNotificationResponse)
-            and response.status == RegistrationStatus.accepted
-        ):
-            on_accepted(ctx.charger_id)
-        return response
-
-    return {**routes, "BootNotification": boot_notification}

@@ -6,7 +6,7 @@ in one place, and never logged.
 
 from __future__ import annotations
 
-from evgate.auth.credentials import digest, new_api_token, new_charger_secret
+from evgate.credentials import digest, new_api_token, new_charger_secret
 from evgate.storage.chargers import Charger, ChargerStore
 from evgate.storage.tokens import BOOTSTRAP, ApiToken, Scope, TokenStore
 

@@ -28,6 +28,7 @@ from evgate.events.signing import hmac_with_state, standard_webhook_signature
 from evgate.metrics import Registry
 from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.events import Delivery, SubscriptionRow
+from evgate.storage.kafka_settings import KafkaSettings
 
 __all__ = [
     "Attempt",
@@ -179,16 +180,22 @@ def _collect(future: asyncio.Future[Any]) -> None:
 def kafka_settings_key(subscription: SubscriptionRow) -> tuple[Any, ...]:
     """What makes two subscriptions share a producer: brokers and every connection setting
     (the password by digest: the key is kept in memory and may show in logs)."""
-    k = subscription.kafka or {}
+    k = _settings(subscription)
     password = subscription.kafka_password or ""
     return (
-        tuple(sorted(k.get("brokers", []))),
-        k.get("securityProtocol", "PLAINTEXT"),
-        k.get("saslMechanism") or "PLAIN",
-        k.get("saslUsername"),
+        tuple(sorted(k.brokers)),
+        k.security_protocol,
+        k.mechanism,
+        k.sasl_username,
         hashlib.sha256(password.encode()).hexdigest(),
-        k.get("compressionCodec", "gzip"),
+        k.compression_codec,
     )
+
+
+def _settings(subscription: SubscriptionRow) -> KafkaSettings:
+    """A Kafka subscription's settings (only Kafka subscriptions reach the Kafka sink)."""
+    assert subscription.kafka is not None, f"subscription {subscription.id} is not Kafka's"
+    return subscription.kafka
 
 
 class ProducerReplaced(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
@@ -270,11 +277,10 @@ class KafkaProducers:
         return producer
 
     def _make(self, subscription: SubscriptionRow) -> AIOKafkaProducer:
-        k = subscription.kafka or {}
-        protocol = k.get("securityProtocol", "PLAINTEXT")
-        codec = k.get("compressionCodec", "gzip")
+        k = _settings(subscription)
+        protocol, codec = k.security_protocol, k.compression_codec
         options: dict[str, Any] = {
-            "bootstrap_servers": list(k["brokers"]),
+            "bootstrap_servers": list(k.brokers),
             "acks": "all",
             "enable_idempotence": True,
             "compression_type": None if codec == "none" else codec,
@@ -285,8 +291,8 @@ class KafkaProducers:
         if protocol in ("SSL", "SASL_SSL"):
             options["ssl_context"] = ssl.create_default_context()
         if protocol.startswith("SASL_"):
-            options["sasl_mechanism"] = k.get("saslMechanism") or "PLAIN"
-            options["sasl_plain_username"] = k.get("saslUsername")
+            options["sasl_mechanism"] = k.mechanism
+            options["sasl_plain_username"] = k.sasl_username
             options["sasl_plain_password"] = subscription.kafka_password
         return AIOKafkaProducer(**options)
 
@@ -297,7 +303,7 @@ class KafkaProducers:
         one order per charger). Returns how many of the first ones were acknowledged, and the
         attempt's outcome (the failure, if one was not). Takes at most the delivery timeout."""
         started = time.perf_counter()
-        topic = (subscription.kafka or {})["topic"]
+        topic = _settings(subscription).topic
         key = charger_id.encode()
         brokers = self.brokers(subscription)
         producer: AIOKafkaProducer | None = None

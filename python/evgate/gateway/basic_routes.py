@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from evgate.handlers import ChargerContext, Routes
+from evgate.handlers.contract import ChargerContext, Routes
 from evgate.protocol.v16 import (
     BootNotificationRequest,
     BootNotificationResponse,

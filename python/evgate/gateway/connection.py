@@ -27,7 +27,10 @@ A :class:`ChargerConnection` turns frames into OCPP messages and back:
 * Writing is bounded: above the write-buffer high-water mark the charger's reads are paused,
   so a charger that does not read cannot make evgate buffer without end.
 
-The connection does not know the database or the registry of connections: it reports to its
+What a frame means (decoding, unique ids, which CALL a reply answers) is the connection's
+:class:`~evgate.protocol.endpoint.Endpoint` (central system role); the connection keeps the
+socket, the rate, the inbox, the timers and the futures. The connection does not know the
+database or the registry of connections: it reports to its
 :class:`~evgate.gateway.server.Gateway`, which owns it.
 """
 
@@ -51,8 +54,18 @@ from evgate.gateway.interface import (
     InvalidResponse,
 )
 from evgate.gateway.upgrade import Admit
-from evgate.handlers import ChargerContext, Handler
-from evgate.protocol import frames
+from evgate.handlers.contract import ChargerContext
+from evgate.protocol.endpoint import (
+    Endpoint,
+    ErrorReply,
+    IncomingCall,
+    InvalidReply,
+    Refusal,
+    Reply,
+    Role,
+    UnmatchedReply,
+    UnreadableReply,
+)
 from evgate.protocol.errors import ActionNotImplementedError, GenericError, OcppError, Violation
 from evgate.protocol.v16 import Message
 
@@ -70,8 +83,8 @@ MAX_QUEUED_CALLS = 32
 #: After our CLOSE frame, how long the charger has to answer it before the socket is closed.
 CLOSE_TIMEOUT = 2.0
 
-# (unique id, action, handler, request) of a CALL waiting for its handler.
-_Work = tuple[str, str, Handler, Message]
+# A CALL from the charger as the endpoint read it: to handle, or to refuse.
+_Received = IncomingCall | Refusal
 
 
 class ChargerConnection(WSListener):
@@ -82,9 +95,9 @@ class ChargerConnection(WSListener):
         "_call_lock",
         "_close_timer",
         "_fragments",
+        "_future",
         "_inbox",
         "_pacing",
-        "_pending",
         "_queued_calls",
         "_stamp",
         "_tokens",
@@ -95,6 +108,7 @@ class ChargerConnection(WSListener):
         "close_reason",
         "context",
         "draining",
+        "endpoint",
         "gateway",
         "info",
         "registered",
@@ -132,9 +146,12 @@ class ChargerConnection(WSListener):
         self.close_code = WSCloseCode.ABNORMAL_CLOSURE.value
         self.close_reason = ""
         self._fragments: bytearray | None = None
-        self._inbox: deque[_Work] | None = None
+        # CALLs waiting for their handler (which ``_accept`` checked exists).
+        self._inbox: deque[IncomingCall] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._pending: tuple[str, str, asyncio.Future[Message]] | None = None
+        self.endpoint = Endpoint(Role.central_system, lenient=credentials.lenient)
+        # Whoever waits for the answer to the endpoint's outstanding CALL.
+        self._future: asyncio.Future[Message] | None = None
         self._call_lock: asyncio.Lock | None = None
         self._queued_calls = 0
         self._close_timer: asyncio.TimerHandle | None = None
@@ -151,6 +168,11 @@ class ChargerConnection(WSListener):
     @property
     def security_profile(self) -> int:
         return self.context.security_profile
+
+    def set_lenient(self, lenient: bool) -> None:
+        """Read this charger's next frames leniently (or strictly): its credentials changed."""
+        self.context.lenient = lenient
+        self.endpoint.lenient = lenient
 
     @property
     def worker(self) -> asyncio.Task[None] | None:
@@ -221,9 +243,9 @@ class ChargerConnection(WSListener):
                 self.close_reason = self.close_reason or info.reason
         # Unstarted CALLs were never acknowledged: the charger sends them again.
         self._inbox = None
-        pending = self._pending
-        if pending is not None and not pending[2].done():
-            pending[2].set_exception(ChargerDisconnected("the charger disconnected"))
+        future = self._future
+        if future is not None and not future.done():
+            future.set_exception(ChargerDisconnected("the charger disconnected"))
         if self.registered:
             self.gateway.unregister(self)
 
@@ -278,32 +300,44 @@ class ChargerConnection(WSListener):
 
     def _refuse(self, exc: OcppError, action: str) -> None:
         self.gateway.m_callerrors_sent.inc(exc.code.value)
-        self._send(frames.error_frame_for(exc), action)
+        self._send(self.endpoint.refuse(exc), action)
 
     def _message(self, data: bytes) -> None:
-        gateway = self.gateway
-        lenient = self.context.lenient
-        try:
-            frame = frames.decode(data, lenient=lenient)
-        except OcppError as exc:
-            gateway.m_frames_in.inc("(unreadable)")
-            if not self._take_token():
-                # A flood of junk costs no answer and no log line, like CALLs over the rate.
-                gateway.m_refused.inc("rate")
-            elif exc.message_type_id in (2, None):  # OCPP answers only CALLs
-                self._refuse(exc, "(unreadable)")
+        happening = self.endpoint.receive(data)
+        if isinstance(happening, IncomingCall):
+            self._call_received(happening, happening.action)
+        elif isinstance(happening, Refusal):
+            if happening.action is not None:  # a CALL, read but refused: a CALL to pace
+                self._call_received(happening, happening.action)
             else:
-                log.info("%s sent a bad reply: %s", self.charger_id, exc.description)
-                self._fail_pending(exc)
-            return
-        if isinstance(frame, frames.Call):
-            self._call_received(frame)
+                self._unreadable(happening.error, None)
+        elif isinstance(happening, UnreadableReply):
+            self._unreadable(happening.error, happening)
+        elif isinstance(happening, UnmatchedReply):
+            self._unmatched(happening)
         else:
-            self._reply_received(frame)
+            self._reply_received(happening)
 
-    def _call_received(self, call: frames.Call) -> None:
+    def _unreadable(self, exc: OcppError, reply: UnreadableReply | None) -> None:
+        """A frame that cannot be read: answered when it may be a CALL, else (a reply) it
+        fails the command it names, if any."""
         gateway = self.gateway
-        action = call.action
+        gateway.m_frames_in.inc("(unreadable)")
+        if not self._take_token():
+            # A flood of junk costs no answer and no log line, like CALLs over the rate.
+            gateway.m_refused.inc("rate")
+        elif reply is None:  # OCPP answers only CALLs
+            self._refuse(exc, "(unreadable)")
+        else:
+            log.info("%s sent a bad reply: %s", self.charger_id, exc.description)
+            # Rather than leave the command to time out.
+            future = self._future
+            if reply.call is not None and future is not None and not future.done():
+                gateway.m_violations.inc(reply.call.action, exc.code.value)
+                future.set_exception(InvalidResponse(exc))
+
+    def _call_received(self, call: _Received, action: str) -> None:
+        gateway = self.gateway
         gateway.m_frames_in.inc(action if action in gateway.known_actions else "(unknown)")
         if self.draining:
             return  # shutting down: unanswered, the charger sends it again to the next process
@@ -319,23 +353,19 @@ class ChargerConnection(WSListener):
             )
         elif delay:
             gateway.m_paced.inc()
-            self._worker = asyncio.get_running_loop().create_task(self._paced(call, delay))
+            self._worker = asyncio.get_running_loop().create_task(self._paced(call, action, delay))
         else:
-            self._accept(call)
+            self._accept(call, action)
 
-    def _accept(self, call: frames.Call) -> None:
-        """Decode ``call`` and queue it for its handler (or refuse it at once)."""
+    def _accept(self, call: _Received, action: str) -> None:
+        """Queue ``call`` for its handler (or refuse it at once)."""
         gateway = self.gateway
-        action = call.action
-        try:
-            request, violations = frames.decode_request(call, lenient=self.context.lenient)
-        except OcppError as exc:
-            self._refuse(exc, action)
+        if isinstance(call, Refusal):
+            self._refuse(call.error, action)
             return
-        if violations:
-            self._record(action, violations)
-        handler = gateway.routes.get(action)
-        if handler is None:
+        if call.violations:
+            self._record(action, call.violations)
+        if action not in gateway.routes:
             self._refuse(
                 ActionNotImplementedError(f"{action} is not implemented", unique_id=call.unique_id),
                 action,
@@ -347,7 +377,7 @@ class ChargerConnection(WSListener):
         elif len(inbox) >= MAX_INBOX:
             gateway.m_refused.inc("busy")
             return
-        inbox.append((call.unique_id, action, handler, request))
+        inbox.append(call)
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
 
@@ -364,7 +394,7 @@ class ChargerConnection(WSListener):
         self._tokens -= 1.0  # was below 1.0, so now in [-1, 0): at most 1 / rate to wait
         return -self._tokens / self.gateway.settings.message_rate
 
-    async def _paced(self, call: frames.Call, delay: float) -> None:
+    async def _paced(self, call: _Received, action: str, delay: float) -> None:
         """Handle ``call`` after ``delay`` seconds, reading nothing more of the charger
         meanwhile (what it floods us with waits in the kernel and then its TCP window, not in
         evgate); this task is the connection's worker, so the CALL counts as unanswered."""
@@ -377,7 +407,7 @@ class ChargerConnection(WSListener):
                 self._pacing = False
                 self._reading()
             if not (self.draining or self.closed):  # else unanswered: the charger resends it
-                self._accept(call)
+                self._accept(call, action)
             await self._work()
         finally:
             self._worker = None
@@ -409,14 +439,16 @@ class ChargerConnection(WSListener):
     async def _work(self) -> None:
         """Answer the inbox's CALLs in order; ends when the inbox is empty."""
         try:
+            endpoint, routes = self.endpoint, self.gateway.routes
             while self._inbox:
-                unique_id, action, handler, request = self._inbox.popleft()
+                call = self._inbox.popleft()
+                unique_id, action = call.unique_id, call.action
                 try:
-                    response = await handler(self.context, request)
-                    data = frames.encode_result(unique_id, response)
+                    response = await routes[action](self.context, call.request)
+                    data = endpoint.respond(unique_id, response)
                 except OcppError as exc:
                     self.gateway.m_callerrors_sent.inc(exc.code.value)
-                    data = frames.error_frame_for(exc, unique_id)
+                    data = endpoint.refuse(exc, unique_id)
                 except Exception as exc:
                     if self.gateway.unavailable(exc):
                         # An outage looks like one: no answer, the charger resends the CALL
@@ -425,55 +457,44 @@ class ChargerConnection(WSListener):
                         continue
                     log.exception("%s: the %s handler failed", self.charger_id, action)
                     self.gateway.m_callerrors_sent.inc("InternalError")
-                    data = frames.error_frame_for(exc, unique_id)
+                    data = endpoint.refuse(exc, unique_id)
                 self._send(data, action)
             self._inbox = None  # an idle charger holds no queue
         finally:
             self._worker = None
 
-    def _reply_received(self, frame: frames.CallResult | frames.CallError) -> None:
+    def _unmatched(self, reply: UnmatchedReply) -> None:
         gateway = self.gateway
-        pending = self._pending
-        if pending is None or pending[0] != frame.unique_id:
-            gateway.m_frames_in.inc("(unmatched)")
-            if self._take_token():
-                log.info(
-                    "%s answered a CALL we are not waiting for: %s",
-                    self.charger_id,
-                    frame.unique_id,
-                )
-            else:
-                gateway.m_refused.inc("rate")
-            return
-        unique_id, action, future = pending
-        gateway.m_frames_in.inc(action)
-        if future.done():  # the caller gave up (timeout) in this very loop turn
-            return
-        if isinstance(frame, frames.CallError):
-            gateway.m_callerrors_received.inc(frame.error_code)
-            future.set_exception(
-                CallRejected(frame.error_code, frame.error_description, frame.error_details)
+        gateway.m_frames_in.inc("(unmatched)")
+        if self._take_token():
+            log.info(
+                "%s answered a CALL we are not waiting for: %s",
+                self.charger_id,
+                reply.frame.unique_id,
             )
-            return
-        try:
-            response, violations = frames.decode_response(
-                action, frame.payload, lenient=self.context.lenient, unique_id=unique_id
-            )
-        except OcppError as exc:
-            gateway.m_violations.inc(action, exc.code.value)
-            future.set_exception(InvalidResponse(exc))
-            return
-        if violations:
-            self._record(action, violations)
-        future.set_result(response)
+        else:
+            gateway.m_refused.inc("rate")
 
-    def _fail_pending(self, exc: OcppError) -> None:
-        """A reply that cannot be read fails the command it answers at once (when its id
-        could be read), rather than leave it to time out."""
-        pending = self._pending
-        if pending is not None and pending[0] == exc.unique_id and not pending[2].done():
-            self.gateway.m_violations.inc(pending[1], exc.code.value)
-            pending[2].set_exception(InvalidResponse(exc))
+    def _reply_received(self, reply: Reply | ErrorReply | InvalidReply) -> None:
+        gateway = self.gateway
+        action = reply.call.action
+        gateway.m_frames_in.inc(action)
+        future = self._future
+        if future is None or future.done():  # the caller gave up (timeout) in this loop turn
+            return
+        if isinstance(reply, Reply):
+            if reply.violations:
+                self._record(action, reply.violations)
+            future.set_result(reply.response)
+        elif isinstance(reply, ErrorReply):
+            error = reply.error
+            gateway.m_callerrors_received.inc(error.error_code)
+            future.set_exception(
+                CallRejected(error.error_code, error.error_description, error.error_details)
+            )
+        else:
+            gateway.m_violations.inc(action, reply.error.code.value)
+            future.set_exception(InvalidResponse(reply.error))
 
     # Outgoing calls
 
@@ -501,11 +522,12 @@ class ChargerConnection(WSListener):
     async def _call_now(self, action: str, request: Message) -> Message:
         if self.closed:
             raise ChargerDisconnected("the charger disconnected")
-        unique_id = self.gateway.next_unique_id()
+        outgoing = self.endpoint.call(action, request)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending = (unique_id, action, future)
+        self._future = future
         try:
-            self._send(frames.encode_call(unique_id, action, request), action)
+            self._send(outgoing.data, action)
             return await future
         finally:
-            self._pending = None
+            self._future = None
+            self.endpoint.abandon(outgoing)  # its answer, if it ever comes, is unmatched

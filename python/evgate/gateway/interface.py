@@ -14,9 +14,10 @@ from typing import Any, Protocol
 import msgspec
 
 from evgate.protocol.errors import OcppError
-from evgate.protocol.v16 import Message
+from evgate.protocol.v16 import ChangeConfigurationRequest, Message
 
 __all__ = [
+    "AUTHORIZATION_KEY",
     "MOVED",
     "REPLACED",
     "TAKEN_OVER",
@@ -31,7 +32,21 @@ __all__ = [
     "ConnectionObserver",
     "InvalidCommand",
     "InvalidResponse",
+    "authorization_key",
 ]
+
+#: The configuration key of the Basic-auth password (OCPP 1.6 security whitepaper).
+AUTHORIZATION_KEY = "authorizationkey"
+
+
+def authorization_key(request: Message) -> str | None:
+    """The new Basic-auth password a command sets (a ChangeConfiguration of AuthorizationKey),
+    or None. The gateway lets the connection that takes it stay up; ``handlers/commands.py``
+    checks and stores it."""
+    if isinstance(request, ChangeConfigurationRequest) and request.key.lower() == AUTHORIZATION_KEY:
+        return request.value
+    return None
+
 
 #: Close reasons of a connection taken over by a newer one of the same charger: here
 #: (``REPLACED``) or in another evgate process (``MOVED``). Observers may tell such a

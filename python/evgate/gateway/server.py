@@ -1,11 +1,10 @@
 """gateway room: the charger front end — picows listener, upgrade-time auth, connection
 registry, commands to chargers.
 
-:class:`Gateway` owns the listening server, the in-memory credential index, the live
-connections (one per charger) and the gateway's metrics. It knows sockets, not SQL: the
-credentials come from a loader coroutine (``ChargerStore.credentials``) and change
-notifications are handed in by ``app.py`` (``credentials_changed`` on each ``NOTIFY
-evgate_charger``, ``credentials_reset`` after the listening connection was re-established).
+:class:`Gateway` owns the listening server, the live connections (one per charger) and the
+gateway's metrics, and consults the credential index (``gateway/credentials.py``) at each
+upgrade. It knows sockets, not SQL. What an accepted AuthorizationKey changes beyond the
+live connection (its stored digest) is a command effect (``handlers/commands.py``).
 
 Close codes the gateway sends:
 
@@ -23,15 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import resource
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from picows import (
     WSAutoPingStrategy,
     WSCloseCode,
@@ -41,48 +38,38 @@ from picows import (
     WSUpgradeResponseWithListener,
 )
 
-from evgate.auth.credentials import digest
 from evgate.config import ConfigError, Settings, parse_networks
+from evgate.credentials import digest
 from evgate.gateway.connection import ChargerConnection
+from evgate.gateway.credentials import CredentialIndex, CredentialLoader
 from evgate.gateway.interface import (
     REPLACED,
     ChargerNotConnected,
     ConnectionInfo,
     ConnectionObserver,
     InvalidCommand,
+    authorization_key,
 )
 from evgate.gateway.listener import ChargerPort, ChargerProtocol
 from evgate.gateway.proxy_header import SourceAddress
 from evgate.gateway.upgrade import SUBPROTOCOL, FailureLimiter, Refuse, decide, offers_ocpp16
-from evgate.handlers import Routes
+from evgate.handlers.contract import Routes, check_routes
 from evgate.metrics import Counter, Registry
 from evgate.outages import Dependency
 from evgate.protocol.v16 import (
     ACTION_OF_REQUEST,
     ACTIONS,
-    ChangeConfigurationRequest,
     ChangeConfigurationResponse,
     ConfigurationStatus,
     Direction,
     Message,
 )
 from evgate.storage.chargers import ChargerCredentials
-from evgate.storage.errors import NotFound
 
-__all__ = ["AUTHORIZATION_KEY", "CredentialLoader", "Gateway", "KeySaver"]
+__all__ = ["Gateway"]
 
 log = logging.getLogger("evgate.gateway")
 
-#: Loads the credentials of one charger (a list of 0 or 1) or, given None, of all.
-CredentialLoader = Callable[[str | None], Awaitable[list[ChargerCredentials]]]
-#: Stores a charger's new secret digest (``ChargerStore.set_secret_digest``).
-KeySaver = Callable[[str, bytes], Awaitable[None]]
-
-#: The configuration key of the Basic-auth password (OCPP 1.6 security whitepaper).
-AUTHORIZATION_KEY = "authorizationkey"
-_KEY_LENGTH = (16, 40)  # the whitepaper's bounds for AuthorizationKey
-# More pending notifications than this and one full reload is cheaper than a query each.
-_RELOAD_ALL_ABOVE = 64
 # picows reads into a buffer that starts this small and grows only for big messages: an idle
 # connection's share of memory is mostly this buffer.
 _READ_BUFFER = 2048
@@ -179,10 +166,8 @@ class Gateway:
     Args:
         settings: limits, TLS and timeouts (``max_message_size``, ``ping_interval``, ...).
         routes: action → handler (the handlers' routing table); actions without an entry
-            answer ``NotImplemented``.
-        load_credentials: see :data:`CredentialLoader`.
-        save_authorization_key: stores the digest of an AuthorizationKey the charger
-            accepted; without it such a ChangeConfiguration is refused (InvalidCommand).
+            answer ``NotImplemented``. Checked here (``check_routes``: RoutesError).
+        load_credentials: see :data:`~evgate.gateway.credentials.CredentialLoader`.
         metrics: the process's metrics registry.
 
     After construction: ``await start(sock)``; wire ``credentials_changed`` and
@@ -195,37 +180,23 @@ class Gateway:
         routes: Routes,
         load_credentials: CredentialLoader,
         *,
-        save_authorization_key: KeySaver | None = None,
         metrics: Registry | None = None,
         unavailable: Callable[[BaseException], bool] | None = None,
         health: Dependency | None = None,
     ) -> None:
         self.settings = settings
-        # Where a failed credential refresh goes (the database's outages: Database.health).
-        self._health = health or Dependency("the credential store", lambda _: False)
+        check_routes(routes)  # a handler filed under the wrong action fails here, at start
         self.routes = routes
         # Whether a handler's exception says a dependency is away (the database), so that its
         # CALL is left unanswered, as an outage must look (the charger resends it).
         self.unavailable = unavailable or (lambda _exc: False)
         self.known_actions = frozenset(ACTIONS)
-        self._load = load_credentials
-        self._save_key = save_authorization_key
-        self._index: dict[str, ChargerCredentials] = {}
+        self.credentials = CredentialIndex(load_credentials, self._credentials_applied, health)
         self._connections: dict[str, ChargerConnection] = {}
         self._observers: list[ConnectionObserver] = []
         self._limiter = FailureLimiter(settings.failed_upgrades_per_minute)
-        self._ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
         self._ssl: ssl.SSLContext | None = None
-        self._dirty: set[str] = set()
-        self._reload_all = False
-        self._refresher: asyncio.Task[None] | None = None
-        # AuthorizationKeys chargers accepted whose digest is not stored yet (the database was
-        # away): charger id -> (digest, set when stored), newest wins; one owned task stores
-        # them.
-        self._unsaved_keys: dict[str, tuple[bytes, asyncio.Event]] = {}
-        self._key_saver: asyncio.Task[None] | None = None
-        self._started = False
         self._stopping = False
         self.port: int | None = None
 
@@ -288,11 +259,7 @@ class Gateway:
     async def start(self, sock: socket.socket) -> None:
         """Load the credentials and serve chargers on ``sock`` (bound and listening)."""
         self._ssl = server_ssl_context(self.settings)
-        for credentials in await self._load(None):
-            self._index[credentials.id] = credentials
-        self._started = True
-        if self._dirty or self._reload_all:
-            self._kick_refresher()
+        await self.credentials.start()
         loop = asyncio.get_running_loop()
         # No ssl= here: the port starts TLS itself, after a load balancer's PROXY header.
         self._port.tls = self._ssl
@@ -321,14 +288,7 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await asyncio.gather(*waiting, return_exceptions=True)
-        for owned in (self._refresher, self._key_saver):
-            if owned is not None:
-                owned.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await owned
-        self._refresher = self._key_saver = None
-        for charger_id in self._unsaved_keys:
-            log.error("charger %s's new AuthorizationKey was never stored (shutdown)", charger_id)
+        await self.credentials.stop()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
@@ -360,7 +320,7 @@ class Gateway:
 
     def credentials_of(self, charger_id: str) -> ChargerCredentials | None:
         """What the upgrade check currently holds for the charger (None: unknown)."""
-        return self._index.get(charger_id)
+        return self.credentials.get(charger_id)
 
     # Upgrades
 
@@ -409,7 +369,7 @@ class Gateway:
                 address=ip,
                 tls=ssl_object is not None,
                 certificate_cn=_certificate_cn(ssl_object),
-                index=self._index,
+                index=self.credentials.by_id,
                 limiter=self._limiter,
             )
         if isinstance(decision, Refuse):
@@ -475,70 +435,31 @@ class Gateway:
             except Exception:
                 log.exception("connection observer %r failed on %s", observer, event)
 
-    def next_unique_id(self) -> str:
-        """A unique id for a CALL to a charger (unique in this process, hence per connection)."""
-        return str(next(self._ids))
-
-    # Credentials kept in sync with the database
+    # Credentials kept in sync with the database (the index does; a change may close a charger)
 
     def credentials_changed(self, charger_id: str) -> None:
-        """The database says this charger's credentials changed (or it was created/deleted).
-        Refreshed on the gateway's own task, in notification order."""
-        self._dirty.add(charger_id)
-        if self._started:
-            self._kick_refresher()
+        """The database says this charger's credentials changed (or it was created/deleted)."""
+        self.credentials.changed(charger_id)
 
     def credentials_reset(self) -> None:
         """Notifications may have been missed (the listening connection dropped): reload all."""
-        self._reload_all = True
-        if self._started:
-            self._kick_refresher()
+        self.credentials.reset()
 
-    def _kick_refresher(self) -> None:
-        if self._refresher is None and not self._stopping:
-            self._refresher = asyncio.get_running_loop().create_task(
-                self._refresh(), name="gateway-credentials"
-            )
-
-    async def _refresh(self) -> None:
-        try:
-            while self._dirty or self._reload_all:
-                if self._reload_all or len(self._dirty) > _RELOAD_ALL_ABOVE:
-                    self._reload_all = False
-                    self._dirty.clear()
-                    fresh = {c.id: c for c in await self._load(None)}
-                    for charger_id in set(self._index) | set(fresh):
-                        self._apply(charger_id, fresh.get(charger_id))
-                    continue
-                charger_id = self._dirty.pop()
-                found = await self._load(charger_id)
-                self._apply(charger_id, found[0] if found else None)
-        except Exception as exc:
-            # The database is unreachable: keep the index as it is; the listener's reconnect
-            # will ask for a full reload.
-            self._health.report(exc, "refreshing charger credentials", log)
-        finally:
-            self._refresher = None
-
-    def _apply(self, charger_id: str, credentials: ChargerCredentials | None) -> None:
-        """Update the index and drop a live connection that the change invalidates."""
+    def _credentials_applied(self, charger_id: str, credentials: ChargerCredentials | None) -> None:
+        """Drop a live connection that the index's change invalidates."""
         connection = self._connections.get(charger_id)
-        if credentials is None:
-            self._index.pop(charger_id, None)
-            if connection is not None:
-                connection.close(WSCloseCode.POLICY_VIOLATION, "charger deleted")
-            return
-        self._index[charger_id] = credentials
         if connection is None:
             return
-        if connection.auth_digest is not None and connection.auth_digest != (
+        if credentials is None:
+            connection.close(WSCloseCode.POLICY_VIOLATION, "charger deleted")
+        elif connection.auth_digest is not None and connection.auth_digest != (
             credentials.secret_digest
         ):
             connection.close(WSCloseCode.POLICY_VIOLATION, "credentials changed")
         elif connection.security_profile < credentials.security_profile:
             connection.close(WSCloseCode.POLICY_VIOLATION, "security profile raised")
         else:
-            connection.context.lenient = credentials.lenient
+            connection.set_lenient(credentials.lenient)
 
     # Commands to chargers
 
@@ -547,11 +468,12 @@ class Gateway:
 
         One CALL is outstanding per charger; later ones wait their turn. The timeout
         (``Settings.call_timeout``) counts from this call, waiting included. An accepted
-        ChangeConfiguration of ``AuthorizationKey`` makes the new key the charger's secret
-        (the connection that changed it stays up).
+        ChangeConfiguration of ``AuthorizationKey`` makes the new key the charger's secret here
+        (the connection that changed it stays up, the index admits the new key at once);
+        storing it is the command's effect (``handlers/commands.py``).
 
         Raises:
-            InvalidCommand: ``request`` is not a CSMS→charger request, or a weak key.
+            InvalidCommand: ``request`` is not a CSMS→charger request.
             ChargerNotConnected: the charger has no connection to this process.
             ChargerBusy: too many commands already wait for this charger.
             ChargerDisconnected: the connection closed before the answer.
@@ -562,7 +484,7 @@ class Gateway:
         action = ACTION_OF_REQUEST.get(type(request))
         if action is None or Direction.csms_to_charger not in ACTIONS[action].direction:
             raise InvalidCommand(f"{type(request).__name__} is not a command to a charger")
-        new_key = self._authorization_key(request)
+        new_key = authorization_key(request)
         connection = self._connections.get(charger_id)
         if connection is None:
             raise ChargerNotConnected(f"charger {charger_id!r} is not connected")
@@ -573,71 +495,15 @@ class Gateway:
                 ConfigurationStatus.accepted,
                 ConfigurationStatus.reboot_required,
             ):
-                await self._key_accepted(connection, new_key)
+                self._key_accepted(connection, new_key)
         return response
 
-    def _authorization_key(self, request: Message) -> str | None:
-        if not (
-            isinstance(request, ChangeConfigurationRequest)
-            and request.key.lower() == AUTHORIZATION_KEY
-        ):
-            return None
-        if self._save_key is None:
-            raise InvalidCommand("AuthorizationKey cannot be stored by this evgate")
-        low, high = _KEY_LENGTH
-        if not low <= len(request.value) <= high:
-            raise InvalidCommand(f"AuthorizationKey must be {low}-{high} characters")
-        return request.value
-
-    async def _key_accepted(self, connection: ChargerConnection, key: str) -> None:
-        """The charger took a new Basic-auth password: it becomes its stored secret."""
+    def _key_accepted(self, connection: ChargerConnection, key: str) -> None:
+        """The charger took a new Basic-auth password: the live connection proved the old key
+        and the charger itself chose the new one, so it stays up; the index admits the new
+        key now, so that a reconnect with it before the NOTIFY round trip succeeds."""
         new_digest = digest(key)
-        charger_id = connection.charger_id
-        # The live connection proved the old key and the charger itself chose the new one:
-        # it stays up. Update the index now, so that a reconnect with the new key before the
-        # NOTIFY round trip succeeds.
         if connection.auth_digest is not None:
             connection.auth_digest = new_digest
-        credentials = self._index.get(charger_id)
-        if credentials is not None:
-            self._index[charger_id] = msgspec.structs.replace(credentials, secret_digest=new_digest)
-        log.info("charger %s accepted a new AuthorizationKey", charger_id)
-        stored = asyncio.Event()
-        self._unsaved_keys[charger_id] = (new_digest, stored)
-        if self._key_saver is None:
-            self._key_saver = asyncio.get_running_loop().create_task(
-                self._save_keys(), name="gateway-authorization-keys"
-            )
-        # The charger uses the new key from now on: answer once it is stored, or else go on
-        # trying in the background (the key is stored when the database is back).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.call_timeout):
-                await stored.wait()
-
-    async def _save_keys(self) -> None:
-        """Store every unsaved AuthorizationKey digest, retrying with backoff until stored."""
-        assert self._save_key is not None
-        delay = 0.1
-        try:
-            while self._unsaved_keys:
-                charger_id, (new_digest, stored) = next(iter(self._unsaved_keys.items()))
-                try:
-                    await self._save_key(charger_id, new_digest)
-                except NotFound:
-                    log.warning("charger %s was deleted before its new key was stored", charger_id)
-                except Exception:
-                    log.warning(
-                        "storing charger %s's new AuthorizationKey failed; retrying in %.1f s",
-                        charger_id,
-                        delay,
-                        exc_info=True,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-                    continue
-                delay = 0.1
-                stored.set()
-                if self._unsaved_keys.get(charger_id, (None,))[0] == new_digest:
-                    del self._unsaved_keys[charger_id]
-        finally:
-            self._key_saver = None
+        self.credentials.adopt_secret(connection.charger_id, new_digest)
+        log.info("charger %s accepted a new AuthorizationKey", connection.charger_id)

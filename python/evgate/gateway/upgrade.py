@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from evgate.auth.credentials import is_valid_charger_id, verify
+from evgate.credentials import is_valid_charger_id, verify
 from evgate.storage.chargers import ChargerCredentials
 
 __all__ = [

@@ -1,51 +1,9 @@
 """handlers: where OCPP meaning lives — one module per concern, found through a routing table.
 
-The contract between the gateway and the handlers (both sides keep to it):
-
-* A handler is ``async def handler(ctx: ChargerContext, request: <Action>Request) ->
-  <Action>Response``. The gateway calls the handlers of one connection one at a time, in the
-  order the CALLs arrived, and sends the returned response as the CALLRESULT.
-* A handler that changes state returns only after its rows (and its events) have committed
-  (ARCHITECTURE rule 1: ack after commit). It awaits the group-commit writer for that, with
-  one submission per message: the state rows and the outbox rows describing them
-  (``HandlerServices.emit``).
-* A handler raises :class:`evgate.protocol.errors.OcppError` subclasses for a CALLERROR it means
-  to send; an exception that says the database is away (``storage.writer.is_outage``, wired
-  in by ``app.py``) leaves the CALL unanswered, so the charger resends it; any other
-  exception becomes ``InternalError`` with nothing internal leaked.
-* The routing table is a plain ``dict[str, Handler]`` built once at start (``build_routes``);
-  an action without an entry answers ``NotImplemented``.
+The contract between the gateway and the handlers is :mod:`evgate.handlers.contract`, the one
+module of this room the gateway imports (tests/test_sourcecode.py, ``ROOM_IMPORTS``).
 """
 
-from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-from evgate.events.builders import ChargerRef
+from evgate.handlers.contract import ChargerContext, Handler, Routes
 
 __all__ = ["ChargerContext", "Handler", "Routes"]
-
-
-@dataclass(slots=True, eq=False)
-class ChargerContext:
-    """What a handler knows of the charger whose CALL it handles. One per connection, made by
-    the gateway at connect time; handlers may keep small per-connection state in ``state``."""
-
-    charger_id: str
-    remote_address: str = ""
-    security_profile: int = 1
-    lenient: bool = False
-    state: dict[str, Any] = field(default_factory=dict)
-    # The charger's ``chargers.number`` (the events' chargePointId), from the credentials.
-    number: int = 0
-
-    @property
-    def charger(self) -> ChargerRef:
-        """The charger as the event builders name it."""
-        return ChargerRef(self.charger_id, self.number)
-
-
-Handler = Callable[[ChargerContext, Any], Awaitable[Any]]
-Routes = dict[str, Handler]

@@ -55,6 +55,8 @@ def routes(services: HandlerServices) -> Routes:
             ctx.charger_id, [(BOOT_INFO, info)], events([boot_event(ctx.charger, request, now)])
         )
         ctx.state["registration_status"] = status
+        if status == RegistrationStatus.accepted:
+            services.after_accepted_boot(ctx.charger_id)
         return BootNotificationResponse(
             status=RegistrationStatus(status),
             current_time=now,

@@ -10,7 +10,11 @@ charger's answer records what it changed, with its events:
 * GetDiagnostics answered: a ``requestId`` from the same sequence becomes the charger's
   ``diagnostics_request_id``, which its DiagnosticsStatusNotifications then carry;
 * ReserveNow ``Accepted``: the reservation is held (reservation.changed ``active``);
-* CancelReservation ``Accepted``: it is ended (``canceled``).
+* CancelReservation ``Accepted``: it is ended (``canceled``);
+* ChangeConfiguration of ``AuthorizationKey``: a key outside the security whitepaper's 16-40
+  characters is refused before it is sent (InvalidCommand); an accepted one becomes the
+  charger's stored secret (its digest, :class:`AuthorizationKeys`). The gateway holding the
+  connection has already let that connection stay up and admits the new key.
 
 The command's answer is returned whatever recording it did: the charger acted, and a failure
 to record is logged (the writer itself waits out a database outage).
@@ -18,20 +22,31 @@ to record is logged (the writer itself waits out a database outage).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from msgspec import UNSET
 
+from evgate.credentials import digest
 from evgate.events.builders import ChargerRef, configuration_synced
-from evgate.gateway.interface import ChargerLink, CommandError, ConnectionInfo
+from evgate.gateway.interface import (
+    ChargerLink,
+    CommandError,
+    ConnectionInfo,
+    InvalidCommand,
+    authorization_key,
+)
 from evgate.handlers.services import events, utc_now
 from evgate.protocol.v16 import (
     CancelReservationRequest,
     CancelReservationResponse,
     CancelReservationStatus,
+    ChangeConfigurationResponse,
+    ConfigurationStatus,
     GetConfigurationRequest,
     GetConfigurationResponse,
     GetDiagnosticsRequest,
@@ -40,13 +55,85 @@ from evgate.protocol.v16 import (
     ReserveNowRequest,
     ReserveNowResponse,
 )
+from evgate.storage.errors import NotFound
 from evgate.storage.events import EMIT, Emission
 from evgate.storage.sessions import COMMAND_REQUEST_ID, DIAGNOSTICS_REQUESTED, ReservationStore
 from evgate.storage.writer import Write, Writer
 
-__all__ = ["CommandEffects"]
+__all__ = ["AuthorizationKeys", "CommandEffects", "KeySaver"]
 
 log = logging.getLogger(__name__)
+
+#: Stores a charger's new secret digest (``ChargerStore.set_secret_digest``).
+KeySaver = Callable[[str, bytes], Awaitable[None]]
+_KEY_LENGTH = (16, 40)  # the security whitepaper's bounds for AuthorizationKey
+
+
+class AuthorizationKeys:
+    """Stores the digest of each AuthorizationKey a charger accepted. The charger uses the new
+    key from now on, so it must not be lost: while the database is away it is retried with
+    backoff (newest key per charger wins) on one owned task.
+
+    Args:
+        save: see :data:`KeySaver`.
+        wait: how long ``accepted`` waits for the key to be stored before it returns anyway.
+    """
+
+    def __init__(self, save: KeySaver, wait: float) -> None:
+        self._save = save
+        self._wait = wait
+        # Charger id -> (digest, set when stored): the keys not stored yet.
+        self._unsaved: dict[str, tuple[bytes, asyncio.Event]] = {}
+        self._saver: asyncio.Task[None] | None = None
+
+    async def accepted(self, charger_id: str, new_digest: bytes) -> None:
+        """Store ``new_digest`` as the charger's secret; return once it is stored, or after
+        ``wait`` seconds (it is then stored when the database is back)."""
+        stored = asyncio.Event()
+        self._unsaved[charger_id] = (new_digest, stored)
+        if self._saver is None:
+            self._saver = asyncio.get_running_loop().create_task(
+                self._save_all(), name="authorization-keys"
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._wait):
+                await stored.wait()
+
+    async def stop(self) -> None:
+        """Stop storing; a key still unstored is logged (it was accepted and is lost)."""
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+            self._saver = None
+        for charger_id in self._unsaved:
+            log.error("charger %s's new AuthorizationKey was never stored (shutdown)", charger_id)
+
+    async def _save_all(self) -> None:
+        delay = 0.1
+        try:
+            while self._unsaved:
+                charger_id, (new_digest, stored) = next(iter(self._unsaved.items()))
+                try:
+                    await self._save(charger_id, new_digest)
+                except NotFound:
+                    log.warning("charger %s was deleted before its new key was stored", charger_id)
+                except Exception:
+                    log.warning(
+                        "storing charger %s's new AuthorizationKey failed; retrying in %.1f s",
+                        charger_id,
+                        delay,
+                        exc_info=True,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                delay = 0.1
+                stored.set()
+                if self._unsaved.get(charger_id, (None,))[0] == new_digest:
+                    del self._unsaved[charger_id]
+        finally:
+            self._saver = None
 
 
 class CommandEffects:
@@ -57,6 +144,8 @@ class CommandEffects:
         writer: the group-commit writer.
         reservations: the reservation store.
         number_of: a charger's ``number`` (the gateway's credential index), None if unknown.
+        keys: stores accepted AuthorizationKeys; without it such a ChangeConfiguration is
+            refused (InvalidCommand).
     """
 
     def __init__(
@@ -66,12 +155,19 @@ class CommandEffects:
         reservations: ReservationStore,
         number_of: Callable[[str], int | None],
         clock: Callable[[], datetime] = utc_now,
+        keys: AuthorizationKeys | None = None,
     ) -> None:
         self.link = link
         self.writer = writer
         self.reservations = reservations
         self.number_of = number_of
         self.clock = clock
+        self.keys = keys
+
+    async def stop(self) -> None:
+        """Stop storing AuthorizationKeys (after the gateway stopped)."""
+        if self.keys is not None:
+            await self.keys.stop()
 
     def connection(self, charger_id: str) -> ConnectionInfo | None:
         return self.link.connection(charger_id)
@@ -83,16 +179,36 @@ class CommandEffects:
         """As ``link.call``, then record what the answer (or the failure) changed.
 
         Raises:
+            InvalidCommand: a weak AuthorizationKey, or one this link cannot store.
             CommandError: as ``link.call``.
         """
+        new_key = self._authorization_key(request)
         try:
             response = await self.link.call(charger_id, request)
         except CommandError as exc:
             if isinstance(request, GetConfigurationRequest):
                 await self._record(charger_id, self._configuration(charger_id, None, exc))
             raise
+        if new_key is not None and self.keys is not None:
+            assert isinstance(response, ChangeConfigurationResponse)
+            if response.status in (
+                ConfigurationStatus.accepted,
+                ConfigurationStatus.reboot_required,
+            ):
+                await self.keys.accepted(charger_id, digest(new_key))
         await self._record(charger_id, self._effects(charger_id, request, response))
         return response
+
+    def _authorization_key(self, request: Message) -> str | None:
+        key = authorization_key(request)
+        if key is None:
+            return None
+        if self.keys is None:
+            raise InvalidCommand("AuthorizationKey cannot be stored by this evgate")
+        low, high = _KEY_LENGTH
+        if not low <= len(key) <= high:
+            raise InvalidCommand(f"AuthorizationKey must be {low}-{high} characters")
+        return key
 
     async def _record(self, charger_id: str, effects: Any) -> None:
         try:

@@ -21,9 +21,12 @@ from evgate.handlers.services import INT64_MAX, INT64_MIN, HandlerServices, chec
 from evgate.protocol.v16 import (
     DiagnosticsStatusNotificationRequest,
     DiagnosticsStatusNotificationResponse,
+    FirmwareStatusNotificationRequest,
     FirmwareStatusNotificationResponse,
+    LogStatusNotificationRequest,
     LogStatusNotificationResponse,
     Message,
+    SignedFirmwareStatusNotificationRequest,
     SignedFirmwareStatusNotificationResponse,
 )
 from evgate.storage.sessions import CHARGER_MESSAGES, DIAGNOSTICS_REQUEST
@@ -69,7 +72,9 @@ async def record_message(
 def routes(services: HandlerServices) -> Routes:
     """The handlers of this module, by action."""
 
-    def status_notification(action: str, response: type[Message]) -> Any:
+    def status_notification(
+        action: str, request_type: type[Message], response: type[Message]
+    ) -> Any:
         async def handler(ctx: ChargerContext, request: Any) -> Message:
             request_id = getattr(request, "request_id", UNSET)
             if request_id is not UNSET:  # any integer to the schemas; stored as bigint
@@ -80,6 +85,8 @@ def routes(services: HandlerServices) -> Routes:
             return response()
 
         handler.__name__ = action
+        # The request type it takes, for the gateway's start-up check (check_routes).
+        handler.__annotations__ = {"ctx": ChargerContext, "request": request_type}
         return handler
 
     async def diagnostics_status_notification(
@@ -102,12 +109,16 @@ def routes(services: HandlerServices) -> Routes:
     return {
         "DiagnosticsStatusNotification": diagnostics_status_notification,
         "FirmwareStatusNotification": status_notification(
-            "FirmwareStatusNotification", FirmwareStatusNotificationResponse
+            "FirmwareStatusNotification",
+            FirmwareStatusNotificationRequest,
+            FirmwareStatusNotificationResponse,
         ),
         "LogStatusNotification": status_notification(
-            "LogStatusNotification", LogStatusNotificationResponse
+            "LogStatusNotification", LogStatusNotificationRequest, LogStatusNotificationResponse
         ),
         "SignedFirmwareStatusNotification": status_notification(
-            "SignedFirmwareStatusNotification", SignedFirmwareStatusNotificationResponse
+            "SignedFirmwareStatusNotification",
+            SignedFirmwareStatusNotificationRequest,
+            SignedFirmwareStatusNotificationResponse,
         ),
     }

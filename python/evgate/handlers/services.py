@@ -75,6 +75,11 @@ class HandlerServices:
             Authorize and StartTransaction answer ``ConcurrentTx`` for one that has.
         vendors: DataTransfer handlers by vendorId; any other vendorId is ``UnknownVendorId``.
         clock: the current time (UTC), replaceable in tests.
+        after_accepted_boot: called with the charger's id when a BootNotification is being
+            answered Accepted (the offline-configuration push of ``auth/``). It must only
+            queue work: it runs before the handler returns, and the gateway sends the
+            CALLRESULT right after that without yielding to the loop, so anything it has sent
+            to the charger goes after the Accepted reply.
     """
 
     writer: Writer
@@ -84,6 +89,7 @@ class HandlerServices:
     allow_concurrent_tx: bool = True
     vendors: Mapping[str, VendorHandler] = field(default_factory=dict)
     clock: Callable[[], datetime] = utc_now
+    after_accepted_boot: Callable[[str], None] = lambda _charger_id: None
 
     async def decide(
         self,

@@ -4,6 +4,9 @@ Bytes in, typed messages and bytes out; no sockets, no event loop, no logging. T
 
 * ``evgate.protocol.frames``: decode and encode CALL, CALLRESULT and CALLERROR frames, and
   the CALLERROR for any failure (``error_frame_for``).
+* ``evgate.protocol.endpoint``: one side of a connection (central system or charger): unique
+  ids, the one outstanding CALL, reply matching; ``receive`` turns a frame into a typed
+  happening. The gateway and the fleet simulator both use it.
 * ``evgate.protocol.v16``: the payload Structs of the 39 OCPP 1.6J actions (security
   extension included), their enums and ``ACTIONS``, the table of actions.
 * ``evgate.protocol.errors``: ``ErrorCode``, ``OcppError`` and its subclasses, ``Violation``.
@@ -12,9 +15,11 @@ Bytes in, typed messages and bytes out; no sockets, no event loop, no logging. T
 
 A CSMS reads a frame like this::
 
-    frame = frames.decode(data)
-    if isinstance(frame, frames.Call):
-        request, violations = frames.decode_request(frame, lenient=charger.lenient)
-        ...
-        reply = frames.encode_result(frame.unique_id, response)
+    endpoint = Endpoint(Role.central_system, lenient=charger.lenient)  # per connection
+    happening = endpoint.receive(data)
+    if isinstance(happening, IncomingCall):
+        ...  # handle happening.request
+        send(endpoint.respond(happening.unique_id, response))
+    elif isinstance(happening, Refusal):
+        send(happening.data)
 """

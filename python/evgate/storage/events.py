@@ -28,6 +28,7 @@ import msgspec
 
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
+from evgate.storage.kafka_settings import KafkaSettings
 from evgate.storage.writer import CopyRows, Statement, Write, WriteOp
 
 __all__ = [
@@ -191,7 +192,7 @@ class SubscriptionRow(msgspec.Struct, kw_only=True):
     via: str
     notifications: list[str]
     callback_url: str | None
-    kafka: dict[str, Any] | None
+    kafka: KafkaSettings | None
     kafka_password: str | None
     webhook_secret: bytes
     token_hmac_state: bytes | None
@@ -231,7 +232,8 @@ _SUB_COLUMNS = (
 
 def _subscription(row: asyncpg.Record) -> SubscriptionRow:
     values = dict(row)
-    values["kafka"] = None if row["kafka"] is None else msgspec.json.decode(row["kafka"])
+    kafka = row["kafka"]
+    values["kafka"] = None if kafka is None else msgspec.json.decode(kafka, type=KafkaSettings)
     values["webhook_secret"] = bytes(row["webhook_secret"])
     if row["token_hmac_state"] is not None:
         values["token_hmac_state"] = bytes(row["token_hmac_state"])
@@ -252,7 +254,7 @@ class NotificationStore:
         via: str,
         notifications: list[str],
         callback_url: str | None,
-        kafka: dict[str, Any] | None,
+        kafka: KafkaSettings | None,
         kafka_password: str | None,
         webhook_secret: bytes,
         token_hmac_state: bytes | None,
@@ -315,7 +317,7 @@ class NotificationStore:
         via: str,
         notifications: list[str],
         callback_url: str | None,
-        kafka: dict[str, Any] | None,
+        kafka: KafkaSettings | None,
         kafka_password: str | None,
         keep_password: bool,
     ) -> SubscriptionRow:

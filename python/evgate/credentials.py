@@ -1,7 +1,11 @@
-"""auth room: charger secrets and API tokens.
+"""Charger secrets, API tokens and charger ids: made, digested and checked here.
 
 A secret is made here, shown once to whoever asked for it, and from then on only its SHA-256
 digest exists (ARCHITECTURE rule 5). Nothing in this module logs or stores a secret.
+
+A module of its own beside the rooms, like ``tasks.py``: the gateway checks secrets at upgrade
+time, ``auth/`` makes them, the API and the CLI check charger ids; none of them may import the
+others for it (tests/test_sourcecode.py, ``ROOM_IMPORTS``). It imports only ``native``.
 """
 
 from __future__ import annotations

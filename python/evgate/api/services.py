@@ -1,0 +1,47 @@
+"""api room: the services the API's routes use beyond the charger registry, one per group of
+routes, typed fields of :class:`~evgate.api.context.ApiContext` (made by ``app.py``).
+
+They live apart from their routes so that ``api/context.py`` can import them while every route
+module imports the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from evgate.storage.chargers import ChargerStore
+from evgate.storage.events import CdrStore, NotificationStore
+from evgate.storage.id_tags import IdTagStore
+from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.sessions import ConnectorStore, TransactionStore
+
+__all__ = ["CdrService", "NotificationService", "SessionsApi"]
+
+
+@dataclass
+class NotificationService:
+    """What the subscription routes (``api/notifications.py``) need."""
+
+    store: NotificationStore
+    # Called after a subscription changes, so the dispatcher of this process sees it at once.
+    changed: Callable[[], None] | None = None
+
+
+@dataclass
+class CdrService:
+    """What the CDR routes (``api/cdrs.py``) need."""
+
+    store: CdrStore
+
+
+@dataclass
+class SessionsApi:
+    """What the transaction, connector, meter-value and id-tag routes (``api/sessions.py``)
+    need."""
+
+    chargers: ChargerStore
+    transactions: TransactionStore
+    connectors: ConnectorStore
+    meter_values: MeterValueStore
+    id_tags: IdTagStore
