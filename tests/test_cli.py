@@ -6,14 +6,14 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import asyncpg
 import httpx
+
+from support import free_port, serve_env, start_serve
 
 
 def _evgate(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -89,41 +89,16 @@ async def test_tokens_list_and_revoke(database_url: str) -> None:
     assert again.returncode == 1 and "no API token" in again.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_on_embedded_postgres_and_stop_cleanly(tmp_path: Path) -> None:
     """`evgate serve` with no database starts one in the data folder, logs one line saying
     where everything is, serves the API, and on SIGTERM stops with the PostgreSQL too."""
-    api_port, ws_port = _free_port(), _free_port()
+    api_port, ws_port = free_port(), free_port()
     token = "serve-test-token-0123456789"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "evgate.cli", "serve"],
-        env={
-            **os.environ,
-            "EVGATE_DATA_DIR": str(tmp_path / "var"),
-            "EVGATE_API_PORT": str(api_port),
-            "EVGATE_WS_PORT": str(ws_port),
-            "EVGATE_WS_HOST": "127.0.0.1",
-            "EVGATE_BOOTSTRAP_TOKEN": token,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = serve_env(tmp_path / "var", api_port, ws_port, bootstrap_token=token)
+    proc, out = start_serve(env)
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "ready" in line or proc.poll() is not None:
-                break
-        ready = lines[-1]
-        assert "ready" in ready, "".join(lines)
+        out.wait_count("ready", 1)
+        [ready] = [line for line in out.lines if "ready" in line]
         assert f"ws://127.0.0.1:{ws_port}/cp/" in ready and f":{api_port}" in ready
         assert "embedded PostgreSQL" in ready
         r = httpx.post(

@@ -19,7 +19,7 @@ from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
-from support import LogLines, ocpp_charger, running_evgate
+from support import LogLines, ocpp_charger, quiet_for, running_evgate, until
 
 
 def test_an_outage_is_one_warning_and_one_info_and_counted() -> None:
@@ -94,7 +94,7 @@ def test_a_repeated_library_line_passes_once_a_minute() -> None:
         for _ in range(1000):
             lib.error("Unable connect to node with id %s", 1)
         lib.error("another line")
-        time.sleep(0.6)
+        time.sleep(0.6)  # the behaviour under test: the repeat interval (0.5 s) runs out
         lib.error("Unable connect to node with id %s", 1)
     said = [r.getMessage() for r in lines.records]
     assert said == [
@@ -138,17 +138,14 @@ async def test_a_database_outage_logs_two_lines(
             with LogLines() as lines:
                 await asyncio.to_thread(pg.stop, mode)
                 waiting = asyncio.ensure_future(cp.call(_meter_value(1)))
-                await asyncio.sleep(10)
+                await quiet_for(10)  # a 10 s outage: the charger's CALL waits, unanswered
                 assert not waiting.done()
                 await asyncio.to_thread(pg.restart_same_port)
                 await asyncio.wait_for(waiting, 60)
                 # Every loop has been back at work for a while: the lease renewal, the
                 # maintenance and the listeners' reconnects run on their own clocks.
-                for _ in range(100):
-                    if lines.saying("PostgreSQL available again"):
-                        break
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(5)
+                await until(lambda: lines.saying("PostgreSQL available again"))
+                await asyncio.sleep(5)  # the behaviour under test: time for those clocks
             metrics = app.metrics.exposition()
     evgate_lines = [r for r in lines.records if r.name.startswith("evgate")]
     loud = [f"{r.name}: {r.getMessage()}" for r in evgate_lines if r.levelno >= logging.WARNING]

@@ -28,7 +28,7 @@ async def test_a_loop_woken_as_it_is_cancelled_ends() -> None:
     for _ in range(20):
         event = asyncio.Event()
         task = asyncio.create_task(loop(event))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn
         event.set()
         task.cancel()
         done, _ = await asyncio.wait([task], timeout=2)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +13,7 @@ import psutil
 import pytest
 import websockets.sync.client
 
-from support import ProcessOutput, ended, free_port, postmaster_pid
+from support import ended, free_port, postmaster_pid, serve_env, start_serve, until_sync
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,22 +23,8 @@ def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
     SIGTERM ends the workers and the embedded PostgreSQL, exit status 0."""
     api_port, ws_port = free_port(), free_port()
     token = "workers-test-token-0123456789"
-    env = {
-        **os.environ,
-        "EVGATE_DATA_DIR": str(tmp_path / "var"),
-        "EVGATE_API_PORT": str(api_port),
-        "EVGATE_WS_PORT": str(ws_port),
-        "EVGATE_WS_HOST": "127.0.0.1",
-        "EVGATE_BOOTSTRAP_TOKEN": token,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "evgate.cli", "serve", "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    out = ProcessOutput(proc)
+    env = serve_env(tmp_path / "var", api_port, ws_port, bootstrap_token=token)
+    proc, out = start_serve(env, "--workers", "2")
     try:
         out.wait_count("ready", 2)
         workers = psutil.Process(proc.pid).children()
@@ -69,12 +53,14 @@ def test_workers_share_ports_restart_and_stop(tmp_path: Path) -> None:
         out.wait_count("running again", 1)
         assert out.count("stopped unexpectedly") == 1
         answers: list[int] = []
-        deadline = time.monotonic() + 60
-        while answers[-5:] != [200] * 5 and time.monotonic() < deadline:
+
+        def five_answered() -> bool:
             r = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/chargers/CP-1", headers=headers)
             answers.append(r.status_code)
-            time.sleep(0.05)
-        assert answers[-5:] == [200] * 5 and set(answers) <= {200, 503}, answers
+            return answers[-5:] == [200] * 5
+
+        until_sync(five_answered, within=60, message=lambda: answers)
+        assert set(answers) <= {200, 503}, answers
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -93,19 +79,11 @@ def test_a_killed_supervisor_takes_its_workers_and_the_next_one_owns_its_postgre
     orphan keeps serving the shared ports; its embedded PostgreSQL keeps running, and the next
     supervisor adopts it and, on SIGTERM, stops it (issue 14 item 5)."""
     data_dir = tmp_path / "var"
-    env = {
-        **os.environ,
-        "EVGATE_DATA_DIR": str(data_dir),
-        "EVGATE_API_PORT": str(free_port()),
-        "EVGATE_WS_PORT": str(free_port()),
-        "EVGATE_WS_HOST": "127.0.0.1",
-    }
-    command = [sys.executable, "-m", "evgate.cli", "serve", "--workers", "2"]
-    run = dict(env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    proc = subprocess.Popen(command, **run)  # type: ignore[call-overload]
+    env = serve_env(data_dir, free_port(), free_port())
+    proc, out = start_serve(env, "--workers", "2")
     again: subprocess.Popen[str] | None = None
     try:
-        ProcessOutput(proc).wait_count("ready: chargers", 2)
+        out.wait_count("ready: chargers", 2)
         workers = psutil.Process(proc.pid).children()
         assert len(workers) == 2
         postmaster = postmaster_pid(data_dir)
@@ -115,8 +93,7 @@ def test_a_killed_supervisor_takes_its_workers_and_the_next_one_owns_its_postgre
         assert not alive, f"workers outlived their supervisor: {alive}"
         assert not ended(postmaster)
 
-        again = subprocess.Popen(command, **run)  # type: ignore[call-overload]
-        out = ProcessOutput(again)
+        again, out = start_serve(env, "--workers", "2")
         out.wait_count("ready: chargers", 2)
         assert out.count("adopting the embedded PostgreSQL") == 1
         assert postmaster_pid(data_dir) == postmaster

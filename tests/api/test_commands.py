@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import msgspec
-import websockets
 
 from evgate.api.commands import COMMANDS
 from evgate.app import Evgate
 from evgate.gateway.connection import MAX_QUEUED_CALLS
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110 - polling an arbitrary condition
-            await asyncio.sleep(0.01)
+from support import ocpp_charger, register_charger, until
 
 
 @contextlib.asynccontextmanager
@@ -29,27 +22,13 @@ async def _charger(
     evgate: Evgate, api: httpx.AsyncClient, answer: Callable[[list], Any] | None
 ) -> AsyncIterator[Any]:
     """Register CP-1, connect it, and answer each CALL with ``answer(frame)`` (None: silence)."""
-    secret = (await api.post("/api/v1/chargers", json={"id": "CP-1"})).json()["secret"]
-    assert evgate.gateway is not None
-    gateway = evgate.gateway
-    await _until(lambda: gateway.credentials_of("CP-1") is not None)
+    secret = await register_charger(evgate, api, "CP-1")
     url = f"ws://127.0.0.1:{evgate.ws_port}/cp/CP-1?auth={secret}"
-    async with websockets.connect(url, subprotocols=["ocpp1.6"], proxy=None) as ws:  # type: ignore[list-item]
-
-        async def respond() -> None:
-            async for message in ws:
-                reply = answer(json.loads(message)) if answer else None
-                if reply is not None:
-                    await ws.send(json.dumps(reply))
-
-        responder = asyncio.create_task(respond())
-        await _until(lambda: gateway.connection("CP-1") is not None)
-        try:
-            yield ws
-        finally:
-            responder.cancel()
-            with contextlib.suppress(BaseException):
-                await responder
+    async with ocpp_charger(url, "CP-1", script=answer or (lambda _: None)) as charger:
+        gateway = evgate.gateway
+        assert gateway is not None
+        await until(lambda: gateway.connection("CP-1") is not None)
+        yield charger.ws
 
 
 def _accept(frame: list) -> list:
@@ -80,7 +59,7 @@ async def test_charger_get_shows_the_connection(evgate: Evgate, api: httpx.Async
         assert connection["remoteAddress"].startswith("127.0.0.1:")
         assert connection["securityProfile"] == 1 and connection["connectedAt"]
     assert evgate.gateway is not None
-    await _until(lambda: evgate.gateway.connection("CP-1") is None)  # type: ignore[union-attr]
+    await until(lambda: evgate.gateway.connection("CP-1") is None)  # type: ignore[union-attr]
     assert (await api.get("/api/v1/chargers/CP-1")).json()["connection"] is None
 
 
@@ -364,7 +343,7 @@ async def test_charger_gone_before_answering_is_502(evgate: Evgate, api: httpx.A
         command = asyncio.create_task(
             api.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Hard"})
         )
-        await _until(lambda: bool(closing))
+        await until(lambda: bool(closing))
         await ws.close()
         r = await command
     assert r.status_code == 502, r.text

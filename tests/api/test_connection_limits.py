@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import websockets
 from ocpp.v16 import call
 
 from evgate.app import Evgate
-from support import BOOTSTRAP_TOKEN, ocpp_charger, running_evgate
+from support import BOOTSTRAP_TOKEN, ocpp_charger, running_evgate, until
 
 CAP = 50
 IDLE = 200
@@ -24,12 +23,6 @@ IDLE = 200
 
 def _metric(app: Evgate, name: str) -> float:
     return app.metrics._metrics[name].value()
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(20):
-        while not condition():  # noqa: ASYNC110 - polling a metric
-            await asyncio.sleep(0.02)
 
 
 async def _add_charger(app: Evgate, charger_id: str) -> str:
@@ -42,7 +35,7 @@ async def _add_charger(app: Evgate, charger_id: str) -> str:
     secret: str = created.json()["secret"]
     assert app.gateway is not None
     gateway = app.gateway
-    await _until(lambda: gateway.credentials_of(charger_id) is not None)
+    await until(lambda: gateway.credentials_of(charger_id) is not None, within=20)
     return secret
 
 
@@ -75,7 +68,10 @@ async def test_idle_sockets_fill_only_the_api_share_and_a_charger_still_connects
         try:
             for _ in range(IDLE):
                 idle.append(await asyncio.open_connection("127.0.0.1", app.api_port))
-            await _until(lambda: _metric(app, "evgate_api_connections_refused_total") >= IDLE - CAP)
+            await until(
+                lambda: _metric(app, "evgate_api_connections_refused_total") >= IDLE - CAP,
+                within=20,
+            )
             assert _metric(app, "evgate_api_connections") == CAP
             answers = await asyncio.gather(*(_first_bytes(r, 2) for r, _ in idle))
             held = [a for a in answers if a == b"?"]
@@ -95,7 +91,7 @@ async def test_idle_sockets_fill_only_the_api_share_and_a_charger_still_connects
         finally:
             for _, writer in idle:
                 writer.close()
-        await _until(lambda: _metric(app, "evgate_api_connections") == 0)
+        await until(lambda: _metric(app, "evgate_api_connections") == 0, within=20)
         lines = [r for r in caplog.records if r.name == "evgate.api.server"]
         assert [r.levelno for r in lines] == [logging.WARNING, logging.INFO]
         assert "cap" in lines[0].getMessage() and "were refused" in lines[1].getMessage()
@@ -117,7 +113,7 @@ async def test_a_request_that_does_not_arrive_in_time_is_closed(
             for _ in range(300):  # 60 s of headers if nobody stops it
                 slow[1].write(b"X")
                 await slow[1].drain()
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # pacing: a slow client's headers
 
         sender = asyncio.create_task(trickle())
         try:
@@ -172,7 +168,7 @@ async def test_requests_left_behind_by_their_clients_are_bounded_too(
         gateway = app.gateway
         url = f"ws://127.0.0.1:{app.ws_port}/cp/CP-1?auth={secret}"
         async with websockets.connect(url, subprotocols=["ocpp1.6"], proxy=None):  # type: ignore[list-item]
-            await _until(lambda: gateway.connection("CP-1") is not None)
+            await until(lambda: gateway.connection("CP-1") is not None, within=20)
             _, writer = await asyncio.open_connection("127.0.0.1", app.api_port)
             writer.write(
                 b"POST /api/v1/chargers/CP-1/commands/ClearCache HTTP/1.1\r\nHost: x\r\n"
@@ -180,13 +176,13 @@ async def test_requests_left_behind_by_their_clients_are_bounded_too(
                 + b"Content-Length: 2\r\n\r\n{}"
             )
             await writer.drain()
-            await _until(lambda: _metric(app, "evgate_api_requests_in_flight") == 1)
+            await until(lambda: _metric(app, "evgate_api_requests_in_flight") == 1, within=20)
             writer.close()  # the client leaves; its command waits for the charger
-            await _until(lambda: _metric(app, "evgate_api_connections") == 0)
+            await until(lambda: _metric(app, "evgate_api_connections") == 0, within=20)
             async with httpx.AsyncClient(base_url=base, headers=auth) as api:
                 r = await api.get("/api/v1/chargers")
                 assert r.status_code == 503, r.text
                 assert r.headers["content-type"] == "application/problem+json"
                 # Once the command times out (the charger never answers), the API answers.
-                await _until(lambda: _metric(app, "evgate_api_requests_in_flight") == 0)
+                await until(lambda: _metric(app, "evgate_api_requests_in_flight") == 0, within=20)
                 assert (await api.get("/api/v1/chargers")).status_code == 200

@@ -11,7 +11,7 @@ import httpx
 from evgate.auth.registry import create_token
 from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.tokens import TokenStore
-from support import BOOTSTRAP_TOKEN, running_evgate
+from support import BOOTSTRAP_TOKEN, running_evgate, until
 
 
 def _assert_unavailable(r: httpx.Response) -> None:
@@ -52,11 +52,13 @@ async def test_database_down_is_503_then_200_when_it_is_back(
             _assert_unavailable(await read_api.get("/api/v1/chargers"))  # the token lookup
 
             await asyncio.to_thread(pg.restart_same_port)
-            for _ in range(300):  # the pool's connections come back on first use
+
+            async def answered() -> httpx.Response | None:
                 r = await api.get("/api/v1/chargers/CP-1")
-                if r.status_code != 503:
-                    break
-                await asyncio.sleep(0.05)
+                return None if r.status_code == 503 else r
+
+            # The pool's connections come back on first use.
+            r = await until(answered, within=20, interval=0.05)
             assert r.status_code == 200, r.text
             assert (await read_api.get("/api/v1/chargers/CP-1")).status_code == 200
             r = await api.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})

@@ -13,11 +13,11 @@ import httpx
 import msgspec
 import pytest
 
-from events.receiver import Receiver
 from evgate.app import Evgate
 from evgate.auth.registry import create_token
 from evgate.storage.cdrs import Cdr, CdrStore
 from evgate.storage.tokens import TokenStore
+from support import Receiver
 
 SUBS = "/public-api/notifications/v2.0"
 RESEND = "/public-api/actions/notifications/v1.0/{}/resend"

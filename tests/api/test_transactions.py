@@ -3,7 +3,6 @@ transactions with filters and pagination, connectors and meter values; errors as
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,22 +12,26 @@ from evgate.app import Evgate
 from evgate.auth.authorizer import SessionStart
 from evgate.storage.ops import transactions
 from evgate.storage.ops.transactions import TransactionStart, TransactionStop
+from support import until
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 async def decision(evgate: Evgate, id_tag: str, want: str) -> str:
     """The native authorizer's status for ``id_tag`` once it is ``want`` (NOTIFY is async)."""
-    assert evgate.native is not None
-    status = ""
-    for _ in range(100):
-        status = (
-            await evgate.native.authorize(SessionStart(charger_id="CP-1", id_tag=id_tag))
-        ).status
-        if status == want:
-            break
-        await asyncio.sleep(0.02)
-    return status
+    native = evgate.native
+    assert native is not None
+    seen: list[str] = []
+
+    async def reached() -> bool:
+        seen.append((await native.authorize(SessionStart(charger_id="CP-1", id_tag=id_tag))).status)
+        return seen[-1] == want
+
+    try:
+        await until(reached, within=2)
+    except AssertionError:
+        pass  # the caller's assertion shows the status it saw
+    return seen[-1]
 
 
 async def test_id_tag_crud_and_the_authorizer_follows(

@@ -4,28 +4,26 @@ quick retries) that a test can stop and start again on the same database."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from auth_helpers import Provider, Site, StartSite, serve_provider
 
-from evgate.auth.registry import create_token
-from evgate.storage.tokens import TokenStore
-from support import running_evgate
+from support import running_handle
+
+from .auth_helpers import Provider, Site, StartSite, serve_provider
 
 
 @pytest.fixture
-def provider() -> Iterator[Provider]:
+async def provider() -> AsyncIterator[Provider]:
     """A running provider (token, start and end endpoints) on 127.0.0.1."""
     p = Provider()
-    stop = serve_provider(p)
+    server = await serve_provider(p)
     try:
         yield p
     finally:
-        stop()
+        await server.stop()
 
 
 # Quick retries and polls, so that retry and restart tests take a fraction of a second.
@@ -43,15 +41,8 @@ def start_site(database_url: str, tmp_path: Path) -> StartSite:
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Site]:
-        async with running_evgate(database_url, tmp_path, **{**FAST, **overrides}) as app:
-            assert app.db is not None
-            token = await create_token(TokenStore(app.db), "auth-tests", "admin")
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{app.api_port}",
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=10,
-            ) as api:
-                yield Site(app, api)
+        async with running_handle(database_url, tmp_path, **{**FAST, **overrides}) as r:
+            yield Site(r.app, r.api, r.scheme)
 
     return start
 

@@ -4,14 +4,16 @@ offline-charging configuration pushed with ChangeConfiguration."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from auth_helpers import Charger, Provider, Site, connected, until, webhook
 from ocpp.v16 import call
+
+from support import until
+
+from .auth_helpers import Charger, Provider, Site, connected, webhook
 
 OFFLINE_ON = {
     "LocalAuthorizeOffline": "true",
@@ -160,11 +162,10 @@ async def test_boot_gets_the_offline_configuration_and_the_api_shows_it(site: Si
 
 
 async def _until_state(site: Site, installation_id: int, state: str) -> None:
-    for _ in range(250):
-        if await _state(site, installation_id) == state:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"state never became {state}: {await _members(site, installation_id)}")
+    async def reached() -> bool:
+        return await _state(site, installation_id) == state
+
+    await until(reached, within=5, message=lambda: f"state never became {state}")
 
 
 async def test_changing_the_setting_pushes_to_connected_chargers(site: Site) -> None:

@@ -7,11 +7,12 @@ transaction."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from auth_helpers import Provider, Site, StartSite, until, webhook
+from support import until
+
+from .auth_helpers import Provider, Site, StartSite, webhook
 
 STARTED = datetime(2025, 5, 1, 8, 0, tzinfo=UTC)
 STOPPED = datetime(2025, 5, 1, 9, 30, 15, 250000, tzinfo=UTC)
@@ -86,11 +87,11 @@ async def test_a_stop_is_reported_with_the_documented_body(site: Site, provider:
 
 async def _wait_empty(site: Site) -> bool:
     """Whether the outbox empties within a few seconds."""
-    for _ in range(250):
-        if not await _outbox(site):
-            return True
-        await asyncio.sleep(0.02)
-    return False
+
+    async def empty() -> bool:
+        return not await _outbox(site)
+
+    return bool(await until(empty, within=5))
 
 
 async def test_an_open_transaction_is_not_reported(site: Site, provider: Provider) -> None:

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from auth_helpers import PASSWORD, USERNAME, Answer, Provider, Site, webhook
 
 from evgate.auth.installations import AcceptAll
+
+from .auth_helpers import PASSWORD, USERNAME, Answer, Provider, Site, webhook
 
 
 def _metric(site: Site, installation_id: int, outcome: str, hook: str = "start") -> float:
@@ -182,7 +183,7 @@ async def test_cached_decision_expires_after_its_ttl(site: Site, provider: Provi
     assert (await site.authorize("CP-1", "TAG-1")).status == "Accepted"
     provider.start_answer = lambda _: (503, b"")
     assert (await site.authorize("CP-1", "TAG-1")).status == "Accepted"
-    await asyncio.sleep(1.05)
+    await asyncio.sleep(1.05)  # the behaviour under test: the TTL runs out
     assert (await site.authorize("CP-1", "TAG-1")).status == "Invalid"
 
 
@@ -199,7 +200,8 @@ async def test_token_is_cached_and_renewed_before_it_expires(
     for _ in range(3):
         await site.authorize("CP-1", "TAG-1")
     assert len(provider.requests("/token")) == 1
-    await asyncio.sleep(0.95)  # past expiry minus the margin (a tenth of a 1 s lifetime)
+    # The behaviour under test: past expiry minus the margin (a tenth of a 1 s lifetime).
+    await asyncio.sleep(0.95)
     assert (await site.authorize("CP-1", "TAG-1")).status == "Accepted"
     assert len(provider.requests("/token")) == 2
     assert provider.requests("/start")[-1].headers["authorization"] == "Bearer tok-2"

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from events_helpers import FAST
-from receiver import Receiver
 
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.storage.db import Database
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.subscriptions import SubscriptionStore
+from support import Receiver
+
+from .events_helpers import FAST
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from events_helpers import AT, CP, every_event
 
 from evgate.events.builders import (
     OutboxEntry,
@@ -24,6 +23,8 @@ from evgate.protocol.v16.messages import (
     StatusNotificationRequest,
 )
 from evgate.storage.ops.transactions import TransactionFacts
+
+from .events_helpers import AT, CP, every_event
 
 TX = TransactionFacts(transaction_id=41, connector_id=2, id_tag="T", started_at=AT, meter_start=100)
 

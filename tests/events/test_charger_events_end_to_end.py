@@ -16,48 +16,25 @@ from typing import Any
 import httpx
 import msgspec
 from aiokafka import AIOKafkaConsumer
-from events_helpers import verify_standard_webhook, verify_x_signature
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call, call_result
-from ocpp.v16.enums import Action, ChargePointErrorCode, ChargePointStatus
-from receiver import Receiver
+from ocpp.v16 import call
+from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
 from evgate.app import Evgate
 from evgate.events.catalog import EMITTED, PAYLOAD_TYPES
 from evgate.storage.reservations import ReservationStore
 from harness.kafka import KafkaBroker
-from support import BOOTSTRAP_TOKEN, ocpp_charger
+from support import BOOTSTRAP_TOKEN, Receiver, TestCharger, ocpp_charger, register_charger
+
+from .events_helpers import verify_standard_webhook, verify_x_signature
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
 
-class Charger(ChargePoint):  # type: ignore[misc]
-    """A real OCPP 1.6 charger that answers the commands whose results make events."""
-
-    @on(Action.get_configuration)
-    def get_configuration(self, **_: Any) -> Any:
-        return call_result.GetConfiguration(
-            configuration_key=[{"key": "HeartbeatInterval", "readonly": False, "value": "60"}]
-        )
-
-    @on(Action.get_diagnostics)
-    def get_diagnostics(self, **_: Any) -> Any:
-        return call_result.GetDiagnostics(file_name="diagnostics.zip")
-
-    @on(Action.reserve_now)
-    def reserve_now(self, **_: Any) -> Any:
-        return call_result.ReserveNow(status="Accepted")
-
-    @on(Action.cancel_reservation)
-    def cancel_reservation(self, **_: Any) -> Any:
-        return call_result.CancelReservation(status="Accepted")
-
-
 @contextlib.asynccontextmanager
-async def connected(evgate: Evgate, charger_id: str, secret: str) -> AsyncIterator[Charger]:
+async def connected(evgate: Evgate, charger_id: str, secret: str) -> AsyncIterator[TestCharger]:
     """The charger connected and reading for the block; disconnected after it."""
     url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{charger_id}?auth={secret}"
-    async with ocpp_charger(url, charger_id, Charger) as charger:
+    async with ocpp_charger(url, charger_id) as charger:
         yield charger
 
 
@@ -71,14 +48,7 @@ async def subscribe(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
 
 async def add_charger(evgate: Evgate, api: httpx.AsyncClient, charger_id: str) -> str:
     """Register a charger and wait for the gateway to know it (its NOTIFY); its secret."""
-    r = await api.post("/api/v1/chargers", json={"id": charger_id})
-    assert r.status_code == 201, r.text
-    gateway = evgate.gateway
-    assert gateway is not None
-    async with asyncio.timeout(5):
-        while gateway.credentials_of(charger_id) is None:  # noqa: ASYNC110 - no event to await
-            await asyncio.sleep(0.01)
-    return str(r.json()["secret"])
+    return await register_charger(evgate, api, charger_id)
 
 
 async def command(api: httpx.AsyncClient, charger_id: str, action: str, **body: Any) -> Any:
@@ -150,7 +120,7 @@ async def a_whole_day(evgate: Evgate, api: httpx.AsyncClient, charger_id: str, s
             api, charger_id, "ReserveNow",
             connectorId=1, expiryDate=soon, idTag="TAG1", reservationId=502,
         )  # fmt: skip
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the behaviour under test: reservation 502 expires (200 ms)
     assert evgate.db is not None
     assert await ReservationStore(evgate.db).expire_due() == 1  # as the expiry task does
     return tx

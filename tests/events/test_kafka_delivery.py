@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -14,8 +13,6 @@ from typing import Any
 import aiokafka
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
-from events_helpers import FAST, at, emit, every_event, kafka_settings, kafka_subscription
 
 from evgate.events.builders import ChargerRef, network_status
 from evgate.events.catalog import EMITTED
@@ -24,23 +21,15 @@ from evgate.events.sinks import check_aiokafka
 from evgate.storage.db import Database
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.subscriptions import SubscriptionStore
+from harness.consumer import consume
 from harness.kafka import KafkaBroker
+from support import until
+
+from .events_helpers import FAST, at, emit, every_event, kafka_settings, kafka_subscription
 
 
 async def _consume(broker: KafkaBroker, topic: str, count: int, within: float = 60.0) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, **broker.client_config(), group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    got: list[Any] = []
-    try:
-        deadline = time.monotonic() + within
-        while len(got) < count and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend(records)
-    finally:
-        await consumer.stop()
-    return got
+    return await consume(broker.client_config(), topic, lambda got: len(got) >= count, within)
 
 
 async def test_every_event_reaches_kafka_keyed_by_charger(
@@ -116,13 +105,8 @@ async def test_a_wrong_password_delays_and_nothing_is_lost(
     sub = await kafka_subscription(subscriptions, settings, "wrong")
     await emit(db, every_event()[:2])
     dispatchers()
-    for _ in range(100):
-        errors = await db.fetch(
-            "SELECT error FROM delivery_attempts WHERE subscription_id = $1", sub.id
-        )
-        if errors:
-            break
-        await asyncio.sleep(0.1)
+    query = "SELECT error FROM delivery_attempts WHERE subscription_id = $1"
+    errors = await until(lambda: db.fetch(query, sub.id))
     assert errors and await deliveries.backlog() == 2
 
 
@@ -149,7 +133,7 @@ async def test_a_broker_restarted_mid_stream_loses_nothing(
             for c in chargers:
                 await emit(db, [network_status(c, sent % 2 == 0, at(sent))])
                 sent += 1
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # pacing: a steady stream of events
 
     await produce(10)
     try:

@@ -17,9 +17,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
-from events_helpers import at, emit, kafka_settings, kafka_subscription
 
 from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
@@ -27,8 +25,11 @@ from evgate.events.sinks import KafkaProducers
 from evgate.storage.db import Database
 from evgate.storage.deliveries import Delivery, DeliveryStore
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
+from harness.consumer import consume
 from harness.kafka import KafkaBroker
-from support import LogLines
+from support import LogLines, until
+
+from .events_helpers import at, emit, kafka_settings, kafka_subscription
 
 # Retries every half second for two minutes: an outage of a few seconds never exhausts them,
 # so a delivery that ends `failed` is a producer that never recovered. A short Kafka request
@@ -56,21 +57,11 @@ _TOO_LARGE = 100_000
 
 async def _consume_all(broker: KafkaBroker, topic: str, want: set[str], within: float) -> list[Any]:
     """Every record of ``topic`` until each event id in ``want`` was seen (or time is up)."""
-    consumer = AIOKafkaConsumer(
-        topic, **broker.client_config(), group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    got: list[Any] = []
-    seen: set[str] = set()
-    try:
-        deadline = time.monotonic() + within
-        while not want <= seen and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend(records)
-                seen.update(dict(r.headers)["event-id"].decode() for r in records)
-    finally:
-        await consumer.stop()
-    return got
+
+    def enough(got: list[Any]) -> bool:
+        return want <= {dict(r.headers)["event-id"].decode() for r in got}
+
+    return await consume(broker.client_config(), topic, enough, within)
 
 
 async def _subscribed(
@@ -120,13 +111,13 @@ async def test_kafka_delivery_resumes_after_the_broker_comes_back(
 
     async def produce(seconds: float) -> None:
         nonlocal sent
-        until = time.monotonic() + seconds
-        while time.monotonic() < until:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
             await emit(
                 db, [network_status(c, sent % 2 == 0, at(sent + i)) for i, c in enumerate(chargers)]
             )
             sent += len(chargers)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # pacing: a steady stream of events
 
     await produce(2.0)
     with LogLines() as lines:
@@ -186,14 +177,8 @@ async def test_a_record_the_broker_refuses_does_not_block_the_others(
         {"notification": "chargePoint.dataTransferReceived", "data": "x" * _TOO_LARGE}
     )
     await emit(db, [OutboxEntry("chargePoint.dataTransferReceived", "CP-BIG", big)])
-    for _ in range(200):
-        refused = await db.fetchval(
-            "SELECT count(*) FROM delivery_attempts WHERE subscription_id = $1", sub.id
-        )
-        if refused:
-            break
-        await asyncio.sleep(0.05)
-    assert refused
+    query = "SELECT count(*) FROM delivery_attempts WHERE subscription_id = $1"
+    assert await until(lambda: db.fetchval(query, sub.id))
     await emit(db, [network_status(small, i % 2 == 0, at(i)) for i in range(1, 11)])
     want = {
         f"evt_{r['id']}"
@@ -230,15 +215,13 @@ async def test_lanes_waiting_out_a_long_retry_resume_when_the_brokers_return(
     try:
         await kafka_broker.stop_async()
         await emit(db, [network_status(c, False, at(10 + i)) for i, c in enumerate(chargers)])
-        for _ in range(300):  # every lane tried twice: its next retry is a minute away
-            waiting = await db.fetchval(
-                "SELECT count(*) FROM deliveries WHERE subscription_id = $1 AND attempts >= 2",
-                sub.id,
-            )
-            if waiting == len(chargers):
-                break
-            await asyncio.sleep(0.1)
-        assert waiting == len(chargers)
+        # Every lane tried twice: its next retry is a minute away.
+        query = "SELECT count(*) FROM deliveries WHERE subscription_id = $1 AND attempts >= 2"
+
+        async def all_waiting() -> bool:
+            return bool(await db.fetchval(query, sub.id) == len(chargers))
+
+        await until(all_waiting, within=30)
     finally:
         await kafka_broker.start_async()
     want = {f"evt_{i}" for i in range(1, 9)}

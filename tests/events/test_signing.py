@@ -8,7 +8,6 @@ import hashlib
 import hmac
 
 import pytest
-from events_helpers import verify_standard_webhook
 
 from evgate.events.signing import (
     hmac_state,
@@ -17,6 +16,8 @@ from evgate.events.signing import (
     standard_webhook_signature,
     webhook_secret_text,
 )
+
+from .events_helpers import verify_standard_webhook
 
 
 @pytest.mark.parametrize("key_length", [0, 1, 32, 47, 64, 65, 200])

@@ -3,13 +3,22 @@ and the test's real PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
-from events_helpers import (
+
+from evgate.events.builders import ChargerRef, OutboxEntry, network_status
+from evgate.events.catalog import EMITTED
+from evgate.events.dispatcher import Dispatcher
+from evgate.storage.db import Database
+from evgate.storage.deliveries import DeliveryStore
+from evgate.storage.subscriptions import SubscriptionStore
+from support import Received, Receiver, Reply, quiet_for, until
+
+from .events_helpers import (
     FAST,
     TOKEN,
     at,
@@ -19,14 +28,6 @@ from events_helpers import (
     verify_x_signature,
     webhook_subscription,
 )
-from receiver import Received, Receiver, Reply
-
-from evgate.events.builders import ChargerRef, OutboxEntry, network_status
-from evgate.events.catalog import EMITTED
-from evgate.events.dispatcher import Dispatcher
-from evgate.storage.db import Database
-from evgate.storage.deliveries import DeliveryStore
-from evgate.storage.subscriptions import SubscriptionStore
 
 
 def _numbered(charger: str, n: int) -> list[OutboxEntry]:
@@ -57,7 +58,7 @@ async def test_every_event_type_arrives_signed(
     await emit(db, entries)
     dispatchers()
     got = await receiver.wait_for(len(entries))
-    await asyncio.sleep(0.2)
+    await quiet_for(0.2)  # no duplicate
     assert len(receiver.received) == len(entries)
     assert {msgspec.json.decode(r.body)["notification"] for r in got} == EMITTED
     # One lane per charger ('' for idTag.changed): each in emission order.
@@ -84,7 +85,7 @@ async def test_only_subscribed_events_are_delivered(
     await emit(db, every_event())
     dispatchers()
     got = await receiver.wait_for(1)
-    await asyncio.sleep(0.3)
+    await quiet_for(0.3)  # no duplicate
     assert [msgspec.json.decode(r.body)["notification"] for r in got] == ["cdr.received"]
 
 
@@ -103,15 +104,16 @@ async def test_a_receiver_down_for_a_while_gets_everything_in_order(
     for i in range(5):
         await emit(db, _numbered(f"CP-{i}", 20))
     dispatchers()
-    await asyncio.sleep(1.0)
-    failed_attempts = await db.fetchval(
-        "SELECT count(*) FROM delivery_attempts WHERE NOT ok AND subscription_id = $1", sub.id
-    )
-    assert failed_attempts >= 5
+
+    async def failed_attempts() -> bool:
+        query = "SELECT count(*) FROM delivery_attempts WHERE NOT ok AND subscription_id = $1"
+        return await db.fetchval(query, sub.id) >= 5
+
+    await until(failed_attempts)
     await receiver.start()
     try:
         got = await receiver.wait_for(100)
-        await asyncio.sleep(0.3)
+        await quiet_for(0.3)  # no duplicate
     finally:
         await receiver.stop()
     assert len(got) == 100
@@ -139,7 +141,7 @@ async def test_two_dispatchers_deliver_each_event_once_and_in_order(
             for i in range(6):
                 await emit(db, _numbered(f"CP-{i}", 10))
         got = await receiver.wait_for(240)
-        await asyncio.sleep(0.5)
+        await quiet_for(0.5)  # no duplicate
     finally:
         await other_db.close()
     assert len(receiver.received) == 240
@@ -186,11 +188,12 @@ async def test_410_disables_the_subscription_and_a_put_then_resend_recovers(
         sub = await webhook_subscription(subscriptions, receiver.url)
         await emit(db, _numbered("CP-1", 5))
         dispatchers()
-        for _ in range(100):
+
+        async def disabled() -> Any:
             row = await subscriptions.get_subscription(sub.id)
-            if not row.enabled:
-                break
-            await asyncio.sleep(0.05)
+            return None if row.enabled else row
+
+        row = await until(disabled)
         assert not row.enabled and "410" in (row.disabled_reason or "")
         failed = await deliveries.failed_deliveries(sub.id)
         assert len(failed) == 5 and all(f.state == "failed" for f in failed)
@@ -243,11 +246,12 @@ async def test_redirects_are_not_followed_and_retries_end_in_failed(
         sub = await webhook_subscription(subscriptions, redirector.url)
         await emit(db, _numbered("CP-1", 2))
         dispatchers()
-        for _ in range(200):
+
+        async def both_failed() -> Any:
             failed = await deliveries.failed_deliveries(sub.id)
-            if len(failed) == 2:
-                break
-            await asyncio.sleep(0.05)
+            return failed if len(failed) == 2 else None
+
+        failed = await until(both_failed, within=15)
     finally:
         await redirector.stop()
     assert len(failed) == 2 and not receiver.requests
@@ -283,13 +287,13 @@ async def test_a_rolled_back_event_is_never_delivered_and_a_late_commit_is_not_s
             )
             await tx.rollback()
         await emit(db, _numbered("CP-EARLY", 3))
-        await asyncio.sleep(0.5)
+        await quiet_for(0.5)  # nothing is sent while an earlier outbox row is uncommitted
         assert not receiver.requests
         await late_tx.commit()
     finally:
         await db.pool.release(late)
     got = await receiver.wait_for(4)
-    await asyncio.sleep(0.3)
+    await quiet_for(0.3)  # no duplicate
     chargers = [msgspec.json.decode(r.body)["networkId"] for r in got]
     assert sorted(chargers) == ["CP-EARLY"] * 3 + ["CP-LATE"]
 
@@ -306,11 +310,11 @@ async def test_delivered_events_are_pruned_after_the_retention(
     await emit(db, _numbered("CP-1", 3))
     dispatchers()
     await receiver.wait_for(3)
-    await asyncio.sleep(0.3)
+    await until(lambda: _all_recorded(db))  # a delivered row is deleted after the 2xx
     await db.execute("UPDATE deliveries SET state = 'failed'")  # none: all were delivered
     await emit(db, _numbered("CP-2", 1))
     await receiver.wait_for(4)
-    await asyncio.sleep(0.3)
+    await until(lambda: _all_recorded(db))
     await db.execute(
         "INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event, state)"
         " SELECT $1, id, charger_id, event, 'failed' FROM outbox WHERE charger_id = 'CP-2'",
@@ -319,3 +323,8 @@ async def test_delivered_events_are_pruned_after_the_retention(
     await db.execute("UPDATE outbox SET created_at = now() - interval '2 days'")
     assert await deliveries.prune(86400) == 3
     assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def _all_recorded(db: Database) -> bool:
+    """Whether every delivery is done with (a delivered one's row is deleted)."""
+    return await db.fetchval("SELECT count(*) FROM deliveries") == 0

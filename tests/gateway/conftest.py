@@ -12,14 +12,13 @@ import pytest
 from picows import WSTransport, ws_connect
 
 from evgate.app import bind_socket
-from evgate.auth.registry import ChargerRegistry
 from evgate.config import load_settings
 from evgate.credentials import digest
 from evgate.gateway.basic_routes import basic_routes
 from evgate.gateway.server import Gateway
 from evgate.handlers import Routes
 from evgate.metrics import Registry
-from evgate.storage.chargers import ChargerCredentials, ChargerStore
+from evgate.storage.chargers import ChargerCredentials
 from evgate.storage.db import Database
 from evgate.storage.writer import is_outage
 from gateway.helpers import (
@@ -28,13 +27,12 @@ from gateway.helpers import (
     PicowsClient,
     Pki,
     RecordingListener,
-    Running,
     Standalone,
     StartEvgate,
     StartGateway,
     make_pki,
 )
-from support import running_evgate
+from support import Running, running_handle
 
 
 @pytest.fixture
@@ -43,12 +41,10 @@ def start_evgate(database_url: str, tmp_path: Path) -> StartEvgate:
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Running]:
-        async with running_evgate(
+        async with running_handle(
             database_url, tmp_path, **{"bootstrap_token": TOKEN, **overrides}
-        ) as app:
-            assert app.db is not None
-            scheme = "wss" if overrides.get("tls_cert") else "ws"
-            yield Running(app, ChargerRegistry(ChargerStore(app.db)), scheme)
+        ) as r:
+            yield r
 
     return start
 

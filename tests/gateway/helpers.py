@@ -21,48 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
-from evgate.app import Evgate
-from evgate.auth.registry import ChargerRegistry
 from evgate.credentials import digest
 from evgate.gateway.server import Gateway
 from evgate.metrics import Registry
 from evgate.storage.chargers import ChargerCredentials
+from support import Running
 
 OCPP = ["ocpp1.6"]
 SECRET = "123456789012345678901234"
 TOKEN = "gateway-tests-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@dataclass
-class Running:
-    """An evgate under test and what a test needs to reach it."""
-
-    app: Evgate
-    registry: ChargerRegistry
-    scheme: str = "ws"
-
-    @property
-    def gateway(self) -> Any:
-        assert self.app.gateway is not None
-        return self.app.gateway
-
-    def url(self, charger_id: str, secret: str | None = None, path: str = "cp") -> str:
-        url = f"{self.scheme}://127.0.0.1:{self.app.ws_port}/{path}/{charger_id}"
-        return url if secret is None else f"{url}?auth={secret}"
-
-    async def add(self, charger_id: str = "CP-1", security_profile: int = 1, **kw: Any) -> str:
-        """Register a charger and wait until the gateway's index has it; returns its secret."""
-        _, secret = await self.registry.create(charger_id, security_profile=security_profile, **kw)
-        await until(lambda: self.gateway.credentials_of(charger_id) is not None)
-        return secret
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait until ``condition()`` holds (the NOTIFY round trip, a close reaching a client)."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - any condition, not one event
-            await asyncio.sleep(0.01)
 
 
 StartEvgate = Callable[..., AbstractAsyncContextManager[Running]]

@@ -11,10 +11,7 @@ from typing import Any
 
 import pytest
 import websockets
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call_result
 
-from evgate.auth.registry import ChargerRegistry
 from evgate.credentials import digest
 from evgate.gateway.connection import MAX_QUEUED_CALLS
 from evgate.gateway.interface import (
@@ -35,22 +32,9 @@ from evgate.protocol.v16 import (
     ResetStatus,
     ResetType,
 )
-from evgate.storage.chargers import ChargerStore
 from evgate.storage.embedded import EmbeddedPostgres
-from gateway.helpers import Running, StartGateway, connect, until
-from support import running_evgate
-
-
-class ResettableCharger(ChargePoint):
-    """The ocpp library's ChargePoint that accepts Reset and ChangeConfiguration."""
-
-    @on("Reset")
-    def on_reset(self, type: str) -> call_result.Reset:  # noqa: A002 - the library's name
-        return call_result.Reset(status="Accepted")
-
-    @on("ChangeConfiguration")
-    def on_change_configuration(self, key: str, value: str) -> call_result.ChangeConfiguration:
-        return call_result.ChangeConfiguration(status="Accepted")
+from gateway.helpers import StartGateway, connect
+from support import Running, TestCharger, running_handle, until
 
 
 async def _answer_next(ws: Any, answer: Any) -> list:
@@ -65,7 +49,7 @@ async def _answer_next(ws: Any, answer: Any) -> list:
 async def test_call_returns_the_validated_response(start_gateway: StartGateway) -> None:
     """Reset to the ocpp library's charger comes back as a typed ResetResponse."""
     async with start_gateway() as g, connect(g.url()) as ws:
-        charger = ResettableCharger("CP-1", ws)
+        charger = TestCharger("CP-1", ws)
         reader = asyncio.create_task(charger.start())
         try:
             await until(lambda: g.gateway.connection("CP-1") is not None)
@@ -208,7 +192,7 @@ async def test_too_many_queued_calls_raise_busy(start_gateway: StartGateway) -> 
             asyncio.create_task(g.gateway.call("CP-1", GetConfigurationRequest()))
             for _ in range(MAX_QUEUED_CALLS)
         ]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn: the calls start and queue
         with pytest.raises(ChargerBusy):
             await g.gateway.call("CP-1", GetConfigurationRequest())
         for task in waiting:
@@ -257,7 +241,7 @@ async def test_accepted_authorization_key_becomes_the_secret(running: Running) -
     old = await running.add("CP-1")
     new_key = "NewKey-0123456789abcdef"
     async with connect(running.url("CP-1", old)) as ws:
-        charger = ResettableCharger("CP-1", ws)
+        charger = TestCharger("CP-1", ws)
         reader = asyncio.create_task(charger.start())
         try:
             await until(lambda: running.gateway.connection("CP-1") is not None)
@@ -269,7 +253,9 @@ async def test_accepted_authorization_key_becomes_the_secret(running: Running) -
                 "SELECT secret_digest FROM chargers WHERE id='CP-1'"
             )
             assert bytes(row["secret_digest"]) == digest(new_key)
-            await asyncio.sleep(0.2)  # the NOTIFY round trip must not close this connection
+            # The NOTIFY round trip (the index has the new key) must not close this connection.
+            credentials = running.gateway.credentials_of
+            await until(lambda: credentials("CP-1").secret_digest == digest(new_key))
             assert running.gateway.connection("CP-1") is not None
         finally:
             reader.cancel()
@@ -287,13 +273,13 @@ async def test_authorization_key_accepted_while_database_is_down_is_stored_later
     """The charger switched keys, so its new key must not be lost: with PostgreSQL down the
     command still answers, and the digest is stored once PostgreSQL is back."""
     pg, dsn = private_pg
-    async with running_evgate(dsn, tmp_path, call_timeout=1.0) as app:
+    async with running_handle(dsn, tmp_path, call_timeout=1.0) as running:
+        app = running.app
         assert app.db is not None and app.gateway is not None
-        running = Running(app, ChargerRegistry(ChargerStore(app.db)))
         old = await running.add("CP-1")
         new_key = "NewKey-0123456789abcdef"
         async with connect(running.url("CP-1", old)) as ws:
-            charger = ResettableCharger("CP-1", ws)
+            charger = TestCharger("CP-1", ws)
             reader = asyncio.create_task(charger.start())
             try:
                 await until(lambda: running.gateway.connection("CP-1") is not None)
@@ -304,18 +290,14 @@ async def test_authorization_key_accepted_while_database_is_down_is_stored_later
                 )
                 assert response.status == "Accepted"
                 await asyncio.to_thread(pg.restart_same_port)
-                stored = b""
-                for _ in range(300):
-                    with contextlib.suppress(Exception):
-                        stored = bytes(
-                            await app.db.fetchval(
-                                "SELECT secret_digest FROM chargers WHERE id = 'CP-1'"
-                            )
-                        )
-                    if stored == digest(new_key):
-                        break
-                    await asyncio.sleep(0.05)
-                assert stored == digest(new_key)
+
+                async def stored() -> bool:
+                    with contextlib.suppress(Exception):  # PostgreSQL is coming back
+                        query = "SELECT secret_digest FROM chargers WHERE id = 'CP-1'"
+                        return bytes(await app.db.fetchval(query)) == digest(new_key)
+                    return False
+
+                await until(stored, within=20)
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)

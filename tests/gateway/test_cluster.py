@@ -8,11 +8,8 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -23,36 +20,21 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint, call_result
-from ocpp.v16.enums import Action, ResetStatus
 
 from evgate.config import load_settings
 from evgate.protocol.v16 import ResetRequest, ResetType
+from support import Running, free_port, ocpp_charger, quiet_for, serve_env, start_serve, until
 
-from .helpers import ADMIN, TOKEN, Running, StartEvgate, close_code_of, connect, until
+from .helpers import ADMIN, TOKEN, StartEvgate, close_code_of, connect
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class ResettableCharger(ChargePoint):
-    """A charger (the ocpp library's) that accepts Reset and refuses nothing else."""
-
-    @on(Action.reset)
-    async def on_reset(self, type: str) -> call_result.Reset:  # noqa: A002 - OCPP's name
-        return call_result.Reset(status=ResetStatus.accepted)
-
-
-async def run_charger(url: str, charger_id: str) -> tuple[Any, asyncio.Task[None]]:
-    ws = await connect(url).__aenter__()
-    charger = ResettableCharger(charger_id, ws)
-    return ws, asyncio.create_task(charger.start())
-
-
-async def stop_charger(ws: Any, task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await ws.close()
+async def run_charger(url: str, charger_id: str) -> AsyncExitStack:
+    """The test charger connected to ``url`` and reading, until the stack is closed."""
+    stack = AsyncExitStack()
+    await stack.enter_async_context(ocpp_charger(url, charger_id))
+    return stack
 
 
 @pytest.fixture
@@ -87,16 +69,12 @@ async def test_command_on_node_a_reaches_charger_on_node_b(two_nodes) -> None:
     a, b = two_nodes
     secret = await a.add("CP-1")
     await until(lambda: b.gateway.credentials_of("CP-1") is not None)
-    ws, task = await run_charger(b.url("CP-1", secret), "CP-1")
+    charger = await run_charger(b.url("CP-1", secret), "CP-1")
     try:
         assert b.app.cluster is not None
         async with api(a) as client:
             await until(lambda: b.app.cluster.gateway.connection("CP-1") is not None)
-            for _ in range(100):  # the ownership row is written just after the connect
-                view = (await client.get("/api/v1/chargers/CP-1")).json()
-                if view["connection"] is not None:
-                    break
-                await asyncio.sleep(0.02)
+            view = await until(lambda: _connection(client))  # its row follows the connect
             assert view["connection"]["heldBy"] == b.app.cluster.instance
             r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
             assert r.status_code == 200, r.text
@@ -106,7 +84,7 @@ async def test_command_on_node_a_reaches_charger_on_node_b(two_nodes) -> None:
             assert r.status_code == 502, r.text
             assert r.json()["errorCode"] == "NotImplemented"
     finally:
-        await stop_charger(ws, task)
+        await charger.aclose()
 
 
 async def test_routed_command_times_out_with_504(two_nodes) -> None:
@@ -117,7 +95,7 @@ async def test_routed_command_times_out_with_504(two_nodes) -> None:
     async with connect(b.url("CP-1", secret)) as ws:  # a charger that reads nothing
         assert b.app.cluster is not None
         await until(lambda: b.gateway.connection("CP-1") is not None)
-        await asyncio.sleep(0.3)  # ownership written
+        await until(lambda: _owner(b, "CP-1"))
         async with api(a) as client:
             r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Hard"})
         assert r.status_code == 504, r.text
@@ -135,14 +113,11 @@ async def test_a_routed_command_whose_caller_goes_away_is_withdrawn(two_nodes) -
     await until(lambda: b.gateway.credentials_of("CP-1") is not None)
     async with connect(b.url("CP-1", secret)) as ws:  # a charger that reads nothing
         await until(lambda: b.gateway.connection("CP-1") is not None)
-        await asyncio.sleep(0.3)  # ownership written
+        await until(lambda: _owner(b, "CP-1"))
         assert a.app.cluster is not None and a.app.db is not None
         db = a.app.db
         sent = asyncio.create_task(a.app.cluster.call("CP-1", ResetRequest(type=ResetType.hard)))
-        for _ in range(250):
-            if await db.fetchval("SELECT count(*) FROM remote_calls") == 1:
-                break
-            await asyncio.sleep(0.02)
+        await _until_value(db, "SELECT count(*) FROM remote_calls", wanted=1)
         assert await db.fetchval("SELECT count(*) FROM remote_calls") == 1
         sent.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -182,18 +157,11 @@ async def test_charger_moving_from_a_to_b_is_held_only_by_b(two_nodes) -> None:
     assert a.app.cluster is not None and b.app.cluster is not None and a.app.db is not None
     async with connect(a.url("CP-1", secret)) as on_a:
         await until(lambda: a.gateway.connection("CP-1") is not None)
-        await asyncio.sleep(0.2)
+        await until(lambda: _owner(a, "CP-1"))
         async with connect(b.url("CP-1", secret)) as on_b:
             assert await close_code_of(on_a) == 1000
             await until(lambda: a.gateway.connection("CP-1") is None)
-            owner = None
-            for _ in range(100):
-                owner = await a.app.db.fetchval(
-                    "SELECT instance FROM charger_owners WHERE charger_id = 'CP-1'"
-                )
-                if owner == b.app.cluster.instance:
-                    break
-                await asyncio.sleep(0.02)
+            owner = await until(lambda: _owner(a, "CP-1", b.app.cluster.instance))
             assert owner == b.app.cluster.instance
             assert b.gateway.connection("CP-1") is not None
             del on_b
@@ -209,28 +177,17 @@ async def test_many_chargers_spread_over_two_nodes_are_all_owned(two_nodes) -> N
         for i, (charger_id, secret) in enumerate(secrets.items()):
             node = a if i % 2 == 0 else b
             await stack.enter_async_context(connect(node.url(charger_id, secret)))
-        for _ in range(200):
-            rows = await a.app.db.fetch("SELECT charger_id, instance FROM charger_owners")
-            if len(rows) == 40:
-                break
-            await asyncio.sleep(0.02)
+        query = "SELECT count(*) FROM charger_owners"
+        await _until_value(a.app.db, query, wanted=40)
+        rows = await a.app.db.fetch("SELECT charger_id, instance FROM charger_owners")
         owners = {r["charger_id"]: r["instance"] for r in rows}
         assert len(owners) == 40
         for i, charger_id in enumerate(secrets):
             expected = a.app.cluster.instance if i % 2 == 0 else b.app.cluster.instance
             assert owners[charger_id] == expected
     # Every charger gone: no ownership left.
-    for _ in range(200):
-        if await a.app.db.fetchval("SELECT count(*) FROM charger_owners") == 0:
-            break
-        await asyncio.sleep(0.02)
+    await _until_value(a.app.db, "SELECT count(*) FROM charger_owners", wanted=0)
     assert await a.app.db.fetchval("SELECT count(*) FROM charger_owners") == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
@@ -239,38 +196,20 @@ async def serving_node(
 ) -> AsyncIterator[tuple[subprocess.Popen[str], int]]:
     """``evgate serve`` as a process of its own (a test may SIGKILL it, as a crash would);
     yields it and its charger port."""
-    ws_port, api_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "EVGATE_DATABASE_URL": database_url,
-        "EVGATE_WS_HOST": "127.0.0.1",
-        "EVGATE_WS_PORT": str(ws_port),
-        "EVGATE_API_PORT": str(api_port),
-        "EVGATE_NODE_ID": node_id,
-        "EVGATE_BOOTSTRAP_TOKEN": TOKEN,  # nodes share settings; unset, it would revoke it
-        "EVGATE_OWNERSHIP_LEASE": str(lease),
-        "EVGATE_DATA_DIR": str(folder / node_id),
-    }
-    # A raw Popen on purpose: the test SIGKILLs it, as a crash would.
-    node = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "evgate.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    ws_port, api_port = free_port(), free_port()
+    settings = {"database_url": database_url, "node_id": node_id, "ownership_lease": lease}
+    # Nodes share settings: unset, the bootstrap token would be revoked.
+    env = serve_env(folder / node_id, api_port, ws_port, bootstrap_token=TOKEN, **settings)
+    node, out = start_serve(env)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = await asyncio.to_thread(node.stdout.readline)  # type: ignore[union-attr]
-            if "ready" in line or node.poll() is not None:
-                break
+        await asyncio.to_thread(out.wait_count, "ready", 1)
         assert node.poll() is None, f"node {node_id} did not start"
         yield node, ws_port
     finally:
         if node.poll() is None:
             node.kill()
         node.wait(timeout=10)
+        out.wait_closed()
 
 
 async def test_killed_node_loses_ownership_within_the_lease(
@@ -285,24 +224,36 @@ async def test_killed_node_loses_ownership_within_the_lease(
             api(a) as client,
         ):
             on_c = await connect(f"ws://127.0.0.1:{ws_port}/cp/CP-1?auth={secret}").__aenter__()
-            for _ in range(200):
-                view = (await client.get("/api/v1/chargers/CP-1")).json()
-                assert "connection" in view, view
-                if view["connection"] is not None:
-                    break
-                await asyncio.sleep(0.02)
+            view = await until(lambda: _connection(client))
             assert view["connection"]["heldBy"].startswith("node-c.")
             node_c.send_signal(signal.SIGKILL)
             node_c.wait(timeout=10)
-            killed_at = time.monotonic()
-            while (await client.get("/api/v1/chargers/CP-1")).json()["connection"]:
-                assert time.monotonic() - killed_at < 2.0 + 1.0, "ownership outlived lease"
-                await asyncio.sleep(0.05)
+
+            async def released() -> bool:
+                return not (await client.get("/api/v1/chargers/CP-1")).json()["connection"]
+
+            await until(released, within=2.0 + 1.0, message=lambda: "ownership outlived lease")
             r = await client.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
             assert r.status_code == 409
             async with connect(a.url("CP-1", secret)):
                 await until(lambda: a.gateway.connection("CP-1") is not None)
             await on_c.close()
+
+
+async def _owner(node: Running, charger_id: str, instance: str | None = None) -> str | None:
+    """The instance owning ``charger_id`` (if it is ``instance``, when given), else None."""
+    assert node.app.db is not None
+    owner = await node.app.db.fetchval(
+        "SELECT instance FROM charger_owners WHERE charger_id = $1", charger_id
+    )
+    return owner if instance is None or owner == instance else None
+
+
+async def _connection(client: Any) -> dict[str, Any] | None:
+    """CP-1's view from the API, once it shows a connection."""
+    view = (await client.get("/api/v1/chargers/CP-1")).json()
+    assert "connection" in view, view
+    return dict(view) if view["connection"] is not None else None
 
 
 async def _network_events(db: Any, charger_id: str) -> list[str]:
@@ -321,9 +272,11 @@ async def _network_status(db: Any, charger_id: str) -> str:
 
 async def _until_value(db: Any, query: str, *args: Any, wanted: Any, within: float = 15.0) -> None:
     """Wait until ``query`` answers ``wanted`` (what another process or task writes)."""
-    async with asyncio.timeout(within):
-        while await db.fetchval(query, *args) != wanted:  # noqa: ASYNC110 - a database value
-            await asyncio.sleep(0.05)
+
+    async def reached() -> bool:
+        return bool(await db.fetchval(query, *args) == wanted)
+
+    await until(reached, within)
 
 
 async def _until_status(db: Any, charger_id: str, wanted: str) -> None:
@@ -355,7 +308,7 @@ async def test_killed_nodes_chargers_become_unavailable_once(
         async with connect(a.url("CP-2", secrets["CP-2"])):
             await _until_status(db, "CP-1", "temporarily unavailable")
             assert await db.fetchval("SELECT count(*) FROM cluster_instances") == 2  # A and B
-            await asyncio.sleep(2.0)  # both survivors reap every lease/3: no second event
+            await quiet_for(2.0)  # both survivors reap every lease/3: no second event
             assert await _network_events(db, "CP-1") == ["available", "temporarily unavailable"]
             assert await _network_status(db, "CP-2") == "available"
             assert await _network_events(db, "CP-2") == ["available", "available"]
@@ -475,14 +428,15 @@ async def _authorize(ws: Any, id_tag: str, unique_id: str) -> str:
 async def _status_within(ws: Any, id_tag: str, wanted: str, seconds: float) -> float:
     """Ask Authorize until it answers ``wanted``; the seconds it took (fails past ``seconds``)."""
     started = time.monotonic()
-    for n in itertools.count():
-        status = await _authorize(ws, id_tag, f"auth-{n}")
-        elapsed = time.monotonic() - started
-        if status == wanted:
-            return elapsed
-        assert elapsed < seconds, f"still {status} after {elapsed:.2f} s, wanted {wanted}"
-        await asyncio.sleep(0.02)
-    raise AssertionError("unreachable")
+    numbers = itertools.count()
+    statuses: list[str] = []
+
+    async def answered() -> bool:
+        statuses.append(await _authorize(ws, id_tag, f"auth-{next(numbers)}"))
+        return statuses[-1] == wanted
+
+    await until(answered, seconds, message=lambda: f"still {statuses[-1]}, wanted {wanted}")
+    return time.monotonic() - started
 
 
 async def test_id_tag_blocked_on_a_is_blocked_on_b_within_a_second(two_nodes) -> None:
@@ -543,14 +497,10 @@ async def test_late_owner_notification_does_not_close_a_newer_connection(two_nod
         )
 
     async with connect(a.url("CP-1", secret)) as on_a:
-        for _ in range(100):
-            if await owner() == a.app.cluster.instance:
-                break
-            await asyncio.sleep(0.02)
-        assert await owner() == a.app.cluster.instance
+        await until(lambda: _owner(a, "CP-1", a.app.cluster.instance))
         # B's announcement of an older connection, arriving late.
         a.app.cluster.notified(f"owner {b.app.cluster.instance} CP-1")
-        await asyncio.sleep(0.5)
+        await quiet_for(0.5)  # A does not close its connection
         assert a.gateway.connection("CP-1") is not None
         assert await owner() == a.app.cluster.instance
         await on_a.send(json.dumps([2, "hb", "Heartbeat", {}]))
@@ -558,10 +508,7 @@ async def test_late_owner_notification_does_not_close_a_newer_connection(two_nod
         # A real move to B still closes the connection on A.
         async with connect(b.url("CP-1", secret)):
             assert await close_code_of(on_a) == 1000
-            for _ in range(100):
-                if await owner() == b.app.cluster.instance:
-                    break
-                await asyncio.sleep(0.02)
+            await until(lambda: _owner(a, "CP-1", b.app.cluster.instance))
             assert await owner() == b.app.cluster.instance
 
 

@@ -25,10 +25,9 @@ from gateway.helpers import (
     close_code_of,
     connect,
     raw_connect,
-    until,
     ws_frame,
 )
-from support import ocpp_charger
+from support import ocpp_charger, quiet_for, until
 
 BOOT = ["BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]
 
@@ -136,7 +135,7 @@ async def test_calls_are_answered_in_arrival_order(start_gateway: StartGateway) 
             await ws.send(
                 json.dumps([2, uid, "DataTransfer", {"vendorId": "v", "messageId": message_id}])
             )
-        await asyncio.sleep(0.1)
+        await quiet_for(0.1)  # no answer while the slow CALL is held; the fast one arrives
         release.set()
         first, second = [json.loads(await ws.recv()) for _ in range(2)]
         assert [first[1], second[1]] == ["1", "2"]
@@ -444,7 +443,7 @@ async def test_calls_after_the_servers_close_frame_are_not_handled(
             await until(lambda: listener.close_code is not None)
             call_ = [2, "late", "DataTransfer", {"vendorId": "late"}]
             transport.send(WSMsgType.TEXT, json.dumps(call_).encode())
-            await asyncio.sleep(0.3)
+            await quiet_for(0.3)  # the late CALL is not handled
             assert handled == []
             assert listener.messages.empty()
         finally:
@@ -466,5 +465,5 @@ async def test_a_flood_of_junk_is_rate_limited_too(start_gateway: StartGateway) 
         assert all(a[:3] == [4, "-1", "FormationViolation"] for a in answers)
         refused = g.metrics.counter("evgate_messages_refused_total", "", ("reason",))
         await until(lambda: refused.value("rate") == 6)
-        await asyncio.sleep(0.1)  # the budget refills at 50/s
+        await asyncio.sleep(0.1)  # pacing: the budget refills at 50/s
         assert (await _exchange(ws, [2, "hb", "Heartbeat", {}]))[:2] == [3, "hb"]

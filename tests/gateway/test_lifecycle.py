@@ -13,15 +13,8 @@ from evgate.gateway.basic_routes import basic_routes
 from evgate.handlers import ChargerContext, Routes
 from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
 from evgate.storage.db import CHARGER_CHANNEL
-from gateway.helpers import (
-    ADMIN,
-    PicowsClient,
-    Running,
-    StartGateway,
-    close_code_of,
-    connect,
-    until,
-)
+from gateway.helpers import ADMIN, PicowsClient, StartGateway, close_code_of, connect
+from support import Running, quiet_for, until
 
 
 class Recorder:
@@ -91,7 +84,7 @@ async def test_no_pong_closes_the_connection(
 async def test_answering_pings_keeps_the_connection(start_gateway: StartGateway) -> None:
     """A charger that answers pings stays connected across several ping intervals."""
     async with start_gateway(ping_interval=0.2, ping_timeout=0.1) as g, connect(g.url()) as ws:
-        await asyncio.sleep(1.0)
+        await quiet_for(1.0)  # five ping intervals: the connection stays
         await ws.send(json.dumps([2, "1", "Heartbeat", {}]))
         assert json.loads(await ws.recv())[0] == 3
 
@@ -128,7 +121,7 @@ async def test_shutdown_sends_in_flight_replies_then_1001(start_gateway: StartGa
 
     async def slow(ctx: ChargerContext, request: DataTransferRequest) -> DataTransferResponse:
         entered.set()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the behaviour under test: a handler still busy at stop()
         return DataTransferResponse(status=DataTransferStatus.accepted)
 
     routes: Routes = {**basic_routes(), "DataTransfer": slow}
@@ -200,7 +193,7 @@ async def test_index_reloads_after_the_listener_reconnects(running: Running) -> 
     assert running.app.db is not None
     # A change that sends no NOTIFY stands for one sent while the connection was down...
     await running.app.db.execute("UPDATE chargers SET lenient = true WHERE id = 'CP-1'")
-    await asyncio.sleep(0.1)
+    await quiet_for(0.1)  # no NOTIFY: the index does not change
     assert not running.gateway.credentials_of("CP-1").lenient
     # ...and the reconnect reloads everything.
     (listener,) = [li for li in running.app.db._listeners if li.channel == CHARGER_CHANNEL]

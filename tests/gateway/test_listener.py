@@ -17,7 +17,8 @@ import pytest
 import websockets
 
 from evgate.gateway.proxy_header import V2_SIGNATURE
-from gateway.helpers import Pki, StartGateway, connect, until
+from gateway.helpers import Pki, StartGateway, connect
+from support import until
 
 pytestmark = pytest.mark.timeout(60)
 

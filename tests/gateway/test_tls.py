@@ -12,7 +12,8 @@ import websockets
 
 from evgate.config import ConfigError, load_settings
 from evgate.gateway.server import server_ssl_context
-from gateway.helpers import Pki, Running, StartEvgate, connect
+from gateway.helpers import Pki, StartEvgate, connect
+from support import Running
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from ocpp.v16 import call
 from evgate.credentials import digest
 from evgate.gateway.upgrade import Admit, FailureLimiter, Refuse, decide, parse_target
 from evgate.storage.chargers import ChargerCredentials
-from gateway.helpers import SECRET, Running, StartGateway, close_code_of, connect
-from support import ocpp_charger
+from gateway.helpers import SECRET, StartGateway, close_code_of, connect
+from support import Running, ocpp_charger
 
 
 def _basic(user: str, password: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from handler_bench import Bench
 
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -18,6 +17,8 @@ from evgate.storage.db import Database
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer
+
+from .handler_bench import Bench
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
-"""The handler tests' workbench (imported by their conftest and tests; a unique module name,
-as tests/gateway/gateway_helpers.py)."""
+"""The handler tests' workbench (imported by their conftest and tests)."""
 
 from __future__ import annotations
 

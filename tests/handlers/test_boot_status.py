@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-from handler_bench import Bench
 
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
@@ -18,6 +17,8 @@ from evgate.protocol.v16 import (
     HeartbeatRequest,
     StatusNotificationRequest,
 )
+
+from .handler_bench import Bench
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

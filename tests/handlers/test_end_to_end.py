@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +26,17 @@ from evgate.auth.registry import ChargerRegistry
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
-from support import asyncpg_copy_waiter_unretrieved, ocpp_charger, running_evgate
+from support import (
+    asyncpg_copy_waiter_unretrieved,
+    free_port,
+    gateway_knows,
+    ocpp_charger,
+    quiet_for,
+    running_evgate,
+    serve_env,
+    start_serve,
+    until,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -145,9 +152,7 @@ async def test_request_ids_beyond_int32_are_stored_and_beyond_int64_refused(
     InternalError); 2^63 is answered PropertyConstraintViolation naming requestId (issue 15)."""
     secrets = await register(database_url, "CP-1")
     assert evgate.ws_port is not None and evgate.gateway is not None
-    async with asyncio.timeout(5):
-        while evgate.gateway.credentials_of("CP-1") is None:  # noqa: ASYNC110 - its NOTIFY
-            await asyncio.sleep(0.01)
+    await gateway_knows(evgate, "CP-1")
     async with charger(evgate.ws_port, "CP-1", secrets["CP-1"]) as cp:
         await cp.call(call.LogStatusNotification(status="Uploaded", request_id=2**31))
         await cp.call(
@@ -201,43 +206,26 @@ async def _send_through_an_outage(
             for cp in (a, b)
             for i in range(1, 4)
         ]
-        await asyncio.sleep(1.5)
+        await quiet_for(1.5)  # an outage: nothing is acknowledged
         assert not any(s.done() for s in sends), "acknowledged while PostgreSQL was down"
         await asyncio.to_thread(pg.restart_same_port)
         await asyncio.wait_for(asyncio.gather(*sends), 60)
         await a.call(meter_values(1, T0 + timedelta(seconds=10), 10.0))  # still connected
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def start_serve(
+async def _serve(
     database_url: str, tmp_path: Path, ws: int, api_port: int
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "EVGATE_DATABASE_URL": database_url,
-        "EVGATE_DATA_DIR": str(tmp_path),
-        "EVGATE_WS_HOST": "127.0.0.1",
-        "EVGATE_WS_PORT": str(ws),
-        "EVGATE_API_PORT": str(api_port),
-    }
-    proc = subprocess.Popen(  # noqa: ASYNC220 - a child that outlives this call, on purpose
-        [sys.executable, "-m", "evgate.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", ws), timeout=0.2).close()
-            return proc
-        await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError("evgate serve did not start")
+) -> subprocess.Popen[str]:
+    """``evgate serve`` on the test's database, as a process of its own (the test kills it),
+    once it is ready."""
+    proc, out = start_serve(serve_env(tmp_path, api_port, ws, database_url=database_url))
+    try:
+        await asyncio.to_thread(out.wait_count, "ready", 1)
+    except AssertionError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
 
 
 @pytest.mark.timeout(120)
@@ -249,7 +237,7 @@ async def test_sigkill_loses_no_acknowledged_message(database_url: str, tmp_path
     base = datetime.now(UTC).replace(microsecond=0)
     secrets = await register(database_url, *ids)
     ws, api_port = free_port(), free_port()
-    proc = await start_serve(database_url, tmp_path, ws, api_port)
+    proc = await _serve(database_url, tmp_path, ws, api_port)
     acked: list[tuple[str, datetime]] = []
     enough = asyncio.Event()
 
@@ -274,7 +262,7 @@ async def test_sigkill_loses_no_acknowledged_message(database_url: str, tmp_path
         for sender in senders:
             sender.cancel()
         await asyncio.gather(*senders, return_exceptions=True)
-        proc = await start_serve(database_url, tmp_path, ws, api_port)  # restarts cleanly
+        proc = await _serve(database_url, tmp_path, ws, api_port)  # restarts cleanly
     finally:
         proc.kill()
         proc.wait()
@@ -379,16 +367,13 @@ async def test_database_stopped_under_load_answers_no_error_and_emits_each_value
         # asyncpg's own loop error when the server goes away around a COPY (see support).
         with asyncpg_copy_waiter_unretrieved():
             try:
-                async with asyncio.timeout(60):
-                    while len(acked) < 40:  # noqa: ASYNC110 - a count, not one event
-                        await asyncio.sleep(0.01)
+                await until(lambda: len(acked) >= 40, within=60)
                 await asyncio.to_thread(pg.stop, mode)
-                await asyncio.sleep(3)  # longer than the chargers' answer timeout: they resend
+                await asyncio.sleep(3)  # the behaviour under test: longer than the chargers'
+                # answer timeout, so they resend
                 await asyncio.to_thread(pg.restart_same_port)
                 resumed = len(acked)
-                async with asyncio.timeout(60):
-                    while len(acked) < resumed + 40:  # noqa: ASYNC110
-                        await asyncio.sleep(0.01)
+                await until(lambda: len(acked) >= resumed + 40, within=60)
                 stop_sending.set()
                 await asyncio.wait_for(asyncio.gather(*senders), 30)
             finally:

@@ -8,8 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from handler_bench import Bench
-from test_transaction_handlers import T0, start, stop
 
 from evgate.protocol.v16 import (
     ChargePointErrorCode,
@@ -20,6 +18,9 @@ from evgate.protocol.v16 import (
     SecurityEventNotificationRequest,
     StatusNotificationRequest,
 )
+
+from .handler_bench import Bench
+from .test_transaction_handlers import T0, start, stop
 
 
 async def outbox(bench: Bench) -> list[tuple[str, dict[str, Any]]]:

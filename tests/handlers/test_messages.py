@@ -14,7 +14,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from handler_bench import Bench
 
 from evgate.handlers import ChargerContext
 from evgate.handlers.routes import build_routes
@@ -37,6 +36,8 @@ from evgate.protocol.v16 import (
     SignedFirmwareStatusNotificationRequest,
     UploadLogStatus,
 )
+
+from .handler_bench import Bench
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
+from .consumer import consume
 from .kafka import SASL_MECHANISMS, KafkaBroker
 
 
@@ -28,20 +28,8 @@ async def _produce(config: dict, topic: str, values: list[bytes], **producer_kwa
 
 
 async def _consume(config: dict, topic: str, count: int, within: float = 30.0) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, **config, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    got: list[bytes] = []
-    try:
-        deadline = time.monotonic() + within
-        while len(got) < count and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                got.extend(r.value for r in records)
-    finally:
-        await consumer.stop()
-    return got
+    records = await consume(config, topic, lambda got: len(got) >= count, within)
+    return [r.value for r in records]
 
 
 async def test_plaintext_listener_roundtrip(kafka_broker: KafkaBroker) -> None:

@@ -27,9 +27,13 @@ from support import (
     ProcessOutput,
     ended,
     free_port,
+    gateway_knows,
     ocpp_charger,
     postmaster_pid,
     running_evgate,
+    serve_env,
+    start_serve,
+    until,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -41,26 +45,13 @@ class _Serve:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.api_port = free_port()
-        self.env = {
-            **os.environ,
-            "EVGATE_DATA_DIR": str(data_dir),
-            "EVGATE_API_PORT": str(self.api_port),
-            "EVGATE_WS_PORT": str(free_port()),
-            "EVGATE_WS_HOST": "127.0.0.1",
-            "EVGATE_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN,
-        }
+        self.env = serve_env(data_dir, self.api_port, free_port(), bootstrap_token=BOOTSTRAP_TOKEN)
         self.procs: list[subprocess.Popen[str]] = []
 
     def start(self) -> tuple[subprocess.Popen[str], ProcessOutput]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "evgate.cli", "serve"],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc, out = start_serve(self.env)
         self.procs.append(proc)
-        return proc, ProcessOutput(proc)
+        return proc, out
 
     def api_status(self) -> int:
         r = httpx.get(
@@ -135,13 +126,16 @@ async def test_serve_started_while_its_postgres_shuts_down_waits_and_starts_it(
     )
     try:
         os.kill(postmaster, signal.SIGTERM)  # a smart shutdown: it waits for `holder`
+
+        async def refused() -> bool:
+            probe = await asyncpg.connect(
+                f"postgresql://evgate:{password}@127.0.0.1:{port}/evgate", timeout=10
+            )
+            await probe.close()
+            return False
+
         with pytest.raises(asyncpg.CannotConnectNowError):
-            for _ in range(100):  # the signal takes effect at once, or nearly
-                probe = await asyncpg.connect(
-                    f"postgresql://evgate:{password}@127.0.0.1:{port}/evgate", timeout=10
-                )
-                await probe.close()
-                await asyncio.sleep(0.05)
+            await until(refused, within=5, interval=0.05)  # the signal acts at once, or nearly
         second, out = serve.start()
         await asyncio.to_thread(out.wait_count, "is shutting down or starting up; waiting", 1)
     finally:
@@ -170,10 +164,7 @@ async def test_embedded_postgres_killed_while_evgate_runs_is_started_again(
             r = await api.post("/api/v1/chargers", json={"id": "CP-W"})
             assert r.status_code == 201, r.text
             secret = r.json()["secret"]
-        for _ in range(500):  # the gateway learns of the new charger by NOTIFY
-            if app.gateway is not None and app.gateway.credentials_of("CP-W") is not None:
-                break
-            await asyncio.sleep(0.02)
+        await gateway_knows(app, "CP-W")
         url = f"ws://127.0.0.1:{app.ws_port}/cp/CP-W?auth={secret}"
         async with ocpp_charger(url, "CP-W", response_timeout=90) as cp:
             boot = await cp.call(
@@ -184,10 +175,10 @@ async def test_embedded_postgres_killed_while_evgate_runs_is_started_again(
             os.kill(postmaster, signal.SIGKILL)
             # Sent once evgate has seen the server gone (a write cut mid-COPY by the kill is
             # issue 14 item 4's, not this test's): answered when the server is back.
-            for _ in range(1500):
-                if any("stopped unexpectedly" in r.getMessage() for r in caplog.records):
-                    break
-                await asyncio.sleep(0.02)
+            await until(
+                lambda: any("stopped unexpectedly" in r.getMessage() for r in caplog.records),
+                within=30,
+            )
             status = await cp.call(  # None for a CALLERROR
                 call.StatusNotification(
                     connector_id=1,

@@ -16,7 +16,7 @@ from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.errors import is_unavailable
 from evgate.storage.ops.base import CopyRows, Statement, WriteOp
 from evgate.storage.writer import Writer, WriteRejected
-from support import asyncpg_copy_waiter_unretrieved
+from support import asyncpg_copy_waiter_unretrieved, quiet_for, until
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))
 BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
@@ -75,9 +75,9 @@ async def test_submit_waits_when_the_queue_is_full(database_url: str) -> None:
         # Hold the writer's first batch inside its COPY, so its rows stay pending.
         async with locked(database_url, "data_transfers") as release:
             first = asyncio.ensure_future(w.submit([(LOG, [row(i) for i in range(10)])]))
-            await asyncio.sleep(0.1)
+            await until(lambda: w.queue_depth == 10)
             second = asyncio.ensure_future(w.submit([(LOG, [row(99)])]))
-            await asyncio.sleep(0.1)
+            await quiet_for(0.1)  # the second submission stays blocked
             assert w.queue_depth == 10 and not first.done() and not second.done()
             await release()
             await asyncio.wait_for(asyncio.gather(first, second), 10)
@@ -105,7 +105,7 @@ async def test_database_down_nothing_acked_then_everything_written_once(
         await w.submit([(LOG, [row(0)])])
         await asyncio.to_thread(pg.kill)
         pending = [asyncio.ensure_future(w.submit([(LOG, [row(i)])])) for i in range(1, 51)]
-        await asyncio.sleep(1.0)
+        await quiet_for(1.0)  # an outage: nothing is acknowledged
         assert not any(p.done() for p in pending), "acknowledged while the database was down"
         await asyncio.to_thread(pg.restart_same_port)
         await asyncio.wait_for(asyncio.gather(*pending), 30)
@@ -130,7 +130,7 @@ async def test_stop_fails_what_could_not_be_written(
     await asyncio.to_thread(pg.kill)
     try:
         pending = asyncio.ensure_future(w.submit([(LOG, [row(1)])]))
-        await asyncio.sleep(0.2)
+        await quiet_for(0.2)  # the writer retries against the dead server, acknowledging nothing
         await w.stop()
         with pytest.raises(Exception, match="stopping"):
             await pending
@@ -177,7 +177,7 @@ async def test_a_blocked_lane_does_not_hold_up_another(database_url: str, db: Da
         async with locked(database_url, "id_tags") as release:
             insert = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")
             held = asyncio.ensure_future(w.submit([(insert, ("T-1",))], key=a))
-            await asyncio.sleep(0.1)
+            await until(lambda: any(lane.current for lane in w._lanes))  # lane a took it
             await asyncio.wait_for(w.submit([(LOG, [row(7)])], key=b), 5)
             assert await count(db) == 1 and not held.done()
             await release()
@@ -277,9 +277,15 @@ async def test_a_connection_lost_during_commit_writes_the_batch_once(
     )
     try:
         submitted = asyncio.ensure_future(writer.submit([(LOG, [row(1)])]))
-        await asyncio.sleep(0.4)
-        [lane] = [lane for lane in writer._lanes if lane.current]
+        [lane] = await until(lambda: [lane for lane in writer._lanes if lane.current])
         assert lane.conn is not None
+        pid = lane.conn.get_server_pid()
+
+        async def committing() -> bool:  # inside the trigger's pg_sleep, at COMMIT
+            query = "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
+            return (await db.fetchval(query, pid) or "").strip().upper().startswith("COMMIT")
+
+        await until(committing)
         await db.execute("SELECT pg_terminate_backend($1)", lane.conn.get_server_pid())
         assert await asyncio.wait_for(submitted, 10) == [None]
         assert await count(db) == 1 and writer.stats.retries >= 1

@@ -21,6 +21,7 @@ from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.ops.base import Statement
 from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.writer import Writer, WriteRejected
+from support import until
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ROWS = st.lists(
@@ -435,9 +436,11 @@ async def test_the_maintenance_task_folds_on_its_own(writer: Writer, db: Databas
     maintenance = Maintenance(db, fold_interval=0.05)
     maintenance.start()
     try:
-        async with asyncio.timeout(10):
-            while await db.fetchval("SELECT count(*) FROM meter_rollup_1m") != 1:  # noqa: ASYNC110 - a row count, no event
-                await asyncio.sleep(0.05)
+
+        async def folded() -> bool:
+            return bool(await db.fetchval("SELECT count(*) FROM meter_rollup_1m") == 1)
+
+        await until(folded)
     finally:
         await maintenance.stop()
     assert await db.fetchval("SELECT count FROM meter_rollup_1m") == 2

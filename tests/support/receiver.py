@@ -1,5 +1,6 @@
-"""A real HTTP/1.1 webhook receiver on 127.0.0.1 for the notification tests: it records what
-it is sent and answers as the test tells it (status, headers, a delay, or going down)."""
+"""The one fake HTTP server of the tests: a real HTTP/1.1 receiver on 127.0.0.1 that records
+what it is sent and answers as the test tells it (status, headers, body, a delay, or going
+down). The notification tests' webhook receiver; the authorization tests' provider runs on it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ __all__ = ["Received", "Receiver", "Reply"]
 
 @dataclass
 class Received:
+    path: str
     headers: dict[str, str]
     body: bytes
     at: float
@@ -24,6 +26,7 @@ class Reply:
     status: int = 202
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a stalled receiver: longer than the timeout)
+    body: bytes = b"ok"
 
 
 class Receiver:
@@ -77,15 +80,17 @@ class Receiver:
                     name, _, value = h.decode().partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                got = Received(headers, body, time.monotonic())
+                target = line.split()[1].decode() if len(line.split()) > 1 else "/"
+                got = Received(target, headers, body, time.monotonic())
                 self.requests.append(got)
                 reply = self.reply(got)
                 if reply.delay:
                     await asyncio.sleep(reply.delay)
                 extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
-                writer.write(
-                    f"HTTP/1.1 {reply.status} X\r\ncontent-length: 2\r\n{extra}\r\nok".encode()
+                head = (
+                    f"HTTP/1.1 {reply.status} X\r\ncontent-length: {len(reply.body)}\r\n{extra}\r\n"
                 )
+                writer.write(head.encode() + reply.body)
                 await writer.drain()
                 if 200 <= reply.status < 300:
                     async with self._arrived:

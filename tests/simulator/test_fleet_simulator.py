@@ -12,7 +12,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from evgate.app import Evgate  # noqa: E402
 from evgate.gateway.interface import CallRejected  # noqa: E402
 from evgate.protocol.v16 import GetConfigurationRequest  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
+from support import create_database, until  # noqa: E402
 
 TAG = "SIM-TAG-0001"
 # A day in seconds: sessions, meter values and heartbeats all happen within the test.
@@ -52,13 +53,7 @@ def _credentials(n: int, prefix: str = "CP-") -> list[tuple[str, str | None]]:
 async def reference(pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """The reference server with 20 registered chargers; yields its URL template."""
     name = f"ref_{request.node.name.replace('[', '_').replace(']', '')}".lower()[:60]
-    conn = await asyncpg.connect(pg.dsn)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    dsn = pg.dsn.rsplit("/", 1)[0] + "/" + name
+    dsn = await create_database(pg.dsn, name)
     digests = [(c, hashlib.sha256((s or "").encode()).digest()) for c, s in _credentials(20)]
     await register(dsn, digests, [TAG])
     server = Server(dsn, heartbeat_interval=1, pool_size=4)
@@ -68,15 +63,6 @@ async def reference(pg: EmbeddedPostgres, request: pytest.FixtureRequest) -> Asy
             yield f"ws://127.0.0.1:{port}/cp/{{id}}?auth={{secret}}|{dsn}"
     finally:
         await server.close()
-
-
-async def _until(condition: Callable[[], bool], seconds: float) -> None:
-    """Poll ``condition``: the simulator's counters have no event to wait on."""
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {seconds} s")
 
 
 def _split(reference: str) -> tuple[str, str]:
@@ -105,7 +91,7 @@ async def _charge(scenario: Scenario, credentials: list[tuple[str, str | None]])
     fleet = Fleet(scenario, credentials)
     running = asyncio.create_task(fleet.run())
     try:
-        await _until(lambda: fleet.stats.booted == n and fleet.stats.calls["MeterValues"] >= n, 30)
+        await until(lambda: fleet.stats.booted == n and fleet.stats.calls["MeterValues"] >= n, 30)
     finally:
         fleet.stop()
         await running
@@ -174,7 +160,7 @@ async def test_wrong_secret_is_refused_and_retried_with_backoff(reference: str) 
     fleet = Fleet(scenario, [("CP-0000", "not-the-secret")])
     running = asyncio.create_task(fleet.run())
     try:
-        await _until(lambda: fleet.stats.connect_failures >= 3, 10)
+        await until(lambda: fleet.stats.connect_failures >= 3, 10)
     finally:
         fleet.stop()
         await running
@@ -266,14 +252,14 @@ async def test_simulated_charger_declines_a_command_and_keeps_its_own_calls_matc
     fleet = Fleet(scenario, [("EV-CMD", reply.json()["secret"])])
     running = asyncio.create_task(fleet.run())
     try:
-        await _until(lambda: fleet.stats.booted == 1, 30)
+        await until(lambda: fleet.stats.booted == 1, 30)
         assert evgate.gateway is not None
         with pytest.raises(CallRejected) as rejected:
             await evgate.gateway.call("EV-CMD", GetConfigurationRequest())
         assert rejected.value.code == "NotImplemented"
         assert fleet.stats.server_calls == 1
         heartbeats = fleet.stats.calls["Heartbeat"]
-        await _until(lambda: fleet.stats.calls["Heartbeat"] > heartbeats + 1, 30)
+        await until(lambda: fleet.stats.calls["Heartbeat"] > heartbeats + 1, 30)
     finally:
         fleet.stop()
         await running

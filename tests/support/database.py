@@ -1,0 +1,40 @@
+"""Databases of the session's PostgreSQL server for a test or a fixture."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+__all__ = ["create_database", "terminate_query", "with_database"]
+
+
+def with_database(dsn: str, name: str) -> str:
+    """``dsn`` naming database ``name`` instead."""
+    return dsn.rsplit("/", 1)[0] + "/" + name
+
+
+async def create_database(server_dsn: str, name: str, template: str | None = None) -> str:
+    """Create database ``name`` (afresh: dropped first if it is there) on the server of
+    ``server_dsn``, as a copy of ``template`` if given; its DSN."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        copy = "" if template is None else f" TEMPLATE {template}"
+        await conn.execute(f"CREATE DATABASE {name}{copy}")
+    finally:
+        await conn.close()
+    return with_database(server_dsn, name)
+
+
+async def terminate_query(db: Any, marker: str, within: float = 30.0) -> None:
+    """``pg_terminate_backend`` the session running a query that holds ``marker`` (a comment
+    in it), once it runs: a connection killed mid-query, as a server-side fault would."""
+    async with asyncio.timeout(within):
+        while not await db.pool.fetchval(  # noqa: ASYNC110 - a database value
+            "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity"
+            " WHERE query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+            marker,
+        ):
+            await asyncio.sleep(0.02)
