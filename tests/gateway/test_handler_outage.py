@@ -17,8 +17,9 @@ from evgate.gateway.basic_routes import basic_routes
 from evgate.handlers import ChargerContext, Routes
 from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
 from evgate.storage.db import Database
-from gateway.helpers import StartGateway, connect, until
-from support import terminate_query
+from support import terminate_query, until
+
+from .helpers import StartGateway, connect
 
 
 def _routes(db: Database) -> Routes:
