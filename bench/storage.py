@@ -6,7 +6,7 @@ What is measured:
 
 * writer: ``--chargers`` concurrent submitters (as many chargers' MeterValues handlers), each
   submitting messages of ``--values`` sampled values (one row each), keyed by its charger id as
-  the handlers do, to one ``Writer`` (four lanes, evgate's default) with the ``MeterValueRows``
+  the handlers do, to one ``Writer`` (four committers, evgate's default) with the ``MeterValueRows``
   op: in-batch dedupe, COPY into the partitioned ``meter_values``, and the native rollups
   COPYed into ``meter_rollup_1m`` as partial rows, committed in batches. Rows per second from
   the first submission to the last acknowledgement.

@@ -72,6 +72,18 @@ def test_unknown_key_in_file(tmp_path: Path) -> None:
         load_settings(f, environ={})
 
 
+def test_a_renamed_setting_names_its_new_name(tmp_path: Path) -> None:
+    """EVGATE_WRITER_LANES (now EVGATE_WRITER_CONNECTIONS) is refused with the new name, from
+    the environment and from the file alike, instead of being silently ignored."""
+    with pytest.raises(ConfigError, match="EVGATE_WRITER_CONNECTIONS"):
+        load_settings(environ={"EVGATE_WRITER_LANES": "2"})
+    f = tmp_path / "evgate.toml"
+    f.write_text("writer_lanes = 2\n")
+    with pytest.raises(ConfigError, match="writer_connections"):
+        load_settings(f, environ={})
+    assert load_settings(environ={"EVGATE_WRITER_CONNECTIONS": "2"}).writer_connections == 2
+
+
 def test_cli_refuses_to_start_with_bad_setting() -> None:
     """`evgate serve` with a bad value exits 2 and says which setting."""
     proc = subprocess.run(

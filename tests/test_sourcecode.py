@@ -210,3 +210,40 @@ def test_no_wait_for_around_a_wait(path: Path) -> None:
     (Python 3.11), which hung a dispatcher's stop: use ``tasks.wait_event`` or
     ``asyncio.timeout``."""
     assert _waits_in_wait_for(path) == []
+
+
+# Names a word was taken back from (docs/ARCHITECTURE.md, "Words"): "session" is AMPECO's and the
+# external provider's word only, "lane" the dispatcher's only.
+RETIRED_NAMES = {
+    "SessionStart": "AuthorizationQuestion (an authorization question, not a session)",
+    "SessionsApi": "ChargingApi",
+    "session_started": "transaction_started",
+    "session_stopped": "transaction_stopped",
+    "session_meter_values": "transaction_meter_values",
+    "writer_lanes": "writer_connections (the writer's committers)",
+}
+
+
+def _names(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, ast.arg):
+            found.add(node.arg)
+        elif isinstance(node, ast.alias):
+            found.add(node.asname or node.name.split(".")[-1])
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_one_word_one_meaning(path: Path) -> None:
+    """No retired name comes back, and the writer's room never says "lane" (a committer)."""
+    retired = {n: RETIRED_NAMES[n] for n in _names(path) & RETIRED_NAMES.keys()}
+    assert retired == {}, f"use the new names: {retired}"
+    if path.name == "writer.py":
+        assert "lane" not in path.read_text().lower()

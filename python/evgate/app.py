@@ -18,11 +18,11 @@ from datetime import timedelta
 import evgate
 from evgate.api.app import create_api
 from evgate.api.cdrs import CdrController
+from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
 from evgate.api.server import ApiLimits, ApiServer
-from evgate.api.services import CdrService, NotificationService, SessionsApi
-from evgate.api.sessions import ROUTES as SESSION_ROUTES
+from evgate.api.services import CdrService, ChargingApi, NotificationService
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -131,7 +131,7 @@ class Evgate:
         # so that no change between the load and the LISTEN is missed).
         self.writer = Writer(
             dsn,
-            lanes=s.writer_lanes,
+            committers=s.writer_connections,
             batch_rows=s.writer_batch_rows,
             flush_interval=s.writer_flush_interval,
             queue_rows=s.writer_queue_rows,
@@ -244,7 +244,7 @@ class Evgate:
             tokens=tokens,
             notifications=NotificationService(subscriptions, deliveries, self.dispatcher.wake),
             cdrs=CdrService(CdrStore(self.db)),
-            sessions=SessionsApi(
+            charging=ChargingApi(
                 chargers=chargers,
                 transactions=transactions,
                 connectors=ConnectorStore(self.db),
@@ -258,7 +258,7 @@ class Evgate:
             installations=self.auth.installations,
         )
         api = create_api(
-            ctx, [SubscriptionController, NotificationActions, CdrController, *SESSION_ROUTES]
+            ctx, [SubscriptionController, NotificationActions, CdrController, *CHARGING_ROUTES]
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]

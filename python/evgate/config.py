@@ -98,9 +98,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     meter_rollup_fold_interval: Annotated[float, msgspec.Meta(gt=0, le=900)] = 60.0
     # Group-commit writer: a batch commits at this many rows or this many seconds after its
     # first write; past writer_queue_rows waiting rows, chargers' messages wait (back-pressure).
-    # writer_lanes batches (each on its own connection) may be in flight at once: more than
+    # writer_connections batches (each on its own connection) may be in flight at once: more than
     # the cores, so that PostgreSQL works on some while Python prepares others.
-    writer_lanes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
+    writer_connections: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
     writer_batch_rows: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
     writer_flush_interval: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.005
     writer_queue_rows: Annotated[int, msgspec.Meta(ge=1000)] = 100_000
@@ -179,6 +179,11 @@ _FIELDS: tuple[str, ...] = Settings.__struct_fields__
 _PATH = re.compile(r"at `\$\.(\w+)`")
 
 
+# Settings that were renamed: an old name is an error that names the new one, not a value
+# silently ignored (the environment has no list of unknown names to check against).
+_RENAMED = {"writer_lanes": "writer_connections"}
+
+
 def _env_name(field: str) -> str:
     return "EVGATE_" + field.upper()
 
@@ -211,9 +216,14 @@ def load_settings(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        unknown = sorted(set(raw) - set(_FIELDS))
+        unknown = sorted(set(raw) - set(_FIELDS) - set(_RENAMED))
         if unknown:
             raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
+    for old, new in _RENAMED.items():
+        if old in raw or env.get(_env_name(old)):
+            raise ConfigError(
+                f"{_env_name(old)} ({old}) is now {_env_name(new)} ({new}): rename it"
+            )
     for field in _FIELDS:
         value = env.get(_env_name(field))
         if value is not None and value != "":

@@ -1,7 +1,7 @@
 """The connection caps of the charger port (gateway/) and the API port (api/), shared by both.
 
 Both ports share the process's file descriptors with what evgate opens itself: the database
-pool and the writer's lanes, the LISTEN connections, webhook and Kafka connections, the
+pool and the writer's committers, the LISTEN connections, webhook and Kafka connections, the
 external authorization client, log files, the loop's own descriptors. A port that took them
 all would make the next ``accept`` or ``connect`` fail with EMFILE before any cap applied.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 __all__ = ["RESERVED_FDS", "CapEpisode", "ConnectionCaps", "default_connection_caps"]
 
 #: File descriptors the default caps leave to evgate's own connections and files: a pool of
-#: 10 (up to 200 configured) plus 4 writer lanes and 2 LISTEN connections, 16 per webhook
+#: 10 (up to 200 configured) plus 4 writer committers and 2 LISTEN connections, 16 per webhook
 #: subscription, a few per Kafka broker, and some for logs and the loop. An absolute number,
 #: not a share: what evgate opens itself does not grow with the limit. Beyond this (many
 #: webhook subscriptions, a large pool), raise the limit or set the caps.

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from evgate.app import Evgate
-from evgate.auth.authorizer import SessionStart
+from evgate.auth.authorizer import AuthorizationQuestion
 from evgate.storage.ops import transactions
 from evgate.storage.ops.transactions import TransactionStart, TransactionStop
 from support import until
@@ -24,7 +24,9 @@ async def decision(evgate: Evgate, id_tag: str, want: str) -> str:
     seen: list[str] = []
 
     async def reached() -> bool:
-        seen.append((await native.authorize(SessionStart(charger_id="CP-1", id_tag=id_tag))).status)
+        seen.append(
+            (await native.authorize(AuthorizationQuestion(charger_id="CP-1", id_tag=id_tag))).status
+        )
         return seen[-1] == want
 
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from evgate.auth.authorizer import Authorizer, Decision, SessionStart
+from evgate.auth.authorizer import AuthorizationQuestion, Authorizer, Decision
 from support import Received, Receiver, Reply, Running, TestCharger, ocpp_charger
 
 USERNAME = "evgate"
@@ -158,7 +158,7 @@ class Site(Running):
     async def authorize(self, charger_id: str, id_tag: str, **kw: Any) -> Decision:
         """What evgate answers for ``id_tag`` at ``charger_id`` (as the Authorize handler
         asks it)."""
-        question = SessionStart(charger_id=charger_id, id_tag=id_tag, **kw)
+        question = AuthorizationQuestion(charger_id=charger_id, id_tag=id_tag, **kw)
         return await self.authorizer(charger_id).authorize(question)
 
     def ws_url(self, charger_id: str, secret: str) -> str:

@@ -27,9 +27,9 @@ from evgate.events.builders import (
     network_status,
     reservation_changed,
     security_event,
-    session_meter_values,
-    session_started,
-    session_stopped,
+    transaction_meter_values,
+    transaction_started,
+    transaction_stopped,
 )
 from evgate.events.catalog import CATALOG
 from evgate.events.dispatcher import DispatcherConfig
@@ -172,7 +172,7 @@ def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[Outb
                          unit=UnitOfMeasure("kW")),
         ],
     )  # fmt: skip
-    _, stop_entries = session_stopped(charger, stopped, AT)
+    _, stop_entries = transaction_stopped(charger, stopped, AT)
     return [
         boot_notification(
             charger,
@@ -190,8 +190,8 @@ def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[Outb
             AT,
         ),
         evse_changed(charger, 1, "created", AT),
-        *session_started(charger, tx, AT),
-        *session_meter_values(charger, tx, [meter], AT),
+        *transaction_started(charger, tx, AT),
+        *transaction_meter_values(charger, tx, [meter], AT),
         *stop_entries,
         data_transfer(charger, DataTransferRequest(vendor_id="acme", message_id="m", data="d")),
         diagnostics_status(

@@ -11,8 +11,8 @@ from evgate.events.builders import (
     OutboxEntry,
     hardware_status,
     security_event,
-    session_meter_values,
-    session_stopped,
+    transaction_meter_values,
+    transaction_stopped,
 )
 from evgate.events.catalog import EMITTED
 from evgate.protocol.v16.enums import ChargePointErrorCode, ChargePointStatus, Measurand, Phase
@@ -76,7 +76,7 @@ def test_meter_values_are_scaled_and_filtered() -> None:
             SampledValue(value="1", measurand=Measurand("Frequency")),
         ],
     )
-    entries = session_meter_values(CP, TX, [meter], AT)
+    entries = transaction_meter_values(CP, TX, [meter], AT)
     assert [e.event for e in entries] == [
         "SessionMeterValuesNotification",
         "SessionUpdateNotification",
@@ -91,7 +91,7 @@ def test_meter_values_are_scaled_and_filtered() -> None:
         }
     ]
     only_phase = MeterValue(timestamp=AT, sampled_value=[meter.sampled_value[1]])
-    assert [e.event for e in session_meter_values(CP, TX, [only_phase], AT)] == [
+    assert [e.event for e in transaction_meter_values(CP, TX, [only_phase], AT)] == [
         "SessionUpdateNotification"
     ]
 
@@ -100,7 +100,7 @@ def test_stop_makes_a_cdr_and_its_events() -> None:
     """The CDR's id is stable per transaction; energy is meterStop - meterStart; a Local stop
     is a standard_stop; an unmappable OCPP reason is left out."""
     stopped = msgspec.structs.replace(TX, stopped_at=AT, meter_stop=2600, stop_reason="Local")
-    cdr, entries = session_stopped(CP, stopped, AT)
+    cdr, entries = transaction_stopped(CP, stopped, AT)
     assert (cdr.id, cdr.energy_wh, cdr.charge_point_id) == ("7-41", 2500, 7)
     by_name = {e.event: _body(e) for e in entries}
     start_stop = by_name["SessionStartStopNotification"]
@@ -110,12 +110,12 @@ def test_stop_makes_a_cdr_and_its_events() -> None:
     assert by_name["transaction.changed"]["action"] == "updated"
     assert by_name["SessionUpdateNotification"]["session"]["status"] == "finished"
     power_loss = msgspec.structs.replace(stopped, stop_reason="PowerLoss")
-    assert "reason" not in _body(session_stopped(CP, power_loss, AT)[1][0])
+    assert "reason" not in _body(transaction_stopped(CP, power_loss, AT)[1][0])
 
 
 def test_stop_without_a_stop_is_refused() -> None:
     with pytest.raises(ValueError, match="stopped_at"):
-        session_stopped(CP, TX, AT)
+        transaction_stopped(CP, TX, AT)
 
 
 @pytest.mark.parametrize(("kind", "critical"), [("ResetOrReboot", True), ("Vendor.X", False)])

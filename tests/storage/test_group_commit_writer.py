@@ -138,11 +138,13 @@ async def test_stop_fails_what_could_not_be_written(
         await asyncio.to_thread(pg.restart_same_port)
 
 
-def keys_on_two_lanes(writer: Writer) -> tuple[str, str]:
-    """Two charger ids that ``writer`` gives to different lanes."""
+def keys_on_two_committers(writer: Writer) -> tuple[str, str]:
+    """Two charger ids that ``writer`` gives to different committers."""
     first = "CP-0"
     other = next(
-        f"CP-{i}" for i in range(1, 100) if writer.lane_of(f"CP-{i}") != writer.lane_of(first)
+        f"CP-{i}"
+        for i in range(1, 100)
+        if writer.committer_of(f"CP-{i}") != writer.committer_of(first)
     )
     return first, other
 
@@ -151,8 +153,8 @@ async def test_one_keys_submissions_commit_in_submission_order(
     writer: Writer, db: Database
 ) -> None:
     """Concurrent submissions of two chargers: each charger's rows land in the order its
-    submissions were made, whichever lane they took and however they were batched."""
-    a, b = keys_on_two_lanes(writer)
+    submissions were made, whichever committer they took and however they were batched."""
+    a, b = keys_on_two_committers(writer)
 
     def mine(key: str, i: int) -> tuple[object, ...]:
         return (key, f"{i:03}", *row(i)[2:])
@@ -167,17 +169,22 @@ async def test_one_keys_submissions_commit_in_submission_order(
         assert [r[0] for r in stored] == [f"{i:03}" for i in range(60)]
 
 
-async def test_a_blocked_lane_does_not_hold_up_another(database_url: str, db: Database) -> None:
-    """Two lanes commit side by side: while one charger's batch waits on a lock, another
-    charger's writes (on the other lane) commit; with one lane they would queue behind it."""
-    w = Writer(database_url, lanes=2, flush_interval=0.001)
-    a, b = keys_on_two_lanes(w)
+async def test_a_blocked_committer_does_not_hold_up_another(
+    database_url: str, db: Database
+) -> None:
+    """Two committers commit side by side: while one charger's batch waits on a lock, another
+    charger's writes (on the other committer) commit; with one committer they would queue
+    behind it."""
+    w = Writer(database_url, committers=2, flush_interval=0.001)
+    a, b = keys_on_two_committers(w)
     await w.start()
     try:
         async with locked(database_url, "id_tags") as release:
             insert = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")
             held = asyncio.ensure_future(w.submit([(insert, ("T-1",))], key=a))
-            await until(lambda: any(lane.current for lane in w._lanes))  # lane a took it
+            await until(
+                lambda: any(committer.current for committer in w._committers)
+            )  # committer a took it
             await asyncio.wait_for(w.submit([(LOG, [row(7)])], key=b), 5)
             assert await count(db) == 1 and not held.done()
             await release()
@@ -186,10 +193,10 @@ async def test_a_blocked_lane_does_not_hold_up_another(database_url: str, db: Da
         await w.stop()
 
 
-def test_a_writer_needs_a_lane(database_url: str) -> None:
-    """Zero lanes is a configuration error, told at construction."""
-    with pytest.raises(ValueError, match="at least one lane"):
-        Writer(database_url, lanes=0)
+def test_a_writer_needs_a_committer(database_url: str) -> None:
+    """Zero committers is a configuration error, told at construction."""
+    with pytest.raises(ValueError, match="at least one committer"):
+        Writer(database_url, committers=0)
 
 
 class Swallowing(WriteOp[int, None]):
@@ -213,7 +220,9 @@ async def test_a_batch_whose_transaction_aborted_is_never_acknowledged(
     assert await count(db) == 1
 
 
-async def test_a_refused_batch_start_leaves_the_lane_working(writer: Writer, db: Database) -> None:
+async def test_a_refused_batch_start_leaves_the_committer_working(
+    writer: Writer, db: Database
+) -> None:
     """The batch's first statement is refused (here by a trigger, once): that submission is
     rejected, the connection is rolled back, and the next batches commit (none joins a
     transaction left open)."""
@@ -251,7 +260,8 @@ class NestedTransaction(WriteOp[int, None]):
 
 async def test_an_op_misusing_the_connection_is_rejected_not_retried(writer: Writer) -> None:
     """An interface error on a connection still open is the op's fault, not an outage: the
-    submission is rejected at once (retrying would stall the lane) and the lane goes on."""
+    submission is rejected at once (retrying would stall the committer) and the committer goes
+    on."""
     async with asyncio.timeout(5):
         with pytest.raises(WriteRejected):
             await writer.submit([(NestedTransaction(), 1)])
@@ -277,16 +287,18 @@ async def test_a_connection_lost_during_commit_writes_the_batch_once(
     )
     try:
         submitted = asyncio.ensure_future(writer.submit([(LOG, [row(1)])]))
-        [lane] = await until(lambda: [lane for lane in writer._lanes if lane.current])
-        assert lane.conn is not None
-        pid = lane.conn.get_server_pid()
+        [committer] = await until(
+            lambda: [committer for committer in writer._committers if committer.current]
+        )
+        assert committer.conn is not None
+        pid = committer.conn.get_server_pid()
 
         async def committing() -> bool:  # inside the trigger's pg_sleep, at COMMIT
             query = "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
             return (await db.fetchval(query, pid) or "").strip().upper().startswith("COMMIT")
 
         await until(committing)
-        await db.execute("SELECT pg_terminate_backend($1)", lane.conn.get_server_pid())
+        await db.execute("SELECT pg_terminate_backend($1)", committer.conn.get_server_pid())
         assert await asyncio.wait_for(submitted, 10) == [None]
         assert await count(db) == 1 and writer.stats.retries >= 1
     finally:
@@ -356,7 +368,7 @@ async def test_an_unknown_commit_ends_its_own_session_and_no_other(
 
     from evgate.storage.writer import _CommitUnknown
 
-    lane = writer._lanes[0]
+    committer = writer._committers[0]
     other = await asyncpg.connect(database_url)
     try:
         pid = other.get_server_pid()
@@ -365,9 +377,11 @@ async def test_an_unknown_commit_ends_its_own_session_and_no_other(
         )
         cause = ConnectionResetError("lost")
         reused = (pid, datetime(2000, 1, 1, tzinfo=UTC))
-        assert not await lane._committed(_CommitUnknown(uuid.uuid4(), [], reused, cause))
+        assert not await committer._committed(_CommitUnknown(uuid.uuid4(), [], reused, cause))
         assert await other.fetchval("SELECT 1") == 1  # still there
-        assert not await lane._committed(_CommitUnknown(uuid.uuid4(), [], (pid, started), cause))
+        assert not await committer._committed(
+            _CommitUnknown(uuid.uuid4(), [], (pid, started), cause)
+        )
         with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
             await other.fetchval("SELECT 1")
     finally:
@@ -377,17 +391,17 @@ async def test_an_unknown_commit_ends_its_own_session_and_no_other(
 async def test_a_connection_left_in_a_transaction_is_never_used_again(
     writer: Writer, db: Database
 ) -> None:
-    """The lane's connection is found inside a transaction (a failure left it there): the
+    """The committer's connection is found inside a transaction (a failure left it there): the
     next batch goes on a new connection, so it never commits what that transaction held."""
-    lane = writer._lanes[writer.lane_of(None)]
-    assert lane.conn is not None
-    await lane.conn.execute(
+    committer = writer._committers[writer.committer_of(None)]
+    assert committer.conn is not None
+    await committer.conn.execute(
         "BEGIN; INSERT INTO data_transfers (charger_id, vendor_id, status, received_at)"
         " VALUES ('CP-stale', 'acme', 'Accepted', now())"
     )
-    stale = lane.conn
+    stale = committer.conn
     assert await writer.submit([(LOG, [row(1)])]) == [None]
-    assert lane.conn is not stale and stale.is_closed()
+    assert committer.conn is not stale and stale.is_closed()
     stored = await db.fetch("SELECT charger_id FROM data_transfers")
     assert [r[0] for r in stored] == ["CP-1"]
 

@@ -19,7 +19,7 @@ from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
 
-__all__ = ["CdrService", "NotificationService", "SessionsApi"]
+__all__ = ["CdrService", "ChargingApi", "NotificationService"]
 
 
 @dataclass
@@ -40,8 +40,8 @@ class CdrService:
 
 
 @dataclass
-class SessionsApi:
-    """What the transaction, connector, meter-value and id-tag routes (``api/sessions.py``)
+class ChargingApi:
+    """What the transaction, connector, meter-value and id-tag routes (``api/charging.py``)
     need."""
 
     chargers: ChargerStore

@@ -13,12 +13,11 @@ from typing import Literal, Protocol
 import msgspec
 
 __all__ = [
+    "AuthorizationQuestion",
     "AuthorizationStatus",
     "Authorizer",
     "Decision",
     "Purpose",
-    "SessionEnd",
-    "SessionStart",
 ]
 
 # OCPP 1.6 AuthorizationStatus values (idTagInfo.status).
@@ -39,7 +38,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     external_session_id: str | None = None
 
 
-class SessionStart(msgspec.Struct, frozen=True, kw_only=True):
+class AuthorizationQuestion(msgspec.Struct, frozen=True, kw_only=True):
     """The question asked on Authorize (connector_id None), StartTransaction and
     StopTransaction (an idTag in the stop)."""
 
@@ -59,26 +58,10 @@ class SessionStart(msgspec.Struct, frozen=True, kw_only=True):
         return self.purpose == "start"
 
 
-class SessionEnd(msgspec.Struct, frozen=True, kw_only=True):
-    """A committed end of a transaction, for authorizers that report it (the webhook one)."""
-
-    charger_id: str
-    connector_id: int
-    id_tag: str
-    transaction_id: int
-    external_session_id: str | None
-    started_at: datetime
-    stopped_at: datetime
-    meter_start: int
-    meter_stop: int
-    energy_wh: float
-    reason: str | None
-
-
 class Authorizer(Protocol):
     """Decides whether an id-tag may charge at a charger."""
 
-    async def authorize(self, question: SessionStart) -> Decision:
+    async def authorize(self, question: AuthorizationQuestion) -> Decision:
         """Answer for one id-tag at one charger. Must not raise for a provider's failure:
         apply the configured failure policy and return a Decision."""
         ...

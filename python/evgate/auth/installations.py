@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from evgate.auth.authorizer import Authorizer, Decision, SessionStart
+from evgate.auth.authorizer import AuthorizationQuestion, Authorizer, Decision
 from evgate.auth.webhook import WebhookAuthorizer, WebhookSettings, check_webhook
 from evgate.metrics import Counter
 from evgate.storage.errors import NotFound
@@ -49,7 +49,7 @@ class InstallationInvalid(ValueError):
 class AcceptAll:
     """``acceptAll`` mode: every id-tag may charge (home charging, free-vend sites)."""
 
-    async def authorize(self, question: SessionStart) -> Decision:
+    async def authorize(self, question: AuthorizationQuestion) -> Decision:
         return Decision(status="Accepted")
 
 
@@ -58,7 +58,7 @@ class DenyAll:
     whose stored webhook settings no longer parse (a downgrade, a hand edit; logged), and in
     place of the native id-tag list where none is wired in."""
 
-    async def authorize(self, question: SessionStart) -> Decision:
+    async def authorize(self, question: AuthorizationQuestion) -> Decision:
         return Decision(status="Invalid")
 
 

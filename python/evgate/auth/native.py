@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from evgate.auth.authorizer import Decision, SessionStart
+from evgate.auth.authorizer import AuthorizationQuestion, Decision
 from evgate.storage.id_tags import IdTag, IdTagChange, IdTagStore
 from evgate.tasks import cancel_and_wait
 
@@ -108,7 +108,7 @@ class NativeAuthorizer:
             return "Expired"
         return "Accepted"
 
-    async def authorize(self, question: SessionStart) -> Decision:
+    async def authorize(self, question: AuthorizationQuestion) -> Decision:
         """Decide from the in-memory list (no I/O)."""
         entry = self._tags.get(question.id_tag.upper())
         if entry is None:

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import msgspec
 
-from evgate.auth.authorizer import AuthorizationStatus, Authorizer, Decision, SessionStart
+from evgate.auth.authorizer import AuthorizationQuestion, AuthorizationStatus, Authorizer, Decision
 from evgate.metrics import Counter, Registry
 
 __all__ = [
@@ -339,7 +339,7 @@ class WebhookAuthorizer:
         """Whether session ends at this installation's chargers go to the provider."""
         return self.settings.session_end_url is not None
 
-    async def authorize(self, question: SessionStart) -> Decision:
+    async def authorize(self, question: AuthorizationQuestion) -> Decision:
         """Ask the provider (or reuse the Authorize decision on StartTransaction); never
         raises for the provider's failures: the failure policy answers then.
 
@@ -385,7 +385,7 @@ class WebhookAuthorizer:
         if len(store) > limit:
             store.popitem(last=False)
 
-    def _on_failure(self, question: SessionStart, failure: ProviderError) -> Decision:
+    def _on_failure(self, question: AuthorizationQuestion, failure: ProviderError) -> Decision:
         self._calls.inc("start", self._label, failure.kind)
         policy = self.settings.on_failure
         decision = Decision(status="Invalid")
@@ -410,7 +410,7 @@ class WebhookAuthorizer:
         )
         return decision
 
-    async def _ask(self, url: str, question: SessionStart) -> Decision:
+    async def _ask(self, url: str, question: AuthorizationQuestion) -> Decision:
         body = SessionStartBody(
             charger_id=question.charger_id,
             connector_id=question.connector_id,

@@ -15,9 +15,9 @@ BootNotification.req                      :func:`boot_notification`
 connect / disconnect (gateway observer)   :func:`network_status`
 StatusNotification.req                    :func:`hardware_status`; the first one of a
                                           connector also :func:`evse_changed` ("created")
-StartTransaction.req                      :func:`session_started`
-MeterValues.req with a transactionId      :func:`session_meter_values`
-StopTransaction.req                       :func:`session_stopped` (includes the CDR row)
+StartTransaction.req                      :func:`transaction_started`
+MeterValues.req with a transactionId      :func:`transaction_meter_values`
+StopTransaction.req                       :func:`transaction_stopped` (includes the CDR row)
 DataTransfer.req                          :func:`data_transfer`
 DiagnosticsStatusNotification.req         :func:`diagnostics_status`
 SecurityEventNotification.req             :func:`security_event`
@@ -68,9 +68,9 @@ __all__ = [
     "network_status",
     "reservation_changed",
     "security_event",
-    "session_meter_values",
-    "session_started",
-    "session_stopped",
+    "transaction_meter_values",
+    "transaction_started",
+    "transaction_stopped",
     "with_readings",
 ]
 
@@ -412,7 +412,9 @@ def _transaction_changed(
     )
 
 
-def session_started(charger: ChargerRef, tx: TransactionFacts, at: datetime) -> list[OutboxEntry]:
+def transaction_started(
+    charger: ChargerRef, tx: TransactionFacts, at: datetime
+) -> list[OutboxEntry]:
     """A StartTransaction.req accepted: SessionStartStopNotification and its dotted twin
     (``start``), SessionUpdateNotification (``active``) and transaction.changed (``created``)."""
     return [
@@ -465,7 +467,7 @@ def with_readings(tx: TransactionFacts, meter_values: Iterable[MeterValue]) -> T
     return msgspec.structs.replace(tx, **{name: value for name, (_, value) in latest.items()})
 
 
-def session_meter_values(
+def transaction_meter_values(
     charger: ChargerRef, tx: TransactionFacts, meter_values: Iterable[MeterValue], at: datetime
 ) -> list[OutboxEntry]:
     """A MeterValues.req inside ``tx`` (whose ``meter_wh`` / ``power_w`` / ``soc_percent`` the
@@ -501,7 +503,7 @@ def cdr_id(charger: ChargerRef, transaction_id: int) -> str:
     return f"{charger.number}-{transaction_id}"
 
 
-def session_stopped(
+def transaction_stopped(
     charger: ChargerRef, tx: TransactionFacts, at: datetime
 ) -> tuple[Cdr, list[OutboxEntry]]:
     """A StopTransaction.req (``tx.stopped_at`` and ``tx.meter_stop`` set): the CDR to insert
@@ -513,7 +515,7 @@ def session_stopped(
         ValueError: ``tx`` is not stopped.
     """
     if tx.stopped_at is None or tx.meter_stop is None:
-        raise ValueError("session_stopped needs tx.stopped_at and tx.meter_stop")
+        raise ValueError("transaction_stopped needs tx.stopped_at and tx.meter_stop")
     cdr = Cdr(
         id=cdr_id(charger, tx.transaction_id),
         charger_id=charger.id,

@@ -32,7 +32,7 @@ from datetime import datetime
 import msgspec
 from msgspec import UNSET
 
-from evgate.events.builders import session_meter_values, with_readings
+from evgate.events.builders import transaction_meter_values, with_readings
 from evgate.handlers import ChargerContext, Routes
 from evgate.handlers.services import INT32_MAX, HandlerServices, check_range
 from evgate.protocol.v16 import MeterValue, MeterValuesRequest, MeterValuesResponse
@@ -163,7 +163,7 @@ def routes(services: HandlerServices) -> Routes:
 
         def described(results: Results) -> list[Write[None]]:
             new = stored_values(sent, results[stored])
-            return outbox.append(session_meter_values(charger, tx, new, now)) if new else []
+            return outbox.append(transaction_meter_values(charger, tx, new, now)) if new else []
 
         await services.emit(ctx.charger_id, [stored], described)
         services.remember_transaction(ctx, tx.transaction_id, tx)

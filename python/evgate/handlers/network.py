@@ -132,7 +132,7 @@ class NetworkStatusRecorder:
                 changes = [self._pending.popleft() for _ in range(take)]
                 # One submission per charger, keyed by it: its changes then commit in order
                 # with the charger's own writes (a connect before its BootNotification), on
-                # its writer lane; the writer batches the submissions together again.
+                # its writer committer; the writer batches the submissions together again.
                 by_charger: dict[str, list[tuple[ChargerRef, bool, datetime]]] = {}
                 for change in changes:
                     by_charger.setdefault(change[0].id, []).append(change)

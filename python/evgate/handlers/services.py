@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from evgate.auth.authorizer import Authorizer, Decision, Purpose, SessionStart
+from evgate.auth.authorizer import AuthorizationQuestion, Authorizer, Decision, Purpose
 from evgate.handlers import ChargerContext
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
@@ -108,7 +108,7 @@ class HandlerServices:
         allowed (and ``check_concurrent``), an Accepted id-tag that has an open transaction,
         other than the one ``besides`` keys (a resent StartTransaction), is ``ConcurrentTx``.
         """
-        question = SessionStart(
+        question = AuthorizationQuestion(
             charger_id=charger_id,
             id_tag=id_tag,
             connector_id=connector_id,
@@ -136,7 +136,7 @@ class HandlerServices:
         return the ``writes``' results (each read by its write) once it committed.
 
         Args:
-            charger_id: whose writes these are (their writer lane: in order with the rest of
+            charger_id: whose writes these are (their writer committer: in order with the rest of
                 the charger's).
             writes: the state writes (the ones whose results the events depend on, and the
                 others of the same transaction: every meter value goes through here, so that

@@ -30,8 +30,8 @@ from msgspec import UNSET
 
 from evgate.events.builders import (
     reservation_changed,
-    session_started,
-    session_stopped,
+    transaction_started,
+    transaction_stopped,
 )
 from evgate.handlers import ChargerContext, Routes
 from evgate.handlers.meter_values import meter_rows, transaction_id_or_none
@@ -96,7 +96,7 @@ def routes(services: HandlerServices) -> Routes:
             made = results[started]
             if not made.created:
                 return []
-            entries = session_started(charger, made.transaction, now)
+            entries = transaction_started(charger, made.transaction, now)
             if made.reservation_used and start.reservation_id is not None:
                 entries.append(reservation_changed(charger.id, start.reservation_id, "done", now))
             return outbox.append(entries)
@@ -139,7 +139,7 @@ def routes(services: HandlerServices) -> Routes:
             closed = None if stop is None else results[stop]
             if closed is None:
                 return []
-            cdr, entries = session_stopped(charger, closed, now)
+            cdr, entries = transaction_stopped(charger, closed, now)
             return [cdrs.insert(cdr), *outbox.append(entries)]
 
         results = await services.emit(ctx.charger_id, writes, described)

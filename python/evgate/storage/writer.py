@@ -4,10 +4,10 @@ Handlers ``await writer.submit(writes, key=charger_id)``; the writer gathers the
 of all connections into a batch (until ``batch_rows`` rows or ``flush_interval`` seconds after
 the first), writes the batch in ONE transaction — each kind of write merged across submissions
 (COPY for appends, one pipelined statement batch for upserts) — and only after COMMIT resolves
-every submission of the batch. A few lanes, each an asyncio task with its own connection, commit
-batches side by side (the key picks the lane, so one charger's writes stay in order on one
-lane), so that PostgreSQL and Python each keep a core busy. A handler answers its charger
-after ``submit`` returns, so an acknowledged message is durable (ARCHITECTURE rule 1).
+every submission of the batch. A few committers, each an asyncio task with its own connection,
+commit batches side by side (the key picks the committer, so one charger's writes stay in order
+on one committer), so that PostgreSQL and Python each keep a core busy. A handler answers its
+charger after ``submit`` returns, so an acknowledged message is durable (ARCHITECTURE rule 1).
 
 A write is a :class:`~evgate.storage.ops.base.Write` ``(op, item)``: the op a
 :class:`~evgate.storage.ops.base.WriteOp`, a kind of write made once at start in
@@ -121,15 +121,15 @@ class _CommitUnknown(Exception):
         self,
         batch_id: uuid.UUID,
         results: list[list[Any]],
-        session: tuple[int, datetime],
+        backend: tuple[int, datetime],
         cause: Exception,
     ) -> None:
         super().__init__(f"connection lost during COMMIT ({cause})")
         self.batch_id = batch_id
         self.results = results
-        # The session that sent the COMMIT: its server process and start (a pid alone may
-        # name another session by then, after a restart of PostgreSQL).
-        self.session = session
+        # The backend (PostgreSQL server process) that sent the COMMIT: its pid and start (a
+        # pid alone may name another backend by then, after a restart of PostgreSQL).
+        self.backend = backend
 
 
 class Writer:
@@ -138,21 +138,21 @@ class Writer:
     ``await start()`` before use, ``await stop()`` on shutdown (flushes what is queued, up to
     ``stop_timeout``; what could not be written fails with :class:`WriterClosed`).
 
-    The writer has ``lanes`` lanes, each a task with its own connection committing its own
-    batches, so that PostgreSQL works on one lane's batch while Python prepares another's (one
+    The writer has ``committers`` committers, each a task with its own connection committing its own
+    batches, so that PostgreSQL works on one committer's batch while Python prepares another's (one
     connection leaves one of them idle at a time). A submission's ``key`` (the charger's id)
-    picks its lane: one charger's writes are committed in submission order, on one
-    connection, and two lanes never touch the same charger's rows, so they never wait on each
-    other's locks. Unkeyed submissions share the first lane. This is the guarantee several
+    picks its committer: one charger's writes are committed in submission order, on one
+    connection, and two committers never touch the same charger's rows, so they never wait on each
+    other's locks. Unkeyed submissions share the first committer. This is the guarantee several
     evgate processes give each other, within one.
 
     Args:
-        dsn: the database to write to (each lane opens a dedicated connection).
-        lanes: how many batches may be in flight at once.
-        batch_rows: a lane commits once this many rows are gathered.
+        dsn: the database to write to (each committer opens a dedicated connection).
+        committers: how many batches may be in flight at once.
+        batch_rows: a committer commits once this many rows are gathered.
         flush_interval: or this many seconds after the batch's first submission (only while
             batches commit faster than that; a slower database gathers them meanwhile).
-        queue_rows: rows that may wait (queued or in batches being written, all lanes) before
+        queue_rows: rows that may wait (queued or in batches being written, all committers) before
             ``submit`` blocks.
         metrics: the process's metrics registry (optional).
     """
@@ -161,7 +161,7 @@ class Writer:
         self,
         dsn: str,
         *,
-        lanes: int = 4,
+        committers: int = 4,
         batch_rows: int = 5000,
         flush_interval: float = 0.005,
         queue_rows: int = 100_000,
@@ -170,8 +170,8 @@ class Writer:
         metrics: Registry | None = None,
         health: Dependency | None = None,
     ) -> None:
-        if lanes < 1:
-            raise ValueError("a writer needs at least one lane")
+        if committers < 1:
+            raise ValueError("a writer needs at least one committer")
         self.dsn = dsn
         # Outages are logged once, where the rest of the process reports them (Database.health).
         self.health = health or Dependency("PostgreSQL", is_unavailable)
@@ -181,7 +181,7 @@ class Writer:
         self.retry_max_delay = retry_max_delay
         self.stop_timeout = stop_timeout
         self.stats = WriterStats()
-        self._lanes = [_Lane(self, i) for i in range(lanes)]
+        self._committers = [_Committer(self, i) for i in range(committers)]
         self._pending_rows = 0  # queued + in the batches being written
         self._space = asyncio.Condition()
         self._started = False
@@ -213,11 +213,11 @@ class Writer:
         return self._pending_rows
 
     async def start(self) -> None:
-        """Open the lanes' connections and start their tasks."""
+        """Open the committers' connections and start their tasks."""
         if self._started:
             return
         conns = await asyncio.gather(
-            *(self._connect() for _ in self._lanes), return_exceptions=True
+            *(self._connect() for _ in self._committers), return_exceptions=True
         )
         failed = [c for c in conns if isinstance(c, BaseException)]
         if failed:
@@ -225,8 +225,8 @@ class Writer:
                 if isinstance(conn, asyncpg.Connection):
                     conn.terminate()
             raise failed[0]
-        for lane, conn in zip(self._lanes, conns, strict=True):
-            lane.start(conn)
+        for committer, conn in zip(self._committers, conns, strict=True):
+            committer.start(conn)
         self._started = True
 
     async def stop(self) -> None:
@@ -235,13 +235,13 @@ class Writer:
             self._closed = True
             return
         self._stopping = True
-        tasks = [lane.task for lane in self._lanes if lane.task is not None]
-        for lane in self._lanes:
-            lane.wakeup.set()
+        tasks = [committer.task for committer in self._committers if committer.task is not None]
+        for committer in self._committers:
+            committer.wakeup.set()
         done, late = await asyncio.wait(tasks, timeout=self.stop_timeout)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
-                log.error("writer: a lane failed", exc_info=task.exception())
+                log.error("writer: a committer failed", exc_info=task.exception())
         if late:
             log.warning(
                 "writer: %d rows not written at stop (database unavailable)", self.queue_depth
@@ -254,7 +254,7 @@ class Writer:
         self._fail_all(WriterClosed("evgate is stopping"))
         async with self._space:
             self._space.notify_all()
-        await asyncio.gather(*(lane.close() for lane in self._lanes))
+        await asyncio.gather(*(committer.close() for committer in self._committers))
 
     async def submit(
         self, writes: Sequence[Write[Any]], *, key: Hashable | None = None
@@ -267,7 +267,7 @@ class Writer:
 
         Args:
             writes: the writes, committed together in one transaction.
-            key: whose writes these are (the charger's id): the same key, the same lane, so
+            key: whose writes these are (the charger's id): the same key, the same committer, so
                 one key's submissions commit in order.
 
         Raises:
@@ -288,20 +288,20 @@ class Writer:
                 )
             if self._closed:
                 raise WriterClosed("the writer is stopped")
-        lane = self._lanes[self.lane_of(key)]
+        committer = self._committers[self.committer_of(key)]
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        lane.queue.append(_Submission(writes, weight, future))
-        lane.queued_rows += weight
+        committer.queue.append(_Submission(writes, weight, future))
+        committer.queued_rows += weight
         self._pending_rows += weight
-        lane.wakeup.set()
+        committer.wakeup.set()
         return await future
 
-    def lane_of(self, key: Hashable | None) -> int:
-        """The lane that ``key``'s submissions take (stable for the life of the process)."""
-        return 0 if key is None else hash(key) % len(self._lanes)
+    def committer_of(self, key: Hashable | None) -> int:
+        """The committer that ``key``'s submissions take (stable for the life of the process)."""
+        return 0 if key is None else hash(key) % len(self._committers)
 
     async def _written(self, batch: list[_Submission]) -> None:
-        """A lane is done with ``batch`` (committed, refused or failed): its rows free up."""
+        """A committer is done with ``batch`` (committed, refused or failed): its rows free up."""
         self._pending_rows -= sum(s.weight for s in batch)
         async with self._space:
             self._space.notify_all()
@@ -329,18 +329,18 @@ class Writer:
         return await asyncpg.connect(self.dsn, command_timeout=60)
 
     def _fail_all(self, exc: Exception) -> None:
-        for lane in self._lanes:
-            for submission in [*lane.current, *lane.queue]:
+        for committer in self._committers:
+            for submission in [*committer.current, *committer.queue]:
                 if not submission.future.done():
                     submission.future.set_exception(exc)
-            lane.queue.clear()
-            lane.current = []
-            lane.queued_rows = 0
+            committer.queue.clear()
+            committer.current = []
+            committer.queued_rows = 0
         self._pending_rows = 0
 
 
-class _Lane:
-    """One lane of a :class:`Writer`: its queue, its task and its connection."""
+class _Committer:
+    """One committer of a :class:`Writer`: its queue, its task and its connection."""
 
     def __init__(self, writer: Writer, index: int) -> None:
         self.writer = writer
@@ -352,13 +352,13 @@ class _Lane:
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task[None] | None = None
         self.last_commit_seconds = 0.0
-        self._session_of: asyncpg.Connection | None = None
-        self._session_id: tuple[int, datetime] = (0, datetime.min)
+        self._backend_of: asyncpg.Connection | None = None
+        self._backend_id: tuple[int, datetime] = (0, datetime.min)
 
     def start(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"writer-lane-{self.index}"
+            self._run(), name=f"writer-committer-{self.index}"
         )
 
     async def close(self) -> None:
@@ -447,9 +447,9 @@ class _Lane:
             break
 
     def _transient(self, exc: BaseException) -> bool:
-        """``is_unavailable`` on this lane's connection: asyncpg's client-side error on a
+        """``is_unavailable`` on this committer's connection: asyncpg's client-side error on a
         connection that is still open is a misuse (an op calling ``conn.transaction()`` inside
-        the batch's transaction), not an outage, for retrying it would stall the lane for good;
+        the batch's transaction), not an outage, for retrying it would stall the committer for good;
         and any error after which the batch's transaction could not be rolled back is an outage
         (``_ConnectionBroken``)."""
         closed = self.conn is None or self.conn.is_closed()
@@ -457,15 +457,15 @@ class _Lane:
 
     async def _committed(self, unknown: _CommitUnknown) -> bool:
         conn = await self._connection()
-        # The session that sent the COMMIT may still be finishing it (waiting for a synchronous
-        # standby, say): its outcome is final only once that session has ended.
+        # The backend that sent the COMMIT may still be finishing it (waiting for a synchronous
+        # standby, say): its outcome is final only once that backend has ended.
         ended = await conn.fetchval(
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
             " WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()",
-            *unknown.session,
+            *unknown.backend,
         )
         if ended is False:
-            raise ConnectionError("the session of the unknown COMMIT has not ended yet")
+            raise ConnectionError("the backend of the unknown COMMIT has not ended yet")
         found = await conn.fetchval(
             "SELECT 1 FROM writer_commits WHERE batch_id = $1", unknown.batch_id
         )
@@ -478,11 +478,11 @@ class _Lane:
             # only warn and carry on in it, so this connection is never used again.
             await self._drop_connection()
             conn = await self._connection()
-        session = await self._session(conn)
+        backend = await self._backend(conn)
         batch_id = uuid.uuid4()
         started = time.perf_counter()
         # BEGIN and the batch's id in one round trip (a batch is a handful of them, and each
-        # one waits for the other lane's turn on the loop); the id is ours, a literal is safe.
+        # one waits for the other committer's turn on the loop); the id is ours, a literal is safe.
         try:
             await conn.execute(
                 f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')"
@@ -503,7 +503,7 @@ class _Lane:
             # Only an error PostgreSQL itself answered says what became of the COMMIT; any
             # other (the connection lost or broken while it was in flight) leaves it unknown.
             if self._transient(exc) or not isinstance(exc, asyncpg.PostgresError):
-                raise _CommitUnknown(batch_id, results, session, exc) from exc
+                raise _CommitUnknown(batch_id, results, backend, exc) from exc
             raise
         if status != "COMMIT":
             # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error:
@@ -518,14 +518,14 @@ class _Lane:
         self.writer._count(batch, self.last_commit_seconds)
         return results
 
-    async def _session(self, conn: asyncpg.Connection) -> tuple[int, datetime]:
+    async def _backend(self, conn: asyncpg.Connection) -> tuple[int, datetime]:
         """``conn``'s server process and its start, read once per connection."""
-        if self._session_of is not conn:
+        if self._backend_of is not conn:
             started = await conn.fetchval(
                 "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
             )
-            self._session_of, self._session_id = conn, (conn.get_server_pid(), started)
-        return self._session_id
+            self._backend_of, self._backend_id = conn, (conn.get_server_pid(), started)
+        return self._backend_id
 
     @staticmethod
     async def _rolled_back(conn: asyncpg.Connection) -> bool:

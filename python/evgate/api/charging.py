@@ -1,4 +1,4 @@
-"""api room: charging sessions and meter data — transactions, connectors, meter values and the
+"""api room: charging data — transactions, connectors, meter values and the
 id-tag list.
 
 * ``GET /api/v1/transactions`` (newest first; filters chargerId, idTag, active, from, to) and
@@ -7,7 +7,7 @@ id-tag list.
   (``resolution=raw|1m|15m|1h``; the coarse ones from the per-minute rollups);
 * ``/api/v1/id-tags``: create, list, read, change, delete.
 
-Their service is ``ApiContext.sessions`` (:class:`~evgate.api.services.SessionsApi`).
+Their service is ``ApiContext.charging`` (:class:`~evgate.api.services.ChargingApi`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from evgate.storage.transactions import Transaction
 
 __all__ = [
     "ROUTES",
-    "ChargerSessionController",
+    "ChargerDataController",
     "IdTagController",
     "TransactionController",
 ]
@@ -60,7 +60,7 @@ class TransactionController(Controller):
         after: TransactionCursor = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[Transaction]:
-        items = await ctx.sessions.transactions.page(
+        items = await ctx.charging.transactions.page(
             charger_id=charger_id,
             id_tag=id_tag,
             active=active,
@@ -73,16 +73,16 @@ class TransactionController(Controller):
 
     @get("/{transaction_id:int}", summary="One transaction")
     async def get_transaction(self, ctx: Ctx, transaction_id: TransactionId) -> Transaction:
-        return await ctx.sessions.transactions.get(transaction_id)
+        return await ctx.charging.transactions.get(transaction_id)
 
 
-class ChargerSessionController(Controller):
+class ChargerDataController(Controller):
     path = "/api/v1/chargers/{charger_id:str}"
     tags = ["chargers"]
 
     @get("/connectors", summary="The charger's connectors and their latest status")
     async def connectors(self, ctx: Ctx, charger_id: FromPath[str]) -> list[Connector]:
-        api = ctx.sessions
+        api = ctx.charging
         await api.chargers.get(charger_id)  # 404 for an unknown charger
         return await api.connectors.of_charger(charger_id)
 
@@ -108,7 +108,7 @@ class ChargerSessionController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(ge=10, le=10_000)] = 1000,
     ) -> Page[MeterSample | MeterBucket]:
-        api = ctx.sessions
+        api = ctx.charging
         await api.chargers.get(charger_id)
         end = end or datetime.now(UTC)
         start = start or end - timedelta(days=1)
@@ -160,7 +160,7 @@ class IdTagController(Controller):
         opt={"problems": (409,)},
     )
     async def create(self, ctx: Ctx, data: JSONBody[IdTagCreate]) -> IdTag:
-        return await ctx.sessions.id_tags.create(
+        return await ctx.charging.id_tags.create(
             data.id_tag, data.status, _aware(data.expiry_date), data.parent_id_tag
         )
 
@@ -173,12 +173,12 @@ class IdTagController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> Page[IdTag]:
-        items = await ctx.sessions.id_tags.page(after, limit)
+        items = await ctx.charging.id_tags.page(after, limit)
         return page_of(items, limit, lambda t: t.id_tag)
 
     @get("/{id_tag:str}", summary="One id-tag")
     async def get_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> IdTag:
-        return await ctx.sessions.id_tags.get(id_tag)
+        return await ctx.charging.id_tags.get(id_tag)
 
     @patch("/{id_tag:str}", summary="Change an id-tag's status, expiry date or parent")
     async def patch_id_tag(
@@ -188,13 +188,13 @@ class IdTagController(Controller):
         if "expiry_date" in fields:
             _aware(fields["expiry_date"])
         if not fields:
-            return await ctx.sessions.id_tags.get(id_tag)
-        return await ctx.sessions.id_tags.update(id_tag, **fields)
+            return await ctx.charging.id_tags.get(id_tag)
+        return await ctx.charging.id_tags.update(id_tag, **fields)
 
     @delete("/{id_tag:str}", status_code=204, summary="Remove an id-tag (it is Invalid from now)")
     async def delete_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> None:
-        await ctx.sessions.id_tags.delete(id_tag)
+        await ctx.charging.id_tags.delete(id_tag)
 
 
 #: The controllers ``app.py`` passes to ``create_api``.
-ROUTES = [TransactionController, ChargerSessionController, IdTagController]
+ROUTES = [TransactionController, ChargerDataController, IdTagController]
