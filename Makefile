@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NATIVE_SOURCES := Cargo.toml Cargo.lock rust_ext/Cargo.toml $(wildcard rust_ext/src/*.rs)
 
-.PHONY: install serve test lint typecheck test-rust test-python kafka bench clean
+.PHONY: install serve test lint typecheck test-rust test-python kafka browser bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ serve: $(STAMP)
 kafka:
 	bash tests/harness/kafka/fetch.sh
 
+# The dashboard's tests drive Debian's chromium (Playwright's own browsers are never fetched).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,7 +43,7 @@ typecheck: $(STAMP)
 test-rust: $(STAMP)
 	PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --locked --quiet
 
-test-python: $(STAMP) kafka
+test-python: $(STAMP) kafka browser
 	$(BIN)/pytest
 
 test: lint typecheck test-rust test-python
