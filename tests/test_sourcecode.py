@@ -247,3 +247,16 @@ def test_one_word_one_meaning(path: Path) -> None:
     assert retired == {}, f"use the new names: {retired}"
     if path.name == "writer.py":
         assert "lane" not in path.read_text().lower()
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_annotations_written_by_hand(path: Path) -> None:
+    """A handler's request type is its real annotation (``handlers.contract.check_routes``
+    reads it at start-up); one set by assigning ``__annotations__`` proves nothing."""
+    written = [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Attribute) and t.attr == "__annotations__" for t in node.targets)
+    ]
+    assert written == []

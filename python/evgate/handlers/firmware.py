@@ -25,7 +25,6 @@ from evgate.protocol.v16 import (
     FirmwareStatusNotificationResponse,
     LogStatusNotificationRequest,
     LogStatusNotificationResponse,
-    Message,
     SignedFirmwareStatusNotificationRequest,
     SignedFirmwareStatusNotificationResponse,
 )
@@ -72,22 +71,31 @@ async def record_message(
 def routes(services: HandlerServices) -> Routes:
     """The handlers of this module, by action."""
 
-    def status_notification(
-        action: str, request_type: type[Message], response: type[Message]
-    ) -> Any:
-        async def handler(ctx: ChargerContext, request: Any) -> Message:
-            request_id = getattr(request, "request_id", UNSET)
-            if request_id is not UNSET:  # any integer to the schemas; stored as bigint
-                check_range(request_id, INT64_MIN, INT64_MAX, "requestId")
-            await record_message(
-                services, ctx, action, status=request.status.value, request_id=request_id
-            )
-            return response()
+    async def record_status(ctx: ChargerContext, action: str, status: str, request_id: Any) -> None:
+        if request_id is not UNSET:  # any integer to the schemas; stored as bigint
+            check_range(request_id, INT64_MIN, INT64_MAX, "requestId")
+        await record_message(services, ctx, action, status=status, request_id=request_id)
 
-        handler.__name__ = action
-        # The request type it takes, for the gateway's start-up check (check_routes).
-        handler.__annotations__ = {"ctx": ChargerContext, "request": request_type}
-        return handler
+    # One handler per action, each annotated with its own request type (check_routes reads it).
+    async def firmware_status_notification(
+        ctx: ChargerContext, request: FirmwareStatusNotificationRequest
+    ) -> FirmwareStatusNotificationResponse:
+        await record_status(ctx, "FirmwareStatusNotification", request.status.value, UNSET)
+        return FirmwareStatusNotificationResponse()
+
+    async def log_status_notification(
+        ctx: ChargerContext, request: LogStatusNotificationRequest
+    ) -> LogStatusNotificationResponse:
+        await record_status(ctx, "LogStatusNotification", request.status.value, request.request_id)
+        return LogStatusNotificationResponse()
+
+    async def signed_firmware_status_notification(
+        ctx: ChargerContext, request: SignedFirmwareStatusNotificationRequest
+    ) -> SignedFirmwareStatusNotificationResponse:
+        await record_status(
+            ctx, "SignedFirmwareStatusNotification", request.status.value, request.request_id
+        )
+        return SignedFirmwareStatusNotificationResponse()
 
     async def diagnostics_status_notification(
         ctx: ChargerContext, request: DiagnosticsStatusNotificationRequest
@@ -108,17 +116,7 @@ def routes(services: HandlerServices) -> Routes:
 
     return {
         "DiagnosticsStatusNotification": diagnostics_status_notification,
-        "FirmwareStatusNotification": status_notification(
-            "FirmwareStatusNotification",
-            FirmwareStatusNotificationRequest,
-            FirmwareStatusNotificationResponse,
-        ),
-        "LogStatusNotification": status_notification(
-            "LogStatusNotification", LogStatusNotificationRequest, LogStatusNotificationResponse
-        ),
-        "SignedFirmwareStatusNotification": status_notification(
-            "SignedFirmwareStatusNotification",
-            SignedFirmwareStatusNotificationRequest,
-            SignedFirmwareStatusNotificationResponse,
-        ),
+        "FirmwareStatusNotification": firmware_status_notification,
+        "LogStatusNotification": log_status_notification,
+        "SignedFirmwareStatusNotification": signed_firmware_status_notification,
     }
