@@ -20,10 +20,23 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from ocpp.routing import on
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action
 
 from evgate.config import load_settings
+from evgate.credentials import digest
 from evgate.protocol.v16 import ResetRequest, ResetType
-from support import Running, free_port, ocpp_charger, quiet_for, serve_env, start_serve, until
+from support import (
+    Running,
+    TestCharger,
+    free_port,
+    ocpp_charger,
+    quiet_for,
+    serve_env,
+    start_serve,
+    until,
+)
 
 from .helpers import ADMIN, TOKEN, StartEvgate, close_code_of, connect
 
@@ -135,6 +148,56 @@ async def test_command_for_charger_nobody_holds_is_409(two_nodes) -> None:
         assert r.status_code == 409
         r = await client.post("/api/v1/chargers/CP-X/commands/Reset", json={"type": "Soft"})
         assert r.status_code == 404
+
+
+class _SlowKeyCharger(TestCharger):
+    """Accepts ChangeConfiguration only after a while (the routed caller has gone by then)."""
+
+    received = asyncio.Event()
+
+    @on(Action.change_configuration)
+    async def on_change_configuration(self, key: str, value: str) -> Any:
+        self.received.set()
+        await asyncio.sleep(1.2)  # under the nodes' 2 s call timeout, over the client's 0.5 s
+        return call_result.ChangeConfiguration(status="Accepted")
+
+
+async def test_authorization_key_sent_through_a_is_stored_by_b_after_a_gave_up(
+    two_nodes,
+) -> None:
+    """ChangeConfiguration(AuthorizationKey) through A's API to a charger held by B, whose
+    caller on A has gone before the charger accepts: B, which sees the acceptance, stores the
+    new secret's digest (else the charger, now on its new key, would be locked out at its next
+    connection), both nodes' credential indexes learn it, and the connection stays up."""
+    a, b = two_nodes
+    secret = await a.add("CP-1")
+    new_key = "Routed-Key-0123456789"
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    _SlowKeyCharger.received = asyncio.Event()
+    async with ocpp_charger(b.url("CP-1", secret), "CP-1", _SlowKeyCharger):
+        assert b.app.cluster is not None
+        await until(lambda: _owner(b, "CP-1"))
+        async with api(a) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(
+                    "/api/v1/chargers/CP-1/commands/ChangeConfiguration",
+                    json={"key": "AuthorizationKey", "value": new_key},
+                    timeout=0.5,
+                )
+        assert _SlowKeyCharger.received.is_set()  # it was sent before A's caller went
+
+        async def stored() -> bool:
+            row = await a.app.db.fetchrow("SELECT secret_digest FROM chargers WHERE id='CP-1'")
+            return bytes(row["secret_digest"]) == digest(new_key)
+
+        await until(stored)
+        for node in (a, b):
+            await until(
+                lambda node=node: (
+                    node.gateway.credentials_of("CP-1").secret_digest == digest(new_key)
+                )
+            )
+        assert b.gateway.connection("CP-1") is not None
 
 
 async def test_rotating_secret_on_a_disconnects_charger_on_b(two_nodes) -> None:
