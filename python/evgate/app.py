@@ -250,6 +250,7 @@ class Evgate:
                 connectors=ConnectorStore(self.db),
                 meter_values=MeterValueStore(self.db),
                 id_tags=id_tags,
+                writer=self.writer,
             ),
             # Checked in memory, never stored: valid where it is set, revoked by no other node.
             bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,

@@ -18,6 +18,7 @@ from evgate.storage.id_tags import IdTagStore
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
+from evgate.storage.writer import Writer
 
 __all__ = ["CdrService", "ChargingApi", "NotificationService"]
 
@@ -49,3 +50,5 @@ class ChargingApi:
     connectors: ConnectorStore
     meter_values: MeterValueStore
     id_tags: IdTagStore
+    # The operator's stop of a transaction goes through it, as a StopTransaction does.
+    writer: Writer

@@ -242,6 +242,19 @@ class ChargerStore:
                 raise NotFound(f"no charger {charger_id!r}")
             await conn.execute("SELECT pg_notify($1, $2)", CHARGER_CHANNEL, charger_id)
 
+    async def number_of(self, charger_id: str) -> int:
+        """The charger's ``number`` (the notifications' ``chargePointId``).
+
+        Raises:
+            NotFound: no such charger.
+        """
+        number: int | None = await self.db.fetchval(
+            "SELECT number FROM chargers WHERE id = $1", charger_id
+        )
+        if number is None:
+            raise NotFound(f"no charger {charger_id!r}")
+        return number
+
     async def credentials(self, charger_id: str | None = None) -> list[ChargerCredentials]:
         """The credentials of one charger (a list of 0 or 1) or, with no id, of all."""
         rows = await self.db.fetch(
