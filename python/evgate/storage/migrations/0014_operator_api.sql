@@ -8,6 +8,9 @@ ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
 ALTER TABLE reservations ADD CONSTRAINT reservations_status_check CHECK (status IN
     ('Requested', 'Reserved', 'Used', 'Cancelled', 'Expired', 'Refused', 'Failed'));
 ALTER TABLE reservations ADD COLUMN refusal text, ADD COLUMN error text;
+-- Ids the operator chose through the command API before: the sequence starts past them.
+SELECT setval('reservation_ids', m) FROM (SELECT max(id) AS m FROM reservations) AS taken,
+    reservation_ids WHERE m > last_value;
 
 -- A transaction the operator closed (POST /api/v1/transactions/{id}/stop: the charger lost its
 -- StopTransaction): the operator's reason; NULL for one the charger closed. Its stop_reason is
