@@ -232,6 +232,8 @@ async def test_bad_reservations_are_problems(
         ("GET", "/api/v1/reservations/2147483648", 404),
         ("DELETE", "/api/v1/reservations/999", 404),
         ("GET", "/api/v1/reservations?status=Reserved", 422),
+        ("GET", "/api/v1/reservations?status=null", 422),
+        ("GET", "/api/v1/reservations?status=active&status=used", 422),
         ("GET", "/api/v1/reservations?after=0", 422),
         ("GET", "/api/v1/reservations?limit=1001", 422),
     ],
