@@ -245,3 +245,26 @@ async def test_bad_reads_are_problems(
     r = await api.request(method, path)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_request_never_answered_fails_at_its_expiry(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """A reservation still requested at its expiry date (the process stopped before the
+    charger's answer was recorded) ends failed, saying so; no reservation.changed."""
+    assert evgate.db is not None
+    store = ReservationStore(evgate.db)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    made = await store.allocate("CP-1", 1, "TAG-1", soon)
+
+    async def ended() -> bool:
+        await store.expire_due()
+        return (await store.get(made.id)).status != "requested"
+
+    await until(ended, within=10)
+    got = (await api.get(f"/api/v1/reservations/{made.id}")).json()
+    assert got["status"] == "failed" and "no answer" in got["error"]
+    events = await evgate.db.fetchval(
+        "SELECT count(*) FROM outbox WHERE event = 'reservation.changed'"
+    )
+    assert events == 0

@@ -235,7 +235,8 @@ class ReservationStore:
 
     async def expire_due(self, limit: int = 1000) -> int:
         """Expire up to ``limit`` held reservations whose expiry date has passed (each with
-        its reservation.changed ``expired``); returns how many. Several processes may run it
+        its reservation.changed ``expired``), and up to ``limit`` ``requested`` ones (``failed``:
+        their answer was never recorded); returns how many. Several processes may run it
         at once: each takes different rows (SKIP LOCKED)."""
         async with self.db.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -246,7 +247,17 @@ class ReservationStore:
                 limit,
             )
             await record_reservation_changed(conn, [(r[0], r[1]) for r in rows], "expired")
-        return len(rows)
+            # A ReserveNow whose answer was never recorded (the process stopped meanwhile):
+            # over now whatever the charger said. No event: it was never known to be held.
+            unanswered = await conn.execute(
+                "UPDATE reservations SET status = 'Failed', ended_at = now(),"
+                " error = 'no answer to ReserveNow was recorded before its expiry date'"
+                " WHERE id IN (SELECT id FROM reservations WHERE status = 'Requested'"
+                " AND expiry_date <= now() ORDER BY expiry_date LIMIT $1"
+                " FOR UPDATE SKIP LOCKED)",
+                limit,
+            )
+        return len(rows) + int(unanswered.split()[-1])
 
     async def get(self, reservation_id: int) -> Reservation:
         """Raises: NotFound."""
