@@ -268,3 +268,19 @@ async def test_a_request_never_answered_fails_at_its_expiry(
         "SELECT count(*) FROM outbox WHERE event = 'reservation.changed'"
     )
     assert events == 0
+
+
+async def test_the_openapi_document_shows_issue_21s_calls(api: httpx.AsyncClient) -> None:
+    """The reservations, the operator's transaction stop and the PUT of a secret are in the
+    OpenAPI document, with their problem answers."""
+    paths = (await api.get("/api/openapi.json")).json()["paths"]
+    expected = {
+        "/api/v1/reservations": {"get", "post"},
+        "/api/v1/reservations/{reservation_id}": {"get", "delete"},
+        "/api/v1/transactions/{transaction_id}/stop": {"post"},
+        "/api/v1/chargers/{charger_id}/secret": {"post", "put"},
+    }
+    for path, methods in expected.items():
+        assert methods <= paths[path].keys(), path
+    assert {"404", "409", "422"} <= paths["/api/v1/reservations"]["post"]["responses"].keys()
+    assert "409" in paths["/api/v1/transactions/{transaction_id}/stop"]["post"]["responses"]

@@ -67,9 +67,10 @@ class ReservationController(Controller):
         description=(
             "201 with the reservation as the charger answered: status active, or refused with"
             " the charger's status in refusal. A failed command is 409/502/503/504 with"
-            " reservationId; the reservation is then failed, with its error."
+            " reservationId; the reservation is then failed, with its error. 404: no such"
+            " charger."
         ),
-        opt={"problems": (409, 502, 504)},
+        opt={"problems": (404, 409, 502, 504)},
     )
     async def create(self, ctx: Ctx, data: JSONBody[ReservationCreate]) -> Reservation:
         if data.expiry_date.tzinfo is None:
