@@ -115,3 +115,47 @@ def test_serve_on_embedded_postgres_and_stop_cleanly(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_chargers_import_secrets(database_url: str, tmp_path: Path) -> None:
+    """`chargers import-secrets FILE.csv`: all lines or none. An unknown charger (without
+    --create) or a bad line fails naming its line and changes nothing; --create registers
+    the missing chargers; the stored digests are the secrets' SHA-256."""
+    env = {"EVGATE_DATABASE_URL": database_url}
+    first = re.search(r"\d{24}", _evgate("chargers", "add", "CP-1", env=env).stdout).group(0)
+    keys = {"CP-1": "Kept-Password-0001", "CP-2": "Kept,Password:0002"}
+    good = tmp_path / "fleet.csv"
+    good.write_text('id,secret\nCP-1,Kept-Password-0001\n\n# moved\nCP-2,"Kept,Password:0002"\n')
+
+    async def digests() -> dict[str, bytes]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch("SELECT id, secret_digest FROM chargers ORDER BY id")
+        finally:
+            await conn.close()
+        return {r["id"]: bytes(r["secret_digest"]) for r in rows}
+
+    def sha(secret: str) -> bytes:
+        return hashlib.sha256(secret.encode()).digest()
+
+    out = _evgate("chargers", "import-secrets", str(good), env=env)
+    assert out.returncode == 1 and f"{good}:5: no charger 'CP-2'" in out.stderr, out.stderr
+    assert await digests() == {"CP-1": sha(first)}  # nothing changed
+
+    bad = tmp_path / "bad.csv"
+    for text, line, says in [
+        ("CP-1,Kept-Password-0001\nCP-2,short\n", 2, "16-40 characters"),
+        ("CP-1,Kept-Password-0001,extra\n", 1, "expected id,secret"),
+        ("bad id,Kept-Password-0001\n", 1, "not a charger id"),
+        ("CP-1,Kept-Password-0001\nCP-1,Kept-Password-0002\n", 2, "on line 1 already"),
+    ]:
+        bad.write_text(text)
+        out = _evgate("chargers", "import-secrets", str(bad), "--create", env=env)
+        assert out.returncode == 2 and f"{bad}:{line}: " in out.stderr and says in out.stderr
+    assert await digests() == {"CP-1": sha(first)}
+
+    out = _evgate("chargers", "import-secrets", str(good), "--create", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "1 chargers' secrets replaced, 1 chargers created" in out.stdout
+    assert await digests() == {c: sha(k) for c, k in keys.items()}
+    assert all(k not in out.stdout + out.stderr for k in keys.values())

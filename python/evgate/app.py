@@ -21,8 +21,14 @@ from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
+from evgate.api.reservations import ReservationController
 from evgate.api.server import ApiLimits, ApiServer
-from evgate.api.services import CdrService, ChargingApi, NotificationService
+from evgate.api.services import (
+    CdrService,
+    ChargingApi,
+    NotificationService,
+    ReservationService,
+)
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -250,7 +256,9 @@ class Evgate:
                 connectors=ConnectorStore(self.db),
                 meter_values=MeterValueStore(self.db),
                 id_tags=id_tags,
+                writer=self.writer,
             ),
+            reservations=ReservationService(reservations),
             # Checked in memory, never stored: valid where it is set, revoked by no other node.
             bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
             gateway=self.commands,
@@ -258,7 +266,14 @@ class Evgate:
             installations=self.auth.installations,
         )
         api = create_api(
-            ctx, [SubscriptionController, NotificationActions, CdrController, *CHARGING_ROUTES]
+            ctx,
+            [
+                SubscriptionController,
+                NotificationActions,
+                CdrController,
+                *CHARGING_ROUTES,
+                ReservationController,
+            ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]

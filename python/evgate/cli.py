@@ -101,6 +101,77 @@ async def _chargers_rotate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class _ImportError(Exception):
+    """A line of a secrets file that cannot be imported (its message names the line)."""
+
+
+def _read_secrets(path: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """The ``id,secret`` lines of a CSV file: the secrets by charger id, and each id's line.
+    Blank lines, ``#`` comments and a first line ``id,secret`` are skipped.
+
+    Raises:
+        _ImportError: a line that is not ``id,secret`` with a valid id and secret, or an id
+            given twice.
+    """
+    import csv
+
+    from evgate.credentials import is_valid_charger_id, key_problem
+
+    secrets: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            for fields in reader:
+                line = reader.line_num
+                if not fields or fields[0].lstrip().startswith("#"):
+                    continue
+                if line == 1 and fields == ["id", "secret"]:
+                    continue
+                where = f"{path}:{line}"
+                if len(fields) != 2:
+                    raise _ImportError(f"{where}: expected id,secret, found {len(fields)} fields")
+                charger_id, secret = fields[0].strip(), fields[1]
+                if not is_valid_charger_id(charger_id):
+                    raise _ImportError(
+                        f"{where}: {charger_id!r} is not a charger id (1-64 of A-Z a-z 0-9 . _ - :)"
+                    )
+                problem = key_problem(secret)
+                if problem is not None:
+                    raise _ImportError(f"{where}: the secret of {charger_id} {problem}")
+                if charger_id in lines:
+                    raise _ImportError(
+                        f"{where}: charger {charger_id} is on line {lines[charger_id]} already"
+                    )
+                secrets[charger_id], lines[charger_id] = secret, line
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _ImportError(f"{path}: {exc}") from None
+    return secrets, lines
+
+
+async def _chargers_import_secrets(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.auth.registry import ChargerRegistry
+    from evgate.storage.chargers import ChargerStore, MissingCharger
+
+    try:
+        secrets, lines = _read_secrets(Path(args.file))
+    except _ImportError as exc:
+        print(f"error: {exc}; nothing imported", file=sys.stderr)
+        return 2
+    async with _database(settings) as db:
+        try:
+            done = await ChargerRegistry(ChargerStore(db)).import_secrets(secrets, args.create)
+        except MissingCharger as exc:
+            print(
+                f"error: {args.file}:{lines[exc.charger_id]}: {exc} (--create makes missing"
+                " chargers); nothing imported",
+                file=sys.stderr,
+            )
+            return 1
+    print(f"{len(done.updated)} chargers' secrets replaced, {len(done.created)} chargers created")
+    return 0
+
+
 async def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     from evgate.auth.registry import create_token
     from evgate.storage.tokens import TokenStore
@@ -196,6 +267,17 @@ def _parser() -> argparse.ArgumentParser:
     p = csub.add_parser("rotate-secret", help="give a charger a new secret, print it once")
     p.add_argument("id")
     p.set_defaults(run=_chargers_rotate)
+    p = csub.add_parser(
+        "import-secrets",
+        help="set chargers' secrets from a CSV file of id,secret lines, all or none",
+    )
+    p.add_argument("file", help="UTF-8 CSV: id,secret per line (16-40 characters each secret)")
+    p.add_argument(
+        "--create",
+        action="store_true",
+        help="register chargers the file names that do not exist (security profile 1)",
+    )
+    p.set_defaults(run=_chargers_import_secrets)
 
     tokens = sub.add_parser("tokens", help="operator API tokens")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)

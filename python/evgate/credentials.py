@@ -17,8 +17,10 @@ from evgate.native import hash_secret, verify_secret
 
 __all__ = [
     "CHARGER_ID_PATTERN",
+    "KEY_LENGTH",
     "digest",
     "is_valid_charger_id",
+    "key_problem",
     "new_api_token",
     "new_charger_secret",
     "verify",
@@ -34,12 +36,30 @@ CHARGER_ID_PATTERN = r"^(?!\.\.?(?![\s\S]))[A-Za-z0-9._:\-]{1,64}(?![\s\S])"
 _charger_id = re.compile(CHARGER_ID_PATTERN)
 
 SECRET_DIGITS = 24
+#: The security whitepaper's bounds for an AuthorizationKey (characters): a secret an operator
+#: sets (``PUT /api/v1/chargers/{id}/secret``, ``chargers import-secrets``) or sends to a
+#: charger (ChangeConfiguration of AuthorizationKey) keeps to them.
+KEY_LENGTH = (16, 40)
+# No control characters: none can be typed into a charger's configuration, and an HTTP header
+# (Basic auth) cannot carry CR, LF or NUL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TOKEN_PREFIX = "evg_"
 
 
 def is_valid_charger_id(charger_id: str) -> bool:
     """Tell whether ``charger_id`` is a well-formed charger id."""
     return _charger_id.fullmatch(charger_id) is not None
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a charger's secret set by the operator or an AuthorizationKey
+    (outside :data:`KEY_LENGTH`, or holding a control character), or None when it can."""
+    low, high = KEY_LENGTH
+    if not low <= len(key) <= high:
+        return f"must be {low}-{high} characters"
+    if _CONTROL.search(key):
+        return "must hold no control characters"
+    return None
 
 
 def new_charger_secret() -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import asyncpg
 import httpx
 import pytest
+import websockets
 
 from evgate.app import Evgate
+from support import ocpp_charger, register_charger, until
 
 
 async def _create(api: httpx.AsyncClient, charger_id: str = "CP-1", **extra: object) -> dict:
@@ -177,3 +180,78 @@ async def test_openapi_and_docs_are_served(evgate: Evgate) -> None:
         assert "cdn" not in page.text.lower()
         asset = await anon.get("/api/docs/assets/swagger-ui-bundle.js")
         assert asset.status_code == 200 and len(asset.content) > 100_000
+
+
+KNOWN_KEY = "Migrated-Key:0123456789"  # what a charger from another central system holds
+
+
+def _basic(charger_id: str, secret: str) -> dict[str, str]:
+    token = base64.b64encode(f"{charger_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def test_put_secret_sets_a_known_secret(
+    api: httpx.AsyncClient, evgate: Evgate, database_url: str
+) -> None:
+    """PUT .../secret makes a known AuthorizationKey the charger's secret: 204, stored as its
+    SHA-256 only; the connection made with the old secret is dropped, the charger connects
+    with the new one (Basic auth, a real OCPP client) and the old one is refused."""
+    old = await register_charger(evgate, api, "CP-1")
+    base = f"ws://127.0.0.1:{evgate.ws_port}"
+    async with ocpp_charger(f"{base}/cp/CP-1?auth={old}", "CP-1") as charger:
+        assert await charger.boot() == "Accepted"
+        r = await api.put("/api/v1/chargers/CP-1/secret", json={"secret": KNOWN_KEY})
+        assert r.status_code == 204, r.text
+        await until(lambda: charger.ws.close_code is not None)
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval("SELECT secret_digest FROM chargers WHERE id = 'CP-1'")
+        dump = await conn.fetchval("SELECT string_agg(c::text, ',') FROM chargers c")
+    finally:
+        await conn.close()
+    assert bytes(stored) == hashlib.sha256(KNOWN_KEY.encode()).digest()
+    assert KNOWN_KEY not in dump
+    async with ocpp_charger(
+        f"{base}/ocpp/CP-1", "CP-1", additional_headers=_basic("CP-1", KNOWN_KEY)
+    ) as charger:
+        assert await charger.boot() == "Accepted"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with ocpp_charger(f"{base}/cp/CP-1?auth={old}", "CP-1"):
+            pass
+    assert refused.value.response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"secret": "a" * 15}, 422, "secret"),
+        ({"secret": "a" * 41}, 422, "secret"),
+        ({"secret": "sixteen-chars-ok\n"}, 422, "control characters"),
+        ({"secret": "sixteen-chars\x00ok"}, 422, "control characters"),
+        ({}, 422, "secret"),
+        ({"secret": "sixteen-chars-ok", "extra": 1}, 422, "extra"),
+        ({"secret": 1234567890123456}, 422, "secret"),
+    ],
+)
+async def test_put_secret_refuses_bad_secrets(
+    api: httpx.AsyncClient, database_url: str, body: dict, status: int, detail: str
+) -> None:
+    """A secret outside 16-40 characters, with a control character, missing or not a string:
+    a problem document, and the charger keeps its secret."""
+    created = await _create(api, "CP-1")
+    r = await api.put("/api/v1/chargers/CP-1/secret", json=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert detail in r.json()["detail"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval("SELECT secret_digest FROM chargers WHERE id = 'CP-1'")
+    finally:
+        await conn.close()
+    assert bytes(stored) == hashlib.sha256(created["secret"].encode()).digest()
+
+
+async def test_put_secret_of_an_unknown_charger_is_404(api: httpx.AsyncClient) -> None:
+    """No such charger: 404 problem+json."""
+    r = await api.put("/api/v1/chargers/nope/secret", json={"secret": KNOWN_KEY})
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"

@@ -212,6 +212,23 @@ async def test_rotating_secret_on_a_disconnects_charger_on_b(two_nodes) -> None:
         assert await close_code_of(ws) == 1008
 
 
+async def test_a_secret_set_on_a_is_the_one_b_admits(two_nodes) -> None:
+    """PUT .../secret on A (a known AuthorizationKey): B closes the connection made with the
+    old secret (1008) and admits the charger with the new one."""
+    a, b = two_nodes
+    old = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    known = "Known-Key-0123456789"
+    async with connect(b.url("CP-1", old)) as ws:
+        await until(lambda: b.gateway.connection("CP-1") is not None)
+        async with api(a) as client:
+            r = await client.put("/api/v1/chargers/CP-1/secret", json={"secret": known})
+            assert r.status_code == 204, r.text
+        assert await close_code_of(ws) == 1008
+    async with ocpp_charger(b.url("CP-1", known), "CP-1") as charger:
+        assert await charger.boot() == "Accepted"
+
+
 async def test_charger_moving_from_a_to_b_is_held_only_by_b(two_nodes) -> None:
     """Reconnecting to B closes the connection on A (1000) and the ownership row names B."""
     a, b = two_nodes

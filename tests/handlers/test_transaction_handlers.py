@@ -189,10 +189,11 @@ async def test_stop_transaction_data_is_stored_as_meter_values_of_its_connector(
 async def test_start_with_reservation_ends_that_reservation(bench: Bench) -> None:
     """A reservationId issued for this charger is Used by the start, with its transaction."""
     reservations = ReservationStore(bench.db)
-    r = await reservations.create("CP-1", 1, "TAG1", T0 + timedelta(hours=1))
+    r = await reservations.allocate("CP-1", 1, "TAG1", T0 + timedelta(hours=1))
+    await reservations.reserve(r.id, "CP-1", 1, "TAG1", r.expiry_date)  # the charger accepted
     tx = (await bench.call("StartTransaction", start(reservation_id=r.id))).transaction_id
     ended = await reservations.get(r.id)
-    assert (ended.status, ended.transaction_id) == ("Used", tx)
+    assert (ended.status, ended.transaction_id) == ("used", tx)
 
 
 async def test_out_of_range_meter_start_is_refused_clearly(bench: Bench) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "BigintId",
     "BodyBigintId",
     "ConnectorFilter",
+    "MeterWh",
     "TransactionCursor",
     "TransactionId",
 ]
@@ -62,3 +63,6 @@ ConnectorFilter = Annotated[
 
 #: A bigint id in a JSON body.
 BodyBigintId = Annotated[int, msgspec.Meta(ge=1, le=JSON_INT_MAX)]
+
+#: An energy register reading (Wh) in a JSON body (a ``bigint`` column).
+MeterWh = Annotated[int, msgspec.Meta(ge=-JSON_INT_MAX, le=JSON_INT_MAX)]

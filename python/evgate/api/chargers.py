@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post, put
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from evgate.api.bounds import BodyBigintId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
-from evgate.credentials import CHARGER_ID_PATTERN
+from evgate.api.problems import Unprocessable
+from evgate.credentials import CHARGER_ID_PATTERN, KEY_LENGTH
 from evgate.gateway.interface import ConnectionInfo
 from evgate.storage.chargers import Charger
 
@@ -74,6 +75,20 @@ class SecretOut(msgspec.Struct):
     secret: str
 
 
+class SecretIn(msgspec.Struct, forbid_unknown_fields=True):
+    secret: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=KEY_LENGTH[0],
+            max_length=KEY_LENGTH[1],
+            description=(
+                "The secret the charger already has (an OCPP AuthorizationKey:"
+                " 16-40 characters, no control characters)"
+            ),
+        ),
+    ]
+
+
 class ChargerController(Controller):
     path = "/api/v1/chargers"
     tags = ["chargers"]
@@ -132,3 +147,20 @@ class ChargerController(Controller):
     )
     async def rotate_secret(self, ctx: Ctx, charger_id: FromPath[str]) -> SecretOut:
         return SecretOut(id=charger_id, secret=await ctx.registry.rotate_secret(charger_id))
+
+    @put(
+        "/{charger_id:str}/secret",
+        status_code=204,
+        summary="Set a charger's secret to a known value; the old one stops working at once",
+        description=(
+            "For chargers moved from another central system with their Basic-auth password"
+            " (AuthorizationKey) kept: stored as its SHA-256 digest, never shown again."
+        ),
+    )
+    async def set_secret(
+        self, ctx: Ctx, charger_id: FromPath[str], data: JSONBody[SecretIn]
+    ) -> None:
+        try:
+            await ctx.registry.set_secret(charger_id, data.secret)
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from None

@@ -2,7 +2,11 @@
 id-tag list.
 
 * ``GET /api/v1/transactions`` (newest first; filters chargerId, idTag, active, from, to) and
-  ``GET /api/v1/transactions/{id}``;
+  ``GET /api/v1/transactions/{id}``; ``POST /api/v1/transactions/{id}/stop``: the operator
+  closes a transaction whose StopTransaction the charger lost, as a StopTransaction would
+  (the same writer ops, events and CDR, in one database transaction), marked with their
+  reason (``operatorStopReason``; OCPP's stopReason ``Other``). A StopTransaction the charger
+  sends for it later finds it closed: answered, nothing changed, no event;
 * ``GET /api/v1/chargers/{id}/connectors`` and ``GET /api/v1/chargers/{id}/meter-values``
   (``resolution=raw|1m|15m|1h``; the coarse ones from the per-minute rollups);
 * ``/api/v1/id-tags``: create, list, read, change, delete.
@@ -13,19 +17,25 @@ Their service is ``ApiContext.charging`` (:class:`~evgate.api.services.ChargingA
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from evgate.api.bounds import ConnectorFilter, TransactionCursor, TransactionId
+from evgate.api.bounds import ConnectorFilter, MeterWh, TransactionCursor, TransactionId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
-from evgate.api.problems import Unprocessable
+from evgate.api.problems import Conflict, Unprocessable
+from evgate.api.services import ChargingApi
+from evgate.events.builders import ChargerRef, transaction_stopped
 from evgate.storage.connectors import Connector
 from evgate.storage.id_tags import IdTag, IdTagStatus
 from evgate.storage.meter_values import MeterBucket, MeterSample, Resolution
+from evgate.storage.ops import cdrs, outbox
+from evgate.storage.ops import transactions as transaction_ops
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.transactions import TransactionStop
 from evgate.storage.transactions import Transaction
 
 __all__ = [
@@ -34,6 +44,80 @@ __all__ = [
     "IdTagController",
     "TransactionController",
 ]
+
+
+class TransactionStopIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    reason: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=500, description="why the operator closes it")
+    ]
+    meter_stop: (
+        Annotated[
+            MeterWh,
+            msgspec.Meta(
+                description=(
+                    "the energy register at the stop (Wh); default: the transaction's latest"
+                    " reading, else meterStart"
+                )
+            ),
+        ]
+        | None
+    ) = None
+    timestamp: (
+        Annotated[datetime, msgspec.Meta(description="when it stopped; default: now")] | None
+    ) = None
+
+
+#: The OCPP stop reason of a transaction the operator closed.
+OPERATOR_STOP_REASON = "Other"
+
+
+async def stop_transaction(
+    api: ChargingApi, transaction_id: int, data: TransactionStopIn
+) -> Transaction:
+    """Close an open transaction for the operator, with the events and CDR of a StopTransaction.
+
+    Raises:
+        NotFound: no such transaction (or its charger is deleted: no event could name it).
+        Conflict: it is stopped already.
+        Unprocessable: a time without offset or before the start, a meterStop below meterStart.
+    """
+    tx = await api.transactions.get(transaction_id)
+    if not tx.active:
+        raise Conflict(f"transaction {transaction_id} is stopped already")
+    now = datetime.now(UTC)
+    at = _aware(data.timestamp, "timestamp") or now
+    if at < tx.started_at:
+        raise Unprocessable(f"timestamp is before the transaction's start ({tx.started_at})")
+    meter_stop = data.meter_stop
+    if meter_stop is None:
+        meter_stop = tx.meter_start + int(max(0.0, tx.energy_wh or 0.0))
+    elif meter_stop < tx.meter_start:
+        raise Unprocessable(f"meterStop is below the transaction's meterStart ({tx.meter_start})")
+    charger = ChargerRef(tx.charger_id, await api.chargers.number_of(tx.charger_id))
+    stop = transaction_ops.stop(
+        TransactionStop(
+            transaction_id=transaction_id,
+            charger_id=tx.charger_id,
+            meter_stop=meter_stop,
+            stopped_at=at,
+            stop_reason=OPERATOR_STOP_REASON,
+            operator_reason=data.reason,
+        )
+    )
+
+    def described(results: Results) -> list[Write[Any]]:
+        closed = results[stop]
+        if closed is None:
+            return []
+        cdr, entries = transaction_stopped(charger, closed, now)
+        return [cdrs.insert(cdr), *outbox.append(entries)]
+
+    # Keyed by the charger: in order with its own writes (a StopTransaction racing this one
+    # finds the transaction closed, or closes it first and this one is the 409).
+    [results] = await api.writer.submit([outbox.emit([stop], described)], key=tx.charger_id)
+    if results[stop] is None:
+        raise Conflict(f"transaction {transaction_id} is stopped already")
+    return await api.transactions.get(transaction_id)
 
 
 class TransactionController(Controller):
@@ -74,6 +158,23 @@ class TransactionController(Controller):
     @get("/{transaction_id:int}", summary="One transaction")
     async def get_transaction(self, ctx: Ctx, transaction_id: TransactionId) -> Transaction:
         return await ctx.charging.transactions.get(transaction_id)
+
+    @post(
+        "/{transaction_id:int}/stop",
+        status_code=200,
+        summary="Close an open transaction whose StopTransaction the charger lost",
+        description=(
+            "Closes it as a StopTransaction would (its events and CDR), with stopReason Other"
+            " and the operator's reason as operatorStopReason. A StopTransaction the charger"
+            " sends for it later is answered and changes nothing. 409 when it is stopped"
+            " already."
+        ),
+        opt={"problems": (409,)},
+    )
+    async def stop_transaction(
+        self, ctx: Ctx, transaction_id: TransactionId, data: JSONBody[TransactionStopIn]
+    ) -> Transaction:
+        return await stop_transaction(ctx.charging, transaction_id, data)
 
 
 class ChargerDataController(Controller):
@@ -143,9 +244,9 @@ class IdTagPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     ) = msgspec.UNSET
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def _aware(value: datetime | None, name: str = "expiryDate") -> datetime | None:
     if value is not None and value.tzinfo is None:
-        raise Unprocessable("expiryDate needs a time zone offset (e.g. 2030-01-01T00:00:00Z)")
+        raise Unprocessable(f"{name} needs a time zone offset (e.g. 2030-01-01T00:00:00Z)")
     return value
 
 

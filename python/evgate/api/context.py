@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
 
-from evgate.api.services import CdrService, ChargingApi, NotificationService
+from evgate.api.services import (
+    CdrService,
+    ChargingApi,
+    NotificationService,
+    ReservationService,
+)
 from evgate.auth.installations import Installations
 from evgate.auth.registry import ChargerRegistry
 from evgate.gateway.interface import ChargerLink
@@ -31,6 +36,8 @@ class ApiContext:
     cdrs: CdrService
     # Transactions, connectors, meter values and id-tags (api/charging.py).
     charging: ChargingApi
+    # Reservations (api/reservations.py).
+    reservations: ReservationService
     # The digest of this process's EVGATE_BOOTSTRAP_TOKEN (checked in memory), None if unset.
     bootstrap_digest: bytes | None = None
     # The charger gateway (live connections, commands); None in an API run without one.

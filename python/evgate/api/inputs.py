@@ -2,8 +2,9 @@
 OpenAPI document states them, before Litestar converts them.
 
 Litestar converts leniently (msgspec ``strict=False``): ``0`` for ``false``, a number of
-seconds for a date-time, the first of a repeated parameter; the document promises none of
-that, so these are refused here (422), as schemathesis's negative tests expect. A body must be
+seconds for a date-time, the first of a repeated parameter, ``null`` for an absent choice; the
+document promises none of that, so these are refused here (422), as schemathesis's negative
+tests expect. A body must be
 JSON text in UTF-8 (RFC 8259: the only encoding for JSON between systems), nested at most
 :data:`~evgate.protocol.validation.MAX_NESTING` deep, the bound of a charger's frames (evgate's
 deepest body, a charging profile in a command, has 5 levels): msgspec raises
@@ -20,7 +21,7 @@ import re
 import types
 from datetime import datetime
 from functools import cache
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import msgspec
 from litestar import Request
@@ -96,6 +97,9 @@ def _query_problem(raw: str, annotation: Any) -> str | None:
         return "Expected an integer"
     if arms == {bool} and raw not in ("true", "false"):
         return "Expected true or false"
+    choices = [v for arm in arms if get_origin(arm) is Literal for v in get_args(arm)]
+    if choices and raw not in choices:
+        return f"Expected one of {', '.join(map(str, choices))}"
     if arms == {datetime}:
         try:
             msgspec.convert(raw, datetime)
@@ -108,7 +112,9 @@ def _query_parameters(request: Request[Any, Any, Any]) -> list[tuple[str, FieldD
     """(name in the URL, field) of the route's query parameters that are not plain text."""
     found = []
     for name, field in request.route_handler.parsed_fn_signature.parameters.items():
-        if name in request.path_params or not _arms(field.annotation) & {int, bool, datetime}:
+        arms = _arms(field.annotation)
+        literal = any(get_origin(arm) is Literal for arm in arms)
+        if name in request.path_params or not (literal or arms & {int, bool, datetime}):
             continue
         kwarg = field.kwarg_definition
         if isinstance(kwarg, ParameterKwarg):

@@ -16,10 +16,12 @@ from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.reservations import ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
+from evgate.storage.writer import Writer
 
-__all__ = ["CdrService", "ChargingApi", "NotificationService"]
+__all__ = ["CdrService", "ChargingApi", "NotificationService", "ReservationService"]
 
 
 @dataclass
@@ -49,3 +51,13 @@ class ChargingApi:
     connectors: ConnectorStore
     meter_values: MeterValueStore
     id_tags: IdTagStore
+    # The operator's stop of a transaction goes through it, as a StopTransaction does.
+    writer: Writer
+
+
+@dataclass
+class ReservationService:
+    """What the reservation routes (``api/reservations.py``) need; their commands go through
+    ``ApiContext.gateway``, whose answers record what they changed (``handlers/commands.py``)."""
+
+    store: ReservationStore

@@ -6,8 +6,8 @@ in one place, and never logged.
 
 from __future__ import annotations
 
-from evgate.credentials import digest, new_api_token, new_charger_secret
-from evgate.storage.chargers import Charger, ChargerStore
+from evgate.credentials import digest, key_problem, new_api_token, new_charger_secret
+from evgate.storage.chargers import Charger, ChargerStore, SecretsImported
 from evgate.storage.tokens import BOOTSTRAP, ApiToken, Scope, TokenStore
 
 __all__ = ["ChargerRegistry", "create_token", "issue_token"]
@@ -46,6 +46,35 @@ class ChargerRegistry:
         secret = new_charger_secret()
         await self.store.set_secret_digest(charger_id, digest(secret))
         return secret
+
+    async def set_secret(self, charger_id: str, secret: str) -> None:
+        """Make ``secret`` (one the charger already has, e.g. from another central system)
+        the charger's secret; the old one stops working at once, as on rotation.
+
+        Raises:
+            ValueError: the secret breaks ``credentials.key_problem`` (its message says how).
+            NotFound: no such charger.
+        """
+        await self.store.set_secret_digest(charger_id, digest(_checked(secret)))
+
+    async def import_secrets(
+        self, secrets: dict[str, str], create_missing: bool = False
+    ) -> SecretsImported:
+        """Set many chargers' secrets at once, all or none (``ChargerStore.import_secrets``).
+
+        Raises:
+            ValueError: a secret breaks ``credentials.key_problem``; nothing changed.
+            MissingCharger: see ``ChargerStore.import_secrets``.
+        """
+        digests = {charger_id: digest(_checked(s)) for charger_id, s in secrets.items()}
+        return await self.store.import_secrets(digests, create_missing)
+
+
+def _checked(secret: str) -> str:
+    problem = key_problem(secret)
+    if problem is not None:
+        raise ValueError(f"a charger secret {problem}")
+    return secret
 
 
 async def issue_token(tokens: TokenStore, name: str, scope: Scope) -> tuple[ApiToken, str]:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from evgate.credentials import key_problem
 from evgate.protocol.errors import OcppError
 from evgate.protocol.v16 import ChangeConfigurationRequest, Message
 
@@ -39,21 +40,18 @@ __all__ = [
 AUTHORIZATION_KEY = "authorizationkey"
 
 
-#: The security whitepaper's bounds for an AuthorizationKey (characters).
-KEY_LENGTH = (16, 40)
-
-
 def authorization_key(request: Message) -> str | None:
     """The new Basic-auth password a command sets (a ChangeConfiguration of AuthorizationKey),
     or None.
 
     Raises:
-        InvalidCommand: a key outside :data:`KEY_LENGTH` (refused before it is sent).
+        InvalidCommand: a key that breaks ``credentials.key_problem`` (refused before it is
+            sent).
     """
     if isinstance(request, ChangeConfigurationRequest) and request.key.lower() == AUTHORIZATION_KEY:
-        low, high = KEY_LENGTH
-        if not low <= len(request.value) <= high:
-            raise InvalidCommand(f"AuthorizationKey must be {low}-{high} characters")
+        problem = key_problem(request.value)
+        if problem is not None:
+            raise InvalidCommand(f"AuthorizationKey {problem}")
         return request.value
     return None
 

@@ -9,7 +9,12 @@ charger's answer records what it changed, with its events:
   the ``command_request_ids`` sequence;
 * GetDiagnostics answered: a ``requestId`` from the same sequence becomes the charger's
   ``diagnostics_request_id``, which its DiagnosticsStatusNotifications then carry;
-* ReserveNow ``Accepted``: the reservation is held (reservation.changed ``active``);
+* ReserveNow: its reservationId is claimed before it is sent (another charger's reservation's
+  id, or one outside PostgreSQL's integer, is refused: InvalidCommand; the id sequence moves
+  past the operator's own id, so ``POST /api/v1/reservations`` never hands it out).
+  ``Accepted``: the reservation is held (reservation.changed ``active``); refused (Faulted,
+  Occupied, Rejected, Unavailable) or failed: a reservation evgate numbered (``requested``)
+  records that (``refused`` with the charger's status, ``failed`` with the error);
 * CancelReservation ``Accepted``: it is ended (``canceled``);
 * ChangeConfiguration of ``AuthorizationKey``: a key outside the security whitepaper's 16-40
   characters is refused before it is sent (InvalidCommand). An accepted one is stored by the
@@ -37,9 +42,10 @@ from evgate.gateway.interface import (
     ChargerLink,
     CommandError,
     ConnectionInfo,
+    InvalidCommand,
     authorization_key,
 )
-from evgate.handlers.services import utc_now
+from evgate.handlers.services import INT32_MAX, utc_now
 from evgate.protocol.v16 import (
     CancelReservationRequest,
     CancelReservationResponse,
@@ -55,7 +61,7 @@ from evgate.protocol.v16 import (
 from evgate.storage.errors import NotFound
 from evgate.storage.ops import chargers, outbox, sequences
 from evgate.storage.ops.base import Results, Write
-from evgate.storage.reservations import ReservationStore
+from evgate.storage.reservations import ReservationIdTaken, ReservationStore
 from evgate.storage.writer import Writer
 
 __all__ = ["AuthorizationKeys", "CommandEffects", "KeySaver"]
@@ -167,18 +173,35 @@ class CommandEffects:
         """As ``link.call``, then record what the answer (or the failure) changed.
 
         Raises:
-            InvalidCommand: a weak AuthorizationKey (or one the holder cannot store).
+            InvalidCommand: a weak AuthorizationKey (or one the holder cannot store), a
+                ReserveNow whose reservationId is another charger's reservation.
             CommandError: as ``link.call``.
         """
         authorization_key(request)  # a weak key is refused here, before it is routed
+        if isinstance(request, ReserveNowRequest):
+            await self._claim(charger_id, request.reservation_id)
         try:
             response = await self.link.call(charger_id, request)
         except CommandError as exc:
             if isinstance(request, GetConfigurationRequest):
                 await self._record(charger_id, self._configuration(charger_id, None, exc))
+            elif isinstance(request, ReserveNowRequest):
+                error = f"{type(exc).__name__}: {exc}"
+                unanswered = self.reservations.unanswered(
+                    request.reservation_id, charger_id, error=error
+                )
+                await self._record(charger_id, unanswered)
             raise
         await self._record(charger_id, self._effects(charger_id, request, response))
         return response
+
+    async def _claim(self, charger_id: str, reservation_id: int) -> None:
+        if not -INT32_MAX - 1 <= reservation_id <= INT32_MAX:
+            raise InvalidCommand(f"reservationId {reservation_id} is outside 32-bit integers")
+        try:
+            await self.reservations.claim(reservation_id, charger_id)
+        except ReservationIdTaken as exc:
+            raise InvalidCommand(str(exc)) from None
 
     async def _record(self, charger_id: str, effects: Any) -> None:
         try:
@@ -195,7 +218,11 @@ class CommandEffects:
             await self.writer.submit([chargers.diagnostics_requested(charger_id)], key=charger_id)
         elif isinstance(request, ReserveNowRequest):
             assert isinstance(response, ReserveNowResponse)
-            if response.status == ReservationStatus.accepted:
+            if response.status != ReservationStatus.accepted:
+                await self.reservations.unanswered(
+                    request.reservation_id, charger_id, refusal=response.status.value
+                )
+            elif (
                 await self.reservations.reserve(
                     request.reservation_id,
                     charger_id,
@@ -203,6 +230,13 @@ class CommandEffects:
                     request.id_tag,
                     request.expiry_date,
                     None if request.parent_id_tag is UNSET else request.parent_id_tag,
+                )
+                is None
+            ):
+                log.warning(
+                    "charger %s accepted reservation %d, which is another charger's since",
+                    charger_id,
+                    request.reservation_id,
                 )
         elif isinstance(request, CancelReservationRequest):
             assert isinstance(response, CancelReservationResponse)

@@ -24,7 +24,9 @@ __all__ = [
     "Charger",
     "ChargerCredentials",
     "ChargerStore",
+    "MissingCharger",
     "RegistrationStatus",
+    "SecretsImported",
 ]
 
 RegistrationStatus = Literal["Accepted", "Pending", "Rejected"]
@@ -42,6 +44,26 @@ class Charger(msgspec.Struct, rename="camel", kw_only=True):
     installation_id: int | None
     created_at: datetime
     updated_at: datetime
+
+
+class MissingCharger(NotFound):
+    """A charger named in a change of many does not exist.
+
+    Attributes:
+        charger_id: which.
+    """
+
+    def __init__(self, charger_id: str) -> None:
+        super().__init__(f"no charger {charger_id!r}")
+        self.charger_id = charger_id
+
+
+class SecretsImported(msgspec.Struct, frozen=True):
+    """What :meth:`ChargerStore.import_secrets` did: the chargers it made and those whose
+    secret it replaced."""
+
+    created: list[str]
+    updated: list[str]
 
 
 class ChargerCredentials(msgspec.Struct, frozen=True):
@@ -176,6 +198,41 @@ class ChargerStore:
                 raise NotFound(f"no charger {charger_id!r}")
             await conn.execute("SELECT pg_notify($1, $2)", CHARGER_CHANNEL, charger_id)
 
+    async def import_secrets(
+        self, digests: dict[str, bytes], create_missing: bool = False
+    ) -> SecretsImported:
+        """Set the secret digest of each charger of ``digests`` (id → digest), all or none: in
+        one transaction, each with its NOTIFY. A charger that does not exist is made (security
+        profile 1, with its chargePoint.changed ``created``) when ``create_missing``.
+
+        Raises:
+            MissingCharger: a charger does not exist (and ``create_missing`` is false);
+                nothing changed.
+        """
+        created: list[str] = []
+        updated: list[str] = []
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            for charger_id, secret_digest in digests.items():
+                status = await conn.execute(
+                    "UPDATE chargers SET secret_digest = $2, updated_at = now() WHERE id = $1",
+                    charger_id,
+                    secret_digest,
+                )
+                if status != "UPDATE 0":
+                    updated.append(charger_id)
+                elif not create_missing:
+                    raise MissingCharger(charger_id)
+                else:
+                    await conn.execute(
+                        "INSERT INTO chargers (id, secret_digest) VALUES ($1, $2)",
+                        charger_id,
+                        secret_digest,
+                    )
+                    await record_charger_changed(conn, charger_id, "created")
+                    created.append(charger_id)
+                await conn.execute("SELECT pg_notify($1, $2)", CHARGER_CHANNEL, charger_id)
+        return SecretsImported(created=created, updated=updated)
+
     async def delete(self, charger_id: str) -> None:
         """Raises: NotFound."""
         async with self.db.pool.acquire() as conn, conn.transaction():
@@ -184,6 +241,19 @@ class ChargerStore:
             if status == "DELETE 0":
                 raise NotFound(f"no charger {charger_id!r}")
             await conn.execute("SELECT pg_notify($1, $2)", CHARGER_CHANNEL, charger_id)
+
+    async def number_of(self, charger_id: str) -> int:
+        """The charger's ``number`` (the notifications' ``chargePointId``).
+
+        Raises:
+            NotFound: no such charger.
+        """
+        number: int | None = await self.db.fetchval(
+            "SELECT number FROM chargers WHERE id = $1", charger_id
+        )
+        if number is None:
+            raise NotFound(f"no charger {charger_id!r}")
+        return number
 
     async def credentials(self, charger_id: str | None = None) -> list[ChargerCredentials]:
         """The credentials of one charger (a list of 0 or 1) or, with no id, of all."""

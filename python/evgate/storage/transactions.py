@@ -32,6 +32,8 @@ class Transaction(msgspec.Struct, rename="camel", kw_only=True):
     stopped_at: datetime | None
     stop_reason: str | None
     stop_id_tag: str | None
+    # Closed by the operator (POST /api/v1/transactions/{id}/stop): their reason; else null.
+    operator_stop_reason: str | None
     active: bool
     # Stopped: meterStop - meterStart. Active: the latest energy register reading of the
     # transaction minus meterStart (null before the first).
@@ -41,7 +43,7 @@ class Transaction(msgspec.Struct, rename="camel", kw_only=True):
 _TX_SELECT = """
 SELECT t.id, t.charger_id, t.connector_id, t.id_tag, t.id_tag_status, t.parent_id_tag,
        t.reservation_id, t.meter_start, t.started_at, t.meter_stop, t.stopped_at, t.stop_reason,
-       t.stop_id_tag, t.stopped_at IS NULL,
+       t.stop_id_tag, t.operator_stop_reason, t.stopped_at IS NULL,
        CASE WHEN t.stopped_at IS NOT NULL THEN (t.meter_stop - t.meter_start)::float8
             ELSE (SELECT v.value - t.meter_start FROM meter_values v
                   WHERE v.charger_id = t.charger_id AND v.ts >= t.started_at

@@ -8,7 +8,9 @@ duplicate:
   not the first (``created``), so that no event is made twice. It ends the reservation it
   names (``reservations``, in the same statement batch).
 * :func:`stop`: closes an open transaction of that charger and returns it; a second stop
-  changes nothing and returns None.
+  changes nothing and returns None. The operator closes one the same way (``api/charging.py``,
+  with ``operator_reason``), so a StopTransaction the charger sends later is such a second
+  stop.
 
 Every batch is written exactly once by the writer (``writer_commits``), so these rules are
 about the charger's resends, not about evgate's own retries.
@@ -188,13 +190,17 @@ class TransactionStop(msgspec.Struct, frozen=True, kw_only=True):
     stopped_at: datetime
     stop_reason: str | None = None
     stop_id_tag: str | None = None
+    # Set when the operator closes it (the charger lost its StopTransaction): their reason.
+    operator_reason: str | None = None
 
 
 _STOP = """
 UPDATE transactions t SET meter_stop = u.meter_stop, stopped_at = u.stopped_at,
-    stop_reason = u.stop_reason, stop_id_tag = u.stop_id_tag, updated_at = now()
-FROM unnest($1::int4[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::text[])
-     AS u(id, charger_id, meter_stop, stopped_at, stop_reason, stop_id_tag)
+    stop_reason = u.stop_reason, stop_id_tag = u.stop_id_tag,
+    operator_stop_reason = u.operator_reason, updated_at = now()
+FROM unnest($1::int4[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $6::text[],
+            $7::text[])
+     AS u(id, charger_id, meter_stop, stopped_at, stop_reason, stop_id_tag, operator_reason)
 WHERE t.id = u.id AND t.charger_id = u.charger_id AND t.stopped_at IS NULL
 RETURNING t.id, t.connector_id, t.id_tag, t.started_at, t.meter_start, t.stopped_at,
           t.meter_stop, t.stop_reason
@@ -224,6 +230,7 @@ class TransactionStops(WriteOp[TransactionStop, TransactionFacts | None]):
             [u.stopped_at for u in unique],
             [u.stop_reason for u in unique],
             [u.stop_id_tag for u in unique],
+            [u.operator_reason for u in unique],
         )
         closed = {
             r[0]: TransactionFacts(
