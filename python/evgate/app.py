@@ -153,20 +153,33 @@ class Evgate:
         await native.load()
         if s.ca_cert and s.ca_key:
             self.certificates = CertificateService(
-                s.ca_cert, s.ca_key, validity=timedelta(days=s.certificate_validity_days)
+                s.ca_cert,
+                s.ca_key,
+                self.writer,
+                validity=timedelta(days=s.certificate_validity_days),
+                # Past a send's longest wait (the call timeout, queueing included).
+                claim_for=timedelta(seconds=2 * s.call_timeout + 10),
             )
 
         # Installations and who may charge (auth/external.py): the handlers ask
         # self.auth.directory.authorizer_for(charger_id), the native list by default.
         self.auth = ExternalAuth(InstallationStore(self.db), native, self.metrics, s)
         transactions = TransactionStore(self.db)
+        auth, certificates = self.auth, self.certificates
+
+        def after_accepted_boot(charger_id: str) -> None:
+            # The offline configuration, and a certificate the charger has not received yet.
+            auth.on_boot_accepted(charger_id)
+            if certificates is not None:
+                certificates.on_boot_accepted(charger_id)
+
         services = HandlerServices(
             writer=self.writer,
             transactions=transactions,
             authorizer_for=self.auth.directory.authorizer_for,
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
-            after_accepted_boot=self.auth.on_boot_accepted,
+            after_accepted_boot=after_accepted_boot,
         )
         routes = build_routes(services, self.certificates)
 
