@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import evgate
 from evgate.api.app import create_api
+from evgate.api.async_commands import AsyncCommands
 from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
@@ -41,6 +42,7 @@ from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
+from evgate.storage.commands import CommandStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.deliveries import DeliveryStore
@@ -93,6 +95,7 @@ class Evgate:
         self.cluster: Cluster | None = None
         self.auth: ExternalAuth | None = None
         self.commands: CommandEffects | None = None
+        self.async_commands: AsyncCommands | None = None
         self.keys: AuthorizationKeys | None = None
         self.ws_port: int | None = None
         self.dispatcher: Dispatcher | None = None
@@ -247,6 +250,11 @@ class Evgate:
             reservations,
             number_of,
         )
+        # Commands in the background (Prefer: respond-async, bulk commands), through the
+        # same link, their records in PostgreSQL for every process of the cluster.
+        self.async_commands = AsyncCommands(
+            self.commands, CommandStore(self.db), runner=self.cluster.instance
+        )
         # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
         subscriptions, deliveries = SubscriptionStore(self.db), DeliveryStore(self.db)
         self.dispatcher = Dispatcher(subscriptions, deliveries, _dispatcher_config(s), self.metrics)
@@ -269,6 +277,7 @@ class Evgate:
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
+            async_commands=self.async_commands,
         )
         api = create_api(
             ctx, [SubscriptionController, NotificationActions, CdrController, *CHARGING_ROUTES]
@@ -317,6 +326,11 @@ class Evgate:
             with contextlib.suppress(Exception):
                 await self._api_task
             self._api_server = self._api_task = None
+        if self.async_commands is not None:
+            # Before the gateway: a command cut short is recorded interrupted, not as its
+            # charger's disconnection.
+            await self.async_commands.close()
+            self.async_commands = None
         if self.gateway is not None:
             await self.gateway.stop()  # in-flight replies first, then 1001 to every charger
             self.gateway = None

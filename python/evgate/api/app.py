@@ -20,7 +20,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 import evgate
 from evgate.api.chargers import ChargerController
-from evgate.api.commands import CommandController
+from evgate.api.commands import BulkCommandController, CommandController, CommandStatusController
 from evgate.api.context import ApiContext
 from evgate.api.inputs import check_request
 from evgate.api.installations import InstallationController
@@ -56,6 +56,8 @@ def create_api(
         route_handlers=[
             ChargerController,
             CommandController,
+            CommandStatusController,
+            BulkCommandController,
             InstallationController,
             TokenController,
             *route_handlers,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
 
+from evgate.api.async_commands import AsyncCommands
 from evgate.api.services import CdrService, ChargingApi, NotificationService
 from evgate.auth.installations import Installations
 from evgate.auth.registry import ChargerRegistry
@@ -39,6 +40,9 @@ class ApiContext:
     metrics: Registry = field(default_factory=Registry)
     # Installations and their authorization modes (issue 7); None in an API run without them.
     installations: Installations | None = None
+    # Commands in the background: Prefer: respond-async and bulk commands (issue 21.5), and
+    # their records; None in an API run without a gateway.
+    async_commands: AsyncCommands | None = None
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.
