@@ -174,6 +174,11 @@ class AsyncCommands:
                     response = msgspec.json.encode(answer)
                 except CommandError as exc:
                     problem = problem_of(exc)
+                except ConnectionError as exc:  # DatabaseUnavailable: no route to the charger
+                    problem = CommandProblem(type="unavailable", status=503, detail=str(exc))
+                except Exception:
+                    log.exception("the command %s to %s failed", command.id, command.charger_id)
+                    problem = CommandProblem(type="internal-error", status=500, detail="a bug")
             outcome = self._outcome(command, response, problem)
             delay = 0.1
             while True:  # the charger has answered: retry while the database is away
@@ -183,6 +188,8 @@ class AsyncCommands:
                 except ConnectionError:  # DatabaseUnavailable: the pool's health reports it
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+        except Exception:
+            log.exception("the outcome of command %s was not stored", command.id)
         finally:
             self._running.pop(command.id, None)
 

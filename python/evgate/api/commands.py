@@ -313,7 +313,8 @@ class CommandStatusController(Controller):
         description=(
             "pending; completed with the charger's response payload; or failed with a problem"
             " (timeout, charger-offline, charger-disconnected, charger-busy, callerror with the"
-            " charger's errorCode, invalid-response, refused, interrupted). Any evgate process"
+            " charger's errorCode, invalid-response, refused, interrupted, unavailable,"
+            " internal-error). Any evgate process"
             " of a cluster answers; kept 24 hours after the request."
         ),
     )

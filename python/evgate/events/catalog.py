@@ -378,8 +378,9 @@ class CommandProblem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Why a command failed: ``type`` is one of ``timeout``, ``charger-offline``,
     ``charger-disconnected``, ``charger-busy``, ``callerror`` (with the charger's
     ``errorCode``, ``errorDescription``, ``errorDetails``), ``invalid-response`` (with the
-    OCPP ``errorCode`` of the violation), ``refused`` (evgate would not send it) or
-    ``interrupted`` (the evgate process running it stopped); ``status`` is the HTTP status the
+    OCPP ``errorCode`` of the violation), ``refused`` (evgate would not send it),
+    ``interrupted`` (the evgate process running it stopped), ``unavailable`` (the database was
+    away: not sent) or ``internal-error`` (a bug, logged); ``status`` is the HTTP status the
     synchronous form answers for it."""
 
     type: Literal[
@@ -391,6 +392,8 @@ class CommandProblem(msgspec.Struct, kw_only=True, omit_defaults=True):
         "invalid-response",
         "refused",
         "interrupted",
+        "unavailable",
+        "internal-error",
     ]
     status: int
     detail: str
