@@ -173,8 +173,12 @@ async def test_bulk_commands_to_a_list_and_to_an_installation(
         assert gateway is not None
         await until(lambda: all(gateway.connection(c) for c in chargers))
         r = await api.post(
-            "/api/v1/bulk-commands/ChangeConfiguration",
-            json={"chargerIds": ["CP-1", "CP-2", "CP-3", "CP-1"], "request": body},
+            "/api/v1/bulk-commands",
+            json={
+                "action": "ChangeConfiguration",
+                "chargerIds": ["CP-1", "CP-2", "CP-3", "CP-1"],
+                "request": body,
+            },
         )
         assert r.status_code == 202, r.text
         accepted = r.json()
@@ -203,8 +207,8 @@ async def test_bulk_commands_to_a_list_and_to_an_installation(
             assert r.status_code == 200, r.text
         body = {"key": "MeterValueSampleInterval", "value": "30"}
         r = await api.post(
-            "/api/v1/bulk-commands/ChangeConfiguration",
-            json={"installationId": installation, "request": body},
+            "/api/v1/bulk-commands",
+            json={"action": "ChangeConfiguration", "installationId": installation, "request": body},
         )
         assert r.status_code == 202, r.text
         assert [c["chargerId"] for c in r.json()["commands"]] == ["CP-1", "CP-2"]
@@ -292,33 +296,61 @@ async def test_bad_input_is_a_problem(evgate: Evgate, api: httpx.AsyncClient) ->
         ("get", "/api/v1/commands/5f0c6b8e-0000-4000-8000-000000000000", None, {}, 404),
         ("get", "/api/v1/commands/not-a-uuid", None, {}, 404),
         ("get", "/api/v1/bulk-commands/5f0c6b8e-0000-4000-8000-000000000000", None, {}, 404),
-        ("post", "/api/v1/bulk-commands/Frobnicate", {"chargerIds": ["CP-1"]}, {}, 404),
-        ("post", "/api/v1/bulk-commands/Reset", {"chargerIds": ["CP-1"]}, {}, 422),
-        ("post", "/api/v1/bulk-commands/ClearCache", {}, {}, 422),
-        ("post", "/api/v1/bulk-commands/ClearCache", {"chargerIds": []}, {}, 422),
-        ("post", "/api/v1/bulk-commands/ClearCache", {"chargerIds": ["NOPE"]}, {}, 422),
-        ("post", "/api/v1/bulk-commands/ClearCache", {"installationId": 999}, {}, 404),
         (
             "post",
-            "/api/v1/bulk-commands/ClearCache",
-            {"chargerIds": ["CP-1"], "installationId": 1},
+            "/api/v1/bulk-commands",
+            {"action": "Frobnicate", "chargerIds": ["CP-1"]},
             {},
             422,
         ),
-        ("post", "/api/v1/bulk-commands/ClearCache", {"chargerIds": ["CP-1"], "x": 1}, {}, 422),
+        ("post", "/api/v1/bulk-commands", {"action": "Heartbeat", "chargerIds": ["CP-1"]}, {}, 422),
+        ("post", "/api/v1/bulk-commands", {"chargerIds": ["CP-1"]}, {}, 422),
+        ("post", "/api/v1/bulk-commands", {"action": "Reset", "chargerIds": ["CP-1"]}, {}, 422),
+        ("post", "/api/v1/bulk-commands", {"action": "ClearCache"}, {}, 422),
+        ("post", "/api/v1/bulk-commands", {"action": "ClearCache", "chargerIds": []}, {}, 422),
+        (
+            "post",
+            "/api/v1/bulk-commands",
+            {"action": "ClearCache", "chargerIds": ["NOPE"]},
+            {},
+            422,
+        ),
+        (
+            "post",
+            "/api/v1/bulk-commands",
+            {"action": "ClearCache", "chargerIds": ["a\u0000"]},
+            {},
+            422,
+        ),
+        ("post", "/api/v1/bulk-commands", {"action": "ClearCache", "installationId": 999}, {}, 404),
+        (
+            "post",
+            "/api/v1/bulk-commands",
+            {"action": "ClearCache", "chargerIds": ["CP-1"], "installationId": 1},
+            {},
+            422,
+        ),
+        (
+            "post",
+            "/api/v1/bulk-commands",
+            {"action": "ClearCache", "chargerIds": ["CP-1"], "x": 1},
+            {},
+            422,
+        ),
     ]
     for method, path, body, headers, status in cases:
         r = await api.request(method, path, json=body, headers=headers)
         assert r.status_code == status, (path, body, r.text)
         assert r.headers["content-type"] == "application/problem+json", path
     r = await api.post(
-        "/api/v1/bulk-commands/ClearCache",
+        "/api/v1/bulk-commands",
         content=b"{not json",
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 400
     r = await api.post("/api/v1/installations", json={"name": "empty"})
-    r = await api.post("/api/v1/bulk-commands/ClearCache", json={"installationId": r.json()["id"]})
+    empty = {"action": "ClearCache", "installationId": r.json()["id"]}
+    r = await api.post("/api/v1/bulk-commands", json=empty)
     assert r.status_code == 422 and "no chargers" in r.json()["detail"]
     assert evgate.db is not None
     assert await evgate.db.fetchval("SELECT count(*) FROM commands") == 0
@@ -332,5 +364,5 @@ async def test_the_openapi_document_shows_the_new_calls(api: httpx.AsyncClient) 
     assert "202" in send["responses"]
     assert any(p["name"] == "Prefer" and p["in"] == "header" for p in send["parameters"])
     assert "get" in paths["/api/v1/commands/{command_id}"]
-    assert "post" in paths["/api/v1/bulk-commands/{action}"]
+    assert "post" in paths["/api/v1/bulk-commands"]
     assert "get" in paths["/api/v1/bulk-commands/{bulk_id}"]

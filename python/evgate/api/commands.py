@@ -21,12 +21,12 @@ validate it (the protocol core's codec) before anything is sent. Answers:
 With ``Prefer: respond-async`` (RFC 7240) the same request is answered at once: 202 with the
 command's id, its ``Location`` (``GET /api/v1/commands/{id}``: pending, then completed with the
 charger's answer or failed with a problem) and ``Preference-Applied``; the outcome also goes
-to subscribers of ``command.completed``. ``POST /api/v1/bulk-commands/{Action}`` sends one
-command to many chargers (``chargerIds``, or every charger of ``installationId``), always in
-that form: 202 with one command id per charger, ``GET /api/v1/bulk-commands/{id}`` for their
-outcomes. A charger that is not connected is not an error of the request then, but of its
-command (``charger-offline``). See ``api/async_commands.py``; without the header nothing
-changes.
+to subscribers of ``command.completed``. ``POST /api/v1/bulk-commands`` sends one command
+(``action``, ``request``) to many chargers (``chargerIds``, or every charger of
+``installationId``), always in that form: 202 with one command id per charger,
+``GET /api/v1/bulk-commands/{id}`` for their outcomes. A charger that is not connected is
+not an error of the request then, but of its command (``charger-offline``). See
+``api/async_commands.py``; without the header nothing changes.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
 from evgate.api.async_commands import AsyncCommands, TooManyPending, problem_of
 from evgate.api.bounds import BodyBigintId
+from evgate.api.chargers import ChargerId
 from evgate.api.context import ApiContext, Ctx
 from evgate.api.inputs import json_of
 from evgate.api.problems import ApiError, Conflict, Unprocessable
@@ -127,14 +128,13 @@ class CommandView(msgspec.Struct, rename="camel", kw_only=True):
 
 class BulkCommandIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     """One command to many chargers: ``chargerIds``, or every charger of ``installationId``
-    (exactly one of them); ``request`` is the action's OCPP 1.6J request payload."""
+    (exactly one of them); ``request`` is ``action``'s OCPP 1.6J request payload."""
 
+    action: Annotated[
+        str, msgspec.Meta(description="the OCPP action, one of: " + ", ".join(COMMANDS))
+    ]
     charger_ids: (
-        Annotated[
-            list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
-            msgspec.Meta(min_length=1, max_length=MAX_BULK),
-        ]
-        | None
+        Annotated[list[ChargerId], msgspec.Meta(min_length=1, max_length=MAX_BULK)] | None
     ) = None
     installation_id: BodyBigintId | None = None
     request: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -327,7 +327,7 @@ class BulkCommandController(Controller):
     tags = ["commands"]
 
     @post(
-        "/{action:str}",
+        "/",
         status_code=202,
         summary="Send one OCPP command to many chargers (a list, or an installation's)",
         description=(
@@ -341,9 +341,11 @@ class BulkCommandController(Controller):
         self,
         ctx: Ctx,
         request: Request[Any, Any, Any],
-        action: Annotated[str, Parameter(schema_extra={"enum": list(COMMANDS)})],
         data: JSONBody[BulkCommandIn],
     ) -> Response[bytes]:
+        action = data.action
+        if action not in COMMANDS:
+            raise Unprocessable(f"action: not a command; commands: {', '.join(COMMANDS)}")
         command = _request_of(request, action, msgspec.json.encode(data.request))
         runner = _runner(ctx)
         if (data.charger_ids is None) == (data.installation_id is None):
