@@ -40,6 +40,7 @@ from evgate.handlers.services import HandlerServices
 from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.cdrs import CdrStore
+from evgate.storage.certificates import CertificateStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
 from evgate.storage.commands import CommandStore
@@ -278,6 +279,7 @@ class Evgate:
             metrics=self.metrics,
             installations=self.auth.installations,
             async_commands=self.async_commands,
+            certificates=CertificateStore(self.db),
         )
         api = create_api(
             ctx, [SubscriptionController, NotificationActions, CdrController, *CHARGING_ROUTES]

@@ -357,7 +357,8 @@ async def test_bad_input_is_a_problem(evgate: Evgate, api: httpx.AsyncClient) ->
 
 
 async def test_the_openapi_document_shows_the_new_calls(api: httpx.AsyncClient) -> None:
-    """The asynchronous form, the command status and the bulk commands are documented."""
+    """The asynchronous form, the command status, the bulk commands and a charger's
+    certificates are documented."""
     document = (await api.get("/api/openapi.json")).json()
     paths = document["paths"]
     send = paths["/api/v1/chargers/{charger_id}/commands/{action}"]["post"]
@@ -366,3 +367,4 @@ async def test_the_openapi_document_shows_the_new_calls(api: httpx.AsyncClient) 
     assert "get" in paths["/api/v1/commands/{command_id}"]
     assert "post" in paths["/api/v1/bulk-commands"]
     assert "get" in paths["/api/v1/bulk-commands/{bulk_id}"]
+    assert "get" in paths["/api/v1/chargers/{charger_id}/certificates"]

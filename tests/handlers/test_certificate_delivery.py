@@ -95,6 +95,11 @@ async def test_an_undelivered_certificate_is_sent_after_the_next_boot_and_then_n
             await quiet_for(2)
             assert charger.chains == []
         assert await _state(run) == [("accepted", 2, False)]
+        [shown] = (await run.api.get("/api/v1/chargers/CP-1/certificates")).json()
+        assert (shown["state"], shown["attempts"], shown["lastError"]) == ("accepted", 2, None)
+        assert shown["answeredAt"] >= shown["signedAt"]
+        r = await run.api.get("/api/v1/chargers/NOPE/certificates")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
 
 
 async def test_a_certificate_the_charger_refused_is_never_sent_again(
@@ -109,6 +114,9 @@ async def test_a_certificate_the_charger_refused_is_never_sent_again(
         assert await _state(run) == [("error", 1, True)]
         await _sign_and_go_away(run, secret, [3, {"status": "Rejected"}])
         assert await _state(run) == [("error", 1, True), ("rejected", 1, False)]
+        shown = (await run.api.get("/api/v1/chargers/CP-1/certificates")).json()
+        assert [c["state"] for c in shown] == ["rejected", "error"]  # newest first
+        assert shown[1]["lastError"] == "CALLERROR NotSupported: no"
         async with ocpp_charger(run.url("CP-1", secret), "CP-1", CertificateCharger) as charger:
             assert await charger.boot() == "Accepted"
             await quiet_for(2)

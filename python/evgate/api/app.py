@@ -19,6 +19,7 @@ from litestar.types import ControllerRouterHandler
 from swagger_ui_bundle import swagger_ui_path
 
 import evgate
+from evgate.api.certificates import CertificateController
 from evgate.api.chargers import ChargerController
 from evgate.api.commands import BulkCommandController, CommandController, CommandStatusController
 from evgate.api.context import ApiContext
@@ -55,6 +56,7 @@ def create_api(
         path="/",
         route_handlers=[
             ChargerController,
+            CertificateController,
             CommandController,
             CommandStatusController,
             BulkCommandController,

@@ -41,7 +41,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
-from evgate.api.async_commands import AsyncCommands, TooManyPending, problem_of
+from evgate.api.async_commands import TooManyPending, problem_of
 from evgate.api.bounds import BodyBigintId
 from evgate.api.chargers import ChargerId
 from evgate.api.context import ApiContext, Ctx
@@ -203,12 +203,6 @@ def _view(row: CommandRow) -> CommandView:
     )
 
 
-def _runner(ctx: ApiContext) -> AsyncCommands:
-    if ctx.async_commands is None:
-        raise Conflict("asynchronous commands need a gateway; this process has none")
-    return ctx.async_commands
-
-
 async def _submit(
     ctx: ApiContext,
     charger_ids: list[str],
@@ -217,7 +211,7 @@ async def _submit(
     bulk_id: UUID | None = None,
 ) -> Any:
     try:
-        return await _runner(ctx).submit(charger_ids, action, command, bulk_id)
+        return await ctx.async_commands.submit(charger_ids, action, command, bulk_id)
     except TooManyPending as exc:
         raise ApiError(
             f"{exc}; retry later", 503, headers={"Retry-After": str(RETRY_AFTER_BUSY)}
@@ -319,7 +313,7 @@ class CommandStatusController(Controller):
         ),
     )
     async def get_command(self, ctx: Ctx, command_id: FromPath[UUID]) -> CommandView:
-        return _view(await _runner(ctx).store.get(command_id))
+        return _view(await ctx.async_commands.store.get(command_id))
 
 
 class BulkCommandController(Controller):
@@ -347,7 +341,7 @@ class BulkCommandController(Controller):
         if action not in COMMANDS:
             raise Unprocessable(f"action: not a command; commands: {', '.join(COMMANDS)}")
         command = _request_of(request, action, msgspec.json.encode(data.request))
-        runner = _runner(ctx)
+        runner = ctx.async_commands
         if (data.charger_ids is None) == (data.installation_id is None):
             raise Unprocessable("give exactly one of chargerIds and installationId")
         if data.charger_ids is not None:
@@ -385,7 +379,7 @@ class BulkCommandController(Controller):
 
     @get("/{bulk_id:uuid}", summary="A bulk command: each charger's command and its outcome")
     async def get_bulk(self, ctx: Ctx, bulk_id: FromPath[UUID]) -> BulkCommandView:
-        row = await _runner(ctx).store.bulk(bulk_id)
+        row = await ctx.async_commands.store.bulk(bulk_id)
         views = [_view(c) for c in row.commands]
         return BulkCommandView(
             id=row.id,

@@ -12,6 +12,7 @@ from evgate.auth.installations import Installations
 from evgate.auth.registry import ChargerRegistry
 from evgate.gateway.interface import ChargerLink
 from evgate.metrics import Registry
+from evgate.storage.certificates import CertificateStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.tokens import TokenStore
 
@@ -30,6 +31,11 @@ class ApiContext:
     notifications: NotificationService
     # Charge detail records (api/cdrs.py).
     cdrs: CdrService
+    # Commands in the background: Prefer: respond-async and bulk commands, and their records
+    # (issue 21.5, api/async_commands.py).
+    async_commands: AsyncCommands
+    # Certificates signed for chargers and their delivery (issue 21.6, api/certificates.py).
+    certificates: CertificateStore
     # Transactions, connectors, meter values and id-tags (api/charging.py).
     charging: ChargingApi
     # The digest of this process's EVGATE_BOOTSTRAP_TOKEN (checked in memory), None if unset.
@@ -40,9 +46,6 @@ class ApiContext:
     metrics: Registry = field(default_factory=Registry)
     # Installations and their authorization modes (issue 7); None in an API run without them.
     installations: Installations | None = None
-    # Commands in the background: Prefer: respond-async and bulk commands (issue 21.5), and
-    # their records; None in an API run without a gateway.
-    async_commands: AsyncCommands | None = None
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.
