@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ import httpx
 from evgate.api.async_commands import AsyncCommands
 from evgate.app import Evgate
 from evgate.protocol.v16 import ResetRequest, ResetType
-from evgate.storage.commands import CommandStore
+from evgate.storage.commands import KEPT_FOR, CommandStore, NewCommand
+from evgate.storage.maintenance import Maintenance
 from support import (
     Receiver,
     Running,
@@ -368,3 +371,24 @@ async def test_the_openapi_document_shows_the_new_calls(api: httpx.AsyncClient) 
     assert "post" in paths["/api/v1/bulk-commands"]
     assert "get" in paths["/api/v1/bulk-commands/{bulk_id}"]
     assert "get" in paths["/api/v1/chargers/{charger_id}/certificates"]
+
+
+async def test_records_are_pruned_after_24_hours(evgate: Evgate) -> None:
+    """The maintenance run deletes command records (and bulk commands) past their expiry, and
+    keeps newer ones."""
+    assert evgate.db is not None and evgate.cluster is not None
+    store = CommandStore(evgate.db)
+    now = datetime.now(UTC)
+    old, new, bulk = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for command_id, bulk_id, created in [
+        (old, bulk, now - KEPT_FOR - timedelta(minutes=1)),
+        (new, None, now - KEPT_FOR + timedelta(minutes=5)),
+    ]:
+        command = NewCommand(
+            id=command_id, charger_id="CP-1", action="ClearCache", request=b"{}", bulk_id=bulk_id
+        )
+        await store.create([command], evgate.cluster.instance, created)
+    await Maintenance(evgate.db).run_once()
+    rows = await evgate.db.fetch("SELECT id FROM commands")
+    assert [r["id"] for r in rows] == [new]
+    assert await evgate.db.fetchval("SELECT count(*) FROM bulk_commands") == 0
