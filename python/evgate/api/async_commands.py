@@ -40,7 +40,7 @@ from evgate.gateway.interface import (
 from evgate.protocol.v16 import Message
 from evgate.storage.commands import CommandOutcome, CommandStore, NewCommand
 
-__all__ = ["AsyncCommands", "TooManyPending", "problem_of"]
+__all__ = ["Accepted", "AsyncCommands", "TooManyPending", "problem_of"]
 
 log = logging.getLogger(__name__)
 

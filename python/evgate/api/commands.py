@@ -41,14 +41,14 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
-from evgate.api.async_commands import TooManyPending, problem_of
+from evgate.api.async_commands import Accepted, TooManyPending, problem_of
 from evgate.api.bounds import BodyBigintId
 from evgate.api.chargers import ChargerId
 from evgate.api.context import ApiContext, Ctx
 from evgate.api.inputs import json_of
 from evgate.api.problems import ApiError, Conflict, Unprocessable
 from evgate.events.catalog import CommandProblem
-from evgate.gateway.interface import CommandError
+from evgate.gateway.interface import CommandError, InvalidCommand, authorization_key
 from evgate.protocol import frames
 from evgate.protocol.errors import OcppError
 from evgate.protocol.v16 import ACTIONS, Direction, Message
@@ -209,7 +209,18 @@ async def _submit(
     action: str,
     command: Message,
     bulk_id: UUID | None = None,
-) -> Any:
+) -> tuple[datetime, list[Accepted]]:
+    """Accept a command to each charger for the background.
+
+    Raises:
+        Unprocessable: a command evgate refuses to send (a weak AuthorizationKey): refused
+            now, as the synchronous form does, rather than accepted and then failed.
+        ApiError: 503 when this process runs too many commands already.
+    """
+    try:
+        authorization_key(command)
+    except InvalidCommand as exc:
+        raise Unprocessable(str(exc)) from None
     try:
         return await ctx.async_commands.submit(charger_ids, action, command, bulk_id)
     except TooManyPending as exc:
