@@ -343,7 +343,7 @@ async def test_bad_input_is_a_problem(evgate: Evgate, api: httpx.AsyncClient) ->
             {},
             422,
         ),
-        ("post", "/api/v1/bulk-commands", {"action": "ClearCache", "installationId": 999}, {}, 404),
+        ("post", "/api/v1/bulk-commands", {"action": "ClearCache", "installationId": 999}, {}, 422),
         (
             "post",
             "/api/v1/bulk-commands",

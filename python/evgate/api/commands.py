@@ -53,6 +53,7 @@ from evgate.protocol import frames
 from evgate.protocol.errors import OcppError
 from evgate.protocol.v16 import ACTIONS, Direction, Message
 from evgate.storage.commands import KEPT_FOR, CommandRow
+from evgate.storage.errors import NotFound
 
 __all__ = [
     "COMMANDS",
@@ -364,7 +365,10 @@ class BulkCommandController(Controller):
                 )
         else:
             assert data.installation_id is not None
-            charger_ids = await runner.store.chargers_of_installation(data.installation_id)
+            try:
+                charger_ids = await runner.store.chargers_of_installation(data.installation_id)
+            except NotFound as exc:  # a body naming nothing: 422, as unknown chargerIds
+                raise Unprocessable(f"installationId: {exc}") from None
             if not charger_ids:
                 raise Unprocessable(f"installation {data.installation_id} has no chargers")
             if len(charger_ids) > MAX_BULK:
