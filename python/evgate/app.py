@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import evgate
 from evgate.api.app import create_api
+from evgate.api.async_commands import AsyncCommands
 from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
@@ -45,8 +46,10 @@ from evgate.handlers.services import HandlerServices
 from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.cdrs import CdrStore
+from evgate.storage.certificates import CertificateStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
+from evgate.storage.commands import CommandStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.deliveries import DeliveryStore
@@ -99,6 +102,7 @@ class Evgate:
         self.cluster: Cluster | None = None
         self.auth: ExternalAuth | None = None
         self.commands: CommandEffects | None = None
+        self.async_commands: AsyncCommands | None = None
         self.keys: AuthorizationKeys | None = None
         self.ws_port: int | None = None
         self.dispatcher: Dispatcher | None = None
@@ -159,20 +163,33 @@ class Evgate:
         await native.load()
         if s.ca_cert and s.ca_key:
             self.certificates = CertificateService(
-                s.ca_cert, s.ca_key, validity=timedelta(days=s.certificate_validity_days)
+                s.ca_cert,
+                s.ca_key,
+                self.writer,
+                validity=timedelta(days=s.certificate_validity_days),
+                # Past a send's longest wait (the call timeout, queueing included).
+                claim_for=timedelta(seconds=2 * s.call_timeout + 10),
             )
 
         # Installations and who may charge (auth/external.py): the handlers ask
         # self.auth.directory.authorizer_for(charger_id), the native list by default.
         self.auth = ExternalAuth(InstallationStore(self.db), native, self.metrics, s)
         transactions = TransactionStore(self.db)
+        auth, certificates = self.auth, self.certificates
+
+        def after_accepted_boot(charger_id: str) -> None:
+            # The offline configuration, and a certificate the charger has not received yet.
+            auth.on_boot_accepted(charger_id)
+            if certificates is not None:
+                certificates.on_boot_accepted(charger_id)
+
         services = HandlerServices(
             writer=self.writer,
             transactions=transactions,
             authorizer_for=self.auth.directory.authorizer_for,
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
-            after_accepted_boot=self.auth.on_boot_accepted,
+            after_accepted_boot=after_accepted_boot,
         )
         routes = build_routes(services, self.certificates)
 
@@ -240,6 +257,11 @@ class Evgate:
             reservations,
             number_of,
         )
+        # Commands in the background (Prefer: respond-async, bulk commands), through the
+        # same link, their records in PostgreSQL for every process of the cluster.
+        self.async_commands = AsyncCommands(
+            self.commands, CommandStore(self.db), runner=self.cluster.instance
+        )
         # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
         subscriptions, deliveries = SubscriptionStore(self.db), DeliveryStore(self.db)
         self.dispatcher = Dispatcher(subscriptions, deliveries, _dispatcher_config(s), self.metrics)
@@ -264,6 +286,8 @@ class Evgate:
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
+            async_commands=self.async_commands,
+            certificates=CertificateStore(self.db),
         )
         api = create_api(
             ctx,
@@ -319,6 +343,11 @@ class Evgate:
             with contextlib.suppress(Exception):
                 await self._api_task
             self._api_server = self._api_task = None
+        if self.async_commands is not None:
+            # Before the gateway: a command cut short is recorded interrupted, not as its
+            # charger's disconnection.
+            await self.async_commands.close()
+            self.async_commands = None
         if self.gateway is not None:
             await self.gateway.stop()  # in-flight replies first, then 1001 to every charger
             self.gateway = None

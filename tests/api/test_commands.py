@@ -348,3 +348,48 @@ async def test_charger_gone_before_answering_is_502(evgate: Evgate, api: httpx.A
         r = await command
     assert r.status_code == 502, r.text
     assert "disconnected" in r.json()["detail"]
+
+
+async def test_commands_reach_the_charger_in_the_schemas_member_order(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """Whatever the order of the API body, the charger receives each object's members in the
+    order of the official schema's properties, nested objects too (issue 21.4)."""
+    seen: list[list] = []
+
+    def answer(frame: list) -> list:
+        seen.append(frame)
+        return _accept(frame)
+
+    local_list = {
+        "listVersion": 3,
+        "updateType": "Full",
+        "localAuthorizationList": [
+            {"idTagInfo": {"status": "Accepted", "expiryDate": _LATER}, "idTag": "TAG-1"}
+        ],
+    }
+    profile = msgspec.json.decode(msgspec.json.encode(_EVERY_COMMAND["SetChargingProfile"][0]))
+    profile["csChargingProfiles"]["validTo"] = _LATER
+    profile["csChargingProfiles"]["chargingSchedule"]["duration"] = 3600
+    async with _charger(evgate, api, answer):
+        for action, body in [("SendLocalList", local_list), ("SetChargingProfile", profile)]:
+            r = await api.post(f"/api/v1/chargers/CP-1/commands/{action}", json=body)
+            assert r.status_code == 200, r.text
+    sent_list, sent_profile = seen[0][3], seen[1][3]
+    assert list(sent_list) == ["listVersion", "localAuthorizationList", "updateType"]
+    assert list(sent_list["localAuthorizationList"][0]) == ["idTag", "idTagInfo"]
+    assert list(sent_list["localAuthorizationList"][0]["idTagInfo"]) == ["expiryDate", "status"]
+    sent = sent_profile["csChargingProfiles"]
+    assert list(sent) == [
+        "chargingProfileId",
+        "stackLevel",
+        "chargingProfilePurpose",
+        "chargingProfileKind",
+        "validTo",
+        "chargingSchedule",
+    ]
+    assert list(sent["chargingSchedule"]) == [
+        "duration",
+        "chargingRateUnit",
+        "chargingSchedulePeriod",
+    ]

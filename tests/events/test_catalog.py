@@ -8,7 +8,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from evgate.events.catalog import CATALOG, EMITTED, NOT_EMITTED, PAYLOAD_TYPES
+from evgate.events.catalog import (
+    CATALOG,
+    EMITTED,
+    EVGATE_EVENTS,
+    EVGATE_PAYLOAD_TYPES,
+    NOT_EMITTED,
+    PAYLOAD_TYPES,
+    SUBSCRIBABLE,
+)
 
 _SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference"
 _COPY = Path(__file__).resolve().parent / "reference"
@@ -104,3 +112,13 @@ def test_payload_fields_are_the_catalogs(name: str) -> None:
         if required and ("." not in p or p.rsplit(".", 1)[0] in ours) and p not in ours
     }
     assert not missing, f"{name}: required fields missing: {sorted(missing)}"
+
+
+def test_evgate_events_are_apart_from_the_catalog() -> None:
+    """evgate's own events (command.completed) are not AMPECO's: not in CATALOG, not in the
+    reference files, each with its payload type, and subscribable beside the catalog's."""
+    reference = set(_subscribable()) | set(_fields())
+    assert set(EVGATE_EVENTS) == {"command.completed"} == set(EVGATE_PAYLOAD_TYPES)
+    assert not set(EVGATE_EVENTS) & (set(CATALOG) | reference)
+    assert set(CATALOG) | set(EVGATE_EVENTS) == SUBSCRIBABLE
+    assert all("not AMPECO's" in by for by in EVGATE_EVENTS.values())

@@ -183,7 +183,7 @@ async def test_sign_certificate_with_a_ca_signs_and_sends_the_chain(
     issued by the CA; a CSR naming another charger, or garbage, is Rejected."""
     link = RecordingLink()
     ca_cert, ca_key = make_ca(tmp_path)
-    service = CertificateService(ca_cert, ca_key, link)  # type: ignore[arg-type]
+    service = CertificateService(ca_cert, ca_key, bench.writer, link)  # type: ignore[arg-type]
     routes = build_routes(bench.services, service)
     ctx = ChargerContext("CP-1")
     try:

@@ -19,8 +19,9 @@ from litestar.types import ControllerRouterHandler
 from swagger_ui_bundle import swagger_ui_path
 
 import evgate
+from evgate.api.certificates import CertificateController
 from evgate.api.chargers import ChargerController
-from evgate.api.commands import CommandController
+from evgate.api.commands import BulkCommandController, CommandController, CommandStatusController
 from evgate.api.context import ApiContext
 from evgate.api.inputs import check_request
 from evgate.api.installations import InstallationController
@@ -55,7 +56,10 @@ def create_api(
         path="/",
         route_handlers=[
             ChargerController,
+            CertificateController,
             CommandController,
+            CommandStatusController,
+            BulkCommandController,
             InstallationController,
             TokenController,
             *route_handlers,

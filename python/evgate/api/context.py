@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
 
+from evgate.api.async_commands import AsyncCommands
 from evgate.api.services import (
     CdrService,
     ChargingApi,
@@ -16,6 +17,7 @@ from evgate.auth.installations import Installations
 from evgate.auth.registry import ChargerRegistry
 from evgate.gateway.interface import ChargerLink
 from evgate.metrics import Registry
+from evgate.storage.certificates import CertificateStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.tokens import TokenStore
 
@@ -34,6 +36,11 @@ class ApiContext:
     notifications: NotificationService
     # Charge detail records (api/cdrs.py).
     cdrs: CdrService
+    # Commands in the background: Prefer: respond-async and bulk commands, and their records
+    # (issue 21.5, api/async_commands.py).
+    async_commands: AsyncCommands
+    # Certificates signed for chargers and their delivery (issue 21.6, api/certificates.py).
+    certificates: CertificateStore
     # Transactions, connectors, meter values and id-tags (api/charging.py).
     charging: ChargingApi
     # Reservations (api/reservations.py).

@@ -22,7 +22,7 @@ from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.security import Principal
-from evgate.events.catalog import CATALOG, NOT_EMITTED
+from evgate.events.catalog import NOT_EMITTED, SUBSCRIBABLE
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
 from evgate.storage.deliveries import FailedDelivery
 from evgate.storage.kafka_settings import Codec, KafkaSettings, Mechanism, SecurityProtocol
@@ -127,7 +127,7 @@ class Resent(msgspec.Struct, rename="camel"):
 
 
 def _names(names: list[str]) -> list[str]:
-    unknown = [n for n in names if n not in CATALOG]
+    unknown = [n for n in names if n not in SUBSCRIBABLE]
     if unknown:
         raise Unprocessable(f"notifications: unknown event name(s) {unknown}", unknown=unknown)
     return list(dict.fromkeys(names))  # duplicates dropped, order kept

@@ -120,9 +120,10 @@ def _document(method: str, operation: Operation, opt: dict[str, Any], own_guard:
         operation.request_body = RequestBody(content=_json(opt["request_schema"]), required=False)
     responses = operation.responses if operation.responses is not None else {}
     if "answer_schema" in opt:
-        for code, response in responses.items():
-            if code.startswith("2") and isinstance(response, OpenAPIResponse):
-                response.content = _json(opt["answer_schema"])
+        # The route's own answer (200); another 2xx (a command's 202) documents itself.
+        response = responses.get("200")
+        if isinstance(response, OpenAPIResponse):
+            response.content = _json(opt["answer_schema"])
     # Litestar's own 400 (ValidationException as application/json) is never sent as such.
     errors = [code for code in responses if not code.startswith("2")]
     for code in errors:

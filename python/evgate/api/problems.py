@@ -59,11 +59,18 @@ class ApiError(Exception):
 
     status = 500
 
-    def __init__(self, detail: str, status: int | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if status is not None:
             self.status = status
+        self.headers = headers
         self.extra = extra
 
 
@@ -93,7 +100,7 @@ def problem(
 
 
 def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
-    return problem(exc.status, exc.detail, **exc.extra)
+    return problem(exc.status, exc.detail, headers=exc.headers, **exc.extra)
 
 
 def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:

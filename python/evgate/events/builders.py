@@ -59,6 +59,7 @@ __all__ = [
     "boot_notification",
     "cdr_id",
     "charger_changed",
+    "command_completed",
     "configuration_synced",
     "data_transfer",
     "diagnostics_status",
@@ -586,4 +587,31 @@ def reservation_changed(
     return _entry(
         charger_id,
         c.ReservationChanged(reservationId=reservation_id, status=status, lastUpdatedAt=at),
+    )
+
+
+def command_completed(
+    charger_id: str,
+    command_id: str,
+    bulk_command_id: str | None,
+    action: str,
+    response: bytes | None,
+    problem: c.CommandProblem | None,
+    at: datetime,
+) -> OutboxEntry:
+    """command.completed (evgate's, not AMPECO's): ``completed`` with the charger's
+    ``response`` payload (JSON), else ``failed`` with its ``problem``. Ordered with the
+    charger's other events."""
+    return _entry(
+        charger_id,
+        c.CommandCompleted(
+            commandId=command_id,
+            bulkCommandId=bulk_command_id,
+            networkId=charger_id,
+            action=action,
+            status="failed" if problem is not None else "completed",
+            response=None if response is None else msgspec.Raw(response),
+            problem=problem,
+            completedAt=at,
+        ),
     )

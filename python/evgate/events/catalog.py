@@ -30,7 +30,12 @@ from msgspec import UNSET, UnsetType
 __all__ = [
     "CATALOG",
     "EMITTED",
+    "EVGATE_EVENTS",
+    "EVGATE_PAYLOAD_TYPES",
     "NOT_EMITTED",
+    "SUBSCRIBABLE",
+    "CommandCompleted",
+    "CommandProblem",
     "Event",
 ]
 
@@ -89,6 +94,15 @@ CATALOG: dict[str, str | None] = {
 }
 EMITTED = frozenset(name for name, by in CATALOG.items() if by is not None)
 NOT_EMITTED = frozenset(name for name, by in CATALOG.items() if by is None)
+
+# evgate's own events: NOT in AMPECO's catalog (a consumer written for that catalog never asks
+# for them), subscribable and delivered like the catalog's. Name → what emits it.
+EVGATE_EVENTS: dict[str, str] = {
+    "command.completed": "a command sent with Prefer: respond-async, or one charger's command"
+    " of a bulk command, completed or failed (api/async_commands; evgate's, not AMPECO's)",
+}
+#: Every name a subscription may list: the catalog's and evgate's own.
+SUBSCRIBABLE = frozenset(CATALOG) | frozenset(EVGATE_EVENTS)
 
 Action = Literal["created", "updated", "deleted"]
 NetworkStatus = Literal["never connected", "available", "temporarily unavailable",
@@ -355,3 +369,52 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         CdrReceived,
     )
 }
+
+
+# evgate's own events (EVGATE_EVENTS), not AMPECO's.
+
+
+class CommandProblem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Why a command failed: ``type`` is one of ``timeout``, ``charger-offline``,
+    ``charger-disconnected``, ``charger-busy``, ``callerror`` (with the charger's
+    ``errorCode``, ``errorDescription``, ``errorDetails``), ``invalid-response`` (with the
+    OCPP ``errorCode`` of the violation), ``refused`` (evgate would not send it),
+    ``interrupted`` (the evgate process running it stopped), ``unavailable`` (the database was
+    away: not sent) or ``internal-error`` (a bug, logged); ``status`` is the HTTP status the
+    synchronous form answers for it."""
+
+    type: Literal[
+        "timeout",
+        "charger-offline",
+        "charger-disconnected",
+        "charger-busy",
+        "callerror",
+        "invalid-response",
+        "refused",
+        "interrupted",
+        "unavailable",
+        "internal-error",
+    ]
+    status: int
+    detail: str
+    errorCode: str | UnsetType = UNSET
+    errorDescription: str | UnsetType = UNSET
+    errorDetails: dict[str, Any] | UnsetType = UNSET
+
+
+class CommandCompleted(Event, tag="command.completed", kw_only=True):
+    """evgate's, not AMPECO's: a command of the asynchronous API ended. ``response`` is the
+    charger's CALLRESULT payload (``completed``), ``problem`` why it failed (``failed``);
+    ``bulkCommandId`` names its bulk command, if any."""
+
+    commandId: str
+    bulkCommandId: str | None
+    networkId: str
+    action: str
+    status: Literal["completed", "failed"]
+    response: msgspec.Raw | None
+    problem: CommandProblem | None
+    completedAt: datetime
+
+
+EVGATE_PAYLOAD_TYPES: dict[str, type[Event]] = {"command.completed": CommandCompleted}

@@ -10,7 +10,8 @@ then every ``interval`` seconds):
   default partition holds);
 * with ``retention_days`` > 0, drops the daily partitions whose whole day is older than that,
   and deletes such rows from the default partition (rollups are kept: they are small);
-* deletes ``writer_commits`` entries older than a day (they matter only for minutes).
+* deletes ``writer_commits`` entries older than a day (they matter only for minutes), and
+  the API's command records past their ``expires_at`` (``storage/commands.py``).
 
 Every ``fold_interval`` seconds, the rollup fold: the writer appends each batch's per-minute
 rollups as partial rows (storage/meter_values.py), so a series and minute gets one row per
@@ -33,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
+from evgate.storage.commands import prune_commands
 from evgate.storage.db import Database
 from evgate.storage.meter_values import fold_rollups
 from evgate.tasks import OwnedTask
@@ -169,6 +171,7 @@ class Maintenance:
             await conn.execute(
                 "DELETE FROM writer_commits WHERE committed_at < now() - interval '1 day'"
             )
+            await prune_commands(conn)
 
     async def partitions(self, conn: asyncpg.Connection | None = None) -> set[date]:
         """The days that have a partition."""

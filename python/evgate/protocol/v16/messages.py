@@ -230,6 +230,13 @@ class Message(
 ):
     """Base of every OCPP 1.6J payload and nested object type.
 
+    Fields are declared in the order of the official schema's ``properties`` and msgspec
+    encodes them in declaration order, so every message evgate sends has its members in the
+    schema's order (charger firmware with naive parsers exists; ``tests/protocol/
+    test_schema_order.py`` keeps the two in step). That puts required fields after optional
+    ones, which msgspec allows only for keyword-only fields; ``kw_only`` applies to the fields
+    a class declares itself, not to a subclass's, so each subclass repeats it.
+
     ``gc=False``: instances hold only strings, numbers, enums, datetimes and lists of other
     Messages, so they cannot form reference cycles, and skipping the cycle collector's
     tracking makes decoding cheaper on the hot path.
@@ -239,22 +246,22 @@ class Message(
 # Objects nested in several payloads.
 
 
-class IdTagInfo(Message):
+class IdTagInfo(Message, kw_only=True):
     """How the CSMS judges an id tag (Authorize, Start/StopTransaction, SendLocalList)."""
 
-    status: AuthorizationStatus
     expiry_date: DateTime | UnsetType = UNSET
     parent_id_tag: CiString20 | UnsetType = UNSET
+    status: AuthorizationStatus
 
 
-class AuthorizationData(Message):
+class AuthorizationData(Message, kw_only=True):
     """One entry of the local authorization list sent with SendLocalList.req."""
 
     id_tag: CiString20
     id_tag_info: IdTagInfo | UnsetType = UNSET
 
 
-class SampledValue(Message):
+class SampledValue(Message, kw_only=True):
     """One measured value; ``value`` is a string on the wire, as OCPP defines it."""
 
     value: str
@@ -266,7 +273,7 @@ class SampledValue(Message):
     unit: UnitOfMeasure | UnsetType = UNSET
 
 
-class MeterValue(Message):
+class MeterValue(Message, kw_only=True):
     """Sampled values taken at one instant.
 
     MeterValues.req requires at least one sampled value here, StopTransaction.req's
@@ -278,7 +285,7 @@ class MeterValue(Message):
     sampled_value: list[SampledValue]
 
 
-class ChargingSchedulePeriod(Message):
+class ChargingSchedulePeriod(Message, kw_only=True):
     """One period of a charging schedule; ``limit`` has at most one decimal (multipleOf 0.1)."""
 
     start_period: int
@@ -286,31 +293,31 @@ class ChargingSchedulePeriod(Message):
     number_phases: int | UnsetType = UNSET
 
 
-class ChargingSchedule(Message):
+class ChargingSchedule(Message, kw_only=True):
     """A charging schedule; ``minChargingRate`` has at most one decimal (multipleOf 0.1)."""
 
-    charging_rate_unit: ChargingRateUnitType
-    charging_schedule_period: list[ChargingSchedulePeriod]
     duration: int | UnsetType = UNSET
     start_schedule: DateTime | UnsetType = UNSET
+    charging_rate_unit: ChargingRateUnitType
+    charging_schedule_period: list[ChargingSchedulePeriod]
     min_charging_rate: float | UnsetType = UNSET
 
 
-class ChargingProfile(Message):
+class ChargingProfile(Message, kw_only=True):
     """A charging profile (SetChargingProfile.req, RemoteStartTransaction.req)."""
 
     charging_profile_id: int
+    transaction_id: int | UnsetType = UNSET
     stack_level: int
     charging_profile_purpose: ChargingProfilePurposeType
     charging_profile_kind: ChargingProfileKindType
-    charging_schedule: ChargingSchedule
-    transaction_id: int | UnsetType = UNSET
     recurrency_kind: RecurrencyKindType | UnsetType = UNSET
     valid_from: DateTime | UnsetType = UNSET
     valid_to: DateTime | UnsetType = UNSET
+    charging_schedule: ChargingSchedule
 
 
-class KeyValue(Message):
+class KeyValue(Message, kw_only=True):
     """One configuration key reported in GetConfiguration.conf."""
 
     key: CiString50
@@ -318,7 +325,7 @@ class KeyValue(Message):
     value: CiString500 | UnsetType = UNSET
 
 
-class CertificateHashData(Message):
+class CertificateHashData(Message, kw_only=True):
     """Identifies a certificate by its issuer hashes and serial number (security extension)."""
 
     hash_algorithm: HashAlgorithm
@@ -327,7 +334,7 @@ class CertificateHashData(Message):
     serial_number: String40
 
 
-class LogParameters(Message):
+class LogParameters(Message, kw_only=True):
     """Where to upload a log and which period it covers (GetLog.req)."""
 
     remote_location: String512
@@ -335,32 +342,32 @@ class LogParameters(Message):
     latest_timestamp: DateTime | UnsetType = UNSET
 
 
-class Firmware(Message):
+class Firmware(Message, kw_only=True):
     """A signed firmware image to install (SignedUpdateFirmware.req)."""
 
     location: String512
     retrieve_date_time: DateTime
+    install_date_time: DateTime | UnsetType = UNSET
     signing_certificate: String5500
     signature: String800
-    install_date_time: DateTime | UnsetType = UNSET
 
 
 # Payloads, one request and one response per action, in alphabetical order of action.
 
 
-class AuthorizeRequest(Message):
+class AuthorizeRequest(Message, kw_only=True):
     """Authorize.req (charger → CSMS)."""
 
     id_tag: CiString20
 
 
-class AuthorizeResponse(Message):
+class AuthorizeResponse(Message, kw_only=True):
     """Authorize.conf (CSMS → charger)."""
 
     id_tag_info: IdTagInfo
 
 
-class BootNotificationRequest(Message):
+class BootNotificationRequest(Message, kw_only=True):
     """BootNotification.req (charger → CSMS)."""
 
     charge_point_vendor: CiString20
@@ -374,7 +381,7 @@ class BootNotificationRequest(Message):
     meter_serial_number: CiString25 | UnsetType = UNSET
 
 
-class BootNotificationResponse(Message):
+class BootNotificationResponse(Message, kw_only=True):
     """BootNotification.conf (CSMS → charger)."""
 
     status: RegistrationStatus
@@ -382,67 +389,67 @@ class BootNotificationResponse(Message):
     interval: int
 
 
-class CancelReservationRequest(Message):
+class CancelReservationRequest(Message, kw_only=True):
     """CancelReservation.req (CSMS → charger)."""
 
     reservation_id: int
 
 
-class CancelReservationResponse(Message):
+class CancelReservationResponse(Message, kw_only=True):
     """CancelReservation.conf (charger → CSMS)."""
 
     status: CancelReservationStatus
 
 
-class CertificateSignedRequest(Message):
+class CertificateSignedRequest(Message, kw_only=True):
     """CertificateSigned.req (CSMS → charger)."""
 
     certificate_chain: String10000
 
 
-class CertificateSignedResponse(Message):
+class CertificateSignedResponse(Message, kw_only=True):
     """CertificateSigned.conf (charger → CSMS)."""
 
     status: CertificateSignedStatus
 
 
-class ChangeAvailabilityRequest(Message):
+class ChangeAvailabilityRequest(Message, kw_only=True):
     """ChangeAvailability.req (CSMS → charger)."""
 
     connector_id: int
     type: AvailabilityType
 
 
-class ChangeAvailabilityResponse(Message):
+class ChangeAvailabilityResponse(Message, kw_only=True):
     """ChangeAvailability.conf (charger → CSMS)."""
 
     status: AvailabilityStatus
 
 
-class ChangeConfigurationRequest(Message):
+class ChangeConfigurationRequest(Message, kw_only=True):
     """ChangeConfiguration.req (CSMS → charger)."""
 
     key: CiString50
     value: CiString500
 
 
-class ChangeConfigurationResponse(Message):
+class ChangeConfigurationResponse(Message, kw_only=True):
     """ChangeConfiguration.conf (charger → CSMS)."""
 
     status: ConfigurationStatus
 
 
-class ClearCacheRequest(Message):
+class ClearCacheRequest(Message, kw_only=True):
     """ClearCache.req (CSMS → charger)."""
 
 
-class ClearCacheResponse(Message):
+class ClearCacheResponse(Message, kw_only=True):
     """ClearCache.conf (charger → CSMS)."""
 
     status: ClearCacheStatus
 
 
-class ClearChargingProfileRequest(Message):
+class ClearChargingProfileRequest(Message, kw_only=True):
     """ClearChargingProfile.req (CSMS → charger)."""
 
     id: int | UnsetType = UNSET
@@ -451,13 +458,13 @@ class ClearChargingProfileRequest(Message):
     stack_level: int | UnsetType = UNSET
 
 
-class ClearChargingProfileResponse(Message):
+class ClearChargingProfileResponse(Message, kw_only=True):
     """ClearChargingProfile.conf (charger → CSMS)."""
 
     status: ClearChargingProfileStatus
 
 
-class DataTransferRequest(Message):
+class DataTransferRequest(Message, kw_only=True):
     """DataTransfer.req (either way)."""
 
     vendor_id: CiString255
@@ -465,59 +472,59 @@ class DataTransferRequest(Message):
     data: str | UnsetType = UNSET
 
 
-class DataTransferResponse(Message):
+class DataTransferResponse(Message, kw_only=True):
     """DataTransfer.conf (either way)."""
 
     status: DataTransferStatus
     data: str | UnsetType = UNSET
 
 
-class DeleteCertificateRequest(Message):
+class DeleteCertificateRequest(Message, kw_only=True):
     """DeleteCertificate.req (CSMS → charger)."""
 
     certificate_hash_data: CertificateHashData
 
 
-class DeleteCertificateResponse(Message):
+class DeleteCertificateResponse(Message, kw_only=True):
     """DeleteCertificate.conf (charger → CSMS)."""
 
     status: DeleteCertificateStatus
 
 
-class DiagnosticsStatusNotificationRequest(Message):
+class DiagnosticsStatusNotificationRequest(Message, kw_only=True):
     """DiagnosticsStatusNotification.req (charger → CSMS)."""
 
     status: DiagnosticsStatus
 
 
-class DiagnosticsStatusNotificationResponse(Message):
+class DiagnosticsStatusNotificationResponse(Message, kw_only=True):
     """DiagnosticsStatusNotification.conf (CSMS → charger)."""
 
 
-class ExtendedTriggerMessageRequest(Message):
+class ExtendedTriggerMessageRequest(Message, kw_only=True):
     """ExtendedTriggerMessage.req (CSMS → charger)."""
 
     requested_message: ExtendedMessageTrigger
     connector_id: int | UnsetType = UNSET
 
 
-class ExtendedTriggerMessageResponse(Message):
+class ExtendedTriggerMessageResponse(Message, kw_only=True):
     """ExtendedTriggerMessage.conf (charger → CSMS)."""
 
     status: TriggerMessageStatus
 
 
-class FirmwareStatusNotificationRequest(Message):
+class FirmwareStatusNotificationRequest(Message, kw_only=True):
     """FirmwareStatusNotification.req (charger → CSMS)."""
 
     status: FirmwareStatus
 
 
-class FirmwareStatusNotificationResponse(Message):
+class FirmwareStatusNotificationResponse(Message, kw_only=True):
     """FirmwareStatusNotification.conf (CSMS → charger)."""
 
 
-class GetCompositeScheduleRequest(Message):
+class GetCompositeScheduleRequest(Message, kw_only=True):
     """GetCompositeSchedule.req (CSMS → charger)."""
 
     connector_id: int
@@ -525,7 +532,7 @@ class GetCompositeScheduleRequest(Message):
     charging_rate_unit: ChargingRateUnitType | UnsetType = UNSET
 
 
-class GetCompositeScheduleResponse(Message):
+class GetCompositeScheduleResponse(Message, kw_only=True):
     """GetCompositeSchedule.conf (charger → CSMS)."""
 
     status: GetCompositeScheduleStatus
@@ -534,20 +541,20 @@ class GetCompositeScheduleResponse(Message):
     charging_schedule: ChargingSchedule | UnsetType = UNSET
 
 
-class GetConfigurationRequest(Message):
+class GetConfigurationRequest(Message, kw_only=True):
     """GetConfiguration.req (CSMS → charger)."""
 
     key: list[CiString50] | UnsetType = UNSET
 
 
-class GetConfigurationResponse(Message):
+class GetConfigurationResponse(Message, kw_only=True):
     """GetConfiguration.conf (charger → CSMS)."""
 
     configuration_key: list[KeyValue] | UnsetType = UNSET
     unknown_key: list[CiString50] | UnsetType = UNSET
 
 
-class GetDiagnosticsRequest(Message):
+class GetDiagnosticsRequest(Message, kw_only=True):
     """GetDiagnostics.req (CSMS → charger)."""
 
     location: str
@@ -557,38 +564,38 @@ class GetDiagnosticsRequest(Message):
     stop_time: DateTime | UnsetType = UNSET
 
 
-class GetDiagnosticsResponse(Message):
+class GetDiagnosticsResponse(Message, kw_only=True):
     """GetDiagnostics.conf (charger → CSMS)."""
 
     file_name: CiString255 | UnsetType = UNSET
 
 
-class GetInstalledCertificateIdsRequest(Message):
+class GetInstalledCertificateIdsRequest(Message, kw_only=True):
     """GetInstalledCertificateIds.req (CSMS → charger)."""
 
     certificate_type: CertificateUse
 
 
-class GetInstalledCertificateIdsResponse(Message):
+class GetInstalledCertificateIdsResponse(Message, kw_only=True):
     """GetInstalledCertificateIds.conf (charger → CSMS)."""
 
-    status: GetInstalledCertificateStatus
     certificate_hash_data: Annotated[list[CertificateHashData], Meta(min_length=1)] | UnsetType = (
         UNSET
     )
+    status: GetInstalledCertificateStatus
 
 
-class GetLocalListVersionRequest(Message):
+class GetLocalListVersionRequest(Message, kw_only=True):
     """GetLocalListVersion.req (CSMS → charger)."""
 
 
-class GetLocalListVersionResponse(Message):
+class GetLocalListVersionResponse(Message, kw_only=True):
     """GetLocalListVersion.conf (charger → CSMS)."""
 
     list_version: int
 
 
-class GetLogRequest(Message):
+class GetLogRequest(Message, kw_only=True):
     """GetLog.req (CSMS → charger)."""
 
     log: LogParameters
@@ -598,114 +605,114 @@ class GetLogRequest(Message):
     retry_interval: int | UnsetType = UNSET
 
 
-class GetLogResponse(Message):
+class GetLogResponse(Message, kw_only=True):
     """GetLog.conf (charger → CSMS)."""
 
     status: LogStatus
     filename: CiString255 | UnsetType = UNSET
 
 
-class HeartbeatRequest(Message):
+class HeartbeatRequest(Message, kw_only=True):
     """Heartbeat.req (charger → CSMS)."""
 
 
-class HeartbeatResponse(Message):
+class HeartbeatResponse(Message, kw_only=True):
     """Heartbeat.conf (CSMS → charger)."""
 
     current_time: DateTime
 
 
-class InstallCertificateRequest(Message):
+class InstallCertificateRequest(Message, kw_only=True):
     """InstallCertificate.req (CSMS → charger)."""
 
     certificate_type: CertificateUse
     certificate: String5500
 
 
-class InstallCertificateResponse(Message):
+class InstallCertificateResponse(Message, kw_only=True):
     """InstallCertificate.conf (charger → CSMS)."""
 
     status: InstallCertificateStatus
 
 
-class LogStatusNotificationRequest(Message):
+class LogStatusNotificationRequest(Message, kw_only=True):
     """LogStatusNotification.req (charger → CSMS)."""
 
     status: UploadLogStatus
     request_id: int | UnsetType = UNSET
 
 
-class LogStatusNotificationResponse(Message):
+class LogStatusNotificationResponse(Message, kw_only=True):
     """LogStatusNotification.conf (CSMS → charger)."""
 
 
-class MeterValuesRequest(Message):
+class MeterValuesRequest(Message, kw_only=True):
     """MeterValues.req (charger → CSMS)."""
 
     connector_id: int
-    meter_value: Annotated[list[MeterValue], Meta(min_length=1)]
     transaction_id: int | UnsetType = UNSET
+    meter_value: Annotated[list[MeterValue], Meta(min_length=1)]
 
 
-class MeterValuesResponse(Message):
+class MeterValuesResponse(Message, kw_only=True):
     """MeterValues.conf (CSMS → charger)."""
 
 
-class RemoteStartTransactionRequest(Message):
+class RemoteStartTransactionRequest(Message, kw_only=True):
     """RemoteStartTransaction.req (CSMS → charger)."""
 
-    id_tag: CiString20
     connector_id: int | UnsetType = UNSET
+    id_tag: CiString20
     charging_profile: ChargingProfile | UnsetType = UNSET
 
 
-class RemoteStartTransactionResponse(Message):
+class RemoteStartTransactionResponse(Message, kw_only=True):
     """RemoteStartTransaction.conf (charger → CSMS)."""
 
     status: RemoteStartStopStatus
 
 
-class RemoteStopTransactionRequest(Message):
+class RemoteStopTransactionRequest(Message, kw_only=True):
     """RemoteStopTransaction.req (CSMS → charger)."""
 
     transaction_id: int
 
 
-class RemoteStopTransactionResponse(Message):
+class RemoteStopTransactionResponse(Message, kw_only=True):
     """RemoteStopTransaction.conf (charger → CSMS)."""
 
     status: RemoteStartStopStatus
 
 
-class ReserveNowRequest(Message):
+class ReserveNowRequest(Message, kw_only=True):
     """ReserveNow.req (CSMS → charger)."""
 
     connector_id: int
     expiry_date: DateTime
     id_tag: CiString20
-    reservation_id: int
     parent_id_tag: CiString20 | UnsetType = UNSET
+    reservation_id: int
 
 
-class ReserveNowResponse(Message):
+class ReserveNowResponse(Message, kw_only=True):
     """ReserveNow.conf (charger → CSMS)."""
 
     status: ReservationStatus
 
 
-class ResetRequest(Message):
+class ResetRequest(Message, kw_only=True):
     """Reset.req (CSMS → charger)."""
 
     type: ResetType
 
 
-class ResetResponse(Message):
+class ResetResponse(Message, kw_only=True):
     """Reset.conf (charger → CSMS)."""
 
     status: ResetStatus
 
 
-class SecurityEventNotificationRequest(Message):
+class SecurityEventNotificationRequest(Message, kw_only=True):
     """SecurityEventNotification.req (charger → CSMS)."""
 
     type: CiString50
@@ -713,158 +720,158 @@ class SecurityEventNotificationRequest(Message):
     tech_info: CiString255 | UnsetType = UNSET
 
 
-class SecurityEventNotificationResponse(Message):
+class SecurityEventNotificationResponse(Message, kw_only=True):
     """SecurityEventNotification.conf (CSMS → charger)."""
 
 
-class SendLocalListRequest(Message):
+class SendLocalListRequest(Message, kw_only=True):
     """SendLocalList.req (CSMS → charger)."""
 
     list_version: int
-    update_type: UpdateType
     local_authorization_list: list[AuthorizationData] | UnsetType = UNSET
+    update_type: UpdateType
 
 
-class SendLocalListResponse(Message):
+class SendLocalListResponse(Message, kw_only=True):
     """SendLocalList.conf (charger → CSMS)."""
 
     status: UpdateStatus
 
 
-class SetChargingProfileRequest(Message):
+class SetChargingProfileRequest(Message, kw_only=True):
     """SetChargingProfile.req (CSMS → charger)."""
 
     connector_id: int
     cs_charging_profiles: ChargingProfile
 
 
-class SetChargingProfileResponse(Message):
+class SetChargingProfileResponse(Message, kw_only=True):
     """SetChargingProfile.conf (charger → CSMS)."""
 
     status: ChargingProfileStatus
 
 
-class SignCertificateRequest(Message):
+class SignCertificateRequest(Message, kw_only=True):
     """SignCertificate.req (charger → CSMS)."""
 
     csr: String5500
 
 
-class SignCertificateResponse(Message):
+class SignCertificateResponse(Message, kw_only=True):
     """SignCertificate.conf (CSMS → charger)."""
 
     status: GenericStatus
 
 
-class SignedFirmwareStatusNotificationRequest(Message):
+class SignedFirmwareStatusNotificationRequest(Message, kw_only=True):
     """SignedFirmwareStatusNotification.req (charger → CSMS)."""
 
     status: SignedFirmwareStatus
     request_id: int | UnsetType = UNSET
 
 
-class SignedFirmwareStatusNotificationResponse(Message):
+class SignedFirmwareStatusNotificationResponse(Message, kw_only=True):
     """SignedFirmwareStatusNotification.conf (CSMS → charger)."""
 
 
-class SignedUpdateFirmwareRequest(Message):
+class SignedUpdateFirmwareRequest(Message, kw_only=True):
     """SignedUpdateFirmware.req (CSMS → charger)."""
 
-    request_id: int
-    firmware: Firmware
     retries: int | UnsetType = UNSET
     retry_interval: int | UnsetType = UNSET
+    request_id: int
+    firmware: Firmware
 
 
-class SignedUpdateFirmwareResponse(Message):
+class SignedUpdateFirmwareResponse(Message, kw_only=True):
     """SignedUpdateFirmware.conf (charger → CSMS)."""
 
     status: UpdateFirmwareStatus
 
 
-class StartTransactionRequest(Message):
+class StartTransactionRequest(Message, kw_only=True):
     """StartTransaction.req (charger → CSMS)."""
 
     connector_id: int
     id_tag: CiString20
     meter_start: int
-    timestamp: DateTime
     reservation_id: int | UnsetType = UNSET
+    timestamp: DateTime
 
 
-class StartTransactionResponse(Message):
+class StartTransactionResponse(Message, kw_only=True):
     """StartTransaction.conf (CSMS → charger)."""
 
     id_tag_info: IdTagInfo
     transaction_id: int
 
 
-class StatusNotificationRequest(Message):
+class StatusNotificationRequest(Message, kw_only=True):
     """StatusNotification.req (charger → CSMS)."""
 
     connector_id: int
     error_code: ChargePointErrorCode
-    status: ChargePointStatus
     info: CiString50 | UnsetType = UNSET
+    status: ChargePointStatus
     timestamp: DateTime | UnsetType = UNSET
     vendor_id: CiString255 | UnsetType = UNSET
     vendor_error_code: CiString50 | UnsetType = UNSET
 
 
-class StatusNotificationResponse(Message):
+class StatusNotificationResponse(Message, kw_only=True):
     """StatusNotification.conf (CSMS → charger)."""
 
 
-class StopTransactionRequest(Message):
+class StopTransactionRequest(Message, kw_only=True):
     """StopTransaction.req (charger → CSMS)."""
 
+    id_tag: CiString20 | UnsetType = UNSET
     meter_stop: int
     timestamp: DateTime
     transaction_id: int
-    id_tag: CiString20 | UnsetType = UNSET
     reason: Reason | UnsetType = UNSET
     transaction_data: list[MeterValue] | UnsetType = UNSET
 
 
-class StopTransactionResponse(Message):
+class StopTransactionResponse(Message, kw_only=True):
     """StopTransaction.conf (CSMS → charger)."""
 
     id_tag_info: IdTagInfo | UnsetType = UNSET
 
 
-class TriggerMessageRequest(Message):
+class TriggerMessageRequest(Message, kw_only=True):
     """TriggerMessage.req (CSMS → charger)."""
 
     requested_message: MessageTrigger
     connector_id: int | UnsetType = UNSET
 
 
-class TriggerMessageResponse(Message):
+class TriggerMessageResponse(Message, kw_only=True):
     """TriggerMessage.conf (charger → CSMS)."""
 
     status: TriggerMessageStatus
 
 
-class UnlockConnectorRequest(Message):
+class UnlockConnectorRequest(Message, kw_only=True):
     """UnlockConnector.req (CSMS → charger)."""
 
     connector_id: int
 
 
-class UnlockConnectorResponse(Message):
+class UnlockConnectorResponse(Message, kw_only=True):
     """UnlockConnector.conf (charger → CSMS)."""
 
     status: UnlockStatus
 
 
-class UpdateFirmwareRequest(Message):
+class UpdateFirmwareRequest(Message, kw_only=True):
     """UpdateFirmware.req (CSMS → charger)."""
 
     location: str
-    retrieve_date: DateTime
     retries: int | UnsetType = UNSET
+    retrieve_date: DateTime
     retry_interval: int | UnsetType = UNSET
 
 
-class UpdateFirmwareResponse(Message):
+class UpdateFirmwareResponse(Message, kw_only=True):
     """UpdateFirmware.conf (charger → CSMS)."""

@@ -10,5 +10,6 @@ modules with a typed item (a msgspec Struct, or a typed row) and gets a typed
   used by the writer and by EMIT alike).
 * ``outbox``: the outbox rows and EMIT, the op that writes state with its events.
 * ``transactions``, ``connectors``, ``chargers``, ``charger_messages``, ``meter_values``,
-  ``cdrs``, ``sequences``: the ops of those tables (and sequences).
+  ``cdrs``, ``sequences``, ``certificates`` (``signed_certificates``): the ops of those tables
+  (and sequences).
 """
