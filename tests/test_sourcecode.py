@@ -16,7 +16,8 @@ HOMES = {
     "picows": {"gateway"},
     "asyncpg": {"storage"},
     "aiokafka": {"events"},
-    "httpx": {"events", "auth"},
+    "httpx": {"auth"},
+    "aiohttp": {"events"},
     "uvicorn": {"api"},
     "litestar": {"api"},
 }
