@@ -96,7 +96,11 @@ def retry_delay(
 class _Subscription:
     row: SubscriptionRow
     sink: WebhookSink | None = None
+    # The lanes claimed and not yet done delivering: those delivering (at most
+    # ``lanes_per_subscription``, the slots) and as many leased in advance, waiting for a
+    # slot, so that a lane starts the moment another ends rather than after a claim.
     lanes: set[str] = field(default_factory=set)
+    slots: asyncio.Semaphore | None = None
 
 
 class _Books:
@@ -181,6 +185,8 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._refresh_due = 0.0
         self._prune_due = 0.0
+        self._events_due = True
+        self._fan_out_due = 0.0
         self._m_delivered = registry.counter(
             "evgate_notifications_delivered_total", "Events delivered", ("via",)
         )
@@ -241,6 +247,7 @@ class Dispatcher:
     def wake(self) -> None:
         """New events or changed subscriptions: look now rather than at the next poll."""
         self._refresh_due = 0.0
+        self._events_due = True
         self._wakeup.set()
 
     # The loop.
@@ -257,7 +264,13 @@ class Dispatcher:
                     await self._refresh()
                     self._refresh_due = now + self.config.refresh_interval
                 await self._kafka_returns(now)
-                fanned = await self._fan_out()
+                fanned = 0
+                if self._events_due or now >= self._fan_out_due:
+                    # Not on every lane's end: only when told of new events, or each poll.
+                    self._events_due = False
+                    self._fan_out_due = now + self.config.poll_interval
+                    fanned = await self._fan_out()
+                    self._events_due = fanned >= self.config.fan_out_batch
                 claimed = await self._claim()
                 busy = bool(fanned or claimed or self._tasks)
                 if now >= self._prune_due:
@@ -343,26 +356,22 @@ class Dispatcher:
                 await asyncio.wait_for(sink.close(), _STOP_GRACE)
 
     async def _fan_out(self) -> int:
-        """Fan out new outbox rows; returns how many were taken."""
-        # A bounded amount per round, so claiming is not starved by a large backlog.
-        total = 0
-        for _ in range(10):
-            taken = await self.deliveries.fan_out(self.config.fan_out_batch)
-            if not taken:
-                break
-            total += taken
-            self._m_fanned.inc(amount=taken)
-            if taken < self.config.fan_out_batch:
-                break
-        return total
+        """Fan out one batch of new outbox rows; returns how many were taken (a full batch:
+        the next round takes more at once). One batch a round, so that lanes are claimed
+        between batches: delivery of a large backlog starts at once, not after all of it was
+        fanned out."""
+        taken = await self.deliveries.fan_out(self.config.fan_out_batch) or 0
+        self._m_fanned.inc(amount=taken)
+        return taken
 
     async def _claim(self) -> int:
         """Lease due lanes of every subscription with free slots, with their deliveries, in
         one statement, and start them; returns how many were started."""
+        most = 2 * self.config.lanes_per_subscription  # delivering, and as many waiting
         wants = [
-            LaneWant(sub.row.id, self.config.lanes_per_subscription - len(sub.lanes))
+            LaneWant(sub.row.id, most - len(sub.lanes))
             for sub in self._subs.values()
-            if len(sub.lanes) < self.config.lanes_per_subscription
+            if len(sub.lanes) < most
         ]
         claimed = await self.deliveries.claim(wants, self.config.lane_batch, self._lease())
         loop = asyncio.get_running_loop()
@@ -391,13 +400,26 @@ class Dispatcher:
         (written with the other lanes' that end meanwhile, in one transaction); the lane is
         then released (claimed again by the next round if more is pending) or waits."""
         sub_id, charger_id = sub.row.id, lane.charger_id
+        if sub.slots is None:
+            sub.slots = asyncio.Semaphore(self.config.lanes_per_subscription)
+        slots = sub.slots
+        slot = False
         try:
+            await slots.acquire()
+            slot = True
             if not lane.deliveries:
                 outcome = LaneOutcome(sub_id, charger_id, lane.version, [], [])
             elif sub.row.via == "kafka":
                 outcome = await self._kafka_batch(sub, lane)
             else:
                 outcome = await self._webhook_batch(sub, lane)
+            # The slot is free while the outcome is written (the lane stays leased until
+            # then, so no one takes it meanwhile): the next lane starts without waiting for
+            # the bookkeeping, which is what keeps the receiver busy.
+            lane.deliveries.clear()
+            slot = False
+            slots.release()
+            await self._free(sub, charger_id)
             await self._books.record(outcome)
             self._m_delivered.inc(sub.row.via, amount=len(outcome.delivered))
             if outcome.failure is not None:
@@ -419,8 +441,15 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self.deliveries.unlease(sub_id, charger_id)
         finally:
+            if slot:
+                slots.release()
+            await self._free(sub, charger_id)
+
+    async def _free(self, sub: _Subscription, charger_id: str) -> None:
+        """The lane's slot is free (once; the lane may still be recording its outcome)."""
+        if charger_id in sub.lanes:
             sub.lanes.discard(charger_id)
-            if not sub.lanes and self._subs.get(sub_id) is not sub:
+            if not sub.lanes and self._subs.get(sub.row.id) is not sub:
                 await self._close_sink(sub)  # the subscription changed or went meanwhile
             self._wakeup.set()
 
