@@ -185,8 +185,7 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._refresh_due = 0.0
         self._prune_due = 0.0
-        self._events_due = True
-        self._fan_out_due = 0.0
+        self._new_events = asyncio.Event()
         self._m_delivered = registry.counter(
             "evgate_notifications_delivered_total", "Events delivered", ("via",)
         )
@@ -247,12 +246,48 @@ class Dispatcher:
     def wake(self) -> None:
         """New events or changed subscriptions: look now rather than at the next poll."""
         self._refresh_due = 0.0
-        self._events_due = True
+        self._new_events.set()
         self._wakeup.set()
 
-    # The loop.
+    # The loops.
 
     async def _run(self) -> None:
+        """Claims lanes (and refreshes, probes, prunes) on lanes' ends, on ``wake()`` and at
+        the poll interval; the fan-out runs beside it (:meth:`_fan_out_loop`), so that a
+        fan-out never holds up the next claim."""
+        fanning = asyncio.get_running_loop().create_task(
+            self._fan_out_loop(), name="dispatcher-fan-out"
+        )
+        try:
+            await self._claim_loop()
+        finally:
+            await cancel_and_wait(fanning)
+
+    async def _fan_out_loop(self) -> None:
+        wait = self.config.poll_interval
+        retry = self.deliveries.db.health.retry("the dispatcher's fan-out", log, first=1.0)
+        while True:
+            fanned = 0
+            try:
+                fanned = await self._fan_out()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await asyncio.sleep(retry.failed(exc))  # the database is away, most likely
+            else:
+                retry.ok()
+            if fanned:
+                self._wakeup.set()  # new deliveries: claim them
+            if fanned >= 10 * self.config.fan_out_batch:
+                continue  # a backlog: on at once
+            if fanned or self._new_events.is_set():
+                wait = self.config.poll_interval
+            else:
+                wait = min(wait * 2, self.config.idle_poll_interval)
+            self._new_events.clear()
+            await wait_event(self._new_events, wait)
+
+    async def _claim_loop(self) -> None:
         loop = asyncio.get_running_loop()
         wait = self.config.poll_interval
         retry = self.deliveries.db.health.retry("the dispatcher", log, first=1.0)
@@ -264,15 +299,8 @@ class Dispatcher:
                     await self._refresh()
                     self._refresh_due = now + self.config.refresh_interval
                 await self._kafka_returns(now)
-                fanned = 0
-                if self._events_due or now >= self._fan_out_due:
-                    # Not on every lane's end: only when told of new events, or each poll.
-                    self._events_due = False
-                    self._fan_out_due = now + self.config.poll_interval
-                    fanned = await self._fan_out()
-                    self._events_due = fanned >= self.config.fan_out_batch
                 claimed = await self._claim()
-                busy = bool(fanned or claimed or self._tasks)
+                busy = bool(claimed or self._tasks)
                 if now >= self._prune_due:
                     self._prune_due = now + self.config.prune_interval
                     await self.deliveries.prune(self.config.outbox_retention)
@@ -356,13 +384,18 @@ class Dispatcher:
                 await asyncio.wait_for(sink.close(), _STOP_GRACE)
 
     async def _fan_out(self) -> int:
-        """Fan out one batch of new outbox rows; returns how many were taken (a full batch:
-        the next round takes more at once). One batch a round, so that lanes are claimed
-        between batches: delivery of a large backlog starts at once, not after all of it was
-        fanned out."""
-        taken = await self.deliveries.fan_out(self.config.fan_out_batch) or 0
-        self._m_fanned.inc(amount=taken)
-        return taken
+        """Fan out new outbox rows, up to ten batches; returns how many were taken (all ten
+        full: more at once). Bounded, so that a large backlog does not keep the lanes' claims
+        waiting for a fresh snapshot for long; ten, not one, else the lanes claimed between
+        batches would hold a charger's first few events each, and deliver in small batches."""
+        total = 0
+        for _ in range(10):
+            taken = await self.deliveries.fan_out(self.config.fan_out_batch) or 0
+            total += taken
+            self._m_fanned.inc(amount=taken)
+            if taken < self.config.fan_out_batch:
+                break
+        return total
 
     async def _claim(self) -> int:
         """Lease due lanes of every subscription with free slots, with their deliveries, in
