@@ -65,7 +65,7 @@ class DispatcherConfig:
     # How long a Kafka broker may take to acknowledge a produce request; also the age at which
     # aiokafka gives up a record whose partition has no leader.
     kafka_request_timeout: float = 30.0
-    fan_out_batch: int = 1000
+    fan_out_batch: int = 5000
     lanes_per_subscription: int = 16
     lane_batch: int = 100
     poll_interval: float = 0.05
