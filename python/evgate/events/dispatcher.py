@@ -412,7 +412,8 @@ class Dispatcher:
             sub = self._subs[lane.subscription_id]
             sub.lanes.add(lane.charger_id)
             task = loop.create_task(
-                self._lane(sub, lane), name=f"lane:{lane.subscription_id}:{lane.charger_id}"
+                self._lane(sub, lane, loop.time()),
+                name=f"lane:{lane.subscription_id}:{lane.charger_id}",
             )
             self._tasks[task] = sub
             task.add_done_callback(self._forget)
@@ -428,7 +429,7 @@ class Dispatcher:
 
     # A lane.
 
-    async def _lane(self, sub: _Subscription, lane: ClaimedLane) -> None:
+    async def _lane(self, sub: _Subscription, lane: ClaimedLane, claimed_at: float) -> None:
         """Deliver a claimed lane's batch in order, then hand its outcome to the bookkeeper
         (written with the other lanes' that end meanwhile, in one transaction); the lane is
         then released (claimed again by the next round if more is pending) or waits."""
@@ -440,12 +441,15 @@ class Dispatcher:
         try:
             await slots.acquire()
             slot = True
-            if not lane.deliveries:
+            # The lease runs from the claim: a lane that waited long for its slot (a slow
+            # receiver) gives its lease back untouched rather than deliver past it.
+            budget = claimed_at + self._lease() / 2
+            if not lane.deliveries or asyncio.get_running_loop().time() > budget:
                 outcome = LaneOutcome(sub_id, charger_id, lane.version, [], [])
             elif sub.row.via == "kafka":
                 outcome = await self._kafka_batch(sub, lane)
             else:
-                outcome = await self._webhook_batch(sub, lane)
+                outcome = await self._webhook_batch(sub, lane, budget)
             # The slot is free while the outcome is written (the lane stays leased until
             # then, so no one takes it meanwhile): the next lane starts without waiting for
             # the bookkeeping, which is what keeps the receiver busy.
@@ -493,13 +497,14 @@ class Dispatcher:
             )
         return sub.sink
 
-    async def _webhook_batch(self, sub: _Subscription, lane: ClaimedLane) -> LaneOutcome:
+    async def _webhook_batch(
+        self, sub: _Subscription, lane: ClaimedLane, budget: float
+    ) -> LaneOutcome:
         """Deliver in order, up to the first failure (or until half the lease is spent: the
         rest waits for the next claim, so the lease never runs out under a slow receiver)."""
         sink = self._webhook_sink(sub)
         outcome = LaneOutcome(sub.row.id, lane.charger_id, lane.version, [], [])
         loop = asyncio.get_running_loop()
-        budget = loop.time() + self._lease() / 2
         for delivery in lane.deliveries:
             attempt = await sink.deliver(delivery)
             if not attempt.ok:
