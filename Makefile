@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NATIVE_SOURCES := Cargo.toml Cargo.lock rust_ext/Cargo.toml $(wildcard rust_ext/src/*.rs)
 
-.PHONY: install serve test lint typecheck test-rust test-python kafka browser bench clean
+.PHONY: install serve test lint typecheck test-rust test-python kafka browser nginx bench bench-notify clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ kafka:
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The notification benchmarks' webhook receiver: Debian's nginx-light, started by the bench itself
+# (bench/nginx_receiver.py) on a loopback port; never a system service.
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -50,6 +55,9 @@ test: lint typecheck test-rust test-python
 
 bench: $(STAMP)
 	$(BIN)/python bench/protocol.py
+
+bench-notify: $(STAMP) nginx kafka
+	$(BIN)/python bench/notify.py
 
 clean:
 	rm -rf $(VENV) target .cache .mypy_cache .pytest_cache .ruff_cache python/evgate/*.so

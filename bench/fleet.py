@@ -22,6 +22,17 @@ server, over the same window of ``--duration`` seconds after every charger has b
 * meter value rows stored at the end (the ``meter_values`` table of each);
 * reconnect storm: every connection reset at once; seconds until all have booted again.
 
+``--subscribe webhook,kafka`` gives evgate one webhook subscription (nginx answering 204 on
+loopback, ``bench/nginx_receiver.py``) and one Kafka subscription (the test broker,
+tests/harness, the topic stamping each record with the broker's append time) to every event,
+and runs it a second time without them (``evgate-nosub``, beside the same receivers, idle)
+unless ``--servers`` says otherwise.
+*Delivery lag* is, per event created in the measured window, the time the receiver got it
+(nginx's log; the broker's append time) less the outbox row's ``created_at`` (its transaction's
+start, a few ms before its commit: the lag is overstated by that much); its p99 per sink is in
+``--json`` under ``evgate`` as ``delivery_lag_p99_s``, and the round-trip p99 with / without
+subscriptions as ``subscription_p99_ratio``.
+
 The table's last column says how many times better evgate did (higher throughput; lower
 latency, CPU, memory, storm time). ``--json`` prints the same as one object. The defaults
 (2,000 chargers, 60 s windows) finish in about three minutes on a 2-core machine; the time
@@ -65,7 +76,8 @@ from evgate.credentials import digest, new_charger_secret  # noqa: E402
 from evgate.storage.db import apply_migrations  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
 
-SERVERS = ("evgate", "reference")
+SERVERS = ("evgate", "evgate-nosub", "reference")
+SINKS = ("webhook", "kafka")
 ID_TAGS = tuple(f"SIM-TAG-{i:04d}" for i in range(1, 101))
 
 
@@ -113,6 +125,7 @@ class ServerProbe:
     marks: dict[str, float] = field(default_factory=dict)
 
     def begin(self) -> None:
+        self.marks["t0"] = time.time()
         self.marks["cpu0"] = _cpu_seconds(self.server_pid)
         self.marks["db0"] = _cpu_seconds(self.postgres_pid, reaped=True)
 
@@ -120,6 +133,7 @@ class ServerProbe:
         self.marks["cpu"] = _cpu_seconds(self.server_pid) - self.marks["cpu0"]
         self.marks["db"] = _cpu_seconds(self.postgres_pid, reaped=True) - self.marks["db0"]
         self.marks["rss"] = _rss(self.server_pid)
+        self.marks["t1"] = time.time()
 
 
 class ServerRun(msgspec.Struct, kw_only=True):
@@ -133,6 +147,143 @@ class ServerRun(msgspec.Struct, kw_only=True):
     rss_before_mib: float | None = None
     rss_per_charger_kib: float | None = None
     meter_value_rows: int | None = None
+    # With --subscribe: per sink, p99 of event created → receiver got it (s), over the events
+    # created in the window, and how many of those never arrived.
+    delivery_lag_p99_s: dict[str, float | None] | None = None
+    undelivered: dict[str, int] | None = None
+
+
+class Subscribers:
+    """The receivers of ``--subscribe``: nginx for webhooks, the test broker for Kafka;
+    subscriptions to every event in evgate's database, and the lag of what they got."""
+
+    def __init__(self, sinks: list[str]) -> None:
+        self.sinks = sinks
+        self.nginx: Any = None
+        self.broker: Any = None
+        self.topic = f"fleet-{os.getpid()}"
+
+    async def start(self) -> None:
+        sys.path.insert(0, str(ROOT / "bench"))
+        sys.path.insert(0, str(ROOT / "tests"))
+        if "webhook" in self.sinks:
+            from nginx_receiver import NginxReceiver
+
+            self.nginx = NginxReceiver().start()
+        if "kafka" in self.sinks:
+            from harness.kafka import KafkaBroker
+
+            self.broker = KafkaBroker()
+            self.broker.start()  # from the loop's thread: the broker lives as long as it
+            await self.broker.create_topic(
+                self.topic, partitions=4, config={"message.timestamp.type": "LogAppendTime"}
+            )
+
+    async def subscribe(self, dsn: str) -> None:
+        from evgate.events.catalog import CATALOG
+        from evgate.events.signing import hmac_state, new_webhook_secret
+        from evgate.storage.db import Database
+        from evgate.storage.kafka_settings import KafkaSettings
+        from evgate.storage.subscriptions import SubscriptionStore
+
+        db = Database(dsn, pool_size=2)
+        await db.open(migrate=False)
+        try:
+            store = SubscriptionStore(db)
+            common: dict[str, Any] = {
+                "notifications": list(CATALOG),
+                "webhook_secret": new_webhook_secret(),
+                "token_hmac_state": hmac_state(b"evg_fleet-bench"),
+                "created_by": None,
+                "kafka_password": None,
+            }
+            if self.nginx is not None:
+                await store.create_subscription(
+                    via="webhook", callback_url=self.nginx.url, kafka=None, **common
+                )
+            if self.broker is not None:
+                kafka = KafkaSettings(
+                    topic=self.topic, brokers=[self.broker.bootstrap_plain],
+                    compression_codec="gzip", security_protocol="PLAINTEXT",
+                )  # fmt: skip
+                await store.create_subscription(
+                    via="kafka", callback_url=None, kafka=kafka, **common
+                )
+        finally:
+            await db.close()
+
+    @staticmethod
+    async def drain(dsn: str, within: float = 120.0) -> None:
+        """Wait (evgate still running) until no delivery is pending."""
+        conn = await asyncpg.connect(dsn)
+        try:
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                if not await conn.fetchval("SELECT count(*) FROM deliveries"):
+                    return
+                await asyncio.sleep(0.5)
+        finally:
+            await conn.close()
+
+    async def _kafka_arrivals(self, expected: int) -> dict[str, float]:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            self.topic, bootstrap_servers=self.broker.bootstrap_plain,
+            auto_offset_reset="earliest", enable_auto_commit=False,
+        )  # fmt: skip
+        await consumer.start()
+        got: dict[str, float] = {}
+        try:
+            quiet = time.monotonic() + 10
+            while len(got) < expected and time.monotonic() < quiet:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    quiet = time.monotonic() + 10
+                    for r in records:
+                        event_id = dict(r.headers)["event-id"].decode()
+                        got.setdefault(event_id, r.timestamp / 1000)
+        finally:
+            await consumer.stop()
+        return got
+
+    async def lag(
+        self, dsn: str, t0: float, t1: float
+    ) -> tuple[dict[str, float | None], dict[str, int]]:
+        """p99 delivery lag per sink over the events created in [t0, t1), and how many of
+        them did not arrive."""
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT id, extract(epoch FROM created_at)::float8 AS at FROM outbox"
+                " WHERE created_at >= to_timestamp($1) AND created_at < to_timestamp($2)",
+                t0,
+                t1,
+            )
+            total = await conn.fetchval("SELECT count(*) FROM outbox")
+        finally:
+            await conn.close()
+        created = {f"evt_{r['id']}": r["at"] for r in rows}
+        arrivals: dict[str, dict[str, float]] = {}
+        if self.nginx is not None:
+            first: dict[str, float] = {}
+            for when, event_id in self.nginx.arrivals():
+                first.setdefault(event_id, when)
+            arrivals["webhook"] = first
+        if self.broker is not None:
+            arrivals["kafka"] = await self._kafka_arrivals(total)
+        p99: dict[str, float | None] = {}
+        missing: dict[str, int] = {}
+        for sink, got in arrivals.items():
+            lags = sorted(got[e] - at for e, at in created.items() if e in got)
+            missing[sink] = len(created) - len(lags)
+            p99[sink] = round(lags[int(len(lags) * 0.99) - 1], 3) if len(lags) >= 100 else None
+        return p99, missing
+
+    def stop(self) -> None:
+        if self.nginx is not None:
+            self.nginx.stop()
+        if self.broker is not None:
+            self.broker.close()
 
 
 class Bench:
@@ -179,7 +330,7 @@ class Bench:
 
     async def _start(self, server: str, dsn: str, port: int) -> asyncio.subprocess.Process:
         log = (self.workdir / f"{server}.log").open("wb")
-        if server == "evgate":
+        if server.startswith("evgate"):
             env = {
                 **os.environ,
                 "EVGATE_DATABASE_URL": dsn,
@@ -219,7 +370,9 @@ class Bench:
                 continue
             writer.close()
             # Workers bind the shared port one after another: give the last ones time.
-            await asyncio.sleep(1.0 + (self.args.evgate_workers if server == "evgate" else 0))
+            await asyncio.sleep(
+                1.0 + (self.args.evgate_workers if server.startswith("evgate") else 0)
+            )
             return proc
         await self._stop(proc)
         tail = (self.workdir / f"{server}.log").read_text(errors="replace")[-2000:]
@@ -242,13 +395,32 @@ class Bench:
 
     async def run_server(self, server: str) -> ServerRun:
         args = self.args
-        dsn = await self._database(f"bench_{server}")
-        if server == "evgate":
+        dsn = await self._database(f"bench_{server.replace('-', '_')}")
+        # evgate-nosub runs beside the same receivers (idle): the comparison is of evgate's
+        # own cost, not of a Kafka broker's JVM sharing the cores.
+        subscribers = (
+            Subscribers(args.subscribe) if server.startswith("evgate") and args.subscribe else None
+        )
+        if server.startswith("evgate"):
             await self._register_evgate(dsn)
         else:
             await reference_server.register(dsn, self.digests, list(ID_TAGS))
         port = _free_port()
         self.say(f"{server}: starting on 127.0.0.1:{port}")
+        if subscribers is not None:
+            await subscribers.start()
+            if server == "evgate":
+                await subscribers.subscribe(dsn)
+        try:
+            return await self._measure(server, dsn, port, subscribers)
+        finally:
+            if subscribers is not None:
+                subscribers.stop()
+
+    async def _measure(
+        self, server: str, dsn: str, port: int, subscribers: Subscribers | None
+    ) -> ServerRun:
+        args = self.args
         proc = await self._start(server, dsn, port)
         try:
             probe = ServerProbe(proc.pid, self._postgres_pid(), _rss(proc.pid))
@@ -265,8 +437,15 @@ class Bench:
                 probe=probe,
                 progress=lambda line: self.say(f"{server}: {line}"),
             )
+            if subscribers is not None and server == "evgate":
+                self.say(f"{server}: waiting for the deliveries to drain")
+                await subscribers.drain(dsn)
         finally:
             await self._stop(proc)
+        lag: dict[str, float | None] | None = None
+        missing: dict[str, int] | None = None
+        if subscribers is not None and server == "evgate":
+            lag, missing = await subscribers.lag(dsn, probe.marks["t0"], probe.marks["t1"])
         conn = await asyncpg.connect(dsn)
         try:
             rows = await conn.fetchval("SELECT count(*) FROM meter_values")
@@ -283,6 +462,8 @@ class Bench:
                 (probe.marks["rss"] - probe.rss_before) / 1024 / max(result.connected, 1), 2
             ),
             meter_value_rows=int(rows),
+            delivery_lag_p99_s=lag,
+            undelivered=missing,
         )
 
     async def run(self) -> list[ServerRun]:
@@ -339,6 +520,12 @@ def ratios(evgate: ServerRun, reference: ServerRun) -> dict[str, float | None]:
         else:
             out[label] = round(e / r if higher_better else r / e, 2)
     return out
+
+
+def subscription_p99_ratio(subscribed: ServerRun, bare: ServerRun) -> float | None:
+    """Round-trip p99 with subscriptions ÷ without (1.0: they cost the chargers nothing)."""
+    a, b = _value(subscribed, "fleet.p99_ms"), _value(bare, "fleet.p99_ms")
+    return round(a / b, 3) if a and b else None
 
 
 def _fmt(v: float | None) -> str:
@@ -399,6 +586,12 @@ def table(runs: list[ServerRun], args: argparse.Namespace, info: dict[str, Any])
     for r in runs:
         if r.error:
             lines.append(f"{r.server} failed: {r.error.splitlines()[0]}")
+        if r.delivery_lag_p99_s:
+            lags = ", ".join(f"{k} {_fmt(v)} s" for k, v in r.delivery_lag_p99_s.items())
+            lines.append(f"{r.server}: delivery lag p99 {lags} (undelivered: {r.undelivered})")
+    if "evgate" in by and "evgate-nosub" in by:
+        x = subscription_p99_ratio(by["evgate"], by["evgate-nosub"])
+        lines.append(f"round trip p99 with / without subscriptions: {_fmt(x)}")
     if both:
         lines.append("evgate x: how many times better evgate did (higher, or lower, as fits)")
     return "\n".join(lines)
@@ -407,7 +600,18 @@ def table(runs: list[ServerRun], args: argparse.Namespace, info: dict[str, Any])
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chargers", type=int, default=2000)
-    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    parser.add_argument(
+        "--servers",
+        default=None,
+        help="comma-separated subset of evgate, evgate-nosub (evgate without the --subscribe"
+        " subscriptions), reference; default: evgate,reference (and evgate-nosub with"
+        " --subscribe)",
+    )
+    parser.add_argument(
+        "--subscribe",
+        default="",
+        help="comma-separated sinks (webhook,kafka) subscribed to every event of evgate",
+    )
     parser.add_argument("--evgate-workers", type=int, default=1, help="EVGATE_WORKERS")
     parser.add_argument(
         "--server-heartbeat", type=int, default=30, help="interval the servers give chargers"
@@ -424,7 +628,12 @@ def _parser() -> argparse.ArgumentParser:
 
 async def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.subscribe = [s.strip() for s in args.subscribe.split(",") if s.strip()]
+    if set(args.subscribe) - set(SINKS):
+        print(f"unknown sink(s) in --subscribe; choose from {SINKS}", file=sys.stderr)
+        return 2
+    default = SERVERS if args.subscribe else ("evgate", "reference")
+    args.servers = [s.strip() for s in (args.servers or ",".join(default)).split(",") if s.strip()]
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
         print(f"unknown server(s): {sorted(unknown)}; choose from {SERVERS}", file=sys.stderr)
@@ -455,12 +664,15 @@ async def main(argv: list[str]) -> int:
                     "session_mean",
                     "evgate_workers",
                     "connectors",
+                    "subscribe",
                 )
             },
             **{r.server: msgspec.to_builtins(r) for r in runs},
         }
         if "evgate" in by and "reference" in by:
             out["ratios"] = ratios(by["evgate"], by["reference"])
+        if "evgate" in by and "evgate-nosub" in by:
+            out["subscription_p99_ratio"] = subscription_p99_ratio(by["evgate"], by["evgate-nosub"])
         print(json.dumps(out, indent=2))
     else:
         print(table(runs, args, info))

@@ -5,10 +5,11 @@ commit latency of the transactions that write events.
 What is measured, in one run, on this machine:
 
 * **webhook**: ``--events`` outbox rows (spread over ``--chargers`` chargers, so as many lanes)
-  are written first; then the dispatcher starts and the clock runs until the receiver (a
-  minimal HTTP/1.1 server on 127.0.0.1 answering 202) has every one. Peer: the same payloads
-  POSTed by a bare ``httpx.AsyncClient`` with the same concurrency (16) and no database, no
-  signatures, no bookkeeping — the ceiling of the transport.
+  are written first; then the dispatcher starts and the clock runs until the receiver has
+  every one. The receiver is nginx (``bench/nginx_receiver.py``: Debian's nginx-light answering
+  204 on 127.0.0.1, started by the bench), so that it is not the bottleneck; its own ceiling is
+  measured in the same run: the same payloads POSTed by a bare ``aiohttp`` client with the same
+  concurrency (``lanes_per_subscription``, 16) and no database, no signatures, no bookkeeping.
 * **kafka**: the same with a Kafka subscription (the test broker, tests/harness: needs a JDK and
   ``bash tests/harness/kafka/fetch.sh``; ``--no-kafka`` skips). Peer: a bare idempotent
   ``AIOKafkaProducer`` (acks=all, gzip) sending the same records.
@@ -18,7 +19,8 @@ What is measured, in one run, on this machine:
   the charger path never waits for receivers.
 * **charger round trip**: a whole evgate in-process (gateway, handlers, writer, dispatcher);
   ``--chargers-live`` chargers (a bare WebSocket client each, no OCPP library overhead) start a
-  transaction, then send ``--round-trips`` messages each, alternating MeterValues inside the
+  transaction (each an ``evgate.protocol.endpoint.Endpoint`` in the charger role, over
+  ``websockets``), then send ``--round-trips`` messages each, alternating MeterValues inside the
   transaction and StatusNotification — every one emitting events — and the clock runs from
   each CALL sent to its CALLRESULT received. Once with a healthy receiver subscribed to every
   event, once more with a second subscription whose receiver never answers: p50/p99 should not
@@ -42,14 +44,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests"), str(ROOT / "tests" / "events")]
+sys.path[:0] = [str(ROOT / "python"), str(ROOT / "tests"), str(ROOT / "bench")]
 
+import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
-import httpx  # noqa: E402
 import uvloop  # noqa: E402
 import websockets  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-from receiver import Receiver, Reply  # noqa: E402
 
 from evgate.app import Evgate  # noqa: E402
 from evgate.auth.registry import ChargerRegistry  # noqa: E402
@@ -58,11 +59,27 @@ from evgate.events.builders import ChargerRef, network_status  # noqa: E402
 from evgate.events.catalog import CATALOG  # noqa: E402
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig  # noqa: E402
 from evgate.events.signing import hmac_state, new_webhook_secret  # noqa: E402
+from evgate.protocol.endpoint import Endpoint, Role  # noqa: E402
+from evgate.protocol.endpoint import Reply as CallReply  # noqa: E402
+from evgate.protocol.v16 import (  # noqa: E402
+    BootNotificationRequest,
+    ChargePointErrorCode,
+    ChargePointStatus,
+    Measurand,
+    MeterValue,
+    MeterValuesRequest,
+    SampledValue,
+    StartTransactionRequest,
+    StartTransactionResponse,
+    StatusNotificationRequest,
+)
 from evgate.storage.chargers import ChargerStore  # noqa: E402
 from evgate.storage.db import Database, apply_migrations  # noqa: E402
 from evgate.storage.deliveries import DeliveryStore  # noqa: E402
 from evgate.storage.embedded import EmbeddedPostgres  # noqa: E402
 from evgate.storage.subscriptions import SubscriptionStore  # noqa: E402
+from nginx_receiver import NginxReceiver  # noqa: E402
+from support.receiver import Receiver, Reply  # noqa: E402
 
 CONFIG = DispatcherConfig(poll_interval=0.01, refresh_interval=0.2)
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -111,45 +128,51 @@ async def _write(db: Database, rows: list[tuple[str, str, bytes]]) -> None:
         )
 
 
+async def _received(receiver: NginxReceiver, count: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while receiver.count() < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the receiver got {receiver.count()} of {count}")
+        await asyncio.sleep(0.01)
+
+
 async def webhook_rate(pg: EmbeddedPostgres, events: int, chargers: int) -> float:
     db = await _fresh_db(pg)
-    receiver = Receiver()
-    await receiver.start()
     try:
-        store = SubscriptionStore(db)
-        await _subscribe(store, via="webhook", callback_url=receiver.url)
-        await _write(db, _rows(events, chargers))
-        dispatcher = Dispatcher(store, DeliveryStore(store.db), CONFIG)
-        started = time.perf_counter()
-        dispatcher.start()
-        await receiver.wait_for(events, within=600)
-        elapsed = time.perf_counter() - started
-        await dispatcher.stop()
-        return events / elapsed
+        with NginxReceiver() as receiver:
+            store = SubscriptionStore(db)
+            await _subscribe(store, via="webhook", callback_url=receiver.url)
+            await _write(db, _rows(events, chargers))
+            dispatcher = Dispatcher(store, DeliveryStore(store.db), CONFIG)
+            started = time.perf_counter()
+            dispatcher.start()
+            await _received(receiver, events, within=600)
+            elapsed = time.perf_counter() - started
+            await dispatcher.stop()
+            return events / elapsed
     finally:
-        await receiver.stop()
         await db.close()
 
 
 async def webhook_peer_rate(events: int, chargers: int) -> float:
-    receiver = Receiver()
-    await receiver.start()
+    """The receiver's ceiling: a bare aiohttp client, as many connections as evgate's lanes."""
     rows = _rows(events, chargers)
+    lanes = CONFIG.lanes_per_subscription
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for row in rows:
         queue.put_nowait(row[2])
-    try:
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=16)) as client:
+    with NginxReceiver() as receiver:
+        connector = aiohttp.TCPConnector(limit=lanes)
+        async with aiohttp.ClientSession(connector=connector) as client:
 
             async def worker() -> None:
                 while not queue.empty():
-                    await client.post(receiver.url, content=queue.get_nowait())
+                    async with client.post(receiver.url, data=queue.get_nowait()) as r:
+                        await r.read()
 
             started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(16)))
+            await asyncio.gather(*(worker() for _ in range(lanes)))
             return events / (time.perf_counter() - started)
-    finally:
-        await receiver.stop()
 
 
 async def _consume_count(bootstrap: str, topic: str, count: int) -> None:
@@ -204,9 +227,8 @@ async def kafka_rates(pg: EmbeddedPostgres, events: int, chargers: int) -> tuple
 
 async def commit_latency(pg: EmbeddedPostgres, writes: int, stalled: bool) -> dict[str, float]:
     db = await _fresh_db(pg)
-    healthy = Receiver()
+    healthy = NginxReceiver().start()
     stuck = Receiver(lambda _: Reply(delay=60))
-    await healthy.start()
     await stuck.start()
     store = SubscriptionStore(db)
     await _subscribe(store, via="webhook", callback_url=healthy.url)
@@ -226,10 +248,10 @@ async def commit_latency(pg: EmbeddedPostgres, writes: int, stalled: bool) -> di
                 )
             samples.append((time.perf_counter() - started) * 1000)
             await asyncio.sleep(0.002)
-        await healthy.wait_for(3 * writes, within=120)
+        await _received(healthy, 3 * writes, within=120)
     finally:
         await dispatcher.stop()
-        await healthy.stop()
+        healthy.stop()
         await stuck.stop()
         await db.close()
     samples.sort()
@@ -247,46 +269,59 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-class _BareCharger:
-    """One charger on a bare WebSocket: sends a CALL, waits for its answer."""
+class _Charger:
+    """One charger on a bare WebSocket: its protocol state is evgate's ``Endpoint`` in the
+    charger role (unique ids, reply matching); a CALL waits for its CALLRESULT."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
-        self.ids = 0
+        self.endpoint = Endpoint(Role.charger)
 
-    async def call(self, action: str, payload: dict[str, Any]) -> Any:
-        self.ids += 1
-        await self.ws.send(json.dumps([2, str(self.ids), action, payload]))
-        answer = json.loads(await self.ws.recv())
-        assert answer[0] == 3 and answer[1] == str(self.ids), answer
-        return answer[2]
+    async def call(self, action: str, request: Any) -> Any:
+        outgoing = self.endpoint.call(action, request)
+        await self.ws.send(outgoing.data.decode())
+        happening = self.endpoint.receive(await self.ws.recv())
+        assert isinstance(happening, CallReply), happening
+        return happening.response
+
+
+def _meter_values(transaction_id: int, i: int, when: datetime) -> MeterValuesRequest:
+    sample = SampledValue(value=str(10 * i), measurand=Measurand.energy_active_import_register)
+    return MeterValuesRequest(
+        connector_id=1,
+        transaction_id=transaction_id,
+        meter_value=[MeterValue(timestamp=when, sampled_value=[sample])],
+    )
 
 
 async def _drive(url: str, round_trips: int, samples: list[float]) -> None:
     async with websockets.connect(url, subprotocols=["ocpp1.6"], compression=None) as ws:
-        cp = _BareCharger(ws)
-        await cp.call("BootNotification", {"chargePointVendor": "B", "chargePointModel": "M"})
+        cp = _Charger(ws)
+        await cp.call(
+            "BootNotification",
+            BootNotificationRequest(charge_point_vendor="B", charge_point_model="M"),
+        )
         at = datetime.now(UTC)
         start = await cp.call(
             "StartTransaction",
-            {"connectorId": 1, "idTag": "TAG", "meterStart": 0, "timestamp": at.isoformat()},
+            StartTransactionRequest(connector_id=1, id_tag="TAG", meter_start=0, timestamp=at),
         )
-        tx = start["transactionId"]
+        assert isinstance(start, StartTransactionResponse)
+        tx = start.transaction_id
         for i in range(round_trips):
-            when = (at + timedelta(seconds=i + 1)).isoformat()
+            when = at + timedelta(seconds=i + 1)
             if i % 2:
-                action, payload = "StatusNotification", {
-                    "connectorId": 1, "errorCode": "NoError",
-                    "status": "Charging" if i % 4 == 1 else "SuspendedEV", "timestamp": when,
-                }  # fmt: skip
+                status = (
+                    ChargePointStatus.charging if i % 4 == 1 else ChargePointStatus.suspended_ev
+                )
+                action, request = "StatusNotification", StatusNotificationRequest(
+                    connector_id=1, error_code=ChargePointErrorCode.no_error, status=status,
+                    timestamp=when,
+                )  # fmt: skip
             else:
-                action, payload = "MeterValues", {
-                    "connectorId": 1, "transactionId": tx,
-                    "meterValue": [{"timestamp": when, "sampledValue": [
-                        {"value": str(10 * i), "measurand": "Energy.Active.Import.Register"}]}],
-                }  # fmt: skip
+                action, request = "MeterValues", _meter_values(tx, i, when)
             started = time.perf_counter()
-            await cp.call(action, payload)
+            await cp.call(action, request)
             samples.append((time.perf_counter() - started) * 1000)
 
 
@@ -295,9 +330,8 @@ async def charger_round_trip(
 ) -> dict[str, float]:
     """Charger CALL → CALLRESULT latency through a whole evgate that emits events."""
     dsn = await _fresh_dsn(pg)
-    healthy = Receiver()
+    healthy = NginxReceiver().start()
     stuck = Receiver(lambda _: Reply(delay=60))
-    await healthy.start()
     await stuck.start()
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
@@ -327,12 +361,12 @@ async def charger_round_trip(
             # start + 2 per MeterValues + 1 per StatusNotification (+1 for the first), per
             # charger): the stalled one held up nobody else.
             per_charger = 2 + 1 + 1 + 4 + 2 * ((round_trips + 1) // 2) + round_trips // 2 + 1
-            await healthy.wait_for(chargers * per_charger, within=120)
-            result["events_delivered"] = float(len(healthy.received))
+            await _received(healthy, chargers * per_charger, within=120)
+            result["events_delivered"] = float(healthy.count())
             return result
         finally:
             await app.stop()
-            await healthy.stop()
+            healthy.stop()
             await stuck.stop()
 
 
@@ -344,7 +378,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             result: dict[str, Any] = {"events": args.events, "chargers": args.chargers}
             ours = await webhook_rate(pg, args.events, args.chargers)
             peer = await webhook_peer_rate(args.events, args.chargers)
-            result["webhook"] = {"evgate_eps": ours, "bare_httpx_eps": peer, "ratio": ours / peer}
+            result["webhook"] = {"evgate_eps": ours, "bare_aiohttp_eps": peer, "ratio": ours / peer}
             if not args.no_kafka:
                 ours, peer = await kafka_rates(pg, args.events, args.chargers)
                 result["kafka"] = {"evgate_eps": ours, "bare_producer_eps": peer,
@@ -373,7 +407,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def _print(r: dict[str, Any]) -> None:
     print(f"{r['events']} events over {r['chargers']} chargers")
     w = r["webhook"]
-    print(f"webhook  evgate {w['evgate_eps']:8.0f} ev/s   bare httpx {w['bare_httpx_eps']:8.0f}"
+    print(f"webhook  evgate {w['evgate_eps']:8.0f} ev/s   bare aiohttp {w['bare_aiohttp_eps']:8.0f}"
           f" ev/s   evgate/bare {w['ratio']:.2f}")  # fmt: skip
     if "kafka" in r:
         k = r["kafka"]
@@ -396,8 +430,8 @@ def _print(r: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=5000)
-    parser.add_argument("--chargers", type=int, default=100)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--chargers", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--chargers-live", type=int, default=20)
     parser.add_argument("--round-trips", type=int, default=200)

@@ -16,7 +16,8 @@ HOMES = {
     "picows": {"gateway"},
     "asyncpg": {"storage"},
     "aiokafka": {"events"},
-    "httpx": {"events", "auth"},
+    "httpx": {"auth"},
+    "aiohttp": {"events"},
     "uvicorn": {"api"},
     "litestar": {"api"},
 }
@@ -67,7 +68,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     # storage stores what events' pure builders build (outbox rows in the change's own
     # transaction); it never imports the dispatcher or the sinks, which read storage.
     "storage": {"events.builders", "metrics", "native", "outages", "tasks"},
-    "events": {"metrics", "outages", "protocol", "storage", "tasks"},
+    "events": {"metrics", "native", "outages", "protocol", "storage", "tasks"},
     # auth calls chargers (the offline-config push) through the gateway's interface only.
     "auth": {
         "config",

@@ -149,7 +149,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     notification_delivery_timeout: Seconds = 10.0
     # Outbox rows fanned out per query, lanes (chargers) delivered at once per subscription,
     # and events a lane loads at a time: what bounds the dispatcher's memory.
-    notification_fan_out_batch: Positive = 1000
+    notification_fan_out_batch: Positive = 5000
     notification_lanes_per_subscription: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
     notification_lane_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     # How often the dispatcher looks for new events when nothing wakes it.

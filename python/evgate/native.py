@@ -8,6 +8,8 @@ one that refuses to start.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import hmac
 import operator
@@ -23,14 +25,20 @@ __all__ = [
     "METER_ROW",
     "PG_EPOCH_US",
     "ROLLUP_RECORD",
+    "SHA256_BLOCK",
+    "SHA256_INITIAL",
     "USING_NATIVE",
     "copy_meter_rows",
     "hash_secret",
+    "hmac_with_state",
+    "native_hmac_with_state",
     "pure_copy_meter_rows",
     "pure_hash_secret",
+    "pure_hmac_with_state",
     "pure_rollup_1m",
     "pure_verify_secret",
     "rollup_1m",
+    "sha256_compress",
     "verify_secret",
 ]
 
@@ -169,12 +177,119 @@ def pure_copy_meter_rows(rows: list[tuple[Any, ...]], ts_us: bytes) -> bytes:
     return b"".join(out)
 
 
+_K = (
+    0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
+    0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
+    0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F, 0x4A7484AA, 0x5CB0A9DC, 0x76F988DA,
+    0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7, 0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967,
+    0x27B70A85, 0x2E1B2138, 0x4D2C6DFC, 0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85,
+    0xA2BFE8A1, 0xA81A664B, 0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070,
+    0x19A4C116, 0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
+    0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
+)  # fmt: skip
+SHA256_INITIAL = (
+    0x6A09E667,
+    0xBB67AE85,
+    0x3C6EF372,
+    0xA54FF53A,
+    0x510E527F,
+    0x9B05688C,
+    0x1F83D9AB,
+    0x5BE0CD19,
+)
+_M = 0xFFFFFFFF
+SHA256_BLOCK = 64
+
+
+def sha256_compress(state: tuple[int, ...], block: bytes) -> tuple[int, ...]:
+    """One SHA-256 compression (FIPS 180-4 section 6.2.2) of a 64-byte block."""
+    w = list(struct.unpack(">16I", block))
+    for i in range(16, 64):
+        x, y = w[i - 15], w[i - 2]
+        s0 = ((x >> 7 | x << 25) ^ (x >> 18 | x << 14) ^ (x >> 3)) & _M
+        s1 = ((y >> 17 | y << 15) ^ (y >> 19 | y << 13) ^ (y >> 10)) & _M
+        w.append((w[i - 16] + s0 + w[i - 7] + s1) & _M)
+    a, b, c, d, e, f, g, h = state
+    for i in range(64):
+        s1 = ((e >> 6 | e << 26) ^ (e >> 11 | e << 21) ^ (e >> 25 | e << 7)) & _M
+        t1 = (h + s1 + ((e & f) ^ (~e & g)) + _K[i] + w[i]) & _M
+        s0 = ((a >> 2 | a << 30) ^ (a >> 13 | a << 19) ^ (a >> 22 | a << 10)) & _M
+        t2 = (s0 + ((a & b) ^ (a & c) ^ (b & c))) & _M
+        h, g, f, e, d, c, b, a = g, f, e, (d + t1) & _M, c, b, a, (t1 + t2) & _M
+    return tuple((x + y) & _M for x, y in zip(state, (a, b, c, d, e, f, g, h), strict=True))
+
+
+def _pure_sha256_from(state: tuple[int, ...], done: int, data: bytes) -> bytes:
+    """SHA-256 of (``done`` bytes already compressed into ``state``) + ``data``."""
+    total = done + len(data)
+    data += b"\x80" + b"\x00" * ((55 - total) % SHA256_BLOCK) + struct.pack(">Q", total * 8)
+    for i in range(0, len(data), SHA256_BLOCK):
+        state = sha256_compress(state, data[i : i + SHA256_BLOCK])
+    return struct.pack(">8I", *state)
+
+
+def pure_hmac_with_state(state: bytes, message: bytes) -> bytes:
+    """Pure-Python twin of :func:`hmac_with_state`."""
+    words = struct.unpack(">16I", state)
+    inner = _pure_sha256_from(words[:8], SHA256_BLOCK, message)
+    return _pure_sha256_from(words[8:], SHA256_BLOCK, inner)
+
+
+class _Sha256Ctx(ctypes.Structure):
+    """OpenSSL's ``SHA256_CTX`` (``openssl/sha.h``, unchanged since 0.9.8)."""
+
+    _fields_ = (
+        ("h", ctypes.c_uint * 8),
+        ("nl", ctypes.c_uint),
+        ("nh", ctypes.c_uint),
+        ("data", ctypes.c_uint * 16),
+        ("num", ctypes.c_uint),
+        ("md_len", ctypes.c_uint),
+    )
+
+
+@functools.cache
+def _libcrypto() -> Any:
+    """The libcrypto that Python's own ssl module links (so it is always there), through the
+    handle of ``_ssl``: dlsym looks in the libraries it depends on."""
+    import _ssl
+
+    lib = ctypes.CDLL(_ssl.__file__)
+    lib.SHA256_Update.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)
+    lib.SHA256_Update.restype = ctypes.c_int
+    lib.SHA256_Final.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
+    lib.SHA256_Final.restype = ctypes.c_int
+    return lib
+
+
+def _continue_sha256(lib: Any, state: tuple[int, ...], data: bytes) -> bytes:
+    ctx = _Sha256Ctx()
+    ctx.h[:] = state
+    ctx.nl = SHA256_BLOCK * 8  # one block (the key's) already compressed into ``state``
+    ctx.md_len = 32
+    out = ctypes.create_string_buffer(32)
+    if not (lib.SHA256_Update(ctypes.byref(ctx), data, len(data))
+            and lib.SHA256_Final(out, ctypes.byref(ctx))):  # fmt: skip
+        raise RuntimeError("libcrypto's SHA256 failed")
+    return out.raw
+
+
+def native_hmac_with_state(state: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256(key, message) from the key's schedule (``events.signing.hmac_state``: the
+    SHA-256 states after the ipad and the opad block), equal to ``hmac.new(key, message,
+    "sha256").digest()``; libcrypto continues SHA-256 from those states (hashlib cannot)."""
+    words = struct.unpack(">16I", state)
+    lib = _libcrypto()
+    return _continue_sha256(lib, words[8:], _continue_sha256(lib, words[:8], message))
+
+
 USING_NATIVE: bool = os.environ.get("EVGATE_NO_NATIVE", "") not in ("1", "true", "yes")
 
 hash_secret: Callable[[bytes], bytes]
 verify_secret: Callable[[bytes, bytes], bool]
 rollup_1m: Callable[[bytes, bytes, bytes], bytes]
 copy_meter_rows: Callable[[list[tuple[Any, ...]], bytes], bytes]
+hmac_with_state: Callable[[bytes, bytes], bytes]
 
 if USING_NATIVE:
     try:
@@ -188,8 +303,17 @@ if USING_NATIVE:
     verify_secret = _native.verify_secret
     rollup_1m = _native.rollup_1m
     copy_meter_rows = _native.copy_meter_rows
+    try:
+        _libcrypto()
+    except (OSError, AttributeError) as exc:  # pragma: no cover - a Python without OpenSSL
+        raise ImportError(
+            "libcrypto's SHA256 functions are not reachable through Python's ssl module "
+            "(or set EVGATE_NO_NATIVE=1 to run the slower pure-Python twins)"
+        ) from exc
+    hmac_with_state = native_hmac_with_state
 else:
     hash_secret = pure_hash_secret
     verify_secret = pure_verify_secret
     rollup_1m = pure_rollup_1m
     copy_meter_rows = pure_copy_meter_rows
+    hmac_with_state = pure_hmac_with_state

@@ -9,6 +9,7 @@ import hmac
 
 import pytest
 
+from evgate import native
 from evgate.events.signing import (
     hmac_state,
     hmac_with_state,
@@ -25,11 +26,15 @@ from .events_helpers import verify_standard_webhook
 def test_hmac_from_key_schedule_equals_hmac_with_the_key(
     key_length: int, message_length: int
 ) -> None:
-    """Every padding boundary of SHA-256 and keys shorter and longer than a block."""
+    """Every padding boundary of SHA-256 and keys shorter and longer than a block, through
+    the one chosen (``hmac_with_state``), libcrypto's and the pure-Python twin."""
     key = bytes(range(256))[:key_length]
     message = (b"evgate" * 200)[:message_length]
     expected = hmac.new(key, message, hashlib.sha256).digest()
-    assert hmac_with_state(hmac_state(key), message) == expected
+    state = hmac_state(key)
+    assert hmac_with_state(state, message) == expected
+    assert native.native_hmac_with_state(state, message) == expected
+    assert native.pure_hmac_with_state(state, message) == expected
 
 
 def test_key_schedule_is_neither_the_token_nor_its_digest() -> None:

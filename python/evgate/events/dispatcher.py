@@ -5,11 +5,14 @@ One task per process (owned by :class:`Dispatcher`, started and stopped by ``app
 1. **Fan-out.** Takes new outbox rows, in commit-safe order, and makes one delivery per
    matching subscription (``DeliveryStore.fan_out``; one process at a time holds the
    cursor, so each event fans out once however many processes share the database).
-2. **Claim.** For each enabled subscription with free slots, leases due *lanes* — one lane per
-   (subscription, charger) — with ``FOR UPDATE SKIP LOCKED``. A lane is worked by one task of
-   one process at a time, which sends its deliveries one after the other: a charger's events
-   arrive in order. A subscription has at most ``lanes_per_subscription`` lanes in flight, each
-   holding at most ``lane_batch`` events: memory and concurrency are bounded per subscription.
+2. **Claim.** For every enabled subscription with free slots, leases due *lanes* — one lane
+   per (subscription, charger) — with ``FOR UPDATE SKIP LOCKED``, and their next events, in
+   one statement. A lane is worked by one task of one process at a time, which sends its
+   batch one event after the other: a charger's events arrive in order. A subscription has at
+   most ``lanes_per_subscription`` lanes in flight, each holding at most ``lane_batch``
+   events: memory and concurrency are bounded per subscription. What each lane did is written
+   by the bookkeeper (:class:`_Books`) with the outcomes of the other lanes that ended
+   meanwhile, in one transaction: the database work is per set of lanes, not per event.
 3. **Deliver.** A failed attempt stops its lane until the retry time (exponential schedule with
    jitter, or the receiver's Retry-After); other lanes and other subscriptions go on. After the
    last retry the delivery is marked failed (listed by the API, resendable) and the lane goes
@@ -26,12 +29,20 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from evgate.events.sinks import Attempt, KafkaProducers, WebhookSink, kafka_settings_key
 from evgate.metrics import Registry
-from evgate.storage.deliveries import Delivery, DeliveryStore
+from evgate.storage.deliveries import (
+    AttemptRecord,
+    ClaimedLane,
+    Delivery,
+    DeliveryStore,
+    FailedAttempt,
+    LaneOutcome,
+    LaneWant,
+)
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from evgate.tasks import cancel_and_wait, wait_event
 
@@ -54,7 +65,7 @@ class DispatcherConfig:
     # How long a Kafka broker may take to acknowledge a produce request; also the age at which
     # aiokafka gives up a record whose partition has no leader.
     kafka_request_timeout: float = 30.0
-    fan_out_batch: int = 1000
+    fan_out_batch: int = 5000
     lanes_per_subscription: int = 16
     lane_batch: int = 100
     poll_interval: float = 0.05
@@ -85,7 +96,64 @@ def retry_delay(
 class _Subscription:
     row: SubscriptionRow
     sink: WebhookSink | None = None
+    # The lanes claimed and not yet done delivering: those delivering (at most
+    # ``lanes_per_subscription``, the slots) and as many leased in advance, waiting for a
+    # slot, so that a lane starts the moment another ends rather than after a claim.
     lanes: set[str] = field(default_factory=set)
+    slots: asyncio.Semaphore | None = None
+
+
+class _Books:
+    """The lanes' outcomes, written in sets: a lane that ends hands its outcome over and waits
+    for it to be written; whatever ends while one set is being written goes into the next (one
+    transaction, a statement per kind of write: ``DeliveryStore.finish``), so the database
+    work per event shrinks as the rate grows. ``start()``; ``await stop()`` after the lanes."""
+
+    def __init__(self, deliveries: DeliveryStore, lease: Callable[[], float]) -> None:
+        self._deliveries = deliveries
+        self._lease = lease
+        self._queue: list[tuple[LaneOutcome, asyncio.Future[None]]] = []
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="lane-books")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+        for _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+
+    async def record(self, outcome: LaneOutcome) -> None:
+        """Write ``outcome`` with the others of its set; raises what the write raised."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((outcome, future))
+        self._ready.set()
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            # A lane cancelled meanwhile gave its lease back itself: what it delivered is sent
+            # again by whoever takes the lane (at least once).
+            batch = [(o, f) for o, f in self._queue if not f.done()]
+            self._queue = []
+            if not batch:
+                continue
+            try:
+                await self._deliveries.finish([o for o, _ in batch], self._lease())
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
 
 class Dispatcher:
@@ -110,12 +178,14 @@ class Dispatcher:
         )
         # Every lane in flight, with the subscription (settings and sink) it works for.
         self._tasks: dict[asyncio.Task[None], _Subscription] = {}
+        self._books = _Books(self.deliveries, self._lease)
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._probe_due = 0.0
         self._wakeup = asyncio.Event()
         self._refresh_due = 0.0
         self._prune_due = 0.0
+        self._new_events = asyncio.Event()
         self._m_delivered = registry.counter(
             "evgate_notifications_delivered_total", "Events delivered", ("via",)
         )
@@ -145,6 +215,7 @@ class Dispatcher:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
+            self._books.start()
 
     async def stop(self) -> None:
         """Stop claiming, cancel the lanes in flight (their leases are given back: another
@@ -166,6 +237,7 @@ class Dispatcher:
             _, late = await asyncio.wait(set(self._tasks), timeout=_STOP_GRACE)
             if late:
                 log.warning("dispatcher: %d lanes did not stop in %.0f s", len(late), _STOP_GRACE)
+        await self._books.stop()
         for sub in self._subs.values():
             await self._close_sink(sub)
         self._subs.clear()
@@ -174,11 +246,48 @@ class Dispatcher:
     def wake(self) -> None:
         """New events or changed subscriptions: look now rather than at the next poll."""
         self._refresh_due = 0.0
+        self._new_events.set()
         self._wakeup.set()
 
-    # The loop.
+    # The loops.
 
     async def _run(self) -> None:
+        """Claims lanes (and refreshes, probes, prunes) on lanes' ends, on ``wake()`` and at
+        the poll interval; the fan-out runs beside it (:meth:`_fan_out_loop`), so that a
+        fan-out never holds up the next claim."""
+        fanning = asyncio.get_running_loop().create_task(
+            self._fan_out_loop(), name="dispatcher-fan-out"
+        )
+        try:
+            await self._claim_loop()
+        finally:
+            await cancel_and_wait(fanning)
+
+    async def _fan_out_loop(self) -> None:
+        wait = self.config.poll_interval
+        retry = self.deliveries.db.health.retry("the dispatcher's fan-out", log, first=1.0)
+        while True:
+            fanned = 0
+            try:
+                fanned = await self._fan_out()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await asyncio.sleep(retry.failed(exc))  # the database is away, most likely
+            else:
+                retry.ok()
+            if fanned:
+                self._wakeup.set()  # new deliveries: claim them
+            if fanned >= 10 * self.config.fan_out_batch:
+                continue  # a backlog: on at once
+            if fanned or self._new_events.is_set():
+                wait = self.config.poll_interval
+            else:
+                wait = min(wait * 2, self.config.idle_poll_interval)
+            self._new_events.clear()
+            await wait_event(self._new_events, wait)
+
+    async def _claim_loop(self) -> None:
         loop = asyncio.get_running_loop()
         wait = self.config.poll_interval
         retry = self.deliveries.db.health.retry("the dispatcher", log, first=1.0)
@@ -190,9 +299,8 @@ class Dispatcher:
                     await self._refresh()
                     self._refresh_due = now + self.config.refresh_interval
                 await self._kafka_returns(now)
-                fanned = await self._fan_out()
                 claimed = await self._claim()
-                busy = bool(fanned or claimed or self._tasks)
+                busy = bool(claimed or self._tasks)
                 if now >= self._prune_due:
                     self._prune_due = now + self.config.prune_interval
                     await self.deliveries.prune(self.config.outbox_retention)
@@ -276,13 +384,13 @@ class Dispatcher:
                 await asyncio.wait_for(sink.close(), _STOP_GRACE)
 
     async def _fan_out(self) -> int:
-        """Fan out new outbox rows; returns how many were taken."""
-        # A bounded amount per round, so claiming is not starved by a large backlog.
+        """Fan out new outbox rows, up to ten batches; returns how many were taken (all ten
+        full: more at once). Bounded, so that a large backlog does not keep the lanes' claims
+        waiting for a fresh snapshot for long; ten, not one, else the lanes claimed between
+        batches would hold a charger's first few events each, and deliver in small batches."""
         total = 0
         for _ in range(10):
-            taken = await self.deliveries.fan_out(self.config.fan_out_batch)
-            if not taken:
-                break
+            taken = await self.deliveries.fan_out(self.config.fan_out_batch) or 0
             total += taken
             self._m_fanned.inc(amount=taken)
             if taken < self.config.fan_out_batch:
@@ -290,22 +398,26 @@ class Dispatcher:
         return total
 
     async def _claim(self) -> int:
-        """Lease due lanes and start them; returns how many were started."""
-        started = 0
-        lease = self._lease()
-        for sub in list(self._subs.values()):
-            free = self.config.lanes_per_subscription - len(sub.lanes)
-            if free <= 0:
-                continue
-            for charger_id in await self.deliveries.claim_lanes(sub.row.id, free, lease):
-                sub.lanes.add(charger_id)
-                task = asyncio.get_running_loop().create_task(
-                    self._lane(sub, charger_id), name=f"lane:{sub.row.id}:{charger_id}"
-                )
-                self._tasks[task] = sub
-                task.add_done_callback(self._forget)
-                started += 1
-        return started
+        """Lease due lanes of every subscription with free slots, with their deliveries, in
+        one statement, and start them; returns how many were started."""
+        most = 2 * self.config.lanes_per_subscription  # delivering, and as many waiting
+        wants = [
+            LaneWant(sub.row.id, most - len(sub.lanes))
+            for sub in self._subs.values()
+            if len(sub.lanes) < most
+        ]
+        claimed = await self.deliveries.claim(wants, self.config.lane_batch, self._lease())
+        loop = asyncio.get_running_loop()
+        for lane in claimed:
+            sub = self._subs[lane.subscription_id]
+            sub.lanes.add(lane.charger_id)
+            task = loop.create_task(
+                self._lane(sub, lane, loop.time()),
+                name=f"lane:{lane.subscription_id}:{lane.charger_id}",
+            )
+            self._tasks[task] = sub
+            task.add_done_callback(self._forget)
+        return len(claimed)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -317,23 +429,44 @@ class Dispatcher:
 
     # A lane.
 
-    async def _lane(self, sub: _Subscription, charger_id: str) -> None:
-        sub_id = sub.row.id
+    async def _lane(self, sub: _Subscription, lane: ClaimedLane, claimed_at: float) -> None:
+        """Deliver a claimed lane's batch in order, then hand its outcome to the bookkeeper
+        (written with the other lanes' that end meanwhile, in one transaction); the lane is
+        then released (claimed again by the next round if more is pending) or waits."""
+        sub_id, charger_id = sub.row.id, lane.charger_id
+        if sub.slots is None:
+            sub.slots = asyncio.Semaphore(self.config.lanes_per_subscription)
+        slots = sub.slots
+        slot = False
         try:
-            for _ in range(10):  # then give the lane back, for fairness between chargers
-                version, batch = await self.deliveries.lane_deliveries(
-                    sub_id, charger_id, self.config.lane_batch
-                )
-                if not batch:
-                    await self.deliveries.release_lane(sub_id, charger_id, version)
-                    return
-                if sub.row.via == "kafka":
-                    going_on = await self._kafka_batch(sub, charger_id, batch)
-                else:
-                    going_on = await self._webhook_batch(sub, charger_id, batch)
-                if not going_on:
-                    return
-            await self.deliveries.unlease(sub_id, charger_id)
+            await slots.acquire()
+            slot = True
+            # The lease runs from the claim: a lane that waited long for its slot (a slow
+            # receiver) gives its lease back untouched rather than deliver past it.
+            budget = claimed_at + self._lease() / 2
+            if not lane.deliveries or asyncio.get_running_loop().time() > budget:
+                outcome = LaneOutcome(sub_id, charger_id, lane.version, [], [])
+            elif sub.row.via == "kafka":
+                outcome = await self._kafka_batch(sub, lane)
+            else:
+                outcome = await self._webhook_batch(sub, lane, budget)
+            # The slot is free while the outcome is written (the lane stays leased until
+            # then, so no one takes it meanwhile): the next lane starts without waiting for
+            # the bookkeeping, which is what keeps the receiver busy.
+            lane.deliveries.clear()
+            slot = False
+            slots.release()
+            await self._free(sub, charger_id)
+            await self._books.record(outcome)
+            self._m_delivered.inc(sub.row.via, amount=len(outcome.delivered))
+            if outcome.failure is not None:
+                self._count_failure(sub, outcome)
+            if outcome.then == "hold":  # 410 Gone
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                reason = f"receiver answered 410 Gone at {when}"
+                await self.subscriptions.disable(sub_id, reason)
+                log.warning("subscription %d disabled: %s", sub_id, reason)
+                self.wake()
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
@@ -345,8 +478,15 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self.deliveries.unlease(sub_id, charger_id)
         finally:
+            if slot:
+                slots.release()
+            await self._free(sub, charger_id)
+
+    async def _free(self, sub: _Subscription, charger_id: str) -> None:
+        """The lane's slot is free (once; the lane may still be recording its outcome)."""
+        if charger_id in sub.lanes:
             sub.lanes.discard(charger_id)
-            if not sub.lanes and self._subs.get(sub_id) is not sub:
+            if not sub.lanes and self._subs.get(sub.row.id) is not sub:
                 await self._close_sink(sub)  # the subscription changed or went meanwhile
             self._wakeup.set()
 
@@ -358,92 +498,73 @@ class Dispatcher:
         return sub.sink
 
     async def _webhook_batch(
-        self, sub: _Subscription, charger_id: str, batch: list[Delivery]
-    ) -> bool:
-        """Deliver in order; successes are recorded together, up to the first failure."""
+        self, sub: _Subscription, lane: ClaimedLane, budget: float
+    ) -> LaneOutcome:
+        """Deliver in order, up to the first failure (or until half the lease is spent: the
+        rest waits for the next claim, so the lease never runs out under a slow receiver)."""
         sink = self._webhook_sink(sub)
-        done: list[int] = []
-        history: list[tuple[int, int, int | None, float]] = []
-        going_on = True
-        for delivery in batch:
+        outcome = LaneOutcome(sub.row.id, lane.charger_id, lane.version, [], [])
+        loop = asyncio.get_running_loop()
+        for delivery in lane.deliveries:
             attempt = await sink.deliver(delivery)
-            if attempt.ok:
-                done.append(delivery.outbox_id)
-                if delivery.attempts:
-                    history.append(
-                        (
-                            delivery.outbox_id,
-                            delivery.attempts + 1,
-                            attempt.status_code,
-                            attempt.duration_ms,
-                        )
-                    )
-                continue
-            await self._record_delivered(sub, charger_id, done, history)
-            done, history = [], []
-            going_on = await self._record_failure(sub, charger_id, delivery, attempt)
-            if not going_on:
+            if not attempt.ok:
+                self._failed(outcome, delivery, attempt)
                 break
-        await self._record_delivered(sub, charger_id, done, history)
-        return going_on
+            outcome.delivered.append(delivery.outbox_id)
+            if delivery.attempts:
+                number = delivery.attempts + 1
+                outcome.attempts.append(
+                    AttemptRecord(
+                        delivery.outbox_id,
+                        number,
+                        True,
+                        attempt.status_code,
+                        None,
+                        attempt.duration_ms,
+                    )
+                )
+            if loop.time() > budget:
+                break
+        return outcome
 
-    async def _kafka_batch(
-        self, sub: _Subscription, charger_id: str, batch: list[Delivery]
-    ) -> bool:
-        acked, attempt = await self._kafka.deliver(sub.row, charger_id, batch)
-        await self._record_delivered(sub, charger_id, [d.outbox_id for d in batch[:acked]], [])
-        if attempt.ok:
-            return True
+    async def _kafka_batch(self, sub: _Subscription, lane: ClaimedLane) -> LaneOutcome:
+        batch = lane.deliveries
+        acked, attempt = await self._kafka.deliver(sub.row, lane.charger_id, batch)
+        outcome = LaneOutcome(
+            sub.row.id, lane.charger_id, lane.version, [d.outbox_id for d in batch[:acked]], []
+        )
         if attempt.resend:
             # Another lane broke the shared producer: no failed attempt, no retry delay; the
             # lane is given back, due at once (claimed again within a poll interval).
             self._m_resent.inc()
-            await self.deliveries.unlease(sub.row.id, charger_id)
-            return False
-        return await self._record_failure(sub, charger_id, batch[acked], attempt)
+        elif not attempt.ok:
+            self._failed(outcome, batch[acked], attempt)
+        return outcome
 
-    async def _record_delivered(
-        self,
-        sub: _Subscription,
-        charger_id: str,
-        outbox_ids: list[int],
-        history: list[tuple[int, int, int | None, float]],
-    ) -> None:
-        if outbox_ids:
-            await self.deliveries.delivered(
-                sub.row.id, charger_id, outbox_ids, self._lease(), history
-            )
-            self._m_delivered.inc(sub.row.via, amount=len(outbox_ids))
-
-    async def _record_failure(
-        self, sub: _Subscription, charger_id: str, delivery: Delivery, attempt: Attempt
-    ) -> bool:
-        """Record a failed attempt; returns whether the lane goes on (the delivery gave up)."""
-        via = sub.row.via
-        self._m_failed.inc(via)
+    def _failed(self, outcome: LaneOutcome, delivery: Delivery, attempt: Attempt) -> None:
+        """Add a failed attempt to the lane's outcome: its retry time (the lane waits), or
+        given up (the lane goes on), or 410 Gone (the subscription is disabled)."""
         number = delivery.attempts + 1
         error = attempt.error or "failed"
+        retry_in = None if attempt.gone else retry_delay(self.config, number, attempt.retry_after)
+        outcome.attempts.append(
+            AttemptRecord(
+                delivery.outbox_id, number, False, attempt.status_code, error, attempt.duration_ms
+            )
+        )
+        outcome.failure = FailedAttempt(delivery.outbox_id, number, error, retry_in)
         if attempt.gone:
-            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            reason = f"receiver answered 410 Gone at {when}"
-            await self.deliveries.failed(
-                sub.row.id, charger_id, delivery.outbox_id, number, error,
-                attempt.status_code, attempt.duration_ms, None, self._lease(),
-            )  # fmt: skip
-            await self.subscriptions.disable(sub.row.id, reason)
-            log.warning("subscription %d disabled: %s", sub.row.id, reason)
-            self.wake()
-            return False
-        retry_in = retry_delay(self.config, number, attempt.retry_after)
-        await self.deliveries.failed(
-            sub.row.id, charger_id, delivery.outbox_id, number, error,
-            attempt.status_code, attempt.duration_ms, retry_in, self._lease(),
-        )  # fmt: skip
-        if retry_in is None:
+            outcome.then = "hold"
+        elif retry_in is not None:
+            outcome.then = "wait"
+
+    def _count_failure(self, sub: _Subscription, outcome: LaneOutcome) -> None:
+        via, failure = sub.row.via, outcome.failure
+        assert failure is not None
+        self._m_failed.inc(via)
+        if failure.retry_in is None and outcome.then == "release":
             self._m_gave_up.inc(via)
             log.warning(
                 "subscription %d: event %d failed after %d attempts (%s)",
-                sub.row.id, delivery.outbox_id, number, error,
+                sub.row.id, failure.outbox_id, failure.attempt, failure.error,
             )  # fmt: skip
-            return True
-        return False

@@ -22,13 +22,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
 
-__all__ = ["Delivery", "DeliveryStore", "FailedDelivery"]
+__all__ = [
+    "AttemptRecord",
+    "ClaimedLane",
+    "Delivery",
+    "DeliveryStore",
+    "FailedAttempt",
+    "FailedDelivery",
+    "LaneOutcome",
+    "LaneWant",
+]
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -39,6 +49,62 @@ class Delivery(msgspec.Struct, kw_only=True):
     attempts: int
     payload: bytes
     created_at: datetime
+
+
+class LaneWant(msgspec.Struct, frozen=True):
+    """How many more lanes a subscription may take (its free slots)."""
+
+    subscription_id: int
+    lanes: int
+
+
+class ClaimedLane(msgspec.Struct):
+    """A lane leased by :meth:`DeliveryStore.claim`, with its first pending deliveries."""
+
+    subscription_id: int
+    charger_id: str
+    version: int
+    deliveries: list[Delivery]
+
+
+class AttemptRecord(msgspec.Struct, frozen=True):
+    """One attempt for the history (``delivery_attempts``): every failed one, and a success
+    that follows failures."""
+
+    outbox_id: int
+    attempt: int
+    ok: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+class FailedAttempt(msgspec.Struct, frozen=True):
+    """The failed attempt that ended a lane's batch. ``retry_in`` seconds: the delivery (and
+    its lane, which keeps the charger's order) waits that long; None: it gives up
+    ('failed': listed, resendable) and the lane goes on."""
+
+    outbox_id: int
+    attempt: int
+    error: str
+    retry_in: float | None
+
+
+class LaneOutcome(msgspec.Struct):
+    """What a lane's batch did, for :meth:`DeliveryStore.finish`.
+
+    ``then``: ``release`` (the lane is done for now: removed when nothing is pending, else due
+    again at once), ``wait`` (until ``failure.retry_in``) or ``hold`` (stays leased: its
+    subscription is being disabled, which removes its lanes).
+    """
+
+    subscription_id: int
+    charger_id: str
+    version: int
+    delivered: list[int]
+    attempts: list[AttemptRecord]
+    failure: FailedAttempt | None = None
+    then: Literal["release", "wait", "hold"] = "release"
 
 
 class FailedDelivery(msgspec.Struct, kw_only=True, rename="camel"):
@@ -125,7 +191,7 @@ class DeliveryStore:
                 "  RETURNING subscription_id, charger_id"
                 "), lanes AS ("
                 "  INSERT INTO delivery_lanes (subscription_id, charger_id)"
-                "  SELECT DISTINCT subscription_id, charger_id FROM added"
+                "  SELECT DISTINCT subscription_id, charger_id FROM added ORDER BY 1, 2"
                 "  ON CONFLICT (subscription_id, charger_id)"
                 "  DO UPDATE SET version = delivery_lanes.version + 1"
                 ") SELECT xid, id, (SELECT count(*) FROM batch) AS n"
@@ -143,135 +209,162 @@ class DeliveryStore:
             n: int = last["n"]
             return n
 
-    async def claim_lanes(self, subscription_id: int, limit: int, lease: float) -> list[str]:
-        """Lease up to ``limit`` due lanes of a subscription for ``lease`` seconds; returns
-        their charger ids."""
-        rows = await self.db.fetch(
-            "UPDATE delivery_lanes l SET leased_until = now() + make_interval(secs => $3)"
-            " FROM (SELECT subscription_id, charger_id FROM delivery_lanes"
-            "       WHERE subscription_id = $1 AND next_attempt_at <= now()"
-            "       AND (leased_until IS NULL OR leased_until < now())"
-            "       ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due"
-            " WHERE l.subscription_id = due.subscription_id AND l.charger_id = due.charger_id"
-            " RETURNING l.charger_id, l.version",
-            subscription_id,
-            limit,
-            lease,
-        )
-        return [r["charger_id"] for r in rows]
+    async def claim(
+        self, wants: Sequence[LaneWant], lane_batch: int, lease: float
+    ) -> list[ClaimedLane]:
+        """Lease due lanes of several subscriptions in one statement (up to each want's
+        ``lanes``, ``FOR UPDATE SKIP LOCKED``) for ``lease`` seconds, with each lane's version
+        and its next ``lane_batch`` pending deliveries in outbox order. After delivering, hand
+        each lane's outcome to :meth:`finish`.
 
-    async def lane_deliveries(
-        self, subscription_id: int, charger_id: str, limit: int
-    ) -> tuple[int, list[Delivery]]:
-        """The lane's version and its next ``limit`` pending deliveries, in outbox order."""
-        async with self.db.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            version = await conn.fetchval(
-                "SELECT version FROM delivery_lanes WHERE subscription_id = $1 AND charger_id = $2",
-                subscription_id,
-                charger_id,
-            )
-            rows = await conn.fetch(
-                "SELECT d.outbox_id, d.event, d.attempts, o.payload, o.created_at"
-                " FROM deliveries d JOIN outbox o ON o.id = d.outbox_id"
-                " WHERE d.subscription_id = $1 AND d.charger_id = $2 AND d.state = 'pending'"
-                " ORDER BY d.outbox_id LIMIT $3",
-                subscription_id,
-                charger_id,
-                limit,
-            )
-        return (version or 0), [Delivery(**dict(r)) for r in rows]
-
-    async def delivered(
-        self,
-        subscription_id: int,
-        charger_id: str,
-        outbox_ids: list[int],
-        lease: float,
-        attempts: Sequence[tuple[int, int, int | None, float]] = (),
-    ) -> None:
-        """Deliveries that succeeded: deleted, the lane's lease renewed. ``attempts``: (outbox
-        id, attempt number, status code, ms) of successes that follow failures, for history."""
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "DELETE FROM deliveries WHERE subscription_id = $1 AND outbox_id = ANY($2)",
-                subscription_id,
-                outbox_ids,
-            )
-            if attempts:
-                await conn.executemany(
-                    "INSERT INTO delivery_attempts (subscription_id, outbox_id, attempt, ok,"
-                    " status_code, duration_ms) VALUES ($1, $2, $3, true, $4, $5)",
-                    [(subscription_id, *a) for a in attempts],
-                )
-            await self._renew(conn, subscription_id, charger_id, lease)
-
-    async def failed(
-        self,
-        subscription_id: int,
-        charger_id: str,
-        outbox_id: int,
-        attempt: int,
-        error: str,
-        status_code: int | None,
-        duration_ms: float,
-        retry_in: float | None,
-        lease: float,
-    ) -> None:
-        """An attempt failed. ``retry_in`` seconds: the delivery (and so its lane, which keeps
-        the charger's order) waits that long; None: it gives up ('failed') and the lane goes on.
+        The version may be newer than the deliveries read (a fan-out that committed while the
+        statement ran): harmless, since :meth:`finish` removes a lane only if nothing is
+        pending when it runs; a version is never older than what was read.
         """
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO delivery_attempts (subscription_id, outbox_id, attempt, ok,"
-                " status_code, error, duration_ms) VALUES ($1, $2, $3, false, $4, $5, $6)",
-                subscription_id,
-                outbox_id,
-                attempt,
-                status_code,
-                error,
-                duration_ms,
-            )
-            await conn.execute(
-                "UPDATE deliveries SET attempts = $3, last_error = $4,"
-                " state = CASE WHEN $5::float8 IS NULL THEN 'failed' ELSE 'pending' END,"
-                " next_attempt_at = now() + make_interval(secs => coalesce($5::float8, 0))"
-                " WHERE subscription_id = $1 AND outbox_id = $2",
-                subscription_id,
-                outbox_id,
-                attempt,
-                error,
-                retry_in,
-            )
-            if retry_in is None:
-                await self._renew(conn, subscription_id, charger_id, lease)
-            else:
-                await conn.execute(
-                    "UPDATE delivery_lanes SET leased_until = NULL,"
-                    " next_attempt_at = now() + make_interval(secs => $3)"
-                    " WHERE subscription_id = $1 AND charger_id = $2",
-                    subscription_id,
-                    charger_id,
-                    retry_in,
-                )
-
-    async def release_lane(self, subscription_id: int, charger_id: str, version: int) -> None:
-        """The claimant is done with a lane: it is removed when no delivery was added since
-        ``version`` was read (and it found none pending), else it is due again at once."""
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                "DELETE FROM delivery_lanes WHERE subscription_id = $1 AND charger_id = $2"
-                " AND version = $3 AND NOT EXISTS (SELECT 1 FROM deliveries"
-                "   WHERE subscription_id = $1 AND charger_id = $2 AND state = 'pending')",
-                subscription_id,
+        if not wants:
+            return []
+        rows = await self.db.fetch(
+            "WITH want AS ("
+            "  SELECT * FROM unnest($1::bigint[], $2::int[]) AS w(subscription_id, n)"
+            "), due AS ("
+            "  SELECT l.subscription_id, l.charger_id FROM want w, LATERAL ("
+            "    SELECT subscription_id, charger_id FROM delivery_lanes"
+            "    WHERE subscription_id = w.subscription_id AND next_attempt_at <= now()"
+            "    AND (leased_until IS NULL OR leased_until < now())"
+            "    ORDER BY next_attempt_at LIMIT w.n FOR UPDATE SKIP LOCKED) l"
+            "), leased AS ("
+            "  UPDATE delivery_lanes l SET leased_until = now() + make_interval(secs => $3)"
+            "  FROM due WHERE l.subscription_id = due.subscription_id"
+            "  AND l.charger_id = due.charger_id"
+            "  RETURNING l.subscription_id, l.charger_id, l.version"
+            ") SELECT l.subscription_id, l.charger_id, l.version,"
+            "  d.outbox_id, d.event, d.attempts, d.payload, d.created_at"
+            " FROM leased l LEFT JOIN LATERAL ("
+            "  SELECT d.outbox_id, d.event, d.attempts, o.payload, o.created_at"
+            "  FROM deliveries d JOIN outbox o ON o.id = d.outbox_id"
+            "  WHERE d.subscription_id = l.subscription_id AND d.charger_id = l.charger_id"
+            "  AND d.state = 'pending' ORDER BY d.outbox_id LIMIT $4) d ON true"
+            " ORDER BY l.subscription_id, l.charger_id, d.outbox_id",
+            [w.subscription_id for w in wants],
+            [w.lanes for w in wants],
+            lease,
+            lane_batch,
+        )
+        lanes: list[ClaimedLane] = []
+        for r in rows:
+            sub_id, charger_id = r["subscription_id"], r["charger_id"]
+            if not lanes or (lanes[-1].subscription_id, lanes[-1].charger_id) != (
+                sub_id,
                 charger_id,
-                version,
+            ):
+                lanes.append(ClaimedLane(sub_id, charger_id, r["version"], []))
+            if r["outbox_id"] is not None:
+                lanes[-1].deliveries.append(
+                    Delivery(
+                        outbox_id=r["outbox_id"],
+                        event=r["event"],
+                        attempts=r["attempts"],
+                        payload=r["payload"],
+                        created_at=r["created_at"],
+                    )
+                )
+        return lanes
+
+    async def finish(self, outcomes: Sequence[LaneOutcome], lease: float) -> None:
+        """Record the outcomes of a set of lanes in one transaction, a statement per kind of
+        write for the whole set (not one per event): delivered deliveries deleted, attempts
+        kept in the history, failed ones rescheduled or given up, and each lane released
+        (removed when nothing is pending and no delivery was added since its claim; else due
+        again at once), held back until its retry time, or kept leased (``hold``)."""
+        if not outcomes:
+            return
+        done = [(o.subscription_id, i) for o in outcomes for i in o.delivered]
+        history = [(o.subscription_id, a) for o in outcomes for a in o.attempts]
+        failures = [(o.subscription_id, o.failure) for o in outcomes if o.failure is not None]
+        release = [o for o in outcomes if o.then == "release"]
+        wait = [o for o in outcomes if o.then == "wait"]
+        hold = [o for o in outcomes if o.then == "hold"]
+        keys = sorted({(o.subscription_id, o.charger_id) for o in outcomes})
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            # The lanes' rows first, in one order for every writer (the fan-out adds to lanes
+            # in the same order): two sets never wait for each other in a cycle.
+            await conn.execute(
+                "SELECT 1 FROM delivery_lanes l"
+                " JOIN unnest($1::bigint[], $2::text[]) AS x(s, c)"
+                " ON l.subscription_id = x.s AND l.charger_id = x.c"
+                " ORDER BY l.subscription_id, l.charger_id FOR UPDATE OF l",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
             )
-            if status == "DELETE 0":
+            if done:
                 await conn.execute(
-                    "UPDATE delivery_lanes SET leased_until = NULL"
-                    " WHERE subscription_id = $1 AND charger_id = $2",
-                    subscription_id,
-                    charger_id,
+                    "DELETE FROM deliveries d USING unnest($1::bigint[], $2::bigint[]) AS x(s, o)"
+                    " WHERE d.subscription_id = x.s AND d.outbox_id = x.o",
+                    [s for s, _ in done],
+                    [i for _, i in done],
+                )
+            if history:
+                await conn.execute(
+                    "INSERT INTO delivery_attempts (subscription_id, outbox_id, attempt, ok,"
+                    " status_code, error, duration_ms) SELECT * FROM unnest($1::bigint[],"
+                    " $2::bigint[], $3::int[], $4::bool[], $5::int[], $6::text[], $7::float8[])",
+                    [s for s, _ in history],
+                    [a.outbox_id for _, a in history],
+                    [a.attempt for _, a in history],
+                    [a.ok for _, a in history],
+                    [a.status_code for _, a in history],
+                    [a.error for _, a in history],
+                    [a.duration_ms for _, a in history],
+                )
+            if failures:
+                await conn.execute(
+                    "UPDATE deliveries d SET attempts = x.n, last_error = x.e,"
+                    " state = CASE WHEN x.r IS NULL THEN 'failed' ELSE 'pending' END,"
+                    " next_attempt_at = now() + make_interval(secs => coalesce(x.r, 0))"
+                    " FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::text[],"
+                    " $5::float8[]) AS x(s, o, n, e, r)"
+                    " WHERE d.subscription_id = x.s AND d.outbox_id = x.o",
+                    [s for s, _ in failures],
+                    [f.outbox_id for _, f in failures],
+                    [f.attempt for _, f in failures],
+                    [f.error for _, f in failures],
+                    [f.retry_in for _, f in failures],
+                )
+            if wait:
+                await conn.execute(
+                    "UPDATE delivery_lanes l SET leased_until = NULL,"
+                    " next_attempt_at = now() + make_interval(secs => x.r)"
+                    " FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS x(s, c, r)"
+                    " WHERE l.subscription_id = x.s AND l.charger_id = x.c",
+                    [o.subscription_id for o in wait],
+                    [o.charger_id for o in wait],
+                    [o.failure.retry_in if o.failure else 0.0 for o in wait],
+                )
+            if hold:
+                await conn.execute(
+                    "UPDATE delivery_lanes l SET leased_until = now() + make_interval(secs => $3)"
+                    " FROM unnest($1::bigint[], $2::text[]) AS x(s, c)"
+                    " WHERE l.subscription_id = x.s AND l.charger_id = x.c",
+                    [o.subscription_id for o in hold],
+                    [o.charger_id for o in hold],
+                    lease,
+                )
+            if release:
+                await conn.execute(
+                    "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])"
+                    "  AS x(s, c, v)"
+                    "), gone AS ("
+                    "  DELETE FROM delivery_lanes l USING x"
+                    "  WHERE l.subscription_id = x.s AND l.charger_id = x.c AND l.version = x.v"
+                    "  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = x.s"
+                    "    AND d.charger_id = x.c AND d.state = 'pending')"
+                    "  RETURNING l.subscription_id, l.charger_id"
+                    ") UPDATE delivery_lanes l SET leased_until = NULL FROM x"
+                    " WHERE l.subscription_id = x.s AND l.charger_id = x.c AND NOT EXISTS ("
+                    "  SELECT 1 FROM gone g WHERE g.subscription_id = x.s AND g.charger_id = x.c)",
+                    [o.subscription_id for o in release],
+                    [o.charger_id for o in release],
+                    [o.version for o in release],
                 )
 
     async def retry_now(self, subscription_ids: list[int]) -> int:
@@ -319,18 +412,6 @@ class DeliveryStore:
             limit,
         )
         return int(status.split()[-1])
-
-    @staticmethod
-    async def _renew(
-        conn: asyncpg.Connection, subscription_id: int, charger_id: str, lease: float
-    ) -> None:
-        await conn.execute(
-            "UPDATE delivery_lanes SET leased_until = now() + make_interval(secs => $3)"
-            " WHERE subscription_id = $1 AND charger_id = $2",
-            subscription_id,
-            charger_id,
-            lease,
-        )
 
 
 async def _touch_lanes(conn: asyncpg.Connection, lanes: list[tuple[int, str]]) -> None:
