@@ -3,7 +3,7 @@ that module picks this one or the pure-Python twins (``EVGATE_NO_NATIVE=1``)."""
 
 from typing import Any
 
-__all__ = ["copy_meter_rows", "hash_secret", "rollup_1m", "verify_secret"]
+__all__ = ["copy_meter_rows", "hash_secret", "hmac_with_state", "rollup_1m", "verify_secret"]
 
 def hash_secret(secret: bytes) -> bytes:
     """Return the SHA-256 digest (32 bytes) of ``secret``.
@@ -80,4 +80,19 @@ def copy_meter_rows(rows: list[tuple[Any, ...]], ts_us: bytes) -> bytes:
             ±2**62 µs.
         OverflowError: an ``int`` for a float8 is beyond its range.
         UnicodeEncodeError: a text holds a lone surrogate (no UTF-8 for it).
+    """
+
+def hmac_with_state(state: bytes, message: bytes) -> bytes:
+    """Return HMAC-SHA256(key, message) from the key's schedule.
+
+    Args:
+        state: 64 bytes, the two SHA-256 chaining states (big-endian words) after compressing
+            ``key XOR ipad`` and ``key XOR opad`` (``events.signing.hmac_state`` makes it).
+        message: the bytes to authenticate.
+
+    Returns:
+        The 32-byte tag, equal to ``hmac.new(key, message, "sha256").digest()``.
+
+    Raises:
+        ValueError: ``state`` is not 64 bytes.
     """

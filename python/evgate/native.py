@@ -8,8 +8,6 @@ one that refuses to start.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import hashlib
 import hmac
 import operator
@@ -31,7 +29,6 @@ __all__ = [
     "copy_meter_rows",
     "hash_secret",
     "hmac_with_state",
-    "native_hmac_with_state",
     "pure_copy_meter_rows",
     "pure_hash_secret",
     "pure_hmac_with_state",
@@ -235,54 +232,6 @@ def pure_hmac_with_state(state: bytes, message: bytes) -> bytes:
     return _pure_sha256_from(words[8:], SHA256_BLOCK, inner)
 
 
-class _Sha256Ctx(ctypes.Structure):
-    """OpenSSL's ``SHA256_CTX`` (``openssl/sha.h``, unchanged since 0.9.8)."""
-
-    _fields_ = (
-        ("h", ctypes.c_uint * 8),
-        ("nl", ctypes.c_uint),
-        ("nh", ctypes.c_uint),
-        ("data", ctypes.c_uint * 16),
-        ("num", ctypes.c_uint),
-        ("md_len", ctypes.c_uint),
-    )
-
-
-@functools.cache
-def _libcrypto() -> Any:
-    """The libcrypto that Python's own ssl module links (so it is always there), through the
-    handle of ``_ssl``: dlsym looks in the libraries it depends on."""
-    import _ssl
-
-    lib = ctypes.CDLL(_ssl.__file__)
-    lib.SHA256_Update.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)
-    lib.SHA256_Update.restype = ctypes.c_int
-    lib.SHA256_Final.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
-    lib.SHA256_Final.restype = ctypes.c_int
-    return lib
-
-
-def _continue_sha256(lib: Any, state: tuple[int, ...], data: bytes) -> bytes:
-    ctx = _Sha256Ctx()
-    ctx.h[:] = state
-    ctx.nl = SHA256_BLOCK * 8  # one block (the key's) already compressed into ``state``
-    ctx.md_len = 32
-    out = ctypes.create_string_buffer(32)
-    if not (lib.SHA256_Update(ctypes.byref(ctx), data, len(data))
-            and lib.SHA256_Final(out, ctypes.byref(ctx))):  # fmt: skip
-        raise RuntimeError("libcrypto's SHA256 failed")
-    return out.raw
-
-
-def native_hmac_with_state(state: bytes, message: bytes) -> bytes:
-    """HMAC-SHA256(key, message) from the key's schedule (``events.signing.hmac_state``: the
-    SHA-256 states after the ipad and the opad block), equal to ``hmac.new(key, message,
-    "sha256").digest()``; libcrypto continues SHA-256 from those states (hashlib cannot)."""
-    words = struct.unpack(">16I", state)
-    lib = _libcrypto()
-    return _continue_sha256(lib, words[8:], _continue_sha256(lib, words[:8], message))
-
-
 USING_NATIVE: bool = os.environ.get("EVGATE_NO_NATIVE", "") not in ("1", "true", "yes")
 
 hash_secret: Callable[[bytes], bytes]
@@ -303,14 +252,7 @@ if USING_NATIVE:
     verify_secret = _native.verify_secret
     rollup_1m = _native.rollup_1m
     copy_meter_rows = _native.copy_meter_rows
-    try:
-        _libcrypto()
-    except (OSError, AttributeError) as exc:  # pragma: no cover - a Python without OpenSSL
-        raise ImportError(
-            "libcrypto's SHA256 functions are not reachable through Python's ssl module "
-            "(or set EVGATE_NO_NATIVE=1 to run the slower pure-Python twins)"
-        ) from exc
-    hmac_with_state = native_hmac_with_state
+    hmac_with_state = _native.hmac_with_state
 else:
     hash_secret = pure_hash_secret
     verify_secret = pure_verify_secret

@@ -20,6 +20,18 @@ fn verify_secret(secret: &[u8], digest: &[u8]) -> bool {
     hashing::verify(secret, digest)
 }
 
+/// HMAC-SHA256 of `message` from a key's schedule (see hashing.rs, hmac_with_state).
+#[pyfunction]
+fn hmac_with_state<'py>(
+    py: Python<'py>,
+    state: &[u8],
+    message: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let tag = hashing::hmac_with_state(state, message)
+        .ok_or_else(|| PyValueError::new_err("an HMAC state is 64 bytes"))?;
+    Ok(PyBytes::new(py, &tag))
+}
+
 /// Per-minute rollups of a batch of meter values, as binary COPY tuples (see meter.rs).
 #[pyfunction]
 fn rollup_1m<'py>(
@@ -90,5 +102,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_secret, m)?)?;
     m.add_function(wrap_pyfunction!(rollup_1m, m)?)?;
     m.add_function(wrap_pyfunction!(copy_meter_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(hmac_with_state, m)?)?;
     Ok(())
 }

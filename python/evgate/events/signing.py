@@ -13,10 +13,10 @@ Two signatures go with every webhook delivery:
   (recovering the token would invert SHA-256's compression function) and the token's digest
   that authenticates API calls is a different value, so what is stored cannot call the API.
 
-hashlib cannot resume SHA-256 from a given state; OpenSSL's libcrypto can, so that continuation
-(``hmac_with_state``, for every delivery) is chosen in ``evgate/native.py``: libcrypto through
-ctypes, or its pure-Python twin (about 0.2 ms per 64-byte block: too slow for thousands of
-deliveries a second) with ``EVGATE_NO_NATIVE=1``. The Standard Webhooks signature uses hashlib.
+hashlib cannot resume SHA-256 from a given state, so that continuation (``hmac_with_state``,
+for every delivery) is evgate's native module's (Rust, sha2's compression function, a few µs),
+or with ``EVGATE_NO_NATIVE=1`` its pure-Python twin (about 0.2 ms per 64-byte block: too slow
+for thousands of deliveries a second). The Standard Webhooks signature uses hashlib.
 """
 
 from __future__ import annotations
