@@ -20,9 +20,10 @@ from evgate.api.app import create_api
 from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
+from evgate.api.live import LiveFeed
 from evgate.api.notifications import NotificationActions, SubscriptionController
 from evgate.api.server import ApiLimits, ApiServer
-from evgate.api.services import CdrService, ChargingApi, NotificationService
+from evgate.api.services import CdrService, ChargingApi, FleetService, NotificationService
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -102,6 +103,8 @@ class Evgate:
         self.native: NativeAuthorizer | None = None
         self.network: NetworkStatusRecorder | None = None
         self.reservation_expiry: ReservationExpiry | None = None
+        # The dashboard's live stream: fed by the gateway and the StatusNotification handler.
+        self.live = LiveFeed(metrics=self.metrics)
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
@@ -167,6 +170,7 @@ class Evgate:
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
             after_accepted_boot=self.auth.on_boot_accepted,
+            status_changed=self.live.connector_status,
         )
         routes = build_routes(services, self.certificates)
 
@@ -197,6 +201,7 @@ class Evgate:
 
         self.network = NetworkStatusRecorder(self.writer, number_of, metrics=self.metrics)
         self.gateway.add_observer(self.network)
+        self.gateway.add_observer(self.live)
         self.network.start()
         reservations = ReservationStore(self.db)
         self.reservation_expiry = ReservationExpiry(reservations)
@@ -256,6 +261,11 @@ class Evgate:
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
+            fleet=FleetService(
+                feed=self.live,
+                recent_messages=gateway.recent_messages,
+                connected=lambda: len(gateway.connections()),
+            ),
         )
         api = create_api(
             ctx, [SubscriptionController, NotificationActions, CdrController, *CHARGING_ROUTES]
@@ -300,6 +310,7 @@ class Evgate:
     async def stop(self) -> None:
         """Take everything down in reverse order. Safe to call more than once."""
         if self._api_server is not None and self._api_task is not None:
+            self.live.close()  # the server waits for its open streams to end
             self._api_server.should_exit = True
             with contextlib.suppress(Exception):
                 await self._api_task

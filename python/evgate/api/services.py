@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from evgate.api.live import LiveFeed
+from evgate.gateway.interface import OcppFrame
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.connectors import ConnectorStore
@@ -19,7 +21,7 @@ from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
 
-__all__ = ["CdrService", "ChargingApi", "NotificationService"]
+__all__ = ["CdrService", "ChargingApi", "FleetService", "NotificationService"]
 
 
 @dataclass
@@ -49,3 +51,15 @@ class ChargingApi:
     connectors: ConnectorStore
     meter_values: MeterValueStore
     id_tags: IdTagStore
+
+
+@dataclass
+class FleetService:
+    """What the dashboard's routes (``api/fleet.py``) need of the running process."""
+
+    # The changes of this process's chargers, for the live stream.
+    feed: LiveFeed
+    # A charger's last OCPP messages both ways (the gateway's in-memory log), None if unknown.
+    recent_messages: Callable[[str], list[OcppFrame] | None]
+    # How many chargers this process holds.
+    connected: Callable[[], int]
