@@ -5,12 +5,21 @@ no action and the API refuses its writes."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ocpp.v16 import call
 from playwright.async_api import Page, expect
 
-from support import BOOTSTRAP_TOKEN, TestCharger, ocpp_charger, running_handle
+from support import (
+    BOOTSTRAP_TOKEN,
+    Receiver,
+    Reply,
+    TestCharger,
+    ocpp_charger,
+    running_handle,
+    until,
+)
 
 
 async def sign_in(page: Page, base: str, token: str) -> None:
@@ -135,3 +144,81 @@ async def test_pages_are_labelled_and_fit_a_phone(
                 "document.documentElement.scrollWidth - window.innerWidth"
             )
             assert overflow <= 0, (hash_, overflow)
+
+
+async def test_notifications_page_shows_failed_deliveries_and_resends_them(
+    database_url: str, tmp_path: Path, page: Page
+) -> None:
+    """A subscription whose receiver failed: its failed delivery is listed with the count, and
+    Resend queues it again (then the receiver, back, gets it)."""
+    answers = {"status": 500}
+    receiver = Receiver(lambda _: Reply(status=answers["status"]))
+    await receiver.start()
+    try:
+        async with running_handle(database_url, tmp_path, notification_retry_schedule="1s") as run:
+            r = await run.api.post(
+                "/public-api/notifications/v2.0",
+                json={
+                    "via": "webhook",
+                    "notifications": ["ChargePointChangedNotification"],
+                    "webhook": {"callbackUrl": receiver.url},
+                },
+            )
+            sub = r.json()["data"]["id"]
+            await run.charger("CP-1")  # chargePoint.changed: created
+            await until(lambda: len(receiver.requests) >= 2, within=30)  # first try, retry
+            base = f"http://127.0.0.1:{run.app.api_port}"
+            await sign_in(page, base, BOOTSTRAP_TOKEN)
+            await page.get_by_role("link", name="Notifications").click()
+            region = page.get_by_role("region", name=f"Subscription {sub}")
+            await expect(region.locator(".failed")).to_have_text("1", timeout=15000)
+            await expect(region).to_contain_text("ChargePointChangedNotification")
+            answers["status"] = 202
+            await region.get_by_role("button", name="Resend failed deliveries").click()
+            await expect(region).to_contain_text("1 deliveries queued again.")
+            await receiver.wait_for(1)
+            await expect(region.locator(".failed")).to_have_text("0", timeout=15000)
+    finally:
+        await receiver.stop()
+
+
+async def test_transactions_and_installations_pages(
+    database_url: str, tmp_path: Path, page: Page
+) -> None:
+    """A transaction a real charger started is listed and shown; an installation lists its
+    chargers."""
+    async with running_handle(database_url, tmp_path) as run:
+        secret = await run.charger("CP-1")
+        r = await run.api.post(
+            "/api/v1/installations", json={"name": "Depot Nord", "authorizationMode": "native"}
+        )
+        installation = r.json()["id"]
+        await run.api.patch("/api/v1/chargers/CP-1", json={"installationId": installation})
+        await run.api.post("/api/v1/id-tags", json={"idTag": "TAG-7"})
+        base = f"http://127.0.0.1:{run.app.api_port}"
+        async with ocpp_charger(run.url("CP-1", secret), "CP-1") as charger:
+            started = await charger.call(
+                call.StartTransaction(
+                    connector_id=1, id_tag="TAG-7", meter_start=1000, timestamp=_now()
+                )
+            )
+            await sign_in(page, base, BOOTSTRAP_TOKEN)
+            await page.get_by_role("link", name="Transactions").click()
+            link = page.get_by_role("link", name=str(started.transaction_id), exact=True)
+            await link.click()
+            heading = f"Transaction {started.transaction_id}"
+            await expect(page.get_by_role("heading", name=heading)).to_be_visible()
+            await expect(page.locator("main")).to_contain_text("TAG-7 (Accepted)")
+            # An open transaction can be stopped from its page; the charger answers.
+            await page.get_by_role("button", name="Send RemoteStopTransaction").click()
+            await expect(
+                page.get_by_role("status", name="RemoteStopTransaction answer")
+            ).to_contain_text("NotImplemented")
+        await page.get_by_role("link", name="Installations").click()
+        await page.get_by_role("link", name=str(installation), exact=True).click()
+        await expect(page.locator("main")).to_contain_text("Depot Nord")
+        await expect(page.get_by_role("link", name="CP-1")).to_be_visible()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

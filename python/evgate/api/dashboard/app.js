@@ -58,8 +58,13 @@ function setTitle(text) {
   return h("h1", {}, text);
 }
 
+// Replaces el's children with nodes (arrays flattened; null, undefined and false left out).
+function fill(el, ...nodes) {
+  el.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
+}
+
 function render(...nodes) {
-  main.replaceChildren(...nodes);
+  fill(main, ...nodes);
 }
 
 function errorBox(err) {
@@ -348,7 +353,7 @@ function fleetView(params) {
           h("span", { class: "n" }, n),
           h("span", { class: "k" }, k),
         );
-      summary.replaceChildren(
+      fill(summary,
         card(s.counts.chargers, "chargers", {}),
         ...NETWORK.map((k) => card(s.counts.network[k] || 0, k, { networkStatus: k })),
         ...Object.entries(s.counts.connectors)
@@ -356,7 +361,7 @@ function fleetView(params) {
           .map(([k, n]) => card(n, "connectors " + k, { connectorStatus: k })),
       );
     } catch (err) {
-      summary.replaceChildren(errorBox(err));
+      fill(summary, errorBox(err));
     }
   }
   const refreshSummary = throttle(loadSummary, 1000);
@@ -400,14 +405,14 @@ function fleetView(params) {
           loadPage();
         },
       }, "Next page");
-      listArea.replaceChildren(
+      fill(listArea,
         trs.length
           ? table(`Chargers, page ${cursors.length}`, columns, trs)
           : h("p", { class: "muted" }, "No charger matches."),
         h("div", { class: "pager" }, prev, next),
       );
     } catch (err) {
-      listArea.replaceChildren(errorBox(err));
+      fill(listArea, errorBox(err));
     }
   }
 
@@ -475,9 +480,9 @@ function fleetView(params) {
           status: change.status,
           errorCode: change.errorCode,
         }].sort((a, b) => a.connectorId - b.connectorId);
-        shown.tr.querySelector(".conn").replaceChildren(connectorBadges(c.connectors));
+        fill(shown.tr.querySelector(".conn"), connectorBadges(c.connectors));
       } else if (change.type === "network") {
-        shown.tr.querySelector(".net").replaceChildren(badge(change.networkStatus), " ", h("span", { class: "muted" }, ago(change.at)));
+        fill(shown.tr.querySelector(".net"), badge(change.networkStatus), " ", h("span", { class: "muted" }, ago(change.at)));
       }
     },
   };
@@ -666,7 +671,7 @@ function chargerView(chargerId) {
       const c = await api(base);
       const conn = c.connection;
       const boot = c.boot;
-      head.replaceChildren(
+      fill(head,
         h(
           "div",
           { class: "grid2" },
@@ -704,7 +709,7 @@ function chargerView(chargerId) {
         ),
       );
     } catch (err) {
-      head.replaceChildren(errorBox(err));
+      fill(head, errorBox(err));
     }
   }
 
@@ -712,7 +717,7 @@ function chargerView(chargerId) {
     const columns = ["Connector", "Status", "Error", "Info", "Since"];
     try {
       const list = await api(base + "/connectors");
-      connectors.replaceChildren(
+      fill(connectors,
         h("h2", { id: "h-connectors" }, "Connectors"),
         list.length
           ? table(
@@ -735,7 +740,7 @@ function chargerView(chargerId) {
           : h("p", { class: "muted" }, "No StatusNotification yet."),
       );
     } catch (err) {
-      connectors.replaceChildren(errorBox(err));
+      fill(connectors, errorBox(err));
     }
   }
 
@@ -743,7 +748,7 @@ function chargerView(chargerId) {
     try {
       const log = await api(base + "/messages");
       const items = log.messages.slice().reverse();
-      messages.replaceChildren(
+      fill(messages,
         h("h2", { id: "h-messages" }, "Recent OCPP messages"),
         log.heldBy
           ? h("p", { class: "muted" }, `Held by evgate process ${log.heldBy}: its log is there.`)
@@ -765,7 +770,7 @@ function chargerView(chargerId) {
           : h("p", { class: "muted" }, "No message since this evgate process started."),
       );
     } catch (err) {
-      messages.replaceChildren(errorBox(err));
+      fill(messages, errorBox(err));
     }
   }
 
@@ -773,7 +778,7 @@ function chargerView(chargerId) {
     const columns = ["Id", "Connector", "Id tag", "Started", "Stopped", "Energy (Wh)"];
     try {
       const page = await api("/api/v1/transactions" + query({ chargerId, limit: 10 }));
-      txs.replaceChildren(
+      fill(txs,
         h("h2", { id: "h-transactions" }, "Transactions"),
         page.data.length
           ? table(null, columns, page.data.map((t) => txRow(t, columns)))
@@ -781,7 +786,7 @@ function chargerView(chargerId) {
         h("a", { href: "#/transactions" + query({ chargerId }) }, "All transactions of this charger"),
       );
     } catch (err) {
-      txs.replaceChildren(errorBox(err));
+      fill(txs, errorBox(err));
     }
   }
 
@@ -789,9 +794,9 @@ function chargerView(chargerId) {
     try {
       const from = new Date(Date.now() - 6 * 3600 * 1000).toISOString();
       const page = await api(base + "/meter-values" + query({ resolution: "15m", from, limit: 1000 }));
-      meter.replaceChildren(h("h2", { id: "h-meter" }, "Meter, last 6 hours"), chart(page.data));
+      fill(meter, h("h2", { id: "h-meter" }, "Meter, last 6 hours"), chart(page.data));
     } catch (err) {
-      meter.replaceChildren(errorBox(err));
+      fill(meter, errorBox(err));
     }
   }
 
@@ -871,7 +876,7 @@ function transactionsView(params) {
         tr.insertBefore(cell, tr.children[1]);
         return tr;
       });
-      list.replaceChildren(
+      fill(list,
         rows.length ? table(`Transactions, newest first, page ${cursors.length}`, columns, rows) : h("p", { class: "muted" }, "No transaction matches."),
         h(
           "div",
@@ -881,7 +886,7 @@ function transactionsView(params) {
         ),
       );
     } catch (err) {
-      list.replaceChildren(errorBox(err));
+      fill(list, errorBox(err));
     }
   }
   const charger = h("input", { id: "tx-charger", value: filters.chargerId });
@@ -921,7 +926,7 @@ function transactionView(id) {
   async function load() {
     try {
       const t = await api(`/api/v1/transactions/${encodeURIComponent(id)}`);
-      box.replaceChildren(
+      fill(box,
         h(
           "section",
           { class: "panel" },
@@ -949,7 +954,7 @@ function transactionView(id) {
           : null,
       );
     } catch (err) {
-      box.replaceChildren(errorBox(err));
+      fill(box, errorBox(err));
     }
   }
   render(h("p", {}, h("a", { href: "#/transactions" }, "← Transactions")), setTitle("Transaction " + id), box);
@@ -967,7 +972,10 @@ function notificationsView() {
       const page = await api(BASE + "?per_page=100");
       const sections = await Promise.all(
         page.data.map(async (s) => {
-          const failed = await api(`${BASE}/${s.id}/failed-deliveries?limit=20`);
+          const [failed, counts] = await Promise.all([
+            api(`${BASE}/${s.id}/failed-deliveries?limit=20`),
+            api(`${BASE}/${s.id}/delivery-counts`),
+          ]);
           const result = h("p", { role: "status", "aria-live": "polite" });
           const columns = ["Event", "Notification", "Charger", "Attempts", "Last error", "Made"];
           return h(
@@ -980,8 +988,10 @@ function notificationsView() {
               ["Notifications", s.notifications.join(", ")],
               s.disabledReason ? ["Disabled because", s.disabledReason] : null,
               s.notEmitted && s.notEmitted.length ? ["Never emitted by evgate", s.notEmitted.join(", ")] : null,
+              ["Deliveries waiting", h("span", { class: "waiting" }, String(counts.waiting))],
+              ["Deliveries failed", h("span", { class: "failed" }, String(counts.failed))],
             ]),
-            h("h3", {}, `Failed deliveries (${failed.data.length}${failed.nextCursor ? "+" : ""})`),
+            h("h3", {}, `Failed deliveries${counts.failed > failed.data.length ? `, the first ${failed.data.length}` : ""}`),
             failed.data.length
               ? table(null, columns, failed.data.map((d) => row([String(d.eventId), d.notification, d.chargerId, String(d.attempts), d.lastError || "—", when(d.createdAt)], columns)))
               : h("p", { class: "muted" }, "None: every delivery is done or still being retried."),
@@ -1008,11 +1018,11 @@ function notificationsView() {
           );
         }),
       );
-      box.replaceChildren(
-        sections.length ? sections : h("p", { class: "muted" }, "No subscription."),
+      fill(box,
+        ...(sections.length ? sections : [h("p", { class: "muted" }, "No subscription.")]),
       );
     } catch (err) {
-      box.replaceChildren(errorBox(err));
+      fill(box, errorBox(err));
     }
   }
   render(setTitle("Notifications"), box);
@@ -1028,7 +1038,7 @@ function installationsView() {
   async function load() {
     try {
       const page = await api("/api/v1/installations?limit=100");
-      box.replaceChildren(
+      fill(box,
         page.data.length
           ? table(
               null,
@@ -1049,7 +1059,7 @@ function installationsView() {
           : h("p", { class: "muted" }, "No installation."),
       );
     } catch (err) {
-      box.replaceChildren(errorBox(err));
+      fill(box, errorBox(err));
     }
   }
   render(setTitle("Installations"), box);
@@ -1066,7 +1076,7 @@ function installationView(id) {
         api(`/api/v1/installations/${encodeURIComponent(id)}/chargers?limit=100`),
       ]);
       const columns = ["Charger", "Offline configuration", "Answered"];
-      box.replaceChildren(
+      fill(box,
         h(
           "section",
           { class: "panel" },
@@ -1098,7 +1108,7 @@ function installationView(id) {
         h("a", { href: "#/fleet" + query({ installationId: id }) }, "These chargers in the fleet list"),
       );
     } catch (err) {
-      box.replaceChildren(errorBox(err));
+      fill(box, errorBox(err));
     }
   }
   render(h("p", {}, h("a", { href: "#/installations" }, "← Installations")), setTitle("Installation " + id), box);
