@@ -97,3 +97,40 @@ async def test_token_in_use_says_its_scope(database_url: str, tmp_path: Path) ->
         assert r.json()["scope"] == "read"
         anonymous = await run.api.get("/api/v1/token", headers={"Authorization": ""})
         assert anonymous.status_code == 401
+
+
+async def test_message_log_is_bounded_kept_after_a_disconnect_and_dropped_with_the_charger(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running_handle(database_url, tmp_path, message_log_size=4) as run:
+        secret = await run.charger("CP-1")
+        async with ocpp_charger(run.url("CP-1", secret), "CP-1") as charger:
+            await charger.boot()
+            for _ in range(3):
+                await charger.call(call.Heartbeat())
+        await until(lambda: run.gateway.connection("CP-1") is None)
+        r = await run.api.get("/api/v1/chargers/CP-1/messages")
+        frames = r.json()["messages"]
+        assert [f["direction"] for f in frames] == ["in", "out", "in", "out"]
+        assert all('"Heartbeat"' in f["text"] for f in frames if f["direction"] == "in")
+        async with ocpp_charger(run.url("CP-1", secret), "CP-1") as charger:
+            await charger.call(call.Heartbeat())
+            r = await run.api.get("/api/v1/chargers/CP-1/messages")
+            assert len(r.json()["messages"]) == 4  # the same log, continued
+        assert (await run.api.delete("/api/v1/chargers/CP-1")).status_code == 204
+        await until(lambda: run.gateway.recent_messages("CP-1") is None)
+        assert (await run.api.get("/api/v1/chargers/CP-1/messages")).status_code == 404
+
+
+async def test_evgate_stops_while_a_stream_is_open(database_url: str, tmp_path: Path) -> None:
+    """The API server waits for its responses: the open streams end when evgate stops."""
+    async with running_handle(database_url, tmp_path) as run:
+        request = run.api.build_request("GET", "/api/v1/events/stream", timeout=None)
+        response = await run.api.send(request, stream=True)
+        try:
+            await until(lambda: run.app.live.open_streams == 1)
+            await asyncio.wait_for(run.app.stop(), 20)
+            body = b"".join([chunk async for chunk in response.aiter_bytes()])
+            assert body.startswith(b": live")
+        finally:
+            await response.aclose()

@@ -160,7 +160,8 @@ class LiveFeed:
     def publish(self, change: LiveChange) -> None:
         """Queue ``change`` on every open stream, without waiting for any."""
         for stream in self._streams:
-            if stream.lost:
+            if stream.lost:  # until it has read what it holds and been told to resync
+                self.m_lost.inc()
                 continue
             try:
                 stream.queue.put_nowait(change)
