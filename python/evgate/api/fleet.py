@@ -65,11 +65,15 @@ class FleetController(Controller):
     path = "/api/v1/fleet"
     tags = ["fleet"]
 
-    @get("/", summary="Chargers by network status and connectors by status")
+    @get(
+        "/",
+        summary="Chargers by network status and connectors by status (at most a second old)",
+        opt={"problems": (503,)},
+    )
     async def summary(self, ctx: Ctx) -> FleetView:
-        counts = await ctx.chargers.counts()
+        fleet = _fleet(ctx)
         return FleetView(
-            counts=counts, connected_here=ctx.fleet.connected() if ctx.fleet is not None else 0
+            counts=await fleet.counts(ctx.chargers.counts), connected_here=fleet.connected()
         )
 
 

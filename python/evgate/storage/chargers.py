@@ -162,29 +162,37 @@ class ChargerStore:
         self, after: str | None = None, limit: int = 100, where: ChargerFilter | None = None
     ) -> list[Charger]:
         """Chargers in id order, the ``limit`` first after id ``after`` (keyset pagination)
-        that ``where`` selects (by the primary key's order: a filter that matches few chargers
-        reads the table once per page, ~10 ms per 100,000 chargers)."""
+        that ``where`` selects (in the primary key's order: a search that matches few chargers
+        reads the table once per page, ~10 ms per 20,000 chargers: ``bench/dashboard.py``)."""
         where = where or ChargerFilter()
-        pattern = None
+        # Only the conditions given, so that PostgreSQL plans each combination for what it is
+        # (an index scan in id order for the plain list, at any depth).
+        conditions: list[str] = []
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if after is not None:
+            conditions.append(f"id > {arg(after)}")
         if where.text:
             escaped = where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = f"%{escaped}%"
-        rows = await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM chargers ch"
-            " WHERE ($1::text IS NULL OR id > $1)"
-            " AND ($3::text IS NULL OR id ILIKE $3 OR description ILIKE $3)"
-            " AND ($4::text IS NULL OR network_status = $4)"
-            " AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM connectors c"
-            "      WHERE c.charger_id = ch.id AND c.status = $5))"
-            " AND ($6::bigint IS NULL OR installation_id = $6)"
-            " ORDER BY id LIMIT $2",
-            after,
-            limit,
-            pattern,
-            where.network_status,
-            where.connector_status,
-            where.installation_id,
-        )
+            pattern = arg(f"%{escaped}%")
+            conditions.append(f"(id ILIKE {pattern} OR description ILIKE {pattern})")
+        if where.network_status is not None:
+            conditions.append(f"network_status = {arg(where.network_status)}")
+        if where.connector_status is not None:
+            conditions.append(
+                "EXISTS (SELECT 1 FROM connectors c WHERE c.charger_id = ch.id"
+                f" AND c.status = {arg(where.connector_status)})"
+            )
+        if where.installation_id is not None:
+            conditions.append(f"installation_id = {arg(where.installation_id)}")
+        sql = f"SELECT {_COLUMNS} FROM chargers ch"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        rows = await self.db.fetch(f"{sql} ORDER BY id LIMIT {arg(limit)}", *args)
         return [_charger(r) for r in rows]
 
     async def boot_info(self, charger_id: str) -> BootInfo | None:

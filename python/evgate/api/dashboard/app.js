@@ -364,7 +364,8 @@ function fleetView(params) {
       fill(summary, errorBox(err));
     }
   }
-  const refreshSummary = throttle(loadSummary, 1000);
+  // Later than the API's COUNTS_MAX_AGE (1 s) after a change, so that the counts include it.
+  const refreshSummary = throttle(loadSummary, 1200);
 
   async function loadPage() {
     const after = cursors[cursors.length - 1];
