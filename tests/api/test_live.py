@@ -1,5 +1,6 @@
 """The live feed: a publish never waits for a reader, a slow reader loses what does not fit and
-is told to resync, streams are bounded in number, and closing ends every stream."""
+is told to resync, streams are bounded in number, and closing ends every stream; the fleet's
+counts are read at most once a second."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from evgate.api import services
 from evgate.api.live import (
     ConnectionChange,
     LiveFeed,
@@ -15,8 +17,10 @@ from evgate.api.live import (
     StreamEnded,
     StreamsFull,
 )
+from evgate.api.services import COUNTS_MAX_AGE, FleetService
 from evgate.gateway.interface import MOVED, REPLACED, ConnectionInfo
 from evgate.metrics import Registry
+from evgate.storage.chargers import FleetCounts
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -82,3 +86,26 @@ async def test_a_connection_taken_over_is_no_disconnect() -> None:
         assert isinstance(second, ConnectionChange)
         assert second.network_status == "temporarily unavailable"
         assert await stream.next(0.01) is None
+
+
+async def test_fleet_counts_are_read_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """However many browsers ask, the counts' query runs once per COUNTS_MAX_AGE, as of when
+    the read started."""
+    now = [100.0]
+    monkeypatch.setattr(services.time, "monotonic", lambda: now[0])
+    reads: list[float] = []
+
+    async def read() -> FleetCounts:
+        reads.append(now[0])
+        now[0] += 0.5  # the read takes half a second
+        return FleetCounts(chargers=len(reads), network={}, connectors={})
+
+    fleet = FleetService(feed=LiveFeed(), recent_messages=lambda _: None, connected=lambda: 0)
+    assert (await fleet.counts(read)).chargers == 1
+    now[0] = 100.0 + COUNTS_MAX_AGE  # one second after the read started
+    assert (await fleet.counts(read)).chargers == 1
+    now[0] += 0.01
+    assert (await fleet.counts(read)).chargers == 2
+    assert reads == [100.0, 101.01]
