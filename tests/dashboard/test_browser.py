@@ -116,10 +116,41 @@ async def test_read_token_gets_no_actions_and_its_writes_are_refused(
             assert token not in page.url
 
 
-async def test_pages_are_labelled_and_fit_a_phone(
+# The text elements whose colour has less than 4.5:1 contrast (WCAG AA) with the background
+# they are drawn on (the first opaque one up the tree).
+LOW_CONTRAST = """() => {
+    const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+        const f = (v) => {
+            v /= 255;
+            return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+        };
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+        for (; el; el = el.parentElement) {
+            const c = rgb(getComputedStyle(el).backgroundColor);
+            if (c.length === 3 || c[3] > 0) return c.slice(0, 3);
+        }
+        return [255, 255, 255];
+    };
+    const low = [];
+    for (const el of document.querySelectorAll("body *")) {
+        const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+        if (!own || !el.getClientRects().length) continue;
+        const a = lum(rgb(getComputedStyle(el).color)), b = lum(background(el));
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        if (ratio < 4.5) low.push(`${el.tagName}.${el.className}: ${ratio.toFixed(2)}`);
+    }
+    return low;
+}"""
+
+
+async def test_pages_are_labelled_readable_and_fit_a_phone(
     database_url: str, tmp_path: Path, page: Page
 ) -> None:
-    """Every form control has a label, and no page is wider than a phone's screen."""
+    """Every form control has a label, all text has AA contrast, and no page is wider than a
+    phone's screen."""
     async with running_handle(database_url, tmp_path) as run:
         await run.charger("CP-WITH-A-RATHER-LONG-IDENTIFIER-0001")
         base = f"http://127.0.0.1:{run.app.api_port}"
@@ -144,6 +175,8 @@ async def test_pages_are_labelled_and_fit_a_phone(
                 "document.documentElement.scrollWidth - window.innerWidth"
             )
             assert overflow <= 0, (hash_, overflow)
+            low = await page.evaluate(LOW_CONTRAST)
+            assert low == [], (hash_, low)
 
 
 async def test_notifications_page_shows_failed_deliveries_and_resends_them(

@@ -188,8 +188,10 @@ function signInView(message) {
           const me = await api("/api/v1/token");
           sessionStorage.setItem(SCOPE, me.scope);
           input.value = "";
-          if (!location.hash || location.hash === "#/signin") location.hash = "#/fleet";
-          start();
+          const fleet = !location.hash || location.hash === "#/signin";
+          start(); // routes: the fleet for an empty hash or #/signin
+          // Without a hashchange (which would route again).
+          if (fleet) history.replaceState(null, "", "#/fleet");
         } catch (err) {
           sessionStorage.removeItem(TOKEN);
           note.textContent = err.status === 401 ? "This token is unknown or revoked." : err.message;
