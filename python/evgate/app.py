@@ -104,7 +104,9 @@ class Evgate:
         self.network: NetworkStatusRecorder | None = None
         self.reservation_expiry: ReservationExpiry | None = None
         # The dashboard's live stream: fed by the gateway and the StatusNotification handler.
-        self.live = LiveFeed(metrics=self.metrics)
+        # Its open streams are API requests in flight: at most half the API's cap of those.
+        api_cap = settings.api_max_connections or default_connection_caps().api
+        self.live = LiveFeed(max_streams=min(100, max(1, api_cap // 2)), metrics=self.metrics)
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
