@@ -134,3 +134,17 @@ async def test_evgate_stops_while_a_stream_is_open(database_url: str, tmp_path: 
             assert body.startswith(b": live")
         finally:
             await response.aclose()
+
+
+async def test_one_stream_too_many_is_answered_503(database_url: str, tmp_path: Path) -> None:
+    async with running_handle(database_url, tmp_path) as run:
+        run.app.live.max_streams = 1
+        async with run.api.stream("GET", "/api/v1/events/stream", timeout=None) as first:
+            assert first.status_code == 200
+            await until(lambda: run.app.live.open_streams == 1)
+            second = await run.api.get("/api/v1/events/stream")
+            assert second.status_code == 503
+            assert second.headers["content-type"] == "application/problem+json"
+        await until(lambda: run.app.live.open_streams == 0)
+        async with run.api.stream("GET", "/api/v1/events/stream", timeout=None) as again:
+            assert again.status_code == 200
