@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 from ocpp.v16 import call
 
+from evgate.gateway.connection import MESSAGE_LOG_BYTES
 from support import ocpp_charger, running_handle, until
 
 
@@ -117,6 +118,13 @@ async def test_message_log_is_bounded_kept_after_a_disconnect_and_dropped_with_t
             await charger.call(call.Heartbeat())
             r = await run.api.get("/api/v1/chargers/CP-1/messages")
             assert len(r.json()["messages"]) == 4  # the same log, continued
+            # A big message is kept as its first 2 KiB, with its size.
+            await charger.call(call.DataTransfer(vendor_id="acme", data="x" * 30_000))
+            r = await run.api.get("/api/v1/chargers/CP-1/messages")
+            big = r.json()["messages"][-2]
+            assert big["direction"] == "in" and big["text"].startswith("[2,")
+            assert len(big["text"]) == MESSAGE_LOG_BYTES
+            assert 30_000 < big["size"] < 30_200
         assert (await run.api.delete("/api/v1/chargers/CP-1")).status_code == 204
         await until(lambda: run.gateway.recent_messages("CP-1") is None)
         assert (await run.api.get("/api/v1/chargers/CP-1/messages")).status_code == 404

@@ -93,12 +93,14 @@ class OcppFrame(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     Attributes:
         at: when it was received or sent (UTC).
         direction: ``in`` from the charger, ``out`` to it.
-        text: the message as it was on the wire (invalid UTF-8 replaced).
+        text: the message as it was on the wire (invalid UTF-8 replaced), its first 2 KiB.
+        size: its size in bytes (more than ``text`` holds when it was cut).
     """
 
     at: datetime
     direction: str
     text: str
+    size: int
 
 
 class ConnectionObserver(Protocol):

@@ -347,8 +347,9 @@ class Gateway:
                 at=datetime.fromtimestamp(at, UTC),
                 direction="in" if incoming else "out",
                 text=data.decode(errors="replace"),
+                size=size,
             )
-            for at, incoming, data in log_
+            for at, incoming, data, size in log_
         ]
 
     def credentials_of(self, charger_id: str) -> ChargerCredentials | None:

@@ -766,7 +766,7 @@ function chargerView(chargerId) {
                   {},
                   h("time", { datetime: f.at }, new Date(f.at).toLocaleTimeString()),
                   h("span", { class: "dir-" + f.direction, title: f.direction === "in" ? "from the charger" : "to the charger" }, f.direction === "in" ? "→ in" : "← out"),
-                  h("code", {}, f.text),
+                  h("code", {}, f.text, f.size > f.text.length ? ` … (${f.size} bytes)` : ""),
                 ),
               ),
             )
