@@ -21,12 +21,14 @@ from evgate.api.async_commands import AsyncCommands
 from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
+from evgate.api.live import LiveFeed
 from evgate.api.notifications import NotificationActions, SubscriptionController
 from evgate.api.reservations import ReservationController
 from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.services import (
     CdrService,
     ChargingApi,
+    FleetService,
     NotificationService,
     ReservationService,
 )
@@ -112,6 +114,10 @@ class Evgate:
         self.native: NativeAuthorizer | None = None
         self.network: NetworkStatusRecorder | None = None
         self.reservation_expiry: ReservationExpiry | None = None
+        # The dashboard's live stream: fed by the gateway and the StatusNotification handler.
+        # Its open streams are API requests in flight: at most half the API's cap of those.
+        api_cap = settings.api_max_connections or default_connection_caps().api
+        self.live = LiveFeed(max_streams=min(100, max(1, api_cap // 2)), metrics=self.metrics)
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
@@ -190,6 +196,7 @@ class Evgate:
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
             after_accepted_boot=after_accepted_boot,
+            status_changed=self.live.connector_status,
         )
         routes = build_routes(services, self.certificates)
 
@@ -220,6 +227,7 @@ class Evgate:
 
         self.network = NetworkStatusRecorder(self.writer, number_of, metrics=self.metrics)
         self.gateway.add_observer(self.network)
+        self.gateway.add_observer(self.live)
         self.network.start()
         reservations = ReservationStore(self.db)
         self.reservation_expiry = ReservationExpiry(reservations)
@@ -288,6 +296,11 @@ class Evgate:
             installations=self.auth.installations,
             async_commands=self.async_commands,
             certificates=CertificateStore(self.db),
+            fleet=FleetService(
+                feed=self.live,
+                recent_messages=gateway.recent_messages,
+                connected=lambda: len(gateway.connections()),
+            ),
         )
         api = create_api(
             ctx,
@@ -339,6 +352,7 @@ class Evgate:
     async def stop(self) -> None:
         """Take everything down in reverse order. Safe to call more than once."""
         if self._api_server is not None and self._api_task is not None:
+            self.live.close()  # the server waits for its open streams to end
             self._api_server.should_exit = True
             with contextlib.suppress(Exception):
                 await self._api_task

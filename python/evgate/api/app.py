@@ -23,13 +23,15 @@ from evgate.api.certificates import CertificateController
 from evgate.api.chargers import ChargerController
 from evgate.api.commands import BulkCommandController, CommandController, CommandStatusController
 from evgate.api.context import ApiContext
+from evgate.api.dashboard import DASHBOARD_ROUTES
+from evgate.api.fleet import FLEET_ROUTES
 from evgate.api.inputs import check_request
 from evgate.api.installations import InstallationController
 from evgate.api.metrics import metrics
 from evgate.api.openapi import document_problems
 from evgate.api.problems import exception_handlers
 from evgate.api.security import OPEN_PATHS, make_auth_middleware, scope_guard
-from evgate.api.tokens import TokenController
+from evgate.api.tokens import TokenController, token_in_use
 
 __all__ = ["create_api"]
 
@@ -62,6 +64,8 @@ def create_api(
             BulkCommandController,
             InstallationController,
             TokenController,
+            token_in_use,
+            *FLEET_ROUTES,
             *route_handlers,
         ],
         guards=[scope_guard],
@@ -94,7 +98,7 @@ def create_api(
         make_auth_middleware(ctx.tokens.scope_of, ctx.bootstrap_digest), exclude=OPEN_PATHS
     )
     app = Litestar(
-        route_handlers=[secured, docs_assets, metrics, *open_route_handlers],
+        route_handlers=[secured, docs_assets, metrics, *DASHBOARD_ROUTES, *open_route_handlers],
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
         middleware=[auth],
         exception_handlers=exception_handlers,

@@ -8,13 +8,14 @@ import msgspec
 from litestar import Controller, delete, get, patch, post, put
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from evgate.api.bounds import BodyBigintId
+from evgate.api.bounds import JSON_INT_MAX, BodyBigintId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
 from evgate.credentials import CHARGER_ID_PATTERN, KEY_LENGTH
 from evgate.gateway.interface import ConnectionInfo
-from evgate.storage.chargers import Charger
+from evgate.storage.chargers import BootInfo, Charger, ChargerFilter, NetworkStatus
+from evgate.storage.connectors import ConnectorBrief
 
 __all__ = ["ChargerController"]
 
@@ -65,9 +66,17 @@ class ChargerWithSecret(Charger, kw_only=True):
 
 
 class ChargerView(Charger, kw_only=True):
-    """A charger with its live connection to this process (null when not connected)."""
+    """A charger with its live connection (null when not connected) and its last
+    BootNotification (null if none)."""
 
     connection: ConnectionInfo | None = None
+    boot: BootInfo | None = None
+
+
+class ChargerListed(Charger, kw_only=True):
+    """A charger in a list, with its connectors' statuses (connector 0 is the charger)."""
+
+    connectors: list[ConnectorBrief] = []
 
 
 class SecretOut(msgspec.Struct):
@@ -113,15 +122,50 @@ class ChargerController(Controller):
             str | None, QueryParameter(description="the last id of the previous page")
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-    ) -> Page[Charger]:
-        items = await ctx.chargers.page(after, limit)
-        return page_of(items, limit, lambda c: c.id)
+        q: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=64, description="a part of the id or description, case-insensitive"
+            ),
+        ] = None,
+        network_status: Annotated[
+            NetworkStatus | None, QueryParameter(name="networkStatus")
+        ] = None,
+        connector_status: Annotated[
+            str | None,
+            QueryParameter(
+                name="connectorStatus",
+                max_length=32,
+                description="a status one of its connectors has (Available, Faulted, ...)",
+            ),
+        ] = None,
+        installation_id: Annotated[
+            int | None, QueryParameter(name="installationId", ge=1, le=JSON_INT_MAX)
+        ] = None,
+    ) -> Page[ChargerListed]:
+        where = ChargerFilter(
+            text=q,
+            network_status=network_status,
+            connector_status=connector_status,
+            installation_id=installation_id,
+        )
+        items = await ctx.chargers.page(after, limit, where)
+        connectors = await ctx.charging.connectors.of_chargers([c.id for c in items])
+        listed = [
+            ChargerListed(**msgspec.structs.asdict(c), connectors=connectors.get(c.id, []))
+            for c in items
+        ]
+        return page_of(listed, limit, lambda c: c.id)
 
     @get("/{charger_id:str}", summary="One charger, with its live connection (or null)")
     async def get_charger(self, ctx: Ctx, charger_id: FromPath[str]) -> ChargerView:
         charger = await ctx.chargers.get(charger_id)
         connection = await ctx.gateway.locate(charger_id) if ctx.gateway is not None else None
-        return ChargerView(**msgspec.structs.asdict(charger), connection=connection)
+        return ChargerView(
+            **msgspec.structs.asdict(charger),
+            connection=connection,
+            boot=await ctx.chargers.boot_info(charger_id),
+        )
 
     @patch("/{charger_id:str}", summary="Change a charger's settings")
     async def patch_charger(

@@ -10,6 +10,7 @@ from evgate.api.async_commands import AsyncCommands
 from evgate.api.services import (
     CdrService,
     ChargingApi,
+    FleetService,
     NotificationService,
     ReservationService,
 )
@@ -53,6 +54,8 @@ class ApiContext:
     metrics: Registry = field(default_factory=Registry)
     # Installations and their authorization modes (issue 7); None in an API run without them.
     installations: Installations | None = None
+    # The dashboard's live stream and message logs (api/fleet.py); None without a gateway.
+    fleet: FleetService | None = None
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.

@@ -24,7 +24,7 @@ from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.security import Principal
 from evgate.events.catalog import NOT_EMITTED, SUBSCRIBABLE
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
-from evgate.storage.deliveries import FailedDelivery
+from evgate.storage.deliveries import DeliveryCounts, FailedDelivery
 from evgate.storage.kafka_settings import Codec, KafkaSettings, Mechanism, SecurityProtocol
 from evgate.storage.subscriptions import SubscriptionRow
 
@@ -288,6 +288,15 @@ class SubscriptionController(Controller):
         await service.subscriptions.delete_subscription(subscription_id)
         if service.changed is not None:
             service.changed()
+
+    @get(
+        "/{subscription_id:int}/delivery-counts",
+        summary="Deliveries waiting (to send or for a retry) and failed (evgate)",
+    )
+    async def delivery_counts(self, ctx: Ctx, subscription_id: BigintId) -> DeliveryCounts:
+        service = ctx.notifications
+        await service.subscriptions.get_subscription(subscription_id)  # 404 for an unknown one
+        return await service.deliveries.counts(subscription_id)
 
     @get(
         "/{subscription_id:int}/failed-deliveries",

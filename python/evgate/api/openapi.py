@@ -19,9 +19,10 @@ takes, by one rule for the whole API:
 503  the database is away, or the API's connection cap is reached (every operation)
 ===  ==========================================================================================
 
-Litestar also writes an optional query parameter as ``oneOf: [X, null]``: a query string has
-no null (an absent parameter is the default), so the null arm is dropped and the bounds
-Litestar put beside the ``oneOf`` join X.
+Litestar also writes an optional query parameter as ``oneOf: [X, null]`` (an optional
+Literal as ``type: [null, string]`` with null in its ``enum``): a query string has no null (an
+absent parameter is the default), so the null arm is dropped and the bounds Litestar put
+beside the ``oneOf`` join X.
 
 A route handler adds its own in ``opt["problems"]`` (409, 502, 504: e.g. the commands), and
 may give the JSON schema of a body or answer that Litestar cannot see in its signature in
@@ -94,7 +95,15 @@ def _statuses(method: str, operation: Operation, opt: dict[str, Any], own_guard:
 
 
 def _without_null(schema: Schema | Reference | None) -> Schema | Reference | None:
-    """``schema`` without a ``null`` arm in its oneOf, the outer keywords joined to the arm."""
+    """``schema`` without a ``null`` arm in its oneOf, the outer keywords joined to the arm
+    (or, for an optional Literal, without ``null`` in its types and its enum)."""
+    if isinstance(schema, Schema) and isinstance(schema.type, list) and schema.enum:
+        types = [t for t in schema.type if t != OpenAPIType.NULL]
+        return dataclasses.replace(
+            schema,
+            type=types[0] if len(types) == 1 else types,
+            enum=[v for v in schema.enum if v is not None],
+        )
     if not isinstance(schema, Schema) or not schema.one_of:
         return schema
     arms = [a for a in schema.one_of if not (isinstance(a, Schema) and a.type == OpenAPIType.NULL)]

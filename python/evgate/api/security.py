@@ -4,7 +4,8 @@ Every API route needs ``Authorization: Bearer <token>``; the token's SHA-256 dig
 up (tokens are stored as digests only). The bootstrap token (``EVGATE_BOOTSTRAP_TOKEN``) is no
 row: each process compares it with the digest of its own setting, so it is valid exactly where
 it is configured, and no other process can revoke it. Scope ``read`` may use safe methods;
-``admin`` may do everything. The OpenAPI document, the interactive docs and ``/metrics`` are open.
+``admin`` may do everything. The OpenAPI document, the interactive docs, ``/metrics`` and the
+dashboard's files (``/``, ``/dashboard/``) are open.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ __all__ = [
     "scope_guard",
 ]
 
-OPEN_PATHS = ["^/api/docs", "^/api/openapi", "^/metrics", "^/api/schema"]
+# The dashboard's page and files are open too (api/dashboard.py): what they show needs a token.
+OPEN_PATHS = ["^/api/docs", "^/api/openapi", "^/metrics", "^/api/schema", "^/$", "^/dashboard/"]
 
 TokenLookup = Callable[[bytes], Awaitable[tuple[int, str] | None]]
 

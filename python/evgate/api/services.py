@@ -7,11 +7,15 @@ module imports the context.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
+from evgate.api.live import LiveFeed
+from evgate.gateway.interface import OcppFrame
 from evgate.storage.cdrs import CdrStore
-from evgate.storage.chargers import ChargerStore
+from evgate.storage.chargers import ChargerStore, FleetCounts
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
@@ -21,7 +25,14 @@ from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer
 
-__all__ = ["CdrService", "ChargingApi", "NotificationService", "ReservationService"]
+__all__ = [
+    "COUNTS_MAX_AGE",
+    "CdrService",
+    "ChargingApi",
+    "FleetService",
+    "NotificationService",
+    "ReservationService",
+]
 
 
 @dataclass
@@ -61,3 +72,35 @@ class ReservationService:
     ``ApiContext.gateway``, whose answers record what they changed (``handlers/commands.py``)."""
 
     store: ReservationStore
+
+
+#: Seconds the fleet's counts may be old (the dashboard asks again later than this after a change).
+COUNTS_MAX_AGE = 1.0
+
+
+@dataclass
+class FleetService:
+    """What the dashboard's routes (``api/fleet.py``) need of the running process."""
+
+    # The changes of this process's chargers, for the live stream.
+    feed: LiveFeed
+    # A charger's last OCPP messages both ways (the gateway's in-memory log), None if unknown.
+    recent_messages: Callable[[str], list[OcppFrame] | None]
+    # How many chargers this process holds.
+    connected: Callable[[], int]
+    # The fleet's counts are read at most once a second per process, however many browsers
+    # ask (each refreshes them on changes): (when, counts).
+    _counts: tuple[float, FleetCounts] | None = field(default=None, init=False)
+    _counting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    async def counts(self, read: Callable[[], Awaitable[FleetCounts]]) -> FleetCounts:
+        """The fleet's counts, read with ``read`` if those known are older than
+        :data:`COUNTS_MAX_AGE`."""
+        async with self._counting:
+            known = self._counts
+            if known is None or time.monotonic() - known[0] > COUNTS_MAX_AGE:
+                # As of when the read started: a change committed after it is seen by a
+                # request made more than COUNTS_MAX_AGE after the change.
+                started = time.monotonic()
+                known = self._counts = (started, await read())
+            return known[1]

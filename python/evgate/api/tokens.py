@@ -8,21 +8,21 @@ here (unset ``EVGATE_BOOTSTRAP_TOKEN`` to retire it).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import BigintCursor, BigintId
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
-from evgate.api.security import admin_guard
+from evgate.api.security import Principal, admin_guard
 from evgate.auth.registry import issue_token
 from evgate.storage.tokens import ApiToken, Scope
 
-__all__ = ["TokenController"]
+__all__ = ["TokenController", "token_in_use"]
 
 
 class TokenCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -67,3 +67,18 @@ class TokenController(Controller):
     )
     async def revoke(self, ctx: Ctx, token_id: BigintId) -> None:
         await ctx.tokens.delete(token_id)
+
+
+class TokenInUse(msgspec.Struct, kw_only=True, rename="camel"):
+    """The token a request presented: its id (null for the bootstrap token) and scope."""
+
+    token_id: int | None
+    scope: Scope
+
+
+@get("/api/v1/token", tags=["tokens"], summary="The token in use: its scope (any token)")
+async def token_in_use(request: Request[Principal, Any, Any]) -> TokenInUse:
+    """What the dashboard asks at sign-in: whether to show the actions (``admin``)."""
+    principal = request.user
+    scope: Scope = "admin" if principal.scope == "admin" else "read"
+    return TokenInUse(token_id=principal.token_id, scope=scope)

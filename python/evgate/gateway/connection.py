@@ -72,7 +72,7 @@ from evgate.protocol.v16 import Message
 if TYPE_CHECKING:
     from evgate.gateway.server import Gateway
 
-__all__ = ["MAX_INBOX", "MAX_QUEUED_CALLS", "ChargerConnection"]
+__all__ = ["MAX_INBOX", "MAX_QUEUED_CALLS", "MESSAGE_LOG_BYTES", "ChargerConnection", "MessageLog"]
 
 log = logging.getLogger("evgate.gateway")
 
@@ -82,6 +82,13 @@ MAX_INBOX = 16
 MAX_QUEUED_CALLS = 32
 #: After our CLOSE frame, how long the charger has to answer it before the socket is closed.
 CLOSE_TIMEOUT = 2.0
+
+#: A charger's last messages, oldest first: (time.time(), from the charger?, the message's first
+#: MESSAGE_LOG_BYTES, its size). The bytes are the ones already made (copied out of picows, or
+#: encoded to send): no copy is added, except of the head of a longer message, so that a
+#: charger sending big messages holds no more than MESSAGE_LOG_BYTES an entry.
+MessageLog = deque[tuple[float, bool, bytes, int]]
+MESSAGE_LOG_BYTES = 2048
 
 # A CALL from the charger as the endpoint read it: to handle, or to refuse.
 _Received = IncomingCall | Refusal
@@ -111,6 +118,7 @@ class ChargerConnection(WSListener):
         "endpoint",
         "gateway",
         "info",
+        "messages",
         "registered",
         "subprotocol_ok",
         "transport",
@@ -138,6 +146,9 @@ class ChargerConnection(WSListener):
         )
         # The digest of the secret this connection proved; None for a client certificate.
         self.auth_digest = admit.auth_digest
+        # The charger's last messages both ways (time, from the charger?, bytes): the
+        # gateway's in-memory log, shared with the charger's other connections.
+        self.messages = gateway.message_log(credentials.id)
         self.subprotocol_ok = subprotocol_ok
         self.transport: WSTransport | None = None
         self.registered = False
@@ -296,6 +307,7 @@ class ChargerConnection(WSListener):
         if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
             return  # the charger is gone: it will retry what we could not acknowledge
         transport.send(WSMsgType.TEXT, data)
+        self.messages.append((time.time(), False, data[:MESSAGE_LOG_BYTES], len(data)))
         self.gateway.m_frames_out.inc(action)
 
     def _refuse(self, exc: OcppError, action: str) -> None:
@@ -303,6 +315,7 @@ class ChargerConnection(WSListener):
         self._send(self.endpoint.refuse(exc), action)
 
     def _message(self, data: bytes) -> None:
+        self.messages.append((time.time(), True, data[:MESSAGE_LOG_BYTES], len(data)))
         happening = self.endpoint.receive(data)
         if isinstance(happening, IncomingCall):
             self._call_received(happening, happening.action)

@@ -33,6 +33,7 @@ __all__ = [
     "ConnectionObserver",
     "InvalidCommand",
     "InvalidResponse",
+    "OcppFrame",
     "authorization_key",
 ]
 
@@ -82,6 +83,22 @@ class ConnectionInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     security_profile: int
     # The evgate process (instance) holding the connection, when known.
     held_by: str | None = None
+
+
+class OcppFrame(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One OCPP message to or from a charger, as the gateway's in-memory log kept it.
+
+    Attributes:
+        at: when it was received or sent (UTC).
+        direction: ``in`` from the charger, ``out`` to it.
+        text: the message as it was on the wire (invalid UTF-8 replaced), its first 2 KiB.
+        size: its size in bytes (more than ``text`` holds when it was cut).
+    """
+
+    at: datetime
+    direction: str
+    text: str
+    size: int
 
 
 class ConnectionObserver(Protocol):

@@ -25,7 +25,9 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from picows import (
@@ -39,7 +41,7 @@ from picows import (
 
 from evgate.config import ConfigError, Settings, parse_networks
 from evgate.credentials import digest
-from evgate.gateway.connection import ChargerConnection
+from evgate.gateway.connection import ChargerConnection, MessageLog
 from evgate.gateway.credentials import CredentialIndex, CredentialLoader
 from evgate.gateway.interface import (
     REPLACED,
@@ -47,6 +49,7 @@ from evgate.gateway.interface import (
     ConnectionInfo,
     ConnectionObserver,
     InvalidCommand,
+    OcppFrame,
     authorization_key,
 )
 from evgate.gateway.listener import ChargerPort, ChargerProtocol
@@ -79,6 +82,8 @@ _HANDSHAKE_TIMEOUT = 5.0
 
 
 _PARSER_ERROR = "WS parser error"
+# Message logs kept of chargers that left (each at most message_log_size messages).
+_LOGS_KEPT = 1024
 
 
 class _PicowsLog(logging.LoggerAdapter[logging.Logger]):
@@ -194,6 +199,8 @@ class Gateway:
             load_credentials, self._credentials_applied, self._health
         )
         self._connections: dict[str, ChargerConnection] = {}
+        # The message logs of chargers that left (the last _LOGS_KEPT), in the order they left.
+        self._logs_left: dict[str, MessageLog] = {}
         self._observers: list[ConnectionObserver] = []
         self._limiter = FailureLimiter(settings.failed_upgrades_per_minute)
         self._server: asyncio.AbstractServer | None = None
@@ -319,6 +326,32 @@ class Gateway:
     def connections(self) -> list[ConnectionInfo]:
         return [c.info for c in self._connections.values()]
 
+    def message_log(self, charger_id: str) -> MessageLog:
+        """The in-memory log of ``charger_id``'s messages that a new connection appends to:
+        its live connection's, the one it had when it left, or a new one."""
+        live = self._connections.get(charger_id)
+        if live is not None:
+            return live.messages
+        kept = self._logs_left.pop(charger_id, None)
+        return kept if kept is not None else deque(maxlen=self.settings.message_log_size)
+
+    def recent_messages(self, charger_id: str) -> list[OcppFrame] | None:
+        """The charger's last messages both ways, oldest first (connected or left), or None
+        when this process has no log of it."""
+        live = self._connections.get(charger_id)
+        log_ = live.messages if live is not None else self._logs_left.get(charger_id)
+        if log_ is None:
+            return None
+        return [
+            OcppFrame(
+                at=datetime.fromtimestamp(at, UTC),
+                direction="in" if incoming else "out",
+                text=data.decode(errors="replace"),
+                size=size,
+            )
+            for at, incoming, data, size in log_
+        ]
+
     def credentials_of(self, charger_id: str) -> ChargerCredentials | None:
         """What the upgrade check currently holds for the charger (None: unknown)."""
         return self.credentials.get(charger_id)
@@ -418,6 +451,10 @@ class Gateway:
         connection.registered = False
         if self._connections.get(connection.charger_id) is connection:
             del self._connections[connection.charger_id]
+            if connection.messages:
+                self._logs_left[connection.charger_id] = connection.messages
+                if len(self._logs_left) > _LOGS_KEPT:
+                    del self._logs_left[next(iter(self._logs_left))]
         self.m_closed.inc(str(connection.close_code))
         log.info(
             "charger %s disconnected (%d %s)",
@@ -456,6 +493,8 @@ class Gateway:
 
     def _credentials_applied(self, charger_id: str, credentials: ChargerCredentials | None) -> None:
         """Drop a live connection that the index's change invalidates."""
+        if credentials is None:
+            self._logs_left.pop(charger_id, None)
         connection = self._connections.get(charger_id)
         if connection is None:
             return

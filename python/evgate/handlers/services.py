@@ -26,6 +26,7 @@ from evgate.protocol.v16 import (
 )
 from evgate.storage.ops import outbox
 from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.connectors import ConnectorStatus
 from evgate.storage.ops.transactions import TransactionFacts, TransactionStart
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer
@@ -80,6 +81,8 @@ class HandlerServices:
             queue work: it runs before the handler returns, and the gateway sends the
             CALLRESULT right after that without yielding to the loop, so anything it has sent
             to the charger goes after the Accepted reply.
+        status_changed: called with a StatusNotification's stored status once it committed
+            and changed the connector's status (the API's live feed). It must not block.
     """
 
     writer: Writer
@@ -90,6 +93,7 @@ class HandlerServices:
     vendors: Mapping[str, VendorHandler] = field(default_factory=dict)
     clock: Callable[[], datetime] = utc_now
     after_accepted_boot: Callable[[str], None] = lambda _charger_id: None
+    status_changed: Callable[[ConnectorStatus], None] = lambda _status: None
 
     async def decide(
         self,

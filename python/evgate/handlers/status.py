@@ -32,21 +32,20 @@ def routes(services: HandlerServices) -> Routes:
     ) -> StatusNotificationResponse:
         connector_id = check_range(request.connector_id, 0, INT32_MAX, "connectorId")
         now = services.clock()
-        stored = connectors.status(
-            ConnectorStatus(
-                charger_id=ctx.charger_id,
-                connector_id=connector_id,
-                status=request.status.value,
-                error_code=request.error_code.value,
-                info=None if request.info is UNSET else request.info,
-                vendor_id=None if request.vendor_id is UNSET else request.vendor_id,
-                vendor_error_code=None
-                if request.vendor_error_code is UNSET
-                else request.vendor_error_code,
-                status_at=now if request.timestamp is UNSET else request.timestamp,
-                updated_at=now,
-            )
+        status = ConnectorStatus(
+            charger_id=ctx.charger_id,
+            connector_id=connector_id,
+            status=request.status.value,
+            error_code=request.error_code.value,
+            info=None if request.info is UNSET else request.info,
+            vendor_id=None if request.vendor_id is UNSET else request.vendor_id,
+            vendor_error_code=None
+            if request.vendor_error_code is UNSET
+            else request.vendor_error_code,
+            status_at=now if request.timestamp is UNSET else request.timestamp,
+            updated_at=now,
         )
+        stored = connectors.status(status)
         charger = ctx.charger
 
         def described(results: Results) -> list[Write[None]]:
@@ -58,7 +57,9 @@ def routes(services: HandlerServices) -> Routes:
                 entries.insert(0, evse_changed(charger, connector_id, "created", now))
             return outbox.append(entries)
 
-        await services.emit(ctx.charger_id, [stored], described)
+        results = await services.emit(ctx.charger_id, [stored], described)
+        if results[stored] is not None:
+            services.status_changed(status)
         return StatusNotificationResponse()
 
     return {"StatusNotification": status_notification}

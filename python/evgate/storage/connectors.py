@@ -10,7 +10,7 @@ import msgspec
 
 from evgate.storage.db import Database
 
-__all__ = ["Connector", "ConnectorStore"]
+__all__ = ["Connector", "ConnectorBrief", "ConnectorStore"]
 
 
 class Connector(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True):
@@ -26,6 +26,14 @@ class Connector(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True
     vendor_error_code: str | None = None
 
 
+class ConnectorBrief(msgspec.Struct, rename="camel", kw_only=True):
+    """A connector's status as a list of chargers shows it."""
+
+    connector_id: int
+    status: str
+    error_code: str
+
+
 class ConnectorStore:
     """Reads of ``connectors``."""
 
@@ -39,3 +47,17 @@ class ConnectorStore:
             charger_id,
         )
         return [Connector(**dict(zip(Connector.__struct_fields__, r, strict=True))) for r in rows]
+
+    async def of_chargers(self, charger_ids: list[str]) -> dict[str, list[ConnectorBrief]]:
+        """The connectors of several chargers (a page of them), by charger, in order."""
+        rows = await self.db.fetch(
+            "SELECT charger_id, connector_id, status, error_code FROM connectors"
+            " WHERE charger_id = ANY($1::text[]) ORDER BY charger_id, connector_id",
+            charger_ids,
+        )
+        found: dict[str, list[ConnectorBrief]] = {}
+        for r in rows:
+            found.setdefault(r[0], []).append(
+                ConnectorBrief(connector_id=r[1], status=r[2], error_code=r[3])
+            )
+        return found

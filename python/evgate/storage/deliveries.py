@@ -33,6 +33,7 @@ __all__ = [
     "AttemptRecord",
     "ClaimedLane",
     "Delivery",
+    "DeliveryCounts",
     "DeliveryStore",
     "FailedAttempt",
     "FailedDelivery",
@@ -119,6 +120,14 @@ class FailedDelivery(msgspec.Struct, kw_only=True, rename="camel"):
     created_at: datetime
 
 
+class DeliveryCounts(msgspec.Struct, kw_only=True, rename="camel"):
+    """A subscription's deliveries not done: waiting (to send, or for a retry) and failed
+    (gave up: resend them)."""
+
+    waiting: int
+    failed: int
+
+
 class DeliveryStore:
     """Queries of the dispatcher (and the API's failed deliveries and resends)."""
 
@@ -138,6 +147,14 @@ class DeliveryStore:
             limit,
         )
         return [FailedDelivery(**dict(r)) for r in rows]
+
+    async def counts(self, subscription_id: int) -> DeliveryCounts:
+        rows = await self.db.fetch(
+            "SELECT state, count(*) FROM deliveries WHERE subscription_id = $1 GROUP BY state",
+            subscription_id,
+        )
+        found = {r[0]: r[1] for r in rows}
+        return DeliveryCounts(waiting=found.get("pending", 0), failed=found.get("failed", 0))
 
     async def resend(
         self,
