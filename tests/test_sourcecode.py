@@ -64,10 +64,13 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "outages": {"metrics"},
     "credentials": {"native"},
     "limits": set(),
+    # tariffs and prices: pure decimal arithmetic, the rooms that store, build, price and
+    # show them import it.
+    "pricing": set(),
     # storage stores what events' pure builders build (outbox rows in the change's own
     # transaction); it never imports the dispatcher or the sinks, which read storage.
-    "storage": {"events.builders", "metrics", "native", "outages", "tasks"},
-    "events": {"metrics", "outages", "protocol", "storage", "tasks"},
+    "storage": {"events.builders", "metrics", "native", "outages", "pricing", "tasks"},
+    "events": {"metrics", "outages", "pricing", "protocol", "storage", "tasks"},
     # auth calls chargers (the offline-config push) through the gateway's interface only.
     "auth": {
         "config",
@@ -85,6 +88,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "events",
         "gateway.interface",
         "metrics",
+        "pricing",
         "protocol",
         "storage",
     },
@@ -106,6 +110,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "gateway.interface",
         "limits",
         "metrics",
+        "pricing",
         "protocol",
         "storage",
     },
