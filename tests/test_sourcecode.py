@@ -128,7 +128,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "storage",
         "tasks",
     },
-    "cli": {"app", "auth", "config", "credentials", "storage", "workers"},
+    "cli": {"app", "auth", "config", "credentials", "pricing", "storage", "workers"},
     "workers": {"config", "storage", "tasks"},
 }
 

@@ -21,8 +21,9 @@ from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
+from evgate.api.pricing import ROUTES as PRICING_ROUTES
 from evgate.api.server import ApiLimits, ApiServer
-from evgate.api.services import CdrService, ChargingApi, NotificationService
+from evgate.api.services import CdrService, ChargingApi, NotificationService, PricingApi
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -51,10 +52,13 @@ from evgate.storage.installations import (
     SESSION_END_CHANNEL,
     InstallationStore,
 )
+from evgate.storage.locations import PRICING_CHANNEL, LocationStore
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.pricing import PricingDirectory
 from evgate.storage.reservations import ReservationExpiry, ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
+from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer, is_outage
@@ -96,6 +100,7 @@ class Evgate:
         self.keys: AuthorizationKeys | None = None
         self.ws_port: int | None = None
         self.dispatcher: Dispatcher | None = None
+        self.pricing: PricingDirectory | None = None
         self.writer: Writer | None = None
         self.maintenance: Maintenance | None = None
         self.certificates: CertificateService | None = None
@@ -160,6 +165,10 @@ class Evgate:
         # self.auth.directory.authorizer_for(charger_id), the native list by default.
         self.auth = ExternalAuth(InstallationStore(self.db), native, self.metrics, s)
         transactions = TransactionStore(self.db)
+        # Which tariff a StartTransaction snapshots, in memory (LISTEN first, as above).
+        self.pricing = PricingDirectory(self.db)
+        await self.db.listen(PRICING_CHANNEL, self.pricing.notified, self.pricing.notified)
+        await self.pricing.start()
         services = HandlerServices(
             writer=self.writer,
             transactions=transactions,
@@ -167,6 +176,7 @@ class Evgate:
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
             after_accepted_boot=self.auth.on_boot_accepted,
+            tariff_for=self.pricing.snapshot_for,
         )
         routes = build_routes(services, self.certificates)
 
@@ -256,9 +266,21 @@ class Evgate:
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
+            pricing=PricingApi(
+                locations=LocationStore(self.db),
+                tariffs=TariffStore(self.db),
+                refresh=self.pricing.refresh,
+            ),
         )
         api = create_api(
-            ctx, [SubscriptionController, NotificationActions, CdrController, *CHARGING_ROUTES]
+            ctx,
+            [
+                SubscriptionController,
+                NotificationActions,
+                CdrController,
+                *CHARGING_ROUTES,
+                *PRICING_ROUTES,
+            ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]
@@ -323,6 +345,9 @@ class Evgate:
         if self.auth is not None:
             await self.auth.stop()
             self.auth = None
+        if self.pricing is not None:
+            await self.pricing.stop()
+            self.pricing = None
         if self.dispatcher is not None:
             await self.dispatcher.stop()  # before the database: it gives its lanes back
             self.dispatcher = None

@@ -7,7 +7,7 @@ module imports the context.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from evgate.storage.cdrs import CdrStore
@@ -15,11 +15,13 @@ from evgate.storage.chargers import ChargerStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
+from evgate.storage.locations import LocationStore
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.subscriptions import SubscriptionStore
+from evgate.storage.tariffs import TariffStore
 from evgate.storage.transactions import TransactionStore
 
-__all__ = ["CdrService", "ChargingApi", "NotificationService"]
+__all__ = ["CdrService", "ChargingApi", "NotificationService", "PricingApi"]
 
 
 @dataclass
@@ -49,3 +51,14 @@ class ChargingApi:
     connectors: ConnectorStore
     meter_values: MeterValueStore
     id_tags: IdTagStore
+
+
+@dataclass
+class PricingApi:
+    """What the location, tariff and tariff-group routes (``api/pricing.py``) need."""
+
+    locations: LocationStore
+    tariffs: TariffStore
+    # Reloads this process's tariff lookup (storage/pricing.py) after a change, so that a
+    # StartTransaction after the answer gets what it says; other processes follow on NOTIFY.
+    refresh: Callable[[], Awaitable[None]]

@@ -6,6 +6,12 @@ StopTransaction is accepted). A resent StartTransaction (same charger, connector
 id-tag and meterStart) gets the id and idTagInfo status of its first attempt. A reservationId
 that evgate issued for this charger ends that reservation.
 
+StartTransaction snapshots the tariff that applies (``HandlerServices.tariff_for``, an
+in-memory lookup: no query) on the transaction; a resend keeps its first attempt's. The
+StopTransaction that closes a transaction with a snapshot prices it (``pricing/``) from its
+meter readings and idle periods, in the stop's database transaction: the price is stored with
+the transaction and its CDR and carried by its events. One with none has no price (not 0).
+
 StopTransaction closes the transaction with its meterStop, time, id-tag and reason (exactly as
 sent; none when absent), and stores its transactionData as meter values of the transaction. A
 stop for an unknown or already closed transaction changes no transaction and is answered like
@@ -42,6 +48,7 @@ from evgate.handlers.services import (
     check_range,
     id_tag_info,
 )
+from evgate.pricing import PricingInput, price
 from evgate.protocol.v16 import (
     StartTransactionRequest,
     StartTransactionResponse,
@@ -51,9 +58,28 @@ from evgate.protocol.v16 import (
 from evgate.storage.ops import cdrs, outbox, transactions
 from evgate.storage.ops import meter_values as meter_ops
 from evgate.storage.ops.base import Results, Write
-from evgate.storage.ops.transactions import TransactionFacts, TransactionStart, TransactionStop
+from evgate.storage.ops.transactions import (
+    TransactionFacts,
+    TransactionPrice,
+    TransactionStart,
+    TransactionStop,
+)
 
 __all__ = ["routes"]
+
+
+def priced(tx: TransactionFacts) -> TransactionFacts:
+    """``tx`` (stopped, with a tariff snapshot) with its price."""
+    assert tx.tariff is not None and tx.stopped_at is not None and tx.meter_stop is not None
+    facts = PricingInput(
+        started_at=tx.started_at,
+        stopped_at=tx.stopped_at,
+        meter_start=tx.meter_start,
+        meter_stop=tx.meter_stop,
+        readings=tx.readings,
+        idle_periods=tx.idle_periods,
+    )
+    return msgspec.structs.replace(tx, price=price(tx.tariff, facts))
 
 
 def routes(services: HandlerServices) -> Routes:
@@ -87,6 +113,7 @@ def routes(services: HandlerServices) -> Routes:
             id_tag_expiry=decision.expiry_date,
             parent_id_tag=decision.parent_id_tag,
             external_session_id=decision.external_session_id,
+            tariff=services.tariff_for(ctx.charger_id, decision.parent_id_tag, request.timestamp),
         )
         charger, now = ctx.charger, services.clock()
 
@@ -139,8 +166,17 @@ def routes(services: HandlerServices) -> Routes:
             closed = None if stop is None else results[stop]
             if closed is None:
                 return []
+            writes: list[Write[Any]] = []
+            if closed.tariff is not None and closed.stopped_at is not None:
+                closed = priced(closed)
+                assert closed.price is not None
+                writes.append(
+                    transactions.priced(TransactionPrice(
+                        transaction_id=closed.transaction_id, price=closed.price
+                    ))
+                )  # fmt: skip
             cdr, entries = transaction_stopped(charger, closed, now)
-            return [cdrs.insert(cdr), *outbox.append(entries)]
+            return [*writes, cdrs.insert(cdr), *outbox.append(entries)]
 
         results = await services.emit(ctx.charger_id, writes, described)
         closed = None if stop is None else results[stop]

@@ -111,7 +111,7 @@ class GroupEntry(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """A tariff of a tariff group and its restrictions (none: it applies to every
     transaction). ``id_tag_groups``: OCPP group ids (an id-tag's parentIdTag)."""
 
-    tariff_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    tariff_id: Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1)]
     id_tag_groups: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=20)], ...] = ()
 
     def matches(self, parent_id_tag: str | None) -> bool:
