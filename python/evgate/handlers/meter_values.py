@@ -138,17 +138,17 @@ def stored_values(meter_values: Sequence[MeterValue], new: NewRows) -> list[Mete
     return kept
 
 
-def running_price(tx: TransactionFacts, meter_values: Sequence[MeterValue]) -> TransactionFacts:
-    """``tx`` with the amount so far, when a tariff applies: as if it stopped at the latest of
-    ``meter_values`` with the latest energy reading (no idle fee: the idle periods are the
-    database's, priced at the stop)."""
-    if tx.tariff is None or tx.meter_wh is None or not meter_values:
+def running_price(tx: TransactionFacts, at: datetime) -> TransactionFacts:
+    """``tx`` with the amount so far, when a tariff applies: as if it stopped at ``at`` with
+    the latest energy reading (no idle fee: the idle periods are the database's, priced at the
+    stop)."""
+    if tx.tariff is None:
         return tx
     facts = PricingInput(
         started_at=tx.started_at,
-        stopped_at=max(mv.timestamp for mv in meter_values),
+        stopped_at=at,
         meter_start=tx.meter_start,
-        meter_stop=int(tx.meter_wh),
+        meter_stop=tx.meter_start if tx.meter_wh is None else int(tx.meter_wh),
     )
     return msgspec.structs.replace(tx, price=price(tx.tariff, facts))
 
@@ -175,7 +175,9 @@ def routes(services: HandlerServices) -> Routes:
         if tx is None:
             await services.emit(ctx.charger_id, [stored], ())
             return MeterValuesResponse()
-        tx = running_price(with_readings(tx, request.meter_value), request.meter_value)
+        tx = with_readings(tx, request.meter_value)
+        if request.meter_value:
+            tx = running_price(tx, max(mv.timestamp for mv in request.meter_value))
         charger, now, sent = ctx.charger, services.clock(), request.meter_value
 
         def described(results: Results) -> list[Write[None]]:

@@ -40,7 +40,7 @@ from evgate.events.builders import (
     transaction_stopped,
 )
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.meter_values import meter_rows, transaction_id_or_none
+from evgate.handlers.meter_values import meter_rows, running_price, transaction_id_or_none
 from evgate.handlers.services import (
     INT32_MAX,
     METER_MAX,
@@ -123,7 +123,9 @@ def routes(services: HandlerServices) -> Routes:
             made = results[started]
             if not made.created:
                 return []
-            entries = transaction_started(charger, made.transaction, now)
+            # The amount so far, at the start: the connection fee (or the minimum price).
+            tx = running_price(made.transaction, made.transaction.started_at)
+            entries = transaction_started(charger, tx, now)
             if made.reservation_used and start.reservation_id is not None:
                 entries.append(reservation_changed(charger.id, start.reservation_id, "done", now))
             return outbox.append(entries)
