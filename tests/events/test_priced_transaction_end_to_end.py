@@ -77,7 +77,8 @@ async def _charge(
         }]))  # fmt: skip
         await cp.call(call.StatusNotification(
             connector_id=1, error_code=ChargePointErrorCode.no_error,
-            status=ChargePointStatus.suspended_ev, timestamp=(T0 + timedelta(minutes=25)).isoformat(),
+            status=ChargePointStatus.suspended_ev,
+            timestamp=(T0 + timedelta(minutes=25)).isoformat(),
         ))  # fmt: skip
         await cp.call(call.StopTransaction(
             meter_stop=11_000, timestamp=(T0 + timedelta(minutes=30)).isoformat(),
