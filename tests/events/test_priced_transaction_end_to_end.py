@@ -38,8 +38,11 @@ async def _ok(response: Any) -> dict[str, Any]:
     return dict(r.json())
 
 
-async def _a_priced_charger(evgate: Evgate, api: httpx.AsyncClient, charger_id: str) -> str:
-    """The issue's requests, as written: a location, a tariff, a group, the charger there."""
+async def _a_priced_charger(
+    evgate: Evgate, api: httpx.AsyncClient, charger_id: str, **terms: str | int
+) -> str:
+    """The issue's requests, as written: a location, a tariff (with ``terms`` besides), a
+    group, the charger there."""
     location = await _post(api, "/api/v1/locations", {
         "name": "Car park",
         "address": {"street": "Main 1", "city": "Utrecht", "postalCode": "3511", "country": "NL"},
@@ -48,7 +51,7 @@ async def _a_priced_charger(evgate: Evgate, api: httpx.AsyncClient, charger_id: 
     })  # fmt: skip
     tariff = await _post(api, "/api/v1/tariffs", {
         "name": "Standard", "currency": "EUR", "connectionFee": "1.00", "pricePerKwh": "0.30",
-        "pricePerMinute": "0.05", "taxPercent": "21",
+        "pricePerMinute": "0.05", "taxPercent": "21", **terms,
     })  # fmt: skip
     group = await _post(api, "/api/v1/tariff-groups",
                         {"name": "Public", "tariffs": [{"tariffId": tariff["id"]}]})  # fmt: skip
@@ -58,10 +61,23 @@ async def _a_priced_charger(evgate: Evgate, api: httpx.AsyncClient, charger_id: 
     return secret
 
 
+async def _status(cp: Any, status: ChargePointStatus, minute: int) -> None:
+    await cp.call(call.StatusNotification(
+        connector_id=1, error_code=ChargePointErrorCode.no_error, status=status,
+        timestamp=(T0 + timedelta(minutes=minute)).isoformat(),
+    ))  # fmt: skip
+
+
 async def _charge(
-    evgate: Evgate, api: httpx.AsyncClient, charger_id: str, secret: str, between: Any = None
+    evgate: Evgate,
+    api: httpx.AsyncClient,
+    charger_id: str,
+    secret: str,
+    between: Any = None,
+    statuses: tuple[tuple[ChargePointStatus, int], ...] = ((ChargePointStatus.suspended_ev, 25),),
 ) -> int:
-    """10,000 Wh over 30 minutes, a meter reading at 10 minutes; the transaction id."""
+    """10,000 Wh over 30 minutes, a meter reading at 10 minutes, the connector's ``statuses``
+    (status, minute) after it; the transaction id."""
     url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{charger_id}?auth={secret}"
     async with ocpp_charger(url, charger_id) as cp:
         start = await cp.call(call.StartTransaction(
@@ -75,11 +91,8 @@ async def _charge(
             "sampledValue": [{"value": "4000", "measurand": "Energy.Active.Import.Register",
                               "unit": "Wh"}],
         }]))  # fmt: skip
-        await cp.call(call.StatusNotification(
-            connector_id=1, error_code=ChargePointErrorCode.no_error,
-            status=ChargePointStatus.suspended_ev,
-            timestamp=(T0 + timedelta(minutes=25)).isoformat(),
-        ))  # fmt: skip
+        for status, minute in statuses:
+            await _status(cp, status, minute)
         await cp.call(call.StopTransaction(
             meter_stop=11_000, timestamp=(T0 + timedelta(minutes=30)).isoformat(),
             transaction_id=tx, id_tag="TAG1",
@@ -140,6 +153,29 @@ async def test_a_priced_transaction_end_to_end(
     ]
     assert updates[-1]["totalAmount"] == {"withTax": "6.66", "withoutTax": "5.50"}
     assert updates[-1]["currency"] == "EUR" and updates[-1]["tariffSnapshotId"] == 1
+
+
+async def test_idle_time_comes_from_the_connectors_statuses(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """SuspendedEV 20-22, Charging again (no energy), SuspendedEVSE 25 to the stop at 30; the
+    register last rose by minute 10: 7 idle minutes, 2 of grace, 5 x 0.10 = 0.50 more."""
+    await _post(api, "/api/v1/id-tags", {"idTag": "TAG1"})
+    secret = await _a_priced_charger(
+        evgate, api, "CP-I", idleFeePerMinute="0.10", idleGraceMinutes=2
+    )
+    statuses = (
+        (ChargePointStatus.suspended_ev, 20),
+        (ChargePointStatus.charging, 22),
+        (ChargePointStatus.suspended_evse, 25),
+    )
+    tx = await _charge(evgate, api, "CP-I", secret, statuses=statuses)
+    price = (await _ok(api.get(f"/api/v1/transactions/{tx}")))["price"]
+    assert price["idleMinutes"] == "7.000" and price["totalExclTax"] == "6.00"
+    assert price["breakdown"][-1] == {
+        "component": "idle", "quantity": "5.000", "unit": "min", "unitPrice": "0.10",
+        "amount": "0.50",
+    }  # fmt: skip
 
 
 async def test_a_transaction_no_tariff_applies_to_has_no_price(
