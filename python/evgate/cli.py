@@ -152,46 +152,35 @@ def _json_argument(path: str) -> bytes:
     return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
 
 
-async def _locations_add(settings: Settings, args: argparse.Namespace) -> int:
+async def _pricing_add(settings: Settings, args: argparse.Namespace) -> int:
+    """Create a location or a tariff from the API's JSON body, checked as the API checks it."""
     import msgspec
 
+    from evgate.pricing import Tariff, check_tariff
     from evgate.storage.errors import BadReference
     from evgate.storage.locations import LocationBody, LocationStore, check_location
+    from evgate.storage.tariffs import TariffStore
 
+    kind: type[LocationBody | Tariff] = LocationBody if args.command == "locations" else Tariff
     try:
-        body = msgspec.json.decode(_json_argument(args.file), type=LocationBody)
-        check_location(body.timezone, body.address)
-    except (OSError, ValueError, msgspec.ValidationError) as exc:
+        item = msgspec.json.decode(_json_argument(args.file), type=kind)
+        if isinstance(item, LocationBody):
+            check_location(item.timezone, item.address)
+        else:
+            check_tariff(item)
+    except (OSError, ValueError, msgspec.ValidationError) as exc:  # TariffInvalid too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     async with _database(settings) as db:
         try:
-            location = await LocationStore(db).create(body, args.tariff_group)
+            if isinstance(item, LocationBody):
+                made: Any = await LocationStore(db).create(item, args.tariff_group)
+            else:
+                made = await TariffStore(db).create_tariff(item)
         except BadReference as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    print(f"location {location.id} created")
-    return 0
-
-
-async def _tariffs_add(settings: Settings, args: argparse.Namespace) -> int:
-    import msgspec
-
-    from evgate.pricing import Tariff
-    from evgate.storage.tariffs import TariffStore
-
-    try:
-        tariff = msgspec.json.decode(_json_argument(args.file), type=Tariff)
-    except (OSError, msgspec.ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    async with _database(settings) as db:
-        try:
-            stored = await TariffStore(db).create_tariff(tariff)
-        except ValueError as exc:  # TariffInvalid
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    print(f"tariff {stored.id} created")
+    print(f"{args.command[:-1]} {made.id} created")
     return 0
 
 
@@ -284,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     p = lsub.add_parser("add", help="create a location from the API's JSON body (file or -)")
     p.add_argument("file")
     p.add_argument("--tariff-group", type=int, help="the tariff group of its chargers")
-    p.set_defaults(run=_locations_add)
+    p.set_defaults(run=_pricing_add)
     lsub.add_parser("list", help="every location, one JSON line each").set_defaults(
         run=_pricing_list
     )
@@ -292,7 +281,7 @@ def _parser() -> argparse.ArgumentParser:
     psub = tariffs.add_subparsers(dest="tariffs_command", required=True)
     p = psub.add_parser("add", help="create a tariff from the API's JSON body (file or -)")
     p.add_argument("file")
-    p.set_defaults(run=_tariffs_add)
+    p.set_defaults(run=_pricing_add)
     psub.add_parser("list", help="every tariff, one JSON line each").set_defaults(run=_pricing_list)
     groups = sub.add_parser("tariff-groups", help="ordered tariffs with restrictions")
     gsub = groups.add_subparsers(dest="groups_command", required=True)

@@ -5,10 +5,13 @@ written in the change's own transaction."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
+
+from evgate.app import Evgate
 
 LOCATION = {
     "name": "Car park",
@@ -164,3 +167,38 @@ async def test_changes_emit_their_catalog_events(api: httpx.AsyncClient, databas
     }
     assert tariffs[1]["tariff"]["pricing"]["pricePerKwh"] == "0.35"
     assert tariffs[0]["tariff"]["type"] == "duration+energy"
+
+
+async def test_the_chargers_own_group_wins_and_restrictions_choose(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """What StartTransaction snapshots (the in-memory directory, current once the API has
+    answered): the charger's own tariff group over its location's, the first entry whose
+    id-tag groups match, none for a charger without either."""
+    assert evgate.pricing is not None
+    location = await _post(api, "/api/v1/locations", LOCATION)
+    public = await _post(api, "/api/v1/tariffs", TARIFF)
+    fleet = await _post(api, "/api/v1/tariffs", {**TARIFF, "name": "Fleet"})
+    own = await _post(api, "/api/v1/tariffs", {**TARIFF, "name": "Own"})
+    entries = [{"tariffId": fleet["id"], "idTagGroups": ["FLEET"]}, {"tariffId": public["id"]}]
+    group = await _post(api, "/api/v1/tariff-groups", {"name": "Public", "tariffs": entries})
+    await api.patch(f"/api/v1/locations/{location['id']}", json={"tariffGroupId": group["id"]})
+    for charger in ("CP-1", "CP-2", "CP-3"):
+        await api.post("/api/v1/chargers", json={"id": charger})
+    for charger in ("CP-1", "CP-2"):
+        await api.patch(f"/api/v1/chargers/{charger}", json={"locationId": location["id"]})
+    now = datetime.now(UTC)
+    snapshot = evgate.pricing.snapshot_for("CP-1", None, now)
+    assert snapshot is not None and snapshot.tariff_id == public["id"]
+    assert snapshot.timezone == "Europe/Amsterdam"
+    snapshot = evgate.pricing.snapshot_for("CP-1", "fleet", now)
+    assert snapshot is not None and snapshot.tariff_id == fleet["id"]
+    mine = await _post(api, "/api/v1/tariff-groups",
+                       {"name": "Own", "tariffs": [{"tariffId": own["id"]}]})  # fmt: skip
+    r = await api.patch("/api/v1/chargers/CP-2", json={"tariffGroupId": mine["id"]})
+    assert r.status_code == 200, r.text
+    snapshot = evgate.pricing.snapshot_for("CP-2", "FLEET", now)
+    assert snapshot is not None and snapshot.tariff_id == own["id"]
+    assert evgate.pricing.snapshot_for("CP-3", None, now) is None
+    _problem(await api.patch("/api/v1/chargers/CP-3", json={"tariffGroupId": 999}), 422,
+             "no tariff group 999")  # fmt: skip

@@ -166,7 +166,9 @@ class ChargerStore:
                 )
             except asyncpg.ForeignKeyViolationError as exc:
                 column = _REFERENCES.get(exc.constraint_name or "", "installation_id")
-                raise BadReference(f"no {column[:-3]} {fields.get(column)}") from None
+                raise BadReference(
+                    f"no {column[:-3].replace('_', ' ')} {fields.get(column)}"
+                ) from None
             if row is None:
                 raise NotFound(f"no charger {charger_id!r}")
             if {"security_profile", "lenient"} & set(names):
