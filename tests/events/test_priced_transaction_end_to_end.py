@@ -189,3 +189,32 @@ async def test_a_transaction_no_tariff_applies_to_has_no_price(
     assert shown["price"] is None and shown["pricing"] == "noTariff" and shown["tariff"] is None
     number = await _ok(api.get("/api/v1/chargers/CP-F"))
     assert number["locationId"] is None
+
+
+async def test_time_of_day_prices_follow_the_stops_transaction_data(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """10:00-10:30 Amsterdam, 0.30/kWh until 10:15 and 0.60 after; the stop's transactionData
+    says 9 of the 10 kWh were in by 10:15: 1.00 + 9 x 0.30 + 1 x 0.60 + 1.50 = 5.80 (spread
+    evenly it would be 7.00)."""
+    await _post(api, "/api/v1/id-tags", {"idTag": "TAG1"})
+    periods = [{"start": "10:00", "pricePerKwh": "0.30"}, {"start": "10:15", "pricePerKwh": "0.60"}]
+    secret = await _a_priced_charger(evgate, api, "CP-T", energyPeriods=periods)  # type: ignore[arg-type]
+    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/CP-T?auth={secret}"
+    async with ocpp_charger(url, "CP-T") as cp:
+        start = await cp.call(call.StartTransaction(
+            connector_id=1, id_tag="TAG1", meter_start=1000, timestamp=T0.isoformat()
+        ))  # fmt: skip
+        tx = int(start.transaction_id)
+        await cp.call(call.StopTransaction(
+            meter_stop=11_000, timestamp=(T0 + timedelta(minutes=30)).isoformat(),
+            transaction_id=tx, transaction_data=[{
+                "timestamp": (T0 + timedelta(minutes=15)).isoformat(),
+                "sampledValue": [{"value": "10.0", "unit": "kWh"}],
+            }],
+        ))  # fmt: skip
+    price = (await _ok(api.get(f"/api/v1/transactions/{tx}")))["price"]
+    energy = [(b["quantity"], b["unitPrice"]) for b in price["breakdown"]
+              if b["component"] == "energy"]  # fmt: skip
+    assert energy == [("9.000", "0.30"), ("1.000", "0.60")]
+    assert price["totalExclTax"] == "5.80"

@@ -29,6 +29,8 @@ StopTransaction that closes one emits the ``stop`` pair, SessionUpdateNotificati
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -48,7 +50,7 @@ from evgate.handlers.services import (
     check_range,
     id_tag_info,
 )
-from evgate.pricing import PricingInput, price
+from evgate.pricing import PricingInput, Reading, price
 from evgate.protocol.v16 import (
     StartTransactionRequest,
     StartTransactionResponse,
@@ -58,6 +60,7 @@ from evgate.protocol.v16 import (
 from evgate.storage.ops import cdrs, outbox, transactions
 from evgate.storage.ops import meter_values as meter_ops
 from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.meter_values import MeterRow
 from evgate.storage.ops.transactions import (
     TransactionFacts,
     TransactionPrice,
@@ -68,15 +71,29 @@ from evgate.storage.ops.transactions import (
 __all__ = ["routes"]
 
 
-def priced(tx: TransactionFacts) -> TransactionFacts:
-    """``tx`` (stopped, with a tariff snapshot) with its price."""
+def energy_readings(rows: Iterable[MeterRow]) -> list[Reading]:
+    """The energy register readings (the total at the outlet, as the stop op reads them) of
+    ``rows``: a StopTransaction's transactionData, written after its stop's readings were read."""
+    return [
+        Reading(row[3], Decimal(repr(row[10])))
+        for row in rows
+        if row[4] == "Energy.Active.Import.Register"
+        and row[5] is None
+        and row[6] == "Outlet"
+        and row[10] is not None
+    ]
+
+
+def priced(tx: TransactionFacts, more: Sequence[Reading] = ()) -> TransactionFacts:
+    """``tx`` (stopped, with a tariff snapshot) with its price; ``more``: readings besides
+    those the stop op returned."""
     assert tx.tariff is not None and tx.stopped_at is not None and tx.meter_stop is not None
     facts = PricingInput(
         started_at=tx.started_at,
         stopped_at=tx.stopped_at,
         meter_start=tx.meter_start,
         meter_stop=tx.meter_stop,
-        readings=tx.readings,
+        readings=(*tx.readings, *more),
         idle_periods=tx.idle_periods,
     )
     return msgspec.structs.replace(tx, price=price(tx.tariff, facts))
@@ -144,6 +161,7 @@ def routes(services: HandlerServices) -> Routes:
         transaction_id = transaction_id_or_none(request.transaction_id)
         id_tag = None if request.id_tag is UNSET else request.id_tag
         writes: list[Write[Any]] = []
+        sent: list[Reading] = []
         stop: Write[TransactionFacts | None] | None = None
         if transaction_id is not None:
             stop = transactions.stop(
@@ -162,23 +180,24 @@ def routes(services: HandlerServices) -> Routes:
             # with it, not as MeterValues of a running session.
             rows = meter_rows(ctx.charger_id, None, transaction_id, request.transaction_data)
             writes.append(meter_ops.rows(rows))
+            sent = energy_readings(rows)
         charger, now = ctx.charger, services.clock()
 
         def described(results: Results) -> list[Write[Any]]:
             closed = None if stop is None else results[stop]
             if closed is None:
                 return []
-            writes: list[Write[Any]] = []
+            follow: list[Write[Any]] = []
             if closed.tariff is not None and closed.stopped_at is not None:
-                closed = priced(closed)
+                closed = priced(closed, sent)
                 assert closed.price is not None
-                writes.append(
+                follow.append(
                     transactions.priced(TransactionPrice(
                         transaction_id=closed.transaction_id, price=closed.price
                     ))
                 )  # fmt: skip
             cdr, entries = transaction_stopped(charger, closed, now)
-            return [*writes, cdrs.insert(cdr), *outbox.append(entries)]
+            return [*follow, cdrs.insert(cdr), *outbox.append(entries)]
 
         results = await services.emit(ctx.charger_id, writes, described)
         closed = None if stop is None else results[stop]
