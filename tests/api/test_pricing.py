@@ -145,12 +145,19 @@ async def test_what_cannot_price_is_unprocessable(api: httpx.AsyncClient) -> Non
 async def test_changes_emit_their_catalog_events(api: httpx.AsyncClient, database_url: str) -> None:
     location = await _post(api, "/api/v1/locations", LOCATION)
     await api.patch(f"/api/v1/locations/{location['id']}", json={"name": "Garage"})
+    await api.post("/api/v1/chargers", json={"id": "CP-1"})
+    await api.patch("/api/v1/chargers/CP-1", json={"locationId": location["id"]})
+    await api.patch("/api/v1/chargers/CP-1", json={"description": "no move: no event"})
+    await api.patch("/api/v1/chargers/CP-1", json={"locationId": None})
     tariff = await _post(api, "/api/v1/tariffs", TARIFF)
     await api.patch(f"/api/v1/tariffs/{tariff['id']}", json={"pricePerKwh": "0.35"})
     await api.delete(f"/api/v1/tariffs/{tariff['id']}")
     await api.delete(f"/api/v1/locations/{location['id']}")
     locations = await _events(database_url, "LocationChangedNotification")
-    assert [e["action"] for e in locations] == ["created", "updated", "deleted"]
+    actions = ["created", "updated", "updated", "updated", "deleted"]
+    assert [e["action"] for e in locations] == actions
+    # The charger moving in and out changes the location's charge points.
+    assert [len(e["location"]["public_charge_points_ids"]) for e in locations] == [0, 0, 1, 0, 0]
     first = locations[0]["location"]
     assert first["name"] == {"en": "Car park"} and first["country"] == "NL"
     assert first["post_code"] == "3511" and first["timezone"] == "Europe/Amsterdam"

@@ -130,10 +130,14 @@ async def test_a_priced_transaction_end_to_end(
     ]  # fmt: skip
     assert price["idleMinutes"] == "5.000"  # SuspendedEV from minute 25: no idle fee here
 
-    received = await receiver.wait_for(8)
+    received = await receiver.wait_for(9)
     events = [msgspec.json.decode(request.body) for request in received]
     names = [e["notification"] for e in events]
-    assert names.count("LocationChangedNotification") == 2  # created, then its tariff group
+    locations = [
+        e["location"] for e in events if e["notification"] == "LocationChangedNotification"
+    ]
+    # Created, given its tariff group, the charger moved in.
+    assert [loc["public_charge_points"] for loc in locations] == [0, 0, 1]
     assert names.count("TariffChangedNotification") == 2  # created, updated
     [cdr_event] = [e for e in events if e["notification"] == "cdr.received"]
     cdr = await _ok(api.get(f"/api/v1/cdrs/{cdr_event['id']}"))

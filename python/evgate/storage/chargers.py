@@ -18,7 +18,7 @@ import msgspec
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.errors import AlreadyExists, BadReference, NotFound
 from evgate.storage.installations import set_charger_installation
-from evgate.storage.locations import PRICING_CHANNEL
+from evgate.storage.locations import PRICING_CHANNEL, location_changed
 from evgate.storage.outbox import record_charger_changed
 
 __all__ = [
@@ -157,6 +157,12 @@ class ChargerStore:
             installation_before = await conn.fetchval(
                 "SELECT installation_id FROM chargers WHERE id = $1 FOR UPDATE", charger_id
             )
+            # A move changes the chargers of the locations it leaves and joins (their events).
+            location_before = (
+                await conn.fetchval("SELECT location_id FROM chargers WHERE id = $1", charger_id)
+                if "location_id" in fields
+                else None
+            )
             try:
                 row = await conn.fetchrow(
                     f"UPDATE chargers SET {sets}{', ' if sets else ''}updated_at = now()"
@@ -177,6 +183,9 @@ class ChargerStore:
                 await set_charger_installation(conn, charger_id, row["installation_id"])
             if {"location_id", "tariff_group_id"} & set(names):
                 await conn.execute("SELECT pg_notify($1, '*')", PRICING_CHANNEL)
+            if "location_id" in fields and row["location_id"] != location_before:
+                for moved in sorted({location_before, row["location_id"]} - {None}):
+                    await location_changed(conn, moved, "updated")
             await record_charger_changed(conn, charger_id, "updated")
         return _charger(row)
 

@@ -29,6 +29,7 @@ __all__ = [
     "LocationStore",
     "OpeningHours",
     "check_location",
+    "location_changed",
 ]
 
 # NOTIFY payload '*': a tariff, a group, a location or a charger's place changed.
@@ -140,8 +141,9 @@ def _location(row: asyncpg.Record) -> Location:
     )
 
 
-async def _changed(conn: asyncpg.Connection, location_id: int, action: str) -> Location:
-    """Read the location on ``conn`` and record its change (outbox, NOTIFY)."""
+async def location_changed(conn: asyncpg.Connection, location_id: int, action: str) -> Location:
+    """Read the location on ``conn`` and record its change (outbox, NOTIFY), inside the
+    transaction that changes it (or its chargers)."""
     row = await conn.fetchrow(_SELECT + " WHERE l.id = $1", location_id)
     assert row is not None
     location = _location(row)
@@ -180,7 +182,7 @@ class LocationStore:
                     body.timezone,
                     tariff_group_id,
                 )
-                return await _changed(conn, location_id, "created")
+                return await location_changed(conn, location_id, "created")
         except asyncpg.ForeignKeyViolationError:
             raise BadReference(f"no tariff group {tariff_group_id}") from None
 
@@ -223,7 +225,7 @@ class LocationStore:
                     group is not msgspec.UNSET,
                     None if group is msgspec.UNSET else group,
                 )
-                return await _changed(conn, location_id, "updated")
+                return await location_changed(conn, location_id, "updated")
         except asyncpg.ForeignKeyViolationError:
             raise BadReference(f"no tariff group {group}") from None
 
@@ -235,7 +237,7 @@ class LocationStore:
                     "SELECT 1 FROM locations WHERE id = $1 FOR UPDATE", location_id
                 ):
                     raise NotFound(f"no location {location_id}")
-                await _changed(conn, location_id, "deleted")  # while it is there
+                await location_changed(conn, location_id, "deleted")  # while it is there
                 await conn.execute("DELETE FROM locations WHERE id = $1", location_id)
         except (asyncpg.ForeignKeyViolationError, asyncpg.RestrictViolationError):
             raise InUse(f"location {location_id} has chargers; move them first") from None
