@@ -159,3 +159,28 @@ async def test_chargers_import_secrets(database_url: str, tmp_path: Path) -> Non
     assert "1 chargers' secrets replaced, 1 chargers created" in out.stdout
     assert await digests() == {c: sha(k) for c, k in keys.items()}
     assert all(k not in out.stdout + out.stderr for k in keys.values())
+
+
+async def test_locations_and_tariffs_from_json(database_url: str, tmp_path: Path) -> None:
+    """`locations add` / `tariffs add` take the API's JSON body (checked the API's way) and
+    `list` prints each as a JSON line."""
+    env = {"EVGATE_DATABASE_URL": database_url}
+    tariff = tmp_path / "tariff.json"
+    tariff.write_text('{"name": "Standard", "currency": "EUR", "pricePerKwh": "0.30"}')
+    out = _evgate("tariffs", "add", str(tariff), env=env)
+    assert out.returncode == 0 and "tariff 1 created" in out.stdout, out.stderr
+    tariff.write_text('{"name": "Bad", "currency": "EUX"}')
+    bad = _evgate("tariffs", "add", str(tariff), env=env)
+    assert bad.returncode == 2 and "ISO 4217" in bad.stderr
+    location = tmp_path / "location.json"
+    location.write_text(
+        '{"name": "Car park", "timezone": "Europe/Amsterdam", "address": {"street": "Main 1",'
+        ' "city": "Utrecht", "postalCode": "3511", "country": "NL"}}'
+    )
+    out = _evgate("locations", "add", str(location), env=env)
+    assert out.returncode == 0 and "location 1 created" in out.stdout, out.stderr
+    location.write_text(location.read_text().replace("Europe/Amsterdam", "Nowhere/Atlantis"))
+    assert _evgate("locations", "add", str(location), env=env).returncode == 2
+    listed = _evgate("tariffs", "list", env=env)
+    assert listed.returncode == 0 and '"pricePerKwh":"0.30"' in listed.stdout
+    assert '"name":"Car park"' in _evgate("locations", "list", env=env).stdout

@@ -65,10 +65,13 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "outages": {"metrics"},
     "credentials": {"native"},
     "limits": set(),
+    # tariffs and prices: pure decimal arithmetic, the rooms that store, build, price and
+    # show them import it.
+    "pricing": set(),
     # storage stores what events' pure builders build (outbox rows in the change's own
     # transaction); it never imports the dispatcher or the sinks, which read storage.
-    "storage": {"events.builders", "metrics", "native", "outages", "tasks"},
-    "events": {"metrics", "native", "outages", "protocol", "storage", "tasks"},
+    "storage": {"events.builders", "metrics", "native", "outages", "pricing", "tasks"},
+    "events": {"metrics", "native", "outages", "pricing", "protocol", "storage", "tasks"},
     # auth calls chargers (the offline-config push) through the gateway's interface only.
     "auth": {
         "config",
@@ -86,6 +89,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "events",
         "gateway.interface",
         "metrics",
+        "pricing",
         "protocol",
         "storage",
     },
@@ -107,6 +111,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "gateway.interface",
         "limits",
         "metrics",
+        "pricing",
         "protocol",
         "storage",
     },
@@ -124,7 +129,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "storage",
         "tasks",
     },
-    "cli": {"app", "auth", "config", "credentials", "storage", "workers"},
+    "cli": {"app", "auth", "config", "credentials", "pricing", "storage", "workers"},
     "workers": {"config", "storage", "tasks"},
 }
 

@@ -23,6 +23,7 @@ from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
 from evgate.api.live import LiveFeed
 from evgate.api.notifications import NotificationActions, SubscriptionController
+from evgate.api.pricing import ROUTES as PRICING_ROUTES
 from evgate.api.reservations import ReservationController
 from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.services import (
@@ -30,6 +31,7 @@ from evgate.api.services import (
     ChargingApi,
     FleetService,
     NotificationService,
+    PricingApi,
     ReservationService,
 )
 from evgate.auth.external import ExternalAuth
@@ -62,10 +64,13 @@ from evgate.storage.installations import (
     SESSION_END_CHANNEL,
     InstallationStore,
 )
+from evgate.storage.locations import PRICING_CHANNEL, LocationStore
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.pricing import PricingDirectory
 from evgate.storage.reservations import ReservationExpiry, ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
+from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer, is_outage
@@ -108,6 +113,7 @@ class Evgate:
         self.keys: AuthorizationKeys | None = None
         self.ws_port: int | None = None
         self.dispatcher: Dispatcher | None = None
+        self.pricing: PricingDirectory | None = None
         self.writer: Writer | None = None
         self.maintenance: Maintenance | None = None
         self.certificates: CertificateService | None = None
@@ -181,6 +187,10 @@ class Evgate:
         # self.auth.directory.authorizer_for(charger_id), the native list by default.
         self.auth = ExternalAuth(InstallationStore(self.db), native, self.metrics, s)
         transactions = TransactionStore(self.db)
+        # Which tariff a StartTransaction snapshots, in memory (LISTEN first, as above).
+        self.pricing = PricingDirectory(self.db)
+        await self.db.listen(PRICING_CHANNEL, self.pricing.notified, self.pricing.notified)
+        await self.pricing.start()
         auth, certificates = self.auth, self.certificates
 
         def after_accepted_boot(charger_id: str) -> None:
@@ -197,6 +207,7 @@ class Evgate:
             allow_concurrent_tx=s.allow_concurrent_tx,
             after_accepted_boot=after_accepted_boot,
             status_changed=self.live.connector_status,
+            tariff_for=self.pricing.snapshot_for,
         )
         routes = build_routes(services, self.certificates)
 
@@ -301,6 +312,11 @@ class Evgate:
                 recent_messages=gateway.recent_messages,
                 connected=lambda: len(gateway.connections()),
             ),
+            pricing=PricingApi(
+                locations=LocationStore(self.db),
+                tariffs=TariffStore(self.db),
+                refresh=self.pricing.refresh,
+            ),
         )
         api = create_api(
             ctx,
@@ -310,6 +326,7 @@ class Evgate:
                 CdrController,
                 *CHARGING_ROUTES,
                 ReservationController,
+                *PRICING_ROUTES,
             ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
@@ -381,6 +398,9 @@ class Evgate:
         if self.auth is not None:
             await self.auth.stop()
             self.auth = None
+        if self.pricing is not None:
+            await self.pricing.stop()
+            self.pricing = None
         if self.dispatcher is not None:
             await self.dispatcher.stop()  # before the database: it gives its lanes back
             self.dispatcher = None

@@ -218,6 +218,64 @@ async def _tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_argument(path: str) -> bytes:
+    """The JSON in file ``path`` ("-": standard input)."""
+    return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+
+
+async def _pricing_add(settings: Settings, args: argparse.Namespace) -> int:
+    """Create a location or a tariff from the API's JSON body, checked as the API checks it."""
+    import msgspec
+
+    from evgate.pricing import Tariff, check_tariff
+    from evgate.storage.errors import BadReference
+    from evgate.storage.locations import LocationBody, LocationStore, check_location
+    from evgate.storage.tariffs import TariffStore
+
+    kind: type[LocationBody | Tariff] = LocationBody if args.command == "locations" else Tariff
+    try:
+        item = msgspec.json.decode(_json_argument(args.file), type=kind)
+        if isinstance(item, LocationBody):
+            check_location(item.timezone, item.address)
+        else:
+            check_tariff(item)
+    except (OSError, ValueError, msgspec.ValidationError) as exc:  # TariffInvalid too
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    async with _database(settings) as db:
+        try:
+            if isinstance(item, LocationBody):
+                made: Any = await LocationStore(db).create(item, args.tariff_group)
+            else:
+                made = await TariffStore(db).create_tariff(item)
+        except BadReference as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"{args.command[:-1]} {made.id} created")
+    return 0
+
+
+async def _pricing_list(settings: Settings, args: argparse.Namespace) -> int:
+    """Print every location, tariff or tariff group as a JSON line (the API's form)."""
+    import msgspec
+
+    from evgate.storage.locations import LocationStore
+    from evgate.storage.tariffs import TariffStore
+
+    async with _database(settings) as db:
+        pages: Any = {
+            "locations": LocationStore(db).page,
+            "tariffs": TariffStore(db).tariffs,
+            "tariff-groups": TariffStore(db).groups,
+        }[args.command]
+        after = None
+        while page := await pages(after, 1000):
+            for item in page:
+                print(msgspec.json.encode(item).decode())
+            after = page[-1].id
+    return 0
+
+
 def _checkout_root() -> Path | None:
     """The source checkout holding loadtest/, if this evgate runs from one."""
     # The simulator lives in the checkout's loadtest/ beside python/, not in the installed
@@ -291,6 +349,27 @@ def _parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("revoke", help="revoke an API token (by its id); it stops working at once")
     p.add_argument("id", type=int)
     p.set_defaults(run=_tokens_revoke)
+
+    locations = sub.add_parser("locations", help="where chargers stand (issue 19)")
+    lsub = locations.add_subparsers(dest="locations_command", required=True)
+    p = lsub.add_parser("add", help="create a location from the API's JSON body (file or -)")
+    p.add_argument("file")
+    p.add_argument("--tariff-group", type=int, help="the tariff group of its chargers")
+    p.set_defaults(run=_pricing_add)
+    lsub.add_parser("list", help="every location, one JSON line each").set_defaults(
+        run=_pricing_list
+    )
+    tariffs = sub.add_parser("tariffs", help="what charging costs (issue 19)")
+    psub = tariffs.add_subparsers(dest="tariffs_command", required=True)
+    p = psub.add_parser("add", help="create a tariff from the API's JSON body (file or -)")
+    p.add_argument("file")
+    p.set_defaults(run=_pricing_add)
+    psub.add_parser("list", help="every tariff, one JSON line each").set_defaults(run=_pricing_list)
+    groups = sub.add_parser("tariff-groups", help="ordered tariffs with restrictions")
+    gsub = groups.add_subparsers(dest="groups_command", required=True)
+    gsub.add_parser("list", help="every tariff group, one JSON line each").set_defaults(
+        run=_pricing_list
+    )
 
     # Its options belong to loadtest.cli (`evgate simulate --help` lists them): this parser
     # takes every word after "simulate" as it is (no option prefix of its own) and hands it on.

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -24,9 +25,11 @@ from evgate.events.builders import (
     evse_changed,
     hardware_status,
     id_tag_changed,
+    location_changed,
     network_status,
     reservation_changed,
     security_event,
+    tariff_changed,
     transaction_meter_values,
     transaction_started,
     transaction_stopped,
@@ -34,6 +37,7 @@ from evgate.events.builders import (
 from evgate.events.catalog import CATALOG
 from evgate.events.dispatcher import DispatcherConfig
 from evgate.events.signing import hmac_state, new_webhook_secret
+from evgate.pricing import Tariff
 from evgate.protocol.v16.enums import (
     ChargePointErrorCode,
     ChargePointStatus,
@@ -52,6 +56,7 @@ from evgate.protocol.v16.messages import (
     StatusNotificationRequest,
 )
 from evgate.storage.db import Database
+from evgate.storage.locations import Address, Geoposition, Location
 from evgate.storage.ops.transactions import TransactionFacts
 from evgate.storage.outbox import insert_outbox
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
@@ -141,6 +146,20 @@ def at(i: int) -> datetime:
     return datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i)
 
 
+LOCATION = Location(
+    id=2,
+    name="Car park",
+    address=Address(street="Main 1", city="Utrecht", postal_code="3511", country="NL"),
+    geoposition=Geoposition(latitude=52.09, longitude=5.12),
+    timezone="Europe/Amsterdam",
+    tariff_group_id=None,
+    charger_ids=("CP-1",),
+    created_at=AT,
+    updated_at=AT,
+)
+TARIFF = Tariff(name="Standard", currency="EUR", price_per_kwh=Decimal("0.30"))
+
+
 def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[OutboxEntry]:
     """One or more outbox entries of every event evgate emits, about ``charger``."""
     tx = TransactionFacts(
@@ -211,4 +230,6 @@ def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[Outb
         id_tag_changed(12, "created", AT),
         *charger_changed(facts, "updated", AT),
         reservation_changed(charger.id, 4, "active", AT),
+        location_changed(LOCATION, [charger.number], "created", AT),
+        tariff_changed(3, TARIFF, AT, "updated", AT),
     ]

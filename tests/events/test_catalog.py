@@ -25,7 +25,15 @@ REFERENCE = _SHARED if (_SHARED / "ampeco-notification-fields.txt").is_file() el
 # evgate's additions (README "Notifications"): the OCPP identity next to every chargePointId,
 # and evse.changed's charger (its catalog evseId is the connector id, unique per charger only).
 EXTRA_FIELDS = {"networkId"}
-EXTRA_BY_EVENT = {"evse.changed": {"chargePointId", "networkId"}}
+# cdr.received carries the CDR's price (issue 19), so a consumer needs no GET for it; the
+# catalog leaves the items of SessionUpdateNotification's priceBreakdown open: evgate's lines.
+_LINE = {"component", "quantity", "unit", "unitPrice", "amount"}
+EXTRA_BY_EVENT = {
+    "evse.changed": {"chargePointId", "networkId"},
+    "SessionUpdateNotification": _LINE,
+    "cdr.received": {"price", "currency", "totalExclTax", "totalInclTax", "tax", "taxPercent",
+                     "breakdown", "flags", *_LINE},
+}  # fmt: skip
 
 
 def _subscribable() -> list[str]:

@@ -57,6 +57,10 @@ class ChargerPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
     )
     # The installation to join (its authorization mode applies at once); null leaves it.
     installation_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
+    # Where it stands (its tariff group applies), and a tariff group of its own (which wins);
+    # null: none.
+    location_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
+    tariff_group_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ChargerWithSecret(Charger, kw_only=True):
@@ -178,6 +182,8 @@ class ChargerController(Controller):
         if "installation_id" in fields and ctx.installations is not None:
             # In force in this process before the answer; other processes follow on NOTIFY.
             await ctx.installations.charger_moved(charger_id)
+        if {"location_id", "tariff_group_id"} & fields.keys() and ctx.pricing is not None:
+            await ctx.pricing.refresh()  # its tariff, in force here before the answer
         return charger
 
     @delete("/{charger_id:str}", status_code=204, summary="Delete a charger; it is disconnected")

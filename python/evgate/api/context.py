@@ -12,6 +12,7 @@ from evgate.api.services import (
     ChargingApi,
     FleetService,
     NotificationService,
+    PricingApi,
     ReservationService,
 )
 from evgate.auth.installations import Installations
@@ -56,6 +57,8 @@ class ApiContext:
     installations: Installations | None = None
     # The dashboard's live stream and message logs (api/fleet.py); None without a gateway.
     fleet: FleetService | None = None
+    # Locations, tariffs and tariff groups (issue 19); None in an API run without them.
+    pricing: PricingApi | None = None
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.

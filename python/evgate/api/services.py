@@ -19,9 +19,11 @@ from evgate.storage.chargers import ChargerStore, FleetCounts
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
+from evgate.storage.locations import LocationStore
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.reservations import ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
+from evgate.storage.tariffs import TariffStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer
 
@@ -31,6 +33,7 @@ __all__ = [
     "ChargingApi",
     "FleetService",
     "NotificationService",
+    "PricingApi",
     "ReservationService",
 ]
 
@@ -104,3 +107,14 @@ class FleetService:
                 started = time.monotonic()
                 known = self._counts = (started, await read())
             return known[1]
+
+
+@dataclass
+class PricingApi:
+    """What the location, tariff and tariff-group routes (``api/pricing.py``) need."""
+
+    locations: LocationStore
+    tariffs: TariffStore
+    # Reloads this process's tariff lookup (storage/pricing.py) after a change, so that a
+    # StartTransaction after the answer gets what it says; other processes follow on NOTIFY.
+    refresh: Callable[[], Awaitable[None]]

@@ -26,19 +26,22 @@ Authorize.req                             :func:`authorization`
 id tag created / updated / deleted        :func:`id_tag_changed`
 charger created / updated / deleted       :func:`charger_changed` (``storage/chargers.py``)
 ReserveNow / CancelReservation / expiry   :func:`reservation_changed`
+location created / updated / deleted      :func:`location_changed` (``storage/locations.py``)
+tariff created / updated / deleted        :func:`tariff_changed` (``storage/tariffs.py``)
 ========================================  ====================================================
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
-from typing import Any, Literal, NamedTuple, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 from msgspec import UNSET
 
 from evgate.events import catalog as c
+from evgate.pricing import Price, Tariff
 from evgate.protocol.v16.messages import (
     BootNotificationRequest,
     DataTransferRequest,
@@ -50,6 +53,9 @@ from evgate.protocol.v16.messages import (
 )
 from evgate.storage.cdrs import Cdr
 from evgate.storage.ops.transactions import TransactionFacts
+
+if TYPE_CHECKING:
+    from evgate.storage.locations import Location
 
 __all__ = [
     "ChargerFacts",
@@ -66,9 +72,11 @@ __all__ = [
     "evse_changed",
     "hardware_status",
     "id_tag_changed",
+    "location_changed",
     "network_status",
     "reservation_changed",
     "security_event",
+    "tariff_changed",
     "transaction_meter_values",
     "transaction_started",
     "transaction_stopped",
@@ -380,6 +388,33 @@ def _session_start_stop(
     ]
 
 
+def _lines(price: Price) -> list[c.PriceBreakdownLine]:
+    return [
+        c.PriceBreakdownLine(
+            component=line.component,
+            quantity=line.quantity,
+            unit=line.unit,
+            unitPrice=line.unit_price,
+            amount=line.amount,
+        )
+        for line in price.breakdown
+    ]
+
+
+def _priced(price: Price | None) -> dict[str, Any]:
+    """SessionInfo's price fields: the amount (without tax), totals, tax, currency, lines."""
+    if price is None:
+        return {}
+    return {
+        "amount": price.total_excl_tax,
+        "totalAmount": c.TotalAmount(withTax=price.total_incl_tax, withoutTax=price.total_excl_tax),
+        "tax": c.TaxInfo(taxPercentage=price.tax_percent),
+        "currency": price.currency,
+        "priceBreakdown": _lines(price),
+        "tariffSnapshotId": price.tariff_id,
+    }
+
+
 def _session_update(charger: ChargerRef, tx: TransactionFacts, at: datetime) -> OutboxEntry:
     latest = tx.meter_stop if tx.meter_stop is not None else tx.meter_wh
     energy = max(0.0, float(latest) - tx.meter_start) if latest is not None else 0.0
@@ -400,6 +435,7 @@ def _session_update(charger: ChargerRef, tx: TransactionFacts, at: datetime) -> 
         energyConsumption=c.EnergyConsumption(total=energy, grid=energy),
         power=UNSET if tx.power_w is None else c.Power(latest=tx.power_w),
         lastUpdatedAt=at,
+        **_priced(tx.price),
     )
     return _entry(charger.id, c.SessionUpdateNotification(session=session))
 
@@ -531,12 +567,24 @@ def transaction_stopped(
         energy_wh=max(0, tx.meter_stop - tx.meter_start),
         stop_reason=tx.stop_reason,
         created_at=at,
+        price=tx.price,
     )
+    price = None
+    if tx.price is not None:
+        price = c.CdrPrice(
+            currency=tx.price.currency,
+            totalExclTax=tx.price.total_excl_tax,
+            totalInclTax=tx.price.total_incl_tax,
+            tax=tx.price.tax,
+            taxPercent=tx.price.tax_percent,
+            breakdown=_lines(tx.price),
+            flags=list(tx.price.flags),
+        )
     return cdr, [
         *_session_start_stop(charger, tx, at),
         _session_update(charger, tx, at),
         _transaction_changed(charger, tx, "updated", at),
-        _entry(charger.id, c.CdrReceived(id=cdr.id, createdAt=at)),
+        _entry(charger.id, c.CdrReceived(id=cdr.id, createdAt=at, price=price)),
     ]
 
 
@@ -615,3 +663,81 @@ def command_completed(
             completedAt=at,
         ),
     )
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def location_changed(
+    location: Location, charger_numbers: list[int], action: c.Action, at: datetime
+) -> OutboxEntry:
+    """LocationChangedNotification: ``charger_numbers`` are its chargers' ``number`` (evgate's
+    chargers are all public; a disabled location has none it reports as such)."""
+    hours: dict[str, list[dict[str, str]]] | None = None
+    if not location.opening_hours.always_open:
+        hours = {}
+        for period in location.opening_hours.periods:
+            hours.setdefault(_WEEKDAYS[period.weekday - 1], []).append(
+                {"start": period.start, "end": period.end}
+            )
+    public = charger_numbers if location.status == "active" else []
+    info = c.LocationInfo(
+        id=location.id,
+        public_charge_points=len(public),
+        public_charge_points_ids=public,
+        name={"en": location.name},
+        status=location.status,
+        description=UNSET if location.description is None else {"en": location.description},
+        geoposition=UNSET
+        if location.geoposition is None
+        else c.Geoposition(
+            latitude=location.geoposition.latitude, longitude=location.geoposition.longitude
+        ),
+        address={"en": location.address.street},
+        post_code=location.address.postal_code,
+        region=_unset_if_none(location.address.region),
+        city=location.address.city,
+        country=location.address.country,
+        timezone=location.timezone,
+        working_hours=c.WorkingHours(
+            is_always_open=location.opening_hours.always_open, hours=hours
+        ),
+        lastUpdatedAt=location.updated_at,
+    )
+    return _entry("", c.LocationChangedNotification(location=info, action=action, lastUpdatedAt=at))
+
+
+def tariff_changed(
+    tariff_id: int, tariff: Tariff, updated_at: datetime, action: c.Action, at: datetime
+) -> OutboxEntry:
+    """TariffChangedNotification. The catalog's terms for evgate's: the per-minute price is a
+    price per period of one minute; minimum price, idle fee and grace as named; the validity
+    window as the restrictions' dates (``endDate`` inclusive). The catalog has no field for a
+    maximum price, a tax percentage or time-of-day prices other than day/night (the type says
+    there are some): those are in GET /api/v1/tariffs/{id}."""
+
+    def amount(value: Any) -> Any:
+        return value if value else None
+
+    end = None if tariff.valid_to is None else (tariff.valid_to - timedelta(microseconds=1)).date()
+    info = c.TariffInfo(
+        id=tariff_id,
+        name=tariff.name,
+        type="duration+energy time of day" if tariff.energy_periods else "duration+energy",
+        pricing=c.TariffPricing(
+            connectionFee=amount(tariff.connection_fee),
+            pricePerKwh=None if tariff.energy_periods else amount(tariff.price_per_kwh),
+            pricePeriodInMinutes=1 if tariff.price_per_minute else None,
+            pricePerPeriod=amount(tariff.price_per_minute),
+            idleFeePerMinute=amount(tariff.idle_fee_per_minute),
+            idleFeeGracePeriodMinutes=amount(tariff.idle_grace_minutes),
+            minPrice=tariff.min_price,
+        ),
+        currency=tariff.currency,
+        restrictions=c.TariffRestrictions(
+            startDate=None if tariff.valid_from is None else tariff.valid_from.date(),
+            endDate=end,
+        ),
+        lastUpdatedAt=updated_at,
+    )
+    return _entry("", c.TariffChangedNotification(tariff=info, action=action, lastUpdatedAt=at))

@@ -21,7 +21,8 @@ are ``null``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -56,7 +57,7 @@ CATALOG: dict[str, str | None] = {
     "circuit.changed": None,
     "DiagnosticsStatusNotification": "DiagnosticsStatusNotification.req (handlers/firmware)",
     "HardwareStatusNotification": "StatusNotification.req changing the status (handlers/status)",
-    "LocationChangedNotification": None,
+    "LocationChangedNotification": "location created / updated / deleted (storage/locations)",
     "NetworkStatusNotification": "charger connected / disconnected (handlers/network observer)",
     "SecurityEventNotification": "SecurityEventNotification.req (handlers/security)",
     "SessionMeterValuesNotification": "MeterValues.req in an open transaction (handlers)",
@@ -65,7 +66,7 @@ CATALOG: dict[str, str | None] = {
     "SessionUpdateNotification": "Start/StopTransaction.req, MeterValues.req in it (handlers)",
     "UserChangedNotification": None,
     "SubOperatorChangedNotification": None,
-    "TariffChangedNotification": None,
+    "TariffChangedNotification": "tariff created / updated / deleted (storage/tariffs)",
     "user.subscriptionChanged": None,
     "user.subscription.changed": None,
     "ReservationChangedNotification": None,
@@ -173,6 +174,25 @@ class Power(msgspec.Struct, kw_only=True):
     latest: float | None = None
 
 
+class TotalAmount(msgspec.Struct, kw_only=True):
+    withTax: Decimal
+    withoutTax: Decimal
+
+
+class TaxInfo(msgspec.Struct, kw_only=True):
+    taxPercentage: Decimal
+
+
+class PriceBreakdownLine(msgspec.Struct, kw_only=True):
+    """evgate's breakdown line (the catalog leaves priceBreakdown's items open)."""
+
+    component: str
+    quantity: Decimal
+    unit: str
+    unitPrice: Decimal
+    amount: Decimal
+
+
 class SessionInfo(msgspec.Struct, kw_only=True):
     id: str
     chargePointId: int
@@ -191,6 +211,14 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     energyConsumption: EnergyConsumption
     billingStatus: None = None
     power: Power | UnsetType = UNSET
+    # Priced transactions only (a tariff applied): the amount so far while active, the price
+    # once finished; amounts are decimal strings in the currency's minor unit.
+    amount: Decimal | UnsetType = UNSET
+    totalAmount: TotalAmount | UnsetType = UNSET
+    tax: TaxInfo | UnsetType = UNSET
+    currency: str | UnsetType = UNSET
+    priceBreakdown: list[PriceBreakdownLine] | UnsetType = UNSET
+    tariffSnapshotId: int | UnsetType = UNSET
     lastUpdatedAt: datetime
 
 
@@ -339,9 +367,90 @@ class ReservationChanged(Event, tag="reservation.changed", kw_only=True):
     lastUpdatedAt: datetime
 
 
+class CdrPrice(msgspec.Struct, kw_only=True):
+    """evgate's addition to cdr.received: the CDR's price, as GET /api/v1/cdrs/{id} shows it."""
+
+    currency: str
+    totalExclTax: Decimal
+    totalInclTax: Decimal
+    tax: Decimal
+    taxPercent: Decimal
+    breakdown: list[PriceBreakdownLine]
+    flags: list[str]
+
+
 class CdrReceived(Event, tag="cdr.received", kw_only=True):
     id: str
     createdAt: datetime
+    # null: no tariff applied to the transaction (it has no price, which is not a price of 0).
+    price: CdrPrice | UnsetType | None = UNSET
+
+
+class Geoposition(msgspec.Struct, kw_only=True):
+    latitude: float
+    longitude: float
+
+
+class WorkingHours(msgspec.Struct, kw_only=True):
+    is_always_open: bool
+    # weekday ("monday" ...) → [{"start": "HH:MM", "end": "HH:MM"}], when not always open.
+    hours: dict[str, list[dict[str, str]]] | None = None
+
+
+class LocationInfo(msgspec.Struct, kw_only=True):
+    id: int
+    public_charge_points: int
+    public_charge_points_ids: list[int]
+    # Locale → text; evgate keeps one text, reported as "en".
+    name: dict[str, str]
+    status: Literal["active", "disabled"]
+    description: dict[str, str] | UnsetType = UNSET
+    geoposition: Geoposition | UnsetType = UNSET
+    address: dict[str, str]
+    post_code: str
+    region: str | UnsetType = UNSET
+    city: str
+    country: str
+    timezone: str | None
+    working_hours: WorkingHours
+    lastUpdatedAt: datetime
+
+
+class LocationChangedNotification(Event, tag="LocationChangedNotification", kw_only=True):
+    location: LocationInfo
+    action: Action
+    lastUpdatedAt: datetime
+
+
+class TariffPricing(msgspec.Struct, kw_only=True, omit_defaults=True):
+    connectionFee: Decimal | None = None
+    pricePerKwh: Decimal | None = None
+    pricePeriodInMinutes: int | None = None
+    pricePerPeriod: Decimal | None = None
+    idleFeePerMinute: Decimal | None = None
+    idleFeeGracePeriodMinutes: Decimal | None = None
+    minPrice: Decimal | None = None
+
+
+class TariffRestrictions(msgspec.Struct, kw_only=True):
+    startDate: date | None = None
+    endDate: date | None = None
+
+
+class TariffInfo(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    type: Literal["duration+energy", "duration+energy time of day"]
+    pricing: TariffPricing
+    currency: str
+    restrictions: TariffRestrictions
+    lastUpdatedAt: datetime
+
+
+class TariffChangedNotification(Event, tag="TariffChangedNotification", kw_only=True):
+    tariff: TariffInfo
+    action: Action
+    lastUpdatedAt: datetime
 
 
 PAYLOAD_TYPES: dict[str, type[Event]] = {
@@ -367,6 +476,8 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         IdTagChanged,
         ReservationChanged,
         CdrReceived,
+        LocationChangedNotification,
+        TariffChangedNotification,
     )
 }
 

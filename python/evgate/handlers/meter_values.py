@@ -35,13 +35,15 @@ from msgspec import UNSET
 from evgate.events.builders import transaction_meter_values, with_readings
 from evgate.handlers import ChargerContext, Routes
 from evgate.handlers.services import INT32_MAX, HandlerServices, check_range
+from evgate.pricing import PricingInput, price
 from evgate.protocol.v16 import MeterValue, MeterValuesRequest, MeterValuesResponse
 from evgate.storage.ops import meter_values as meter_ops
 from evgate.storage.ops import outbox
 from evgate.storage.ops.base import Results, Write
 from evgate.storage.ops.meter_values import MeterRow, NewRows
+from evgate.storage.ops.transactions import TransactionFacts
 
-__all__ = ["meter_rows", "normalise", "routes", "stored_values"]
+__all__ = ["meter_rows", "normalise", "routes", "running_price", "stored_values"]
 
 _SCALED = {
     "kWh": ("Wh", 1000.0),
@@ -136,6 +138,21 @@ def stored_values(meter_values: Sequence[MeterValue], new: NewRows) -> list[Mete
     return kept
 
 
+def running_price(tx: TransactionFacts, at: datetime) -> TransactionFacts:
+    """``tx`` with the amount so far, when a tariff applies: as if it stopped at ``at`` with
+    the latest energy reading (no idle fee: the idle periods are the database's, priced at the
+    stop)."""
+    if tx.tariff is None:
+        return tx
+    facts = PricingInput(
+        started_at=tx.started_at,
+        stopped_at=at,
+        meter_start=tx.meter_start,
+        meter_stop=tx.meter_start if tx.meter_wh is None else int(tx.meter_wh),
+    )
+    return msgspec.structs.replace(tx, price=price(tx.tariff, facts))
+
+
 def transaction_id_or_none(transaction_id: int | object) -> int | None:
     """A charger's transaction id as stored: None when absent or outside what evgate issues
     (1..2^31-1), which can only be a transaction evgate does not know."""
@@ -159,6 +176,8 @@ def routes(services: HandlerServices) -> Routes:
             await services.emit(ctx.charger_id, [stored], ())
             return MeterValuesResponse()
         tx = with_readings(tx, request.meter_value)
+        if request.meter_value:
+            tx = running_price(tx, max(mv.timestamp for mv in request.meter_value))
         charger, now, sent = ctx.charger, services.clock(), request.meter_value
 
         def described(results: Results) -> list[Write[None]]:

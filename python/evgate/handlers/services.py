@@ -16,6 +16,7 @@ import msgspec
 
 from evgate.auth.authorizer import AuthorizationQuestion, Authorizer, Decision, Purpose
 from evgate.handlers import ChargerContext
+from evgate.pricing import Snapshot
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
     INT32_MAX,
@@ -76,6 +77,7 @@ class HandlerServices:
             Authorize and StartTransaction answer ``ConcurrentTx`` for one that has.
         vendors: DataTransfer handlers by vendorId; any other vendorId is ``UnknownVendorId``.
         clock: the current time (UTC), replaceable in tests.
+        tariff_for: the tariff snapshot for a StartTransaction (see the attribute).
         after_accepted_boot: called with the charger's id when a BootNotification is being
             answered Accepted (the offline-configuration push of ``auth/``). It must only
             queue work: it runs before the handler returns, and the gateway sends the
@@ -94,6 +96,11 @@ class HandlerServices:
     clock: Callable[[], datetime] = utc_now
     after_accepted_boot: Callable[[str], None] = lambda _charger_id: None
     status_changed: Callable[[ConnectorStatus], None] = lambda _status: None
+    # The tariff a transaction starting at a charger gets (charger id, the id-tag's group,
+    # start time): an in-memory lookup (storage/pricing.py), None when none applies.
+    tariff_for: Callable[[str, str | None, datetime], Snapshot | None] = (
+        lambda _charger_id, _group, _at: None
+    )
 
     async def decide(
         self,

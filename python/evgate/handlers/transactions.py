@@ -6,6 +6,12 @@ StopTransaction is accepted). A resent StartTransaction (same charger, connector
 id-tag and meterStart) gets the id and idTagInfo status of its first attempt. A reservationId
 that evgate issued for this charger ends that reservation.
 
+StartTransaction snapshots the tariff that applies (``HandlerServices.tariff_for``, an
+in-memory lookup: no query) on the transaction; a resend keeps its first attempt's. The
+StopTransaction that closes a transaction with a snapshot prices it (``pricing/``) from its
+meter readings and idle periods, in the stop's database transaction: the price is stored with
+the transaction and its CDR and carried by its events. One with none has no price (not 0).
+
 StopTransaction closes the transaction with its meterStop, time, id-tag and reason (exactly as
 sent; none when absent), and stores its transactionData as meter values of the transaction. A
 stop for an unknown or already closed transaction changes no transaction and is answered like
@@ -23,6 +29,8 @@ StopTransaction that closes one emits the ``stop`` pair, SessionUpdateNotificati
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -34,7 +42,7 @@ from evgate.events.builders import (
     transaction_stopped,
 )
 from evgate.handlers import ChargerContext, Routes
-from evgate.handlers.meter_values import meter_rows, transaction_id_or_none
+from evgate.handlers.meter_values import meter_rows, running_price, transaction_id_or_none
 from evgate.handlers.services import (
     INT32_MAX,
     METER_MAX,
@@ -42,6 +50,7 @@ from evgate.handlers.services import (
     check_range,
     id_tag_info,
 )
+from evgate.pricing import PricingInput, Reading, price
 from evgate.protocol.v16 import (
     StartTransactionRequest,
     StartTransactionResponse,
@@ -51,9 +60,43 @@ from evgate.protocol.v16 import (
 from evgate.storage.ops import cdrs, outbox, transactions
 from evgate.storage.ops import meter_values as meter_ops
 from evgate.storage.ops.base import Results, Write
-from evgate.storage.ops.transactions import TransactionFacts, TransactionStart, TransactionStop
+from evgate.storage.ops.meter_values import MeterRow
+from evgate.storage.ops.transactions import (
+    TransactionFacts,
+    TransactionPrice,
+    TransactionStart,
+    TransactionStop,
+)
 
 __all__ = ["routes"]
+
+
+def energy_readings(rows: Iterable[MeterRow]) -> list[Reading]:
+    """The energy register readings (the total at the outlet, as the stop op reads them) of
+    ``rows``: a StopTransaction's transactionData, written after its stop's readings were read."""
+    return [
+        Reading(row[3], Decimal(repr(row[10])))
+        for row in rows
+        if row[4] == "Energy.Active.Import.Register"
+        and row[5] is None
+        and row[6] == "Outlet"
+        and row[10] is not None
+    ]
+
+
+def priced(tx: TransactionFacts, more: Sequence[Reading] = ()) -> TransactionFacts:
+    """``tx`` (stopped, with a tariff snapshot) with its price; ``more``: readings besides
+    those the stop op returned."""
+    assert tx.tariff is not None and tx.stopped_at is not None and tx.meter_stop is not None
+    facts = PricingInput(
+        started_at=tx.started_at,
+        stopped_at=tx.stopped_at,
+        meter_start=tx.meter_start,
+        meter_stop=tx.meter_stop,
+        readings=(*tx.readings, *more),
+        idle_periods=tx.idle_periods,
+    )
+    return msgspec.structs.replace(tx, price=price(tx.tariff, facts))
 
 
 def routes(services: HandlerServices) -> Routes:
@@ -87,6 +130,7 @@ def routes(services: HandlerServices) -> Routes:
             id_tag_expiry=decision.expiry_date,
             parent_id_tag=decision.parent_id_tag,
             external_session_id=decision.external_session_id,
+            tariff=services.tariff_for(ctx.charger_id, decision.parent_id_tag, request.timestamp),
         )
         charger, now = ctx.charger, services.clock()
 
@@ -96,7 +140,9 @@ def routes(services: HandlerServices) -> Routes:
             made = results[started]
             if not made.created:
                 return []
-            entries = transaction_started(charger, made.transaction, now)
+            # The amount so far, at the start: the connection fee (or the minimum price).
+            tx = running_price(made.transaction, made.transaction.started_at)
+            entries = transaction_started(charger, tx, now)
             if made.reservation_used and start.reservation_id is not None:
                 entries.append(reservation_changed(charger.id, start.reservation_id, "done", now))
             return outbox.append(entries)
@@ -115,6 +161,7 @@ def routes(services: HandlerServices) -> Routes:
         transaction_id = transaction_id_or_none(request.transaction_id)
         id_tag = None if request.id_tag is UNSET else request.id_tag
         writes: list[Write[Any]] = []
+        sent: list[Reading] = []
         stop: Write[TransactionFacts | None] | None = None
         if transaction_id is not None:
             stop = transactions.stop(
@@ -133,14 +180,24 @@ def routes(services: HandlerServices) -> Routes:
             # with it, not as MeterValues of a running session.
             rows = meter_rows(ctx.charger_id, None, transaction_id, request.transaction_data)
             writes.append(meter_ops.rows(rows))
+            sent = energy_readings(rows)
         charger, now = ctx.charger, services.clock()
 
         def described(results: Results) -> list[Write[Any]]:
             closed = None if stop is None else results[stop]
             if closed is None:
                 return []
+            follow: list[Write[Any]] = []
+            if closed.tariff is not None and closed.stopped_at is not None:
+                closed = priced(closed, sent)
+                assert closed.price is not None
+                follow.append(
+                    transactions.priced(TransactionPrice(
+                        transaction_id=closed.transaction_id, price=closed.price
+                    ))
+                )  # fmt: skip
             cdr, entries = transaction_stopped(charger, closed, now)
-            return [cdrs.insert(cdr), *outbox.append(entries)]
+            return [*follow, cdrs.insert(cdr), *outbox.append(entries)]
 
         results = await services.emit(ctx.charger_id, writes, described)
         closed = None if stop is None else results[stop]

@@ -5,11 +5,12 @@ transaction, written with the StopTransaction's rows by ``storage/ops/cdrs.py``)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
 
+from evgate.pricing import Price
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
 
@@ -32,6 +33,12 @@ class Cdr(msgspec.Struct, kw_only=True, rename="camel"):
     energy_wh: int
     stop_reason: str | None
     created_at: datetime
+    # The transaction's price (null: no tariff applied, so it has none; not a price of 0).
+    price: Price | None = None
+    pricing: Literal["priced", "noTariff"] = "noTariff"
+
+    def __post_init__(self) -> None:
+        self.pricing = "noTariff" if self.price is None else "priced"
 
 
 CDR_COLUMNS = (
@@ -48,6 +55,7 @@ CDR_COLUMNS = (
     "energy_wh",
     "stop_reason",
     "created_at",
+    "price",
 )
 # A retried StopTransaction makes no second CDR (the id is derived from the transaction).
 INSERT_CDR = (
@@ -72,7 +80,11 @@ def cdr_args(cdr: Cdr) -> tuple[Any, ...]:
         cdr.energy_wh,
         cdr.stop_reason,
         cdr.created_at,
+        None if cdr.price is None else msgspec.json.encode(cdr.price).decode(),
     )
+
+
+_price = msgspec.json.Decoder(Price).decode
 
 
 class CdrStore:
@@ -89,7 +101,10 @@ class CdrStore:
         row = await self.db.fetchrow(f"SELECT {columns} FROM cdrs WHERE id = $1", cdr_id)
         if row is None:
             raise NotFound(f"no CDR {cdr_id!r}")
-        return dict(row)
+        found = dict(row)
+        if found["price"] is not None:
+            found["price"] = _price(found["price"])
+        return found
 
     async def insert(self, conn: asyncpg.Connection, cdr: Cdr) -> None:
         """Insert a CDR on ``conn`` (in the caller's transaction); a second one with the same

@@ -18,6 +18,7 @@ import msgspec
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.errors import AlreadyExists, BadReference, NotFound
 from evgate.storage.installations import set_charger_installation
+from evgate.storage.locations import PRICING_CHANNEL, location_changed
 from evgate.storage.outbox import record_charger_changed
 
 __all__ = [
@@ -47,6 +48,9 @@ class Charger(msgspec.Struct, rename="camel", kw_only=True):
     registration_status: RegistrationStatus
     # The installation it belongs to (its authorization mode), if any.
     installation_id: int | None
+    # Where it stands and its own tariff group (which wins over its location's), if any.
+    location_id: int | None = None
+    tariff_group_id: int | None = None
     created_at: datetime
     updated_at: datetime
     # Whether it is connected (to any evgate process), and since when (null: never connected).
@@ -129,7 +133,16 @@ class ChargerCredentials(msgspec.Struct, frozen=True):
 _COLUMNS = (
     "id, description, security_profile, lenient, registration_status, installation_id,"
     " created_at, updated_at, network_status, network_status_at"
+    ", location_id, tariff_group_id"
 )
+
+
+# A foreign key's constraint → the column it checks (a PATCH's bad reference says which).
+_REFERENCES = {
+    "chargers_installation_id_fkey": "installation_id",
+    "chargers_location_id_fkey": "location_id",
+    "chargers_tariff_group_id_fkey": "tariff_group_id",
+}
 
 
 def _charger(row: asyncpg.Record) -> Charger:
@@ -256,6 +269,8 @@ class ChargerStore:
             "lenient",
             "registration_status",
             "installation_id",
+            "location_id",
+            "tariff_group_id",
         }
         unknown = set(fields) - allowed
         if unknown:
@@ -266,6 +281,12 @@ class ChargerStore:
             installation_before = await conn.fetchval(
                 "SELECT installation_id FROM chargers WHERE id = $1 FOR UPDATE", charger_id
             )
+            # A move changes the chargers of the locations it leaves and joins (their events).
+            location_before = (
+                await conn.fetchval("SELECT location_id FROM chargers WHERE id = $1", charger_id)
+                if "location_id" in fields
+                else None
+            )
             try:
                 row = await conn.fetchrow(
                     f"UPDATE chargers SET {sets}{', ' if sets else ''}updated_at = now()"
@@ -273,14 +294,22 @@ class ChargerStore:
                     charger_id,
                     *(fields[n] for n in names),
                 )
-            except asyncpg.ForeignKeyViolationError:
-                raise BadReference(f"no installation {fields.get('installation_id')}") from None
+            except asyncpg.ForeignKeyViolationError as exc:
+                column = _REFERENCES.get(exc.constraint_name or "", "installation_id")
+                raise BadReference(
+                    f"no {column[:-3].replace('_', ' ')} {fields.get(column)}"
+                ) from None
             if row is None:
                 raise NotFound(f"no charger {charger_id!r}")
             if {"security_profile", "lenient"} & set(names):
                 await conn.execute("SELECT pg_notify($1, $2)", CHARGER_CHANNEL, charger_id)
             if row["installation_id"] != installation_before:
                 await set_charger_installation(conn, charger_id, row["installation_id"])
+            if {"location_id", "tariff_group_id"} & set(names):
+                await conn.execute("SELECT pg_notify($1, '*')", PRICING_CHANNEL)
+            if "location_id" in fields and row["location_id"] != location_before:
+                for moved in sorted({location_before, row["location_id"]} - {None}):
+                    await location_changed(conn, moved, "updated")
             await record_charger_changed(conn, charger_id, "updated")
         return _charger(row)
 

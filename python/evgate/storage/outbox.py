@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from evgate.storage.locations import Location
+    from evgate.storage.tariffs import StoredTariff
 
 __all__ = [
     "insert_outbox",
     "record_charger_changed",
     "record_id_tag_changed",
+    "record_location_changed",
     "record_reservation_changed",
+    "record_tariff_changed",
 ]
 
 
@@ -56,6 +62,29 @@ async def record_reservation_changed(
         conn,
         [reservation_changed(c, r, status, at) for c, r in reservations],  # type: ignore[arg-type]
     )
+
+
+async def record_location_changed(
+    conn: asyncpg.Connection, location: Location, charger_numbers: list[int], action: str
+) -> None:
+    """Append LocationChangedNotification, on ``conn`` inside the transaction that changes the
+    location (before the DELETE, for ``deleted``)."""
+    from evgate.events.builders import location_changed
+
+    at = datetime.now(UTC)
+    await insert_outbox(conn, [location_changed(location, charger_numbers, action, at)])  # type: ignore[arg-type]
+
+
+async def record_tariff_changed(
+    conn: asyncpg.Connection, tariff: StoredTariff, action: str
+) -> None:
+    """Append TariffChangedNotification, on ``conn`` inside the transaction that changes the
+    tariff."""
+    from evgate.events.builders import tariff_changed
+
+    at = datetime.now(UTC)
+    entry = tariff_changed(tariff.id, tariff, tariff.updated_at, action, at)  # type: ignore[arg-type]
+    await insert_outbox(conn, [entry])
 
 
 async def insert_outbox(conn: asyncpg.Connection, entries: Iterable[Sequence[Any]]) -> None:

@@ -5,13 +5,15 @@ handlers make). The writer's ops that start and stop them are ``storage/ops/tran
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 import msgspec
 
+from evgate.pricing import Price, Snapshot
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
-from evgate.storage.ops.transactions import TransactionFacts, TransactionStart
+from evgate.storage.ops.transactions import TransactionFacts, TransactionStart, decode_snapshot
 
 __all__ = ["Transaction", "TransactionStore"]
 
@@ -38,6 +40,11 @@ class Transaction(msgspec.Struct, rename="camel", kw_only=True):
     # Stopped: meterStop - meterStart. Active: the latest energy register reading of the
     # transaction minus meterStart (null before the first).
     energy_wh: float | None
+    # The tariff snapshotted at its start (null: none applied); its price once stopped (null
+    # while running, and for a transaction no tariff applied to: ``pricing`` says which).
+    tariff: Snapshot | None = None
+    price: Price | None = None
+    pricing: Literal["priced", "running", "noTariff"] = "noTariff"
 
 
 _TX_SELECT = """
@@ -49,13 +56,23 @@ SELECT t.id, t.charger_id, t.connector_id, t.id_tag, t.id_tag_status, t.parent_i
                   WHERE v.charger_id = t.charger_id AND v.ts >= t.started_at
                     AND v.transaction_id = t.id AND v.value IS NOT NULL
                     AND v.measurand = 'Energy.Active.Import.Register' AND v.phase IS NULL
-                  ORDER BY v.ts DESC LIMIT 1) END
+                  ORDER BY v.ts DESC LIMIT 1) END,
+       t.tariff, t.price
 FROM transactions t
 """
+_price = msgspec.json.Decoder(Price).decode
 
 
 def _transaction(row: asyncpg.Record) -> Transaction:
-    return Transaction(**dict(zip(Transaction.__struct_fields__, row, strict=True)))
+    *columns, tariff, price = row
+    snapshot = decode_snapshot(tariff)
+    active = row[13]
+    return Transaction(
+        **dict(zip(Transaction.__struct_fields__[:15], columns, strict=True)),
+        tariff=snapshot,
+        price=None if price is None else _price(price),
+        pricing="noTariff" if snapshot is None else "running" if active else "priced",
+    )
 
 
 class TransactionStore:
@@ -121,6 +138,7 @@ class TransactionStore:
             started_at=stored.started_at,
             meter_start=stored.meter_start,
             meter_wh=None if stored.energy_wh is None else stored.meter_start + stored.energy_wh,
+            tariff=stored.tariff,
         )
 
     async def id_tag_of(self, charger_id: str, transaction_id: int) -> str | None:

@@ -11,6 +11,9 @@ duplicate:
   changes nothing and returns None. The operator closes one the same way (``api/charging.py``,
   with ``operator_reason``), so a StopTransaction the charger sends later is such a second
   stop.
+  A priced transaction (one with a tariff snapshot) is
+  returned with what its price depends on: its idle periods and its energy register samples.
+* :func:`priced`: stores the price the handler computed, in the stop's transaction.
 
 Every batch is written exactly once by the writer (``writer_commits``), so these rules are
 about the charger's resends, not about evgate's own retries.
@@ -19,23 +22,40 @@ about the charger's resends, not about evgate's own retries.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from evgate.storage.ops.base import Write, WriteOp
+from evgate.pricing import IdlePeriod, Price, Reading, Snapshot
+from evgate.storage.ops.base import Statement, Write, WriteOp
 
 __all__ = [
     "TRANSACTION_STARTS",
     "TRANSACTION_STOPS",
     "StartedTransaction",
     "TransactionFacts",
+    "TransactionPrice",
     "TransactionStart",
     "TransactionStop",
+    "priced",
     "start",
     "stop",
 ]
+
+_snapshot = msgspec.json.Decoder(Snapshot).decode
+_idle = msgspec.json.Decoder(tuple[IdlePeriod, ...]).decode
+
+
+def encode_snapshot(snapshot: Snapshot | None) -> str | None:
+    """A tariff snapshot as its jsonb column holds it."""
+    return None if snapshot is None else msgspec.json.encode(snapshot).decode()
+
+
+def decode_snapshot(raw: str | None) -> Snapshot | None:
+    """A tariff snapshot from its jsonb column."""
+    return None if raw is None else _snapshot(raw)
 
 
 class TransactionStart(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +71,8 @@ class TransactionStart(msgspec.Struct, frozen=True, kw_only=True):
     parent_id_tag: str | None = None
     external_session_id: str | None = None
     reservation_id: int | None = None
+    # The tariff that applies (None: none does), snapshotted for the transaction's life.
+    tariff: Snapshot | None = None
 
     def key(self) -> tuple[Any, ...]:
         return (self.charger_id, self.connector_id, self.started_at, self.id_tag, self.meter_start)
@@ -74,6 +96,13 @@ class TransactionFacts(msgspec.Struct, kw_only=True):
     stopped_at: datetime | None = None
     meter_stop: int | None = None
     stop_reason: str | None = None  # the OCPP Reason
+    # Its tariff snapshot (None: no tariff applied, it has no price).
+    tariff: Snapshot | None = None
+    # Once stopped, of a priced transaction: what its price depends on besides the meter.
+    idle_periods: tuple[IdlePeriod, ...] = ()
+    readings: tuple[Reading, ...] = ()
+    # The price: the running amount while active, the price once stopped and priced.
+    price: Price | None = None
 
 
 class StartedTransaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,14 +121,15 @@ class StartedTransaction(msgspec.Struct, frozen=True, kw_only=True):
 
 _START = """
 INSERT INTO transactions AS t (charger_id, connector_id, id_tag, meter_start, started_at,
-    id_tag_status, id_tag_expiry, parent_id_tag, external_session_id, reservation_id)
+    id_tag_status, id_tag_expiry, parent_id_tag, external_session_id, reservation_id, tariff)
 SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::int8[], $5::timestamptz[],
-                     $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::int4[])
+                     $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::int4[],
+                     $11::jsonb[])
 -- The no-op update makes RETURNING give the stored row of a resent StartTransaction.
 ON CONFLICT (charger_id, connector_id, started_at, id_tag, meter_start)
     DO UPDATE SET updated_at = t.updated_at
 RETURNING charger_id, connector_id, started_at, id_tag, meter_start, id, id_tag_status,
-          id_tag_expiry, parent_id_tag, xmax = 0
+          id_tag_expiry, parent_id_tag, xmax = 0, tariff
 """
 
 _END_RESERVATIONS = """
@@ -135,6 +165,7 @@ class TransactionStarts(WriteOp[TransactionStart, StartedTransaction]):
                 "reservation_id",
             )
         ]
+        columns.append([encode_snapshot(u.tariff) for u in unique])
         stored: dict[tuple[Any, ...], asyncpg.Record] = {}
         inserted: set[tuple[Any, ...]] = set()
         for r in await conn.fetch(_START, *columns):
@@ -166,6 +197,8 @@ class TransactionStarts(WriteOp[TransactionStart, StartedTransaction]):
                         id_tag=item.id_tag,
                         started_at=item.started_at,
                         meter_start=item.meter_start,
+                        # The first attempt's snapshot, for a resend too.
+                        tariff=decode_snapshot(r[10]),
                     ),
                     id_tag_status=r[6],
                     id_tag_expiry=r[7],
@@ -203,7 +236,20 @@ FROM unnest($1::int4[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[], $
      AS u(id, charger_id, meter_stop, stopped_at, stop_reason, stop_id_tag, operator_reason)
 WHERE t.id = u.id AND t.charger_id = u.charger_id AND t.stopped_at IS NULL
 RETURNING t.id, t.connector_id, t.id_tag, t.started_at, t.meter_start, t.stopped_at,
-          t.meter_stop, t.stop_reason
+          t.meter_stop, t.stop_reason, t.tariff, t.idle_periods, t.charger_id
+"""
+
+# The energy register samples of priced transactions (the total at the outlet, the OCPP
+# default location), for their price: time-of-day energy and the last energy increase.
+_READINGS = """
+SELECT v.transaction_id, v.ts, v.value FROM meter_values v
+JOIN unnest($1::int4[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+     AS u(id, charger_id, started_at, stopped_at)
+  ON v.charger_id = u.charger_id AND v.ts BETWEEN u.started_at AND u.stopped_at
+     AND v.transaction_id = u.id
+WHERE v.measurand = 'Energy.Active.Import.Register' AND v.phase IS NULL
+  AND v.location = 'Outlet' AND v.value IS NOT NULL
+ORDER BY v.transaction_id, v.ts
 """
 
 
@@ -242,9 +288,24 @@ class TransactionStops(WriteOp[TransactionStop, TransactionFacts | None]):
                 stopped_at=r[5],
                 meter_stop=r[6],
                 stop_reason=r[7],
+                tariff=decode_snapshot(r[8]),
+                idle_periods=_idle(r[9]),
             )
             for r in rows
         }
+        priced = [r for r in rows if r[8] is not None]
+        if priced:
+            readings: dict[int, list[Reading]] = {}
+            for v in await conn.fetch(
+                _READINGS,
+                [r[0] for r in priced],
+                [r[10] for r in priced],
+                [r[3] for r in priced],
+                [r[5] for r in priced],
+            ):
+                readings.setdefault(v[0], []).append(Reading(v[1], Decimal(repr(v[2]))))
+            for tx_id, samples in readings.items():
+                closed[tx_id] = msgspec.structs.replace(closed[tx_id], readings=tuple(samples))
         return [
             closed.get(item.transaction_id) if first[item.transaction_id] == index else None
             for index, item in enumerate(items)
@@ -262,3 +323,22 @@ def start(item: TransactionStart) -> Write[StartedTransaction]:
 def stop(item: TransactionStop) -> Write[TransactionFacts | None]:
     """Store a StopTransaction; its result is the transaction it closed (None for a resend)."""
     return TRANSACTION_STOPS(item)
+
+
+class TransactionPrice(msgspec.Struct, frozen=True, kw_only=True):
+    """The price of a stopped transaction, to store with it."""
+
+    transaction_id: int
+    price: Price
+
+
+TRANSACTION_PRICES: Statement[TransactionPrice] = Statement(
+    "UPDATE transactions SET price = $2 WHERE id = $1",
+    name="transaction_prices",
+    args=lambda item: (item.transaction_id, msgspec.json.encode(item.price).decode()),
+)
+
+
+def priced(item: TransactionPrice) -> Write[None]:
+    """Store a stopped transaction's price (in the stop's transaction)."""
+    return TRANSACTION_PRICES(item)

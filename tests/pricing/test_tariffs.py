@@ -1,0 +1,87 @@
+"""Which tariff applies (first match of a group, restrictions, validity) and what makes a
+tariff or a group invalid (the API's 422)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+import pytest
+
+from evgate.pricing import (
+    EnergyPeriod,
+    GroupEntry,
+    Tariff,
+    TariffInvalid,
+    check_group,
+    check_tariff,
+    check_timezone,
+    choose,
+)
+
+AT = datetime(2026, 6, 1, 12, tzinfo=UTC)
+PUBLIC = Tariff(name="public", currency="EUR", price_per_kwh=D("0.40"))
+FLEET = Tariff(name="fleet", currency="EUR", price_per_kwh=D("0.20"))
+LATER = Tariff(name="later", currency="EUR", valid_from=datetime(2027, 1, 1, tzinfo=UTC))
+TARIFFS = {1: PUBLIC, 2: FLEET, 3: LATER}
+
+
+def test_the_first_entry_whose_restrictions_match_applies() -> None:
+    entries = [GroupEntry(tariff_id=2, id_tag_groups=("FLEET-A",)), GroupEntry(tariff_id=1)]
+    assert choose(entries, TARIFFS, "fleet-a", AT) == (2, FLEET)  # compared as a CiString
+    assert choose(entries, TARIFFS, "OTHER", AT) == (1, PUBLIC)
+    assert choose(entries, TARIFFS, None, AT) == (1, PUBLIC)
+
+
+def test_a_tariff_outside_its_validity_window_is_passed_over() -> None:
+    entries = [GroupEntry(tariff_id=3), GroupEntry(tariff_id=1)]
+    assert choose(entries, TARIFFS, None, AT) == (1, PUBLIC)
+    assert choose(entries, TARIFFS, None, datetime(2027, 2, 1, tzinfo=UTC)) == (3, LATER)
+
+
+def test_no_match_is_no_tariff() -> None:
+    assert choose([GroupEntry(tariff_id=2, id_tag_groups=("X",))], TARIFFS, None, AT) is None
+    assert choose([], TARIFFS, None, AT) is None
+
+
+@pytest.mark.parametrize(
+    ("terms", "message"),
+    [
+        ({"currency": "XYZ"}, "ISO 4217"),
+        ({"price_per_kwh": D("-0.01")}, "pricePerKwh"),
+        ({"connection_fee": D("0.000001")}, "decimals"),
+        ({"price_per_minute": D("NaN")}, "pricePerMinute"),
+        ({"tax_percent": D("101")}, "taxPercent"),
+        ({"min_price": D("5"), "max_price": D("4")}, "minPrice"),
+        (
+            {"energy_periods": (EnergyPeriod(start="07:00", price_per_kwh=D(1)),) * 2},
+            "same time",
+        ),
+        ({"valid_from": AT, "valid_to": AT}, "validFrom"),
+    ],
+)
+def test_invalid_tariffs(terms: dict[str, object], message: str) -> None:
+    fields: dict[str, object] = {"name": "t", "currency": "EUR", **terms}
+    with pytest.raises(TariffInvalid, match=message):
+        check_tariff(Tariff(**fields))  # type: ignore[arg-type]
+
+
+def test_a_valid_tariff_passes() -> None:
+    check_tariff(Tariff(name="t", currency="JPY", price_per_kwh=D("35.5"), tax_percent=D("10")))
+
+
+def test_a_group_has_one_currency() -> None:
+    currencies = {1: "EUR", 2: "EUR", 3: "USD"}
+    assert check_group(currencies, [GroupEntry(tariff_id=1), GroupEntry(tariff_id=2)]) == "EUR"
+    assert check_group(currencies, []) is None
+    with pytest.raises(TariffInvalid, match="one currency"):
+        check_group(currencies, [GroupEntry(tariff_id=1), GroupEntry(tariff_id=3)])
+    with pytest.raises(KeyError):
+        check_group(currencies, [GroupEntry(tariff_id=9)])
+
+
+def test_timezones_are_iana_names() -> None:
+    check_timezone("Europe/Amsterdam")
+    for bad in ("Mars/Olympus", "../etc/passwd", "", "Europe/"):
+        with pytest.raises(TariffInvalid):
+            check_timezone(bad)
