@@ -63,12 +63,18 @@ FROM transactions t
 _price = msgspec.json.Decoder(Price).decode
 
 
+# The fields _TX_SELECT reads in its column order (all but the three derived from tariff and
+# price, which come last).
+_SELECTED = Transaction.__struct_fields__[: Transaction.__struct_fields__.index("tariff")]
+
+
 def _transaction(row: asyncpg.Record) -> Transaction:
     *columns, tariff, price = row
+    fields = dict(zip(_SELECTED, columns, strict=True))
     snapshot = decode_snapshot(tariff)
-    active = row[13]
+    active = fields["active"]
     return Transaction(
-        **dict(zip(Transaction.__struct_fields__[:15], columns, strict=True)),
+        **fields,
         tariff=snapshot,
         price=None if price is None else _price(price),
         pricing="noTariff" if snapshot is None else "running" if active else "priced",
