@@ -222,3 +222,29 @@ async def test_time_of_day_prices_follow_the_stops_transaction_data(
               if b["component"] == "energy"]  # fmt: skip
     assert energy == [("9.000", "0.30"), ("1.000", "0.60")]
     assert price["totalExclTax"] == "5.80"
+
+
+async def test_a_transaction_the_operator_stops_is_priced(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """A stuck priced transaction closed through POST /api/v1/transactions/{id}/stop is priced
+    as a StopTransaction would be (the same follow-ups: price, CDR, events): 10,000 Wh over
+    30 minutes under the issue's tariff is 5.50 excluding tax, on the transaction and its CDR."""
+    await _post(api, "/api/v1/id-tags", {"idTag": "TAG1"})
+    secret = await _a_priced_charger(evgate, api, "CP-O")
+    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/CP-O?auth={secret}"
+    async with ocpp_charger(url, "CP-O") as cp:
+        start = await cp.call(call.StartTransaction(
+            connector_id=1, id_tag="TAG1", meter_start=1000, timestamp=T0.isoformat()
+        ))  # fmt: skip
+    tx = int(start.transaction_id)  # the charger went away without its StopTransaction
+    stopped = await _ok(api.post(f"/api/v1/transactions/{tx}/stop", json={
+        "reason": "lost StopTransaction", "meterStop": 11_000,
+        "timestamp": (T0 + timedelta(minutes=30)).isoformat(),
+    }))  # fmt: skip
+    assert stopped["pricing"] == "priced" and stopped["operatorStopReason"]
+    assert (stopped["price"]["totalExclTax"], stopped["price"]["totalInclTax"]) == ("5.50", "6.66")
+    assert evgate.db is not None
+    cdr_id = await evgate.db.fetchval("SELECT id FROM cdrs WHERE transaction_id = $1", tx)
+    cdr = await _ok(api.get(f"/api/v1/cdrs/{cdr_id}"))
+    assert cdr["price"]["totalExclTax"] == "5.50"

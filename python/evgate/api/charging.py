@@ -28,13 +28,14 @@ from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.services import ChargingApi
-from evgate.events.builders import ChargerRef, transaction_stopped
+from evgate.events.builders import ChargerRef
 from evgate.storage.connectors import Connector
 from evgate.storage.id_tags import IdTag, IdTagStatus
 from evgate.storage.meter_values import MeterBucket, MeterSample, Resolution
-from evgate.storage.ops import cdrs, outbox
+from evgate.storage.ops import outbox
 from evgate.storage.ops import transactions as transaction_ops
 from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.stops import after_stop
 from evgate.storage.ops.transactions import TransactionStop
 from evgate.storage.transactions import Transaction
 
@@ -109,8 +110,7 @@ async def stop_transaction(
         closed = results[stop]
         if closed is None:
             return []
-        cdr, entries = transaction_stopped(charger, closed, now)
-        return [cdrs.insert(cdr), *outbox.append(entries)]
+        return after_stop(charger, closed, now)
 
     # Keyed by the charger: in order with its own writes (a StopTransaction racing this one
     # finds the transaction closed, or closes it first and this one is the 409).

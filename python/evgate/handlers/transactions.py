@@ -29,7 +29,7 @@ StopTransaction that closes one emits the ``stop`` pair, SessionUpdateNotificati
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -39,7 +39,6 @@ from msgspec import UNSET
 from evgate.events.builders import (
     reservation_changed,
     transaction_started,
-    transaction_stopped,
 )
 from evgate.handlers import ChargerContext, Routes
 from evgate.handlers.meter_values import meter_rows, running_price, transaction_id_or_none
@@ -50,20 +49,20 @@ from evgate.handlers.services import (
     check_range,
     id_tag_info,
 )
-from evgate.pricing import PricingInput, Reading, price
+from evgate.pricing import Reading
 from evgate.protocol.v16 import (
     StartTransactionRequest,
     StartTransactionResponse,
     StopTransactionRequest,
     StopTransactionResponse,
 )
-from evgate.storage.ops import cdrs, outbox, transactions
 from evgate.storage.ops import meter_values as meter_ops
+from evgate.storage.ops import outbox, transactions
 from evgate.storage.ops.base import Results, Write
 from evgate.storage.ops.meter_values import MeterRow
+from evgate.storage.ops.stops import after_stop
 from evgate.storage.ops.transactions import (
     TransactionFacts,
-    TransactionPrice,
     TransactionStart,
     TransactionStop,
 )
@@ -82,21 +81,6 @@ def energy_readings(rows: Iterable[MeterRow]) -> list[Reading]:
         and row[6] == "Outlet"
         and row[10] is not None
     ]
-
-
-def priced(tx: TransactionFacts, more: Sequence[Reading] = ()) -> TransactionFacts:
-    """``tx`` (stopped, with a tariff snapshot) with its price; ``more``: readings besides
-    those the stop op returned."""
-    assert tx.tariff is not None and tx.stopped_at is not None and tx.meter_stop is not None
-    facts = PricingInput(
-        started_at=tx.started_at,
-        stopped_at=tx.stopped_at,
-        meter_start=tx.meter_start,
-        meter_stop=tx.meter_stop,
-        readings=(*tx.readings, *more),
-        idle_periods=tx.idle_periods,
-    )
-    return msgspec.structs.replace(tx, price=price(tx.tariff, facts))
 
 
 def routes(services: HandlerServices) -> Routes:
@@ -187,17 +171,7 @@ def routes(services: HandlerServices) -> Routes:
             closed = None if stop is None else results[stop]
             if closed is None:
                 return []
-            follow: list[Write[Any]] = []
-            if closed.tariff is not None and closed.stopped_at is not None:
-                closed = priced(closed, sent)
-                assert closed.price is not None
-                follow.append(
-                    transactions.priced(TransactionPrice(
-                        transaction_id=closed.transaction_id, price=closed.price
-                    ))
-                )  # fmt: skip
-            cdr, entries = transaction_stopped(charger, closed, now)
-            return [*follow, cdrs.insert(cdr), *outbox.append(entries)]
+            return after_stop(charger, closed, now, sent)
 
         results = await services.emit(ctx.charger_id, writes, described)
         closed = None if stop is None else results[stop]

@@ -12,4 +12,6 @@ modules with a typed item (a msgspec Struct, or a typed row) and gets a typed
 * ``transactions``, ``connectors``, ``chargers``, ``charger_messages``, ``meter_values``,
   ``cdrs``, ``sequences``, ``certificates`` (``signed_certificates``): the ops of those tables
   (and sequences).
+* ``stops``: what a closed transaction writes after its stop (price, CDR, events), for a
+  charger's StopTransaction and the operator's stop alike.
 """
