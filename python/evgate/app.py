@@ -22,7 +22,8 @@ from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
 from evgate.api.server import ApiLimits, ApiServer
-from evgate.api.services import CdrService, ChargingApi, NotificationService
+from evgate.api.services import AccountsApi, CdrService, ChargingApi, NotificationService
+from evgate.api.users import ROUTES as ACCOUNT_ROUTES
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -38,6 +39,7 @@ from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
 from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
+from evgate.storage.balances import BalanceStore
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
@@ -57,6 +59,7 @@ from evgate.storage.reservations import ReservationExpiry, ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tokens import TokenStore
 from evgate.storage.transactions import TransactionStore
+from evgate.storage.users import USER_CHANNEL, UserGroupStore, UserStore
 from evgate.storage.writer import Writer, is_outage
 
 __all__ = ["Evgate", "bind_socket", "serve"]
@@ -148,8 +151,10 @@ class Evgate:
         await self.maintenance.run_once()
         self.maintenance.start()
         id_tags = IdTagStore(self.db)
-        native = self.native = NativeAuthorizer(id_tags)
+        users = UserStore(self.db)
+        native = self.native = NativeAuthorizer(id_tags, users=users)
         await self.db.listen(ID_TAG_CHANNEL, native.on_change, native.reload_soon)
+        await self.db.listen(USER_CHANNEL, native.on_user_change, native.reload_soon)
         await native.load()
         if s.ca_cert and s.ca_key:
             self.certificates = CertificateService(
@@ -244,6 +249,9 @@ class Evgate:
             tokens=tokens,
             notifications=NotificationService(subscriptions, deliveries, self.dispatcher.wake),
             cdrs=CdrService(CdrStore(self.db)),
+            accounts=AccountsApi(
+                users=users, groups=UserGroupStore(self.db), balances=BalanceStore(self.db)
+            ),
             charging=ChargingApi(
                 chargers=chargers,
                 transactions=transactions,
@@ -258,7 +266,14 @@ class Evgate:
             installations=self.auth.installations,
         )
         api = create_api(
-            ctx, [SubscriptionController, NotificationActions, CdrController, *CHARGING_ROUTES]
+            ctx,
+            [
+                SubscriptionController,
+                NotificationActions,
+                CdrController,
+                *CHARGING_ROUTES,
+                *ACCOUNT_ROUTES,
+            ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]

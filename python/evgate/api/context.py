@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
 
-from evgate.api.services import CdrService, ChargingApi, NotificationService
+from evgate.api.services import AccountsApi, CdrService, ChargingApi, NotificationService
 from evgate.auth.installations import Installations
 from evgate.auth.registry import ChargerRegistry
 from evgate.gateway.interface import ChargerLink
@@ -31,6 +31,8 @@ class ApiContext:
     cdrs: CdrService
     # Transactions, connectors, meter values and id-tags (api/charging.py).
     charging: ChargingApi
+    # Users, user groups and balances (api/users.py).
+    accounts: AccountsApi
     # The digest of this process's EVGATE_BOOTSTRAP_TOKEN (checked in memory), None if unset.
     bootstrap_digest: bytes | None = None
     # The charger gateway (live connections, commands); None in an API run without one.

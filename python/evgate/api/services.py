@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from evgate.storage.balances import BalanceStore
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
 from evgate.storage.connectors import ConnectorStore
@@ -18,8 +19,9 @@ from evgate.storage.id_tags import IdTagStore
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
+from evgate.storage.users import UserGroupStore, UserStore
 
-__all__ = ["CdrService", "ChargingApi", "NotificationService"]
+__all__ = ["AccountsApi", "CdrService", "ChargingApi", "NotificationService"]
 
 
 @dataclass
@@ -49,3 +51,12 @@ class ChargingApi:
     connectors: ConnectorStore
     meter_values: MeterValueStore
     id_tags: IdTagStore
+
+
+@dataclass
+class AccountsApi:
+    """What the user, user-group and balance routes (``api/users.py``) need."""
+
+    users: UserStore
+    groups: UserGroupStore
+    balances: BalanceStore

@@ -26,6 +26,8 @@ Authorize.req                             :func:`authorization`
 id tag created / updated / deleted        :func:`id_tag_changed`
 charger created / updated / deleted       :func:`charger_changed` (``storage/chargers.py``)
 ReserveNow / CancelReservation / expiry   :func:`reservation_changed`
+user created / updated / deleted          :func:`user_changed` (``storage/users.py``)
+a booked balance entry                    :func:`user_balance_changed` (``storage/balances.py``)
 ========================================  ====================================================
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -48,8 +51,10 @@ from evgate.protocol.v16.messages import (
     SecurityEventNotificationRequest,
     StatusNotificationRequest,
 )
+from evgate.storage.balances import BalanceEntry
 from evgate.storage.cdrs import Cdr
 from evgate.storage.ops.transactions import TransactionFacts
+from evgate.storage.users import User
 
 __all__ = [
     "ChargerFacts",
@@ -71,10 +76,12 @@ __all__ = [
     "transaction_meter_values",
     "transaction_started",
     "transaction_stopped",
+    "user_balance_changed",
+    "user_changed",
     "with_readings",
 ]
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(decimal_format="number")  # amounts are JSON numbers
 T = TypeVar("T")
 
 
@@ -586,4 +593,62 @@ def reservation_changed(
     return _entry(
         charger_id,
         c.ReservationChanged(reservationId=reservation_id, status=status, lastUpdatedAt=at),
+    )
+
+
+# Users and what they pay (issue 20): no charger, so ordered among the operator's own changes.
+
+_USER_STATUS: dict[str, Literal["enabled", "disabled"]] = {
+    "active": "enabled",
+    "blocked": "disabled",
+}
+
+
+def user_changed(user: User, action: c.Action, at: datetime) -> OutboxEntry:
+    """UserChangedNotification: the user as now (as before, for ``deleted``); ``id`` is a
+    string in the catalog, ``locale`` the user's language, ``status`` enabled or disabled."""
+    info = c.UserInfo(
+        id=str(user.id),
+        email=user.email,
+        firstName=user.first_name,
+        lastName=user.last_name,
+        phone=user.phone,
+        locale=user.language,
+        balance=Decimal(user.balance.amount),
+        status=_USER_STATUS[user.status],
+        userGroupIds=list(user.user_group_ids),
+        lastUpdatedAt=user.updated_at,
+        createdAt=user.created_at,
+    )
+    return _entry("", c.UserChangedNotification(user=info, action=action, lastUpdatedAt=at))
+
+
+# The API's entry types as the catalog names them: a top-up through the public API, a voucher,
+# the operator's adjustment (either sign), a priced transaction.
+_BALANCE_TYPES: dict[str, c.BalanceType] = {
+    "topUp": "api_top_up",
+    "voucher": "voucher",
+    "adjustment": "add_to_balance",
+    "transaction": "transaction",
+}
+
+
+def user_balance_changed(entry: BalanceEntry, at: datetime) -> OutboxEntry:
+    """userBalance.changed: a credit (top-up, voucher, positive adjustment) or a debit (a
+    priced transaction, a negative adjustment), the balance after it; ``transactionId`` the
+    OCPP transaction charged, null for the others."""
+    amount = Decimal(entry.amount)
+    return _entry(
+        "",
+        c.UserBalanceChanged(
+            debit=-amount if amount < 0 else Decimal(0),
+            credit=amount if amount > 0 else Decimal(0),
+            updatedBalance=Decimal(entry.balance),
+            userId=entry.user_id,
+            currency=entry.currency,
+            type=_BALANCE_TYPES[entry.type],
+            transactionId=entry.transaction_id,
+            timestamp=entry.created_at,
+            lastUpdatedAt=at,
+        ),
     )

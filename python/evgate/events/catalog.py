@@ -22,6 +22,7 @@ are ``null``.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -58,7 +59,7 @@ CATALOG: dict[str, str | None] = {
     "SessionStartStopNotification": "Start/StopTransaction.req (handlers/transactions)",
     "session.start.stop.notification": "Start/StopTransaction.req (handlers/transactions)",
     "SessionUpdateNotification": "Start/StopTransaction.req, MeterValues.req in it (handlers)",
-    "UserChangedNotification": None,
+    "UserChangedNotification": "user created / updated / deleted (storage/users)",
     "SubOperatorChangedNotification": None,
     "TariffChangedNotification": None,
     "user.subscriptionChanged": None,
@@ -71,7 +72,8 @@ CATALOG: dict[str, str | None] = {
     " (storage/reservations ReservationExpiry), use by StartTransaction.req"
     " (handlers/transactions)",
     "user.paymentMethod.changed": None,
-    "userBalance.changed": None,
+    "userBalance.changed": "a booked balance entry: POST /api/v1/users/{id}/balance, a priced"
+    " stop (storage/balances)",
     "partnerInvite.changed": None,
     "roamingPlatform.changed": None,
     "parkingSpace.occupancyStatus.changed": None,
@@ -330,6 +332,48 @@ class CdrReceived(Event, tag="cdr.received", kw_only=True):
     createdAt: datetime
 
 
+# Users and what they pay (issue 20). Amounts are numbers in the catalog; evgate's API keeps
+# them as decimal strings in the currency's minor unit, and the payloads carry them as JSON
+# numbers of the same digits (Decimal, encoded as a number: never rounded through a float).
+
+
+class UserInfo(msgspec.Struct, kw_only=True):
+    id: str
+    email: str
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    balance: Decimal
+    status: Literal["enabled", "disabled"]
+    userGroupIds: list[int]
+    lastUpdatedAt: datetime
+    createdAt: datetime
+
+
+class UserChangedNotification(Event, tag="UserChangedNotification", kw_only=True):
+    user: UserInfo
+    action: Action
+    lastUpdatedAt: datetime
+
+
+BalanceType = Literal["transaction", "user_top_up", "api_top_up", "operator_top_up", "voucher",
+                      "top_up", "auto_top_up", "add_to_balance", "promo_code",
+                      "subscribe_to_plan", "custom_fee"]  # fmt: skip
+
+
+class UserBalanceChanged(Event, tag="userBalance.changed", kw_only=True):
+    debit: Decimal
+    credit: Decimal
+    updatedBalance: Decimal
+    userId: int
+    currency: str
+    type: BalanceType
+    transactionId: int | None = None
+    timestamp: datetime
+    lastUpdatedAt: datetime
+
+
 PAYLOAD_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
@@ -353,5 +397,7 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         IdTagChanged,
         ReservationChanged,
         CdrReceived,
+        UserChangedNotification,
+        UserBalanceChanged,
     )
 }

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from evgate.storage.balances import BalanceEntry
+    from evgate.storage.users import User
 
 __all__ = [
     "insert_outbox",
     "record_charger_changed",
     "record_id_tag_changed",
     "record_reservation_changed",
+    "record_user_balance_changed",
+    "record_user_changed",
 ]
 
 
@@ -56,6 +62,22 @@ async def record_reservation_changed(
         conn,
         [reservation_changed(c, r, status, at) for c, r in reservations],  # type: ignore[arg-type]
     )
+
+
+async def record_user_changed(conn: asyncpg.Connection, user: User, action: str) -> None:
+    """Append UserChangedNotification for ``user`` (as it is now, or was before a delete), on
+    ``conn`` inside the transaction that changes it."""
+    from evgate.events.builders import user_changed
+
+    await insert_outbox(conn, [user_changed(user, action, datetime.now(UTC))])  # type: ignore[arg-type]
+
+
+async def record_user_balance_changed(conn: asyncpg.Connection, entry: BalanceEntry) -> None:
+    """Append userBalance.changed for a booked ``entry``, on ``conn`` inside its
+    transaction."""
+    from evgate.events.builders import user_balance_changed
+
+    await insert_outbox(conn, [user_balance_changed(entry, datetime.now(UTC))])
 
 
 async def insert_outbox(conn: asyncpg.Connection, entries: Iterable[Sequence[Any]]) -> None:

@@ -1,0 +1,228 @@
+"""api room: who charges and who pays — users, user groups and balances.
+
+* ``/api/v1/users``: create, list (id order, keyset pagination), read, change, delete; a
+  user's email is unique (case-insensitively); ``status`` ``blocked`` refuses their id tags;
+* ``/api/v1/users/{id}/balance``: the balance (``GET``), a booked entry (``POST``: a top-up, a
+  voucher or an adjustment; 409 if it would take the balance below zero) and the entries
+  (``GET .../balance/entries``);
+* ``/api/v1/user-groups``: groups, and whether their prepaid members may charge at or below
+  zero (``allowEmptyBalance``).
+
+Their service is ``ApiContext.accounts`` (:class:`~evgate.api.services.AccountsApi`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.params import JSONBody, QueryParameter
+
+from evgate.api.bounds import BigintCursor, BigintId, BodyBigintId
+from evgate.api.context import Ctx
+from evgate.api.pagination import Page, page_of
+from evgate.api.problems import Unprocessable
+from evgate.storage.balances import BalanceEntry, BookingType
+from evgate.storage.money import AmountError
+from evgate.storage.users import Money, User, UserGroup, UserStatus
+
+__all__ = ["ROUTES", "BalanceController", "UserController", "UserGroupController"]
+
+Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Phone = Annotated[str, msgspec.Meta(pattern=r"^\+?[0-9 ()./-]{3,31}$")]
+Language = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$",
+        max_length=35,
+        description="a BCP 47 language tag, e.g. en-GB",
+    ),
+]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
+GroupIds = Annotated[list[BodyBigintId], msgspec.Meta(max_length=100)]
+Amount = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^-?[0-9]{1,15}(\.[0-9]{1,4})?$",
+        description="a decimal string with at most the currency's decimals, e.g. 10.00",
+    ),
+]
+
+
+class UserCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    email: Email
+    first_name: Name | None = None
+    last_name: Name | None = None
+    phone: Phone | None = None
+    language: Language | None = None
+    status: UserStatus = "active"
+    user_group_ids: GroupIds = msgspec.field(default_factory=list)
+    # A prepaid user with a balance at or below zero is refused (see user groups).
+    prepaid: bool = False
+    currency: Currency = "EUR"
+
+
+class UserPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    email: Email | msgspec.UnsetType = msgspec.UNSET
+    first_name: Name | msgspec.UnsetType | None = msgspec.UNSET
+    last_name: Name | msgspec.UnsetType | None = msgspec.UNSET
+    phone: Phone | msgspec.UnsetType | None = msgspec.UNSET
+    language: Language | msgspec.UnsetType | None = msgspec.UNSET
+    status: UserStatus | msgspec.UnsetType = msgspec.UNSET
+    user_group_ids: GroupIds | msgspec.UnsetType = msgspec.UNSET
+    prepaid: bool | msgspec.UnsetType = msgspec.UNSET
+    currency: Currency | msgspec.UnsetType = msgspec.UNSET
+
+
+def _fields(data: msgspec.Struct) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in msgspec.structs.asdict(data).items()
+        if v is not msgspec.UNSET and k != "user_group_ids"
+    }
+
+
+class UserController(Controller):
+    path = "/api/v1/users"
+    tags = ["users"]
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Add a user (409 if the email is taken, case-insensitively)",
+        opt={"problems": (409,)},
+    )
+    async def create(self, ctx: Ctx, data: JSONBody[UserCreate]) -> User:
+        return await ctx.accounts.users.create(_fields(data), list(data.user_group_ids))
+
+    @get("/", summary="List users in id order (keyset pagination)")
+    async def list_users(
+        self,
+        ctx: Ctx,
+        after: BigintCursor = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> Page[User]:
+        return page_of(await ctx.accounts.users.page(after, limit), limit, lambda u: u.id)
+
+    @get("/{user_id:int}", summary="One user")
+    async def get_user(self, ctx: Ctx, user_id: BigintId) -> User:
+        return await ctx.accounts.users.get(user_id)
+
+    @patch(
+        "/{user_id:int}",
+        summary="Change a user (a blocked user's id tags are refused); the currency changes"
+        " only at a zero balance (409)",
+        opt={"problems": (409,)},
+    )
+    async def patch_user(self, ctx: Ctx, user_id: BigintId, data: JSONBody[UserPatch]) -> User:
+        groups = data.user_group_ids
+        return await ctx.accounts.users.update(
+            user_id, _fields(data), None if groups is msgspec.UNSET else list(groups)
+        )
+
+    @delete(
+        "/{user_id:int}",
+        status_code=204,
+        summary="Remove a user and their balance entries (409 while they own id tags)",
+        opt={"problems": (409,)},
+    )
+    async def delete_user(self, ctx: Ctx, user_id: BigintId) -> None:
+        await ctx.accounts.users.delete(user_id)
+
+
+class BookingCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    amount: Amount
+    # topUp and voucher credit; an adjustment is either sign.
+    type: BookingType
+
+
+class BalanceController(Controller):
+    path = "/api/v1/users/{user_id:int}/balance"
+    tags = ["users"]
+
+    @get("/", summary="The user's balance")
+    async def get_balance(self, ctx: Ctx, user_id: BigintId) -> Money:
+        return await ctx.accounts.balances.balance(user_id)
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Book an entry on the user's balance (409 if it would go below zero)",
+        opt={"problems": (409,)},
+    )
+    async def book(
+        self, ctx: Ctx, user_id: BigintId, data: JSONBody[BookingCreate]
+    ) -> BalanceEntry:
+        try:
+            return await ctx.accounts.balances.book(user_id, data.amount, data.type)
+        except AmountError as exc:
+            raise Unprocessable(str(exc)) from None
+
+    @get("/entries", summary="The user's booked entries, oldest first (keyset pagination)")
+    async def entries(
+        self,
+        ctx: Ctx,
+        user_id: BigintId,
+        after: BigintCursor = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> Page[BalanceEntry]:
+        items = await ctx.accounts.balances.entries(user_id, after, limit)
+        return page_of(items, limit, lambda e: e.id)
+
+
+class UserGroupCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    allow_empty_balance: bool = False
+
+
+class UserGroupPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    name: Name | None = None
+    allow_empty_balance: bool | None = None
+
+
+class UserGroupController(Controller):
+    path = "/api/v1/user-groups"
+    tags = ["users"]
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Add a user group (409 if the name is taken)",
+        opt={"problems": (409,)},
+    )
+    async def create(self, ctx: Ctx, data: JSONBody[UserGroupCreate]) -> UserGroup:
+        return await ctx.accounts.groups.create(data.name, data.allow_empty_balance)
+
+    @get("/", summary="List user groups in id order (keyset pagination)")
+    async def list_groups(
+        self,
+        ctx: Ctx,
+        after: BigintCursor = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> Page[UserGroup]:
+        return page_of(await ctx.accounts.groups.page(after, limit), limit, lambda g: g.id)
+
+    @get("/{group_id:int}", summary="One user group")
+    async def get_group(self, ctx: Ctx, group_id: BigintId) -> UserGroup:
+        return await ctx.accounts.groups.get(group_id)
+
+    @patch("/{group_id:int}", summary="Rename a group or change its balance rule")
+    async def patch_group(
+        self, ctx: Ctx, group_id: BigintId, data: JSONBody[UserGroupPatch]
+    ) -> UserGroup:
+        return await ctx.accounts.groups.update(group_id, data.name, data.allow_empty_balance)
+
+    @delete(
+        "/{group_id:int}",
+        status_code=204,
+        summary="Remove a user group (409 while it has members)",
+        opt={"problems": (409,)},
+    )
+    async def delete_group(self, ctx: Ctx, group_id: BigintId) -> None:
+        await ctx.accounts.groups.delete(group_id)
+
+
+#: The controllers ``app.py`` passes to ``create_api``.
+ROUTES = [UserController, BalanceController, UserGroupController]

@@ -1,0 +1,122 @@
+-- Who charges and who pays (issue 20): users (drivers), their groups, the id tags they own and
+-- their prepaid balance, changed only by booked entries. Every change of what the native
+-- authorizer needs (a user's status, balance, prepaid flag and groups; a group's balance rule)
+-- sends NOTIFY evgate_user in its transaction, so every process decides from memory.
+-- Tables have bigint ids so that a sub_operator_id column (tenancy) can be added later.
+
+-- A user group: a name, and whether its prepaid members may charge at or below zero
+-- (a member of any group that allows it is never refused for the balance).
+CREATE TABLE user_groups (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name                text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    allow_empty_balance boolean NOT NULL DEFAULT false,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX user_groups_name ON user_groups (lower(name));
+
+-- A user. The email is unique compared case-insensitively. The balance is in the user's
+-- currency (ISO 4217), at most 4 decimals (every currency's minor unit fits); it is changed
+-- only together with a balance_entries row.
+CREATE TABLE users (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email       text NOT NULL CHECK (length(email) BETWEEN 3 AND 254),
+    first_name  text CHECK (length(first_name) <= 100),
+    last_name   text CHECK (length(last_name) <= 100),
+    phone       text CHECK (length(phone) <= 32),
+    language    text CHECK (length(language) <= 35),
+    status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'blocked')),
+    prepaid     boolean NOT NULL DEFAULT false,
+    currency    text NOT NULL DEFAULT 'EUR' CHECK (currency ~ '^[A-Z]{3}$'),
+    balance     numeric(20, 4) NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX users_email ON users (lower(email));
+
+-- A group in use cannot be deleted (no cascade): its members would change without an event.
+CREATE TABLE user_group_members (
+    user_id  bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    group_id bigint NOT NULL REFERENCES user_groups (id),
+    PRIMARY KEY (user_id, group_id)
+);
+CREATE INDEX user_group_members_group ON user_group_members (group_id);
+
+-- An id tag may belong to a user; a user who owns id tags cannot be deleted (their cards
+-- would silently become the operator's own, accepted ones).
+ALTER TABLE id_tags ADD COLUMN user_id bigint REFERENCES users (id);
+CREATE INDEX id_tags_user ON id_tags (user_id) WHERE user_id IS NOT NULL;
+
+-- The booked entries of a balance: amount signed (credit > 0, debit < 0), the balance after
+-- it. A priced transaction is booked at most once (a resent StopTransaction books nothing).
+CREATE TABLE balance_entries (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id        bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    type           text NOT NULL CHECK (type IN ('topUp', 'voucher', 'adjustment', 'transaction')),
+    amount         numeric(20, 4) NOT NULL CHECK (amount <> 0),
+    balance        numeric(20, 4),
+    currency       text NOT NULL,
+    transaction_id integer,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CHECK ((type = 'transaction') = (transaction_id IS NOT NULL))
+);
+CREATE INDEX balance_entries_user ON balance_entries (user_id, id);
+CREATE UNIQUE INDEX balance_entries_transaction ON balance_entries (transaction_id)
+    WHERE transaction_id IS NOT NULL;
+
+-- What the native authorizer of every process holds in memory, sent on each change by these
+-- triggers (so that no change, whoever makes it, can forget to notify): a user's status,
+-- prepaid flag, balance and groups ({"kind": "user", ...}, or {"deleted": true} once gone) and a
+-- group's balance rule ({"kind": "group", ...}).
+CREATE FUNCTION user_auth_notify(uid bigint) RETURNS void LANGUAGE sql AS $$
+    SELECT pg_notify('evgate_user', coalesce(
+        (SELECT json_build_object(
+                    'kind', 'user', 'id', u.id, 'status', u.status, 'prepaid', u.prepaid,
+                    'balance', u.balance::text,
+                    'groupIds', ARRAY(SELECT m.group_id FROM user_group_members m
+                                      WHERE m.user_id = u.id ORDER BY m.group_id))::text
+         FROM users u WHERE u.id = uid),
+        json_build_object('kind', 'user', 'id', uid, 'deleted', true)::text));
+$$;
+
+CREATE FUNCTION user_row_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM user_auth_notify(OLD.id);
+    ELSE
+        PERFORM user_auth_notify(NEW.id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER users_notify AFTER INSERT OR DELETE OR UPDATE OF status, prepaid, balance
+    ON users FOR EACH ROW EXECUTE FUNCTION user_row_notify();
+
+CREATE FUNCTION user_member_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM user_auth_notify(OLD.user_id);
+    ELSE
+        PERFORM user_auth_notify(NEW.user_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER user_group_members_notify AFTER INSERT OR DELETE
+    ON user_group_members FOR EACH ROW EXECUTE FUNCTION user_member_notify();
+
+CREATE FUNCTION user_group_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('evgate_user',
+            json_build_object('kind', 'group', 'id', OLD.id, 'deleted', true)::text);
+    ELSE
+        PERFORM pg_notify('evgate_user', json_build_object(
+            'kind', 'group', 'id', NEW.id,
+            'allowEmptyBalance', NEW.allow_empty_balance)::text);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER user_groups_notify AFTER INSERT OR DELETE OR UPDATE OF allow_empty_balance
+    ON user_groups FOR EACH ROW EXECUTE FUNCTION user_group_notify();

@@ -1,0 +1,91 @@
+"""The events of who charges and who pays (issue 20), end to end: a change through the API →
+the outbox, committed with it → a real webhook receiver on loopback, each payload decoded
+strictly as its catalog Struct (the catalog's fields; test_catalog.py checks the Structs
+against the reference)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+
+from evgate.app import Evgate
+from evgate.events.catalog import PAYLOAD_TYPES
+from support import Receiver
+
+
+async def subscribe(api: httpx.AsyncClient, receiver: Receiver, *names: str) -> None:
+    r = await api.post(
+        "/public-api/notifications/v2.0",
+        json={"notifications": list(names), "via": "webhook",
+              "webhook": {"callbackUrl": receiver.url}},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["notEmitted"] == []
+
+
+async def received(receiver: Receiver, count: int) -> list[tuple[Any, dict[str, Any]]]:
+    """The first ``count`` deliveries: (payload decoded strictly as its Struct, raw JSON)."""
+    got = await receiver.wait_for(count)
+    out = []
+    for request in got:
+        raw = msgspec.json.decode(request.body)
+        out.append(
+            (msgspec.json.decode(request.body, type=PAYLOAD_TYPES[raw["notification"]]), raw)
+        )
+    return out
+
+
+async def test_user_changes_reach_the_webhook(
+    evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """UserChangedNotification on create, update and delete: the user as the catalog has it
+    (id a string, status enabled/disabled, balance a number, userGroupIds, locale)."""
+    await subscribe(api, receiver, "UserChangedNotification")
+    group = (await api.post("/api/v1/user-groups", json={"name": "Fleet"})).json()
+    r = await api.post(
+        "/api/v1/users",
+        json={"email": "ada@example.com", "firstName": "Ada", "language": "en-GB",
+              "userGroupIds": [group["id"]]},
+    )  # fmt: skip
+    user_id = r.json()["id"]
+    await api.patch(f"/api/v1/users/{user_id}", json={"status": "blocked"})
+    await api.delete(f"/api/v1/users/{user_id}")
+    events = await received(receiver, 3)
+    assert [(p.action, p.user.status) for p, _ in events] == [
+        ("created", "enabled"),
+        ("updated", "disabled"),
+        ("deleted", "disabled"),
+    ]
+    created, raw = events[0]
+    assert raw["user"]["id"] == str(user_id) and raw["user"]["balance"] == 0.0
+    assert (created.user.email, created.user.firstName, created.user.locale) == (
+        "ada@example.com",
+        "Ada",
+        "en-GB",
+    )
+    assert created.user.userGroupIds == [group["id"]]
+    assert "lastName" in raw["user"] and raw["user"]["lastName"] is None
+
+
+async def test_balance_entries_reach_the_webhook(
+    evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """userBalance.changed per booked entry: credit or debit, the new balance, the catalog's
+    type, the transaction id (null for the API's entries), amounts as exact JSON numbers."""
+    await subscribe(api, receiver, "userBalance.changed")
+    user_id = (await api.post("/api/v1/users", json={"email": "a@b.io"})).json()["id"]
+    url = f"/api/v1/users/{user_id}/balance"
+    assert (await api.post(url, json={"amount": "10.00", "type": "topUp"})).status_code == 201
+    await api.post(url, json={"amount": "2.50", "type": "voucher"})
+    await api.post(url, json={"amount": "-5.50", "type": "adjustment"})
+    assert (await api.post(url, json={"amount": "-99.00", "type": "adjustment"})).status_code == 409
+    events = await received(receiver, 3)
+    assert [(p.type, str(p.credit), str(p.debit), str(p.updatedBalance)) for p, _ in events] == [
+        ("api_top_up", "10.00", "0", "10.00"),
+        ("voucher", "2.50", "0", "12.50"),
+        ("add_to_balance", "0", "5.50", "7.00"),
+    ]
+    _, raw = events[0]
+    assert (raw["userId"], raw["currency"], raw["transactionId"]) == (user_id, "EUR", None)
