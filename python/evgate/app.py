@@ -55,6 +55,7 @@ from evgate.storage.installations import (
 )
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
 from evgate.storage.reservations import ReservationExpiry, ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tokens import TokenStore
@@ -250,7 +251,11 @@ class Evgate:
             notifications=NotificationService(subscriptions, deliveries, self.dispatcher.wake),
             cdrs=CdrService(CdrStore(self.db)),
             accounts=AccountsApi(
-                users=users, groups=UserGroupStore(self.db), balances=BalanceStore(self.db)
+                users=users,
+                groups=UserGroupStore(self.db),
+                balances=BalanceStore(self.db),
+                payment_methods=PaymentMethodStore(self.db),
+                invoice_details=InvoiceDetailsStore(self.db),
             ),
             charging=ChargingApi(
                 chargers=chargers,

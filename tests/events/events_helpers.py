@@ -59,7 +59,14 @@ from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 TOKEN = "evg_test-token-that-created-the-subscription"
 #: The events of users and what they pay (issue 20): test_account_events.py's, none of a
 #: charger's day (test_charger_events_end_to_end.py).
-ACCOUNT_EVENTS = frozenset({"UserChangedNotification", "userBalance.changed"})
+ACCOUNT_EVENTS = frozenset(
+    {
+        "UserChangedNotification",
+        "userBalance.changed",
+        "user.paymentMethod.changed",
+        "user.invoiceDetails.changed",
+    }
+)
 FAST = DispatcherConfig(
     retry_schedule=(0.2, 0.3, 0.4, 0.5, 0.5, 0.5),
     jitter=0.1,

@@ -89,3 +89,42 @@ async def test_balance_entries_reach_the_webhook(
     ]
     _, raw = events[0]
     assert (raw["userId"], raw["currency"], raw["transactionId"]) == (user_id, "EUR", None)
+
+
+async def test_payment_method_changes_reach_the_webhook(
+    evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """user.paymentMethod.changed on create, update and delete (paymentMethodId a string); a
+    method that loses the default to a new one is updated too."""
+    await subscribe(api, receiver, "user.paymentMethod.changed")
+    user_id = (await api.post("/api/v1/users", json={"email": "a@b.io"})).json()["id"]
+    url = f"/api/v1/users/{user_id}/payment-methods"
+    first = (await api.post(url, json={"type": "card"})).json()["id"]
+    second = (await api.post(url, json={"type": "paypal", "default": True})).json()["id"]
+    await api.patch(f"{url}/{second}", json={"issuer": "paypal"})
+    await api.delete(f"{url}/{first}")
+    events = await received(receiver, 5)
+    assert [(p.paymentMethodId, p.action, p.userId) for p, _ in events] == [
+        (str(first), "created", user_id),
+        (str(first), "updated", user_id),  # no longer the default
+        (str(second), "created", user_id),
+        (str(second), "updated", user_id),
+        (str(first), "deleted", user_id),
+    ]
+
+
+async def test_invoice_details_changes_reach_the_webhook(
+    evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """user.invoiceDetails.changed: created by the first PUT, updated by the next."""
+    await subscribe(api, receiver, "user.invoiceDetails.changed")
+    user_id = (await api.post("/api/v1/users", json={"email": "a@b.io"})).json()["id"]
+    url = f"/api/v1/users/{user_id}/invoice-details"
+    await api.put(url, json={"kind": "individual", "name": "Ada"})
+    await api.put(url, json={"kind": "company", "name": "Acme", "taxId": "ATU1"})
+    events = await received(receiver, 2)
+    assert [(p.userId, p.action) for p, _ in events] == [
+        (user_id, "created"),
+        (user_id, "updated"),
+    ]
+    assert set(events[0][1]) == {"notification", "userId", "action", "lastUpdatedAt"}

@@ -17,6 +17,7 @@ from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.users import UserGroupStore, UserStore
@@ -55,8 +56,10 @@ class ChargingApi:
 
 @dataclass
 class AccountsApi:
-    """What the user, user-group and balance routes (``api/users.py``) need."""
+    """What the user, user-group, balance and payment routes (``api/users.py``) need."""
 
     users: UserStore
     groups: UserGroupStore
     balances: BalanceStore
+    payment_methods: PaymentMethodStore
+    invoice_details: InvoiceDetailsStore

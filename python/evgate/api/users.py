@@ -6,7 +6,10 @@
   voucher or an adjustment; 409 if it would take the balance below zero) and the entries
   (``GET .../balance/entries``);
 * ``/api/v1/user-groups``: groups, and whether their prepaid members may charge at or below
-  zero (``allowEmptyBalance``).
+  zero (``allowEmptyBalance``);
+* ``/api/v1/users/{id}/payment-methods`` (one default per user) and
+  ``/api/v1/users/{id}/invoice-details``: a body holding anything that looks like a card
+  number is refused (422, ``api/cards.py``).
 
 Their service is ``ApiContext.accounts`` (:class:`~evgate.api.services.AccountsApi`).
 """
@@ -16,18 +19,32 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post, put
 from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import BigintCursor, BigintId, BodyBigintId
+from evgate.api.cards import REFUSE_CARD_NUMBERS
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
 from evgate.storage.balances import BalanceEntry, BookingType
 from evgate.storage.money import AmountError
+from evgate.storage.payments import (
+    InvoiceDetails,
+    InvoiceKind,
+    PaymentMethod,
+    PaymentMethodType,
+)
 from evgate.storage.users import Money, User, UserGroup, UserStatus
 
-__all__ = ["ROUTES", "BalanceController", "UserController", "UserGroupController"]
+__all__ = [
+    "ROUTES",
+    "BalanceController",
+    "InvoiceDetailsController",
+    "PaymentMethodController",
+    "UserController",
+    "UserGroupController",
+]
 
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -224,5 +241,137 @@ class UserGroupController(Controller):
         await ctx.accounts.groups.delete(group_id)
 
 
+Issuer = Annotated[str, msgspec.Meta(min_length=1, max_length=50, description="e.g. visa")]
+LastFour = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}$")]
+Month = Annotated[int, msgspec.Meta(ge=1, le=12)]
+Year = Annotated[int, msgspec.Meta(ge=2000, le=2199)]
+ProviderToken = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=500, description="the payment provider's reference, opaque"
+    ),
+]
+_NO_CARDS = {REFUSE_CARD_NUMBERS: True}
+
+
+class PaymentMethodCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    type: PaymentMethodType
+    issuer: Issuer | None = None
+    last_four: LastFour | None = None
+    expiry_month: Month | None = None
+    expiry_year: Year | None = None
+    # A user's first method is their default anyway; true takes it from the current one.
+    default: bool = False
+    provider_token: ProviderToken | None = None
+
+
+class PaymentMethodPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    type: PaymentMethodType | msgspec.UnsetType = msgspec.UNSET
+    issuer: Issuer | msgspec.UnsetType | None = msgspec.UNSET
+    last_four: LastFour | msgspec.UnsetType | None = msgspec.UNSET
+    expiry_month: Month | msgspec.UnsetType | None = msgspec.UNSET
+    expiry_year: Year | msgspec.UnsetType | None = msgspec.UNSET
+    default: bool | msgspec.UnsetType = msgspec.UNSET
+    provider_token: ProviderToken | msgspec.UnsetType | None = msgspec.UNSET
+
+
+def _method_fields(data: msgspec.Struct) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in msgspec.structs.asdict(data).items()
+        if v is not msgspec.UNSET and k != "default"
+    }
+
+
+class PaymentMethodController(Controller):
+    path = "/api/v1/users/{user_id:int}/payment-methods"
+    tags = ["users"]
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Add a payment method (422 for anything that looks like a card number)",
+        opt=_NO_CARDS,
+    )
+    async def create(
+        self, ctx: Ctx, user_id: BigintId, data: JSONBody[PaymentMethodCreate]
+    ) -> PaymentMethod:
+        return await ctx.accounts.payment_methods.create(
+            user_id, _method_fields(data), data.default
+        )
+
+    @get("/", summary="The user's payment methods in id order (keyset pagination)")
+    async def list_methods(
+        self,
+        ctx: Ctx,
+        user_id: BigintId,
+        after: BigintCursor = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> Page[PaymentMethod]:
+        items = await ctx.accounts.payment_methods.of_user(user_id, after, limit)
+        return page_of(items, limit, lambda m: m.id)
+
+    @get("/{method_id:int}", summary="One payment method")
+    async def get_method(self, ctx: Ctx, user_id: BigintId, method_id: BigintId) -> PaymentMethod:
+        return await ctx.accounts.payment_methods.get(user_id, method_id)
+
+    @patch(
+        "/{method_id:int}",
+        summary="Change a payment method; default true makes it the user's one default",
+        opt=_NO_CARDS,
+    )
+    async def patch_method(
+        self,
+        ctx: Ctx,
+        user_id: BigintId,
+        method_id: BigintId,
+        data: JSONBody[PaymentMethodPatch],
+    ) -> PaymentMethod:
+        default = None if data.default is msgspec.UNSET else data.default
+        return await ctx.accounts.payment_methods.update(
+            user_id, method_id, _method_fields(data), default
+        )
+
+    @delete("/{method_id:int}", status_code=204, summary="Remove a payment method")
+    async def delete_method(self, ctx: Ctx, user_id: BigintId, method_id: BigintId) -> None:
+        await ctx.accounts.payment_methods.delete(user_id, method_id)
+
+
+Country = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+
+
+class InvoiceDetailsPut(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    kind: InvoiceKind
+    # The person's or the company's name.
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    tax_id: Annotated[str, msgspec.Meta(min_length=1, max_length=50)] | None = None
+    street: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    post_code: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+    city: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    country: Country | None = None
+
+
+class InvoiceDetailsController(Controller):
+    path = "/api/v1/users/{user_id:int}/invoice-details"
+    tags = ["users"]
+
+    @get("/", summary="The user's invoice details (404 if none are set)")
+    async def get_details(self, ctx: Ctx, user_id: BigintId) -> InvoiceDetails:
+        return await ctx.accounts.invoice_details.get(user_id)
+
+    @put("/", summary="Set the user's invoice details, whole", opt=_NO_CARDS)
+    async def put_details(
+        self, ctx: Ctx, user_id: BigintId, data: JSONBody[InvoiceDetailsPut]
+    ) -> InvoiceDetails:
+        details, _ = await ctx.accounts.invoice_details.put(user_id, msgspec.structs.asdict(data))
+        return details
+
+
 #: The controllers ``app.py`` passes to ``create_api``.
-ROUTES = [UserController, BalanceController, UserGroupController]
+ROUTES = [
+    UserController,
+    BalanceController,
+    UserGroupController,
+    PaymentMethodController,
+    InvoiceDetailsController,
+]

@@ -28,6 +28,8 @@ charger created / updated / deleted       :func:`charger_changed` (``storage/cha
 ReserveNow / CancelReservation / expiry   :func:`reservation_changed`
 user created / updated / deleted          :func:`user_changed` (``storage/users.py``)
 a booked balance entry                    :func:`user_balance_changed` (``storage/balances.py``)
+a payment method's change                 :func:`payment_method_changed` (``storage/payments.py``)
+a user's invoice details' change          :func:`invoice_details_changed` (``storage/payments.py``)
 ========================================  ====================================================
 """
 
@@ -70,7 +72,9 @@ __all__ = [
     "evse_changed",
     "hardware_status",
     "id_tag_changed",
+    "invoice_details_changed",
     "network_status",
+    "payment_method_changed",
     "reservation_changed",
     "security_event",
     "transaction_meter_values",
@@ -652,3 +656,22 @@ def user_balance_changed(entry: BalanceEntry, at: datetime) -> OutboxEntry:
             lastUpdatedAt=at,
         ),
     )
+
+
+def payment_method_changed(
+    payment_method_id: int, user_id: int, action: c.Action, at: datetime
+) -> OutboxEntry:
+    """user.paymentMethod.changed: ``paymentMethodId`` is a string in the catalog."""
+    return _entry(
+        "",
+        c.UserPaymentMethodChanged(
+            paymentMethodId=str(payment_method_id), userId=user_id, action=action, lastUpdatedAt=at
+        ),
+    )
+
+
+def invoice_details_changed(
+    user_id: int, action: Literal["created", "updated"], at: datetime
+) -> OutboxEntry:
+    """user.invoiceDetails.changed: a user's invoice details made or replaced."""
+    return _entry("", c.UserInvoiceDetailsChanged(userId=user_id, action=action, lastUpdatedAt=at))

@@ -71,7 +71,8 @@ CATALOG: dict[str, str | None] = {
     "reservation.changed": "ReserveNow / CancelReservation accepted (handlers/commands), expiry"
     " (storage/reservations ReservationExpiry), use by StartTransaction.req"
     " (handlers/transactions)",
-    "user.paymentMethod.changed": None,
+    "user.paymentMethod.changed": "a payment method created / updated (also when it stops being"
+    " the default) / deleted (storage/payments)",
     "userBalance.changed": "a booked balance entry: POST /api/v1/users/{id}/balance, a priced"
     " stop (storage/balances)",
     "partnerInvite.changed": None,
@@ -84,7 +85,7 @@ CATALOG: dict[str, str | None] = {
     "idTag.changed": "id tag created / updated / deleted (storage/id_tags)",
     "chargePoint.dataTransferReceived": "DataTransfer.req from a charger (handlers/data_transfer)",
     "subscriptionPlan.changed": None,
-    "user.invoiceDetails.changed": None,
+    "user.invoiceDetails.changed": "a user's invoice details created / updated (storage/payments)",
     "cdr.received": "StopTransaction.req closing a transaction: a CDR (GET /api/v1/cdrs/{id})",
     "chargingProfile.applied": None,
     "installerJob.changed": None,
@@ -374,6 +375,19 @@ class UserBalanceChanged(Event, tag="userBalance.changed", kw_only=True):
     lastUpdatedAt: datetime
 
 
+class UserPaymentMethodChanged(Event, tag="user.paymentMethod.changed", kw_only=True):
+    paymentMethodId: str
+    userId: int
+    action: Action
+    lastUpdatedAt: datetime
+
+
+class UserInvoiceDetailsChanged(Event, tag="user.invoiceDetails.changed", kw_only=True):
+    userId: int
+    action: Literal["created", "updated"]
+    lastUpdatedAt: datetime
+
+
 PAYLOAD_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
@@ -399,5 +413,7 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         CdrReceived,
         UserChangedNotification,
         UserBalanceChanged,
+        UserPaymentMethodChanged,
+        UserInvoiceDetailsChanged,
     )
 }

@@ -120,3 +120,36 @@ END;
 $$;
 CREATE TRIGGER user_groups_notify AFTER INSERT OR DELETE OR UPDATE OF allow_empty_balance
     ON user_groups FOR EACH ROW EXECUTE FUNCTION user_group_notify();
+
+-- A user's payment methods: what the payment provider holds, by reference. evgate never stores
+-- a card number (the API refuses any value that looks like one): only its type, issuer, last
+-- four digits, expiry and the provider's opaque token. At most one default per user.
+CREATE TABLE payment_methods (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id        bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    type           text NOT NULL CHECK (type IN ('card', 'sepaDirectDebit', 'paypal', 'other')),
+    issuer         text CHECK (length(issuer) BETWEEN 1 AND 50),
+    last_four      text CHECK (last_four ~ '^[0-9]{4}$'),
+    expiry_month   smallint CHECK (expiry_month BETWEEN 1 AND 12),
+    expiry_year    smallint CHECK (expiry_year BETWEEN 2000 AND 2199),
+    is_default     boolean NOT NULL DEFAULT false,
+    provider_token text CHECK (length(provider_token) BETWEEN 1 AND 500),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX payment_methods_user ON payment_methods (user_id, id);
+CREATE UNIQUE INDEX payment_methods_default ON payment_methods (user_id) WHERE is_default;
+
+-- Who the invoices of a user are made out to: one row per user.
+CREATE TABLE invoice_details (
+    user_id     bigint PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    kind        text NOT NULL CHECK (kind IN ('individual', 'company')),
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    tax_id      text CHECK (length(tax_id) BETWEEN 1 AND 50),
+    street      text CHECK (length(street) <= 200),
+    post_code   text CHECK (length(post_code) <= 20),
+    city        text CHECK (length(city) <= 100),
+    country     text CHECK (country ~ '^[A-Z]{2}$'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
