@@ -21,6 +21,7 @@ from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
+from evgate.api.plans import ROUTES as PLAN_ROUTES
 from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.services import AccountsApi, CdrService, ChargingApi, NotificationService
 from evgate.api.users import ROUTES as ACCOUNT_ROUTES
@@ -47,6 +48,7 @@ from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.embedded import EmbeddedPostgres
+from evgate.storage.expiry import Expiry
 from evgate.storage.id_tags import ID_TAG_CHANNEL, IdTagStore
 from evgate.storage.installations import (
     INSTALLATION_CHANNEL,
@@ -56,6 +58,7 @@ from evgate.storage.installations import (
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
+from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.reservations import ReservationExpiry, ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tokens import TokenStore
@@ -106,6 +109,7 @@ class Evgate:
         self.native: NativeAuthorizer | None = None
         self.network: NetworkStatusRecorder | None = None
         self.reservation_expiry: ReservationExpiry | None = None
+        self.expiry: Expiry | None = None
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
@@ -207,6 +211,10 @@ class Evgate:
         reservations = ReservationStore(self.db)
         self.reservation_expiry = ReservationExpiry(reservations)
         self.reservation_expiry.start()
+        # Users' subscriptions past their end (issue 20).
+        user_subscriptions = UserSubscriptionStore(self.db)
+        self.expiry = Expiry(self.db.health, {"subscription expiry": user_subscriptions.expire_due})
+        self.expiry.start()
         await self.db.listen(
             INSTALLATION_CHANNEL, self.auth.directory.notified, self.auth.directory.notified_all
         )
@@ -256,6 +264,8 @@ class Evgate:
                 balances=BalanceStore(self.db),
                 payment_methods=PaymentMethodStore(self.db),
                 invoice_details=InvoiceDetailsStore(self.db),
+                plans=SubscriptionPlanStore(self.db),
+                subscriptions=user_subscriptions,
             ),
             charging=ChargingApi(
                 chargers=chargers,
@@ -278,6 +288,7 @@ class Evgate:
                 CdrController,
                 *CHARGING_ROUTES,
                 *ACCOUNT_ROUTES,
+                *PLAN_ROUTES,
             ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
@@ -340,6 +351,9 @@ class Evgate:
         if self.reservation_expiry is not None:
             await self.reservation_expiry.stop()
             self.reservation_expiry = None
+        if self.expiry is not None:
+            await self.expiry.stop()
+            self.expiry = None
         if self.auth is not None:
             await self.auth.stop()
             self.auth = None

@@ -65,6 +65,9 @@ ACCOUNT_EVENTS = frozenset(
         "userBalance.changed",
         "user.paymentMethod.changed",
         "user.invoiceDetails.changed",
+        "subscriptionPlan.changed",
+        "user.subscriptionChanged",
+        "user.subscription.changed",
     }
 )
 FAST = DispatcherConfig(

@@ -12,6 +12,7 @@ import msgspec
 
 from evgate.app import Evgate
 from evgate.events.catalog import PAYLOAD_TYPES
+from evgate.storage.plans import UserSubscriptionStore
 from support import Receiver
 
 
@@ -128,3 +129,70 @@ async def test_invoice_details_changes_reach_the_webhook(
         (user_id, "updated"),
     ]
     assert set(events[0][1]) == {"notification", "userId", "action", "lastUpdatedAt"}
+
+
+async def test_plan_and_subscription_changes_reach_the_webhook(
+    evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """subscriptionPlan.changed on create, update, delete; user.subscription.changed on each
+    change of a user's subscription and its expiry, with the deprecated user.subscriptionChanged
+    before it where its enum has the status (cancelled spelled its way; none for suspended)."""
+    await subscribe(
+        api, receiver,
+        "subscriptionPlan.changed", "user.subscriptionChanged", "user.subscription.changed",
+    )  # fmt: skip
+    plans = "/api/v1/subscription-plans"
+    body = {"name": "Flat", "fee": {"amount": "9.90", "currency": "EUR"},
+            "renewalPeriod": "monthly"}  # fmt: skip
+    plan = (await api.post(plans, json=body)).json()["id"]
+    await api.patch(f"{plans}/{plan}", json={"name": "Flat+"})
+    user = (await api.post("/api/v1/users", json={"email": "a@b.io"})).json()["id"]
+    url = f"/api/v1/users/{user}/subscription"
+    await api.put(url, json={"planId": plan, "startsAt": "2030-01-01T00:00:00Z"})
+    await api.patch(url, json={"status": "suspended"})
+    await api.patch(url, json={"status": "canceled"})
+    await api.put(
+        url,
+        json={"planId": plan, "startsAt": "2020-01-01T00:00:00Z",
+              "endsAt": "2020-02-01T00:00:00Z"},
+    )  # fmt: skip
+    assert evgate.db is not None
+    assert await UserSubscriptionStore(evgate.db).expire_due() == 1
+    await api.delete(f"/api/v1/users/{user}")
+    assert (await api.delete(f"{plans}/{plan}")).status_code == 204
+    events = await received(receiver, 12)
+    names = [raw["notification"] for _, raw in events]
+    assert names == [
+        "subscriptionPlan.changed",
+        "subscriptionPlan.changed",
+        "user.subscriptionChanged",
+        "user.subscription.changed",
+        "user.subscription.changed",
+        "user.subscriptionChanged",
+        "user.subscription.changed",
+        "user.subscriptionChanged",
+        "user.subscription.changed",
+        "user.subscriptionChanged",
+        "user.subscription.changed",
+        "subscriptionPlan.changed",
+    ], names
+    assert [raw["action"] for _, raw in events if "subscriptionPlanId" in raw] == [
+        "created",
+        "updated",
+        "deleted",
+    ]
+    assert {raw["subscriptionPlanId"] for _, raw in events if "subscriptionPlanId" in raw} == {plan}
+    assert [
+        raw["status"] for _, raw in events if raw["notification"] == "user.subscription.changed"
+    ] == [
+        "active",
+        "suspended",
+        "canceled",
+        "active",
+        "expired",
+    ]
+    deprecated = [p for p, raw in events if raw["notification"] == "user.subscriptionChanged"]
+    assert [p.status for p in deprecated] == ["active", "cancelled", "active", "expired"]
+    first, raw = events[3]
+    assert (first.userId, first.planId, raw["endsAt"]) == (user, plan, "2030-02-01T00:00:00Z")
+    assert deprecated[0].endDate == first.endsAt

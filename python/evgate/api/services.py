@@ -18,6 +18,7 @@ from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
+from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.users import UserGroupStore, UserStore
@@ -56,10 +57,13 @@ class ChargingApi:
 
 @dataclass
 class AccountsApi:
-    """What the user, user-group, balance and payment routes (``api/users.py``) need."""
+    """What the user, user-group, balance and payment routes (``api/users.py``) and the
+    subscription plan routes (``api/plans.py``) need."""
 
     users: UserStore
     groups: UserGroupStore
     balances: BalanceStore
     payment_methods: PaymentMethodStore
     invoice_details: InvoiceDetailsStore
+    plans: SubscriptionPlanStore
+    subscriptions: UserSubscriptionStore

@@ -225,7 +225,11 @@ class UserGroupController(Controller):
     async def get_group(self, ctx: Ctx, group_id: BigintId) -> UserGroup:
         return await ctx.accounts.groups.get(group_id)
 
-    @patch("/{group_id:int}", summary="Rename a group or change its balance rule")
+    @patch(
+        "/{group_id:int}",
+        summary="Rename a group (409 if the name is taken) or change its balance rule",
+        opt={"problems": (409,)},
+    )
     async def patch_group(
         self, ctx: Ctx, group_id: BigintId, data: JSONBody[UserGroupPatch]
     ) -> UserGroup:

@@ -30,6 +30,8 @@ user created / updated / deleted          :func:`user_changed` (``storage/users.
 a booked balance entry                    :func:`user_balance_changed` (``storage/balances.py``)
 a payment method's change                 :func:`payment_method_changed` (``storage/payments.py``)
 a user's invoice details' change          :func:`invoice_details_changed` (``storage/payments.py``)
+a subscription plan's change              :func:`subscription_plan_changed` (``storage/plans.py``)
+a user's subscription's change or expiry  :func:`user_subscription_changed` (``storage/plans.py``)
 ========================================  ====================================================
 """
 
@@ -77,11 +79,13 @@ __all__ = [
     "payment_method_changed",
     "reservation_changed",
     "security_event",
+    "subscription_plan_changed",
     "transaction_meter_values",
     "transaction_started",
     "transaction_stopped",
     "user_balance_changed",
     "user_changed",
+    "user_subscription_changed",
     "with_readings",
 ]
 
@@ -675,3 +679,53 @@ def invoice_details_changed(
 ) -> OutboxEntry:
     """user.invoiceDetails.changed: a user's invoice details made or replaced."""
     return _entry("", c.UserInvoiceDetailsChanged(userId=user_id, action=action, lastUpdatedAt=at))
+
+
+def subscription_plan_changed(plan_id: int, action: c.Action, at: datetime) -> OutboxEntry:
+    """subscriptionPlan.changed (``subscriptionPlanId``: the plan's id)."""
+    return _entry(
+        "", c.SubscriptionPlanChanged(subscriptionPlanId=plan_id, action=action, lastUpdatedAt=at)
+    )
+
+
+# The deprecated event's statuses: its spelling of canceled; none for pending and suspended.
+_DEPRECATED_STATUS: dict[str, Literal["active", "cancelled", "expired"]] = {
+    "active": "active",
+    "canceled": "cancelled",
+    "expired": "expired",
+}
+
+
+def user_subscription_changed(
+    user_id: int,
+    plan_id: int,
+    status: c.UserSubscriptionStatus,
+    ends_at: datetime,
+    at: datetime,
+) -> list[OutboxEntry]:
+    """user.subscription.changed, preceded by the deprecated user.subscriptionChanged when
+    its status enum has the status (it has neither pending nor suspended)."""
+    entries = []
+    deprecated = _DEPRECATED_STATUS.get(status)
+    if deprecated is not None:
+        entries.append(
+            _entry(
+                "",
+                c.UserSubscriptionChangedDeprecated(
+                    userId=user_id,
+                    planId=plan_id,
+                    status=deprecated,
+                    endDate=ends_at,
+                    lastUpdatedAt=at,
+                ),
+            )
+        )
+    entries.append(
+        _entry(
+            "",
+            c.UserSubscriptionChanged(
+                userId=user_id, planId=plan_id, status=status, endsAt=ends_at, lastUpdatedAt=at
+            ),
+        )
+    )
+    return entries

@@ -62,8 +62,9 @@ CATALOG: dict[str, str | None] = {
     "UserChangedNotification": "user created / updated / deleted (storage/users)",
     "SubOperatorChangedNotification": None,
     "TariffChangedNotification": None,
-    "user.subscriptionChanged": None,
-    "user.subscription.changed": None,
+    "user.subscriptionChanged": "a user's subscription set / changed / expired, when its status"
+    " is active, canceled or expired (storage/plans)",
+    "user.subscription.changed": "a user's subscription set / changed / expired (storage/plans)",
     "ReservationChangedNotification": None,
     "PaymentMethodChangedNotification": None,
     "PartnerInviteChangedNotification": None,
@@ -84,7 +85,7 @@ CATALOG: dict[str, str | None] = {
     "settlementReport.created": None,
     "idTag.changed": "id tag created / updated / deleted (storage/id_tags)",
     "chargePoint.dataTransferReceived": "DataTransfer.req from a charger (handlers/data_transfer)",
-    "subscriptionPlan.changed": None,
+    "subscriptionPlan.changed": "a subscription plan created / updated / deleted (storage/plans)",
     "user.invoiceDetails.changed": "a user's invoice details created / updated (storage/payments)",
     "cdr.received": "StopTransaction.req closing a transaction: a CDR (GET /api/v1/cdrs/{id})",
     "chargingProfile.applied": None,
@@ -388,6 +389,33 @@ class UserInvoiceDetailsChanged(Event, tag="user.invoiceDetails.changed", kw_onl
     lastUpdatedAt: datetime
 
 
+class SubscriptionPlanChanged(Event, tag="subscriptionPlan.changed", kw_only=True):
+    # The reference names this event but lists no fields: evgate's are the *.changed family's
+    # (the resource's id, action, lastUpdatedAt), as partner.changed and idTag.changed.
+    subscriptionPlanId: int
+    action: Action
+    lastUpdatedAt: datetime
+
+
+UserSubscriptionStatus = Literal["active", "canceled", "expired", "pending", "suspended"]
+
+
+class UserSubscriptionChangedDeprecated(Event, tag="user.subscriptionChanged", kw_only=True):
+    userId: int
+    planId: int
+    status: Literal["active", "cancelled", "expired"]
+    endDate: datetime
+    lastUpdatedAt: datetime
+
+
+class UserSubscriptionChanged(Event, tag="user.subscription.changed", kw_only=True):
+    userId: int
+    planId: int
+    status: UserSubscriptionStatus
+    endsAt: datetime
+    lastUpdatedAt: datetime
+
+
 PAYLOAD_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
@@ -415,5 +443,8 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         UserBalanceChanged,
         UserPaymentMethodChanged,
         UserInvoiceDetailsChanged,
+        SubscriptionPlanChanged,
+        UserSubscriptionChangedDeprecated,
+        UserSubscriptionChanged,
     )
 }

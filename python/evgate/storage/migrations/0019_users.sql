@@ -153,3 +153,34 @@ CREATE TABLE invoice_details (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Subscription plans (a fee per renewal period) and users' subscriptions to them: one
+-- subscription per user (replaced when they change plan); its status is set through the API
+-- and becomes 'expired' once ends_at has passed (the expiry task). ("Subscription" alone is a
+-- notification subscription in evgate: these are always user subscriptions.)
+CREATE TABLE subscription_plans (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name           text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    fee            numeric(20, 4) NOT NULL CHECK (fee >= 0),
+    currency       text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    renewal_period text NOT NULL
+                   CHECK (renewal_period IN ('weekly', 'monthly', 'quarterly', 'yearly')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX subscription_plans_name ON subscription_plans (lower(name));
+
+CREATE TABLE user_subscriptions (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id     bigint NOT NULL UNIQUE REFERENCES users (id) ON DELETE CASCADE,
+    plan_id     bigint NOT NULL REFERENCES subscription_plans (id),
+    status      text NOT NULL
+                CHECK (status IN ('pending', 'active', 'suspended', 'canceled', 'expired')),
+    starts_at   timestamptz NOT NULL,
+    ends_at     timestamptz NOT NULL CHECK (ends_at > starts_at),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX user_subscriptions_plan ON user_subscriptions (plan_id);
+CREATE INDEX user_subscriptions_due ON user_subscriptions (ends_at)
+    WHERE status IN ('pending', 'active', 'suspended');
