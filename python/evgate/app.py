@@ -21,6 +21,7 @@ from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
+from evgate.api.partners import ROUTES as PARTNER_ROUTES
 from evgate.api.plans import ROUTES as PLAN_ROUTES
 from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.services import AccountsApi, CdrService, ChargingApi, NotificationService
@@ -57,6 +58,7 @@ from evgate.storage.installations import (
 )
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.partners import PartnerInviteStore, PartnerStore
 from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
 from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.reservations import ReservationExpiry, ReservationStore
@@ -211,9 +213,16 @@ class Evgate:
         reservations = ReservationStore(self.db)
         self.reservation_expiry = ReservationExpiry(reservations)
         self.reservation_expiry.start()
-        # Users' subscriptions past their end (issue 20).
+        # Users' subscriptions past their end, partner invites pending too long (issue 20).
         user_subscriptions = UserSubscriptionStore(self.db)
-        self.expiry = Expiry(self.db.health, {"subscription expiry": user_subscriptions.expire_due})
+        partner_invites = PartnerInviteStore(self.db, timedelta(days=s.partner_invite_days))
+        self.expiry = Expiry(
+            self.db.health,
+            {
+                "subscription expiry": user_subscriptions.expire_due,
+                "partner invite expiry": partner_invites.expire_due,
+            },
+        )
         self.expiry.start()
         await self.db.listen(
             INSTALLATION_CHANNEL, self.auth.directory.notified, self.auth.directory.notified_all
@@ -266,6 +275,8 @@ class Evgate:
                 invoice_details=InvoiceDetailsStore(self.db),
                 plans=SubscriptionPlanStore(self.db),
                 subscriptions=user_subscriptions,
+                partners=PartnerStore(self.db),
+                invites=partner_invites,
             ),
             charging=ChargingApi(
                 chargers=chargers,
@@ -289,6 +300,7 @@ class Evgate:
                 *CHARGING_ROUTES,
                 *ACCOUNT_ROUTES,
                 *PLAN_ROUTES,
+                *PARTNER_ROUTES,
             ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)

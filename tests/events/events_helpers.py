@@ -68,6 +68,9 @@ ACCOUNT_EVENTS = frozenset(
         "subscriptionPlan.changed",
         "user.subscriptionChanged",
         "user.subscription.changed",
+        "partner.changed",
+        "PartnerChangedNotification",
+        "partnerInvite.changed",
     }
 )
 FAST = DispatcherConfig(

@@ -12,6 +12,7 @@ import msgspec
 
 from evgate.app import Evgate
 from evgate.events.catalog import PAYLOAD_TYPES
+from evgate.storage.partners import PartnerInviteStore
 from evgate.storage.plans import UserSubscriptionStore
 from support import Receiver
 
@@ -196,3 +197,63 @@ async def test_plan_and_subscription_changes_reach_the_webhook(
     first, raw = events[3]
     assert (first.userId, first.planId, raw["endsAt"]) == (user, plan, "2030-02-01T00:00:00Z")
     assert deprecated[0].endDate == first.endsAt
+
+
+async def test_partner_changes_reach_the_webhook(
+    evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """partner.changed on create, update and delete (only delete names the partner, and only
+    its non-null fields); PartnerChangedNotification on create and delete."""
+    await subscribe(api, receiver, "partner.changed", "PartnerChangedNotification")
+    acme = (await api.post("/api/v1/partners", json={"name": "Acme", "externalId": "X-1"})).json()
+    await api.patch(f"/api/v1/partners/{acme['id']}", json={"city": "Wien"})
+    await api.delete(f"/api/v1/partners/{acme['id']}")
+    bare = (await api.post("/api/v1/partners", json={"name": "Bare"})).json()
+    await api.delete(f"/api/v1/partners/{bare['id']}")
+    events = [raw for _, raw in await received(receiver, 9)]
+    changed = [e for e in events if e["notification"] == "partner.changed"]
+    assert [(e["partnerId"], e["action"]) for e in changed] == [
+        (acme["id"], "created"),
+        (acme["id"], "updated"),
+        (acme["id"], "deleted"),
+        (bare["id"], "created"),
+        (bare["id"], "deleted"),
+    ]
+    assert set(changed[0]) == set(changed[1]) == {
+        "notification", "partnerId", "action", "lastUpdatedAt",
+    }  # fmt: skip
+    assert (changed[2]["externalId"], changed[2]["companyName"]) == ("X-1", "Acme")
+    assert "externalId" not in changed[4] and changed[4]["companyName"] == "Bare"
+    legacy = [e for e in events if e["notification"] == "PartnerChangedNotification"]
+    assert [(e["user"], e["action"]) for e in legacy] == [
+        ({"id": str(acme["id"])}, "created"),
+        ({"id": str(acme["id"])}, "deleted"),
+        ({"id": str(bare["id"])}, "created"),
+        ({"id": str(bare["id"])}, "deleted"),
+    ]
+
+
+async def test_partner_invite_changes_reach_the_webhook(
+    evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """partnerInvite.changed: created; updated when accepted (userId the user) and when
+    expired; deleted when withdrawn."""
+    await subscribe(api, receiver, "partnerInvite.changed")
+    partner = (await api.post("/api/v1/partners", json={"name": "Acme"})).json()["id"]
+    user = (await api.post("/api/v1/users", json={"email": "ada@example.com"})).json()["id"]
+    invites = f"/api/v1/partners/{partner}/invites"
+    first = (await api.post(invites, json={"email": "ada@example.com"})).json()["id"]
+    await api.post(f"/api/v1/partner-invites/{first}/accept", json={"userId": user})
+    second = (await api.post(invites, json={"email": "bob@example.com"})).json()["id"]
+    assert evgate.db is not None
+    await evgate.db.execute("UPDATE partner_invites SET expires_at = now() WHERE id = $1", second)
+    assert await PartnerInviteStore(evgate.db).expire_due() == 1
+    await api.delete(f"/api/v1/partner-invites/{second}")
+    events = await received(receiver, 5)
+    assert [(p.partnerInviteId, p.action, p.userId, p.email) for p, _ in events] == [
+        (first, "created", None, "ada@example.com"),
+        (first, "updated", user, "ada@example.com"),
+        (second, "created", None, "bob@example.com"),
+        (second, "updated", None, "bob@example.com"),
+        (second, "deleted", None, "bob@example.com"),
+    ]

@@ -17,6 +17,7 @@ from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.partners import PartnerInviteStore, PartnerStore
 from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
 from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.subscriptions import SubscriptionStore
@@ -58,7 +59,7 @@ class ChargingApi:
 @dataclass
 class AccountsApi:
     """What the user, user-group, balance and payment routes (``api/users.py``) and the
-    subscription plan routes (``api/plans.py``) need."""
+    subscription plan (``api/plans.py``) and partner routes (``api/partners.py``) need."""
 
     users: UserStore
     groups: UserGroupStore
@@ -67,3 +68,5 @@ class AccountsApi:
     invoice_details: InvoiceDetailsStore
     plans: SubscriptionPlanStore
     subscriptions: UserSubscriptionStore
+    partners: PartnerStore
+    invites: PartnerInviteStore

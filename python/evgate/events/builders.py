@@ -32,6 +32,8 @@ a payment method's change                 :func:`payment_method_changed` (``stor
 a user's invoice details' change          :func:`invoice_details_changed` (``storage/payments.py``)
 a subscription plan's change              :func:`subscription_plan_changed` (``storage/plans.py``)
 a user's subscription's change or expiry  :func:`user_subscription_changed` (``storage/plans.py``)
+a partner's change                        :func:`partner_changed` (``storage/partners.py``)
+a partner invite's change                 :func:`partner_invite_changed` (``storage/partners.py``)
 ========================================  ====================================================
 """
 
@@ -76,6 +78,8 @@ __all__ = [
     "id_tag_changed",
     "invoice_details_changed",
     "network_status",
+    "partner_changed",
+    "partner_invite_changed",
     "payment_method_changed",
     "reservation_changed",
     "security_event",
@@ -729,3 +733,52 @@ def user_subscription_changed(
         )
     )
     return entries
+
+
+def partner_changed(
+    partner_id: int,
+    action: c.Action,
+    at: datetime,
+    external_id: str | None = None,
+    company_name: str | None = None,
+) -> list[OutboxEntry]:
+    """partner.changed, and PartnerChangedNotification when created or deleted (its enum has
+    no updated). Only ``deleted`` carries the partner's externalId and companyName (its name),
+    each only when not null, so that a consumer can clean up its records."""
+    deleted = action == "deleted"
+    entries = [
+        _entry(
+            "",
+            c.PartnerChanged(
+                partnerId=partner_id,
+                action=action,
+                lastUpdatedAt=at,
+                externalId=_unset_if_none(external_id if deleted else None),
+                companyName=_unset_if_none(company_name if deleted else None),
+            ),
+        )
+    ]
+    if action != "updated":
+        entries.append(
+            _entry(
+                "",
+                c.PartnerChangedNotification(
+                    user=c.PartnerRef(id=str(partner_id)),
+                    action=action,
+                ),
+            )
+        )
+    return entries
+
+
+def partner_invite_changed(
+    invite_id: int, user_id: int | None, email: str, action: c.Action, at: datetime
+) -> OutboxEntry:
+    """partnerInvite.changed: ``updated`` when accepted (``userId`` the user who accepted) or
+    expired; the invite's status is read from the API (the catalog's payload has none)."""
+    return _entry(
+        "",
+        c.PartnerInviteChanged(
+            partnerInviteId=invite_id, userId=user_id, email=email, action=action, lastUpdatedAt=at
+        ),
+    )

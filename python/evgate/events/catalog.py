@@ -68,7 +68,7 @@ CATALOG: dict[str, str | None] = {
     "ReservationChangedNotification": None,
     "PaymentMethodChangedNotification": None,
     "PartnerInviteChangedNotification": None,
-    "PartnerChangedNotification": None,
+    "PartnerChangedNotification": "a partner created / deleted (storage/partners)",
     "reservation.changed": "ReserveNow / CancelReservation accepted (handlers/commands), expiry"
     " (storage/reservations ReservationExpiry), use by StartTransaction.req"
     " (handlers/transactions)",
@@ -76,10 +76,11 @@ CATALOG: dict[str, str | None] = {
     " the default) / deleted (storage/payments)",
     "userBalance.changed": "a booked balance entry: POST /api/v1/users/{id}/balance, a priced"
     " stop (storage/balances)",
-    "partnerInvite.changed": None,
+    "partnerInvite.changed": "a partner invite created / accepted or expired (updated) /"
+    " deleted (storage/partners)",
     "roamingPlatform.changed": None,
     "parkingSpace.occupancyStatus.changed": None,
-    "partner.changed": None,
+    "partner.changed": "a partner created / updated / deleted (storage/partners)",
     "transaction.changed": "StartTransaction.req (created), StopTransaction.req (updated)"
     " (handlers/transactions)",
     "settlementReport.created": None,
@@ -416,6 +417,33 @@ class UserSubscriptionChanged(Event, tag="user.subscription.changed", kw_only=Tr
     lastUpdatedAt: datetime
 
 
+class PartnerChanged(Event, tag="partner.changed", kw_only=True):
+    partnerId: int
+    action: Action
+    lastUpdatedAt: datetime
+    # Only on deleted, and only those that are not null (the catalog's field behaviour).
+    externalId: str | UnsetType = UNSET
+    companyName: str | UnsetType = UNSET
+
+
+class PartnerRef(msgspec.Struct, kw_only=True):
+    # The catalog's legacy event names the partner "user"; its id is the partner's, a string.
+    id: str
+
+
+class PartnerChangedNotification(Event, tag="PartnerChangedNotification", kw_only=True):
+    user: PartnerRef
+    action: Literal["created", "deleted"]
+
+
+class PartnerInviteChanged(Event, tag="partnerInvite.changed", kw_only=True):
+    partnerInviteId: int
+    userId: int | None
+    email: str | None
+    action: Action
+    lastUpdatedAt: datetime
+
+
 PAYLOAD_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
@@ -446,5 +474,8 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         SubscriptionPlanChanged,
         UserSubscriptionChangedDeprecated,
         UserSubscriptionChanged,
+        PartnerChanged,
+        PartnerChangedNotification,
+        PartnerInviteChanged,
     )
 }

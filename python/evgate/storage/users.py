@@ -34,6 +34,7 @@ __all__ = [
     "UserGroupStore",
     "UserStatus",
     "UserStore",
+    "read_user",
 ]
 
 USER_CHANNEL = "evgate_user"
@@ -62,6 +63,8 @@ class User(msgspec.Struct, rename="camel", kw_only=True):
     prepaid: bool
     currency: str
     balance: Money
+    # The partner the user is a member of (by accepting its invite), or None.
+    partner_id: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -105,7 +108,8 @@ _GROUP_IDS = (
 )
 _SELECT = (
     "SELECT u.id, u.email, u.first_name, u.last_name, u.phone, u.language, u.status,"
-    f" u.prepaid, u.currency, u.balance, u.created_at, u.updated_at, {_GROUP_IDS} FROM users u"
+    " u.prepaid, u.currency, u.balance, u.partner_id, u.created_at, u.updated_at,"
+    f" {_GROUP_IDS} FROM users u"
 )
 #: The columns a user's fields are stored in (the API's names are their camelCase).
 USER_FIELDS = ("email", "first_name", "last_name", "phone", "language", "status", "prepaid",
@@ -125,12 +129,18 @@ def _user(row: asyncpg.Record) -> User:
         prepaid=row["prepaid"],
         currency=row["currency"],
         balance=Money(format_amount(row["balance"], row["currency"]), row["currency"]),
+        partner_id=row["partner_id"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
 
 
-async def _read(conn: asyncpg.Connection, user_id: int) -> User:
+async def read_user(conn: asyncpg.Connection, user_id: int) -> User:
+    """The user ``user_id`` on ``conn`` (in the caller's transaction).
+
+    Raises:
+        NotFound: no such user.
+    """
     row = await conn.fetchrow(f"{_SELECT} WHERE u.id = $1", user_id)
     if row is None:
         raise NotFound(f"no user {user_id}")
@@ -177,7 +187,7 @@ class UserStore:
                     *(fields[n] for n in names),
                 )
                 await _set_groups(conn, user_id, group_ids)
-                user = await _read(conn, user_id)
+                user = await read_user(conn, user_id)
                 await record_user_changed(conn, user, "created")
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a user with email {fields.get('email')!r} exists") from None
@@ -186,7 +196,7 @@ class UserStore:
     async def get(self, user_id: int) -> User:
         """Raises: NotFound."""
         async with self.db.pool.acquire() as conn:
-            return await _read(conn, user_id)
+            return await read_user(conn, user_id)
 
     async def page(self, after: int | None = None, limit: int = 100) -> list[User]:
         """Users in id order, the ``limit`` first after ``after`` (keyset pagination)."""
@@ -234,7 +244,7 @@ class UserStore:
                 )
                 if group_ids is not None:
                     await _set_groups(conn, user_id, group_ids)
-                user = await _read(conn, user_id)
+                user = await read_user(conn, user_id)
                 await record_user_changed(conn, user, "updated")
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a user with email {fields.get('email')!r} exists") from None
@@ -249,7 +259,7 @@ class UserStore:
         """
         try:
             async with self.db.pool.acquire() as conn, conn.transaction():
-                user = await _read(conn, user_id)
+                user = await read_user(conn, user_id)
                 await record_user_changed(conn, user, "deleted")
                 await conn.execute("DELETE FROM users WHERE id = $1", user_id)
         except asyncpg.ForeignKeyViolationError:

@@ -184,3 +184,41 @@ CREATE TABLE user_subscriptions (
 CREATE INDEX user_subscriptions_plan ON user_subscriptions (plan_id);
 CREATE INDEX user_subscriptions_due ON user_subscriptions (ends_at)
     WHERE status IN ('pending', 'active', 'suspended');
+
+-- Partners (corporate customers) and their members: a user belongs to at most one partner,
+-- joined by accepting an invite sent to their email. A partner with members is not deleted.
+CREATE TABLE partners (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name                text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    registration_number text CHECK (length(registration_number) BETWEEN 1 AND 50),
+    vat_number          text CHECK (length(vat_number) BETWEEN 1 AND 50),
+    external_id         text CHECK (length(external_id) BETWEEN 1 AND 100),
+    street              text CHECK (length(street) <= 200),
+    post_code           text CHECK (length(post_code) <= 20),
+    city                text CHECK (length(city) <= 100),
+    country             text CHECK (country ~ '^[A-Z]{2}$'),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+
+ALTER TABLE users ADD COLUMN partner_id bigint REFERENCES partners (id);
+CREATE INDEX users_partner ON users (partner_id) WHERE partner_id IS NOT NULL;
+
+-- An email invited to a partner: pending until a user with that email accepts it (accepted,
+-- user_id) or expires_at passes (expired, by the expiry task). One pending invite per partner
+-- and email.
+CREATE TABLE partner_invites (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    partner_id  bigint NOT NULL REFERENCES partners (id) ON DELETE CASCADE,
+    email       text NOT NULL CHECK (length(email) BETWEEN 3 AND 254),
+    status      text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'accepted', 'expired')),
+    user_id     bigint REFERENCES users (id) ON DELETE SET NULL,
+    expires_at  timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX partner_invites_partner ON partner_invites (partner_id, id);
+CREATE UNIQUE INDEX partner_invites_pending ON partner_invites (partner_id, lower(email))
+    WHERE status = 'pending';
+CREATE INDEX partner_invites_due ON partner_invites (expires_at) WHERE status = 'pending';
