@@ -14,6 +14,8 @@ from ocpp.v16 import call
 
 from evgate.app import Evgate
 from evgate.storage.balances import book_transaction_charge
+from evgate.storage.ops import balances, outbox
+from evgate.storage.ops.balances import TransactionCharge
 from support import ocpp_charger, register_charger
 
 from .test_transactions import decision
@@ -304,3 +306,37 @@ async def test_a_transactions_charge_is_booked_once_in_the_callers_transaction(
         ("transaction", "-5.50", 42),
     ]
     assert (await api.get(f"/api/v1/users/{user['id']}/balance")).json()["amount"] == "-0.50"
+
+
+async def test_a_stops_charge_through_the_writer_leaves_the_rest_and_two_events(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """The issue's acceptance without the tariffs: a user's id tag, a top-up of 10.00, a
+    transaction closed with a charge of 5.50 as a follow-up of its Emission (as a priced stop
+    submits it) leaves 4.50; the resubmitted stop books nothing again; an id tag of no user is
+    charged to no one."""
+    user = await _user(api, prepaid=True)
+    await api.post("/api/v1/id-tags", json={"idTag": "ADA-1", "userId": user["id"]})
+    await api.post("/api/v1/id-tags", json={"idTag": "NOBODY"})
+    url = f"/api/v1/users/{user['id']}/balance"
+    await api.post(url, json={"amount": "10.00", "type": "topUp"})
+    assert evgate.writer is not None
+    charged = balances.charge(
+        TransactionCharge(transaction_id=7, id_tag="ada-1", amount=Decimal("5.5"))
+    )
+    nobody = balances.charge(
+        TransactionCharge(transaction_id=8, id_tag="NOBODY", amount=Decimal("1"))
+    )
+    for _ in range(2):
+        await evgate.writer.submit([outbox.emit([], [charged, nobody])], key="CP-1")
+    assert (await api.get(url)).json()["amount"] == "4.50"
+    entries = (await api.get(f"{url}/entries")).json()["data"]
+    assert [(e["type"], e["amount"], e["balance"], e["transactionId"]) for e in entries] == [
+        ("topUp", "10.00", "10.00", None),
+        ("transaction", "-5.50", "4.50", 7),
+    ]
+    assert evgate.db is not None
+    events = await evgate.db.fetch(
+        "SELECT payload FROM outbox WHERE event = 'userBalance.changed' ORDER BY id"
+    )
+    assert len(events) == 2
