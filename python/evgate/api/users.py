@@ -22,7 +22,7 @@ import msgspec
 from litestar import Controller, delete, get, patch, post, put
 from litestar.params import JSONBody, QueryParameter
 
-from evgate.api.bounds import BigintCursor, BigintId, BodyBigintId
+from evgate.api.bounds import JSON_INT_MAX, BigintCursor, BigintId, BodyBigintId
 from evgate.api.cards import REFUSE_CARD_NUMBERS
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
@@ -58,7 +58,17 @@ Language = Annotated[
     ),
 ]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
-GroupIds = Annotated[list[BodyBigintId], msgspec.Meta(max_length=100)]
+# Litestar documents no bounds of a list's items from their Meta: written out for the document
+# (msgspec checks the items' own Meta).
+GroupIds = Annotated[
+    list[BodyBigintId],
+    msgspec.Meta(
+        max_length=100,
+        extra_json_schema={
+            "extra": {"items": {"type": "integer", "minimum": 1, "maximum": JSON_INT_MAX}}
+        },
+    ),
+]
 Amount = Annotated[
     str,
     msgspec.Meta(
