@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from evgate.app import Evgate
-from evgate.storage.partners import PartnerInviteStore
+from evgate.storage.partners import PartnerInviteStore, partner_of_id_tag
 
 ACME = {"name": "Acme", "registrationNumber": "FN 12345a", "vatNumber": "ATU12345678",
         "street": "Ring 1", "postCode": "1010", "city": "Wien", "country": "AT"}  # fmt: skip
@@ -134,3 +134,17 @@ async def test_accepting_for_an_unknown_user_is_422(api: httpx.AsyncClient) -> N
     r = await api.post(f"/api/v1/partners/{partner}/invites", json={"email": "a@b.io"})
     r = await api.post(f"/api/v1/partner-invites/{r.json()['id']}/accept", json={"userId": 999})
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_partner_of_an_id_tag_for_billing(evgate: Evgate, api: httpx.AsyncClient) -> None:
+    """partner_of_id_tag: the partner of the id tag's user once they accepted its invite."""
+    partner = await _partner(api)
+    ada = await _user(api)
+    await api.post("/api/v1/id-tags", json={"idTag": "ADA-1", "userId": ada})
+    assert evgate.db is not None
+    async with evgate.db.pool.acquire() as conn:
+        assert await partner_of_id_tag(conn, "ada-1") is None
+        r = await api.post(f"/api/v1/partners/{partner}/invites", json={"email": "ada@example.com"})
+        await api.post(f"/api/v1/partner-invites/{r.json()['id']}/accept", json={"userId": ada})
+        assert await partner_of_id_tag(conn, "ada-1") == partner
+        assert await partner_of_id_tag(conn, "UNKNOWN") is None

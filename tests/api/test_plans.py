@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from evgate.app import Evgate
-from evgate.storage.plans import UserSubscriptionStore
+from evgate.storage.plans import UserSubscriptionStore, plan_of_id_tag
 
 PLAN = {"name": "Flat", "fee": {"amount": "9.9", "currency": "EUR"}, "renewalPeriod": "monthly"}
 PLANS = "/api/v1/subscription-plans"
@@ -110,3 +110,24 @@ async def test_bad_requests_are_problems(
     r = await api.request(method.upper(), path.format(user=user), json=body)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_plan_of_an_id_tag_for_pricing(evgate: Evgate, api: httpx.AsyncClient) -> None:
+    """plan_of_id_tag: the plan of the id tag's user's active subscription at that time; none
+    before its start, at its end, once canceled, or for an id tag of no user."""
+    plan = await _plan(api)
+    user = await _user(api)
+    await api.post("/api/v1/id-tags", json={"idTag": "ADA-1", "userId": user})
+    await api.post("/api/v1/id-tags", json={"idTag": "NOBODY"})
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    url = f"/api/v1/users/{user}/subscription"
+    await api.put(url, json={"planId": plan["id"], "startsAt": start.isoformat()})
+    assert evgate.db is not None
+    async with evgate.db.pool.acquire() as conn:
+        day = timedelta(days=1)
+        assert await plan_of_id_tag(conn, "ada-1", start + day) == plan["id"]
+        assert await plan_of_id_tag(conn, "ADA-1", start - day) is None
+        assert await plan_of_id_tag(conn, "ADA-1", datetime(2030, 2, 1, tzinfo=UTC)) is None
+        assert await plan_of_id_tag(conn, "NOBODY", start + day) is None
+        await api.patch(url, json={"status": "canceled"})
+        assert await plan_of_id_tag(conn, "ADA-1", start + day) is None

@@ -30,6 +30,7 @@ __all__ = [
     "PartnerInvite",
     "PartnerInviteStore",
     "PartnerStore",
+    "partner_of_id_tag",
 ]
 
 #: A partner's fields (the API's names are their camelCase).
@@ -361,3 +362,14 @@ class PartnerInviteStore:
             )
             await _record_invites(conn, [_invite(r) for r in rows], "updated")
         return len(rows)
+
+
+async def partner_of_id_tag(conn: asyncpg.Connection, id_tag: str) -> int | None:
+    """The partner whose member owns the id tag, or None: the partner a transaction of that id
+    tag is billed to (its id on the CDR; call it on the stop's connection)."""
+    partner_id: int | None = await conn.fetchval(
+        "SELECT u.partner_id FROM id_tags t JOIN users u ON u.id = t.user_id"
+        " WHERE upper(t.id_tag) = upper($1)",
+        id_tag,
+    )
+    return partner_id

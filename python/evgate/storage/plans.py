@@ -31,6 +31,7 @@ __all__ = [
     "UserSubscription",
     "UserSubscriptionStatus",
     "UserSubscriptionStore",
+    "plan_of_id_tag",
 ]
 
 RenewalPeriod = Literal["weekly", "monthly", "quarterly", "yearly"]
@@ -299,3 +300,17 @@ class UserSubscriptionStore:
             )
             await _record_subscriptions(conn, [_subscription(r) for r in rows])
         return len(rows)
+
+
+async def plan_of_id_tag(conn: asyncpg.Connection, id_tag: str, at: datetime) -> int | None:
+    """The plan the id tag's user is actively subscribed to at ``at``, or None: for pricing,
+    whose tariffs may require a plan (call it on the stop's connection, in its transaction).
+    A subscription counts while ``active`` and ``startsAt <= at < endsAt``."""
+    plan_id: int | None = await conn.fetchval(
+        "SELECT s.plan_id FROM id_tags t JOIN user_subscriptions s ON s.user_id = t.user_id"
+        " WHERE upper(t.id_tag) = upper($1) AND s.status = 'active'"
+        " AND s.starts_at <= $2 AND s.ends_at > $2",
+        id_tag,
+        at,
+    )
+    return plan_id
