@@ -1,8 +1,8 @@
 """storage room: the outbox, for changes made outside the group-commit writer — an event is a
 row written in the transaction of the state it describes, on that transaction's connection
-(the API's changes to chargers, id tags and reservations, the cluster's reaps). The writer's
-own outbox rows are ``storage/ops/outbox.py``'s (EMIT); the dispatcher reads the outbox
-(``storage/deliveries.py``).
+(the API's changes to chargers, id tags, reservations, users and what they pay; the
+cluster's reaps). The writer's own outbox rows are ``storage/ops/outbox.py``'s (EMIT); the
+dispatcher reads the outbox (``storage/deliveries.py``).
 """
 
 from __future__ import annotations
