@@ -184,3 +184,25 @@ async def test_locations_and_tariffs_from_json(database_url: str, tmp_path: Path
     listed = _evgate("tariffs", "list", env=env)
     assert listed.returncode == 0 and '"pricePerKwh":"0.30"' in listed.stdout
     assert '"name":"Car park"' in _evgate("locations", "list", env=env).stdout
+
+
+async def test_users_add_block_book_and_list(database_url: str) -> None:
+    """`users add` (refusing a bad email or currency), `users book` (a top-up, and an
+    adjustment below zero refused), `users block`, and `users list` showing it all."""
+    env = {"EVGATE_DATABASE_URL": database_url}
+    out = _evgate("users", "add", "ada@example.com", "--prepaid", env=env)
+    assert out.returncode == 0, out.stderr
+    user_id = re.search(r"user (\d+) created", out.stdout).group(1)
+    assert _evgate("users", "add", "ADA@example.com", env=env).returncode == 1
+    assert _evgate("users", "add", "not-an-email", env=env).returncode == 2
+    assert _evgate("users", "add", "b@example.com", "--currency", "eur", env=env).returncode == 2
+    booked = _evgate("users", "book", user_id, "10.00", env=env)
+    assert booked.returncode == 0 and "balance 10.00 EUR" in booked.stdout, booked.stderr
+    below = _evgate("users", "book", user_id, "-10.01", "--type", "adjustment", env=env)
+    assert below.returncode == 1 and "below zero" in below.stderr
+    assert _evgate("users", "book", user_id, "1.001", env=env).returncode == 1
+    assert _evgate("users", "block", user_id, env=env).returncode == 0
+    assert _evgate("users", "block", "999", env=env).returncode == 1
+    listed = _evgate("users", "list", env=env)
+    (line,) = [x for x in listed.stdout.splitlines() if "ada@example.com" in x]
+    assert line.split()[:4] == [user_id, "blocked", "10.00", "EUR"]

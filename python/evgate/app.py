@@ -23,10 +23,13 @@ from evgate.api.charging import ROUTES as CHARGING_ROUTES
 from evgate.api.context import ApiContext
 from evgate.api.live import LiveFeed
 from evgate.api.notifications import NotificationActions, SubscriptionController
+from evgate.api.partners import ROUTES as PARTNER_ROUTES
+from evgate.api.plans import ROUTES as PLAN_ROUTES
 from evgate.api.pricing import ROUTES as PRICING_ROUTES
 from evgate.api.reservations import ReservationController
 from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.services import (
+    AccountsApi,
     CdrService,
     ChargingApi,
     FleetService,
@@ -34,6 +37,7 @@ from evgate.api.services import (
     PricingApi,
     ReservationService,
 )
+from evgate.api.users import ROUTES as ACCOUNT_ROUTES
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -49,6 +53,7 @@ from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
 from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
+from evgate.storage.balances import BalanceStore
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.certificates import CertificateStore
 from evgate.storage.chargers import ChargerStore
@@ -58,6 +63,7 @@ from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.embedded import EmbeddedPostgres
+from evgate.storage.expiry import Expiry
 from evgate.storage.id_tags import ID_TAG_CHANNEL, IdTagStore
 from evgate.storage.installations import (
     INSTALLATION_CHANNEL,
@@ -67,12 +73,16 @@ from evgate.storage.installations import (
 from evgate.storage.locations import PRICING_CHANNEL, LocationStore
 from evgate.storage.maintenance import Maintenance
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.partners import PartnerInviteStore, PartnerStore
+from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
+from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.pricing import PricingDirectory
 from evgate.storage.reservations import ReservationExpiry, ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
 from evgate.storage.transactions import TransactionStore
+from evgate.storage.users import USER_CHANNEL, UserGroupStore, UserStore
 from evgate.storage.writer import Writer, is_outage
 
 __all__ = ["Evgate", "bind_socket", "serve"]
@@ -124,6 +134,7 @@ class Evgate:
         # Its open streams are API requests in flight: at most half the API's cap of those.
         api_cap = settings.api_max_connections or default_connection_caps().api
         self.live = LiveFeed(max_streams=min(100, max(1, api_cap // 2)), metrics=self.metrics)
+        self.expiry: Expiry | None = None
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
@@ -170,8 +181,10 @@ class Evgate:
         await self.maintenance.run_once()
         self.maintenance.start()
         id_tags = IdTagStore(self.db)
-        native = self.native = NativeAuthorizer(id_tags)
+        users = UserStore(self.db)
+        native = self.native = NativeAuthorizer(id_tags, users=users)
         await self.db.listen(ID_TAG_CHANNEL, native.on_change, native.reload_soon)
+        await self.db.listen(USER_CHANNEL, native.on_user_change, native.reload_soon)
         await native.load()
         if s.ca_cert and s.ca_key:
             self.certificates = CertificateService(
@@ -243,6 +256,17 @@ class Evgate:
         reservations = ReservationStore(self.db)
         self.reservation_expiry = ReservationExpiry(reservations)
         self.reservation_expiry.start()
+        # Users' subscriptions past their end, partner invites pending too long (issue 20).
+        user_subscriptions = UserSubscriptionStore(self.db)
+        partner_invites = PartnerInviteStore(self.db, timedelta(days=s.partner_invite_days))
+        self.expiry = Expiry(
+            self.db.health,
+            {
+                "subscription expiry": user_subscriptions.expire_due,
+                "partner invite expiry": partner_invites.expire_due,
+            },
+        )
+        self.expiry.start()
         await self.db.listen(
             INSTALLATION_CHANNEL, self.auth.directory.notified, self.auth.directory.notified_all
         )
@@ -291,6 +315,17 @@ class Evgate:
             tokens=tokens,
             notifications=NotificationService(subscriptions, deliveries, self.dispatcher.wake),
             cdrs=CdrService(CdrStore(self.db)),
+            accounts=AccountsApi(
+                users=users,
+                groups=UserGroupStore(self.db),
+                balances=BalanceStore(self.db),
+                payment_methods=PaymentMethodStore(self.db),
+                invoice_details=InvoiceDetailsStore(self.db),
+                plans=SubscriptionPlanStore(self.db),
+                subscriptions=user_subscriptions,
+                partners=PartnerStore(self.db),
+                invites=partner_invites,
+            ),
             charging=ChargingApi(
                 chargers=chargers,
                 transactions=transactions,
@@ -327,6 +362,9 @@ class Evgate:
                 *CHARGING_ROUTES,
                 ReservationController,
                 *PRICING_ROUTES,
+                *ACCOUNT_ROUTES,
+                *PLAN_ROUTES,
+                *PARTNER_ROUTES,
             ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
@@ -395,6 +433,9 @@ class Evgate:
         if self.reservation_expiry is not None:
             await self.reservation_expiry.stop()
             self.reservation_expiry = None
+        if self.expiry is not None:
+            await self.expiry.stop()
+            self.expiry = None
         if self.auth is not None:
             await self.auth.stop()
             self.auth = None

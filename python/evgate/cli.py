@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -276,6 +277,74 @@ async def _pricing_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _users_add(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.storage.errors import AlreadyExists
+    from evgate.storage.users import UserStore
+
+    # The API's rules (api/users.py), said here too: the CLI does not go through the API.
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", args.email) or len(args.email) > 254:
+        print(f"error: {args.email!r} is not an email address", file=sys.stderr)
+        return 2
+    if not re.fullmatch(r"[A-Z]{3}", args.currency):
+        print(f"error: {args.currency!r} is no ISO 4217 currency code", file=sys.stderr)
+        return 2
+    fields = {"email": args.email, "prepaid": args.prepaid, "currency": args.currency}
+    async with _database(settings) as db:
+        try:
+            user = await UserStore(db).create(fields, [])
+        except AlreadyExists as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"user {user.id} created ({user.email})")
+    return 0
+
+
+async def _users_list(settings: Settings, _: argparse.Namespace) -> int:
+    from evgate.storage.users import UserStore
+
+    async with _database(settings) as db:
+        store = UserStore(db)
+        users, after = [], None
+        while page := await store.page(after, 1000):
+            users += page
+            after = page[-1].id
+    print(f"{'id':>6}  {'status':<7}  {'balance':>14}  email")
+    for u in users:
+        balance = f"{u.balance.amount} {u.currency}" if u.prepaid else "-"
+        print(f"{u.id:>6}  {u.status:<7}  {balance:>14}  {u.email}")
+    return 0
+
+
+async def _users_status(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.storage.errors import NotFound
+    from evgate.storage.users import UserStore
+
+    async with _database(settings) as db:
+        try:
+            await UserStore(db).update(args.id, {"status": args.status})
+        except NotFound as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    # Every running evgate refuses or accepts the user's id tags from now on (evgate_user).
+    print(f"user {args.id} {args.status}")
+    return 0
+
+
+async def _users_book(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.storage.balances import BalanceStore
+    from evgate.storage.errors import InsufficientBalance, NotFound
+    from evgate.storage.money import AmountError
+
+    async with _database(settings) as db:
+        try:
+            entry = await BalanceStore(db).book(args.id, args.amount, args.type)
+        except (NotFound, InsufficientBalance, AmountError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"user {args.id}: {entry.type} {entry.amount}, balance {entry.balance} {entry.currency}")
+    return 0
+
+
 def _checkout_root() -> Path | None:
     """The source checkout holding loadtest/, if this evgate runs from one."""
     # The simulator lives in the checkout's loadtest/ beside python/, not in the installed
@@ -373,6 +442,24 @@ def _parser() -> argparse.ArgumentParser:
 
     # Its options belong to loadtest.cli (`evgate simulate --help` lists them): this parser
     # takes every word after "simulate" as it is (no option prefix of its own) and hands it on.
+    users = sub.add_parser("users", help="users (drivers), their status and balance")
+    usub = users.add_subparsers(dest="users_command", required=True)
+    p = usub.add_parser("add", help="add a user")
+    p.add_argument("email")
+    p.add_argument("--prepaid", action="store_true", help="refused at a balance of zero")
+    p.add_argument("--currency", default="EUR", help="ISO 4217 (default EUR)")
+    p.set_defaults(run=_users_add)
+    usub.add_parser("list", help="list users").set_defaults(run=_users_list)
+    for verb, status in (("block", "blocked"), ("unblock", "active")):
+        p = usub.add_parser(verb, help=f"set a user {status} (their id tags follow at once)")
+        p.add_argument("id", type=int)
+        p.set_defaults(run=_users_status, status=status)
+    p = usub.add_parser("book", help="book an entry on a user's balance")
+    p.add_argument("id", type=int)
+    p.add_argument("amount", help="a decimal string, e.g. 10.00 (negative: an adjustment)")
+    p.add_argument("--type", choices=("topUp", "voucher", "adjustment"), default="topUp")
+    p.set_defaults(run=_users_book)
+
     p = sub.add_parser(
         "simulate",
         help="simulate a fleet of chargers (source checkout only)",

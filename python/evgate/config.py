@@ -88,6 +88,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     ca_key: str | None = None
     certificate_validity_days: Positive = 365
 
+    # Days a partner invite stays pending before it expires (issue 20).
+    partner_invite_days: Annotated[int, msgspec.Meta(ge=1, le=365)] = 7
+
     # Meter values: days kept (whole daily partitions are dropped after; 0 keeps them
     # forever), and daily partitions made this many days ahead.
     meter_retention_days: Annotated[int, msgspec.Meta(ge=0)] = 90

@@ -25,14 +25,22 @@ from evgate.events.builders import (
     evse_changed,
     hardware_status,
     id_tag_changed,
+    invoice_details_changed,
     location_changed,
     network_status,
+    partner_changed,
+    partner_invite_changed,
+    payment_method_changed,
     reservation_changed,
     security_event,
+    subscription_plan_changed,
     tariff_changed,
     transaction_meter_values,
     transaction_started,
     transaction_stopped,
+    user_balance_changed,
+    user_changed,
+    user_subscription_changed,
 )
 from evgate.events.catalog import CATALOG
 from evgate.events.dispatcher import DispatcherConfig
@@ -55,13 +63,31 @@ from evgate.protocol.v16.messages import (
     SecurityEventNotificationRequest,
     StatusNotificationRequest,
 )
+from evgate.storage.balances import BalanceEntry
 from evgate.storage.db import Database
 from evgate.storage.locations import Address, Geoposition, Location
 from evgate.storage.ops.transactions import TransactionFacts
 from evgate.storage.outbox import insert_outbox
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
+from evgate.storage.users import Money, User
 
 TOKEN = "evg_test-token-that-created-the-subscription"
+#: The events of users and what they pay (issue 20): test_account_events.py's, none of a
+#: charger's day (test_charger_events_end_to_end.py).
+ACCOUNT_EVENTS = frozenset(
+    {
+        "UserChangedNotification",
+        "userBalance.changed",
+        "user.paymentMethod.changed",
+        "user.invoiceDetails.changed",
+        "subscriptionPlan.changed",
+        "user.subscriptionChanged",
+        "user.subscription.changed",
+        "partner.changed",
+        "PartnerChangedNotification",
+        "partnerInvite.changed",
+    }
+)
 FAST = DispatcherConfig(
     retry_schedule=(0.2, 0.3, 0.4, 0.5, 0.5, 0.5),
     jitter=0.1,
@@ -232,4 +258,28 @@ def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[Outb
         reservation_changed(charger.id, 4, "active", AT),
         location_changed(LOCATION, [charger.number], "created", AT),
         tariff_changed(3, TARIFF, AT, "updated", AT),
+        *account_events(),
+    ]
+
+
+def account_events() -> list[OutboxEntry]:
+    """One or more outbox entries of each event of users and what they pay (no charger)."""
+    user = User(
+        id=3, email="ada@example.com", first_name="Ada", last_name=None, phone=None,
+        language="en-GB", status="active", user_group_ids=[1], prepaid=True, currency="EUR",
+        balance=Money("10.00", "EUR"), partner_id=None, created_at=AT, updated_at=AT,
+    )  # fmt: skip
+    entry = BalanceEntry(
+        id=1, user_id=3, type="topUp", amount="10.00", balance="10.00", currency="EUR",
+        transaction_id=None, created_at=AT,
+    )  # fmt: skip
+    return [
+        user_changed(user, "created", AT),
+        user_balance_changed(entry, AT),
+        payment_method_changed(5, 3, "created", AT),
+        invoice_details_changed(3, "created", AT),
+        subscription_plan_changed(2, "created", AT),
+        *user_subscription_changed(3, 2, "active", AT, AT),
+        *partner_changed(6, "created", AT),
+        partner_invite_changed(8, None, "ada@example.com", "created", AT),
     ]

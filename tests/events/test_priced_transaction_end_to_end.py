@@ -7,6 +7,7 @@ TariffChangedNotification reach a real webhook receiver."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -24,6 +25,17 @@ EVENTS = [
     "SessionUpdateNotification",
     "cdr.received",
 ]
+
+
+def _exact(value: Any) -> Any:
+    """``value`` with every Decimal as its text (its digits as sent)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    return value
 
 
 async def _post(api: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +143,10 @@ async def test_a_priced_transaction_end_to_end(
     assert price["idleMinutes"] == "5.000"  # SuspendedEV from minute 25: no idle fee here
 
     received = await receiver.wait_for(9)
-    events = [msgspec.json.decode(request.body) for request in received]
+    # Amounts in events are JSON numbers (the catalog's type) with their exact decimal digits:
+    # read as Decimal and shown as text, "5.50" proves both.
+    exact = msgspec.json.Decoder(float_hook=Decimal)
+    events = [_exact(exact.decode(request.body)) for request in received]
     names = [e["notification"] for e in events]
     locations = [
         e["location"] for e in events if e["notification"] == "LocationChangedNotification"
@@ -248,3 +263,39 @@ async def test_a_transaction_the_operator_stops_is_priced(
     cdr_id = await evgate.db.fetchval("SELECT id FROM cdrs WHERE transaction_id = $1", tx)
     cdr = await _ok(api.get(f"/api/v1/cdrs/{cdr_id}"))
     assert cdr["price"]["totalExclTax"] == "5.50"
+
+
+async def test_a_priced_stop_is_charged_to_the_prepaid_users_balance(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """Issue 20's acceptance through a real charger: a prepaid user's id tag, a top-up of
+    10.00, a session priced 5.50 (the issue 19 tariff without tax) leaves 4.50, with two
+    userBalance.changed (the top-up's credit, the transaction's debit naming it); a resent
+    StopTransaction charges nothing again."""
+    user = await _post(api, "/api/v1/users", {
+        "email": "ada@example.com", "firstName": "Ada", "lastName": "L", "prepaid": True,
+        "currency": "EUR",
+    })  # fmt: skip
+    await _post(api, "/api/v1/id-tags", {"idTag": "TAG1", "userId": user["id"]})
+    await _post(api, f"/api/v1/users/{user['id']}/balance", {"amount": "10.00", "type": "topUp"})
+    secret = await _a_priced_charger(evgate, api, "CP-U", taxPercent="0")
+    tx = await _charge(evgate, api, "CP-U", secret)
+    shown = await _ok(api.get(f"/api/v1/transactions/{tx}"))
+    assert shown["price"]["totalInclTax"] == "5.50"
+    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/CP-U?auth={secret}"
+    async with ocpp_charger(url, "CP-U") as cp:  # the stop again, as a charger resends it
+        await cp.call(call.StopTransaction(
+            meter_stop=11_000, timestamp=(T0 + timedelta(minutes=30)).isoformat(),
+            transaction_id=tx, id_tag="TAG1",
+        ))  # fmt: skip
+    balance = await _ok(api.get(f"/api/v1/users/{user['id']}/balance"))
+    assert balance["amount"] == "4.50"
+    assert evgate.db is not None
+    rows = await evgate.db.fetch(
+        "SELECT payload FROM outbox WHERE event = 'userBalance.changed' ORDER BY id"
+    )
+    events = [msgspec.json.decode(r["payload"]) for r in rows]
+    assert [(e.get("credit"), e.get("debit"), e.get("transactionId")) for e in events] == [
+        (10, 0, None),
+        (0, 5.5, tx),
+    ]

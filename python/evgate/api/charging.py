@@ -23,7 +23,13 @@ import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from evgate.api.bounds import ConnectorFilter, MeterWh, TransactionCursor, TransactionId
+from evgate.api.bounds import (
+    BodyBigintId,
+    ConnectorFilter,
+    MeterWh,
+    TransactionCursor,
+    TransactionId,
+)
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
@@ -234,6 +240,8 @@ class IdTagCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw
     status: IdTagStatus = "Accepted"
     expiry_date: datetime | None = None
     parent_id_tag: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] | None = None
+    # The user it belongs to (422 for an unknown one): their status and balance count too.
+    user_id: BodyBigintId | None = None
 
 
 class IdTagPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -242,6 +250,7 @@ class IdTagPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     parent_id_tag: (
         Annotated[str, msgspec.Meta(min_length=1, max_length=20)] | msgspec.UnsetType | None
     ) = msgspec.UNSET
+    user_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
 
 
 def _aware(value: datetime | None, name: str = "expiryDate") -> datetime | None:
@@ -257,12 +266,12 @@ class IdTagController(Controller):
     @post(
         "/",
         status_code=201,
-        summary="Add an id-tag (409 if it exists, case-insensitively)",
+        summary="Add an id-tag (409 if it exists, case-insensitively; 422 for an unknown user)",
         opt={"problems": (409,)},
     )
     async def create(self, ctx: Ctx, data: JSONBody[IdTagCreate]) -> IdTag:
         return await ctx.charging.id_tags.create(
-            data.id_tag, data.status, _aware(data.expiry_date), data.parent_id_tag
+            data.id_tag, data.status, _aware(data.expiry_date), data.parent_id_tag, data.user_id
         )
 
     @get("/", summary="List id-tags in order (keyset pagination)")
@@ -281,7 +290,7 @@ class IdTagController(Controller):
     async def get_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> IdTag:
         return await ctx.charging.id_tags.get(id_tag)
 
-    @patch("/{id_tag:str}", summary="Change an id-tag's status, expiry date or parent")
+    @patch("/{id_tag:str}", summary="Change an id-tag's status, expiry date, parent or user")
     async def patch_id_tag(
         self, ctx: Ctx, id_tag: FromPath[str], data: JSONBody[IdTagPatch]
     ) -> IdTag:

@@ -8,6 +8,7 @@ from litestar.di import NamedDependency
 
 from evgate.api.async_commands import AsyncCommands
 from evgate.api.services import (
+    AccountsApi,
     CdrService,
     ChargingApi,
     FleetService,
@@ -47,6 +48,8 @@ class ApiContext:
     charging: ChargingApi
     # Reservations (api/reservations.py).
     reservations: ReservationService
+    # Users, user groups and balances (api/users.py).
+    accounts: AccountsApi
     # The digest of this process's EVGATE_BOOTSTRAP_TOKEN (checked in memory), None if unset.
     bootstrap_digest: bytes | None = None
     # The charger gateway (live connections, commands); None in an API run without one.

@@ -28,6 +28,7 @@ from litestar import Request
 from litestar.params import ParameterKwarg
 from litestar.typing import FieldDefinition
 
+from evgate.api.cards import REFUSE_CARD_NUMBERS, holds_card_number
 from evgate.api.problems import ApiError
 from evgate.protocol.validation import MAX_NESTING, nests_deeper
 
@@ -127,8 +128,9 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     """``before_request``: refuse what Litestar would read leniently or fail on (see above).
 
     Raises:
-        ApiError: 422 for a query parameter given twice or not of its documented type, or a
-            body not of the route's type; 400 for a body that is not UTF-8 JSON.
+        ApiError: 422 for a query parameter given twice or not of its documented type, a
+            body not of the route's type, or a value that looks like a card number on a route
+            that refuses them (``api/cards.py``); 400 for a body that is not UTF-8 JSON.
     """
     for wire, field in _query_parameters(request):
         values = request.query_params.getall(wire, [])
@@ -141,5 +143,12 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
         return
     body = await request.body()
     if body.strip():
-        json_of(request, body)
+        value = json_of(request, body)
+        if request.route_handler.opt.get(REFUSE_CARD_NUMBERS) and holds_card_number(value):
+            # Said before any other problem, and without the value: it is not to be echoed.
+            raise ApiError(
+                "a value looks like a card number (a Luhn-valid run of 12-19 digits);"
+                " evgate never stores card numbers: send the payment provider's token",
+                422,
+            )
         _decoded(body, _decoder(data.annotation))  # strictly the document's types

@@ -24,6 +24,7 @@ from evgate.storage.errors import (
     AlreadyExists,
     BadReference,
     DatabaseUnavailable,
+    InsufficientBalance,
     InUse,
     NotFound,
     ValueRefused,
@@ -133,7 +134,7 @@ def _exists(_: Request[Any, Any, Any], exc: AlreadyExists) -> Response[bytes]:
     return problem(409, str(exc))
 
 
-def _in_use(_: Request[Any, Any, Any], exc: InUse) -> Response[bytes]:
+def _in_use(_: Request[Any, Any, Any], exc: InUse | InsufficientBalance) -> Response[bytes]:
     return problem(409, str(exc))
 
 
@@ -180,6 +181,7 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     NotFound: _not_found,
     AlreadyExists: _exists,
     InUse: _in_use,
+    InsufficientBalance: _in_use,
     BadReference: _bad_reference,
     ValueRefused: _unstorable,
     DatabaseUnavailable: _unavailable,

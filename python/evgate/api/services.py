@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from evgate.api.live import LiveFeed
 from evgate.gateway.interface import OcppFrame
+from evgate.storage.balances import BalanceStore
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore, FleetCounts
 from evgate.storage.connectors import ConnectorStore
@@ -21,14 +22,19 @@ from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.locations import LocationStore
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.partners import PartnerInviteStore, PartnerStore
+from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
+from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.reservations import ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.transactions import TransactionStore
+from evgate.storage.users import UserGroupStore, UserStore
 from evgate.storage.writer import Writer
 
 __all__ = [
     "COUNTS_MAX_AGE",
+    "AccountsApi",
     "CdrService",
     "ChargingApi",
     "FleetService",
@@ -118,3 +124,19 @@ class PricingApi:
     # Reloads this process's tariff lookup (storage/pricing.py) after a change, so that a
     # StartTransaction after the answer gets what it says; other processes follow on NOTIFY.
     refresh: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class AccountsApi:
+    """What the user, user-group, balance and payment routes (``api/users.py``) and the
+    subscription plan (``api/plans.py``) and partner routes (``api/partners.py``) need."""
+
+    users: UserStore
+    groups: UserGroupStore
+    balances: BalanceStore
+    payment_methods: PaymentMethodStore
+    invoice_details: InvoiceDetailsStore
+    plans: SubscriptionPlanStore
+    subscriptions: UserSubscriptionStore
+    partners: PartnerStore
+    invites: PartnerInviteStore

@@ -28,6 +28,14 @@ charger created / updated / deleted       :func:`charger_changed` (``storage/cha
 ReserveNow / CancelReservation / expiry   :func:`reservation_changed`
 location created / updated / deleted      :func:`location_changed` (``storage/locations.py``)
 tariff created / updated / deleted        :func:`tariff_changed` (``storage/tariffs.py``)
+user created / updated / deleted          :func:`user_changed` (``storage/users.py``)
+a booked balance entry                    :func:`user_balance_changed` (``storage/balances.py``)
+a payment method's change                 :func:`payment_method_changed` (``storage/payments.py``)
+a user's invoice details' change          :func:`invoice_details_changed` (``storage/payments.py``)
+a subscription plan's change              :func:`subscription_plan_changed` (``storage/plans.py``)
+a user's subscription's change or expiry  :func:`user_subscription_changed` (``storage/plans.py``)
+a partner's change                        :func:`partner_changed` (``storage/partners.py``)
+a partner invite's change                 :func:`partner_invite_changed` (``storage/partners.py``)
 ========================================  ====================================================
 """
 
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -51,8 +60,10 @@ from evgate.protocol.v16.messages import (
     SecurityEventNotificationRequest,
     StatusNotificationRequest,
 )
+from evgate.storage.balances import BalanceEntry
 from evgate.storage.cdrs import Cdr
 from evgate.storage.ops.transactions import TransactionFacts
+from evgate.storage.users import User
 
 if TYPE_CHECKING:
     from evgate.storage.locations import Location
@@ -72,18 +83,26 @@ __all__ = [
     "evse_changed",
     "hardware_status",
     "id_tag_changed",
+    "invoice_details_changed",
     "location_changed",
     "network_status",
+    "partner_changed",
+    "partner_invite_changed",
+    "payment_method_changed",
     "reservation_changed",
     "security_event",
+    "subscription_plan_changed",
     "tariff_changed",
     "transaction_meter_values",
     "transaction_started",
     "transaction_stopped",
+    "user_balance_changed",
+    "user_changed",
+    "user_subscription_changed",
     "with_readings",
 ]
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(decimal_format="number")  # amounts are JSON numbers
 T = TypeVar("T")
 
 
@@ -741,3 +760,179 @@ def tariff_changed(
         lastUpdatedAt=updated_at,
     )
     return _entry("", c.TariffChangedNotification(tariff=info, action=action, lastUpdatedAt=at))
+
+
+# Users and what they pay (issue 20): no charger, so ordered among the operator's own changes.
+
+_USER_STATUS: dict[str, Literal["enabled", "disabled"]] = {
+    "active": "enabled",
+    "blocked": "disabled",
+}
+
+
+def user_changed(user: User, action: c.Action, at: datetime) -> OutboxEntry:
+    """UserChangedNotification: the user as now (as before, for ``deleted``); ``id`` is a
+    string in the catalog, ``locale`` the user's language, ``status`` enabled or disabled."""
+    info = c.UserInfo(
+        id=str(user.id),
+        email=user.email,
+        firstName=user.first_name,
+        lastName=user.last_name,
+        phone=user.phone,
+        locale=user.language,
+        balance=Decimal(user.balance.amount),
+        status=_USER_STATUS[user.status],
+        userGroupIds=list(user.user_group_ids),
+        lastUpdatedAt=user.updated_at,
+        createdAt=user.created_at,
+    )
+    return _entry("", c.UserChangedNotification(user=info, action=action, lastUpdatedAt=at))
+
+
+# The API's entry types as the catalog names them: a top-up through the public API, a voucher,
+# the operator's adjustment (either sign), a priced transaction.
+_BALANCE_TYPES: dict[str, c.BalanceType] = {
+    "topUp": "api_top_up",
+    "voucher": "voucher",
+    "adjustment": "add_to_balance",
+    "transaction": "transaction",
+}
+
+
+def user_balance_changed(entry: BalanceEntry, at: datetime) -> OutboxEntry:
+    """userBalance.changed: a credit (top-up, voucher, positive adjustment) or a debit (a
+    priced transaction, a negative adjustment), the balance after it; ``transactionId`` the
+    OCPP transaction charged, null for the others."""
+    amount = Decimal(entry.amount)
+    return _entry(
+        "",
+        c.UserBalanceChanged(
+            debit=-amount if amount < 0 else Decimal(0),
+            credit=amount if amount > 0 else Decimal(0),
+            updatedBalance=Decimal(entry.balance),
+            userId=entry.user_id,
+            currency=entry.currency,
+            type=_BALANCE_TYPES[entry.type],
+            transactionId=entry.transaction_id,
+            timestamp=entry.created_at,
+            lastUpdatedAt=at,
+        ),
+    )
+
+
+def payment_method_changed(
+    payment_method_id: int, user_id: int, action: c.Action, at: datetime
+) -> OutboxEntry:
+    """user.paymentMethod.changed: ``paymentMethodId`` is a string in the catalog."""
+    return _entry(
+        "",
+        c.UserPaymentMethodChanged(
+            paymentMethodId=str(payment_method_id), userId=user_id, action=action, lastUpdatedAt=at
+        ),
+    )
+
+
+def invoice_details_changed(
+    user_id: int, action: Literal["created", "updated"], at: datetime
+) -> OutboxEntry:
+    """user.invoiceDetails.changed: a user's invoice details made or replaced."""
+    return _entry("", c.UserInvoiceDetailsChanged(userId=user_id, action=action, lastUpdatedAt=at))
+
+
+def subscription_plan_changed(plan_id: int, action: c.Action, at: datetime) -> OutboxEntry:
+    """subscriptionPlan.changed (``subscriptionPlanId``: the plan's id)."""
+    return _entry(
+        "", c.SubscriptionPlanChanged(subscriptionPlanId=plan_id, action=action, lastUpdatedAt=at)
+    )
+
+
+# The deprecated event's statuses: its spelling of canceled; none for pending and suspended.
+_DEPRECATED_STATUS: dict[str, Literal["active", "cancelled", "expired"]] = {
+    "active": "active",
+    "canceled": "cancelled",
+    "expired": "expired",
+}
+
+
+def user_subscription_changed(
+    user_id: int,
+    plan_id: int,
+    status: c.UserSubscriptionStatus,
+    ends_at: datetime,
+    at: datetime,
+) -> list[OutboxEntry]:
+    """user.subscription.changed, preceded by the deprecated user.subscriptionChanged when
+    its status enum has the status (it has neither pending nor suspended)."""
+    entries = []
+    deprecated = _DEPRECATED_STATUS.get(status)
+    if deprecated is not None:
+        entries.append(
+            _entry(
+                "",
+                c.UserSubscriptionChangedDeprecated(
+                    userId=user_id,
+                    planId=plan_id,
+                    status=deprecated,
+                    endDate=ends_at,
+                    lastUpdatedAt=at,
+                ),
+            )
+        )
+    entries.append(
+        _entry(
+            "",
+            c.UserSubscriptionChanged(
+                userId=user_id, planId=plan_id, status=status, endsAt=ends_at, lastUpdatedAt=at
+            ),
+        )
+    )
+    return entries
+
+
+def partner_changed(
+    partner_id: int,
+    action: c.Action,
+    at: datetime,
+    external_id: str | None = None,
+    company_name: str | None = None,
+) -> list[OutboxEntry]:
+    """partner.changed, and PartnerChangedNotification when created or deleted (its enum has
+    no updated). Only ``deleted`` carries the partner's externalId and companyName (its name),
+    each only when not null, so that a consumer can clean up its records."""
+    deleted = action == "deleted"
+    entries = [
+        _entry(
+            "",
+            c.PartnerChanged(
+                partnerId=partner_id,
+                action=action,
+                lastUpdatedAt=at,
+                externalId=_unset_if_none(external_id if deleted else None),
+                companyName=_unset_if_none(company_name if deleted else None),
+            ),
+        )
+    ]
+    if action != "updated":
+        entries.append(
+            _entry(
+                "",
+                c.PartnerChangedNotification(
+                    user=c.PartnerRef(id=str(partner_id)),
+                    action=action,
+                ),
+            )
+        )
+    return entries
+
+
+def partner_invite_changed(
+    invite_id: int, user_id: int | None, email: str, action: c.Action, at: datetime
+) -> OutboxEntry:
+    """partnerInvite.changed: ``updated`` when accepted (``userId`` the user who accepted) or
+    expired; the invite's status is read from the API (the catalog's payload has none)."""
+    return _entry(
+        "",
+        c.PartnerInviteChanged(
+            partnerInviteId=invite_id, userId=user_id, email=email, action=action, lastUpdatedAt=at
+        ),
+    )

@@ -64,31 +64,35 @@ CATALOG: dict[str, str | None] = {
     "SessionStartStopNotification": "Start/StopTransaction.req (handlers/transactions)",
     "session.start.stop.notification": "Start/StopTransaction.req (handlers/transactions)",
     "SessionUpdateNotification": "Start/StopTransaction.req, MeterValues.req in it (handlers)",
-    "UserChangedNotification": None,
+    "UserChangedNotification": "user created / updated / deleted (storage/users)",
     "SubOperatorChangedNotification": None,
     "TariffChangedNotification": "tariff created / updated / deleted (storage/tariffs)",
-    "user.subscriptionChanged": None,
-    "user.subscription.changed": None,
+    "user.subscriptionChanged": "a user's subscription set / changed / expired, when its status"
+    " is active, canceled or expired (storage/plans)",
+    "user.subscription.changed": "a user's subscription set / changed / expired (storage/plans)",
     "ReservationChangedNotification": None,
     "PaymentMethodChangedNotification": None,
     "PartnerInviteChangedNotification": None,
-    "PartnerChangedNotification": None,
+    "PartnerChangedNotification": "a partner created / deleted (storage/partners)",
     "reservation.changed": "ReserveNow / CancelReservation accepted (handlers/commands), expiry"
     " (storage/reservations ReservationExpiry), use by StartTransaction.req"
     " (handlers/transactions)",
-    "user.paymentMethod.changed": None,
-    "userBalance.changed": None,
-    "partnerInvite.changed": None,
+    "user.paymentMethod.changed": "a payment method created / updated (also when it stops being"
+    " the default) / deleted (storage/payments)",
+    "userBalance.changed": "a booked balance entry: POST /api/v1/users/{id}/balance, a priced"
+    " stop (storage/balances)",
+    "partnerInvite.changed": "a partner invite created / accepted or expired (updated) /"
+    " deleted (storage/partners)",
     "roamingPlatform.changed": None,
     "parkingSpace.occupancyStatus.changed": None,
-    "partner.changed": None,
+    "partner.changed": "a partner created / updated / deleted (storage/partners)",
     "transaction.changed": "StartTransaction.req (created), StopTransaction.req (updated)"
     " (handlers/transactions)",
     "settlementReport.created": None,
     "idTag.changed": "id tag created / updated / deleted (storage/id_tags)",
     "chargePoint.dataTransferReceived": "DataTransfer.req from a charger (handlers/data_transfer)",
-    "subscriptionPlan.changed": None,
-    "user.invoiceDetails.changed": None,
+    "subscriptionPlan.changed": "a subscription plan created / updated / deleted (storage/plans)",
+    "user.invoiceDetails.changed": "a user's invoice details created / updated (storage/payments)",
     "cdr.received": "StopTransaction.req closing a transaction: a CDR (GET /api/v1/cdrs/{id})",
     "chargingProfile.applied": None,
     "installerJob.changed": None,
@@ -453,6 +457,115 @@ class TariffChangedNotification(Event, tag="TariffChangedNotification", kw_only=
     lastUpdatedAt: datetime
 
 
+# Users and what they pay (issue 20). Amounts are numbers in the catalog; evgate's API keeps
+# them as decimal strings in the currency's minor unit, and the payloads carry them as JSON
+# numbers of the same digits (Decimal, encoded as a number: never rounded through a float).
+
+
+class UserInfo(msgspec.Struct, kw_only=True):
+    id: str
+    email: str
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    balance: Decimal
+    status: Literal["enabled", "disabled"]
+    userGroupIds: list[int]
+    lastUpdatedAt: datetime
+    createdAt: datetime
+
+
+class UserChangedNotification(Event, tag="UserChangedNotification", kw_only=True):
+    user: UserInfo
+    action: Action
+    lastUpdatedAt: datetime
+
+
+BalanceType = Literal["transaction", "user_top_up", "api_top_up", "operator_top_up", "voucher",
+                      "top_up", "auto_top_up", "add_to_balance", "promo_code",
+                      "subscribe_to_plan", "custom_fee"]  # fmt: skip
+
+
+class UserBalanceChanged(Event, tag="userBalance.changed", kw_only=True):
+    debit: Decimal
+    credit: Decimal
+    updatedBalance: Decimal
+    userId: int
+    currency: str
+    type: BalanceType
+    transactionId: int | None = None
+    timestamp: datetime
+    lastUpdatedAt: datetime
+
+
+class UserPaymentMethodChanged(Event, tag="user.paymentMethod.changed", kw_only=True):
+    paymentMethodId: str
+    userId: int
+    action: Action
+    lastUpdatedAt: datetime
+
+
+class UserInvoiceDetailsChanged(Event, tag="user.invoiceDetails.changed", kw_only=True):
+    userId: int
+    action: Literal["created", "updated"]
+    lastUpdatedAt: datetime
+
+
+class SubscriptionPlanChanged(Event, tag="subscriptionPlan.changed", kw_only=True):
+    # The reference names this event but lists no fields: evgate's are the *.changed family's
+    # (the resource's id, action, lastUpdatedAt), as partner.changed and idTag.changed.
+    subscriptionPlanId: int
+    action: Action
+    lastUpdatedAt: datetime
+
+
+UserSubscriptionStatus = Literal["active", "canceled", "expired", "pending", "suspended"]
+
+
+class UserSubscriptionChangedDeprecated(Event, tag="user.subscriptionChanged", kw_only=True):
+    userId: int
+    planId: int
+    status: Literal["active", "cancelled", "expired"]
+    endDate: datetime
+    lastUpdatedAt: datetime
+
+
+class UserSubscriptionChanged(Event, tag="user.subscription.changed", kw_only=True):
+    userId: int
+    planId: int
+    status: UserSubscriptionStatus
+    endsAt: datetime
+    lastUpdatedAt: datetime
+
+
+class PartnerChanged(Event, tag="partner.changed", kw_only=True):
+    partnerId: int
+    action: Action
+    lastUpdatedAt: datetime
+    # Only on deleted, and only those that are not null (the catalog's field behaviour).
+    externalId: str | UnsetType = UNSET
+    companyName: str | UnsetType = UNSET
+
+
+class PartnerRef(msgspec.Struct, kw_only=True):
+    # The catalog's legacy event names the partner "user"; its id is the partner's, a string.
+    id: str
+
+
+class PartnerChangedNotification(Event, tag="PartnerChangedNotification", kw_only=True):
+    user: PartnerRef
+    action: Literal["created", "deleted"]
+
+
+class PartnerInviteChanged(Event, tag="partnerInvite.changed", kw_only=True):
+    partnerInviteId: int
+    userId: int | None
+    email: str | None
+    action: Action
+    lastUpdatedAt: datetime
+
+
 PAYLOAD_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
@@ -478,6 +591,16 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         CdrReceived,
         LocationChangedNotification,
         TariffChangedNotification,
+        UserChangedNotification,
+        UserBalanceChanged,
+        UserPaymentMethodChanged,
+        UserInvoiceDetailsChanged,
+        SubscriptionPlanChanged,
+        UserSubscriptionChangedDeprecated,
+        UserSubscriptionChanged,
+        PartnerChanged,
+        PartnerChangedNotification,
+        PartnerInviteChanged,
     )
 }
 

@@ -9,6 +9,7 @@ __all__ = [
     "BadReference",
     "DatabaseUnavailable",
     "InUse",
+    "InsufficientBalance",
     "NotFound",
     "StorageError",
     "ValueRefused",
@@ -39,6 +40,10 @@ class BadReference(StorageError):
 
 class InUse(StorageError):
     """The row cannot be deleted while other rows belong to it."""
+
+
+class InsufficientBalance(StorageError):
+    """A booking would take a user's balance below zero; nothing was booked."""
 
 
 class DatabaseUnavailable(StorageError, ConnectionError):

@@ -1,10 +1,12 @@
 """storage room: the operator's id-tag list.
 
 OCPP id-tags are case-insensitive (CiString20): ``04a1`` and ``04A1`` are one id-tag, stored as
-first written. Every change sends ``NOTIFY evgate_id_tag, '<json>'`` in its transaction, the
-payload being the id-tag as it is now (``{"idTag": ..., "deleted": true}`` once deleted), so
-every process's native authorizer applies it without a query; and appends idTag.changed to the
-outbox in the same transaction (``idTagsId``: the id-tag's ``number``).
+first written. An id-tag may belong to a user (``user_id``; the user's status and prepaid
+balance then count too, see ``auth/native.py``). Every change sends
+``NOTIFY evgate_id_tag, '<json>'`` in its transaction, the payload being the id-tag as it is
+now (``{"idTag": ..., "deleted": true}`` once deleted), so every process's native authorizer
+applies it without a query; and appends idTag.changed to the outbox in the same transaction
+(``idTagsId``: the id-tag's ``number``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
-from evgate.storage.errors import AlreadyExists, NotFound
+from evgate.storage.errors import AlreadyExists, BadReference, NotFound
 from evgate.storage.outbox import record_id_tag_changed
 
 __all__ = ["ID_TAG_CHANNEL", "IdTag", "IdTagChange", "IdTagStatus", "IdTagStore"]
@@ -33,6 +35,7 @@ class IdTag(msgspec.Struct, rename="camel", kw_only=True):
     status: IdTagStatus
     expiry_date: datetime | None
     parent_id_tag: str | None
+    user_id: int | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -44,10 +47,11 @@ class IdTagChange(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=Tr
     status: IdTagStatus = "Invalid"
     expiry_date: datetime | None = None
     parent_id_tag: str | None = None
+    user_id: int | None = None
     deleted: bool = False
 
 
-_COLUMNS = "id_tag, status, expiry_date, parent_id_tag, created_at, updated_at"
+_COLUMNS = "id_tag, status, expiry_date, parent_id_tag, user_id, created_at, updated_at"
 
 
 def _id_tag(row: asyncpg.Record) -> IdTag:
@@ -61,6 +65,7 @@ def _change(tag: IdTag) -> str:
             status=tag.status,
             expiry_date=tag.expiry_date,
             parent_id_tag=tag.parent_id_tag,
+            user_id=tag.user_id,
         )
     ).decode()
 
@@ -77,17 +82,22 @@ class IdTagStore:
         status: IdTagStatus = "Accepted",
         expiry_date: datetime | None = None,
         parent_id_tag: str | None = None,
+        user_id: int | None = None,
     ) -> IdTag:
-        """Raises: AlreadyExists: the id-tag exists (compared case-insensitively)."""
+        """Raises:
+        AlreadyExists: the id-tag exists (compared case-insensitively).
+        BadReference: no user ``user_id``.
+        """
         try:
             async with self.db.pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
-                    "INSERT INTO id_tags (id_tag, status, expiry_date, parent_id_tag)"
-                    f" VALUES ($1, $2, $3, $4) RETURNING {_COLUMNS}, number",
+                    "INSERT INTO id_tags (id_tag, status, expiry_date, parent_id_tag, user_id)"
+                    f" VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}, number",
                     id_tag,
                     status,
                     expiry_date,
                     parent_id_tag,
+                    user_id,
                 )
                 assert row is not None
                 tag = _id_tag(row)
@@ -95,6 +105,8 @@ class IdTagStore:
                 await record_id_tag_changed(conn, row["number"], "created")
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"id-tag {id_tag!r} exists already") from None
+        except asyncpg.ForeignKeyViolationError:
+            raise BadReference(f"no user {user_id}") from None
         return tag
 
     async def get(self, id_tag: str) -> IdTag:
@@ -121,28 +133,33 @@ class IdTagStore:
         return [_id_tag(r) for r in await self.db.fetch(f"SELECT {_COLUMNS} FROM id_tags")]
 
     async def update(self, id_tag: str, **fields: object) -> IdTag:
-        """Set some of: status, expiry_date, parent_id_tag (None clears the last two).
+        """Set some of: status, expiry_date, parent_id_tag, user_id (None clears the last
+        three).
 
         Raises:
             NotFound: no such id-tag.
+            BadReference: no such user.
         """
-        unknown = set(fields) - {"status", "expiry_date", "parent_id_tag"}
+        unknown = set(fields) - {"status", "expiry_date", "parent_id_tag", "user_id"}
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
         names = sorted(fields)
         sets = "".join(f"{n} = ${i}, " for i, n in enumerate(names, start=2))
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"UPDATE id_tags SET {sets}updated_at = now()"
-                f" WHERE upper(id_tag) = upper($1) RETURNING {_COLUMNS}, number",
-                id_tag,
-                *(fields[n] for n in names),
-            )
-            if row is None:
-                raise NotFound(f"no id-tag {id_tag!r}")
-            tag = _id_tag(row)
-            await conn.execute("SELECT pg_notify($1, $2)", ID_TAG_CHANNEL, _change(tag))
-            await record_id_tag_changed(conn, row["number"], "updated")
+        try:
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"UPDATE id_tags SET {sets}updated_at = now()"
+                    f" WHERE upper(id_tag) = upper($1) RETURNING {_COLUMNS}, number",
+                    id_tag,
+                    *(fields[n] for n in names),
+                )
+                if row is None:
+                    raise NotFound(f"no id-tag {id_tag!r}")
+                tag = _id_tag(row)
+                await conn.execute("SELECT pg_notify($1, $2)", ID_TAG_CHANNEL, _change(tag))
+                await record_id_tag_changed(conn, row["number"], "updated")
+        except asyncpg.ForeignKeyViolationError:
+            raise BadReference(f"no user {fields.get('user_id')}") from None
         return tag
 
     async def delete(self, id_tag: str) -> None:

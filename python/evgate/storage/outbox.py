@@ -1,8 +1,8 @@
 """storage room: the outbox, for changes made outside the group-commit writer — an event is a
 row written in the transaction of the state it describes, on that transaction's connection
-(the API's changes to chargers, id tags and reservations, the cluster's reaps). The writer's
-own outbox rows are ``storage/ops/outbox.py``'s (EMIT); the dispatcher reads the outbox
-(``storage/deliveries.py``).
+(the API's changes to chargers, id tags, reservations, users and what they pay; the
+cluster's reaps). The writer's own outbox rows are ``storage/ops/outbox.py``'s (EMIT); the
+dispatcher reads the outbox (``storage/deliveries.py``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 if TYPE_CHECKING:
+    from evgate.storage.balances import BalanceEntry
     from evgate.storage.locations import Location
     from evgate.storage.tariffs import StoredTariff
+    from evgate.storage.users import User
 
 __all__ = [
     "insert_outbox",
@@ -24,6 +26,8 @@ __all__ = [
     "record_location_changed",
     "record_reservation_changed",
     "record_tariff_changed",
+    "record_user_balance_changed",
+    "record_user_changed",
 ]
 
 
@@ -85,6 +89,22 @@ async def record_tariff_changed(
     at = datetime.now(UTC)
     entry = tariff_changed(tariff.id, tariff, tariff.updated_at, action, at)  # type: ignore[arg-type]
     await insert_outbox(conn, [entry])
+
+
+async def record_user_changed(conn: asyncpg.Connection, user: User, action: str) -> None:
+    """Append UserChangedNotification for ``user`` (as it is now, or was before a delete), on
+    ``conn`` inside the transaction that changes it."""
+    from evgate.events.builders import user_changed
+
+    await insert_outbox(conn, [user_changed(user, action, datetime.now(UTC))])  # type: ignore[arg-type]
+
+
+async def record_user_balance_changed(conn: asyncpg.Connection, entry: BalanceEntry) -> None:
+    """Append userBalance.changed for a booked ``entry``, on ``conn`` inside its
+    transaction."""
+    from evgate.events.builders import user_balance_changed
+
+    await insert_outbox(conn, [user_balance_changed(entry, datetime.now(UTC))])
 
 
 async def insert_outbox(conn: asyncpg.Connection, entries: Iterable[Sequence[Any]]) -> None:

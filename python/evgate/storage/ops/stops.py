@@ -1,5 +1,6 @@
 """storage room: what a closed transaction writes after its stop, in the stop's database
-transaction — its price (when it has a tariff snapshot), its CDR and its events.
+transaction — its price (when it has a tariff snapshot) and its charge to a prepaid user's
+balance (``ops/balances.py``, with its userBalance.changed), its CDR and its events.
 
 One function for both ways a transaction closes: a charger's StopTransaction
 (``handlers/transactions.py``) and the operator's stop (``api/charging.py``), so that a
@@ -16,7 +17,7 @@ import msgspec
 
 from evgate.events.builders import ChargerRef, transaction_stopped
 from evgate.pricing import PricingInput, Reading, price
-from evgate.storage.ops import cdrs, outbox, transactions
+from evgate.storage.ops import balances, cdrs, outbox, transactions
 from evgate.storage.ops.base import Write
 from evgate.storage.ops.transactions import TransactionFacts, TransactionPrice
 
@@ -42,7 +43,8 @@ def after_stop(
     charger: ChargerRef, closed: TransactionFacts, at: datetime, more: Sequence[Reading] = ()
 ) -> list[Write[Any]]:
     """The writes that follow the stop op's ``closed`` transaction in its database
-    transaction: its price (if it has a tariff), its CDR and the stop's events, made ``at``."""
+    transaction: its price (if it has a tariff) and the charge of its price (with tax) to
+    the balance of its id tag's user, its CDR and the stop's events, made ``at``."""
     follow: list[Write[Any]] = []
     if closed.tariff is not None and closed.stopped_at is not None:
         closed = priced(closed, more)
@@ -52,5 +54,16 @@ def after_stop(
                 TransactionPrice(transaction_id=closed.transaction_id, price=closed.price)
             )
         )
+        if closed.id_tag is not None:
+            follow.append(
+                balances.charge(
+                    balances.TransactionCharge(
+                        transaction_id=closed.transaction_id,
+                        id_tag=closed.id_tag,
+                        amount=closed.price.total_incl_tax,
+                        currency=closed.price.currency,
+                    )
+                )
+            )
     cdr, entries = transaction_stopped(charger, closed, at)
     return [*follow, cdrs.insert(cdr), *outbox.append(entries)]
