@@ -123,7 +123,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     message_burst: Positive = 200
     # The last OCPP messages (both ways) kept in memory per charger for the dashboard (never
     # stored); 0 keeps none. Kept after a disconnect for the last 1024 chargers that left.
-    message_log_size: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 50
+    message_log_size: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 16
     # Failed upgrades allowed per source address per minute before it is answered 429.
     failed_upgrades_per_minute: Positive = 30
     # Charger write buffer high-water mark (bytes) before the gateway pauses the charger's reads.
