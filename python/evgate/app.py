@@ -19,10 +19,11 @@ import evgate
 from evgate.api.app import create_api
 from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
+from evgate.api.circuits import CircuitController
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
 from evgate.api.server import ApiLimits, ApiServer
-from evgate.api.services import CdrService, ChargingApi, NotificationService
+from evgate.api.services import CdrService, ChargingApi, CircuitService, NotificationService
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
 from evgate.auth.registry import ChargerRegistry
@@ -40,6 +41,7 @@ from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
+from evgate.storage.circuits import CircuitStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
@@ -256,9 +258,17 @@ class Evgate:
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
+            circuits=CircuitService(CircuitStore(self.db)),
         )
         api = create_api(
-            ctx, [SubscriptionController, NotificationActions, CdrController, *CHARGING_ROUTES]
+            ctx,
+            [
+                SubscriptionController,
+                NotificationActions,
+                CdrController,
+                CircuitController,
+                *CHARGING_ROUTES,
+            ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]

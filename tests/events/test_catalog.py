@@ -17,7 +17,11 @@ REFERENCE = _SHARED if (_SHARED / "ampeco-notification-fields.txt").is_file() el
 # evgate's additions (README "Notifications"): the OCPP identity next to every chargePointId,
 # and evse.changed's charger (its catalog evseId is the connector id, unique per charger only).
 EXTRA_FIELDS = {"networkId"}
-EXTRA_BY_EVENT = {"evse.changed": {"chargePointId", "networkId"}}
+EXTRA_BY_EVENT = {
+    "evse.changed": {"chargePointId", "networkId"},
+    # The charger's answer to the schedule (accepted, rejected, unanswered).
+    "chargingProfile.applied": {"status"},
+}
 
 
 def _subscribable() -> list[str]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
 
-from evgate.api.services import CdrService, ChargingApi, NotificationService
+from evgate.api.services import CdrService, ChargingApi, CircuitService, NotificationService
 from evgate.auth.installations import Installations
 from evgate.auth.registry import ChargerRegistry
 from evgate.gateway.interface import ChargerLink
@@ -39,6 +39,9 @@ class ApiContext:
     metrics: Registry = field(default_factory=Registry)
     # Installations and their authorization modes (issue 7); None in an API run without them.
     installations: Installations | None = None
+    # Circuits and the chargers in them (api/circuits.py, issue 18); None in an API run
+    # without them.
+    circuits: CircuitService | None = None
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.

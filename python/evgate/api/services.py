@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
+from evgate.storage.circuits import CircuitLive, CircuitStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
@@ -19,7 +20,7 @@ from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.transactions import TransactionStore
 
-__all__ = ["CdrService", "ChargingApi", "NotificationService"]
+__all__ = ["CdrService", "ChargingApi", "CircuitService", "NotificationService"]
 
 
 @dataclass
@@ -49,3 +50,16 @@ class ChargingApi:
     connectors: ConnectorStore
     meter_values: MeterValueStore
     id_tags: IdTagStore
+
+
+def _nothing_live(_circuit_id: int) -> CircuitLive:
+    return CircuitLive(allocations=[], consumption=[])
+
+
+@dataclass
+class CircuitService:
+    """What the circuit routes (``api/circuits.py``) and the chargers' membership need."""
+
+    store: CircuitStore
+    # What this process's smart-charging engine knows of a circuit now (app.py's hook).
+    live: Callable[[int], CircuitLive] = _nothing_live
