@@ -81,12 +81,14 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "storage",
         "tasks",
     },
-    # handlers ask an authorizer (auth's interface) and call chargers through the gateway's.
+    # handlers ask an authorizer (auth's interface) and call chargers through the gateway's;
+    # the smart-charging engine (handlers/smart_charging.py) runs loadmgmt's pure decisions.
     "handlers": {
         "auth.authorizer",
         "credentials",
         "events",
         "gateway.interface",
+        "loadmgmt",
         "metrics",
         "protocol",
         "storage",

@@ -37,11 +37,12 @@ from evgate.handlers.network import NetworkStatusRecorder, network_event
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
+from evgate.handlers.smart_charging import SmartCharging
 from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
-from evgate.storage.circuits import CircuitStore
+from evgate.storage.circuits import CIRCUIT_CHANNEL, CircuitStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.db import CHARGER_CHANNEL, Database
@@ -104,6 +105,7 @@ class Evgate:
         self.native: NativeAuthorizer | None = None
         self.network: NetworkStatusRecorder | None = None
         self.reservation_expiry: ReservationExpiry | None = None
+        self.smart_charging: SmartCharging | None = None
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
@@ -168,7 +170,7 @@ class Evgate:
             authorizer_for=self.auth.directory.authorizer_for,
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
-            after_accepted_boot=self.auth.on_boot_accepted,
+            after_accepted_boot=self._boot_accepted,
         )
         routes = build_routes(services, self.certificates)
 
@@ -223,6 +225,23 @@ class Evgate:
         await self.db.listen(CLUSTER_CHANNEL, self.cluster.notified, self.cluster.reset)
         await self.cluster.start()
         await self.auth.start(self.cluster)
+        # Load management (issue 18): the engine steers this process's chargers in circuits
+        # through the cluster's link; the handlers tell it what happens (services.load).
+        circuits = CircuitStore(self.db)
+        self.smart_charging = SmartCharging(
+            self.cluster,
+            circuits,
+            number_of,
+            consumption_interval=s.circuit_consumption_interval,
+            idle_after=s.load_idle_after,
+            hysteresis=s.load_hysteresis,
+        )
+        await self.db.listen(
+            CIRCUIT_CHANNEL, self.smart_charging.reload_soon, self.smart_charging.reload_soon
+        )
+        await self.smart_charging.start()
+        self.gateway.add_observer(self.smart_charging)
+        services.load = self.smart_charging
         await self.gateway.start(bind_socket(s.ws_host, s.ws_port, reuse_port=s.reuse_port))
         self.ws_port = self.gateway.port
         if self.certificates is not None:
@@ -258,7 +277,7 @@ class Evgate:
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
-            circuits=CircuitService(CircuitStore(self.db)),
+            circuits=CircuitService(circuits, self.smart_charging.live),
         )
         api = create_api(
             ctx,
@@ -307,6 +326,14 @@ class Evgate:
             where,
         )
 
+    def _boot_accepted(self, charger_id: str) -> None:
+        """What follows an accepted BootNotification: the offline-configuration push (auth)
+        and the TxDefaultProfile of a charger in a circuit (load management)."""
+        if self.auth is not None:
+            self.auth.on_boot_accepted(charger_id)
+        if self.smart_charging is not None:
+            self.smart_charging.boot_accepted(charger_id)
+
     async def stop(self) -> None:
         """Take everything down in reverse order. Safe to call more than once."""
         if self._api_server is not None and self._api_task is not None:
@@ -318,6 +345,9 @@ class Evgate:
             await self.gateway.stop()  # in-flight replies first, then 1001 to every charger
             self.gateway = None
         self.commands = None
+        if self.smart_charging is not None:
+            await self.smart_charging.stop()  # after the gateway: no trigger comes any more
+            self.smart_charging = None
         if self.keys is not None:
             await self.keys.stop()  # an AuthorizationKey not stored by now is lost
             self.keys = None

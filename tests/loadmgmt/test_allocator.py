@@ -99,28 +99,48 @@ def test_an_idle_transaction_keeps_the_minimum() -> None:
     assert limits == {0: 60, 1: 260}
 
 
-def test_lowers_are_answered_before_any_raise() -> None:
-    """Two transactions at 16 A; a third starts at its 6 A default: both are lowered to
-    10.6 A first, and the third is raised only after both answered."""
+def _answer(control: Controller, pushes: list[Push]) -> list[tuple[str, int | None, int]]:
+    """Accept ``pushes``; what they were, sorted (charger, transaction or None, limit)."""
+    for push in pushes:
+        control.answered(push, "accepted")
+    return sorted(
+        ((p.charger_id, p.transaction_id, p.limit) for p in pushes),
+        key=lambda x: (x[0], x[1] or 0),
+    )
+
+
+def _settle(control: Controller) -> None:
+    while pushes := control.step():
+        _answer(control, pushes)
+
+
+def test_defaults_make_room_and_lowers_are_answered_before_any_raise() -> None:
+    """32 A, three chargers: each gets a 6 A default; the first transaction takes the room of
+    the idle chargers' defaults (lowered to 0 A first) before it is raised to 32 A; each next
+    one starts at 0 A, and the others are lowered (answered) before it is raised."""
     control = Controller()
     control.set_tree([Circuit(1, 320)], [Charger(f"CP-{i}", 1, 320) for i in range(3)])
-    for i in range(3):
-        control.set_default(f"CP-{i}", True)
-    for i in range(2):
-        control.start(i, f"CP-{i}", 1)
-    first = control.step()
-    assert sorted(p.limit for p in first) == [160, 160]
-    for p in first:
-        control.answered(p, "accepted")
-    assert control.step() == []
+    _settle(control)
+    assert [control.defaults[f"CP-{i}"].confirmed for i in range(3)] == [60, 60, 60]
+    control.start(0, "CP-0", 1)
+    assert _answer(control, control.step()) == [("CP-1", None, 0), ("CP-2", None, 0)]
+    assert _answer(control, control.step()) == [("CP-0", 0, 320)]
+    control.start(1, "CP-1", 1)
+    lower = control.step()
+    assert control.step() == []  # the lower is unanswered: no raise yet
+    assert _answer(control, lower) == [("CP-0", 0, 160)]
+    assert _answer(control, control.step()) == [("CP-1", 1, 160)]
     control.start(2, "CP-2", 1)
     lowers = control.step()
     assert sorted((p.transaction_id, p.limit) for p in lowers) == [(0, 106), (1, 106)]
     control.answered(lowers[0], "accepted")
     assert control.step() == []  # one lower still unanswered: no raise yet
     control.answered(lowers[1], "accepted")
-    raises = control.step()
-    assert [(p.transaction_id, p.limit) for p in raises] == [(2, 106)]
+    assert _answer(control, control.step()) == [("CP-2", 2, 106)]
+    # One stops: its charger's default stays 0 A (the others use the room), they get 16 A.
+    control.stop(1)
+    assert _answer(control, control.step()) == [("CP-0", 0, 160), ("CP-2", 2, 160)]
+    assert control.defaults["CP-1"].confirmed == 0
 
 
 def test_a_charger_that_does_not_answer_is_counted_at_its_maximum() -> None:
@@ -130,13 +150,11 @@ def test_a_charger_that_does_not_answer_is_counted_at_its_maximum() -> None:
     control.set_tree(
         [Circuit(1, 320)], [Charger("A", 1, 160), Charger("B", 1, 320), Charger("C", 1, 320)]
     )
-    for c in "ABC":
-        control.set_default(c, True)
+    _settle(control)
     control.start(1, "A", 1)
     control.start(2, "B", 1)
-    for p in control.step():
-        control.answered(p, "accepted")
-    control.step()
+    _settle(control)
+    assert [control.transactions[t].confirmed for t in (1, 2)] == [160, 160]
     control.start(3, "C", 1)
     [lower_a, lower_b] = sorted(control.step(), key=lambda p: p.charger_id)
     control.answered(lower_a, "unanswered")
@@ -147,14 +165,6 @@ def test_a_charger_that_does_not_answer_is_counted_at_its_maximum() -> None:
 
 
 # The property.
-
-
-@dataclass
-class _Physical:
-    """What a simulated charger's transaction really draws up to: the limit it applies."""
-
-    applied: int  # its TxDefaultProfile's minimum until it applies a limit of evgate's
-    fresh: bool = True  # has applied no limit of evgate's yet
 
 
 @st.composite
@@ -187,31 +197,54 @@ def _trees(draw: st.DrawFn) -> Tree:
     return Tree.of(circuits, chargers)
 
 
-def _check(control: Controller, physical: dict[int, _Physical], in_flight: list[Push]) -> None:
-    """Every circuit phase: reserve + what each charger may really draw ≤ maxCurrent.
+@dataclass
+class _Physical:
+    """What the simulated chargers really apply: each one's TxDefaultProfile and each
+    transaction's TxProfile (None: it has none, its charger's default applies)."""
 
-    What a charger may really draw: its limits as applied, then after each of its unanswered
-    pushes in the order sent (a charger handles its CALLs one by one): the most of those
-    moments, at most its maximum (an offline one keeps what it had). A transaction on its
-    TxDefaultProfile alone (the minimum, until the charger applied a limit of evgate's: no
-    central system controls that) counts at 0. The controller counts more (an offline or
-    silent charger at its maximum): that is its margin, not the property.
-    """
+    default: dict[str, int]
+    tx: dict[int, int | None]
+    charger_of: dict[int, str]
+
+    def apply(self, push: Push) -> None:
+        if push.transaction_id is None:
+            self.default[push.charger_id] = push.limit
+        elif push.transaction_id in self.tx:
+            self.tx[push.transaction_id] = push.limit
+
+    def draw(self, charger_id: str, in_flight: list[Push]) -> int:
+        """The most the charger may draw now: as applied, then after each of its unanswered
+        pushes in the order sent (a charger handles its CALLs one by one)."""
+        default = self.default[charger_id]
+        mine = {t: v for t, v in self.tx.items() if self.charger_of[t] == charger_id}
+
+        def total() -> int:
+            if not mine:
+                return default  # a transaction may start any moment, at the default
+            return sum(default if v is None else v for v in mine.values())
+
+        most = total()
+        for push in in_flight:
+            if push.charger_id != charger_id:
+                continue
+            if push.transaction_id is None:
+                default = push.limit
+            elif push.transaction_id in mine:
+                mine[push.transaction_id] = push.limit
+            most = max(most, total())
+        return most
+
+
+def _check(control: Controller, physical: _Physical, in_flight: list[Push]) -> None:
+    """Every circuit phase (and every ancestor's): reserve + what each charger may really draw
+    (at most its maximum) ≤ maxCurrent. The controller counts more (an offline or silent
+    charger at its maximum): that is its margin, not the property."""
     for sub in control.trees.values():
         totals = {(c.id, p): c.reserve for c in sub.circuits.values() for p in range(3)}
         for charger in sub.chargers.values():
-            now = {
-                tx: 0 if phys.fresh else phys.applied
-                for tx, phys in physical.items()
-                if tx in control.transactions and control.transactions[tx].charger_id == charger.id
-            }
-            draw = sum(now.values())
-            for push in in_flight:
-                if push.charger_id == charger.id and push.transaction_id in now:
-                    now[push.transaction_id] = push.limit
-                    draw = max(draw, sum(now.values()))
+            draw = min(physical.draw(charger.id, in_flight), charger.max_current)
             for slot in sub.slots_of(charger):
-                totals[slot] += min(draw, charger.max_current)
+                totals[slot] += draw
         for (circuit_id, phase), total in totals.items():
             limit = sub.circuits[circuit_id].max_current
             assert total <= limit, f"circuit {circuit_id} L{phase + 1}: {total} > {limit}"
@@ -221,36 +254,40 @@ def _check(control: Controller, physical: dict[int, _Physical], in_flight: list[
 @given(tree=_trees(), data=st.data())
 def test_no_circuit_is_ever_over_its_breaker(tree: Tree, data: st.DataObject) -> None:
     """Random trees, wirings and event orders (starts, stops, statuses, chargers going away
-    and coming back, answers accepted, refused or lost, in any order across chargers)."""
+    and coming back or booting, answers accepted, refused or lost, in any order across
+    chargers): no circuit phase is ever over, also while limits change. The chargers start
+    with a 0 A default (a safe state, as evgate's would be) and have one connector each."""
     control = Controller()
     control.set_tree(tree.circuits.values(), tree.chargers.values())
-    for charger_id in tree.chargers:
-        control.set_default(charger_id, True)
-    physical: dict[int, _Physical] = {}
+    physical = _Physical({c: 0 for c in tree.chargers}, {}, {})
     in_flight: list[Push] = []
     next_tx = 0
     chargers = sorted(tree.chargers)
-
-    def send(pushes: list[Push]) -> None:
-        for push in pushes:
-            in_flight.append(push)
-
+    in_flight += control.step()
+    _check(control, physical, in_flight)
     for _ in range(data.draw(st.integers(5, 60))):
-        op = data.draw(st.sampled_from(["start", "stop", "kind", "online", "answer", "answer"]))
+        op = data.draw(
+            st.sampled_from(["start", "stop", "kind", "online", "boot", "answer", "answer"])
+        )
         if op == "start":
             charger_id = data.draw(st.sampled_from(chargers))
-            if control.charger(charger_id).online:  # type: ignore[union-attr]
+            busy = charger_id in physical.charger_of.values()
+            # One connector per charger: a TxDefaultProfile holds per connector, so a second
+            # connector's transaction could draw a second default (README: load management).
+            if control.charger(charger_id).online and not busy:  # type: ignore[union-attr]
                 control.start(next_tx, charger_id, 1)
-                circuit = tree.circuits[tree.chargers[charger_id].circuit_id]
-                physical[next_tx] = _Physical(applied=circuit.min_current)
+                physical.tx[next_tx], physical.charger_of[next_tx] = None, charger_id
                 next_tx += 1
         elif op == "stop" and control.transactions:
             tx = data.draw(st.sampled_from(sorted(control.transactions)))
             control.stop(tx)
+            del physical.tx[tx], physical.charger_of[tx]
             in_flight[:] = [p for p in in_flight if p.transaction_id != tx]
         elif op == "kind" and control.transactions:
             tx = data.draw(st.sampled_from(sorted(control.transactions)))
             control.set_kind(tx, data.draw(st.sampled_from(["full", "idle", None])))
+        elif op == "boot":
+            control.rebooted(data.draw(st.sampled_from(chargers)))
         elif op == "online":
             charger_id = data.draw(st.sampled_from(chargers))
             online = not control.charger(charger_id).online  # type: ignore[union-attr]
@@ -258,9 +295,8 @@ def test_no_circuit_is_ever_over_its_breaker(tree: Tree, data: st.DataObject) ->
                 # Its pushes are lost; it may have applied any of them.
                 for push in [p for p in in_flight if p.charger_id == charger_id]:
                     in_flight.remove(push)
-                    phys = physical[push.transaction_id]
                     if data.draw(st.booleans()):
-                        phys.applied, phys.fresh = push.limit, False
+                        physical.apply(push)
             control.set_online(charger_id, online)
         elif op == "answer" and in_flight:
             # One charger answers in order; chargers answer in any order.
@@ -270,10 +306,9 @@ def test_no_circuit_is_ever_over_its_breaker(tree: Tree, data: st.DataObject) ->
             push = data.draw(st.sampled_from(sorted(oldest.values(), key=lambda p: p.id)))
             in_flight.remove(push)
             outcome = data.draw(st.sampled_from(["accepted", "accepted", "rejected", "unanswered"]))
-            phys = physical[push.transaction_id]
             if outcome == "accepted" or (outcome == "unanswered" and data.draw(st.booleans())):
-                phys.applied, phys.fresh = push.limit, False
+                physical.apply(push)
             control.answered(push, outcome)  # type: ignore[arg-type]
         _check(control, physical, in_flight)
-        send(control.step())
+        in_flight += control.step()
         _check(control, physical, in_flight)

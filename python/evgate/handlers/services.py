@@ -16,6 +16,7 @@ import msgspec
 
 from evgate.auth.authorizer import AuthorizationQuestion, Authorizer, Decision, Purpose
 from evgate.handlers import ChargerContext
+from evgate.handlers.smart_charging import SmartCharging
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
     INT32_MAX,
@@ -90,6 +91,9 @@ class HandlerServices:
     vendors: Mapping[str, VendorHandler] = field(default_factory=dict)
     clock: Callable[[], datetime] = utc_now
     after_accepted_boot: Callable[[str], None] = lambda _charger_id: None
+    #: The smart-charging engine (load management), told of starts, stops, statuses and
+    #: meter values; None without one (app.py sets it once the gateway is up).
+    load: SmartCharging | None = None
 
     async def decide(
         self,

@@ -58,7 +58,9 @@ def routes(services: HandlerServices) -> Routes:
                 entries.insert(0, evse_changed(charger, connector_id, "created", now))
             return outbox.append(entries)
 
-        await services.emit(ctx.charger_id, [stored], described)
+        results = await services.emit(ctx.charger_id, [stored], described)
+        if services.load is not None and results[stored] is not None:
+            services.load.status_changed(ctx.charger_id, connector_id, request.status.value)
         return StatusNotificationResponse()
 
     return {"StatusNotification": status_notification}

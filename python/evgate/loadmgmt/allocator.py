@@ -37,6 +37,7 @@ __all__ = [
     "Demand",
     "Tree",
     "allocate",
+    "allocate_all",
     "deciamps",
     "wiring_of",
 ]
@@ -211,7 +212,17 @@ _Key = tuple[int, int] | str
 def allocate(
     tree: Tree, demands: Iterable[Demand], fixed: Mapping[str, int] | None = None
 ) -> dict[int, int]:
-    """Each demand's limit in deciamps (0: waits for room).
+    """Each demand's limit in deciamps (0: waits for room); see :func:`allocate_all`."""
+    return allocate_all(tree, demands, fixed)[0]
+
+
+def allocate_all(
+    tree: Tree,
+    demands: Iterable[Demand],
+    fixed: Mapping[str, int] | None = None,
+    idle: Iterable[str] = (),
+) -> tuple[dict[int, int], dict[str, int]]:
+    """Each demand's limit in deciamps (0: waits for room), and each idle charger's default.
 
     Args:
         tree: the circuits and chargers; demands of chargers not in it get nothing.
@@ -219,6 +230,10 @@ def allocate(
         fixed: per online charger, current it is counted at whatever this allocation says
             (a charger that did not answer or refused its last limit: its maximum); its
             other demands share what is left of its own maximum.
+        idle: online chargers without a transaction, in the order they get room: each gets
+            its circuit's minimum as the default a transaction it starts would draw (its
+            TxDefaultProfile) if that fits in what the transactions left, else 0 (a
+            transaction it starts waits at 0 A until evgate gives it room).
     """
     fixed = fixed or {}
     room: dict[_Key, int] = {}
@@ -276,4 +291,19 @@ def allocate(
         for k, n in count.items():
             room[k] -= step * n
         members = {tx: keys for tx, keys in members.items() if not full.intersection(keys)}
-    return limits
+
+    defaults: dict[str, int] = {}
+    for charger_id in idle:
+        charger = tree.chargers.get(charger_id)
+        if charger is None or not charger.online:
+            continue
+        need = min(tree.circuits[charger.circuit_id].min_current, charger.max_current)
+        keys = [charger.id, *tree.slots_of(charger)]
+        room.setdefault(charger.id, charger.max_current)
+        if all(room[k] >= need for k in keys):
+            for k in keys:
+                room[k] -= need
+            defaults[charger_id] = need
+        else:
+            defaults[charger_id] = 0
+    return limits, defaults

@@ -1,15 +1,21 @@
 """loadmgmt room: the change plan — which limits to send when, so that no circuit is over its
 capacity at any moment, also while chargers are being told new limits.
 
-Pure and synchronous: the engine (``loadmgmt/engine.py``) feeds it what happens (transactions,
-statuses, connections, answers to its pushes) and sends the :class:`Push` es :meth:`step`
-returns. Currents in deciamps.
+Pure and synchronous: the engine (``handlers/smart_charging.py``) feeds it what happens
+(transactions, statuses, connections, answers to its pushes) and sends the :class:`Push` es
+:meth:`Controller.step` returns. Currents in deciamps.
 
-What each transaction is *counted* at is the most its charger may be drawing right now: the
-highest of its last accepted limit and every limit sent and not yet answered; a charger that
-refused or did not answer a limit, or went offline, is counted at its maximum until it accepts
-one again. A new transaction starts at its circuit's minimum (the TxDefaultProfile every
-charger in a circuit gets at boot), or at the charger's maximum if that was not accepted.
+Two kinds of limit are pushed: a transaction's (a TxProfile) and a charger's default, the
+TxDefaultProfile a transaction it starts draws before evgate decides. A charger without a
+transaction is counted at its default, so a transaction that starts cannot overload: the
+default is the circuit's minimum while there is room for it, 0 A when the transactions use
+everything (a new transaction then waits at 0 A until it is given room).
+
+What a limit is *counted* at is the most the charger may be drawing for it now: the highest of
+its last accepted value and every value sent and not yet answered; a charger that refused or
+did not answer, or went offline, is counted at its maximum until it accepts a value again (a
+charger whose default is not known yet, too). A new transaction starts at its charger's
+default.
 
 A step of a tree: the allocator's targets with those counted chargers fixed; every limit that
 goes down is sent at once (a lower may always go: it only takes load away); a limit goes up
@@ -26,41 +32,51 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from evgate.loadmgmt.allocator import Charger, Circuit, Demand, Kind, Tree, allocate
+from evgate.loadmgmt.allocator import Charger, Circuit, Demand, Kind, Tree, allocate_all
 
-__all__ = ["Controller", "Outcome", "Push", "TransactionState"]
+__all__ = ["Controller", "Limit", "Outcome", "Push", "TransactionState"]
 
 Outcome = Literal["accepted", "rejected", "unanswered"]
 
 
 @dataclass(frozen=True, slots=True)
 class Push:
-    """A limit to send: a TxProfile of ``limit`` deciamps for the transaction.
+    """A limit to send: a TxProfile of ``limit`` deciamps for the transaction, or (no
+    ``transaction_id``, connector 0) the charger's TxDefaultProfile.
 
     Attributes:
         id: unique per controller; its answer is given back with :meth:`Controller.answered`.
     """
 
     id: int
-    transaction_id: int
+    transaction_id: int | None
     charger_id: str
     connector_id: int
     limit: int
 
 
 @dataclass(slots=True)
-class TransactionState:
-    """What the controller knows of one transaction."""
+class Limit:
+    """One pushed limit's state: a transaction's, or a charger's default."""
 
-    transaction_id: int
-    charger_id: str
-    connector_id: int
-    order: int
-    kind: Kind | None = "full"  # None: not drawing at all (Faulted, Available)
+    charger_id: str = ""
     confirmed: int = 0
     in_flight: list[Push] = field(default_factory=list)
-    failed: bool = False  # counted at the charger's maximum until a limit is accepted
-    retry: bool = True  # a failed one is sent a limit again at its next event only
+    failed: bool = False  # counted at the charger's maximum until a value is accepted
+    retry: bool = True  # a failed one is sent a value again at its next event only
+
+    def last(self) -> int:
+        return self.in_flight[-1].limit if self.in_flight else self.confirmed
+
+
+@dataclass(slots=True)
+class TransactionState(Limit):
+    """What the controller knows of one transaction."""
+
+    transaction_id: int = 0
+    connector_id: int = 0
+    order: int = 0
+    kind: Kind | None = "full"  # None: not drawing at all (Faulted, Available)
     target: int = 0
 
 
@@ -76,7 +92,7 @@ class Controller:
         self.hysteresis = hysteresis
         self.trees: dict[int, Tree] = {}  # by root circuit id
         self.transactions: dict[int, TransactionState] = {}
-        self.default_accepted: dict[str, bool] = {}
+        self.defaults: dict[str, Limit] = {}  # per charger in a circuit
         self._root_of_charger: dict[str, int] = {}
         self._root_of_circuit: dict[int, int] = {}
         self._by_charger: dict[str, dict[int, TransactionState]] = {}
@@ -112,6 +128,9 @@ class Controller:
             root_of_charger[charger.id] = root
         self.trees, self._root_of_circuit = trees, root_of_circuit
         self._root_of_charger = root_of_charger
+        for charger_id in root_of_charger:
+            # Not known yet: counted at the maximum until it accepts one of evgate's.
+            self.defaults.setdefault(charger_id, Limit(charger_id=charger_id, failed=True))
         self._dirty.update(trees)
 
     def tree_of(self, charger_id: str) -> Tree | None:
@@ -121,6 +140,11 @@ class Controller:
     def charger(self, charger_id: str) -> Charger | None:
         tree = self.tree_of(charger_id)
         return None if tree is None else tree.chargers[charger_id]
+
+    def circuit_of(self, charger_id: str) -> Circuit | None:
+        """The circuit a charger is in."""
+        tree = self.tree_of(charger_id)
+        return None if tree is None else tree.circuits[tree.chargers[charger_id].circuit_id]
 
     def root_of(self, circuit_id: int) -> int | None:
         return self._root_of_circuit.get(circuit_id)
@@ -133,25 +157,35 @@ class Controller:
             return
         c = tree.chargers[charger_id]
         tree.chargers[charger_id] = Charger(c.id, c.circuit_id, c.max_current, c.wiring, online)
-        for tx in self._of_charger(charger_id):
-            tx.failed, tx.retry = True, True
-            tx.in_flight.clear()  # their answers will not come
+        for limit in [*self._of_charger(charger_id), self.defaults[charger_id]]:
+            limit.failed, limit.retry = True, True
+            limit.in_flight.clear()  # their answers will not come
         self._touch(charger_id)
 
-    def set_default(self, charger_id: str, accepted: bool) -> None:
-        """Whether the charger accepted its TxDefaultProfile of the circuit's minimum."""
-        self.default_accepted[charger_id] = accepted
+    def rebooted(self, charger_id: str) -> None:
+        """The charger booted: its default is sent again (OCPP keeps profiles over a reboot,
+        but a charger may not)."""
+        default = self.defaults.get(charger_id)
+        if default is not None:
+            default.failed, default.retry = True, True
+            self._touch(charger_id)
 
     def start(self, transaction_id: int, charger_id: str, connector_id: int) -> None:
         """A transaction started (or was found open). Ignored if known."""
         if transaction_id in self.transactions:
             return
-        tx = TransactionState(transaction_id, charger_id, connector_id, next(self._order))
-        tree = self.tree_of(charger_id)
-        if tree is not None and self.default_accepted.get(charger_id, False):
-            tx.confirmed = tree.circuits[tree.chargers[charger_id].circuit_id].min_current
-        else:
+        tx = TransactionState(
+            transaction_id=transaction_id,
+            charger_id=charger_id,
+            connector_id=connector_id,
+            order=next(self._order),
+        )
+        default = self.defaults.get(charger_id)
+        if default is None or default.failed:
             tx.failed = True  # its TxDefaultProfile is not known to hold: count the maximum
+        else:
+            # It draws its default until told otherwise (one sent and unanswered, too).
+            tx.confirmed = self._counted(default)
         self.transactions[transaction_id] = tx
         self._by_charger.setdefault(charger_id, {})[transaction_id] = tx
         self._touch(charger_id)
@@ -178,16 +212,20 @@ class Controller:
     def answered(self, push: Push, outcome: Outcome) -> None:
         """A push's outcome. Accepted: the charger's limit is the push's. Refused or
         unanswered: the charger may draw anything up to its maximum."""
-        tx = self.transactions.get(push.transaction_id)
-        if tx is None or push not in tx.in_flight:
-            return  # stopped meanwhile, or its charger went away
-        tx.in_flight.remove(push)
-        if outcome == "accepted":
-            tx.confirmed = push.limit
-            tx.failed = False
+        limit: Limit | None
+        if push.transaction_id is None:
+            limit = self.defaults.get(push.charger_id)
         else:
-            tx.failed, tx.retry = True, False
-        self._touch(tx.charger_id)
+            limit = self.transactions.get(push.transaction_id)
+        if limit is None or push not in limit.in_flight:
+            return  # stopped meanwhile, or its charger went away
+        limit.in_flight.remove(push)
+        if outcome == "accepted":
+            limit.confirmed = push.limit
+            limit.failed = False
+        else:
+            limit.failed, limit.retry = True, False
+        self._touch(push.charger_id)
 
     # What follows.
 
@@ -208,15 +246,24 @@ class Controller:
             return 0
         if tx.failed or not charger.online:
             return charger.max_current
-        return max([tx.confirmed, *(p.limit for p in tx.in_flight)])
+        return self._counted(tx)
 
     def charger_load(self, charger: Charger) -> int:
-        """A charger's counted current: its transactions', at most its maximum; an offline
-        one's is its maximum."""
+        """A charger's counted current: its transactions', or without one its default; at
+        most its maximum; an offline one's is its maximum."""
         if not charger.online:
             return charger.max_current
-        total = sum(self.counted(tx) for tx in self._of_charger(charger.id))
+        txs = list(self._of_charger(charger.id))
+        if txs:
+            total = sum(self.counted(tx) for tx in txs)
+        else:
+            default = self.defaults[charger.id]
+            total = charger.max_current if default.failed else self._counted(default)
         return min(total, charger.max_current)
+
+    @staticmethod
+    def _counted(limit: Limit) -> int:
+        return max([limit.confirmed, *(p.limit for p in limit.in_flight)])
 
     def loads(self, root: int) -> dict[tuple[int, int], int]:
         """Per (circuit, phase) of a tree, its reserve plus the counted current of its chargers
@@ -244,60 +291,113 @@ class Controller:
 
     def _step_tree(self, root: int, tree: Tree) -> list[Push]:
         txs = list(self.in_tree(root))
-        online = {t.charger_id for t in txs if tree.chargers[t.charger_id].online}
+        online = {c.id for c in tree.chargers.values() if c.online}
+        busy_chargers = {t.charger_id for t in txs}
         fixed = {
             t.charger_id: tree.chargers[t.charger_id].max_current
             for t in txs
             if t.failed and t.charger_id in online
         }
+        idle = sorted(online - busy_chargers)
+        for charger_id in idle:
+            if self.defaults[charger_id].failed:
+                fixed[charger_id] = tree.chargers[charger_id].max_current
         drawing = [t for t in txs if t.kind is not None and t.charger_id in online]
-        targets = allocate(
+        targets, defaults = allocate_all(
             tree,
             [_demand(t) for t in drawing if not t.failed],
             fixed,
+            [c for c in idle if not self.defaults[c].failed],
         )
-        # A failed transaction is offered what it would get were it not failed: a lower
-        # from its counted maximum, safe at once (see the module's docstring).
+        # A failed limit is offered what it would get were it not failed, at most what fits
+        # beside everything else as counted (other failed ones at their maximum): a lower
+        # from its counted maximum, safe at once.
         offered: dict[int, int] = {}
-        if any(t.retry for t in txs if t.failed and t.charger_id in online):
-            offered = allocate(tree, [_demand(t) for t in drawing])
-        lowers: list[tuple[TransactionState, int]] = []
-        raises: list[tuple[TransactionState, int]] = []
-        for tx in txs:
-            if tx.charger_id not in online:
+        offered_defaults: dict[str, int] = {}
+        failed_retry = any(t.failed and t.retry for t in txs if t.charger_id in online) or any(
+            self.defaults[c].failed and self.defaults[c].retry for c in idle
+        )
+        if failed_retry:
+            offered, offered_defaults = allocate_all(
+                tree, [_demand(t) for t in drawing], None, idle
+            )
+            loads = self.loads(root)
+            for tx in txs:
+                if tx.failed and tx.retry and tx.charger_id in online:
+                    offered[tx.transaction_id] = self._fitting(
+                        tree, loads, tx, offered.get(tx.transaction_id, 0)
+                    )
+            for c in idle:
+                if self.defaults[c].failed and self.defaults[c].retry:
+                    offered_defaults[c] = self._fitting(
+                        tree, loads, self.defaults[c], offered_defaults.get(c, 0)
+                    )
+        lowers: list[tuple[Limit, int]] = []
+        raises: list[tuple[Limit, int]] = []
+        wanted: list[tuple[Limit, int, int | None]] = [
+            (tx, targets.get(tx.transaction_id, 0), offered.get(tx.transaction_id, 0))
+            for tx in txs
+            if tx.charger_id in online
+        ]
+        wanted += [(self.defaults[c], defaults.get(c, 0), offered_defaults.get(c, 0)) for c in idle]
+        for limit, target, offer in wanted:
+            if limit.failed:
+                if limit.retry:
+                    limit.retry = False
+                    lowers.append((limit, offer or 0))
                 continue
-            if tx.failed:
-                if tx.retry:
-                    tx.retry = False
-                    lowers.append((tx, offered.get(tx.transaction_id, 0)))
-                continue
-            target = targets.get(tx.transaction_id, 0)
-            tx.target = target
-            last = tx.in_flight[-1].limit if tx.in_flight else tx.confirmed
+            if isinstance(limit, TransactionState):
+                limit.target = target
+            last = limit.last()
             if target < last:
-                lowers.append((tx, target))
+                lowers.append((limit, target))
             elif target >= last + self.hysteresis or (target > last and last == 0):
-                raises.append((tx, target))
-        busy = any(tx.in_flight for tx in txs)
+                raises.append((limit, target))
+        busy = any(tx.in_flight for tx in txs) or any(self.defaults[c].in_flight for c in idle)
         if not raises and not self._over(root):
             # Nothing to make room for: a small lower would only churn.
             lowers = [
-                (tx, t) for tx, t in lowers if tx.failed or self.counted(tx) - t >= self.hysteresis
+                (limit, t)
+                for limit, t in lowers
+                if limit.failed or self._counted(limit) - t >= self.hysteresis or t == 0
             ]
-        pushes = [self._push(tx, limit) for tx, limit in lowers]
+        pushes = [self._push(limit, value) for limit, value in lowers]
         if not pushes and not busy:
-            pushes = [self._push(tx, limit) for tx, limit in raises]
+            pushes = [self._push(limit, value) for limit, value in raises]
         elif raises:
             self._dirty.add(root)  # look again once the lowers are answered
         return pushes
+
+    def _fitting(
+        self, tree: Tree, loads: dict[tuple[int, int], int], limit: Limit, wanted: int
+    ) -> int:
+        """At most ``wanted``: what a failed limit may be given so that its charger fits
+        beside the tree's ``loads`` as counted now (its own maximum taken out)."""
+        charger = tree.chargers[limit.charger_id]
+        others = sum(self.counted(t) for t in self._of_charger(charger.id) if t is not limit)
+        own = self.charger_load(charger)
+        most = charger.max_current - others
+        for slot in tree.slots_of(charger):
+            circuit = tree.circuits[slot[0]]
+            most = min(most, circuit.max_current - (loads[slot] - own) - others)
+        return max(0, min(wanted, most))
 
     def _over(self, root: int) -> bool:
         circuits = self.trees[root].circuits
         return any(load > circuits[c].max_current for (c, _), load in self.loads(root).items())
 
-    def _push(self, tx: TransactionState, limit: int) -> Push:
-        push = Push(next(self._push_ids), tx.transaction_id, tx.charger_id, tx.connector_id, limit)
-        tx.in_flight.append(push)
+    def _push(self, limit: Limit, value: int) -> Push:
+        if isinstance(limit, TransactionState):
+            push = Push(
+                next(self._push_ids),
+                limit.transaction_id,
+                limit.charger_id,
+                limit.connector_id,
+                value,
+            )
+        else:
+            push = Push(next(self._push_ids), None, limit.charger_id, 0, value)
+        limit.in_flight.append(push)
         return push
 
 

@@ -8,8 +8,9 @@ transaction, so that each process's smart-charging engine reloads the trees
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -26,8 +27,10 @@ __all__ = [
     "CircuitLive",
     "CircuitStore",
     "Member",
+    "OpenTransaction",
     "PhaseLoad",
     "PhaseRotation",
+    "PushRecord",
     "Topology",
 ]
 
@@ -84,6 +87,27 @@ class CircuitLive(msgspec.Struct, kw_only=True, frozen=True):
 
     allocations: list[Allocation]
     consumption: list[PhaseLoad]
+
+
+class OpenTransaction(msgspec.Struct, kw_only=True, frozen=True):
+    """An open transaction of a charger in a circuit (the engine's start-up view)."""
+
+    transaction_id: int
+    charger_id: str
+    connector_id: int
+
+
+class PushRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """A SetChargingProfile the engine sent, and what came of it."""
+
+    charger_id: str
+    connector_id: int
+    transaction_id: int | None
+    purpose: str
+    stack_level: int
+    limit_amps: float
+    outcome: Literal["accepted", "rejected", "unanswered"]
+    sent_at: datetime
 
 
 class Topology(msgspec.Struct, kw_only=True, frozen=True):
@@ -319,3 +343,36 @@ class CircuitStore:
                 "SELECT charger_id, circuit_id, max_current, phase_rotation FROM circuit_chargers"
             )
         return Topology(circuits=circuits, members=[Member(**dict(r)) for r in rows])
+
+    async def open_transactions(self) -> list[OpenTransaction]:
+        """The open transactions of chargers in circuits, oldest first (the admission order)."""
+        rows = await self.db.fetch(
+            "SELECT t.id AS transaction_id, t.charger_id, t.connector_id FROM transactions t"
+            " JOIN circuit_chargers m ON m.charger_id = t.charger_id"
+            " WHERE t.stopped_at IS NULL ORDER BY t.started_at, t.id"
+        )
+        return [OpenTransaction(**dict(r)) for r in rows]
+
+    async def record_push(self, push: PushRecord, events: Iterable[Sequence[Any]]) -> None:
+        """Keep a push's outcome, with its events (chargingProfile.applied), in one
+        transaction."""
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO charging_profile_pushes (charger_id, connector_id, transaction_id,"
+                " purpose, stack_level, limit_amps, outcome, sent_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                push.charger_id,
+                push.connector_id,
+                push.transaction_id,
+                push.purpose,
+                push.stack_level,
+                push.limit_amps,
+                push.outcome,
+                push.sent_at,
+            )
+            await insert_outbox(conn, events)
+
+    async def append_events(self, events: Iterable[Sequence[Any]]) -> None:
+        """Append events that describe no stored change (a circuit's consumption)."""
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            await insert_outbox(conn, events)
