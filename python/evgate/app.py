@@ -19,6 +19,7 @@ import evgate
 from evgate.api.app import create_api
 from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
+from evgate.api.charging_profiles import ChargingProfileController
 from evgate.api.circuits import CircuitController
 from evgate.api.context import ApiContext
 from evgate.api.notifications import NotificationActions, SubscriptionController
@@ -42,6 +43,7 @@ from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
+from evgate.storage.charging_profiles import ChargingProfileStore
 from evgate.storage.circuits import CIRCUIT_CHANNEL, CircuitStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
 from evgate.storage.connectors import ConnectorStore
@@ -277,7 +279,9 @@ class Evgate:
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
-            circuits=CircuitService(circuits, self.smart_charging.live),
+            circuits=CircuitService(
+                circuits, self.smart_charging.live, ChargingProfileStore(self.db)
+            ),
         )
         api = create_api(
             ctx,
@@ -286,6 +290,7 @@ class Evgate:
                 NotificationActions,
                 CdrController,
                 CircuitController,
+                ChargingProfileController,
                 *CHARGING_ROUTES,
             ],
         )

@@ -28,7 +28,7 @@ from litestar import Controller, Request, Response, post
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, Parameter
 
-from evgate.api.context import Ctx
+from evgate.api.context import ApiContext, Ctx
 from evgate.api.inputs import json_of
 from evgate.api.problems import ApiError, Conflict, Unprocessable
 from evgate.gateway.interface import (
@@ -44,7 +44,7 @@ from evgate.protocol import frames
 from evgate.protocol.errors import OcppError
 from evgate.protocol.v16 import ACTIONS, Direction, Message
 
-__all__ = ["COMMANDS", "CommandController"]
+__all__ = ["COMMANDS", "CommandController", "call_charger"]
 
 #: The actions a CSMS sends to chargers (the security extension's included).
 COMMANDS: tuple[str, ...] = tuple(
@@ -111,37 +111,47 @@ class CommandController(Controller):
         action: Annotated[str, Parameter(schema_extra={"enum": list(COMMANDS)})],
     ) -> Response[bytes]:
         command = _request_of(request, action, await request.body())
-        gateway = ctx.gateway
-        if gateway is None or gateway.connection(charger_id) is None:
-            # Not here: an unknown charger is a 404; a known one may be held by another
-            # evgate process, which gateway.call reaches (or says ChargerNotConnected: 409).
-            await ctx.chargers.get(charger_id)
-        if gateway is None:
-            raise Conflict(f"charger {charger_id!r} is not connected")
-        try:
-            response = await gateway.call(charger_id, command)
-        except ChargerNotConnected as exc:
-            raise Conflict(str(exc)) from None
-        except InvalidCommand as exc:
-            raise Unprocessable(str(exc)) from None
-        except CallRejected as exc:
-            raise ApiError(
-                f"the charger answered with a CALLERROR: {exc.code}",
-                502,
-                errorCode=exc.code,
-                errorDescription=exc.description,
-                errorDetails=exc.details,
-            ) from None
-        except InvalidResponse as exc:
-            raise ApiError(
-                f"the charger's answer breaks the schema: {exc.error.description}",
-                502,
-                errorCode=exc.error.code.value,
-            ) from None
-        except ChargerDisconnected as exc:
-            raise ApiError(str(exc), 502) from None
-        except ChargerBusy as exc:
-            raise ApiError(str(exc), 503) from None
-        except CallTimeout as exc:
-            raise ApiError(str(exc), 504) from None
+        response = await call_charger(ctx, charger_id, command)
         return Response(msgspec.json.encode(response), media_type="application/json")
+
+
+async def call_charger(ctx: ApiContext, charger_id: str, command: Message) -> Message:
+    """Send ``command`` to the charger and return its answer, each failure as its problem
+    (see the module's table).
+
+    Raises:
+        NotFound: unknown charger. ApiError: 409, 422, 502, 503 or 504.
+    """
+    gateway = ctx.gateway
+    if gateway is None or gateway.connection(charger_id) is None:
+        # Not here: an unknown charger is a 404; a known one may be held by another
+        # evgate process, which gateway.call reaches (or says ChargerNotConnected: 409).
+        await ctx.chargers.get(charger_id)
+    if gateway is None:
+        raise Conflict(f"charger {charger_id!r} is not connected")
+    try:
+        return await gateway.call(charger_id, command)
+    except ChargerNotConnected as exc:
+        raise Conflict(str(exc)) from None
+    except InvalidCommand as exc:
+        raise Unprocessable(str(exc)) from None
+    except CallRejected as exc:
+        raise ApiError(
+            f"the charger answered with a CALLERROR: {exc.code}",
+            502,
+            errorCode=exc.code,
+            errorDescription=exc.description,
+            errorDetails=exc.details,
+        ) from None
+    except InvalidResponse as exc:
+        raise ApiError(
+            f"the charger's answer breaks the schema: {exc.error.description}",
+            502,
+            errorCode=exc.error.code.value,
+        ) from None
+    except ChargerDisconnected as exc:
+        raise ApiError(str(exc), 502) from None
+    except ChargerBusy as exc:
+        raise ApiError(str(exc), 503) from None
+    except CallTimeout as exc:
+        raise ApiError(str(exc), 504) from None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore
+from evgate.storage.charging_profiles import ChargingProfileStore
 from evgate.storage.circuits import CircuitLive, CircuitStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
@@ -63,3 +64,5 @@ class CircuitService:
     store: CircuitStore
     # What this process's smart-charging engine knows of a circuit now (app.py's hook).
     live: Callable[[int], CircuitLive] = _nothing_live
+    # The operator's charging profiles (api/charging_profiles.py).
+    profiles: ChargingProfileStore | None = None

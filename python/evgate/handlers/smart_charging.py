@@ -66,6 +66,7 @@ from evgate.protocol.v16 import (
     SetChargingProfileResponse,
 )
 from evgate.storage.circuits import (
+    ENGINE_STACK_LEVEL,
     Allocation,
     CircuitLive,
     CircuitStore,
@@ -77,10 +78,6 @@ __all__ = ["ENGINE_STACK_LEVEL", "SmartCharging"]
 
 log = logging.getLogger("evgate.smart_charging")
 
-#: The stack level of the engine's TxProfiles and TxDefaultProfile; the operator's profiles
-#: (``/api/v1/chargers/{id}/charging-profiles``) may not use it, nor any above it for those
-#: purposes on a charger in a circuit (the higher level would win over the engine's limit).
-ENGINE_STACK_LEVEL = 50
 #: The engine's profile ids: the TxDefaultProfile's, and a TxProfile's is this + connector.
 ENGINE_PROFILE_ID = 100
 

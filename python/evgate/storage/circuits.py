@@ -22,6 +22,7 @@ from evgate.storage.outbox import insert_outbox
 
 __all__ = [
     "CIRCUIT_CHANNEL",
+    "ENGINE_STACK_LEVEL",
     "Allocation",
     "Circuit",
     "CircuitLive",
@@ -33,6 +34,11 @@ __all__ = [
     "PushRecord",
     "Topology",
 ]
+
+#: The stack level of the load-management engine's TxProfiles and TxDefaultProfiles. The
+#: operator's profiles may not use it, nor (on a charger in a circuit) a higher one for those
+#: purposes: the higher level would override the engine's limit.
+ENGINE_STACK_LEVEL = 50
 
 #: NOTIFY channel of circuit and membership changes (payload: the circuit id, or '').
 CIRCUIT_CHANNEL = "evgate_circuit"
