@@ -267,7 +267,9 @@ def test_no_circuit_is_ever_over_its_breaker(tree: Tree, data: st.DataObject) ->
     _check(control, physical, in_flight)
     for _ in range(data.draw(st.integers(5, 60))):
         op = data.draw(
-            st.sampled_from(["start", "stop", "kind", "online", "boot", "answer", "answer"])
+            st.sampled_from(
+                ["start", "stop", "kind", "online", "boot", "answer", "answer", "settle"]
+            )
         )
         if op == "start":
             charger_id = data.draw(st.sampled_from(chargers))
@@ -298,6 +300,17 @@ def test_no_circuit_is_ever_over_its_breaker(tree: Tree, data: st.DataObject) ->
                     if data.draw(st.booleans()):
                         physical.apply(push)
             control.set_online(charger_id, online)
+        elif op == "settle":
+            # Every charger answers Accepted, promptly, until nothing is left to send.
+            for _ in range(50):
+                if not in_flight:
+                    break
+                push = in_flight.pop(0)
+                physical.apply(push)
+                control.answered(push, "accepted")
+                _check(control, physical, in_flight)
+                in_flight += control.step()
+                _check(control, physical, in_flight)
         elif op == "answer" and in_flight:
             # One charger answers in order; chargers answer in any order.
             oldest: dict[str, Push] = {}
