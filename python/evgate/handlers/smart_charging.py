@@ -122,6 +122,7 @@ class SmartCharging:
         self._circuits: dict[int, Circuit] = {}
         self._amps: dict[int, tuple[float, float]] = {}  # circuit → (max, min) in A
         self._tx_of_connector: dict[tuple[str, int], int] = {}
+        self._connector_of_tx: dict[int, tuple[str, int]] = {}
         self._readings: dict[tuple[str, int], _Reading] = {}
         self._idle_timers: dict[int, asyncio.TimerHandle] = {}
         self._wake = asyncio.Event()
@@ -157,14 +158,15 @@ class SmartCharging:
 
     def transaction_started(self, charger_id: str, connector_id: int, transaction_id: int) -> None:
         self._tx_of_connector[(charger_id, connector_id)] = transaction_id
+        self._connector_of_tx[transaction_id] = (charger_id, connector_id)
         self.control.start(transaction_id, charger_id, connector_id)
         self._wake.set()
 
     def transaction_stopped(self, charger_id: str, transaction_id: int) -> None:
-        for key, tx in list(self._tx_of_connector.items()):
-            if tx == transaction_id:
-                del self._tx_of_connector[key]
-                self._readings.pop(key, None)
+        key = self._connector_of_tx.pop(transaction_id, None)
+        if key is not None and self._tx_of_connector.get(key) == transaction_id:
+            del self._tx_of_connector[key]
+            self._readings.pop(key, None)
         self._cancel_idle(transaction_id)
         self.control.stop(transaction_id)
         self._wake.set()
