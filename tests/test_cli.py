@@ -44,6 +44,31 @@ async def test_chargers_add_prints_secret_once(database_url: str) -> None:
     assert bad.returncode == 2
 
 
+async def test_circuits_add_list_delete(database_url: str) -> None:
+    """`circuits add` creates a circuit (and circuit.changed), `list` shows it under its
+    parent, `delete` refuses one with sub-circuits and deletes an empty one."""
+    env = {"EVGATE_DATABASE_URL": database_url}
+    out = _evgate("circuits", "add", "Feeder", "--max-current", "63", env=env)
+    assert out.returncode == 0, out.stderr
+    feeder = re.search(r"circuit (\d+) created", out.stdout).group(1)
+    out = _evgate("circuits", "add", "Row A", "--max-current", "32", "--parent", feeder, env=env)
+    row = re.search(r"circuit (\d+) created", out.stdout).group(1)
+    listed = _evgate("circuits", "list", env=env).stdout
+    assert re.search(rf"{row}\s+{feeder}\s+32\s+3\s+Row A", listed), listed
+    refused = _evgate("circuits", "delete", feeder, env=env)
+    assert refused.returncode == 1 and "sub-circuits" in refused.stderr
+    assert _evgate("circuits", "delete", row, env=env).returncode == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        actions = await conn.fetch(
+            "SELECT convert_from(payload, 'UTF8')::jsonb->>'action' AS a FROM outbox"
+            " WHERE event = 'circuit.changed' ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert [r["a"] for r in actions] == ["created", "created", "deleted"]
+
+
 async def test_rotate_secret_and_tokens_create(database_url: str) -> None:
     """`chargers rotate-secret` prints a new secret; `tokens create` prints a token once."""
     env = {"EVGATE_DATABASE_URL": database_url}

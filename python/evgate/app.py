@@ -20,6 +20,8 @@ from evgate.api.app import create_api
 from evgate.api.async_commands import AsyncCommands
 from evgate.api.cdrs import CdrController
 from evgate.api.charging import ROUTES as CHARGING_ROUTES
+from evgate.api.charging_profiles import ChargingProfileController
+from evgate.api.circuits import CircuitController
 from evgate.api.context import ApiContext
 from evgate.api.live import LiveFeed
 from evgate.api.notifications import NotificationActions, SubscriptionController
@@ -32,6 +34,7 @@ from evgate.api.services import (
     AccountsApi,
     CdrService,
     ChargingApi,
+    CircuitService,
     FleetService,
     NotificationService,
     PricingApi,
@@ -51,12 +54,15 @@ from evgate.handlers.network import NetworkStatusRecorder, network_event
 from evgate.handlers.routes import build_routes
 from evgate.handlers.security import CertificateService
 from evgate.handlers.services import HandlerServices
+from evgate.handlers.smart_charging import SmartCharging
 from evgate.limits import default_connection_caps
 from evgate.metrics import LoopLagMonitor, Registry
 from evgate.storage.balances import BalanceStore
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.certificates import CertificateStore
 from evgate.storage.chargers import ChargerStore
+from evgate.storage.charging_profiles import ChargingProfileStore
+from evgate.storage.circuits import CIRCUIT_CHANNEL, CircuitStore
 from evgate.storage.cluster import CLUSTER_CHANNEL, ClusterStore
 from evgate.storage.commands import CommandStore
 from evgate.storage.connectors import ConnectorStore
@@ -135,6 +141,7 @@ class Evgate:
         api_cap = settings.api_max_connections or default_connection_caps().api
         self.live = LiveFeed(max_streams=min(100, max(1, api_cap // 2)), metrics=self.metrics)
         self.expiry: Expiry | None = None
+        self.smart_charging: SmartCharging | None = None
 
     async def start(self) -> None:
         """Bring every part up; on failure, take down what had started and re-raise."""
@@ -204,21 +211,13 @@ class Evgate:
         self.pricing = PricingDirectory(self.db)
         await self.db.listen(PRICING_CHANNEL, self.pricing.notified, self.pricing.notified)
         await self.pricing.start()
-        auth, certificates = self.auth, self.certificates
-
-        def after_accepted_boot(charger_id: str) -> None:
-            # The offline configuration, and a certificate the charger has not received yet.
-            auth.on_boot_accepted(charger_id)
-            if certificates is not None:
-                certificates.on_boot_accepted(charger_id)
-
         services = HandlerServices(
             writer=self.writer,
             transactions=transactions,
             authorizer_for=self.auth.directory.authorizer_for,
             heartbeat_interval=s.heartbeat_interval,
             allow_concurrent_tx=s.allow_concurrent_tx,
-            after_accepted_boot=after_accepted_boot,
+            after_accepted_boot=self._boot_accepted,
             status_changed=self.live.connector_status,
             tariff_for=self.pricing.snapshot_for,
         )
@@ -287,6 +286,23 @@ class Evgate:
         await self.db.listen(CLUSTER_CHANNEL, self.cluster.notified, self.cluster.reset)
         await self.cluster.start()
         await self.auth.start(self.cluster)
+        # Load management (issue 18): the engine steers this process's chargers in circuits
+        # through the cluster's link; the handlers tell it what happens (services.load).
+        circuits = CircuitStore(self.db)
+        self.smart_charging = SmartCharging(
+            self.cluster,
+            circuits,
+            number_of,
+            consumption_interval=s.circuit_consumption_interval,
+            idle_after=s.load_idle_after,
+            hysteresis=s.load_hysteresis,
+        )
+        await self.db.listen(
+            CIRCUIT_CHANNEL, self.smart_charging.reload_soon, self.smart_charging.reload_soon
+        )
+        await self.smart_charging.start()
+        self.gateway.add_observer(self.smart_charging)
+        services.load = self.smart_charging
         await self.gateway.start(bind_socket(s.ws_host, s.ws_port, reuse_port=s.reuse_port))
         self.ws_port = self.gateway.port
         if self.certificates is not None:
@@ -352,6 +368,9 @@ class Evgate:
                 tariffs=TariffStore(self.db),
                 refresh=self.pricing.refresh,
             ),
+            circuits=CircuitService(
+                circuits, self.smart_charging.live, ChargingProfileStore(self.db)
+            ),
         )
         api = create_api(
             ctx,
@@ -359,6 +378,8 @@ class Evgate:
                 SubscriptionController,
                 NotificationActions,
                 CdrController,
+                CircuitController,
+                ChargingProfileController,
                 *CHARGING_ROUTES,
                 ReservationController,
                 *PRICING_ROUTES,
@@ -404,6 +425,17 @@ class Evgate:
             where,
         )
 
+    def _boot_accepted(self, charger_id: str) -> None:
+        """What follows an accepted BootNotification: the offline-configuration push (auth),
+        a signed certificate the charger has not received yet, and the TxDefaultProfile of a
+        charger in a circuit (load management)."""
+        if self.auth is not None:
+            self.auth.on_boot_accepted(charger_id)
+        if self.certificates is not None:
+            self.certificates.on_boot_accepted(charger_id)
+        if self.smart_charging is not None:
+            self.smart_charging.boot_accepted(charger_id)
+
     async def stop(self) -> None:
         """Take everything down in reverse order. Safe to call more than once."""
         if self._api_server is not None and self._api_task is not None:
@@ -421,6 +453,9 @@ class Evgate:
             await self.gateway.stop()  # in-flight replies first, then 1001 to every charger
             self.gateway = None
         self.commands = None
+        if self.smart_charging is not None:
+            await self.smart_charging.stop()  # after the gateway: no trigger comes any more
+            self.smart_charging = None
         if self.keys is not None:
             await self.keys.stop()  # an AuthorizationKey not stored by now is lost
             self.keys = None

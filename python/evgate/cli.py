@@ -1,4 +1,4 @@
-"""The ``evgate`` command: serve, migrate, and the operator's charger and token chores.
+"""The ``evgate`` command: serve, migrate, and the operator's charger, circuit and token chores.
 
 Commands that touch the database use ``EVGATE_DATABASE_URL`` or, without it, the embedded
 PostgreSQL in the data folder (adopting the one a running ``evgate serve`` started).
@@ -170,6 +170,59 @@ async def _chargers_import_secrets(settings: Settings, args: argparse.Namespace)
             )
             return 1
     print(f"{len(done.updated)} chargers' secrets replaced, {len(done.created)} chargers created")
+    return 0
+
+
+async def _circuits_add(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.storage.circuits import CircuitStore
+    from evgate.storage.errors import BadReference
+
+    fields: dict[str, object] = {
+        "name": args.name,
+        "max_current": args.max_current,
+        "phases": args.phases,
+        "min_charge_point_current": args.min_current,
+        "offline_reserved_current": args.reserve,
+    }
+    if args.parent is not None:
+        fields["parent_circuit_id"] = args.parent
+    async with _database(settings) as db:
+        try:
+            circuit = await CircuitStore(db).create(**fields)
+        except BadReference as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"circuit {circuit.id} created: {circuit.name}, {circuit.max_current:g} A")
+    return 0
+
+
+async def _circuits_list(settings: Settings, _: argparse.Namespace) -> int:
+    from evgate.storage.circuits import CircuitStore
+
+    async with _database(settings) as db:
+        topology = await CircuitStore(db).topology()
+    members: dict[int, list[str]] = {}
+    for m in topology.members:
+        members.setdefault(m.circuit_id, []).append(f"{m.charger_id} ({m.max_current:g} A)")
+    print(f"{'id':>6}  {'parent':>6}  {'max A':>7}  {'ph':>2}  name: chargers")
+    for c in sorted(topology.circuits, key=lambda c: c.id):
+        parent = "" if c.parent_circuit_id is None else str(c.parent_circuit_id)
+        chargers = ", ".join(members.get(c.id, []))
+        print(f"{c.id:>6}  {parent:>6}  {c.max_current:>7g}  {c.phases:>2}  {c.name}: {chargers}")
+    return 0
+
+
+async def _circuits_delete(settings: Settings, args: argparse.Namespace) -> int:
+    from evgate.storage.circuits import CircuitStore
+    from evgate.storage.errors import InUse, NotFound
+
+    async with _database(settings) as db:
+        try:
+            await CircuitStore(db).delete(args.id)
+        except (InUse, NotFound) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"circuit {args.id} deleted")
     return 0
 
 
@@ -405,6 +458,23 @@ def _parser() -> argparse.ArgumentParser:
         help="register chargers the file names that do not exist (security profile 1)",
     )
     p.set_defaults(run=_chargers_import_secrets)
+
+    circuits = sub.add_parser("circuits", help="circuits for load management")
+    lsub = circuits.add_subparsers(dest="circuits_command", required=True)
+    p = lsub.add_parser("add", help="create a circuit (a breaker) and print its id")
+    p.add_argument("name")
+    p.add_argument("--max-current", type=float, required=True, help="A per phase")
+    p.add_argument("--phases", type=int, choices=(1, 3), default=3)
+    p.add_argument("--parent", type=int, help="the id of the circuit that feeds it")
+    p.add_argument("--min-current", type=float, default=6.0, help="minChargePointCurrent, A")
+    p.add_argument("--reserve", type=float, default=0.0, help="offlineReservedCurrent, A")
+    p.set_defaults(run=_circuits_add)
+    lsub.add_parser("list", help="list circuits and their chargers").set_defaults(
+        run=_circuits_list
+    )
+    p = lsub.add_parser("delete", help="delete a circuit without chargers or sub-circuits")
+    p.add_argument("id", type=int)
+    p.set_defaults(run=_circuits_delete)
 
     tokens = sub.add_parser("tokens", help="operator API tokens")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)

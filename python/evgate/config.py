@@ -117,6 +117,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     # At most ping_interval (the default follows a shorter interval; a longer value is refused).
     ping_timeout: Seconds = 30.0
     call_timeout: Seconds = 30.0
+    # Load management (issue 18): how often each circuit with a transaction reports its
+    # consumption (CircuitConsumptionNotification); how long SuspendedEV must hold before a
+    # transaction's share goes to others; the least raise worth a new charging profile (A).
+    circuit_consumption_interval: Seconds = 60.0
+    load_idle_after: Seconds = 30.0
+    load_hysteresis: Annotated[float, msgspec.Meta(ge=0.1, le=100)] = 1.0
     # Messages a charger may send per second (sustained) and in a burst: beyond, a charger
     # that waits for each answer is paced; a CALL sent before the previous answer is refused.
     message_rate: Annotated[float, msgspec.Meta(gt=0)] = 20.0

@@ -13,12 +13,17 @@ from typing import Any
 import msgspec
 
 from evgate.events.builders import (
+    AppliedProfile,
     ChargerFacts,
     ChargerRef,
     OutboxEntry,
+    PhaseCurrent,
     authorization,
     boot_notification,
     charger_changed,
+    charging_profile_applied,
+    circuit_changed,
+    circuit_consumption,
     configuration_synced,
     data_transfer,
     diagnostics_status,
@@ -259,6 +264,23 @@ def every_event(charger: ChargerRef = CP, transaction_id: int = 41) -> list[Outb
         location_changed(LOCATION, [charger.number], "created", AT),
         tariff_changed(3, TARIFF, AT, "updated", AT),
         *account_events(),
+        charging_profile_applied(
+            charger,
+            1,
+            41,
+            AppliedProfile(
+                id=101,
+                purpose="TxProfile",
+                stack_level=50,
+                kind="Relative",
+                unit="A",
+                periods=((0, 10.6),),
+            ),
+            "accepted",
+            AT,
+        ),
+        circuit_changed(1, "created", AT),
+        circuit_consumption(1, 32.0, 6.0, [PhaseCurrent(phase="L1", current=9.8, at=AT)]),
     ]
 
 

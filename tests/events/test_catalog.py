@@ -33,6 +33,8 @@ EXTRA_BY_EVENT = {
     "SessionUpdateNotification": _LINE,
     "cdr.received": {"price", "currency", "totalExclTax", "totalInclTax", "tax", "taxPercent",
                      "breakdown", "flags", *_LINE},
+    # The charger's answer to the schedule (accepted, rejected, unanswered).
+    "chargingProfile.applied": {"status"},
 }  # fmt: skip
 # The reference's partner.changed block ends with two required fields of reservation.changed
 # (its description lists the fields by action, and they are not among them): a slip of the

@@ -9,12 +9,14 @@ from litestar import Controller, delete, get, patch, post, put
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from evgate.api.bounds import JSON_INT_MAX, BodyBigintId
+from evgate.api.circuits import circuits_of
 from evgate.api.context import Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
 from evgate.credentials import CHARGER_ID_PATTERN, KEY_LENGTH
 from evgate.gateway.interface import ConnectionInfo
 from evgate.storage.chargers import BootInfo, Charger, ChargerFilter, NetworkStatus
+from evgate.storage.circuits import PhaseRotation
 from evgate.storage.connectors import ConnectorBrief
 
 __all__ = ["ChargerController"]
@@ -41,6 +43,9 @@ Profile = Annotated[
 ]
 
 
+ChargerAmperes = Annotated[float, msgspec.Meta(gt=0, le=100000, description="amperes per phase")]
+
+
 class ChargerCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     id: ChargerId
     description: Annotated[str, msgspec.Meta(max_length=500)] = ""
@@ -61,6 +66,15 @@ class ChargerPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
     # null: none.
     location_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
     tariff_group_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
+    # Load management (api/circuits.py): the circuit to join (null leaves it), the charger's
+    # own maximum there (A per phase; the circuit's when it joins without one) and which
+    # circuit phases its L1-L3 are wired to.
+    circuit_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
+    max_current: ChargerAmperes | msgspec.UnsetType = msgspec.UNSET
+    phase_rotation: PhaseRotation | msgspec.UnsetType = msgspec.UNSET
+
+
+_MEMBERSHIP = ("circuit_id", "max_current", "phase_rotation")
 
 
 class ChargerWithSecret(Charger, kw_only=True):
@@ -176,6 +190,9 @@ class ChargerController(Controller):
         self, ctx: Ctx, charger_id: FromPath[str], data: JSONBody[ChargerPatch]
     ) -> Charger:
         fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        membership = {k: fields.pop(k) for k in _MEMBERSHIP if k in fields}
+        if membership:
+            await circuits_of(ctx).store.set_membership(charger_id, **membership)
         if not fields:
             return await ctx.chargers.get(charger_id)
         charger = await ctx.chargers.update(charger_id, **fields)

@@ -11,6 +11,7 @@ from evgate.api.services import (
     AccountsApi,
     CdrService,
     ChargingApi,
+    CircuitService,
     FleetService,
     NotificationService,
     PricingApi,
@@ -62,6 +63,9 @@ class ApiContext:
     fleet: FleetService | None = None
     # Locations, tariffs and tariff groups (issue 19); None in an API run without them.
     pricing: PricingApi | None = None
+    # Circuits and the chargers in them (api/circuits.py, issue 18); None in an API run
+    # without them.
+    circuits: CircuitService | None = None
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.

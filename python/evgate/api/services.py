@@ -17,6 +17,8 @@ from evgate.gateway.interface import OcppFrame
 from evgate.storage.balances import BalanceStore
 from evgate.storage.cdrs import CdrStore
 from evgate.storage.chargers import ChargerStore, FleetCounts
+from evgate.storage.charging_profiles import ChargingProfileStore
+from evgate.storage.circuits import CircuitLive, CircuitStore
 from evgate.storage.connectors import ConnectorStore
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
@@ -37,6 +39,7 @@ __all__ = [
     "AccountsApi",
     "CdrService",
     "ChargingApi",
+    "CircuitService",
     "FleetService",
     "NotificationService",
     "PricingApi",
@@ -73,6 +76,21 @@ class ChargingApi:
     id_tags: IdTagStore
     # The operator's stop of a transaction goes through it, as a StopTransaction does.
     writer: Writer
+
+
+def _nothing_live(_circuit_id: int) -> CircuitLive:
+    return CircuitLive(allocations=[], consumption=[])
+
+
+@dataclass
+class CircuitService:
+    """What the circuit routes (``api/circuits.py``) and the chargers' membership need."""
+
+    store: CircuitStore
+    # What this process's smart-charging engine knows of a circuit now (app.py's hook).
+    live: Callable[[int], CircuitLive] = _nothing_live
+    # The operator's charging profiles (api/charging_profiles.py).
+    profiles: ChargingProfileStore | None = None
 
 
 @dataclass

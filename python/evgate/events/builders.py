@@ -36,6 +36,9 @@ a subscription plan's change              :func:`subscription_plan_changed` (``s
 a user's subscription's change or expiry  :func:`user_subscription_changed` (``storage/plans.py``)
 a partner's change                        :func:`partner_changed` (``storage/partners.py``)
 a partner invite's change                 :func:`partner_invite_changed` (``storage/partners.py``)
+circuit created / updated / deleted       :func:`circuit_changed` (``storage/circuits.py``)
+a circuit's consumption, periodically     :func:`circuit_consumption`
+SetChargingProfile answered / unanswered  :func:`charging_profile_applied`
 ========================================  ====================================================
 """
 
@@ -69,13 +72,18 @@ if TYPE_CHECKING:
     from evgate.storage.locations import Location
 
 __all__ = [
+    "AppliedProfile",
     "ChargerFacts",
     "ChargerRef",
     "OutboxEntry",
+    "PhaseCurrent",
     "authorization",
     "boot_notification",
     "cdr_id",
     "charger_changed",
+    "charging_profile_applied",
+    "circuit_changed",
+    "circuit_consumption",
     "command_completed",
     "configuration_synced",
     "data_transfer",
@@ -654,6 +662,95 @@ def reservation_changed(
     return _entry(
         charger_id,
         c.ReservationChanged(reservationId=reservation_id, status=status, lastUpdatedAt=at),
+    )
+
+
+# Load management (issue 18).
+
+
+def circuit_changed(circuit_id: int, action: c.Action, at: datetime) -> OutboxEntry:
+    """circuit.changed: a circuit was created, updated or deleted (not about one charger)."""
+    return _entry("", c.CircuitChanged(circuitId=circuit_id, action=action, lastUpdatedAt=at))
+
+
+class PhaseCurrent(msgspec.Struct, frozen=True, kw_only=True):
+    """The current on one phase of a circuit (amperes), and when it was last measured."""
+
+    phase: Literal["L1", "L2", "L3"]
+    current: float
+    at: datetime | None = None
+
+
+def circuit_consumption(
+    circuit_id: int, max_current: float, min_current: float, phases: Iterable[PhaseCurrent]
+) -> OutboxEntry:
+    """CircuitConsumptionNotification: a circuit's measured current per phase (its chargers'
+    and its sub-circuits')."""
+    return _entry(
+        "",
+        c.CircuitConsumptionNotification(
+            circuitId=circuit_id,
+            maxCurrent=max_current,
+            minChargePointCurrent=min_current,
+            currentConsumption=[
+                c.PhaseConsumption(
+                    phase=p.phase, consumption=p.current, lastUpdatedAt=_unset_if_none(p.at)
+                )
+                for p in phases
+            ],
+        ),
+    )
+
+
+class AppliedProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """A charging profile sent to a charger: one schedule of constant ``limit`` from the
+    start, or the operator's own periods."""
+
+    id: int
+    purpose: Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"]
+    stack_level: int
+    kind: Literal["Absolute", "Recurring", "Relative"]
+    unit: Literal["A", "W"]
+    periods: tuple[tuple[int, float], ...]  # (startPeriod s, limit)
+    min_rate: float | None = None
+    start: datetime | None = None
+    duration: int | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    recurrency: Literal["daily", "weekly"] | None = None
+
+
+def charging_profile_applied(
+    charger: ChargerRef,
+    connector_id: int,
+    transaction_id: int | None,
+    profile: AppliedProfile,
+    status: Literal["accepted", "rejected", "unanswered"],
+    at: datetime,
+) -> OutboxEntry:
+    """chargingProfile.applied: a SetChargingProfile's outcome (``status``); ``evseId`` is the
+    connector (None for connector 0, the charger as a whole)."""
+    return _about(
+        charger,
+        c.ChargingProfileApplied,
+        evseId=connector_id or None,
+        sessionId=transaction_id,
+        chargingProfile=c.AppliedChargingProfile(
+            id=profile.id,
+            minChargingRate=profile.min_rate,
+            schedulePeriods=[{"startPeriod": s, "limit": v} for s, v in profile.periods],
+            scheduleStart=profile.start,
+            chargingRateUnit=profile.unit,
+            stackLevel=profile.stack_level,
+            chargingProfileKind=profile.kind,
+            recurrencyKind=profile.recurrency,
+            purpose=profile.purpose,
+            validTo=profile.valid_to,
+            validFrom=profile.valid_from,
+            duration=profile.duration,
+        ),
+        appliedAt=at,
+        status=status,
     )
 
 

@@ -53,8 +53,9 @@ CATALOG: dict[str, str | None] = {
     "evse.changed": "a connector's first StatusNotification.req (handlers/status): created",
     "ChargePointSyncConfigurationNotification": "GetConfiguration command answered or failed"
     " (handlers/commands)",
-    "CircuitConsumptionNotification": None,
-    "circuit.changed": None,
+    "CircuitConsumptionNotification": "every EVGATE_CIRCUIT_CONSUMPTION_INTERVAL while a circuit"
+    " has a transaction (handlers/smart_charging)",
+    "circuit.changed": "circuit created / updated / deleted (storage/circuits)",
     "DiagnosticsStatusNotification": "DiagnosticsStatusNotification.req (handlers/firmware)",
     "HardwareStatusNotification": "StatusNotification.req changing the status (handlers/status)",
     "LocationChangedNotification": "location created / updated / deleted (storage/locations)",
@@ -94,7 +95,8 @@ CATALOG: dict[str, str | None] = {
     "subscriptionPlan.changed": "a subscription plan created / updated / deleted (storage/plans)",
     "user.invoiceDetails.changed": "a user's invoice details created / updated (storage/payments)",
     "cdr.received": "StopTransaction.req closing a transaction: a CDR (GET /api/v1/cdrs/{id})",
-    "chargingProfile.applied": None,
+    "chargingProfile.applied": "a SetChargingProfile answered or left unanswered: the engine's"
+    " (handlers/smart_charging) and the operator's (storage/charging_profiles)",
     "installerJob.changed": None,
 }
 EMITTED = frozenset(name for name, by in CATALOG.items() if by is not None)
@@ -383,6 +385,53 @@ class CdrPrice(msgspec.Struct, kw_only=True):
     flags: list[str]
 
 
+class PhaseConsumption(msgspec.Struct, kw_only=True):
+    phase: Literal["L1", "L2", "L3"]
+    consumption: float
+    lastUpdatedAt: datetime | UnsetType = UNSET
+
+
+class CircuitConsumptionNotification(Event, tag="CircuitConsumptionNotification", kw_only=True):
+    circuitId: int
+    maxCurrent: float
+    minChargePointCurrent: float
+    currentConsumption: list[PhaseConsumption]
+
+
+class CircuitChanged(Event, tag="circuit.changed", kw_only=True):
+    circuitId: int
+    action: Action
+    lastUpdatedAt: datetime
+
+
+class AppliedChargingProfile(msgspec.Struct, kw_only=True):
+    id: int
+    minChargingRate: float | None = None
+    # The catalog leaves the periods' fields open: OCPP's ChargingSchedulePeriod
+    # (startPeriod, limit).
+    schedulePeriods: list[dict[str, Any]] | None = None
+    scheduleStart: datetime | None = None
+    chargingRateUnit: Literal["A", "W"]
+    stackLevel: int
+    chargingProfileKind: Literal["Absolute", "Recurring", "Relative"]
+    recurrencyKind: Literal["daily", "weekly"] | None = None
+    chargingCompleteAt: datetime | None = None
+    purpose: Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"]
+    validTo: datetime | None = None
+    validFrom: datetime | None = None
+    duration: int | None = None
+
+
+class ChargingProfileApplied(ChargerEvent, tag="chargingProfile.applied", kw_only=True):
+    evseId: int | None
+    sessionId: int | None
+    chargingProfile: AppliedChargingProfile
+    appliedAt: datetime
+    # evgate's addition: the catalog sends this event "for each charging schedule that is sent
+    # to the charge point"; ``status`` says what the charger made of it.
+    status: Literal["accepted", "rejected", "unanswered"]
+
+
 class CdrReceived(Event, tag="cdr.received", kw_only=True):
     id: str
     createdAt: datetime
@@ -601,6 +650,9 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         PartnerChanged,
         PartnerChangedNotification,
         PartnerInviteChanged,
+        CircuitConsumptionNotification,
+        CircuitChanged,
+        ChargingProfileApplied,
     )
 }
 

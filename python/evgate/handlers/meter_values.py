@@ -168,6 +168,8 @@ def routes(services: HandlerServices) -> Routes:
         connector_id = check_range(request.connector_id, 0, INT32_MAX, "connectorId")
         transaction_id = transaction_id_or_none(request.transaction_id)
         rows = meter_rows(ctx.charger_id, connector_id, transaction_id, request.meter_value)
+        if services.load is not None:
+            services.load.meter_values(ctx.charger_id, connector_id, request.meter_value)
         tx = None
         if transaction_id is not None:
             tx = await services.open_transaction(ctx, transaction_id)

@@ -16,6 +16,7 @@ import msgspec
 
 from evgate.auth.authorizer import AuthorizationQuestion, Authorizer, Decision, Purpose
 from evgate.handlers import ChargerContext
+from evgate.handlers.smart_charging import SmartCharging
 from evgate.pricing import Snapshot
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
@@ -101,6 +102,9 @@ class HandlerServices:
     tariff_for: Callable[[str, str | None, datetime], Snapshot | None] = (
         lambda _charger_id, _group, _at: None
     )
+    #: The smart-charging engine (load management), told of starts, stops, statuses and
+    #: meter values; None without one (app.py sets it once the gateway is up).
+    load: SmartCharging | None = None
 
     async def decide(
         self,

@@ -60,6 +60,8 @@ def routes(services: HandlerServices) -> Routes:
         results = await services.emit(ctx.charger_id, [stored], described)
         if results[stored] is not None:
             services.status_changed(status)
+            if services.load is not None:
+                services.load.status_changed(ctx.charger_id, connector_id, request.status.value)
         return StatusNotificationResponse()
 
     return {"StatusNotification": status_notification}

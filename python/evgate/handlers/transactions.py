@@ -135,6 +135,8 @@ def routes(services: HandlerServices) -> Routes:
         stored = (await services.emit(ctx.charger_id, [started], described))[started]
         tx = stored.transaction
         services.remember_transaction(ctx, tx.transaction_id, tx)
+        if services.load is not None and stored.id_tag_status == "Accepted":
+            services.load.transaction_started(ctx.charger_id, connector_id, tx.transaction_id)
         info = id_tag_info(stored.id_tag_status, stored.id_tag_expiry, stored.parent_id_tag)
         return StartTransactionResponse(id_tag_info=info, transaction_id=tx.transaction_id)
 
@@ -194,6 +196,8 @@ def routes(services: HandlerServices) -> Routes:
             )
         if transaction_id is not None:
             services.remember_transaction(ctx, transaction_id, None)
+            if services.load is not None:
+                services.load.transaction_stopped(ctx.charger_id, transaction_id)
         return response
 
     return {"StartTransaction": start_transaction, "StopTransaction": stop_transaction}
