@@ -20,6 +20,7 @@ import msgspec
 
 from evgate.storage.db import Database
 from evgate.storage.errors import InsufficientBalance, NotFound
+from evgate.storage.keyset import children_page
 from evgate.storage.money import AmountError, format_amount, minor_unit, parse_amount
 from evgate.storage.outbox import record_user_balance_changed
 from evgate.storage.users import Money
@@ -118,16 +119,16 @@ class BalanceStore:
         Raises:
             NotFound: no such user.
         """
-        async with self.db.pool.acquire() as conn:
-            if await conn.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
-                raise NotFound(f"no user {user_id}")
-            rows = await conn.fetch(
-                f"SELECT {_ENTRY} FROM balance_entries WHERE user_id = $1"
-                " AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3",
-                user_id,
-                after,
-                limit,
-            )
+        rows = await children_page(
+            self.db,
+            parent=("users", "user"),
+            parent_id=user_id,
+            columns=_ENTRY,
+            table="balance_entries",
+            foreign_key="user_id",
+            after=after,
+            limit=limit,
+        )
         return [_entry(r) for r in rows]
 
 

@@ -20,6 +20,7 @@ import msgspec
 from evgate.events.builders import partner_changed, partner_invite_changed
 from evgate.storage.db import Database
 from evgate.storage.errors import AlreadyExists, BadReference, InUse, NotFound
+from evgate.storage.keyset import children_page
 from evgate.storage.outbox import insert_outbox, record_user_changed
 from evgate.storage.users import User, read_user
 
@@ -282,16 +283,16 @@ class PartnerInviteStore:
         Raises:
             NotFound: no such partner.
         """
-        async with self.db.pool.acquire() as conn:
-            if await conn.fetchval("SELECT 1 FROM partners WHERE id = $1", partner_id) is None:
-                raise NotFound(f"no partner {partner_id}")
-            rows = await conn.fetch(
-                f"SELECT {_INVITE} FROM partner_invites WHERE partner_id = $1"
-                " AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3",
-                partner_id,
-                after,
-                limit,
-            )
+        rows = await children_page(
+            self.db,
+            parent=("partners", "partner"),
+            parent_id=partner_id,
+            columns=_INVITE,
+            table="partner_invites",
+            foreign_key="partner_id",
+            after=after,
+            limit=limit,
+        )
         return [_invite(r) for r in rows]
 
     async def accept(self, invite_id: int, user_id: int) -> PartnerInvite:

@@ -19,6 +19,7 @@ import msgspec
 from evgate.events.builders import invoice_details_changed, payment_method_changed
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
+from evgate.storage.keyset import children_page
 from evgate.storage.outbox import insert_outbox
 
 __all__ = [
@@ -133,16 +134,16 @@ class PaymentMethodStore:
         Raises:
             NotFound: no such user.
         """
-        async with self.db.pool.acquire() as conn:
-            if await conn.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
-                raise NotFound(f"no user {user_id}")
-            rows = await conn.fetch(
-                f"SELECT {_METHOD} FROM payment_methods WHERE user_id = $1"
-                " AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3",
-                user_id,
-                after,
-                limit,
-            )
+        rows = await children_page(
+            self.db,
+            parent=("users", "user"),
+            parent_id=user_id,
+            columns=_METHOD,
+            table="payment_methods",
+            foreign_key="user_id",
+            after=after,
+            limit=limit,
+        )
         return [_method(r) for r in rows]
 
     async def update(
