@@ -20,6 +20,7 @@ from evgate.storage.maintenance import FOLD_FIRST, Maintenance, partition_name
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.ops.base import Statement
 from evgate.storage.ops.meter_values import MeterValueRows
+from evgate.storage.ops.outbox import Emission, Emit
 from evgate.storage.writer import Writer, WriteRejected
 from support import until
 
@@ -462,3 +463,29 @@ async def test_the_meter_op_reports_the_rows_each_message_stored(
     [grown] = await writer.submit([(op, [a, c, b])])
     assert list(resent) == [] and list(grown) == [1]
     assert await db.fetchval("SELECT count(*) FROM meter_values") == 3
+
+
+async def test_series_committed_through_emit_are_remembered(writer: Writer, db: Database) -> None:
+    """Meter rows written inside an Emission (as every handler writes them) leave their series
+    numbers with the meter op once the batch commits: EMIT passes the commit on to the ops it
+    ran, so the next batch of the same series asks ``meter_series`` nothing."""
+    op = MeterValueRows()
+    emit = Emit()
+    key = "CP-1"
+    await writer.submit([emit(Emission([op([mrow(T0, 1.0)])]))], key=key)
+    conn = writer._committers[writer.committer_of(key)].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        await writer.submit([emit(Emission([op([mrow(T0 + timedelta(seconds=1), 2.0)])]))], key=key)
+    finally:
+        conn.remove_query_logger(logged)
+    assert queries, "the query logger saw the batch"
+    assert not [q for q in queries if "meter_series" in q]
+    assert await db.fetchval("SELECT count(*) FROM meter_series") == 1
+    assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 2

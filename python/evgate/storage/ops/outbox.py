@@ -10,6 +10,7 @@ their own connection (``storage/outbox.py``).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -61,13 +62,21 @@ class Emit(WriteOp[Emission, Results]):
 
     name = "emit"
 
+    def __init__(self) -> None:
+        # Per connection: the inner ops of the last write, told when its transaction commits
+        # (the meter op then keeps the series it numbered; see WriteOp.committed).
+        self._ran: weakref.WeakKeyDictionary[asyncpg.Connection, list[WriteOp[Any, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
     def weight(self, item: Emission) -> int:
         then = item.then
         follow_ups = 1 if callable(then) else sum(op.weight(i) for op, i in then)
         return sum(op.weight(i) for op, i in item.writes) + follow_ups
 
     async def write(self, conn: asyncpg.Connection, items: list[Emission]) -> list[Results]:
-        grouped, _ = await write_grouped(conn, [item.writes for item in items])
+        self._ran.pop(conn, None)
+        grouped, state_ops = await write_grouped(conn, [item.writes for item in items])
         results = [
             Results(item.writes, result) for item, result in zip(items, grouped, strict=True)
         ]
@@ -75,8 +84,14 @@ class Emit(WriteOp[Emission, Results]):
             item.then(result) if callable(item.then) else item.then
             for item, result in zip(items, results, strict=True)
         ]
-        await write_grouped(conn, follow_ups)
+        _, follow_up_ops = await write_grouped(conn, follow_ups)
+        self._ran[conn] = [*state_ops, *follow_up_ops]
         return results
+
+    def committed(self, conn: asyncpg.Connection) -> None:
+        """Tell the inner ops of the last write on ``conn`` that it committed."""
+        for op in self._ran.pop(conn, ()):
+            op.committed(conn)
 
 
 EMIT = Emit()
