@@ -54,7 +54,7 @@ import asyncpg
 from evgate.metrics import Registry
 from evgate.outages import Dependency
 from evgate.storage.errors import is_unavailable
-from evgate.storage.ops.base import Write, write_grouped
+from evgate.storage.ops.base import Write, open_tail, take_tail, write_grouped
 from evgate.tasks import wait_event
 
 __all__ = [
@@ -487,9 +487,12 @@ class _Committer:
             await conn.execute(
                 f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')"
             )
-            # Each op once on its items of every submission, results back per submission.
+            # Each op once on its items of every submission, results back per submission;
+            # what they defer to the COMMIT (``before_commit``) goes with it.
+            open_tail(conn)
             results, ops = await write_grouped(conn, [s.writes for s in batch])
         except BaseException as exc:
+            take_tail(conn)
             if not await self._rolled_back(conn):
                 await self._drop_connection()
                 if isinstance(exc, Exception):
@@ -498,12 +501,16 @@ class _Committer:
                     raise _ConnectionBroken(exc) from exc
             raise
         try:
-            status = await conn.execute("COMMIT")
+            # One simple query: the deferred statements, then COMMIT (which PostgreSQL does
+            # not reach if one of them fails: the batch is then refused, nothing committed).
+            status = await conn.execute("; ".join([*take_tail(conn), "COMMIT"]))
         except Exception as exc:
             # Only an error PostgreSQL itself answered says what became of the COMMIT; any
             # other (the connection lost or broken while it was in flight) leaves it unknown.
             if self._transient(exc) or not isinstance(exc, asyncpg.PostgresError):
                 raise _CommitUnknown(batch_id, results, backend, exc) from exc
+            if not await self._rolled_back(conn):
+                await self._drop_connection()
             raise
         if status != "COMMIT":
             # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error:

@@ -16,13 +16,50 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from evgate.storage.ops.base import CopyRows, Results, Write, WriteOp, write_grouped
+from evgate.storage.ops.base import (
+    CopyRows,
+    Results,
+    Write,
+    WriteOp,
+    before_commit,
+    bytea_literal,
+    text_literal,
+    write_grouped,
+)
 
 __all__ = ["EMIT", "OUTBOX", "OUTBOX_COLUMNS", "Emission", "append", "emit"]
 
 OUTBOX_COLUMNS = ("event", "charger_id", "payload")
+
+# Up to this many rows a batch's outbox rows ride in its COMMIT's round trip as one literal
+# INSERT; more (a storm's batches) are COPYed, which PostgreSQL parses and Python encodes
+# for less per row.
+_TAIL_ROWS = 64
+
+
+class OutboxRows(CopyRows):
+    """Appends a batch's outbox rows, in submission order: in the COMMIT's round trip
+    (``before_commit``) for the few rows of a batch at a fleet's pace, by COPY for many."""
+
+    async def write(
+        self, conn: asyncpg.Connection, items: list[Sequence[tuple[Any, ...]]]
+    ) -> list[None]:
+        records = [row for item in items for row in item]
+        if len(records) > _TAIL_ROWS:
+            return await super().write(conn, items)
+        if records:
+            values = ",".join(
+                f"({text_literal(event)},{text_literal(charger_id)},{bytea_literal(payload)})"
+                for event, charger_id, payload in records
+            )
+            await before_commit(
+                conn, f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES {values}"
+            )
+        return [None] * len(items)
+
+
 #: Item: outbox rows (``events.builders.OutboxEntry``, a typed row in OUTBOX_COLUMNS order).
-OUTBOX = CopyRows("outbox", OUTBOX_COLUMNS)
+OUTBOX = OutboxRows("outbox", OUTBOX_COLUMNS)
 
 
 def append(entries: Iterable[tuple[str, str, bytes]]) -> list[Write[None]]:
