@@ -489,3 +489,44 @@ async def test_series_committed_through_emit_are_remembered(writer: Writer, db: 
     assert not [q for q in queries if "meter_series" in q]
     assert await db.fetchval("SELECT count(*) FROM meter_series") == 1
     assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 2
+
+
+async def test_a_resend_in_a_batch_runs_it_again_with_a_savepoint_and_refuses_nothing(
+    writer: Writer, db: Database
+) -> None:
+    """Batches COPY their meter rows without a savepoint; a batch holding a resend of
+    committed values (with another charger's new ones, and other writes) is rolled back and
+    run again once with the savepoint: everything new commits, once, nothing is refused or
+    counted as a retry, and the next batch goes without the savepoint again."""
+    op = MeterValueRows()
+    old = mrow(T0, 1.0)
+    await writer.submit([(op, [old])], key="CP-1")
+    other = ("CP-2", *mrow(T0, 2.0)[1:])
+    log = Statement(
+        "INSERT INTO data_transfers (charger_id, vendor_id, status, received_at)"
+        " VALUES ($1, 'acme', 'Accepted', now())"
+    )
+    conn = writer._committers[writer.committer_of(None)].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        resent, new = await asyncio.gather(
+            writer.submit([(op, [old, mrow(T0 + timedelta(seconds=1), 3.0)]), (log, ("CP-1",))]),
+            writer.submit([(op, [other])]),
+        )
+        assert [list(resent[0]), list(new[0])] == [[1], [0]]
+        assert any(q.startswith("SAVEPOINT") for q in queries)
+        queries.clear()
+        await writer.submit([(op, [mrow(T0 + timedelta(seconds=2), 4.0)])])
+        assert not [q for q in queries if q.startswith("SAVEPOINT")]
+    finally:
+        conn.remove_query_logger(logged)
+    assert await db.fetchval("SELECT count(*) FROM meter_values") == 4
+    assert await db.fetchval("SELECT count(*) FROM data_transfers") == 1
+    assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 4
+    assert writer.stats.retries == 0 and writer.stats.rejected == 0

@@ -54,7 +54,7 @@ import asyncpg
 from evgate.metrics import Registry
 from evgate.outages import Dependency
 from evgate.storage.errors import is_unavailable
-from evgate.storage.ops.base import Write, open_tail, take_tail, write_grouped
+from evgate.storage.ops.base import RetryBatch, Write, open_tail, take_tail, write_grouped
 from evgate.tasks import wait_event
 
 __all__ = [
@@ -65,6 +65,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# How many times in a row a batch is run again at an op's request (RetryBatch); then its
+# error counts as a refusal.
+_RERUNS = 3
 
 
 class WriterClosed(Exception):
@@ -414,6 +418,7 @@ class _Committer:
         """Commit ``batch`` and resolve its futures; retry while the database is unavailable."""
         delay = 0.05
         unknown: _CommitUnknown | None = None  # an attempt whose COMMIT outcome is not known
+        reruns = 0  # runs an op asked for (RetryBatch)
         while True:
             try:
                 if unknown is not None and await self._committed(unknown):
@@ -427,6 +432,9 @@ class _Committer:
                     unknown = None
                     results = await self._commit(batch)
             except Exception as exc:
+                if isinstance(exc, RetryBatch) and reruns < _RERUNS:
+                    reruns += 1  # rolled back; the op takes its careful way this time
+                    continue
                 if isinstance(exc, _CommitUnknown):
                     unknown = exc
                 elif unknown is None and not self._transient(exc):

@@ -21,6 +21,7 @@ __all__ = [
     "CopyRows",
     "FetchEach",
     "Results",
+    "RetryBatch",
     "Statement",
     "Write",
     "WriteOp",
@@ -44,6 +45,13 @@ class Write(NamedTuple, Generic[ResultT]):
 
     op: WriteOp[Any, ResultT]
     item: Any
+
+
+class RetryBatch(Exception):
+    """Raised by an op that met, in its cheap way, something its careful way resolves (a
+    resent meter value stored long ago): the writer rolls the batch's transaction back and
+    runs the batch again at once, and the op, remembering, takes the careful way then.
+    Neither an outage nor a refusal. The writer runs a batch so at most a few times."""
 
 
 class WriteOp(Generic[ItemT, ResultT]):

@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 
 from evgate import native
-from evgate.storage.ops.base import Write, WriteOp
+from evgate.storage.ops.base import RetryBatch, Write, WriteOp
 
 __all__ = [
     "METER_COLUMNS",
@@ -194,9 +194,11 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
 
     Per batch: drop repeated keys (first kept), COPY the rows into ``meter_values``, and COPY
     their rollups into ``meter_rollup_1m`` (one partial row per series and minute of the
-    batch). When the COPY meets a key stored before (a resent
-    message whose first copy committed), it is rolled back to a savepoint, the stored keys are
-    looked up and left out, and the rest is written: the common case pays for one COPY only.
+    batch). When the COPY meets a key stored before (a resent message whose first copy
+    committed), the op asks the writer to run the batch again (:class:`RetryBatch`), and
+    then COPYs after a savepoint: on that key it rolls back to the savepoint, looks the stored
+    keys up, leaves them out and writes the rest. The common case pays for one COPY only,
+    with no savepoint.
     A row left out is new in no item's result; a key repeated in the batch is new in the
     first item that holds it. So a resent message whose values are all stored has an empty
     result, and the events built from the result (``handlers/meter_values.py``) say nothing
@@ -218,6 +220,9 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
         self._series: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
             weakref.WeakKeyDictionary()
         )
+        # The connections whose next write takes a savepoint: their last COPY met a key
+        # stored before (a resend), so the batch is being run again.
+        self._careful: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
         # Per connection: the series numbered by the last write's transaction, until it commits.
         self._numbered: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
             weakref.WeakKeyDictionary()
@@ -247,11 +252,28 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
             kept = list(first.values())
             rows = [flat[i] for i in kept]
         times = row_times(rows)
+        careful = conn in self._careful
+        self._careful.discard(conn)
         for _attempt in range(5):
             if not rows:
                 break
             # Encoded natively, times from ``times``: no per-field work in Python.
             records = native.copy_meter_rows(rows, times.tobytes())
+            if not careful:
+                # Nearly every batch holds new values only: no savepoint (a round trip and a
+                # subtransaction per batch). A key stored before aborts the transaction;
+                # the writer then runs the batch again, and this op takes the savepoint.
+                try:
+                    await conn.copy_to_table(
+                        "meter_values",
+                        source=_copy_stream(records),
+                        columns=METER_COLUMNS,
+                        format="binary",
+                    )
+                    break
+                except asyncpg.UniqueViolationError as exc:
+                    self._careful.add(conn)
+                    raise RetryBatch("a meter value stored before") from exc
             # A savepoint, so that a key stored before rolls back this COPY only. It is not
             # released: COMMIT does that, and a RELEASE would cost a round trip per batch.
             await conn.execute("SAVEPOINT meter_values")
