@@ -192,7 +192,10 @@ class Dispatcher:
                 await self._kafka_returns(now)
                 fanned = await self._fan_out()
                 claimed = await self._claim()
-                busy = bool(fanned or claimed or self._tasks)
+                # Rows fanned out to no subscription keep no one waiting: without one, the
+                # outbox is looked at as an idle one is (a fleet's events would otherwise cost
+                # a fan-out transaction every poll_interval).
+                busy = bool((fanned and self._subs) or claimed or self._tasks)
                 if now >= self._prune_due:
                     self._prune_due = now + self.config.prune_interval
                     await self.deliveries.prune(self.config.outbox_retention)
