@@ -530,3 +530,61 @@ async def test_a_resend_in_a_batch_runs_it_again_with_a_savepoint_and_refuses_no
     assert await db.fetchval("SELECT count(*) FROM data_transfers") == 1
     assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 4
     assert writer.stats.retries == 0 and writer.stats.rejected == 0
+
+
+async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_would(
+    writer: Writer, db: Database
+) -> None:
+    """Once its series are numbered, a small batch's meter rows and rollups are sent as
+    literal INSERTs in its COMMIT round trip; what is stored is what the COPY stores, value
+    for value (NaN, infinities, -0.0, a raw value with quotes and backslashes, NULLs)."""
+    op = MeterValueRows()
+    values = [float("nan"), float("inf"), float("-inf"), -0.0, 1e-300, 123.456789]
+
+    def message(minute: int) -> list[tuple[object, ...]]:
+        ts = T0 + timedelta(minutes=minute, microseconds=123457)
+        rows = [
+            (*mrow(ts + timedelta(seconds=i), v, f"M{i}")[:10], v, None)
+            for i, v in enumerate(values)
+        ]
+        raw = mrow(ts, 0.0, "Raw")
+        rows.append((*raw[:5], "L1", *raw[6:9], None, None, "it's \\ a 'raw' value"))
+        return rows
+
+    await writer.submit([(op, message(0))], key="CP-1")  # numbers the series: the COPY way
+    conn = writer._committers[writer.committer_of("CP-1")].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        await writer.submit([(op, message(1))], key="CP-1")
+    finally:
+        conn.remove_query_logger(logged)
+    assert len(queries) == 2 and queries[-1].startswith("INSERT INTO meter_values")
+    columns = "measurand, phase, location, context, format, unit, value, raw_value"
+    by_minute = [
+        await db.fetch(
+            f"SELECT ts - $1::timestamptz AS at, {columns} FROM meter_values"
+            " WHERE ts >= $1 AND ts < $1 + interval '1 minute' ORDER BY ts, measurand",
+            T0 + timedelta(minutes=m),
+        )
+        for m in (0, 1)
+    ]
+    assert len(by_minute[0]) == len(values) + 1
+    assert [repr(tuple(r)) for r in by_minute[0]] == [repr(tuple(r)) for r in by_minute[1]]
+    rollups = [
+        await db.fetch(
+            "SELECT series_id, min_value, max_value, sum_value, count, first_at - minute,"
+            " first_value, last_at - minute, last_value FROM meter_rollup_1m"
+            " WHERE minute = $1 ORDER BY series_id",
+            T0 + timedelta(minutes=m),
+        )
+        for m in (0, 1)
+    ]
+    assert rollups[0] and [repr(tuple(r)) for r in rollups[0]] == [
+        repr(tuple(r)) for r in rollups[1]
+    ]

@@ -508,10 +508,11 @@ class _Committer:
                     # switch to state"), the connection died under it: an outage.
                     raise _ConnectionBroken(exc) from exc
             raise
+        tail = take_tail(conn)
         try:
             # One simple query: the deferred statements, then COMMIT (which PostgreSQL does
             # not reach if one of them fails: the batch is then refused, nothing committed).
-            status = await conn.execute("; ".join([*take_tail(conn), "COMMIT"]))
+            status = await conn.execute("; ".join([*(d.sql for d in tail), "COMMIT"]))
         except Exception as exc:
             # Only an error PostgreSQL itself answered says what became of the COMMIT; any
             # other (the connection lost or broken while it was in flight) leaves it unknown.
@@ -519,6 +520,10 @@ class _Committer:
                 raise _CommitUnknown(batch_id, results, backend, exc) from exc
             if not await self._rolled_back(conn):
                 await self._drop_connection()
+            # Not committed: an op whose deferred statement met what its careful way
+            # resolves (a stored meter value) has the batch run again.
+            if any(d.failed is not None and d.failed(exc) for d in tail):
+                raise RetryBatch("a deferred statement asked for another run") from exc
             raise
         if status != "COMMIT":
             # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error:

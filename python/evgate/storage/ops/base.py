@@ -19,10 +19,12 @@ import asyncpg
 
 __all__ = [
     "CopyRows",
+    "Deferred",
     "FetchEach",
     "Results",
     "RetryBatch",
     "Statement",
+    "TailFailed",
     "Write",
     "WriteOp",
     "before_commit",
@@ -90,9 +92,22 @@ class WriteOp(Generic[ItemT, ResultT]):
         made) may keep it from here on, and must forget it at its next ``write`` otherwise."""
 
 
+#: What an op that deferred a statement is asked when the batch's COMMIT round trip failed
+#: with an error PostgreSQL answered: whether it takes that error on itself by a run of the
+#: batch again (it then takes its careful way: :class:`RetryBatch`).
+TailFailed = Callable[[BaseException], bool]
+
+
+class Deferred(NamedTuple):
+    """A statement deferred to a batch's COMMIT, and who to ask if that round trip fails."""
+
+    sql: str
+    failed: TailFailed | None = None
+
+
 # Per connection while the writer commits a batch on it: the statements ops deferred to the
 # batch's COMMIT (see before_commit).
-_TAILS: weakref.WeakKeyDictionary[asyncpg.Connection, list[str]] = weakref.WeakKeyDictionary()
+_TAILS: weakref.WeakKeyDictionary[asyncpg.Connection, list[Deferred]] = weakref.WeakKeyDictionary()
 
 
 def open_tail(conn: asyncpg.Connection) -> None:
@@ -101,13 +116,15 @@ def open_tail(conn: asyncpg.Connection) -> None:
     _TAILS[conn] = []
 
 
-def take_tail(conn: asyncpg.Connection) -> list[str]:
+def take_tail(conn: asyncpg.Connection) -> list[Deferred]:
     """The statements deferred to the COMMIT of the batch on ``conn`` (the writer sends them
     with it, in one round trip); ``conn`` is no longer in a batch."""
     return _TAILS.pop(conn, [])
 
 
-async def before_commit(conn: asyncpg.Connection, sql: str) -> None:
+async def before_commit(
+    conn: asyncpg.Connection, sql: str, failed: TailFailed | None = None
+) -> None:
     """Run ``sql`` (literal values only, no parameters) in ``conn``'s open transaction, at the
     latest just before its COMMIT.
 
@@ -115,14 +132,19 @@ async def before_commit(conn: asyncpg.Connection, sql: str) -> None:
     one simple query): at a fleet's pace a batch holds a message or two, so every round trip
     is paid per message, by Python and by PostgreSQL. It is still in the batch's transaction:
     if it fails, COMMIT is not run and the batch is refused like any other write. Outside a
-    batch (an op called on a connection of its own) it runs now. For writes whose result no
-    one reads (appends: the outbox).
+    batch (an op called on a connection of its own) it runs now. For writes whose results
+    the op knows without asking (appends: the outbox; new meter values).
+
+    Args:
+        failed: asked, when the COMMIT round trip fails, whether the op takes the error on
+            itself by a run of the batch again (:data:`TailFailed`); outside a batch, an error
+            is raised as it is.
     """
     tail = _TAILS.get(conn)
     if tail is None:
         await conn.execute(sql)
     else:
-        tail.append(sql)
+        tail.append(Deferred(sql, failed))
 
 
 def text_literal(value: str) -> str:
