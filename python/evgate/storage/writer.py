@@ -3,10 +3,13 @@
 Handlers ``await writer.submit(writes, key=charger_id)``; the writer gathers the submissions
 of all connections into a batch (until ``batch_rows`` rows or ``flush_interval`` seconds after
 the first), writes the batch in ONE transaction — each kind of write merged across submissions
-(COPY for appends, one pipelined statement batch for upserts) — and only after COMMIT resolves
-every submission of the batch. A few committers, each an asyncio task with its own connection,
-commit batches side by side (the key picks the committer, so one charger's writes stay in order
-on one committer), so that PostgreSQL and Python each keep a core busy. A handler answers its
+(COPY for appends, one pipelined statement batch for upserts; the few appends of a small
+batch, its outbox rows and new meter rows, as literal statements sent with the COMMIT itself,
+``ops.base.before_commit``) — and only after COMMIT resolves every submission of the batch. At
+a fleet's pace a batch holds a message or two, so each round trip is paid per message. A few
+committers, each an asyncio task with its own connection, commit batches side by side (the key
+picks the committer, so one charger's writes stay in order on one committer), so that
+PostgreSQL and Python each keep a core busy. A handler answers its
 charger after ``submit`` returns, so an acknowledged message is durable (ARCHITECTURE rule 1).
 
 A write is a :class:`~evgate.storage.ops.base.Write` ``(op, item)``: the op a
@@ -31,6 +34,10 @@ Faults:
 * A write PostgreSQL refuses (a constraint, a value out of range): the batch is re-run one
   submission per transaction, so only the offending submission fails (its ``submit`` raises
   :class:`WriteRejected`) and every other charger's rows commit.
+
+* An op asks for another run (``RetryBatch``: its cheap way met what its careful way
+  resolves, a resent meter value): the batch is rolled back and run again at once, neither
+  counted as a retry nor refused, at most three times in a row.
 
 Retried messages (a charger resends what was not acknowledged) are the ops' business: their
 dedupe keys hold across batches and within one (see ``storage/ops/``).
