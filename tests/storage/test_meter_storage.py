@@ -588,3 +588,22 @@ async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_wo
     assert rollups[0] and [repr(tuple(r)) for r in rollups[0]] == [
         repr(tuple(r)) for r in rollups[1]
     ]
+
+
+async def test_a_text_postgresql_refuses_in_a_deferred_batch_refuses_only_its_message(
+    writer: Writer, db: Database
+) -> None:
+    """A raw value with a NUL (which no PostgreSQL text holds) in a batch sent with its
+    COMMIT: the round trip fails before COMMIT, and only that message is refused; the other
+    of its batch commits."""
+    op = MeterValueRows()
+    await writer.submit([(op, [mrow(T0, 1.0)])], key="CP-1")  # the series numbered
+    bad = (*mrow(T0 + timedelta(seconds=1), 2.0)[:11], "a\x00b")
+    outcomes = await asyncio.gather(
+        writer.submit([(op, [bad])], key="CP-1"),
+        writer.submit([(op, [mrow(T0 + timedelta(seconds=2), 3.0)])], key="CP-1"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], WriteRejected)
+    assert not isinstance(outcomes[1], BaseException)
+    assert await db.fetchval("SELECT count(*) FROM meter_values") == 2
