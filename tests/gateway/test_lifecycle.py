@@ -81,6 +81,24 @@ async def test_no_pong_closes_the_connection(
         assert listener.close_code == 1001
 
 
+async def test_idle_connections_cost_no_task_and_are_pinged_by_one_timer(
+    picows_client: PicowsClient, start_gateway: StartGateway
+) -> None:
+    """An idle charger holds no task of its own (picows's auto-ping would keep one per
+    connection, ~1.8 KB each): the gateway's one ping round pings every silent charger, and
+    those that answer stay connected."""
+    async with start_gateway(ping_interval=0.2, ping_timeout=0.2) as g:
+        for i in range(20):
+            g.set(f"CP-{i}")
+        before = len(asyncio.all_tasks())
+        clients = [await picows_client(g.url(f"CP-{i}")) for i in range(20)]
+        await until(lambda: len(g.gateway._connections) == 20)
+        assert len(asyncio.all_tasks()) - before < 5
+        await quiet_for(1.0)  # five ping intervals: each answered (picows's auto-pong)
+        assert all(not transport.is_disconnected for transport, _ in clients)
+        assert len(g.gateway._connections) == 20
+
+
 async def test_answering_pings_keeps_the_connection(start_gateway: StartGateway) -> None:
     """A charger that answers pings stays connected across several ping intervals."""
     async with start_gateway(ping_interval=0.2, ping_timeout=0.1) as g, connect(g.url()) as ws:
