@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+from pathlib import Path
 
 import httpx
+import pytest
 from picows import WSMsgType
 
 from evgate.gateway.basic_routes import basic_routes
+from evgate.gateway.server import LISTEN_BACKLOG
 from evgate.handlers import ChargerContext, Routes
 from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
 from evgate.storage.db import CHARGER_CHANNEL
@@ -97,6 +101,23 @@ async def test_idle_connections_cost_no_task_and_are_pinged_by_one_timer(
         await quiet_for(1.0)  # five ping intervals: each answered (picows's auto-pong)
         assert all(not transport.is_disconnected for transport, _ in clients)
         assert len(g.gateway._connections) == 20
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+async def test_the_charger_port_queues_a_storm_of_connections(
+    start_gateway: StartGateway,
+) -> None:
+    """The loop listens on the charger port with evgate's backlog, not its default of 100:
+    in a reconnect storm, SYNs beyond the backlog are dropped and come back only after TCP's
+    1 s retransmission."""
+    async with start_gateway() as g:
+        ss = await asyncio.create_subprocess_exec(
+            "ss", "-ltnH", f"sport = :{g.gateway.port}", stdout=asyncio.subprocess.PIPE
+        )
+        listing, _ = await ss.communicate()
+        backlog = int(listing.split()[2])  # Send-Q of a listening socket: its backlog
+        somaxconn = int(await asyncio.to_thread(Path("/proc/sys/net/core/somaxconn").read_text))
+        assert backlog == min(LISTEN_BACKLOG, somaxconn)
 
 
 async def test_answering_pings_keeps_the_connection(start_gateway: StartGateway) -> None:

@@ -67,13 +67,15 @@ from evgate.protocol.v16 import (
 )
 from evgate.storage.chargers import ChargerCredentials
 
-__all__ = ["Gateway"]
+__all__ = ["LISTEN_BACKLOG", "Gateway"]
 
 log = logging.getLogger("evgate.gateway")
 
 # picows reads into a buffer that starts this small and grows only for big messages: an idle
 # connection's share of memory is mostly this buffer.
 _READ_BUFFER = 2048
+#: Connections the kernel queues for accept (``app.bind_socket`` and the loop's listen).
+LISTEN_BACKLOG = 4096
 # Each stage before a charger's upgrade — a load balancer's PROXY header, the TLS handshake,
 # the HTTP upgrade request — must be over in this long: a silent connection costs 5 s.
 _HANDSHAKE_TIMEOUT = 5.0
@@ -266,7 +268,10 @@ class Gateway:
         loop = asyncio.get_running_loop()
         # No ssl= here: the port starts TLS itself, after a load balancer's PROXY header.
         self._port.tls = self._ssl
-        self._server = await loop.create_server(self._port, sock=sock)
+        # The loop listens again with its own backlog (100 by default) on a socket it is
+        # given: a reconnect storm's SYNs beyond it are dropped and come back only after
+        # TCP's 1 s retransmission, which was most of a 500-charger storm's time.
+        self._server = await loop.create_server(self._port, sock=sock, backlog=LISTEN_BACKLOG)
         self.port = sock.getsockname()[1]
         self._schedule_pings()
 
