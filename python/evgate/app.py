@@ -48,7 +48,7 @@ from evgate.config import Settings, parse_durations
 from evgate.credentials import digest
 from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.gateway.cluster import Cluster
-from evgate.gateway.server import Gateway
+from evgate.gateway.server import LISTEN_BACKLOG, Gateway
 from evgate.handlers.commands import AuthorizationKeys, CommandEffects
 from evgate.handlers.network import NetworkStatusRecorder, network_event
 from evgate.handlers.routes import build_routes
@@ -104,7 +104,7 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(4096)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 

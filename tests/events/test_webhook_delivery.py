@@ -3,6 +3,8 @@ and the test's real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -328,3 +330,37 @@ async def test_delivered_events_are_pruned_after_the_retention(
 async def _all_recorded(db: Database) -> bool:
     """Whether every delivery is done with (a delivered one's row is deleted)."""
     return await db.fetchval("SELECT count(*) FROM deliveries") == 0
+
+
+async def test_without_subscriptions_a_stream_of_events_is_polled_at_the_idle_pace(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+    dispatchers: Callable[..., Dispatcher],
+    receiver: Receiver,
+) -> None:
+    """With no subscription, events written all the time go to no one: the dispatcher fans
+    them out at its idle pace, not every poll interval; a subscription made meanwhile gets
+    the events written after it."""
+    polls = 0
+    fan_out = deliveries.fan_out
+
+    async def counted(limit: int) -> int | None:
+        nonlocal polls
+        polls += 1
+        return await fan_out(limit)
+
+    deliveries.fan_out = counted  # type: ignore[method-assign]
+    dispatcher = dispatchers(dataclasses.replace(FAST, poll_interval=0.02, idle_poll_interval=1.0))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while loop.time() - began < 3.0:
+        await emit(db, [network_status(ChargerRef("CP-1", 1), True, at(0))])
+        await asyncio.sleep(0.02)
+    # The idle pace: waits doubling from 0.02 s up to 1 s, about ten polls in 3 s; the busy
+    # pace would be one every 0.02 s.
+    assert polls < 30, polls
+    await webhook_subscription(subscriptions, receiver.url)
+    dispatcher.wake()
+    await emit(db, [network_status(ChargerRef("CP-2", 2), True, at(1))])
+    await until(lambda: any(b'"CP-2"' in r.body for r in receiver.received))

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+from pathlib import Path
 
 import httpx
+import pytest
 from picows import WSMsgType
 
 from evgate.gateway.basic_routes import basic_routes
+from evgate.gateway.server import LISTEN_BACKLOG
 from evgate.handlers import ChargerContext, Routes
 from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
 from evgate.storage.db import CHARGER_CHANNEL
@@ -79,6 +83,41 @@ async def test_no_pong_closes_the_connection(
         transport, listener = await picows_client(g.url(), enable_auto_pong=False)
         await asyncio.wait_for(transport.wait_disconnected(), 3)
         assert listener.close_code == 1001
+
+
+async def test_idle_connections_cost_no_task_and_are_pinged_by_one_timer(
+    picows_client: PicowsClient, start_gateway: StartGateway
+) -> None:
+    """An idle charger holds no task of its own (picows's auto-ping would keep one per
+    connection, ~1.8 KB each): the gateway's one ping round pings every silent charger, and
+    those that answer stay connected."""
+    async with start_gateway(ping_interval=0.2, ping_timeout=0.2) as g:
+        for i in range(20):
+            g.set(f"CP-{i}")
+        before = len(asyncio.all_tasks())
+        clients = [await picows_client(g.url(f"CP-{i}")) for i in range(20)]
+        await until(lambda: len(g.gateway._connections) == 20)
+        assert len(asyncio.all_tasks()) - before < 5
+        await quiet_for(1.0)  # five ping intervals: each answered (picows's auto-pong)
+        assert all(not transport.is_disconnected for transport, _ in clients)
+        assert len(g.gateway._connections) == 20
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+async def test_the_charger_port_queues_a_storm_of_connections(
+    start_gateway: StartGateway,
+) -> None:
+    """The loop listens on the charger port with evgate's backlog, not its default of 100:
+    in a reconnect storm, SYNs beyond the backlog are dropped and come back only after TCP's
+    1 s retransmission."""
+    async with start_gateway() as g:
+        ss = await asyncio.create_subprocess_exec(
+            "ss", "-ltnH", f"sport = :{g.gateway.port}", stdout=asyncio.subprocess.PIPE
+        )
+        listing, _ = await ss.communicate()
+        backlog = int(listing.split()[2])  # Send-Q of a listening socket: its backlog
+        somaxconn = int(await asyncio.to_thread(Path("/proc/sys/net/core/somaxconn").read_text))
+        assert backlog == min(LISTEN_BACKLOG, somaxconn)
 
 
 async def test_answering_pings_keeps_the_connection(start_gateway: StartGateway) -> None:

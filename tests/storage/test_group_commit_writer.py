@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -14,7 +15,10 @@ import pytest
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.errors import is_unavailable
-from evgate.storage.ops.base import CopyRows, Statement, WriteOp
+from evgate.storage.ops import outbox
+from evgate.storage.ops.base import CopyRows, Statement, WriteOp, before_commit, text_literal
+from evgate.storage.ops.connectors import CONNECTOR_STATUS as STATUS
+from evgate.storage.ops.connectors import ConnectorStatus
 from evgate.storage.writer import Writer, WriteRejected
 from support import asyncpg_copy_waiter_unretrieved, quiet_for, until
 
@@ -23,9 +27,7 @@ BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 char
 
 
 def row(i: int) -> tuple[object, ...]:
-    import datetime as dt
-
-    return (f"CP-{i}", "acme", "Accepted", dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    return (f"CP-{i}", "acme", "Accepted", datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
 
 
 async def count(db: Database) -> int:
@@ -466,3 +468,73 @@ async def test_a_connection_dying_mid_copy_is_an_outage_not_a_refusal(
         assert await asyncio.wait_for(writer.submit([(op, 7)]), 10) == [None]
     assert op.attempts == 2 and writer.stats.retries == 1 and writer.stats.rejected == 0
     assert await count(db) == 1
+
+
+class DefersBad(WriteOp[str, None]):
+    """An op that defers to COMMIT an insert PostgreSQL refuses for a long id tag."""
+
+    async def write(self, conn: asyncpg.Connection, items: list[str]) -> list[None]:
+        for tag in items:
+            await before_commit(conn, f"INSERT INTO id_tags (id_tag) VALUES ({text_literal(tag)})")
+        return [None] * len(items)
+
+
+async def test_a_statement_deferred_to_commit_that_fails_refuses_only_its_submission(
+    writer: Writer, db: Database
+) -> None:
+    """A deferred statement runs in the batch's COMMIT round trip: when PostgreSQL refuses it,
+    COMMIT never runs, nothing of the batch is committed, and the batch is re-run one
+    submission at a time like any refusal; the committer goes on writing."""
+    defers = DefersBad()
+    results = await asyncio.gather(
+        writer.submit([(LOG, [row(1)]), (defers, "x" * 30)], key="CP-1"),
+        writer.submit([(LOG, [row(2)]), (defers, "ok-tag")], key="CP-1"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], WriteRejected) and results[1] == [None, None]
+    assert [r[0] for r in await db.fetch("SELECT charger_id FROM data_transfers")] == ["CP-2"]
+    assert await db.fetchval("SELECT array_agg(id_tag) FROM id_tags") == ["ok-tag"]
+    assert await writer.submit([(LOG, [row(3)])], key="CP-1") == [None]
+    assert await count(db) == 2
+
+
+async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: Database) -> None:
+    """A batch's few outbox rows are sent with its COMMIT, in one round trip: a status
+    emission costs three (BEGIN, the upsert, the outbox rows with COMMIT); any charger id and
+    payload bytes come back as given, in order."""
+    charger = "CP-'\\\"ünï'--"
+    payload = bytes(range(256))
+    write = STATUS(
+        ConnectorStatus(
+            charger_id="CP-1",
+            connector_id=1,
+            status="Available",
+            error_code="NoError",
+            info=None,
+            vendor_id=None,
+            vendor_error_code=None,
+            status_at=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+            updated_at=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+        )
+    )
+    then = outbox.append([("first", charger, payload), ("second\\'", "", b"")])
+    await writer.submit([outbox.emit([write], then)], key="CP-1")  # the statements prepared
+    conn = writer._committers[writer.committer_of("CP-1")].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        await writer.submit([outbox.emit([write], then)], key="CP-1")
+    finally:
+        conn.remove_query_logger(logged)
+    assert len(queries) == 3, queries
+    assert queries[-1].startswith("INSERT INTO outbox") and queries[-1].endswith("COMMIT")
+    stored = await db.fetch("SELECT event, charger_id, payload FROM outbox ORDER BY id")
+    assert [tuple(r) for r in stored] == [
+        ("first", charger, payload),
+        ("second\\'", "", b""),
+    ] * 2

@@ -20,6 +20,7 @@ from evgate.storage.maintenance import FOLD_FIRST, Maintenance, partition_name
 from evgate.storage.meter_values import MeterValueStore
 from evgate.storage.ops.base import Statement
 from evgate.storage.ops.meter_values import MeterValueRows
+from evgate.storage.ops.outbox import Emission, Emit
 from evgate.storage.writer import Writer, WriteRejected
 from support import until
 
@@ -462,3 +463,147 @@ async def test_the_meter_op_reports_the_rows_each_message_stored(
     [grown] = await writer.submit([(op, [a, c, b])])
     assert list(resent) == [] and list(grown) == [1]
     assert await db.fetchval("SELECT count(*) FROM meter_values") == 3
+
+
+async def test_series_committed_through_emit_are_remembered(writer: Writer, db: Database) -> None:
+    """Meter rows written inside an Emission (as every handler writes them) leave their series
+    numbers with the meter op once the batch commits: EMIT passes the commit on to the ops it
+    ran, so the next batch of the same series asks ``meter_series`` nothing."""
+    op = MeterValueRows()
+    emit = Emit()
+    key = "CP-1"
+    await writer.submit([emit(Emission([op([mrow(T0, 1.0)])]))], key=key)
+    conn = writer._committers[writer.committer_of(key)].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        await writer.submit([emit(Emission([op([mrow(T0 + timedelta(seconds=1), 2.0)])]))], key=key)
+    finally:
+        conn.remove_query_logger(logged)
+    assert queries, "the query logger saw the batch"
+    assert not [q for q in queries if "meter_series" in q]
+    assert await db.fetchval("SELECT count(*) FROM meter_series") == 1
+    assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 2
+
+
+async def test_a_resend_in_a_batch_runs_it_again_with_a_savepoint_and_refuses_nothing(
+    writer: Writer, db: Database
+) -> None:
+    """Batches COPY their meter rows without a savepoint; a batch holding a resend of
+    committed values (with another charger's new ones, and other writes) is rolled back and
+    run again once with the savepoint: everything new commits, once, nothing is refused or
+    counted as a retry, and the next batch goes without the savepoint again."""
+    op = MeterValueRows()
+    old = mrow(T0, 1.0)
+    await writer.submit([(op, [old])], key="CP-1")
+    other = ("CP-2", *mrow(T0, 2.0)[1:])
+    log = Statement(
+        "INSERT INTO data_transfers (charger_id, vendor_id, status, received_at)"
+        " VALUES ($1, 'acme', 'Accepted', now())"
+    )
+    conn = writer._committers[writer.committer_of(None)].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        resent, new = await asyncio.gather(
+            writer.submit([(op, [old, mrow(T0 + timedelta(seconds=1), 3.0)]), (log, ("CP-1",))]),
+            writer.submit([(op, [other])]),
+        )
+        assert [list(resent[0]), list(new[0])] == [[1], [0]]
+        assert any(q.startswith("SAVEPOINT") for q in queries)
+        queries.clear()
+        await writer.submit([(op, [mrow(T0 + timedelta(seconds=2), 4.0)])])
+        assert not [q for q in queries if q.startswith("SAVEPOINT")]
+    finally:
+        conn.remove_query_logger(logged)
+    assert await db.fetchval("SELECT count(*) FROM meter_values") == 4
+    assert await db.fetchval("SELECT count(*) FROM data_transfers") == 1
+    assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 4
+    assert writer.stats.retries == 0 and writer.stats.rejected == 0
+
+
+async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_would(
+    writer: Writer, db: Database
+) -> None:
+    """Once its series are numbered, a small batch's meter rows and rollups are sent as
+    literal INSERTs in its COMMIT round trip; what is stored is what the COPY stores, value
+    for value (NaN, infinities, -0.0, a raw value with quotes and backslashes, NULLs)."""
+    op = MeterValueRows()
+    values = [float("nan"), float("inf"), float("-inf"), -0.0, 1e-300, 123.456789]
+
+    def message(minute: int) -> list[tuple[object, ...]]:
+        ts = T0 + timedelta(minutes=minute, microseconds=123457)
+        rows = [
+            (*mrow(ts + timedelta(seconds=i), v, f"M{i}")[:10], v, None)
+            for i, v in enumerate(values)
+        ]
+        raw = mrow(ts, 0.0, "Raw")
+        rows.append((*raw[:5], "L1", *raw[6:9], None, None, "it's \\ a 'raw' value"))
+        return rows
+
+    await writer.submit([(op, message(0))], key="CP-1")  # numbers the series: the COPY way
+    conn = writer._committers[writer.committer_of("CP-1")].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        await writer.submit([(op, message(1))], key="CP-1")
+    finally:
+        conn.remove_query_logger(logged)
+    assert len(queries) == 2 and queries[-1].startswith("INSERT INTO meter_values")
+    columns = "measurand, phase, location, context, format, unit, value, raw_value"
+    by_minute = [
+        await db.fetch(
+            f"SELECT ts - $1::timestamptz AS at, {columns} FROM meter_values"
+            " WHERE ts >= $1 AND ts < $1 + interval '1 minute' ORDER BY ts, measurand",
+            T0 + timedelta(minutes=m),
+        )
+        for m in (0, 1)
+    ]
+    assert len(by_minute[0]) == len(values) + 1
+    assert [repr(tuple(r)) for r in by_minute[0]] == [repr(tuple(r)) for r in by_minute[1]]
+    rollups = [
+        await db.fetch(
+            "SELECT series_id, min_value, max_value, sum_value, count, first_at - minute,"
+            " first_value, last_at - minute, last_value FROM meter_rollup_1m"
+            " WHERE minute = $1 ORDER BY series_id",
+            T0 + timedelta(minutes=m),
+        )
+        for m in (0, 1)
+    ]
+    assert rollups[0] and [repr(tuple(r)) for r in rollups[0]] == [
+        repr(tuple(r)) for r in rollups[1]
+    ]
+
+
+async def test_a_text_postgresql_refuses_in_a_deferred_batch_refuses_only_its_message(
+    writer: Writer, db: Database
+) -> None:
+    """A raw value with a NUL (which no PostgreSQL text holds) in a batch sent with its
+    COMMIT: the round trip fails before COMMIT, and only that message is refused; the other
+    of its batch commits."""
+    op = MeterValueRows()
+    await writer.submit([(op, [mrow(T0, 1.0)])], key="CP-1")  # the series numbered
+    bad = (*mrow(T0 + timedelta(seconds=1), 2.0)[:11], "a\x00b")
+    outcomes = await asyncio.gather(
+        writer.submit([(op, [bad])], key="CP-1"),
+        writer.submit([(op, [mrow(T0 + timedelta(seconds=2), 3.0)])], key="CP-1"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], WriteRejected)
+    assert not isinstance(outcomes[1], BaseException)
+    assert await db.fetchval("SELECT count(*) FROM meter_values") == 2

@@ -276,14 +276,18 @@ class Dispatcher:
                 await asyncio.sleep(retry.failed(exc))  # the database is away, most likely
             else:
                 retry.ok()
-            if fanned:
+            # Rows fanned out to no subscription keep no one waiting: without one, the outbox
+            # is looked at as an idle one is (a fleet's events would otherwise cost a fan-out
+            # transaction every poll_interval).
+            wanted = bool(self._subs)
+            if fanned and wanted:
                 self._wakeup.set()  # new deliveries: claim them
-            if fanned >= 10 * self.config.fan_out_batch:
+            if fanned >= 10 * self.config.fan_out_batch and wanted:
                 continue  # a backlog: on at once
-            if fanned or self._new_events.is_set():
+            if wanted and (fanned or self._new_events.is_set()):
                 wait = self.config.poll_interval
             else:
-                wait = min(wait * 2, self.config.idle_poll_interval)
+                wait = min(max(wait * 2, self.config.poll_interval), self.config.idle_poll_interval)
             self._new_events.clear()
             await wait_event(self._new_events, wait)
 

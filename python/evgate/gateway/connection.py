@@ -105,7 +105,9 @@ class ChargerConnection(WSListener):
         "_future",
         "_inbox",
         "_pacing",
+        "_ping_deadline",
         "_queued_calls",
+        "_seen",
         "_stamp",
         "_tokens",
         "_worker",
@@ -168,6 +170,10 @@ class ChargerConnection(WSListener):
         self._close_timer: asyncio.TimerHandle | None = None
         self._tokens = float(gateway.settings.message_burst)
         self._stamp = time.monotonic()
+        # When the charger last sent a frame, and by when it must answer our ping (0: no
+        # ping out): the gateway's ping round reads them (see keep_alive).
+        self._seen = self._stamp
+        self._ping_deadline = 0.0
         # Why reads are paused: the charger does not read us, or one of its CALLs is paced.
         self._writes_paused = False
         self._pacing = False
@@ -205,6 +211,9 @@ class ChargerConnection(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         # The frame borrows picows's read buffer: copy what we keep before returning.
         kind = frame.msg_type
+        # Any frame (a PONG, or anything else) shows the charger is there.
+        self._seen = time.monotonic()
+        self._ping_deadline = 0.0
         if transport.is_close_frame_sent and kind != WSMsgType.CLOSE:
             # We are closing this connection (credentials gone, no ocpp1.6, replaced, ...):
             # what the charger still sends is discarded (RFC 6455 7.1.1), never handled.
@@ -240,7 +249,7 @@ class ChargerConnection(WSListener):
             transport.disconnect()
         elif kind == WSMsgType.BINARY:
             self.close(WSCloseCode.UNSUPPORTED_DATA, "OCPP-J uses text frames only")
-        # PING is answered by picows; a PONG we did not ask for is ignored (RFC 6455 5.5.3).
+        # PING is answered by picows; a PONG only counts as a sign of life (RFC 6455 5.5.3).
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self._close_timer is not None:
@@ -294,6 +303,22 @@ class ChargerConnection(WSListener):
         if self._close_timer is None:
             loop = asyncio.get_running_loop()
             self._close_timer = loop.call_later(CLOSE_TIMEOUT, transport.disconnect)
+
+    def keep_alive(self, now: float, interval: float, timeout: float) -> None:
+        """One round of the gateway's pings (one timer for every connection, where picows
+        would keep a task per connection): ping a charger silent for ``interval`` seconds,
+        and close one that has not answered within ``timeout`` (1001)."""
+        transport = self.transport
+        if transport is None or transport.is_disconnected or transport.is_close_frame_sent:
+            return
+        if self._ping_deadline:
+            if now >= self._ping_deadline:
+                self._ping_deadline = 0.0
+                self.close(WSCloseCode.GOING_AWAY, f"no pong within {timeout:g} s")
+                transport.disconnect()  # it does not answer: no wait for its CLOSE either
+        elif now - self._seen >= interval:
+            transport.send_ping()
+            self._ping_deadline = now + timeout
 
     @property
     def closed(self) -> bool:

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -69,13 +70,15 @@ from evgate.protocol.v16 import (
 )
 from evgate.storage.chargers import ChargerCredentials
 
-__all__ = ["Gateway"]
+__all__ = ["LISTEN_BACKLOG", "Gateway"]
 
 log = logging.getLogger("evgate.gateway")
 
 # picows reads into a buffer that starts this small and grows only for big messages: an idle
 # connection's share of memory is mostly this buffer.
 _READ_BUFFER = 2048
+#: Connections the kernel queues for accept (``app.bind_socket`` and the loop's listen).
+LISTEN_BACKLOG = 4096
 # Each stage before a charger's upgrade — a load balancer's PROXY header, the TLS handshake,
 # the HTTP upgrade request — must be over in this long: a silent connection costs 5 s.
 _HANDSHAKE_TIMEOUT = 5.0
@@ -207,6 +210,7 @@ class Gateway:
         self._ssl: ssl.SSLContext | None = None
         self._stopping = False
         self.port: int | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
 
         metrics = metrics if metrics is not None else Registry()
         metrics.gauge(
@@ -271,14 +275,38 @@ class Gateway:
         loop = asyncio.get_running_loop()
         # No ssl= here: the port starts TLS itself, after a load balancer's PROXY header.
         self._port.tls = self._ssl
-        self._server = await loop.create_server(self._port, sock=sock)
+        # The loop listens again with its own backlog (100 by default) on a socket it is
+        # given: a reconnect storm's SYNs beyond it are dropped and come back only after
+        # TCP's 1 s retransmission, which was most of a 500-charger storm's time.
+        self._server = await loop.create_server(self._port, sock=sock, backlog=LISTEN_BACKLOG)
         self.port = sock.getsockname()[1]
+        self._schedule_pings()
+
+    def _schedule_pings(self) -> None:
+        s = self.settings
+        tick = max(0.05, min(s.ping_interval, s.ping_timeout) / 4)
+        self._ping_timer = asyncio.get_running_loop().call_later(tick, self._ping_round)
+
+    def _ping_round(self) -> None:
+        """Ping the chargers silent for ``ping_interval``, close those that did not answer
+        within ``ping_timeout``: one timer for all (a task per connection, picows's way,
+        costs ~1.8 KB each), a round every quarter of the shorter of the two, so a ping goes
+        at most that much late."""
+        s = self.settings
+        now = time.monotonic()
+        timeout = min(s.ping_timeout, s.ping_interval)
+        for connection in list(self._connections.values()):
+            connection.keep_alive(now, s.ping_interval, timeout)
+        self._schedule_pings()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let in-flight CALLs finish and send their replies, then close every
         charger with 1001. Each of the three waits is bounded by ``grace`` seconds. Safe to
         call more than once."""
         self._stopping = True
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
         if self._server is not None:
             self._server.close()
         connections = list(self._connections.values())
@@ -377,7 +405,7 @@ class Gateway:
             self._picows_log,  # an adapter: picows makes no per-connection child logger
             True,  # disconnect_on_exception
             _HANDSHAKE_TIMEOUT,
-            True,  # enable_auto_ping
+            False,  # enable_auto_ping: the gateway's ping round does it (_ping_round)
             s.ping_interval,
             min(s.ping_timeout, s.ping_interval),  # picows requires reply <= idle
             WSAutoPingStrategy.PING_WHEN_IDLE,

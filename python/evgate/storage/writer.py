@@ -3,10 +3,13 @@
 Handlers ``await writer.submit(writes, key=charger_id)``; the writer gathers the submissions
 of all connections into a batch (until ``batch_rows`` rows or ``flush_interval`` seconds after
 the first), writes the batch in ONE transaction — each kind of write merged across submissions
-(COPY for appends, one pipelined statement batch for upserts) — and only after COMMIT resolves
-every submission of the batch. A few committers, each an asyncio task with its own connection,
-commit batches side by side (the key picks the committer, so one charger's writes stay in order
-on one committer), so that PostgreSQL and Python each keep a core busy. A handler answers its
+(COPY for appends, one pipelined statement batch for upserts; the few appends of a small
+batch, its outbox rows and new meter rows, as literal statements sent with the COMMIT itself,
+``ops.base.before_commit``) — and only after COMMIT resolves every submission of the batch. At
+a fleet's pace a batch holds a message or two, so each round trip is paid per message. A few
+committers, each an asyncio task with its own connection, commit batches side by side (the key
+picks the committer, so one charger's writes stay in order on one committer), so that
+PostgreSQL and Python each keep a core busy. A handler answers its
 charger after ``submit`` returns, so an acknowledged message is durable (ARCHITECTURE rule 1).
 
 A write is a :class:`~evgate.storage.ops.base.Write` ``(op, item)``: the op a
@@ -32,6 +35,10 @@ Faults:
   submission per transaction, so only the offending submission fails (its ``submit`` raises
   :class:`WriteRejected`) and every other charger's rows commit.
 
+* An op asks for another run (``RetryBatch``: its cheap way met what its careful way
+  resolves, a resent meter value): the batch is rolled back and run again at once, neither
+  counted as a retry nor refused, at most three times in a row.
+
 Retried messages (a charger resends what was not acknowledged) are the ops' business: their
 dedupe keys hold across batches and within one (see ``storage/ops/``).
 """
@@ -54,7 +61,7 @@ import asyncpg
 from evgate.metrics import Registry
 from evgate.outages import Dependency
 from evgate.storage.errors import is_unavailable
-from evgate.storage.ops.base import Write, write_grouped
+from evgate.storage.ops.base import RetryBatch, Write, open_tail, take_tail, write_grouped
 from evgate.tasks import wait_event
 
 __all__ = [
@@ -65,6 +72,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# How many times in a row a batch is run again at an op's request (RetryBatch); then its
+# error counts as a refusal.
+_RERUNS = 3
 
 
 class WriterClosed(Exception):
@@ -414,6 +425,7 @@ class _Committer:
         """Commit ``batch`` and resolve its futures; retry while the database is unavailable."""
         delay = 0.05
         unknown: _CommitUnknown | None = None  # an attempt whose COMMIT outcome is not known
+        reruns = 0  # runs an op asked for (RetryBatch)
         while True:
             try:
                 if unknown is not None and await self._committed(unknown):
@@ -427,6 +439,9 @@ class _Committer:
                     unknown = None
                     results = await self._commit(batch)
             except Exception as exc:
+                if isinstance(exc, RetryBatch) and reruns < _RERUNS:
+                    reruns += 1  # rolled back; the op takes its careful way this time
+                    continue
                 if isinstance(exc, _CommitUnknown):
                     unknown = exc
                 elif unknown is None and not self._transient(exc):
@@ -487,9 +502,12 @@ class _Committer:
             await conn.execute(
                 f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')"
             )
-            # Each op once on its items of every submission, results back per submission.
+            # Each op once on its items of every submission, results back per submission;
+            # what they defer to the COMMIT (``before_commit``) goes with it.
+            open_tail(conn)
             results, ops = await write_grouped(conn, [s.writes for s in batch])
         except BaseException as exc:
+            take_tail(conn)
             if not await self._rolled_back(conn):
                 await self._drop_connection()
                 if isinstance(exc, Exception):
@@ -497,13 +515,22 @@ class _Committer:
                     # switch to state"), the connection died under it: an outage.
                     raise _ConnectionBroken(exc) from exc
             raise
+        tail = take_tail(conn)
         try:
-            status = await conn.execute("COMMIT")
+            # One simple query: the deferred statements, then COMMIT (which PostgreSQL does
+            # not reach if one of them fails: the batch is then refused, nothing committed).
+            status = await conn.execute("; ".join([*(d.sql for d in tail), "COMMIT"]))
         except Exception as exc:
             # Only an error PostgreSQL itself answered says what became of the COMMIT; any
             # other (the connection lost or broken while it was in flight) leaves it unknown.
             if self._transient(exc) or not isinstance(exc, asyncpg.PostgresError):
                 raise _CommitUnknown(batch_id, results, backend, exc) from exc
+            if not await self._rolled_back(conn):
+                await self._drop_connection()
+            # Not committed: an op whose deferred statement met what its careful way
+            # resolves (a stored meter value) has the batch run again.
+            if any(d.failed is not None and d.failed(exc) for d in tail):
+                raise RetryBatch("a deferred statement asked for another run") from exc
             raise
         if status != "COMMIT":
             # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error:

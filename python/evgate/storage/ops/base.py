@@ -11,6 +11,7 @@ in the order the ops first appear.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -18,12 +19,20 @@ import asyncpg
 
 __all__ = [
     "CopyRows",
+    "Deferred",
     "FetchEach",
     "Results",
+    "RetryBatch",
     "Statement",
+    "TailFailed",
     "Write",
     "WriteOp",
+    "before_commit",
+    "bytea_literal",
     "in_rounds",
+    "open_tail",
+    "take_tail",
+    "text_literal",
     "write_grouped",
 ]
 
@@ -38,6 +47,13 @@ class Write(NamedTuple, Generic[ResultT]):
 
     op: WriteOp[Any, ResultT]
     item: Any
+
+
+class RetryBatch(Exception):
+    """Raised by an op that met, in its cheap way, something its careful way resolves (a
+    resent meter value stored long ago): the writer rolls the batch's transaction back and
+    runs the batch again at once, and the op, remembering, takes the careful way then.
+    Neither an outage nor a refusal. The writer runs a batch so at most a few times."""
 
 
 class WriteOp(Generic[ItemT, ResultT]):
@@ -74,6 +90,73 @@ class WriteOp(Generic[ItemT, ResultT]):
         """The transaction of the last :meth:`write` on ``conn`` committed. Not called when it
         rolled back or its outcome is unknown: an op that remembers what it wrote (ids it
         made) may keep it from here on, and must forget it at its next ``write`` otherwise."""
+
+
+#: What an op that deferred a statement is asked when the batch's COMMIT round trip failed
+#: with an error PostgreSQL answered: whether it takes that error on itself by a run of the
+#: batch again (it then takes its careful way: :class:`RetryBatch`).
+TailFailed = Callable[[BaseException], bool]
+
+
+class Deferred(NamedTuple):
+    """A statement deferred to a batch's COMMIT, and who to ask if that round trip fails."""
+
+    sql: str
+    failed: TailFailed | None = None
+
+
+# Per connection while the writer commits a batch on it: the statements ops deferred to the
+# batch's COMMIT (see before_commit).
+_TAILS: weakref.WeakKeyDictionary[asyncpg.Connection, list[Deferred]] = weakref.WeakKeyDictionary()
+
+
+def open_tail(conn: asyncpg.Connection) -> None:
+    """The writer begins a batch on ``conn``: statements given to :func:`before_commit` wait
+    for its COMMIT from now on."""
+    _TAILS[conn] = []
+
+
+def take_tail(conn: asyncpg.Connection) -> list[Deferred]:
+    """The statements deferred to the COMMIT of the batch on ``conn`` (the writer sends them
+    with it, in one round trip); ``conn`` is no longer in a batch."""
+    return _TAILS.pop(conn, [])
+
+
+async def before_commit(
+    conn: asyncpg.Connection, sql: str, failed: TailFailed | None = None
+) -> None:
+    """Run ``sql`` (literal values only, no parameters) in ``conn``'s open transaction, at the
+    latest just before its COMMIT.
+
+    Inside a writer batch it is sent in the COMMIT's own round trip (``sql; ...; COMMIT`` as
+    one simple query): at a fleet's pace a batch holds a message or two, so every round trip
+    is paid per message, by Python and by PostgreSQL. It is still in the batch's transaction:
+    if it fails, COMMIT is not run and the batch is refused like any other write. Outside a
+    batch (an op called on a connection of its own) it runs now. For writes whose results
+    the op knows without asking (appends: the outbox; new meter values).
+
+    Args:
+        failed: asked, when the COMMIT round trip fails, whether the op takes the error on
+            itself by a run of the batch again (:data:`TailFailed`); outside a batch, an error
+            is raised as it is.
+    """
+    tail = _TAILS.get(conn)
+    if tail is None:
+        await conn.execute(sql)
+    else:
+        tail.append(Deferred(sql, failed))
+
+
+def text_literal(value: str) -> str:
+    """``value`` as an SQL string literal (the escape-string form, which means the same
+    whatever ``standard_conforming_strings`` says)."""
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def bytea_literal(value: bytes) -> str:
+    """``value`` as an SQL bytea literal (hex, in the escape-string form like
+    :func:`text_literal`)."""
+    return "E'\\\\x" + value.hex() + "'::bytea"
 
 
 class Results:

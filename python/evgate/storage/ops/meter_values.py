@@ -18,17 +18,18 @@ migration 0008 for why).
 from __future__ import annotations
 
 import collections
+import math
 import sys
 import weakref
 from array import array
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from evgate import native
-from evgate.storage.ops.base import Write, WriteOp
+from evgate.storage.ops.base import RetryBatch, Write, WriteOp, before_commit, text_literal
 
 __all__ = [
     "METER_COLUMNS",
@@ -183,6 +184,39 @@ def _new_rows(items: list[Sequence[MeterRow]], kept: Sequence[int], total: int) 
     return results
 
 
+# Up to this many rows (a fleet's batch: a message or two), a batch's meter rows and their
+# rollups ride in its COMMIT's round trip as literal INSERTs (``before_commit``) when their
+# series are numbered already; more go by COPY, which costs PostgreSQL and Python less a row.
+_TAIL_ROWS = 64
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _float(value: float) -> str:
+    """A float8 literal that reads back as the same double (quoted: float8's own input, so
+    -0.0 stays negative)."""
+    if math.isinf(value):
+        return "'Infinity'" if value > 0 else "'-Infinity'"
+    return "'NaN'" if value != value else f"'{value!r}'"
+
+
+def _pg_time(us: int) -> str:
+    """A time in µs since PostgreSQL's epoch (a rollup record's) as a timestamptz literal."""
+    return "'" + (_PG_EPOCH + timedelta(microseconds=us)).isoformat() + "'::timestamptz"
+
+
+def _literal(value: object) -> str:
+    """A meter row's field as an SQL literal (its column's type is the INSERT's target)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return text_literal(value)
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, datetime):
+        return "'" + value.isoformat() + "'"
+    return str(int(value))  # type: ignore[call-overload]
+
+
 async def _copy_stream(records: bytes) -> AsyncIterator[bytes]:
     """``records`` (binary COPY tuples) as the stream asyncpg's ``copy_to_table`` sends."""
     yield native.COPY_HEADER + records + native.COPY_TRAILER
@@ -194,9 +228,11 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
 
     Per batch: drop repeated keys (first kept), COPY the rows into ``meter_values``, and COPY
     their rollups into ``meter_rollup_1m`` (one partial row per series and minute of the
-    batch). When the COPY meets a key stored before (a resent
-    message whose first copy committed), it is rolled back to a savepoint, the stored keys are
-    looked up and left out, and the rest is written: the common case pays for one COPY only.
+    batch). When the COPY meets a key stored before (a resent message whose first copy
+    committed), the op asks the writer to run the batch again (:class:`RetryBatch`), and
+    then COPYs after a savepoint: on that key it rolls back to the savepoint, looks the stored
+    keys up, leaves them out and writes the rest. The common case pays for one COPY only,
+    with no savepoint.
     A row left out is new in no item's result; a key repeated in the batch is new in the
     first item that holds it. So a resent message whose values are all stored has an empty
     result, and the events built from the result (``handlers/meter_values.py``) say nothing
@@ -218,6 +254,9 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
         self._series: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
             weakref.WeakKeyDictionary()
         )
+        # The connections whose next write takes a savepoint: their last COPY met a key
+        # stored before (a resend), so the batch is being run again.
+        self._careful: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
         # Per connection: the series numbered by the last write's transaction, until it commits.
         self._numbered: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
             weakref.WeakKeyDictionary()
@@ -247,11 +286,33 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
             kept = list(first.values())
             rows = [flat[i] for i in kept]
         times = row_times(rows)
+        careful = conn in self._careful
+        self._careful.discard(conn)
+        if not careful and rows and len(rows) <= _TAIL_ROWS:
+            deferred = self._deferred(conn, rows, times)
+            if deferred is not None:
+                await before_commit(conn, deferred, self._tail_failed(conn))
+                return _new_rows(items, kept, len(flat))
         for _attempt in range(5):
             if not rows:
                 break
             # Encoded natively, times from ``times``: no per-field work in Python.
             records = native.copy_meter_rows(rows, times.tobytes())
+            if not careful:
+                # Nearly every batch holds new values only: no savepoint (a round trip and a
+                # subtransaction per batch). A key stored before aborts the transaction;
+                # the writer then runs the batch again, and this op takes the savepoint.
+                try:
+                    await conn.copy_to_table(
+                        "meter_values",
+                        source=_copy_stream(records),
+                        columns=METER_COLUMNS,
+                        format="binary",
+                    )
+                    break
+                except asyncpg.UniqueViolationError as exc:
+                    self._careful.add(conn)
+                    raise RetryBatch("a meter value stored before") from exc
             # A savepoint, so that a key stored before rolls back this COPY only. It is not
             # released: COMMIT does that, and a RELEASE would cost a round trip per batch.
             await conn.execute("SAVEPOINT meter_values")
@@ -273,6 +334,41 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
             raise RuntimeError("meter values kept meeting new duplicates; giving up this batch")
         await self.add_rollups(conn, rows, times)
         return _new_rows(items, kept, len(flat))
+
+    def _deferred(
+        self, conn: asyncpg.Connection, rows: Sequence[MeterRow], times: array[int]
+    ) -> str | None:
+        """The INSERTs of ``rows`` and their rollups as one literal statement for the batch's
+        COMMIT round trip, or None when a series of theirs has no number known yet (it is
+        numbered by a query, the COPY way)."""
+        self._numbered.pop(conn, None)  # a transaction whose commit was not reported
+        known = self._series.get(conn)
+        if known is None or len(known) > self.series_cache:
+            return None
+        for row in rows:
+            if row[10] is not None and (row[0], row[1], row[4], row[5], row[6]) not in known:
+                return None
+        values = ",".join("(" + ",".join([_literal(v) for v in row]) + ")" for row in rows)
+        sql = f"INSERT INTO meter_values ({', '.join(METER_COLUMNS)}) VALUES {values}"
+        records = rollup_records(rows, times, known, self.rollup)
+        if records:
+            rollups = ",".join(
+                f"({r[2]},{_pg_time(r[4])},{_float(r[6])},{_float(r[8])},{_float(r[10])},"
+                f"{r[12]},{_pg_time(r[14])},{_float(r[16])},{_pg_time(r[18])},{_float(r[20])})"
+                for r in native.ROLLUP_RECORD.iter_unpack(records)
+            )
+            sql += f"; INSERT INTO meter_rollup_1m ({', '.join(ROLLUP_COLUMNS)}) VALUES {rollups}"
+        return sql
+
+    def _tail_failed(self, conn: asyncpg.Connection) -> Callable[[BaseException], bool]:
+        def failed(exc: BaseException) -> bool:
+            # A key stored before (a resend): the batch again, the careful way.
+            if isinstance(exc, asyncpg.UniqueViolationError):
+                self._careful.add(conn)
+                return True
+            return False
+
+        return failed
 
     async def _with_connectors(
         self, conn: asyncpg.Connection, rows: list[MeterRow]

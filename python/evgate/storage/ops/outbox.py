@@ -10,18 +10,56 @@ their own connection (``storage/outbox.py``).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
 
-from evgate.storage.ops.base import CopyRows, Results, Write, WriteOp, write_grouped
+from evgate.storage.ops.base import (
+    CopyRows,
+    Results,
+    Write,
+    WriteOp,
+    before_commit,
+    bytea_literal,
+    text_literal,
+    write_grouped,
+)
 
 __all__ = ["EMIT", "OUTBOX", "OUTBOX_COLUMNS", "Emission", "append", "emit"]
 
 OUTBOX_COLUMNS = ("event", "charger_id", "payload")
+
+# Up to this many rows a batch's outbox rows ride in its COMMIT's round trip as one literal
+# INSERT; more (a storm's batches) are COPYed, which PostgreSQL parses and Python encodes
+# for less per row.
+_TAIL_ROWS = 64
+
+
+class OutboxRows(CopyRows):
+    """Appends a batch's outbox rows, in submission order: in the COMMIT's round trip
+    (``before_commit``) for the few rows of a batch at a fleet's pace, by COPY for many."""
+
+    async def write(
+        self, conn: asyncpg.Connection, items: list[Sequence[tuple[Any, ...]]]
+    ) -> list[None]:
+        records = [row for item in items for row in item]
+        if len(records) > _TAIL_ROWS:
+            return await super().write(conn, items)
+        if records:
+            values = ",".join(
+                f"({text_literal(event)},{text_literal(charger_id)},{bytea_literal(payload)})"
+                for event, charger_id, payload in records
+            )
+            await before_commit(
+                conn, f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES {values}"
+            )
+        return [None] * len(items)
+
+
 #: Item: outbox rows (``events.builders.OutboxEntry``, a typed row in OUTBOX_COLUMNS order).
-OUTBOX = CopyRows("outbox", OUTBOX_COLUMNS)
+OUTBOX = OutboxRows("outbox", OUTBOX_COLUMNS)
 
 
 def append(entries: Iterable[tuple[str, str, bytes]]) -> list[Write[None]]:
@@ -61,13 +99,21 @@ class Emit(WriteOp[Emission, Results]):
 
     name = "emit"
 
+    def __init__(self) -> None:
+        # Per connection: the inner ops of the last write, told when its transaction commits
+        # (the meter op then keeps the series it numbered; see WriteOp.committed).
+        self._ran: weakref.WeakKeyDictionary[asyncpg.Connection, list[WriteOp[Any, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
     def weight(self, item: Emission) -> int:
         then = item.then
         follow_ups = 1 if callable(then) else sum(op.weight(i) for op, i in then)
         return sum(op.weight(i) for op, i in item.writes) + follow_ups
 
     async def write(self, conn: asyncpg.Connection, items: list[Emission]) -> list[Results]:
-        grouped, _ = await write_grouped(conn, [item.writes for item in items])
+        self._ran.pop(conn, None)
+        grouped, state_ops = await write_grouped(conn, [item.writes for item in items])
         results = [
             Results(item.writes, result) for item, result in zip(items, grouped, strict=True)
         ]
@@ -75,8 +121,14 @@ class Emit(WriteOp[Emission, Results]):
             item.then(result) if callable(item.then) else item.then
             for item, result in zip(items, results, strict=True)
         ]
-        await write_grouped(conn, follow_ups)
+        _, follow_up_ops = await write_grouped(conn, follow_ups)
+        self._ran[conn] = [*state_ops, *follow_up_ops]
         return results
+
+    def committed(self, conn: asyncpg.Connection) -> None:
+        """Tell the inner ops of the last write on ``conn`` that it committed."""
+        for op in self._ran.pop(conn, ()):
+            op.committed(conn)
 
 
 EMIT = Emit()
