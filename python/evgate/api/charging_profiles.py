@@ -12,7 +12,7 @@ Charger failures are answered as ``/commands`` answers them (409, 502, 503, 504)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
@@ -45,6 +45,27 @@ Int32 = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
 ProfileId = Annotated[int, Parameter(ge=1, le=INT32_MAX, description="a chargingProfileId")]
 
 
+class SchedulePeriodIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """OCPP's ChargingSchedulePeriod with the bounds an API input states (int32, 1-3 phases)."""
+
+    start_period: Int32
+    limit: Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+    number_phases: Annotated[int, msgspec.Meta(ge=1, le=3)] | msgspec.UnsetType = msgspec.UNSET
+
+
+class ScheduleIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """OCPP's ChargingSchedule with the bounds an API input states; sent as the protocol's
+    ChargingSchedule (:meth:`ChargingProfileController` converts it)."""
+
+    duration: Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)] | msgspec.UnsetType = msgspec.UNSET
+    start_schedule: Annotated[datetime, msgspec.Meta(tz=True)] | msgspec.UnsetType = msgspec.UNSET
+    charging_rate_unit: Literal["A", "W"]
+    charging_schedule_period: Annotated[list[SchedulePeriodIn], msgspec.Meta(min_length=1)]
+    min_charging_rate: Annotated[float, msgspec.Meta(ge=0, le=1e9)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+
+
 class ProfileIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     """A SetChargingProfile's connector and csChargingProfiles, without the id (evgate's)."""
 
@@ -52,7 +73,7 @@ class ProfileIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     stack_level: Int32
     charging_profile_purpose: ChargingProfilePurposeType
     charging_profile_kind: ChargingProfileKindType
-    charging_schedule: ChargingSchedule
+    charging_schedule: ScheduleIn
     transaction_id: Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)] | None = None
     recurrency_kind: RecurrencyKindType | None = None
     valid_from: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
@@ -95,12 +116,19 @@ class ChargingProfileController(Controller):
             )
         store = _store(ctx)
         profile_id = await store.next_id()
+        # The protocol's own type (its validation: at most one decimal in a limit).
+        try:
+            schedule = msgspec.convert(
+                msgspec.to_builtins(data.charging_schedule), ChargingSchedule
+            )
+        except msgspec.ValidationError as exc:
+            raise Unprocessable(f"chargingSchedule: {exc}") from None
         profile = ChargingProfile(
             charging_profile_id=profile_id,
             stack_level=data.stack_level,
             charging_profile_purpose=data.charging_profile_purpose,
             charging_profile_kind=data.charging_profile_kind,
-            charging_schedule=data.charging_schedule,
+            charging_schedule=schedule,
             transaction_id=_unset(data.transaction_id),
             recurrency_kind=_unset(data.recurrency_kind),
             valid_from=_unset(data.valid_from),
@@ -112,7 +140,6 @@ class ChargingProfileController(Controller):
             SetChargingProfileRequest(connector_id=data.connector_id, cs_charging_profiles=profile),
         )
         assert isinstance(answer, SetChargingProfileResponse)
-        schedule = data.charging_schedule
         applied = AppliedProfile(
             id=profile_id,
             purpose=data.charging_profile_purpose.value,
