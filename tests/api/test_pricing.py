@@ -47,7 +47,9 @@ async def _events(database_url: str, name: str) -> list[dict[str, Any]]:
         rows = await conn.fetch("SELECT payload FROM outbox WHERE event = $1 ORDER BY id", name)
     finally:
         await conn.close()
-    return [json.loads(r[0]) for r in rows]
+    # Amounts in events are JSON numbers with their exact digits: read as Decimal, shown as
+    # text ("1.00" proves both).
+    return [json.loads(r[0], parse_float=str) for r in rows]
 
 
 async def test_the_issues_requests_work_as_written(api: httpx.AsyncClient) -> None:
