@@ -47,9 +47,7 @@ async def _events(database_url: str, name: str) -> list[dict[str, Any]]:
         rows = await conn.fetch("SELECT payload FROM outbox WHERE event = $1 ORDER BY id", name)
     finally:
         await conn.close()
-    # Amounts in events are JSON numbers with their exact digits: read as Decimal, shown as
-    # text ("1.00" proves both).
-    return [json.loads(r[0], parse_float=str) for r in rows]
+    return [json.loads(r[0]) for r in rows]
 
 
 async def test_the_issues_requests_work_as_written(api: httpx.AsyncClient) -> None:
@@ -169,12 +167,14 @@ async def test_changes_emit_their_catalog_events(api: httpx.AsyncClient, databas
     assert [e["action"] for e in tariffs] == ["created", "updated", "deleted"]
     pricing = tariffs[0]["tariff"]["pricing"]
     assert pricing == {
-        "connectionFee": "1.00",
-        "pricePerKwh": "0.30",
+        # Amounts in events are JSON numbers, as the catalog types them (their exact digits:
+        # tests/events/test_priced_transaction_end_to_end.py).
+        "connectionFee": 1.0,
+        "pricePerKwh": 0.3,
         "pricePeriodInMinutes": 1,
-        "pricePerPeriod": "0.05",
+        "pricePerPeriod": 0.05,
     }
-    assert tariffs[1]["tariff"]["pricing"]["pricePerKwh"] == "0.35"
+    assert tariffs[1]["tariff"]["pricing"]["pricePerKwh"] == 0.35
     assert tariffs[0]["tariff"]["type"] == "duration+energy"
 
 
