@@ -130,6 +130,32 @@ async def test_message_log_is_bounded_kept_after_a_disconnect_and_dropped_with_t
         assert (await run.api.get("/api/v1/chargers/CP-1/messages")).status_code == 404
 
 
+async def test_a_charger_deleted_while_connected_leaves_no_log_for_its_id(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Deleted while connected: its connection closes and its messages go with it, so a new
+    charger given the same id starts with an empty log."""
+    async with running_handle(database_url, tmp_path, message_log_size=4) as run:
+        secret = await run.charger("CP-1")
+        async with ocpp_charger(run.url("CP-1", secret), "CP-1") as charger:
+            await charger.call(call.Heartbeat())
+            assert (await run.api.delete("/api/v1/chargers/CP-1")).status_code == 204
+            await until(lambda: run.gateway.connection("CP-1") is None)
+        assert run.gateway.recent_messages("CP-1") is None
+        secret = await run.charger("CP-1")
+        async with ocpp_charger(run.url("CP-1", secret), "CP-1"):
+            await until(lambda: run.gateway.connection("CP-1") is not None)
+            assert run.gateway.recent_messages("CP-1") == []
+
+
+async def test_a_log_of_size_zero_keeps_nothing(database_url: str, tmp_path: Path) -> None:
+    async with running_handle(database_url, tmp_path, message_log_size=0) as run:
+        secret = await run.charger("CP-1")
+        async with ocpp_charger(run.url("CP-1", secret), "CP-1") as charger:
+            await charger.call(call.Heartbeat())
+            assert run.gateway.recent_messages("CP-1") == []
+
+
 async def test_evgate_stops_while_a_stream_is_open(database_url: str, tmp_path: Path) -> None:
     """The API server waits for its responses: the open streams end when evgate stops."""
     async with running_handle(database_url, tmp_path) as run:

@@ -332,7 +332,8 @@ class ChargerConnection(WSListener):
         if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
             return  # the charger is gone: it will retry what we could not acknowledge
         transport.send(WSMsgType.TEXT, data)
-        self.messages.append((time.time(), False, data[:MESSAGE_LOG_BYTES], len(data)))
+        if self.messages.maxlen:  # EVGATE_MESSAGE_LOG_SIZE=0: no clock read, no entry
+            self.messages.append((time.time(), False, data[:MESSAGE_LOG_BYTES], len(data)))
         self.gateway.m_frames_out.inc(action)
 
     def _refuse(self, exc: OcppError, action: str) -> None:
@@ -340,7 +341,8 @@ class ChargerConnection(WSListener):
         self._send(self.endpoint.refuse(exc), action)
 
     def _message(self, data: bytes) -> None:
-        self.messages.append((time.time(), True, data[:MESSAGE_LOG_BYTES], len(data)))
+        if self.messages.maxlen:
+            self.messages.append((time.time(), True, data[:MESSAGE_LOG_BYTES], len(data)))
         happening = self.endpoint.receive(data)
         if isinstance(happening, IncomingCall):
             self._call_received(happening, happening.action)

@@ -295,9 +295,12 @@ class Gateway:
         s = self.settings
         now = time.monotonic()
         timeout = min(s.ping_timeout, s.ping_interval)
-        for connection in list(self._connections.values()):
-            connection.keep_alive(now, s.ping_interval, timeout)
-        self._schedule_pings()
+        try:
+            for connection in list(self._connections.values()):
+                connection.keep_alive(now, s.ping_interval, timeout)
+        finally:
+            # One connection's failure must not end the keep-alive of every charger.
+            self._schedule_pings()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let in-flight CALLs finish and send their replies, then close every
@@ -479,7 +482,10 @@ class Gateway:
         connection.registered = False
         if self._connections.get(connection.charger_id) is connection:
             del self._connections[connection.charger_id]
-            if connection.messages:
+            # Kept for a charger that may come back, never for one deleted meanwhile (its
+            # id may be given to a new charger, which must not inherit its messages).
+            known = self.credentials.get(connection.charger_id) is not None
+            if connection.messages and known:
                 self._logs_left[connection.charger_id] = connection.messages
                 if len(self._logs_left) > _LOGS_KEPT:
                     del self._logs_left[next(iter(self._logs_left))]
