@@ -349,6 +349,7 @@ class Evgate:
                 meter_values=MeterValueStore(self.db),
                 id_tags=id_tags,
                 writer=self.writer,
+                stopped=self.smart_charging.transaction_stopped,
             ),
             reservations=ReservationService(reservations),
             # Checked in memory, never stored: valid where it is set, revoked by no other node.

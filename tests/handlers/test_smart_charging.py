@@ -230,3 +230,51 @@ async def _scenario(
 
         await until(lambda: any(b"circuit.changed" in r.body for r in receiver.received))
         return got, chargers, circuit
+
+
+async def test_a_transaction_the_operator_stops_gives_its_share_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two transactions on a 32 A circuit get 16 A each; the operator closes one (its
+    StopTransaction was lost, POST /api/v1/transactions/{id}/stop): the other gets the whole
+    circuit, as after a charger's own stop."""
+    site = Site()
+
+    class OnSite(DrawingCharger):
+        def __init__(self, charger_id: str, ws: Any, **kw: Any) -> None:
+            super().__init__(charger_id, ws, **kw)
+            self.site = site
+            site.chargers[charger_id] = self
+
+    async with (
+        running_handle(database_url, tmp_path) as running,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        api = running.api
+        r = await api.post(
+            "/api/v1/circuits",
+            json={"name": "Depot", "maxCurrent": 32, "phases": 3, "minChargePointCurrent": 6},
+        )
+        circuit = r.json()["id"]
+        assert (await api.post("/api/v1/id-tags", json={"idTag": "FLEET"})).status_code == 201
+        chargers: list[OnSite] = []
+        for charger_id in ("CP-1", "CP-2"):
+            secret = await running.add(charger_id)
+            r = await api.patch(
+                f"/api/v1/chargers/{charger_id}", json={"circuitId": circuit, "maxCurrent": 32}
+            )
+            assert r.status_code == 200, r.text
+            charger = await stack.enter_async_context(
+                ocpp_charger(running.url(charger_id, secret), charger_id, OnSite)
+            )
+            assert await charger.boot() == "Accepted"
+            chargers.append(charger)
+        for charger in chargers:
+            await charger.start_charging("FLEET")
+        await until(lambda: all(c.tx_limit == 16.0 for c in chargers), within=30)
+        stuck = chargers[1].transaction_id
+        r = await api.post(f"/api/v1/transactions/{stuck}/stop", json={"reason": "lost stop"})
+        assert r.status_code == 200, r.text
+        await until(lambda: chargers[0].tx_limit == 32.0, within=30)
+        body = (await api.get(f"/api/v1/circuits/{circuit}")).json()
+        assert [a["transactionId"] for a in body["allocations"]] == [chargers[0].transaction_id]

@@ -123,6 +123,7 @@ async def stop_transaction(
     [results] = await api.writer.submit([outbox.emit([stop], described)], key=tx.charger_id)
     if results[stop] is None:
         raise Conflict(f"transaction {transaction_id} is stopped already")
+    api.stopped(tx.charger_id, transaction_id)
     return await api.transactions.get(transaction_id)
 
 

@@ -76,6 +76,9 @@ class ChargingApi:
     id_tags: IdTagStore
     # The operator's stop of a transaction goes through it, as a StopTransaction does.
     writer: Writer
+    # Told of a transaction the operator closed (charger id, transaction id), as the
+    # StopTransaction handler tells load management (app.py wires it): its allocation ends.
+    stopped: Callable[[str, int], None] = lambda _charger_id, _transaction_id: None
 
 
 def _nothing_live(_circuit_id: int) -> CircuitLive:
