@@ -83,7 +83,7 @@ from evgate.storage.partners import PartnerInviteStore, PartnerStore
 from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
 from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.pricing import PricingDirectory
-from evgate.storage.reservations import ReservationExpiry, ReservationStore
+from evgate.storage.reservations import ReservationStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
@@ -135,7 +135,6 @@ class Evgate:
         self.certificates: CertificateService | None = None
         self.native: NativeAuthorizer | None = None
         self.network: NetworkStatusRecorder | None = None
-        self.reservation_expiry: ReservationExpiry | None = None
         # The dashboard's live stream: fed by the gateway and the StatusNotification handler.
         # Its open streams are API requests in flight: at most half the API's cap of those.
         api_cap = settings.api_max_connections or default_connection_caps().api
@@ -253,14 +252,14 @@ class Evgate:
         self.gateway.add_observer(self.live)
         self.network.start()
         reservations = ReservationStore(self.db)
-        self.reservation_expiry = ReservationExpiry(reservations)
-        self.reservation_expiry.start()
-        # Users' subscriptions past their end, partner invites pending too long (issue 20).
+        # Reservations past their expiry date, users' subscriptions past their end, partner
+        # invites pending too long: one task, each with its events.
         user_subscriptions = UserSubscriptionStore(self.db)
         partner_invites = PartnerInviteStore(self.db, timedelta(days=s.partner_invite_days))
         self.expiry = Expiry(
             self.db.health,
             {
+                "reservation expiry": reservations.expire_due,
                 "subscription expiry": user_subscriptions.expire_due,
                 "partner invite expiry": partner_invites.expire_due,
             },
@@ -466,9 +465,6 @@ class Evgate:
         if self.network is not None:
             await self.network.stop()  # after the gateway: its last disconnects are written
             self.network = None
-        if self.reservation_expiry is not None:
-            await self.reservation_expiry.stop()
-            self.reservation_expiry = None
         if self.expiry is not None:
             await self.expiry.stop()
             self.expiry = None

@@ -76,7 +76,7 @@ CATALOG: dict[str, str | None] = {
     "PartnerInviteChangedNotification": None,
     "PartnerChangedNotification": "a partner created / deleted (storage/partners)",
     "reservation.changed": "ReserveNow / CancelReservation accepted (handlers/commands), expiry"
-    " (storage/reservations ReservationExpiry), use by StartTransaction.req"
+    " (storage/expiry.py, reservations.expire_due), use by StartTransaction.req"
     " (handlers/transactions)",
     "user.paymentMethod.changed": "a payment method created / updated (also when it stops being"
     " the default) / deleted (storage/payments)",

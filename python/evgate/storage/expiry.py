@@ -1,5 +1,6 @@
-"""storage room: the task that ends what has passed its time — users' subscriptions past their
-end, partner invites left pending too long — each with its events (the stores' ``expire_due``).
+"""storage room: the task that ends what has passed its time — reservations past their expiry
+date, users' subscriptions past their end, partner invites left pending too long — each with
+its events (the stores' ``expire_due``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Expiry:
         self.health = health
         self.jobs = dict(jobs)
         self.interval = interval
-        self._task = OwnedTask(self._run, "account-expiry")
+        self._task = OwnedTask(self._run, "expiry")
 
     def start(self) -> None:
         self._task.start()

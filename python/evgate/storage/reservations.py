@@ -10,8 +10,6 @@ charger's reservation) and moves the sequence past, so the two never meet.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from datetime import datetime
 from typing import Literal
 
@@ -21,18 +19,14 @@ import msgspec
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
 from evgate.storage.outbox import record_reservation_changed
-from evgate.tasks import OwnedTask
 
 __all__ = [
     "STATUSES",
     "Reservation",
-    "ReservationExpiry",
     "ReservationIdTaken",
     "ReservationStatus",
     "ReservationStore",
 ]
-
-log = logging.getLogger(__name__)
 
 
 #: A reservation's status as the API shows it: ``requested`` (ReserveNow sent, no answer
@@ -286,34 +280,6 @@ class ReservationStore:
             limit,
         )
         return [_reservation(r) for r in rows]
-
-
-class ReservationExpiry:
-    """Owns the task that expires due reservations every ``interval`` seconds: ``start()``,
-    ``await stop()``."""
-
-    def __init__(self, store: ReservationStore, interval: float = 10.0) -> None:
-        self.store = store
-        self.interval = interval
-        self._task = OwnedTask(self._run, "reservation-expiry")
-
-    def start(self) -> None:
-        self._task.start()
-
-    async def stop(self) -> None:
-        await self._task.stop()
-
-    async def _run(self) -> None:
-        health = self.store.db.health
-        while True:
-            try:
-                while await self.store.expire_due() > 0:
-                    pass  # a backlog (after downtime): keep going until none is due
-            except Exception as exc:  # the database may be away; the next run tries again
-                health.report(exc, "reservation expiry", log)
-            else:
-                health.ok("reservation expiry")
-            await asyncio.sleep(self.interval)
 
 
 def _reservation(row: asyncpg.Record) -> Reservation:
