@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from evgate.api.bounds import JSON_INT_MAX, BodyBigintId
 from evgate.api.circuits import circuits_of
 from evgate.api.context import Ctx
+from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
 from evgate.credentials import CHARGER_ID_PATTERN, KEY_LENGTH
@@ -189,7 +190,7 @@ class ChargerController(Controller):
     async def patch_charger(
         self, ctx: Ctx, charger_id: FromPath[str], data: JSONBody[ChargerPatch]
     ) -> Charger:
-        fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        fields = set_fields(data)
         membership = {k: fields.pop(k) for k in _MEMBERSHIP if k in fields}
         if membership:
             await circuits_of(ctx).store.set_membership(charger_id, **membership)

@@ -31,6 +31,7 @@ from evgate.api.bounds import (
     TransactionId,
 )
 from evgate.api.context import Ctx
+from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.services import ChargingApi
@@ -295,7 +296,7 @@ class IdTagController(Controller):
     async def patch_id_tag(
         self, ctx: Ctx, id_tag: FromPath[str], data: JSONBody[IdTagPatch]
     ) -> IdTag:
-        fields = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        fields = set_fields(data)
         if "expiry_date" in fields:
             _aware(fields["expiry_date"])
         if not fields:

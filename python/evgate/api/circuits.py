@@ -16,6 +16,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import BigintCursor, BigintId, BodyBigintId
 from evgate.api.context import ApiContext, Ctx
+from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError
 from evgate.api.services import CircuitService
@@ -61,17 +62,13 @@ def circuits_of(ctx: ApiContext) -> CircuitService:
     return ctx.circuits
 
 
-def _set(data: msgspec.Struct) -> dict[str, object]:
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-
-
 class CircuitController(Controller):
     path = "/api/v1/circuits"
     tags = ["circuits"]
 
     @post("/", status_code=201, summary="Create a circuit", opt={"problems": (422,)})
     async def create(self, ctx: Ctx, data: JSONBody[CircuitCreate]) -> Circuit:
-        return await circuits_of(ctx).store.create(**_set(data))
+        return await circuits_of(ctx).store.create(**set_fields(data))
 
     @get("/", summary="List circuits in id order (keyset pagination)")
     async def list_circuits(
@@ -102,7 +99,7 @@ class CircuitController(Controller):
     async def patch_circuit(
         self, ctx: Ctx, circuit_id: BigintId, data: JSONBody[CircuitPatch]
     ) -> Circuit:
-        fields = _set(data)
+        fields = set_fields(data)
         if not fields:
             return await circuits_of(ctx).store.get(circuit_id)
         return await circuits_of(ctx).store.update(circuit_id, **fields)

@@ -41,6 +41,16 @@ _UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
 _TOO_DEEP = f"the body nests deeper than {MAX_NESTING} levels"
 
 
+def set_fields(data: msgspec.Struct, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields a PATCH body set (absent ones are ``UNSET``; null is a value), by their
+    Python names, ``without`` those the caller handles itself."""
+    return {
+        k: v
+        for k, v in msgspec.structs.asdict(data).items()
+        if v is not msgspec.UNSET and k not in without
+    }
+
+
 def _charset_checked(request: Request[Any, Any, Any]) -> None:
     charset = request.content_type[1].get("charset")
     if charset is not None and charset.strip('"').lower() not in _UTF8:

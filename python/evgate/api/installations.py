@@ -17,6 +17,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import BigintCursor, BigintId
 from evgate.api.context import ApiContext, Ctx
+from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError, Unprocessable
 from evgate.auth.installations import Installation, InstallationInvalid, Installations
@@ -174,11 +175,7 @@ class InstallationController(Controller):
     async def patch_installation(
         self, ctx: Ctx, installation_id: BigintId, data: JSONBody[InstallationPatch]
     ) -> InstallationView:
-        changes = {
-            k: v
-            for k, v in msgspec.structs.asdict(data).items()
-            if v is not msgspec.UNSET and k != "webhook"
-        }
+        changes = set_fields(data, without=("webhook",))
         webhook: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
         if data.webhook is None:
             webhook = None

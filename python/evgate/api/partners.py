@@ -11,7 +11,7 @@ Their service is ``ApiContext.accounts`` (:class:`~evgate.api.services.AccountsA
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
@@ -19,6 +19,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import BigintCursor, BigintId, BodyBigintId
 from evgate.api.context import Ctx
+from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict
 from evgate.api.users import Country, Email
@@ -59,10 +60,6 @@ class PartnerPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
     country: Country | msgspec.UnsetType | None = msgspec.UNSET
 
 
-def _set(data: msgspec.Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-
-
 class InviteCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     email: Email
 
@@ -80,7 +77,7 @@ class PartnerController(Controller):
 
     @post("/", status_code=201, summary="Add a partner")
     async def create(self, ctx: Ctx, data: JSONBody[PartnerCreate]) -> Partner:
-        return await ctx.accounts.partners.create(_set(data))
+        return await ctx.accounts.partners.create(set_fields(data))
 
     @get("/", summary="List partners in id order (keyset pagination)")
     async def list_partners(
@@ -96,7 +93,7 @@ class PartnerController(Controller):
     async def patch_partner(
         self, ctx: Ctx, partner_id: BigintId, data: JSONBody[PartnerPatch]
     ) -> Partner:
-        fields = _set(data)
+        fields = set_fields(data)
         if not fields:
             return await ctx.accounts.partners.get(partner_id)
         return await ctx.accounts.partners.update(partner_id, fields)

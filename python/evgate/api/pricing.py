@@ -21,6 +21,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import BigintCursor, BigintId, BodyBigintId
 from evgate.api.context import ApiContext, Ctx
+from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError, Unprocessable
 from evgate.api.services import PricingApi
@@ -48,10 +49,6 @@ def _service(ctx: ApiContext) -> PricingApi:
     if ctx.pricing is None:
         raise ApiError("locations and tariffs are not available in this process", status=503)
     return ctx.pricing
-
-
-def _changes(data: msgspec.Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
 
 
 # -- locations -------------------------------------------------------------------------------
@@ -112,7 +109,7 @@ class LocationController(Controller):
     async def patch_location(
         self, ctx: Ctx, location_id: BigintId, data: JSONBody[LocationPatch]
     ) -> Location:
-        changes = _changes(data)
+        changes = set_fields(data)
         _check_location(changes.get("timezone"), changes.get("address"))
         service = _service(ctx)
         location = await service.locations.update(location_id, **changes)
@@ -191,7 +188,7 @@ class TariffController(Controller):
     ) -> StoredTariff:
         service = _service(ctx)
         try:
-            tariff = await service.tariffs.update_tariff(tariff_id, **_changes(data))
+            tariff = await service.tariffs.update_tariff(tariff_id, **set_fields(data))
         except TariffInvalid as exc:
             raise Unprocessable(str(exc)) from None
         await service.refresh()
@@ -266,7 +263,7 @@ class TariffGroupController(Controller):
     async def patch_group(
         self, ctx: Ctx, group_id: BigintId, data: JSONBody[TariffGroupPatch]
     ) -> TariffGroup:
-        changes = _changes(data)
+        changes = set_fields(data)
         return await _group_change(
             _service(ctx), group_id, changes.get("name"), changes.get("tariffs")
         )

@@ -25,6 +25,7 @@ from litestar.params import JSONBody, QueryParameter
 from evgate.api.bounds import JSON_INT_MAX, BigintCursor, BigintId, BodyBigintId
 from evgate.api.cards import REFUSE_CARD_NUMBERS
 from evgate.api.context import Ctx
+from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
 from evgate.storage.balances import BalanceEntry, BookingType
@@ -104,11 +105,7 @@ class UserPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
 
 
 def _fields(data: msgspec.Struct) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in msgspec.structs.asdict(data).items()
-        if v is not msgspec.UNSET and k != "user_group_ids"
-    }
+    return set_fields(data, without=("user_group_ids",))
 
 
 class UserController(Controller):
@@ -290,11 +287,7 @@ class PaymentMethodPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=T
 
 
 def _method_fields(data: msgspec.Struct) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in msgspec.structs.asdict(data).items()
-        if v is not msgspec.UNSET and k != "default"
-    }
+    return set_fields(data, without=("default",))
 
 
 class PaymentMethodController(Controller):
