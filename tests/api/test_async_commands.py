@@ -344,6 +344,13 @@ async def test_bad_input_is_a_problem(evgate: Evgate, api: httpx.AsyncClient) ->
             422,
         ),
         ("post", "/api/v1/bulk-commands", {"action": "ClearCache", "installationId": 999}, {}, 422),
+        (  # more chargers than one bulk command reaches (MAX_BULK)
+            "post",
+            "/api/v1/bulk-commands",
+            {"action": "ClearCache", "chargerIds": [f"CP-{i}" for i in range(5001)]},
+            {},
+            422,
+        ),
         (
             "post",
             "/api/v1/bulk-commands",

@@ -209,7 +209,12 @@ async def test_charger_to_csms_request_is_not_a_command(start_gateway: StartGate
 
 @pytest.mark.parametrize(
     ("value", "stored"),
-    [("short", True), ("x" * 41, True), ("NewKey-0123456789abcdef", False)],
+    [
+        ("short", True),
+        ("x" * 41, True),
+        ("sixteen-chars-ok\n", True),  # a control character (credentials.key_problem)
+        ("NewKey-0123456789abcdef", False),
+    ],
 )
 async def test_weak_or_unstorable_authorization_key_is_refused(
     start_gateway: StartGateway, value: str, stored: bool
