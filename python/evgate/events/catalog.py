@@ -218,7 +218,7 @@ class SessionInfo(msgspec.Struct, kw_only=True):
     billingStatus: None = None
     power: Power | UnsetType = UNSET
     # Priced transactions only (a tariff applied): the amount so far while active, the price
-    # once finished; amounts are decimal strings in the currency's minor unit.
+    # once finished; JSON numbers with their exact digits (Decimal, never a float).
     amount: Decimal | UnsetType = UNSET
     totalAmount: TotalAmount | UnsetType = UNSET
     tax: TaxInfo | UnsetType = UNSET
