@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from contextvars import ContextVar
 from importlib import resources
 from types import TracebackType
 from typing import Any, NoReturn
@@ -22,7 +23,15 @@ from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.errors import DatabaseUnavailable, is_unavailable
 from evgate.tasks import cancel_and_wait
 
-__all__ = ["Database", "Listener", "Pool", "apply_migrations", "migration_files"]
+__all__ = [
+    "Database",
+    "Listener",
+    "Pool",
+    "acting_for",
+    "apply_migrations",
+    "migration_files",
+    "tenant",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,41 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as text: msgspec encodes and decodes it, faster than asyncpg's json.
     await conn.set_type_codec(
         "jsonb", encoder=lambda v: v, decoder=lambda v: v, schema="pg_catalog"
+    )
+
+
+#: The sub-operator the current request acts for (None: the operator). Set by the edge that
+#: authenticated the request (:func:`acting_for`); every query of the storage room made in
+#: that context then runs on the tenant pool, as the role ``evgate_tenant`` that PostgreSQL's
+#: row-level security confines to the tenant's rows (migration 0020).
+_TENANT: ContextVar[int | None] = ContextVar("evgate_tenant", default=None)
+
+
+@contextlib.contextmanager
+def acting_for(sub_operator_id: int | None) -> Iterator[None]:
+    """Within the block, the storage room's queries see only ``sub_operator_id``'s rows (all
+    rows when None). Tasks created in the block inherit it, as contextvars are copied."""
+    token = _TENANT.set(sub_operator_id)
+    try:
+        yield
+    finally:
+        _TENANT.reset(token)
+
+
+def tenant() -> int | None:
+    """The sub-operator the current context acts for (None: the operator)."""
+    return _TENANT.get()
+
+
+async def _setup_tenant_connection(conn: asyncpg.Connection) -> None:
+    # On every acquire, in the acquiring task's context: the role and the tenant together,
+    # whatever the connection did before (a setting is session-wide, and RESET ALL, which
+    # asyncpg runs on release, leaves the role as it is). No tenant ('' -> NULL) sees nothing.
+    sub_operator = _TENANT.get()
+    await conn.execute(
+        "SELECT set_config('role', 'evgate_tenant', false),"
+        " set_config('evgate.sub_operator', $1, false)",
+        "" if sub_operator is None else str(sub_operator),
     )
 
 
@@ -289,13 +333,16 @@ class Database:
         self.health = Dependency("PostgreSQL", is_unavailable)
         quiet_repeats("asyncpg", _ASYNCPG_REPEATS)
         self._pool: Pool | None = None
+        self._tenant_pool: Pool | None = None
         self._listeners: list[Listener] = []
 
     @property
     def pool(self) -> Pool:
-        if self._pool is None:
+        """The pool for the current context: the tenant pool inside :func:`acting_for` a
+        sub-operator, else the operator's."""
+        if self._pool is None or self._tenant_pool is None:
             raise RuntimeError("Database.open() was not awaited")
-        return self._pool
+        return self._pool if _TENANT.get() is None else self._tenant_pool
 
     async def open(self, migrate: bool = True) -> None:
         """Connect, and apply pending migrations unless ``migrate`` is false."""
@@ -308,6 +355,16 @@ class Database:
         self._pool = Pool(
             await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.pool_size, init=_init_connection
+            )
+        )
+        # Scoped API requests only: no connection until one comes.
+        self._tenant_pool = Pool(
+            await asyncpg.create_pool(
+                self.dsn,
+                min_size=0,
+                max_size=max(1, self.pool_size // 2),
+                init=_init_connection,
+                setup=_setup_tenant_connection,
             )
         )
 
@@ -330,9 +387,10 @@ class Database:
         for listener in self._listeners:
             await listener.close()
         self._listeners.clear()
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._tenant_pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._tenant_pool = None
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)

@@ -1,0 +1,162 @@
+-- Sub-operators: tenants inside an operator (issue 20).
+--
+-- Chargers, locations, circuits, tariffs, tariff groups, installations, id tags, API tokens,
+-- notification subscriptions and bulk commands may belong to one sub-operator
+-- (sub_operator_id; NULL: the operator's own). A request made with a token scoped to a
+-- sub-operator runs its queries as the role evgate_tenant with the setting
+-- evgate.sub_operator set to the tenant's id, and PostgreSQL's row-level security shows that
+-- role only the tenant's rows: every list, every id lookup, every update and delete of every
+-- store is confined by the database itself, not by a WHERE clause each query must remember.
+-- A table with row-level security and no policy for the role shows it nothing: every table of
+-- the schema has row-level security (tests/storage/test_tenancy.py checks that a new one does
+-- too), so a table added later is closed to tenants until a policy opens it.
+--
+-- The owner (the role evgate connects as: the writer, the dispatcher, unscoped API requests)
+-- is not subject to row-level security (no FORCE), so the charger path pays nothing for it.
+
+CREATE TABLE sub_operators (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX sub_operators_name ON sub_operators (lower(name));
+
+-- The sub-operator a scoped request acts for (NULL outside one). A column's default: what a
+-- tenant creates is its own without the store naming it.
+CREATE FUNCTION evgate_tenant() RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT nullif(current_setting('evgate.sub_operator', true), '')::bigint
+$$;
+
+-- Resources a sub-operator owns. A sub-operator that still owns one cannot be deleted (409):
+-- its chargers and sites must be moved or deleted first. Its tokens and subscriptions go with
+-- it (a deleted tenant's token stops working).
+ALTER TABLE chargers ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE RESTRICT;
+ALTER TABLE locations ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE RESTRICT;
+ALTER TABLE circuits ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE RESTRICT;
+ALTER TABLE tariffs ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE RESTRICT;
+ALTER TABLE tariff_groups ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE RESTRICT;
+ALTER TABLE installations ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE RESTRICT;
+ALTER TABLE id_tags ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE RESTRICT;
+ALTER TABLE bulk_commands ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE CASCADE;
+ALTER TABLE api_tokens ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE CASCADE;
+ALTER TABLE subscriptions ADD COLUMN sub_operator_id bigint
+    DEFAULT evgate_tenant() REFERENCES sub_operators (id) ON DELETE CASCADE;
+CREATE INDEX chargers_sub_operator ON chargers (sub_operator_id) WHERE sub_operator_id IS NOT NULL;
+
+-- The sub-operator an event is about, when not through its charger: events about a location,
+-- tariff, circuit, installation, id tag or the sub-operator itself. A subscription of a
+-- sub-operator receives an event whose charger is the tenant's (at fan-out) or whose
+-- sub_operator_id is the tenant's; events written by a tenant's request are stamped by the
+-- default.
+ALTER TABLE outbox ADD COLUMN sub_operator_id bigint DEFAULT evgate_tenant();
+
+-- The role of scoped requests. Roles belong to the whole cluster, so another database of it
+-- may have made it already (two migrating at once: the loser's duplicate is ignored).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'evgate_tenant') THEN
+        CREATE ROLE evgate_tenant NOLOGIN;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END
+$$;
+GRANT evgate_tenant TO CURRENT_USER;
+DO $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO evgate_tenant', current_schema());
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I'
+                   ' TO evgate_tenant', current_schema());
+    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO evgate_tenant',
+                   current_schema());
+    -- Tables and sequences of later migrations too (their row-level security still has to
+    -- open them).
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE'
+                   ' ON TABLES TO evgate_tenant', current_schema());
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT ON SEQUENCES'
+                   ' TO evgate_tenant', current_schema());
+END
+$$;
+
+-- Trigger functions do the database's own bookkeeping, whoever's change fires them.
+ALTER FUNCTION auth_enqueue_session_end() SECURITY DEFINER;
+ALTER FUNCTION transactions_idle() SECURITY DEFINER;
+ALTER FUNCTION user_row_notify() SECURITY DEFINER;
+ALTER FUNCTION user_member_notify() SECURITY DEFINER;
+ALTER FUNCTION user_group_notify() SECURITY DEFINER;
+
+-- Every table (not the meter_values partitions: the tenant reads them through the parent,
+-- whose policy applies) is closed to the tenant role unless a policy below opens it.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOR t IN SELECT c.relname FROM pg_class c
+              WHERE c.relnamespace = current_schema()::regnamespace
+                AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+    LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+    END LOOP;
+END
+$$;
+
+-- Its own row, read only.
+CREATE POLICY tenant ON sub_operators FOR SELECT TO evgate_tenant USING (id = evgate_tenant());
+-- Which processes are alive (commands are routed to the one holding the charger).
+CREATE POLICY tenant ON cluster_instances FOR SELECT TO evgate_tenant USING (true);
+
+-- The tenant's own rows.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['chargers', 'locations', 'circuits', 'tariffs', 'tariff_groups',
+                             'installations', 'id_tags', 'bulk_commands', 'api_tokens',
+                             'subscriptions']
+    LOOP
+        EXECUTE format('CREATE POLICY tenant ON %I TO evgate_tenant'
+                       ' USING (sub_operator_id = evgate_tenant())', t);
+    END LOOP;
+    -- Rows of the tenant's chargers.
+    FOREACH t IN ARRAY ARRAY['charger_boot_info', 'connectors', 'transactions', 'reservations',
+                             'meter_values', 'meter_series', 'data_transfers',
+                             'charger_messages', 'cdrs', 'charger_offline_config',
+                             'charger_owners', 'remote_calls', 'circuit_chargers',
+                             'charging_profile_pushes', 'charging_profiles', 'commands',
+                             'signed_certificates']
+    LOOP
+        EXECUTE format('CREATE POLICY tenant ON %I TO evgate_tenant USING (charger_id IN'
+                       ' (SELECT id FROM chargers WHERE sub_operator_id = evgate_tenant()))', t);
+    END LOOP;
+    -- Rows of the tenant's subscriptions.
+    FOREACH t IN ARRAY ARRAY['deliveries', 'delivery_lanes', 'delivery_attempts']
+    LOOP
+        EXECUTE format('CREATE POLICY tenant ON %I TO evgate_tenant USING (subscription_id IN'
+                       ' (SELECT id FROM subscriptions WHERE sub_operator_id = evgate_tenant()))',
+                       t);
+    END LOOP;
+END
+$$;
+CREATE POLICY tenant ON meter_rollup_1m TO evgate_tenant USING (series_id IN
+    (SELECT s.id FROM meter_series s JOIN chargers c ON c.id = s.charger_id
+      WHERE c.sub_operator_id = evgate_tenant()));
+CREATE POLICY tenant ON tariff_group_tariffs TO evgate_tenant USING (group_id IN
+    (SELECT id FROM tariff_groups WHERE sub_operator_id = evgate_tenant()));
+CREATE POLICY tenant ON auth_session_ends TO evgate_tenant USING (installation_id IN
+    (SELECT id FROM installations WHERE sub_operator_id = evgate_tenant()));
+-- Events of the tenant's chargers, and those stamped with the tenant; what a tenant's request
+-- writes is stamped with it (the column's default).
+CREATE POLICY tenant ON outbox TO evgate_tenant
+    USING (sub_operator_id = evgate_tenant()
+           OR charger_id IN (SELECT id FROM chargers WHERE sub_operator_id = evgate_tenant()))
+    WITH CHECK (sub_operator_id = evgate_tenant());

@@ -1,0 +1,100 @@
+"""Row-level security confines a sub-operator's queries to its rows (migration 0020).
+
+These are the database's guarantees; the API's (every route, every token) are tested in
+tests/api/test_tenancy.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from evgate.storage.db import Database, acting_for, tenant
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _two_tenants(db: Database) -> tuple[int, int]:
+    a = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('A') RETURNING id")
+    b = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('B') RETURNING id")
+    for charger, owner in (("CP-A", a), ("CP-B", b), ("CP-OP", None)):
+        await db.execute(
+            "INSERT INTO chargers (id, secret_digest, sub_operator_id) VALUES ($1, $2, $3)",
+            charger,
+            bytes(32),
+            owner,
+        )
+        await db.execute(
+            "INSERT INTO transactions"
+            " (charger_id, connector_id, id_tag, id_tag_status, meter_start, started_at)"
+            " VALUES ($1, 1, 'T', 'Accepted', 0, now())",
+            charger,
+        )
+    return a, b
+
+
+async def test_every_table_is_closed_to_tenants_unless_a_policy_opens_it(db: Database) -> None:
+    """A table without row-level security would show a tenant every row: none may exist,
+    including those later migrations add (they must enable it and write their policy)."""
+    open_tables = await db.fetch(
+        "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+        " AND relkind IN ('r', 'p') AND NOT relispartition AND NOT relrowsecurity"
+        " AND relname <> 'schema_migrations'"
+    )
+    assert [r["relname"] for r in open_tables] == []
+
+
+async def test_a_tenant_sees_only_its_rows(db: Database) -> None:
+    a, b = await _two_tenants(db)
+    with acting_for(a):
+        assert tenant() == a
+        assert [r["id"] for r in await db.fetch("SELECT id FROM chargers")] == ["CP-A"]
+        assert [r["charger_id"] for r in await db.fetch("SELECT charger_id FROM transactions")] == [
+            "CP-A"
+        ]
+        # Another tenant's row is absent, not forbidden: an update finds nothing.
+        assert await db.execute("UPDATE chargers SET description = 'x' WHERE id = 'CP-B'") == (
+            "UPDATE 0"
+        )
+        assert await db.execute("DELETE FROM transactions WHERE charger_id = 'CP-OP'") == (
+            "DELETE 0"
+        )
+        # The users domain has no tenant policy: nothing.
+        assert await db.fetchval("SELECT count(*) FROM users") == 0
+        assert [r["id"] for r in await db.fetch("SELECT id FROM sub_operators")] == [a]
+    with acting_for(b):
+        assert [r["id"] for r in await db.fetch("SELECT id FROM chargers")] == ["CP-B"]
+    assert tenant() is None
+    assert await db.fetchval("SELECT count(*) FROM chargers") == 3
+
+
+async def test_what_a_tenant_creates_is_its_own_and_cannot_be_given_away(db: Database) -> None:
+    a, b = await _two_tenants(db)
+    with acting_for(a):
+        await db.execute("INSERT INTO chargers (id, secret_digest) VALUES ('CP-A2', $1)", bytes(32))
+        with pytest.raises(Exception, match="row-level security"):
+            await db.execute("UPDATE chargers SET sub_operator_id = $1 WHERE id = 'CP-A2'", b)
+        with pytest.raises(Exception, match="row-level security"):
+            await db.execute(
+                "INSERT INTO chargers (id, secret_digest, sub_operator_id) VALUES ('CP-X', $1, $2)",
+                bytes(32),
+                b,
+            )
+    assert await db.fetchval("SELECT sub_operator_id FROM chargers WHERE id = 'CP-A2'") == a
+
+
+async def test_the_tenant_of_a_pooled_connection_is_the_acquirers(db: Database) -> None:
+    """One pooled connection serves tenants one after another, and tasks at once: each query
+    sees the tenant of the context that acquired it, never the previous one's."""
+    a, b = await _two_tenants(db)
+
+    async def charger_ids(owner: int) -> list[str]:
+        with acting_for(owner):
+            return [r["id"] for r in await db.fetch("SELECT id FROM chargers")]
+
+    for _ in range(3):
+        results = await asyncio.gather(*(charger_ids(o) for o in (a, b, a, b, a, b)))
+        assert results == [["CP-A"], ["CP-B"]] * 3
+    # The operator's pool is untouched by the tenant role.
+    assert await db.fetchval("SELECT current_user = session_user") is True
