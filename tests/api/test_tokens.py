@@ -107,7 +107,7 @@ async def test_create_list_and_revoke_tokens_on_every_node(
     r = await api.post("/api/v1/tokens", json={"name": "ci", "scope": "read"})
     assert r.status_code == 201, r.text
     created = r.json()
-    assert set(created) == {"id", "name", "scope", "createdAt", "token"}
+    assert set(created) == {"id", "name", "scope", "subOperatorId", "createdAt", "token"}
     assert (created["name"], created["scope"]) == ("ci", "read")
     token = created["token"]
     assert evgate.db is not None

@@ -30,7 +30,7 @@ from evgate.api.installations import InstallationController
 from evgate.api.metrics import metrics
 from evgate.api.openapi import document_problems
 from evgate.api.problems import exception_handlers
-from evgate.api.security import OPEN_PATHS, make_auth_middleware, scope_guard
+from evgate.api.security import OPEN_PATHS, TenantMiddleware, make_auth_middleware, scope_guard
 from evgate.api.tokens import TokenController, token_in_use
 
 __all__ = ["create_api"]
@@ -95,12 +95,12 @@ def create_api(
         ),
     )
     auth = DefineMiddleware(
-        make_auth_middleware(ctx.tokens.scope_of, ctx.bootstrap_digest), exclude=OPEN_PATHS
+        make_auth_middleware(ctx.tokens.grant_of, ctx.bootstrap_digest), exclude=OPEN_PATHS
     )
     app = Litestar(
         route_handlers=[secured, docs_assets, metrics, *DASHBOARD_ROUTES, *open_route_handlers],
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
-        middleware=[auth],
+        middleware=[auth, TenantMiddleware()],
         exception_handlers=exception_handlers,
         before_request=check_request,
         openapi_config=openapi,

@@ -19,16 +19,21 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
 from litestar.middleware.authentication import (
     AbstractAuthenticationMiddleware,
     AuthenticationResult,
 )
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from evgate.credentials import digest
+from evgate.storage.db import acting_for
+from evgate.storage.tokens import Grant
 
 __all__ = [
     "OPEN_PATHS",
     "Principal",
+    "TenantMiddleware",
     "TokenLookup",
     "admin_guard",
     "make_auth_middleware",
@@ -38,14 +43,16 @@ __all__ = [
 # The dashboard's page and files are open too (api/dashboard.py): what they show needs a token.
 OPEN_PATHS = ["^/api/docs", "^/api/openapi", "^/metrics", "^/api/schema", "^/$", "^/dashboard/"]
 
-TokenLookup = Callable[[bytes], Awaitable[tuple[int, str] | None]]
+TokenLookup = Callable[[bytes], Awaitable[Grant | None]]
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """Who made an API request: the token's id (None for the bootstrap token) and scope."""
+    """Who made an API request: the token's id (None for the bootstrap token), scope, and the
+    sub-operator it acts for (None: the operator)."""
 
     token_id: int | None
     scope: str
+    sub_operator_id: int | None = None
 
 
 _BOOTSTRAP = Principal(token_id=None, scope="admin")
@@ -76,9 +83,22 @@ def make_auth_middleware(
             found = await lookup(presented)
             if found is None:
                 raise NotAuthorizedException("unknown or revoked API token")
-            return AuthenticationResult(user=Principal(*found), auth=None)
+            principal = Principal(found.token_id, found.scope, found.sub_operator_id)
+            return AuthenticationResult(user=principal, auth=None)
 
     return BearerAuth
+
+
+class TenantMiddleware(ASGIMiddleware):
+    """Runs the request acting for its token's sub-operator (``storage.db.acting_for``): its
+    queries see only the tenant's rows, by PostgreSQL's row-level security. After the bearer
+    authentication, which puts the Principal in the scope."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        principal = scope.get("user")
+        sub_operator = principal.sub_operator_id if isinstance(principal, Principal) else None
+        with acting_for(sub_operator):
+            await next_app(scope, receive, send)
 
 
 _SAFE = {"GET", "HEAD", "OPTIONS"}

@@ -1,6 +1,6 @@
 """storage room: operator API tokens, stored as digests only.
 
-A token is looked up by its digest on every API request (``scope_of``, one unique-index probe),
+A token is looked up by its digest on every API request (``grant_of``, one unique-index probe),
 so a deleted token stops working at once in every evgate process, with no cache to refresh.
 """
 
@@ -14,7 +14,7 @@ import msgspec
 from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
 
-__all__ = ["BOOTSTRAP", "ApiToken", "Scope", "TokenStore"]
+__all__ = ["BOOTSTRAP", "ApiToken", "Grant", "Scope", "TokenStore"]
 
 Scope = Literal["admin", "read"]
 #: The name reserved for ``EVGATE_BOOTSTRAP_TOKEN`` (checked in memory by each process, never a
@@ -28,10 +28,20 @@ class ApiToken(msgspec.Struct, rename="camel", kw_only=True):
     id: int
     name: str
     scope: Scope
+    #: The sub-operator the token acts for (None: the operator's token, which sees everything).
+    sub_operator_id: int | None
     created_at: datetime
 
 
-_COLUMNS = "id, name, scope, created_at"
+class Grant(msgspec.Struct, frozen=True, kw_only=True):
+    """What a presented token may do: its id, scope and tenant."""
+
+    token_id: int
+    scope: Scope
+    sub_operator_id: int | None
+
+
+_COLUMNS = "id, name, scope, sub_operator_id, created_at"
 
 
 class TokenStore:
@@ -40,15 +50,22 @@ class TokenStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, name: str, scope: Scope, digest: bytes) -> ApiToken:
-        """Store a token's digest; returns the token's row."""
+    async def create(
+        self, name: str, scope: Scope, digest: bytes, sub_operator_id: int | None = None
+    ) -> ApiToken:
+        """Store a token's digest; returns the token's row. Made by a request acting for a
+        sub-operator, the token is that sub-operator's whatever ``sub_operator_id`` says
+        (row-level security refuses another)."""
         row = await self.db.fetchrow(
-            "INSERT INTO api_tokens (name, scope, digest) VALUES ($1, $2, $3)"
-            " ON CONFLICT (digest) DO UPDATE SET name = EXCLUDED.name, scope = EXCLUDED.scope"
+            "INSERT INTO api_tokens (name, scope, digest, sub_operator_id)"
+            " VALUES ($1, $2, $3, coalesce($4, evgate_tenant()))"
+            " ON CONFLICT (digest) DO UPDATE SET name = EXCLUDED.name, scope = EXCLUDED.scope,"
+            " sub_operator_id = EXCLUDED.sub_operator_id"
             f" RETURNING {_COLUMNS}",
             name,
             scope,
             digest,
+            sub_operator_id,
         )
         assert row is not None  # INSERT ... RETURNING always returns its row
         return ApiToken(**dict(row))
@@ -73,12 +90,16 @@ class TokenStore:
         if status == "DELETE 0":
             raise NotFound(f"no API token {token_id}")
 
-    async def scope_of(self, digest: bytes) -> tuple[int, Scope] | None:
-        """The (id, scope) of the token with that digest, or None. A row named ``bootstrap``
+    async def grant_of(self, digest: bytes) -> Grant | None:
+        """What the token with that digest may do, or None. A row named ``bootstrap``
         is never one: an older evgate stored its bootstrap token so (migration 0010 deletes
         it, but an old process restarting during a rolling upgrade writes it again), and that
         token is valid only where it is configured."""
         row = await self.db.fetchrow(
-            "SELECT id, scope FROM api_tokens WHERE digest = $1 AND name <> $2", digest, BOOTSTRAP
+            "SELECT id, scope, sub_operator_id FROM api_tokens WHERE digest = $1 AND name <> $2",
+            digest,
+            BOOTSTRAP,
         )
-        return None if row is None else (row["id"], row["scope"])
+        if row is None:
+            return None
+        return Grant(token_id=row["id"], scope=row["scope"], sub_operator_id=row["sub_operator_id"])
