@@ -18,7 +18,8 @@ async def _tenant_client(evgate: Evgate, name: str) -> tuple[int, httpx.AsyncCli
     )
     token = f"token-of-{name}"
     await evgate.db.execute(
-        "INSERT INTO api_tokens (name, scope, digest, sub_operator_id) VALUES ($1, 'admin', $2, $3)",
+        "INSERT INTO api_tokens (name, scope, digest, sub_operator_id)"
+        " VALUES ($1, 'admin', $2, $3)",
         name,
         digest(token),
         sub_operator,

@@ -116,7 +116,7 @@ async def test_create_list_and_revoke_tokens_on_every_node(
 
     listed = (await api.get("/api/v1/tokens")).json()
     assert listed == {
-        "data": [{k: created[k] for k in ("id", "name", "scope", "createdAt")}],
+        "data": [{k: created[k] for k in ("id", "name", "scope", "subOperatorId", "createdAt")}],
         "nextCursor": None,
     }
 
