@@ -117,7 +117,6 @@ async def test_a_card_number_anywhere_is_refused_without_echo(
         ("put", "/invoice-details", {"kind": "company"}, 422),
         ("put", "/invoice-details", {"kind": "firm", "name": "Acme"}, 422),
         ("put", "/invoice-details", {"kind": "company", "name": "A", "country": "AUT"}, 422),
-        ("get", "/invoice-details", None, 404),
     ],
 )
 async def test_bad_requests_are_problems(
@@ -130,9 +129,14 @@ async def test_bad_requests_are_problems(
 
 
 async def test_invoice_details_are_set_whole(api: httpx.AsyncClient) -> None:
-    """PUT sets every field (one left out is cleared); GET reads them; an unknown user 404."""
+    """PUT sets every field (one left out is cleared); GET reads them (null before the first
+    PUT); an unknown user 404."""
     user = await _user(api)
     url = f"/api/v1/users/{user}/invoice-details"
+    # None yet: null, not a 404 (which would say the user is not there).
+    none_yet = await api.get(url)
+    assert (none_yet.status_code, none_yet.json()) == (200, None)
+    assert (await api.get("/api/v1/users/999/invoice-details")).status_code == 404
     body = {"kind": "company", "name": "Acme GmbH", "taxId": "ATU12345678",
             "street": "Ring 1", "postCode": "1010", "city": "Wien", "country": "AT"}  # fmt: skip
     r = await api.put(url, json=body)

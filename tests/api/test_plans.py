@@ -59,7 +59,10 @@ async def test_a_users_subscription_and_its_expiry(evgate: Evgate, api: httpx.As
     monthly, weekly = await _plan(api), await _plan(api, name="Week", renewalPeriod="weekly")
     user = await _user(api)
     url = f"/api/v1/users/{user}/subscription"
-    assert (await api.get(url)).status_code == 404
+    # None yet: null, not a 404 (which would say the user is not there).
+    none_yet = await api.get(url)
+    assert (none_yet.status_code, none_yet.json()) == (200, None)
+    assert (await api.get("/api/v1/users/999/subscription")).status_code == 404
     start = datetime(2030, 1, 31, 12, tzinfo=UTC)
     r = await api.put(url, json={"planId": monthly["id"], "startsAt": start.isoformat()})
     assert r.status_code == 200, r.text

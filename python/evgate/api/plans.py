@@ -136,8 +136,8 @@ class UserSubscriptionController(Controller):
     path = "/api/v1/users/{user_id:int}/subscription"
     tags = ["subscription plans"]
 
-    @get("/", summary="The user's subscription (404 if none)")
-    async def get_subscription(self, ctx: Ctx, user_id: BigintId) -> UserSubscription:
+    @get("/", summary="The user's subscription (null if none)")
+    async def get_subscription(self, ctx: Ctx, user_id: BigintId) -> UserSubscription | None:
         return await ctx.accounts.subscriptions.get(user_id)
 
     @put(

@@ -362,8 +362,8 @@ class InvoiceDetailsController(Controller):
     path = "/api/v1/users/{user_id:int}/invoice-details"
     tags = ["users"]
 
-    @get("/", summary="The user's invoice details (404 if none are set)")
-    async def get_details(self, ctx: Ctx, user_id: BigintId) -> InvoiceDetails:
+    @get("/", summary="The user's invoice details (null while none are set)")
+    async def get_details(self, ctx: Ctx, user_id: BigintId) -> InvoiceDetails | None:
         return await ctx.accounts.invoice_details.get(user_id)
 
     @put("/", summary="Set the user's invoice details, whole", opt=_NO_CARDS)

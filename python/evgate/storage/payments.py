@@ -237,13 +237,22 @@ class InvoiceDetailsStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def get(self, user_id: int) -> InvoiceDetails:
-        """Raises: NotFound: no such user, or none set."""
+    async def get(self, user_id: int) -> InvoiceDetails | None:
+        """The user's invoice details, None while none are set.
+
+        Raises:
+            NotFound: no such user.
+        """
         row = await self.db.fetchrow(
-            f"SELECT {_INVOICE} FROM invoice_details WHERE user_id = $1", user_id
+            f"SELECT u.id AS found, d.* FROM users u"
+            f" LEFT JOIN (SELECT user_id, {_INVOICE} FROM invoice_details) d ON d.user_id = u.id"
+            " WHERE u.id = $1",
+            user_id,
         )
         if row is None:
-            raise NotFound(f"user {user_id} has no invoice details")
+            raise NotFound(f"no user {user_id}")
+        if row["user_id"] is None:
+            return None
         return InvoiceDetails(**{k: row[k] for k in InvoiceDetails.__struct_fields__})
 
     async def put(self, user_id: int, fields: dict[str, Any]) -> tuple[InvoiceDetails, bool]:

@@ -206,14 +206,24 @@ class UserSubscriptionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def get(self, user_id: int) -> UserSubscription:
-        """Raises: NotFound: no such user, or no subscription."""
+    async def get(self, user_id: int) -> UserSubscription | None:
+        """The user's subscription, None when they have none.
+
+        Raises:
+            NotFound: no such user.
+        """
+        # A user without one has none, as a list would be empty: not a 404, which says the
+        # user is not there (and schemathesis, rightly, finds a just-created user's
+        # subscription "not found" a lie).
         row = await self.db.fetchrow(
-            f"SELECT {_SUBSCRIPTION} FROM user_subscriptions WHERE user_id = $1", user_id
+            f"SELECT u.id AS found, s.* FROM users u"
+            f" LEFT JOIN (SELECT {_SUBSCRIPTION} FROM user_subscriptions) s ON s.user_id = u.id"
+            " WHERE u.id = $1",
+            user_id,
         )
         if row is None:
-            raise NotFound(f"user {user_id} has no subscription")
-        return _subscription(row)
+            raise NotFound(f"no user {user_id}")
+        return None if row["id"] is None else _subscription(row)
 
     async def put(
         self,
