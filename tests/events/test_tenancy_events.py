@@ -1,0 +1,240 @@
+"""A sub-operator's notification subscriptions receive only its tenant's events (issue 20).
+
+Tested as an attacker would: two tenants, each with a charger connected through the real
+gateway (the ``ocpp`` library's ChargePoint) and a subscription made with its own token
+through the subscription API, beside the operator's; each tenant's receiver (a real HTTP server
+on loopback) must get exactly its own events, never one of the other's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import msgspec
+from ocpp.v16 import call
+from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
+
+from evgate.app import Evgate
+from evgate.credentials import digest
+from evgate.events.catalog import EMITTED
+from evgate.storage.db import Database
+from support import Receiver, gateway_knows, ocpp_charger, until
+
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+
+
+@dataclass
+class Tenant:
+    """A sub-operator, an API client with its (admin) token, and its webhook receiver."""
+
+    id: int
+    api: httpx.AsyncClient
+    receiver: Receiver
+    subscription: int = 0
+
+
+@contextlib.asynccontextmanager
+async def tenant(evgate: Evgate, name: str) -> AsyncIterator[Tenant]:
+    """A sub-operator and an admin token scoped to it (made in the database: the sub-operator
+    API is not what this test is about), with a receiver on loopback."""
+    assert evgate.db is not None
+    sub_operator = await evgate.db.fetchval(
+        "INSERT INTO sub_operators (name) VALUES ($1) RETURNING id", name
+    )
+    token = f"token-of-{name}"
+    await evgate.db.execute(
+        "INSERT INTO api_tokens (name, scope, digest, sub_operator_id)"
+        " VALUES ($1, 'admin', $2, $3)",
+        name,
+        digest(token),
+        sub_operator,
+    )
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{evgate.api_port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ) as api:
+            yield Tenant(sub_operator, api, receiver)
+    finally:
+        await receiver.stop()
+
+
+async def subscribe(api: httpx.AsyncClient, receiver: Receiver) -> int:
+    """A webhook subscription to every event evgate emits, made with ``api``'s token."""
+    r = await api.post(
+        "/public-api/notifications/v2.0",
+        json={
+            "notifications": sorted(EMITTED),
+            "via": "webhook",
+            "webhook": {"callbackUrl": receiver.url},
+        },
+    )
+    assert r.status_code == 201, r.text
+    return int(r.json()["data"]["id"])
+
+
+async def add_charger(evgate: Evgate, api: httpx.AsyncClient, charger_id: str) -> str:
+    """Register a charger with ``api``'s token (a tenant's: the tenant's charger); its
+    secret, once the gateway knows it."""
+    r = await api.post("/api/v1/chargers", json={"id": charger_id})
+    assert r.status_code == 201, r.text
+    await gateway_knows(evgate, charger_id)
+    return str(r.json()["secret"])
+
+
+async def a_short_day(evgate: Evgate, charger_id: str, secret: str, id_tag: str) -> None:
+    """Connect, boot, a status, a transaction started and stopped, disconnect."""
+    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{charger_id}?auth={secret}"
+    async with ocpp_charger(url, charger_id) as cp:
+        await cp.call(call.BootNotification(charge_point_model="X1", charge_point_vendor="ACME"))
+        await cp.call(
+            call.StatusNotification(
+                connector_id=1,
+                error_code=ChargePointErrorCode.no_error,
+                status=ChargePointStatus.preparing,
+            )
+        )
+        start = await cp.call(
+            call.StartTransaction(
+                connector_id=1, id_tag=id_tag, meter_start=1000, timestamp=T0.isoformat()
+            )
+        )
+        await cp.call(
+            call.StopTransaction(
+                meter_stop=4000,
+                timestamp=(T0 + timedelta(hours=1)).isoformat(),
+                transaction_id=int(start.transaction_id),
+                id_tag=id_tag,
+                reason="EVDisconnected",
+            )
+        )
+
+
+async def status(evgate: Evgate, charger_id: str, secret: str) -> None:
+    """Connect, send one StatusNotification, disconnect."""
+    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{charger_id}?auth={secret}"
+    async with ocpp_charger(url, charger_id) as cp:
+        await cp.call(
+            call.StatusNotification(
+                connector_id=1,
+                error_code=ChargePointErrorCode.no_error,
+                status=ChargePointStatus.available,
+            )
+        )
+
+
+async def delivered(db: Database) -> None:
+    """Wait until every outbox row is fanned out and every delivery made (delivered ones are
+    deleted): what a receiver has then is all it will ever get of them."""
+
+    async def done() -> bool:
+        return bool(
+            await db.fetchval(
+                "SELECT NOT EXISTS (SELECT 1 FROM outbox o, outbox_cursor c"
+                "  WHERE (o.xid, o.id) > (c.after_xid, c.after_id))"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries)"
+            )
+        )
+
+    await until(done, within=60)
+
+
+def bodies(receiver: Receiver) -> list[bytes]:
+    return [r.body for r in receiver.received]
+
+
+def name(body: bytes) -> str:
+    return str(msgspec.json.decode(body)["notification"])
+
+
+async def chargers_of(db: Database) -> dict[bytes, str]:
+    """The charger each event is about ('' for none), by its body (received byte for byte as
+    the outbox keeps it): not every payload names its charger."""
+    return {bytes(r["payload"]): r["charger_id"] for r in await db.fetch("SELECT * FROM outbox")}
+
+
+async def test_each_tenants_subscription_gets_only_its_chargers_events(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """Two tenants' chargers boot, report a status, start and stop a transaction: each
+    tenant's webhook gets exactly the events of its own charger (and of its id tag), the
+    operator's every event of both; a charger moved from A to B takes its later events to B."""
+    assert evgate.db is not None
+    operator = Receiver()
+    await operator.start()
+    try:
+        async with tenant(evgate, "A") as a, tenant(evgate, "B") as b:
+            await subscribe(api, operator)
+            a.subscription = await subscribe(a.api, a.receiver)
+            b.subscription = await subscribe(b.api, b.receiver)
+            owners = await evgate.db.fetch(
+                "SELECT id, sub_operator_id FROM subscriptions ORDER BY id"
+            )
+            assert [r["sub_operator_id"] for r in owners] == [None, a.id, b.id]
+            secrets: dict[str, str] = {}
+            for t, tag in ((a, "A"), (b, "B")):
+                r = await t.api.post("/api/v1/id-tags", json={"idTag": f"TAG-{tag}"})
+                assert r.status_code == 201, r.text
+                secrets[tag] = await add_charger(evgate, t.api, f"CP-{tag}")
+            await asyncio.gather(
+                a_short_day(evgate, "CP-A", secrets["A"], "TAG-A"),
+                a_short_day(evgate, "CP-B", secrets["B"], "TAG-B"),
+            )
+            await delivered(evgate.db)
+
+            charger = await chargers_of(evgate.db)
+            tags = {
+                r["number"]: r["sub_operator_id"]
+                for r in await evgate.db.fetch("SELECT number, sub_operator_id FROM id_tags")
+            }
+            everything = bodies(operator)
+            for t, cp in ((a, "CP-A"), (b, "CP-B")):
+                of_charger = [e for e in everything if charger[e] == cp]
+                assert {name(e) for e in of_charger} >= {
+                    "chargePoint.changed",
+                    "NetworkStatusNotification",
+                    "BootNotification",
+                    "HardwareStatusNotification",
+                    "SessionStartStopNotification",
+                    "SessionUpdateNotification",
+                    "cdr.received",
+                }
+                of_tag = [
+                    e
+                    for e in everything
+                    if name(e) == "idTag.changed"
+                    and tags[msgspec.json.decode(e)["idTagsId"]] == t.id
+                ]
+                assert len(of_tag) == 1
+                got = bodies(t.receiver)
+                # Exactly the operator's events about the tenant's charger (in its order)
+                # and id tag: nothing of the other tenant's, nothing lost.
+                assert [e for e in got if charger[e] != ""] == of_charger
+                assert [e for e in got if charger[e] == ""] == of_tag
+
+            # CP-A moves to B: its next events are B's, no longer A's.
+            before = {n: len(t.receiver.received) for n, t in (("A", a), ("B", b))}
+            await evgate.db.execute(
+                "UPDATE chargers SET sub_operator_id = $1 WHERE id = 'CP-A'", b.id
+            )
+            await status(evgate, "CP-A", secrets["A"])
+            await delivered(evgate.db)
+            assert len(a.receiver.received) == before["A"]
+            moved = bodies(b.receiver)[before["B"] :]
+            assert [name(e) for e in moved] == [
+                "NetworkStatusNotification",
+                "HardwareStatusNotification",
+                "NetworkStatusNotification",
+            ]
+            charger = await chargers_of(evgate.db)
+            assert {charger[e] for e in moved} == {"CP-A"}
+    finally:
+        await operator.stop()
