@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import msgspec
@@ -236,5 +237,108 @@ async def test_each_tenants_subscription_gets_only_its_chargers_events(
             ]
             charger = await chargers_of(evgate.db)
             assert {charger[e] for e in moved} == {"CP-A"}
+    finally:
+        await operator.stop()
+
+
+LOCATION = {
+    "name": "Car park",
+    "address": {"street": "Main 1", "city": "Utrecht", "postalCode": "3511", "country": "NL"},
+    "geoposition": {"latitude": 52.09, "longitude": 5.12},
+    "timezone": "Europe/Amsterdam",
+}
+TARIFF = {"name": "Standard", "currency": "EUR", "pricePerKwh": "0.30"}
+
+
+async def created(api: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Any:
+    r = await api.post(url, json=body)
+    assert r.status_code == 201, r.text
+    return r.json()["id"] if "id" in r.json() else r.json()
+
+
+async def ok(response: Any, status: int = 200) -> None:
+    r = await response
+    assert r.status_code == status, r.text
+
+
+async def test_operators_changes_of_a_tenants_resources_reach_only_that_tenant(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """The operator changes and deletes A's location, tariff, circuit and id tag, and deletes
+    A's charger: A's subscription gets each event (stamped with A), B's none; the operator's
+    own resources' events and a user's reach neither tenant; what B's token creates reaches
+    B, not A."""
+    assert evgate.db is not None
+    operator = Receiver()
+    await operator.start()
+    try:
+        async with tenant(evgate, "A") as a, tenant(evgate, "B") as b:
+            await subscribe(api, operator)
+            await subscribe(a.api, a.receiver)
+            await subscribe(b.api, b.receiver)
+            location = await created(api, "/api/v1/locations", LOCATION)
+            tariff = await created(api, "/api/v1/tariffs", TARIFF)
+            circuit = await created(api, "/api/v1/circuits", {"name": "D", "maxCurrent": 32})
+            await created(api, "/api/v1/id-tags", {"idTag": "TAG-A"})
+            own = await created(api, "/api/v1/locations", {**LOCATION, "name": "Depot"})
+            # Given to A (as the sub-operator API's subOperatorId would): what the operator
+            # does to them from now on is A's.
+            for table, key, value in (
+                ("locations", "id", location),
+                ("tariffs", "id", tariff),
+                ("circuits", "id", circuit),
+                ("id_tags", "id_tag", "TAG-A"),
+            ):
+                await evgate.db.execute(
+                    f"UPDATE {table} SET sub_operator_id = $1 WHERE {key} = $2", a.id, value
+                )
+            await ok(api.patch(f"/api/v1/locations/{location}", json={"name": "Garage"}))
+            await ok(api.patch(f"/api/v1/tariffs/{tariff}", json={"currency": "USD"}))
+            await ok(api.patch(f"/api/v1/circuits/{circuit}", json={"maxCurrent": 40}))
+            await ok(api.patch("/api/v1/id-tags/TAG-A", json={"status": "Blocked"}))
+            await ok(api.patch(f"/api/v1/locations/{own}", json={"name": "Depot 2"}))
+            await created(api, "/api/v1/users", {"email": "ada@example.com"})
+            await ok(api.delete(f"/api/v1/tariffs/{tariff}"), 204)
+            await ok(api.delete(f"/api/v1/circuits/{circuit}"), 204)
+            await ok(api.delete("/api/v1/id-tags/TAG-A"), 204)
+            await ok(api.delete(f"/api/v1/locations/{location}"), 204)
+            await created(b.api, "/api/v1/locations", {**LOCATION, "name": "B's"})
+            await created(api, "/api/v1/chargers", {"id": "CP-X"})
+            await delivered(evgate.db)  # its creation fanned out while it was the operator's
+            await evgate.db.execute(
+                "UPDATE chargers SET sub_operator_id = $1 WHERE id = 'CP-X'", a.id
+            )
+            # Gone when the event fans out: it reaches A by its stamp.
+            await ok(api.delete("/api/v1/chargers/CP-X"), 204)
+            await delivered(evgate.db)
+
+            def said(receiver: Receiver) -> list[tuple[str, str]]:
+                return [
+                    (name(e), str(msgspec.json.decode(e).get("action"))) for e in bodies(receiver)
+                ]
+
+            a_s = [
+                ("LocationChangedNotification", "updated"),
+                ("TariffChangedNotification", "updated"),
+                ("circuit.changed", "updated"),
+                ("idTag.changed", "updated"),
+                ("TariffChangedNotification", "deleted"),
+                ("circuit.changed", "deleted"),
+                ("idTag.changed", "deleted"),
+                ("LocationChangedNotification", "deleted"),
+            ]
+            charger = await chargers_of(evgate.db)
+            assert [(name(e), charger[e]) for e in bodies(a.receiver) if charger[e] != ""] == [
+                ("chargePoint.changed", "CP-X"),
+                ("ChargePointChangedNotification", "CP-X"),
+            ]
+            a.receiver.received = [e for e in a.receiver.received if charger[e.body] == ""]
+            assert said(a.receiver) == a_s
+            assert said(b.receiver) == [("LocationChangedNotification", "created")]
+            everything = said(operator)
+            assert ("UserChangedNotification", "created") in everything
+            assert everything.count(("LocationChangedNotification", "updated")) == 2
+            # 5 created, A's, Depot's update, the user, B's location, CP-X's 2 + 2
+            assert len(everything) == 5 + len(a_s) + 3 + 4
     finally:
         await operator.stop()
