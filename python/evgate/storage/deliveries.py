@@ -195,7 +195,7 @@ class DeliveryStore:
         stamped with the tenant (``outbox.sub_operator_id``: written by the tenant's request,
         or about its location, tariff, circuit or id tag). An event of no tenant's charger and
         no stamp (users, partners, plans, balances, an operator's charger) is the operator's
-        only. The charger is joined by key for the whole batch, in the same statement.
+        only. The charger is looked up by key, per row of the batch, in the same statement.
         """
         async with self.db.pool.acquire() as conn, conn.transaction():
             # First statement, before this transaction has an xid of its own: every
@@ -207,17 +207,18 @@ class DeliveryStore:
             if cursor is None:
                 return None
             last = await conn.fetchrow(
+                # The charger's tenant by its key, once per row of the batch (a join would
+                # let the planner hash every charger for a batch of a few rows).
                 "WITH batch AS ("
-                "  SELECT id, xid, charger_id, event, sub_operator_id FROM outbox"
-                "  WHERE (xid, id) > ($1::xid8, $2::bigint) AND xid < $3::xid8"
-                "  ORDER BY xid, id LIMIT $4"
+                "  SELECT o.id, o.xid, o.charger_id, o.event, o.sub_operator_id AS stamp,"
+                "  (SELECT c.sub_operator_id FROM chargers c WHERE c.id = o.charger_id) AS owner"
+                "  FROM outbox o WHERE (o.xid, o.id) > ($1::xid8, $2::bigint)"
+                "  AND o.xid < $3::xid8 ORDER BY o.xid, o.id LIMIT $4"
                 "), added AS ("
                 "  INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event)"
                 "  SELECT s.id, b.id, b.charger_id, b.event FROM batch b"
-                "  LEFT JOIN chargers c ON c.id = b.charger_id"
                 "  JOIN subscriptions s ON s.enabled AND b.event = ANY(s.notifications)"
-                "  AND (s.sub_operator_id IS NULL OR s.sub_operator_id = c.sub_operator_id"
-                "       OR s.sub_operator_id = b.sub_operator_id)"
+                "  AND (s.sub_operator_id IS NULL OR s.sub_operator_id IN (b.owner, b.stamp))"
                 "  RETURNING subscription_id, charger_id"
                 "), lanes AS ("
                 "  INSERT INTO delivery_lanes (subscription_id, charger_id)"
