@@ -22,9 +22,16 @@ from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
 from evgate.app import Evgate
 from evgate.credentials import digest
+from evgate.events.builders import PhaseCurrent, circuit_changed, circuit_consumption
 from evgate.events.catalog import EMITTED
-from evgate.storage.db import Database
+from evgate.storage.circuits import CircuitStore
+from evgate.storage.db import Database, acting_for
+from evgate.storage.deliveries import DeliveryStore
+from evgate.storage.outbox import About, insert_outbox
+from evgate.storage.subscriptions import SubscriptionStore
 from support import Receiver, gateway_knows, ocpp_charger, until
+
+from .events_helpers import AT, account_events, emit, webhook_subscription
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -342,3 +349,46 @@ async def test_operators_changes_of_a_tenants_resources_reach_only_that_tenant(
             assert len(everything) == 5 + len(a_s) + 3 + 4
     finally:
         await operator.stop()
+
+
+async def test_the_fan_out_gives_a_tenant_its_stamped_events_and_not_the_operators(
+    db: Database, subscriptions: SubscriptionStore, deliveries: DeliveryStore
+) -> None:
+    """In the store: a subscription made acting for a tenant is the tenant's (the column's
+    default); a circuit's consumption report is stamped with the circuit's tenant, an event
+    about a sub-operator with that sub-operator; users', partners', plans' and balances'
+    events (no charger, no stamp) fan out to the operator's subscription only."""
+    a = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('A') RETURNING id")
+    b = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('B') RETURNING id")
+    url = "http://127.0.0.1:9/hook"  # never called: nothing is dispatched here
+    operators = await webhook_subscription(subscriptions, url)
+    with acting_for(a):
+        a_s = await webhook_subscription(subscriptions, url)
+    with acting_for(b):
+        b_s = await webhook_subscription(subscriptions, url)
+    circuit = await db.fetchval(
+        "INSERT INTO circuits (name, max_current, sub_operator_id) VALUES ('D', 32, $1)"
+        " RETURNING id",
+        a,
+    )
+    await CircuitStore(db).append_events(
+        {
+            circuit: circuit_consumption(
+                circuit, 32.0, 6.0, [PhaseCurrent(phase="L1", current=9.8, at=AT)]
+            )
+        }
+    )
+    async with db.pool.acquire() as conn, conn.transaction():
+        await insert_outbox(conn, [circuit_changed(99, "updated", AT)], About("sub_operators", b))
+    await emit(db, account_events())
+    assert await deliveries.fan_out(1000) == 2 + len(account_events())
+
+    rows = await db.fetch("SELECT subscription_id, event FROM deliveries ORDER BY outbox_id")
+    got: dict[int, list[str]] = {}
+    for r in rows:
+        got.setdefault(r["subscription_id"], []).append(r["event"])
+    assert got[a_s.id] == ["CircuitConsumptionNotification"]
+    assert got[b_s.id] == ["circuit.changed"]
+    assert set(got[operators.id]) == {"CircuitConsumptionNotification", "circuit.changed"} | {
+        e.event for e in account_events()
+    }

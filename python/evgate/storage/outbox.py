@@ -39,13 +39,15 @@ __all__ = [
 ]
 
 
-# The key an event names each kind of resource by (an id tag's events: its ``number``).
+# Per kind of resource: the key an event names it by (an id tag's events: its ``number``)
+# and the column that says whose it is (a sub-operator's events: its own id).
 _KEYS = {
-    "chargers": "id",
-    "locations": "id",
-    "tariffs": "id",
-    "circuits": "id",
-    "id_tags": "number",
+    "chargers": ("id", "sub_operator_id"),
+    "locations": ("id", "sub_operator_id"),
+    "tariffs": ("id", "sub_operator_id"),
+    "circuits": ("id", "sub_operator_id"),
+    "id_tags": ("number", "sub_operator_id"),
+    "sub_operators": ("id", "id"),
 }
 
 
@@ -53,7 +55,7 @@ _KEYS = {
 class About:
     """The resource a change's events are about, whose sub-operator they are stamped with."""
 
-    table: Literal["chargers", "locations", "tariffs", "circuits", "id_tags"]
+    table: Literal["chargers", "locations", "tariffs", "circuits", "id_tags", "sub_operators"]
     key: int | str
 
 
@@ -155,9 +157,9 @@ async def insert_outbox(
             "INSERT INTO outbox (event, charger_id, payload) VALUES ($1, $2, $3)", rows
         )
         return
+    key, owner = _KEYS[about.table]
     await conn.executemany(
         "INSERT INTO outbox (event, charger_id, payload, sub_operator_id) VALUES ($1, $2, $3,"
-        f" coalesce((SELECT sub_operator_id FROM {about.table} WHERE {_KEYS[about.table]} = $4),"
-        " evgate_tenant()))",
+        f" coalesce((SELECT {owner} FROM {about.table} WHERE {key} = $4), evgate_tenant()))",
         [(*row, about.key) for row in rows],
     )
