@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import msgspec
+from aiokafka import AIOKafkaConsumer
 from ocpp.v16 import call
 from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
 
@@ -29,6 +31,7 @@ from evgate.storage.db import Database, acting_for
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.outbox import About, insert_outbox
 from evgate.storage.subscriptions import SubscriptionStore
+from harness.kafka import KafkaBroker
 from support import Receiver, gateway_knows, ocpp_charger, until
 
 from .events_helpers import AT, account_events, emit, webhook_subscription
@@ -44,6 +47,7 @@ class Tenant:
     api: httpx.AsyncClient
     receiver: Receiver
     subscription: int = 0
+    topic: str = ""
 
 
 @contextlib.asynccontextmanager
@@ -392,3 +396,63 @@ async def test_the_fan_out_gives_a_tenant_its_stamped_events_and_not_the_operato
     assert set(got[operators.id]) == {"CircuitConsumptionNotification", "circuit.changed"} | {
         e.event for e in account_events()
     }
+
+
+async def kafka_records(broker: KafkaBroker, topic: str) -> list[Any]:
+    """Every record of ``topic`` (one partition), read to its end."""
+    consumer = AIOKafkaConsumer(
+        topic, **broker.client_config(), group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        await until(lambda: consumer.assignment(), within=30)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        async with asyncio.timeout(60):
+            while len(records) < sum(ends.values()):
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_a_tenants_kafka_subscription_gets_only_its_events(
+    evgate: Evgate, kafka_broker: KafkaBroker
+) -> None:
+    """The same fan-out for Kafka: each tenant's Kafka subscription (made with its token)
+    gets the records of its own charger and id tag, none of the other's."""
+    assert evgate.db is not None
+    async with tenant(evgate, "A") as a, tenant(evgate, "B") as b:
+        for t, tag in ((a, "A"), (b, "B")):
+            topic = f"tenant-{tag}-{uuid.uuid4().hex[:8]}"
+            await kafka_broker.create_topic(topic, partitions=1)
+            r = await t.api.post(
+                "/public-api/notifications/v2.0",
+                json={
+                    "notifications": sorted(EMITTED),
+                    "via": "kafka",
+                    "kafka": {"topic": topic, "brokers": [kafka_broker.bootstrap_plain],
+                              "compressionCodec": "gzip", "securityProtocol": "PLAINTEXT"},
+                },
+            )  # fmt: skip
+            assert r.status_code == 201, r.text
+            t.topic = topic
+            assert (await t.api.post("/api/v1/id-tags", json={"idTag": f"TAG-{tag}"})).is_success
+            secret = await add_charger(evgate, t.api, f"CP-{tag}")
+            await a_short_day(evgate, f"CP-{tag}", secret, f"TAG-{tag}")
+        await delivered(evgate.db)
+        for t, tag in ((a, "A"), (b, "B")):
+            expected = {
+                bytes(r["payload"])
+                for r in await evgate.db.fetch(
+                    "SELECT payload FROM outbox WHERE charger_id = $1"
+                    " OR (event = 'idTag.changed' AND sub_operator_id = $2)",
+                    f"CP-{tag}",
+                    t.id,
+                )
+            }
+            records = await kafka_records(kafka_broker, t.topic)
+            assert len(records) == len(expected) > 10
+            assert {r.value for r in records} == expected
+            assert {r.key for r in records} - {None, b""} == {f"CP-{tag}".encode()}
