@@ -282,7 +282,7 @@ class SmartCharging:
     async def _report(self) -> None:
         while True:
             await asyncio.sleep(self.consumption_interval)  # the interval itself
-            events = []
+            events = {}
             for circuit_id in sorted(self._circuits):
                 if not self.live(circuit_id).allocations:
                     continue  # only while the circuit has a transaction
@@ -292,7 +292,7 @@ class SmartCharging:
                     PhaseCurrent(phase=p.phase, current=p.current, at=p.last_updated_at)
                     for p in self._consumption(_below(self._circuits.values(), circuit.id))
                 ]
-                events.append(circuit_consumption(circuit_id, max_amps, min_amps, phases))
+                events[circuit_id] = circuit_consumption(circuit_id, max_amps, min_amps, phases)
             if events:
                 try:
                     await self.store.append_events(events)

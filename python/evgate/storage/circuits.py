@@ -8,7 +8,7 @@ transaction, so that each process's smart-charging engine reloads the trees
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -18,7 +18,7 @@ import msgspec
 from evgate.events.builders import circuit_changed
 from evgate.storage.db import Database
 from evgate.storage.errors import BadReference, InUse, NotFound
-from evgate.storage.outbox import insert_outbox
+from evgate.storage.outbox import About, insert_outbox
 
 __all__ = [
     "CIRCUIT_CHANNEL",
@@ -142,7 +142,8 @@ def _circuit(row: asyncpg.Record) -> Circuit:
 
 
 async def _changed(conn: asyncpg.Connection, circuit_id: int, action: str) -> None:
-    await insert_outbox(conn, [circuit_changed(circuit_id, action, datetime.now(UTC))])  # type: ignore[arg-type]
+    entry = circuit_changed(circuit_id, action, datetime.now(UTC))  # type: ignore[arg-type]
+    await insert_outbox(conn, [entry], About("circuits", circuit_id))
     await conn.execute("SELECT pg_notify($1, $2)", CIRCUIT_CHANNEL, str(circuit_id))
 
 
@@ -253,13 +254,15 @@ class CircuitStore:
     async def delete(self, circuit_id: int) -> None:
         """Raises: NotFound. InUse: the circuit has chargers or sub-circuits."""
         async with self.db.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                "SELECT 1 FROM circuits WHERE id = $1 FOR UPDATE", circuit_id
+            ):
+                raise NotFound(f"no circuit {circuit_id}")
+            await _changed(conn, circuit_id, "deleted")  # while it is there: its tenant's
             try:
-                status = await conn.execute("DELETE FROM circuits WHERE id = $1", circuit_id)
+                await conn.execute("DELETE FROM circuits WHERE id = $1", circuit_id)
             except (asyncpg.ForeignKeyViolationError, asyncpg.RestrictViolationError):
                 raise InUse(f"circuit {circuit_id} has chargers or sub-circuits") from None
-            if status == "DELETE 0":
-                raise NotFound(f"no circuit {circuit_id}")
-            await _changed(conn, circuit_id, "deleted")
 
     async def members(self, circuit_id: int | None = None) -> list[Member]:
         """The chargers of one circuit, or of all, in charger id order."""
@@ -378,7 +381,9 @@ class CircuitStore:
             )
             await insert_outbox(conn, events)
 
-    async def append_events(self, events: Iterable[Sequence[Any]]) -> None:
-        """Append events that describe no stored change (a circuit's consumption)."""
+    async def append_events(self, events: Mapping[int, Sequence[Any]]) -> None:
+        """Append each circuit's event that describes no stored change (its consumption),
+        stamped with the circuit's sub-operator."""
         async with self.db.pool.acquire() as conn, conn.transaction():
-            await insert_outbox(conn, events)
+            for circuit_id, entry in events.items():
+                await insert_outbox(conn, [entry], About("circuits", circuit_id))

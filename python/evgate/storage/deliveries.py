@@ -9,9 +9,10 @@ The design (see also ``events/dispatcher.py``):
   ``storage/outbox.py`` on the same connection.
 * Fan-out (:meth:`DeliveryStore.fan_out`): one process at a time (the cursor row is taken
   with ``FOR UPDATE SKIP LOCKED``) turns new outbox rows into ``deliveries``, one per matching
-  subscription, and marks their lanes. It reads only rows whose writing transaction is older
-  than every running one (``pg_snapshot_xmin``), in (xid, id) order: a transaction that got
-  its id early but commits late is never jumped over.
+  subscription (a sub-operator's: only the tenant's events), and marks their lanes. It
+  reads only rows whose writing transaction is older than every running one
+  (``pg_snapshot_xmin``), in (xid, id) order: a transaction that got its id early but
+  commits late is never jumped over.
 * Lanes: a lane is one subscription's queue for one charger. :meth:`claim_lanes` leases due
   lanes with ``FOR UPDATE SKIP LOCKED``, so each lane is worked by one process at a time and a
   charger's events go out in order; a lease that is not renewed (a dead process) expires and
@@ -186,7 +187,16 @@ class DeliveryStore:
 
     async def fan_out(self, limit: int) -> int | None:
         """Turn up to ``limit`` new outbox rows into deliveries. Returns how many outbox rows
-        were taken, or None when another process holds the cursor."""
+        were taken, or None when another process holds the cursor.
+
+        An operator's subscription (no ``sub_operator_id``) gets every event it names; a
+        sub-operator's only the tenant's: those of a charger that is the tenant's now (at
+        fan-out: a charger moved to another tenant takes its later events along) and those
+        stamped with the tenant (``outbox.sub_operator_id``: written by the tenant's request,
+        or about its location, tariff, circuit or id tag). An event of no tenant's charger and
+        no stamp (users, partners, plans, balances, an operator's charger) is the operator's
+        only. The charger is looked up by key, per row of the batch, in the same statement.
+        """
         async with self.db.pool.acquire() as conn, conn.transaction():
             # First statement, before this transaction has an xid of its own: every
             # transaction older than ``horizon`` has ended, so rows below it are final.
@@ -197,14 +207,18 @@ class DeliveryStore:
             if cursor is None:
                 return None
             last = await conn.fetchrow(
+                # The charger's tenant by its key, once per row of the batch (a join would
+                # let the planner hash every charger for a batch of a few rows).
                 "WITH batch AS ("
-                "  SELECT id, xid, charger_id, event FROM outbox"
-                "  WHERE (xid, id) > ($1::xid8, $2::bigint) AND xid < $3::xid8"
-                "  ORDER BY xid, id LIMIT $4"
+                "  SELECT o.id, o.xid, o.charger_id, o.event, o.sub_operator_id AS stamp,"
+                "  (SELECT c.sub_operator_id FROM chargers c WHERE c.id = o.charger_id) AS owner"
+                "  FROM outbox o WHERE (o.xid, o.id) > ($1::xid8, $2::bigint)"
+                "  AND o.xid < $3::xid8 ORDER BY o.xid, o.id LIMIT $4"
                 "), added AS ("
                 "  INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event)"
                 "  SELECT s.id, b.id, b.charger_id, b.event FROM batch b"
                 "  JOIN subscriptions s ON s.enabled AND b.event = ANY(s.notifications)"
+                "  AND (s.sub_operator_id IS NULL OR s.sub_operator_id IN (b.owner, b.stamp))"
                 "  RETURNING subscription_id, charger_id"
                 "), lanes AS ("
                 "  INSERT INTO delivery_lanes (subscription_id, charger_id)"

@@ -166,11 +166,12 @@ class IdTagStore:
         """Raises: NotFound."""
         async with self.db.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "DELETE FROM id_tags WHERE upper(id_tag) = upper($1) RETURNING id_tag, number",
+                "SELECT id_tag, number FROM id_tags WHERE upper(id_tag) = upper($1) FOR UPDATE",
                 id_tag,
             )
             if row is None:
                 raise NotFound(f"no id-tag {id_tag!r}")
+            await record_id_tag_changed(conn, row[1], "deleted")  # while it is there
+            await conn.execute("DELETE FROM id_tags WHERE id_tag = $1", row[0])
             payload = msgspec.json.encode(IdTagChange(id_tag=row[0], deleted=True)).decode()
             await conn.execute("SELECT pg_notify($1, $2)", ID_TAG_CHANNEL, payload)
-            await record_id_tag_changed(conn, row[1], "deleted")

@@ -170,8 +170,8 @@ class TariffStore:
                 row = await conn.fetchrow(_TARIFF + " WHERE id = $1 FOR UPDATE", tariff_id)
                 if row is None:
                     raise NotFound(f"no tariff {tariff_id}")
+                await record_tariff_changed(conn, _tariff(row), "deleted")  # while it is there
                 await conn.execute("DELETE FROM tariffs WHERE id = $1", tariff_id)
-                await record_tariff_changed(conn, _tariff(row), "deleted")
                 await _notify(conn)
         except (asyncpg.ForeignKeyViolationError, asyncpg.RestrictViolationError):
             raise InUse(f"tariff {tariff_id} is in a tariff group; take it out first") from None
