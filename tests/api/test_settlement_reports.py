@@ -1,6 +1,9 @@
 """Settlement reports (issue 20): a partner's (its members' priced CDRs) or a sub-operator's
 (its chargers' priced CDRs) for a period, one per currency, made on demand through the API and
-by the monthly pass exactly once across processes; a tenant sees only its own reports."""
+by the monthly pass exactly once across processes; a tenant sees only its own reports.
+
+The CDRs are of 2024: never the previous month of a running evgate's own monthly pass (its
+clock is the real one), which would report them besides the test."""
 
 from __future__ import annotations
 
@@ -19,8 +22,8 @@ from evgate.storage.db import Database, acting_for
 from evgate.storage.settlements import SettlementStore, month_before
 from support import ocpp_charger, register_charger
 
-NOV = datetime(2026, 11, 1, tzinfo=UTC)
-DEC = datetime(2026, 12, 1, tzinfo=UTC)
+NOV = datetime(2024, 11, 1, tzinfo=UTC)
+DEC = datetime(2024, 12, 1, tzinfo=UTC)
 REPORTS = "/api/v1/settlement-reports"
 
 
@@ -62,9 +65,9 @@ async def test_a_partners_report_counts_its_members_priced_transactions_in_the_p
     url = f"ws://127.0.0.1:{evgate.ws_port}/cp/CP-1?auth={secret}"
     async with ocpp_charger(url, "CP-1") as cp:
         for id_tag, wh, stopped in (
-            ("ADA", 10_000, datetime(2026, 11, 3, 10, tzinfo=UTC)),
-            ("BOB", 5_000, datetime(2026, 11, 30, 23, 59, tzinfo=UTC)),
-            ("CARL", 20_000, datetime(2026, 11, 10, tzinfo=UTC)),
+            ("ADA", 10_000, datetime(2024, 11, 3, 10, tzinfo=UTC)),
+            ("BOB", 5_000, datetime(2024, 11, 30, 23, 59, tzinfo=UTC)),
+            ("CARL", 20_000, datetime(2024, 11, 10, tzinfo=UTC)),
             ("ADA", 1_000, DEC),  # the period's end is not in it
         ):
             start = await cp.call(call.StartTransaction(
@@ -76,8 +79,8 @@ async def test_a_partners_report_counts_its_members_priced_transactions_in_the_p
                 meter_stop=wh, timestamp=stopped.isoformat(),
                 transaction_id=start.transaction_id, id_tag=id_tag,
             ))  # fmt: skip
-    body = {"partnerId": acme, "periodStart": "2026-11-01T00:00:00Z",
-            "periodEnd": "2026-12-01T00:00:00Z"}  # fmt: skip
+    body = {"partnerId": acme, "periodStart": "2024-11-01T00:00:00Z",
+            "periodEnd": "2024-12-01T00:00:00Z"}  # fmt: skip
     made = (await _post(api, REPORTS, body))["data"]
     assert len(made) == 1
     report = made[0]
@@ -91,8 +94,8 @@ async def test_a_partners_report_counts_its_members_priced_transactions_in_the_p
     }  # fmt: skip
     assert report["reportUid"] == f"SR-{report['id']}"
     assert (report["periodStart"], report["periodEnd"]) == (
-        "2026-11-01T00:00:00Z",
-        "2026-12-01T00:00:00Z",
+        "2024-11-01T00:00:00Z",
+        "2024-12-01T00:00:00Z",
     )
     assert (await api.get(f"{REPORTS}/{report['id']}")).json() == report
     # On demand again: a new report, the same figures.
@@ -178,15 +181,15 @@ async def test_bad_requests_have_a_defined_answer(api: httpx.AsyncClient) -> Non
     an offset, an unknown partner or sub-operator, an unknown field; 404 for an unknown
     report."""
     acme = (await _post(api, "/api/v1/partners", {"name": "Acme"}))["id"]
-    period = {"periodStart": "2026-11-01T00:00:00Z", "periodEnd": "2026-12-01T00:00:00Z"}
+    period = {"periodStart": "2024-11-01T00:00:00Z", "periodEnd": "2024-12-01T00:00:00Z"}
     for body in (
         {**period},
         {**period, "partnerId": acme, "subOperatorId": 1},
-        {"partnerId": acme, "periodStart": "2026-12-01T00:00:00Z",
-         "periodEnd": "2026-12-01T00:00:00Z"},
-        {"partnerId": acme, "periodStart": "2026-12-01T00:00:00Z",
-         "periodEnd": "2026-11-01T00:00:00Z"},
-        {"partnerId": acme, "periodStart": "2026-11-01T00:00:00", "periodEnd": "2026-12-01"},
+        {"partnerId": acme, "periodStart": "2024-12-01T00:00:00Z",
+         "periodEnd": "2024-12-01T00:00:00Z"},
+        {"partnerId": acme, "periodStart": "2024-12-01T00:00:00Z",
+         "periodEnd": "2024-11-01T00:00:00Z"},
+        {"partnerId": acme, "periodStart": "2024-11-01T00:00:00", "periodEnd": "2024-12-01"},
         {**period, "partnerId": acme + 1},
         {**period, "subOperatorId": 99},
         {**period, "partnerId": acme, "currency": "eur"},
@@ -222,7 +225,7 @@ async def test_the_monthly_pass_makes_each_report_once_across_processes(
     await _a_cdr(db, "CP-A", 4, NOV + timedelta(days=7), "EUR", "6.00")  # no user: sub's only
     at = DEC + timedelta(minutes=5)
     assert month_before(at) == (NOV, DEC)
-    assert month_before(datetime(2027, 1, 1, tzinfo=UTC)) == (DEC, datetime(2027, 1, 1, tzinfo=UTC))
+    assert month_before(datetime(2025, 1, 1, tzinfo=UTC)) == (DEC, datetime(2025, 1, 1, tzinfo=UTC))
     other = Database(database_url, pool_size=2)  # a second process's pool
     await other.open(migrate=False)
     try:
