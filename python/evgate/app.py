@@ -40,6 +40,7 @@ from evgate.api.services import (
     PricingApi,
     ReservationService,
 )
+from evgate.api.settlements import ROUTES as SETTLEMENT_ROUTES
 from evgate.api.users import ROUTES as ACCOUNT_ROUTES
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
@@ -84,6 +85,7 @@ from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
 from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.pricing import PricingDirectory
 from evgate.storage.reservations import ReservationStore
+from evgate.storage.settlements import SettlementStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
@@ -253,15 +255,18 @@ class Evgate:
         self.network.start()
         reservations = ReservationStore(self.db)
         # Reservations past their expiry date, users' subscriptions past their end, partner
-        # invites pending too long: one task, each with its events.
+        # invites pending too long, the last month's settlement reports (made once across the
+        # cluster): one task, each with its events.
         user_subscriptions = UserSubscriptionStore(self.db)
         partner_invites = PartnerInviteStore(self.db, timedelta(days=s.partner_invite_days))
+        settlements = SettlementStore(self.db)
         self.expiry = Expiry(
             self.db.health,
             {
                 "reservation expiry": reservations.expire_due,
                 "subscription expiry": user_subscriptions.expire_due,
                 "partner invite expiry": partner_invites.expire_due,
+                "monthly settlement": settlements.settle_due,
             },
         )
         self.expiry.start()
@@ -340,6 +345,7 @@ class Evgate:
                 subscriptions=user_subscriptions,
                 partners=PartnerStore(self.db),
                 invites=partner_invites,
+                settlements=settlements,
             ),
             charging=ChargingApi(
                 chargers=chargers,
@@ -386,6 +392,7 @@ class Evgate:
                 *ACCOUNT_ROUTES,
                 *PLAN_ROUTES,
                 *PARTNER_ROUTES,
+                *SETTLEMENT_ROUTES,
             ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)

@@ -124,11 +124,11 @@ async def test_malformed_json_is_400(api: httpx.AsyncClient) -> None:
 
 
 async def test_names_evgate_never_emits_are_accepted_and_listed(api: httpx.AsyncClient) -> None:
-    body = {**WEBHOOK, "notifications": ["settlementReport.created", "BootNotification",
-                                         "settlementReport.created"]}  # fmt: skip
+    body = {**WEBHOOK, "notifications": ["installerJob.changed", "BootNotification",
+                                         "installerJob.changed"]}  # fmt: skip
     created = await _create(api, body)
-    assert created["notifications"] == ["settlementReport.created", "BootNotification"]
-    assert created["notEmitted"] == ["settlementReport.created"]
+    assert created["notifications"] == ["installerJob.changed", "BootNotification"]
+    assert created["notEmitted"] == ["installerJob.changed"]
 
 
 async def test_list_pages_like_ampeco(api: httpx.AsyncClient) -> None:

@@ -4,11 +4,15 @@ deleted."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
+from ocpp.v16 import call
 
 from evgate.app import Evgate
 from evgate.storage.partners import PartnerInviteStore, partner_of_id_tag
+from support import ocpp_charger, register_charger
 
 ACME = {"name": "Acme", "registrationNumber": "FN 12345a", "vatNumber": "ATU12345678",
         "street": "Ring 1", "postCode": "1010", "city": "Wien", "country": "AT"}  # fmt: skip
@@ -148,3 +152,50 @@ async def test_the_partner_of_an_id_tag_for_billing(evgate: Evgate, api: httpx.A
         await api.post(f"/api/v1/partner-invites/{r.json()['id']}/accept", json={"userId": ada})
         assert await partner_of_id_tag(conn, "ada-1") == partner
         assert await partner_of_id_tag(conn, "UNKNOWN") is None
+
+
+async def _charge(evgate: Evgate, url: str, charger_id: str, id_tag: str) -> int:
+    """A transaction of ``id_tag`` by a real OCPP charger, started and stopped; its id."""
+    async with ocpp_charger(url, charger_id) as cp:
+        start = await cp.call(call.StartTransaction(
+            connector_id=1, id_tag=id_tag, meter_start=0, timestamp=datetime.now(UTC).isoformat()
+        ))  # fmt: skip
+        tx = int(start.transaction_id)
+        await cp.call(call.StopTransaction(
+            meter_stop=1500, timestamp=datetime.now(UTC).isoformat(), transaction_id=tx,
+            id_tag=id_tag,
+        ))  # fmt: skip
+    return tx
+
+
+async def test_a_members_cdr_is_billed_to_the_partner(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """A real charger's transactions: the CDR of a partner member's id tag carries the
+    partner's id (partnerId), a non-member's none; a member who left is billed to nobody from
+    then on, and the CDR made before keeps its partner."""
+    partner = await _partner(api)
+    ada, bob = await _user(api), await _user(api, "bob@example.com")
+    await api.post("/api/v1/id-tags", json={"idTag": "ADA-1", "userId": ada})
+    await api.post("/api/v1/id-tags", json={"idTag": "BOB-1", "userId": bob})
+    r = await api.post(f"/api/v1/partners/{partner}/invites", json={"email": "ada@example.com"})
+    await api.post(f"/api/v1/partner-invites/{r.json()['id']}/accept", json={"userId": ada})
+    secret = await register_charger(evgate, api, "CP-1")
+    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/CP-1?auth={secret}"
+    assert evgate.db is not None
+
+    async def cdr_of(tx: int) -> dict[str, object]:
+        assert evgate.db is not None
+        cdr_id = await evgate.db.fetchval("SELECT id FROM cdrs WHERE transaction_id = $1", tx)
+        r = await api.get(f"/api/v1/cdrs/{cdr_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    member = await cdr_of(await _charge(evgate, url, "CP-1", "ada-1"))  # case-insensitive
+    other = await cdr_of(await _charge(evgate, url, "CP-1", "BOB-1"))
+    assert (member["idTag"], member["partnerId"]) == ("ada-1", partner)
+    assert (other["idTag"], other["partnerId"]) == ("BOB-1", None)
+    await api.delete(f"/api/v1/partners/{partner}/members/{ada}")
+    after = await cdr_of(await _charge(evgate, url, "CP-1", "ADA-1"))
+    assert after["partnerId"] is None
+    assert (await cdr_of(int(str(member["transactionId"]))))["partnerId"] == partner

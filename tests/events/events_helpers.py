@@ -38,6 +38,7 @@ from evgate.events.builders import (
     payment_method_changed,
     reservation_changed,
     security_event,
+    settlement_report_created,
     subscription_plan_changed,
     tariff_changed,
     transaction_meter_values,
@@ -73,6 +74,7 @@ from evgate.storage.db import Database
 from evgate.storage.locations import Address, Geoposition, Location
 from evgate.storage.ops.transactions import TransactionFacts
 from evgate.storage.outbox import insert_outbox
+from evgate.storage.settlements import SettlementReport
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from evgate.storage.users import Money, User
 
@@ -91,6 +93,7 @@ ACCOUNT_EVENTS = frozenset(
         "partner.changed",
         "PartnerChangedNotification",
         "partnerInvite.changed",
+        "settlementReport.created",
     }
 )
 FAST = DispatcherConfig(
@@ -295,6 +298,12 @@ def account_events() -> list[OutboxEntry]:
         id=1, user_id=3, type="topUp", amount="10.00", balance="10.00", currency="EUR",
         transaction_id=None, created_at=AT,
     )  # fmt: skip
+    report = SettlementReport(
+        id=4, report_uid="SR-4", partner_id=6, sub_operator_id=None, kind="monthly",
+        period_start=AT - timedelta(days=30), period_end=AT, currency="EUR", transactions=2,
+        energy_kwh="15.000", total_excl_tax="4.50", tax="0.90", total_incl_tax="5.40",
+        created_at=AT,
+    )  # fmt: skip
     return [
         user_changed(user, "created", AT),
         user_balance_changed(entry, AT),
@@ -304,4 +313,5 @@ def account_events() -> list[OutboxEntry]:
         *user_subscription_changed(3, 2, "active", AT, AT),
         *partner_changed(6, "created", AT),
         partner_invite_changed(8, None, "ada@example.com", "created", AT),
+        settlement_report_created(report),
     ]

@@ -5,6 +5,8 @@ against the reference)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -12,8 +14,11 @@ import msgspec
 
 from evgate.app import Evgate
 from evgate.events.catalog import PAYLOAD_TYPES
+from evgate.pricing import Price
+from evgate.storage.cdrs import Cdr, CdrStore
 from evgate.storage.partners import PartnerInviteStore
 from evgate.storage.plans import UserSubscriptionStore
+from evgate.storage.settlements import SettlementStore
 from support import Receiver
 
 
@@ -257,3 +262,77 @@ async def test_partner_invite_changes_reach_the_webhook(
         (second, "updated", None, "bob@example.com"),
         (second, "deleted", None, "bob@example.com"),
     ]
+
+
+async def test_a_partners_settlement_report_reaches_the_webhook(
+    evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """settlementReport.created for a partner's report (made on demand, then by the monthly
+    pass of the month after): the catalog's fields, amounts and energy as exact JSON numbers;
+    a sub-operator's report emits none (the catalog's partnerId is required). In 2024: not the
+    month the running evgate's own monthly pass settles."""
+    await subscribe(api, receiver, "settlementReport.created")
+    assert evgate.db is not None
+    db = evgate.db
+    partner = (await api.post("/api/v1/partners", json={"name": "Acme"})).json()["id"]
+    user = await db.fetchval(
+        "INSERT INTO users (email, partner_id) VALUES ('a@b.io', $1) RETURNING id", partner
+    )
+    await db.execute("INSERT INTO id_tags (id_tag, user_id) VALUES ('ADA', $1)", user)
+    sub = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('A') RETURNING id")
+    await db.execute(
+        "INSERT INTO chargers (id, secret_digest, sub_operator_id) VALUES ('CP-A', $1, $2)",
+        bytes(32),
+        sub,
+    )
+    stopped = datetime(2024, 11, 20, 8, tzinfo=UTC)
+    price = Price(
+        currency="EUR", tariff_id=1, total_excl_tax=Decimal("4.10"),
+        total_incl_tax=Decimal("4.92"), tax=Decimal("0.82"), tax_percent=Decimal(20),
+        breakdown=(), energy_wh=Decimal(12345), charging_minutes=Decimal(60),
+        idle_minutes=Decimal(0),
+    )  # fmt: skip
+    async with db.pool.acquire() as conn:
+        await CdrStore(db).insert(conn, Cdr(
+            id="1-1", charger_id="CP-A", charge_point_id=1, transaction_id=1, connector_id=1,
+            id_tag="ADA", started_at=stopped - timedelta(hours=1), stopped_at=stopped,
+            meter_start_wh=0, meter_stop_wh=12345, energy_wh=12345, stop_reason=None,
+            created_at=stopped, price=price,
+        ))  # fmt: skip
+    r = await api.post(
+        "/api/v1/settlement-reports",
+        json={"subOperatorId": sub, "periodStart": "2024-11-01T00:00:00Z",
+              "periodEnd": "2024-12-01T00:00:00Z"},
+    )  # fmt: skip
+    assert r.status_code == 201 and len(r.json()["data"]) == 1  # no event
+    r = await api.post(
+        "/api/v1/settlement-reports",
+        json={"partnerId": partner, "periodStart": "2024-11-20T06:00:00+02:00",
+              "periodEnd": "2024-11-21T00:00:00Z"},
+    )  # fmt: skip
+    report = r.json()["data"][0]
+    monthly = SettlementStore(db, clock=lambda: datetime(2024, 12, 1, 3, tzinfo=UTC))
+    assert await monthly.settle_due() == 2  # the partner's and the sub-operator's
+    events = await received(receiver, 2)
+    assert [raw["notification"] for _, raw in events] == ["settlementReport.created"] * 2
+    (on_demand, raw), (month, month_raw) = events
+    assert (on_demand.id, on_demand.reportUid, on_demand.partnerId) == (
+        report["id"], f"SR-{report['id']}", partner,
+    )  # fmt: skip
+    assert on_demand.period == "2024-11-20T04:00:00Z/2024-11-21T00:00:00Z"
+    assert month.period == "2024-11-01/2024-12-01" and month.partnerId == partner
+    assert raw["issueDate"] == raw["lastUpdatedAt"] == report["createdAt"]
+    body = (await receiver.wait_for(1))[0].body.decode()
+    assert '"totalKwhDeliveredAsCPO":12.345' in body and '"totalRevenue":4.92' in body
+    assert {k: raw[k] for k in raw if k.startswith("total")} == {
+        "totalKwhDeliveredAsCPO": 12.345,
+        "totalKwhDeliveredAsEmsp": 0,
+        "totalRevenueCollectedCurrentPeriod": 4.92,
+        "totalRevenueCollectedPreviousPeriods": 0,
+        "totalCollectedBalanceCurrentPeriod": 4.92,
+        "totalCollectedBalancePreviousPeriods": 4.92,
+        "totalRevenue": 4.92,
+        "totalExpenses": 0,
+        "totalAmount": 4.92,
+    }
+    assert (raw["currency"], month_raw["totalAmount"]) == ("EUR", 4.92)

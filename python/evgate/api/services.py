@@ -28,6 +28,7 @@ from evgate.storage.partners import PartnerInviteStore, PartnerStore
 from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
 from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.reservations import ReservationStore
+from evgate.storage.settlements import SettlementStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.transactions import TransactionStore
@@ -150,7 +151,8 @@ class PricingApi:
 @dataclass
 class AccountsApi:
     """What the user, user-group, balance and payment routes (``api/users.py``) and the
-    subscription plan (``api/plans.py``) and partner routes (``api/partners.py``) need."""
+    subscription plan (``api/plans.py``), partner (``api/partners.py``) and settlement report
+    routes (``api/settlements.py``) need."""
 
     users: UserStore
     groups: UserGroupStore
@@ -161,3 +163,4 @@ class AccountsApi:
     subscriptions: UserSubscriptionStore
     partners: PartnerStore
     invites: PartnerInviteStore
+    settlements: SettlementStore

@@ -36,6 +36,8 @@ a subscription plan's change              :func:`subscription_plan_changed` (``s
 a user's subscription's change or expiry  :func:`user_subscription_changed` (``storage/plans.py``)
 a partner's change                        :func:`partner_changed` (``storage/partners.py``)
 a partner invite's change                 :func:`partner_invite_changed` (``storage/partners.py``)
+a partner's settlement report made        :func:`settlement_report_created`
+                                          (``storage/settlements.py``)
 circuit created / updated / deleted       :func:`circuit_changed` (``storage/circuits.py``)
 a circuit's consumption, periodically     :func:`circuit_consumption`
 SetChargingProfile answered / unanswered  :func:`charging_profile_applied`
@@ -45,7 +47,7 @@ SetChargingProfile answered / unanswered  :func:`charging_profile_applied`
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
@@ -70,6 +72,7 @@ from evgate.storage.users import User
 
 if TYPE_CHECKING:
     from evgate.storage.locations import Location
+    from evgate.storage.settlements import SettlementReport
 
 __all__ = [
     "AppliedProfile",
@@ -99,6 +102,7 @@ __all__ = [
     "payment_method_changed",
     "reservation_changed",
     "security_event",
+    "settlement_report_created",
     "subscription_plan_changed",
     "tariff_changed",
     "transaction_meter_values",
@@ -1031,5 +1035,51 @@ def partner_invite_changed(
         "",
         c.PartnerInviteChanged(
             partnerInviteId=invite_id, userId=user_id, email=email, action=action, lastUpdatedAt=at
+        ),
+    )
+
+
+def _interval(start: datetime, end: datetime) -> str:
+    """[start, end) as an ISO 8601 interval: dates if both are midnight UTC, else UTC
+    date-times."""
+    bounds = [b.astimezone(UTC) for b in (start, end)]
+    if all(b.time() == time() for b in bounds):
+        return "/".join(b.date().isoformat() for b in bounds)
+    return "/".join(b.isoformat().replace("+00:00", "Z") for b in bounds)
+
+
+def settlement_report_created(report: SettlementReport) -> OutboxEntry:
+    """settlementReport.created for a partner's report (``report.partner_id`` set).
+
+    How the report maps: totalKwhDeliveredAsCPO its energy (kWh, the CDRs' energy);
+    totalKwhDeliveredAsEmsp 0 (evgate does no roaming); revenue is the CDRs' total with tax
+    (what the partner is billed), so totalRevenueCollectedCurrentPeriod, totalRevenue,
+    totalCollectedBalanceCurrentPeriod and totalAmount are that total, less totalExpenses 0
+    (evgate books none); the previous periods' figures are 0 (a CDR counts in the period it
+    stopped in, never later) and the balance over both periods equals the current one; issueDate
+    and lastUpdatedAt its making (a report never changes).
+    """
+    assert report.partner_id is not None, "a sub-operator's report has no event"
+    revenue = Decimal(report.total_incl_tax)
+    zero = Decimal(0)
+    return _entry(
+        "",
+        c.SettlementReportCreated(
+            id=report.id,
+            reportUid=report.report_uid,
+            partnerId=report.partner_id,
+            issueDate=report.created_at,
+            period=_interval(report.period_start, report.period_end),
+            totalKwhDeliveredAsCPO=Decimal(report.energy_kwh),
+            totalKwhDeliveredAsEmsp=zero,
+            totalRevenueCollectedCurrentPeriod=revenue,
+            totalRevenueCollectedPreviousPeriods=zero,
+            totalCollectedBalanceCurrentPeriod=revenue,  # revenue - expenses
+            totalCollectedBalancePreviousPeriods=revenue,  # both periods' revenue - expenses
+            totalRevenue=revenue,
+            totalExpenses=zero,
+            totalAmount=revenue,  # totalRevenue - totalExpenses
+            currency=report.currency,
+            lastUpdatedAt=report.created_at,
         ),
     )

@@ -89,7 +89,8 @@ CATALOG: dict[str, str | None] = {
     "partner.changed": "a partner created / updated / deleted (storage/partners)",
     "transaction.changed": "StartTransaction.req (created), StopTransaction.req (updated)"
     " (handlers/transactions)",
-    "settlementReport.created": None,
+    "settlementReport.created": "a partner's settlement report made: on demand (POST"
+    " /api/v1/settlement-reports) or by the monthly pass (storage/settlements)",
     "idTag.changed": "id tag created / updated / deleted (storage/id_tags)",
     "chargePoint.dataTransferReceived": "DataTransfer.req from a charger (handlers/data_transfer)",
     "subscriptionPlan.changed": "a subscription plan created / updated / deleted (storage/plans)",
@@ -615,6 +616,32 @@ class PartnerInviteChanged(Event, tag="partnerInvite.changed", kw_only=True):
     lastUpdatedAt: datetime
 
 
+class SettlementReportCreated(Event, tag="settlementReport.created", kw_only=True):
+    """A partner's settlement report (a sub-operator's has none: partnerId is required). How
+    evgate's report maps (``events/builders.py`` settlement_report_created): revenue is what the
+    priced CDRs of the period cost with tax; evgate has no expenses, no roaming (eMSP) and
+    counts a CDR in the period it stopped in (nothing of previous periods)."""
+
+    id: int
+    reportUid: str
+    partnerId: int
+    issueDate: datetime
+    # ISO 8601 interval, its end exclusive: "2026-11-01/2026-12-01" (dates when both bounds are
+    # midnight UTC), else date-times in UTC.
+    period: str
+    totalKwhDeliveredAsCPO: Decimal
+    totalKwhDeliveredAsEmsp: Decimal
+    totalRevenueCollectedCurrentPeriod: Decimal
+    totalRevenueCollectedPreviousPeriods: Decimal
+    totalCollectedBalanceCurrentPeriod: Decimal
+    totalCollectedBalancePreviousPeriods: Decimal
+    totalRevenue: Decimal
+    totalExpenses: Decimal
+    totalAmount: Decimal
+    currency: str
+    lastUpdatedAt: datetime
+
+
 PAYLOAD_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (
@@ -650,6 +677,7 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         PartnerChanged,
         PartnerChangedNotification,
         PartnerInviteChanged,
+        SettlementReportCreated,
         CircuitConsumptionNotification,
         CircuitChanged,
         ChargingProfileApplied,

@@ -36,6 +36,10 @@ class Cdr(msgspec.Struct, kw_only=True, rename="camel"):
     # The transaction's price (null: no tariff applied, so it has none; not a price of 0).
     price: Price | None = None
     pricing: Literal["priced", "noTariff"] = "noTariff"
+    # The partner the transaction is billed to: its id tag's user's partner at the stop (null:
+    # none). Set by the database when the CDR is inserted (:data:`INSERT_CDR`), never by the
+    # writer's caller.
+    partner_id: int | None = None
 
     def __post_init__(self) -> None:
         self.pricing = "noTariff" if self.price is None else "priced"
@@ -57,10 +61,14 @@ CDR_COLUMNS = (
     "created_at",
     "price",
 )
-# A retried StopTransaction makes no second CDR (the id is derived from the transaction).
+# A retried StopTransaction makes no second CDR (the id is derived from the transaction). The
+# partner is looked up in the same statement (no round trip more per stop): the partner of the
+# user who owns the id tag ($6) now, at the stop.
 INSERT_CDR = (
-    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) VALUES"
-    f" ({', '.join(f'${i}' for i in range(1, len(CDR_COLUMNS) + 1))}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}, partner_id) VALUES"
+    f" ({', '.join(f'${i}' for i in range(1, len(CDR_COLUMNS) + 1))},"
+    " (SELECT u.partner_id FROM id_tags t JOIN users u ON u.id = t.user_id"
+    " WHERE upper(t.id_tag) = upper($6::text))) ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -96,7 +104,8 @@ class CdrStore:
     async def get(self, cdr_id: str) -> dict[str, Any]:
         """The CDR's columns (``charger_number`` as ``charge_point_id``). Raises: NotFound."""
         columns = ", ".join(
-            "charger_number AS charge_point_id" if c == "charger_number" else c for c in CDR_COLUMNS
+            "charger_number AS charge_point_id" if c == "charger_number" else c
+            for c in (*CDR_COLUMNS, "partner_id")
         )
         row = await self.db.fetchrow(f"SELECT {columns} FROM cdrs WHERE id = $1", cdr_id)
         if row is None:

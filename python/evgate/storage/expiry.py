@@ -1,6 +1,7 @@
 """storage room: the task that ends what has passed its time — reservations past their expiry
-date, users' subscriptions past their end, partner invites left pending too long — each with
-its events (the stores' ``expire_due``).
+date, users' subscriptions past their end, partner invites left pending too long, and the
+month just ended (its settlement reports, ``SettlementStore.settle_due``) — each with its events
+(the stores' ``expire_due``).
 """
 
 from __future__ import annotations

@@ -367,7 +367,8 @@ class PartnerInviteStore:
 
 async def partner_of_id_tag(conn: asyncpg.Connection, id_tag: str) -> int | None:
     """The partner whose member owns the id tag, or None: the partner a transaction of that id
-    tag is billed to (its id on the CDR; call it on the stop's connection)."""
+    tag is billed to now. (The CDR's own INSERT makes the same lookup in SQL, so that a stop
+    pays no round trip for it: ``storage/cdrs.py`` INSERT_CDR.)"""
     partner_id: int | None = await conn.fetchval(
         "SELECT u.partner_id FROM id_tags t JOIN users u ON u.id = t.user_id"
         " WHERE upper(t.id_tag) = upper($1)",
