@@ -155,6 +155,8 @@ async def test_operator_stop_with_meter_and_time(
         ({"reason": "x", "timestamp": "2030-01-01T00:00:00"}, 422, "time zone"),
         ({"reason": "x", "timestamp": "2000-01-01T00:00:00Z"}, 422, "before the transaction"),
         ({"reason": "x", "timestamp": 5}, 422, "timestamp"),
+        # PostgreSQL cannot store U+0000: refused by the writer alone, not a 500 nor a stall.
+        ({"reason": "x\u0000y"}, 422, "SQLSTATE 22021"),
     ],
 )
 async def test_bad_stops_are_problems(

@@ -85,7 +85,9 @@ class WriterClosed(Exception):
 
 class WriteRejected(Exception):
     """PostgreSQL refused this submission's rows (not a fault of the database's availability);
-    the other submissions of its batch committed."""
+    the other submissions of its batch committed. Its ``__cause__`` is the refusal (a
+    ``storage.errors.ValueRefused`` for a value no column can hold: an edge answers that as
+    it answers the value refused on a write of its own)."""
 
 
 @dataclass(eq=False)
@@ -570,7 +572,9 @@ class _Committer:
             log.error("writer: rows refused by PostgreSQL (%s: %s)", type(exc).__name__, exc)
             self.writer._rejected()
             if not batch[0].future.done():
-                batch[0].future.set_exception(WriteRejected(str(exc)))
+                rejected = WriteRejected(str(exc))
+                rejected.__cause__ = exc
+                batch[0].future.set_exception(rejected)
             return
         for submission in batch:
             await self._write_batch([submission])

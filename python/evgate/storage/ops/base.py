@@ -139,7 +139,12 @@ async def before_commit(
         failed: asked, when the COMMIT round trip fails, whether the op takes the error on
             itself by a run of the batch again (:data:`TailFailed`); outside a batch, an error
             is raised as it is.
+
+    Raises:
+        asyncpg.CharacterNotInRepertoireError: ``sql`` holds U+0000 or a lone surrogate
+            (see :func:`_refuse_unstorable`): the submission is refused, not the batch stalled.
     """
+    _refuse_unstorable(sql)  # whichever literal its maker built without text_literal
     tail = _TAILS.get(conn)
     if tail is None:
         await conn.execute(sql)
@@ -149,8 +154,41 @@ async def before_commit(
 
 def text_literal(value: str) -> str:
     """``value`` as an SQL string literal (the escape-string form, which means the same
-    whatever ``standard_conforming_strings`` says)."""
+    whatever ``standard_conforming_strings`` says).
+
+    Raises:
+        asyncpg.CharacterNotInRepertoireError: ``value`` holds U+0000 or a lone surrogate,
+            which no PostgreSQL text holds (see :func:`_refuse_unstorable`).
+    """
+    _refuse_unstorable(value)
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _refuse_unstorable(value: str) -> None:
+    """Raise what PostgreSQL answers a parameter holding U+0000 (SQLSTATE 22021, a
+    ``storage.errors.ValueRefused``) when ``value`` holds U+0000 or a lone surrogate.
+
+    Sent as a parameter, such a text is refused by PostgreSQL (22021) or by asyncpg's encoder
+    (its own DataError): the writer re-runs the batch one submission at a time and only that
+    one fails. Inside a literal it would instead end the query text early (a simple query is a
+    NUL-terminated string: PostgreSQL answers 08P01 and closes the connection) or fail to
+    encode after the batch's statements ran; the writer takes either for an outage whose
+    COMMIT outcome is unknown and retries the batch for ever, stalling every charger of its
+    committer. Raised while the op writes, it is an ordinary refusal of one submission.
+    """
+    # isascii is O(1) in CPython (a flag of the string): the encode runs only for non-ASCII.
+    if "\x00" in value or not (value.isascii() or _encodes(value)):
+        raise asyncpg.exceptions.CharacterNotInRepertoireError(
+            f"text holds U+0000 or a lone surrogate, which PostgreSQL cannot store: {value[:40]!a}"
+        )
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def bytea_literal(value: bytes) -> str:
