@@ -6,7 +6,7 @@ once at start (in ``storage/ops/``), the item its data for one submission. Calli
 an item makes its write (``TRANSACTION_STARTS(start)``), typed by the op's result. The writer
 (``storage/writer.py``) and the EMIT op (``storage/ops/outbox.py``) both merge the writes of
 several submissions with :func:`write_grouped`: each op runs once on its items of all of them,
-in the order the ops first appear.
+in the order the ops first appear (those that read the batch's writes last).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "bytea_literal",
     "in_rounds",
     "open_tail",
+    "run_deferred",
     "take_tail",
     "text_literal",
     "write_grouped",
@@ -65,6 +66,10 @@ class WriteOp(Generic[ItemT, ResultT]):
 
     #: For logs and metrics.
     name: str = "write"
+    #: The op reads what other ops of the batch write (the stop's price reads the meter
+    #: values): :func:`write_grouped` runs it after them, and it calls :func:`run_deferred`
+    #: before it reads.
+    reads_batch: bool = False
 
     def __call__(self, item: ItemT) -> Write[ResultT]:
         """The write of ``item`` by this op (for ``Writer.submit`` or an Emission)."""
@@ -152,6 +157,26 @@ async def before_commit(
         tail.append(Deferred(sql, failed))
 
 
+async def run_deferred(conn: asyncpg.Connection) -> None:
+    """Run now what ops deferred to the COMMIT of the batch on ``conn`` (in its transaction,
+    still), for an op that reads what they write; nothing outside a batch.
+
+    Raises:
+        RetryBatch: a deferred statement failed and its op takes that on itself (as at COMMIT).
+    """
+    tail = _TAILS.get(conn)
+    if not tail:
+        return
+    deferred = tail[:]
+    tail.clear()
+    try:
+        await conn.execute("; ".join(d.sql for d in deferred))
+    except asyncpg.PostgresError as exc:
+        if any(d.failed is not None and d.failed(exc) for d in deferred):
+            raise RetryBatch("a deferred statement asked for another run") from exc
+        raise
+
+
 def text_literal(value: str) -> str:
     """``value`` as an SQL string literal (the escape-string form, which means the same
     whatever ``standard_conforming_strings`` says).
@@ -224,7 +249,9 @@ async def write_grouped(
     conn: asyncpg.Connection, groups: Sequence[Sequence[Write[Any]]]
 ) -> tuple[list[list[Any]], list[WriteOp[Any, Any]]]:
     """Run every group's writes (a group: one submission's), each op once on its items of all
-    groups, in the order the ops first appear, inside ``conn``'s open transaction.
+    groups, in the order the ops first appear, inside ``conn``'s open transaction; the ops
+    that read the batch (``WriteOp.reads_batch``) after the others, so that they see every
+    write of the batch, whichever submission came first.
 
     Returns:
         The results per group, in the order of its writes; and the ops that ran, in order.
@@ -234,11 +261,13 @@ async def write_grouped(
         for w_index, (op, item) in enumerate(writes):
             by_op.setdefault(op, []).append((g_index, w_index, item))
     results: list[list[Any]] = [[None] * len(writes) for writes in groups]
-    for op, entries in by_op.items():
+    ops = sorted(by_op, key=lambda op: op.reads_batch)  # stable: first appearance otherwise
+    for op in ops:
+        entries = by_op[op]
         op_results = await op.write(conn, [item for _, _, item in entries])
         for (g_index, w_index, _), result in zip(entries, op_results, strict=True):
             results[g_index][w_index] = result
-    return results, list(by_op)
+    return results, ops
 
 
 def in_rounds(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[int]]:
