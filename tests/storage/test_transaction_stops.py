@@ -40,14 +40,9 @@ def energy(tx: int, at: datetime, wh: float) -> meter_values.MeterRow:
     return ("CP-1", 1, tx, at, *common, wh, None)
 
 
-@pytest.mark.parametrize("stop_first", [True, False], ids=["stop-first", "readings-first"])
-async def test_an_operator_stop_prices_the_readings_of_its_own_batch(
-    writer: Writer, db: Database, stop_first: bool
-) -> None:
-    """06:00-08:00, 10 kWh, 9 kWh of them by 07:00 (a MeterValues in the stop's batch):
-    9 kWh x 0.20 + 1 kWh x 0.40 = 2.20, not the 3.00 of energy spread evenly without it;
-    whether the operator's stop or the charger's MeterValues comes first in the batch, and
-    when the readings ride the COMMIT as literals (their series numbered before)."""
+async def started(writer: Writer) -> int:
+    """A priced transaction of CP-1 from 06:00 (meterStart 0), with a reading at its start
+    (which no price counts) that numbers the series on CP-1's committer; its id."""
     start = TransactionStart(
         charger_id="CP-1",
         connector_id=1,
@@ -57,10 +52,15 @@ async def test_an_operator_stop_prices_the_readings_of_its_own_batch(
         id_tag_status="Accepted",
         tariff=NIGHT_AND_DAY,
     )
-    [started] = await writer.submit([transactions.start(start)], key="CP-1")
-    tx = started.transaction.transaction_id
-    # A reading at the start (which no price counts) numbers the series on CP-1's committer.
+    [made] = await writer.submit([transactions.start(start)], key="CP-1")
+    tx = int(made.transaction.transaction_id)
     await writer.submit([outbox.emit([meter_values.rows([energy(tx, T0, 0.0)])])], key="CP-1")
+    return tx
+
+
+def operator_stop(tx: int) -> Write[Results]:
+    """The operator's stop of ``tx`` at 08:00 (meterStop 10 kWh), priced as api/charging.py
+    prices it."""
     stop = transactions.stop(
         TransactionStop(
             transaction_id=tx,
@@ -77,11 +77,50 @@ async def test_an_operator_stop_prices_the_readings_of_its_own_batch(
         assert closed is not None
         return after_stop(ChargerRef("CP-1", 1), closed, T0 + timedelta(hours=3))
 
-    stopping = outbox.emit([stop], described)
-    reading = outbox.emit([meter_values.rows([energy(tx, T0 + timedelta(hours=1), 9000.0)])])
+    return outbox.emit([stop], described)
+
+
+def reading(tx: int) -> Write[Results]:
+    """The charger's MeterValues of ``tx``: 9 kWh at 07:00."""
+    return outbox.emit([meter_values.rows([energy(tx, T0 + timedelta(hours=1), 9000.0)])])
+
+
+async def in_one_batch(writer: Writer, *writes: Write[Results]) -> None:
     batches = writer.stats.batches
-    both = [stopping, reading] if stop_first else [reading, stopping]
-    await asyncio.gather(*(writer.submit([write], key="CP-1") for write in both))
-    assert writer.stats.batches == batches + 1, "the two submissions were not one batch"
-    price = await db.fetchval("SELECT price->>'totalExclTax' FROM transactions WHERE id = $1", tx)
-    assert Decimal(price) == Decimal("2.20")
+    await asyncio.gather(*(writer.submit([write], key="CP-1") for write in writes))
+    assert writer.stats.batches == batches + 1, "the submissions were not one batch"
+
+
+async def price_of(db: Database, tx: int) -> Decimal:
+    return Decimal(
+        await db.fetchval("SELECT price->>'totalExclTax' FROM transactions WHERE id = $1", tx)
+    )
+
+
+@pytest.mark.parametrize("stop_first", [True, False], ids=["stop-first", "readings-first"])
+async def test_an_operator_stop_prices_the_readings_of_its_own_batch(
+    writer: Writer, db: Database, stop_first: bool
+) -> None:
+    """06:00-08:00, 10 kWh, 9 kWh of them by 07:00 (a MeterValues in the stop's batch):
+    9 kWh x 0.20 + 1 kWh x 0.40 = 2.20, not the 3.00 of energy spread evenly without it;
+    whether the operator's stop or the charger's MeterValues comes first in the batch, and
+    when the readings ride the COMMIT as literals (their series numbered before)."""
+    tx = await started(writer)
+    both = [operator_stop(tx), reading(tx)]
+    await in_one_batch(writer, *(both if stop_first else both[::-1]))
+    assert await price_of(db, tx) == Decimal("2.20")
+
+
+async def test_a_resent_reading_in_the_stops_batch_is_counted_once(
+    writer: Writer, db: Database
+) -> None:
+    """The charger resends a MeterValues committed before, into the operator's stop's batch:
+    the stop writes it early to read it, meets the stored key, and the batch runs again (the
+    careful way) rather than failing; the reading is stored and priced once."""
+    tx = await started(writer)
+    await writer.submit([reading(tx)], key="CP-1")
+    await in_one_batch(writer, operator_stop(tx), reading(tx))
+    assert await price_of(db, tx) == Decimal("2.20")
+    count = "SELECT count(*) FROM meter_values WHERE transaction_id = $1"
+    assert await db.fetchval(count, tx) == 2
+    assert writer.stats.rejected == 0

@@ -61,7 +61,14 @@ import asyncpg
 from evgate.metrics import Registry
 from evgate.outages import Dependency
 from evgate.storage.errors import is_unavailable
-from evgate.storage.ops.base import RetryBatch, Write, open_tail, take_tail, write_grouped
+from evgate.storage.ops.base import (
+    RetryBatch,
+    Write,
+    asks_rerun,
+    open_tail,
+    take_tail,
+    write_grouped,
+)
 from evgate.tasks import wait_event
 
 __all__ = [
@@ -531,7 +538,7 @@ class _Committer:
                 await self._drop_connection()
             # Not committed: an op whose deferred statement met what its careful way
             # resolves (a stored meter value) has the batch run again.
-            if any(d.failed is not None and d.failed(exc) for d in tail):
+            if asks_rerun(tail, exc):
                 raise RetryBatch("a deferred statement asked for another run") from exc
             raise
         if status != "COMMIT":

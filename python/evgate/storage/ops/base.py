@@ -27,6 +27,7 @@ __all__ = [
     "TailFailed",
     "Write",
     "WriteOp",
+    "asks_rerun",
     "before_commit",
     "bytea_literal",
     "in_rounds",
@@ -172,9 +173,15 @@ async def run_deferred(conn: asyncpg.Connection) -> None:
     try:
         await conn.execute("; ".join(d.sql for d in deferred))
     except asyncpg.PostgresError as exc:
-        if any(d.failed is not None and d.failed(exc) for d in deferred):
+        if asks_rerun(deferred, exc):
             raise RetryBatch("a deferred statement asked for another run") from exc
         raise
+
+
+def asks_rerun(deferred: Sequence[Deferred], exc: BaseException) -> bool:
+    """Whether an op of the ``deferred`` statements, whose round trip failed with ``exc``,
+    takes that error on itself by a run of the batch again (its :data:`TailFailed`)."""
+    return any(d.failed is not None and d.failed(exc) for d in deferred)
 
 
 def text_literal(value: str) -> str:
