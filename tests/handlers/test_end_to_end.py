@@ -164,6 +164,8 @@ async def test_a_text_postgresql_cannot_hold_gets_a_callerror_and_stalls_no_othe
     messages, and the same charger's next one, are acknowledged and stored meanwhile."""
     secrets = await register(database_url, "CP-1", "CP-2")
     assert evgate.ws_port is not None
+    await gateway_knows(evgate, "CP-1")
+    await gateway_knows(evgate, "CP-2")
     errors: list[list[Any]] = []
     async with (
         charger(evgate.ws_port, "CP-1", secrets["CP-1"]) as cp1,
