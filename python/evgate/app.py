@@ -354,7 +354,7 @@ class Evgate:
                 meter_values=MeterValueStore(self.db),
                 id_tags=id_tags,
                 writer=self.writer,
-                stopped=self.smart_charging.transaction_stopped,
+                stopped=services.transaction_closed,
             ),
             reservations=ReservationService(reservations),
             # Checked in memory, never stored: valid where it is set, revoked by no other node.

@@ -155,6 +155,8 @@ async def test_operator_stop_with_meter_and_time(
         ({"reason": "x", "timestamp": "2030-01-01T00:00:00"}, 422, "time zone"),
         ({"reason": "x", "timestamp": "2000-01-01T00:00:00Z"}, 422, "before the transaction"),
         ({"reason": "x", "timestamp": 5}, 422, "timestamp"),
+        # PostgreSQL cannot store U+0000: refused by the writer alone, not a 500 nor a stall.
+        ({"reason": "x\u0000y"}, 422, "SQLSTATE 22021"),
     ],
 )
 async def test_bad_stops_are_problems(
@@ -185,3 +187,35 @@ async def test_stop_of_an_unknown_transaction_is_404(api: httpx.AsyncClient) -> 
         "/api/v1/transactions/1/stop", content=b"{", headers={"content-type": "application/json"}
     )
     assert r.status_code == 400
+
+
+async def test_meter_values_after_an_operator_stop_are_not_a_running_transactions(
+    strict: Evgate, client: httpx.AsyncClient, database_url: str
+) -> None:
+    """The charger's connection remembered the transaction as open (its MeterValues events);
+    after the operator's stop, its MeterValues for that transaction are stored and
+    acknowledged but make no SessionUpdateNotification or transaction.changed of a running
+    transaction, as for any transaction that is not open."""
+    assert (await client.post("/api/v1/id-tags", json={"idTag": "TAG-1"})).status_code == 201
+    secret = await register_charger(strict, client, "CP-1")
+    url = f"ws://127.0.0.1:{strict.ws_port}/cp/CP-1?auth={secret}"
+    async with ocpp_charger(url, "CP-1") as cp:
+        tx = await _started(strict, client, cp)
+        r = await client.post(f"/api/v1/transactions/{tx}/stop", json={"reason": "stuck"})
+        assert r.status_code == 200, r.text
+        [before] = await _rows(database_url, "SELECT max(id) FROM outbox")
+        reading = {"value": "1.7", "unit": "kWh", "measurand": "Energy.Active.Import.Register"}
+        await cp.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=tx,
+                meter_value=[{"timestamp": _at(20), "sampled_value": [reading]}],
+            )
+        )
+        # Acknowledged: its rows and events (none) are committed; read before the disconnect's.
+        after = await _rows(database_url, "SELECT event FROM outbox WHERE id > $1", before[0])
+    assert [e["event"] for e in after] == []
+    stored = await _rows(
+        database_url, "SELECT value FROM meter_values WHERE ts = $1", T0 + timedelta(minutes=20)
+    )
+    assert [s["value"] for s in stored] == [1700.0]

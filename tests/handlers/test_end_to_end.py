@@ -145,6 +145,58 @@ async def test_a_whole_session(evgate: Evgate, api: httpx.AsyncClient, database_
     assert minutes["data"][0]["count"] == 3 and minutes["data"][0]["last"] == 2500
 
 
+def text_meter_values(connector: int, at: datetime, text: str) -> dict[str, Any]:
+    """A MeterValues payload whose one sampled value is ``text`` (not a number: stored as
+    text, the field that rides a batch's COMMIT as a literal)."""
+    sampled = {"value": text, "measurand": "Temperature", "unit": "Celsius"}
+    return {
+        "connectorId": connector,
+        "meterValue": [{"timestamp": at.isoformat(), "sampledValue": [sampled]}],
+    }
+
+
+async def test_a_text_postgresql_cannot_hold_gets_a_callerror_and_stalls_no_other_charger(
+    evgate: Evgate, database_url: str
+) -> None:
+    """A charger's MeterValues whose text holds U+0000 is answered PropertyConstraintViolation
+    (a property's value outside what evgate can store, named by its path), one holding a lone
+    surrogate escape FormationViolation (not JSON that msgspec reads); another charger's
+    messages, and the same charger's next one, are acknowledged and stored meanwhile."""
+    secrets = await register(database_url, "CP-1", "CP-2")
+    assert evgate.ws_port is not None
+    await gateway_knows(evgate, "CP-1")
+    await gateway_knows(evgate, "CP-2")
+    errors: list[list[Any]] = []
+    async with (
+        charger(evgate.ws_port, "CP-1", secrets["CP-1"]) as cp1,
+        charger(evgate.ws_port, "CP-2", secrets["CP-2"]) as cp2,
+    ):
+        with pytest.raises(PropertyConstraintViolationError, match="U\\+0000"):
+            await cp1.call(
+                call.MeterValues(**snake(text_meter_values(1, T0, "hot\x00"))), suppress=False
+            )
+        cp1.script = errors.append  # the CALLERRORs that the library cannot match
+        surrogate = json.dumps([2, "s-1", "MeterValues", text_meter_values(1, T0, "\ud800")])
+        assert "\\ud800" in surrogate  # json.dumps escapes it, as a charger's library would
+        await cp1.ws.send(surrogate)
+        await until(lambda: bool(errors))
+        assert errors[0][0] == 4 and errors[0][2] == "FormationViolation", errors
+        cp1.script = None
+        await cp2.call(call.MeterValues(**snake(text_meter_values(1, T0, "cool"))))
+        await cp1.call(call.MeterValues(**snake(text_meter_values(1, T0, "warm"))))
+    db = await asyncpg.connect(database_url)
+    try:
+        stored = await db.fetch("SELECT charger_id, raw_value FROM meter_values ORDER BY 1")
+    finally:
+        await db.close()
+    assert [tuple(r) for r in stored] == [("CP-1", "warm"), ("CP-2", "cool")]
+
+
+def snake(payload: dict[str, Any]) -> dict[str, Any]:
+    """A MeterValues payload's keys as the ``ocpp`` library's call takes them."""
+    return {"connector_id": payload["connectorId"], "meter_value": payload["meterValue"]}
+
+
 async def test_request_ids_beyond_int32_are_stored_and_beyond_int64_refused(
     evgate: Evgate, database_url: str
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from evgate.handlers import ChargerContext
 from evgate.protocol.v16 import (
     ChargePointErrorCode,
     ChargePointStatus,
@@ -18,6 +19,7 @@ from evgate.protocol.v16 import (
     SecurityEventNotificationRequest,
     StatusNotificationRequest,
 )
+from evgate.storage.ops.transactions import TransactionFacts
 
 from .handler_bench import Bench
 from .test_transaction_handlers import T0, start, stop
@@ -215,3 +217,21 @@ async def test_a_resend_with_a_new_value_emits_only_the_new_value(bench: Bench) 
         ((T0 + timedelta(minutes=2)).isoformat().replace("+00:00", "Z"), 1700.0)
     ]
     assert events[1][1]["session"]["energy"] == 700.0
+
+
+async def test_a_transaction_closed_while_its_meter_values_are_written_stays_closed(
+    bench: Bench,
+) -> None:
+    """The operator's stop (``transaction_closed``) lands while a MeterValues handler of that
+    transaction waits for the writer: the handler's refresh afterwards does not make the
+    connection take the transaction for open again (its next MeterValues would describe a
+    running transaction); another charger's connection is not touched."""
+    ctx, other = ChargerContext("CP-1"), ChargerContext("CP-2")
+    tx = TransactionFacts(transaction_id=7, connector_id=1, started_at=T0, meter_start=0)
+    services = bench.services
+    services.remember_transaction(ctx, 7, tx)
+    services.remember_transaction(other, 7, tx)
+    services.transaction_closed("CP-1", 7)
+    services.refresh_transaction(ctx, tx)
+    assert await services.open_transaction(ctx, 7) is None
+    assert await services.open_transaction(other, 7) is tx

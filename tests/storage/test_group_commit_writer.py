@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,9 +17,17 @@ from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.errors import is_unavailable
 from evgate.storage.ops import outbox
-from evgate.storage.ops.base import CopyRows, Statement, WriteOp, before_commit, text_literal
+from evgate.storage.ops.base import (
+    CopyRows,
+    Statement,
+    Write,
+    WriteOp,
+    before_commit,
+    text_literal,
+)
 from evgate.storage.ops.connectors import CONNECTOR_STATUS as STATUS
 from evgate.storage.ops.connectors import ConnectorStatus
+from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.writer import Writer, WriteRejected
 from support import asyncpg_copy_waiter_unretrieved, quiet_for, until
 
@@ -538,3 +547,46 @@ async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: 
         ("first", charger, payload),
         ("second\\'", "", b""),
     ] * 2
+
+
+def meter_row(minute: int, raw: str | None, value: float | None) -> tuple[object, ...]:
+    at = datetime.datetime(2024, 1, 1, 0, minute, tzinfo=datetime.UTC)
+    common = ("Energy.Active.Import.Register", None, "Outlet", "Sample.Periodic")
+    return ("CP-1", 1, None, at, *common, "Raw", "Wh", value, raw)
+
+
+@pytest.mark.parametrize("text", ["CP-\x00", "CP-\ud800"], ids=["NUL", "lone-surrogate"])
+@pytest.mark.parametrize("where", ["outbox", "meter-value"])
+async def test_a_text_postgresql_cannot_hold_in_a_literal_refuses_only_its_submission(
+    writer: Writer, db: Database, text: str, where: str
+) -> None:
+    """U+0000 or a lone surrogate in a text that rides the COMMIT as a literal (an outbox
+    row's, a meter value's) fails its own submission (WriteRejected, its cause the 22021 that
+    PostgreSQL answers such a parameter); the other submission of its batch commits, and the
+    committer goes on (it once took the protocol error for an outage and retried for ever)."""
+    meter = MeterValueRows()
+    if where == "meter-value":
+        # The first batch numbers the series: the next ones ride the COMMIT as literals.
+        await writer.submit([meter([meter_row(0, None, 1.0)])], key="CP-1")
+
+    def submission(good: bool) -> list[Write[Any]]:
+        if where == "outbox":
+            return [outbox.emit([], outbox.append([("e", "CP-2" if good else text, b"x")]))]
+        return [meter([meter_row(1 + good, "ok" if good else text, None)])]
+
+    bad, good = await asyncio.wait_for(
+        asyncio.gather(
+            writer.submit(submission(False), key="CP-1"),
+            writer.submit(submission(True), key="CP-1"),
+            return_exceptions=True,
+        ),
+        30,
+    )
+    assert isinstance(bad, WriteRejected) and "U+0000 or a lone surrogate" in str(bad)
+    assert isinstance(good, list), good
+    assert writer.stats.retries == 0
+    if where == "outbox":
+        assert await db.fetchval("SELECT array_agg(charger_id) FROM outbox") == ["CP-2"]
+    else:
+        assert await db.fetchval("SELECT array_agg(raw_value) FROM meter_values") == [None, "ok"]
+    assert await writer.submit([(LOG, [row(3)])], key="CP-1") == [None]

@@ -37,6 +37,7 @@ from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.services import ChargingApi
 from evgate.events.builders import ChargerRef
 from evgate.storage.connectors import Connector
+from evgate.storage.errors import ValueRefused
 from evgate.storage.id_tags import IdTag, IdTagStatus
 from evgate.storage.meter_values import MeterBucket, MeterSample, Resolution
 from evgate.storage.ops import outbox
@@ -45,6 +46,7 @@ from evgate.storage.ops.base import Results, Write
 from evgate.storage.ops.stops import after_stop
 from evgate.storage.ops.transactions import TransactionStop
 from evgate.storage.transactions import Transaction
+from evgate.storage.writer import WriteRejected
 
 __all__ = [
     "ROUTES",
@@ -88,6 +90,7 @@ async def stop_transaction(
         NotFound: no such transaction (or its charger is deleted: no event could name it).
         Conflict: it is stopped already.
         Unprocessable: a time without offset or before the start, a meterStop below meterStart.
+        ValueRefused: a reason PostgreSQL cannot store (U+0000).
     """
     tx = await api.transactions.get(transaction_id)
     if not tx.active:
@@ -121,7 +124,13 @@ async def stop_transaction(
 
     # Keyed by the charger: in order with its own writes (a StopTransaction racing this one
     # finds the transaction closed, or closes it first and this one is the 409).
-    [results] = await api.writer.submit([outbox.emit([stop], described)], key=tx.charger_id)
+    try:
+        [results] = await api.writer.submit([outbox.emit([stop], described)], key=tx.charger_id)
+    except WriteRejected as exc:
+        # A reason PostgreSQL cannot store (U+0000): 422, as the API's own writes answer it.
+        if isinstance(exc.__cause__, ValueRefused):
+            raise exc.__cause__ from None
+        raise
     if results[stop] is None:
         raise Conflict(f"transaction {transaction_id} is stopped already")
     api.stopped(tx.charger_id, transaction_id)

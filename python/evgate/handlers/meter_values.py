@@ -187,7 +187,7 @@ def routes(services: HandlerServices) -> Routes:
             return outbox.append(transaction_meter_values(charger, tx, new, now)) if new else []
 
         await services.emit(ctx.charger_id, [stored], described)
-        services.remember_transaction(ctx, tx.transaction_id, tx)
+        services.refresh_transaction(ctx, tx)
         return MeterValuesResponse()
 
     return {"MeterValues": meter_values}

@@ -7,6 +7,7 @@ their own with a real writer and database.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +58,12 @@ METER_MAX = 2**62 - 1
 _TRANSACTIONS = "transactions"
 _MAX_REMEMBERED = 64
 
+
+class _Remembered(dict[int, TransactionFacts | None]):
+    """A connection's remembered transactions (a dict that HandlerServices can refer to
+    weakly, so that it dies with its connection)."""
+
+
 #: A DataTransfer handler for one vendorId: its answer is sent to the charger.
 VendorHandler = Callable[[ChargerContext, DataTransferRequest], Awaitable[DataTransferResponse]]
 
@@ -105,6 +112,11 @@ class HandlerServices:
     #: The smart-charging engine (load management), told of starts, stops, statuses and
     #: meter values; None without one (app.py sets it once the gateway is up).
     load: SmartCharging | None = None
+    # The remembered transactions of each charger's latest connection in this process (see
+    # transaction_closed).
+    _remembered: weakref.WeakValueDictionary[str, _Remembered] = field(
+        default_factory=weakref.WeakValueDictionary, init=False, repr=False
+    )
 
     async def decide(
         self,
@@ -168,22 +180,56 @@ class HandlerServices:
     ) -> TransactionFacts | None:
         """The charger's open transaction ``transaction_id`` as the session events describe
         it (remembered per connection; read from the database once), or None."""
-        known: dict[int, TransactionFacts | None] = ctx.state.setdefault(_TRANSACTIONS, {})
+        known = self._known(ctx)
         if transaction_id in known:
             return known[transaction_id]
         tx = await self.transactions.open_of(ctx.charger_id, transaction_id)
+        if transaction_id in known:  # closed meanwhile (transaction_closed)
+            return known[transaction_id]
         self.remember_transaction(ctx, transaction_id, tx)
         return tx
 
-    @staticmethod
     def remember_transaction(
-        ctx: ChargerContext, transaction_id: int, tx: TransactionFacts | None
+        self, ctx: ChargerContext, transaction_id: int, tx: TransactionFacts | None
     ) -> None:
         """Remember what this connection knows of a transaction (None: not open here)."""
-        known: dict[int, TransactionFacts | None] = ctx.state.setdefault(_TRANSACTIONS, {})
-        if len(known) >= _MAX_REMEMBERED and transaction_id not in known:
-            known.clear()
-        known[transaction_id] = tx
+        _remember(self._known(ctx), transaction_id, tx)
+
+    def refresh_transaction(self, ctx: ChargerContext, tx: TransactionFacts) -> None:
+        """Remember ``tx``'s latest facts if this connection still takes it for open: not
+        after it was closed while the handler that read it waited for the writer."""
+        known = self._known(ctx)
+        if known.get(tx.transaction_id) is not None:
+            known[tx.transaction_id] = tx
+
+    def transaction_closed(self, charger_id: str, transaction_id: int) -> None:
+        """A transaction of ``charger_id`` was closed other than by its StopTransaction (the
+        operator's stop, ``api/charging.py``), and committed: the charger's connection in this
+        process takes it for closed from now on (its MeterValues make no events of a running
+        transaction), and load management lets its connector's share go.
+
+        A charger connected to another evgate process keeps its own memory: until it
+        reconnects, its MeterValues for that transaction still describe it as running
+        (no NOTIFY carries a stop to the process that holds the charger).
+        """
+        known = self._remembered.get(charger_id)
+        if known is not None:
+            _remember(known, transaction_id, None)
+        if self.load is not None:
+            self.load.transaction_stopped(charger_id, transaction_id)
+
+    def _known(self, ctx: ChargerContext) -> _Remembered:
+        known: _Remembered | None = ctx.state.get(_TRANSACTIONS)
+        if known is None:
+            known = ctx.state[_TRANSACTIONS] = _Remembered()
+            self._remembered[ctx.charger_id] = known
+        return known
+
+
+def _remember(known: _Remembered, transaction_id: int, tx: TransactionFacts | None) -> None:
+    if len(known) >= _MAX_REMEMBERED and transaction_id not in known:
+        known.clear()
+    known[transaction_id] = tx
 
 
 def id_tag_info(

@@ -72,7 +72,8 @@ __all__ = ["routes"]
 
 def energy_readings(rows: Iterable[MeterRow]) -> list[Reading]:
     """The energy register readings (the total at the outlet, as the stop op reads them) of
-    ``rows``: a StopTransaction's transactionData, written after its stop's readings were read."""
+    ``rows``: a StopTransaction's transactionData (which the stop op reads too, when its rows
+    are new: ``ops.stops.priced`` counts a time once)."""
     return [
         Reading(row[3], Decimal(repr(row[10])))
         for row in rows
@@ -162,8 +163,9 @@ def routes(services: HandlerServices) -> Routes:
             )
             writes.append(stop)
         if request.transaction_data is not UNSET:
-            # After the stop, in its transaction. The events are the stop's: these values come
-            # with it, not as MeterValues of a running session.
+            # In the stop's transaction (written before the stop op reads its readings:
+            # ``reads_batch``). The events are the stop's: these values come with it, not as
+            # MeterValues of a running session.
             rows = meter_rows(ctx.charger_id, None, transaction_id, request.transaction_data)
             writes.append(meter_ops.rows(rows))
             sent = energy_readings(rows)

@@ -61,7 +61,14 @@ import asyncpg
 from evgate.metrics import Registry
 from evgate.outages import Dependency
 from evgate.storage.errors import is_unavailable
-from evgate.storage.ops.base import RetryBatch, Write, open_tail, take_tail, write_grouped
+from evgate.storage.ops.base import (
+    RetryBatch,
+    Write,
+    asks_rerun,
+    open_tail,
+    take_tail,
+    write_grouped,
+)
 from evgate.tasks import wait_event
 
 __all__ = [
@@ -85,7 +92,9 @@ class WriterClosed(Exception):
 
 class WriteRejected(Exception):
     """PostgreSQL refused this submission's rows (not a fault of the database's availability);
-    the other submissions of its batch committed."""
+    the other submissions of its batch committed. Its ``__cause__`` is the refusal (a
+    ``storage.errors.ValueRefused`` for a value no column can hold: an edge answers that as
+    it answers the value refused on a write of its own)."""
 
 
 @dataclass(eq=False)
@@ -529,7 +538,7 @@ class _Committer:
                 await self._drop_connection()
             # Not committed: an op whose deferred statement met what its careful way
             # resolves (a stored meter value) has the batch run again.
-            if any(d.failed is not None and d.failed(exc) for d in tail):
+            if asks_rerun(tail, exc):
                 raise RetryBatch("a deferred statement asked for another run") from exc
             raise
         if status != "COMMIT":
@@ -570,7 +579,9 @@ class _Committer:
             log.error("writer: rows refused by PostgreSQL (%s: %s)", type(exc).__name__, exc)
             self.writer._rejected()
             if not batch[0].future.done():
-                batch[0].future.set_exception(WriteRejected(str(exc)))
+                rejected = WriteRejected(str(exc))
+                rejected.__cause__ = exc
+                batch[0].future.set_exception(rejected)
             return
         for submission in batch:
             await self._write_batch([submission])

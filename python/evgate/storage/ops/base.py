@@ -6,7 +6,7 @@ once at start (in ``storage/ops/``), the item its data for one submission. Calli
 an item makes its write (``TRANSACTION_STARTS(start)``), typed by the op's result. The writer
 (``storage/writer.py``) and the EMIT op (``storage/ops/outbox.py``) both merge the writes of
 several submissions with :func:`write_grouped`: each op runs once on its items of all of them,
-in the order the ops first appear.
+in the order the ops first appear (those that read the batch's writes last).
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ __all__ = [
     "TailFailed",
     "Write",
     "WriteOp",
+    "asks_rerun",
     "before_commit",
     "bytea_literal",
     "in_rounds",
     "open_tail",
+    "run_deferred",
     "take_tail",
     "text_literal",
     "write_grouped",
@@ -65,6 +67,10 @@ class WriteOp(Generic[ItemT, ResultT]):
 
     #: For logs and metrics.
     name: str = "write"
+    #: The op reads what other ops of the batch write (the stop's price reads the meter
+    #: values): :func:`write_grouped` runs it after them, and it calls :func:`run_deferred`
+    #: before it reads.
+    reads_batch: bool = False
 
     def __call__(self, item: ItemT) -> Write[ResultT]:
         """The write of ``item`` by this op (for ``Writer.submit`` or an Emission)."""
@@ -139,7 +145,12 @@ async def before_commit(
         failed: asked, when the COMMIT round trip fails, whether the op takes the error on
             itself by a run of the batch again (:data:`TailFailed`); outside a batch, an error
             is raised as it is.
+
+    Raises:
+        asyncpg.CharacterNotInRepertoireError: ``sql`` holds U+0000 or a lone surrogate
+            (see :func:`_refuse_unstorable`): the submission is refused, not the batch stalled.
     """
+    _refuse_unstorable(sql)  # whichever literal its maker built without text_literal
     tail = _TAILS.get(conn)
     if tail is None:
         await conn.execute(sql)
@@ -147,10 +158,69 @@ async def before_commit(
         tail.append(Deferred(sql, failed))
 
 
+async def run_deferred(conn: asyncpg.Connection) -> None:
+    """Run now what ops deferred to the COMMIT of the batch on ``conn`` (in its transaction,
+    still), for an op that reads what they write; nothing outside a batch.
+
+    Raises:
+        RetryBatch: a deferred statement failed and its op takes that on itself (as at COMMIT).
+    """
+    tail = _TAILS.get(conn)
+    if not tail:
+        return
+    deferred = tail[:]
+    tail.clear()
+    try:
+        await conn.execute("; ".join(d.sql for d in deferred))
+    except asyncpg.PostgresError as exc:
+        if asks_rerun(deferred, exc):
+            raise RetryBatch("a deferred statement asked for another run") from exc
+        raise
+
+
+def asks_rerun(deferred: Sequence[Deferred], exc: BaseException) -> bool:
+    """Whether an op of the ``deferred`` statements, whose round trip failed with ``exc``,
+    takes that error on itself by a run of the batch again (its :data:`TailFailed`)."""
+    return any(d.failed is not None and d.failed(exc) for d in deferred)
+
+
 def text_literal(value: str) -> str:
     """``value`` as an SQL string literal (the escape-string form, which means the same
-    whatever ``standard_conforming_strings`` says)."""
+    whatever ``standard_conforming_strings`` says).
+
+    Raises:
+        asyncpg.CharacterNotInRepertoireError: ``value`` holds U+0000 or a lone surrogate,
+            which no PostgreSQL text holds (see :func:`_refuse_unstorable`).
+    """
+    _refuse_unstorable(value)
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _refuse_unstorable(value: str) -> None:
+    """Raise what PostgreSQL answers a parameter holding U+0000 (SQLSTATE 22021, a
+    ``storage.errors.ValueRefused``) when ``value`` holds U+0000 or a lone surrogate.
+
+    Sent as a parameter, such a text is refused by PostgreSQL (22021) or by asyncpg's encoder
+    (its own DataError): the writer re-runs the batch one submission at a time and only that
+    one fails. Inside a literal it would instead end the query text early (a simple query is a
+    NUL-terminated string: PostgreSQL answers 08P01 and closes the connection) or fail to
+    encode after the batch's statements ran; the writer takes either for an outage whose
+    COMMIT outcome is unknown and retries the batch for ever, stalling every charger of its
+    committer. Raised while the op writes, it is an ordinary refusal of one submission.
+    """
+    # isascii is O(1) in CPython (a flag of the string): the encode runs only for non-ASCII.
+    if "\x00" in value or not (value.isascii() or _encodes(value)):
+        raise asyncpg.exceptions.CharacterNotInRepertoireError(
+            f"text holds U+0000 or a lone surrogate, which PostgreSQL cannot store: {value[:40]!a}"
+        )
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def bytea_literal(value: bytes) -> str:
@@ -186,7 +256,9 @@ async def write_grouped(
     conn: asyncpg.Connection, groups: Sequence[Sequence[Write[Any]]]
 ) -> tuple[list[list[Any]], list[WriteOp[Any, Any]]]:
     """Run every group's writes (a group: one submission's), each op once on its items of all
-    groups, in the order the ops first appear, inside ``conn``'s open transaction.
+    groups, in the order the ops first appear, inside ``conn``'s open transaction; the ops
+    that read the batch (``WriteOp.reads_batch``) after the others, so that they see every
+    write of the batch, whichever submission came first.
 
     Returns:
         The results per group, in the order of its writes; and the ops that ran, in order.
@@ -196,11 +268,13 @@ async def write_grouped(
         for w_index, (op, item) in enumerate(writes):
             by_op.setdefault(op, []).append((g_index, w_index, item))
     results: list[list[Any]] = [[None] * len(writes) for writes in groups]
-    for op, entries in by_op.items():
+    ops = sorted(by_op, key=lambda op: op.reads_batch)  # stable: first appearance otherwise
+    for op in ops:
+        entries = by_op[op]
         op_results = await op.write(conn, [item for _, _, item in entries])
         for (g_index, w_index, _), result in zip(entries, op_results, strict=True):
             results[g_index][w_index] = result
-    return results, list(by_op)
+    return results, ops
 
 
 def in_rounds(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[int]]:

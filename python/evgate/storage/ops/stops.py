@@ -26,14 +26,19 @@ __all__ = ["after_stop", "priced"]
 
 def priced(tx: TransactionFacts, more: Sequence[Reading] = ()) -> TransactionFacts:
     """``tx`` (stopped, with a tariff snapshot) with its price; ``more``: readings besides
-    those the stop op returned (a StopTransaction's transactionData)."""
+    those the stop op returned (a StopTransaction's transactionData, which the stop op may
+    have read too: a reading's time is its key, as in ``meter_values``, and the first one of
+    a time counts, as the stored one does)."""
     assert tx.tariff is not None and tx.stopped_at is not None and tx.meter_stop is not None
+    readings: dict[datetime, Reading] = {}
+    for reading in (*tx.readings, *more):
+        readings.setdefault(reading.at, reading)
     facts = PricingInput(
         started_at=tx.started_at,
         stopped_at=tx.stopped_at,
         meter_start=tx.meter_start,
         meter_stop=tx.meter_stop,
-        readings=(*tx.readings, *more),
+        readings=tuple(readings.values()),
         idle_periods=tx.idle_periods,
     )
     return msgspec.structs.replace(tx, price=price(tx.tariff, facts))

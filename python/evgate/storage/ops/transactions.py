@@ -29,7 +29,7 @@ import asyncpg
 import msgspec
 
 from evgate.pricing import IdlePeriod, Price, Reading, Snapshot
-from evgate.storage.ops.base import Statement, Write, WriteOp
+from evgate.storage.ops.base import Statement, Write, WriteOp, run_deferred
 
 __all__ = [
     "TRANSACTION_STARTS",
@@ -258,6 +258,10 @@ class TransactionStops(WriteOp[TransactionStop, TransactionFacts | None]):
     None (unknown, another charger's, or already closed: a resend)."""
 
     name = "transaction_stops"
+    # A priced stop reads the transaction's readings: those of its own batch too (the
+    # charger's MeterValues beside the operator's stop), which run first and are written
+    # before the read (run_deferred), so the price counts every reading committed with it.
+    reads_batch = True
 
     async def write(
         self, conn: asyncpg.Connection, items: list[TransactionStop]
@@ -295,6 +299,7 @@ class TransactionStops(WriteOp[TransactionStop, TransactionFacts | None]):
         }
         priced = [r for r in rows if r[8] is not None]
         if priced:
+            await run_deferred(conn)
             readings: dict[int, list[Reading]] = {}
             for v in await conn.fetch(
                 _READINGS,

@@ -1,0 +1,126 @@
+"""The stop op on the real writer: a transaction's price counts every energy reading committed
+before or with its stop, whatever the order of the writes in the stop's batch."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from evgate.events.builders import ChargerRef
+from evgate.pricing import EnergyPeriod, Snapshot, Tariff
+from evgate.storage.db import Database
+from evgate.storage.ops import meter_values, outbox, transactions
+from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.stops import after_stop
+from evgate.storage.ops.transactions import TransactionStart, TransactionStop
+from evgate.storage.writer import Writer
+
+T0 = datetime(2026, 1, 15, 6, tzinfo=UTC)
+# 06:00-07:00 UTC at 0.20 a kWh, from 07:00 on 0.40.
+NIGHT_AND_DAY = Snapshot(
+    tariff_id=7,
+    tariff=Tariff(
+        name="t",
+        currency="EUR",
+        energy_periods=(
+            EnergyPeriod(start="07:00", price_per_kwh=Decimal("0.40")),
+            EnergyPeriod(start="23:00", price_per_kwh=Decimal("0.20")),
+        ),
+    ),
+)
+
+
+def energy(tx: int, at: datetime, wh: float) -> meter_values.MeterRow:
+    """An energy register reading of transaction ``tx`` on CP-1's connector 1."""
+    common = ("Energy.Active.Import.Register", None, "Outlet", "Sample.Periodic", "Raw", "Wh")
+    return ("CP-1", 1, tx, at, *common, wh, None)
+
+
+async def started(writer: Writer) -> int:
+    """A priced transaction of CP-1 from 06:00 (meterStart 0), with a reading at its start
+    (which no price counts) that numbers the series on CP-1's committer; its id."""
+    start = TransactionStart(
+        charger_id="CP-1",
+        connector_id=1,
+        id_tag="TAG-1",
+        meter_start=0,
+        started_at=T0,
+        id_tag_status="Accepted",
+        tariff=NIGHT_AND_DAY,
+    )
+    [made] = await writer.submit([transactions.start(start)], key="CP-1")
+    tx = int(made.transaction.transaction_id)
+    await writer.submit([outbox.emit([meter_values.rows([energy(tx, T0, 0.0)])])], key="CP-1")
+    return tx
+
+
+def operator_stop(tx: int) -> Write[Results]:
+    """The operator's stop of ``tx`` at 08:00 (meterStop 10 kWh), priced as api/charging.py
+    prices it."""
+    stop = transactions.stop(
+        TransactionStop(
+            transaction_id=tx,
+            charger_id="CP-1",
+            meter_stop=10_000,
+            stopped_at=T0 + timedelta(hours=2),
+            stop_reason="Other",
+            operator_reason="lost",
+        )
+    )
+
+    def described(results: Results) -> list[Write[Any]]:
+        closed = results[stop]
+        assert closed is not None
+        return after_stop(ChargerRef("CP-1", 1), closed, T0 + timedelta(hours=3))
+
+    return outbox.emit([stop], described)
+
+
+def reading(tx: int) -> Write[Results]:
+    """The charger's MeterValues of ``tx``: 9 kWh at 07:00."""
+    return outbox.emit([meter_values.rows([energy(tx, T0 + timedelta(hours=1), 9000.0)])])
+
+
+async def in_one_batch(writer: Writer, *writes: Write[Results]) -> None:
+    batches = writer.stats.batches
+    await asyncio.gather(*(writer.submit([write], key="CP-1") for write in writes))
+    assert writer.stats.batches == batches + 1, "the submissions were not one batch"
+
+
+async def price_of(db: Database, tx: int) -> Decimal:
+    return Decimal(
+        await db.fetchval("SELECT price->>'totalExclTax' FROM transactions WHERE id = $1", tx)
+    )
+
+
+@pytest.mark.parametrize("stop_first", [True, False], ids=["stop-first", "readings-first"])
+async def test_an_operator_stop_prices_the_readings_of_its_own_batch(
+    writer: Writer, db: Database, stop_first: bool
+) -> None:
+    """06:00-08:00, 10 kWh, 9 kWh of them by 07:00 (a MeterValues in the stop's batch):
+    9 kWh x 0.20 + 1 kWh x 0.40 = 2.20, not the 3.00 of energy spread evenly without it;
+    whether the operator's stop or the charger's MeterValues comes first in the batch, and
+    when the readings ride the COMMIT as literals (their series numbered before)."""
+    tx = await started(writer)
+    both = [operator_stop(tx), reading(tx)]
+    await in_one_batch(writer, *(both if stop_first else both[::-1]))
+    assert await price_of(db, tx) == Decimal("2.20")
+
+
+async def test_a_resent_reading_in_the_stops_batch_is_counted_once(
+    writer: Writer, db: Database
+) -> None:
+    """The charger resends a MeterValues committed before, into the operator's stop's batch:
+    the stop writes it early to read it, meets the stored key, and the batch runs again (the
+    careful way) rather than failing; the reading is stored and priced once."""
+    tx = await started(writer)
+    await writer.submit([reading(tx)], key="CP-1")
+    await in_one_batch(writer, operator_stop(tx), reading(tx))
+    assert await price_of(db, tx) == Decimal("2.20")
+    count = "SELECT count(*) FROM meter_values WHERE transaction_id = $1"
+    assert await db.fetchval(count, tx) == 2
+    assert writer.stats.rejected == 0
