@@ -29,6 +29,7 @@ from evgate.api.partners import ROUTES as PARTNER_ROUTES
 from evgate.api.plans import ROUTES as PLAN_ROUTES
 from evgate.api.pricing import ROUTES as PRICING_ROUTES
 from evgate.api.reservations import ReservationController
+from evgate.api.sub_operators import SubOperatorController
 from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.services import (
     AccountsApi,
@@ -84,6 +85,7 @@ from evgate.storage.payments import InvoiceDetailsStore, PaymentMethodStore
 from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.pricing import PricingDirectory
 from evgate.storage.reservations import ReservationStore
+from evgate.storage.sub_operators import SubOperatorStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
@@ -328,6 +330,7 @@ class Evgate:
             chargers=chargers,
             registry=ChargerRegistry(chargers),
             tokens=tokens,
+            sub_operators=SubOperatorStore(self.db),
             notifications=NotificationService(subscriptions, deliveries, self.dispatcher.wake),
             cdrs=CdrService(CdrStore(self.db)),
             accounts=AccountsApi(
@@ -386,6 +389,7 @@ class Evgate:
                 *ACCOUNT_ROUTES,
                 *PLAN_ROUTES,
                 *PARTNER_ROUTES,
+                SubOperatorController,
             ],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)

@@ -35,6 +35,7 @@ from evgate.events.builders import (
     network_status,
     partner_changed,
     partner_invite_changed,
+    sub_operator_changed,
     payment_method_changed,
     reservation_changed,
     security_event,
@@ -304,4 +305,5 @@ def account_events() -> list[OutboxEntry]:
         *user_subscription_changed(3, 2, "active", AT, AT),
         *partner_changed(6, "created", AT),
         partner_invite_changed(8, None, "ada@example.com", "created", AT),
+        sub_operator_changed(3, "created", AT),
     ]

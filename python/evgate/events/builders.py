@@ -36,6 +36,7 @@ a subscription plan's change              :func:`subscription_plan_changed` (``s
 a user's subscription's change or expiry  :func:`user_subscription_changed` (``storage/plans.py``)
 a partner's change                        :func:`partner_changed` (``storage/partners.py``)
 a partner invite's change                 :func:`partner_invite_changed` (``storage/partners.py``)
+a sub-operator created / deleted          :func:`sub_operator_changed` (``storage/sub_operators.py``)
 circuit created / updated / deleted       :func:`circuit_changed` (``storage/circuits.py``)
 a circuit's consumption, periodically     :func:`circuit_consumption`
 SetChargingProfile answered / unanswered  :func:`charging_profile_applied`
@@ -99,6 +100,7 @@ __all__ = [
     "payment_method_changed",
     "reservation_changed",
     "security_event",
+    "sub_operator_changed",
     "subscription_plan_changed",
     "tariff_changed",
     "transaction_meter_values",
@@ -1020,6 +1022,18 @@ def partner_changed(
             )
         )
     return entries
+
+
+def sub_operator_changed(
+    sub_operator_id: int, action: Literal["created", "deleted"], at: datetime
+) -> OutboxEntry:
+    """SubOperatorChangedNotification (its enum has no updated: a rename emits nothing)."""
+    return _entry(
+        "",
+        c.SubOperatorChangedNotification(
+            subOperator=c.SubOperatorRef(id=sub_operator_id), action=action, lastUpdatedAt=at
+        ),
+    )
 
 
 def partner_invite_changed(

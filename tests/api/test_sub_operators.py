@@ -1,0 +1,195 @@
+"""Sub-operators (issue 20): their API, SubOperatorChangedNotification, the subOperatorId of
+the resources a sub-operator owns, tokens scoped to one, and the operator-only routes.
+
+A real evgate (the ``api``/``evgate`` fixtures: the operator's bootstrap token); a
+sub-operator's token is made through the API, as an operator would."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import msgspec
+import pytest
+
+from evgate.app import Evgate
+from evgate.events.catalog import SubOperatorChangedNotification
+from support import Receiver
+
+PROBLEM = "application/problem+json"
+
+
+def _client(evgate: Evgate, token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{evgate.api_port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+
+
+async def _tenant(
+    api: httpx.AsyncClient, evgate: Evgate, name: str, scope: str = "admin"
+) -> tuple[int, httpx.AsyncClient]:
+    """A new sub-operator and a client with an admin token scoped to it."""
+    r = await api.post("/api/v1/sub-operators", json={"name": name})
+    assert r.status_code == 201, r.text
+    sub_operator = r.json()["id"]
+    r = await api.post(
+        "/api/v1/tokens", json={"name": name, "scope": scope, "subOperatorId": sub_operator}
+    )
+    assert r.status_code == 201, r.text
+    return sub_operator, _client(evgate, r.json()["token"])
+
+
+def _is_problem(r: httpx.Response, status: int) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+# 1. /api/v1/sub-operators
+
+
+async def test_create_list_get_rename_and_delete(api: httpx.AsyncClient) -> None:
+    r = await api.post("/api/v1/sub-operators", json={"name": "Reseller A"})
+    assert r.status_code == 201, r.text
+    a = r.json()
+    assert set(a) == {"id", "name", "createdAt", "updatedAt"}
+    assert a["name"] == "Reseller A"
+    b = (await api.post("/api/v1/sub-operators", json={"name": "Site B"})).json()
+    assert (await api.get(f"/api/v1/sub-operators/{a['id']}")).json() == a
+    page = (await api.get("/api/v1/sub-operators", params={"limit": 1})).json()
+    assert [s["id"] for s in page["data"]] == [a["id"]]
+    assert page["nextCursor"] == str(a["id"])
+    rest = (await api.get("/api/v1/sub-operators", params={"after": page["nextCursor"]})).json()
+    assert [s["id"] for s in rest["data"]] == [b["id"]] and rest["nextCursor"] is None
+
+    r = await api.patch(f"/api/v1/sub-operators/{a['id']}", json={"name": "Reseller Alpha"})
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "Reseller Alpha" and r.json()["updatedAt"] >= a["updatedAt"]
+
+    assert (await api.delete(f"/api/v1/sub-operators/{a['id']}")).status_code == 204
+    _is_problem(await api.get(f"/api/v1/sub-operators/{a['id']}"), 404)
+    _is_problem(await api.delete(f"/api/v1/sub-operators/{a['id']}"), 404)
+    _is_problem(await api.patch(f"/api/v1/sub-operators/{a['id']}", json={"name": "x"}), 404)
+
+
+async def test_names_are_unique_case_insensitively(api: httpx.AsyncClient) -> None:
+    first = (await api.post("/api/v1/sub-operators", json={"name": "Reseller A"})).json()
+    _is_problem(await api.post("/api/v1/sub-operators", json={"name": "reseller a"}), 409)
+    other = (await api.post("/api/v1/sub-operators", json={"name": "Other"})).json()
+    r = await api.patch(f"/api/v1/sub-operators/{other['id']}", json={"name": "RESELLER A"})
+    _is_problem(r, 409)
+    assert (await api.get(f"/api/v1/sub-operators/{first['id']}")).json()["name"] == "Reseller A"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 422),
+        ({"name": ""}, 422),
+        ({"name": "x" * 201}, 422),
+        ({"name": 7}, 422),
+        ({"name": "A", "id": 9}, 422),
+        ({"name": "A\u0000B"}, 422),
+        ("not json", 400),
+    ],
+)
+async def test_bad_bodies_are_problems(api: httpx.AsyncClient, body: object, status: int) -> None:
+    if isinstance(body, str):
+        r = await api.post(
+            "/api/v1/sub-operators", content=body, headers={"content-type": "application/json"}
+        )
+    else:
+        r = await api.post("/api/v1/sub-operators", json=body)
+    _is_problem(r, status)
+
+
+async def test_bad_ids_are_404(api: httpx.AsyncClient) -> None:
+    for path in ("/api/v1/sub-operators/0", "/api/v1/sub-operators/99999999999999999999",
+                 "/api/v1/sub-operators/abc", "/api/v1/sub-operators/424242"):  # fmt: skip
+        _is_problem(await api.get(path), 404)
+
+
+async def test_a_sub_operator_that_owns_a_charger_is_not_deleted(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """409 while it owns a charger (the RESTRICT foreign key); once the charger is the
+    operator's again it is deleted, its tokens and subscriptions with it."""
+    sub_operator, tenant = await _tenant(api, evgate, "A")
+    async with tenant:
+        assert (await tenant.post("/api/v1/chargers", json={"id": "CP-A"})).status_code == 201
+        r = await tenant.post(
+            "/public-api/notifications/v2.0",
+            json={"notifications": ["BootNotification"], "via": "webhook",
+                  "webhook": {"callbackUrl": "http://127.0.0.1:9/hook"}},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        r = await api.delete(f"/api/v1/sub-operators/{sub_operator}")
+        _is_problem(r, 409)
+        assert "chargers" in r.json()["detail"]
+        r = await api.patch("/api/v1/chargers/CP-A", json={"subOperatorId": None})
+        assert r.status_code == 200, r.text
+        assert (await api.delete(f"/api/v1/sub-operators/{sub_operator}")).status_code == 204
+        assert (await tenant.get("/api/v1/chargers")).status_code == 401
+    assert evgate.db is not None
+    assert await evgate.db.fetchval("SELECT count(*) FROM api_tokens") == 0
+    assert await evgate.db.fetchval("SELECT count(*) FROM subscriptions") == 0
+
+
+async def test_a_tenant_reads_only_its_own_sub_operator_and_changes_none(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    a_id, a = await _tenant(api, evgate, "A")
+    b_id, b = await _tenant(api, evgate, "B")
+    async with a, b:
+        assert (await a.get(f"/api/v1/sub-operators/{a_id}")).json()["name"] == "A"
+        assert [s["id"] for s in (await a.get("/api/v1/sub-operators")).json()["data"]] == [a_id]
+        _is_problem(await a.get(f"/api/v1/sub-operators/{b_id}"), 404)
+        _is_problem(await a.post("/api/v1/sub-operators", json={"name": "C"}), 403)
+        _is_problem(await a.patch(f"/api/v1/sub-operators/{a_id}", json={"name": "Z"}), 403)
+        _is_problem(await a.patch(f"/api/v1/sub-operators/{b_id}", json={"name": "Z"}), 403)
+        _is_problem(await a.delete(f"/api/v1/sub-operators/{a_id}"), 403)
+        _is_problem(await a.delete(f"/api/v1/sub-operators/{b_id}"), 403)
+    names = [s["name"] for s in (await api.get("/api/v1/sub-operators")).json()["data"]]
+    assert names == ["A", "B"]
+
+
+async def test_created_and_deleted_reach_the_webhook(
+    api: httpx.AsyncClient, evgate: Evgate, receiver: Receiver
+) -> None:
+    """SubOperatorChangedNotification on create and delete (none on a rename: the catalog's
+    enum has no updated), with the catalog's fields; its outbox rows are the sub-operator's."""
+    r = await api.post(
+        "/public-api/notifications/v2.0",
+        json={"notifications": ["SubOperatorChangedNotification"], "via": "webhook",
+              "webhook": {"callbackUrl": receiver.url}},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["notEmitted"] == []
+    created = (await api.post("/api/v1/sub-operators", json={"name": "A"})).json()
+    await api.patch(f"/api/v1/sub-operators/{created['id']}", json={"name": "A2"})
+    assert (await api.delete(f"/api/v1/sub-operators/{created['id']}")).status_code == 204
+    got = await receiver.wait_for(2)
+    raws = [msgspec.json.decode(g.body) for g in got]
+    events = [msgspec.json.decode(g.body, type=SubOperatorChangedNotification) for g in got]
+    assert [(e.subOperator.id, e.action) for e in events] == [
+        (created["id"], "created"),
+        (created["id"], "deleted"),
+    ]
+    assert set(raws[0]) == {"notification", "subOperator", "action", "lastUpdatedAt"}
+    assert raws[0]["notification"] == "SubOperatorChangedNotification"
+    assert evgate.db is not None
+    stamped = await evgate.db.fetch(
+        "SELECT sub_operator_id FROM outbox WHERE event = 'SubOperatorChangedNotification'"
+    )
+    assert [r["sub_operator_id"] for r in stamped] == [created["id"], created["id"]]
