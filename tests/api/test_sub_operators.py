@@ -6,15 +6,20 @@ sub-operator's token is made through the API, as an operator would."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
 
 from evgate.app import Evgate
 from evgate.events.catalog import SubOperatorChangedNotification
-from support import Receiver
+from support import Receiver, running_evgate
 
 PROBLEM = "application/problem+json"
 
@@ -39,6 +44,16 @@ async def _tenant(
     )
     assert r.status_code == 201, r.text
     return sub_operator, _client(evgate, r.json()["token"])
+
+
+def _evgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "evgate.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _is_problem(r: httpx.Response, status: int) -> None:
@@ -193,3 +208,123 @@ async def test_created_and_deleted_reach_the_webhook(
         "SELECT sub_operator_id FROM outbox WHERE event = 'SubOperatorChangedNotification'"
     )
     assert [r["sub_operator_id"] for r in stamped] == [created["id"], created["id"]]
+
+
+# 3. Tokens scoped to a sub-operator
+
+
+async def test_the_operator_makes_a_sub_operators_token(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """POST /api/v1/tokens with subOperatorId: listed with it, GET /api/v1/token says it; an
+    unknown sub-operator is 422 (as any unknown id in a body); the bootstrap token is the
+    operator's."""
+    me = (await api.get("/api/v1/token")).json()
+    assert me == {"tokenId": None, "scope": "admin", "subOperatorId": None}
+    sub_operator = (await api.post("/api/v1/sub-operators", json={"name": "A"})).json()["id"]
+    r = await api.post(
+        "/api/v1/tokens", json={"name": "a", "scope": "read", "subOperatorId": sub_operator}
+    )
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["subOperatorId"] == sub_operator
+    listed = (await api.get("/api/v1/tokens")).json()["data"]
+    assert [(t["id"], t["subOperatorId"]) for t in listed] == [(created["id"], sub_operator)]
+    async with _client(evgate, created["token"]) as tenant:
+        me = (await tenant.get("/api/v1/token")).json()
+        assert me == {"tokenId": created["id"], "scope": "read", "subOperatorId": sub_operator}
+    _is_problem(
+        await api.post("/api/v1/tokens", json={"name": "x", "subOperatorId": 424242}), 422
+    )
+    _is_problem(await api.post("/api/v1/tokens", json={"name": "x", "subOperatorId": 0}), 422)
+    _is_problem(await api.post("/api/v1/tokens", json={"name": "x", "subOperatorId": "1"}), 422)
+    operators = (await api.post("/api/v1/tokens", json={"name": "ops", "subOperatorId": None}))
+    assert operators.status_code == 201 and operators.json()["subOperatorId"] is None
+
+
+async def test_a_tenant_makes_only_its_own_tokens(api: httpx.AsyncClient, evgate: Evgate) -> None:
+    """A sub-operator's admin token makes tokens of its own sub-operator (absent or its own
+    id); another sub-operator's id is 404 (another's is no different from none); null (the
+    operator's) is 403; a read token of the tenant makes none."""
+    a_id, a = await _tenant(api, evgate, "A")
+    b_id, b = await _tenant(api, evgate, "B")
+    async with a, b:
+        r = await a.post("/api/v1/tokens", json={"name": "a-ci", "scope": "admin"})
+        assert r.status_code == 201, r.text
+        assert r.json()["subOperatorId"] == a_id
+        r = await a.post("/api/v1/tokens", json={"name": "a-ro", "subOperatorId": a_id})
+        assert r.status_code == 201 and r.json()["subOperatorId"] == a_id
+        async with _client(evgate, r.json()["token"]) as reader:
+            _is_problem(await reader.post("/api/v1/tokens", json={"name": "z"}), 403)
+        _is_problem(await a.post("/api/v1/tokens", json={"name": "x", "subOperatorId": b_id}), 404)
+        _is_problem(await a.post("/api/v1/tokens", json={"name": "x", "subOperatorId": 4242}), 404)
+        _is_problem(await a.post("/api/v1/tokens", json={"name": "x", "subOperatorId": None}), 403)
+    assert evgate.db is not None
+    owners = await evgate.db.fetch("SELECT name, sub_operator_id FROM api_tokens ORDER BY id")
+    assert [(o["name"], o["sub_operator_id"]) for o in owners] == [
+        ("A", a_id), ("B", b_id), ("a-ci", a_id), ("a-ro", a_id)
+    ]  # fmt: skip
+
+
+async def test_a_tenant_sees_and_revokes_only_its_own_tokens(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """The list of a sub-operator's token holds its sub-operator's tokens only; the
+    operator's and another tenant's are 404 to DELETE, and still work."""
+    operators = (await api.post("/api/v1/tokens", json={"name": "ops", "scope": "admin"})).json()
+    a_id, a = await _tenant(api, evgate, "A")
+    _, b = await _tenant(api, evgate, "B")
+    async with a, b, _client(evgate, operators["token"]) as ops:
+        listed = (await a.get("/api/v1/tokens")).json()["data"]
+        assert [(t["name"], t["subOperatorId"]) for t in listed] == [("A", a_id)]
+        b_token = (await b.get("/api/v1/tokens")).json()["data"][0]["id"]
+        _is_problem(await a.delete(f"/api/v1/tokens/{operators['id']}"), 404)
+        _is_problem(await a.delete(f"/api/v1/tokens/{b_token}"), 404)
+        assert (await ops.get("/api/v1/chargers")).status_code == 200
+        assert (await b.get("/api/v1/chargers")).status_code == 200
+        spare = (await a.post("/api/v1/tokens", json={"name": "spare"})).json()
+        assert (await a.delete(f"/api/v1/tokens/{spare['id']}")).status_code == 204
+        assert [t["name"] for t in (await a.get("/api/v1/tokens")).json()["data"]] == ["A"]
+
+
+async def test_a_revoked_tenant_token_is_refused_at_once_on_every_node(
+    api: httpx.AsyncClient, evgate: Evgate, database_url: str, tmp_path: Path
+) -> None:
+    """DELETE /api/v1/tokens/{id} of a sub-operator's token: 401 from the next request on,
+    here and on a second evgate process of the same database."""
+    sub_operator = (await api.post("/api/v1/sub-operators", json={"name": "A"})).json()["id"]
+    created = (
+        await api.post(
+            "/api/v1/tokens", json={"name": "a", "scope": "admin", "subOperatorId": sub_operator}
+        )
+    ).json()
+    async with (
+        running_evgate(database_url, tmp_path / "b", node_id="node-b") as other,
+        _client(evgate, created["token"]) as here,
+        _client(other, created["token"]) as there,
+    ):
+        assert (await here.post("/api/v1/chargers", json={"id": "CP-A"})).status_code == 201
+        ids = [c["id"] for c in (await there.get("/api/v1/chargers")).json()["data"]]
+        assert ids == ["CP-A"]
+        assert (await api.delete(f"/api/v1/tokens/{created['id']}")).status_code == 204
+        _is_problem(await here.get("/api/v1/chargers"), 401)
+        _is_problem(await there.get("/api/v1/chargers"), 401)
+
+
+async def test_cli_makes_a_sub_operators_token(database_url: str) -> None:
+    """`evgate tokens create --sub-operator N` stores the token as N's; `tokens list` shows
+    it; an unknown sub-operator is exit status 1 with nothing stored."""
+    env = {"EVGATE_DATABASE_URL": database_url}
+    conn = await asyncpg.connect(database_url)
+    try:
+        tenant = await conn.fetchval("INSERT INTO sub_operators (name) VALUES ('c') RETURNING id")
+    finally:
+        await conn.close()
+    out = _evgate("tokens", "create", "--name", "reseller", "--sub-operator", str(tenant), env=env)
+    assert out.returncode == 0, out.stderr
+    listed = _evgate("tokens", "list", env=env).stdout
+    (line,) = [x for x in listed.splitlines() if "reseller" in x]
+    assert line.split()[1:3] == ["read", str(tenant)]
+    bad = _evgate("tokens", "create", "--name", "x", "--sub-operator", "424242", env=env)
+    assert bad.returncode == 1 and "no sub-operator 424242" in bad.stderr
+    assert "  x" not in _evgate("tokens", "list", env=env).stdout
