@@ -29,7 +29,6 @@ from evgate.api.partners import ROUTES as PARTNER_ROUTES
 from evgate.api.plans import ROUTES as PLAN_ROUTES
 from evgate.api.pricing import ROUTES as PRICING_ROUTES
 from evgate.api.reservations import ReservationController
-from evgate.api.sub_operators import SubOperatorController
 from evgate.api.server import ApiLimits, ApiServer
 from evgate.api.services import (
     AccountsApi,
@@ -41,6 +40,7 @@ from evgate.api.services import (
     PricingApi,
     ReservationService,
 )
+from evgate.api.sub_operators import SubOperatorController
 from evgate.api.users import ROUTES as ACCOUNT_ROUTES
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer

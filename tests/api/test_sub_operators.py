@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +20,7 @@ import pytest
 
 from evgate.app import Evgate
 from evgate.events.catalog import SubOperatorChangedNotification
+from evgate.storage.db import acting_for
 from support import Receiver, running_evgate
 
 PROBLEM = "application/problem+json"
@@ -233,12 +235,10 @@ async def test_the_operator_makes_a_sub_operators_token(
     async with _client(evgate, created["token"]) as tenant:
         me = (await tenant.get("/api/v1/token")).json()
         assert me == {"tokenId": created["id"], "scope": "read", "subOperatorId": sub_operator}
-    _is_problem(
-        await api.post("/api/v1/tokens", json={"name": "x", "subOperatorId": 424242}), 422
-    )
+    _is_problem(await api.post("/api/v1/tokens", json={"name": "x", "subOperatorId": 424242}), 422)
     _is_problem(await api.post("/api/v1/tokens", json={"name": "x", "subOperatorId": 0}), 422)
     _is_problem(await api.post("/api/v1/tokens", json={"name": "x", "subOperatorId": "1"}), 422)
-    operators = (await api.post("/api/v1/tokens", json={"name": "ops", "subOperatorId": None}))
+    operators = await api.post("/api/v1/tokens", json={"name": "ops", "subOperatorId": None})
     assert operators.status_code == 201 and operators.json()["subOperatorId"] is None
 
 
@@ -328,3 +328,111 @@ async def test_cli_makes_a_sub_operators_token(database_url: str) -> None:
     bad = _evgate("tokens", "create", "--name", "x", "--sub-operator", "424242", env=env)
     assert bad.returncode == 1 and "no sub-operator 424242" in bad.stderr
     assert "  x" not in _evgate("tokens", "list", env=env).stdout
+
+
+# 2. subOperatorId on the resources a sub-operator may own
+
+_TARIFF = {"name": "T", "currency": "EUR", "pricePerKwh": "0.30"}
+_ADDRESS = {"street": "Main 1", "city": "Wien", "postalCode": "1010", "country": "AT"}
+# Each resource: its collection, a creation body, and its id in the created body.
+RESOURCES = [
+    ("/api/v1/chargers", {"id": "CP-1"}, "id"),
+    ("/api/v1/locations", {"name": "Depot", "address": _ADDRESS}, "id"),
+    ("/api/v1/circuits", {"name": "Feeder", "maxCurrent": 63}, "id"),
+    ("/api/v1/tariffs", _TARIFF, "id"),
+    ("/api/v1/tariff-groups", {"name": "G"}, "id"),
+    ("/api/v1/installations", {"name": "Site"}, "id"),
+    ("/api/v1/id-tags", {"idTag": "04A2B3C4"}, "idTag"),
+]
+IDS = [r[0].rsplit("/", 1)[1] for r in RESOURCES]
+
+
+@pytest.mark.parametrize(("path", "body", "key"), RESOURCES, ids=IDS)
+async def test_the_operator_gives_a_resource_to_a_sub_operator(
+    api: httpx.AsyncClient, evgate: Evgate, path: str, body: dict[str, object], key: str
+) -> None:
+    """subOperatorId in GET bodies (null: the operator's), set by POST and PATCH with an
+    operator token; the sub-operator's token then sees it; an unknown sub-operator is 422."""
+    a_id, a = await _tenant(api, evgate, "A")
+    async with a:
+        r = await api.post(path, json=body)
+        assert r.status_code == 201, r.text
+        item = f"{path}/{r.json()[key]}"
+        assert r.json()["subOperatorId"] is None
+        _is_problem(await a.get(item), 404)
+        r = await api.patch(item, json={"subOperatorId": a_id})
+        assert r.status_code == 200, r.text
+        assert r.json()["subOperatorId"] == a_id
+        assert (await api.get(item)).json()["subOperatorId"] == a_id
+        assert (await a.get(item)).json()["subOperatorId"] == a_id
+        listed = (await a.get(path)).json()["data"]
+        assert [x["subOperatorId"] for x in listed] == [a_id]
+        _is_problem(await api.patch(item, json={"subOperatorId": 424242}), 422)
+        _is_problem(await api.patch(f"{path}/999999", json={"subOperatorId": a_id}), 404)
+        r = await api.patch(item, json={"subOperatorId": None})
+        assert r.status_code == 200 and r.json()["subOperatorId"] is None
+        _is_problem(await a.get(item), 404)
+        await api.delete(item)
+
+        r = await api.post(path, json={**body, "subOperatorId": a_id})
+        assert r.status_code == 201, r.text
+        assert r.json()["subOperatorId"] == a_id
+        assert (await a.get(f"{path}/{r.json()[key]}")).status_code == 200
+        r = await api.post(path, json={**body, "subOperatorId": 424242})
+        _is_problem(r, 422)
+
+
+@pytest.mark.parametrize(("path", "body", "key"), RESOURCES, ids=IDS)
+async def test_a_tenants_creations_are_its_own_and_it_gives_none_away(
+    api: httpx.AsyncClient, evgate: Evgate, path: str, body: dict[str, object], key: str
+) -> None:
+    """A sub-operator's token creates its own (without saying so, or naming itself); naming
+    another sub-operator, an unknown one or null (the operator) is 403 on POST and PATCH,
+    and the resource stays its own."""
+    a_id, a = await _tenant(api, evgate, "A")
+    b_id, b = await _tenant(api, evgate, "B")
+    async with a, b:
+        for wrong in (b_id, 424242, None):
+            _is_problem(await a.post(path, json={**body, "subOperatorId": wrong}), 403)
+        r = await a.post(path, json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["subOperatorId"] == a_id
+        item = f"{path}/{r.json()[key]}"
+        assert (await api.get(item)).json()["subOperatorId"] == a_id
+        assert (await a.patch(item, json={"subOperatorId": a_id})).status_code == 200
+        for wrong in (b_id, 424242, None):
+            _is_problem(await a.patch(item, json={"subOperatorId": wrong}), 403)
+        _is_problem(await b.patch(item, json={"subOperatorId": b_id}), 404)
+        assert (await api.get(item)).json()["subOperatorId"] == a_id
+        # With its own id, a second one too (ids are unique: another key).
+        second = {**body, "subOperatorId": a_id}
+        if key == "idTag":
+            second["idTag"] = "04A2B3C5"
+        elif path.endswith("chargers"):
+            second["id"] = "CP-2"
+        r = await a.post(path, json=second)
+        assert r.status_code == 201 and r.json()["subOperatorId"] == a_id, r.text
+
+
+async def test_a_tenants_tariff_leaves_the_others_prices_in_force(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """A sub-operator's request that changes prices reloads this process's pricing
+    directory; it must reload the whole operator's, not the rows the tenant sees."""
+    tariff = (await api.post("/api/v1/tariffs", json=_TARIFF)).json()
+    entries = [{"tariffId": tariff["id"]}]
+    group = (await api.post("/api/v1/tariff-groups", json={"name": "G", "tariffs": entries})).json()
+    assert (await api.post("/api/v1/chargers", json={"id": "CP-OP"})).status_code == 201
+    r = await api.patch("/api/v1/chargers/CP-OP", json={"tariffGroupId": group["id"]})
+    assert r.status_code == 200, r.text
+    directory = evgate.pricing
+    assert directory is not None
+    assert directory.snapshot_for("CP-OP", None, datetime.now(UTC)) is not None
+    a_id, a = await _tenant(api, evgate, "A")
+    async with a:
+        assert (await a.post("/api/v1/tariffs", json=_TARIFF)).status_code == 201
+    assert directory.snapshot_for("CP-OP", None, datetime.now(UTC)) is not None
+    # The request's own reload races the one its NOTIFY wakes: this one is the request's.
+    with acting_for(a_id):
+        await directory.refresh()
+    assert directory.snapshot_for("CP-OP", None, datetime.now(UTC)) is not None

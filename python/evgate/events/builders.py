@@ -36,7 +36,7 @@ a subscription plan's change              :func:`subscription_plan_changed` (``s
 a user's subscription's change or expiry  :func:`user_subscription_changed` (``storage/plans.py``)
 a partner's change                        :func:`partner_changed` (``storage/partners.py``)
 a partner invite's change                 :func:`partner_invite_changed` (``storage/partners.py``)
-a sub-operator created / deleted          :func:`sub_operator_changed` (``storage/sub_operators.py``)
+a sub-operator created / deleted          :func:`sub_operator_changed` (``storage/sub_operators``)
 circuit created / updated / deleted       :func:`circuit_changed` (``storage/circuits.py``)
 a circuit's consumption, periodically     :func:`circuit_consumption`
 SetChargingProfile answered / unanswered  :func:`charging_profile_applied`

@@ -12,16 +12,32 @@ it. A request acting for a tenant sees its own row only (row-level security).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import asyncpg
 import msgspec
 
 from evgate.events.builders import sub_operator_changed
 from evgate.storage.db import Database
-from evgate.storage.errors import AlreadyExists, InUse, NotFound
+from evgate.storage.errors import AlreadyExists, BadReference, InUse, NotFound
 
-__all__ = ["SubOperator", "SubOperatorStore"]
+__all__ = ["Owned", "SubOperator", "SubOperatorStore"]
+
+#: The tables of what a sub-operator may own.
+Owned = Literal[
+    "chargers", "locations", "circuits", "tariffs", "tariff_groups", "installations", "id_tags"
+]
+# Each one's row by its key ($1), and what its NotFound calls it.
+_ROW_OF: dict[str, tuple[str, str]] = {
+    "chargers": ("id = $1", "charger"),
+    "locations": ("id = $1", "location"),
+    "circuits": ("id = $1", "circuit"),
+    "tariffs": ("id = $1", "tariff"),
+    "tariff_groups": ("id = $1", "tariff group"),
+    "installations": ("id = $1", "installation"),
+    "id_tags": ("upper(id_tag) = upper($1)", "id-tag"),
+}
+assert set(_ROW_OF) == set(get_args(Owned))
 
 _COLUMNS = "id, name, created_at, updated_at"
 
@@ -135,3 +151,25 @@ class SubOperatorStore:
             raise InUse(
                 f"sub-operator {sub_operator_id} still owns {owned}; move or delete them first"
             ) from None
+
+    async def assign(self, table: Owned, key: str | int, sub_operator_id: int | None) -> None:
+        """Give a resource to a sub-operator (None: to the operator). Its rows (a charger's
+        transactions...) follow it: row-level security reaches them through it.
+
+        Raises:
+            NotFound: no such resource (to the acting tenant: none of its own).
+            BadReference: no such sub-operator.
+            NotPermitted: a request acting for a tenant gave its resource away (row-level
+                security refuses the row).
+        """
+        where, noun = _ROW_OF[table]
+        try:
+            status = await self.db.execute(
+                f"UPDATE {table} SET sub_operator_id = $2, updated_at = now() WHERE {where}",
+                key,
+                sub_operator_id,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise BadReference(f"no sub-operator {sub_operator_id}") from None
+        if status == "UPDATE 0":
+            raise NotFound(f"no {noun} {key!r}")
