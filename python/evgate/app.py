@@ -386,11 +386,10 @@ class Evgate:
                 *CHARGING_ROUTES,
                 ReservationController,
                 *PRICING_ROUTES,
-                *ACCOUNT_ROUTES,
-                *PLAN_ROUTES,
-                *PARTNER_ROUTES,
                 SubOperatorController,
             ],
+            # Only the operator's tokens (a sub-operator's: 403): who charges and pays.
+            operator_route_handlers=[*ACCOUNT_ROUTES, *PLAN_ROUTES, *PARTNER_ROUTES],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]

@@ -7,6 +7,7 @@ sub-operator's token is made through the API, as an operator would."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -436,3 +437,119 @@ async def test_a_tenants_tariff_leaves_the_others_prices_in_force(
     with acting_for(a_id):
         await directory.refresh()
     assert directory.snapshot_for("CP-OP", None, datetime.now(UTC)) is not None
+
+
+# 4. Routes over what no sub-operator owns refuse a sub-operator's token
+
+# Every route of the operator-only families (as the OpenAPI document names them).
+OPERATOR_ONLY = [
+    ("POST", "/api/v1/users"),
+    ("GET", "/api/v1/users"),
+    ("GET", "/api/v1/users/{user_id}"),
+    ("PATCH", "/api/v1/users/{user_id}"),
+    ("DELETE", "/api/v1/users/{user_id}"),
+    ("GET", "/api/v1/users/{user_id}/balance"),
+    ("POST", "/api/v1/users/{user_id}/balance"),
+    ("GET", "/api/v1/users/{user_id}/balance/entries"),
+    ("POST", "/api/v1/user-groups"),
+    ("GET", "/api/v1/user-groups"),
+    ("GET", "/api/v1/user-groups/{group_id}"),
+    ("PATCH", "/api/v1/user-groups/{group_id}"),
+    ("DELETE", "/api/v1/user-groups/{group_id}"),
+    ("POST", "/api/v1/users/{user_id}/payment-methods"),
+    ("GET", "/api/v1/users/{user_id}/payment-methods"),
+    ("GET", "/api/v1/users/{user_id}/payment-methods/{method_id}"),
+    ("PATCH", "/api/v1/users/{user_id}/payment-methods/{method_id}"),
+    ("DELETE", "/api/v1/users/{user_id}/payment-methods/{method_id}"),
+    ("GET", "/api/v1/users/{user_id}/invoice-details"),
+    ("PUT", "/api/v1/users/{user_id}/invoice-details"),
+    ("POST", "/api/v1/subscription-plans"),
+    ("GET", "/api/v1/subscription-plans"),
+    ("GET", "/api/v1/subscription-plans/{plan_id}"),
+    ("PATCH", "/api/v1/subscription-plans/{plan_id}"),
+    ("DELETE", "/api/v1/subscription-plans/{plan_id}"),
+    ("GET", "/api/v1/users/{user_id}/subscription"),
+    ("PUT", "/api/v1/users/{user_id}/subscription"),
+    ("PATCH", "/api/v1/users/{user_id}/subscription"),
+    ("POST", "/api/v1/partners"),
+    ("GET", "/api/v1/partners"),
+    ("GET", "/api/v1/partners/{partner_id}"),
+    ("PATCH", "/api/v1/partners/{partner_id}"),
+    ("DELETE", "/api/v1/partners/{partner_id}"),
+    ("POST", "/api/v1/partners/{partner_id}/invites"),
+    ("GET", "/api/v1/partners/{partner_id}/invites"),
+    ("GET", "/api/v1/partners/{partner_id}/members"),
+    ("DELETE", "/api/v1/partners/{partner_id}/members/{user_id}"),
+    ("GET", "/api/v1/partner-invites/{invite_id}"),
+    ("POST", "/api/v1/partner-invites/{invite_id}/accept"),
+    ("DELETE", "/api/v1/partner-invites/{invite_id}"),
+    ("POST", "/api/v1/sub-operators"),
+    ("PATCH", "/api/v1/sub-operators/{sub_operator_id}"),
+    ("DELETE", "/api/v1/sub-operators/{sub_operator_id}"),
+]
+FAMILIES = ("/api/v1/users", "/api/v1/user-groups", "/api/v1/subscription-plans",
+            "/api/v1/partners", "/api/v1/partner-invites")  # fmt: skip
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[a-z_]+\}", "1", path)
+
+
+@pytest.fixture
+async def tenant_and_user(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> AsyncIterator[tuple[httpx.AsyncClient, int]]:
+    """A sub-operator's admin token, and a user, a group, a plan, a partner and its invite
+    with id 1 each (so that a 403 is not a 404 in disguise)."""
+    user = (await api.post("/api/v1/users", json={"email": "ada@example.com"})).json()
+    assert (await api.post("/api/v1/user-groups", json={"name": "G"})).status_code == 201
+    partner = (await api.post("/api/v1/partners", json={"name": "Acme"})).json()
+    r = await api.post(f"/api/v1/partners/{partner['id']}/invites", json={"email": "b@c.io"})
+    assert r.status_code == 201, r.text
+    _, tenant = await _tenant(api, evgate, "A")
+    async with tenant:
+        yield tenant, user["id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), OPERATOR_ONLY, ids=[f"{m} {p}" for m, p in OPERATOR_ONLY]
+)
+async def test_a_sub_operators_token_gets_403_on_operator_only_routes(
+    api: httpx.AsyncClient,
+    tenant_and_user: tuple[httpx.AsyncClient, int],
+    method: str,
+    path: str,
+) -> None:
+    tenant, _ = tenant_and_user
+    r = await tenant.request(method, _concrete(path), json={})
+    _is_problem(r, 403)
+    # The operator's token is not refused there (a body may be wrong: not 403).
+    assert (await api.request(method, _concrete(path), json={})).status_code != 403
+
+
+async def test_every_route_of_the_operator_only_families_is_listed(api: httpx.AsyncClient) -> None:
+    """A route added to one of those families later is tested above, or this fails."""
+    document = (await api.get("/api/openapi.json")).json()
+    routes = {
+        (method.upper(), path.rstrip("/") or "/")
+        for path, item in document["paths"].items()
+        if path.startswith(FAMILIES)
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
+    assert routes == {r for r in OPERATOR_ONLY if r[1].startswith(FAMILIES)}
+
+
+async def test_a_sub_operators_token_keeps_its_own_resources(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """The routes over what a sub-operator may own stay open to its token."""
+    _, tenant = await _tenant(api, evgate, "A")
+    async with tenant:
+        for path in ("/api/v1/chargers", "/api/v1/locations", "/api/v1/tariffs",
+                     "/api/v1/tariff-groups", "/api/v1/circuits", "/api/v1/installations",
+                     "/api/v1/id-tags", "/api/v1/transactions",
+                     "/api/v1/reservations", "/api/v1/tokens", "/api/v1/sub-operators",
+                     "/public-api/notifications/v2.0"):  # fmt: skip
+            r = await tenant.get(path)
+            assert r.status_code == 200, (path, r.text)
