@@ -41,6 +41,7 @@ from evgate.api.services import (
     ReservationService,
 )
 from evgate.api.settlements import ROUTES as SETTLEMENT_ROUTES
+from evgate.api.sub_operators import SubOperatorController
 from evgate.api.users import ROUTES as ACCOUNT_ROUTES
 from evgate.auth.external import ExternalAuth
 from evgate.auth.native import NativeAuthorizer
@@ -86,6 +87,7 @@ from evgate.storage.plans import SubscriptionPlanStore, UserSubscriptionStore
 from evgate.storage.pricing import PricingDirectory
 from evgate.storage.reservations import ReservationStore
 from evgate.storage.settlements import SettlementStore
+from evgate.storage.sub_operators import SubOperatorStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
@@ -333,6 +335,7 @@ class Evgate:
             chargers=chargers,
             registry=ChargerRegistry(chargers),
             tokens=tokens,
+            sub_operators=SubOperatorStore(self.db),
             notifications=NotificationService(subscriptions, deliveries, self.dispatcher.wake),
             cdrs=CdrService(CdrStore(self.db)),
             accounts=AccountsApi(
@@ -389,11 +392,11 @@ class Evgate:
                 *CHARGING_ROUTES,
                 ReservationController,
                 *PRICING_ROUTES,
-                *ACCOUNT_ROUTES,
-                *PLAN_ROUTES,
-                *PARTNER_ROUTES,
                 *SETTLEMENT_ROUTES,
+                SubOperatorController,
             ],
+            # Only the operator's tokens (a sub-operator's: 403): who charges and pays.
+            operator_route_handlers=[*ACCOUNT_ROUTES, *PLAN_ROUTES, *PARTNER_ROUTES],
         )
         api_sock = bind_socket(s.api_host, s.api_port, reuse_port=s.reuse_port)
         self.api_port = api_sock.getsockname()[1]

@@ -228,14 +228,18 @@ async def _circuits_delete(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     from evgate.auth.registry import create_token
+    from evgate.storage.errors import BadReference
     from evgate.storage.tokens import TokenStore
 
     async with _database(settings) as db:
         try:
-            token = await create_token(TokenStore(db), args.name, args.scope)
+            token = await create_token(TokenStore(db), args.name, args.scope, args.sub_operator)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except BadReference as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(token)
     return 0
 
@@ -250,11 +254,12 @@ async def _tokens_list(settings: Settings, _: argparse.Namespace) -> int:
             tokens += page
             after = page[-1].id
     # The bootstrap token is no row: it is the EVGATE_BOOTSTRAP_TOKEN of each process.
-    print(f"{'id':>6}  {'scope':<5}  {'created':<25}  name")
+    # sub-op: the sub-operator a token acts for (empty: the operator's).
+    print(f"{'id':>6}  {'scope':<5}  {'sub-op':>6}  {'created':<25}  name")
     for t in tokens:
-        print(
-            f"{t.id:>6}  {t.scope:<5}  {t.created_at.isoformat(timespec='seconds'):<25}  {t.name}"
-        )
+        sub_operator = "" if t.sub_operator_id is None else str(t.sub_operator_id)
+        created = t.created_at.isoformat(timespec="seconds")
+        print(f"{t.id:>6}  {t.scope:<5}  {sub_operator:>6}  {created:<25}  {t.name}")
     return 0
 
 
@@ -481,6 +486,13 @@ def _parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("create", help="create an API token and print it once")
     p.add_argument("--name", required=True)
     p.add_argument("--scope", choices=("admin", "read"), default="read")
+    p.add_argument(
+        "--sub-operator",
+        type=int,
+        default=None,
+        metavar="ID",
+        help="scope the token to this sub-operator (it sees only its resources)",
+    )
     p.set_defaults(run=_tokens_create)
     tsub.add_parser("list", help="list API tokens (never the tokens)").set_defaults(
         run=_tokens_list

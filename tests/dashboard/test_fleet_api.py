@@ -91,7 +91,7 @@ async def test_fleet_counts_and_filters(database_url: str, tmp_path: Path) -> No
 async def test_token_in_use_says_its_scope(database_url: str, tmp_path: Path) -> None:
     async with running_handle(database_url, tmp_path) as run:
         r = await run.api.get("/api/v1/token")
-        assert r.json() == {"tokenId": None, "scope": "admin"}
+        assert r.json() == {"tokenId": None, "scope": "admin", "subOperatorId": None}
         r = await run.api.post("/api/v1/tokens", json={"name": "viewer", "scope": "read"})
         token = r.json()["token"]
         r = await run.api.get("/api/v1/token", headers={"Authorization": f"Bearer {token}"})

@@ -39,6 +39,7 @@ from evgate.events.builders import (
     reservation_changed,
     security_event,
     settlement_report_created,
+    sub_operator_changed,
     subscription_plan_changed,
     tariff_changed,
     transaction_meter_values,
@@ -314,4 +315,5 @@ def account_events() -> list[OutboxEntry]:
         *partner_changed(6, "created", AT),
         partner_invite_changed(8, None, "ada@example.com", "created", AT),
         settlement_report_created(report),
+        sub_operator_changed(3, "created", AT),
     ]

@@ -30,7 +30,13 @@ from evgate.api.installations import InstallationController
 from evgate.api.metrics import metrics
 from evgate.api.openapi import document_problems
 from evgate.api.problems import exception_handlers
-from evgate.api.security import OPEN_PATHS, TenantMiddleware, make_auth_middleware, scope_guard
+from evgate.api.security import (
+    OPEN_PATHS,
+    TenantMiddleware,
+    make_auth_middleware,
+    operator_guard,
+    scope_guard,
+)
 from evgate.api.tokens import TokenController, token_in_use
 
 __all__ = ["create_api"]
@@ -42,6 +48,7 @@ def create_api(
     ctx: ApiContext,
     route_handlers: Sequence[ControllerRouterHandler] = (),
     open_route_handlers: Sequence[ControllerRouterHandler] = (),
+    operator_route_handlers: Sequence[ControllerRouterHandler] = (),
 ) -> Litestar:
     """Build the operator API.
 
@@ -49,6 +56,8 @@ def create_api(
         ctx: the services the routes use (injected as ``ctx``).
         route_handlers: more authenticated routes (controllers or routers) from other rooms.
         open_route_handlers: routes without authentication (``/metrics``).
+        operator_route_handlers: authenticated routes over what no sub-operator owns (users,
+            partners, plans...): a sub-operator's token gets 403 there (``operator_guard``).
     """
 
     async def provide_ctx() -> ApiContext:
@@ -67,6 +76,7 @@ def create_api(
             token_in_use,
             *FLEET_ROUTES,
             *route_handlers,
+            Router(path="/", route_handlers=operator_route_handlers, guards=[operator_guard]),
         ],
         guards=[scope_guard],
         security=[{"bearer": []}],

@@ -14,6 +14,7 @@ from evgate.api.context import Ctx
 from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
+from evgate.api.sub_operators import OwnerField, created_for, give
 from evgate.credentials import CHARGER_ID_PATTERN, KEY_LENGTH
 from evgate.gateway.interface import ConnectionInfo
 from evgate.storage.chargers import BootInfo, Charger, ChargerFilter, NetworkStatus
@@ -52,6 +53,8 @@ class ChargerCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, 
     description: Annotated[str, msgspec.Meta(max_length=500)] = ""
     security_profile: Profile = 1
     lenient: bool = False
+    # The sub-operator that owns it (null: the operator); absent: the token's own.
+    sub_operator_id: OwnerField = msgspec.UNSET
 
 
 class ChargerPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -73,6 +76,8 @@ class ChargerPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
     circuit_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
     max_current: ChargerAmperes | msgspec.UnsetType = msgspec.UNSET
     phase_rotation: PhaseRotation | msgspec.UnsetType = msgspec.UNSET
+    # Give it to a sub-operator (null: to the operator); a sub-operator's token cannot (403).
+    sub_operator_id: OwnerField = msgspec.UNSET
 
 
 _MEMBERSHIP = ("circuit_id", "max_current", "phase_rotation")
@@ -128,9 +133,10 @@ class ChargerController(Controller):
         opt={"problems": (409,)},
     )
     async def create(self, ctx: Ctx, data: JSONBody[ChargerCreate]) -> ChargerWithSecret:
-        charger, secret = await ctx.registry.create(
-            data.id, data.description, data.security_profile, data.lenient
-        )
+        async with created_for(ctx, data.sub_operator_id):
+            charger, secret = await ctx.registry.create(
+                data.id, data.description, data.security_profile, data.lenient
+            )
         return ChargerWithSecret(**msgspec.structs.asdict(charger), secret=secret)
 
     @get("/", summary="List chargers in id order (keyset pagination)")
@@ -190,7 +196,8 @@ class ChargerController(Controller):
     async def patch_charger(
         self, ctx: Ctx, charger_id: FromPath[str], data: JSONBody[ChargerPatch]
     ) -> Charger:
-        fields = set_fields(data)
+        fields = set_fields(data, without=("sub_operator_id",))
+        await give(ctx, "chargers", charger_id, data.sub_operator_id)
         membership = {k: fields.pop(k) for k in _MEMBERSHIP if k in fields}
         if membership:
             await circuits_of(ctx).store.set_membership(charger_id, **membership)

@@ -35,6 +35,7 @@ from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.services import ChargingApi
+from evgate.api.sub_operators import OwnerField, created_for, give
 from evgate.events.builders import ChargerRef
 from evgate.storage.connectors import Connector
 from evgate.storage.errors import ValueRefused
@@ -253,6 +254,8 @@ class IdTagCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw
     parent_id_tag: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] | None = None
     # The user it belongs to (422 for an unknown one): their status and balance count too.
     user_id: BodyBigintId | None = None
+    # The sub-operator that owns it (null: the operator); absent: the token's own.
+    sub_operator_id: OwnerField = msgspec.UNSET
 
 
 class IdTagPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -262,6 +265,8 @@ class IdTagPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
         Annotated[str, msgspec.Meta(min_length=1, max_length=20)] | msgspec.UnsetType | None
     ) = msgspec.UNSET
     user_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
+    # Give it to a sub-operator (null: to the operator); a sub-operator's token cannot (403).
+    sub_operator_id: OwnerField = msgspec.UNSET
 
 
 def _aware(value: datetime | None, name: str = "expiryDate") -> datetime | None:
@@ -281,9 +286,14 @@ class IdTagController(Controller):
         opt={"problems": (409,)},
     )
     async def create(self, ctx: Ctx, data: JSONBody[IdTagCreate]) -> IdTag:
-        return await ctx.charging.id_tags.create(
-            data.id_tag, data.status, _aware(data.expiry_date), data.parent_id_tag, data.user_id
-        )
+        async with created_for(ctx, data.sub_operator_id):
+            return await ctx.charging.id_tags.create(
+                data.id_tag,
+                data.status,
+                _aware(data.expiry_date),
+                data.parent_id_tag,
+                data.user_id,
+            )
 
     @get("/", summary="List id-tags in order (keyset pagination)")
     async def list_id_tags(
@@ -305,9 +315,10 @@ class IdTagController(Controller):
     async def patch_id_tag(
         self, ctx: Ctx, id_tag: FromPath[str], data: JSONBody[IdTagPatch]
     ) -> IdTag:
-        fields = set_fields(data)
+        fields = set_fields(data, without=("sub_operator_id",))
         if "expiry_date" in fields:
             _aware(fields["expiry_date"])
+        await give(ctx, "id_tags", id_tag, data.sub_operator_id)
         if not fields:
             return await ctx.charging.id_tags.get(id_tag)
         return await ctx.charging.id_tags.update(id_tag, **fields)

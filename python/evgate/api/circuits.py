@@ -20,6 +20,7 @@ from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError
 from evgate.api.services import CircuitService
+from evgate.api.sub_operators import OwnerField, created_for, give
 from evgate.storage.circuits import Allocation, Circuit, Member, PhaseLoad
 
 __all__ = ["CircuitController", "circuits_of"]
@@ -36,6 +37,8 @@ class CircuitCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, 
     parent_circuit_id: BodyBigintId | None = None
     min_charge_point_current: Reserve = 6.0
     offline_reserved_current: Reserve = 0.0
+    # The sub-operator that owns it (null: the operator); absent: the token's own.
+    sub_operator_id: OwnerField = msgspec.UNSET
 
 
 class CircuitPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -45,6 +48,8 @@ class CircuitPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, k
     parent_circuit_id: BodyBigintId | msgspec.UnsetType | None = msgspec.UNSET
     min_charge_point_current: Reserve | msgspec.UnsetType = msgspec.UNSET
     offline_reserved_current: Reserve | msgspec.UnsetType = msgspec.UNSET
+    # Give it to a sub-operator (null: to the operator); a sub-operator's token cannot (403).
+    sub_operator_id: OwnerField = msgspec.UNSET
 
 
 class CircuitView(Circuit, kw_only=True):
@@ -68,7 +73,9 @@ class CircuitController(Controller):
 
     @post("/", status_code=201, summary="Create a circuit", opt={"problems": (422,)})
     async def create(self, ctx: Ctx, data: JSONBody[CircuitCreate]) -> Circuit:
-        return await circuits_of(ctx).store.create(**set_fields(data))
+        async with created_for(ctx, data.sub_operator_id):
+            fields = set_fields(data, without=("sub_operator_id",))
+            return await circuits_of(ctx).store.create(**fields)
 
     @get("/", summary="List circuits in id order (keyset pagination)")
     async def list_circuits(
@@ -99,7 +106,8 @@ class CircuitController(Controller):
     async def patch_circuit(
         self, ctx: Ctx, circuit_id: BigintId, data: JSONBody[CircuitPatch]
     ) -> Circuit:
-        fields = set_fields(data)
+        fields = set_fields(data, without=("sub_operator_id",))
+        await give(ctx, "circuits", circuit_id, data.sub_operator_id)
         if not fields:
             return await circuits_of(ctx).store.get(circuit_id)
         return await circuits_of(ctx).store.update(circuit_id, **fields)

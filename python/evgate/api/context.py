@@ -23,6 +23,7 @@ from evgate.gateway.interface import ChargerLink
 from evgate.metrics import Registry
 from evgate.storage.certificates import CertificateStore
 from evgate.storage.chargers import ChargerStore
+from evgate.storage.sub_operators import SubOperatorStore
 from evgate.storage.tokens import TokenStore
 
 __all__ = ["ApiContext", "Ctx"]
@@ -36,6 +37,8 @@ class ApiContext:
     chargers: ChargerStore
     registry: ChargerRegistry
     tokens: TokenStore
+    # Sub-operators, the tenants that tokens may be scoped to (api/sub_operators.py).
+    sub_operators: SubOperatorStore
     # Subscriptions and deliveries (api/notifications.py).
     notifications: NotificationService
     # Charge detail records (api/cdrs.py).

@@ -20,6 +20,7 @@ from evgate.api.context import ApiContext, Ctx
 from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError, Unprocessable
+from evgate.api.sub_operators import OwnerField, created_for, give
 from evgate.auth.installations import Installation, InstallationInvalid, Installations
 from evgate.auth.webhook import OnFailure, Url, WebhookSettings, masked_payload
 from evgate.storage.installations import OfflineState, PendingSessionEnd
@@ -43,6 +44,8 @@ class InstallationCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=T
     authorization_mode: Mode = "native"
     webhook: WebhookSettings | None = None
     allow_charging_when_offline: bool = False
+    # The sub-operator that owns it (null: the operator); absent: the token's own.
+    sub_operator_id: OwnerField = msgspec.UNSET
 
 
 class WebhookPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -69,6 +72,8 @@ class InstallationPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
     # null removes the webhook settings (not allowed in webhook mode).
     webhook: WebhookPatch | msgspec.UnsetType | None = msgspec.UNSET
     allow_charging_when_offline: bool | msgspec.UnsetType = msgspec.UNSET
+    # Give it to a sub-operator (null: to the operator); a sub-operator's token cannot (403).
+    sub_operator_id: OwnerField = msgspec.UNSET
 
 
 class WebhookView(msgspec.Struct, rename="camel", kw_only=True):
@@ -91,6 +96,8 @@ class InstallationView(msgspec.Struct, rename="camel", kw_only=True):
     allow_charging_when_offline: bool
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that owns it (null: the operator's own).
+    sub_operator_id: int | None
 
 
 class OfflineConfigView(msgspec.Struct, rename="camel", kw_only=True):
@@ -128,6 +135,7 @@ def _view(installation: Installation) -> InstallationView:
         allow_charging_when_offline=installation.allow_charging_when_offline,
         created_at=installation.created_at,
         updated_at=installation.updated_at,
+        sub_operator_id=installation.sub_operator_id,
     )
 
 
@@ -147,12 +155,13 @@ class InstallationController(Controller):
     @post("/", status_code=201, summary="Create an installation")
     async def create(self, ctx: Ctx, data: JSONBody[InstallationCreate]) -> InstallationView:
         try:
-            installation = await _service(ctx).create(
-                data.name,
-                data.authorization_mode,
-                data.webhook,
-                data.allow_charging_when_offline,
-            )
+            async with created_for(ctx, data.sub_operator_id):
+                installation = await _service(ctx).create(
+                    data.name,
+                    data.authorization_mode,
+                    data.webhook,
+                    data.allow_charging_when_offline,
+                )
         except InstallationInvalid as exc:
             raise Unprocessable(str(exc)) from None
         return _view(installation)
@@ -175,7 +184,8 @@ class InstallationController(Controller):
     async def patch_installation(
         self, ctx: Ctx, installation_id: BigintId, data: JSONBody[InstallationPatch]
     ) -> InstallationView:
-        changes = set_fields(data, without=("webhook",))
+        changes = set_fields(data, without=("webhook", "sub_operator_id"))
+        await give(ctx, "installations", installation_id, data.sub_operator_id)
         webhook: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
         if data.webhook is None:
             webhook = None

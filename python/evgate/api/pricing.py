@@ -25,6 +25,7 @@ from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError, Unprocessable
 from evgate.api.services import PricingApi
+from evgate.api.sub_operators import OwnerField, created_for, give
 from evgate.pricing import EnergyPeriod, GroupEntry, Tariff, TariffInvalid
 from evgate.storage.locations import (
     Address,
@@ -56,6 +57,8 @@ def _service(ctx: ApiContext) -> PricingApi:
 
 class LocationCreate(LocationBody, forbid_unknown_fields=True, frozen=True, kw_only=True):
     tariff_group_id: BodyBigintId | None = None
+    # The sub-operator that owns it (null: the operator); absent: the token's own.
+    sub_operator_id: OwnerField = _UNSET
 
 
 class LocationPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -72,6 +75,8 @@ class LocationPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, 
     status: Literal["active", "disabled"] = _UNSET
     # The tariff group of its chargers (a charger's own group wins); null: none.
     tariff_group_id: BodyBigintId | None = _UNSET
+    # Give it to a sub-operator (null: to the operator); a sub-operator's token cannot (403).
+    sub_operator_id: OwnerField = _UNSET
 
 
 def _check_location(timezone: str | None, address: Address | None) -> None:
@@ -90,7 +95,8 @@ class LocationController(Controller):
         _check_location(data.timezone, data.address)
         fields = {f: getattr(data, f) for f in LocationBody.__struct_fields__}
         service = _service(ctx)
-        location = await service.locations.create(LocationBody(**fields), data.tariff_group_id)
+        async with created_for(ctx, data.sub_operator_id):
+            location = await service.locations.create(LocationBody(**fields), data.tariff_group_id)
         await service.refresh()
         return location
 
@@ -109,9 +115,10 @@ class LocationController(Controller):
     async def patch_location(
         self, ctx: Ctx, location_id: BigintId, data: JSONBody[LocationPatch]
     ) -> Location:
-        changes = set_fields(data)
+        changes = set_fields(data, without=("sub_operator_id",))
         _check_location(changes.get("timezone"), changes.get("address"))
         service = _service(ctx)
+        await give(ctx, "locations", location_id, data.sub_operator_id)
         location = await service.locations.update(location_id, **changes)
         await service.refresh()
         return location
@@ -132,7 +139,8 @@ class LocationController(Controller):
 
 
 class TariffCreate(Tariff, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    pass
+    # The sub-operator that owns it (null: the operator); absent: the token's own.
+    sub_operator_id: OwnerField = _UNSET
 
 
 class TariffPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -151,6 +159,8 @@ class TariffPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw
     tax_percent: Decimal = _UNSET
     valid_from: datetime | None = _UNSET
     valid_to: datetime | None = _UNSET
+    # Give it to a sub-operator (null: to the operator); a sub-operator's token cannot (403).
+    sub_operator_id: OwnerField = _UNSET
 
 
 class TariffController(Controller):
@@ -162,7 +172,8 @@ class TariffController(Controller):
         service = _service(ctx)
         try:
             terms = Tariff(**{f: getattr(data, f) for f in Tariff.__struct_fields__})
-            tariff = await service.tariffs.create_tariff(terms)
+            async with created_for(ctx, data.sub_operator_id):
+                tariff = await service.tariffs.create_tariff(terms)
         except TariffInvalid as exc:
             raise Unprocessable(str(exc)) from None
         await service.refresh()
@@ -187,8 +198,10 @@ class TariffController(Controller):
         self, ctx: Ctx, tariff_id: BigintId, data: JSONBody[TariffPatch]
     ) -> StoredTariff:
         service = _service(ctx)
+        await give(ctx, "tariffs", tariff_id, data.sub_operator_id)
         try:
-            tariff = await service.tariffs.update_tariff(tariff_id, **set_fields(data))
+            changes = set_fields(data, without=("sub_operator_id",))
+            tariff = await service.tariffs.update_tariff(tariff_id, **changes)
         except TariffInvalid as exc:
             raise Unprocessable(str(exc)) from None
         await service.refresh()
@@ -215,11 +228,15 @@ class TariffGroupCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
     name: Name
     # In order: the first whose restrictions match a transaction applies.
     tariffs: Entries = ()
+    # The sub-operator that owns it (null: the operator); absent: the token's own.
+    sub_operator_id: OwnerField = _UNSET
 
 
 class TariffGroupPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     name: Name = _UNSET
     tariffs: Entries = _UNSET
+    # Give it to a sub-operator (null: to the operator); a sub-operator's token cannot (403).
+    sub_operator_id: OwnerField = _UNSET
 
 
 async def _group_change(
@@ -246,7 +263,8 @@ class TariffGroupController(Controller):
 
     @post("/", status_code=201, summary="Create a tariff group (its tariffs: one currency)")
     async def create(self, ctx: Ctx, data: JSONBody[TariffGroupCreate]) -> TariffGroup:
-        return await _group_change(_service(ctx), None, data.name, data.tariffs)
+        async with created_for(ctx, data.sub_operator_id):
+            return await _group_change(_service(ctx), None, data.name, data.tariffs)
 
     @get("/", summary="List tariff groups in id order (keyset pagination)")
     async def list_groups(
@@ -264,6 +282,7 @@ class TariffGroupController(Controller):
         self, ctx: Ctx, group_id: BigintId, data: JSONBody[TariffGroupPatch]
     ) -> TariffGroup:
         changes = set_fields(data)
+        await give(ctx, "tariff_groups", group_id, data.sub_operator_id)
         return await _group_change(
             _service(ctx), group_id, changes.get("name"), changes.get("tariffs")
         )

@@ -27,6 +27,7 @@ from evgate.storage.errors import (
     InsufficientBalance,
     InUse,
     NotFound,
+    NotPermitted,
     ValueRefused,
 )
 
@@ -138,6 +139,13 @@ def _in_use(_: Request[Any, Any, Any], exc: InUse | InsufficientBalance) -> Resp
     return problem(409, str(exc))
 
 
+def _not_permitted(request: Request[Any, Any, Any], exc: NotPermitted) -> Response[bytes]:
+    # Row-level security's refusal: the same answer whether or not the sub-operator named
+    # exists, so that it tells a tenant nothing about others.
+    log.info("%s %s refused by row-level security: %s", request.method, request.url.path, exc)
+    return problem(403, "a sub-operator's token may only write its own sub-operator's resources")
+
+
 def _bad_reference(_: Request[Any, Any, Any], exc: BadReference) -> Response[bytes]:
     return problem(422, str(exc))
 
@@ -183,6 +191,7 @@ exception_handlers: dict[type[Exception] | int, Any] = {
     InUse: _in_use,
     InsufficientBalance: _in_use,
     BadReference: _bad_reference,
+    NotPermitted: _not_permitted,
     ValueRefused: _unstorable,
     DatabaseUnavailable: _unavailable,
     Exception: _internal,

@@ -37,6 +37,7 @@ __all__ = [
     "TokenLookup",
     "admin_guard",
     "make_auth_middleware",
+    "operator_guard",
     "scope_guard",
 ]
 
@@ -126,3 +127,12 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     """Let only ``admin`` tokens in, whatever the method (routes that manage tokens)."""
     if _principal(connection).scope != "admin":
         raise PermissionDeniedException("this token's scope is 'read'; 'admin' is needed")
+
+
+def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Let only the operator's tokens in (routes over what no sub-operator owns: users,
+    partners, plans, sub-operators' changes...): a token scoped to a sub-operator gets 403.
+    The database would show such a token nothing there anyway (no row-level security policy
+    opens those tables to tenants); this says so instead of an empty list."""
+    if _principal(connection).sub_operator_id is not None:
+        raise PermissionDeniedException("a sub-operator's token may not use this route")

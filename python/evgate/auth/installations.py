@@ -76,6 +76,8 @@ class Installation(msgspec.Struct, kw_only=True):
     allow_charging_when_offline: bool
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that owns it (None: the operator's own).
+    sub_operator_id: int | None = None
 
 
 def _parse_webhook(raw: dict[str, Any] | None) -> WebhookSettings | None:
@@ -108,6 +110,7 @@ def _installation(row: InstallationRow) -> Installation:
         allow_charging_when_offline=row.allow_charging_when_offline,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        sub_operator_id=row.sub_operator_id,
     )
 
 

@@ -77,19 +77,30 @@ def _checked(secret: str) -> str:
     return secret
 
 
-async def issue_token(tokens: TokenStore, name: str, scope: Scope) -> tuple[ApiToken, str]:
+async def issue_token(
+    tokens: TokenStore, name: str, scope: Scope, sub_operator_id: int | None = None
+) -> tuple[ApiToken, str]:
     """Create an API token; returns its row and the token, which exists nowhere else (it is
     stored as a digest).
 
+    Args:
+        tokens: where it is stored.
+        name: what it is for.
+        scope: ``read`` or ``admin``.
+        sub_operator_id: the sub-operator it acts for (None: the operator).
+
     Raises:
         ValueError: ``name`` is the bootstrap token's (reserved for ``EVGATE_BOOTSTRAP_TOKEN``).
+        BadReference: no such sub-operator.
     """
     if name == BOOTSTRAP:
         raise ValueError(f"the token name {BOOTSTRAP!r} is reserved for EVGATE_BOOTSTRAP_TOKEN")
     token = new_api_token()
-    return await tokens.create(name, scope, digest(token)), token
+    return await tokens.create(name, scope, digest(token), sub_operator_id), token
 
 
-async def create_token(tokens: TokenStore, name: str, scope: Scope) -> str:
+async def create_token(
+    tokens: TokenStore, name: str, scope: Scope, sub_operator_id: int | None = None
+) -> str:
     """Create an API token and return it (see :func:`issue_token`)."""
-    return (await issue_token(tokens, name, scope))[1]
+    return (await issue_token(tokens, name, scope, sub_operator_id))[1]

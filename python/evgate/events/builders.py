@@ -38,6 +38,7 @@ a partner's change                        :func:`partner_changed` (``storage/par
 a partner invite's change                 :func:`partner_invite_changed` (``storage/partners.py``)
 a partner's settlement report made        :func:`settlement_report_created`
                                           (``storage/settlements.py``)
+a sub-operator created / deleted          :func:`sub_operator_changed` (``storage/sub_operators``)
 circuit created / updated / deleted       :func:`circuit_changed` (``storage/circuits.py``)
 a circuit's consumption, periodically     :func:`circuit_consumption`
 SetChargingProfile answered / unanswered  :func:`charging_profile_applied`
@@ -103,6 +104,7 @@ __all__ = [
     "reservation_changed",
     "security_event",
     "settlement_report_created",
+    "sub_operator_changed",
     "subscription_plan_changed",
     "tariff_changed",
     "transaction_meter_values",
@@ -1024,6 +1026,18 @@ def partner_changed(
             )
         )
     return entries
+
+
+def sub_operator_changed(
+    sub_operator_id: int, action: Literal["created", "deleted"], at: datetime
+) -> OutboxEntry:
+    """SubOperatorChangedNotification (its enum has no updated: a rename emits nothing)."""
+    return _entry(
+        "",
+        c.SubOperatorChangedNotification(
+            subOperator=c.SubOperatorRef(id=sub_operator_id), action=action, lastUpdatedAt=at
+        ),
+    )
 
 
 def partner_invite_changed(

@@ -66,7 +66,7 @@ CATALOG: dict[str, str | None] = {
     "session.start.stop.notification": "Start/StopTransaction.req (handlers/transactions)",
     "SessionUpdateNotification": "Start/StopTransaction.req, MeterValues.req in it (handlers)",
     "UserChangedNotification": "user created / updated / deleted (storage/users)",
-    "SubOperatorChangedNotification": None,
+    "SubOperatorChangedNotification": "a sub-operator created / deleted (storage/sub_operators)",
     "TariffChangedNotification": "tariff created / updated / deleted (storage/tariffs)",
     "user.subscriptionChanged": "a user's subscription set / changed / expired, when its status"
     " is active, canceled or expired (storage/plans)",
@@ -608,6 +608,16 @@ class PartnerChangedNotification(Event, tag="PartnerChangedNotification", kw_onl
     action: Literal["created", "deleted"]
 
 
+class SubOperatorRef(msgspec.Struct, kw_only=True):
+    id: int
+
+
+class SubOperatorChangedNotification(Event, tag="SubOperatorChangedNotification", kw_only=True):
+    subOperator: SubOperatorRef
+    action: Literal["created", "deleted"]
+    lastUpdatedAt: datetime
+
+
 class PartnerInviteChanged(Event, tag="partnerInvite.changed", kw_only=True):
     partnerInviteId: int
     userId: int | None
@@ -678,6 +688,7 @@ PAYLOAD_TYPES: dict[str, type[Event]] = {
         PartnerChangedNotification,
         PartnerInviteChanged,
         SettlementReportCreated,
+        SubOperatorChangedNotification,
         CircuitConsumptionNotification,
         CircuitChanged,
         ChargingProfileApplied,

@@ -56,6 +56,8 @@ class Charger(msgspec.Struct, rename="camel", kw_only=True):
     # Whether it is connected (to any evgate process), and since when (null: never connected).
     network_status: NetworkStatus = "never connected"
     network_status_at: datetime | None = None
+    # The sub-operator that owns it (null: the operator's own).
+    sub_operator_id: int | None = None
 
 
 class BootInfo(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -133,7 +135,7 @@ class ChargerCredentials(msgspec.Struct, frozen=True):
 _COLUMNS = (
     "id, description, security_profile, lenient, registration_status, installation_id,"
     " created_at, updated_at, network_status, network_status_at"
-    ", location_id, tariff_group_id"
+    ", location_id, tariff_group_id, sub_operator_id"
 )
 
 

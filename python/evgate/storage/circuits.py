@@ -60,6 +60,8 @@ class Circuit(msgspec.Struct, rename="camel", kw_only=True):
     offline_reserved_current: float
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that owns it (null: the operator's own).
+    sub_operator_id: int | None = None
 
 
 class Member(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
@@ -125,7 +127,7 @@ class Topology(msgspec.Struct, kw_only=True, frozen=True):
 
 _COLUMNS = (
     "id, name, max_current, phases, parent_circuit_id, min_charge_point_current,"
-    " offline_reserved_current, created_at, updated_at"
+    " offline_reserved_current, created_at, updated_at, sub_operator_id"
 )
 _FIELDS = {
     "name",

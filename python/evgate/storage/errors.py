@@ -11,6 +11,7 @@ __all__ = [
     "InUse",
     "InsufficientBalance",
     "NotFound",
+    "NotPermitted",
     "StorageError",
     "ValueRefused",
     "is_unavailable",
@@ -20,6 +21,13 @@ __all__ = [
 #: holding U+0000, a number or a time out of range). It is asyncpg's own class, named here so
 #: that the edges map it without importing asyncpg; it carries ``sqlstate``.
 ValueRefused = asyncpg.DataError
+
+#: PostgreSQL refused a row to the role of the request (SQLSTATE 42501, insufficient
+#: privilege): a request acting for a sub-operator wrote a row that would not be its own (a
+#: resource given to another sub-operator or to the operator), or into a table row-level
+#: security does not open to tenants (migration 0020). asyncpg's class, named here so that the
+#: edges map it without importing asyncpg.
+NotPermitted = asyncpg.InsufficientPrivilegeError
 
 
 class StorageError(Exception):

@@ -38,6 +38,8 @@ class IdTag(msgspec.Struct, rename="camel", kw_only=True):
     user_id: int | None = None
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that owns it (null: the operator's own).
+    sub_operator_id: int | None = None
 
 
 class IdTagChange(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True):
@@ -51,7 +53,9 @@ class IdTagChange(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=Tr
     deleted: bool = False
 
 
-_COLUMNS = "id_tag, status, expiry_date, parent_id_tag, user_id, created_at, updated_at"
+_COLUMNS = (
+    "id_tag, status, expiry_date, parent_id_tag, user_id, created_at, updated_at, sub_operator_id"
+)
 
 
 def _id_tag(row: asyncpg.Record) -> IdTag:

@@ -52,6 +52,8 @@ class InstallationRow(msgspec.Struct, kw_only=True):
     allow_charging_when_offline: bool
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that owns it (None: the operator's own).
+    sub_operator_id: int | None = None
 
 
 class OfflineConfigRow(msgspec.Struct, kw_only=True):
@@ -86,7 +88,8 @@ class SessionEndRow(msgspec.Struct, kw_only=True):
 
 
 _COLUMNS = (
-    "id, name, authorization_mode, webhook, allow_charging_when_offline, created_at, updated_at"
+    "id, name, authorization_mode, webhook, allow_charging_when_offline, created_at, updated_at,"
+    " sub_operator_id"
 )
 _OFFLINE_COLUMNS = "charger_id, allow_offline, state, results, detail, updated_at"
 
@@ -101,6 +104,7 @@ def _installation(row: asyncpg.Record) -> InstallationRow:
         allow_charging_when_offline=row["allow_charging_when_offline"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        sub_operator_id=row["sub_operator_id"],
     )
 
 

@@ -119,10 +119,12 @@ class Location(LocationBody, frozen=True, kw_only=True):
     charger_ids: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that owns it (null: the operator's own).
+    sub_operator_id: int | None = None
 
 
 _SELECT = """
-SELECT l.id, l.body, l.tariff_group_id, l.created_at, l.updated_at,
+SELECT l.id, l.body, l.tariff_group_id, l.created_at, l.updated_at, l.sub_operator_id,
        ARRAY(SELECT c.id FROM chargers c WHERE c.location_id = l.id ORDER BY c.id) AS charger_ids
 FROM locations l
 """
@@ -138,6 +140,7 @@ def _location(row: asyncpg.Record) -> Location:
         charger_ids=tuple(row["charger_ids"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        sub_operator_id=row["sub_operator_id"],
     )
 
 

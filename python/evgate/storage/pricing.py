@@ -18,7 +18,7 @@ from datetime import datetime
 import msgspec
 
 from evgate.pricing import GroupEntry, Snapshot, Tariff, choose
-from evgate.storage.db import Database
+from evgate.storage.db import Database, acting_for
 from evgate.tasks import OwnedTask
 
 __all__ = ["PricingDirectory"]
@@ -78,8 +78,11 @@ class PricingDirectory:
         self._wake.set()
 
     async def refresh(self) -> None:
-        """Reload everything now."""
-        async with self.db.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        """Reload everything now: the whole operator's, also when a sub-operator's request
+        asks (acting for it, row-level security would leave out the others' prices)."""
+        with acting_for(None):
+            pool = self.db.pool  # the operator's
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             tariffs = await conn.fetch("SELECT id, terms FROM tariffs")
             groups = await conn.fetch("SELECT id, entries FROM tariff_groups")
             locations = await conn.fetch("SELECT id, tariff_group_id, timezone FROM locations")

@@ -32,6 +32,8 @@ class StoredTariff(Tariff, frozen=True, kw_only=True):
     id: int
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that owns it (null: the operator's own).
+    sub_operator_id: int | None = None
 
 
 class TariffGroup(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
@@ -43,6 +45,8 @@ class TariffGroup(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     tariffs: tuple[GroupEntry, ...]
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that owns it (null: the operator's own).
+    sub_operator_id: int | None = None
 
 
 _decode_tariff = msgspec.json.Decoder(Tariff).decode
@@ -56,6 +60,7 @@ def _tariff(row: asyncpg.Record) -> StoredTariff:
         id=row["id"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        sub_operator_id=row["sub_operator_id"],
     )
 
 
@@ -67,11 +72,14 @@ def _group(row: asyncpg.Record) -> TariffGroup:
         tariffs=_decode_entries(row["entries"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        sub_operator_id=row["sub_operator_id"],
     )
 
 
-_TARIFF = "SELECT id, terms, created_at, updated_at FROM tariffs"
-_GROUP = "SELECT id, name, currency, entries, created_at, updated_at FROM tariff_groups"
+_TARIFF = "SELECT id, terms, created_at, updated_at, sub_operator_id FROM tariffs"
+_GROUP = (
+    "SELECT id, name, currency, entries, created_at, updated_at, sub_operator_id FROM tariff_groups"
+)
 
 
 def _terms(tariff: Tariff) -> Tariff:
@@ -97,7 +105,7 @@ class TariffStore:
         async with self.db.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "INSERT INTO tariffs (currency, terms) VALUES ($1, $2)"
-                " RETURNING id, terms, created_at, updated_at",
+                " RETURNING id, terms, created_at, updated_at, sub_operator_id",
                 tariff.currency,
                 msgspec.json.encode(_terms(tariff)).decode(),
             )
@@ -152,7 +160,7 @@ class TariffStore:
             )
             row = await conn.fetchrow(
                 "UPDATE tariffs SET currency = $2, terms = $3, updated_at = now() WHERE id = $1"
-                " RETURNING id, terms, created_at, updated_at",
+                " RETURNING id, terms, created_at, updated_at, sub_operator_id",
                 tariff_id,
                 tariff.currency,
                 msgspec.json.encode(tariff).decode(),
@@ -208,7 +216,8 @@ class TariffStore:
             currency = await self._set_entries(conn, group_id, entries)
             row = await conn.fetchrow(
                 "UPDATE tariff_groups SET currency = $2 WHERE id = $1"
-                " RETURNING id, name, currency, entries, created_at, updated_at",
+                " RETURNING id, name, currency, entries, created_at, updated_at,"
+                " sub_operator_id",
                 group_id,
                 currency,
             )
@@ -248,7 +257,8 @@ class TariffStore:
             row = await conn.fetchrow(
                 "UPDATE tariff_groups SET name = coalesce($2, name),"
                 " entries = coalesce($3::jsonb, entries), currency = $4, updated_at = now()"
-                " WHERE id = $1 RETURNING id, name, currency, entries, created_at, updated_at",
+                " WHERE id = $1 RETURNING id, name, currency, entries, created_at, updated_at,"
+                " sub_operator_id",
                 group_id,
                 name,
                 None if entries is None else msgspec.json.encode(tuple(entries)).decode(),

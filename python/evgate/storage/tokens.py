@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+import asyncpg
 import msgspec
 
 from evgate.storage.db import Database
-from evgate.storage.errors import NotFound
+from evgate.storage.errors import BadReference, NotFound
 
 __all__ = ["BOOTSTRAP", "ApiToken", "Grant", "Scope", "TokenStore"]
 
@@ -54,19 +55,26 @@ class TokenStore:
         self, name: str, scope: Scope, digest: bytes, sub_operator_id: int | None = None
     ) -> ApiToken:
         """Store a token's digest; returns the token's row. Made by a request acting for a
-        sub-operator, the token is that sub-operator's whatever ``sub_operator_id`` says
-        (row-level security refuses another)."""
-        row = await self.db.fetchrow(
-            "INSERT INTO api_tokens (name, scope, digest, sub_operator_id)"
-            " VALUES ($1, $2, $3, coalesce($4, evgate_tenant()))"
-            " ON CONFLICT (digest) DO UPDATE SET name = EXCLUDED.name, scope = EXCLUDED.scope,"
-            " sub_operator_id = EXCLUDED.sub_operator_id"
-            f" RETURNING {_COLUMNS}",
-            name,
-            scope,
-            digest,
-            sub_operator_id,
-        )
+        sub-operator, the token is that sub-operator's when ``sub_operator_id`` is None
+        (row-level security refuses another: ``NotPermitted``).
+
+        Raises:
+            BadReference: no sub-operator ``sub_operator_id``.
+        """
+        try:
+            row = await self.db.fetchrow(
+                "INSERT INTO api_tokens (name, scope, digest, sub_operator_id)"
+                " VALUES ($1, $2, $3, coalesce($4, evgate_tenant()))"
+                " ON CONFLICT (digest) DO UPDATE SET name = EXCLUDED.name,"
+                " scope = EXCLUDED.scope, sub_operator_id = EXCLUDED.sub_operator_id"
+                f" RETURNING {_COLUMNS}",
+                name,
+                scope,
+                digest,
+                sub_operator_id,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise BadReference(f"no sub-operator {sub_operator_id}") from None
         assert row is not None  # INSERT ... RETURNING always returns its row
         return ApiToken(**dict(row))
 
