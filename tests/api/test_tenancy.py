@@ -12,6 +12,7 @@ stream and the fleet's counts with A's token show none of theirs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -536,3 +537,50 @@ async def test_a_tenant_reaches_none_of_the_others_ids(
         assert b.charger.commands == [], b.charger.commands
         assert world.operator.charger.commands == []
         assert await _snapshot(b) == before
+
+
+async def test_a_tenant_lists_none_of_the_others(api: httpx.AsyncClient, evgate: Evgate) -> None:
+    """Every list of the OpenAPI document read with A's token names nothing of B's or the
+    operator's (and A's own things are there); the fleet's counts are A's, however recently
+    the operator asked; the live stream shows A's chargers' changes and none of theirs."""
+    async with _world(evgate, api) as world:
+        a, b, operator = world.a, world.b, world.operator
+        others = (b.mark.lower(), operator.mark.lower())
+        own = 0
+        for method, template, params in await _operations(a.client):
+            if method != "GET" or params:
+                continue
+            r = await a.client.get(template)
+            assert r.status_code in (200, 403, 503), f"{template}: {r.status_code} {r.text}"
+            text = r.text.lower()
+            assert not any(m in text for m in others), f"{template} leaks: {r.text[:500]}"
+            own += a.mark.lower() in text
+        assert own >= 9, own  # chargers, transactions, id tags, locations, tariffs, ...
+        for url in ("/api/v1/transactions", "/api/v1/reservations"):
+            r = await a.client.get(url, params={"chargerId": b.ids["charger_id"]})
+            assert r.json()["data"] == [], f"{url}: {r.text}"
+        r = await a.client.get(
+            "/api/v1/chargers", params={"installationId": b.ids["installation_id"]}
+        )
+        assert r.json()["data"] == [], r.text
+
+        # The fleet's counts are read at most once a second: not the operator's for A.
+        assert (await api.get("/api/v1/fleet")).json()["counts"]["chargers"] == 3
+        fleet = (await a.client.get("/api/v1/fleet")).json()
+        assert (fleet["counts"]["chargers"], fleet["connectedHere"]) == (1, 1), fleet
+
+        async with a.client.stream("GET", "/api/v1/events/stream") as stream:
+            lines = stream.aiter_lines()
+            assert await anext(lines) == ": live"
+            for party in (b, operator, a):  # A's last: B's and the operator's came before
+                await party.charger.call(
+                    call.StatusNotification(
+                        connector_id=2, error_code="NoError", status="Unavailable"
+                    )
+                )
+            seen = []
+            async with asyncio.timeout(10):
+                while a.ids["charger_id"] not in "".join(seen):
+                    seen.append(await anext(lines))
+        shown = "\n".join(seen).lower()
+        assert not any(m in shown for m in others), shown
