@@ -584,3 +584,79 @@ async def test_a_tenant_lists_none_of_the_others(api: httpx.AsyncClient, evgate:
                     seen.append(await anext(lines))
         shown = "\n".join(seen).lower()
         assert not any(m in shown for m in others), shown
+
+
+async def test_a_tenant_cannot_reference_the_others_ids(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """A's own requests naming B's resources in their bodies (its charger joining B's
+    location, a tariff group of B's tariff, a reservation or bulk command on B's charger, ...)
+    are answered as if the id did not exist: never 2xx, and B's charger receives nothing."""
+    async with _world(evgate, api) as world:
+        a, b = world.a, world.b
+        mine, theirs = a.ids, b.ids
+        charger = f"/api/v1/chargers/{mine['charger_id']}"
+        references: list[tuple[str, str, Callable[[Any], Any]]] = [
+            ("PATCH", charger, lambda x: {"locationId": x}),
+            ("PATCH", charger, lambda x: {"tariffGroupId": x}),
+            ("PATCH", charger, lambda x: {"installationId": x}),
+            ("PATCH", charger, lambda x: {"circuitId": x}),
+            ("POST", "/api/v1/locations", lambda x: {**LOCATION, "name": "L", "tariffGroupId": x}),
+            ("PATCH", f"/api/v1/locations/{mine['location_id']}", lambda x: {"tariffGroupId": x}),
+            (
+                "POST",
+                "/api/v1/tariff-groups",
+                lambda x: {"name": "G", "tariffs": [{"tariffId": x}]},
+            ),
+            (
+                "PATCH",
+                f"/api/v1/tariff-groups/{mine['group_id']}",
+                lambda x: {"tariffs": [{"tariffId": x}]},
+            ),
+            (
+                "POST",
+                "/api/v1/circuits",
+                lambda x: {"name": "C", "maxCurrent": 16, "parentCircuitId": x},
+            ),
+            ("PATCH", f"/api/v1/circuits/{mine['circuit_id']}", lambda x: {"parentCircuitId": x}),
+            (
+                "POST",
+                "/api/v1/reservations",
+                lambda x: {"chargerId": x, "connectorId": 1, "idTag": "T", "expiryDate": LATER},
+            ),
+            (
+                "POST",
+                "/api/v1/bulk-commands",
+                lambda x: {"action": "ClearCache", "chargerIds": [x]},
+            ),
+            (
+                "POST",
+                "/api/v1/bulk-commands",
+                lambda x: {"action": "ClearCache", "installationId": x},
+            ),
+            ("POST", "/api/v1/id-tags", lambda x: {"idTag": "TAG-NEW", "userId": x}),
+            ("PATCH", f"/api/v1/id-tags/{mine['id_tag']}", lambda x: {"userId": x}),
+        ]
+        names = {
+            "locationId": "location_id",
+            "tariffGroupId": "group_id",
+            "installationId": "installation_id",
+            "circuitId": "circuit_id",
+            "parentCircuitId": "circuit_id",
+            "tariffId": "tariff_id",
+            "chargerId": "charger_id",
+            "chargerIds": "charger_id",
+            "userId": "user_id",
+        }
+        leaks = []
+        for method, url, body in references:
+            named = next(k for k in names if k in json.dumps(body(0)))
+            victim = {**theirs, **world.accounts}[names[named]]
+            nobody = "CP-NOBODY" if isinstance(victim, str) else 999_999
+            r = await a.client.request(method, url, json=body(victim))
+            unknown = await a.client.request(method, url, json=body(nobody))
+            if r.is_success or r.status_code != unknown.status_code:
+                leaks.append(f"{method} {url} {body(victim)}: {r.status_code} {r.text[:200]}")
+        assert not leaks, "\n".join(leaks)
+        await quiet_for(0.5)
+        assert b.charger.commands == []
