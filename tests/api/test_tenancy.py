@@ -660,3 +660,25 @@ async def test_a_tenant_cannot_reference_the_others_ids(
         assert not leaks, "\n".join(leaks)
         await quiet_for(0.5)
         assert b.charger.commands == []
+
+
+async def test_a_tenants_change_reloads_the_whole_process_pricing(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """A tenant's tariff change reloads this process's tariff lookup before the answer; the
+    lookup is every charger's, so it must be read as the operator, not as the tenant (which
+    sees only its own tariffs: the operator's charger would be left without its tariff)."""
+    _, a, _ = await _tenant_client(evgate, A)
+    async with a:
+        tariff = await _made(api, "/api/v1/tariffs", {**TARIFF, "name": "T-O"})
+        group = await _made(
+            api, "/api/v1/tariff-groups", {"name": "G-O", "tariffs": [{"tariffId": tariff["id"]}]}
+        )
+        await _made(api, "/api/v1/chargers", {"id": "CP-O"})
+        r = await api.patch("/api/v1/chargers/CP-O", json={"tariffGroupId": group["id"]})
+        assert r.status_code == 200, r.text
+        pricing = evgate.pricing
+        assert pricing is not None
+        assert pricing.snapshot_for("CP-O", None, datetime.now(UTC)) is not None
+        await _made(a, "/api/v1/tariffs", {**TARIFF, "name": "T-A"})
+        assert pricing.snapshot_for("CP-O", None, datetime.now(UTC)) is not None
