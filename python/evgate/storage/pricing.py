@@ -18,7 +18,7 @@ from datetime import datetime
 import msgspec
 
 from evgate.pricing import GroupEntry, Snapshot, Tariff, choose
-from evgate.storage.db import Database
+from evgate.storage.db import Database, acting_for
 from evgate.tasks import OwnedTask
 
 __all__ = ["PricingDirectory"]
@@ -78,15 +78,20 @@ class PricingDirectory:
         self._wake.set()
 
     async def refresh(self) -> None:
-        """Reload everything now."""
-        async with self.db.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            tariffs = await conn.fetch("SELECT id, terms FROM tariffs")
-            groups = await conn.fetch("SELECT id, entries FROM tariff_groups")
-            locations = await conn.fetch("SELECT id, tariff_group_id, timezone FROM locations")
-            chargers = await conn.fetch(
-                "SELECT id, location_id, tariff_group_id FROM chargers"
-                " WHERE location_id IS NOT NULL OR tariff_group_id IS NOT NULL"
-            )
+        """Reload everything now: every charger's, even when a sub-operator's request asks
+        (its row-level security would show only the tenant's, for the whole process)."""
+        with acting_for(None):
+            async with (
+                self.db.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read"),
+            ):
+                tariffs = await conn.fetch("SELECT id, terms FROM tariffs")
+                groups = await conn.fetch("SELECT id, entries FROM tariff_groups")
+                locations = await conn.fetch("SELECT id, tariff_group_id, timezone FROM locations")
+                chargers = await conn.fetch(
+                    "SELECT id, location_id, tariff_group_id FROM chargers"
+                    " WHERE location_id IS NOT NULL OR tariff_group_id IS NOT NULL"
+                )
         self._tariffs = {r[0]: _tariff(r[1]) for r in tariffs}
         self._groups = {r[0]: _entries(r[1]) for r in groups}
         self._locations = {r[0]: _Place(r[1], r[2]) for r in locations}
