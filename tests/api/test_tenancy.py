@@ -661,6 +661,19 @@ async def test_a_tenant_cannot_reference_the_others_ids(
         await quiet_for(0.5)
         assert b.charger.commands == []
 
+        # A token A makes is A's, whatever its body says (a sub-operator's id among them).
+        for body in (
+            {"name": "minted", "scope": "admin"},
+            {"name": "minted-b", "scope": "admin", "subOperatorId": theirs["sub_operator_id"]},
+        ):
+            r = await a.client.post("/api/v1/tokens", json=body)
+            if not r.is_success:
+                assert r.status_code in (403, 404, 422), r.text
+                continue
+            headers = {"Authorization": f"Bearer {r.json()['token']}"}
+            listed = (await a.client.get("/api/v1/chargers", headers=headers)).json()["data"]
+            assert [c["id"] for c in listed] == [mine["charger_id"]], body
+
 
 async def test_a_tenants_change_reloads_the_whole_process_pricing(
     api: httpx.AsyncClient, evgate: Evgate
