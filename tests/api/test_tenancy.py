@@ -428,6 +428,28 @@ async def _world(evgate: Evgate, api: httpx.AsyncClient) -> AsyncIterator[World]
         yield World(parties[0], parties[1], operator, accounts)
 
 
+async def _accounts_snapshot(api: httpx.AsyncClient, ids: Ids) -> dict[str, Any]:
+    """What the operator sees of its users, plans and partners (an attack changes none)."""
+    user = f"/api/v1/users/{ids['user_id']}"
+    urls = [
+        user,
+        f"{user}/balance",
+        f"{user}/payment-methods/{ids['method_id']}",
+        f"{user}/invoice-details",
+        f"{user}/subscription",
+        f"/api/v1/user-groups/{ids['user_group_id']}",
+        f"/api/v1/subscription-plans/{ids['plan_id']}",
+        f"/api/v1/partners/{ids['partner_id']}",
+        f"/api/v1/partner-invites/{ids['invite_id']}",
+    ]
+    seen = {}
+    for url in urls:
+        r = await api.get(url)
+        assert r.status_code == 200, f"{url}: {r.text}"
+        seen[url] = r.json()
+    return seen
+
+
 async def _snapshot(party: Party) -> dict[str, Any]:
     """What ``party`` sees of its own resources (to show that an attack changed none)."""
     ids, client = party.ids, party.client
@@ -494,6 +516,7 @@ async def test_a_tenant_reaches_none_of_the_others_ids(
     async with _world(evgate, api) as world:
         a, b = world.a, world.b
         before = await _snapshot(b)
+        accounts = await _accounts_snapshot(api, world.accounts)
         leaks: list[str] = []
         tried = 0
 
@@ -537,6 +560,7 @@ async def test_a_tenant_reaches_none_of_the_others_ids(
         assert b.charger.commands == [], b.charger.commands
         assert world.operator.charger.commands == []
         assert await _snapshot(b) == before
+        assert await _accounts_snapshot(api, world.accounts) == accounts
 
 
 async def test_a_tenant_lists_none_of_the_others(api: httpx.AsyncClient, evgate: Evgate) -> None:
