@@ -442,9 +442,13 @@ async def _accounts_snapshot(api: httpx.AsyncClient, ids: Ids) -> dict[str, Any]
         f"/api/v1/partners/{ids['partner_id']}",
         f"/api/v1/partner-invites/{ids['invite_id']}",
     ]
+    return await _read_all(api, urls)
+
+
+async def _read_all(client: httpx.AsyncClient, urls: list[str]) -> dict[str, Any]:
     seen = {}
     for url in urls:
-        r = await api.get(url)
+        r = await client.get(url)
         assert r.status_code == 200, f"{url}: {r.text}"
         seen[url] = r.json()
     return seen
@@ -466,12 +470,7 @@ async def _snapshot(party: Party) -> dict[str, Any]:
         f"/api/v1/transactions/{ids['transaction_id']}",
         f"/public-api/notifications/v2.0/{ids['subscription_id']}",
     ]
-    seen = {}
-    for url in urls:
-        r = await client.get(url)
-        assert r.status_code == 200, f"{url}: {r.text}"
-        seen[url] = r.json()
-    return seen
+    return await _read_all(client, urls)
 
 
 def _victims_ids(world: World, path: str) -> Ids:
