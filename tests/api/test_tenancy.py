@@ -25,8 +25,10 @@ import httpx
 from ocpp.v16 import call
 
 from evgate.api.commands import COMMANDS
+from evgate.api.fleet import OWNED_RETRY, _TenantChargers
 from evgate.app import Evgate
 from evgate.credentials import digest
+from evgate.storage.errors import DatabaseUnavailable
 from support import Receiver, TestCharger, gateway_knows, ocpp_charger, quiet_for, until
 
 # Each party's mark, in every name it gives: a list holding another's mark leaks it.
@@ -718,3 +720,22 @@ async def test_a_tenants_change_reloads_the_whole_process_pricing(
         assert pricing.snapshot_for("CP-O", None, datetime.now(UTC)) is not None
         await _made(a, "/api/v1/tariffs", {**TARIFF, "name": "T-A"})
         assert pricing.snapshot_for("CP-O", None, datetime.now(UTC)) is not None
+
+
+async def test_a_tenants_stream_outlives_a_database_outage() -> None:
+    """The chargers a tenant's live stream shows are read again now and then: a read that
+    fails (the database away) keeps the stream going with what it had (nothing, at first),
+    and the next change after OWNED_RETRY reads again."""
+    answers: list[set[str] | Exception] = [DatabaseUnavailable("away"), {"CP-A"}]
+
+    async def read() -> set[str]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    shown = _TenantChargers(read)
+    assert not await shown.shows("CP-A")
+    assert not await shown.shows("CP-A")  # not read again within OWNED_RETRY
+    await until(lambda: shown.shows("CP-A"), within=OWNED_RETRY + 5)
+    assert answers == []

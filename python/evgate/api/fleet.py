@@ -30,6 +30,7 @@ from evgate.api.services import FleetService
 from evgate.gateway.interface import OcppFrame
 from evgate.storage.chargers import FleetCounts
 from evgate.storage.db import tenant
+from evgate.storage.errors import DatabaseUnavailable
 
 __all__ = ["FLEET_ROUTES", "FleetController", "LiveController", "MessageController"]
 
@@ -134,7 +135,10 @@ class _TenantChargers:
         age = time.monotonic() - self._read_at
         if age > OWNED_MAX_AGE or (charger_id not in self._ids and age > OWNED_RETRY):
             self._read_at = time.monotonic()
-            self._ids = await self._read()
+            try:
+                self._ids = await self._read()
+            except DatabaseUnavailable:
+                pass  # the stream goes on with the ids it has (none at first); read later
         return charger_id in self._ids
 
 
