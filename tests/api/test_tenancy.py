@@ -22,8 +22,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from ocpp.v16 import call
 
+from evgate.api import security
 from evgate.api.commands import COMMANDS
 from evgate.api.fleet import OWNED_RETRY, _TenantChargers
 from evgate.app import Evgate
@@ -739,3 +741,38 @@ async def test_a_tenants_stream_outlives_a_database_outage() -> None:
     assert not await shown.shows("CP-A")  # not read again within OWNED_RETRY
     await until(lambda: shown.shows("CP-A"), within=OWNED_RETRY + 5)
     assert answers == []
+
+
+async def test_a_tenant_creates_nothing_in_the_operators_families(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """Every create of an operator-only family (users, user groups, plans, partners,
+    sub-operators, ...) with a tenant's token: 403 (or 404), and nothing made. Row-level security
+    refuses the row already; the answer is api/security.py's operator_guard's (a 500 before it)."""
+    if not hasattr(security, "operator_guard"):
+        pytest.skip("operator_guard (issue 20, the sub-operator API) is not in this tree yet")
+    _, a, _ = await _tenant_client(evgate, A)
+    bodies: dict[str, Any] = {
+        "/api/v1/users": {"email": "x@example.com"},
+        "/api/v1/user-groups": {"name": "G"},
+        "/api/v1/subscription-plans": {
+            "name": "P",
+            "fee": {"amount": "1.00", "currency": "EUR"},
+            "renewalPeriod": "monthly",
+        },
+        "/api/v1/partners": {"name": "P"},
+        "/api/v1/sub-operators": {"name": "S"},
+        "/api/v1/settlement-reports": {
+            "periodStart": "2026-01-01T00:00:00Z",
+            "periodEnd": "2026-02-01T00:00:00Z",
+        },
+    }
+    async with a:
+        for method, template, params in await _operations(api):
+            if method != "POST" or params or not OPERATOR_ONLY.match(template):
+                continue
+            assert template in bodies, f"POST {template}: no body to send; add one"
+            r = await a.post(template, json=bodies[template])
+            assert r.status_code in (403, 404), f"POST {template}: {r.status_code} {r.text}"
+        for template in ("/api/v1/users", "/api/v1/partners", "/api/v1/subscription-plans"):
+            assert (await api.get(template)).json()["data"] == [], template
