@@ -688,6 +688,18 @@ async def test_a_tenant_cannot_reference_the_others_ids(
         await quiet_for(0.5)
         assert b.charger.commands == []
 
+        # Reservation ids are one sequence for every charger (OCPP's reservationId): B's is
+        # taken for A's charger too, refused before it is sent, without naming B's charger.
+        reserve = {"connectorId": 1, "expiryDate": LATER, "idTag": mine["id_tag"]}
+        a.charger.commands.clear()
+        r = await a.client.post(
+            f"{charger}/commands/ReserveNow",
+            json={**reserve, "reservationId": theirs["reservation_id"]},
+        )
+        assert r.status_code == 422, r.text
+        assert b.mark not in r.text, r.text
+        assert a.charger.commands == []
+
         # A token A makes is A's, whatever its body says (a sub-operator's id among them).
         for body in (
             {"name": "minted", "scope": "admin"},
