@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from evgate.storage.db import Database, acting_for, tenant
@@ -98,3 +99,34 @@ async def test_the_tenant_of_a_pooled_connection_is_the_acquirers(db: Database) 
         assert results == [["CP-A"], ["CP-B"]] * 3
     # The operator's pool is untouched by the tenant role.
     assert await db.fetchval("SELECT current_user = session_user") is True
+
+
+async def test_a_tenant_references_only_rows_it_sees(db: Database) -> None:
+    """PostgreSQL checks a foreign key past row-level security: migration 0023's triggers
+    make another tenant's row what an absent one is (the same foreign_key_violation, naming
+    the same constraint). Every foreign key of a table a tenant owns rows of has one, those
+    of later migrations too (their policies check references to chargers and sub-operators)."""
+    a, b = await _two_tenants(db)
+    theirs = await db.fetchval(
+        "INSERT INTO installations (name, sub_operator_id) VALUES ('I-B', $1) RETURNING id", b
+    )
+    with acting_for(a):
+        mine = await db.fetchval("INSERT INTO installations (name) VALUES ('I-A') RETURNING id")
+        update = "UPDATE chargers SET installation_id = $1 WHERE id = 'CP-A'"
+        for absent in (theirs, 999_999):
+            with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
+                await db.execute(update, absent)
+            assert refused.value.constraint_name == "chargers_installation_id_fkey"
+        assert await db.execute(update, mine) == "UPDATE 1"
+    # The operator is not a tenant: it may put any charger anywhere.
+    assert await db.execute("UPDATE chargers SET installation_id = $1 WHERE id = 'CP-A'", theirs)
+    unguarded = await db.fetch(
+        "SELECT c.conname FROM pg_constraint c"
+        " JOIN pg_attribute s ON s.attrelid = c.conrelid AND s.attname = 'sub_operator_id'"
+        " WHERE c.contype = 'f' AND c.confrelid NOT IN ('sub_operators'::regclass,"
+        " 'chargers'::regclass)"
+        " AND c.connamespace = current_schema()::regnamespace"
+        " AND NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = c.conrelid"
+        " AND t.tgname = left('tenant_' || c.conname, 63))"
+    )
+    assert [r["conname"] for r in unguarded] == []

@@ -55,6 +55,7 @@ from evgate.protocol import frames
 from evgate.protocol.errors import OcppError
 from evgate.protocol.v16 import ACTIONS, Direction, Message
 from evgate.storage.commands import KEPT_FOR, CommandRow
+from evgate.storage.db import tenant
 from evgate.storage.errors import NotFound
 
 __all__ = [
@@ -100,11 +101,13 @@ async def call_charger(ctx: ApiContext, charger_id: str, command: Message) -> Me
 
 
 async def _known(ctx: ApiContext, charger_id: str) -> None:
-    """Raise NotFound for an unknown charger. One held here is known at once; any other is
-    looked up (it may be held by another evgate process, which gateway.call reaches, or by
-    none: ChargerNotConnected, 409)."""
+    """Raise NotFound for an unknown charger, or another tenant's. For the operator, one held
+    here is known at once; any other is looked up (it may be held by another evgate process,
+    which gateway.call reaches, or by none: ChargerNotConnected, 409). A sub-operator's request
+    always reads the row, which row-level security shows it only for its own chargers: the
+    gateway's connections are every tenant's."""
     gateway = ctx.gateway
-    if gateway is None or gateway.connection(charger_id) is None:
+    if tenant() is not None or gateway is None or gateway.connection(charger_id) is None:
         await ctx.chargers.get(charger_id)
 
 

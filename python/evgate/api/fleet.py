@@ -14,7 +14,9 @@ Its service is ``ApiContext.fleet`` (:class:`~evgate.api.services.FleetService`)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from litestar import Controller, get
@@ -22,17 +24,23 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from evgate.api.context import ApiContext, Ctx
-from evgate.api.live import LiveFeed, StreamEnded
+from evgate.api.live import ConnectionChange, LiveFeed, StatusChange, StreamEnded
 from evgate.api.problems import ApiError
 from evgate.api.services import FleetService
 from evgate.gateway.interface import OcppFrame
 from evgate.storage.chargers import FleetCounts
+from evgate.storage.db import tenant
+from evgate.storage.errors import DatabaseUnavailable
 
 __all__ = ["FLEET_ROUTES", "FleetController", "LiveController", "MessageController"]
 
 #: A comment line this often keeps an idle stream open through proxies, and finds a reader
 #: that left (its write fails).
 KEEPALIVE = 15.0
+#: Seconds a sub-operator's stream trusts the list of its chargers it read; and the least
+#: between two reads prompted by changes of chargers not in it.
+OWNED_MAX_AGE = 5.0
+OWNED_RETRY = 1.0
 
 
 class FleetView(msgspec.Struct, kw_only=True, rename="camel"):
@@ -72,9 +80,14 @@ class FleetController(Controller):
     )
     async def summary(self, ctx: Ctx) -> FleetView:
         fleet = _fleet(ctx)
-        return FleetView(
-            counts=await fleet.counts(ctx.chargers.counts), connected_here=fleet.connected()
-        )
+        counts = await fleet.counts(ctx.chargers.counts)
+        if tenant() is None:
+            return FleetView(counts=counts, connected_here=fleet.connected())
+        # A sub-operator's: of its own chargers (the gateway holds every tenant's).
+        gateway = ctx.gateway
+        ids = await ctx.chargers.ids()
+        held = 0 if gateway is None else sum(gateway.connection(c) is not None for c in ids)
+        return FleetView(counts=counts, connected_here=held)
 
 
 class LiveController(Controller):
@@ -98,16 +111,43 @@ class LiveController(Controller):
         feed = _fleet(ctx).feed
         if feed.full:
             raise ApiError(f"{feed.max_streams} live streams are open; retry later", 503)
+        shown = None if tenant() is None else _TenantChargers(ctx.chargers.ids).shows
         return Stream(
-            _events(feed),
+            _events(feed, shown),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
 
-async def _events(feed: LiveFeed) -> AsyncIterator[bytes]:
+class _TenantChargers:
+    """Which chargers a sub-operator's live stream shows: its own, as the store reads them for
+    it (row-level security). The feed carries every charger of the process; their ids are
+    read again when older than :data:`OWNED_MAX_AGE` (a charger moved to another tenant stops
+    showing), and sooner for a charger not among them (one the tenant just made), at most
+    every :data:`OWNED_RETRY` seconds however many other chargers change."""
+
+    def __init__(self, read: Callable[[], Awaitable[set[str]]]) -> None:
+        self._read = read
+        self._ids: set[str] = set()
+        self._read_at = -math.inf
+
+    async def shows(self, charger_id: str) -> bool:
+        age = time.monotonic() - self._read_at
+        if age > OWNED_MAX_AGE or (charger_id not in self._ids and age > OWNED_RETRY):
+            self._read_at = time.monotonic()
+            try:
+                self._ids = await self._read()
+            except DatabaseUnavailable:
+                pass  # the stream goes on with the ids it has (none at first); read later
+        return charger_id in self._ids
+
+
+async def _events(
+    feed: LiveFeed, shown: Callable[[str], Awaitable[bool]] | None = None
+) -> AsyncIterator[bytes]:
     """The stream's bytes: a first comment (the browser knows it is open), then each change
-    as an SSE event, a keep-alive comment when there is none."""
+    (of a charger ``shown`` accepts, if given) as an SSE event, a keep-alive comment when there
+    is none."""
     yield b": live\n\n"
     with feed.stream() as stream:
         while True:
@@ -117,6 +157,12 @@ async def _events(feed: LiveFeed) -> AsyncIterator[bytes]:
                 return
             if change is None:
                 yield b": keepalive\n\n"
+                continue
+            if (
+                shown is not None
+                and isinstance(change, StatusChange | ConnectionChange)
+                and not await shown(change.charger_id)
+            ):
                 continue
             tag = type(change).__struct_config__.tag
             yield b"event: %s\ndata: %s\n\n" % (str(tag).encode(), msgspec.json.encode(change))

@@ -20,6 +20,7 @@ from evgate.storage.chargers import ChargerStore, FleetCounts
 from evgate.storage.charging_profiles import ChargingProfileStore
 from evgate.storage.circuits import CircuitLive, CircuitStore
 from evgate.storage.connectors import ConnectorStore
+from evgate.storage.db import tenant
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.locations import LocationStore
@@ -119,21 +120,22 @@ class FleetService:
     recent_messages: Callable[[str], list[OcppFrame] | None]
     # How many chargers this process holds.
     connected: Callable[[], int]
-    # The fleet's counts are read at most once a second per process, however many browsers
-    # ask (each refreshes them on changes): (when, counts).
-    _counts: tuple[float, FleetCounts] | None = field(default=None, init=False)
+    # The fleet's counts are read at most once a second per process and sub-operator (each
+    # sees its own fleet), however many browsers ask (each refreshes them on changes):
+    # (when, counts) by the sub-operator (None: the operator).
+    _counts: dict[int | None, tuple[float, FleetCounts]] = field(default_factory=dict, init=False)
     _counting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def counts(self, read: Callable[[], Awaitable[FleetCounts]]) -> FleetCounts:
-        """The fleet's counts, read with ``read`` if those known are older than
-        :data:`COUNTS_MAX_AGE`."""
+        """The fleet's counts of the sub-operator the request acts for, read with ``read`` if
+        those known are older than :data:`COUNTS_MAX_AGE`."""
         async with self._counting:
-            known = self._counts
+            known = self._counts.get(tenant())
             if known is None or time.monotonic() - known[0] > COUNTS_MAX_AGE:
                 # As of when the read started: a change committed after it is seen by a
                 # request made more than COUNTS_MAX_AGE after the change.
                 started = time.monotonic()
-                known = self._counts = (started, await read())
+                known = self._counts[tenant()] = (started, await read())
             return known[1]
 
 

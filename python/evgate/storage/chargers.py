@@ -195,6 +195,10 @@ class ChargerStore:
             raise NotFound(f"no charger {charger_id!r}")
         return _charger(row)
 
+    async def ids(self) -> set[str]:
+        """Every charger's id (a sub-operator's request: its own, by row-level security)."""
+        return {r[0] for r in await self.db.fetch("SELECT id FROM chargers")}
+
     async def page(
         self, after: str | None = None, limit: int = 100, where: ChargerFilter | None = None
     ) -> list[Charger]:

@@ -16,7 +16,7 @@ from typing import Literal
 import asyncpg
 import msgspec
 
-from evgate.storage.db import Database
+from evgate.storage.db import Database, acting_for, tenant
 from evgate.storage.errors import NotFound
 from evgate.storage.outbox import record_reservation_changed
 
@@ -77,12 +77,13 @@ class ReservationIdTaken(Exception):
     """A ReserveNow's reservationId is another charger's reservation.
 
     Attributes:
-        charger_id: whose it is.
+        charger_id: whose it is; None when it is another tenant's (not named).
     """
 
-    def __init__(self, reservation_id: int, charger_id: str) -> None:
+    def __init__(self, reservation_id: int, charger_id: str | None) -> None:
+        whose = "another charger" if charger_id is None else f"charger {charger_id}"
         super().__init__(
-            f"reservationId {reservation_id} is a reservation of charger {charger_id}; "
+            f"reservationId {reservation_id} is a reservation of {whose}; "
             "POST /api/v1/reservations gives a free one"
         )
         self.charger_id = charger_id
@@ -136,17 +137,21 @@ class ReservationStore:
         Raises:
             ReservationIdTaken: it is another charger's reservation.
         """
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            # Forward only: setval never gives back an id a nextval handed out.
-            await conn.execute(
-                "SELECT setval('reservation_ids', $1) FROM reservation_ids WHERE $1 > last_value",
-                reservation_id,
-            )
-            owner = await conn.fetchval(
-                "SELECT charger_id FROM reservations WHERE id = $1", reservation_id
-            )
+        # Every charger's reservations, a sub-operator's request too: the ids are one
+        # sequence for all chargers, so another tenant's is taken as well (and not named).
+        with acting_for(None):
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                # Forward only: setval never gives back an id a nextval handed out.
+                await conn.execute(
+                    "SELECT setval('reservation_ids', $1) FROM reservation_ids"
+                    " WHERE $1 > last_value",
+                    reservation_id,
+                )
+                owner = await conn.fetchval(
+                    "SELECT charger_id FROM reservations WHERE id = $1", reservation_id
+                )
         if owner is not None and owner != charger_id:
-            raise ReservationIdTaken(reservation_id, owner)
+            raise ReservationIdTaken(reservation_id, owner if tenant() is None else None)
 
     async def reserve(
         self,
