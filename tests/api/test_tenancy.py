@@ -38,9 +38,10 @@ A, B, OPERATOR = "A-4412", "B-7731", "O-5590"
 # Route families only the operator has (users and what hangs off them, partners, plans, the
 # sub-operators themselves): a tenant's token is refused (403) or finds nothing (404).
 OPERATOR_ONLY = re.compile(
-    r"^/api/v1/(users|user-groups|subscription-plans|partners|partner-invites|sub-operators"
-    r"|settlement-reports)\b"
+    r"^/api/v1/(users|user-groups|subscription-plans|partners|partner-invites|sub-operators)\b"
 )
+#: A settlement period (a tenant's own reports are its to make and read; a partner's are not).
+PERIOD = {"periodStart": "2026-01-01T00:00:00Z", "periodEnd": "2026-02-01T00:00:00Z"}
 LOCATION = {
     "address": {"street": "Main 1", "city": "Utrecht", "postalCode": "3511", "country": "NL"},
     "geoposition": {"latitude": 52.09, "longitude": 5.12},
@@ -423,6 +424,12 @@ async def _world(evgate: Evgate, api: httpx.AsyncClient) -> AsyncIterator[World]
             await stack.enter_async_context(client)
             party = await _party(evgate, stack, mark, client, receiver)
             party.ids |= {"sub_operator_id": sub_operator, "token_id": token_id}
+            r = await client.post(
+                "/api/v1/settlement-reports",
+                json={"subOperatorId": sub_operator, "currency": "EUR", **PERIOD},
+            )
+            assert r.status_code == 201, r.text
+            party.ids["report_id"] = r.json()["data"][0]["id"]
             parties.append(party)
         operator = await _party(evgate, stack, OPERATOR, api, receiver)
         accounts: Ids = {}
@@ -774,10 +781,6 @@ async def test_a_tenant_creates_nothing_in_the_operators_families(
         },
         "/api/v1/partners": {"name": "P"},
         "/api/v1/sub-operators": {"name": "S"},
-        "/api/v1/settlement-reports": {
-            "periodStart": "2026-01-01T00:00:00Z",
-            "periodEnd": "2026-02-01T00:00:00Z",
-        },
     }
     async with a:
         for method, template, params in await _operations(api):
@@ -788,3 +791,37 @@ async def test_a_tenant_creates_nothing_in_the_operators_families(
             assert r.status_code in (403, 404), f"POST {template}: {r.status_code} {r.text}"
         for template in ("/api/v1/users", "/api/v1/partners", "/api/v1/subscription-plans"):
             assert (await api.get(template)).json()["data"] == [], template
+
+
+async def test_a_tenant_makes_and_reads_only_its_own_settlement_reports(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """A sub-operator's token makes and reads its own reports; a partner's report (the
+    operator's) and another tenant's are as absent as an unknown id, and it makes neither."""
+    a_id, a, _ = await _tenant_client(evgate, A)
+    b_id, b, _ = await _tenant_client(evgate, B)
+    partner = (await api.post("/api/v1/partners", json={"name": "Acme"})).json()["id"]
+    async with a, b:
+        body = {"currency": "EUR", **PERIOD}
+        r = await api.post("/api/v1/settlement-reports", json={"partnerId": partner, **body})
+        assert r.status_code == 201, r.text
+        partners_report = r.json()["data"][0]["id"]
+        r = await b.post("/api/v1/settlement-reports", json={"subOperatorId": b_id, **body})
+        assert r.status_code == 201, r.text
+        b_report = r.json()["data"][0]["id"]
+        r = await a.post("/api/v1/settlement-reports", json={"subOperatorId": a_id, **body})
+        assert r.status_code == 201, r.text
+        a_report = r.json()["data"][0]["id"]
+
+        listed = (await a.get("/api/v1/settlement-reports")).json()["data"]
+        assert [report["id"] for report in listed] == [a_report]
+        for other in (partners_report, b_report):
+            assert (await a.get(f"/api/v1/settlement-reports/{other}")).status_code == 404
+        unknown = await a.post(
+            "/api/v1/settlement-reports", json={"subOperatorId": 999_999, **body}
+        )
+        for owner in ({"partnerId": partner}, {"subOperatorId": b_id}):
+            r = await a.post("/api/v1/settlement-reports", json={**owner, **body})
+            assert r.status_code in (403, unknown.status_code), r.text
+        assert evgate.db is not None
+        assert await evgate.db.fetchval("SELECT count(*) FROM settlement_reports") == 3
