@@ -7,11 +7,13 @@ tests/api/test_tenancy.py.
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 
 import asyncpg
 import pytest
 
 from evgate.storage.db import Database, acting_for, tenant
+from evgate.storage.maintenance import Maintenance
 
 pytestmark = pytest.mark.asyncio
 
@@ -37,10 +39,12 @@ async def _two_tenants(db: Database) -> tuple[int, int]:
 
 async def test_every_table_is_closed_to_tenants_unless_a_policy_opens_it(db: Database) -> None:
     """A table without row-level security would show a tenant every row: none may exist,
-    including those later migrations add (they must enable it and write their policy)."""
+    including those later migrations add (they must enable it and write their policy), and
+    the meter_values partitions (read through the parent; a partition named directly shows a
+    tenant nothing)."""
     open_tables = await db.fetch(
         "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
-        " AND relkind IN ('r', 'p') AND NOT relispartition AND NOT relrowsecurity"
+        " AND relkind IN ('r', 'p') AND NOT relrowsecurity"
         " AND relname <> 'schema_migrations'"
     )
     assert [r["relname"] for r in open_tables] == []
@@ -130,3 +134,30 @@ async def test_a_tenant_references_only_rows_it_sees(db: Database) -> None:
         " AND t.tgname = left('tenant_' || c.conname, 63))"
     )
     assert [r["conname"] for r in unguarded] == []
+
+
+async def test_the_tenant_role_is_this_databases_own(db: Database) -> None:
+    """Roles belong to the cluster: a shared one would let another database's owner act as a
+    tenant here. The tenant pool's connections are this database's role, which no other
+    role but the owner's is a member of."""
+    role = await db.fetchval("SELECT evgate_tenant_role()")
+    assert role.startswith("evgate_tenant_") and role != "evgate_tenant_"
+    a, _ = await _two_tenants(db)
+    with acting_for(a):
+        assert await db.fetchval("SELECT current_user") == role
+    members = await db.fetch(
+        "SELECT m.rolname FROM pg_auth_members am JOIN pg_roles m ON m.oid = am.member"
+        " WHERE am.roleid = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+        role,
+    )
+    assert [r["rolname"] for r in members] == [await db.fetchval("SELECT session_user")]
+
+
+async def test_a_new_meter_partition_is_closed_to_tenants(db: Database) -> None:
+    """The maintenance task's daily partitions get row-level security as they are made."""
+    await Maintenance(db, retention_days=0).run_once(date(2031, 1, 1))
+    closed = await db.fetch(
+        "SELECT relname, relrowsecurity FROM pg_class WHERE relname LIKE 'meter_values_p2031%'"
+        " AND relkind = 'r'"
+    )
+    assert closed and all(r["relrowsecurity"] for r in closed), closed

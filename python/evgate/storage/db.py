@@ -83,7 +83,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 #: The sub-operator the current request acts for (None: the operator). Set by the edge that
 #: authenticated the request (:func:`acting_for`); every query of the storage room made in
-#: that context then runs on the tenant pool, as the role ``evgate_tenant`` that PostgreSQL's
+#: that context then runs on the tenant pool, as the database's tenant role that PostgreSQL's
 #: row-level security confines to the tenant's rows (migration 0020).
 _TENANT: ContextVar[int | None] = ContextVar("evgate_tenant", default=None)
 
@@ -104,16 +104,23 @@ def tenant() -> int | None:
     return _TENANT.get()
 
 
-async def _setup_tenant_connection(conn: asyncpg.Connection) -> None:
-    # On every acquire, in the acquiring task's context: the role and the tenant together,
-    # whatever the connection did before (a setting is session-wide, and RESET ALL, which
-    # asyncpg runs on release, leaves the role as it is). No tenant ('' -> NULL) sees nothing.
-    sub_operator = _TENANT.get()
-    await conn.execute(
-        "SELECT set_config('role', 'evgate_tenant', false),"
-        " set_config('evgate.sub_operator', $1, false)",
-        "" if sub_operator is None else str(sub_operator),
-    )
+def _tenant_setup(role: str) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    """The tenant pool's ``setup``: ``role`` is this database's tenant role (migration 0020's
+    ``evgate_tenant_role()``)."""
+
+    async def setup(conn: asyncpg.Connection) -> None:
+        # On every acquire, in the acquiring task's context: the role and the tenant together,
+        # whatever the connection did before (a setting is session-wide, and RESET ALL, which
+        # asyncpg runs on release, leaves the role as it is). No tenant ('' -> NULL) sees
+        # nothing.
+        sub_operator = _TENANT.get()
+        await conn.execute(
+            "SELECT set_config('role', $1, false), set_config('evgate.sub_operator', $2, false)",
+            role,
+            "" if sub_operator is None else str(sub_operator),
+        )
+
+    return setup
 
 
 class Listener:
@@ -358,13 +365,14 @@ class Database:
             )
         )
         # Scoped API requests only: no connection until one comes.
+        role = await self._pool.fetchval("SELECT evgate_tenant_role()")
         self._tenant_pool = Pool(
             await asyncpg.create_pool(
                 self.dsn,
                 min_size=0,
                 max_size=max(1, self.pool_size // 2),
                 init=_init_connection,
-                setup=_setup_tenant_connection,
+                setup=_tenant_setup(role),
             )
         )
 

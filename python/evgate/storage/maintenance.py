@@ -195,13 +195,18 @@ class Maintenance:
         strays = await conn.fetchval(
             "SELECT count(*) FROM meter_values_default WHERE ts >= $1 AND ts < $2", start, end
         )
+        # Row-level security without a policy: a tenant's role (which may read every table,
+        # migration 0020) sees nothing in a partition named directly, only through the parent.
+        closed = f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY"
         if not strays:
-            await conn.execute(f"CREATE TABLE {name} PARTITION OF meter_values FOR VALUES {bounds}")
+            await conn.execute(
+                f"CREATE TABLE {name} PARTITION OF meter_values FOR VALUES {bounds}; {closed}"
+            )
             log.info("created meter value partition %s", name)
             return
         # Move the default partition's rows of that day into the new partition, then attach
         # it: attaching checks that the default partition holds none of the day any more.
-        await conn.execute(f"CREATE TABLE {name} (LIKE meter_values INCLUDING DEFAULTS)")
+        await conn.execute(f"CREATE TABLE {name} (LIKE meter_values INCLUDING DEFAULTS); {closed}")
         await conn.execute(
             f"WITH moved AS (DELETE FROM meter_values_default WHERE ts >= $1 AND ts < $2"
             f" RETURNING *) INSERT INTO {name} SELECT * FROM moved",

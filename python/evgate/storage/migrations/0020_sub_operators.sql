@@ -3,7 +3,7 @@
 -- Chargers, locations, circuits, tariffs, tariff groups, installations, id tags, API tokens,
 -- notification subscriptions and bulk commands may belong to one sub-operator
 -- (sub_operator_id; NULL: the operator's own). A request made with a token scoped to a
--- sub-operator runs its queries as the role evgate_tenant with the setting
+-- sub-operator runs its queries as the database's tenant role with the setting
 -- evgate.sub_operator set to the tenant's id, and PostgreSQL's row-level security shows that
 -- role only the tenant's rows: every list, every id lookup, every update and delete of every
 -- store is confined by the database itself, not by a WHERE clause each query must remember.
@@ -60,72 +60,74 @@ CREATE INDEX chargers_sub_operator ON chargers (sub_operator_id) WHERE sub_opera
 -- default.
 ALTER TABLE outbox ADD COLUMN sub_operator_id bigint DEFAULT evgate_tenant();
 
--- The role of scoped requests. Roles belong to the whole cluster, so another database of it
--- may have made it already (two migrating at once: the loser's duplicate is ignored).
+-- The role of scoped requests: this database's own (roles belong to the whole cluster; a
+-- shared one would let the owner of another database on the cluster, a member of it too, act
+-- as a tenant here, and a second owner without the right to grant it could not migrate). Its
+-- name is random and read back by evgate_tenant_role(): a database copied from this one (a
+-- template) shares it. Creating it needs CREATEROLE (or a superuser), once.
 DO $$
+DECLARE
+    role_name text := 'evgate_tenant_'
+        || substr(md5(current_database() || clock_timestamp()::text || random()::text), 1, 16);
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'evgate_tenant') THEN
-        CREATE ROLE evgate_tenant NOLOGIN;
-    END IF;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL;
-END
-$$;
-GRANT evgate_tenant TO CURRENT_USER;
-DO $$
-BEGIN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO evgate_tenant', current_schema());
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I'
-                   ' TO evgate_tenant', current_schema());
-    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO evgate_tenant',
-                   current_schema());
+    EXECUTE format('CREATE ROLE %I NOLOGIN', role_name);
+    EXECUTE format('GRANT %I TO CURRENT_USER', role_name);
+    EXECUTE format('CREATE FUNCTION evgate_tenant_role() RETURNS text LANGUAGE sql IMMUTABLE'
+                   ' AS %L', format('SELECT %L::text', role_name));
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', current_schema(), role_name);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO %I',
+                   current_schema(), role_name);
+    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I',
+                   current_schema(), role_name);
     -- Tables and sequences of later migrations too (their row-level security still has to
     -- open them).
     EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE'
-                   ' ON TABLES TO evgate_tenant', current_schema());
+                   ' ON TABLES TO %I', current_schema(), role_name);
     EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT ON SEQUENCES'
-                   ' TO evgate_tenant', current_schema());
+                   ' TO %I', current_schema(), role_name);
 END
 $$;
 
--- Trigger functions do the database's own bookkeeping, whoever's change fires them.
-ALTER FUNCTION auth_enqueue_session_end() SECURITY DEFINER;
-ALTER FUNCTION transactions_idle() SECURITY DEFINER;
-ALTER FUNCTION user_row_notify() SECURITY DEFINER;
-ALTER FUNCTION user_member_notify() SECURITY DEFINER;
-ALTER FUNCTION user_group_notify() SECURITY DEFINER;
+-- Trigger functions do the database's own bookkeeping, whoever's change fires them; with the
+-- search path of this migration, whatever the caller's.
+ALTER FUNCTION auth_enqueue_session_end() SECURITY DEFINER SET search_path FROM CURRENT;
+ALTER FUNCTION transactions_idle() SECURITY DEFINER SET search_path FROM CURRENT;
+ALTER FUNCTION user_row_notify() SECURITY DEFINER SET search_path FROM CURRENT;
+ALTER FUNCTION user_member_notify() SECURITY DEFINER SET search_path FROM CURRENT;
+ALTER FUNCTION user_group_notify() SECURITY DEFINER SET search_path FROM CURRENT;
 
--- Every table (not the meter_values partitions: the tenant reads them through the parent,
--- whose policy applies) is closed to the tenant role unless a policy below opens it.
+-- Every table is closed to the tenant role unless a policy below opens it; the meter_values
+-- partitions too (the tenant reads them through the parent, whose policy applies; a partition
+-- named directly shows it nothing; storage/maintenance.py does the same for each new one).
 DO $$
 DECLARE
     t text;
 BEGIN
     FOR t IN SELECT c.relname FROM pg_class c
-              WHERE c.relnamespace = current_schema()::regnamespace
-                AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+              WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
     END LOOP;
 END
 $$;
 
--- Its own row, read only.
-CREATE POLICY tenant ON sub_operators FOR SELECT TO evgate_tenant USING (id = evgate_tenant());
--- Which processes are alive (commands are routed to the one holding the charger).
-CREATE POLICY tenant ON cluster_instances FOR SELECT TO evgate_tenant USING (true);
-
--- The tenant's own rows.
 DO $$
 DECLARE
     t text;
+    r text := evgate_tenant_role();
 BEGIN
+    -- Its own row, read only.
+    EXECUTE format('CREATE POLICY tenant ON sub_operators FOR SELECT TO %I'
+                   ' USING (id = evgate_tenant())', r);
+    -- Which processes are alive (commands are routed to the one holding the charger).
+    EXECUTE format('CREATE POLICY tenant ON cluster_instances FOR SELECT TO %I USING (true)', r);
+    -- The tenant's own rows.
     FOREACH t IN ARRAY ARRAY['chargers', 'locations', 'circuits', 'tariffs', 'tariff_groups',
                              'installations', 'id_tags', 'bulk_commands', 'api_tokens',
                              'subscriptions']
     LOOP
-        EXECUTE format('CREATE POLICY tenant ON %I TO evgate_tenant'
-                       ' USING (sub_operator_id = evgate_tenant())', t);
+        EXECUTE format('CREATE POLICY tenant ON %I TO %I'
+                       ' USING (sub_operator_id = evgate_tenant())', t, r);
     END LOOP;
     -- Rows of the tenant's chargers.
     FOREACH t IN ARRAY ARRAY['charger_boot_info', 'connectors', 'transactions', 'reservations',
@@ -135,28 +137,28 @@ BEGIN
                              'charging_profile_pushes', 'charging_profiles', 'commands',
                              'signed_certificates']
     LOOP
-        EXECUTE format('CREATE POLICY tenant ON %I TO evgate_tenant USING (charger_id IN'
-                       ' (SELECT id FROM chargers WHERE sub_operator_id = evgate_tenant()))', t);
+        EXECUTE format('CREATE POLICY tenant ON %I TO %I USING (charger_id IN'
+                       ' (SELECT id FROM chargers WHERE sub_operator_id = evgate_tenant()))', t, r);
     END LOOP;
     -- Rows of the tenant's subscriptions.
     FOREACH t IN ARRAY ARRAY['deliveries', 'delivery_lanes', 'delivery_attempts']
     LOOP
-        EXECUTE format('CREATE POLICY tenant ON %I TO evgate_tenant USING (subscription_id IN'
+        EXECUTE format('CREATE POLICY tenant ON %I TO %I USING (subscription_id IN'
                        ' (SELECT id FROM subscriptions WHERE sub_operator_id = evgate_tenant()))',
-                       t);
+                       t, r);
     END LOOP;
+    EXECUTE format('CREATE POLICY tenant ON meter_rollup_1m TO %I USING (series_id IN'
+                   ' (SELECT s.id FROM meter_series s JOIN chargers c ON c.id = s.charger_id'
+                   '   WHERE c.sub_operator_id = evgate_tenant()))', r);
+    EXECUTE format('CREATE POLICY tenant ON tariff_group_tariffs TO %I USING (group_id IN'
+                   ' (SELECT id FROM tariff_groups WHERE sub_operator_id = evgate_tenant()))', r);
+    EXECUTE format('CREATE POLICY tenant ON auth_session_ends TO %I USING (installation_id IN'
+                   ' (SELECT id FROM installations WHERE sub_operator_id = evgate_tenant()))', r);
+    -- Events of the tenant's chargers, and those stamped with the tenant; what a tenant's
+    -- request writes is stamped with it (the column's default).
+    EXECUTE format('CREATE POLICY tenant ON outbox TO %I'
+                   ' USING (sub_operator_id = evgate_tenant() OR charger_id IN'
+                   '   (SELECT id FROM chargers WHERE sub_operator_id = evgate_tenant()))'
+                   ' WITH CHECK (sub_operator_id = evgate_tenant())', r);
 END
 $$;
-CREATE POLICY tenant ON meter_rollup_1m TO evgate_tenant USING (series_id IN
-    (SELECT s.id FROM meter_series s JOIN chargers c ON c.id = s.charger_id
-      WHERE c.sub_operator_id = evgate_tenant()));
-CREATE POLICY tenant ON tariff_group_tariffs TO evgate_tenant USING (group_id IN
-    (SELECT id FROM tariff_groups WHERE sub_operator_id = evgate_tenant()));
-CREATE POLICY tenant ON auth_session_ends TO evgate_tenant USING (installation_id IN
-    (SELECT id FROM installations WHERE sub_operator_id = evgate_tenant()));
--- Events of the tenant's chargers, and those stamped with the tenant; what a tenant's request
--- writes is stamped with it (the column's default).
-CREATE POLICY tenant ON outbox TO evgate_tenant
-    USING (sub_operator_id = evgate_tenant()
-           OR charger_id IN (SELECT id FROM chargers WHERE sub_operator_id = evgate_tenant()))
-    WITH CHECK (sub_operator_id = evgate_tenant());

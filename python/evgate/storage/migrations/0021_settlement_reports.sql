@@ -48,5 +48,9 @@ CREATE UNIQUE INDEX settlement_reports_monthly_sub_operator
 -- make: from the CDRs its row-level security shows it); never a partner's (a partner is the
 -- operator's customer, not a tenant's).
 ALTER TABLE settlement_reports ENABLE ROW LEVEL SECURITY;
-CREATE POLICY tenant ON settlement_reports TO evgate_tenant
-    USING (sub_operator_id = evgate_tenant());
+DO $$
+BEGIN
+    EXECUTE format('CREATE POLICY tenant ON settlement_reports TO %I'
+                   ' USING (sub_operator_id = evgate_tenant())', evgate_tenant_role());
+END
+$$;
