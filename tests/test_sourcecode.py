@@ -97,6 +97,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "pricing",
         "protocol",
         "storage",
+        "tasks",
     },
     # The gateway knows the handlers' contract (a routing table's shape), never a handler.
     "gateway": {
@@ -108,6 +109,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "outages",
         "protocol",
         "storage",
+        "tasks",
     },
     "api": {
         "auth",
@@ -271,3 +273,27 @@ def test_no_annotations_written_by_hand(path: Path) -> None:
         and any(isinstance(t, ast.Attribute) and t.attr == "__annotations__" for t in node.targets)
     ]
     assert written == []
+
+
+# Where a task may inherit its creator's context (its sub-operator, storage.db.acting_for):
+# only where it does that request's own work.
+INHERITING_TASKS = {"api/async_commands.py"}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_tasks_start_in_a_context_of_their_own(path: Path) -> None:
+    """A component's task is a ``tasks.service_task``: one started by ``create_task`` inherits
+    the context of whatever started it, and a sub-operator's request would make it query as
+    that tenant for everyone (a TaskGroup's children inherit their service task's, and may)."""
+    relative = str(path.relative_to(PACKAGE))
+    if relative in INHERITING_TASKS or relative == "tasks.py":
+        return
+    started = [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "create_task"
+        and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "group")
+    ]
+    assert started == [], "use evgate.tasks.service_task"

@@ -94,6 +94,7 @@ from evgate.storage.tokens import TokenStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.users import USER_CHANNEL, UserGroupStore, UserStore
 from evgate.storage.writer import Writer, is_outage
+from evgate.tasks import service_task
 
 __all__ = ["Evgate", "bind_socket", "serve"]
 
@@ -410,7 +411,7 @@ class Evgate:
             keepalive_timeout=s.api_keepalive_timeout,
             metrics=self.metrics,
         )
-        self._api_task = asyncio.create_task(self._api_server.serve(sockets=[api_sock]))
+        self._api_task = service_task(self._api_server.serve(sockets=[api_sock]))
         while not self._api_server.started:
             if self._api_task.done():
                 self._api_task.result()  # raises what stopped it

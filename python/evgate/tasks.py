@@ -3,17 +3,35 @@
 A component that runs one loop (the id-tag directory's refresher, the session-end sender, the
 offline-config pusher, maintenance, reservation expiry, the loop-lag monitor) holds an
 :class:`OwnedTask`: its idempotent start and its cancel-and-wait stop. A loop that sleeps until
-it is woken or a timeout passes waits with :func:`wait_event`.
+it is woken or a timeout passes waits with :func:`wait_event`. Every task a component starts
+is a :func:`service_task`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["OwnedTask", "cancel_and_wait", "wait_event"]
+__all__ = ["OwnedTask", "cancel_and_wait", "service_task", "wait_event"]
+
+T = TypeVar("T")
+
+
+def service_task(coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+    """A task of a component that serves everyone (a loop, a saver, a refresher, a sender),
+    run in a context of its own, not in that of whichever request or charger started it.
+
+    A task inherits its creator's contextvars, and an API request made with a sub-operator's
+    token acts for it (``storage.db.acting_for``): a component's task started lazily by such a
+    request would query as that tenant for every caller, for its whole life (another tenant's
+    charger's AuthorizationKey "deleted", every other charger's credentials or id tags dropped
+    from a reload). Only a task that does the request's own work may inherit (api/
+    async_commands.py); tests/test_sourcecode.py allows no other ``create_task``.
+    """
+    return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
@@ -48,7 +66,7 @@ class OwnedTask:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+            self._task = service_task(self._run(), name=self._name)
 
     async def stop(self) -> None:
         """Cancel the task and wait for it to end. Safe to call more than once."""

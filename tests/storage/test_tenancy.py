@@ -12,6 +12,8 @@ from datetime import date
 import asyncpg
 import pytest
 
+from evgate.handlers.commands import AuthorizationKeys
+from evgate.storage.chargers import ChargerStore
 from evgate.storage.db import Database, acting_for, tenant
 from evgate.storage.maintenance import Maintenance
 
@@ -161,3 +163,26 @@ async def test_a_new_meter_partition_is_closed_to_tenants(db: Database) -> None:
         " AND relkind = 'r'"
     )
     assert closed and all(r["relrowsecurity"] for r in closed), closed
+
+
+async def test_a_component_task_a_tenants_request_starts_acts_for_no_tenant(db: Database) -> None:
+    """Review of issue 20: the AuthorizationKeys saver, started lazily by whichever call
+    accepts the first key, inherited a tenant's request's context and stored no other
+    charger's key ever after ("deleted"), though that charger now uses it. A component's task
+    is a ``service_task``, with a context of its own."""
+    a, _ = await _two_tenants(db)
+    keys = AuthorizationKeys(ChargerStore(db).set_secret_digest, wait=10)
+    try:
+        with acting_for(a):
+            # A's own request starts the saver, while the operator's charger's key waits too.
+            await asyncio.gather(
+                keys.accepted("CP-A", b"a" * 32), keys.accepted("CP-OP", b"o" * 32)
+            )
+        stored = await db.fetch("SELECT id, secret_digest FROM chargers ORDER BY id")
+        assert {r["id"]: r["secret_digest"] for r in stored} == {
+            "CP-A": b"a" * 32,
+            "CP-B": bytes(32),
+            "CP-OP": b"o" * 32,
+        }
+    finally:
+        await keys.stop()

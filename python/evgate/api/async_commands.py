@@ -161,6 +161,7 @@ class AsyncCommands:
         await self.store.create(commands, self.runner, now)
         loop = asyncio.get_running_loop()
         for command in commands:
+            # The request's own work: it acts for the request's sub-operator, as the request.
             self._running[command.id] = (command, loop.create_task(self._run(command, request)))
         return now, [Accepted(id=c.id, charger_id=c.charger_id) for c in commands]
 

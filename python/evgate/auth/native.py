@@ -34,7 +34,7 @@ import msgspec
 from evgate.auth.authorizer import AuthorizationQuestion, Decision
 from evgate.storage.id_tags import IdTag, IdTagChange, IdTagStore
 from evgate.storage.users import GroupAuth, UserAuth, UserChannelPayload, UserStore
-from evgate.tasks import cancel_and_wait
+from evgate.tasks import cancel_and_wait, service_task
 
 __all__ = ["NativeAuthorizer"]
 
@@ -98,7 +98,7 @@ class NativeAuthorizer:
     def reload_soon(self) -> None:
         """Reload the whole list on a task of this authorizer (one at a time)."""
         if self._reload is None or self._reload.done():
-            self._reload = asyncio.get_running_loop().create_task(self._reload_guarded())
+            self._reload = service_task(self._reload_guarded())
 
     async def _reload_guarded(self) -> None:
         try:

@@ -44,7 +44,7 @@ from evgate.storage.deliveries import (
     LaneWant,
 )
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
-from evgate.tasks import cancel_and_wait, wait_event
+from evgate.tasks import cancel_and_wait, service_task, wait_event
 
 __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
 
@@ -118,7 +118,7 @@ class _Books:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="lane-books")
+            self._task = service_task(self._run(), name="lane-books")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -214,7 +214,7 @@ class Dispatcher:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
+            self._task = service_task(self._run(), name="dispatcher")
             self._books.start()
 
     async def stop(self) -> None:
@@ -255,9 +255,7 @@ class Dispatcher:
         """Claims lanes (and refreshes, probes, prunes) on lanes' ends, on ``wake()`` and at
         the poll interval; the fan-out runs beside it (:meth:`_fan_out_loop`), so that a
         fan-out never holds up the next claim."""
-        fanning = asyncio.get_running_loop().create_task(
-            self._fan_out_loop(), name="dispatcher-fan-out"
-        )
+        fanning = service_task(self._fan_out_loop(), name="dispatcher-fan-out")
         try:
             await self._claim_loop()
         finally:
@@ -369,9 +367,7 @@ class Dispatcher:
             }
             probes = [rows[key] for key in away if key in rows]
             if probes:
-                self._probe = asyncio.get_running_loop().create_task(
-                    self._probe_brokers(probes), name="kafka-probe"
-                )
+                self._probe = service_task(self._probe_brokers(probes), name="kafka-probe")
 
     async def _probe_brokers(self, rows: list[SubscriptionRow]) -> None:
         for row in rows:
@@ -415,7 +411,7 @@ class Dispatcher:
         for lane in claimed:
             sub = self._subs[lane.subscription_id]
             sub.lanes.add(lane.charger_id)
-            task = loop.create_task(
+            task = service_task(
                 self._lane(sub, lane, loop.time()),
                 name=f"lane:{lane.subscription_id}:{lane.charger_id}",
             )

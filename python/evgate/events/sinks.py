@@ -32,6 +32,7 @@ from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.deliveries import Delivery
 from evgate.storage.kafka_settings import KafkaSettings
 from evgate.storage.subscriptions import SubscriptionRow
+from evgate.tasks import service_task
 
 __all__ = [
     "Attempt",
@@ -443,9 +444,7 @@ class KafkaProducers:
         """Stop using ``producer`` (the next delivery starts a new one) and close it."""
         if self._producers.get(key) is producer:
             del self._producers[key]
-            task = asyncio.get_running_loop().create_task(
-                _discard(producer), name="kafka-producer-close"
-            )
+            task = service_task(_discard(producer), name="kafka-producer-close")
             self._closing[task] = key
             task.add_done_callback(self._forget_closed)
 

@@ -52,6 +52,7 @@ from evgate.metrics import Registry
 from evgate.protocol.errors import ErrorCode, error_class
 from evgate.protocol.v16 import ACTION_OF_REQUEST, ACTIONS, Message
 from evgate.storage.cluster import ClusterStore, OwnerClaim
+from evgate.tasks import service_task
 
 __all__ = ["Cluster"]
 
@@ -173,10 +174,9 @@ class Cluster:
         await self.store.register(
             self.instance, self.node_id, self.worker_index, os.getpid(), self.lease
         )
-        loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._reconcile(), name="cluster-ownership"),
-            loop.create_task(self._keep_lease(), name="cluster-lease"),
+            service_task(self._reconcile(), name="cluster-ownership"),
+            service_task(self._keep_lease(), name="cluster-lease"),
         ]
 
     async def stop(self) -> None:
@@ -293,9 +293,9 @@ class Cluster:
         elif kind == "call" and who == self.instance and words.isdigit():
             if len(self._running) >= _MAX_REMOTE_RUNNING:
                 log.warning("too many routed commands running; refusing call %s", words)
-                task = asyncio.get_running_loop().create_task(self._refuse(int(words)))
+                task = service_task(self._refuse(int(words)))
             else:
-                task = asyncio.get_running_loop().create_task(self._run_remote(int(words)))
+                task = service_task(self._run_remote(int(words)))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
         elif kind == "reply" and who == self.instance and words.isdigit():

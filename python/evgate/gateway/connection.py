@@ -68,6 +68,7 @@ from evgate.protocol.endpoint import (
 )
 from evgate.protocol.errors import ActionNotImplementedError, GenericError, OcppError, Violation
 from evgate.protocol.v16 import Message
+from evgate.tasks import service_task
 
 if TYPE_CHECKING:
     from evgate.gateway.server import Gateway
@@ -395,7 +396,7 @@ class ChargerConnection(WSListener):
             )
         elif delay:
             gateway.m_paced.inc()
-            self._worker = asyncio.get_running_loop().create_task(self._paced(call, action, delay))
+            self._worker = service_task(self._paced(call, action, delay))
         else:
             self._accept(call, action)
 
@@ -421,7 +422,7 @@ class ChargerConnection(WSListener):
             return
         inbox.append(call)
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work())
+            self._worker = service_task(self._work())
 
     def _pace(self) -> float | None:
         """Take a token for a CALL. Returns 0.0 when there was one; when there was none and no

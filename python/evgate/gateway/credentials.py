@@ -19,6 +19,7 @@ import msgspec
 
 from evgate.outages import Dependency
 from evgate.storage.chargers import ChargerCredentials
+from evgate.tasks import service_task
 
 __all__ = ["CredentialIndex", "CredentialLoader"]
 
@@ -101,9 +102,7 @@ class CredentialIndex:
 
     def _kick_refresher(self) -> None:
         if self._refresher is None and not self._stopping:
-            self._refresher = asyncio.get_running_loop().create_task(
-                self._refresh(), name="gateway-credentials"
-            )
+            self._refresher = service_task(self._refresh(), name="gateway-credentials")
 
     async def _refresh(self) -> None:
         try:

@@ -63,6 +63,7 @@ from evgate.storage.ops import chargers, outbox, sequences
 from evgate.storage.ops.base import Results, Write
 from evgate.storage.reservations import ReservationIdTaken, ReservationStore
 from evgate.storage.writer import Writer
+from evgate.tasks import service_task
 
 __all__ = ["AuthorizationKeys", "CommandEffects", "KeySaver"]
 
@@ -95,9 +96,7 @@ class AuthorizationKeys:
         stored = asyncio.Event()
         self._unsaved[charger_id] = (new_digest, stored)
         if self._saver is None:
-            self._saver = asyncio.get_running_loop().create_task(
-                self._save_all(), name="authorization-keys"
-            )
+            self._saver = service_task(self._save_all(), name="authorization-keys")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._wait):
                 await stored.wait()

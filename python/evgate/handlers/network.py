@@ -26,6 +26,7 @@ from evgate.storage.ops import chargers, outbox
 from evgate.storage.ops.base import Results, Write
 from evgate.storage.ops.chargers import NetworkStatus
 from evgate.storage.writer import Writer, WriterClosed
+from evgate.tasks import service_task
 
 __all__ = ["NetworkStatusRecorder", "network_event"]
 
@@ -84,7 +85,7 @@ class NetworkStatusRecorder:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="network-status")
+            self._task = service_task(self._run(), name="network-status")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Write what is queued (up to ``grace`` seconds), then stop."""

@@ -46,6 +46,7 @@ from evgate.protocol.v16 import (
 from evgate.storage.ops import certificates, charger_messages, outbox
 from evgate.storage.ops.base import Results, Write
 from evgate.storage.writer import Writer
+from evgate.tasks import service_task
 
 __all__ = ["CertificateService", "csr_for_charger", "routes"]
 
@@ -154,7 +155,7 @@ class CertificateService:
         self._spawn(self._send_pending(charger_id))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        task = service_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -73,6 +73,7 @@ from evgate.storage.circuits import (
     PhaseLoad,
     PushRecord,
 )
+from evgate.tasks import service_task
 
 __all__ = ["ENGINE_STACK_LEVEL", "SmartCharging"]
 
@@ -138,8 +139,8 @@ class SmartCharging:
         for tx in await self.store.open_transactions():
             self.transaction_started(tx.charger_id, tx.connector_id, tx.transaction_id)
         self._main = [
-            asyncio.create_task(self._steer(), name="smart-charging"),
-            asyncio.create_task(self._report(), name="circuit-consumption"),
+            service_task(self._steer(), name="smart-charging"),
+            service_task(self._report(), name="circuit-consumption"),
         ]
 
     async def stop(self) -> None:
@@ -434,7 +435,7 @@ class SmartCharging:
             handle.cancel()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
+        task = service_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

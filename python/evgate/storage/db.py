@@ -21,7 +21,7 @@ from asyncpg.pool import PoolAcquireContext
 
 from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.errors import DatabaseUnavailable, is_unavailable
-from evgate.tasks import cancel_and_wait
+from evgate.tasks import cancel_and_wait, service_task
 
 __all__ = [
     "Database",
@@ -175,9 +175,7 @@ class Listener:
     async def start(self) -> None:
         """Connect and LISTEN (raises if the database is unreachable now)."""
         await self._connect()
-        self._task = asyncio.get_running_loop().create_task(
-            self._keep_up(), name=f"listen-{self.channel}"
-        )
+        self._task = service_task(self._keep_up(), name=f"listen-{self.channel}")
 
     async def _keep_up(self) -> None:
         retry = self.health.retry(f"LISTEN {self.channel}", log, self.RETRY_MIN, self.RETRY_MAX)

@@ -31,7 +31,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from evgate.tasks import cancel_and_wait
+from evgate.tasks import cancel_and_wait, service_task
 
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
 
@@ -355,9 +355,7 @@ class EmbeddedPostgres:
                 f" (its pid is in {self.root / 'postgres.lock'})"
             )
         dsn = await asyncio.to_thread(self.start)
-        self._watchdog = asyncio.get_running_loop().create_task(
-            self._watch(), name="embedded-postgres-watchdog"
-        )
+        self._watchdog = service_task(self._watch(), name="embedded-postgres-watchdog")
         return dsn
 
     async def close(self, mode: str = "fast") -> None:

@@ -69,7 +69,7 @@ from evgate.storage.ops.base import (
     take_tail,
     write_grouped,
 )
-from evgate.tasks import wait_event
+from evgate.tasks import service_task, wait_event
 
 __all__ = [
     "WriteRejected",
@@ -377,9 +377,7 @@ class _Committer:
 
     def start(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
-        self.task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"writer-committer-{self.index}"
-        )
+        self.task = service_task(self._run(), name=f"writer-committer-{self.index}")
 
     async def close(self) -> None:
         self.task = None
