@@ -268,3 +268,39 @@ async def test_a_tenant_sees_only_its_own_reports(db: Database) -> None:
     with acting_for(a):
         assert [(r.sub_operator_id, r.partner_id) for r in await store.page()] == [(a, None)]
         assert len(await store.page(partner_id=acme)) == 0
+
+
+async def test_a_sub_operator_is_settled_for_the_cdrs_of_its_chargers_when_they_stopped(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """A's two November CDRs stay A's when CP-1 then moves to B and CP-2 is deleted: the
+    monthly pass settles them to A, none to B; A's own on-demand report (its tenant's request,
+    whose row-level security no longer shows them) counts them too; the CDR names A
+    (subOperatorId)."""
+    assert evgate.db is not None
+    db = evgate.db
+    a = await _sub_operator_with_charger(db, "A", "CP-1")
+    await db.execute(
+        "INSERT INTO chargers (id, secret_digest, sub_operator_id) VALUES ('CP-2', $1, $2)",
+        bytes(32),
+        a,
+    )
+    b = await _sub_operator_with_charger(db, "B", "CP-B")
+    await _a_cdr(db, "CP-1", 1, NOV + timedelta(days=1), "EUR", "10.00")
+    await _a_cdr(db, "CP-2", 2, NOV + timedelta(days=2), "EUR", "2.50")
+    await db.execute("UPDATE chargers SET sub_operator_id = $1 WHERE id = 'CP-1'", b)
+    await db.execute("DELETE FROM chargers WHERE id = 'CP-2'")
+    store = SettlementStore(db, clock=lambda: DEC + timedelta(hours=1))
+    assert await store.settle_due() == 1
+    rows = await db.fetch(
+        "SELECT sub_operator_id, transactions, total_incl_tax FROM settlement_reports"
+    )
+    assert [tuple(r) for r in rows] == [(a, 2, Decimal("12.5000"))]
+    with acting_for(a):
+        assert await db.fetchval("SELECT count(*) FROM cdrs") == 0  # out of its sight
+        (own,) = await store.create(NOV, DEC, sub_operator_id=a)
+        assert (own.sub_operator_id, own.transactions, own.total_incl_tax) == (a, 2, "12.50")
+    with acting_for(b):
+        assert await store.create(NOV, DEC, sub_operator_id=b) == []
+    cdr = (await api.get("/api/v1/cdrs/CP-1-1")).json()
+    assert (cdr["subOperatorId"], cdr["partnerId"]) == (a, None)

@@ -2,8 +2,10 @@
 from the priced CDRs stopped in it (``settlement_reports``, migration 0021).
 
 A partner's CDRs are those billed to it (``cdrs.partner_id``: its members' transactions); a
-sub-operator's are those of its chargers (``chargers.sub_operator_id``, as the charger belongs
-now). Only priced CDRs count (a CDR without a tariff has no price to settle, which is not a
+sub-operator's are those of the chargers it owned when they stopped (``cdrs.sub_operator_id``,
+kept when a charger changes hands or is deleted). A tenant's own report is computed as the
+operator (its row-level security on ``cdrs`` follows the charger's current owner), once the
+owner it names is checked to be itself. Only priced CDRs count (a CDR without a tariff has no price to settle, which is not a
 price of 0). The figures are exact sums (``numeric``) of the CDRs' prices, one report per
 currency: evgate has no exchange rates, so a period whose CDRs are in two currencies gets two
 reports. A report is made:
@@ -31,7 +33,7 @@ import asyncpg
 import msgspec
 
 from evgate.events.builders import settlement_report_created
-from evgate.storage.db import Database
+from evgate.storage.db import Database, acting_for, tenant
 from evgate.storage.errors import BadReference, NotFound
 from evgate.storage.money import format_amount
 from evgate.storage.outbox import insert_outbox
@@ -85,11 +87,11 @@ WITH priced AS (
        AND c.stopped_at >= $1 AND c.stopped_at < $2
        AND $4::bigint IS NULL AND ($3::bigint IS NULL OR c.partner_id = $3)
     UNION ALL
-    SELECT NULL::bigint, ch.sub_operator_id, c.price, c.energy_wh
-      FROM cdrs c JOIN chargers ch ON ch.id = c.charger_id
-     WHERE ch.sub_operator_id IS NOT NULL AND c.price IS NOT NULL
+    SELECT NULL::bigint, c.sub_operator_id, c.price, c.energy_wh
+      FROM cdrs c
+     WHERE c.sub_operator_id IS NOT NULL AND c.price IS NOT NULL
        AND c.stopped_at >= $1 AND c.stopped_at < $2
-       AND $3::bigint IS NULL AND ($4::bigint IS NULL OR ch.sub_operator_id = $4)
+       AND $3::bigint IS NULL AND ($4::bigint IS NULL OR c.sub_operator_id = $4)
 )
 {_INSERT}
 SELECT partner_id, sub_operator_id, $6, $1, $2, price->>'currency', count(*), sum(energy_wh),
@@ -162,17 +164,31 @@ class SettlementStore:
         """Make the reports of one owner (exactly one of ``partner_id``, ``sub_operator_id``)
         for [period_start, period_end): one per currency of its priced CDRs, or only
         ``currency``'s (a report of zeros if it has none in it). None if it has no priced CDRs
-        and no currency is named.
+        and no currency is named. Acting for a sub-operator (a tenant's request): only its
+        own reports.
 
         Raises:
             ValueError: not exactly one owner, or the period ends at or before its start.
-            BadReference: no such partner or sub-operator.
+            BadReference: no such partner or sub-operator (a tenant's request: any owner but
+                itself).
         """
         if (partner_id is None) == (sub_operator_id is None):
             raise ValueError("name exactly one of partnerId and subOperatorId")
         if period_end <= period_start:
             raise ValueError("periodEnd must be after periodStart")
-        async with self.db.pool.acquire() as conn, conn.transaction():
+        acting = tenant()
+        if acting is not None and sub_operator_id != acting:
+            # A partner's or another tenant's: as absent to a tenant as an unknown one (its
+            # row-level security hides them too).
+            noun = "partner" if partner_id is not None else "sub-operator"
+            raise BadReference(f"no {noun} {partner_id or sub_operator_id}")
+        # As the operator, a tenant's own report too: its CDRs are those recorded as its own
+        # (cdrs.sub_operator_id), whereas its row-level security on cdrs shows those of the
+        # chargers it owns now (a charger it has since given away or deleted took its CDRs out
+        # of its sight, not out of its settlement). Checked above: the owner is the tenant.
+        with acting_for(None):
+            pool = self.db.pool
+        async with pool.acquire() as conn, conn.transaction():
             table, owner = (
                 ("partners", partner_id)
                 if partner_id is not None
