@@ -15,14 +15,16 @@ CREATE INDEX cdrs_sub_operator ON cdrs (sub_operator_id, created_at)
     WHERE sub_operator_id IS NOT NULL;
 
 -- A settlement report: what a partner (its members' priced CDRs: cdrs.partner_id) or a
--- sub-operator (the priced CDRs of its chargers as they stopped: cdrs.sub_operator_id) is settled for a
--- period [period_start, period_end) (by the CDRs' stopped_at), in one currency: a period whose
--- CDRs are in several currencies has one report per currency. Sums of the CDRs' prices, exact
--- (numeric), never converted between currencies. Made on demand (any period, again and again:
--- each a new report, the figures as of its making) or monthly (the previous calendar month in
--- UTC, once per owner and currency across every process: the unique indexes below, inserted
--- ON CONFLICT DO NOTHING). A report is a record, kept whatever becomes of its owner (no
--- foreign keys). Never changed once made.
+-- sub-operator (the priced CDRs of its chargers as they stopped: cdrs.sub_operator_id) is
+-- settled for a period [period_start, period_end): the CDRs recorded in it (cdrs.created_at,
+-- so that a CDR arriving after its period's report is in the next one, and consecutive
+-- periods count each CDR once), in one currency: a period whose CDRs are in several currencies
+-- has one report per currency. Sums of the CDRs' prices, exact (numeric), never converted
+-- between currencies. Made on demand (any period, again and again: each a new report, the
+-- figures as of its making) or monthly (the previous calendar month in UTC, once per owner and
+-- currency across every process: the unique indexes below, inserted ON CONFLICT DO NOTHING).
+-- A report is a record, kept whatever becomes of its owner (no foreign keys). Never changed
+-- once made.
 CREATE TABLE settlement_reports (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     partner_id      bigint,
@@ -36,6 +38,13 @@ CREATE TABLE settlement_reports (
     total_excl_tax  numeric(20, 4) NOT NULL,
     tax             numeric(20, 4) NOT NULL,
     total_incl_tax  numeric(20, 4) NOT NULL,
+    -- Of those, the CDRs stopped before the period (recorded in it, late: the catalog's
+    -- "sessions that happened in previous periods"); the rest stopped in it.
+    prev_transactions   integer NOT NULL CHECK (prev_transactions BETWEEN 0 AND transactions),
+    prev_energy_wh      bigint NOT NULL,
+    prev_total_excl_tax numeric(20, 4) NOT NULL,
+    prev_tax            numeric(20, 4) NOT NULL,
+    prev_total_incl_tax numeric(20, 4) NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     CHECK ((partner_id IS NULL) <> (sub_operator_id IS NULL)),
     CHECK (period_end > period_start)
