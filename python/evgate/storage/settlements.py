@@ -233,11 +233,15 @@ class SettlementStore:
         if period_end <= period_start:
             raise ValueError("periodEnd must be after periodStart")
         acting = tenant()
+        noun, table, owner = (
+            ("partner", "partners", partner_id)
+            if partner_id is not None
+            else ("sub-operator", "sub_operators", sub_operator_id)
+        )
         if acting is not None and sub_operator_id != acting:
             # A partner's or another tenant's: as absent to a tenant as an unknown one (its
             # row-level security hides them too).
-            noun = "partner" if partner_id is not None else "sub-operator"
-            raise BadReference(f"no {noun} {partner_id or sub_operator_id}")
+            raise BadReference(f"no {noun} {owner}")
         # As the operator, a tenant's own report too: its CDRs are those recorded as its own
         # (cdrs.sub_operator_id), whereas its row-level security on cdrs shows those of the
         # chargers it owns now (a charger it has since given away or deleted took its CDRs out
@@ -245,13 +249,7 @@ class SettlementStore:
         with acting_for(None):
             pool = self.db.pool
         async with pool.acquire() as conn, conn.transaction():
-            table, owner = (
-                ("partners", partner_id)
-                if partner_id is not None
-                else ("sub_operators", sub_operator_id)
-            )
             if await conn.fetchval(f"SELECT 1 FROM {table} WHERE id = $1", owner) is None:
-                noun = "partner" if partner_id is not None else "sub-operator"
                 raise BadReference(f"no {noun} {owner}")
             rows = await conn.fetch(
                 _SETTLE, period_start, period_end, partner_id, sub_operator_id, currency, "onDemand"
