@@ -75,7 +75,7 @@ from evgate.storage.db import Database
 from evgate.storage.locations import Address, Geoposition, Location
 from evgate.storage.ops.transactions import TransactionFacts
 from evgate.storage.outbox import insert_outbox
-from evgate.storage.settlements import SettlementReport
+from evgate.storage.settlements import SettlementPart, SettlementReport
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from evgate.storage.users import Money, User
 
@@ -303,6 +303,10 @@ def account_events() -> list[OutboxEntry]:
         id=4, report_uid="SR-4", partner_id=6, sub_operator_id=None, kind="monthly",
         period_start=AT - timedelta(days=30), period_end=AT, currency="EUR", transactions=2,
         energy_kwh="15.000", total_excl_tax="4.50", tax="0.90", total_incl_tax="5.40",
+        previous_periods=SettlementPart(
+            transactions=1, energy_kwh="5.000", total_excl_tax="1.50", tax="0.30",
+            total_incl_tax="1.80",
+        ),
         created_at=AT,
     )  # fmt: skip
     return [

@@ -268,8 +268,9 @@ async def test_a_partners_settlement_report_reaches_the_webhook(
     evgate: Evgate, api: httpx.AsyncClient, receiver: Receiver
 ) -> None:
     """settlementReport.created for a partner's report (made on demand, then by the monthly
-    pass of the month after): the catalog's fields, amounts and energy as exact JSON numbers;
-    a sub-operator's report emits none (the catalog's partnerId is required). In 2024: not the
+    pass of the month after): the catalog's fields, amounts and energy as exact JSON numbers; a
+    CDR of October recorded in November is the monthly report's previous periods' revenue; a
+    sub-operator's report emits none (the catalog's partnerId is required). In 2024: not the
     month the running evgate's own monthly pass settles."""
     await subscribe(api, receiver, "settlementReport.created")
     assert evgate.db is not None
@@ -292,12 +293,23 @@ async def test_a_partners_settlement_report_reaches_the_webhook(
         breakdown=(), energy_wh=Decimal(12345), charging_minutes=Decimal(60),
         idle_minutes=Decimal(0),
     )  # fmt: skip
+    october = datetime(2024, 10, 31, 23, 50, tzinfo=UTC)  # sent on November 25th
+    late = msgspec.structs.replace(
+        price, total_excl_tax=Decimal("0.90"), tax=Decimal("0.18"),
+        total_incl_tax=Decimal("1.08"), energy_wh=Decimal(3000),
+    )  # fmt: skip
     async with db.pool.acquire() as conn:
         await CdrStore(db).insert(conn, Cdr(
             id="1-1", charger_id="CP-A", charge_point_id=1, transaction_id=1, connector_id=1,
             id_tag="ADA", started_at=stopped - timedelta(hours=1), stopped_at=stopped,
             meter_start_wh=0, meter_stop_wh=12345, energy_wh=12345, stop_reason=None,
             created_at=stopped, price=price,
+        ))  # fmt: skip
+        await CdrStore(db).insert(conn, Cdr(
+            id="1-2", charger_id="CP-A", charge_point_id=1, transaction_id=2, connector_id=1,
+            id_tag="ADA", started_at=october - timedelta(hours=1), stopped_at=october,
+            meter_start_wh=0, meter_stop_wh=3000, energy_wh=3000, stop_reason=None,
+            created_at=datetime(2024, 11, 25, tzinfo=UTC), price=late,
         ))  # fmt: skip
     r = await api.post(
         "/api/v1/settlement-reports",
@@ -335,4 +347,15 @@ async def test_a_partners_settlement_report_reaches_the_webhook(
         "totalExpenses": 0,
         "totalAmount": 4.92,
     }
-    assert (raw["currency"], month_raw["totalAmount"]) == ("EUR", 4.92)
+    assert raw["currency"] == "EUR"
+    assert {k: month_raw[k] for k in month_raw if k.startswith("total")} == {
+        "totalKwhDeliveredAsCPO": 15.345,
+        "totalKwhDeliveredAsEmsp": 0,
+        "totalRevenueCollectedCurrentPeriod": 4.92,
+        "totalRevenueCollectedPreviousPeriods": 1.08,
+        "totalCollectedBalanceCurrentPeriod": 4.92,
+        "totalCollectedBalancePreviousPeriods": 6.0,
+        "totalRevenue": 6.0,
+        "totalExpenses": 0,
+        "totalAmount": 6.0,
+    }

@@ -1,10 +1,11 @@
 """api room: settlement reports (issue 20) — what a partner or a sub-operator is settled for a
-period, from the priced CDRs stopped in it (``storage/settlements.py``).
+period, from the priced CDRs recorded in it (``storage/settlements.py``; those stopped before
+it are its ``previousPeriods`` part).
 
 * ``POST /api/v1/settlement-reports`` ``{"partnerId" | "subOperatorId", "periodStart",
   "periodEnd", "currency"?}``: 201 ``{"data": [reports]}``, one per currency of the owner's
-  priced CDRs in [periodStart, periodEnd) (only ``currency``'s if named: a report of zeros if
-  it has none; no report at all if it has none and no currency is named). 422 for both or
+  priced CDRs recorded in [periodStart, periodEnd) (only ``currency``'s if named: a report of
+  zeros if it has none; no report at all if it has none and no currency is named). 422 for both or
   neither owner, a period ending at or before its start, a time without an offset, an unknown
   partner or sub-operator (an id in a body that names nothing, as elsewhere in the API).
 * ``GET /api/v1/settlement-reports`` (keyset pagination; ``partnerId``, ``subOperatorId``

@@ -1065,16 +1065,19 @@ def _interval(start: datetime, end: datetime) -> str:
 def settlement_report_created(report: SettlementReport) -> OutboxEntry:
     """settlementReport.created for a partner's report (``report.partner_id`` set).
 
-    How the report maps: totalKwhDeliveredAsCPO its energy (kWh, the CDRs' energy);
+    How the report maps: totalKwhDeliveredAsCPO its energy (kWh, all its CDRs' energy);
     totalKwhDeliveredAsEmsp 0 (evgate does no roaming); revenue is the CDRs' total with tax
-    (what the partner is billed), so totalRevenueCollectedCurrentPeriod, totalRevenue,
-    totalCollectedBalanceCurrentPeriod and totalAmount are that total, less totalExpenses 0
-    (evgate books none); the previous periods' figures are 0 (a CDR counts in the period it
-    stopped in, never later) and the balance over both periods equals the current one; issueDate
-    and lastUpdatedAt its making (a report never changes).
+    (what the partner is billed), less totalExpenses 0 (evgate books none). The report settles
+    the CDRs recorded in its period: totalRevenueCollectedPreviousPeriods is the total of those
+    stopped before it (``previous_periods``), totalRevenueCollectedCurrentPeriod and
+    totalCollectedBalanceCurrentPeriod the rest; totalRevenue, totalAmount and
+    totalCollectedBalancePreviousPeriods (the catalog's "current + previous - expenses") the
+    whole. issueDate and lastUpdatedAt its making (a report never changes).
     """
     assert report.partner_id is not None, "a sub-operator's report has no event"
     revenue = Decimal(report.total_incl_tax)
+    previous = Decimal(report.previous_periods.total_incl_tax)
+    current = revenue - previous
     zero = Decimal(0)
     return _entry(
         "",
@@ -1086,9 +1089,9 @@ def settlement_report_created(report: SettlementReport) -> OutboxEntry:
             period=_interval(report.period_start, report.period_end),
             totalKwhDeliveredAsCPO=Decimal(report.energy_kwh),
             totalKwhDeliveredAsEmsp=zero,
-            totalRevenueCollectedCurrentPeriod=revenue,
-            totalRevenueCollectedPreviousPeriods=zero,
-            totalCollectedBalanceCurrentPeriod=revenue,  # revenue - expenses
+            totalRevenueCollectedCurrentPeriod=current,
+            totalRevenueCollectedPreviousPeriods=previous,
+            totalCollectedBalanceCurrentPeriod=current,  # current revenue - expenses
             totalCollectedBalancePreviousPeriods=revenue,  # both periods' revenue - expenses
             totalRevenue=revenue,
             totalExpenses=zero,

@@ -40,6 +40,9 @@ class Cdr(msgspec.Struct, kw_only=True, rename="camel"):
     # none). Set by the database when the CDR is inserted (:data:`INSERT_CDR`), never by the
     # writer's caller.
     partner_id: int | None = None
+    # The sub-operator it is settled to: its charger's owner at the stop (null: the operator's
+    # charger), kept when the charger changes hands. Set by the database, as ``partner_id``.
+    sub_operator_id: int | None = None
 
     def __post_init__(self) -> None:
         self.pricing = "noTariff" if self.price is None else "priced"
@@ -62,13 +65,15 @@ CDR_COLUMNS = (
     "price",
 )
 # A retried StopTransaction makes no second CDR (the id is derived from the transaction). The
-# partner is looked up in the same statement (no round trip more per stop): the partner of the
-# user who owns the id tag ($6) now, at the stop.
+# partner and the sub-operator are looked up in the same statement (no round trip more per
+# stop), as they are now, at the stop: the partner of the user who owns the id tag ($6), the
+# owner of the charger ($2).
 INSERT_CDR = (
-    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}, partner_id) VALUES"
+    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}, partner_id, sub_operator_id) VALUES"
     f" ({', '.join(f'${i}' for i in range(1, len(CDR_COLUMNS) + 1))},"
     " (SELECT u.partner_id FROM id_tags t JOIN users u ON u.id = t.user_id"
-    " WHERE upper(t.id_tag) = upper($6::text))) ON CONFLICT (id) DO NOTHING"
+    " WHERE upper(t.id_tag) = upper($6::text)),"
+    " (SELECT sub_operator_id FROM chargers WHERE id = $2::text)) ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -105,7 +110,7 @@ class CdrStore:
         """The CDR's columns (``charger_number`` as ``charge_point_id``). Raises: NotFound."""
         columns = ", ".join(
             "charger_number AS charge_point_id" if c == "charger_number" else c
-            for c in (*CDR_COLUMNS, "partner_id")
+            for c in (*CDR_COLUMNS, "partner_id", "sub_operator_id")
         )
         row = await self.db.fetchrow(f"SELECT {columns} FROM cdrs WHERE id = $1", cdr_id)
         if row is None:
