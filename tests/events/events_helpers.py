@@ -80,8 +80,9 @@ from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from evgate.storage.users import Money, User
 
 TOKEN = "evg_test-token-that-created-the-subscription"
-#: The events of users and what they pay (issue 20): test_account_events.py's, none of a
-#: charger's day (test_charger_events_end_to_end.py).
+#: The events of users and what they pay, and of sub-operators (issue 20): tested in
+#: test_account_events.py and tests/api/test_sub_operators.py, none of a charger's day
+#: (test_charger_events_end_to_end.py).
 ACCOUNT_EVENTS = frozenset(
     {
         "UserChangedNotification",
@@ -95,6 +96,7 @@ ACCOUNT_EVENTS = frozenset(
         "PartnerChangedNotification",
         "partnerInvite.changed",
         "settlementReport.created",
+        "SubOperatorChangedNotification",
     }
 )
 FAST = DispatcherConfig(
