@@ -19,7 +19,7 @@ from evgate.app import Evgate
 from evgate.storage.db import Database, apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
 from harness.kafka_fixtures import kafka_broker, kafka_broker_factory  # noqa: F401
-from support import BOOTSTRAP_TOKEN, TrackingLoop, create_database, running_evgate
+from support import BOOTSTRAP_TOKEN, Receiver, TrackingLoop, create_database, running_evgate
 
 _TEMPLATE = "evgate_template"
 _counter = itertools.count()
@@ -92,6 +92,17 @@ async def evgate(database_url: str, tmp_path: Path) -> AsyncIterator[Evgate]:
     """A running evgate on the test's database."""
     async with running_evgate(database_url, tmp_path) as app:
         yield app
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on loopback (records what reaches it)."""
+    r = Receiver()
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
 
 
 @pytest.fixture

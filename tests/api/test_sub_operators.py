@@ -64,16 +64,6 @@ def _is_problem(r: httpx.Response, status: int) -> None:
     assert r.headers["content-type"] == PROBLEM
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
-
-
 # 1. /api/v1/sub-operators
 
 

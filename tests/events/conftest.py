@@ -12,7 +12,6 @@ from evgate.events.dispatcher import Dispatcher, DispatcherConfig
 from evgate.storage.db import Database
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.subscriptions import SubscriptionStore
-from support import Receiver
 
 from .events_helpers import FAST
 
@@ -25,16 +24,6 @@ def subscriptions(db: Database) -> SubscriptionStore:
 @pytest.fixture
 def deliveries(db: Database) -> DeliveryStore:
     return DeliveryStore(db)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
 
 
 @pytest.fixture

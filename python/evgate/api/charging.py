@@ -31,7 +31,7 @@ from evgate.api.bounds import (
     TransactionId,
 )
 from evgate.api.context import Ctx
-from evgate.api.inputs import set_fields
+from evgate.api.inputs import aware, set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.services import ChargingApi
@@ -97,7 +97,7 @@ async def stop_transaction(
     if not tx.active:
         raise Conflict(f"transaction {transaction_id} is stopped already")
     now = datetime.now(UTC)
-    at = _aware(data.timestamp, "timestamp") or now
+    at = aware("timestamp", data.timestamp) or now
     if at < tx.started_at:
         raise Unprocessable(f"timestamp is before the transaction's start ({tx.started_at})")
     meter_stop = data.meter_stop
@@ -269,12 +269,6 @@ class IdTagPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     sub_operator_id: OwnerField = msgspec.UNSET
 
 
-def _aware(value: datetime | None, name: str = "expiryDate") -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise Unprocessable(f"{name} needs a time zone offset (e.g. 2030-01-01T00:00:00Z)")
-    return value
-
-
 class IdTagController(Controller):
     path = "/api/v1/id-tags"
     tags = ["id-tags"]
@@ -290,7 +284,7 @@ class IdTagController(Controller):
             return await ctx.charging.id_tags.create(
                 data.id_tag,
                 data.status,
-                _aware(data.expiry_date),
+                aware("expiryDate", data.expiry_date),
                 data.parent_id_tag,
                 data.user_id,
             )
@@ -317,7 +311,7 @@ class IdTagController(Controller):
     ) -> IdTag:
         fields = set_fields(data, without=("sub_operator_id",))
         if "expiry_date" in fields:
-            _aware(fields["expiry_date"])
+            aware("expiryDate", fields["expiry_date"])
         await give(ctx, "id_tags", id_tag, data.sub_operator_id)
         if not fields:
             return await ctx.charging.id_tags.get(id_tag)

@@ -21,7 +21,7 @@ import re
 import types
 from datetime import datetime
 from functools import cache
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin, overload
 
 import msgspec
 from litestar import Request
@@ -29,16 +29,28 @@ from litestar.params import ParameterKwarg
 from litestar.typing import FieldDefinition
 
 from evgate.api.cards import REFUSE_CARD_NUMBERS, holds_card_number
-from evgate.api.problems import ApiError
+from evgate.api.problems import ApiError, Unprocessable
 from evgate.protocol.validation import MAX_NESTING, nests_deeper
 
-__all__ = ["check_request", "json_of"]
+__all__ = ["aware", "check_request", "json_of", "set_fields"]
 
 # A charset parameter JSON may carry: UTF-8, or ASCII (a subset of it).
 _UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
 
 
 _TOO_DEEP = f"the body nests deeper than {MAX_NESTING} levels"
+
+
+@overload
+def aware(name: str, value: datetime) -> datetime: ...
+@overload
+def aware(name: str, value: None) -> None: ...
+def aware(name: str, value: datetime | None) -> datetime | None:
+    """``value``, which must say its offset from UTC (a time without one means no instant:
+    422), or None."""
+    if value is not None and value.tzinfo is None:
+        raise Unprocessable(f"{name} needs a time zone offset (e.g. 2030-01-01T00:00:00Z)")
+    return value
 
 
 def set_fields(data: msgspec.Struct, *, without: tuple[str, ...] = ()) -> dict[str, Any]:

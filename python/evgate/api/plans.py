@@ -21,6 +21,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import BigintCursor, BigintId, BodyBigintId
 from evgate.api.context import Ctx
+from evgate.api.inputs import aware
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
 from evgate.storage.money import AmountError, parse_amount
@@ -126,12 +127,6 @@ class SubscriptionPatch(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
     ends_at: datetime | None = None
 
 
-def _aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise Unprocessable(f"{name} needs a time zone offset (e.g. 2030-01-01T00:00:00Z)")
-    return value
-
-
 class UserSubscriptionController(Controller):
     path = "/api/v1/users/{user_id:int}/subscription"
     tags = ["subscription plans"]
@@ -148,10 +143,10 @@ class UserSubscriptionController(Controller):
     async def put_subscription(
         self, ctx: Ctx, user_id: BigintId, data: JSONBody[SubscriptionPut]
     ) -> UserSubscription:
-        starts_at = _aware("startsAt", data.starts_at) or datetime.now(UTC)
+        starts_at = aware("startsAt", data.starts_at) or datetime.now(UTC)
         try:
             return await ctx.accounts.subscriptions.put(
-                user_id, data.plan_id, starts_at, _aware("endsAt", data.ends_at), data.status
+                user_id, data.plan_id, starts_at, aware("endsAt", data.ends_at), data.status
             )
         except ValueError as exc:
             raise Unprocessable(str(exc)) from None
@@ -162,7 +157,7 @@ class UserSubscriptionController(Controller):
     ) -> UserSubscription:
         try:
             return await ctx.accounts.subscriptions.update(
-                user_id, data.status, _aware("endsAt", data.ends_at)
+                user_id, data.status, aware("endsAt", data.ends_at)
             )
         except ValueError as exc:
             raise Unprocessable(str(exc)) from None

@@ -26,6 +26,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import JSON_INT_MAX, BigintCursor, BigintId, BodyBigintId
 from evgate.api.context import Ctx
+from evgate.api.inputs import aware
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Unprocessable
 from evgate.storage.settlements import SettlementReport
@@ -51,12 +52,6 @@ class Reports(msgspec.Struct):
     data: list[SettlementReport]
 
 
-def _aware(name: str, value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise Unprocessable(f"{name} needs a time zone offset (e.g. 2026-11-01T00:00:00Z)")
-    return value
-
-
 class SettlementReportController(Controller):
     path = "/api/v1/settlement-reports"
     tags = ["settlement reports"]
@@ -68,8 +63,8 @@ class SettlementReportController(Controller):
         " currency)",
     )
     async def create(self, ctx: Ctx, data: JSONBody[ReportCreate]) -> Reports:
-        start = _aware("periodStart", data.period_start)
-        end = _aware("periodEnd", data.period_end)
+        start = aware("periodStart", data.period_start)
+        end = aware("periodEnd", data.period_end)
         try:
             made = await ctx.accounts.settlements.create(
                 start,
