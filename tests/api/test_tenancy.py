@@ -243,6 +243,20 @@ async def _made(client: httpx.AsyncClient, url: str, body: Any, **kw: Any) -> An
     return r.json()
 
 
+async def _connected(
+    evgate: Evgate, stack: contextlib.AsyncExitStack, client: httpx.AsyncClient, charger_id: str
+) -> _Recording:
+    """A charger made with ``client``'s token, connected (and recording) for ``stack``."""
+    secret = (await _made(client, "/api/v1/chargers", {"id": charger_id}))["secret"]
+    await gateway_knows(evgate, charger_id)
+    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{charger_id}?auth={secret}"
+    cp = await stack.enter_async_context(ocpp_charger(url, charger_id, cls=_Recording))
+    gateway = evgate.gateway
+    assert gateway is not None
+    await until(lambda: gateway.connection(charger_id) is not None)
+    return cp
+
+
 async def _party(
     evgate: Evgate,
     stack: contextlib.AsyncExitStack,
@@ -253,13 +267,7 @@ async def _party(
     """Everything a tenant has, each made with its own token (the column default makes it its
     own): a connected charger with a closed and an open transaction, and the rest."""
     charger_id = f"CP-{mark}"
-    secret = (await _made(client, "/api/v1/chargers", {"id": charger_id}))["secret"]
-    await gateway_knows(evgate, charger_id)
-    url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{charger_id}?auth={secret}"
-    cp = await stack.enter_async_context(ocpp_charger(url, charger_id, cls=_Recording))
-    gateway = evgate.gateway
-    assert gateway is not None
-    await until(lambda: gateway.connection(charger_id) is not None)
+    cp = await _connected(evgate, stack, client, charger_id)
     party = Party(mark, client, cp)
     ids = party.ids
     ids["charger_id"] = charger_id
@@ -825,3 +833,33 @@ async def test_a_tenant_makes_and_reads_only_its_own_settlement_reports(
             assert r.status_code in (403, unknown.status_code), r.text
         assert evgate.db is not None
         assert await evgate.db.fetchval("SELECT count(*) FROM settlement_reports") == 3
+
+
+async def test_a_tenants_reservation_id_moves_no_one_elses_sequence(
+    api: httpx.AsyncClient, evgate: Evgate
+) -> None:
+    """Second review of issue 20: a tenant's ReserveNow with reservationId 2^31 - 1 moved the
+    one reservation id sequence to its end, and every reservation evgate numbers (anyone's)
+    failed after. A tenant's id never moves it, nor an operator's far ahead of it."""
+    _, a, _ = await _tenant_client(evgate, A)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(a)
+        await _connected(evgate, stack, a, "CP-A-9")
+        await _connected(evgate, stack, api, "CP-OP-9")
+        for client, charger in ((a, "CP-A-9"), (api, "CP-OP-9")):
+            r = await client.post(
+                f"/api/v1/chargers/{charger}/commands/ReserveNow",
+                json={
+                    "connectorId": 1,
+                    "expiryDate": LATER,
+                    "idTag": "T",
+                    "reservationId": 2**31 - 1 - (client is api),
+                },
+            )
+            assert r.status_code == 200, r.text
+        r = await api.post(
+            "/api/v1/reservations",
+            json={"chargerId": "CP-OP-9", "connectorId": 2, "idTag": "T", "expiryDate": LATER},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] < 1000

@@ -93,6 +93,10 @@ class ReservationIdTaken(Exception):
 _EVENT_STATUS = {"Reserved": "active", "Cancelled": "canceled", "Expired": "expired"}
 
 
+#: How far ahead of the reservation id sequence an operator's own id may move it.
+_SEQUENCE_STEP = 100_000
+
+
 class ReservationStore:
     """Reservations: recorded when a charger accepts ReserveNow (:meth:`reserve`), ended by the
     StartTransaction that uses them (``storage/ops/transactions.py``), an accepted CancelReservation
@@ -139,14 +143,20 @@ class ReservationStore:
         """
         # Every charger's reservations, a sub-operator's request too: the ids are one
         # sequence for all chargers, so another tenant's is taken as well (and not named).
+        # Only the operator's ids near the sequence move it: an id far ahead (2^31 - 1) would
+        # exhaust it for everyone; allocate() skips a taken id anyway, this only keeps it from
+        # handing out one whose ReserveNow is on its way.
+        moves = tenant() is None
         with acting_for(None):
             async with self.db.pool.acquire() as conn, conn.transaction():
-                # Forward only: setval never gives back an id a nextval handed out.
-                await conn.execute(
-                    "SELECT setval('reservation_ids', $1) FROM reservation_ids"
-                    " WHERE $1 > last_value",
-                    reservation_id,
-                )
+                if moves:
+                    # Forward only: setval never gives back an id a nextval handed out.
+                    await conn.execute(
+                        "SELECT setval('reservation_ids', $1) FROM reservation_ids"
+                        " WHERE $1 > last_value AND $1 - last_value <= $2",
+                        reservation_id,
+                        _SEQUENCE_STEP,
+                    )
                 owner = await conn.fetchval(
                     "SELECT charger_id FROM reservations WHERE id = $1", reservation_id
                 )
