@@ -543,3 +543,35 @@ async def test_a_sub_operators_token_keeps_its_own_resources(
                      "/public-api/notifications/v2.0"):  # fmt: skip
             r = await tenant.get(path)
             assert r.status_code == 200, (path, r.text)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key", "refused"),
+    [
+        (*RESOURCES[0], {"locationId": 999999}),
+        (*RESOURCES[1], {"tariffGroupId": 999999}),
+        (*RESOURCES[2], {"parentCircuitId": 999999}),
+        (*RESOURCES[4], {"tariffs": [{"tariffId": 999999}]}),
+        (*RESOURCES[6], {"userId": 999999}),
+    ],
+    ids=[IDS[i] for i in (0, 1, 2, 4, 6)],
+)
+async def test_a_refused_patch_gives_nothing_away(
+    api: httpx.AsyncClient,
+    evgate: Evgate,
+    path: str,
+    body: dict[str, object],
+    key: str,
+    refused: dict[str, object],
+) -> None:
+    """Second review of issue 20: a PATCH with a subOperatorId whose other change is refused
+    (422) gave the resource away all the same; the owner changes only with the rest."""
+    a_id, a = await _tenant(api, evgate, "A")
+    async with a:
+        r = await api.post(path, json=body)
+        assert r.status_code == 201, r.text
+        item = f"{path}/{r.json()[key]}"
+        r = await api.patch(item, json={"subOperatorId": a_id, **refused})
+        assert r.status_code == 422, r.text
+        assert (await api.get(item)).json()["subOperatorId"] is None
+        _is_problem(await a.get(item), 404)

@@ -197,19 +197,22 @@ class ChargerController(Controller):
         self, ctx: Ctx, charger_id: FromPath[str], data: JSONBody[ChargerPatch]
     ) -> Charger:
         fields = set_fields(data, without=("sub_operator_id",))
-        await give(ctx, "chargers", charger_id, data.sub_operator_id)
-        membership = {k: fields.pop(k) for k in _MEMBERSHIP if k in fields}
-        if membership:
-            await circuits_of(ctx).store.set_membership(charger_id, **membership)
-        if not fields:
-            return await ctx.chargers.get(charger_id)
-        charger = await ctx.chargers.update(charger_id, **fields)
-        if "installation_id" in fields and ctx.installations is not None:
-            # In force in this process before the answer; other processes follow on NOTIFY.
-            await ctx.installations.charger_moved(charger_id)
-        if {"location_id", "tariff_group_id"} & fields.keys() and ctx.pricing is not None:
-            await ctx.pricing.refresh()  # its tariff, in force here before the answer
-        return charger
+
+        async def change() -> Charger:
+            membership = {k: fields.pop(k) for k in _MEMBERSHIP if k in fields}
+            if membership:
+                await circuits_of(ctx).store.set_membership(charger_id, **membership)
+            if not fields:
+                return await ctx.chargers.get(charger_id)
+            charger = await ctx.chargers.update(charger_id, **fields)
+            if "installation_id" in fields and ctx.installations is not None:
+                # In force in this process before the answer; other processes follow on NOTIFY.
+                await ctx.installations.charger_moved(charger_id)
+            if {"location_id", "tariff_group_id"} & fields.keys() and ctx.pricing is not None:
+                await ctx.pricing.refresh()  # its tariff, in force here before the answer
+            return charger
+
+        return await give(ctx, "chargers", charger_id, data.sub_operator_id, change)
 
     @delete("/{charger_id:str}", status_code=204, summary="Delete a charger; it is disconnected")
     async def delete_charger(self, ctx: Ctx, charger_id: FromPath[str]) -> None:

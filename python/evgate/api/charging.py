@@ -312,10 +312,13 @@ class IdTagController(Controller):
         fields = set_fields(data, without=("sub_operator_id",))
         if "expiry_date" in fields:
             aware("expiryDate", fields["expiry_date"])
-        await give(ctx, "id_tags", id_tag, data.sub_operator_id)
-        if not fields:
-            return await ctx.charging.id_tags.get(id_tag)
-        return await ctx.charging.id_tags.update(id_tag, **fields)
+
+        async def change() -> IdTag:
+            if not fields:
+                return await ctx.charging.id_tags.get(id_tag)
+            return await ctx.charging.id_tags.update(id_tag, **fields)
+
+        return await give(ctx, "id_tags", id_tag, data.sub_operator_id, change)
 
     @delete("/{id_tag:str}", status_code=204, summary="Remove an id-tag (it is Invalid from now)")
     async def delete_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> None:

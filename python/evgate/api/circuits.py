@@ -107,10 +107,13 @@ class CircuitController(Controller):
         self, ctx: Ctx, circuit_id: BigintId, data: JSONBody[CircuitPatch]
     ) -> Circuit:
         fields = set_fields(data, without=("sub_operator_id",))
-        await give(ctx, "circuits", circuit_id, data.sub_operator_id)
-        if not fields:
-            return await circuits_of(ctx).store.get(circuit_id)
-        return await circuits_of(ctx).store.update(circuit_id, **fields)
+
+        async def change() -> Circuit:
+            if not fields:
+                return await circuits_of(ctx).store.get(circuit_id)
+            return await circuits_of(ctx).store.update(circuit_id, **fields)
+
+        return await give(ctx, "circuits", circuit_id, data.sub_operator_id, change)
 
     @delete(
         "/{circuit_id:int}",

@@ -185,17 +185,20 @@ class InstallationController(Controller):
         self, ctx: Ctx, installation_id: BigintId, data: JSONBody[InstallationPatch]
     ) -> InstallationView:
         changes = set_fields(data, without=("webhook", "sub_operator_id"))
-        await give(ctx, "installations", installation_id, data.sub_operator_id)
         webhook: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
         if data.webhook is None:
             webhook = None
         elif isinstance(data.webhook, WebhookPatch):
             webhook = msgspec.to_builtins(data.webhook)  # camelCase, unset members left out
-        try:
-            installation = await _service(ctx).update(installation_id, changes, webhook)
-        except InstallationInvalid as exc:
-            raise Unprocessable(str(exc)) from None
-        return _view(installation)
+
+        async def change() -> InstallationView:
+            try:
+                installation = await _service(ctx).update(installation_id, changes, webhook)
+            except InstallationInvalid as exc:
+                raise Unprocessable(str(exc)) from None
+            return _view(installation)
+
+        return await give(ctx, "installations", installation_id, data.sub_operator_id, change)
 
     @delete(
         "/{installation_id:int}",

@@ -118,10 +118,13 @@ class LocationController(Controller):
         changes = set_fields(data, without=("sub_operator_id",))
         _check_location(changes.get("timezone"), changes.get("address"))
         service = _service(ctx)
-        await give(ctx, "locations", location_id, data.sub_operator_id)
-        location = await service.locations.update(location_id, **changes)
-        await service.refresh()
-        return location
+
+        async def change() -> Location:
+            location = await service.locations.update(location_id, **changes)
+            await service.refresh()
+            return location
+
+        return await give(ctx, "locations", location_id, data.sub_operator_id, change)
 
     @delete(
         "/{location_id:int}",
@@ -198,14 +201,17 @@ class TariffController(Controller):
         self, ctx: Ctx, tariff_id: BigintId, data: JSONBody[TariffPatch]
     ) -> StoredTariff:
         service = _service(ctx)
-        await give(ctx, "tariffs", tariff_id, data.sub_operator_id)
-        try:
-            changes = set_fields(data, without=("sub_operator_id",))
-            tariff = await service.tariffs.update_tariff(tariff_id, **changes)
-        except TariffInvalid as exc:
-            raise Unprocessable(str(exc)) from None
-        await service.refresh()
-        return tariff
+
+        async def change() -> StoredTariff:
+            try:
+                changes = set_fields(data, without=("sub_operator_id",))
+                tariff = await service.tariffs.update_tariff(tariff_id, **changes)
+            except TariffInvalid as exc:
+                raise Unprocessable(str(exc)) from None
+            await service.refresh()
+            return tariff
+
+        return await give(ctx, "tariffs", tariff_id, data.sub_operator_id, change)
 
     @delete(
         "/{tariff_id:int}",
@@ -282,9 +288,14 @@ class TariffGroupController(Controller):
         self, ctx: Ctx, group_id: BigintId, data: JSONBody[TariffGroupPatch]
     ) -> TariffGroup:
         changes = set_fields(data)
-        await give(ctx, "tariff_groups", group_id, data.sub_operator_id)
-        return await _group_change(
-            _service(ctx), group_id, changes.get("name"), changes.get("tariffs")
+        return await give(
+            ctx,
+            "tariff_groups",
+            group_id,
+            data.sub_operator_id,
+            lambda: _group_change(
+                _service(ctx), group_id, changes.get("name"), changes.get("tariffs")
+            ),
         )
 
     @delete(

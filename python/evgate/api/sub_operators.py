@@ -7,9 +7,9 @@ still owns resources is not deleted (409); its tokens and subscriptions go with 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
@@ -25,6 +25,8 @@ from evgate.storage.errors import BadReference, NotFound
 from evgate.storage.sub_operators import Owned, SubOperator
 
 __all__ = ["OwnerField", "SubOperatorController", "created_for", "give"]
+
+R = TypeVar("R", bound=Any)
 
 #: A resource's ``subOperatorId`` in a POST or PATCH body: the sub-operator that owns it
 #: (null: the operator); absent: a POST's is the acting token's, a PATCH leaves it.
@@ -56,28 +58,44 @@ async def created_for(
     if wanted is msgspec.UNSET or wanted == tenant():
         yield
         return
-    _refuse_another(wanted)
-    assert wanted is not None  # the operator's own (tenant() None) is answered above
-    try:
-        await ctx.sub_operators.get(wanted)
-    except NotFound:
-        raise BadReference(f"no sub-operator {wanted}") from None
+    await _check_owner(ctx, wanted)
     with acting_for(wanted):
         yield
 
 
+async def _check_owner(ctx: ApiContext, wanted: int | None) -> None:
+    """Refuse ``wanted`` as a new owner before anything changes: another's for a tenant's
+    token (403), an unknown sub-operator (422)."""
+    _refuse_another(wanted)
+    if wanted is not None:
+        try:
+            await ctx.sub_operators.get(wanted)
+        except NotFound:
+            raise BadReference(f"no sub-operator {wanted}") from None
+
+
 async def give(
-    ctx: ApiContext, table: Owned, key: str | int, wanted: int | msgspec.UnsetType | None
-) -> None:
-    """Apply a PATCH's ``subOperatorId`` (nothing when absent), before its other changes.
+    ctx: ApiContext,
+    table: Owned,
+    key: str | int,
+    wanted: int | msgspec.UnsetType | None,
+    change: Callable[[], Awaitable[R]],
+) -> R:
+    """Apply a PATCH: its other changes (``change()``, which returns the resource), then its
+    ``subOperatorId`` (when present), so that a refused change gives nothing away; the new
+    owner is checked before either.
 
     Raises:
-        NotPermitted: a sub-operator's token named another or the operator: row-level
-            security refuses the row (403, the same whether or not that one exists).
+        PermissionDeniedException: a sub-operator's token named another or the operator (403,
+            the same whether or not that one exists).
         NotFound: no such resource; BadReference: no such sub-operator (422).
     """
-    if wanted is not msgspec.UNSET:
-        await ctx.sub_operators.assign(table, key, wanted)
+    if wanted is msgspec.UNSET:
+        return await change()
+    await _check_owner(ctx, wanted)
+    changed = await change()
+    await ctx.sub_operators.assign(table, key, wanted)
+    return msgspec.structs.replace(changed, sub_operator_id=wanted)
 
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
