@@ -25,6 +25,7 @@ from litestar.params import JSONBody, Parameter, QueryParameter
 from evgate.api.bounds import INT32_MAX
 from evgate.api.commands import call_charger
 from evgate.api.context import Ctx
+from evgate.api.inputs import aware
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError, Conflict, Unprocessable
 from evgate.credentials import CHARGER_ID_PATTERN
@@ -73,9 +74,7 @@ class ReservationController(Controller):
         opt={"problems": (404, 409, 502, 504)},
     )
     async def create(self, ctx: Ctx, data: JSONBody[ReservationCreate]) -> Reservation:
-        if data.expiry_date.tzinfo is None:
-            raise Unprocessable("expiryDate needs a time zone offset (e.g. 2030-01-01T00:00:00Z)")
-        if data.expiry_date <= datetime.now(UTC):
+        if aware("expiryDate", data.expiry_date) <= datetime.now(UTC):
             raise Unprocessable("expiryDate is not in the future")
         await ctx.chargers.get(data.charger_id)  # 404 before an id is spent
         store = ctx.reservations.store

@@ -210,8 +210,12 @@ def _refuse_unstorable(value: str) -> None:
     """
     # isascii is O(1) in CPython (a flag of the string): the encode runs only for non-ASCII.
     if "\x00" in value or not (value.isascii() or _encodes(value)):
+        at = value.find("\x00")
+        if at < 0:
+            at = next(i for i, c in enumerate(value) if "\ud800" <= c <= "\udfff")
         raise asyncpg.exceptions.CharacterNotInRepertoireError(
-            f"text holds U+0000 or a lone surrogate, which PostgreSQL cannot store: {value[:40]!a}"
+            "text holds U+0000 or a lone surrogate, which PostgreSQL cannot store:"
+            f" {value[max(0, at - 20) : at + 20]!a}"
         )
 
 
