@@ -313,8 +313,10 @@ class IdTagController(Controller):
         if "expiry_date" in fields:
             aware("expiryDate", fields["expiry_date"])
         await give(ctx, "id_tags", id_tag, data.sub_operator_id)
-        if not fields:
+        if not fields and data.sub_operator_id is msgspec.UNSET:
             return await ctx.charging.id_tags.get(id_tag)
+        # A new owner alone is an update too: it notifies every process's id-tag list, whose
+        # decisions carry the owner (the tariffs an id-tag's group may get depend on it).
         return await ctx.charging.id_tags.update(id_tag, **fields)
 
     @delete("/{id_tag:str}", status_code=204, summary="Remove an id-tag (it is Invalid from now)")
