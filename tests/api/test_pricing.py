@@ -10,8 +10,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+from ocpp.v16 import call
 
 from evgate.app import Evgate
+from evgate.auth.authorizer import AuthorizationQuestion
+from evgate.pricing import Driver
+from support import ocpp_charger, register_charger, until
 
 LOCATION = {
     "name": "Car park",
@@ -197,17 +201,91 @@ async def test_the_chargers_own_group_wins_and_restrictions_choose(
     for charger in ("CP-1", "CP-2"):
         await api.patch(f"/api/v1/chargers/{charger}", json={"locationId": location["id"]})
     now = datetime.now(UTC)
-    snapshot = evgate.pricing.snapshot_for("CP-1", None, now)
+    snapshot = evgate.pricing.snapshot_for("CP-1", Driver(), now)
     assert snapshot is not None and snapshot.tariff_id == public["id"]
     assert snapshot.timezone == "Europe/Amsterdam"
-    snapshot = evgate.pricing.snapshot_for("CP-1", "fleet", now)
+    snapshot = evgate.pricing.snapshot_for("CP-1", Driver(parent_id_tag="fleet"), now)
     assert snapshot is not None and snapshot.tariff_id == fleet["id"]
     mine = await _post(api, "/api/v1/tariff-groups",
                        {"name": "Own", "tariffs": [{"tariffId": own["id"]}]})  # fmt: skip
     r = await api.patch("/api/v1/chargers/CP-2", json={"tariffGroupId": mine["id"]})
     assert r.status_code == 200, r.text
-    snapshot = evgate.pricing.snapshot_for("CP-2", "FLEET", now)
+    snapshot = evgate.pricing.snapshot_for("CP-2", Driver(parent_id_tag="FLEET"), now)
     assert snapshot is not None and snapshot.tariff_id == own["id"]
-    assert evgate.pricing.snapshot_for("CP-3", None, now) is None
+    assert evgate.pricing.snapshot_for("CP-3", Driver(), now) is None
     _problem(await api.patch("/api/v1/chargers/CP-3", json={"tariffGroupId": 999}), 422,
              "no tariff group 999")  # fmt: skip
+
+
+async def test_who_charges_counts_only_for_the_groups_owner(
+    evgate: Evgate, api: httpx.AsyncClient
+) -> None:
+    """Issue 20's review, through the gateway with real OCPP chargers: a sub-operator's id-tag
+    whose parentIdTag names the operator's STAFF group (free text) is priced at the operator's
+    charger with the operator's unrestricted tariff, not the STAFF one, which the operator's
+    own STAFF id-tag still gets; the sub-operator's own group restricted to its STAFF prices
+    its own id-tag with it, and the operator's STAFF id-tag with its unrestricted tariff. An
+    id-tag the operator gives to the sub-operator is priced as the sub-operator's from then on."""
+    r = await api.post("/api/v1/sub-operators", json={"name": "Reseller"})
+    assert r.status_code == 201, r.text
+    body = {"name": "reseller", "scope": "admin", "subOperatorId": r.json()["id"]}
+    r = await api.post("/api/v1/tokens", json=body)
+    assert r.status_code == 201, r.text
+    free = {**TARIFF, "name": "Staff", "connectionFee": "0", "pricePerKwh": "0",
+            "pricePerMinute": "0"}  # fmt: skip
+    secrets: dict[str, str] = {}
+    wanted: dict[tuple[str, str], int] = {}
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{evgate.api_port}",
+        headers={"Authorization": f"Bearer {r.json()['token']}"},
+        timeout=10,
+    ) as tenant:
+        for client, charger, tag in ((api, "CP-O", "O-TAG"), (tenant, "CP-T", "A-TAG")):
+            staff = await _post(client, "/api/v1/tariffs", free)
+            public = await _post(client, "/api/v1/tariffs", TARIFF)
+            entries = [{"tariffId": staff["id"], "idTagGroups": ["STAFF"]},
+                       {"tariffId": public["id"]}]  # fmt: skip
+            group = await _post(client, "/api/v1/tariff-groups",
+                                {"name": "Site", "tariffs": entries})  # fmt: skip
+            secrets[charger] = await register_charger(evgate, client, charger)
+            r = await client.patch(f"/api/v1/chargers/{charger}",
+                                   json={"tariffGroupId": group["id"]})  # fmt: skip
+            assert r.status_code == 200, r.text
+            await _post(client, "/api/v1/id-tags", {"idTag": tag, "parentIdTag": "STAFF"})
+            other = "A-TAG" if tag == "O-TAG" else "O-TAG"
+            wanted |= {(charger, tag): staff["id"], (charger, other): public["id"]}
+        # The operator's STAFF id-tag, given to the sub-operator: its owner follows in every
+        # process's id-tag list (the PATCH notifies), so it is priced as the tenant's.
+        await _post(api, "/api/v1/id-tags", {"idTag": "G-TAG", "parentIdTag": "STAFF"})
+        r = await api.patch("/api/v1/id-tags/G-TAG", json={"subOperatorId": body["subOperatorId"]})
+        assert r.status_code == 200, r.text
+        native = evgate.native
+        assert native is not None
+        question = AuthorizationQuestion(charger_id="CP-O", id_tag="G-TAG")
+
+        async def given() -> bool:  # the PATCH's NOTIFY arrived
+            return (await native.authorize(question)).sub_operator_id == body["subOperatorId"]
+
+        await until(given)
+        wanted |= {("CP-O", "G-TAG"): wanted["CP-O", "A-TAG"],
+                   ("CP-T", "G-TAG"): wanted["CP-T", "A-TAG"]}  # fmt: skip
+    got: dict[tuple[str, str], int] = {}
+    for charger, secret in secrets.items():
+        url = f"ws://127.0.0.1:{evgate.ws_port}/cp/{charger}?auth={secret}"
+        async with ocpp_charger(url, charger) as cp:
+            for tag in ("O-TAG", "A-TAG", "G-TAG"):
+
+                async def accepted(tag: str = tag) -> bool:  # the id-tag's NOTIFY arrived
+                    answer = await cp.call(call.Authorize(id_tag=tag))
+                    return bool(answer.id_tag_info["status"] == "Accepted")
+
+                await until(accepted)
+                start = await cp.call(call.StartTransaction(
+                    connector_id=1, id_tag=tag, meter_start=0,
+                    timestamp=datetime.now(UTC).isoformat(),
+                ))  # fmt: skip
+                assert start.id_tag_info["parent_id_tag"] == "STAFF"
+                r = await api.get(f"/api/v1/transactions/{start.transaction_id}")
+                assert r.status_code == 200, r.text
+                got[charger, tag] = r.json()["tariff"]["tariffId"]
+    assert got == wanted

@@ -21,6 +21,7 @@ import pytest
 
 from evgate.app import Evgate
 from evgate.events.catalog import SubOperatorChangedNotification
+from evgate.pricing import Driver
 from evgate.storage.db import acting_for
 from support import Receiver, running_evgate
 
@@ -418,15 +419,15 @@ async def test_a_tenants_tariff_leaves_the_others_prices_in_force(
     assert r.status_code == 200, r.text
     directory = evgate.pricing
     assert directory is not None
-    assert directory.snapshot_for("CP-OP", None, datetime.now(UTC)) is not None
+    assert directory.snapshot_for("CP-OP", Driver(), datetime.now(UTC)) is not None
     a_id, a = await _tenant(api, evgate, "A")
     async with a:
         assert (await a.post("/api/v1/tariffs", json=_TARIFF)).status_code == 201
-    assert directory.snapshot_for("CP-OP", None, datetime.now(UTC)) is not None
+    assert directory.snapshot_for("CP-OP", Driver(), datetime.now(UTC)) is not None
     # The request's own reload races the one its NOTIFY wakes: this one is the request's.
     with acting_for(a_id):
         await directory.refresh()
-    assert directory.snapshot_for("CP-OP", None, datetime.now(UTC)) is not None
+    assert directory.snapshot_for("CP-OP", Driver(), datetime.now(UTC)) is not None
 
 
 # 4. Routes over what no sub-operator owns refuse a sub-operator's token

@@ -30,6 +30,7 @@ from evgate.api.commands import COMMANDS
 from evgate.api.fleet import OWNED_RETRY, _TenantChargers
 from evgate.app import Evgate
 from evgate.credentials import digest
+from evgate.pricing import Driver
 from evgate.storage.errors import DatabaseUnavailable
 from support import Receiver, TestCharger, gateway_knows, ocpp_charger, quiet_for, until
 
@@ -746,9 +747,9 @@ async def test_a_tenants_change_reloads_the_whole_process_pricing(
         assert r.status_code == 200, r.text
         pricing = evgate.pricing
         assert pricing is not None
-        assert pricing.snapshot_for("CP-O", None, datetime.now(UTC)) is not None
+        assert pricing.snapshot_for("CP-O", Driver(), datetime.now(UTC)) is not None
         await _made(a, "/api/v1/tariffs", {**TARIFF, "name": "T-A"})
-        assert pricing.snapshot_for("CP-O", None, datetime.now(UTC)) is not None
+        assert pricing.snapshot_for("CP-O", Driver(), datetime.now(UTC)) is not None
 
 
 async def test_a_tenants_stream_outlives_a_database_outage() -> None:

@@ -9,6 +9,7 @@ from decimal import Decimal as D
 import pytest
 
 from evgate.pricing import (
+    Driver,
     EnergyPeriod,
     GroupEntry,
     Tariff,
@@ -26,22 +27,40 @@ LATER = Tariff(name="later", currency="EUR", valid_from=datetime(2027, 1, 1, tzi
 TARIFFS = {1: PUBLIC, 2: FLEET, 3: LATER}
 
 
+def _in(group: str | None, owner: int | None = None) -> Driver:
+    return Driver(parent_id_tag=group, owner=owner)
+
+
 def test_the_first_entry_whose_restrictions_match_applies() -> None:
     entries = [GroupEntry(tariff_id=2, id_tag_groups=("FLEET-A",)), GroupEntry(tariff_id=1)]
-    assert choose(entries, TARIFFS, "fleet-a", AT) == (2, FLEET)  # compared as a CiString
-    assert choose(entries, TARIFFS, "OTHER", AT) == (1, PUBLIC)
-    assert choose(entries, TARIFFS, None, AT) == (1, PUBLIC)
+    assert choose(entries, TARIFFS, _in("fleet-a"), AT, owner=None) == (2, FLEET)  # CiString
+    assert choose(entries, TARIFFS, _in("OTHER"), AT, owner=None) == (1, PUBLIC)
+    assert choose(entries, TARIFFS, _in(None), AT, owner=None) == (1, PUBLIC)
+
+
+def test_who_charges_counts_only_for_the_groups_owner() -> None:
+    """A parentIdTag is free text: a sub-operator's id-tag naming the operator's group (or
+    another sub-operator's) does not get its restricted tariff, nor the operator's id-tag a
+    sub-operator's; an unrestricted entry (and validity) applies to every owner alike."""
+    entries = [GroupEntry(tariff_id=2, id_tag_groups=("STAFF",)), GroupEntry(tariff_id=1)]
+    assert choose(entries, TARIFFS, _in("STAFF"), AT, owner=None) == (2, FLEET)
+    assert choose(entries, TARIFFS, _in("STAFF", 7), AT, owner=None) == (1, PUBLIC)
+    assert choose(entries, TARIFFS, _in("STAFF", 7), AT, owner=7) == (2, FLEET)
+    assert choose(entries, TARIFFS, _in("STAFF", 8), AT, owner=7) == (1, PUBLIC)
+    assert choose(entries, TARIFFS, _in("STAFF"), AT, owner=7) == (1, PUBLIC)
 
 
 def test_a_tariff_outside_its_validity_window_is_passed_over() -> None:
     entries = [GroupEntry(tariff_id=3), GroupEntry(tariff_id=1)]
-    assert choose(entries, TARIFFS, None, AT) == (1, PUBLIC)
-    assert choose(entries, TARIFFS, None, datetime(2027, 2, 1, tzinfo=UTC)) == (3, LATER)
+    assert choose(entries, TARIFFS, _in(None), AT, owner=None) == (1, PUBLIC)
+    later = datetime(2027, 2, 1, tzinfo=UTC)
+    assert choose(entries, TARIFFS, _in(None, 7), later, owner=None) == (3, LATER)
 
 
 def test_no_match_is_no_tariff() -> None:
-    assert choose([GroupEntry(tariff_id=2, id_tag_groups=("X",))], TARIFFS, None, AT) is None
-    assert choose([], TARIFFS, None, AT) is None
+    restricted = [GroupEntry(tariff_id=2, id_tag_groups=("X",))]
+    assert choose(restricted, TARIFFS, _in(None), AT, owner=None) is None
+    assert choose([], TARIFFS, _in(None), AT, owner=None) is None
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from evgate.api.inputs import aware, set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.services import ChargingApi
-from evgate.api.sub_operators import OwnerField, created_for, give
+from evgate.api.sub_operators import OwnerField, check_owner, created_for
 from evgate.events.builders import ChargerRef
 from evgate.storage.connectors import Connector
 from evgate.storage.errors import ValueRefused
@@ -312,13 +312,14 @@ class IdTagController(Controller):
         fields = set_fields(data, without=("sub_operator_id",))
         if "expiry_date" in fields:
             aware("expiryDate", fields["expiry_date"])
-
-        async def change() -> IdTag:
-            if not fields:
-                return await ctx.charging.id_tags.get(id_tag)
-            return await ctx.charging.id_tags.update(id_tag, **fields)
-
-        return await give(ctx, "id_tags", id_tag, data.sub_operator_id, change)
+        if data.sub_operator_id is not msgspec.UNSET:
+            # With the rest, in one update: it notifies every process's id-tag list, whose
+            # decisions carry the owner (the tariffs a tag's group may get depend on it).
+            await check_owner(ctx, data.sub_operator_id)
+            fields["sub_operator_id"] = data.sub_operator_id
+        if not fields:
+            return await ctx.charging.id_tags.get(id_tag)
+        return await ctx.charging.id_tags.update(id_tag, **fields)
 
     @delete("/{id_tag:str}", status_code=204, summary="Remove an id-tag (it is Invalid from now)")
     async def delete_id_tag(self, ctx: Ctx, id_tag: FromPath[str]) -> None:

@@ -24,7 +24,7 @@ from evgate.storage.db import acting_for, tenant
 from evgate.storage.errors import BadReference, NotFound
 from evgate.storage.sub_operators import Owned, SubOperator
 
-__all__ = ["OwnerField", "SubOperatorController", "created_for", "give"]
+__all__ = ["OwnerField", "SubOperatorController", "check_owner", "created_for", "give"]
 
 R = TypeVar("R", bound=Any)
 
@@ -58,12 +58,12 @@ async def created_for(
     if wanted is msgspec.UNSET or wanted == tenant():
         yield
         return
-    await _check_owner(ctx, wanted)
+    await check_owner(ctx, wanted)
     with acting_for(wanted):
         yield
 
 
-async def _check_owner(ctx: ApiContext, wanted: int | None) -> None:
+async def check_owner(ctx: ApiContext, wanted: int | None) -> None:
     """Refuse ``wanted`` as a new owner before anything changes: another's for a tenant's
     token (403), an unknown sub-operator (422)."""
     _refuse_another(wanted)
@@ -92,7 +92,7 @@ async def give(
     """
     if wanted is msgspec.UNSET:
         return await change()
-    await _check_owner(ctx, wanted)
+    await check_owner(ctx, wanted)
     changed = await change()
     await ctx.sub_operators.assign(table, key, wanted)
     return msgspec.structs.replace(changed, sub_operator_id=wanted)

@@ -36,6 +36,12 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     parent_id_tag: str | None = None
     # An external provider's id for the session (the notifications' externalSessionId).
     external_session_id: str | None = None
+    # The id-tag's owner in evgate's list (a sub-operator's id); None: the operator's, also
+    # for an id-tag the list does not hold (an external provider's or accept-all's decision
+    # carries no parentIdTag, so no tariff restricted to a group matches it anyway, and one
+    # the operator's external provider accepts is the operator's). A tariff group's
+    # restrictions on who charges match only its owner's id-tags (``pricing.GroupEntry``).
+    sub_operator_id: int | None = None
 
 
 class AuthorizationQuestion(msgspec.Struct, frozen=True, kw_only=True):

@@ -18,6 +18,10 @@ The rules, for an id-tag compared case-insensitively (OCPP CiString20):
   nothing starts);
 * otherwise ``Accepted``, with the expiry date and parent id-tag of the entry.
 
+Every decision on a listed id-tag carries its owner (``sub_operator_id``): the tariff a
+transaction gets depends on it (a group's restrictions on who charges count only for the
+group owner's own id-tags).
+
 Users and groups are held in memory too, kept in sync by ``evgate_user`` (sent by the tables'
 triggers), so the rules cost no query either.
 """
@@ -46,10 +50,11 @@ class _Entry(msgspec.Struct, frozen=True, gc=False):
     expiry_date: datetime | None
     parent_id_tag: str | None
     user_id: int | None
+    sub_operator_id: int | None
 
 
 def _entry(tag: IdTag | IdTagChange) -> _Entry:
-    return _Entry(tag.status, tag.expiry_date, tag.parent_id_tag, tag.user_id)
+    return _Entry(tag.status, tag.expiry_date, tag.parent_id_tag, tag.user_id, tag.sub_operator_id)
 
 
 _USER_CHANGE = msgspec.json.Decoder(UserChannelPayload)
@@ -189,4 +194,5 @@ class NativeAuthorizer:
             status=status,  # type: ignore[arg-type]
             expiry_date=entry.expiry_date,
             parent_id_tag=entry.parent_id_tag,
+            sub_operator_id=entry.sub_operator_id,
         )

@@ -18,7 +18,7 @@ import msgspec
 from evgate.auth.authorizer import AuthorizationQuestion, Authorizer, Decision, Purpose
 from evgate.handlers import ChargerContext
 from evgate.handlers.smart_charging import SmartCharging
-from evgate.pricing import Snapshot
+from evgate.pricing import Driver, Snapshot
 from evgate.protocol.errors import PropertyConstraintViolationError
 from evgate.protocol.v16 import (
     INT32_MAX,
@@ -104,10 +104,11 @@ class HandlerServices:
     clock: Callable[[], datetime] = utc_now
     after_accepted_boot: Callable[[str], None] = lambda _charger_id: None
     status_changed: Callable[[ConnectorStatus], None] = lambda _status: None
-    # The tariff a transaction starting at a charger gets (charger id, the id-tag's group,
-    # start time): an in-memory lookup (storage/pricing.py), None when none applies.
-    tariff_for: Callable[[str, str | None, datetime], Snapshot | None] = (
-        lambda _charger_id, _group, _at: None
+    # The tariff a transaction starting at a charger gets (charger id, the id-tag's group
+    # and owner, start time): an in-memory lookup (storage/pricing.py), None when none
+    # applies.
+    tariff_for: Callable[[str, Driver, datetime], Snapshot | None] = (
+        lambda _charger_id, _driver, _at: None
     )
     #: The smart-charging engine (load management), told of starts, stops, statuses and
     #: meter values; None without one (app.py sets it once the gateway is up).

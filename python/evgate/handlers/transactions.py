@@ -7,7 +7,8 @@ id-tag and meterStart) gets the id and idTagInfo status of its first attempt. A 
 that evgate issued for this charger ends that reservation.
 
 StartTransaction snapshots the tariff that applies (``HandlerServices.tariff_for``, an
-in-memory lookup: no query) on the transaction; a resend keeps its first attempt's. The
+in-memory lookup: no query) on the transaction, for the id-tag's group and owner (the
+decision's); a resend keeps its first attempt's. The
 StopTransaction that closes a transaction with a snapshot prices it (``pricing/``) from its
 meter readings and idle periods, in the stop's database transaction: the price is stored with
 the transaction and its CDR and carried by its events. One with none has no price (not 0).
@@ -49,7 +50,7 @@ from evgate.handlers.services import (
     check_range,
     id_tag_info,
 )
-from evgate.pricing import Reading
+from evgate.pricing import Driver, Reading
 from evgate.protocol.v16 import (
     StartTransactionRequest,
     StartTransactionResponse,
@@ -109,13 +110,16 @@ def routes(services: HandlerServices) -> Routes:
             purpose="start",
             besides=start,
         )
+        # The id-tag's owner too: a group's restrictions on who charges count only for its
+        # owner's own id-tags (a parentIdTag is free text).
+        driver = Driver(parent_id_tag=decision.parent_id_tag, owner=decision.sub_operator_id)
         start = msgspec.structs.replace(
             start,
             id_tag_status=decision.status,
             id_tag_expiry=decision.expiry_date,
             parent_id_tag=decision.parent_id_tag,
             external_session_id=decision.external_session_id,
-            tariff=services.tariff_for(ctx.charger_id, decision.parent_id_tag, request.timestamp),
+            tariff=services.tariff_for(ctx.charger_id, driver, request.timestamp),
         )
         charger, now = ctx.charger, services.clock()
 

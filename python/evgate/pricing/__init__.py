@@ -18,6 +18,7 @@ from evgate.pricing.price import (
 )
 from evgate.pricing.tariffs import (
     CURRENCY_MINOR_UNITS,
+    Driver,
     EnergyPeriod,
     GroupEntry,
     Snapshot,
@@ -32,6 +33,7 @@ from evgate.pricing.tariffs import (
 __all__ = [
     "CURRENCY_MINOR_UNITS",
     "IDLE_STATUSES",
+    "Driver",
     "EnergyPeriod",
     "Flag",
     "GroupEntry",

@@ -19,6 +19,7 @@ import msgspec
 
 __all__ = [
     "CURRENCY_MINOR_UNITS",
+    "Driver",
     "EnergyPeriod",
     "GroupEntry",
     "Snapshot",
@@ -107,6 +108,14 @@ class Snapshot(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     timezone: str = "UTC"
 
 
+class Driver(msgspec.Struct, frozen=True, kw_only=True):
+    """Who charges, as a group's restrictions read it: the id-tag's group (its parentIdTag)
+    and the id-tag's owner (a sub-operator's id; None: the operator's)."""
+
+    parent_id_tag: str | None = None
+    owner: int | None = None
+
+
 class GroupEntry(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """A tariff of a tariff group and its restrictions (none: it applies to every
     transaction). ``id_tag_groups``: OCPP group ids (an id-tag's parentIdTag)."""
@@ -114,11 +123,19 @@ class GroupEntry(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     tariff_id: Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1)]
     id_tag_groups: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=20)], ...] = ()
 
-    def matches(self, parent_id_tag: str | None) -> bool:
+    def matches(self, driver: Driver, owner: int | None) -> bool:
+        """Whether the restrictions let ``driver`` have this tariff of a group of ``owner``.
+
+        A restriction on who charges (``id_tag_groups``) names the group owner's own id-tags
+        only: a parentIdTag is free text, so a sub-operator's id-tag may name any group, and
+        must not get another owner's restricted price with it.
+        """
         if not self.id_tag_groups:
             return True
+        if driver.owner != owner or driver.parent_id_tag is None:
+            return False
         wanted = {g.upper() for g in self.id_tag_groups}  # CiString, as OCPP compares
-        return parent_id_tag is not None and parent_id_tag.upper() in wanted
+        return driver.parent_id_tag.upper() in wanted
 
 
 def _check_amount(name: str, value: Decimal) -> None:
@@ -194,13 +211,16 @@ def check_group(currency_of: Mapping[int, str], entries: Iterable[GroupEntry]) -
 def choose(
     entries: Iterable[GroupEntry],
     tariffs: Mapping[int, Tariff],
-    parent_id_tag: str | None,
+    driver: Driver,
     at: datetime,
+    *,
+    owner: int | None,
 ) -> tuple[int, Tariff] | None:
-    """The first tariff of a group whose restrictions match the transaction and whose validity
-    window holds ``at`` (its start), with its id; None when none applies."""
+    """The first tariff of a group (of ``owner``: a sub-operator's id, None: the operator's)
+    whose restrictions match ``driver`` and whose validity window holds ``at`` (the
+    transaction's start), with its id; None when none applies."""
     for entry in entries:
         tariff = tariffs.get(entry.tariff_id)
-        if tariff is not None and entry.matches(parent_id_tag) and tariff.valid_at(at):
+        if tariff is not None and entry.matches(driver, owner) and tariff.valid_at(at):
             return entry.tariff_id, tariff
     return None

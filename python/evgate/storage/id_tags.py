@@ -50,6 +50,9 @@ class IdTagChange(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=Tr
     expiry_date: datetime | None = None
     parent_id_tag: str | None = None
     user_id: int | None = None
+    # The sub-operator that owns it (absent: the operator): which tariffs' restrictions on
+    # who charges it may match (``pricing.GroupEntry``).
+    sub_operator_id: int | None = None
     deleted: bool = False
 
 
@@ -70,6 +73,7 @@ def _change(tag: IdTag) -> str:
             expiry_date=tag.expiry_date,
             parent_id_tag=tag.parent_id_tag,
             user_id=tag.user_id,
+            sub_operator_id=tag.sub_operator_id,
         )
     ).decode()
 
@@ -138,13 +142,19 @@ class IdTagStore:
 
     async def update(self, id_tag: str, **fields: object) -> IdTag:
         """Set some of: status, expiry_date, parent_id_tag, user_id (None clears the last
-        three).
+        three), sub_operator_id (the owner; checked by the caller).
 
         Raises:
             NotFound: no such id-tag.
             BadReference: no such user.
         """
-        unknown = set(fields) - {"status", "expiry_date", "parent_id_tag", "user_id"}
+        unknown = set(fields) - {
+            "status",
+            "expiry_date",
+            "parent_id_tag",
+            "user_id",
+            "sub_operator_id",
+        }
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
         names = sorted(fields)

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import msgspec
 
-from evgate.pricing import GroupEntry, Snapshot, Tariff, choose
+from evgate.pricing import Driver, GroupEntry, Snapshot, Tariff, choose
 from evgate.storage.db import Database, acting_for
 from evgate.tasks import OwnedTask
 
@@ -36,6 +36,14 @@ class _Place(msgspec.Struct, frozen=True):
     timezone: str | None
 
 
+class _Group(msgspec.Struct, frozen=True):
+    """A tariff group's entries and its owner (a sub-operator's id; None: the operator's),
+    whose own id-tags alone its restrictions on who charges match."""
+
+    entries: tuple[GroupEntry, ...]
+    owner: int | None
+
+
 class PricingDirectory:
     """charger → tariff group → the tariff that applies, in memory.
 
@@ -46,22 +54,23 @@ class PricingDirectory:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._tariffs: dict[int, Tariff] = {}
-        self._groups: dict[int, tuple[GroupEntry, ...]] = {}
+        self._groups: dict[int, _Group] = {}
         self._locations: dict[int, _Place] = {}
         self._chargers: dict[str, _Place] = {}
         self._wake = asyncio.Event()
         self._task = OwnedTask(self._refresh_loop, "pricing-directory")
 
-    def snapshot_for(
-        self, charger_id: str, parent_id_tag: str | None, at: datetime
-    ) -> Snapshot | None:
-        """The tariff that applies to a transaction starting at ``at`` at ``charger_id`` for an
-        id-tag of group ``parent_id_tag``: the first match of the charger's tariff group, else
-        of its location's; None when none applies."""
+    def snapshot_for(self, charger_id: str, driver: Driver, at: datetime) -> Snapshot | None:
+        """The tariff that applies to a transaction starting at ``at`` at ``charger_id`` for
+        ``driver`` (its id-tag's group and owner): the first match of the charger's tariff
+        group, else of its location's; None when none applies."""
         place = self._chargers.get(charger_id)
         if place is None or place.group_id is None:
             return None
-        found = choose(self._groups.get(place.group_id, ()), self._tariffs, parent_id_tag, at)
+        group = self._groups.get(place.group_id)
+        if group is None:
+            return None
+        found = choose(group.entries, self._tariffs, driver, at, owner=group.owner)
         if found is None:
             return None
         return Snapshot(tariff_id=found[0], tariff=found[1], timezone=place.timezone or "UTC")
@@ -84,14 +93,14 @@ class PricingDirectory:
             pool = self.db.pool  # the operator's
         async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             tariffs = await conn.fetch("SELECT id, terms FROM tariffs")
-            groups = await conn.fetch("SELECT id, entries FROM tariff_groups")
+            groups = await conn.fetch("SELECT id, entries, sub_operator_id FROM tariff_groups")
             locations = await conn.fetch("SELECT id, tariff_group_id, timezone FROM locations")
             chargers = await conn.fetch(
                 "SELECT id, location_id, tariff_group_id FROM chargers"
                 " WHERE location_id IS NOT NULL OR tariff_group_id IS NOT NULL"
             )
         self._tariffs = {r[0]: _tariff(r[1]) for r in tariffs}
-        self._groups = {r[0]: _entries(r[1]) for r in groups}
+        self._groups = {r[0]: _Group(_entries(r[1]), r[2]) for r in groups}
         self._locations = {r[0]: _Place(r[1], r[2]) for r in locations}
         places: dict[str, _Place] = {}
         for charger_id, location_id, group_id in chargers:
