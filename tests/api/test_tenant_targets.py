@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from evgate.api.targets import private_host
 from evgate.app import Evgate
 
 PROBLEM = "application/problem+json"
@@ -177,3 +178,18 @@ async def test_the_setting_lets_a_tenant_name_private_hosts(tenant: httpx.AsyncC
         ),
     )
     assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize(
+    "host", ["8.8.8.8", "2001:4860::8888", "hooks.example.com", "face.cafe", "10.example.com"]
+)
+def test_public_addresses_and_names_are_no_private_hosts(host: str) -> None:
+    """Names are not resolved (README: the limit of the check); public addresses pass."""
+    assert private_host(host) is None
+
+
+@pytest.mark.parametrize(
+    "host", ["LOCALHOST.", "0x7f.0.0.1", "fe80::1%eth0", "::", "224.0.0.1", "240.0.0.1"]
+)
+def test_spellings_of_private_hosts_are_private(host: str) -> None:
+    assert private_host(host) is not None
