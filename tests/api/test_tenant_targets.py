@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from evgate.api.targets import private_host
+from evgate.addresses import private_host
 from evgate.app import Evgate
 
 PROBLEM = "application/problem+json"
