@@ -519,6 +519,7 @@ def _dispatcher_config(s: Settings) -> DispatcherConfig:
         lane_batch=s.notification_lane_batch,
         poll_interval=s.notification_poll_interval,
         outbox_retention=s.outbox_retention,
+        tenant_private_targets=s.tenant_private_targets,
     )
 
 
