@@ -131,10 +131,8 @@ async def test_a_tenants_installation_webhook_on_a_private_host_is_refused(
     if member == "authenticationUrl":
         patch["authenticationPayload"] = PAYLOAD
     _refused(await tenant.patch(path, json={"webhook": patch}), f"webhook.{member}")
-    assert (await tenant.get(path)).json()["webhook"][member[0].lower() + member[1:]] in (
-        None,
-        "https://provider.example.com/start",
-    )
+    # Unchanged: the start URL given at creation, no end or authentication URL.
+    assert (await tenant.get(path)).json()["webhook"][member] in (None, public["sessionStartUrl"])
 
 
 async def test_the_operator_may_name_private_hosts(api: httpx.AsyncClient) -> None:
