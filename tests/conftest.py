@@ -88,9 +88,14 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def evgate(database_url: str, tmp_path: Path) -> AsyncIterator[Evgate]:
-    """A running evgate on the test's database."""
-    async with running_evgate(database_url, tmp_path) as app:
+async def evgate(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Evgate]:
+    """A running evgate on the test's database, with the settings of the test's (or its
+    module's) ``evgate_settings`` marker."""
+    marker = request.node.get_closest_marker("evgate_settings")
+    overrides = marker.kwargs if marker is not None else {}
+    async with running_evgate(database_url, tmp_path, **overrides) as app:
         yield app
 
 
@@ -121,6 +126,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "leaves_timer(callback, reason): the leak guard lets pass pending timers whose callback"
         " is named ``callback`` (a known evgate defect the reason names, not the test's)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "evgate_settings(**settings): the ``evgate`` fixture runs with these settings",
     )
 
 

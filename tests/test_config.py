@@ -43,12 +43,20 @@ def test_environment_wins_over_file(tmp_path: Path) -> None:
         ({"EVGATE_PROXY_PROTOCOL_TRUSTED": "10.0.0.1, lb.example"}, "EVGATE_PROXY_PROTOCOL_"),
         ({"EVGATE_PROXY_PROTOCOL_TRUSTED": "10.0.0.0/33"}, "EVGATE_PROXY_PROTOCOL_TRUSTED"),
         ({"EVGATE_MAX_CHARGER_CONNECTIONS": "0"}, "EVGATE_MAX_CHARGER_CONNECTIONS"),
+        ({"EVGATE_TENANT_PRIVATE_TARGETS": "maybe"}, "EVGATE_TENANT_PRIVATE_TARGETS"),
     ],
 )
 def test_bad_value_names_the_setting(environ: dict[str, str], named: str) -> None:
     """Each bad value raises ConfigError whose message names the variable."""
     with pytest.raises(ConfigError, match=named):
         load_settings(environ=environ)
+
+
+def test_tenants_private_targets_are_refused_unless_allowed() -> None:
+    """EVGATE_TENANT_PRIVATE_TARGETS: false unless set (api/targets.py refuses them)."""
+    assert load_settings(environ={}).tenant_private_targets is False
+    environ = {"EVGATE_TENANT_PRIVATE_TARGETS": "true"}
+    assert load_settings(environ=environ).tenant_private_targets is True
 
 
 def test_trusted_proxies_are_addresses_and_networks() -> None:

@@ -68,13 +68,24 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "outages": {"metrics"},
     "credentials": {"native"},
     "limits": set(),
+    # Which hosts are private (a tenant's targets are refused there): api and events ask it.
+    "addresses": set(),
     # tariffs and prices: pure decimal arithmetic, the rooms that store, build, price and
     # show them import it.
     "pricing": set(),
     # storage stores what events' pure builders build (outbox rows in the change's own
     # transaction); it never imports the dispatcher or the sinks, which read storage.
     "storage": {"events.builders", "metrics", "native", "outages", "pricing", "tasks"},
-    "events": {"metrics", "native", "outages", "pricing", "protocol", "storage", "tasks"},
+    "events": {
+        "addresses",
+        "metrics",
+        "native",
+        "outages",
+        "pricing",
+        "protocol",
+        "storage",
+        "tasks",
+    },
     # auth calls chargers (the offline-config push) through the gateway's interface only.
     "auth": {
         "config",
@@ -112,6 +123,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "tasks",
     },
     "api": {
+        "addresses",
         "auth",
         "credentials",
         "events",

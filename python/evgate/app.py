@@ -363,6 +363,7 @@ class Evgate:
             reservations=ReservationService(reservations),
             # Checked in memory, never stored: valid where it is set, revoked by no other node.
             bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
+            tenant_private_targets=s.tenant_private_targets,
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
@@ -518,6 +519,7 @@ def _dispatcher_config(s: Settings) -> DispatcherConfig:
         lane_batch=s.notification_lane_batch,
         poll_interval=s.notification_poll_interval,
         outbox_retention=s.outbox_retention,
+        tenant_private_targets=s.tenant_private_targets,
     )
 
 

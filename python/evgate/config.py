@@ -150,6 +150,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     session_end_retry_base: Seconds = 2.0
     session_end_retry_max: Seconds = 900.0
     session_end_poll_interval: Seconds = 5.0
+    # Whether a sub-operator's token may point subscriptions (callbackUrl, Kafka brokers) and
+    # installations' webhooks at loopback, private, link-local or reserved IP addresses or
+    # localhost (false: 422; the operator's own tokens always may). See api/targets.py.
+    tenant_private_targets: bool = False
 
     # Notifications (events/): retry delays after each failed delivery attempt, as durations
     # with a unit (s, m, h, d) separated by spaces or commas; after the last the delivery is

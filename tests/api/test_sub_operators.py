@@ -25,6 +25,10 @@ from evgate.pricing import Driver
 from evgate.storage.db import acting_for
 from support import Receiver, running_evgate
 
+# The tenants' receivers are on loopback, which only this setting lets a sub-operator's token
+# name as a target (api/targets.py; tests/api/test_tenant_targets.py tests the refusal).
+pytestmark = pytest.mark.evgate_settings(tenant_private_targets=True)
+
 PROBLEM = "application/problem+json"
 
 

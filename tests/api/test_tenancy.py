@@ -34,6 +34,10 @@ from evgate.pricing import Driver
 from evgate.storage.errors import DatabaseUnavailable
 from support import Receiver, TestCharger, gateway_knows, ocpp_charger, quiet_for, until
 
+# The tenants' receivers are on loopback, which only this setting lets a sub-operator's token
+# name as a target (api/targets.py; tests/api/test_tenant_targets.py tests the refusal).
+pytestmark = pytest.mark.evgate_settings(tenant_private_targets=True)
+
 # Each party's mark, in every name it gives: a list holding another's mark leaks it.
 A, B, OPERATOR = "A-4412", "B-7731", "O-5590"
 # Route families only the operator has (users and what hangs off them, partners, plans, the

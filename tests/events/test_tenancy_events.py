@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 from aiokafka import AIOKafkaConsumer
 from ocpp.v16 import call
 from ocpp.v16.enums import ChargePointErrorCode, ChargePointStatus
@@ -35,6 +36,10 @@ from harness.kafka import KafkaBroker
 from support import Receiver, gateway_knows, ocpp_charger, until
 
 from .events_helpers import AT, account_events, emit, webhook_subscription
+
+# The tenants' receivers are on loopback, which only this setting lets a sub-operator's token
+# name as a target (api/targets.py; tests/api/test_tenant_targets.py tests the refusal).
+pytestmark = pytest.mark.evgate_settings(tenant_private_targets=True)
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 

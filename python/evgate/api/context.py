@@ -69,6 +69,9 @@ class ApiContext:
     # Circuits and the chargers in them (api/circuits.py, issue 18); None in an API run
     # without them.
     circuits: CircuitService | None = None
+    # EVGATE_TENANT_PRIVATE_TARGETS: a sub-operator's token may name private hosts as callback,
+    # broker or webhook targets (api/targets.py).
+    tenant_private_targets: bool = False
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.

@@ -21,6 +21,7 @@ from evgate.api.inputs import set_fields
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import ApiError, Unprocessable
 from evgate.api.sub_operators import OwnerField, created_for, give
+from evgate.api.targets import check_tenant_target
 from evgate.auth.installations import Installation, InstallationInvalid, Installations
 from evgate.auth.webhook import OnFailure, Url, WebhookSettings, masked_payload
 from evgate.storage.installations import OfflineState, PendingSessionEnd
@@ -139,6 +140,21 @@ def _view(installation: Installation) -> InstallationView:
     )
 
 
+def _check_targets(ctx: ApiContext, webhook: WebhookSettings | WebhookPatch) -> None:
+    """Refuse a sub-operator's webhook URL on a private host (api/targets.py).
+
+    Raises:
+        Unprocessable: one is.
+    """
+    for field, url in (
+        ("webhook.authenticationUrl", webhook.authentication_url),
+        ("webhook.sessionStartUrl", webhook.session_start_url),
+        ("webhook.sessionEndUrl", webhook.session_end_url),
+    ):
+        if isinstance(url, str):  # a PATCH's unset or removed member calls nothing
+            check_tenant_target(field, url, ctx.tenant_private_targets)
+
+
 def _service(ctx: ApiContext) -> Installations:
     if ctx.installations is None:
         raise ApiError("installations are not available in this process", status=503)
@@ -154,6 +170,8 @@ class InstallationController(Controller):
 
     @post("/", status_code=201, summary="Create an installation")
     async def create(self, ctx: Ctx, data: JSONBody[InstallationCreate]) -> InstallationView:
+        if data.webhook is not None:
+            _check_targets(ctx, data.webhook)  # the token's tenant, before created_for acts
         try:
             async with created_for(ctx, data.sub_operator_id):
                 installation = await _service(ctx).create(
@@ -189,6 +207,7 @@ class InstallationController(Controller):
         if data.webhook is None:
             webhook = None
         elif isinstance(data.webhook, WebhookPatch):
+            _check_targets(ctx, data.webhook)
             webhook = msgspec.to_builtins(data.webhook)  # camelCase, unset members left out
 
         async def change() -> InstallationView:

@@ -18,10 +18,11 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.params import JSONBody, QueryParameter
 
 from evgate.api.bounds import INT32_MAX, JSON_INT_MAX, BigintId, BodyBigintId
-from evgate.api.context import Ctx
+from evgate.api.context import ApiContext, Ctx
 from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.security import Principal
+from evgate.api.targets import check_tenant_target
 from evgate.events.catalog import NOT_EMITTED, SUBSCRIBABLE
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
 from evgate.storage.deliveries import DeliveryCounts, FailedDelivery
@@ -134,13 +135,14 @@ def _names(names: list[str]) -> list[str]:
 
 
 def _checked(
-    body: SubscriptionIn, stored_password: bool = False
+    ctx: ApiContext, body: SubscriptionIn, stored_password: bool = False
 ) -> tuple[str | None, KafkaSettings | None, str | None]:
     """The (callbackUrl, kafka settings without password, password) of a valid body;
     ``stored_password``: a PUT may leave out the password the subscription has.
 
     Raises:
-        Unprocessable: the settings do not fit ``via``.
+        Unprocessable: the settings do not fit ``via``, or a sub-operator's request names a
+            private target (api/targets.py).
     """
     if body.via == "webhook":
         if body.webhook is None:
@@ -150,6 +152,9 @@ def _checked(
         url = urlsplit(body.webhook.callback_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise Unprocessable("webhook.callbackUrl: must be an absolute http(s) URL")
+        check_tenant_target(
+            "webhook.callbackUrl", body.webhook.callback_url, ctx.tenant_private_targets
+        )
         return body.webhook.callback_url, None, None
     if body.kafka is None:
         raise Unprocessable("kafka: required when via is 'kafka'")
@@ -161,6 +166,8 @@ def _checked(
         raise Unprocessable(
             "kafka.saslUsername and kafka.saslPassword: required with a SASL securityProtocol"
         )
+    for broker in k.brokers:
+        check_tenant_target("kafka.brokers", broker, ctx.tenant_private_targets)
     return None, k.settings(), k.sasl_password
 
 
@@ -199,7 +206,7 @@ class SubscriptionController(Controller):
         self, ctx: Ctx, request: Request[Principal, Any, Any], data: JSONBody[SubscriptionIn]
     ) -> Data[SubscriptionOut]:
         names = _names(data.notifications)
-        callback_url, kafka, password = _checked(data)
+        callback_url, kafka, password = _checked(ctx, data)
         secret = new_webhook_secret()
         service = ctx.notifications
         row = await service.subscriptions.create_subscription(
@@ -267,7 +274,7 @@ class SubscriptionController(Controller):
         names = _names(data.notifications)
         service = ctx.notifications
         stored = await service.subscriptions.get_subscription(subscription_id)
-        callback_url, kafka, password = _checked(data, stored.kafka_password is not None)
+        callback_url, kafka, password = _checked(ctx, data, stored.kafka_password is not None)
         row = await service.subscriptions.replace_subscription(
             subscription_id,
             via=data.via,

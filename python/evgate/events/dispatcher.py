@@ -77,6 +77,8 @@ class DispatcherConfig:
     # start), so that lanes waiting out a long retry are resumed soon after the brokers return.
     kafka_probe_interval: float = 5.0
     outbox_retention: float = 7 * 86400.0
+    # EVGATE_TENANT_PRIVATE_TARGETS: a sub-operator's webhook may connect to private addresses.
+    tenant_private_targets: bool = False
     prune_interval: float = 60.0
 
 
@@ -493,7 +495,10 @@ class Dispatcher:
     def _webhook_sink(self, sub: _Subscription) -> WebhookSink:
         if sub.sink is None:
             sub.sink = WebhookSink(
-                sub.row, self.config.delivery_timeout, self.config.lanes_per_subscription
+                sub.row,
+                self.config.delivery_timeout,
+                self.config.lanes_per_subscription,
+                self.config.tenant_private_targets,
             )
         return sub.sink
 

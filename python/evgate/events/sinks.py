@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import hashlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 
 import evgate
+from evgate.addresses import private_host
 from evgate.events.signing import hmac_with_state, standard_webhook_signature
 from evgate.metrics import Registry
 from evgate.outages import Dependency, RepeatFilter, quiet_repeats
@@ -86,6 +89,26 @@ class Attempt(NamedTuple):
     resend: bool = False
 
 
+def _public_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """aiohttp's socket factory for a sub-operator's subscription: the address its callback
+    URL's name resolved to, just before connecting, must not be private (api/targets.py refuses
+    literal ones at creation; a name is only known here). The refusal is a failed attempt.
+
+    Raises:
+        OSError: the address is private.
+    """
+    family, type_, proto, _, address = addr_info
+    if private_host(str(address[0])) is not None:
+        # One text for every address of the name (happy eyeballs reports one error when all
+        # are alike); aiohttp shows the strerror in the attempt's error.
+        raise OSError(
+            errno.EACCES,
+            "refused: a loopback, private, link-local or reserved address"
+            " (a sub-operator's subscription)",
+        )
+    return socket.socket(family=family, type=type_, proto=proto)
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at a day."""
     if not value:
@@ -111,10 +134,18 @@ class WebhookSink:
     UTC). Redirects are not followed (a 3xx is a failed attempt); any 2xx is success.
     """
 
-    def __init__(self, subscription: SubscriptionRow, timeout: float, max_connections: int):
+    def __init__(
+        self,
+        subscription: SubscriptionRow,
+        timeout: float,
+        max_connections: int,
+        private_targets: bool = True,
+    ):
         """A client of its own per subscription: its connections (at most ``max_connections``,
         one per lane in flight, kept alive) serve no other receiver, so one that hangs ties up
-        only its own subscription. Made inside the running loop."""
+        only its own subscription. Made inside the running loop. ``private_targets`` false
+        (``EVGATE_TENANT_PRIVATE_TARGETS`` unset): a sub-operator's subscription connects to no
+        private address, whatever its name resolves to."""
         assert subscription.callback_url is not None
         self.url = subscription.callback_url
         self.secret = subscription.webhook_secret
@@ -126,6 +157,9 @@ class WebhookSink:
                 # The same trust as before the move from httpx: Mozilla's roots (certifi),
                 # the hostname checked.
                 ssl=ssl.create_default_context(cafile=certifi.where()),
+                socket_factory=None
+                if private_targets or subscription.sub_operator_id is None
+                else _public_socket,
             ),
             timeout=aiohttp.ClientTimeout(total=timeout),
             # The receiver is the operator's own system, named by URL: no proxy from the

@@ -31,11 +31,14 @@ class SubscriptionRow(msgspec.Struct, kw_only=True):
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime
+    # The sub-operator that made it (None: the operator): its webhook reaches no private
+    # address (events/sinks.py).
+    sub_operator_id: int | None = None
 
 
 _SUB_COLUMNS = (
     "id, via, notifications, callback_url, kafka, kafka_password, webhook_secret,"
-    " token_hmac_state, enabled, disabled_reason, created_at, updated_at"
+    " token_hmac_state, enabled, disabled_reason, created_at, updated_at, sub_operator_id"
 )
 
 
