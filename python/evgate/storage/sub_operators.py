@@ -20,6 +20,7 @@ import msgspec
 from evgate.events.builders import sub_operator_changed
 from evgate.storage.db import Database
 from evgate.storage.errors import AlreadyExists, BadReference, InUse, NotFound
+from evgate.storage.outbox import About, insert_outbox
 
 __all__ = ["Owned", "SubOperator", "SubOperatorStore"]
 
@@ -58,14 +59,10 @@ def _sub_operator(row: asyncpg.Record) -> SubOperator:
 async def _record(
     conn: asyncpg.Connection, sub_operator_id: int, action: Literal["created", "deleted"]
 ) -> None:
-    # Stamped with the sub-operator itself (not the acting tenant: only the operator changes
-    # sub-operators), so that the event is the tenant's as well as the operator's.
+    # Stamped with the sub-operator itself (its row must still be there: a deletion is
+    # recorded before its DELETE), so that the event is the tenant's as well as the operator's.
     entry = sub_operator_changed(sub_operator_id, action, datetime.now(UTC))
-    await conn.execute(
-        "INSERT INTO outbox (event, charger_id, payload, sub_operator_id) VALUES ($1, $2, $3, $4)",
-        *entry,
-        sub_operator_id,
-    )
+    await insert_outbox(conn, [entry], About("sub_operators", sub_operator_id))
 
 
 class SubOperatorStore:
@@ -140,12 +137,12 @@ class SubOperatorStore:
         """
         try:
             async with self.db.pool.acquire() as conn, conn.transaction():
+                await _record(conn, sub_operator_id, "deleted")
                 done = await conn.fetchval(
                     "DELETE FROM sub_operators WHERE id = $1 RETURNING id", sub_operator_id
                 )
-                if done is None:
+                if done is None:  # the transaction, and its event, are rolled back
                     raise NotFound(f"no sub-operator {sub_operator_id}")
-                await _record(conn, sub_operator_id, "deleted")
         except (asyncpg.ForeignKeyViolationError, asyncpg.RestrictViolationError) as exc:
             owned = (exc.table_name or "resources").replace("_", " ")
             raise InUse(
