@@ -19,7 +19,14 @@ from evgate.app import Evgate
 from evgate.storage.db import Database, apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
 from harness.kafka_fixtures import kafka_broker, kafka_broker_factory  # noqa: F401
-from support import BOOTSTRAP_TOKEN, Receiver, TrackingLoop, create_database, running_evgate
+from support import (
+    BOOTSTRAP_TOKEN,
+    Receiver,
+    TrackingLoop,
+    create_database,
+    drop_database,
+    running_evgate,
+)
 
 _TEMPLATE = "evgate_template"
 _counter = itertools.count()
@@ -54,9 +61,12 @@ async def pg_template(pg: EmbeddedPostgres) -> str:
 
 
 @pytest.fixture
-async def database_url(pg: EmbeddedPostgres, pg_template: str) -> str:
-    """A fresh, migrated database for one test."""
-    return await create_database(pg.dsn, f"t{os.getpid()}_{next(_counter)}", pg_template)
+async def database_url(pg: EmbeddedPostgres, pg_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test, dropped after it: kept, the suite's databases
+    (11 MB each) filled a CI disk."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    yield await create_database(pg.dsn, name, pg_template)
+    await drop_database(pg.dsn, name)
 
 
 @pytest.fixture

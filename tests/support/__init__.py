@@ -14,7 +14,7 @@ the ``conftest`` module name is taken by each folder's own conftest.py):
 from __future__ import annotations
 
 from .charger import Script, TestCharger, ocpp_charger
-from .database import create_database, terminate_query, with_database
+from .database import create_database, drop_database, terminate_query, with_database
 from .evgate import (
     BOOTSTRAP_TOKEN,
     Running,
@@ -43,6 +43,7 @@ __all__ = [
     "TrackingLoop",
     "asyncpg_copy_waiter_unretrieved",
     "create_database",
+    "drop_database",
     "ended",
     "free_port",
     "gateway_knows",
