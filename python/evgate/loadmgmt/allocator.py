@@ -221,6 +221,7 @@ def allocate_all(
     demands: Iterable[Demand],
     fixed: Mapping[str, int] | None = None,
     idle: Iterable[str] = (),
+    whole: Iterable[str] = (),
 ) -> tuple[dict[int, int], dict[str, int]]:
     """Each demand's limit in deciamps (0: waits for room), and each idle charger's default.
 
@@ -234,6 +235,10 @@ def allocate_all(
             its circuit's minimum as the default a transaction it starts would draw (its
             TxDefaultProfile) if that fits in what the transactions left, else 0 (a
             transaction it starts waits at 0 A until evgate gives it room).
+        whole: online chargers counted at their maximum whatever their demands get (a busy
+            charger whose default is not known: it may be back in force the moment a
+            transaction stops): the circuits lose that maximum up front, and its demands
+            share the charger's own maximum without taking more from them.
     """
     fixed = fixed or {}
     room: dict[_Key, int] = {}
@@ -253,6 +258,21 @@ def allocate_all(
         room[charger_id] = held.max_current - amount
         for slot in tree.slots_of(held):
             room[slot] -= amount
+    counted_whole: set[str] = set()
+    for charger_id in whole:
+        held = tree.chargers.get(charger_id)
+        if held is None or not held.online or charger_id in counted_whole:
+            continue
+        counted_whole.add(charger_id)
+        rest = held.max_current - min(fixed.get(charger_id, 0), held.max_current)
+        room.setdefault(charger_id, held.max_current)
+        for slot in tree.slots_of(held):
+            room[slot] -= rest
+    for charger_id in counted_whole:
+        # Counting it at its maximum does not let it draw that much now where the maximum
+        # does not fit: a circuit phase already over takes what it is over from its demands.
+        over = min(0, *(room[slot] for slot in tree.slots_of(tree.chargers[charger_id])))
+        room[charger_id] = max(0, room[charger_id] + over)
 
     limits: dict[int, int] = {}
     members: dict[int, list[_Key]] = {}
@@ -262,7 +282,9 @@ def allocate_all(
         charger = tree.chargers.get(demand.charger_id)
         if charger is None or not charger.online:
             continue
-        keys: list[_Key] = [charger.id, *tree.slots_of(charger)]
+        keys: list[_Key] = [charger.id]
+        if charger.id not in counted_whole:
+            keys += tree.slots_of(charger)
         room.setdefault(charger.id, charger.max_current)
         need = tree.circuits[charger.circuit_id].min_current
         short = [k for k in keys if room[k] < need]

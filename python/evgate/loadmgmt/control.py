@@ -6,10 +6,15 @@ Pure and synchronous: the engine (``handlers/smart_charging.py``) feeds it what 
 :meth:`Controller.step` returns. Currents in deciamps.
 
 Two kinds of limit are pushed: a transaction's (a TxProfile) and a charger's default, the
-TxDefaultProfile a transaction it starts draws before evgate decides. A charger without a
-transaction is counted at its default, so a transaction that starts cannot overload: the
-default is the circuit's minimum while there is room for it, 0 A when the transactions use
-everything (a new transaction then waits at 0 A until it is given room).
+TxDefaultProfile a transaction it starts draws before evgate decides. A charger is counted at
+the higher of its transactions' sum and its default, so a transaction that starts cannot
+overload, nor can the default coming back in force when the last one stops. Without a
+transaction the default is the circuit's minimum while there is room for it, else 0 A (a new
+transaction then waits at 0 A until it is given room); once a transaction starts, its
+charger's default is lowered to 0 A (a lower: always safe), after the transaction has a
+TxProfile of its own at the value it draws (a *pin*), and raised again only after the stop,
+where there is room. A busy charger whose default is not known counts at its maximum; its
+transactions share that maximum, within what its circuits can carry now.
 
 What a limit is *counted* at is the most the charger may be drawing for it now: the highest of
 its last accepted value and every value sent and not yet answered; a charger that refused or
@@ -78,6 +83,7 @@ class TransactionState(Limit):
     order: int = 0
     kind: Kind | None = "full"  # None: not drawing at all (Faulted, Available)
     target: int = 0
+    profiled: bool = False  # sent a TxProfile of its own (before: it draws the default)
 
 
 class Controller:
@@ -183,6 +189,10 @@ class Controller:
         default = self.defaults.get(charger_id)
         if default is None or default.failed:
             tx.failed = True  # its TxDefaultProfile is not known to hold: count the maximum
+            if default is not None:
+                # Its next event: the default is sent again (0 A, a lower: always safe), so
+                # that its charger is not counted at its maximum all through the transaction.
+                default.retry = True
         else:
             # It draws its default until told otherwise (one sent and unanswered, too).
             tx.confirmed = self._counted(default)
@@ -249,17 +259,19 @@ class Controller:
         return self._counted(tx)
 
     def charger_load(self, charger: Charger) -> int:
-        """A charger's counted current: its transactions', or without one its default; at
-        most its maximum; an offline one's is its maximum."""
+        """A charger's counted current: the higher of its transactions' sum and its default
+        (back in force the moment its last transaction stops); at most its maximum; an
+        offline one's is its maximum."""
         if not charger.online:
             return charger.max_current
-        txs = list(self._of_charger(charger.id))
-        if txs:
-            total = sum(self.counted(tx) for tx in txs)
-        else:
-            default = self.defaults[charger.id]
-            total = charger.max_current if default.failed else self._counted(default)
-        return min(total, charger.max_current)
+        total = sum(self.counted(tx) for tx in self._of_charger(charger.id))
+        return min(max(total, self.default_counted(charger)), charger.max_current)
+
+    def default_counted(self, charger: Charger) -> int:
+        """What a charger's default is counted at: its maximum while not known (refused,
+        unanswered, never sent)."""
+        default = self.defaults[charger.id]
+        return charger.max_current if default.failed else self._counted(default)
 
     @staticmethod
     def _counted(limit: Limit) -> int:
@@ -290,40 +302,42 @@ class Controller:
             self._dirty.add(root)
 
     def _step_tree(self, root: int, tree: Tree) -> list[Push]:
-        txs = list(self.in_tree(root))
+        txs = [t for t in self.in_tree(root) if tree.chargers[t.charger_id].online]
         online = {c.id for c in tree.chargers.values() if c.online}
         busy_chargers = {t.charger_id for t in txs}
-        fixed = {
-            t.charger_id: tree.chargers[t.charger_id].max_current
-            for t in txs
-            if t.failed and t.charger_id in online
-        }
-        idle = sorted(online - busy_chargers)
+        fixed = {t.charger_id: tree.chargers[t.charger_id].max_current for t in txs if t.failed}
+        # Who holds a default keeps it: one whose transaction stopped (its default at 0 A)
+        # gets one where there is room, not by taking another's (a lower and a raise).
+        idle = sorted(online - busy_chargers, key=lambda c: (-self._counted(self.defaults[c]), c))
         for charger_id in idle:
             if self.defaults[charger_id].failed:
                 fixed[charger_id] = tree.chargers[charger_id].max_current
-        drawing = [t for t in txs if t.kind is not None and t.charger_id in online]
+        # A busy charger whose default is not known is counted at its maximum (the default
+        # may be back in force the moment its transaction stops); its transactions share it.
+        whole = sorted(c for c in busy_chargers if self.defaults[c].failed)
+        drawing = [t for t in txs if t.kind is not None]
         targets, defaults = allocate_all(
             tree,
             [_demand(t) for t in drawing if not t.failed],
             fixed,
             [c for c in idle if not self.defaults[c].failed],
+            whole,
         )
         # A failed limit is offered what it would get were it not failed, at most what fits
         # beside everything else as counted (other failed ones at their maximum): a lower
         # from its counted maximum, safe at once.
         offered: dict[int, int] = {}
         offered_defaults: dict[str, int] = {}
-        failed_retry = any(t.failed and t.retry for t in txs if t.charger_id in online) or any(
+        failed_retry = any(t.failed and t.retry for t in txs) or any(
             self.defaults[c].failed and self.defaults[c].retry for c in idle
         )
         if failed_retry:
             offered, offered_defaults = allocate_all(
-                tree, [_demand(t) for t in drawing], None, idle
+                tree, [_demand(t) for t in drawing], None, idle, whole
             )
             loads = self.loads(root)
             for tx in txs:
-                if tx.failed and tx.retry and tx.charger_id in online:
+                if tx.failed and tx.retry:
                     offered[tx.transaction_id] = self._fitting(
                         tree, loads, tx, offered.get(tx.transaction_id, 0)
                     )
@@ -332,28 +346,36 @@ class Controller:
                     offered_defaults[c] = self._fitting(
                         tree, loads, self.defaults[c], offered_defaults.get(c, 0)
                     )
+        pins: list[tuple[Limit, int]] = []
         lowers: list[tuple[Limit, int]] = []
         raises: list[tuple[Limit, int]] = []
-        wanted: list[tuple[Limit, int, int | None]] = [
-            (tx, targets.get(tx.transaction_id, 0), offered.get(tx.transaction_id, 0))
-            for tx in txs
-            if tx.charger_id in online
+        wanted: list[tuple[Limit, int, int]] = [
+            (tx, targets.get(tx.transaction_id, 0), offered.get(tx.transaction_id, 0)) for tx in txs
         ]
         wanted += [(self.defaults[c], defaults.get(c, 0), offered_defaults.get(c, 0)) for c in idle]
+        # A busy charger's default goes to 0 A (a lower: always safe), so that when its
+        # transaction stops the charger is back within what it is counted at, and its
+        # default is raised again only where there is room.
+        wanted += [(self.defaults[c], 0, 0) for c in sorted(busy_chargers)]
         for limit, target, offer in wanted:
             if limit.failed:
                 if limit.retry:
                     limit.retry = False
-                    lowers.append((limit, offer or 0))
+                    lowers.append((limit, offer))
                 continue
+            last = limit.last()
             if isinstance(limit, TransactionState):
                 limit.target = target
-            last = limit.last()
+                if not limit.profiled and target >= last > 0:
+                    # It draws its default, which goes to 0 A: it gets its own TxProfile of
+                    # the same value first (counted the same), raised later if it may be.
+                    pins.append((limit, last))
+                    continue
             if target < last:
                 lowers.append((limit, target))
             elif target >= last + self.hysteresis or (target > last and last == 0):
                 raises.append((limit, target))
-        busy = any(tx.in_flight for tx in txs) or any(self.defaults[c].in_flight for c in idle)
+        busy = any(tx.in_flight for tx in txs) or any(self.defaults[c].in_flight for c in online)
         if not raises and not self._over(root):
             # Nothing to make room for: a small lower would only churn.
             lowers = [
@@ -361,7 +383,9 @@ class Controller:
                 for limit, t in lowers
                 if limit.failed or self._counted(limit) - t >= self.hysteresis or t == 0
             ]
-        pushes = [self._push(limit, value) for limit, value in lowers]
+        # Pins and transactions' lowers before defaults' (a charger answers in order): a
+        # transaction has its own profile before its default is lowered under it.
+        pushes = [self._push(limit, value) for limit, value in [*pins, *lowers]]
         if not pushes and not busy:
             pushes = [self._push(limit, value) for limit, value in raises]
         elif raises:
@@ -372,7 +396,9 @@ class Controller:
         self, tree: Tree, loads: dict[tuple[int, int], int], limit: Limit, wanted: int
     ) -> int:
         """At most ``wanted``: what a failed limit may be given so that its charger fits
-        beside the tree's ``loads`` as counted now (its own maximum taken out)."""
+        beside the tree's ``loads`` as counted now (its own count taken out). Its default's
+        count (its maximum, if not known) does not make room: the transactions draw theirs
+        now, wherever the default is."""
         charger = tree.chargers[limit.charger_id]
         others = sum(self.counted(t) for t in self._of_charger(charger.id) if t is not limit)
         own = self.charger_load(charger)
@@ -395,6 +421,7 @@ class Controller:
                 limit.connector_id,
                 value,
             )
+            limit.profiled = True
         else:
             push = Push(next(self._push_ids), None, limit.charger_id, 0, value)
         limit.in_flight.append(push)
