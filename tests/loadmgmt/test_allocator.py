@@ -198,6 +198,20 @@ def test_a_busy_chargers_default_is_counted_until_lowered_to_0() -> None:
     assert control.defaults["A"].confirmed == 0
 
 
+def test_a_transaction_a_little_under_its_default_still_gets_its_own_profile() -> None:
+    """The circuit's minimum was 10 A (the default) and is now 6 A, the charger's maximum
+    9.5 A: its transaction's share is 0.5 A under the default it draws, a lower too small to
+    send by itself; it is sent anyway, before the default goes to 0 A under it."""
+    control = Controller()
+    control.set_tree([Circuit(1, 320, min_current=100)], [Charger("A", 1, 320)])
+    _settle(control)
+    assert control.defaults["A"].confirmed == 100
+    control.set_tree([Circuit(1, 320, min_current=60)], [Charger("A", 1, 95)])
+    control.start(1, "A", 1)
+    pushes = control.step()
+    assert [(p.transaction_id, p.limit) for p in pushes] == [(1, 95), (None, 0)]
+
+
 def test_a_busy_charger_whose_default_is_not_known_counts_at_its_maximum() -> None:
     """The busy charger's default lower goes unanswered: it counts at its maximum (16 A) from
     then on, whatever its transaction is given: idle, that one keeps 6 A and the other

@@ -366,10 +366,11 @@ class Controller:
             last = limit.last()
             if isinstance(limit, TransactionState):
                 limit.target = target
-                if not limit.profiled and target >= last > 0:
-                    # It draws its default, which goes to 0 A: it gets its own TxProfile of
-                    # the same value first (counted the same), raised later if it may be.
-                    pins.append((limit, last))
+                if not limit.profiled and last > 0:
+                    # It draws its default, which goes to 0 A: it gets its own TxProfile
+                    # first, of that value (counted the same; raised later if it may be) or
+                    # less, however small the lower (none of hysteresis here).
+                    pins.append((limit, min(target, last)))
                     continue
             if target < last:
                 lowers.append((limit, target))
