@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 from datetime import timedelta
+from functools import partial
 
 import evgate
 from evgate.api.app import create_api
@@ -364,6 +365,9 @@ class Evgate:
             # Checked in memory, never stored: valid where it is set, revoked by no other node.
             bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
             tenant_private_targets=s.tenant_private_targets,
+            # As the gateway's unanswered CALLs: a failure only; the outage ends with the
+            # successes of the loops that retry (Dependency's quiet rule).
+            database_unavailable=partial(self.db.health.failed, seen_by="the API"),
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,
