@@ -92,7 +92,7 @@ from evgate.storage.sub_operators import SubOperatorStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
-from evgate.storage.transactions import TransactionStore
+from evgate.storage.transactions import TRANSACTION_STOP_CHANNEL, TransactionStore
 from evgate.storage.users import USER_CHANNEL, UserGroupStore, UserStore
 from evgate.storage.writer import Writer, is_outage
 from evgate.tasks import service_task
@@ -225,6 +225,12 @@ class Evgate:
             after_accepted_boot=self._boot_accepted,
             status_changed=self.live.connector_status,
             tariff_for=self.pricing.snapshot_for,
+        )
+        # An operator's stop through any process's API reaches the charger's connection here.
+        await self.db.listen(
+            TRANSACTION_STOP_CHANNEL,
+            services.transaction_stop_notified,
+            services.transaction_stops_missed,
         )
         routes = build_routes(services, self.certificates)
 
