@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 from datetime import timedelta
+from functools import partial
 
 import evgate
 from evgate.api.app import create_api
@@ -91,7 +92,7 @@ from evgate.storage.sub_operators import SubOperatorStore
 from evgate.storage.subscriptions import SubscriptionStore
 from evgate.storage.tariffs import TariffStore
 from evgate.storage.tokens import TokenStore
-from evgate.storage.transactions import TransactionStore
+from evgate.storage.transactions import TRANSACTION_STOP_CHANNEL, TransactionStore
 from evgate.storage.users import USER_CHANNEL, UserGroupStore, UserStore
 from evgate.storage.writer import Writer, is_outage
 from evgate.tasks import service_task
@@ -224,6 +225,12 @@ class Evgate:
             after_accepted_boot=self._boot_accepted,
             status_changed=self.live.connector_status,
             tariff_for=self.pricing.snapshot_for,
+        )
+        # An operator's stop through any process's API reaches the charger's connection here.
+        await self.db.listen(
+            TRANSACTION_STOP_CHANNEL,
+            services.transaction_stop_notified,
+            services.transaction_stops_missed,
         )
         routes = build_routes(services, self.certificates)
 
@@ -364,6 +371,9 @@ class Evgate:
             # Checked in memory, never stored: valid where it is set, revoked by no other node.
             bootstrap_digest=digest(s.bootstrap_token) if s.bootstrap_token else None,
             tenant_private_targets=s.tenant_private_targets,
+            # As the gateway's unanswered CALLs: a failure only; the outage ends with the
+            # successes of the loops that retry (Dependency's quiet rule).
+            database_unavailable=partial(self.db.health.failed, seen_by="the API"),
             gateway=self.commands,
             metrics=self.metrics,
             installations=self.auth.installations,

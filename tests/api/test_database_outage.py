@@ -4,9 +4,12 @@ command to a charger, a write, the token check itself), never 500; 200 again onc
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import asyncpg
 import httpx
+import pytest
 
 from evgate.auth.registry import create_token
 from evgate.storage.embedded import EmbeddedPostgres
@@ -63,3 +66,58 @@ async def test_database_down_is_503_then_200_when_it_is_back(
             assert (await read_api.get("/api/v1/chargers/CP-1")).status_code == 200
             r = await api.post("/api/v1/chargers/CP-1/commands/Reset", json={"type": "Soft"})
             assert r.status_code == 409, r.text  # known, not connected anywhere
+
+
+def _postgresql_up(metrics: str) -> bool:
+    """Whether /metrics says PostgreSQL is up (``evgate_dependency_up``)."""
+    return 'evgate_dependency_up{name="PostgreSQL"} 1' in metrics
+
+
+async def test_a_request_that_finds_the_database_away_tells_the_process(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only an API request meets the outage (its connection ended by the server while it
+    waits, every other loop of the process unaffected): the 503 is counted on the process's
+    view of PostgreSQL, as the writer's and the loops' outages are, so /metrics says it is
+    down and the log says so once; once the loops that use it succeed again it is up."""
+    caplog.set_level(logging.INFO, logger="evgate")
+    async with (
+        running_evgate(database_url, tmp_path, ownership_lease=3) as app,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{app.api_port}",
+            headers={"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"},
+            timeout=30,
+        ) as api,
+    ):
+        assert _postgresql_up((await api.get("/metrics")).text)
+        blocker = await asyncpg.connect(database_url)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE locations IN ACCESS EXCLUSIVE MODE")
+                listing = asyncio.ensure_future(api.get("/api/v1/locations"))
+                # The request's backend, waiting for the lock (whatever it shows as its query:
+                # a statement being prepared is not reported there).
+                waiting = await until(
+                    lambda: blocker.fetchval(
+                        "SELECT pid FROM pg_stat_activity"
+                        " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                    )
+                )
+                await blocker.execute("SELECT pg_terminate_backend($1)", waiting)
+                _assert_unavailable(await listing)
+        finally:
+            await blocker.close()
+        metrics = (await api.get("/metrics")).text
+        assert not _postgresql_up(metrics), metrics
+        assert 'evgate_dependency_outages_total{name="PostgreSQL"} 1' in metrics
+
+        # Back: the lease renewals and the other loops succeed (the API reports no success
+        # of its own; the outage ends once nothing failed for a while).
+        async def up() -> bool:
+            return _postgresql_up((await api.get("/metrics")).text)
+
+        await until(up, within=60, interval=0.2)
+    said = [r.getMessage() for r in caplog.records if r.name == "evgate.outages"]
+    assert len(said) == 2, said
+    assert said[0].startswith("PostgreSQL unavailable") and "seen by the API" in said[0]
+    assert said[1].startswith("PostgreSQL available again")

@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import httpx
 import msgspec
 import pytest
 from ocpp.routing import on
-from ocpp.v16 import call_result
+from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
 from evgate.config import load_settings
@@ -607,3 +607,65 @@ async def test_a_routed_outcome_holding_nul_can_be_stored(two_nodes) -> None:
     assert outcome.error is not None
     error = _error_of(outcome.error)
     assert (error.description, error.details) == ("bad\ufffdtext", {"k\ufffd": "v\ufffd"})  # type: ignore[attr-defined]
+
+
+async def test_an_operator_stop_through_a_reaches_the_chargers_connection_on_b(
+    two_nodes,
+) -> None:
+    """The charger is connected to B, the operator stops its transaction through A's API: B's
+    connection takes the transaction for closed (the stop's notification), so the charger's
+    next MeterValues for it make no event of a running transaction, as after a stop made on
+    B itself; not only once the charger reconnects."""
+    a, b = two_nodes
+    assert a.app.db is not None
+    db = a.app.db
+    secret = await a.add("CP-1")
+    await until(lambda: b.gateway.credentials_of("CP-1") is not None)
+    async with api(a) as client:
+        r = await client.post("/api/v1/id-tags", json={"idTag": "TAG-1"})
+        assert r.status_code == 201, r.text
+        async with ocpp_charger(b.url("CP-1", secret), "CP-1") as cp:
+            await cp.boot()
+
+            async def accepted() -> bool:
+                answer = await cp.call(call.Authorize(id_tag="TAG-1"))
+                return bool(answer.id_tag_info["status"] == "Accepted")
+
+            await until(accepted)  # B's id-tag list has it
+            now = datetime.now(UTC)
+            start = await cp.call(
+                call.StartTransaction(
+                    connector_id=1, id_tag="TAG-1", meter_start=0, timestamp=now.isoformat()
+                )
+            )
+            tx = int(start.transaction_id)
+            readings = itertools.count(1)
+
+            async def running_events_of_a_meter_value() -> list[str]:
+                """The events of a running transaction that a new MeterValues of ``tx`` made."""
+                before = await db.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+                wh = next(readings) * 100
+                value = {"value": str(wh), "measurand": "Energy.Active.Import.Register"}
+                at = (now + timedelta(seconds=wh)).isoformat()
+                await cp.call(
+                    call.MeterValues(
+                        connector_id=1,
+                        transaction_id=tx,
+                        meter_value=[{"timestamp": at, "sampled_value": [value]}],
+                    )
+                )
+                rows = await db.fetch(
+                    "SELECT event FROM outbox WHERE id > $1 AND event IN"
+                    " ('SessionUpdateNotification', 'transaction.changed')",
+                    before,
+                )
+                return [row["event"] for row in rows]
+
+            assert await running_events_of_a_meter_value()  # B takes it for running
+            r = await client.post(f"/api/v1/transactions/{tx}/stop", json={"reason": "lost"})
+            assert r.status_code == 200, r.text
+
+            async def closed_on_b() -> bool:
+                return await running_events_of_a_meter_value() == []
+
+            await until(closed_on_b, within=15, interval=0.2)

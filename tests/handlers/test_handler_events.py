@@ -235,3 +235,37 @@ async def test_a_transaction_closed_while_its_meter_values_are_written_stays_clo
     services.refresh_transaction(ctx, tx)
     assert await services.open_transaction(ctx, 7) is None
     assert await services.open_transaction(other, 7) is tx
+
+
+async def test_a_stop_notification_closes_the_transaction_of_that_charger_only(
+    bench: Bench,
+) -> None:
+    """The operator's stop made through another process's API arrives as a notification
+    (``<transaction id> <charger id>``): the named charger's connection takes the transaction
+    for closed, another's is not touched, and a payload that names none changes nothing."""
+    ctx, other = ChargerContext("CP-1"), ChargerContext("CP-2")
+    tx = TransactionFacts(transaction_id=7, connector_id=1, started_at=T0, meter_start=0)
+    services = bench.services
+    services.remember_transaction(ctx, 7, tx)
+    services.remember_transaction(other, 7, tx)
+    for malformed in ("", "7", "seven CP-1", "7 "):
+        services.transaction_stop_notified(malformed)
+    assert await services.open_transaction(ctx, 7) is tx
+    services.transaction_stop_notified("7 CP-1")
+    assert await services.open_transaction(ctx, 7) is None
+    assert await services.open_transaction(other, 7) is tx
+
+
+async def test_after_missed_stop_notifications_a_connection_reads_its_transactions_again(
+    bench: Bench,
+) -> None:
+    """The LISTEN connection was lost, so a stop made elsewhere may have gone unheard: each
+    connection forgets which transactions it took for open and asks the database again (here
+    transaction 7 is open nowhere: it is taken for closed)."""
+    ctx = ChargerContext("CP-1")
+    tx = TransactionFacts(transaction_id=7, connector_id=1, started_at=T0, meter_start=0)
+    services = bench.services
+    services.remember_transaction(ctx, 7, tx)
+    assert await services.open_transaction(ctx, 7) is tx
+    services.transaction_stops_missed()
+    assert await services.open_transaction(ctx, 7) is None

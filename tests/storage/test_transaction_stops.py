@@ -4,6 +4,7 @@ before or with its stop, whatever the order of the writes in the stop's batch.""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,8 +14,9 @@ import pytest
 from evgate.events.builders import ChargerRef
 from evgate.pricing import EnergyPeriod, Snapshot, Tariff
 from evgate.storage.db import Database
-from evgate.storage.ops import meter_values, outbox, transactions
+from evgate.storage.ops import connectors, meter_values, outbox, transactions
 from evgate.storage.ops.base import Results, Write
+from evgate.storage.ops.connectors import ConnectorStatus
 from evgate.storage.ops.stops import after_stop
 from evgate.storage.ops.transactions import TransactionStart, TransactionStop
 from evgate.storage.writer import Writer
@@ -124,3 +126,54 @@ async def test_a_resent_reading_in_the_stops_batch_is_counted_once(
     count = "SELECT count(*) FROM meter_values WHERE transaction_id = $1"
     assert await db.fetchval(count, tx) == 2
     assert writer.stats.rejected == 0
+
+
+def connector_status(status: str, at: datetime) -> Write[Results]:
+    """The charger's StatusNotification of CP-1's connector 1, as of ``at`` (with its events,
+    as handlers/status.py submits it: in the batch's state writes, before the stop)."""
+    stored = connectors.status(
+        ConnectorStatus(
+            charger_id="CP-1",
+            connector_id=1,
+            status=status,
+            error_code="NoError",
+            info=None,
+            vendor_id=None,
+            vendor_error_code=None,
+            status_at=at,
+            updated_at=at,
+        )
+    )
+    return outbox.emit([stored])
+
+
+async def idle_periods_of(db: Database, tx: int) -> list[list[str | None]]:
+    """``tx``'s stored idle periods: [[from, to or None], ...]."""
+    raw = await db.fetchval("SELECT idle_periods FROM transactions WHERE id = $1", tx)
+    periods: list[list[str | None]] = json.loads(raw)
+    return periods
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["one-batch", "two-batches"])
+async def test_a_status_after_the_stop_leaves_the_idle_periods_as_they_were(
+    writer: Writer, db: Database, batched: bool
+) -> None:
+    """SuspendedEV from 07:30 (before the stop at 08:00), then, seconds after the operator's
+    stop, Available and Finishing: the transaction keeps one idle period from 07:30, open
+    (clipped at the stop), whether those statuses were committed in the stop's batch (where
+    the stop runs last) or after it."""
+    tx = await started(writer)
+    stop_at = T0 + timedelta(hours=2)
+    await writer.submit([connector_status("SuspendedEV", T0 + timedelta(minutes=90))], key="CP-1")
+    after = [
+        connector_status("Available", stop_at + timedelta(seconds=5)),
+        connector_status("Finishing", stop_at + timedelta(seconds=10)),
+    ]
+    if batched:
+        await in_one_batch(writer, operator_stop(tx), *after)
+    else:
+        await writer.submit([operator_stop(tx)], key="CP-1")
+        for write in after:
+            await writer.submit([write], key="CP-1")
+    periods = [[datetime.fromisoformat(start), end] for start, end in await idle_periods_of(db, tx)]
+    assert periods == [[T0 + timedelta(minutes=90), None]]

@@ -111,7 +111,7 @@ def create_api(
         route_handlers=[secured, docs_assets, metrics, *DASHBOARD_ROUTES, *open_route_handlers],
         dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
         middleware=[auth, TenantMiddleware()],
-        exception_handlers=exception_handlers,
+        exception_handlers=exception_handlers(ctx.database_unavailable),
         before_request=check_request,
         openapi_config=openapi,
         debug=False,

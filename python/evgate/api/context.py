@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
@@ -23,10 +24,15 @@ from evgate.gateway.interface import ChargerLink
 from evgate.metrics import Registry
 from evgate.storage.certificates import CertificateStore
 from evgate.storage.chargers import ChargerStore
+from evgate.storage.errors import DatabaseUnavailable
 from evgate.storage.sub_operators import SubOperatorStore
 from evgate.storage.tokens import TokenStore
 
 __all__ = ["ApiContext", "Ctx"]
+
+
+def _unreported(_: DatabaseUnavailable) -> None:
+    """An API run with no process health to report to (tests of the API alone)."""
 
 
 @dataclass(kw_only=True)
@@ -72,6 +78,10 @@ class ApiContext:
     # EVGATE_TENANT_PRIVATE_TARGETS: a sub-operator's token may name private hosts as callback,
     # broker or webhook targets (api/targets.py).
     tenant_private_targets: bool = False
+    # Told of each request answered 503 because the database was unavailable: the process's
+    # view of PostgreSQL (app.py: ``Database.health``), which every other user of the
+    # database reports to as well, so that its metrics and its one outage line count it.
+    database_unavailable: Callable[[DatabaseUnavailable], None] = _unreported
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.

@@ -7,6 +7,7 @@ mapped here); nothing else reaches the client, so no stack trace or internal tex
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -156,14 +157,22 @@ def _bad_reference(_: Request[Any, Any, Any], exc: BadReference) -> Response[byt
 _REQUEST_VALUES = {"22021", "22P05", "22001", "22003", "22008"}
 
 
-def _unavailable(request: Request[Any, Any, Any], exc: DatabaseUnavailable) -> Response[bytes]:
-    # An outage is logged once by the components that see it go and come back, not per request.
-    log.debug("%s %s: %s", request.method, request.url.path, exc)
-    return problem(
-        503,
-        "the database is unavailable; retry later",
-        headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
-    )
+def _unavailable(
+    reported: Callable[[DatabaseUnavailable], None],
+) -> Callable[[Request[Any, Any, Any], DatabaseUnavailable], Response[bytes]]:
+    def unavailable(request: Request[Any, Any, Any], exc: DatabaseUnavailable) -> Response[bytes]:
+        # An outage is logged once by the components that see it go and come back, not per
+        # request: the process's view of the database learns of it (an API may be the first,
+        # or the only one, to meet it), whose log says it once.
+        log.debug("%s %s: %s", request.method, request.url.path, exc)
+        reported(exc)
+        return problem(
+            503,
+            "the database is unavailable; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+        )
+
+    return unavailable
 
 
 def _unstorable(request: Request[Any, Any, Any], exc: ValueRefused) -> Response[bytes]:
@@ -178,21 +187,30 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes
     return problem(500, "internal error")
 
 
-exception_handlers: dict[type[Exception] | int, Any] = {
-    ApiError: _api_error,
-    ValidationException: _validation,
-    NotAuthorizedException: _http,
-    PermissionDeniedException: _http,
-    NotFoundException: _http,
-    MethodNotAllowedException: _http,
-    HTTPException: _http,
-    NotFound: _not_found,
-    AlreadyExists: _exists,
-    InUse: _in_use,
-    InsufficientBalance: _in_use,
-    BadReference: _bad_reference,
-    NotPermitted: _not_permitted,
-    ValueRefused: _unstorable,
-    DatabaseUnavailable: _unavailable,
-    Exception: _internal,
-}
+def exception_handlers(
+    database_unavailable: Callable[[DatabaseUnavailable], None],
+) -> dict[type[Exception] | int, Any]:
+    """The API's error mapping.
+
+    Args:
+        database_unavailable: told of each request answered 503 because the database was
+            unavailable (``ApiContext.database_unavailable``).
+    """
+    return {
+        ApiError: _api_error,
+        ValidationException: _validation,
+        NotAuthorizedException: _http,
+        PermissionDeniedException: _http,
+        NotFoundException: _http,
+        MethodNotAllowedException: _http,
+        HTTPException: _http,
+        NotFound: _not_found,
+        AlreadyExists: _exists,
+        InUse: _in_use,
+        InsufficientBalance: _in_use,
+        BadReference: _bad_reference,
+        NotPermitted: _not_permitted,
+        ValueRefused: _unstorable,
+        DatabaseUnavailable: _unavailable(database_unavailable),
+        Exception: _internal,
+    }

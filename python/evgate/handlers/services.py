@@ -31,7 +31,7 @@ from evgate.storage.ops import outbox
 from evgate.storage.ops.base import Results, Write
 from evgate.storage.ops.connectors import ConnectorStatus
 from evgate.storage.ops.transactions import TransactionFacts, TransactionStart
-from evgate.storage.transactions import TransactionStore
+from evgate.storage.transactions import TransactionStore, closed_transaction
 from evgate.storage.writer import Writer
 
 __all__ = [
@@ -209,15 +209,31 @@ class HandlerServices:
         process takes it for closed from now on (its MeterValues make no events of a running
         transaction), and load management lets its connector's share go.
 
-        A charger connected to another evgate process keeps its own memory: until it
-        reconnects, its MeterValues for that transaction still describe it as running
-        (no NOTIFY carries a stop to the process that holds the charger).
+        Called by the API of this process after the stop, and in every process by the stop's
+        notification (:meth:`transaction_stop_notified`): the process that holds the charger
+        may be another. Calling it again changes nothing.
         """
         known = self._remembered.get(charger_id)
         if known is not None:
             _remember(known, transaction_id, None)
         if self.load is not None:
             self.load.transaction_stopped(charger_id, transaction_id)
+
+    def transaction_stop_notified(self, payload: str) -> None:
+        """A ``TRANSACTION_STOP_CHANNEL`` notification (``storage/transactions.py``): the
+        operator closed a transaction through the API of some process; see
+        :meth:`transaction_closed`."""
+        closed = closed_transaction(payload)
+        if closed is not None:
+            self.transaction_closed(closed.charger_id, closed.transaction_id)
+
+    def transaction_stops_missed(self) -> None:
+        """Stop notifications may have been missed (the LISTEN connection was lost): each
+        charger's connection here forgets which transactions it took for open, and reads each
+        again from the database at its next message that names it."""
+        for known in list(self._remembered.values()):
+            for transaction_id in [t for t, tx in known.items() if tx is not None]:
+                del known[transaction_id]
 
     def _known(self, ctx: ChargerContext) -> _Remembered:
         known: _Remembered | None = ctx.state.get(_TRANSACTIONS)

@@ -165,8 +165,16 @@ class Listener:
         conn = await asyncpg.connect(self.dsn)
         try:
             await conn.add_listener(self.channel, self._notified)
-        except BaseException:
-            await conn.close()
+        except BaseException as exc:
+            # A server that drops the connection it just opened (it is shutting down) makes
+            # LISTEN fail with asyncpg's client-side errors ("connection is closed", "cannot
+            # switch to state"): an outage, as the closed connection says, to be retried with
+            # one line, not a traceback per attempt. Terminated, not closed: closing waits on
+            # a server that may not answer, and its error would hide this one.
+            closed = conn.is_closed()
+            conn.terminate()
+            if isinstance(exc, Exception) and (typed := _typed(exc, closed)) is not exc:
+                raise typed from exc
             raise
         conn.add_termination_listener(self._terminated)
         self._conn = conn

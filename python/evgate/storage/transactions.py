@@ -15,7 +15,33 @@ from evgate.storage.db import Database
 from evgate.storage.errors import NotFound
 from evgate.storage.ops.transactions import TransactionFacts, TransactionStart, decode_snapshot
 
-__all__ = ["Transaction", "TransactionStore"]
+__all__ = [
+    "TRANSACTION_STOP_CHANNEL",
+    "ClosedTransaction",
+    "Transaction",
+    "TransactionStore",
+    "closed_transaction",
+]
+
+#: NOTIFY on a committed operator's stop (migration 0024's trigger, in the stop's own
+#: transaction), so that the process holding the charger forgets the transaction; payload
+#: ``<transaction id> <charger id>`` (see :func:`closed_transaction`).
+TRANSACTION_STOP_CHANNEL = "evgate_transaction_stop"
+
+
+class ClosedTransaction(msgspec.Struct, frozen=True, kw_only=True):
+    """A transaction the operator closed, as its notification names it."""
+
+    charger_id: str
+    transaction_id: int
+
+
+def closed_transaction(payload: str) -> ClosedTransaction | None:
+    """The transaction a :data:`TRANSACTION_STOP_CHANNEL` payload names (None: not one)."""
+    transaction_id, _, charger_id = payload.partition(" ")
+    if not transaction_id.isdigit() or not charger_id:
+        return None
+    return ClosedTransaction(charger_id=charger_id, transaction_id=int(transaction_id))
 
 
 class Transaction(msgspec.Struct, rename="camel", kw_only=True):
