@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -450,3 +451,76 @@ def test_a_stopped_transactions_charger_returns_within_its_default_budget() -> N
     in_flight.extend(control.step())
     settle()
     assert physical.default == {starter: 0, other: 60}  # no room for a second default
+
+
+# Review findings (rev26lm).
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review rev26lm: the busy charger's 0 A default is sent in the same step as the "
+    "pin, not after the pin is accepted; a refused pin leaves the EV at 0 A",
+)
+def test_a_refused_pin_does_not_leave_its_transaction_at_0_a() -> None:
+    """A charger that refuses TxProfiles (or a transactionId it does not know yet) but keeps
+    TxDefaultProfiles: the pin is refused, and the 0 A default sent behind it in the same step
+    is accepted. Its transaction then draws 0 A with room for it, and nothing sends a value
+    again (retry waits for a kind change or a reconnect). Before the change it kept drawing
+    its 6 A default."""
+    control = Controller()
+    control.set_tree([Circuit(1, 320)], [Charger("A", 1, 320)])
+    _settle(control)
+    control.start(1, "A", 1)
+    for push in control.step():
+        control.answered(push, "rejected" if push.transaction_id is not None else "accepted")
+    for _ in range(5):
+        for push in control.step():
+            control.answered(push, "rejected" if push.transaction_id is not None else "accepted")
+    # What the charger applies: no TxProfile of the transaction's, so its default.
+    assert control.defaults["A"].confirmed > 0, "the EV draws 0 A on an empty 32 A circuit"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review rev26lm: allocate_all subtracts a circuit's whole over from each charger "
+    "counted whole, not once among them",
+)
+def test_two_chargers_counted_whole_share_what_the_circuit_is_over() -> None:
+    """Two busy chargers (16 A each) on a 16 A circuit whose TxDefaultProfiles are refused:
+    both are counted whole, and ``allocate_all`` takes the whole over (16 A) from each of
+    them, so both transactions are given 0 A for good (before the change: 8 A each), though
+    0 A changes nothing of what they are counted at (each at its maximum)."""
+    tree = Tree.of([Circuit(1, 160)], [Charger("A", 1, 160), Charger("B", 1, 160)])
+    control = Controller()
+    control.set_tree(tree.circuits.values(), tree.chargers.values())
+
+    def answer(pushes: list[Push]) -> None:
+        for push in pushes:
+            control.answered(push, "rejected" if push.transaction_id is None else "accepted")
+
+    answer(control.step())
+    control.start(1, "A", 1)
+    control.start(2, "B", 1)
+    for _ in range(5):
+        answer(control.step())
+    confirmed = [control.transactions[t].confirmed for t in (1, 2)]
+    assert sum(confirmed) > 0, confirmed
+
+
+def test_a_default_lost_while_busy_is_sent_again_at_the_stop() -> None:
+    """A busy charger's 0 A default goes unanswered: once its transaction stops it is idle
+    with an unknown default, counted at its maximum (32 A) and never asked again until its
+    next start: the other charger of the 32 A circuit gets no default and its transaction
+    waits at 0 A for good."""
+    control = Controller()
+    control.set_tree([Circuit(1, 320)], [Charger("A", 1, 320), Charger("B", 1, 320)])
+    _settle(control)
+    control.start(1, "A", 1)
+    for push in control.step():
+        control.answered(push, "unanswered" if push.transaction_id is None else "accepted")
+    _settle(control)
+    control.stop(1)
+    _settle(control)
+    control.start(2, "B", 1)
+    _settle(control)
+    assert control.transactions[2].confirmed > 0, "B waits at 0 A beside an idle charger"

@@ -208,6 +208,12 @@ class Controller:
             mine.pop(transaction_id, None)
             if not mine:
                 self._by_charger.pop(tx.charger_id, None)
+                default = self.defaults.get(tx.charger_id)
+                if default is not None and default.failed:
+                    # Its 0 A default was lost or refused while busy: asked again now (a
+                    # lower from its maximum), or it counts at its maximum until its next
+                    # start and may starve the circuit's other chargers.
+                    default.retry = True
             self._touch(tx.charger_id)
 
     def set_kind(self, transaction_id: int, kind: Kind | None) -> None:
