@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -481,11 +480,6 @@ def test_a_refused_pin_does_not_leave_its_transaction_at_0_a() -> None:
     assert control.defaults["A"].confirmed > 0, "the EV draws 0 A on an empty 32 A circuit"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review rev26lm: allocate_all subtracts a circuit's whole over from each charger "
-    "counted whole, not once among them",
-)
 def test_two_chargers_counted_whole_share_what_the_circuit_is_over() -> None:
     """Two busy chargers (16 A each) on a 16 A circuit whose TxDefaultProfiles are refused:
     both are counted whole, and ``allocate_all`` takes the whole over (16 A) from each of
@@ -504,8 +498,7 @@ def test_two_chargers_counted_whole_share_what_the_circuit_is_over() -> None:
     control.start(2, "B", 1)
     for _ in range(5):
         answer(control.step())
-    confirmed = [control.transactions[t].confirmed for t in (1, 2)]
-    assert sum(confirmed) > 0, confirmed
+    assert [control.transactions[t].confirmed for t in (1, 2)] == [80, 80]
 
 
 def test_a_default_lost_while_busy_is_sent_again_at_the_stop() -> None:
@@ -527,3 +520,18 @@ def test_a_default_lost_while_busy_is_sent_again_at_the_stop() -> None:
     control.start(2, "B", 1)
     _settle(control)
     assert control.transactions[2].confirmed > 0, "B waits at 0 A beside an idle charger"
+
+
+def test_chargers_counted_whole_take_a_circuits_over_once_among_them() -> None:
+    """What a circuit is over is taken once from the chargers counted whole on it: equal
+    parts (8 A each of two 16 A chargers on 16 A), and what one cannot give (a 2 A charger on
+    a 2 A circuit beside a 16 A one) is taken from the other, so they fit together."""
+    tree = Tree.of([Circuit(1, 160)], [Charger("A", 1, 160), Charger("B", 1, 160)])
+    demands = [Demand(1, "A", 0), Demand(2, "B", 1)]
+    assert allocate_all(tree, demands, whole=["A", "B"])[0] == {1: 80, 2: 80}
+    small = Tree.of(
+        [Circuit(1, 400), Circuit(2, 20, parent_id=1, min_current=10)],
+        [Charger("A", 2, 160), Charger("B", 2, 20)],
+    )
+    limits = allocate_all(small, demands, whole=["A", "B"])[0]
+    assert sum(limits.values()) <= 20 and limits[1] > 0, limits
