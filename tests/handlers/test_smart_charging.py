@@ -336,17 +336,26 @@ async def test_a_transactions_charger_default_goes_to_0_a_and_stays_within_the_b
         before = len(starter.profiles)
 
         await starter.start_charging("FLEET")
+
+        def sent() -> list[tuple[str, int | None, float]]:
+            """From its transaction's first TxProfile on (a default sent again after a boot
+            may still come before it)."""
+            purposes = [p["charging_profile_purpose"] for p in starter.profiles[before:]]
+            first = before + purposes.index("TxProfile") if "TxProfile" in purposes else None
+            return [
+                (p["charging_profile_purpose"], p.get("transaction_id"), _limit(p))
+                for p in ([] if first is None else starter.profiles[first:])
+            ]
+
         await until(
-            lambda: starter.default == 0.0, within=20, message=lambda: starter.profiles[before:]
+            lambda: len(sent()) >= 2 and starter.default == 0.0,
+            within=20,
+            message=lambda: starter.profiles[before:],
         )
-        sent = [
-            (p["charging_profile_purpose"], p.get("transaction_id"), _limit(p))
-            for p in starter.profiles[before:]
-        ]
-        assert sent[:2] == [
+        assert sent()[:2] == [
             ("TxProfile", starter.transaction_id, 6.0),
             ("TxDefaultProfile", None, 0.0),
-        ], sent
+        ], sent()
         assert starter.tx_limit == 6.0  # it kept drawing 6 A, under its own profile
 
         await starter.call(call.StatusNotification(1, "InternalError", "Faulted"))
@@ -369,3 +378,52 @@ async def test_a_transactions_charger_default_goes_to_0_a_and_stays_within_the_b
 
 def _limit(profile: dict[str, Any]) -> float:
     return float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"])
+
+
+async def test_a_charger_that_refuses_tx_profiles_keeps_its_default_under_a_transaction(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A charger that keeps TxDefaultProfiles but refuses TxProfiles (some do; others refuse
+    one for a transactionId they do not know yet) alone on a 32 A circuit: its transaction's
+    TxProfile is refused, so its default must stay what it draws (6 A), not go to 0 A behind
+    the refused profile and leave the EV stalled on an empty circuit (review rev26lm)."""
+    site = Site()
+
+    class Refusing(DrawingCharger):
+        def __init__(self, charger_id: str, ws: Any, **kw: Any) -> None:
+            super().__init__(charger_id, ws, **kw)
+            self.site = site
+            site.chargers[charger_id] = self
+
+        @on(Action.set_charging_profile)
+        def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict) -> Any:
+            from ocpp.v16 import call_result
+
+            profile = cs_charging_profiles
+            self.profiles.append(profile)
+            if profile["charging_profile_purpose"] != "TxDefaultProfile":
+                return call_result.SetChargingProfile(status="Rejected")
+            self.default = _limit(profile)
+            self.site.changed()
+            return call_result.SetChargingProfile(status="Accepted")
+
+    async with running_handle(database_url, tmp_path) as running:
+        api = running.api
+        r = await api.post("/api/v1/circuits", json={"name": "Barn", "maxCurrent": 32})
+        assert r.status_code == 201, r.text
+        assert (await api.post("/api/v1/id-tags", json={"idTag": "FLEET"})).status_code == 201
+        secret = await running.add("CP-1")
+        r = await api.patch(
+            "/api/v1/chargers/CP-1", json={"circuitId": r.json()["id"], "maxCurrent": 32}
+        )
+        assert r.status_code == 200, r.text
+        async with ocpp_charger(running.url("CP-1", secret), "CP-1", Refusing) as charger:
+            assert await charger.boot() == "Accepted"
+            await until(lambda: charger.default == 6.0, within=20)
+            await charger.start_charging("FLEET")
+            await until(
+                lambda: any(p["charging_profile_purpose"] == "TxProfile" for p in charger.profiles),
+                within=20,
+            )
+            await quiet_for(1.0)
+            assert charger.allowed() > 0, charger.profiles

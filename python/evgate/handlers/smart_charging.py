@@ -12,8 +12,8 @@ SetChargingProfile through the :class:`~evgate.gateway.interface.ChargerLink`:
   a circuit without a transaction has a TxDefaultProfile (connector 0, profile id 100): the
   circuit's minimum while there is room for it, else 0 A, sent when it connects, after each
   accepted boot and when it joins, so that a transaction it starts before evgate decides
-  cannot overload; once a transaction starts, 0 A (after the transaction's own TxProfile),
-  so that its stop cannot either (``loadmgmt/control.py``).
+  cannot overload; once a transaction starts, 0 A (once the transaction's own TxProfile is
+  accepted), so that its stop cannot either (``loadmgmt/control.py``).
 * Every push's outcome (accepted, rejected, unanswered) is kept (``charging_profile_pushes``)
   with its chargingProfile.applied event, in one transaction.
 * Consumption: MeterValues' per-phase Current.Import, mapped through the charger's

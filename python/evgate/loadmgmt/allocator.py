@@ -268,11 +268,7 @@ def allocate_all(
         room.setdefault(charger_id, held.max_current)
         for slot in tree.slots_of(held):
             room[slot] -= rest
-    for charger_id in counted_whole:
-        # Counting it at its maximum does not let it draw that much now where the maximum
-        # does not fit: a circuit phase already over takes what it is over from its demands.
-        over = min(0, *(room[slot] for slot in tree.slots_of(tree.chargers[charger_id])))
-        room[charger_id] = max(0, room[charger_id] + over)
+    _absorb_over(tree, room, sorted(counted_whole))
 
     limits: dict[int, int] = {}
     members: dict[int, list[_Key]] = {}
@@ -329,3 +325,32 @@ def allocate_all(
         else:
             defaults[charger_id] = 0
     return limits, defaults
+
+
+def _absorb_over(tree: Tree, room: dict[_Key, int], whole: list[str]) -> None:
+    """Counting a charger at its maximum does not let it draw that much now where the maximum
+    does not fit: what a circuit phase is over is taken from the own room of the chargers
+    counted whole on it, once in all (not from each of them), in equal parts first, the rest
+    from whoever still has room. The circuit phases keep them counted at their maximum."""
+    absorbed: dict[tuple[int, int], int] = {}
+
+    def over(slot: tuple[int, int]) -> int:
+        return max(0, -(room[slot] + absorbed.get(slot, 0)))
+
+    sharing: dict[tuple[int, int], int] = {}
+    for charger_id in whole:
+        for slot in tree.slots_of(tree.chargers[charger_id]):
+            sharing[slot] = sharing.get(slot, 0) + 1
+    takes: dict[str, int] = {}
+    for charger_id in whole:
+        slots = tree.slots_of(tree.chargers[charger_id])
+        part = max(0, *(-(-over(s) // sharing[s]) for s in slots))  # rounded up
+        takes[charger_id] = min(room[charger_id], part)
+    for charger_id in [*whole, *whole]:  # equal parts, then the rest in order
+        slots = tree.slots_of(tree.chargers[charger_id])
+        take = takes.pop(charger_id, None)
+        if take is None:
+            take = min(room[charger_id], max(0, *(over(s) for s in slots)))
+        room[charger_id] -= take
+        for slot in slots:
+            absorbed[slot] = absorbed.get(slot, 0) + take

@@ -11,8 +11,9 @@ the higher of its transactions' sum and its default, so a transaction that start
 overload, nor can the default coming back in force when the last one stops. Without a
 transaction the default is the circuit's minimum while there is room for it, else 0 A (a new
 transaction then waits at 0 A until it is given room); once a transaction starts, its
-charger's default is lowered to 0 A (a lower: always safe), after the transaction has a
-TxProfile of its own at the value it draws (a *pin*), and raised again only after the stop,
+charger's default is lowered to 0 A (a lower: always safe), once the transaction's
+TxProfile of its own at the value it draws (a *pin*) is accepted (a charger that refuses it
+keeps drawing the default, counted), and raised again only after the stop,
 where there is room. A busy charger whose default is not known counts at its maximum; its
 transactions share that maximum, within what its circuits can carry now.
 
@@ -84,6 +85,7 @@ class TransactionState(Limit):
     kind: Kind | None = "full"  # None: not drawing at all (Faulted, Available)
     target: int = 0
     profiled: bool = False  # sent a TxProfile of its own (before: it draws the default)
+    own: bool = False  # a TxProfile of its own was accepted (since it last connected)
 
 
 class Controller:
@@ -166,6 +168,8 @@ class Controller:
         for limit in [*self._of_charger(charger_id), self.defaults[charger_id]]:
             limit.failed, limit.retry = True, True
             limit.in_flight.clear()  # their answers will not come
+            if isinstance(limit, TransactionState):
+                limit.own = False
         self._touch(charger_id)
 
     def rebooted(self, charger_id: str) -> None:
@@ -208,6 +212,12 @@ class Controller:
             mine.pop(transaction_id, None)
             if not mine:
                 self._by_charger.pop(tx.charger_id, None)
+                default = self.defaults.get(tx.charger_id)
+                if default is not None and default.failed:
+                    # Its 0 A default was lost or refused while busy: asked again now (a
+                    # lower from its maximum), or it counts at its maximum until its next
+                    # start and may starve the circuit's other chargers.
+                    default.retry = True
             self._touch(tx.charger_id)
 
     def set_kind(self, transaction_id: int, kind: Kind | None) -> None:
@@ -233,6 +243,8 @@ class Controller:
         if outcome == "accepted":
             limit.confirmed = push.limit
             limit.failed = False
+            if isinstance(limit, TransactionState):
+                limit.own = True
         else:
             limit.failed, limit.retry = True, False
         self._touch(push.charger_id)
@@ -355,8 +367,14 @@ class Controller:
         wanted += [(self.defaults[c], defaults.get(c, 0), offered_defaults.get(c, 0)) for c in idle]
         # A busy charger's default goes to 0 A (a lower: always safe), so that when its
         # transaction stops the charger is back within what it is counted at, and its
-        # default is raised again only where there is room.
-        wanted += [(self.defaults[c], 0, 0) for c in sorted(busy_chargers)]
+        # default is raised again only where there is room. Only once each of its
+        # transactions has a TxProfile of its own accepted: one refused (or lost) would leave
+        # its EV at 0 A; until then the charger counts the default as well.
+        wanted += [
+            (self.defaults[c], 0, 0)
+            for c in sorted(busy_chargers)
+            if all(t.own and not t.failed for t in self._of_charger(c))
+        ]
         for limit, target, offer in wanted:
             if limit.failed:
                 if limit.retry:
