@@ -133,14 +133,20 @@ class _Hooks(http.server.BaseHTTPRequestHandler):
 
 def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
     """EVGATE_NOTIFICATION_DELIVERY=process: ``serve`` (one worker) starts ``deliver`` beside
-    it, which delivers the events (the worker's loop runs no dispatcher); a killed delivery
+    it (niced by EVGATE_NOTIFICATION_DELIVERY_NICE), which delivers the events (the worker's
+    loop runs no dispatcher); a killed delivery
     process is restarted and delivers what came meanwhile; SIGTERM stops both, status 0."""
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     api_port, ws_port = free_port(), free_port()
     token = "delivery-test-token-0123456789"
     env = serve_env(
-        tmp_path / "var", api_port, ws_port, bootstrap_token=token, notification_delivery="process"
+        tmp_path / "var",
+        api_port,
+        ws_port,
+        bootstrap_token=token,
+        notification_delivery="process",
+        notification_delivery_nice=7,
     )
     proc, out = start_serve(env)
     api = httpx.Client(
@@ -150,7 +156,11 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
         out.wait_count("ready: chargers", 1)
         out.wait_count("delivering notifications", 1)
         children = psutil.Process(proc.pid).children()
-        assert sorted(c.cmdline()[-1] for c in children) == ["deliver", "serve"]
+        # Each by its role, the delivery process at the lower scheduling priority.
+        assert sorted((c.cmdline()[-1], c.nice()) for c in children) == [
+            ("deliver", 7),
+            ("serve", psutil.Process().nice()),
+        ]
         assert "evgate_notification_lanes_active" not in api.get("/metrics").text
         r = api.post(
             "/public-api/notifications/v2.0",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -542,6 +543,8 @@ async def deliver(settings: Settings) -> None:
     alone; the workers' loops are the chargers'."""
     if settings.database_url is None:
         raise RuntimeError("evgate deliver needs EVGATE_DATABASE_URL (the supervisor sets it)")
+    if settings.notification_delivery_nice:
+        os.nice(settings.notification_delivery_nice)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
