@@ -22,7 +22,8 @@ server, over the same window of ``--duration`` seconds after every charger has b
 * meter value rows stored at the end (the ``meter_values`` table of each);
 * reconnect storm: every connection reset at once; seconds until all have booted again.
 
-``--subscribe webhook,kafka`` gives evgate one webhook subscription (nginx answering 204 on
+``--subscribe webhook,kafka`` gives evgate one webhook subscription (``--subscriptions N``: N
+of them; ``--evgate-delivery process``: delivered by a process of their own) (nginx answering 204 on
 loopback, ``bench/nginx_receiver.py``) and one Kafka subscription (the test broker,
 tests/harness, the topic stamping each record with the broker's append time) to every event,
 and runs it a second time without them (``evgate-nosub``, beside the same receivers, idle)
@@ -157,8 +158,10 @@ class Subscribers:
     """The receivers of ``--subscribe``: nginx for webhooks, the test broker for Kafka;
     subscriptions to every event in evgate's database, and the lag of what they got."""
 
-    def __init__(self, sinks: list[str]) -> None:
+    def __init__(self, sinks: list[str], webhooks: int = 1) -> None:
         self.sinks = sinks
+        # Webhook subscriptions (all to the one nginx): each event arrives this many times.
+        self.webhooks = webhooks
         self.nginx: Any = None
         self.broker: Any = None
         self.topic = f"fleet-{os.getpid()}"
@@ -197,7 +200,7 @@ class Subscribers:
                 "created_by": None,
                 "kafka_password": None,
             }
-            if self.nginx is not None:
+            for _ in range(self.webhooks if self.nginx is not None else 0):
                 await store.create_subscription(
                     via="webhook", callback_url=self.nginx.url, kafka=None, **common
                 )
@@ -265,10 +268,13 @@ class Subscribers:
         created = {f"evt_{r['id']}": r["at"] for r in rows}
         arrivals: dict[str, dict[str, float]] = {}
         if self.nginx is not None:
-            first: dict[str, float] = {}
+            # With several webhook subscriptions, an event has arrived once every one got it.
+            copies: dict[str, list[float]] = {}
             for when, event_id in self.nginx.arrivals():
-                first.setdefault(event_id, when)
-            arrivals["webhook"] = first
+                copies.setdefault(event_id, []).append(when)
+            arrivals["webhook"] = {
+                e: max(whens) for e, whens in copies.items() if len(whens) >= self.webhooks
+            }
         if self.broker is not None:
             arrivals["kafka"] = await self._kafka_arrivals(total)
         p99: dict[str, float | None] = {}
@@ -342,6 +348,8 @@ class Bench:
                 "EVGATE_WORKERS": str(self.args.evgate_workers),
                 "EVGATE_LOG_LEVEL": "WARNING",
             }
+            if self.args.evgate_delivery != "inline":  # older evgates know no such setting
+                env["EVGATE_NOTIFICATION_DELIVERY"] = self.args.evgate_delivery
             cmd = [sys.executable, "-m", "evgate.cli", "serve"]
         else:
             env = dict(os.environ)
@@ -399,7 +407,9 @@ class Bench:
         # evgate-nosub runs beside the same receivers (idle): the comparison is of evgate's
         # own cost, not of a Kafka broker's JVM sharing the cores.
         subscribers = (
-            Subscribers(args.subscribe) if server.startswith("evgate") and args.subscribe else None
+            Subscribers(args.subscribe, args.subscriptions)
+            if server.startswith("evgate") and args.subscribe
+            else None
         )
         if server.startswith("evgate"):
             await self._register_evgate(dsn)
@@ -614,6 +624,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--evgate-workers", type=int, default=1, help="EVGATE_WORKERS")
     parser.add_argument(
+        "--subscriptions",
+        type=int,
+        default=1,
+        help="with --subscribe webhook: this many webhook subscriptions to every event (all to"
+        " the one nginx); the webhook lag is then until every one got the event",
+    )
+    parser.add_argument(
+        "--evgate-delivery",
+        choices=("inline", "process"),
+        default="inline",
+        help="EVGATE_NOTIFICATION_DELIVERY of evgate (process: one delivery process beside"
+        " the workers, in the server's process tree)",
+    )
+    parser.add_argument(
         "--server-heartbeat", type=int, default=30, help="interval the servers give chargers"
     )
     parser.add_argument("--no-storm", action="store_true", help="skip the reconnect storm")
@@ -665,6 +689,8 @@ async def main(argv: list[str]) -> int:
                     "evgate_workers",
                     "connectors",
                     "subscribe",
+                    "subscriptions",
+                    "evgate_delivery",
                 )
             },
             **{r.server: msgspec.to_builtins(r) for r in runs},

@@ -3,9 +3,13 @@ worker restarted, and SIGTERM stopping every worker and then the PostgreSQL."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -110,3 +114,78 @@ def test_a_killed_supervisor_takes_its_workers_and_the_next_one_owns_its_postgre
             from evgate.storage.embedded import EmbeddedPostgres
 
             EmbeddedPostgres(data_dir).kill()
+
+
+class _Hooks(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver on loopback (a real HTTP server, on a thread: this test is sync)."""
+
+    got: list[dict[str, object]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).got.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
+    """EVGATE_NOTIFICATION_DELIVERY=process: ``serve`` (one worker) starts ``deliver`` beside
+    it (niced by EVGATE_NOTIFICATION_DELIVERY_NICE), which delivers the events (the worker's
+    loop runs no dispatcher); a killed delivery
+    process is restarted and delivers what came meanwhile; SIGTERM stops both, status 0."""
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    api_port, ws_port = free_port(), free_port()
+    token = "delivery-test-token-0123456789"
+    env = serve_env(
+        tmp_path / "var",
+        api_port,
+        ws_port,
+        bootstrap_token=token,
+        notification_delivery="process",
+        notification_delivery_nice=7,
+    )
+    proc, out = start_serve(env)
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        out.wait_count("ready: chargers", 1)
+        out.wait_count("delivering notifications", 1)
+        children = psutil.Process(proc.pid).children()
+        # Each by its role, the delivery process at the lower scheduling priority.
+        assert sorted((c.cmdline()[-1], c.nice()) for c in children) == [
+            ("deliver", 7),
+            ("serve", psutil.Process().nice()),
+        ]
+        assert "evgate_notification_lanes_active" not in api.get("/metrics").text
+        r = api.post(
+            "/public-api/notifications/v2.0",
+            json={"via": "webhook", "notifications": ["chargePoint.changed"],
+                  "webhook": {"callbackUrl": f"http://127.0.0.1:{receiver.server_port}/"}},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+
+        def created(n: int) -> Callable[[], bool]:
+            return lambda: sum(e["action"] == "created" for e in _Hooks.got) >= n
+
+        assert api.post("/api/v1/chargers", json={"id": "CP-1"}).status_code == 201
+        until_sync(created(1), within=60, message=lambda: _Hooks.got)
+        [deliverer] = [c for c in children if c.cmdline()[-1] == "deliver"]
+        deliverer.kill()
+        assert api.post("/api/v1/chargers", json={"id": "CP-2"}).status_code == 201
+        out.wait_count("restarting", 1)
+        until_sync(created(2), within=60, message=lambda: _Hooks.got)
+        assert len({e["chargePointId"] for e in _Hooks.got if e["action"] == "created"}) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        api.close()
+        receiver.shutdown()
+        receiver.server_close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
@@ -336,15 +338,22 @@ class Evgate:
             self.commands, CommandStore(self.db), runner=self.cluster.instance
         )
         # Notifications: the dispatcher delivers the outbox; the API manages subscriptions.
+        # With notification_delivery "process" or "off" another process delivers (it sees new
+        # events and changed subscriptions by polling), and this loop keeps to the chargers.
         subscriptions, deliveries = SubscriptionStore(self.db), DeliveryStore(self.db)
-        self.dispatcher = Dispatcher(subscriptions, deliveries, _dispatcher_config(s), self.metrics)
-        self.dispatcher.start()
+        wake: Callable[[], None] = _nothing
+        if s.notification_delivery == "inline":
+            self.dispatcher = Dispatcher(
+                subscriptions, deliveries, _dispatcher_config(s), self.metrics
+            )
+            self.dispatcher.start()
+            wake = self.dispatcher.wake
         ctx = ApiContext(
             chargers=chargers,
             registry=ChargerRegistry(chargers),
             tokens=tokens,
             sub_operators=SubOperatorStore(self.db),
-            notifications=NotificationService(subscriptions, deliveries, self.dispatcher.wake),
+            notifications=NotificationService(subscriptions, deliveries, wake),
             cdrs=CdrService(CdrStore(self.db)),
             accounts=AccountsApi(
                 users=users,
@@ -531,6 +540,37 @@ def _dispatcher_config(s: Settings) -> DispatcherConfig:
         outbox_retention=s.outbox_retention,
         tenant_private_targets=s.tenant_private_targets,
     )
+
+
+def _nothing() -> None:
+    pass
+
+
+async def deliver(settings: Settings) -> None:
+    """Deliver notifications and nothing else until SIGINT or SIGTERM: the process that
+    ``evgate serve`` starts beside its workers for ``notification_delivery = "process"``
+    (the supervisor has applied the migrations). Its loop and its core are the dispatcher's
+    alone; the workers' loops are the chargers'."""
+    if settings.database_url is None:
+        raise RuntimeError("evgate deliver needs EVGATE_DATABASE_URL (the supervisor sets it)")
+    if settings.notification_delivery_nice:
+        os.nice(settings.notification_delivery_nice)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    db = Database(settings.database_url, pool_size=4)
+    await db.open(migrate=False)
+    dispatcher = Dispatcher(
+        SubscriptionStore(db), DeliveryStore(db), _dispatcher_config(settings), Registry()
+    )
+    try:
+        dispatcher.start()
+        log.info("evgate %s delivering notifications", evgate.__version__)
+        await stopping.wait()
+    finally:
+        await dispatcher.stop()  # before the database: it gives its lanes back
+        await db.close()
 
 
 async def serve(settings: Settings) -> None:

@@ -45,7 +45,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from evgate.storage.embedded import EmbeddedPostgresError
 
     try:
-        if settings.workers > 1:
+        if settings.workers > 1 or settings.notification_delivery == "process":
             from evgate.workers import supervise
 
             return await supervise(settings, args.config)
@@ -55,6 +55,13 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     except EmbeddedPostgresError as exc:  # its message says what to do; no traceback
         print(f"evgate: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+async def _deliver(settings: Settings, _: argparse.Namespace) -> int:
+    from evgate.app import deliver
+
+    await deliver(settings)
     return 0
 
 
@@ -440,6 +447,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes (EVGATE_WORKERS)")
     p.set_defaults(run=_serve)
 
+    sub.add_parser(
+        "deliver",
+        help="deliver notifications only (serve starts it with EVGATE_NOTIFICATION_DELIVERY"
+        "=process)",
+    ).set_defaults(run=_deliver)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
 
     chargers = sub.add_parser("chargers", help="register chargers, rotate secrets")

@@ -3,7 +3,9 @@
 One process holds one event loop and one core, and (here) at most ~20,000 chargers by its fd
 limit, so evgate scales by processes. The supervisor starts the embedded PostgreSQL once (when
 no database is configured), applies the migrations once, then runs N ``evgate serve`` workers
-that share the charger and API ports with SO_REUSEPORT (the kernel spreads connections). A worker
+that share the charger and API ports with SO_REUSEPORT (the kernel spreads connections), and
+with ``notification_delivery = "process"`` one more, ``evgate deliver``, that delivers the
+notifications of the node on a loop of its own (the workers then deliver none). A worker
 that dies is restarted with backoff; SIGTERM or SIGINT stops every worker (each closes its
 chargers with 1001) and then the PostgreSQL.
 """
@@ -46,8 +48,10 @@ def _die_with_supervisor() -> None:
 
 
 class _Worker:
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, command: str = "serve") -> None:
         self.index = index
+        # "serve": chargers and the API; "deliver": the notification delivery process.
+        self.command = command
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.backoff = 1.0
@@ -91,6 +95,10 @@ async def _run_workers(
         "EVGATE_REUSE_PORT": "1",
         "EVGATE_NODE_ID": node_id,
     }
+    if settings.notification_delivery == "process":
+        # One process delivers for the node; the workers' loops keep to chargers and the API.
+        workers.append(_Worker(len(workers), "deliver"))
+        base_env["EVGATE_NOTIFICATION_DELIVERY"] = "off"
     config_args = ["--config", config_file] if config_file else []
 
     async def spawn(worker: _Worker) -> None:
@@ -100,7 +108,7 @@ async def _run_workers(
             "-m",
             "evgate.cli",
             *config_args,
-            "serve",
+            worker.command,
             env=env,
             preexec_fn=_die_with_supervisor,
         )
@@ -113,7 +121,7 @@ async def _run_workers(
     )
     log.info(
         "evgate supervisor: %d workers on node %s (chargers port %d, API port %d, database %s)",
-        len(workers),
+        settings.workers,
         node_id,
         settings.ws_port,
         settings.api_port,
