@@ -123,13 +123,6 @@ async def test_a_request_that_finds_the_database_away_tells_the_process(
     assert said[1].startswith("PostgreSQL available again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review rev26fx: every DatabaseUnavailable is reported to Database.health, and "
-    "is_unavailable counts SQLSTATE classes 40 and 57 (a deadlock, a serialization failure, a "
-    "cancelled query or statement_timeout: 57014) as outages; so one such request marks "
-    "PostgreSQL down with a WARNING and an INFO >= 10 s later, while it never went away",
-)
 async def test_a_cancelled_api_query_does_not_mark_the_database_down(
     database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

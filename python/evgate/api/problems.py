@@ -30,6 +30,7 @@ from evgate.storage.errors import (
     NotFound,
     NotPermitted,
     ValueRefused,
+    is_server_away,
 )
 
 __all__ = ["PROBLEM_JSON", "ApiError", "Conflict", "Unprocessable", "exception_handlers"]
@@ -165,7 +166,8 @@ def _unavailable(
         # request: the process's view of the database learns of it (an API may be the first,
         # or the only one, to meet it), whose log says it once.
         log.debug("%s %s: %s", request.method, request.url.path, exc)
-        reported(exc)
+        if is_server_away(exc):
+            reported(exc)
         return problem(
             503,
             "the database is unavailable; retry later",

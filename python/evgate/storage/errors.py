@@ -14,6 +14,7 @@ __all__ = [
     "NotPermitted",
     "StorageError",
     "ValueRefused",
+    "is_server_away",
     "is_unavailable",
 ]
 
@@ -62,6 +63,18 @@ class DatabaseUnavailable(StorageError, ConnectionError):
     original is its ``__cause__``. It is a ConnectionError, so code that takes an OSError for an
     outage still does.
     """
+
+
+def is_server_away(exc: DatabaseUnavailable) -> bool:
+    """Whether ``exc`` says the server or the connection to it went away, not that one query
+    was rolled back or cancelled while the server served everyone else (a deadlock, a
+    serialization failure, a cancel or ``statement_timeout``: classes 40 and 57014). Only the
+    first is an outage of the process's database (``Database.health``); both are a 503."""
+    cause = exc.__cause__
+    if isinstance(cause, asyncpg.PostgresError):
+        state = cause.sqlstate or ""
+        return state[:2] in _UNAVAILABLE_CLASSES and state[:2] != "40" and state != "57014"
+    return True
 
 
 # SQLSTATE classes that say "not now" rather than "not this": connection exception,
