@@ -536,8 +536,9 @@ async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_wo
     writer: Writer, db: Database
 ) -> None:
     """Once its series are numbered, a small batch's meter rows and rollups are sent as
-    literal INSERTs in its COMMIT round trip; what is stored is what the COPY stores, value
-    for value (NaN, infinities, -0.0, a raw value with quotes and backslashes, NULLs)."""
+    literal INSERTs with its BEGIN and COMMIT, the batch's one round trip; what is stored is
+    what the COPY stores, value for value (NaN, infinities, -0.0, a raw value with quotes and
+    backslashes, NULLs)."""
     op = MeterValueRows()
     values = [float("nan"), float("inf"), float("-inf"), -0.0, 1e-300, 123.456789]
 
@@ -564,7 +565,8 @@ async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_wo
         await writer.submit([(op, message(1))], key="CP-1")
     finally:
         conn.remove_query_logger(logged)
-    assert len(queries) == 2 and queries[-1].startswith("INSERT INTO meter_values")
+    assert len(queries) == 1 and queries[0].startswith("BEGIN; INSERT INTO writer_commits")
+    assert "; INSERT INTO meter_values" in queries[0] and queries[0].endswith("; COMMIT")
     columns = "measurand, phase, location, context, format, unit, value, raw_value"
     by_minute = [
         await db.fetch(
