@@ -5,8 +5,10 @@ of all connections into a batch (until ``batch_rows`` rows or ``flush_interval``
 the first), writes the batch in ONE transaction — each kind of write merged across submissions
 (COPY for appends, one pipelined statement batch for upserts; the few appends of a small
 batch, its outbox rows and new meter rows, as literal statements sent with the COMMIT itself,
-``ops.base.before_commit``) — and only after COMMIT resolves every submission of the batch. At
-a fleet's pace a batch holds a message or two, so each round trip is paid per message. A few
+``ops.base.before_commit``; its BEGIN goes with the first statement an op sends, or with the
+COMMIT when none does: ``_BatchConnection``) — and only after COMMIT resolves every submission
+of the batch. At a fleet's pace a batch holds a message or two, so each round trip is paid per
+message. A few
 committers, each an asyncio task with its own connection, commit batches side by side (the key
 picks the committer, so one charger's writes stay in order on one committer), so that
 PostgreSQL and Python each keep a core busy. A handler answers its

@@ -185,8 +185,8 @@ def _new_rows(items: list[Sequence[MeterRow]], kept: Sequence[int], total: int) 
 
 
 # Up to this many rows (a fleet's batch: a message or two), a batch's meter rows and their
-# rollups ride in its COMMIT's round trip as literal INSERTs (``before_commit``) when their
-# series are numbered already; more go by COPY, which costs PostgreSQL and Python less a row.
+# rollups ride in its COMMIT's round trip as literal INSERTs (``before_commit``; new series
+# numbered first); more go by COPY, which costs PostgreSQL and Python less a row.
 _TAIL_ROWS = 64
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
