@@ -136,6 +136,9 @@ class StatementFigures(msgspec.Struct, kw_only=True):
     transactions_per_1k_calls: float
     wal_kib_per_1k_calls: float
     wal_full_pages_per_1k_calls: float
+    #: WAL bytes per 1,000 CALLs by the relation a record touches first (its first block
+    #: reference; "-" for records without one: commits), the largest first (pg_walinspect).
+    wal_kib_by_relation: dict[str, float]
     #: CPU s per 1,000 CALLs of each kind of PostgreSQL process (its title: the server's
     #: connections are "backend", the rest walwriter, checkpointer, autovacuum, ...).
     cpu_by_process: dict[str, float]
@@ -147,6 +150,17 @@ _SNAPSHOT_STATEMENTS = """
 SELECT queryid, min(query), sum(calls)::float8, sum(total_exec_time)
 FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)
 GROUP BY queryid
+"""
+
+
+# WAL since $1 by the relation each record's first block names (its relfilenode, found in
+# this database's pg_class; another database's or none: "-").
+_WAL_BY_RELATION = """
+SELECT coalesce(c.relname, '-'), sum(w.record_length)
+FROM pg_get_wal_records_info($1::text::pg_lsn, pg_current_wal_lsn()) w
+LEFT JOIN pg_class c
+       ON c.relfilenode = substring(w.block_ref from 'rel \\d+/\\d+/(\\d+)')::oid
+GROUP BY 1
 """
 
 
@@ -172,6 +186,12 @@ class StatementProbe:
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", self.database
             )
             wal, fpi = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+            lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+            by_relation: dict[str, int] = {}
+            if self.before:
+                by_relation = {
+                    r[0]: int(r[1]) for r in await conn.fetch(_WAL_BY_RELATION, self.before["lsn"])
+                }
         finally:
             await conn.close()
         return {
@@ -179,6 +199,8 @@ class StatementProbe:
             "xacts": int(xacts),
             "wal": int(wal),
             "fpi": int(fpi),
+            "lsn": lsn,
+            "wal_by_relation": by_relation,
             "cpu": self._cpu_by_process(),
         }
 
@@ -195,7 +217,10 @@ class StatementProbe:
                 else:
                     title = " ".join(proc.cmdline()).removeprefix("postgres: ").split()
                     # A connection's title: user, database, host, what it does.
-                    kind = "backend" if len(title) > 2 and "(" in title[2] else title[0]
+                    if len(title) > 2 and "(" in title[2]:
+                        kind = "backend"
+                    else:  # a process ending as it is read has no command line left
+                        kind = title[0] if title else "exited"
                 cpu[kind] += t.user + t.system
         return cpu
 
@@ -226,6 +251,12 @@ class StatementProbe:
             ),
             wal_kib_per_1k_calls=round((self.after["wal"] - self.before["wal"]) / 1024 * per_1k),
             wal_full_pages_per_1k_calls=round((self.after["fpi"] - self.before["fpi"]) * per_1k, 1),
+            wal_kib_by_relation={
+                k: round(v / 1024 * per_1k, 1)
+                for k, v in sorted(
+                    self.after["wal_by_relation"].items(), key=lambda kv: kv[1], reverse=True
+                )[:12]
+            },
             cpu_by_process={
                 k: round((v - self.before["cpu"].get(k, 0.0)) * per_1k, 3)
                 for k, v in sorted(self.after["cpu"].items())
@@ -449,6 +480,7 @@ class Bench:
             conn = await asyncpg.connect(dsn)
             try:
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
             finally:
                 await conn.close()
         return dsn
@@ -748,7 +780,9 @@ def table(runs: list[ServerRun], args: argparse.Namespace, info: dict[str, Any])
             lines.append(
                 f"{r.server}: per 1,000 CALLs {f.transactions_per_1k_calls:g} transactions,"
                 f" {f.statements_per_1k_calls:g} statements, {f.wal_kib_per_1k_calls:g} KiB WAL"
-                f" ({f.wal_full_pages_per_1k_calls:g} full pages); database CPU s by process:"
+                f" ({f.wal_full_pages_per_1k_calls:g} full pages; KiB by relation:"
+                f" {', '.join(f'{k} {v:g}' for k, v in f.wal_kib_by_relation.items())});"
+                " database CPU s by process:"
                 f" {', '.join(f'{k} {v:g}' for k, v in f.cpu_by_process.items())};"
                 " top statements (calls, exec ms):"
             )
