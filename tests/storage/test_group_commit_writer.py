@@ -16,7 +16,7 @@ import pytest
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.errors import is_unavailable
-from evgate.storage.ops import outbox
+from evgate.storage.ops import outbox, sequences
 from evgate.storage.ops.base import (
     CopyRows,
     Statement,
@@ -566,6 +566,19 @@ async def test_a_one_round_trip_batch_whose_answer_was_lost_is_acknowledged_once
     assert await asyncio.wait_for(submitted, 10) == [None]
     assert await db.fetchval("SELECT count(*) FROM outbox") == 1
     assert not armed and writer.stats.retries == 1
+
+
+async def test_authorization_ids_are_drawn_a_block_at_a_time(writer: Writer) -> None:
+    """An Authorize's authorizationId comes from a block drawn once (as a sequence's CACHE
+    would): every id differs, and the batches after the first send no query of their own (one
+    round trip: BEGIN, COMMIT)."""
+    first = await writer.submit([sequences.authorization_id()], key="CP-1")
+    before = writer.stats.round_trips
+    later = [(await writer.submit([sequences.authorization_id()], key="CP-1"))[0] for _ in range(5)]
+    assert writer.stats.round_trips - before == 5
+    together = await writer.submit([sequences.authorization_id()] * 3, key="CP-1")
+    ids = [*first, *later, *together]
+    assert len(set(ids)) == len(ids) == 9 and ids == sorted(ids)
 
 
 async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: Database) -> None:
