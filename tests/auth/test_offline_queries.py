@@ -6,6 +6,7 @@ was offline reads its row once and gets the change. Counted by PostgreSQL itself
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -14,18 +15,23 @@ import pytest
 from evgate.storage.db import apply_migrations
 from evgate.storage.embedded import EmbeddedPostgres
 from support import until
+from support.database import create_database, drop_database
 
-from .auth_helpers import Site, connected
+from .auth_helpers import Site, StartSite, connected
 from .test_real_chargers import OFFLINE_OFF
 
 # The store's read of one charger's row (InstallationStore.offline_config).
 _READ = "%FROM charger_offline_config WHERE charger_id = $1%"
 
 
+_TEMPLATE = "offline_queries_template"
+
+
 @pytest.fixture(scope="module")
 def counting_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A PostgreSQL of this module's own with ``pg_stat_statements`` loaded (a library loaded
-    at the server's start), and the DSN of its migrated database."""
+    at the server's start), and the DSN of its server; each test's database is a copy of a
+    migrated template with the extension."""
     server = EmbeddedPostgres(tmp_path_factory.mktemp("counting-pg"))
     server.start()
     server.stop()
@@ -34,7 +40,7 @@ def counting_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     dsn = server.start()
 
     async def prepare() -> None:
-        conn = await asyncpg.connect(dsn)
+        conn = await asyncpg.connect(await create_database(dsn, _TEMPLATE))
         try:
             await apply_migrations(conn)
             await conn.execute("CREATE EXTENSION pg_stat_statements")
@@ -50,15 +56,19 @@ def counting_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def database_url(counting_pg: str) -> AsyncIterator[str]:
-    """The sites of this module run on the counting server."""
-    yield counting_pg
+    """The sites of this module run on the counting server, each test on a fresh database."""
+    name = f"offline_{uuid.uuid4().hex[:12]}"
+    yield await create_database(counting_pg, name, _TEMPLATE)
+    await drop_database(counting_pg, name)
 
 
 async def _reads(site: Site) -> int:
     assert site.app.db is not None
     return int(
         await site.app.db.fetchval(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE $1", _READ
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE $1"
+            " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            _READ,
         )
     )
 
@@ -85,3 +95,18 @@ async def test_a_boot_in_no_installation_reads_no_offline_configuration(site: Si
             await until(read_once, within=5, message="the left charger's row was never read")
         assert charger.configuration == {}  # nothing pushed to the one that never was in one
     assert await _reads(site) == 1
+
+
+async def test_a_change_left_pending_before_a_restart_is_pushed_at_the_next_boot(
+    start_site: StartSite,
+) -> None:
+    """A charger left its installation while offline and evgate restarted since: the new
+    process learns from the database (not from a notification it never saw) that the
+    charger's change is pending, and pushes it when the charger boots."""
+    async with start_site() as site:
+        installation = await site.installation(allowChargingWhenOffline=True)
+        secret = await site.charger("CP-LEFT", installation["id"])
+        await site.join("CP-LEFT", None)
+    async with start_site() as again, connected(again.ws_url("CP-LEFT", secret), "CP-LEFT") as c:
+        assert await c.boot() == "Accepted"
+        await until(lambda: c.configuration == OFFLINE_OFF)
