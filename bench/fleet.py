@@ -22,6 +22,11 @@ server, over the same window of ``--duration`` seconds after every charger has b
 * meter value rows stored at the end (the ``meter_values`` table of each);
 * reconnect storm: every connection reset at once; seconds until all have booted again.
 
+``--statements`` loads ``pg_stat_statements`` into the PostgreSQL and prints, per server, what
+its database did in the window per 1,000 CALLs: transactions committed, WAL bytes, and each
+statement's calls and execution time (the top ones by time), to see where the database's CPU
+goes.
+
 ``--subscribe webhook,kafka`` gives evgate one webhook subscription (``--subscriptions N``: N
 of them; ``--evgate-delivery process``: delivered by a process of their own) (nginx answering 204 on
 loopback, ``bench/nginx_receiver.py``) and one Kafka subscription (the test broker,
@@ -45,6 +50,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -116,6 +123,157 @@ def _rss(pid: int) -> int:
     return total
 
 
+class Statement(msgspec.Struct, kw_only=True):
+    """One statement's share of the window (``--statements``), per 1,000 CALLs."""
+
+    query: str
+    calls_per_1k_calls: float
+    exec_ms_per_1k_calls: float
+
+
+class StatementFigures(msgspec.Struct, kw_only=True):
+    """What the server's database did in the window (``--statements``), per 1,000 CALLs."""
+
+    transactions_per_1k_calls: float
+    wal_kib_per_1k_calls: float
+    wal_full_pages_per_1k_calls: float
+    #: WAL bytes per 1,000 CALLs by the relation a record touches first (its first block
+    #: reference; "-" for records without one: commits), the largest first (pg_walinspect).
+    wal_kib_by_relation: dict[str, float]
+    #: CPU s per 1,000 CALLs of each kind of PostgreSQL process (its title: the server's
+    #: connections are "backend", the rest walwriter, checkpointer, autovacuum, ...).
+    cpu_by_process: dict[str, float]
+    statements_per_1k_calls: float
+    top: list[Statement]
+
+
+_SNAPSHOT_STATEMENTS = """
+SELECT queryid, min(query), sum(calls)::float8, sum(total_exec_time)
+FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)
+GROUP BY queryid
+"""
+
+
+# WAL since $1 by the relation each record's first block names (its relfilenode, found in
+# this database's pg_class; another database's or none: "-").
+_WAL_BY_RELATION = """
+SELECT coalesce(c.relname, '-'), sum(w.record_length)
+FROM pg_get_wal_records_info($1::text::pg_lsn, pg_current_wal_lsn()) w
+LEFT JOIN pg_class c
+       ON c.relfilenode = substring(w.block_ref from 'rel \\d+/\\d+/(\\d+)')::oid
+GROUP BY 1
+"""
+
+
+class StatementProbe:
+    """pg_stat_statements, pg_stat_database and pg_stat_wal read at the window's ends.
+
+    The driver calls the probe synchronously from its loop: the reads run on a thread with
+    a loop of their own (a few ms, the same for both servers).
+    """
+
+    def __init__(self, dsn: str, postgres_pid: int | None = None) -> None:
+        self.dsn = dsn
+        self.postgres_pid = postgres_pid
+        self.database = dsn.rsplit("/", 1)[1].split("?")[0]
+        self.before: dict[str, Any] = {}
+        self.after: dict[str, Any] = {}
+
+    async def _snapshot(self) -> dict[str, Any]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(_SNAPSHOT_STATEMENTS, self.database)
+            xacts = await conn.fetchval(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", self.database
+            )
+            wal, fpi = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+            lsn = await conn.fetchval("SELECT pg_current_wal_lsn()::text")
+            by_relation: dict[str, int] = {}
+            if self.before:
+                by_relation = {
+                    r[0]: int(r[1]) for r in await conn.fetch(_WAL_BY_RELATION, self.before["lsn"])
+                }
+        finally:
+            await conn.close()
+        return {
+            "statements": {r[0]: (r[1], r[2], r[3]) for r in rows},
+            "xacts": int(xacts),
+            "wal": int(wal),
+            "fpi": int(fpi),
+            "lsn": lsn,
+            "wal_by_relation": by_relation,
+            "cpu": self._cpu_by_process(),
+        }
+
+    def _cpu_by_process(self) -> dict[str, float]:
+        cpu: dict[str, float] = collections.defaultdict(float)
+        if self.postgres_pid is None:
+            return cpu
+        for proc in _tree(self.postgres_pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = proc.cpu_times()
+                if proc.pid == self.postgres_pid:
+                    kind = "postmaster"
+                    cpu["exited"] += t.children_user + t.children_system
+                else:
+                    title = " ".join(proc.cmdline()).removeprefix("postgres: ").split()
+                    # A connection's title: user, database, host, what it does.
+                    if len(title) > 2 and "(" in title[2]:
+                        kind = "backend"
+                    else:  # a process ending as it is read has no command line left
+                        kind = title[0] if title else "exited"
+                cpu[kind] += t.user + t.system
+        return cpu
+
+    def _read(self) -> dict[str, Any]:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self._snapshot()).result()
+
+    def begin(self) -> None:
+        self.before = self._read()
+
+    def end(self) -> None:
+        self.after = self._read()
+
+    def figures(self, calls: int, top: int = 25) -> StatementFigures:
+        per_1k = 1000 / calls if calls else float("nan")
+        before = self.before["statements"]
+        rows = []
+        for qid, (query, n, ms) in self.after["statements"].items():
+            n0, ms0 = before.get(qid, (query, 0.0, 0.0))[1:]
+            if n > n0:
+                rows.append((query, n - n0, ms - ms0))
+        # The figures' own reads (this probe's snapshot) are not the server's.
+        rows = [r for r in rows if "pg_stat_" not in r[0]]
+        rows.sort(key=lambda r: r[2], reverse=True)
+        return StatementFigures(
+            transactions_per_1k_calls=round(
+                (self.after["xacts"] - self.before["xacts"]) * per_1k, 1
+            ),
+            wal_kib_per_1k_calls=round((self.after["wal"] - self.before["wal"]) / 1024 * per_1k),
+            wal_full_pages_per_1k_calls=round((self.after["fpi"] - self.before["fpi"]) * per_1k, 1),
+            wal_kib_by_relation={
+                k: round(v / 1024 * per_1k, 1)
+                for k, v in sorted(
+                    self.after["wal_by_relation"].items(), key=lambda kv: kv[1], reverse=True
+                )[:12]
+            },
+            cpu_by_process={
+                k: round((v - self.before["cpu"].get(k, 0.0)) * per_1k, 3)
+                for k, v in sorted(self.after["cpu"].items())
+            },
+            statements_per_1k_calls=round(sum(r[1] for r in rows) * per_1k, 1),
+            top=[
+                Statement(
+                    query=" ".join(q.split())[:160],
+                    calls_per_1k_calls=round(n * per_1k, 1),
+                    exec_ms_per_1k_calls=round(ms * per_1k, 1),
+                )
+                for q, n, ms in rows[:top]
+            ],
+        )
+
+
 @dataclass
 class ServerProbe:
     """Reads a server's process tree and the PostgreSQL around the measurement window."""
@@ -123,15 +281,20 @@ class ServerProbe:
     server_pid: int
     postgres_pid: int
     rss_before: int
+    statements: StatementProbe | None = None
     marks: dict[str, float] = field(default_factory=dict)
 
     def begin(self) -> None:
+        if self.statements is not None:
+            self.statements.begin()
         self.marks["t0"] = time.time()
         self.marks["cpu0"] = _cpu_seconds(self.server_pid)
         self.marks["db0"] = _cpu_seconds(self.postgres_pid, reaped=True)
 
     def end(self) -> None:
         self.marks["cpu"] = _cpu_seconds(self.server_pid) - self.marks["cpu0"]
+        if self.statements is not None:
+            self.statements.end()
         self.marks["db"] = _cpu_seconds(self.postgres_pid, reaped=True) - self.marks["db0"]
         self.marks["rss"] = _rss(self.server_pid)
         self.marks["t1"] = time.time()
@@ -152,6 +315,7 @@ class ServerRun(msgspec.Struct, kw_only=True):
     # created in the window, and how many of those never arrived.
     delivery_lag_p99_s: dict[str, float | None] | None = None
     undelivered: dict[str, int] | None = None
+    statements: StatementFigures | None = None
 
 
 class Subscribers:
@@ -317,7 +481,15 @@ class Bench:
             await conn.execute(f"CREATE DATABASE {name}")
         finally:
             await conn.close()
-        return self.dsn.rsplit("/", 1)[0] + "/" + name
+        dsn = self.dsn.rsplit("/", 1)[0] + "/" + name
+        if self.args.statements:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+            finally:
+                await conn.close()
+        return dsn
 
     async def _register_evgate(self, dsn: str) -> None:
         # SQL rather than 20,000 API calls: migrate, then COPY the chargers and the id tags
@@ -433,7 +605,12 @@ class Bench:
         args = self.args
         proc = await self._start(server, dsn, port)
         try:
-            probe = ServerProbe(proc.pid, self._postgres_pid(), _rss(proc.pid))
+            probe = ServerProbe(
+                proc.pid,
+                self._postgres_pid(),
+                _rss(proc.pid),
+                StatementProbe(dsn, self._postgres_pid()) if args.statements else None,
+            )
             scenario = scenario_from(args, f"ws://127.0.0.1:{port}/cp/{{id}}?auth={{secret}}")
             scenario = msgspec.structs.replace(scenario, id_tags=ID_TAGS)
             result = await simulate(
@@ -474,10 +651,22 @@ class Bench:
             meter_value_rows=int(rows),
             delivery_lag_p99_s=lag,
             undelivered=missing,
+            statements=(
+                probe.statements.figures(result.calls) if probe.statements is not None else None
+            ),
         )
 
     async def run(self) -> list[ServerRun]:
         self.dsn = await asyncio.to_thread(self.pg.start)
+        if self.args.statements:
+            # A library loaded at the server's start: restart it with pg_stat_statements.
+            await asyncio.to_thread(self.pg.stop)
+            with (self.pg.pgdata / "postgresql.conf").open("a") as conf:
+                conf.write(
+                    "shared_preload_libraries = 'pg_stat_statements'\n"
+                    "pg_stat_statements.track = 'all'\n"
+                )
+            self.dsn = await asyncio.to_thread(self.pg.start)
         runs: list[ServerRun] = []
         try:
             for server in self.args.servers:
@@ -596,6 +785,20 @@ def table(runs: list[ServerRun], args: argparse.Namespace, info: dict[str, Any])
     for r in runs:
         if r.error:
             lines.append(f"{r.server} failed: {r.error.splitlines()[0]}")
+        if r.statements is not None:
+            f = r.statements
+            lines.append(
+                f"{r.server}: per 1,000 CALLs {f.transactions_per_1k_calls:g} transactions,"
+                f" {f.statements_per_1k_calls:g} statements, {f.wal_kib_per_1k_calls:g} KiB WAL"
+                f" ({f.wal_full_pages_per_1k_calls:g} full pages; KiB by relation:"
+                f" {', '.join(f'{k} {v:g}' for k, v in f.wal_kib_by_relation.items())});"
+                " database CPU s by process:"
+                f" {', '.join(f'{k} {v:g}' for k, v in f.cpu_by_process.items())};"
+                " top statements (calls, exec ms):"
+            )
+            lines.extend(
+                f"  {s.calls_per_1k_calls:8g} {s.exec_ms_per_1k_calls:8g}  {s.query}" for s in f.top
+            )
         if r.delivery_lag_p99_s:
             lags = ", ".join(f"{k} {_fmt(v)} s" for k, v in r.delivery_lag_p99_s.items())
             lines.append(f"{r.server}: delivery lag p99 {lags} (undelivered: {r.undelivered})")
@@ -644,6 +847,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--verbose", action="store_true", help="progress on stderr with --json")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, data)")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="load pg_stat_statements and print what each server's database did per CALL",
+    )
     add_arguments(parser)
     # A compressed day: a 2,000-charger fleet then sends what ~25,000 real chargers send.
     parser.set_defaults(meter_interval=10.0, idle_mean=60.0, session_mean=300.0)

@@ -16,7 +16,7 @@ import pytest
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.errors import is_unavailable
-from evgate.storage.ops import outbox
+from evgate.storage.ops import outbox, sequences
 from evgate.storage.ops.base import (
     CopyRows,
     Statement,
@@ -505,6 +505,80 @@ async def test_a_statement_deferred_to_commit_that_fails_refuses_only_its_submis
     assert await db.fetchval("SELECT array_agg(id_tag) FROM id_tags") == ["ok-tag"]
     assert await writer.submit([(LOG, [row(3)])], key="CP-1") == [None]
     assert await count(db) == 2
+
+
+async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Database) -> None:
+    """A batch whose ops send nothing of their own (outbox rows, deferred to COMMIT) goes as
+    one simple query: BEGIN with the batch's ``writer_commits`` row, the rows, COMMIT. A
+    batch whose op sends a statement still has BEGIN sent before that statement, in a round
+    trip of its own; and a deferred statement PostgreSQL refuses in the one round trip fails
+    its submission alone, with nothing of it committed."""
+    await writer.submit([(LOG, [row(0)])], key="CP-1")  # the connection's once-only reads
+    conn = writer._committers[writer.committer_of("CP-1")].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        before = writer.stats.round_trips
+        await writer.submit(outbox.append([("event", "CP-1", b"{}")]), key="CP-1")
+        assert writer.stats.round_trips - before == 1
+        assert len(queries) == 1, queries
+        assert queries[0].startswith("BEGIN; INSERT INTO writer_commits")
+        assert "; INSERT INTO outbox" in queries[0] and queries[0].endswith("; COMMIT")
+        queries.clear()
+        before = writer.stats.round_trips
+        await writer.submit([(BAD, ("ok-tag",))], key="CP-1")
+        assert writer.stats.round_trips - before == 3  # BEGIN, the statement, COMMIT
+        assert (
+            queries[0].startswith("BEGIN; INSERT INTO writer_commits") and queries[-1] == "COMMIT"
+        )
+        with pytest.raises(WriteRejected):
+            await writer.submit([(DefersBad(), "x" * 30)], key="CP-1")
+    finally:
+        conn.remove_query_logger(logged)
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+    assert await db.fetchval("SELECT array_agg(id_tag) FROM id_tags") == ["ok-tag"]
+    assert await writer.submit([(DefersBad(), "next-tag")], key="CP-1") == [None]
+
+
+async def test_a_one_round_trip_batch_whose_answer_was_lost_is_acknowledged_once(
+    writer: Writer, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN, the rows and COMMIT went in one round trip and its answer never arrives: the
+    batch's id (in that same round trip) is found, and the submission is acknowledged once,
+    its rows written once."""
+    real = asyncpg.Connection.execute
+    armed = [True]
+
+    async def execute(self: asyncpg.Connection, query: str, *args: object, **kw: object) -> str:
+        result: str = await real(self, query, *args, **kw)
+        if query.startswith("BEGIN") and query.endswith("COMMIT") and armed and armed.pop():
+            self.terminate()
+            raise ConnectionResetError("lost after COMMIT")
+        return result
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+    submitted = writer.submit(outbox.append([("event", "CP-1", b"{}")]), key="CP-1")
+    assert await asyncio.wait_for(submitted, 10) == [None]
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+    assert not armed and writer.stats.retries == 1
+
+
+async def test_authorization_ids_are_drawn_a_block_at_a_time(writer: Writer) -> None:
+    """An Authorize's authorizationId comes from a block drawn once (as a sequence's CACHE
+    would): every id differs, and the batches after the first send no query of their own (one
+    round trip: BEGIN, COMMIT)."""
+    first = await writer.submit([sequences.authorization_id()], key="CP-1")
+    before = writer.stats.round_trips
+    later = [(await writer.submit([sequences.authorization_id()], key="CP-1"))[0] for _ in range(5)]
+    assert writer.stats.round_trips - before == 5
+    together = await writer.submit([sequences.authorization_id()] * 3, key="CP-1")
+    ids = [*first, *later, *together]
+    assert len(set(ids)) == len(ids) == 9 and ids == sorted(ids)
 
 
 async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: Database) -> None:

@@ -18,6 +18,7 @@ from evgate import _native, native
 from evgate.storage.db import Database
 from evgate.storage.maintenance import FOLD_FIRST, Maintenance, partition_name
 from evgate.storage.meter_values import MeterValueStore
+from evgate.storage.ops import meter_values as meter_values_op
 from evgate.storage.ops.base import Statement
 from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.ops.outbox import Emission, Emit
@@ -533,11 +534,12 @@ async def test_a_resend_in_a_batch_runs_it_again_with_a_savepoint_and_refuses_no
 
 
 async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_would(
-    writer: Writer, db: Database
+    writer: Writer, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once its series are numbered, a small batch's meter rows and rollups are sent as
-    literal INSERTs in its COMMIT round trip; what is stored is what the COPY stores, value
-    for value (NaN, infinities, -0.0, a raw value with quotes and backslashes, NULLs)."""
+    literal INSERTs with its BEGIN and COMMIT, the batch's one round trip; what is stored is
+    what the COPY stores, value for value (NaN, infinities, -0.0, a raw value with quotes and
+    backslashes, NULLs)."""
     op = MeterValueRows()
     values = [float("nan"), float("inf"), float("-inf"), -0.0, 1e-300, 123.456789]
 
@@ -551,7 +553,9 @@ async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_wo
         rows.append((*raw[:5], "L1", *raw[6:9], None, None, "it's \\ a 'raw' value"))
         return rows
 
-    await writer.submit([(op, message(0))], key="CP-1")  # numbers the series: the COPY way
+    with monkeypatch.context() as m:  # the COPY way, as a large batch goes
+        m.setattr(meter_values_op, "_TAIL_ROWS", 0)
+        await writer.submit([(op, message(0))], key="CP-1")  # numbers the series
     conn = writer._committers[writer.committer_of("CP-1")].conn
     assert conn is not None
     queries: list[str] = []
@@ -564,7 +568,8 @@ async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_wo
         await writer.submit([(op, message(1))], key="CP-1")
     finally:
         conn.remove_query_logger(logged)
-    assert len(queries) == 2 and queries[-1].startswith("INSERT INTO meter_values")
+    assert len(queries) == 1 and queries[0].startswith("BEGIN; INSERT INTO writer_commits")
+    assert "; INSERT INTO meter_values" in queries[0] and queries[0].endswith("; COMMIT")
     columns = "measurand, phase, location, context, format, unit, value, raw_value"
     by_minute = [
         await db.fetch(
@@ -588,6 +593,40 @@ async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_wo
     assert rollups[0] and [repr(tuple(r)) for r in rollups[0]] == [
         repr(tuple(r)) for r in rollups[1]
     ]
+
+
+async def test_a_small_batch_of_new_series_numbers_them_then_goes_with_the_commit(
+    writer: Writer, db: Database
+) -> None:
+    """A small batch whose series are new (a charger's first session, or the first message
+    after a restart) numbers them in one query, and its rows and rollups still ride in the
+    COMMIT's round trip (three round trips: BEGIN, the numbering, the rest; not two COPYs
+    besides), with the rollups under the numbers just drawn."""
+    op = MeterValueRows()
+    await writer.submit([(op, [mrow(T0, 1.0, "Warm")])], key="CP-1")  # the connection's reads
+    conn = writer._committers[writer.committer_of("CP-1")].conn
+    assert conn is not None
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    rows = [mrow(T0 + timedelta(seconds=i), float(i), f"New{i}") for i in range(4)]
+    conn.add_query_logger(logged)
+    try:
+        await writer.submit([(op, rows)], key="CP-1")
+    finally:
+        conn.remove_query_logger(logged)
+    assert len(queries) == 3, queries
+    assert queries[1].lstrip().startswith("INSERT INTO meter_series")
+    assert queries[2].startswith("INSERT INTO meter_values") and queries[2].endswith("COMMIT")
+    stored = await db.fetch(
+        "SELECT s.measurand, r.sum_value, r.count FROM meter_rollup_1m r"
+        " JOIN meter_series s ON s.id = r.series_id WHERE s.measurand LIKE 'New%'"
+        " ORDER BY s.measurand"
+    )
+    assert [tuple(r) for r in stored] == [(f"New{i}", float(i), 1) for i in range(4)]
+    assert await db.fetchval("SELECT count(*) FROM meter_values WHERE measurand LIKE 'New%'") == 4
 
 
 async def test_a_text_postgresql_refuses_in_a_deferred_batch_refuses_only_its_message(

@@ -154,6 +154,11 @@ class AuthorizerDirectory:
         self._installations: dict[int, Installation] = {}
         self._authorizers: dict[int, Authorizer] = {}
         self._membership: dict[str, int] = {}
+        # Chargers in no installation whose offline configuration may wait for a push (they
+        # left one): only these need their row read when they boot. A charger joins the set
+        # when the directory learns it left (``c:``, the NOTIFY of the change that marked its
+        # row pending) and leaves it once its charger applied the change.
+        self._offline_unsettled: set[str] = set()
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self._task = OwnedTask(self._refresh_loop, "auth-directory")
@@ -173,6 +178,16 @@ class AuthorizerDirectory:
     def installation_of(self, charger_id: str) -> Installation | None:
         installation_id = self._membership.get(charger_id)
         return None if installation_id is None else self._installations.get(installation_id)
+
+    def offline_unsettled(self, charger_id: str) -> bool:
+        """Whether ``charger_id``, in no installation, may have an offline configuration
+        waiting to be pushed (it left an installation): False for a charger that never was
+        in one, whose boot then reads nothing."""
+        return charger_id in self._offline_unsettled
+
+    def offline_settled(self, charger_id: str) -> None:
+        """``charger_id`` (in no installation) applied its offline configuration."""
+        self._offline_unsettled.discard(charger_id)
 
     def members_of(self, installation_id: int) -> list[str]:
         return [c for c, i in self._membership.items() if i == installation_id]
@@ -236,6 +251,7 @@ class AuthorizerDirectory:
     async def _reload_all(self) -> None:
         rows = await self.store.all()
         membership = await self.store.memberships()
+        self._offline_unsettled = await self.store.offline_unsettled()
         old = self._installations
         self._installations = {}
         self._authorizers = {}
@@ -298,8 +314,13 @@ class AuthorizerDirectory:
         after = found.get(charger_id)
         if after is None:
             self._membership.pop(charger_id, None)
+            if charger_id in found:
+                # It left an installation (``set_charger_installation``): its row is pending,
+                # read at its next boot.
+                self._offline_unsettled.add(charger_id)
         else:
             self._membership[charger_id] = after
+            self._offline_unsettled.discard(charger_id)
         if before != after:
             self._tell(f"c:{charger_id}")
 

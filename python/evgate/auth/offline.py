@@ -136,8 +136,13 @@ class OfflineConfigPusher:
         if installation is not None:
             allow = installation.allow_charging_when_offline
         else:
+            # Known in memory: a charger that never left an installation has nothing pending,
+            # and its boot costs no query (issue 23: nothing per CALL that memory knows).
+            if not self.directory.offline_unsettled(charger_id):
+                return
             row = await self.store.offline_config(charger_id)
             if row is None or row.state == "applied":
+                self.directory.offline_settled(charger_id)
                 return
             allow = row.allow_offline
         results: dict[str, str] = {}
@@ -162,3 +167,5 @@ class OfflineConfigPusher:
                 "charger %s did not apply the offline configuration: %s", charger_id, results
             )
         await self.store.record_offline_result(charger_id, allow, state, results)
+        if installation is None and state == "applied":
+            self.directory.offline_settled(charger_id)

@@ -311,6 +311,16 @@ class InstallationStore:
 
     # -- offline configuration -----------------------------------------------------------------
 
+    async def offline_unsettled(self) -> set[str]:
+        """The chargers in no installation whose offline configuration waits for a push (they
+        left one, and their charger has not applied the change yet)."""
+        rows = await self.db.fetch(
+            "SELECT o.charger_id FROM charger_offline_config o"
+            " JOIN chargers c ON c.id = o.charger_id"
+            " WHERE c.installation_id IS NULL AND o.state <> 'applied'"
+        )
+        return {r["charger_id"] for r in rows}
+
     async def offline_config(self, charger_id: str) -> OfflineConfigRow | None:
         row = await self.db.fetchrow(
             f"SELECT {_OFFLINE_COLUMNS} FROM charger_offline_config WHERE charger_id = $1",

@@ -5,8 +5,10 @@ of all connections into a batch (until ``batch_rows`` rows or ``flush_interval``
 the first), writes the batch in ONE transaction — each kind of write merged across submissions
 (COPY for appends, one pipelined statement batch for upserts; the few appends of a small
 batch, its outbox rows and new meter rows, as literal statements sent with the COMMIT itself,
-``ops.base.before_commit``) — and only after COMMIT resolves every submission of the batch. At
-a fleet's pace a batch holds a message or two, so each round trip is paid per message. A few
+``ops.base.before_commit``; its BEGIN goes with the first statement an op sends, or with the
+COMMIT when none does: ``_BatchConnection``) — and only after COMMIT resolves every submission
+of the batch. At a fleet's pace a batch holds a message or two, so each round trip is paid per
+message. A few
 committers, each an asyncio task with its own connection, commit batches side by side (the key
 picks the committer, so one charger's writes stay in order on one committer), so that
 PostgreSQL and Python each keep a core busy. A handler answers its
@@ -48,13 +50,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import logging
 import time
 import uuid
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -113,6 +116,9 @@ class WriterStats:
     submissions: int = 0
     retries: int = 0
     rejected: int = 0
+    #: Round trips to PostgreSQL of the batches' statements, BEGIN and COMMIT included (not
+    #: the once-per-connection reads): at a fleet's pace each costs per message.
+    round_trips: int = 0
     last_commit_seconds: float = 0.0
     commit_seconds: list[float] = field(default_factory=list)
 
@@ -122,6 +128,63 @@ def is_outage(exc: BaseException) -> bool:
     stopped), rather than for what it was asked: a charger's CALL that fails so is left
     unanswered, and the charger sends it again."""
     return isinstance(exc, WriterClosed) or is_unavailable(exc)
+
+
+class _BatchConnection:
+    """What the ops of a batch get for the committer's connection: the batch's ``BEGIN`` (with
+    its ``writer_commits`` row) goes with the first statement that needs it.
+
+    An op that only defers (``ops.base.before_commit``: outbox rows, a MeterValues message of
+    known series) sends nothing of its own, so its batch is one round trip: ``BEGIN; ...;
+    COMMIT`` as one simple query (:meth:`take_begin`). Any other use of the connection that
+    sends something (every coroutine method of ``asyncpg.Connection``) sends the ``BEGIN``
+    first, in a round trip of its own, as before. One per connection, for the connection's
+    life: the ops key what they remember per connection by this object.
+    """
+
+    # A method that would start something on the connection without awaiting it here: its
+    # transaction or cursor would not be the batch's.
+    _REFUSED = frozenset({"transaction", "cursor"})
+
+    def __init__(self, conn: asyncpg.Connection, stats: WriterStats) -> None:
+        self.raw = conn
+        self.stats = stats  # counts the round trips
+        self._begin: str | None = None
+
+    def defer_begin(self, sql: str) -> None:
+        """The batch's ``BEGIN`` (and its first statements): sent before the first statement
+        an op sends, else with the COMMIT."""
+        self._begin = sql
+
+    def take_begin(self) -> str | None:
+        """The ``BEGIN`` not sent yet (for the COMMIT's round trip), or None."""
+        begin, self._begin = self._begin, None
+        return begin
+
+    async def begin_now(self) -> None:
+        """Send the pending ``BEGIN`` now (an op is about to send a statement)."""
+        begin = self.take_begin()
+        if begin is not None:
+            self.stats.round_trips += 1
+            await self.raw.execute(begin)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.raw, name)
+        if not callable(attr):
+            return attr
+        if inspect.iscoroutinefunction(attr):
+
+            async def sent(*args: Any, **kwargs: Any) -> Any:
+                await self.begin_now()
+                self.stats.round_trips += 1
+                return await attr(*args, **kwargs)
+
+            return sent
+        if name in self._REFUSED:
+            raise asyncpg.InterfaceError(
+                f"an op may not call Connection.{name}() inside the writer's batch"
+            )
+        return attr
 
 
 class _ConnectionBroken(Exception):
@@ -372,6 +435,7 @@ class _Committer:
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task[None] | None = None
         self.last_commit_seconds = 0.0
+        self._batch_conn: _BatchConnection | None = None  # what the ops get for ``conn``
         self._backend_of: asyncpg.Connection | None = None
         self._backend_id: tuple[int, datetime] = (0, datetime.min)
 
@@ -501,20 +565,24 @@ class _Committer:
             await self._drop_connection()
             conn = await self._connection()
         backend = await self._backend(conn)
+        ops_conn = self._ops_connection(conn)
         batch_id = uuid.uuid4()
         started = time.perf_counter()
         # BEGIN and the batch's id in one round trip (a batch is a handful of them, and each
-        # one waits for the other committer's turn on the loop); the id is ours, a literal is safe.
+        # one waits for the other committer's turn on the loop); the id is ours, a literal is
+        # safe. Sent with the ops' first statement's need, or with the COMMIT when they only
+        # deferred theirs (_BatchConnection): then the whole batch is one round trip.
+        ops_conn.defer_begin(f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')")
+        conn_for_ops = cast(asyncpg.Connection, ops_conn)
         try:
-            await conn.execute(
-                f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')"
-            )
             # Each op once on its items of every submission, results back per submission;
             # what they defer to the COMMIT (``before_commit``) goes with it.
-            open_tail(conn)
-            results, ops = await write_grouped(conn, [s.writes for s in batch])
+            open_tail(conn_for_ops)
+            results, ops = await write_grouped(conn_for_ops, [s.writes for s in batch])
         except BaseException as exc:
-            take_tail(conn)
+            take_tail(conn_for_ops)
+            if ops_conn.take_begin() is not None:
+                raise  # nothing was sent: no transaction to roll back
             if not await self._rolled_back(conn):
                 await self._drop_connection()
                 if isinstance(exc, Exception):
@@ -522,11 +590,16 @@ class _Committer:
                     # switch to state"), the connection died under it: an outage.
                     raise _ConnectionBroken(exc) from exc
             raise
-        tail = take_tail(conn)
+        tail = take_tail(conn_for_ops)
+        begin = ops_conn.take_begin()
         try:
-            # One simple query: the deferred statements, then COMMIT (which PostgreSQL does
-            # not reach if one of them fails: the batch is then refused, nothing committed).
-            status = await conn.execute("; ".join([*(d.sql for d in tail), "COMMIT"]))
+            # One simple query: the BEGIN if no op needed it yet, the deferred statements, then
+            # COMMIT (which PostgreSQL does not reach if one of them fails: the batch is then
+            # refused, nothing committed).
+            self.writer.stats.round_trips += 1
+            status = await conn.execute(
+                "; ".join([*([begin] if begin else []), *(d.sql for d in tail), "COMMIT"])
+            )
         except Exception as exc:
             # Only an error PostgreSQL itself answered says what became of the COMMIT; any
             # other (the connection lost or broken while it was in flight) leaves it unknown.
@@ -545,12 +618,18 @@ class _Committer:
             raise RuntimeError(f"the batch's transaction was rolled back ({status})")
         for op in ops:
             try:
-                op.committed(conn)
+                op.committed(conn_for_ops)
             except Exception:  # the batch is durable: it is acknowledged whatever an op says
                 log.exception("writer: %s.committed failed", op.name)
         self.last_commit_seconds = time.perf_counter() - started
         self.writer._count(batch, self.last_commit_seconds)
         return results
+
+    def _ops_connection(self, conn: asyncpg.Connection) -> _BatchConnection:
+        """The ops' view of ``conn`` (the same object for the connection's life)."""
+        if self._batch_conn is None or self._batch_conn.raw is not conn:
+            self._batch_conn = _BatchConnection(conn, self.writer.stats)
+        return self._batch_conn
 
     async def _backend(self, conn: asyncpg.Connection) -> tuple[int, datetime]:
         """``conn``'s server process and its start, read once per connection."""

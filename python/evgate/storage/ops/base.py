@@ -83,9 +83,11 @@ class WriteOp(Generic[ItemT, ResultT]):
     async def write(self, conn: asyncpg.Connection, items: list[ItemT]) -> list[ResultT]:
         """Write ``items`` (from several submissions) inside the batch's open transaction.
 
-        The writer begins that transaction by hand (with the batch's id, in one round trip),
-        so an op must not call ``conn.transaction()``: asyncpg refuses it, and the submissions
-        are rejected. For a savepoint, send ``SAVEPOINT name`` / ``ROLLBACK TO SAVEPOINT name``.
+        The writer begins that transaction by hand (with the batch's id): ``conn`` sends the
+        BEGIN before the op's first statement, or with the COMMIT if the batch's ops only
+        deferred theirs (:func:`before_commit`). So an op must not call
+        ``conn.transaction()``: it is refused, and the submissions are rejected. For a
+        savepoint, send ``SAVEPOINT name`` / ``ROLLBACK TO SAVEPOINT name``.
 
         Returns:
             One result per item, in order.

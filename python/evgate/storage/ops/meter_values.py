@@ -185,8 +185,8 @@ def _new_rows(items: list[Sequence[MeterRow]], kept: Sequence[int], total: int) 
 
 
 # Up to this many rows (a fleet's batch: a message or two), a batch's meter rows and their
-# rollups ride in its COMMIT's round trip as literal INSERTs (``before_commit``) when their
-# series are numbered already; more go by COPY, which costs PostgreSQL and Python less a row.
+# rollups ride in its COMMIT's round trip as literal INSERTs (``before_commit``; new series
+# numbered first); more go by COPY, which costs PostgreSQL and Python less a row.
 _TAIL_ROWS = 64
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -289,10 +289,11 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
         careful = conn in self._careful
         self._careful.discard(conn)
         if not careful and rows and len(rows) <= _TAIL_ROWS:
-            deferred = self._deferred(conn, rows, times)
-            if deferred is not None:
-                await before_commit(conn, deferred, self._tail_failed(conn))
-                return _new_rows(items, kept, len(flat))
+            # Series not numbered yet are numbered first (one query), so that the rows and
+            # rollups still ride in the COMMIT's round trip rather than in two COPYs.
+            ids = await self._series_ids(conn, rows)
+            await before_commit(conn, self._deferred(rows, times, ids), self._tail_failed(conn))
+            return _new_rows(items, kept, len(flat))
         for _attempt in range(5):
             if not rows:
                 break
@@ -336,18 +337,10 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
         return _new_rows(items, kept, len(flat))
 
     def _deferred(
-        self, conn: asyncpg.Connection, rows: Sequence[MeterRow], times: array[int]
-    ) -> str | None:
-        """The INSERTs of ``rows`` and their rollups as one literal statement for the batch's
-        COMMIT round trip, or None when a series of theirs has no number known yet (it is
-        numbered by a query, the COPY way)."""
-        self._numbered.pop(conn, None)  # a transaction whose commit was not reported
-        known = self._series.get(conn)
-        if known is None or len(known) > self.series_cache:
-            return None
-        for row in rows:
-            if row[10] is not None and (row[0], row[1], row[4], row[5], row[6]) not in known:
-                return None
+        self, rows: Sequence[MeterRow], times: array[int], known: Mapping[SeriesKey, int]
+    ) -> str:
+        """The INSERTs of ``rows`` and their rollups (the numbers of their series in
+        ``known``) as one literal statement for the batch's COMMIT round trip."""
         values = ",".join("(" + ",".join([_literal(v) for v in row]) + ")" for row in rows)
         sql = f"INSERT INTO meter_values ({', '.join(METER_COLUMNS)}) VALUES {values}"
         records = rollup_records(rows, times, known, self.rollup)
@@ -391,11 +384,12 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
         stored = {r[0] - 1 for r in await conn.fetch(_EXISTING, *columns)}
         return [i for i in range(len(rows)) if i not in stored]
 
-    async def add_rollups(
-        self, conn: asyncpg.Connection, rows: Sequence[MeterRow], times: array[int]
-    ) -> None:
-        """Append the rollups of ``rows`` (just stored; ``times`` from :func:`row_times`) to
-        ``meter_rollup_1m``."""
+    async def _series_ids(
+        self, conn: asyncpg.Connection, rows: Sequence[MeterRow]
+    ) -> Mapping[SeriesKey, int]:
+        """The ``meter_series`` numbers of the series of ``rows`` (those with a value),
+        numbering the new ones in the batch's transaction (one query, none when all are
+        known)."""
         self._numbered.pop(conn, None)  # a transaction whose commit was not reported
         known = self._series.get(conn)
         if known is None or len(known) > self.series_cache:
@@ -406,9 +400,16 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
                 key: SeriesKey = (row[0], row[1], row[4], row[5], row[6])  # type: ignore[assignment]
                 if key not in known:
                     missing.add(key)
-        ids: Mapping[SeriesKey, int] = known
-        if missing:
-            ids = collections.ChainMap(await self._number(conn, missing, known), known)
+        if not missing:
+            return known
+        return collections.ChainMap(await self._number(conn, missing, known), known)
+
+    async def add_rollups(
+        self, conn: asyncpg.Connection, rows: Sequence[MeterRow], times: array[int]
+    ) -> None:
+        """Append the rollups of ``rows`` (just stored; ``times`` from :func:`row_times`) to
+        ``meter_rollup_1m``."""
+        ids = await self._series_ids(conn, rows)
         records = rollup_records(rows, times, ids, self.rollup)
         if records:
             await conn.copy_to_table(
