@@ -277,13 +277,6 @@ async def test_after_missed_stop_notifications_a_connection_reads_its_transactio
     assert await services.open_transaction(ctx, 7) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review rev26fx: transaction_stops_missed forgets the connections' open "
-    "transactions but not load management's: an operator's stop whose notification was lost "
-    "keeps its transaction counted (control.transactions) until the process restarts; "
-    "SmartCharging.start reads open_transactions once, nothing reconciles it",
-)
 async def test_after_missed_stop_notifications_load_management_lets_closed_ones_go(
     bench: Bench,
 ) -> None:
