@@ -4,6 +4,7 @@ resent or stale message, which changes nothing, emits nothing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,8 @@ from evgate.protocol.v16 import (
     StatusNotificationRequest,
 )
 from evgate.storage.circuits import CircuitStore
+from evgate.storage.db import Database
+from evgate.storage.embedded import EmbeddedPostgres
 from evgate.storage.ops.transactions import TransactionFacts
 from support import until
 
@@ -277,13 +280,16 @@ async def test_after_missed_stop_notifications_a_connection_reads_its_transactio
     assert await services.open_transaction(ctx, 7) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review rev26fx: transaction_stops_missed forgets the connections' open "
-    "transactions but not load management's: an operator's stop whose notification was lost "
-    "keeps its transaction counted (control.transactions) until the process restarts; "
-    "SmartCharging.start reads open_transactions once, nothing reconciles it",
-)
+def engine(db: Database) -> SmartCharging:
+    """Load management over a real (unstarted) gateway as its link and a real store."""
+
+    async def no_credentials(_charger_id: str | None) -> list[Any]:
+        return []
+
+    gateway = Gateway(load_settings(environ={}), {}, no_credentials)
+    return SmartCharging(gateway, CircuitStore(db), lambda _charger_id: None)
+
+
 async def test_after_missed_stop_notifications_load_management_lets_closed_ones_go(
     bench: Bench,
 ) -> None:
@@ -292,14 +298,66 @@ async def test_after_missed_stop_notifications_load_management_lets_closed_ones_
     loss is known (transaction_stops_missed), the closed transaction must not stay counted on
     its circuit forever."""
 
-    async def no_credentials(_charger_id: str | None) -> list[Any]:
-        return []
-
-    gateway = Gateway(load_settings(environ={}), bench.routes, no_credentials)
-    load = SmartCharging(gateway, CircuitStore(bench.db), lambda _charger_id: None)
+    load = engine(bench.db)
     services = bench.services
     services.load = load
     load.transaction_started("CP-1", 1, 7)  # transaction 7 is open nowhere in the database
     services.transaction_stops_missed()
     # A fix may read the open transactions again on a task of its own: waited for a while.
     await until(lambda: 7 not in load.control.transactions, within=5)
+
+
+async def test_after_missed_stop_notifications_load_management_keeps_what_is_open(
+    bench: Bench,
+) -> None:
+    """The check after missed stop notifications lets only the closed ones go: a transaction
+    still open stays counted, and so does one that starts while the check reads the database
+    (its read held here by a lock on the table), which the read cannot have seen."""
+    load = engine(bench.db)
+    services = bench.services
+    services.load = load
+    still_open = (await bench.call("StartTransaction", start(meter=0))).transaction_id
+    load.transaction_started("CP-1", 1, still_open)  # (the handler's only for an Accepted tag)
+    load.transaction_started("CP-1", 2, 7)  # closed elsewhere, unheard
+    async with bench.db.pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE transactions IN ACCESS EXCLUSIVE MODE")
+        services.transaction_stops_missed()
+        await until(
+            lambda: bench.db.fetchval(
+                "SELECT count(*) FROM pg_locks"
+                " WHERE relation = 'transactions'::regclass AND NOT granted"
+            )
+        )
+        load.transaction_started("CP-1", 3, 2_000_000)  # started after the read began
+    await until(lambda: 7 not in load.control.transactions)
+    assert still_open in load.control.transactions
+    assert 2_000_000 in load.control.transactions
+
+
+async def test_load_managements_check_retries_through_a_database_outage(
+    private_pg: tuple[EmbeddedPostgres, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL is away when stop notifications are found missed: the check tries again
+    until it answers, and then lets the closed transaction go; the outage is one WARNING and
+    one INFO, with no traceback."""
+    pg, dsn = private_pg
+    db = Database(dsn, pool_size=2)
+    await db.open(migrate=False)
+    load = engine(db)
+    try:
+        load.transaction_started("CP-1", 1, 7)
+        caplog.set_level(logging.DEBUG, logger="evgate")
+        await asyncio.to_thread(pg.stop, "fast")
+        load.transaction_stops_missed()
+        await until(lambda: db.health.failures >= 2, within=30)
+        assert 7 in load.control.transactions
+        await asyncio.to_thread(pg.restart_same_port)
+        await until(lambda: 7 not in load.control.transactions, within=30)
+    finally:
+        await load.stop()
+        await db.close()
+    evgate = [r for r in caplog.records if r.name.startswith("evgate")]
+    assert [r.getMessage() for r in evgate if r.exc_info] == []
+    loud = [r.getMessage() for r in evgate if r.levelno >= logging.WARNING]
+    assert len(loud) == 1 and "PostgreSQL unavailable" in loud[0], loud
+    assert len([r for r in evgate if "PostgreSQL available again" in r.getMessage()]) == 1

@@ -230,10 +230,13 @@ class HandlerServices:
     def transaction_stops_missed(self) -> None:
         """Stop notifications may have been missed (the LISTEN connection was lost): each
         charger's connection here forgets which transactions it took for open, and reads each
-        again from the database at its next message that names it."""
+        again from the database at its next message that names it; load management asks the
+        database which of those it counts are still open."""
         for known in list(self._remembered.values()):
             for transaction_id in [t for t, tx in known.items() if tx is not None]:
                 del known[transaction_id]
+        if self.load is not None:
+            self.load.transaction_stops_missed()
 
     def _known(self, ctx: ChargerContext) -> _Remembered:
         known: _Remembered | None = ctx.state.get(_TRANSACTIONS)

@@ -4,9 +4,11 @@ It runs the pure decisions of ``loadmgmt/`` (:class:`~evgate.loadmgmt.control.Co
 what happens to the chargers of circuits, and sends the limits it decides with
 SetChargingProfile through the :class:`~evgate.gateway.interface.ChargerLink`:
 
-* Triggers: a transaction starts or stops (``handlers/transactions.py``), a connector's status
-  changes (``handlers/status.py``), a charger connects or goes away (a gateway observer), a
-  circuit or a membership changes (``NOTIFY evgate_circuit``: the trees are read again).
+* Triggers: a transaction starts or stops (``handlers/transactions.py``; an operator's stop
+  by its notification or, when those were missed, found closed in the database), a
+  connector's status changes (``handlers/status.py``), a charger connects or goes away (a
+  gateway observer), a circuit or a membership changes (``NOTIFY evgate_circuit``: the trees
+  are read again).
 * A transaction's limit is a TxProfile in A (one period from its start, stack level
   :data:`ENGINE_STACK_LEVEL`, its transactionId, profile id ``100 + connector``); a charger in
   a circuit without a transaction has a TxDefaultProfile (connector 0, profile id 100): the
@@ -131,6 +133,8 @@ class SmartCharging:
         self._reload = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: list[asyncio.Task[None]] = []
+        self._stops_missed = False  # the counted transactions are to be checked (again)
+        self._checking = False  # the check's task runs
 
     # Life cycle.
 
@@ -172,6 +176,15 @@ class SmartCharging:
         self._cancel_idle(transaction_id)
         self.control.stop(transaction_id)
         self._wake.set()
+
+    def transaction_stops_missed(self) -> None:
+        """Stop notifications may have been missed (``HandlerServices``): each transaction
+        counted now that the database has no longer open is let go, on a task of the
+        engine's (a loss while it checks: it checks again)."""
+        self._stops_missed = True
+        if not self._checking:
+            self._checking = True
+            self._spawn(self._let_closed_go())
 
     def status_changed(self, charger_id: str, connector_id: int, status: str) -> None:
         tx = self._tx_of_connector.get((charger_id, connector_id))
@@ -300,6 +313,28 @@ class SmartCharging:
                     await self.store.append_events(events)
                 except Exception as exc:  # an outage: this report is skipped, not queued
                     log.warning("circuit consumption not recorded: %s", exc)
+
+    async def _let_closed_go(self) -> None:
+        retry = self.store.db.health.retry("load management's transaction check", log, first=1.0)
+        try:
+            while self._stops_missed:
+                self._stops_missed = False
+                # Taken before the read: a transaction counted later (its start committed
+                # after the read's snapshot, perhaps) is not the read's to judge.
+                counted = set(self.control.transactions)
+                try:
+                    still_open = await self.store.still_open(counted) if counted else set()
+                except Exception as exc:  # the database is away: the same check, later
+                    self._stops_missed = True
+                    await asyncio.sleep(retry.failed(exc))
+                    continue
+                retry.ok()
+                for transaction_id in sorted(counted - still_open):
+                    tx = self.control.transactions.get(transaction_id)
+                    if tx is not None:
+                        self.transaction_stopped(tx.charger_id, transaction_id)
+        finally:
+            self._checking = False
 
     async def _load(self) -> None:
         topology = await self.store.topology()

@@ -364,6 +364,15 @@ class CircuitStore:
         )
         return [OpenTransaction(**dict(r)) for r in rows]
 
+    async def still_open(self, transaction_ids: Iterable[int]) -> set[int]:
+        """Which of ``transaction_ids`` are open (the engine's check after missed stop
+        notifications); an id closed or not found is left out."""
+        rows = await self.db.fetch(
+            "SELECT id FROM transactions WHERE id = ANY($1::bigint[]) AND stopped_at IS NULL",
+            list(transaction_ids),
+        )
+        return {r["id"] for r in rows}
+
     async def record_push(self, push: PushRecord, events: Iterable[Sequence[Any]]) -> None:
         """Keep a push's outcome, with its events (chargingProfile.applied), in one
         transaction."""
