@@ -43,6 +43,14 @@ __all__ = [
     "LaneWant",
 ]
 
+#: ``synchronous_commit = off`` for the current transaction only (``set_config``'s
+#: ``is_local``: reverted at its end, after its COMMIT record; the pool's connection goes on
+#: committing durably), as an uncorrelated scalar subquery: PostgreSQL evaluates it once per
+#: statement, as a one-time filter before the statement's rows, so a query can apply it in its
+#: WHERE (``AND ... IS NOT NULL``, always true) instead of a SET LOCAL round trip of its own.
+#: The dispatcher's bookkeeping (see :meth:`DeliveryStore._bookkeeping`) commits with it.
+_NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+
 
 class Delivery(msgspec.Struct, kw_only=True):
     """A pending delivery of a lane, with its event."""
@@ -138,8 +146,9 @@ class DeliveryStore:
 
     @contextlib.asynccontextmanager
     async def _bookkeeping(self) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction of the dispatcher's own rows (fan-out, claims, outcomes) whose COMMIT
-        does not wait for its WAL flush (``synchronous_commit = off``, this transaction only).
+        """A transaction of the dispatcher's own rows (fan-out, outcomes) whose COMMIT does not
+        wait for its WAL flush: its first statement must apply :data:`_NO_FLUSH` (one
+        statement units, the claim, apply it in their implicit transaction instead).
 
         Each such commit would otherwise be one more fsync in the queue of the group-commit
         writer's, whose COMMIT holds chargers' replies: at fleet rates the dispatcher commits
@@ -152,7 +161,6 @@ class DeliveryStore:
         with durable commits.
         """
         async with self.db.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit = off")
             yield conn
 
     async def failed_deliveries(
@@ -220,7 +228,9 @@ class DeliveryStore:
         async with self._bookkeeping() as conn:
             # First statement, before this transaction has an xid of its own: every
             # transaction older than ``horizon`` has ended, so rows below it are final.
-            horizon = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())")
+            horizon = await conn.fetchval(
+                f"SELECT pg_snapshot_xmin(pg_current_snapshot()) WHERE {_NO_FLUSH}"
+            )
             cursor = await conn.fetchrow(
                 "SELECT after_xid, after_id FROM outbox_cursor FOR UPDATE SKIP LOCKED"
             )
@@ -271,37 +281,40 @@ class DeliveryStore:
         The version may be newer than the deliveries read (a fan-out that committed while the
         statement ran): harmless, since :meth:`finish` removes a lane only if nothing is
         pending when it runs; a version is never older than what was read.
+
+        One round trip: the statement is its own (implicit) transaction, which applies
+        :data:`_NO_FLUSH` to its commit (see :meth:`_bookkeeping`).
         """
         if not wants:
             return []
-        async with self._bookkeeping() as conn:
-            rows = await conn.fetch(
-                "WITH want AS ("
-                "  SELECT * FROM unnest($1::bigint[], $2::int[]) AS w(subscription_id, n)"
-                "), due AS ("
-                "  SELECT l.subscription_id, l.charger_id FROM want w, LATERAL ("
-                "    SELECT subscription_id, charger_id FROM delivery_lanes"
-                "    WHERE subscription_id = w.subscription_id AND next_attempt_at <= now()"
-                "    AND (leased_until IS NULL OR leased_until < now())"
-                "    ORDER BY next_attempt_at LIMIT w.n FOR UPDATE SKIP LOCKED) l"
-                "), leased AS ("
-                "  UPDATE delivery_lanes l SET leased_until = now() + make_interval(secs => $3)"
-                "  FROM due WHERE l.subscription_id = due.subscription_id"
-                "  AND l.charger_id = due.charger_id"
-                "  RETURNING l.subscription_id, l.charger_id, l.version"
-                ") SELECT l.subscription_id, l.charger_id, l.version,"
-                "  d.outbox_id, d.event, d.attempts, d.payload, d.created_at"
-                " FROM leased l LEFT JOIN LATERAL ("
-                "  SELECT d.outbox_id, d.event, d.attempts, o.payload, o.created_at"
-                "  FROM deliveries d JOIN outbox o ON o.id = d.outbox_id"
-                "  WHERE d.subscription_id = l.subscription_id AND d.charger_id = l.charger_id"
-                "  AND d.state = 'pending' ORDER BY d.outbox_id LIMIT $4) d ON true"
-                " ORDER BY l.subscription_id, l.charger_id, d.outbox_id",
-                [w.subscription_id for w in wants],
-                [w.lanes for w in wants],
-                lease,
-                lane_batch,
-            )
+        rows = await self.db.fetch(
+            "WITH want AS ("
+            "  SELECT * FROM unnest($1::bigint[], $2::int[]) AS w(subscription_id, n)"
+            "), due AS ("
+            "  SELECT l.subscription_id, l.charger_id FROM want w, LATERAL ("
+            "    SELECT subscription_id, charger_id FROM delivery_lanes"
+            "    WHERE subscription_id = w.subscription_id AND next_attempt_at <= now()"
+            "    AND (leased_until IS NULL OR leased_until < now())"
+            "    ORDER BY next_attempt_at LIMIT w.n FOR UPDATE SKIP LOCKED) l"
+            "), leased AS ("
+            "  UPDATE delivery_lanes l SET leased_until = now() + make_interval(secs => $3)"
+            "  FROM due WHERE l.subscription_id = due.subscription_id"
+            "  AND l.charger_id = due.charger_id"
+            "  RETURNING l.subscription_id, l.charger_id, l.version"
+            ") SELECT l.subscription_id, l.charger_id, l.version,"
+            "  d.outbox_id, d.event, d.attempts, d.payload, d.created_at"
+            " FROM leased l LEFT JOIN LATERAL ("
+            "  SELECT d.outbox_id, d.event, d.attempts, o.payload, o.created_at"
+            "  FROM deliveries d JOIN outbox o ON o.id = d.outbox_id"
+            "  WHERE d.subscription_id = l.subscription_id AND d.charger_id = l.charger_id"
+            "  AND d.state = 'pending' ORDER BY d.outbox_id LIMIT $4) d ON true"
+            f" WHERE {_NO_FLUSH}"
+            " ORDER BY l.subscription_id, l.charger_id, d.outbox_id",
+            [w.subscription_id for w in wants],
+            [w.lanes for w in wants],
+            lease,
+            lane_batch,
+        )
         lanes: list[ClaimedLane] = []
         for r in rows:
             sub_id, charger_id = r["subscription_id"], r["charger_id"]
@@ -344,6 +357,7 @@ class DeliveryStore:
                 "SELECT 1 FROM delivery_lanes l"
                 " JOIN unnest($1::bigint[], $2::text[]) AS x(s, c)"
                 " ON l.subscription_id = x.s AND l.charger_id = x.c"
+                f" WHERE {_NO_FLUSH}"
                 " ORDER BY l.subscription_id, l.charger_id FOR UPDATE OF l",
                 [k[0] for k in keys],
                 [k[1] for k in keys],
