@@ -664,3 +664,94 @@ async def test_a_text_postgresql_cannot_hold_in_a_literal_refuses_only_its_submi
     else:
         assert await db.fetchval("SELECT array_agg(raw_value) FROM meter_values") == [None, "ok"]
     assert await writer.submit([(LOG, [row(3)])], key="CP-1") == [None]
+
+
+async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_once(
+    writer: Writer, db: Database
+) -> None:
+    """Review of perf23c: a batch whose ops only defer goes as ONE simple query (BEGIN, its
+    ``writer_commits`` row, the outbox row, COMMIT). Its server session is terminated while
+    that query runs (a deferred trigger holds it at COMMIT): the outcome is unknown, the
+    batch's id (sent in that same query, in the same transaction) is looked up, the batch is
+    written again only because it was not committed, and acknowledged once, its row once."""
+    await db.execute(
+        """CREATE SEQUENCE slow_outbox;
+        CREATE FUNCTION slow_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('slow_outbox') = 1 THEN PERFORM pg_sleep(30); END IF;
+            RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER slow_outbox AFTER INSERT ON outbox
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_outbox();"""
+    )
+    try:
+        await writer.submit([(LOG, [row(0)])], key="CP-1")  # the connection's once-only reads
+        committer = writer._committers[writer.committer_of("CP-1")]
+        assert committer.conn is not None
+        pid = committer.conn.get_server_pid()
+        submitted = asyncio.ensure_future(
+            writer.submit(outbox.append([("event", "CP-1", b"{}")]), key="CP-1")
+        )
+
+        async def in_the_one_round_trip() -> bool:
+            query = "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
+            text = await db.fetchval(query, pid) or ""
+            return text.startswith("BEGIN; INSERT INTO writer_commits") and text.endswith("COMMIT")
+
+        await until(in_the_one_round_trip)
+        await db.execute("SELECT pg_terminate_backend($1)", pid)
+        assert await asyncio.wait_for(submitted, 20) == [None]
+        assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+        assert writer.stats.retries >= 1
+        assert await db.fetchval("SELECT count(*) FROM writer_commits") >= 2
+    finally:
+        await db.execute("DROP FUNCTION slow_outbox CASCADE; DROP SEQUENCE slow_outbox")
+
+
+async def test_a_bad_deferred_statement_in_a_one_round_trip_batch_fails_alone(
+    writer: Writer, db: Database
+) -> None:
+    """Review of perf23c: three submissions whose ops only defer share a batch (one simple
+    query with its BEGIN and COMMIT); PostgreSQL refuses one deferred statement: nothing of
+    that query is committed, the batch is re-run one submission at a time, the two good ones
+    are acknowledged and written once, the bad one alone is refused."""
+    defers = DefersBad()
+    committer = writer._committers[writer.committer_of("CP-1")]
+    results = await asyncio.gather(
+        writer.submit(outbox.append([("first", "CP-1", b"1")]), key="CP-1"),
+        writer.submit([(defers, "x" * 30)], key="CP-1"),
+        writer.submit(outbox.append([("third", "CP-1", b"3")]), key="CP-1"),
+        return_exceptions=True,
+    )
+    assert results[0] == [None] and results[2] == [None], results
+    assert isinstance(results[1], WriteRejected)
+    assert writer.stats.retries == 0 and writer.stats.rejected == 1
+    stored = await db.fetch("SELECT event FROM outbox ORDER BY id")
+    assert [r[0] for r in stored] == ["first", "third"]
+    assert await db.fetchval("SELECT count(*) FROM id_tags") == 0
+    assert committer.conn is not None and not committer.conn.is_in_transaction()
+
+
+async def test_authorization_ids_stay_unique_across_writers_and_restarts(
+    database_url: str,
+) -> None:
+    """Review of perf23c: two writers (two evgate processes) and a restart of one each draw
+    their own blocks of authorization ids: no id is handed out twice."""
+    seen: list[int] = []
+    first = Writer(database_url, committers=2, flush_interval=0.001)
+    second = Writer(database_url, committers=2, flush_interval=0.001)
+    await first.start()
+    await second.start()
+    try:
+        for i in range(40):
+            for w in (first, second):
+                seen += await w.submit([sequences.authorization_id()], key=f"CP-{i}")
+        await first.stop()
+        first = Writer(database_url, committers=2, flush_interval=0.001)
+        await first.start()
+        for i in range(40):
+            seen += await first.submit([sequences.authorization_id()] * 2, key=f"CP-{i}")
+    finally:
+        await first.stop()
+        await second.stop()
+    assert len(seen) == 160 and len(set(seen)) == 160
