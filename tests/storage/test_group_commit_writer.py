@@ -755,3 +755,92 @@ async def test_authorization_ids_stay_unique_across_writers_and_restarts(
         await first.stop()
         await second.stop()
     assert len(seen) == 160 and len(set(seen)) == 160
+
+
+async def test_no_batch_statement_ever_runs_outside_the_batchs_transaction(
+    database_url: str, db: Database
+) -> None:
+    """Review of perf23c (BEGIN sent late): over a mix of every kind of write (COPY, upsert,
+    deferred outbox and meter rows, new and known series, a large meter batch, block-drawn ids,
+    a resend taking the savepoint, refused submissions re-run one by one), every statement the
+    committer sends is inside a transaction its own BEGIN opened (or is that BEGIN, or the
+    ROLLBACK): none runs in autocommit, where it would commit part of a batch."""
+    writer = Writer(database_url, committers=1, flush_interval=0.005, retry_max_delay=0.2)
+    await writer.start()
+    conn = writer._committers[0].conn
+    assert conn is not None
+    log: list[tuple[str, bool]] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        log.append((record.query, record.exception is not None))
+
+    conn.add_query_logger(logged)
+    meter = MeterValueRows()
+    at = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+
+    def reading(i: int, measurand: str = "Voltage") -> tuple[object, ...]:
+        ts = at + datetime.timedelta(seconds=i)
+        return (
+            "CP-1",
+            1,
+            None,
+            ts,
+            measurand,
+            None,
+            "Outlet",
+            "Sample.Periodic",
+            "Raw",
+            "V",
+            1.0 * i,
+            None,
+        )
+
+    def status(i: int) -> Write[Any]:
+        return STATUS(
+            ConnectorStatus(
+                charger_id="CP-1",
+                connector_id=1 + i % 3,
+                status="Available",
+                error_code="NoError",
+                info=None,
+                vendor_id=None,
+                vendor_error_code=None,
+                status_at=at + datetime.timedelta(seconds=i),
+                updated_at=at,
+            )
+        )
+
+    drawn = sequences.authorization_id()
+    waves: list[list[list[Write[Any]]]] = [
+        [[(LOG, [row(1)])], [meter([reading(0)])]],
+        [[drawn], outbox.append([("a", "CP-1", b"1")]), [meter([reading(1)])]],
+        [[outbox.emit([status(1)], outbox.append([("s", "CP-1", b"2")]))], [(BAD, ("x" * 30,))]],
+        [[meter([reading(i, "Current.Import") for i in range(100)])], [drawn, drawn]],
+        [[meter([reading(0), reading(2)])], [(DefersBad(), "x" * 30)], [(DefersBad(), "ok")]],
+        [
+            [outbox.emit([drawn], outbox.append([("z", "CP-1", b"3")]))],
+            [meter([reading(3, "Power")])],
+        ],
+    ]
+    try:
+        for wave in waves:
+            await asyncio.gather(
+                *(writer.submit(s, key="CP-1") for s in wave), return_exceptions=True
+            )
+    finally:
+        conn.remove_query_logger(logged)
+        await writer.stop()
+    in_transaction = False
+    outside: list[str] = []
+    for query, failed in log:
+        if query.startswith("BEGIN"):
+            in_transaction = failed or not query.endswith("COMMIT")
+        elif query == "ROLLBACK":
+            in_transaction = False
+        elif not in_transaction and not query.startswith("SELECT backend_start"):
+            outside.append(query)  # (the connection's once-only read is not a batch's)
+        elif query.endswith("COMMIT") and not failed:
+            in_transaction = False
+    assert len(log) > 20 and outside == []
+    assert await db.fetchval("SELECT count(*) FROM meter_values") == 104
+    assert await db.fetchval("SELECT count(*) FROM id_tags") == 1  # "ok"; the two bad refused
