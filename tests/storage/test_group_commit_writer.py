@@ -693,8 +693,11 @@ async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_o
             writer.submit(outbox.append([("event", "CP-1", b"{}")]), key="CP-1")
         )
 
-        async def in_the_one_round_trip() -> bool:
-            query = "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'"
+        async def in_the_one_round_trip() -> bool:  # in the trigger's pg_sleep, at COMMIT
+            query = (
+                "SELECT query FROM pg_stat_activity"
+                " WHERE pid = $1 AND state = 'active' AND wait_event = 'PgSleep'"
+            )
             text = await db.fetchval(query, pid) or ""
             return text.startswith("BEGIN; INSERT INTO writer_commits") and text.endswith("COMMIT")
 
