@@ -664,3 +664,186 @@ async def test_a_text_postgresql_cannot_hold_in_a_literal_refuses_only_its_submi
     else:
         assert await db.fetchval("SELECT array_agg(raw_value) FROM meter_values") == [None, "ok"]
     assert await writer.submit([(LOG, [row(3)])], key="CP-1") == [None]
+
+
+async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_once(
+    writer: Writer, db: Database
+) -> None:
+    """Review of perf23c: a batch whose ops only defer goes as ONE simple query (BEGIN, its
+    ``writer_commits`` row, the outbox row, COMMIT). Its server session is terminated while
+    that query runs (a deferred trigger holds it at COMMIT): the outcome is unknown, the
+    batch's id (sent in that same query, in the same transaction) is looked up, the batch is
+    written again only because it was not committed, and acknowledged once, its row once."""
+    await db.execute(
+        """CREATE SEQUENCE slow_outbox;
+        CREATE FUNCTION slow_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('slow_outbox') = 1 THEN PERFORM pg_sleep(30); END IF;
+            RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER slow_outbox AFTER INSERT ON outbox
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_outbox();"""
+    )
+    try:
+        await writer.submit([(LOG, [row(0)])], key="CP-1")  # the connection's once-only reads
+        committer = writer._committers[writer.committer_of("CP-1")]
+        assert committer.conn is not None
+        pid = committer.conn.get_server_pid()
+        submitted = asyncio.ensure_future(
+            writer.submit(outbox.append([("event", "CP-1", b"{}")]), key="CP-1")
+        )
+
+        async def in_the_one_round_trip() -> bool:  # in the trigger's pg_sleep, at COMMIT
+            query = (
+                "SELECT query FROM pg_stat_activity"
+                " WHERE pid = $1 AND state = 'active' AND wait_event = 'PgSleep'"
+            )
+            text = await db.fetchval(query, pid) or ""
+            return text.startswith("BEGIN; INSERT INTO writer_commits") and text.endswith("COMMIT")
+
+        await until(in_the_one_round_trip)
+        await db.execute("SELECT pg_terminate_backend($1)", pid)
+        assert await asyncio.wait_for(submitted, 20) == [None]
+        assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+        assert writer.stats.retries >= 1
+        assert await db.fetchval("SELECT count(*) FROM writer_commits") >= 2
+    finally:
+        await db.execute("DROP FUNCTION slow_outbox CASCADE; DROP SEQUENCE slow_outbox")
+
+
+async def test_a_bad_deferred_statement_in_a_one_round_trip_batch_fails_alone(
+    writer: Writer, db: Database
+) -> None:
+    """Review of perf23c: three submissions whose ops only defer share a batch (one simple
+    query with its BEGIN and COMMIT); PostgreSQL refuses one deferred statement: nothing of
+    that query is committed, the batch is re-run one submission at a time, the two good ones
+    are acknowledged and written once, the bad one alone is refused."""
+    defers = DefersBad()
+    committer = writer._committers[writer.committer_of("CP-1")]
+    results = await asyncio.gather(
+        writer.submit(outbox.append([("first", "CP-1", b"1")]), key="CP-1"),
+        writer.submit([(defers, "x" * 30)], key="CP-1"),
+        writer.submit(outbox.append([("third", "CP-1", b"3")]), key="CP-1"),
+        return_exceptions=True,
+    )
+    assert results[0] == [None] and results[2] == [None], results
+    assert isinstance(results[1], WriteRejected)
+    assert writer.stats.retries == 0 and writer.stats.rejected == 1
+    stored = await db.fetch("SELECT event FROM outbox ORDER BY id")
+    assert [r[0] for r in stored] == ["first", "third"]
+    assert await db.fetchval("SELECT count(*) FROM id_tags") == 0
+    assert committer.conn is not None and not committer.conn.is_in_transaction()
+
+
+async def test_authorization_ids_stay_unique_across_writers_and_restarts(
+    database_url: str,
+) -> None:
+    """Review of perf23c: two writers (two evgate processes) and a restart of one each draw
+    their own blocks of authorization ids: no id is handed out twice."""
+    seen: list[int] = []
+    first = Writer(database_url, committers=2, flush_interval=0.001)
+    second = Writer(database_url, committers=2, flush_interval=0.001)
+    await first.start()
+    await second.start()
+    try:
+        for i in range(40):
+            for w in (first, second):
+                seen += await w.submit([sequences.authorization_id()], key=f"CP-{i}")
+        await first.stop()
+        first = Writer(database_url, committers=2, flush_interval=0.001)
+        await first.start()
+        for i in range(40):
+            seen += await first.submit([sequences.authorization_id()] * 2, key=f"CP-{i}")
+    finally:
+        await first.stop()
+        await second.stop()
+    assert len(seen) == 160 and len(set(seen)) == 160
+
+
+async def test_no_batch_statement_ever_runs_outside_the_batchs_transaction(
+    database_url: str, db: Database
+) -> None:
+    """Review of perf23c (BEGIN sent late): over a mix of every kind of write (COPY, upsert,
+    deferred outbox and meter rows, new and known series, a large meter batch, block-drawn ids,
+    a resend taking the savepoint, refused submissions re-run one by one), every statement the
+    committer sends is inside a transaction its own BEGIN opened (or is that BEGIN, or the
+    ROLLBACK): none runs in autocommit, where it would commit part of a batch."""
+    writer = Writer(database_url, committers=1, flush_interval=0.005, retry_max_delay=0.2)
+    await writer.start()
+    conn = writer._committers[0].conn
+    assert conn is not None
+    log: list[tuple[str, bool]] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        log.append((record.query, record.exception is not None))
+
+    conn.add_query_logger(logged)
+    meter = MeterValueRows()
+    at = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+
+    def reading(i: int, measurand: str = "Voltage") -> tuple[object, ...]:
+        ts = at + datetime.timedelta(seconds=i)
+        return (
+            "CP-1",
+            1,
+            None,
+            ts,
+            measurand,
+            None,
+            "Outlet",
+            "Sample.Periodic",
+            "Raw",
+            "V",
+            1.0 * i,
+            None,
+        )
+
+    def status(i: int) -> Write[Any]:
+        return STATUS(
+            ConnectorStatus(
+                charger_id="CP-1",
+                connector_id=1 + i % 3,
+                status="Available",
+                error_code="NoError",
+                info=None,
+                vendor_id=None,
+                vendor_error_code=None,
+                status_at=at + datetime.timedelta(seconds=i),
+                updated_at=at,
+            )
+        )
+
+    drawn = sequences.authorization_id()
+    waves: list[list[list[Write[Any]]]] = [
+        [[(LOG, [row(1)])], [meter([reading(0)])]],
+        [[drawn], outbox.append([("a", "CP-1", b"1")]), [meter([reading(1)])]],
+        [[outbox.emit([status(1)], outbox.append([("s", "CP-1", b"2")]))], [(BAD, ("x" * 30,))]],
+        [[meter([reading(i, "Current.Import") for i in range(100)])], [drawn, drawn]],
+        [[meter([reading(0), reading(2)])], [(DefersBad(), "x" * 30)], [(DefersBad(), "ok")]],
+        [
+            [outbox.emit([drawn], outbox.append([("z", "CP-1", b"3")]))],
+            [meter([reading(3, "Power")])],
+        ],
+    ]
+    try:
+        for wave in waves:
+            await asyncio.gather(
+                *(writer.submit(s, key="CP-1") for s in wave), return_exceptions=True
+            )
+    finally:
+        conn.remove_query_logger(logged)
+        await writer.stop()
+    in_transaction = False
+    outside: list[str] = []
+    for query, failed in log:
+        if query.startswith("BEGIN"):
+            in_transaction = failed or not query.endswith("COMMIT")
+        elif query == "ROLLBACK":
+            in_transaction = False
+        elif not in_transaction and not query.startswith("SELECT backend_start"):
+            outside.append(query)  # (the connection's once-only read is not a batch's)
+        elif query.endswith("COMMIT") and not failed:
+            in_transaction = False
+    assert len(log) > 20 and outside == []
+    assert await db.fetchval("SELECT count(*) FROM meter_values") == 104
+    assert await db.fetchval("SELECT count(*) FROM id_tags") == 1  # "ok"; the two bad refused

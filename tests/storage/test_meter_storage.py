@@ -646,3 +646,34 @@ async def test_a_text_postgresql_refuses_in_a_deferred_batch_refuses_only_its_me
     assert isinstance(outcomes[0], WriteRejected)
     assert not isinstance(outcomes[1], BaseException)
     assert await db.fetchval("SELECT count(*) FROM meter_values") == 2
+
+
+async def test_a_resend_beside_a_new_series_after_a_restart_leaves_no_stale_number(
+    writer: Writer, db: Database
+) -> None:
+    """Review of perf23c: after a restart (an op that knows no series), a small batch holds a
+    resent reading (stored before) and a reading of a series never seen. Its first run numbers
+    the new series, then its deferred INSERT meets the stored key, and it is rolled back and
+    run again the careful way: the number drawn in the rolled-back run is never used, every
+    rollup names a series that exists, and the next batch of that series merges under it."""
+    old = mrow(T0, 1.0)
+    await writer.submit([(MeterValueRows(), [old])], key="CP-1")
+    op = MeterValueRows()  # a restarted process: no series known
+    fresh = mrow(T0 + timedelta(seconds=1), 5.0, "Voltage")
+    [stored] = await writer.submit([(op, [old, fresh])], key="CP-1")
+    assert list(stored) == [1]
+    await writer.submit([(op, [mrow(T0 + timedelta(seconds=2), 7.0, "Voltage")])], key="CP-1")
+    orphans = await db.fetchval(
+        "SELECT count(*) FROM meter_rollup_1m r"
+        " WHERE NOT EXISTS (SELECT 1 FROM meter_series s WHERE s.id = r.series_id)"
+    )
+    assert orphans == 0
+    by_measurand = await db.fetch(
+        "SELECT s.measurand, sum(r.count) AS n, sum(r.sum_value) AS total"
+        " FROM meter_rollup_1m r JOIN meter_series s ON s.id = r.series_id GROUP BY 1 ORDER BY 1"
+    )
+    assert [tuple(r) for r in by_measurand] == [
+        ("Power.Active.Import", 1, 1.0),
+        ("Voltage", 2, 12.0),
+    ]
+    assert writer.stats.rejected == 0
