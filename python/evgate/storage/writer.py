@@ -172,6 +172,11 @@ class _BatchConnection:
         attr = getattr(self.raw, name)
         if not callable(attr):
             return attr
+        if name in self._REFUSED:
+            raise asyncpg.InterfaceError(
+                f"an op may not call Connection.{name}() inside the writer's batch"
+            )
+        method = attr
         if inspect.iscoroutinefunction(attr):
 
             async def sent(*args: Any, **kwargs: Any) -> Any:
@@ -179,12 +184,11 @@ class _BatchConnection:
                 self.stats.round_trips += 1
                 return await attr(*args, **kwargs)
 
-            return sent
-        if name in self._REFUSED:
-            raise asyncpg.InterfaceError(
-                f"an op may not call Connection.{name}() inside the writer's batch"
-            )
-        return attr
+            method = sent
+        # Kept on the instance (a method bound to the connection this object lives with), so
+        # a statement costs no closure and no inspection after the connection's first.
+        self.__dict__[name] = method
+        return method
 
 
 class _ConnectionBroken(Exception):
