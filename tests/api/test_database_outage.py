@@ -73,6 +73,31 @@ def _postgresql_up(metrics: str) -> bool:
     return 'evgate_dependency_up{name="PostgreSQL"} 1' in metrics
 
 
+async def _listing_whose_backend_gets(
+    api: httpx.AsyncClient, database_url: str, signal: str
+) -> httpx.Response:
+    """``GET /api/v1/locations`` held by a lock while its backend is sent ``signal``
+    (``pg_terminate_backend``: its connection goes; ``pg_cancel_backend``: only its query)
+    by a blocker, while PostgreSQL serves everyone else: the response."""
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE locations IN ACCESS EXCLUSIVE MODE")
+            listing = asyncio.ensure_future(api.get("/api/v1/locations"))
+            # The request's backend, waiting for the lock (whatever it shows as its query:
+            # a statement being prepared is not reported there).
+            waiting = await until(
+                lambda: blocker.fetchval(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                )
+            )
+            await blocker.execute(f"SELECT {signal}($1)", waiting)
+            return await listing
+    finally:
+        await blocker.close()
+
+
 async def test_a_request_that_finds_the_database_away_tells_the_process(
     database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -90,23 +115,9 @@ async def test_a_request_that_finds_the_database_away_tells_the_process(
         ) as api,
     ):
         assert _postgresql_up((await api.get("/metrics")).text)
-        blocker = await asyncpg.connect(database_url)
-        try:
-            async with blocker.transaction():
-                await blocker.execute("LOCK TABLE locations IN ACCESS EXCLUSIVE MODE")
-                listing = asyncio.ensure_future(api.get("/api/v1/locations"))
-                # The request's backend, waiting for the lock (whatever it shows as its query:
-                # a statement being prepared is not reported there).
-                waiting = await until(
-                    lambda: blocker.fetchval(
-                        "SELECT pid FROM pg_stat_activity"
-                        " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-                    )
-                )
-                await blocker.execute("SELECT pg_terminate_backend($1)", waiting)
-                _assert_unavailable(await listing)
-        finally:
-            await blocker.close()
+        _assert_unavailable(
+            await _listing_whose_backend_gets(api, database_url, "pg_terminate_backend")
+        )
         metrics = (await api.get("/metrics")).text
         assert not _postgresql_up(metrics), metrics
         assert 'evgate_dependency_outages_total{name="PostgreSQL"} 1' in metrics
@@ -139,21 +150,7 @@ async def test_a_cancelled_api_query_does_not_mark_the_database_down(
         ) as api,
     ):
         assert _postgresql_up((await api.get("/metrics")).text)
-        blocker = await asyncpg.connect(database_url)
-        try:
-            async with blocker.transaction():
-                await blocker.execute("LOCK TABLE locations IN ACCESS EXCLUSIVE MODE")
-                listing = asyncio.ensure_future(api.get("/api/v1/locations"))
-                waiting = await until(
-                    lambda: blocker.fetchval(
-                        "SELECT pid FROM pg_stat_activity"
-                        " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-                    )
-                )
-                await blocker.execute("SELECT pg_cancel_backend($1)", waiting)
-                r = await listing
-        finally:
-            await blocker.close()
+        r = await _listing_whose_backend_gets(api, database_url, "pg_cancel_backend")
         assert r.status_code == 503, r.text  # as before this change: "retry later"
         metrics = (await api.get("/metrics")).text
         said = [r.getMessage() for r in caplog.records if r.name == "evgate.outages"]
