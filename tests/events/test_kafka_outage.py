@@ -356,3 +356,86 @@ async def test_a_brokers_return_is_kept_until_its_lanes_were_made_due(
         assert dispatcher._kafka.returned() == set()
     finally:
         await dispatcher.stop()
+
+
+class _FirstRequestOnly:
+    """A TCP relay in front of a real broker that passes each connection's first request
+    (aiokafka's ApiVersions, when it connects) and its answer, then withholds every later
+    request: the broker never sees it, and the client waits for its answer."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.withheld = asyncio.Event()
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _FirstRequestOnly:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        broker_reader, broker_writer = await asyncio.open_connection(*self.target)
+
+        async def requests() -> None:
+            size = await reader.readexactly(4)
+            broker_writer.write(size + await reader.readexactly(int.from_bytes(size, "big")))
+            await reader.readexactly(4)  # the next request's size: withheld from here on
+            self.withheld.set()
+            await reader.read()  # until the client closes
+
+        async def answers() -> None:
+            while data := await broker_reader.read(65536):
+                writer.write(data)
+
+        pumps = [asyncio.ensure_future(requests()), asyncio.ensure_future(answers())]
+        self._pumps.update(pumps)
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            self._pumps.difference_update(pumps)
+            writer.close()
+            broker_writer.close()
+
+
+def _kafka_reads() -> list[asyncio.Task[Any]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and "AIOKafkaConnection._read" in repr(t.get_coro())
+    ]
+
+
+async def test_a_lane_cancelled_while_its_producer_starts_leaves_no_connection_open(
+    subscriptions: SubscriptionStore, kafka_broker: KafkaBroker
+) -> None:
+    """A lane's attempt ends (its delivery timeout, or a shutdown) while the producer it
+    waits for asks the bootstrap broker for the cluster's metadata. aiokafka closes that
+    connection when the request fails, not when it is cancelled: cancelled, its read task
+    ran for ever (a leak the full suite met about once a run). The start now runs on and
+    fails or succeeds on its own; closing the producers waits for it."""
+    host, _, port = kafka_broker.bootstrap_plain.rpartition(":")
+    before = set(_kafka_reads())
+    async with _FirstRequestOnly(host, int(port)) as relay:
+        sub = await kafka_subscription(subscriptions, kafka_settings(relay.address, "evgate-never"))
+        producers = KafkaProducers(request_timeout=1.5, delivery_timeout=1.0)
+        try:
+            attempt = asyncio.ensure_future(producers.deliver(sub, "CP-1", [_record(1)]))
+            await asyncio.wait_for(relay.withheld.wait(), 10)
+            attempt.cancel()  # as a shutdown cancels its lanes
+            with pytest.raises(asyncio.CancelledError):
+                await attempt
+        finally:
+            await producers.close()
+        assert set(_kafka_reads()) - before == set()

@@ -308,7 +308,8 @@ class KafkaProducers:
         self.delivery_timeout = delivery_timeout or request_timeout
         self._metrics = metrics
         self._producers: dict[tuple[Any, ...], AIOKafkaProducer] = {}
-        self._starting: dict[tuple[Any, ...], asyncio.Lock] = {}
+        # A producer being started, per settings (one at a time: see producer()).
+        self._starting: dict[tuple[Any, ...], asyncio.Task[AIOKafkaProducer]] = {}
         self._brokers: dict[tuple[Any, ...], Dependency] = {}
         # Settings whose brokers answered again after an outage (see returned()).
         self._returned: set[tuple[Any, ...]] = set()
@@ -343,21 +344,36 @@ class KafkaProducers:
         producer = self._producers.get(key)
         if producer is not None:
             return producer
-        lock = self._starting.setdefault(key, asyncio.Lock())
-        async with lock:
-            producer = self._producers.get(key)
-            if producer is None:
-                await self._closed(key)
-                producer = self._make(subscription)
-                quiet_repeats("aiokafka", _AIOKAFKA_REPEATS)  # loggers made on first use
-                try:
-                    await producer.start()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    raise
+        start = self._starting.get(key)
+        if start is None:
+            start = service_task(self._start(key, subscription), name="kafka-producer-start")
+            start.add_done_callback(_collect)  # when every lane waiting for it was cancelled
+            self._starting[key] = start
+        # Shielded: a start cancelled while aiokafka 0.14 asks its bootstrap broker for the
+        # metadata leaves that connection open, with its read task, for ever (it closes it on
+        # a failed request, not on a cancellation): a lane's delivery timeout or a shutdown
+        # must not cancel it. A start ends on its own within aiokafka's request timeouts.
+        return await asyncio.shield(start)
+
+    async def _start(self, key: tuple[Any, ...], subscription: SubscriptionRow) -> AIOKafkaProducer:
+        try:
+            await self._closed(key)
+            producer = self._make(subscription)
+            quiet_repeats("aiokafka", _AIOKAFKA_REPEATS)  # loggers made on first use
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            if self._starting.get(key) is asyncio.current_task():
                 self._producers[key] = producer
-        return producer
+            else:  # its settings were retained away meanwhile (retain(), close())
+                self._discard_later(key, producer)
+            return producer
+        finally:
+            if self._starting.get(key) is asyncio.current_task():
+                del self._starting[key]
 
     def _make(self, subscription: SubscriptionRow) -> AIOKafkaProducer:
         k = _settings(subscription)
@@ -478,9 +494,12 @@ class KafkaProducers:
         """Stop using ``producer`` (the next delivery starts a new one) and close it."""
         if self._producers.get(key) is producer:
             del self._producers[key]
-            task = service_task(_discard(producer), name="kafka-producer-close")
-            self._closing[task] = key
-            task.add_done_callback(self._forget_closed)
+            self._discard_later(key, producer)
+
+    def _discard_later(self, key: tuple[Any, ...], producer: AIOKafkaProducer) -> None:
+        task = service_task(_discard(producer), name="kafka-producer-close")
+        self._closing[task] = key
+        task.add_done_callback(self._forget_closed)
 
     def _forget_closed(self, task: asyncio.Task[None]) -> None:
         self._closing.pop(task, None)
@@ -489,7 +508,8 @@ class KafkaProducers:
         """Close the producers whose settings no subscription uses any more."""
         for key in [k for k in self._producers if k not in keys]:
             self._replace(key, self._producers[key])
-            self._starting.pop(key, None)
+        for key in [k for k in self._starting if k not in keys]:
+            del self._starting[key]  # closed when it started (_start)
         for key in [k for k in self._brokers if k not in keys]:
             del self._brokers[key]
             self._returned.discard(key)
@@ -497,9 +517,18 @@ class KafkaProducers:
     async def close(self, grace: float = 5.0) -> None:
         """Close every producer, waiting at most ``grace`` seconds (a hung broker's request in
         flight), then cancelling what is left."""
+        deadline = asyncio.get_running_loop().time() + grace
+        starting = set(self._starting.values())
         await self.retain(set())
+        if starting:  # each closes what it started (_start), so that goes into _closing
+            _, late = await asyncio.wait(starting, timeout=grace)
+            for task in late:
+                task.cancel()  # the one case left that may leak a bootstrap connection
+            if late:
+                await asyncio.wait(late)
         if self._closing:
-            _, late = await asyncio.wait(set(self._closing), timeout=grace)
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            _, late = await asyncio.wait(set(self._closing), timeout=remaining)
             for task in late:
                 task.cancel()
             if late:
