@@ -692,6 +692,9 @@ ROWS: list[tuple[str, str, bool]] = [
     ("server RSS per charger (KiB)", "rss_per_charger_kib", False),
     ("meter value rows stored", "meter_value_rows", True),
     ("reconnect storm, all booted (s)", "fleet.storm_seconds", False),
+    # The simulator's part of the storm: reconnects that had to wait a backoff.
+    ("storm: reconnects retried", "fleet.storm_retries", False),
+    ("storm: longest backoff waited (s)", "fleet.storm_backoff_max_s", False),
     ("CALLERRORs + timeouts in window", "failures", False),
 ]
 

@@ -111,6 +111,11 @@ class FleetStats:
         self.storm_at: float | None = None
         self.booted_since_storm = 0
         self.last_boot_at = 0.0
+        # Since the storm: reconnects that failed or ended before a boot, and the longest
+        # backoff one charger then waited (each adds to the storm's time, and is the
+        # simulator's, not the server's).
+        self.storm_retries = 0
+        self.storm_backoff_max = 0.0
         self.mark()
 
     def mark(self) -> None:
@@ -133,6 +138,8 @@ class FleetStats:
             "disconnects": self.disconnects,
             "booted_since_storm": self.booted_since_storm,
             "last_boot_at": self.last_boot_at,
+            "storm_retries": self.storm_retries,
+            "storm_backoff_max": self.storm_backoff_max,
         }
 
     def window(self) -> dict[str, Any]:
@@ -403,7 +410,12 @@ class SimCharger(WSListener):
     def _backoff(self, failures: int) -> float:
         s = self.fleet.scenario
         ceiling = min(s.backoff_max, s.backoff_min * 2 ** min(failures - 1, 16))
-        return self.rng.uniform(s.backoff_min / 2, ceiling)
+        delay = self.rng.uniform(s.backoff_min / 2, ceiling)
+        stats = self.fleet.stats
+        if stats.storm_at is not None:
+            stats.storm_retries += 1
+            stats.storm_backoff_max = max(stats.storm_backoff_max, delay)
+        return delay
 
     async def _boot(self) -> int:
         """BootNotification until Accepted; returns the heartbeat interval to use."""
@@ -577,6 +589,8 @@ class Fleet:
         at = time.monotonic()
         self.stats.storm_at = at
         self.stats.booted_since_storm = 0
+        self.stats.storm_retries = 0
+        self.stats.storm_backoff_max = 0.0
         for charger in self.chargers:
             charger.drop()
         return at

@@ -119,7 +119,10 @@ def format_result(r: SimulationResult) -> str:
         f"connections       {r.connect_failures} failed, {r.disconnects} lost",
     ]
     if r.storm_booted is not None:
-        lines.append(f"reconnect storm   {r.storm_booted} booted again in {r.storm_seconds} s")
+        lines.append(
+            f"reconnect storm   {r.storm_booted} booted again in {r.storm_seconds} s"
+            f" ({r.storm_retries} retries, longest backoff {r.storm_backoff_max_s} s)"
+        )
     return "\n".join(lines)
 
 

@@ -95,6 +95,10 @@ class SimulationResult(msgspec.Struct, kw_only=True):
     max_ms: float
     storm_seconds: float | None = None
     storm_booted: int | None = None
+    # Reconnects of the storm that failed or ended before a boot (each waited a backoff),
+    # and the longest such backoff: a storm time near it is the simulator's backoff.
+    storm_retries: int | None = None
+    storm_backoff_max_s: float | None = None
 
 
 class Probe(Protocol):
@@ -177,6 +181,7 @@ class FleetDriver:
         parts = await self._all("status")
         total: dict[str, float] = {k: sum(p[k] for p in parts) for k in parts[0]}
         total["last_boot_at"] = max(p["last_boot_at"] for p in parts)
+        total["storm_backoff_max"] = max(p["storm_backoff_max"] for p in parts)
         return total
 
     async def wait_booted(self, limit: float, progress: Callable[[str], None]) -> float:
@@ -284,10 +289,16 @@ async def simulate(
         gauges = await driver.status()
         storm_seconds: float | None = None
         storm_booted: int | None = None
+        storm_gauges: dict[str, float] = {}
         if storm:
             progress(f"reconnect storm: dropping all {n} connections")
             storm_seconds, storm_booted = await driver.storm(boot_timeout)
-            progress(f"  {storm_booted} chargers booted again in {storm_seconds} s")
+            storm_gauges = await driver.status()
+            progress(
+                f"  {storm_booted} chargers booted again in {storm_seconds} s"
+                f" ({int(storm_gauges['storm_retries'])} retries, longest backoff"
+                f" {storm_gauges['storm_backoff_max']:.2f} s)"
+            )
     finally:
         final = await driver.stop()
     calls = sum(window.calls.values())
@@ -313,4 +324,6 @@ async def simulate(
         max_ms=round(lat.percentile(100), 3),
         storm_seconds=None if storm_seconds is None else round(storm_seconds, 2),
         storm_booted=storm_booted,
+        storm_retries=int(storm_gauges["storm_retries"]) if storm_gauges else None,
+        storm_backoff_max_s=round(storm_gauges["storm_backoff_max"], 2) if storm_gauges else None,
     )

@@ -19,6 +19,7 @@ from datetime import timedelta
 from functools import partial
 
 import evgate
+from evgate import heap
 from evgate.api.app import create_api
 from evgate.api.async_commands import AsyncCommands
 from evgate.api.cdrs import CdrController
@@ -566,6 +567,7 @@ async def deliver(settings: Settings) -> None:
     )
     try:
         dispatcher.start()
+        heap.settle()
         log.info("evgate %s delivering notifications", evgate.__version__)
         await stopping.wait()
     finally:
@@ -581,6 +583,7 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await app.start()
+    heap.settle()
     try:
         await stopping.wait()
         log.info("shutting down")
