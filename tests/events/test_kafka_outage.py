@@ -439,3 +439,43 @@ async def test_a_lane_cancelled_while_its_producer_starts_leaves_no_connection_o
         finally:
             await producers.close()
         assert set(_kafka_reads()) - before == set()
+
+
+async def test_a_start_whose_settings_were_dropped_still_ends_before_close_returns(
+    subscriptions: SubscriptionStore,
+) -> None:
+    """A subscription's settings stop being used (retain()) while its producer starts: the
+    start runs on, no longer its settings' (it closes what it started). Closing the
+    producers waits for it as for any other start: left running, it would end after the
+    loop's shutdown began (cancelled in aiokafka's bootstrap, a connection left open)."""
+    asked = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4)  # the client's first request: never answered
+        asked.set()
+        await reader.read()  # until the client closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    before = set(_kafka_reads())
+    try:
+        sub = await kafka_subscription(subscriptions, kafka_settings(address, "evgate-never"))
+        producers = KafkaProducers(request_timeout=3.0, delivery_timeout=1.0)
+        lane = asyncio.ensure_future(producers.producer(sub))
+        await asyncio.wait_for(asked.wait(), 10)
+        lane.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await lane
+        await producers.retain(set())  # its subscription was deleted meanwhile
+        await producers.close(grace=30)
+        starts = [
+            t
+            for t in asyncio.all_tasks()
+            if t.get_name() == "kafka-producer-start" and not t.done()
+        ]
+        assert starts == []
+        assert set(_kafka_reads()) - before == set()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -310,6 +310,9 @@ class KafkaProducers:
         self._producers: dict[tuple[Any, ...], AIOKafkaProducer] = {}
         # A producer being started, per settings (one at a time: see producer()).
         self._starting: dict[tuple[Any, ...], asyncio.Task[AIOKafkaProducer]] = {}
+        # Every start still running: also one whose settings retain() dropped meanwhile (no
+        # longer in _starting), which close() must wait for as well.
+        self._starts: set[asyncio.Task[AIOKafkaProducer]] = set()
         self._brokers: dict[tuple[Any, ...], Dependency] = {}
         # Settings whose brokers answered again after an outage (see returned()).
         self._returned: set[tuple[Any, ...]] = set()
@@ -348,7 +351,9 @@ class KafkaProducers:
         if start is None:
             start = service_task(self._start(key, subscription), name="kafka-producer-start")
             start.add_done_callback(_collect)  # when every lane waiting for it was cancelled
+            start.add_done_callback(self._starts.discard)
             self._starting[key] = start
+            self._starts.add(start)
         # Shielded: a start cancelled while aiokafka 0.14 asks its bootstrap broker for the
         # metadata leaves that connection open, with its read task, for ever (it closes it on
         # a failed request, not on a cancellation): a lane's delivery timeout or a shutdown
@@ -518,7 +523,7 @@ class KafkaProducers:
         """Close every producer, waiting at most ``grace`` seconds (a hung broker's request in
         flight), then cancelling what is left."""
         deadline = asyncio.get_running_loop().time() + grace
-        starting = set(self._starting.values())
+        starting = set(self._starts)
         await self.retain(set())
         if starting:  # each closes what it started (_start), so that goes into _closing
             _, late = await asyncio.wait(starting, timeout=grace)
