@@ -74,6 +74,8 @@ class Capacity(msgspec.Struct, kw_only=True):
     max_calls_per_s: float
     steps: list[Step]
     error: str | None = None
+    # Every step up to --max-factor passed: max_calls_per_s is a lower bound, not a limit.
+    capped: bool = False
 
 
 def _pin(pids: list[int], core: int) -> None:
@@ -196,7 +198,10 @@ async def _capacity(bench: fleet.Bench, server: str, args: argparse.Namespace) -
         return Capacity(server=server, max_calls_per_s=best, steps=steps, error=str(exc))
     finally:
         await bench._stop(proc)
-    return Capacity(server=server, max_calls_per_s=best, steps=steps)
+    capped = bool(steps) and steps[-1].passed
+    if capped:
+        bench.say(f"{server}: every step up to --max-factor {args.max_factor:g} passed")
+    return Capacity(server=server, max_calls_per_s=best, steps=steps, capped=capped)
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> list[Capacity]:
@@ -224,6 +229,8 @@ def _table(results: list[Capacity]) -> str:
             )
         if r.error:
             lines.append(f"  failed: {r.error.splitlines()[0]}")
+        if r.capped:
+            lines.append("  no limit found: every step passed (raise --max-factor)")
     by = {r.server: r for r in results}
     if "evgate" in by and "reference" in by and by["reference"].max_calls_per_s:
         ratio = by["evgate"].max_calls_per_s / by["reference"].max_calls_per_s
@@ -238,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=float, default=15.0, help="seconds measured per step")
     parser.add_argument("--start-factor", type=float, default=1.0)
     parser.add_argument("--growth", type=float, default=1.5, help="factor between steps")
-    parser.add_argument("--max-factor", type=float, default=200.0)
+    parser.add_argument("--max-factor", type=float, default=2000.0)
     parser.add_argument("--p99-ms", type=float, default=50.0)
     parser.add_argument(
         "--repeats", type=int, default=1, help="times a failing step is run again before it counts"
@@ -250,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.servers = [s.strip() for s in (args.servers or "evgate,reference").split(",") if s.strip()]
     if len(os.sched_getaffinity(0)) < 2:
         print("capacity.py needs two cores (one for the server)", file=sys.stderr)
         return 2
@@ -266,6 +273,7 @@ async def main(argv: list[str]) -> int:
             "chargers": args.chargers,
             "generators": args.processes,
             **{f"{r.server}_max_calls_per_s": r.max_calls_per_s for r in results},
+            **{f"{r.server}_capped": r.capped for r in results},
         }
         if "evgate" in by and "reference" in by:
             ref = by["reference"].max_calls_per_s

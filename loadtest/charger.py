@@ -111,9 +111,9 @@ class FleetStats:
         self.storm_at: float | None = None
         self.booted_since_storm = 0
         self.last_boot_at = 0.0
-        # Since the storm: reconnects that failed or ended before a boot, and the longest
-        # backoff one charger then waited (each adds to the storm's time, and is the
-        # simulator's, not the server's).
+        # Since the storm: the backoffs waited (a reconnect that failed or a connection that
+        # ended; a Pending/Rejected boot's wait is not one), and the longest of them: each
+        # adds to the storm's time and is the simulator's, not the server's.
         self.storm_retries = 0
         self.storm_backoff_max = 0.0
         self.mark()

@@ -95,8 +95,8 @@ class SimulationResult(msgspec.Struct, kw_only=True):
     max_ms: float
     storm_seconds: float | None = None
     storm_booted: int | None = None
-    # Reconnects of the storm that failed or ended before a boot (each waited a backoff),
-    # and the longest such backoff: a storm time near it is the simulator's backoff.
+    # Backoffs waited since the storm (a reconnect that failed, a connection that ended), and
+    # the longest: a storm time near it is the simulator's backoff.
     storm_retries: int | None = None
     storm_backoff_max_s: float | None = None
 

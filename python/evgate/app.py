@@ -560,6 +560,7 @@ async def deliver(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    heap.settle()
     db = Database(settings.database_url, pool_size=4)
     await db.open(migrate=False)
     dispatcher = Dispatcher(
@@ -567,7 +568,6 @@ async def deliver(settings: Settings) -> None:
     )
     try:
         dispatcher.start()
-        heap.settle()
         log.info("evgate %s delivering notifications", evgate.__version__)
         await stopping.wait()
     finally:
@@ -582,8 +582,8 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    heap.settle()  # before start: what it freezes can be no charger's connection
     await app.start()
-    heap.settle()
     try:
         await stopping.wait()
         log.info("shutting down")

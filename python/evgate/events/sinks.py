@@ -357,7 +357,7 @@ class KafkaProducers:
         # Shielded: a start cancelled while aiokafka 0.14 asks its bootstrap broker for the
         # metadata leaves that connection open, with its read task, for ever (it closes it on
         # a failed request, not on a cancellation): a lane's delivery timeout or a shutdown
-        # must not cancel it. A start ends on its own within aiokafka's request timeouts.
+        # must not cancel it. _start bounds it itself, past the bootstrap's own bounds.
         return await asyncio.shield(start)
 
     async def _start(self, key: tuple[Any, ...], subscription: SubscriptionRow) -> AIOKafkaProducer:
@@ -365,8 +365,17 @@ class KafkaProducers:
             await self._closed(key)
             producer = self._make(subscription)
             quiet_repeats("aiokafka", _AIOKAFKA_REPEATS)  # loggers made on first use
+            # aiokafka bounds the bootstrap (per broker: the connection, its version request,
+            # the metadata request, each within the request timeout), but then asks for an
+            # idempotent producer id without end while the broker it names cannot be reached
+            # (advertised listeners wrong, or gone since): cancelled only once every bootstrap
+            # has had its time, so never inside one.
+            brokers = len(_settings(subscription).brokers)
             try:
-                await producer.start()
+                async with asyncio.timeout(
+                    (3 * brokers + 1) * self.request_timeout_ms / 1000 + _CLOSE_MARGIN
+                ):
+                    await producer.start()
             except BaseException:
                 with contextlib.suppress(Exception):
                     await producer.stop()
@@ -520,9 +529,9 @@ class KafkaProducers:
             self._returned.discard(key)
 
     async def close(self, grace: float = 5.0) -> None:
-        """Close every producer, waiting at most ``grace`` seconds (a hung broker's request in
-        flight), then cancelling what is left."""
-        deadline = asyncio.get_running_loop().time() + grace
+        """Close every producer: wait at most ``grace`` seconds for the starts still running,
+        then at most ``grace`` for the producers closing (a hung broker's request in flight),
+        cancelling what is left after each."""
         starting = set(self._starts)
         await self.retain(set())
         if starting:  # each closes what it started (_start), so that goes into _closing
@@ -531,9 +540,8 @@ class KafkaProducers:
                 task.cancel()  # the one case left that may leak a bootstrap connection
             if late:
                 await asyncio.wait(late)
-        if self._closing:
-            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-            _, late = await asyncio.wait(set(self._closing), timeout=remaining)
+        if self._closing:  # a producer a start handed over just now gets its whole grace
+            _, late = await asyncio.wait(set(self._closing), timeout=grace)
             for task in late:
                 task.cancel()
             if late:
