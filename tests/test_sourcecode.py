@@ -63,6 +63,8 @@ ROOM_IMPORTS: dict[str, set[str]] = {
     "loadmgmt": set(),
     "config": set(),
     "tasks": set(),
+    # The process's garbage collector settings (serve and deliver, before they start).
+    "heap": set(),
     "native": {"_native"},
     "metrics": {"tasks"},
     "outages": {"metrics"},
@@ -143,6 +145,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "events",
         "gateway",
         "handlers",
+        "heap",
         "limits",
         "metrics",
         "storage",
