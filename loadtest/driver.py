@@ -177,12 +177,8 @@ class FleetDriver:
         return list(await asyncio.gather(*(w.request(command) for w in self._workers)))
 
     async def status(self) -> dict[str, float]:
-        """The fleet's gauges, summed (``last_boot_at``: the latest)."""
-        parts = await self._all("status")
-        total: dict[str, float] = {k: sum(p[k] for p in parts) for k in parts[0]}
-        total["last_boot_at"] = max(p["last_boot_at"] for p in parts)
-        total["storm_backoff_max"] = max(p["storm_backoff_max"] for p in parts)
-        return total
+        """The fleet's gauges (see :func:`_merged`)."""
+        return _merged(await self._all("status"))
 
     async def wait_booted(self, limit: float, progress: Callable[[str], None]) -> float:
         """Wait until every charger has booted; returns the seconds it took."""
@@ -235,8 +231,16 @@ class FleetDriver:
                     worker.proc.kill()
             await worker.proc.wait()
         self._workers = []
-        statuses = [p["status"] for p in parts]
-        return {k: sum(s[k] for s in statuses) for k in statuses[0]} if statuses else {}
+        return _merged([p["status"] for p in parts]) if parts else {}
+
+
+# Gauges of the whole fleet that are the latest or the longest of its processes', not a sum.
+_HIGHEST = ("last_boot_at", "storm_backoff_max")
+
+
+def _merged(parts: list[dict[str, Any]]) -> dict[str, float]:
+    """The fleet's gauges from its processes': summed, but for the ones in ``_HIGHEST``."""
+    return {k: (max if k in _HIGHEST else sum)(p[k] for p in parts) for k in parts[0]}
 
 
 def _quiet(_: str) -> None:

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # loadtest/ and bench/ live in the checkout, not 
 
 from bench.reference_server import Server, register  # noqa: E402
 from loadtest.charger import Fleet, FleetStats, Scenario  # noqa: E402
-from loadtest.driver import simulate  # noqa: E402
+from loadtest.driver import _merged, simulate  # noqa: E402
 from loadtest.histogram import LatencyHistogram  # noqa: E402
 
 from evgate.app import Evgate  # noqa: E402
@@ -264,3 +264,14 @@ async def test_simulated_charger_declines_a_command_and_keeps_its_own_calls_matc
         fleet.stop()
         await running
     assert not fleet.stats.call_errors and fleet.stats.timeouts == 0
+
+
+def test_the_fleets_gauges_sum_its_processes_but_take_the_latest_and_longest() -> None:
+    one = {"booted": 3, "storm_retries": 2, "storm_backoff_max": 1.5, "last_boot_at": 10.0}
+    two = {"booted": 4, "storm_retries": 5, "storm_backoff_max": 0.7, "last_boot_at": 12.0}
+    assert _merged([one, two]) == {
+        "booted": 7,
+        "storm_retries": 7,
+        "storm_backoff_max": 1.5,
+        "last_boot_at": 12.0,
+    }
