@@ -29,10 +29,23 @@ from evgate.storage.ops.connectors import CONNECTOR_STATUS as STATUS
 from evgate.storage.ops.connectors import ConnectorStatus
 from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.writer import Writer, WriteRejected
-from support import asyncpg_copy_waiter_unretrieved, quiet_for, until
+from support import asyncpg_copy_waiter_unretrieved, quiet_for, until, want_events
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))
 BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
+
+
+# The events this file's outbox rows name: the writer keeps only the wanted ones.
+_EVENTS = ("event", "first", "second\\'", "third", "e", "a", "s", "z")
+
+
+@pytest.fixture
+async def events_wanted(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await want_events(conn, *_EVENTS)
+    finally:
+        await conn.close()
 
 
 def row(i: int) -> tuple[object, ...]:
@@ -507,6 +520,7 @@ async def test_a_statement_deferred_to_commit_that_fails_refuses_only_its_submis
     assert await count(db) == 2
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Database) -> None:
     """A batch whose ops send nothing of their own (outbox rows, deferred to COMMIT) goes as
     one simple query: BEGIN with the batch's ``writer_commits`` row, the rows, COMMIT. A
@@ -545,6 +559,7 @@ async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Da
     assert await writer.submit([(DefersBad(), "next-tag")], key="CP-1") == [None]
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_one_round_trip_batch_whose_answer_was_lost_is_acknowledged_once(
     writer: Writer, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -581,6 +596,7 @@ async def test_authorization_ids_are_drawn_a_block_at_a_time(writer: Writer) -> 
     assert len(set(ids)) == len(ids) == 9 and ids == sorted(ids)
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: Database) -> None:
     """A batch's few outbox rows are sent with its COMMIT, in one round trip: a status
     emission costs three (BEGIN, the upsert, the outbox rows with COMMIT); any charger id and
@@ -629,6 +645,7 @@ def meter_row(minute: int, raw: str | None, value: float | None) -> tuple[object
     return ("CP-1", 1, None, at, *common, "Raw", "Wh", value, raw)
 
 
+@pytest.mark.usefixtures("events_wanted")
 @pytest.mark.parametrize("text", ["CP-\x00", "CP-\ud800"], ids=["NUL", "lone-surrogate"])
 @pytest.mark.parametrize("where", ["outbox", "meter-value"])
 async def test_a_text_postgresql_cannot_hold_in_a_literal_refuses_only_its_submission(
@@ -666,6 +683,7 @@ async def test_a_text_postgresql_cannot_hold_in_a_literal_refuses_only_its_submi
     assert await writer.submit([(LOG, [row(3)])], key="CP-1") == [None]
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_once(
     writer: Writer, db: Database
 ) -> None:
@@ -711,6 +729,7 @@ async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_o
         await db.execute("DROP FUNCTION slow_outbox CASCADE; DROP SEQUENCE slow_outbox")
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_bad_deferred_statement_in_a_one_round_trip_batch_fails_alone(
     writer: Writer, db: Database
 ) -> None:
@@ -847,3 +866,86 @@ async def test_no_batch_statement_ever_runs_outside_the_batchs_transaction(
     assert len(log) > 20 and outside == []
     assert await db.fetchval("SELECT count(*) FROM meter_values") == 104
     assert await db.fetchval("SELECT count(*) FROM id_tags") == 1  # "ok"; the two bad refused
+
+
+async def test_only_the_events_an_enabled_subscription_names_are_written(
+    writer: Writer, db: Database
+) -> None:
+    """Issue 23: the writer keeps an outbox row only if an enabled subscription names its
+    event; the rows it keeps are in submission order. A disabled subscription wants
+    nothing."""
+    await db.execute(
+        "INSERT INTO subscriptions (via, notifications, callback_url, webhook_secret, enabled)"
+        " VALUES ('webhook', '{b}', 'http://127.0.0.1:9/', '\\x00', false)"
+    )
+    await want_events(db, "a", "c")
+    rows = [(name, f"CP-{i}", str(i).encode()) for i, name in enumerate("abcbac")]
+    await writer.submit(outbox.append(rows), key="CP-1")
+    stored = await db.fetch("SELECT event, charger_id FROM outbox ORDER BY id")
+    assert [tuple(r) for r in stored] == [
+        ("a", "CP-0"),
+        ("c", "CP-2"),
+        ("a", "CP-4"),
+        ("c", "CP-5"),
+    ]
+    await writer.submit(outbox.append([("b", "CP-9", b"")]), key="CP-1")
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'b'") == 0
+
+
+async def test_a_subscription_committed_during_a_batch_gets_its_events(
+    writer: Writer, db: Database, database_url: str
+) -> None:
+    """The race a skipped row could lose an event to: a subscription is being made (its
+    transaction open) while a batch of its event runs. The batch waits for it (migration
+    0026's lock) and keeps the row; had it read the subscriptions before the subscription
+    committed, the event would be lost to it."""
+    maker = await asyncpg.connect(database_url)
+    try:
+        made = maker.transaction()
+        await made.start()
+        await want_events(maker, "late")
+        submitted = asyncio.ensure_future(
+            writer.submit(outbox.append([("late", "CP-1", b"{}")]), key="CP-1")
+        )
+        await quiet_for(0.3)
+        assert not submitted.done(), "the batch did not wait for the subscription being made"
+        await made.commit()
+        assert await asyncio.wait_for(submitted, 10) == [None]
+    finally:
+        await maker.close()
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'late'") == 1
+
+
+async def test_a_subscription_waits_for_the_outboxs_writers(database_url: str) -> None:
+    """The other side of the race: a transaction that has run the outbox INSERT (which kept
+    nothing) holds a subscription's creation until it ends, so the subscription exists only
+    after every event it could have missed committed."""
+    batch, maker = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        open_batch = batch.transaction()
+        await open_batch.start()
+        await batch.execute(
+            "INSERT INTO outbox (event, charger_id, payload) SELECT * FROM"
+            " (VALUES ('x', 'CP-1', ''::bytea)) AS v(event, charger_id, payload)"
+            " WHERE false"
+        )
+        making = asyncio.ensure_future(want_events(maker, "x"))
+        await quiet_for(0.3)
+        assert not making.done(), "the subscription did not wait for the outbox's writer"
+        await open_batch.commit()
+        await asyncio.wait_for(making, 10)
+        # Widening an enabled subscription waits as well; narrowing it does not.
+        again = batch.transaction()
+        await again.start()
+        await batch.execute("INSERT INTO outbox (event, payload) SELECT 'y', '' WHERE false")
+        await maker.execute("UPDATE subscriptions SET notifications = '{}'")
+        widening = asyncio.ensure_future(
+            maker.execute("UPDATE subscriptions SET notifications = '{x,y}'")
+        )
+        await quiet_for(0.3)
+        assert not widening.done()
+        await again.commit()
+        await asyncio.wait_for(widening, 10)
+    finally:
+        await batch.close()
+        await maker.close()
