@@ -37,10 +37,10 @@ STOP_EVENTS = [
 @pytest.fixture
 async def strict(database_url: str, tmp_path: Path) -> AsyncIterator[Evgate]:
     """An evgate where an id-tag may have one open transaction (ConcurrentTx otherwise), with
-    the events these tests read subscribed to (the writer keeps only wanted ones)."""
+    every event subscribed to (the writer keeps only wanted ones; the tests read them all)."""
     conn = await asyncpg.connect(database_url)
     try:
-        await want_events(conn, *STOP_EVENTS)
+        await want_events(conn)
     finally:
         await conn.close()
     async with running_evgate(database_url, tmp_path, allow_concurrent_tx=False) as app:

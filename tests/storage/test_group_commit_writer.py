@@ -541,14 +541,19 @@ async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Da
         await writer.submit(outbox.append([("event", "CP-1", b"{}")]), key="CP-1")
         assert writer.stats.round_trips - before == 1
         assert len(queries) == 1, queries
-        assert queries[0].startswith("BEGIN; INSERT INTO writer_commits")
+        assert queries[0].startswith(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; INSERT INTO writer_commits"
+        )
         assert "; INSERT INTO outbox" in queries[0] and queries[0].endswith("; COMMIT")
         queries.clear()
         before = writer.stats.round_trips
         await writer.submit([(BAD, ("ok-tag",))], key="CP-1")
         assert writer.stats.round_trips - before == 3  # BEGIN, the statement, COMMIT
         assert (
-            queries[0].startswith("BEGIN; INSERT INTO writer_commits") and queries[-1] == "COMMIT"
+            queries[0].startswith(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; INSERT INTO writer_commits"
+            )
+            and queries[-1] == "COMMIT"
         )
         with pytest.raises(WriteRejected):
             await writer.submit([(DefersBad(), "x" * 30)], key="CP-1")
@@ -631,7 +636,7 @@ async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: 
     finally:
         conn.remove_query_logger(logged)
     assert len(queries) == 3, queries
-    assert queries[-1].startswith("INSERT INTO outbox") and queries[-1].endswith("COMMIT")
+    assert "; INSERT INTO outbox" in queries[-1] and queries[-1].endswith("COMMIT")
     stored = await db.fetch("SELECT event, charger_id, payload FROM outbox ORDER BY id")
     assert [tuple(r) for r in stored] == [
         ("first", charger, payload),
@@ -717,7 +722,9 @@ async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_o
                 " WHERE pid = $1 AND state = 'active' AND wait_event = 'PgSleep'"
             )
             text = await db.fetchval(query, pid) or ""
-            return text.startswith("BEGIN; INSERT INTO writer_commits") and text.endswith("COMMIT")
+            return text.startswith(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; INSERT INTO writer_commits"
+            ) and text.endswith("COMMIT")
 
         await until(in_the_one_round_trip)
         await db.execute("SELECT pg_terminate_backend($1)", pid)
@@ -916,36 +923,47 @@ async def test_a_subscription_committed_during_a_batch_gets_its_events(
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'late'") == 1
 
 
-async def test_a_subscription_waits_for_the_outboxs_writers(database_url: str) -> None:
-    """The other side of the race: a transaction that has run the outbox INSERT (which kept
-    nothing) holds a subscription's creation until it ends, so the subscription exists only
-    after every event it could have missed committed."""
+async def test_a_subscription_waits_for_the_writers_event_rows_only(database_url: str) -> None:
+    """The other side of the race: a transaction that has run the writer's outbox statements
+    (which kept nothing) holds back a subscription that makes its event wanted (made,
+    enabled again, or naming more events) until it ends, so the subscription exists only
+    after every event it could have missed committed. Nothing else that writes the outbox
+    (an API change's event, the prune) makes it wait: a subscription re-enabled while the
+    operator deletes its sub-operator (whose event is written first, then the delete
+    cascades to the subscription) deadlocked when it took a table lock."""
     batch, maker = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     try:
-        open_batch = batch.transaction()
-        await open_batch.start()
-        await batch.execute(
-            "INSERT INTO outbox (event, charger_id, payload) SELECT * FROM"
-            " (VALUES ('x', 'CP-1', ''::bytea)) AS v(event, charger_id, payload)"
-            " WHERE false"
+
+        async def waits_for_the_batch(change: str) -> None:
+            open_batch = batch.transaction()
+            await open_batch.start()
+            await batch.execute(outbox.wanted_rows_sql("('x', 'CP-1', ''::bytea)"))
+            changing = asyncio.ensure_future(maker.execute(change))
+            await quiet_for(0.3)
+            assert not changing.done(), f"did not wait for the writer: {change}"
+            await open_batch.commit()
+            await asyncio.wait_for(changing, 10)
+
+        await waits_for_the_batch(
+            "INSERT INTO subscriptions (via, notifications, callback_url, webhook_secret)"
+            " VALUES ('webhook', '{x}', 'http://127.0.0.1:9/', '\\x00')"
         )
-        making = asyncio.ensure_future(want_events(maker, "x"))
-        await quiet_for(0.3)
-        assert not making.done(), "the subscription did not wait for the outbox's writer"
-        await open_batch.commit()
-        await asyncio.wait_for(making, 10)
-        # Widening an enabled subscription waits as well; narrowing it does not.
-        again = batch.transaction()
-        await again.start()
-        await batch.execute("INSERT INTO outbox (event, payload) SELECT 'y', '' WHERE false")
-        await maker.execute("UPDATE subscriptions SET notifications = '{}'")
-        widening = asyncio.ensure_future(
-            maker.execute("UPDATE subscriptions SET notifications = '{x,y}'")
-        )
-        await quiet_for(0.3)
-        assert not widening.done()
-        await again.commit()
-        await asyncio.wait_for(widening, 10)
+        await waits_for_the_batch("UPDATE subscriptions SET notifications = '{x,y}'")
+        await maker.execute("UPDATE subscriptions SET enabled = false")
+        await waits_for_the_batch("UPDATE subscriptions SET enabled = true")
+        # Narrowing, disabling and deleting make nothing wanted: no wait.
+        for change in (
+            "UPDATE subscriptions SET notifications = '{x}'",
+            "UPDATE subscriptions SET enabled = false",
+            "DELETE FROM subscriptions",
+        ):
+            async with batch.transaction():
+                await batch.execute(outbox.wanted_rows_sql("('x', 'CP-1', ''::bytea)"))
+                await asyncio.wait_for(maker.execute(change), 10)
+        # An event written by other means (the API's, unfiltered) holds no subscription back.
+        async with batch.transaction():
+            await batch.execute("INSERT INTO outbox (event, payload) VALUES ('y', '')")
+            await asyncio.wait_for(want_events(maker, "y"), 10)
     finally:
         await batch.close()
         await maker.close()
