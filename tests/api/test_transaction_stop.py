@@ -15,7 +15,14 @@ import pytest
 from ocpp.v16 import call
 
 from evgate.app import Evgate
-from support import BOOTSTRAP_TOKEN, TestCharger, ocpp_charger, register_charger, running_evgate
+from support import (
+    BOOTSTRAP_TOKEN,
+    TestCharger,
+    ocpp_charger,
+    register_charger,
+    running_evgate,
+    want_events,
+)
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 STOP_EVENTS = [
@@ -29,7 +36,13 @@ STOP_EVENTS = [
 
 @pytest.fixture
 async def strict(database_url: str, tmp_path: Path) -> AsyncIterator[Evgate]:
-    """An evgate where an id-tag may have one open transaction (ConcurrentTx otherwise)."""
+    """An evgate where an id-tag may have one open transaction (ConcurrentTx otherwise), with
+    every event subscribed to (the writer keeps only wanted ones; the tests read them all)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await want_events(conn)
+    finally:
+        await conn.close()
     async with running_evgate(database_url, tmp_path, allow_concurrent_tx=False) as app:
         yield app
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -36,6 +37,7 @@ from support import (
     serve_env,
     start_serve,
     until,
+    want_events,
 )
 
 from .helpers import ADMIN, TOKEN, StartEvgate, close_code_of, connect
@@ -68,6 +70,22 @@ async def two_nodes_short_lease(
         a = await stack.enter_async_context(start_evgate(node_id="node-a", ownership_lease=2.0))
         b = await stack.enter_async_context(start_evgate(node_id="node-b", ownership_lease=2.0))
         yield a, b
+
+
+@pytest.fixture
+async def events_wanted(database_url: str) -> None:
+    """The events these tests read from the outbox subscribed to (the writer keeps only
+    wanted ones)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await want_events(
+            conn,
+            "NetworkStatusNotification",
+            "SessionUpdateNotification",
+            "transaction.changed",
+        )
+    finally:
+        await conn.close()
 
 
 def api(node: Running) -> httpx.AsyncClient:
@@ -364,6 +382,7 @@ async def _until_status(db: Any, charger_id: str, wanted: str) -> None:
     await _until_value(db, query, charger_id, wanted=wanted)
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_killed_nodes_chargers_become_unavailable_once(
     two_nodes_short_lease: tuple[Running, Running], database_url: str, tmp_path: Path
 ) -> None:
@@ -415,6 +434,7 @@ async def _lease_runs_out(node: Running) -> datetime:
     return reaped_at
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_node_whose_lease_ran_out_while_alive_sets_its_chargers_available_again(
     two_nodes_short_lease: tuple[Running, Running],
 ) -> None:
@@ -445,6 +465,7 @@ async def test_a_node_whose_lease_ran_out_while_alive_sets_its_chargers_availabl
         ]
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_charger_that_disconnects_while_its_node_rejoins_stays_unavailable(
     two_nodes_short_lease: tuple[Running, Running],
 ) -> None:
@@ -609,6 +630,7 @@ async def test_a_routed_outcome_holding_nul_can_be_stored(two_nodes) -> None:
     assert (error.description, error.details) == ("bad\ufffdtext", {"k\ufffd": "v\ufffd"})  # type: ignore[attr-defined]
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_an_operator_stop_through_a_reaches_the_chargers_connection_on_b(
     two_nodes,
 ) -> None:

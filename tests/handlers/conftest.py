@@ -17,6 +17,7 @@ from evgate.storage.db import Database
 from evgate.storage.id_tags import IdTagStore
 from evgate.storage.transactions import TransactionStore
 from evgate.storage.writer import Writer
+from support import want_events
 
 from .handler_bench import Bench
 
@@ -26,6 +27,9 @@ async def make_bench(database_url: str) -> AsyncIterator[Callable[..., Any]]:
     """Build a :class:`Bench` with given HandlerServices options (one per test)."""
     db = Database(database_url, pool_size=4)
     await db.open(migrate=False)
+    # Every event subscribed to, so that the tests see each one the handlers emit (the
+    # writer keeps only wanted events; no dispatcher runs here).
+    await want_events(db)
     writer = Writer(database_url, flush_interval=0.002, retry_max_delay=0.2, stop_timeout=5)
     await writer.start()
     chargers = ChargerStore(db)

@@ -36,6 +36,7 @@ from support import (
     serve_env,
     start_serve,
     until,
+    want_events,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -390,6 +391,11 @@ async def test_database_stopped_under_load_answers_no_error_and_emits_each_value
     pg, database_url = private_pg
     ids = [f"CP-{i}" for i in range(4)]
     secrets = await register(database_url, *ids)
+    subscriber = await asyncpg.connect(database_url)
+    try:
+        await want_events(subscriber, "SessionMeterValuesNotification")
+    finally:
+        await subscriber.close()
     acked: list[tuple[str, datetime]] = []
     stop_sending = asyncio.Event()
 

@@ -29,10 +29,23 @@ from evgate.storage.ops.connectors import CONNECTOR_STATUS as STATUS
 from evgate.storage.ops.connectors import ConnectorStatus
 from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.writer import Writer, WriteRejected
-from support import asyncpg_copy_waiter_unretrieved, quiet_for, until
+from support import asyncpg_copy_waiter_unretrieved, quiet_for, until, want_events
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))
 BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
+
+
+# The events this file's outbox rows name: the writer keeps only the wanted ones.
+_EVENTS = ("event", "first", "second\\'", "third", "e", "a", "s", "z")
+
+
+@pytest.fixture
+async def events_wanted(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await want_events(conn, *_EVENTS)
+    finally:
+        await conn.close()
 
 
 def row(i: int) -> tuple[object, ...]:
@@ -507,6 +520,7 @@ async def test_a_statement_deferred_to_commit_that_fails_refuses_only_its_submis
     assert await count(db) == 2
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Database) -> None:
     """A batch whose ops send nothing of their own (outbox rows, deferred to COMMIT) goes as
     one simple query: BEGIN with the batch's ``writer_commits`` row, the rows, COMMIT. A
@@ -527,14 +541,19 @@ async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Da
         await writer.submit(outbox.append([("event", "CP-1", b"{}")]), key="CP-1")
         assert writer.stats.round_trips - before == 1
         assert len(queries) == 1, queries
-        assert queries[0].startswith("BEGIN; INSERT INTO writer_commits")
+        assert queries[0].startswith(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; INSERT INTO writer_commits"
+        )
         assert "; INSERT INTO outbox" in queries[0] and queries[0].endswith("; COMMIT")
         queries.clear()
         before = writer.stats.round_trips
         await writer.submit([(BAD, ("ok-tag",))], key="CP-1")
         assert writer.stats.round_trips - before == 3  # BEGIN, the statement, COMMIT
         assert (
-            queries[0].startswith("BEGIN; INSERT INTO writer_commits") and queries[-1] == "COMMIT"
+            queries[0].startswith(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; INSERT INTO writer_commits"
+            )
+            and queries[-1] == "COMMIT"
         )
         with pytest.raises(WriteRejected):
             await writer.submit([(DefersBad(), "x" * 30)], key="CP-1")
@@ -545,6 +564,7 @@ async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Da
     assert await writer.submit([(DefersBad(), "next-tag")], key="CP-1") == [None]
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_one_round_trip_batch_whose_answer_was_lost_is_acknowledged_once(
     writer: Writer, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -581,6 +601,7 @@ async def test_authorization_ids_are_drawn_a_block_at_a_time(writer: Writer) -> 
     assert len(set(ids)) == len(ids) == 9 and ids == sorted(ids)
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: Database) -> None:
     """A batch's few outbox rows are sent with its COMMIT, in one round trip: a status
     emission costs three (BEGIN, the upsert, the outbox rows with COMMIT); any charger id and
@@ -615,7 +636,7 @@ async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: 
     finally:
         conn.remove_query_logger(logged)
     assert len(queries) == 3, queries
-    assert queries[-1].startswith("INSERT INTO outbox") and queries[-1].endswith("COMMIT")
+    assert "; INSERT INTO outbox" in queries[-1] and queries[-1].endswith("COMMIT")
     stored = await db.fetch("SELECT event, charger_id, payload FROM outbox ORDER BY id")
     assert [tuple(r) for r in stored] == [
         ("first", charger, payload),
@@ -629,6 +650,7 @@ def meter_row(minute: int, raw: str | None, value: float | None) -> tuple[object
     return ("CP-1", 1, None, at, *common, "Raw", "Wh", value, raw)
 
 
+@pytest.mark.usefixtures("events_wanted")
 @pytest.mark.parametrize("text", ["CP-\x00", "CP-\ud800"], ids=["NUL", "lone-surrogate"])
 @pytest.mark.parametrize("where", ["outbox", "meter-value"])
 async def test_a_text_postgresql_cannot_hold_in_a_literal_refuses_only_its_submission(
@@ -666,6 +688,7 @@ async def test_a_text_postgresql_cannot_hold_in_a_literal_refuses_only_its_submi
     assert await writer.submit([(LOG, [row(3)])], key="CP-1") == [None]
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_once(
     writer: Writer, db: Database
 ) -> None:
@@ -699,7 +722,9 @@ async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_o
                 " WHERE pid = $1 AND state = 'active' AND wait_event = 'PgSleep'"
             )
             text = await db.fetchval(query, pid) or ""
-            return text.startswith("BEGIN; INSERT INTO writer_commits") and text.endswith("COMMIT")
+            return text.startswith(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; INSERT INTO writer_commits"
+            ) and text.endswith("COMMIT")
 
         await until(in_the_one_round_trip)
         await db.execute("SELECT pg_terminate_backend($1)", pid)
@@ -711,6 +736,7 @@ async def test_a_one_round_trip_batch_whose_session_ends_mid_commit_is_written_o
         await db.execute("DROP FUNCTION slow_outbox CASCADE; DROP SEQUENCE slow_outbox")
 
 
+@pytest.mark.usefixtures("events_wanted")
 async def test_a_bad_deferred_statement_in_a_one_round_trip_batch_fails_alone(
     writer: Writer, db: Database
 ) -> None:
@@ -847,3 +873,97 @@ async def test_no_batch_statement_ever_runs_outside_the_batchs_transaction(
     assert len(log) > 20 and outside == []
     assert await db.fetchval("SELECT count(*) FROM meter_values") == 104
     assert await db.fetchval("SELECT count(*) FROM id_tags") == 1  # "ok"; the two bad refused
+
+
+async def test_only_the_events_an_enabled_subscription_names_are_written(
+    writer: Writer, db: Database
+) -> None:
+    """Issue 23: the writer keeps an outbox row only if an enabled subscription names its
+    event; the rows it keeps are in submission order. A disabled subscription wants
+    nothing."""
+    await db.execute(
+        "INSERT INTO subscriptions (via, notifications, callback_url, webhook_secret, enabled)"
+        " VALUES ('webhook', '{b}', 'http://127.0.0.1:9/', '\\x00', false)"
+    )
+    await want_events(db, "a", "c")
+    rows = [(name, f"CP-{i}", str(i).encode()) for i, name in enumerate("abcbac")]
+    await writer.submit(outbox.append(rows), key="CP-1")
+    stored = await db.fetch("SELECT event, charger_id FROM outbox ORDER BY id")
+    assert [tuple(r) for r in stored] == [
+        ("a", "CP-0"),
+        ("c", "CP-2"),
+        ("a", "CP-4"),
+        ("c", "CP-5"),
+    ]
+    await writer.submit(outbox.append([("b", "CP-9", b"")]), key="CP-1")
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'b'") == 0
+
+
+async def test_a_subscription_committed_during_a_batch_gets_its_events(
+    writer: Writer, db: Database, database_url: str
+) -> None:
+    """The race a skipped row could lose an event to: a subscription is being made (its
+    transaction open) while a batch of its event runs. The batch waits for it (migration
+    0026's lock) and keeps the row; had it read the subscriptions before the subscription
+    committed, the event would be lost to it."""
+    maker = await asyncpg.connect(database_url)
+    try:
+        made = maker.transaction()
+        await made.start()
+        await want_events(maker, "late")
+        submitted = asyncio.ensure_future(
+            writer.submit(outbox.append([("late", "CP-1", b"{}")]), key="CP-1")
+        )
+        await quiet_for(0.3)
+        assert not submitted.done(), "the batch did not wait for the subscription being made"
+        await made.commit()
+        assert await asyncio.wait_for(submitted, 10) == [None]
+    finally:
+        await maker.close()
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'late'") == 1
+
+
+async def test_a_subscription_waits_for_the_writers_event_rows_only(database_url: str) -> None:
+    """The other side of the race: a transaction that has run the writer's outbox statements
+    (which kept nothing) holds back a subscription that makes its event wanted (made,
+    enabled again, or naming more events) until it ends, so the subscription exists only
+    after every event it could have missed committed. Nothing else that writes the outbox
+    (an API change's event, the prune) makes it wait: a subscription re-enabled while the
+    operator deletes its sub-operator (whose event is written first, then the delete
+    cascades to the subscription) deadlocked when it took a table lock."""
+    batch, maker = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+
+        async def waits_for_the_batch(change: str) -> None:
+            open_batch = batch.transaction()
+            await open_batch.start()
+            await batch.execute(outbox.wanted_rows_sql("('x', 'CP-1', ''::bytea)"))
+            changing = asyncio.ensure_future(maker.execute(change))
+            await quiet_for(0.3)
+            assert not changing.done(), f"did not wait for the writer: {change}"
+            await open_batch.commit()
+            await asyncio.wait_for(changing, 10)
+
+        await waits_for_the_batch(
+            "INSERT INTO subscriptions (via, notifications, callback_url, webhook_secret)"
+            " VALUES ('webhook', '{x}', 'http://127.0.0.1:9/', '\\x00')"
+        )
+        await waits_for_the_batch("UPDATE subscriptions SET notifications = '{x,y}'")
+        await maker.execute("UPDATE subscriptions SET enabled = false")
+        await waits_for_the_batch("UPDATE subscriptions SET enabled = true")
+        # Narrowing, disabling and deleting make nothing wanted: no wait.
+        for change in (
+            "UPDATE subscriptions SET notifications = '{x}'",
+            "UPDATE subscriptions SET enabled = false",
+            "DELETE FROM subscriptions",
+        ):
+            async with batch.transaction():
+                await batch.execute(outbox.wanted_rows_sql("('x', 'CP-1', ''::bytea)"))
+                await asyncio.wait_for(maker.execute(change), 10)
+        # An event written by other means (the API's, unfiltered) holds no subscription back.
+        async with batch.transaction():
+            await batch.execute("INSERT INTO outbox (event, payload) VALUES ('y', '')")
+            await asyncio.wait_for(want_events(maker, "y"), 10)
+    finally:
+        await batch.close()
+        await maker.close()

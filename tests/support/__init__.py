@@ -14,7 +14,13 @@ the ``conftest`` module name is taken by each folder's own conftest.py):
 from __future__ import annotations
 
 from .charger import Script, TestCharger, ocpp_charger
-from .database import create_database, drop_database, terminate_query, with_database
+from .database import (
+    create_database,
+    drop_database,
+    terminate_query,
+    want_events,
+    with_database,
+)
 from .evgate import (
     BOOTSTRAP_TOKEN,
     Running,
@@ -59,5 +65,6 @@ __all__ = [
     "terminate_query",
     "until",
     "until_sync",
+    "want_events",
     "with_database",
 ]

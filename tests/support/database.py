@@ -7,7 +7,15 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["create_database", "drop_database", "terminate_query", "with_database"]
+from evgate.events.catalog import SUBSCRIBABLE
+
+__all__ = [
+    "create_database",
+    "drop_database",
+    "terminate_query",
+    "want_events",
+    "with_database",
+]
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -50,3 +58,15 @@ async def terminate_query(db: Any, marker: str, within: float = 30.0) -> None:
             marker,
         ):
             await asyncio.sleep(0.02)
+
+
+async def want_events(db: Any, *events: str) -> None:
+    """Subscribe (a webhook to the discard port of loopback, which refuses: its deliveries
+    only fail and wait) to ``events``, or to every event evgate emits: the writer keeps only
+    the events some enabled subscription names (storage/ops/outbox.py), and a test that reads
+    the outbox needs them kept. ``db``: a Database, pool or connection."""
+    await db.execute(
+        "INSERT INTO subscriptions (via, notifications, callback_url, webhook_secret)"
+        " VALUES ('webhook', $1, 'http://127.0.0.1:9/', '\\x00')",
+        list(events) or sorted(SUBSCRIBABLE),
+    )

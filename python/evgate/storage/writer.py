@@ -576,7 +576,12 @@ class _Committer:
         # one waits for the other committer's turn on the loop); the id is ours, a literal is
         # safe. Sent with the ops' first statement's need, or with the COMMIT when they only
         # deferred theirs (_BatchConnection): then the whole batch is one round trip.
-        ops_conn.defer_begin(f"BEGIN; INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')")
+        # READ COMMITTED named, whatever the database's default: the outbox's rows of wanted
+        # events rely on each statement's own snapshot (ops.outbox.wanted_rows_sql).
+        ops_conn.defer_begin(
+            "BEGIN ISOLATION LEVEL READ COMMITTED;"
+            f" INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')"
+        )
         conn_for_ops = cast(asyncpg.Connection, ops_conn)
         try:
             # Each op once on its items of every submission, results back per submission;
