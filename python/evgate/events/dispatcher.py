@@ -599,7 +599,10 @@ class Dispatcher:
         return outcome
 
     async def _kafka_batch(self, sub: _Subscription, lane: ClaimedLane) -> LaneOutcome:
-        batch = lane.deliveries
+        # A delivery tried before goes alone: a broker that refuses it may still take the
+        # records sent after it (a replaced producer's new id has no sequence to break), and
+        # they would reach the topic ahead of it.
+        batch = lane.deliveries[:1] if lane.deliveries[0].attempts else lane.deliveries
         acked, attempt = await self._kafka.deliver(sub.row, lane.charger_id, batch)
         outcome = LaneOutcome(
             sub.row.id, lane.charger_id, lane.version, [d.outbox_id for d in batch[:acked]], []
