@@ -26,7 +26,8 @@ What is measured, in one run, on this machine:
   event, once more with a second subscription whose receiver never answers: p50/p99 should not
   move, since handlers only write outbox rows and the dispatcher delivers apart.
 
-Run from the project venv: ``python bench/notify.py`` (table) or ``--json``.
+Run from the project venv: ``python bench/notify.py`` (table) or ``--json``; ``--kafka-only``
+measures the Kafka rates alone.
 """
 
 from __future__ import annotations
@@ -376,6 +377,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(pg.start)
         try:
             result: dict[str, Any] = {"events": args.events, "chargers": args.chargers}
+            if args.kafka_only:
+                ours, peer = await kafka_rates(pg, args.events, args.chargers)
+                result["kafka"] = {"evgate_eps": ours, "bare_producer_eps": peer,
+                                   "ratio": ours / peer}  # fmt: skip
+                return result
             ours = await webhook_rate(pg, args.events, args.chargers)
             peer = await webhook_peer_rate(args.events, args.chargers)
             result["webhook"] = {"evgate_eps": ours, "bare_aiohttp_eps": peer, "ratio": ours / peer}
@@ -404,15 +410,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(pg.stop)
 
 
+def _print_kafka(k: dict[str, Any]) -> None:
+    print(f"kafka    evgate {k['evgate_eps']:8.0f} ev/s   bare producer"
+          f" {k['bare_producer_eps']:8.0f} ev/s   evgate/bare {k['ratio']:.2f}")  # fmt: skip
+
+
 def _print(r: dict[str, Any]) -> None:
     print(f"{r['events']} events over {r['chargers']} chargers")
+    if "webhook" not in r:  # --kafka-only
+        _print_kafka(r["kafka"])
+        return
     w = r["webhook"]
     print(f"webhook  evgate {w['evgate_eps']:8.0f} ev/s   bare aiohttp {w['bare_aiohttp_eps']:8.0f}"
           f" ev/s   evgate/bare {w['ratio']:.2f}")  # fmt: skip
     if "kafka" in r:
-        k = r["kafka"]
-        print(f"kafka    evgate {k['evgate_eps']:8.0f} ev/s   bare producer"
-              f" {k['bare_producer_eps']:8.0f} ev/s   evgate/bare {k['ratio']:.2f}")  # fmt: skip
+        _print_kafka(r["kafka"])
     c = r["commit_latency"]
     healthy, stalled = c["healthy"], c["with_stalled_receiver"]
     print("commit latency of an event-writing transaction (ms):")
@@ -436,6 +448,9 @@ if __name__ == "__main__":
     parser.add_argument("--chargers-live", type=int, default=20)
     parser.add_argument("--round-trips", type=int, default=200)
     parser.add_argument("--no-kafka", action="store_true")
+    parser.add_argument(
+        "--kafka-only", action="store_true", help="only the Kafka rates (evgate and bare producer)"
+    )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
     outcome = uvloop.run(main(arguments))
