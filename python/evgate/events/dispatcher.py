@@ -41,6 +41,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from evgate.events.sinks import (
     Attempt,
@@ -60,7 +61,13 @@ from evgate.storage.deliveries import (
     LaneOutcome,
     LaneWant,
 )
-from evgate.storage.kafka_cursors import KafkaCursorStore, Laned, Position, StreamedEvent
+from evgate.storage.kafka_cursors import (
+    KafkaCursorStore,
+    Laned,
+    Position,
+    StreamedEvent,
+    StreamWindow,
+)
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from evgate.tasks import cancel_and_wait, service_task, wait_event
 
@@ -140,6 +147,25 @@ class _Stream:
     back: asyncio.Event = field(default_factory=asyncio.Event)
     # The error last logged for a failure that is no outage (logged once until it changes).
     complaint: str | None = None
+    # Since when its windows have been full (more waiting behind them; None: caught up).
+    behind_since: float | None = None
+    # The next window, read while the current one is produced: where it starts, and its read.
+    ahead: tuple[Position, asyncio.Task[StreamWindow]] | None = None
+
+    def discard_ahead(self) -> None:
+        """Forget the window read ahead (the cursor did not get to its start, or lanes were
+        made meanwhile, which its events' ``queued`` did not see)."""
+        if self.ahead is not None:
+            _, task = self.ahead
+            self.ahead = None
+            task.cancel()
+            task.add_done_callback(_collect)
+
+
+def _collect(task: asyncio.Task[Any]) -> None:
+    """Retrieve a discarded task's outcome (nobody awaits it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Books:
@@ -245,8 +271,8 @@ class Dispatcher:
             "Kafka lanes and stream batches sent again because a failure replaced their producer",
         )
         self._m_stream_lag = registry.gauge(
-            "evgate_kafka_stream_lag_seconds",
-            "Age of the oldest event a Kafka subscription's stream read last (0: none waiting)",
+            "evgate_kafka_stream_behind_seconds",
+            "How long a Kafka subscription's stream has read full batches (0: caught up)",
             ("subscription",),
         )
         self._m_fanned = registry.counter(
@@ -654,6 +680,8 @@ class Dispatcher:
         name = f"the Kafka stream of subscription {sub_id}"
         retry = self.deliveries.db.health.retry(name, log, first=1.0)
         idle = self.config.poll_interval
+        if (sub := self._subs.get(sub_id)) is not None:
+            self._kafka.prepare(sub.row)
         try:
             while (sub := self._subs.get(sub_id)) is not None and sub.row.via == "kafka":
                 stream.events.clear()
@@ -666,6 +694,7 @@ class Dispatcher:
                 except Exception as exc:
                     # The database away, most likely: read the lease and the cursor again.
                     stream.position = None
+                    stream.discard_ahead()
                     pause = retry.failed(exc)
                 else:
                     retry.ok()
@@ -679,6 +708,7 @@ class Dispatcher:
                 if pause > 0:
                     await wait_event(stream.back if outage else stream.events, pause)
         finally:
+            stream.discard_ahead()
             if self._streams.get(sub_id, (None,))[0] is stream:
                 del self._streams[sub_id]
             self._m_stream_lag.set(0, str(sub_id))
@@ -701,12 +731,24 @@ class Dispatcher:
             stream.leased_at = loop.time()
             if stream.position is None:
                 return None, False  # another process streams it, or its cursor is not made yet
-        window = await self.cursors.read(row.id, stream.position, stream.batch)
+        window = await self._window(row, stream, stream.position)
         if window.end is None:
+            stream.behind_since = None
             self._m_stream_lag.set(0, str(row.id))
             return None, False
-        oldest = window.events[0].created_at.timestamp() if window.events else time.time()
-        self._m_stream_lag.set(max(0.0, time.time() - oldest), str(row.id))
+        if window.rows >= stream.batch:
+            # More is waiting: the next window is read while this one is produced (two in
+            # memory at most).
+            read = service_task(
+                self.cursors.read(row.id, window.end, stream.batch), name=f"kafka-read:{row.id}"
+            )
+            stream.ahead = (window.end, read)
+        if window.rows < stream.batch:
+            stream.behind_since = None  # caught up with this one
+        elif stream.behind_since is None:
+            stream.behind_since = loop.time()
+        behind = 0.0 if stream.behind_since is None else loop.time() - stream.behind_since
+        self._m_stream_lag.set(behind, str(row.id))
         send = [e for e in window.events if not e.queued]
         errors: dict[int, Exception | None] = {}
         duration = 0.0
@@ -719,9 +761,12 @@ class Dispatcher:
         end, laned, delivered, stopped = self._settle(window.events, errors, duration)
         if stopped is None:
             end = window.end  # the unwanted rows after the last wanted one too
+        if stopped is not None or laned:
+            stream.discard_ahead()
         if end is not None:
             if not await self.cursors.advance(row.id, self._holder, end, laned, lease):
                 stream.position = None  # the lease ran out and another process took it
+                stream.discard_ahead()
                 return 0.0, False
             stream.position, stream.leased_at = end, loop.time()
         self._m_delivered.inc("kafka", amount=delivered)
@@ -756,6 +801,17 @@ class Dispatcher:
             stream.complaint = complaint
             log.warning("%s waits: %s; retrying", name, complaint)
         return (0.0 if delivered or laned else self.config.kafka_probe_interval), False
+
+    async def _window(self, row: SubscriptionRow, stream: _Stream, after: Position) -> StreamWindow:
+        """The window after ``after``: the one read ahead if it starts there, else read now."""
+        ahead, stream.ahead = stream.ahead, None
+        if ahead is not None:
+            start, task = ahead
+            if start == after:
+                return await task
+            stream.ahead = ahead
+            stream.discard_ahead()
+        return await self.cursors.read(row.id, after, stream.batch)
 
     def _settle(
         self, events: list[StreamedEvent], errors: dict[int, Exception | None], duration: float

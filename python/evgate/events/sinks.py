@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 import aiokafka
@@ -53,6 +53,7 @@ from evgate.tasks import service_task
 __all__ = [
     "Attempt",
     "KafkaProducers",
+    "KafkaRecord",
     "NotSent",
     "Produced",
     "ProducerReplaced",
@@ -88,6 +89,17 @@ def check_aiokafka(version: str) -> None:
 
 
 check_aiokafka(aiokafka.__version__)
+
+
+class KafkaRecord(Protocol):
+    """What a record is made of: an event (a lane's ``Delivery``, a stream's event)."""
+
+    @property
+    def outbox_id(self) -> int: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
 
 
 class Attempt(NamedTuple):
@@ -416,6 +428,24 @@ class KafkaProducers:
         producer = self._producers.get(key)
         if producer is not None:
             return producer
+        # Shielded: a start cancelled while aiokafka 0.14 asks its bootstrap broker for the
+        # metadata leaves that connection open, with its read task, for ever (it closes it on
+        # a failed request, not on a cancellation): a lane's delivery timeout or a shutdown
+        # must not cancel it. _start bounds it itself, past the bootstrap's own bounds.
+        return await asyncio.shield(self._starting_for(key, subscription))
+
+    def prepare(self, subscription: SubscriptionRow) -> None:
+        """Start the producer of a subscription's settings now, if there is none (a stream
+        about to read its first batch: the start takes as long as reading a few thousand
+        events). Its outcome is the next :meth:`producer` call's."""
+        key = kafka_settings_key(subscription)
+        if key not in self._producers:
+            self._starting_for(key, subscription)
+
+    def _starting_for(
+        self, key: tuple[Any, ...], subscription: SubscriptionRow
+    ) -> asyncio.Task[AIOKafkaProducer]:
+        """The start of the producer of ``key``: the one running, or a new one."""
         start = self._starting.get(key)
         if start is None:
             start = service_task(self._start(key, subscription), name="kafka-producer-start")
@@ -423,11 +453,7 @@ class KafkaProducers:
             start.add_done_callback(self._starts.discard)
             self._starting[key] = start
             self._starts.add(start)
-        # Shielded: a start cancelled while aiokafka 0.14 asks its bootstrap broker for the
-        # metadata leaves that connection open, with its read task, for ever (it closes it on
-        # a failed request, not on a cancellation): a lane's delivery timeout or a shutdown
-        # must not cancel it. _start bounds it itself, past the bootstrap's own bounds.
-        return await asyncio.shield(start)
+        return start
 
     async def _start(self, key: tuple[Any, ...], subscription: SubscriptionRow) -> AIOKafkaProducer:
         try:
@@ -504,7 +530,7 @@ class KafkaProducers:
     async def produce(
         self,
         subscription: SubscriptionRow,
-        records: Sequence[Delivery],
+        records: Sequence[KafkaRecord],
         keys: Sequence[bytes],
         seen_by: str,
     ) -> Produced:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import msgspec
 
 from evgate.storage.db import Database
-from evgate.storage.deliveries import _NO_FLUSH, Delivery, wanted_by
+from evgate.storage.deliveries import _NO_FLUSH, wanted_by
 
 __all__ = ["KafkaCursorStore", "Laned", "Position", "StreamWindow", "StreamedEvent"]
 
@@ -38,16 +38,24 @@ class Position(msgspec.Struct, frozen=True):
     id: int
 
 
-class StreamedEvent(Delivery, kw_only=True):
-    """An event of a stream's window that its subscription wants (``attempts`` is 0).
+class StreamedEvent(msgspec.Struct, frozen=True):
+    """An event of a stream's window that its subscription wants, with what a record of it
+    needs (the sink's ``KafkaRecord``).
 
     ``queued``: its charger had a pending delivery (a lane) when it was read: it goes to that
     lane, after the events there, rather than to the brokers now.
     """
 
-    position: Position
+    outbox_id: int
+    xid: int
     charger_id: str
+    event: str
+    payload: bytes
     queued: bool
+
+    @property
+    def position(self) -> Position:
+        return Position(self.xid, self.outbox_id)
 
 
 class StreamWindow(msgspec.Struct):
@@ -111,7 +119,7 @@ class KafkaCursorStore:
             "  AND o.xid < h.horizon ORDER BY o.xid, o.id LIMIT $4"
             "), pending AS (SELECT EXISTS (SELECT 1 FROM deliveries"
             "  WHERE subscription_id = $1 AND state = 'pending') AS lanes"
-            ") SELECT w.xid, w.id, w.charger_id, w.event, w.created_at, x.wanted,"
+            ") SELECT w.xid, w.id, w.charger_id, w.event, x.wanted,"
             "  CASE WHEN x.wanted THEN w.payload END AS payload,"
             # A scalar subquery per wanted row only while the subscription has a lane at all.
             "  x.wanted AND (SELECT lanes FROM pending) AND EXISTS (SELECT 1 FROM deliveries d"
@@ -127,14 +135,7 @@ class KafkaCursorStore:
         )
         events = [
             StreamedEvent(
-                outbox_id=r["id"],
-                event=r["event"],
-                attempts=0,
-                payload=r["payload"],
-                created_at=r["created_at"],
-                position=Position(int(r["xid"]), r["id"]),
-                charger_id=r["charger_id"],
-                queued=r["queued"],
+                r["id"], int(r["xid"]), r["charger_id"], r["event"], r["payload"], r["queued"]
             )
             for r in rows
             if r["wanted"]
