@@ -3,7 +3,7 @@
 One task per process (owned by :class:`Dispatcher`, started and stopped by ``app.py``) loops:
 
 1. **Fan-out.** Takes new outbox rows, in commit-safe order, and makes one delivery per
-   matching subscription (``DeliveryStore.fan_out``; one process at a time holds the
+   matching webhook subscription (``DeliveryStore.fan_out``; one process at a time holds the
    cursor, so each event fans out once however many processes share the database).
 2. **Claim.** For every enabled subscription with free slots, leases due *lanes* — one lane
    per (subscription, charger) — with ``FOR UPDATE SKIP LOCKED``, and their next events, in
