@@ -708,7 +708,10 @@ class Dispatcher:
                 if pause > 0:
                     await wait_event(stream.back if outage else stream.events, pause)
         finally:
-            stream.discard_ahead()
+            if stream.ahead is not None:
+                read = stream.ahead[1]
+                stream.discard_ahead()
+                await asyncio.wait({read})  # ended, not left running past stop()
             if self._streams.get(sub_id, (None,))[0] is stream:
                 del self._streams[sub_id]
             self._m_stream_lag.set(0, str(sub_id))

@@ -350,6 +350,19 @@ def _broke(future: asyncio.Future[Any]) -> bool:
     return exc is not None and not sent_again(exc)
 
 
+async def _settled(future: asyncio.Future[Any]) -> None:
+    """Wait until ``future`` is done, whatever its outcome (read it from the future); a
+    cancellation of the waiting task still propagates."""
+    try:
+        await future
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not future.cancelled() or (task is not None and task.cancelling()):
+            raise
+    except Exception:  # the outcome is the future's, read by the caller
+        pass
+
+
 def _unresolved(ended: BaseException | None, timeout: float) -> Exception:
     """What a record not acknowledged when the produce ended fails with."""
     if isinstance(ended, TimeoutError) or not isinstance(ended, Exception):
@@ -585,10 +598,13 @@ class KafkaProducers:
                         held.add(key)
                         continue
                     futures[future] = i
-                waiting = set(futures)
-                while waiting:
-                    done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_EXCEPTION)
-                    if not broken and any(_broke(f) for f in done):
+                # One after the other: a record's batch completes all its records at once,
+                # so this waits once per batch, not once per record (asyncio.wait would hang
+                # a callback on each of thousands of futures).
+                for future in futures:
+                    if not future.done():
+                        await _settled(future)
+                    if not broken and _broke(future):
                         # A lost record spent its sequence number: the broker would refuse
                         # every later record of the partition. Replaced now, so that what
                         # the producer still holds fails at once (sent again), rather than
