@@ -10,9 +10,13 @@ What is measured, in one run, on this machine:
   204 on 127.0.0.1, started by the bench), so that it is not the bottleneck; its own ceiling is
   measured in the same run: the same payloads POSTed by a bare ``aiohttp`` client with the same
   concurrency (``lanes_per_subscription``, 16) and no database, no signatures, no bookkeeping.
-* **kafka**: the same with a Kafka subscription (the test broker, tests/harness: needs a JDK and
-  ``bash tests/harness/kafka/fetch.sh``; ``--no-kafka`` skips). Peer: a bare idempotent
-  ``AIOKafkaProducer`` (acks=all, gzip) sending the same records.
+* **kafka**: a Kafka subscription (the test broker, tests/harness: needs a JDK and
+  ``bash tests/harness/kafka/fetch.sh``; ``--no-kafka`` skips) streams ``--events`` rows
+  written at once, timed from their commit until the stream's cursor passed the last (every
+  record acknowledged, ``acks=all``), its producer started first by one event delivered
+  before the clock. Peer: a bare idempotent ``AIOKafkaProducer`` (acks=all, gzip), started,
+  sending the same records (key, payload, headers), timed from the first send to the last
+  acknowledgement. Both topics are read back afterwards (not timed) to check the count.
 * **commit latency**: p50/p99 of a transaction that appends 3 events (as a charger handler's
   writer submission does) while the dispatcher delivers, with a healthy receiver only, then with
   a second subscription whose receiver never answers. The ratio stalled/healthy should be ~1:
@@ -26,7 +30,8 @@ What is measured, in one run, on this machine:
   event, once more with a second subscription whose receiver never answers: p50/p99 should not
   move, since handlers only write outbox rows and the dispatcher delivers apart.
 
-Run from the project venv: ``python bench/notify.py`` (table) or ``--json``.
+Run from the project venv: ``python bench/notify.py`` (table) or ``--json``; ``--kafka-only``
+measures the Kafka rates alone.
 """
 
 from __future__ import annotations
@@ -187,7 +192,28 @@ async def _consume_count(bootstrap: str, topic: str, count: int) -> None:
         await consumer.stop()
 
 
+async def _acknowledged(db: Database, last_id: int, within: float) -> None:
+    """Until the Kafka stream's cursor passed outbox row ``last_id``: every record up to it
+    was acknowledged by the brokers (``acks=all``), which is what the bare producer's clock
+    stops at."""
+    deadline = time.monotonic() + within
+    while not await db.fetchval(
+        "SELECT coalesce(bool_and(after_id >= $1), false) FROM kafka_cursors", last_id
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Kafka stream did not pass outbox row {last_id}")
+        await asyncio.sleep(0.005)
+
+
+def _headers(event: str, outbox_id: int) -> list[tuple[str, bytes]]:
+    return [("notification", event.encode()), ("event-id", f"evt_{outbox_id}".encode())]
+
+
 async def kafka_rates(pg: EmbeddedPostgres, events: int, chargers: int) -> tuple[float, float]:
+    """evgate's Kafka stream and a bare idempotent producer, each timed from the first record
+    to the brokers' acknowledgement of the last, with a started producer (evgate's: a first
+    event delivered before the clock), the same records (key, payload and headers); both
+    topics are then read back (not timed) to check every record arrived."""
     from harness.kafka import KafkaBroker
 
     broker = KafkaBroker()
@@ -201,24 +227,37 @@ async def kafka_rates(pg: EmbeddedPostgres, events: int, chargers: int) -> tuple
                  "securityProtocol": "PLAINTEXT"}  # fmt: skip
         await _subscribe(store, via="kafka", kafka=kafka)
         rows = _rows(events, chargers)
-        await _write(db, rows)
+        await _write(db, rows[:1])
         dispatcher = Dispatcher(store, DeliveryStore(store.db), CONFIG)
-        started = time.perf_counter()
         dispatcher.start()
-        await _consume_count(broker.bootstrap_plain, topic, events)
-        ours = events / (time.perf_counter() - started)
-        await dispatcher.stop()
+        try:
+            await _acknowledged(db, await db.fetchval("SELECT max(id) FROM outbox"), 120)
+            await _write(db, rows)
+            last_id = await db.fetchval("SELECT max(id) FROM outbox")
+            started = time.perf_counter()
+            dispatcher.wake()
+            await _acknowledged(db, last_id, 600)
+            ours = events / (time.perf_counter() - started)
+        finally:
+            await dispatcher.stop()
+        await _consume_count(broker.bootstrap_plain, topic, events + 1)
 
         peer_topic = topic + "-peer"
         await broker.create_topic(peer_topic, partitions=4)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_plain, acks="all",
                                     enable_idempotence=True, compression_type="gzip")  # fmt: skip
         await producer.start()
-        started = time.perf_counter()
-        futures = [await producer.send(peer_topic, r[2], key=r[1].encode()) for r in rows]
-        await asyncio.gather(*futures)
-        peer = events / (time.perf_counter() - started)
-        await producer.stop()
+        try:
+            started = time.perf_counter()
+            futures = [
+                await producer.send(peer_topic, r[2], key=r[1].encode(), headers=_headers(r[0], i))
+                for i, r in enumerate(rows, 1)
+            ]
+            await asyncio.gather(*futures)
+            peer = events / (time.perf_counter() - started)
+        finally:
+            await producer.stop()
+        await _consume_count(broker.bootstrap_plain, peer_topic, events)
         return ours, peer
     finally:
         await db.close()
@@ -376,6 +415,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(pg.start)
         try:
             result: dict[str, Any] = {"events": args.events, "chargers": args.chargers}
+            if args.kafka_only:
+                ours, peer = await kafka_rates(pg, args.events, args.chargers)
+                result["kafka"] = {"evgate_eps": ours, "bare_producer_eps": peer,
+                                   "ratio": ours / peer}  # fmt: skip
+                return result
             ours = await webhook_rate(pg, args.events, args.chargers)
             peer = await webhook_peer_rate(args.events, args.chargers)
             result["webhook"] = {"evgate_eps": ours, "bare_aiohttp_eps": peer, "ratio": ours / peer}
@@ -404,15 +448,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(pg.stop)
 
 
+def _print_kafka(k: dict[str, Any]) -> None:
+    print(f"kafka    evgate {k['evgate_eps']:8.0f} ev/s   bare producer"
+          f" {k['bare_producer_eps']:8.0f} ev/s   evgate/bare {k['ratio']:.2f}")  # fmt: skip
+
+
 def _print(r: dict[str, Any]) -> None:
     print(f"{r['events']} events over {r['chargers']} chargers")
+    if "webhook" not in r:  # --kafka-only
+        _print_kafka(r["kafka"])
+        return
     w = r["webhook"]
     print(f"webhook  evgate {w['evgate_eps']:8.0f} ev/s   bare aiohttp {w['bare_aiohttp_eps']:8.0f}"
           f" ev/s   evgate/bare {w['ratio']:.2f}")  # fmt: skip
     if "kafka" in r:
-        k = r["kafka"]
-        print(f"kafka    evgate {k['evgate_eps']:8.0f} ev/s   bare producer"
-              f" {k['bare_producer_eps']:8.0f} ev/s   evgate/bare {k['ratio']:.2f}")  # fmt: skip
+        _print_kafka(r["kafka"])
     c = r["commit_latency"]
     healthy, stalled = c["healthy"], c["with_stalled_receiver"]
     print("commit latency of an event-writing transaction (ms):")
@@ -436,6 +486,9 @@ if __name__ == "__main__":
     parser.add_argument("--chargers-live", type=int, default=20)
     parser.add_argument("--round-trips", type=int, default=200)
     parser.add_argument("--no-kafka", action="store_true")
+    parser.add_argument(
+        "--kafka-only", action="store_true", help="only the Kafka rates (evgate and bare producer)"
+    )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
     outcome = uvloop.run(main(arguments))

@@ -149,14 +149,17 @@ async def status(evgate: Evgate, charger_id: str, secret: str) -> None:
 
 
 async def delivered(db: Database) -> None:
-    """Wait until every outbox row is fanned out and every delivery made (delivered ones are
-    deleted): what a receiver has then is all it will ever get of them."""
+    """Wait until every outbox row is fanned out and streamed past by every Kafka
+    subscription, and every delivery made (delivered ones are deleted): what a receiver has
+    then is all it will ever get of them."""
 
     async def done() -> bool:
         return bool(
             await db.fetchval(
                 "SELECT NOT EXISTS (SELECT 1 FROM outbox o, outbox_cursor c"
                 "  WHERE (o.xid, o.id) > (c.after_xid, c.after_id))"
+                " AND NOT EXISTS (SELECT 1 FROM outbox o, kafka_cursors k"
+                "  WHERE (o.xid, o.id) > (k.after_xid, k.after_id))"
                 " AND NOT EXISTS (SELECT 1 FROM deliveries)"
             )
         )

@@ -3,7 +3,7 @@
 One task per process (owned by :class:`Dispatcher`, started and stopped by ``app.py``) loops:
 
 1. **Fan-out.** Takes new outbox rows, in commit-safe order, and makes one delivery per
-   matching subscription (``DeliveryStore.fan_out``; one process at a time holds the
+   matching webhook subscription (``DeliveryStore.fan_out``; one process at a time holds the
    cursor, so each event fans out once however many processes share the database).
 2. **Claim.** For every enabled subscription with free slots, leases due *lanes* — one lane
    per (subscription, charger) — with ``FOR UPDATE SKIP LOCKED``, and their next events, in
@@ -17,6 +17,15 @@ One task per process (owned by :class:`Dispatcher`, started and stopped by ``app
    jitter, or the receiver's Retry-After); other lanes and other subscriptions go on. After the
    last retry the delivery is marked failed (listed by the API, resendable) and the lane goes
    on. A 410 disables the subscription.
+4. **Kafka streams.** A Kafka subscription gets no delivery per event: one task per enabled
+   Kafka subscription (:meth:`Dispatcher._stream`), in one process at a time (a lease in its
+   cursor row), reads the next events it wants from the outbox after its cursor
+   (``KafkaCursorStore``), produces them all, waits for every acknowledgement and moves the
+   cursor past them in one short statement: one batch in flight per subscription. Brokers
+   away: the cursor stays, the stream waits for their return (probed every
+   ``kafka_probe_interval``) and sends again from the cursor (at least once, the same
+   ``event-id``). A record a broker refuses goes to its charger's lane (a delivery, retried
+   and given up as any), with the charger's later events while one is pending there.
 
 The charger path never waits for any of this: handlers only append outbox rows to their
 transaction. A slow or dead receiver holds only its own subscription's lanes.
@@ -28,11 +37,20 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from evgate.events.sinks import Attempt, KafkaProducers, WebhookSink, kafka_settings_key
+from evgate.events.sinks import (
+    Attempt,
+    KafkaProducers,
+    WebhookSink,
+    kafka_settings_key,
+    refused,
+    sent_again,
+)
 from evgate.metrics import Registry
 from evgate.storage.deliveries import (
     AttemptRecord,
@@ -42,6 +60,13 @@ from evgate.storage.deliveries import (
     FailedAttempt,
     LaneOutcome,
     LaneWant,
+)
+from evgate.storage.kafka_cursors import (
+    KafkaCursorStore,
+    Laned,
+    Position,
+    StreamedEvent,
+    StreamWindow,
 )
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from evgate.tasks import cancel_and_wait, service_task, wait_event
@@ -66,6 +91,9 @@ class DispatcherConfig:
     # aiokafka gives up a record whose partition has no leader.
     kafka_request_timeout: float = 30.0
     fan_out_batch: int = 5000
+    # A Kafka stream's batch: outbox rows read, their records produced and acknowledged, the
+    # cursor moved past them (halved after a batch that timed out, down to 100).
+    kafka_batch: int = 5000
     lanes_per_subscription: int = 16
     lane_batch: int = 100
     poll_interval: float = 0.05
@@ -103,6 +131,41 @@ class _Subscription:
     # slot, so that a lane starts the moment another ends rather than after a claim.
     lanes: set[str] = field(default_factory=set)
     slots: asyncio.Semaphore | None = None
+
+
+@dataclass(eq=False)
+class _Stream:
+    """A Kafka subscription's stream, as this process works it (see :meth:`Dispatcher._stream`)."""
+
+    subscription_id: int
+    batch: int
+    # Its cursor while this process holds the lease (None: not held, or not known).
+    position: Position | None = None
+    leased_at: float = 0.0
+    # New events (wake(), a fan-out that took rows), and the brokers' return after an outage.
+    events: asyncio.Event = field(default_factory=asyncio.Event)
+    back: asyncio.Event = field(default_factory=asyncio.Event)
+    # The error last logged for a failure that is no outage (logged once until it changes).
+    complaint: str | None = None
+    # Since when its windows have been full (more waiting behind them; None: caught up).
+    behind_since: float | None = None
+    # The next window, read while the current one is produced: where it starts, and its read.
+    ahead: tuple[Position, asyncio.Task[StreamWindow]] | None = None
+
+    def discard_ahead(self) -> None:
+        """Forget the window read ahead (the cursor did not get to its start, or lanes were
+        made meanwhile, which its events' ``queued`` did not see)."""
+        if self.ahead is not None:
+            _, task = self.ahead
+            self.ahead = None
+            task.cancel()
+            task.add_done_callback(_collect)
+
+
+def _collect(task: asyncio.Task[Any]) -> None:
+    """Retrieve a discarded task's outcome (nobody awaits it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Books:
@@ -181,6 +244,10 @@ class Dispatcher:
         # Every lane in flight, with the subscription (settings and sink) it works for.
         self._tasks: dict[asyncio.Task[None], _Subscription] = {}
         self._books = _Books(self.deliveries, self._lease)
+        self.cursors = KafkaCursorStore(deliveries.db)
+        # Who holds a stream's lease: this dispatcher (a process may run several in tests).
+        self._holder = secrets.token_hex(8)
+        self._streams: dict[int, tuple[_Stream, asyncio.Task[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._probe_due = 0.0
@@ -201,7 +268,12 @@ class Dispatcher:
         )
         self._m_resent = registry.counter(
             "evgate_kafka_resends_total",
-            "Kafka lanes sent again because another lane's failure replaced their producer",
+            "Kafka lanes and stream batches sent again because a failure replaced their producer",
+        )
+        self._m_stream_lag = registry.gauge(
+            "evgate_kafka_stream_behind_seconds",
+            "How long a Kafka subscription's stream has read full batches (0: caught up)",
+            ("subscription",),
         )
         self._m_fanned = registry.counter(
             "evgate_outbox_fanned_out_total", "Outbox events turned into deliveries"
@@ -232,6 +304,13 @@ class Dispatcher:
         self._probe = None
         for task in list(self._tasks):
             task.cancel()
+        # Each stream gives its lease back as it ends (the next holder resends from the cursor).
+        streams = {task for _, task in self._streams.values()}
+        for task in streams:
+            task.cancel()
+        if streams:
+            await asyncio.wait(streams, timeout=_STOP_GRACE)
+        self._streams.clear()
         # Bounded: a lane that does not end in time (a receiver or the database not
         # answering its last words) is left behind; its lease expires and any process resends
         # what it held, so nothing is lost by not waiting longer.
@@ -250,6 +329,11 @@ class Dispatcher:
         self._refresh_due = 0.0
         self._new_events.set()
         self._wakeup.set()
+        self._wake_streams()
+
+    def _wake_streams(self) -> None:
+        for stream, _ in self._streams.values():
+            stream.events.set()
 
     # The loops.
 
@@ -282,6 +366,7 @@ class Dispatcher:
             wanted = bool(self._subs)
             if fanned and wanted:
                 self._wakeup.set()  # new deliveries: claim them
+                self._wake_streams()  # new events
             if fanned >= 10 * self.config.fan_out_batch and wanted:
                 continue  # a backlog: on at once
             if wanted and (fanned or self._new_events.is_set()):
@@ -336,6 +421,10 @@ class Dispatcher:
                     await self._close_sink(sub)
         for sub_id, row in rows.items():
             self._subs.setdefault(sub_id, _Subscription(row))
+            if row.via == "kafka" and sub_id not in self._streams:
+                stream = _Stream(sub_id, self.config.kafka_batch)
+                task = service_task(self._stream(stream), name=f"kafka-stream:{sub_id}")
+                self._streams[sub_id] = (stream, task)
         in_use = {
             kafka_settings_key(sub.row)
             for sub in [*self._subs.values(), *self._tasks.values()]
@@ -356,6 +445,9 @@ class Dispatcher:
             ]
             # Forgotten only once done: with the database away now, the next round tries again
             # (else the lanes would wait out their schedule, ten minutes or more).
+            for sub_id in subs:
+                if sub_id in self._streams:
+                    self._streams[sub_id][0].back.set()
             if subs and await self.deliveries.retry_now(subs):
                 self.wake()
             self._kafka.resumed(returned)
@@ -533,7 +625,10 @@ class Dispatcher:
         return outcome
 
     async def _kafka_batch(self, sub: _Subscription, lane: ClaimedLane) -> LaneOutcome:
-        batch = lane.deliveries
+        # A delivery tried before goes alone: a broker that refuses it may still take the
+        # records sent after it (a replaced producer's new id has no sequence to break), and
+        # they would reach the topic ahead of it.
+        batch = lane.deliveries[:1] if lane.deliveries[0].attempts else lane.deliveries
         acked, attempt = await self._kafka.deliver(sub.row, lane.charger_id, batch)
         outcome = LaneOutcome(
             sub.row.id, lane.charger_id, lane.version, [d.outbox_id for d in batch[:acked]], []
@@ -573,3 +668,181 @@ class Dispatcher:
                 "subscription %d: event %d failed after %d attempts (%s)",
                 sub.row.id, failure.outbox_id, failure.attempt, failure.error,
             )  # fmt: skip
+
+    # A Kafka stream.
+
+    async def _stream(self, stream: _Stream) -> None:
+        """Stream one Kafka subscription for as long as it is an enabled Kafka one here: a
+        round at a time (:meth:`_stream_round`), then a pause that new events cut short, or
+        while its brokers are away one that their return cuts short. Gives the lease back at
+        the end (shutdown; the subscription disabled, changed to a webhook or deleted)."""
+        sub_id = stream.subscription_id
+        name = f"the Kafka stream of subscription {sub_id}"
+        retry = self.deliveries.db.health.retry(name, log, first=1.0)
+        idle = self.config.poll_interval
+        if (sub := self._subs.get(sub_id)) is not None:
+            self._kafka.prepare(sub.row)
+        try:
+            while (sub := self._subs.get(sub_id)) is not None and sub.row.via == "kafka":
+                stream.events.clear()
+                stream.back.clear()
+                outage = False
+                try:
+                    pause, outage = await self._stream_round(sub.row, stream, name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The database away, most likely: read the lease and the cursor again.
+                    stream.position = None
+                    stream.discard_ahead()
+                    pause = retry.failed(exc)
+                else:
+                    retry.ok()
+                if pause is None:  # nothing new: poll less often, as the claims do
+                    idle = min(
+                        max(idle * 2, self.config.poll_interval), self.config.idle_poll_interval
+                    )
+                    pause = idle
+                else:
+                    idle = self.config.poll_interval
+                if pause > 0:
+                    await wait_event(stream.back if outage else stream.events, pause)
+        finally:
+            if stream.ahead is not None:
+                read = stream.ahead[1]
+                stream.discard_ahead()
+                await asyncio.wait({read})  # ended, not left running past stop()
+            if self._streams.get(sub_id, (None,))[0] is stream:
+                del self._streams[sub_id]
+            self._m_stream_lag.set(0, str(sub_id))
+            if stream.position is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        asyncio.shield(self.cursors.release(sub_id, self._holder)), _STOP_GRACE
+                    )
+
+    async def _stream_round(
+        self, row: SubscriptionRow, stream: _Stream, name: str
+    ) -> tuple[float | None, bool]:
+        """Read the next batch after the cursor, produce it, wait for the acknowledgements and
+        move the cursor past what was acknowledged or put in a lane. Returns how long to pause
+        (None: nothing was there; 0: more at once) and whether the brokers are away."""
+        loop = asyncio.get_running_loop()
+        lease = self._lease()
+        if stream.position is None or loop.time() - stream.leased_at > lease / 4:
+            stream.position = await self.cursors.lease(row.id, self._holder, lease)
+            stream.leased_at = loop.time()
+            if stream.position is None:
+                return None, False  # another process streams it, or its cursor is not made yet
+        window = await self._window(row, stream, stream.position)
+        if window.end is None:
+            stream.behind_since = None
+            self._m_stream_lag.set(0, str(row.id))
+            return None, False
+        if window.rows >= stream.batch:
+            # More is waiting: the next window is read while this one is produced (two in
+            # memory at most).
+            read = service_task(
+                self.cursors.read(row.id, window.end, stream.batch), name=f"kafka-read:{row.id}"
+            )
+            stream.ahead = (window.end, read)
+        if window.rows < stream.batch:
+            stream.behind_since = None  # caught up with this one
+        elif stream.behind_since is None:
+            stream.behind_since = loop.time()
+        behind = 0.0 if stream.behind_since is None else loop.time() - stream.behind_since
+        self._m_stream_lag.set(behind, str(row.id))
+        send = [e for e in window.events if not e.queued]
+        errors: dict[int, Exception | None] = {}
+        duration = 0.0
+        if send:
+            produced = await self._kafka.produce(
+                row, send, [e.charger_id.encode() for e in send], name
+            )
+            errors = {e.outbox_id: err for e, err in zip(send, produced.errors, strict=True)}
+            duration = produced.duration_ms
+        end, laned, delivered, stopped = self._settle(window.events, errors, duration)
+        if stopped is None:
+            end = window.end  # the unwanted rows after the last wanted one too
+        if stopped is not None or laned:
+            stream.discard_ahead()
+        if end is not None:
+            if not await self.cursors.advance(row.id, self._holder, end, laned, lease):
+                stream.position = None  # the lease ran out and another process took it
+                stream.discard_ahead()
+                return 0.0, False
+            stream.position, stream.leased_at = end, loop.time()
+        self._m_delivered.inc("kafka", amount=delivered)
+        for item in laned:
+            if item.attempt:
+                self._m_failed.inc("kafka")
+                if item.retry_in is None:
+                    self._m_gave_up.inc("kafka")
+        refusals = [item for item in laned if item.attempt]
+        if refusals:
+            log.warning(
+                "%s: the brokers refused %d events (first %d: %s); they go to their chargers'"
+                " lanes",
+                name, len(refusals), refusals[0].outbox_id, refusals[0].error,
+            )  # fmt: skip
+        if stopped is None:
+            stream.complaint = None
+            full = window.rows >= stream.batch  # more is waiting: on at once
+            stream.batch = min(self.config.kafka_batch, stream.batch * 2)
+            return (0.0 if full else self.config.poll_interval), False
+        if sent_again(stopped):
+            self._m_resent.inc()  # a producer replaced under it: again at once
+            return 0.0, False
+        if isinstance(stopped, TimeoutError):
+            stream.batch = max(100, stream.batch // 2)
+        if not self._kafka.brokers(row).available:
+            return self.config.kafka_probe_interval, True
+        # Neither an outage nor a refusal of the record (a failure of the producer itself,
+        # its credentials): retried at the probe's pace, logged once until it changes.
+        complaint = f"{type(stopped).__name__}: {stopped}"
+        if complaint != stream.complaint:
+            stream.complaint = complaint
+            log.warning("%s waits: %s; retrying", name, complaint)
+        return (0.0 if delivered or laned else self.config.kafka_probe_interval), False
+
+    async def _window(self, row: SubscriptionRow, stream: _Stream, after: Position) -> StreamWindow:
+        """The window after ``after``: the one read ahead if it starts there, else read now."""
+        ahead, stream.ahead = stream.ahead, None
+        if ahead is not None:
+            start, task = ahead
+            if start == after:
+                return await task
+            stream.ahead = ahead
+            stream.discard_ahead()
+        return await self.cursors.read(row.id, after, stream.batch)
+
+    def _settle(
+        self, events: list[StreamedEvent], errors: dict[int, Exception | None], duration: float
+    ) -> tuple[Position | None, list[Laned], int, Exception | None]:
+        """Go through a window's events in order: acknowledged ones are passed, refused ones
+        (and every later one of their chargers, and those of chargers with a lane) go to the
+        lanes, and the first that is neither stops the cursor before it. Returns where the
+        cursor may go (None: not past any event), what goes to the lanes, how many were
+        acknowledged, and what stopped it (None: nothing did)."""
+        end: Position | None = None
+        laned: list[Laned] = []
+        chargers: set[str] = set()  # of a record refused in this window
+        delivered = 0
+        for e in events:
+            error = errors.get(e.outbox_id)
+            if e.queued or e.charger_id in chargers:
+                if e.queued or error is not None:  # behind its charger's lane
+                    laned.append(Laned(e.outbox_id, e.charger_id, e.event))
+                else:
+                    delivered += 1  # already in the topic, whatever the lane does
+            elif error is None:
+                delivered += 1
+            elif refused(error):
+                retry_in = retry_delay(self.config, 1)
+                text = f"{type(error).__name__}: {error}"[:500]
+                laned.append(Laned(e.outbox_id, e.charger_id, e.event, 1, text, retry_in, duration))
+                chargers.add(e.charger_id)
+            else:
+                return end, laned, delivered, error
+            end = e.position
+        return end, laned, delivered, None

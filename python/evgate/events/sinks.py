@@ -19,13 +19,26 @@ import ssl
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 import aiokafka
 import certifi
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    ProducerClosed,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    UnsupportedForMessageFormatError,
+)
 
 import evgate
 from evgate.addresses import private_host
@@ -40,10 +53,15 @@ from evgate.tasks import service_task
 __all__ = [
     "Attempt",
     "KafkaProducers",
+    "KafkaRecord",
+    "NotSent",
+    "Produced",
     "ProducerReplaced",
     "WebhookSink",
     "check_aiokafka",
     "kafka_settings_key",
+    "refused",
+    "sent_again",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +89,17 @@ def check_aiokafka(version: str) -> None:
 
 
 check_aiokafka(aiokafka.__version__)
+
+
+class KafkaRecord(Protocol):
+    """What a record is made of: an event (a lane's ``Delivery``, a stream's event)."""
+
+    @property
+    def outbox_id(self) -> int: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
 
 
 class Attempt(NamedTuple):
@@ -233,10 +262,6 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _failure(exc: Exception, started: float) -> Attempt:
-    return Attempt(False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=_ms(started))
-
-
 def _collect(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -274,6 +299,75 @@ def _kafka_outage(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError | OSError | KafkaTimeoutError):
         return True
     return isinstance(exc, KafkaError) and exc.retriable
+
+
+class NotSent(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
+    """A record kept back: an earlier one of its key was refused before it was sent (sent
+    now, it would reach the topic ahead of that one)."""
+
+
+# What a broker (or the client, before sending) refuses in a record itself, and would refuse
+# again: the record goes to the lane path (a failed attempt, retried on the schedule, given up
+# at its end). Any other failure says nothing about the record (brokers away, a producer that
+# lost its sequence, a timeout): the record is sent again.
+_REFUSALS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    PolicyViolationError,
+    UnsupportedForMessageFormatError,
+)
+
+
+def refused(exc: BaseException | None) -> bool:
+    """Whether ``exc`` refuses the record itself (see :data:`_REFUSALS`)."""
+    return isinstance(exc, _REFUSALS)
+
+
+def sent_again(exc: BaseException | None) -> bool:
+    """Whether ``exc`` only says that a replaced producer held the record: not an attempt of
+    its own, the record is sent again at once."""
+    return isinstance(exc, ProducerReplaced | ProducerClosed)
+
+
+class Produced(NamedTuple):
+    """The outcome of :meth:`KafkaProducers.produce`: per record, in the order given, None
+    (acknowledged) or why not."""
+
+    errors: list[Exception | None]
+    duration_ms: float
+
+
+def _broke(future: asyncio.Future[Any]) -> bool:
+    """Whether a record's future failed in a way that spent its producer's sequence."""
+    if future.cancelled():
+        return False
+    exc = future.exception()
+    return exc is not None and not sent_again(exc)
+
+
+async def _settled(future: asyncio.Future[Any]) -> None:
+    """Wait until ``future`` is done, whatever its outcome (read it from the future); a
+    cancellation of the waiting task still propagates."""
+    try:
+        await future
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not future.cancelled() or (task is not None and task.cancelling()):
+            raise
+    except Exception:  # the outcome is the future's, read by the caller
+        pass
+
+
+def _unresolved(ended: BaseException | None, timeout: float) -> Exception:
+    """What a record not acknowledged when the produce ended fails with."""
+    if isinstance(ended, TimeoutError) or not isinstance(ended, Exception):
+        return TimeoutError(f"not acknowledged within {timeout:g} s")
+    return ended
 
 
 # How much longer than the request timeout a new producer waits for the old one's close.
@@ -347,6 +441,24 @@ class KafkaProducers:
         producer = self._producers.get(key)
         if producer is not None:
             return producer
+        # Shielded: a start cancelled while aiokafka 0.14 asks its bootstrap broker for the
+        # metadata leaves that connection open, with its read task, for ever (it closes it on
+        # a failed request, not on a cancellation): a lane's delivery timeout or a shutdown
+        # must not cancel it. _start bounds it itself, past the bootstrap's own bounds.
+        return await asyncio.shield(self._starting_for(key, subscription))
+
+    def prepare(self, subscription: SubscriptionRow) -> None:
+        """Start the producer of a subscription's settings now, if there is none (a stream
+        about to read its first batch: the start takes as long as reading a few thousand
+        events). Its outcome is the next :meth:`producer` call's."""
+        key = kafka_settings_key(subscription)
+        if key not in self._producers:
+            self._starting_for(key, subscription)
+
+    def _starting_for(
+        self, key: tuple[Any, ...], subscription: SubscriptionRow
+    ) -> asyncio.Task[AIOKafkaProducer]:
+        """The start of the producer of ``key``: the one running, or a new one."""
         start = self._starting.get(key)
         if start is None:
             start = service_task(self._start(key, subscription), name="kafka-producer-start")
@@ -354,11 +466,7 @@ class KafkaProducers:
             start.add_done_callback(self._starts.discard)
             self._starting[key] = start
             self._starts.add(start)
-        # Shielded: a start cancelled while aiokafka 0.14 asks its bootstrap broker for the
-        # metadata leaves that connection open, with its read task, for ever (it closes it on
-        # a failed request, not on a cancellation): a lane's delivery timeout or a shutdown
-        # must not cancel it. _start bounds it itself, past the bootstrap's own bounds.
-        return await asyncio.shield(start)
+        return start
 
     async def _start(self, key: tuple[Any, ...], subscription: SubscriptionRow) -> AIOKafkaProducer:
         try:
@@ -416,65 +524,121 @@ class KafkaProducers:
         one order per charger). Returns how many of the first ones were acknowledged, and the
         attempt's outcome (the failure, if one was not). Takes at most the delivery timeout,
         after a replaced producer of the same settings closed (at most the request timeout)."""
+        produced = await self.produce(
+            subscription,
+            deliveries,
+            [charger_id.encode()] * len(deliveries),
+            f"the Kafka sink (charger {charger_id!r})",
+        )
+        done = next((i for i, e in enumerate(produced.errors) if e is not None), len(deliveries))
+        if done == len(deliveries):
+            return done, Attempt(True, duration_ms=produced.duration_ms)
+        exc = produced.errors[done]
+        assert exc is not None
+        attempt = Attempt(
+            False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=produced.duration_ms
+        )
+        return done, attempt._replace(resend=sent_again(exc))
+
+    async def produce(
+        self,
+        subscription: SubscriptionRow,
+        records: Sequence[KafkaRecord],
+        keys: Sequence[bytes],
+        seen_by: str,
+    ) -> Produced:
+        """Send ``records`` (with their ``keys``: a charger's id, so one partition and one
+        order per charger) and wait for every acknowledgement, within the delivery timeout
+        (after a replaced producer of the same settings closed: at most the request timeout,
+        not counted). Returns each record's outcome.
+
+        A record a broker refuses (:func:`refused`) breaks the producer's sequence: the
+        producer is replaced at once, and what it still held fails with
+        :class:`ProducerReplaced` (:func:`sent_again`). A record refused before it was sent
+        (larger than a request) keeps the later records of its key back (:class:`NotSent`).
+        Failures that say the brokers are away are reported to their :meth:`brokers` as seen
+        by ``seen_by`` (the loop whose failures and successes open and close an outage).
+        """
         settings = kafka_settings_key(subscription)
         # Not part of the attempt: waiting for another lane's broken producer is no failure.
         await self._closed(settings)
         started = time.perf_counter()
         topic = _settings(subscription).topic
-        key = charger_id.encode()
         brokers = self.brokers(subscription)
-        # The loop whose failures and successes open and close an outage (outages.py): each
-        # lane's own, so that one partition's lanes failing is not ended by another's success.
-        lane = f"the Kafka sink (charger {charger_id!r})"
+        errors: list[Exception | None] = [None] * len(records)
+        futures: dict[asyncio.Future[Any], int] = {}
+        held: set[bytes] = set()  # keys with a record refused before it was sent
         producer: AIOKafkaProducer | None = None
-        futures: list[asyncio.Future[Any]] = []
-        sent = False
-        done = 0
+        broken = False
+        ended: BaseException | None = None
         try:
             # Bounded: while a partition has no leader, aiokafka retries without end (and an
-            # idempotent producer never expires a batch whose leader is known): the lane
-            # would hold its lease past expiry and another process would send it as well.
+            # idempotent producer never expires a batch whose leader is known): the lane or
+            # stream would hold its lease past expiry and another process would send it too.
             async with asyncio.timeout(self.delivery_timeout):
                 producer = await self.producer(subscription)
-                for d in deliveries:
-                    futures.append(
-                        await producer.send(
+                for i, (record, key) in enumerate(zip(records, keys, strict=True)):
+                    if key in held:
+                        errors[i] = NotSent("an earlier record of its key was refused")
+                        continue
+                    try:
+                        future = await producer.send(
                             topic,
-                            d.payload,
+                            record.payload,
                             key=key,
                             headers=[
-                                ("notification", d.event.encode()),
-                                ("event-id", f"evt_{d.outbox_id}".encode()),
+                                ("notification", record.event.encode()),
+                                ("event-id", f"evt_{record.outbox_id}".encode()),
                             ],
                         )
-                    )
-                sent = True
+                    except KafkaError as exc:
+                        if not refused(exc):
+                            raise
+                        errors[i] = exc  # refused by the client itself: no sequence spent
+                        held.add(key)
+                        continue
+                    futures[future] = i
+                # One after the other: a record's batch completes all its records at once,
+                # so this waits once per batch, not once per record (asyncio.wait would hang
+                # a callback on each of thousands of futures).
                 for future in futures:
-                    await future
-                    done += 1
+                    if not future.done():
+                        await _settled(future)
+                    if not broken and _broke(future):
+                        # A lost record spent its sequence number: the broker would refuse
+                        # every later record of the partition. Replaced now, so that what
+                        # the producer still holds fails at once (sent again), rather than
+                        # one by one with OutOfOrderSequenceNumber or the timeout.
+                        broken = True
+                        self._replace(settings, producer)
         except BaseException as exc:
-            # The later records of the lane are sent again from the first unacknowledged
-            # one (also after a cancellation); their own outcomes no longer matter, but must
-            # be collected.
-            for rest in futures[done:]:
-                rest.add_done_callback(_collect)
-            if not isinstance(exc, Exception):
-                raise
-            if isinstance(exc, ProducerReplaced | ProducerClosed):  # it was replaced meanwhile
-                return done, _failure(exc, started)._replace(resend=True)
-            # A record refused by a broker broke the producer's sequence as well (aiokafka
-            # numbers a batch when it sends it and does not take the number back): replaced
-            # now, not after the next record of the partition was refused for it.
-            if producer is not None and (sent or isinstance(exc, TimeoutError)):
-                self._replace(settings, producer)
-            if _kafka_outage(exc):
-                brokers.failed(exc, lane)
-            if isinstance(exc, TimeoutError):
-                exc = TimeoutError(f"not acknowledged within {self.delivery_timeout:g} s")
-            return done, _failure(exc, started)
-        if brokers.ok(lane):
+            ended = exc
+        for future, i in futures.items():
+            if future.done() and not future.cancelled():
+                errors[i] = future.exception()  # type: ignore[assignment]
+            else:
+                # Sent again from the first unacknowledged one (also after a cancellation):
+                # their own outcomes no longer matter, but must be collected.
+                future.add_done_callback(_collect)
+                errors[i] = _unresolved(ended, self.delivery_timeout)
+        if ended is not None:
+            if not isinstance(ended, Exception):
+                raise ended
+            given = set(futures.values())
+            for i, error in enumerate(errors):
+                if error is None and i not in given:  # not sent: the produce ended first
+                    errors[i] = _unresolved(ended, self.delivery_timeout)
+            if producer is not None and not broken and (given or isinstance(ended, TimeoutError)):
+                self._replace(settings, producer)  # records in flight, or a send that hung
+        failures = [e for e in errors if e is not None]
+        outage = next((e for e in failures if _kafka_outage(e)), None)
+        if ended is not None and _kafka_outage(ended):
+            outage = ended
+        if outage is not None:
+            brokers.failed(outage, seen_by)
+        elif not failures and brokers.ok(seen_by):
             self._returned.add(settings)
-        return done, Attempt(True, duration_ms=_ms(started))
+        return Produced(errors, _ms(started))
 
     def away(self) -> set[tuple[Any, ...]]:
         """The settings whose brokers are in an outage now."""

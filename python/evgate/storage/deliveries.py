@@ -9,10 +9,12 @@ The design (see also ``events/dispatcher.py``):
   ``storage/outbox.py`` on the same connection.
 * Fan-out (:meth:`DeliveryStore.fan_out`): one process at a time (the cursor row is taken
   with ``FOR UPDATE SKIP LOCKED``) turns new outbox rows into ``deliveries``, one per matching
-  subscription (a sub-operator's: only the tenant's events), and marks their lanes. It
-  reads only rows whose writing transaction is older than every running one
+  webhook subscription (a sub-operator's: only the tenant's events), and marks their lanes.
+  It reads only rows whose writing transaction is older than every running one
   (``pg_snapshot_xmin``), in (xid, id) order: a transaction that got its id early but
-  commits late is never jumped over.
+  commits late is never jumped over. Kafka subscriptions read the outbox themselves, each
+  from its own cursor (``storage/kafka_cursors.py``), which the fan-out starts at its own
+  position.
 * Lanes: a lane is one subscription's queue for one charger. :meth:`claim_lanes` leases due
   lanes with ``FOR UPDATE SKIP LOCKED``, so each lane is worked by one process at a time and a
   charger's events go out in order; a lease that is not renewed (a dead process) expires and
@@ -41,6 +43,7 @@ __all__ = [
     "FailedDelivery",
     "LaneOutcome",
     "LaneWant",
+    "wanted_by",
 ]
 
 #: ``synchronous_commit = off`` for the current transaction only (``set_config``'s
@@ -50,6 +53,27 @@ __all__ = [
 #: WHERE (``AND ... IS NOT NULL``, always true) instead of a SET LOCAL round trip of its own.
 #: The dispatcher's bookkeeping (see :meth:`DeliveryStore._bookkeeping`) commits with it.
 _NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+
+
+def wanted_by(subscription: str, row: str) -> str:
+    """The SQL condition that the subscription aliased ``subscription`` wants the outbox row
+    aliased ``row`` (the fan-out's and the Kafka streams' one rule).
+
+    An operator's subscription (no ``sub_operator_id``) gets every event it names; a
+    sub-operator's only the tenant's: those of a charger that is the tenant's now (when read:
+    a charger moved to another tenant takes its later events along) and those stamped with
+    the tenant (``outbox.sub_operator_id``: written by the tenant's request, or about its
+    location, tariff, circuit or id tag). An event of no tenant's charger and no stamp (users,
+    partners, plans, balances, an operator's charger) is the operator's only. The charger is
+    looked up by key, per row, and only for a tenant's subscription (a join would let the
+    planner hash every charger for a batch of a few rows).
+    """
+    s, o = subscription, row
+    return (
+        f"{o}.event = ANY({s}.notifications) AND ({s}.sub_operator_id IS NULL"
+        f" OR {s}.sub_operator_id = {o}.sub_operator_id OR {s}.sub_operator_id ="
+        f" (SELECT c.sub_operator_id FROM chargers c WHERE c.id = {o}.charger_id))"
+    )
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -131,8 +155,9 @@ class FailedDelivery(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 class DeliveryCounts(msgspec.Struct, kw_only=True, rename="camel"):
-    """A subscription's deliveries not done: waiting (to send, or for a retry) and failed
-    (gave up: resend them)."""
+    """A subscription's deliveries not done: waiting (to send, or for a retry; a Kafka
+    subscription's: the events its stream has still to send, and those in its lanes behind a
+    record a broker refused) and failed (gave up: resend them)."""
 
     waiting: int
     failed: int
@@ -178,12 +203,21 @@ class DeliveryStore:
         return [FailedDelivery(**dict(r)) for r in rows]
 
     async def counts(self, subscription_id: int) -> DeliveryCounts:
-        rows = await self.db.fetch(
-            "SELECT state, count(*) FROM deliveries WHERE subscription_id = $1 GROUP BY state",
+        """Its deliveries waiting and failed. A Kafka subscription's waiting ones are the
+        events its stream has still to send (wanted, after its cursor, committed: also those
+        above the horizon) and those in its lanes (behind a record a broker refused)."""
+        row = await self.db.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'pending') AS waiting,"
+            " count(*) FILTER (WHERE state = 'failed') AS failed,"
+            " (SELECT count(*) FROM kafka_cursors k JOIN subscriptions s"
+            "   ON s.id = k.subscription_id JOIN outbox o"
+            f"   ON (o.xid, o.id) > (k.after_xid, k.after_id) AND {wanted_by('s', 'o')}"
+            "   WHERE k.subscription_id = $1) AS streaming"
+            " FROM deliveries WHERE subscription_id = $1",
             subscription_id,
         )
-        found = {r[0]: r[1] for r in rows}
-        return DeliveryCounts(waiting=found.get("pending", 0), failed=found.get("failed", 0))
+        assert row is not None
+        return DeliveryCounts(waiting=row["waiting"] + row["streaming"], failed=row["failed"])
 
     async def resend(
         self,
@@ -214,16 +248,16 @@ class DeliveryStore:
         return len(rows)
 
     async def fan_out(self, limit: int) -> int | None:
-        """Turn up to ``limit`` new outbox rows into deliveries. Returns how many outbox rows
-        were taken, or None when another process holds the cursor.
+        """Turn up to ``limit`` new outbox rows into deliveries of the webhook subscriptions
+        that want them (:func:`wanted_by`). Returns how many outbox rows were taken, or None
+        when another process holds the cursor.
 
-        An operator's subscription (no ``sub_operator_id``) gets every event it names; a
-        sub-operator's only the tenant's: those of a charger that is the tenant's now (at
-        fan-out: a charger moved to another tenant takes its later events along) and those
-        stamped with the tenant (``outbox.sub_operator_id``: written by the tenant's request,
-        or about its location, tariff, circuit or id tag). An event of no tenant's charger and
-        no stamp (users, partners, plans, balances, an operator's charger) is the operator's
-        only. The charger is looked up by key, per row of the batch, in the same statement.
+        Kafka subscriptions stream the outbox from cursors of their own
+        (``storage/kafka_cursors.py``): the same transaction makes the cursor of each enabled
+        one that has none, at the position before this batch (the events a webhook
+        subscription made now would get), and removes those of subscriptions that are no
+        longer enabled Kafka ones (enabled again, they start from the fan-out's position: what
+        was fanned out meanwhile is not sent, as for a webhook).
         """
         async with self._bookkeeping() as conn:
             # First statement, before this transaction has an xid of its own: every
@@ -237,24 +271,29 @@ class DeliveryStore:
             if cursor is None:
                 return None
             last = await conn.fetchrow(
-                # The charger's tenant by its key, once per row of the batch (a join would
-                # let the planner hash every charger for a batch of a few rows).
                 "WITH batch AS ("
-                "  SELECT o.id, o.xid, o.charger_id, o.event, o.sub_operator_id AS stamp,"
-                "  (SELECT c.sub_operator_id FROM chargers c WHERE c.id = o.charger_id) AS owner"
+                "  SELECT o.id, o.xid, o.charger_id, o.event, o.sub_operator_id"
                 "  FROM outbox o WHERE (o.xid, o.id) > ($1::xid8, $2::bigint)"
                 "  AND o.xid < $3::xid8 ORDER BY o.xid, o.id LIMIT $4"
                 "), added AS ("
                 "  INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event)"
                 "  SELECT s.id, b.id, b.charger_id, b.event FROM batch b"
-                "  JOIN subscriptions s ON s.enabled AND b.event = ANY(s.notifications)"
-                "  AND (s.sub_operator_id IS NULL OR s.sub_operator_id IN (b.owner, b.stamp))"
+                "  JOIN subscriptions s ON s.enabled AND s.via = 'webhook'"
+                f"  AND {wanted_by('s', 'b')}"
                 "  RETURNING subscription_id, charger_id"
                 "), lanes AS ("
                 "  INSERT INTO delivery_lanes (subscription_id, charger_id)"
                 "  SELECT DISTINCT subscription_id, charger_id FROM added ORDER BY 1, 2"
                 "  ON CONFLICT (subscription_id, charger_id)"
                 "  DO UPDATE SET version = delivery_lanes.version + 1"
+                "), started AS ("
+                "  INSERT INTO kafka_cursors (subscription_id, after_xid, after_id)"
+                "  SELECT s.id, $1, $2 FROM subscriptions s WHERE s.enabled AND s.via = 'kafka'"
+                "  AND NOT EXISTS (SELECT 1 FROM kafka_cursors k WHERE k.subscription_id = s.id)"
+                "  ON CONFLICT DO NOTHING"
+                "), stopped AS ("
+                "  DELETE FROM kafka_cursors k USING subscriptions s WHERE s.id = k.subscription_id"
+                "  AND NOT (s.enabled AND s.via = 'kafka')"
                 ") SELECT xid, id, (SELECT count(*) FROM batch) AS n"
                 "  FROM batch ORDER BY xid DESC, id DESC LIMIT 1",
                 cursor["after_xid"],
@@ -466,12 +505,18 @@ class DeliveryStore:
 
     async def prune(self, retention: float, limit: int = 10_000) -> int:
         """Delete up to ``limit`` outbox rows older than ``retention`` seconds that are fanned
-        out and have no delivery left (pending or failed). Returns how many."""
+        out, streamed past by every Kafka subscription's cursor, and have no delivery left
+        (pending or failed). Returns how many.
+
+        A Kafka subscription that is stalled (its brokers away for longer than the retention)
+        keeps what it has still to send: its cursor holds the outbox back."""
         status = await self.db.execute(
             "DELETE FROM outbox WHERE id IN ("
             " SELECT o.id FROM outbox o, outbox_cursor c"
             " WHERE o.created_at < now() - make_interval(secs => $1)"
             " AND (o.xid, o.id) <= (c.after_xid, c.after_id)"
+            " AND NOT EXISTS (SELECT 1 FROM kafka_cursors k"
+            "  WHERE (o.xid, o.id) > (k.after_xid, k.after_id))"
             " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.outbox_id = o.id)"
             " LIMIT $2)",
             retention,
