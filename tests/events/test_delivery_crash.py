@@ -8,8 +8,8 @@ import asyncio
 import signal
 import subprocess
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import msgspec
@@ -17,7 +17,7 @@ import msgspec
 from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.storage.db import Database
 from evgate.storage.subscriptions import SubscriptionStore
-from support import Received, Receiver, Reply, free_port, serve_env, start_serve, until
+from support import Received, Receiver, Reply, serving, until
 
 from .events_helpers import at, emit, webhook_subscription
 
@@ -26,24 +26,13 @@ PER_CHARGER = 40
 TOTAL = CHARGERS * PER_CHARGER
 
 
-@asynccontextmanager
-async def _evgate(database_url: str, folder: Path) -> AsyncIterator[subprocess.Popen[str]]:
+def _evgate(database_url: str, folder: Path) -> AbstractAsyncContextManager[subprocess.Popen[str]]:
     """``evgate serve`` on the test's database, as a process of its own (killed as a crash
     would be, or at the end); small lane batches, so that a batch is cut short by the kill."""
-    env = serve_env(
-        folder, free_port(), free_port(), database_url=database_url,
-        notification_lane_batch=5, notification_delivery_timeout=60,
+    return serving(
+        database_url, folder, notification_lane_batch=5, notification_delivery_timeout=60,
         notification_retry_schedule="1s 1s 1s", notification_poll_interval=0.02,
     )  # fmt: skip
-    proc, out = start_serve(env)
-    try:
-        await asyncio.to_thread(out.wait_count, "ready", 1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        await asyncio.to_thread(proc.wait, 10)
-        out.wait_closed()
 
 
 def _events() -> list[OutboxEntry]:

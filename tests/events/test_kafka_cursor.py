@@ -14,13 +14,14 @@ import signal
 import subprocess
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from evgate.events.builders import ChargerRef, OutboxEntry, network_status
@@ -31,7 +32,7 @@ from evgate.storage.kafka_cursors import KafkaCursorStore
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from harness.consumer import consume
 from harness.kafka import KafkaBroker
-from support import free_port, serve_env, start_serve, until
+from support import serving, until
 
 from .events_helpers import FAST, at, emit, every_event, kafka_settings, kafka_subscription
 
@@ -273,23 +274,79 @@ async def test_prune_keeps_what_a_stalled_kafka_subscription_has_not_sent(
     assert await _outbox_ids(db) == [3, 4, 5]
 
 
-@asynccontextmanager
-async def _evgate(database_url: str, folder: Path) -> AsyncIterator[subprocess.Popen[str]]:
+@pytest.mark.parametrize("change", ["made a webhook", "disabled"])
+async def test_a_stream_that_stops_hands_what_it_had_not_sent_to_deliveries(
+    db: Database, subscriptions: SubscriptionStore, deliveries: DeliveryStore, change: str
+) -> None:
+    """Review of the stream (found lost): a Kafka subscription whose brokers are away has
+    events the fan-out passed and its stream has not sent; a PUT makes it a webhook (or it is
+    disabled). The fan-out that removes its cursor makes them deliveries in the same
+    statement: pending in their lane (a webhook now), or failed and resendable (disabled);
+    none is lost, nor pruned."""
+    sub = await kafka_subscription(subscriptions, kafka_settings("127.0.0.1:9", "never"))
+    assert await deliveries.fan_out(100) == 0  # the cursor
+    await emit(db, [network_status(CP1, i % 2 == 0, at(i)) for i in range(5)])
+    assert await deliveries.fan_out(100) == 5  # the stream has sent none of them
+    if change == "disabled":
+        await subscriptions.disable(sub.id, "a test")
+    else:
+        await subscriptions.replace_subscription(
+            sub.id, via="webhook", notifications=sub.notifications,
+            callback_url="http://127.0.0.1:9/hook", kafka=None, kafka_password=None,
+            keep_password=False,
+        )  # fmt: skip
+    await emit(db, [network_status(CP1, True, at(5))])
+    assert await deliveries.fan_out(100) == 1
+    assert await _no_cursor(db)
+    state = "pending" if change == "made a webhook" else "failed"
+    rows = await db.fetch(
+        "SELECT outbox_id, state FROM deliveries WHERE subscription_id = $1 ORDER BY 1", sub.id
+    )
+    expected = [1, 2, 3, 4, 5, 6] if state == "pending" else [1, 2, 3, 4, 5]
+    assert [(r["outbox_id"], r["state"]) for r in rows] == [(i, state) for i in expected]
+    lanes = await db.fetchval(
+        "SELECT count(*) FROM delivery_lanes WHERE subscription_id = $1", sub.id
+    )
+    assert lanes == (1 if state == "pending" else 0)
+    await deliveries.prune(retention=0)  # what was written while disabled is owed to no one
+    assert await _outbox_ids(db) == expected
+
+
+async def test_a_tenants_kafka_subscription_gets_the_events_of_its_chargers_at_fan_out(
+    db: Database, subscriptions: SubscriptionStore, deliveries: DeliveryStore
+) -> None:
+    """Review of the stream (found leaking): whether a charger's event is a tenant's is told
+    by the charger's owner when it is read; a stream held up by its brokers read it long
+    after, when the charger had moved to another tenant, which got the earlier event (and the
+    first tenant never did). A sub-operator's Kafka subscription is not streamed: the
+    fan-out gives it deliveries at once, as to a webhook, and the move changes nothing."""
+    t1 = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('t1') RETURNING id")
+    t2 = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('t2') RETURNING id")
+    await db.execute(
+        "INSERT INTO chargers (id, secret_digest, sub_operator_id) VALUES ('CP-1', $1, $2)",
+        b"x" * 32,
+        t1,
+    )
+    s1 = await kafka_subscription(subscriptions, kafka_settings("127.0.0.1:9", "a"))
+    s2 = await kafka_subscription(subscriptions, kafka_settings("127.0.0.1:9", "b"))
+    for sub, tenant in ((s1, t1), (s2, t2)):
+        await db.execute(
+            "UPDATE subscriptions SET sub_operator_id = $2 WHERE id = $1", sub.id, tenant
+        )
+    await emit(db, [network_status(CP1, True, at(0))])  # CP-1 is t1's
+    assert await deliveries.fan_out(100) == 1
+    await db.execute("UPDATE chargers SET sub_operator_id = $1 WHERE id = 'CP-1'", t2)
+    assert await _no_cursor(db)
+    rows = await db.fetch("SELECT subscription_id, outbox_id, state FROM deliveries")
+    assert [tuple(r) for r in rows] == [(s1.id, 1, "pending")]
+
+
+def _evgate(database_url: str, folder: Path) -> AbstractAsyncContextManager[subprocess.Popen[str]]:
     """``evgate serve`` on the test's database, as a process of its own (killed as a crash
     would be, or at the end)."""
-    env = serve_env(
-        folder, free_port(), free_port(), database_url=database_url,
-        notification_poll_interval=0.02,
+    return serving(
+        database_url, folder, notification_poll_interval=0.02,
     )  # fmt: skip
-    proc, out = start_serve(env)
-    try:
-        await asyncio.to_thread(out.wait_count, "ready", 1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        await asyncio.to_thread(proc.wait, 10)
-        out.wait_closed()
 
 
 async def test_a_process_killed_mid_stream_is_taken_over_from_the_cursor(

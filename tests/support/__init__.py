@@ -32,7 +32,15 @@ from .evgate import (
 )
 from .logs import LogLines
 from .loop import TrackingLoop, asyncpg_copy_waiter_unretrieved
-from .processes import ProcessOutput, ended, free_port, postmaster_pid, serve_env, start_serve
+from .processes import (
+    ProcessOutput,
+    ended,
+    free_port,
+    postmaster_pid,
+    serve_env,
+    serving,
+    start_serve,
+)
 from .receiver import Received, Receiver, Reply
 from .waiting import quiet_for, until, until_sync
 
@@ -61,6 +69,7 @@ __all__ = [
     "running_evgate",
     "running_handle",
     "serve_env",
+    "serving",
     "start_serve",
     "terminate_query",
     "until",

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psutil
 
 from .waiting import until_sync
 
-__all__ = ["ProcessOutput", "ended", "free_port", "postmaster_pid", "serve_env", "start_serve"]
+__all__ = [
+    "ProcessOutput",
+    "ended",
+    "free_port",
+    "postmaster_pid",
+    "serve_env",
+    "serving",
+    "start_serve",
+]
 
 
 def free_port() -> int:
@@ -79,6 +90,24 @@ def start_serve(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str],
         text=True,
     )
     return proc, ProcessOutput(proc)
+
+
+@asynccontextmanager
+async def serving(
+    database_url: str, folder: Path, **settings: object
+) -> AsyncIterator[subprocess.Popen[str]]:
+    """``evgate serve`` on ``database_url`` with ``settings``, as a process of its own, once
+    ready (kill it as a crash would; killed at the end if it is still running)."""
+    env = serve_env(folder, free_port(), free_port(), database_url=database_url, **settings)
+    proc, out = start_serve(env)
+    try:
+        await asyncio.to_thread(out.wait_count, "ready", 1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await asyncio.to_thread(proc.wait, 10)
+        out.wait_closed()
 
 
 def postmaster_pid(data_dir: Path) -> int:

@@ -421,7 +421,7 @@ class Dispatcher:
                     await self._close_sink(sub)
         for sub_id, row in rows.items():
             self._subs.setdefault(sub_id, _Subscription(row))
-            if row.via == "kafka" and sub_id not in self._streams:
+            if row.streamed and sub_id not in self._streams:
                 stream = _Stream(sub_id, self.config.kafka_batch)
                 task = service_task(self._stream(stream), name=f"kafka-stream:{sub_id}")
                 self._streams[sub_id] = (stream, task)
@@ -683,7 +683,7 @@ class Dispatcher:
         if (sub := self._subs.get(sub_id)) is not None:
             self._kafka.prepare(sub.row)
         try:
-            while (sub := self._subs.get(sub_id)) is not None and sub.row.via == "kafka":
+            while (sub := self._subs.get(sub_id)) is not None and sub.row.streamed:
                 stream.events.clear()
                 stream.back.clear()
                 outage = False

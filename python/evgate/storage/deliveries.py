@@ -43,6 +43,7 @@ __all__ = [
     "FailedDelivery",
     "LaneOutcome",
     "LaneWant",
+    "streamed",
     "wanted_by",
 ]
 
@@ -74,6 +75,21 @@ def wanted_by(subscription: str, row: str) -> str:
         f" OR {s}.sub_operator_id = {o}.sub_operator_id OR {s}.sub_operator_id ="
         f" (SELECT c.sub_operator_id FROM chargers c WHERE c.id = {o}.charger_id))"
     )
+
+
+def streamed(subscription: str) -> str:
+    """The SQL condition that the subscription aliased ``subscription`` is streamed from a
+    Kafka cursor (``storage/kafka_cursors.py``) rather than given deliveries by the fan-out:
+    an enabled Kafka subscription of the operator's.
+
+    A sub-operator's Kafka subscription gets deliveries as a webhook does: whether an event
+    of a charger is the tenant's is decided by the charger's owner when it is read, and the
+    fan-out reads it within moments of the commit, while a stream held up by its brokers may
+    read it hours later, after the charger moved to another tenant (its earlier events would
+    then go to the new tenant and never to the old one).
+    """
+    s = subscription
+    return f"{s}.enabled AND {s}.via = 'kafka' AND {s}.sub_operator_id IS NULL"
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -252,12 +268,15 @@ class DeliveryStore:
         that want them (:func:`wanted_by`). Returns how many outbox rows were taken, or None
         when another process holds the cursor.
 
-        Kafka subscriptions stream the outbox from cursors of their own
-        (``storage/kafka_cursors.py``): the same transaction makes the cursor of each enabled
-        one that has none, at the position before this batch (the events a webhook
+        The operator's Kafka subscriptions stream the outbox from cursors of their own
+        (:func:`streamed`, ``storage/kafka_cursors.py``): the same transaction makes the
+        cursor of each that has none, at the position before this batch (the events a webhook
         subscription made now would get), and removes those of subscriptions that are no
-        longer enabled Kafka ones (enabled again, they start from the fan-out's position: what
-        was fanned out meanwhile is not sent, as for a webhook).
+        longer streamed (made a webhook, disabled). What such a stream had not sent of what
+        the fan-out passed (after its cursor, up to the position before this batch) becomes
+        deliveries in the same statement: pending in its lanes if it is still enabled (a PUT
+        that made it a webhook), failed (listed, resendable) if it is disabled, so that a
+        change of a subscription never loses an event it was owed.
         """
         async with self._bookkeeping() as conn:
             # First statement, before this transaction has an xid of its own: every
@@ -278,22 +297,41 @@ class DeliveryStore:
                 "), added AS ("
                 "  INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event)"
                 "  SELECT s.id, b.id, b.charger_id, b.event FROM batch b"
-                "  JOIN subscriptions s ON s.enabled AND s.via = 'webhook'"
+                f"  JOIN subscriptions s ON s.enabled AND NOT ({streamed('s')})"
                 f"  AND {wanted_by('s', 'b')}"
                 "  RETURNING subscription_id, charger_id"
+                "), handed AS ("
+                # A stream that stops (its subscription made a webhook, or disabled): what it
+                # had not sent of what the fan-out passed becomes deliveries (all CTEs read
+                # the cursors before `stopped` deletes them).
+                "  INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event, state,"
+                "  last_error)"
+                "  SELECT s.id, o.id, o.charger_id, o.event,"
+                "  CASE WHEN s.enabled THEN 'pending' ELSE 'failed' END,"
+                "  CASE WHEN s.enabled THEN NULL ELSE s.disabled_reason END"
+                "  FROM kafka_cursors k JOIN subscriptions s ON s.id = k.subscription_id"
+                f"  AND NOT ({streamed('s')})"
+                "  JOIN outbox o ON (o.xid, o.id) > (k.after_xid, k.after_id)"
+                "  AND (o.xid, o.id) <= ($1::xid8, $2::bigint)"
+                f"  WHERE {wanted_by('s', 'o')}"
+                "  ON CONFLICT DO NOTHING"
+                "  RETURNING subscription_id, charger_id, state"
                 "), lanes AS ("
                 "  INSERT INTO delivery_lanes (subscription_id, charger_id)"
-                "  SELECT DISTINCT subscription_id, charger_id FROM added ORDER BY 1, 2"
+                "  SELECT DISTINCT subscription_id, charger_id FROM ("
+                "   SELECT subscription_id, charger_id FROM added UNION ALL"
+                "   SELECT subscription_id, charger_id FROM handed WHERE state = 'pending'"
+                "  ) x ORDER BY 1, 2"
                 "  ON CONFLICT (subscription_id, charger_id)"
                 "  DO UPDATE SET version = delivery_lanes.version + 1"
                 "), started AS ("
                 "  INSERT INTO kafka_cursors (subscription_id, after_xid, after_id)"
-                "  SELECT s.id, $1, $2 FROM subscriptions s WHERE s.enabled AND s.via = 'kafka'"
+                f"  SELECT s.id, $1, $2 FROM subscriptions s WHERE {streamed('s')}"
                 "  AND NOT EXISTS (SELECT 1 FROM kafka_cursors k WHERE k.subscription_id = s.id)"
                 "  ON CONFLICT DO NOTHING"
                 "), stopped AS ("
                 "  DELETE FROM kafka_cursors k USING subscriptions s WHERE s.id = k.subscription_id"
-                "  AND NOT (s.enabled AND s.via = 'kafka')"
+                f"  AND NOT ({streamed('s')})"
                 ") SELECT xid, id, (SELECT count(*) FROM batch) AS n"
                 "  FROM batch ORDER BY xid DESC, id DESC LIMIT 1",
                 cursor["after_xid"],

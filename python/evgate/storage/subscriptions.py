@@ -35,6 +35,12 @@ class SubscriptionRow(msgspec.Struct, kw_only=True):
     # address (events/sinks.py).
     sub_operator_id: int | None = None
 
+    @property
+    def streamed(self) -> bool:
+        """Delivered by a stream of the outbox from a Kafka cursor (the operator's Kafka
+        subscriptions; see ``storage.deliveries.streamed``), not by the fan-out's deliveries."""
+        return self.via == "kafka" and self.sub_operator_id is None
+
 
 _SUB_COLUMNS = (
     "id, via, notifications, callback_url, kafka, kafka_password, webhook_secret,"
