@@ -15,7 +15,7 @@ import contextvars
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["OwnedTask", "cancel_and_wait", "service_task", "wait_event"]
+__all__ = ["OwnedTask", "cancel_and_wait", "retrieve", "service_task", "wait_event"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,14 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
         async with asyncio.timeout(seconds):
             await event.wait()
     return event.is_set()
+
+
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """Read the outcome of a done future nobody awaits (a done callback: a cancelled read,
+    a record whose result no longer matters), so that asyncio does not log it as never
+    retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:

@@ -41,12 +41,12 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from evgate.events.sinks import (
     Attempt,
     KafkaProducers,
     WebhookSink,
+    failure_text,
     kafka_settings_key,
     refused,
     sent_again,
@@ -69,7 +69,7 @@ from evgate.storage.kafka_cursors import (
     StreamWindow,
 )
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
-from evgate.tasks import cancel_and_wait, service_task, wait_event
+from evgate.tasks import cancel_and_wait, retrieve, service_task, wait_event
 
 __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
 
@@ -159,13 +159,7 @@ class _Stream:
             _, task = self.ahead
             self.ahead = None
             task.cancel()
-            task.add_done_callback(_collect)
-
-
-def _collect(task: asyncio.Task[Any]) -> None:
-    """Retrieve a discarded task's outcome (nobody awaits it)."""
-    if not task.cancelled():
-        task.exception()
+            task.add_done_callback(retrieve)
 
 
 class _Books:
@@ -739,17 +733,17 @@ class Dispatcher:
             stream.behind_since = None
             self._m_stream_lag.set(0, str(row.id))
             return None, False
-        if window.rows >= stream.batch:
-            # More is waiting: the next window is read while this one is produced (two in
-            # memory at most).
+        full = window.rows >= stream.batch  # more is waiting
+        if full:
+            # The next window is read while this one is produced (two in memory at most).
             read = service_task(
                 self.cursors.read(row.id, window.end, stream.batch), name=f"kafka-read:{row.id}"
             )
             stream.ahead = (window.end, read)
-        if window.rows < stream.batch:
+            if stream.behind_since is None:
+                stream.behind_since = loop.time()
+        else:
             stream.behind_since = None  # caught up with this one
-        elif stream.behind_since is None:
-            stream.behind_since = loop.time()
         behind = 0.0 if stream.behind_since is None else loop.time() - stream.behind_since
         self._m_stream_lag.set(behind, str(row.id))
         send = [e for e in window.events if not e.queued]
@@ -773,13 +767,12 @@ class Dispatcher:
                 return 0.0, False
             stream.position, stream.leased_at = end, loop.time()
         self._m_delivered.inc("kafka", amount=delivered)
-        for item in laned:
-            if item.attempt:
-                self._m_failed.inc("kafka")
-                if item.retry_in is None:
-                    self._m_gave_up.inc("kafka")
-        refusals = [item for item in laned if item.attempt]
+        refusals = [item for item in laned if item.attempt]  # the others wait behind them
         if refusals:
+            self._m_failed.inc("kafka", amount=len(refusals))
+            given_up = sum(item.retry_in is None for item in refusals)
+            if given_up:
+                self._m_gave_up.inc("kafka", amount=given_up)
             log.warning(
                 "%s: the brokers refused %d events (first %d: %s); they go to their chargers'"
                 " lanes",
@@ -787,7 +780,6 @@ class Dispatcher:
             )  # fmt: skip
         if stopped is None:
             stream.complaint = None
-            full = window.rows >= stream.batch  # more is waiting: on at once
             stream.batch = min(self.config.kafka_batch, stream.batch * 2)
             return (0.0 if full else self.config.poll_interval), False
         if sent_again(stopped):
@@ -839,7 +831,7 @@ class Dispatcher:
                 delivered += 1
             elif refused(error):
                 retry_in = retry_delay(self.config, 1)
-                text = f"{type(error).__name__}: {error}"[:500]
+                text = failure_text(error)
                 laned.append(Laned(e.outbox_id, e.charger_id, e.event, 1, text, retry_in, duration))
                 chargers.add(e.charger_id)
             else:

@@ -48,7 +48,7 @@ from evgate.outages import Dependency, RepeatFilter, quiet_repeats
 from evgate.storage.deliveries import Delivery
 from evgate.storage.kafka_settings import KafkaSettings
 from evgate.storage.subscriptions import SubscriptionRow
-from evgate.tasks import service_task
+from evgate.tasks import retrieve, service_task
 
 __all__ = [
     "Attempt",
@@ -59,6 +59,7 @@ __all__ = [
     "ProducerReplaced",
     "WebhookSink",
     "check_aiokafka",
+    "failure_text",
     "kafka_settings_key",
     "refused",
     "sent_again",
@@ -235,7 +236,7 @@ class WebhookSink:
             return Attempt(False, error=f"timeout ({type(exc).__name__})", duration_ms=_ms(started))
         except aiohttp.ClientError as exc:
             return Attempt(
-                False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=_ms(started)
+                False, error=failure_text(exc), duration_ms=_ms(started)
             )
         elapsed = _ms(started)
         if 200 <= status < 300:
@@ -262,9 +263,10 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _collect(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def failure_text(exc: BaseException) -> str:
+    """What an attempt's error records of ``exc`` (its type and message, at most 500
+    characters)."""
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def kafka_settings_key(subscription: SubscriptionRow) -> tuple[Any, ...]:
@@ -462,7 +464,7 @@ class KafkaProducers:
         start = self._starting.get(key)
         if start is None:
             start = service_task(self._start(key, subscription), name="kafka-producer-start")
-            start.add_done_callback(_collect)  # when every lane waiting for it was cancelled
+            start.add_done_callback(retrieve)  # when every lane waiting for it was cancelled
             start.add_done_callback(self._starts.discard)
             self._starting[key] = start
             self._starts.add(start)
@@ -536,7 +538,7 @@ class KafkaProducers:
         exc = produced.errors[done]
         assert exc is not None
         attempt = Attempt(
-            False, error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=produced.duration_ms
+            False, error=failure_text(exc), duration_ms=produced.duration_ms
         )
         return done, attempt._replace(resend=sent_again(exc))
 
@@ -619,7 +621,7 @@ class KafkaProducers:
             else:
                 # Sent again from the first unacknowledged one (also after a cancellation):
                 # their own outcomes no longer matter, but must be collected.
-                future.add_done_callback(_collect)
+                future.add_done_callback(retrieve)
                 errors[i] = _unresolved(ended, self.delivery_timeout)
         if ended is not None:
             if not isinstance(ended, Exception):
@@ -734,7 +736,7 @@ async def _discard(producer: AIOKafkaProducer) -> None:
         accumulator.fail_all(ProducerReplaced("the producer was replaced"))
         # A queued batch's "drained" waiter fails too; nobody waits on it any more.
         for batch in queued:
-            _collect(batch._drain_waiter)
+            retrieve(batch._drain_waiter)
     with contextlib.suppress(Exception):
         await producer.stop()
     with contextlib.suppress(Exception):
