@@ -899,13 +899,22 @@ async def test_only_the_events_an_enabled_subscription_names_are_written(
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'b'") == 0
 
 
+@pytest.mark.parametrize("default_isolation", ["read committed", "repeatable read"])
 async def test_a_subscription_committed_during_a_batch_gets_its_events(
-    writer: Writer, db: Database, database_url: str
+    db: Database, database_url: str, default_isolation: str
 ) -> None:
     """The race a skipped row could lose an event to: a subscription is being made (its
     transaction open) while a batch of its event runs. The batch waits for it (migration
     0026's lock) and keeps the row; had it read the subscriptions before the subscription
-    committed, the event would be lost to it."""
+    committed, the event would be lost to it. Whatever the database's default isolation: a
+    batch under REPEATABLE READ would read with its first statement's snapshot, taken before
+    the wait (the writer's BEGIN names READ COMMITTED)."""
+    name = await db.fetchval("SELECT current_database()")
+    await db.execute(
+        f"ALTER DATABASE {name} SET default_transaction_isolation = '{default_isolation}'"
+    )
+    writer = Writer(database_url, flush_interval=0.002, retry_max_delay=0.2, stop_timeout=5)
+    await writer.start()
     maker = await asyncpg.connect(database_url)
     try:
         made = maker.transaction()
@@ -920,6 +929,7 @@ async def test_a_subscription_committed_during_a_batch_gets_its_events(
         assert await asyncio.wait_for(submitted, 10) == [None]
     finally:
         await maker.close()
+        await writer.stop()
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'late'") == 1
 
 
