@@ -235,9 +235,7 @@ class WebhookSink:
         except TimeoutError as exc:
             return Attempt(False, error=f"timeout ({type(exc).__name__})", duration_ms=_ms(started))
         except aiohttp.ClientError as exc:
-            return Attempt(
-                False, error=failure_text(exc), duration_ms=_ms(started)
-            )
+            return Attempt(False, error=failure_text(exc), duration_ms=_ms(started))
         elapsed = _ms(started)
         if 200 <= status < 300:
             return Attempt(True, status, duration_ms=elapsed)
@@ -537,9 +535,7 @@ class KafkaProducers:
             return done, Attempt(True, duration_ms=produced.duration_ms)
         exc = produced.errors[done]
         assert exc is not None
-        attempt = Attempt(
-            False, error=failure_text(exc), duration_ms=produced.duration_ms
-        )
+        attempt = Attempt(False, error=failure_text(exc), duration_ms=produced.duration_ms)
         return done, attempt._replace(resend=sent_again(exc))
 
     async def produce(
