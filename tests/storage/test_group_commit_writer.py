@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -636,7 +637,7 @@ async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: 
     finally:
         conn.remove_query_logger(logged)
     assert len(queries) == 3, queries
-    assert "; INSERT INTO outbox" in queries[-1] and queries[-1].endswith("COMMIT")
+    assert queries[-1].startswith("INSERT INTO outbox") and queries[-1].endswith("COMMIT")
     stored = await db.fetch("SELECT event, charger_id, payload FROM outbox ORDER BY id")
     assert [tuple(r) for r in stored] == [
         ("first", charger, payload),
@@ -866,8 +867,10 @@ async def test_no_batch_statement_ever_runs_outside_the_batchs_transaction(
             in_transaction = failed or not query.endswith("COMMIT")
         elif query == "ROLLBACK":
             in_transaction = False
-        elif not in_transaction and not query.startswith("SELECT backend_start"):
-            outside.append(query)  # (the connection's once-only read is not a batch's)
+        elif not in_transaction and not query.startswith(
+            ("SELECT backend_start", "SELECT w.generation")
+        ):
+            outside.append(query)  # (the connection's once-only reads are not a batch's)
         elif query.endswith("COMMIT") and not failed:
             in_transaction = False
     assert len(log) > 20 and outside == []
@@ -897,6 +900,43 @@ async def test_only_the_events_an_enabled_subscription_names_are_written(
     ]
     await writer.submit(outbox.append([("b", "CP-9", b"")]), key="CP-1")
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'b'") == 0
+
+
+async def test_the_writer_keeps_no_stale_names_of_wanted_events(
+    writer: Writer, db: Database
+) -> None:
+    """The writer filters by the names it read before (not in each batch): a subscription
+    made, enabled again, widened, narrowed, disabled or deleted since then counts from the
+    next batch on, on every committer (each batch checks the subscriptions' generation, and
+    one that filtered by old names runs again with the new ones)."""
+
+    chargers = (f"CP-{i}" for i in itertools.count())  # every committer in turn
+
+    async def kept(event: str) -> bool:
+        charger = next(chargers)
+        await writer.submit(outbox.append([(event, charger, b"")]), key=charger)
+        found = await db.fetchval(
+            "SELECT count(*) FROM outbox WHERE event = $1 AND charger_id = $2", event, charger
+        )
+        return bool(found)
+
+    assert not await kept("a")  # the names are read: none
+    await want_events(db, "a")
+    assert [await kept("a") for _ in range(8)] == [True] * 8
+    assert not await kept("b")
+    await db.execute("UPDATE subscriptions SET notifications = '{a,b}'")
+    assert await kept("b") and await kept("a")
+    await db.execute("UPDATE subscriptions SET notifications = '{b}'")
+    assert [await kept("a") for _ in range(8)] == [False] * 8
+    await db.execute("UPDATE subscriptions SET enabled = false")
+    assert not await kept("b")
+    await db.execute("UPDATE subscriptions SET enabled = true")
+    assert await kept("b")
+    await db.execute("DELETE FROM subscriptions")
+    assert [await kept("b") for _ in range(8)] == [False] * 8
+    await want_events(db, "c")
+    await db.execute("TRUNCATE subscriptions CASCADE")
+    assert not await kept("c")
 
 
 @pytest.mark.parametrize("default_isolation", ["read committed", "repeatable read"])
@@ -934,20 +974,26 @@ async def test_a_subscription_committed_during_a_batch_gets_its_events(
 
 
 async def test_a_subscription_waits_for_the_writers_event_rows_only(database_url: str) -> None:
-    """The other side of the race: a transaction that has run the writer's outbox statements
-    (which kept nothing) holds back a subscription that makes its event wanted (made,
-    enabled again, or naming more events) until it ends, so the subscription exists only
-    after every event it could have missed committed. Nothing else that writes the outbox
-    (an API change's event, the prune) makes it wait: a subscription re-enabled while the
+    """The other side of the race: a transaction that has checked the generation of the
+    names it filtered its events by (the writer's batch, whatever it then keeps) holds back a
+    subscription that makes an event wanted (made, enabled again, or naming more events)
+    until it ends, so the subscription exists only after every event it could have missed
+    committed. Nothing else that writes the outbox (an API change's event, the prune) makes
+    it wait, nor does a change that only narrows: a subscription re-enabled while the
     operator deletes its sub-operator (whose event is written first, then the delete
     cascades to the subscription) deadlocked when it took a table lock."""
     batch, maker = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+
+    async def checked(conn: asyncpg.Connection) -> None:  # what a writer batch opens with
+        wanted = await outbox.read_wanted(conn)
+        assert await conn.fetchval(f"SELECT {outbox.wanted_check_sql(wanted)}") is True
+
     try:
 
         async def waits_for_the_batch(change: str) -> None:
             open_batch = batch.transaction()
             await open_batch.start()
-            await batch.execute(outbox.wanted_rows_sql("('x', 'CP-1', ''::bytea)"))
+            await checked(batch)
             changing = asyncio.ensure_future(maker.execute(change))
             await quiet_for(0.3)
             assert not changing.done(), f"did not wait for the writer: {change}"
@@ -968,7 +1014,7 @@ async def test_a_subscription_waits_for_the_writers_event_rows_only(database_url
             "DELETE FROM subscriptions",
         ):
             async with batch.transaction():
-                await batch.execute(outbox.wanted_rows_sql("('x', 'CP-1', ''::bytea)"))
+                await checked(batch)
                 await asyncio.wait_for(maker.execute(change), 10)
         # An event written by other means (the API's, unfiltered) holds no subscription back.
         async with batch.transaction():

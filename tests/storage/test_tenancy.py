@@ -186,3 +186,23 @@ async def test_a_component_task_a_tenants_request_starts_acts_for_no_tenant(db: 
         }
     finally:
         await keys.stop()
+
+
+async def test_a_tenants_subscription_moves_the_wanted_generation_it_cannot_touch(
+    db: Database,
+) -> None:
+    """The writer's names of wanted events are as fresh as the subscriptions' generation
+    (migration 0027): a sub-operator's subscription moves it too (the trigger runs as the
+    owner; as the tenant it would have updated no row, and the writer would have kept
+    filtering the new subscription's events out), while the tenant can neither read nor move
+    the generation itself."""
+    a, _ = await _two_tenants(db)
+    before = await db.fetchval("SELECT generation FROM outbox_wanted")
+    with acting_for(a):
+        await db.execute(
+            "INSERT INTO subscriptions (via, notifications, callback_url, webhook_secret)"
+            " VALUES ('webhook', '{x}', 'http://127.0.0.1:9/', '\\x00')"
+        )
+        assert await db.fetchval("SELECT count(*) FROM outbox_wanted") == 0
+        assert await db.execute("UPDATE outbox_wanted SET generation = 0") == "UPDATE 0"
+    assert await db.fetchval("SELECT generation FROM outbox_wanted") == before + 1

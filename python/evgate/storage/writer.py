@@ -64,6 +64,7 @@ import asyncpg
 from evgate.metrics import Registry
 from evgate.outages import Dependency
 from evgate.storage.errors import is_unavailable
+from evgate.storage.ops import outbox
 from evgate.storage.ops.base import (
     RetryBatch,
     Write,
@@ -268,6 +269,9 @@ class Writer:
         self.retry_max_delay = retry_max_delay
         self.stop_timeout = stop_timeout
         self.stats = WriterStats()
+        # The events some subscription wants, read when a batch finds them unknown or stale
+        # (ops.outbox.filter_by): shared by the committers.
+        self.wanted: outbox.WantedEvents | None = None
         self._committers = [_Committer(self, i) for i in range(committers)]
         self._pending_rows = 0  # queued + in the batches being written
         self._space = asyncio.Condition()
@@ -514,6 +518,11 @@ class _Committer:
                     unknown = None
                     results = await self._commit(batch)
             except Exception as exc:
+                if outbox.wanted_changed(exc):
+                    # Rolled back: a subscription changed what is wanted since the names the
+                    # batch filtered its events by. Read them again (_commit) and run it again.
+                    self.writer.wanted = None
+                    continue
                 if isinstance(exc, RetryBatch) and reruns < _RERUNS:
                     reruns += 1  # rolled back; the op takes its careful way this time
                     continue
@@ -569,20 +578,26 @@ class _Committer:
             await self._drop_connection()
             conn = await self._connection()
         backend = await self._backend(conn)
+        wanted = self.writer.wanted
+        if wanted is None:
+            wanted = self.writer.wanted = await outbox.read_wanted(conn)
         ops_conn = self._ops_connection(conn)
         batch_id = uuid.uuid4()
         started = time.perf_counter()
         # BEGIN and the batch's id in one round trip (a batch is a handful of them, and each
         # one waits for the other committer's turn on the loop); the id is ours, a literal is
         # safe. Sent with the ops' first statement's need, or with the COMMIT when they only
-        # deferred theirs (_BatchConnection): then the whole batch is one round trip.
-        # READ COMMITTED named, whatever the database's default: the outbox's rows of wanted
-        # events rely on each statement's own snapshot (ops.outbox.wanted_rows_sql).
+        # deferred theirs (_BatchConnection): then the whole batch is one round trip. The
+        # same statement checks that the events the batch keeps are still all that is wanted
+        # (its snapshot then taken after a lock: READ COMMITTED named, whatever the database's
+        # default; ops.outbox.wanted_check_sql).
         ops_conn.defer_begin(
             "BEGIN ISOLATION LEVEL READ COMMITTED;"
-            f" INSERT INTO writer_commits (batch_id) VALUES ('{batch_id}')"
+            f" INSERT INTO writer_commits (batch_id) SELECT '{batch_id}'"
+            f" WHERE {outbox.wanted_check_sql(wanted)}"
         )
         conn_for_ops = cast(asyncpg.Connection, ops_conn)
+        outbox.filter_by(conn_for_ops, wanted)
         try:
             # Each op once on its items of every submission, results back per submission;
             # what they defer to the COMMIT (``before_commit``) goes with it.

@@ -27,7 +27,19 @@ from evgate.storage.ops.base import (
     write_grouped,
 )
 
-__all__ = ["EMIT", "OUTBOX", "OUTBOX_COLUMNS", "Emission", "append", "emit", "wanted_rows_sql"]
+__all__ = [
+    "EMIT",
+    "OUTBOX",
+    "OUTBOX_COLUMNS",
+    "Emission",
+    "WantedEvents",
+    "append",
+    "emit",
+    "filter_by",
+    "read_wanted",
+    "wanted_changed",
+    "wanted_check_sql",
+]
 
 OUTBOX_COLUMNS = ("event", "charger_id", "payload")
 
@@ -36,50 +48,86 @@ OUTBOX_COLUMNS = ("event", "charger_id", "payload")
 # for less per row.
 _TAIL_ROWS = 64
 
+_INSERT = f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES "
 
-# The literal INSERT keeps only the rows of events an enabled subscription names (the others
-# would be written, indexed, fanned out to no one and pruned: ~40 % of the WAL of a fleet's
-# batches). The names are read once per statement (an InitPlan: no join, so the VALUES keep
-# their order and the ids the charger's). A subscription committed while a batch runs is
-# safe: the shared advisory lock before the INSERT, held to the end of the transaction, makes
-# a subscription that makes events wanted wait for the batch, and the batch's INSERT (its
-# snapshot taken after the lock) wait for that subscription (migration 0026, same key). Any
-# subscription counts (a tenant's too: the fan-out sorts out whose the event is); COPY (a
-# storm's batches), the API's events (storage/outbox.py) and ops that insert events
-# themselves keep every row, which the fan-out skips as before.
-_INSERT_WANTED = (
-    "SELECT pg_advisory_xact_lock_shared(1702258548, 26);"
-    f" INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) SELECT * FROM (VALUES "
-)
-_OF_WANTED_EVENTS = (
-    f") AS v({', '.join(OUTBOX_COLUMNS)}) WHERE v.event = ANY(ARRAY("
-    "SELECT DISTINCT unnest(s.notifications) FROM subscriptions s WHERE s.enabled))"
+
+class WantedEvents(NamedTuple):
+    """The events some enabled subscription names, as the subscriptions were at
+    ``generation`` (migration 0027: every change to what they want moves it)."""
+
+    generation: int
+    events: frozenset[str]
+
+
+# Both read in one statement, so the names are those of that generation.
+_READ_WANTED = (
+    "SELECT w.generation, ARRAY(SELECT DISTINCT unnest(s.notifications) FROM subscriptions s"
+    " WHERE s.enabled) FROM outbox_wanted w"
 )
 
+# What outbox_wanted_unchanged raises when the subscriptions moved past a batch's generation.
+_WANTED_CHANGED = "EV027"
 
-def wanted_rows_sql(values: str) -> str:
-    """The statements that append the outbox rows ``values`` (literal ``(event, charger_id,
-    payload)`` tuples, comma-separated) that some enabled subscription wants."""
-    return _INSERT_WANTED + values + _OF_WANTED_EVENTS
+
+async def read_wanted(conn: asyncpg.Connection) -> WantedEvents:
+    """The events wanted now, with their generation."""
+    row = await conn.fetchrow(_READ_WANTED)
+    assert row is not None  # migration 0027 made the row; nothing deletes it
+    return WantedEvents(row[0], frozenset(row[1]))
+
+
+def wanted_check_sql(wanted: WantedEvents) -> str:
+    """An SQL expression, true, that fails the transaction it runs in unless the subscriptions
+    are still at ``wanted``'s generation, and holds back (to the transaction's end) any change
+    that would make more events wanted: the condition under which rows filtered by ``wanted``
+    lose no event a subscription is owed. Under READ COMMITTED only (the writer's BEGIN)."""
+    return f"outbox_wanted_unchanged({int(wanted.generation)})"
+
+
+def wanted_changed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the failure of :func:`wanted_check_sql`: read the names again
+    (:func:`read_wanted`) and run the batch again."""
+    return getattr(exc, "sqlstate", None) == _WANTED_CHANGED
+
+
+# Per connection in a writer batch: the wanted events the batch filters its rows by (the
+# writer checks their generation in the batch's first statement: wanted_check_sql).
+_FILTERS: weakref.WeakKeyDictionary[asyncpg.Connection, WantedEvents] = weakref.WeakKeyDictionary()
+
+
+def filter_by(conn: asyncpg.Connection, wanted: WantedEvents) -> None:
+    """The writer's batch on ``conn`` keeps only the outbox rows of ``wanted``'s events; the
+    writer has made the batch check ``wanted_check_sql(wanted)``."""
+    _FILTERS[conn] = wanted
 
 
 class OutboxRows(CopyRows):
     """Appends a batch's outbox rows, in submission order: in the COMMIT's round trip
-    (``before_commit``) for the few rows of a batch at a fleet's pace, those of events some
-    subscription wants; by COPY for many, all of them."""
+    (``before_commit``) for the few rows of a batch at a fleet's pace, by COPY for many.
+
+    In a writer batch only the rows of events some enabled subscription names are written
+    (:func:`filter_by`; the others would be written, indexed, fanned out to no one and pruned:
+    ~40 % of the WAL of a fleet's batches, and the parse of their payloads). Any subscription
+    counts (a tenant's too: the fan-out sorts out whose the event is). Outside a writer batch
+    every row is written, as the API's events (``storage/outbox.py``) and ops that insert
+    events themselves; the fan-out skips those nobody wants.
+    """
 
     async def write(
         self, conn: asyncpg.Connection, items: list[Sequence[tuple[Any, ...]]]
     ) -> list[None]:
         records = [row for item in items for row in item]
+        wanted = _FILTERS.get(conn)
+        if wanted is not None:
+            records = [row for row in records if row[0] in wanted.events]
         if len(records) > _TAIL_ROWS:
-            return await super().write(conn, items)
-        if records:
+            await super().write(conn, [records])
+        elif records:
             values = ",".join(
                 f"({text_literal(event)},{text_literal(charger_id)},{bytea_literal(payload)})"
                 for event, charger_id, payload in records
             )
-            await before_commit(conn, wanted_rows_sql(values))
+            await before_commit(conn, _INSERT + values)
         return [None] * len(items)
 
 
