@@ -53,6 +53,7 @@ from evgate.events.sinks import (
 )
 from evgate.metrics import Registry
 from evgate.storage.deliveries import (
+    BACKLOG_SAMPLE,
     AttemptRecord,
     ClaimedLane,
     Delivery,
@@ -275,7 +276,10 @@ class Dispatcher:
         lanes = registry.gauge("evgate_notification_lanes_active", "Lanes being delivered now")
         lanes.set_function(lambda: len(self._tasks))
         self._m_backlog = registry.gauge(
-            "evgate_notification_backlog", "Deliveries pending (all subscriptions, all processes)"
+            "evgate_notification_backlog",
+            "Events waiting for delivery (all subscriptions, all processes): deliveries pending,"
+            " and what Kafka streams have still to send after their cursors (counted over the"
+            f" next {BACKLOG_SAMPLE} outbox rows of each, estimated beyond)",
         )
 
     # Lifecycle.
