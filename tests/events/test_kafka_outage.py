@@ -226,6 +226,40 @@ async def test_a_stream_waiting_for_its_brokers_resumes_when_they_return(
     )
 
 
+# Brokers probed twice a second (their return is seen within moments).
+PROBED = dataclasses.replace(OUTAGE, kafka_probe_interval=0.5)
+
+
+async def test_the_stream_lag_says_how_old_its_oldest_unsent_event_is_while_brokers_are_away(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+    kafka_broker: KafkaBroker,
+) -> None:
+    """Review of the gauges (found 0): the stream's lag said how long its windows had been
+    full, so a few events waiting for brokers that are away showed as no lag at all. It says
+    how old the oldest event the stream has not had acknowledged is: it grows during the
+    outage and is 0 again once they were delivered."""
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 1)
+    dispatcher = dispatchers(PROBED)
+    charger = ChargerRef("CP-1", 1)
+
+    def lag() -> float:
+        return dispatcher._m_stream_lag.value(str(sub.id))
+
+    await emit(db, [network_status(charger, True, at(0))])
+    await _consume_all(kafka_broker, topic, {"evt_1"}, within=30)
+    await until(lambda: lag() == 0, within=30)
+    try:
+        await kafka_broker.stop_async()
+        await emit(db, [network_status(charger, i % 2 == 0, at(i)) for i in range(1, 4)])
+        await until(lambda: lag() >= 3, within=60, message=lag)
+    finally:
+        await kafka_broker.start_async()
+    await _consume_all(kafka_broker, topic, {f"evt_{i}" for i in range(1, 5)}, within=60)
+    await until(lambda: lag() == 0, within=60, message=lag)
+
+
 async def test_a_lane_that_breaks_the_producer_costs_the_other_lanes_no_attempt(
     db: Database,
     subscriptions: SubscriptionStore,
