@@ -260,6 +260,60 @@ async def test_the_stream_lag_says_how_old_its_oldest_unsent_event_is_while_brok
     await until(lambda: lag() == 0, within=60, message=lag)
 
 
+async def test_a_stream_halves_its_batch_after_one_timed_out_and_grows_it_back(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A hung broker (SIGSTOP): each of the stream's batches times out, and the next is half
+    as large, down to 100 rows; once the broker answers again each batch delivered doubles
+    the next, back to ``kafka_batch``. Every event arrives."""
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 1)
+    dispatcher = dispatchers(
+        dataclasses.replace(PROBED, kafka_batch=400, delivery_timeout=1.0)
+    )
+    charger = ChargerRef("CP-1", 1)
+    await emit(db, [network_status(charger, True, at(0))])
+    await _consume_all(kafka_broker, topic, {"evt_1"}, within=30)
+    stream, _ = dispatcher._streams[sub.id]
+    sizes = [stream.batch]
+
+    def note() -> None:
+        if stream.batch != sizes[-1]:
+            sizes.append(stream.batch)
+
+    async def watch() -> None:
+        while True:
+            note()
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.ensure_future(watch())
+    sent = 1
+    try:
+        kafka_broker.pause()
+        try:
+            await emit(db, [network_status(charger, i % 2 == 0, at(i)) for i in range(1, 51)])
+            sent = 51
+            await until(lambda: stream.batch == 100, within=120, message=lambda: sizes)
+        finally:
+            kafka_broker.resume()
+        while stream.batch < 400:  # a batch delivered doubles the next: events for two more
+            assert len(sizes) < 20, sizes
+            await emit(db, [network_status(charger, sent % 2 == 0, at(sent))])
+            sent += 1
+            await until(lambda: stream.position is not None and stream.position.id >= sent,
+                        within=120, message=lambda: sizes)  # fmt: skip
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    note()
+    assert sizes[:3] == [400, 200, 100], sizes
+    assert sizes[-3:] == [100, 200, 400], sizes
+    assert all(b in (a * 2, a // 2) for a, b in zip(sizes, sizes[1:], strict=False)), sizes
+    await _consume_all(kafka_broker, topic, {f"evt_{i}" for i in range(1, sent + 1)}, within=60)
+
+
 async def test_a_lane_that_breaks_the_producer_costs_the_other_lanes_no_attempt(
     db: Database,
     subscriptions: SubscriptionStore,
