@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -48,6 +49,7 @@ from .events_helpers import (
 SMALL = dataclasses.replace(FAST, kafka_batch=50)
 _TOO_LARGE = 100_000  # bytes of a payload; the topics of _SMALL_TOPIC refuse more than 32 KiB
 _SMALL_TOPIC = {"max.message.bytes": "32768"}
+_DATA_TRANSFER = "chargePoint.dataTransferReceived"
 
 
 def _ids(records: list[Any]) -> list[str]:
@@ -160,6 +162,47 @@ async def test_a_refused_record_goes_to_its_lane_and_its_charger_waits_behind_it
         return bool(await db.fetchval(query, refused) > 3)
 
     await until(tried_again, within=30)
+
+
+@pytest.mark.evgate_settings(notification_retry_schedule="1s 1s")
+async def test_the_operators_resend_sends_a_kafka_lanes_failed_delivery_again(
+    api: httpx.AsyncClient, db: Database, kafka_broker: KafkaBroker
+) -> None:
+    """A record the topic refused went to its charger's lane and gave up (failed, listed);
+    the topic is then made to take it, and the operator's resend (the API's action) puts it
+    back in its lane: it reaches the topic, and nothing is left waiting or failed."""
+    topic = await _topic(kafka_broker, 1, _SMALL_TOPIC)
+    settings = kafka_settings(kafka_broker.bootstrap_plain, topic, compressionCodec="none")
+    r = await api.post(
+        "/public-api/notifications/v2.0",
+        json={"via": "kafka", "notifications": [_DATA_TRANSFER], "kafka": settings},
+    )
+    assert r.status_code == 201, r.text
+    sub_id = r.json()["data"]["id"]
+    payload = msgspec.json.encode({"notification": _DATA_TRANSFER, "data": "x" * _TOO_LARGE})
+    await emit(db, [OutboxEntry(_DATA_TRANSFER, "CP-BIG", payload)])
+    (refused,) = await _outbox_ids(db)
+    subscription = f"/public-api/notifications/v2.0/{sub_id}"
+
+    async def failed() -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = (await api.get(f"{subscription}/failed-deliveries")).json()[
+            "data"
+        ]
+        return got
+
+    (gave_up,) = await until(failed, within=60)
+    assert (gave_up["eventId"], gave_up["attempts"]) == (refused, 3)
+    await kafka_broker.configure_topic(topic, {"max.message.bytes": str(2 * _TOO_LARGE)})
+    r = await api.post(f"/public-api/actions/notifications/v1.0/{sub_id}/resend", json={})
+    assert (r.status_code, r.json()["data"]) == (202, {"deliveries": 1})
+    records = await _all_of(kafka_broker, topic, {f"evt_{refused}"})
+    assert [r.value for r in records] == [payload]
+
+    async def settled() -> bool:
+        counts = (await api.get(f"{subscription}/delivery-counts")).json()
+        return bool(counts == {"waiting": 0, "failed": 0})
+
+    await until(settled, within=60)
 
 
 async def test_one_dispatcher_streams_a_subscription_and_another_takes_over_when_it_stops(

@@ -50,6 +50,7 @@ from evgate.events.sinks import (
     kafka_settings_key,
     refused,
     sent_again,
+    timed_out,
 )
 from evgate.metrics import Registry
 from evgate.storage.deliveries import (
@@ -795,7 +796,7 @@ class Dispatcher:
         if sent_again(stopped):
             self._m_resent.inc()  # a producer replaced under it: again at once
             return 0.0, False
-        if isinstance(stopped, TimeoutError):
+        if timed_out(stopped):
             stream.batch = max(100, stream.batch // 2)
         if not self._kafka.brokers(row).available:
             return self.config.kafka_probe_interval, True
