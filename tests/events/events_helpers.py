@@ -137,11 +137,14 @@ def kafka_settings(bootstrap: str, topic: str, **extra: Any) -> dict[str, Any]:
 
 
 async def kafka_subscription(
-    subscriptions: SubscriptionStore, kafka: dict[str, Any], password: str | None = None
+    subscriptions: SubscriptionStore,
+    kafka: dict[str, Any],
+    password: str | None = None,
+    names: Iterable[str] | None = None,
 ) -> SubscriptionRow:
     return await subscriptions.create_subscription(
         via="kafka",
-        notifications=list(CATALOG),
+        notifications=list(names or CATALOG),
         callback_url=None,
         kafka=kafka,
         kafka_password=password,

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -224,6 +225,151 @@ async def test_a_stream_waiting_for_its_brokers_resumes_when_they_return(
     assert (
         await db.fetchval("SELECT count(*) FROM deliveries WHERE subscription_id = $1", sub.id) == 0
     )
+
+
+# Brokers probed twice a second (their return is seen within moments).
+PROBED = dataclasses.replace(OUTAGE, kafka_probe_interval=0.5)
+
+
+async def test_the_stream_lag_says_how_old_its_oldest_unsent_event_is_while_brokers_are_away(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+    kafka_broker: KafkaBroker,
+) -> None:
+    """Review of the gauges (found 0): the stream's lag said how long its windows had been
+    full, so a few events waiting for brokers that are away showed as no lag at all. It says
+    how old the oldest event the stream has not had acknowledged is: it grows during the
+    outage and is 0 again once they were delivered."""
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 1)
+    dispatcher = dispatchers(PROBED)
+    charger = ChargerRef("CP-1", 1)
+
+    def lag() -> float:
+        return dispatcher._m_stream_lag.value(str(sub.id))
+
+    await emit(db, [network_status(charger, True, at(0))])
+    await _consume_all(kafka_broker, topic, {"evt_1"}, within=30)
+    await until(lambda: lag() == 0, within=30)
+    try:
+        await kafka_broker.stop_async()
+        await emit(db, [network_status(charger, i % 2 == 0, at(i)) for i in range(1, 4)])
+        await until(lambda: lag() >= 3, within=60, message=lag)
+    finally:
+        await kafka_broker.start_async()
+    await _consume_all(kafka_broker, topic, {f"evt_{i}" for i in range(1, 5)}, within=60)
+    await until(lambda: lag() == 0, within=60, message=lag)
+
+
+@pytest.mark.parametrize("expiry", ["the delivery timeout", "aiokafka's request timeout"])
+async def test_a_stream_halves_its_batch_after_one_timed_out_and_grows_it_back(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+    kafka_broker: KafkaBroker,
+    expiry: str,
+) -> None:
+    """A hung broker (SIGSTOP): the stream's batch times out (the dispatcher's delivery
+    timeout, or aiokafka's request timeout when it is the shorter: a send that cannot queue
+    its record in time; that one was not halved) and the next is half as large; each batch
+    that times out halves it, down to 100 rows (with aiokafka's shorter timeout the later
+    rounds fail to start a producer: no batch is sent, none halved). Once the broker answers
+    again each batch delivered doubles the next, back to ``kafka_batch``. Every event
+    arrives."""
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 1)
+    if expiry == "the delivery timeout":
+        config = dataclasses.replace(PROBED, kafka_batch=400, delivery_timeout=1.0)
+    else:
+        config = dataclasses.replace(
+            PROBED, kafka_batch=400, delivery_timeout=6.0, kafka_request_timeout=1.0
+        )
+    dispatcher = dispatchers(config)
+    charger = ChargerRef("CP-1", 1)
+    await emit(db, [network_status(charger, True, at(0))])
+    await _consume_all(kafka_broker, topic, {"evt_1"}, within=30)
+    stream, _ = dispatcher._streams[sub.id]
+    sizes = [stream.batch]
+
+    def note() -> None:
+        if stream.batch != sizes[-1]:
+            sizes.append(stream.batch)
+
+    async def watch() -> None:
+        while True:
+            note()
+            await asyncio.sleep(0.005)
+
+    async def streamed(outbox_id: int) -> bool:
+        return stream.position is not None and stream.position.id >= outbox_id
+
+    watcher = asyncio.ensure_future(watch())
+    sent = 1
+    try:
+        kafka_broker.pause()
+        try:
+            # More than aiokafka queues for a partition while its request is unanswered.
+            await emit(db, [network_status(charger, i % 2 == 0, at(i)) for i in range(1, 301)])
+            sent = 301
+            # The round that found the brokers away halved the batch before it returned.
+            await until(lambda: dispatcher._kafka.away(), within=60)
+            assert stream.batch == 200
+            if expiry == "the delivery timeout":
+                await until(lambda: stream.batch == 100, within=120, message=lambda: sizes)
+        finally:
+            kafka_broker.resume()
+        while stream.batch < 400:  # a batch delivered doubles the next
+            assert len(sizes) < 20, sizes
+            await emit(db, [network_status(charger, sent % 2 == 0, at(sent))])
+            sent += 1
+            await until(lambda: streamed(sent), within=120, message=lambda: sizes)  # noqa: B023
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    note()
+    assert sizes[:2] == [400, 200] and sizes[-2:] == [200, 400], sizes
+    if expiry == "the delivery timeout":
+        assert sizes[:3] == [400, 200, 100], sizes
+    assert all(b in (a * 2, a // 2) for a, b in itertools.pairwise(sizes)), sizes
+    await _consume_all(kafka_broker, topic, {f"evt_{i}" for i in range(1, sent + 1)}, within=60)
+
+
+async def test_a_kafka_lane_waiting_for_its_retry_is_sent_when_the_brokers_return(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A record the topic refused waits in its charger's lane for a retry two minutes away
+    (the topic has meanwhile been made to take it). The brokers go away and return: their
+    return makes the lane due at once (``retry_now``), and the record reaches the topic
+    long before its retry time, followed by its charger's later event, without a failed
+    attempt more."""
+    topic, sub = await _subscribed(subscriptions, kafka_broker, 1, _SMALL, compressionCodec="none")
+    dispatcher = dispatchers(dataclasses.replace(PROBED, retry_schedule=(120.0,) * 3))
+    big = ChargerRef("CP-BIG", 1)
+    payload = msgspec.json.encode({"notification": "x", "data": "x" * _TOO_LARGE})
+    await emit(db, [OutboxEntry("chargePoint.dataTransferReceived", big.id, payload)])
+    query = "SELECT count(*) FROM delivery_attempts WHERE subscription_id = $1"
+    await until(lambda: db.fetchval(query, sub.id), within=60)
+    await emit(db, [network_status(big, True, at(1))])  # behind it, in its lane
+    await kafka_broker.configure_topic(topic, {"max.message.bytes": str(2 * _TOO_LARGE)})
+    try:
+        await kafka_broker.stop_async()
+        await emit(db, [network_status(ChargerRef("CP-1", 2), True, at(2))])  # seen failing
+        await until(lambda: dispatcher._kafka.away(), within=60)
+    finally:
+        await kafka_broker.start_async()
+    # Its retry was due after 108 s at the earliest.
+    records = await _consume_all(kafka_broker, topic, {"evt_1", "evt_2", "evt_3"}, within=60)
+    ids = [dict(r.headers)["event-id"].decode() for r in records if r.key == big.id.encode()]
+    assert list(dict.fromkeys(ids)) == ["evt_1", "evt_2"]
+    assert await db.fetchval(query, sub.id) == 1
+    waiting = "SELECT count(*) FROM deliveries WHERE subscription_id = $1"
+    await until(lambda: _is_zero(db.fetchval(waiting, sub.id)), within=60)
+
+
+async def _is_zero(count: Awaitable[int]) -> bool:
+    return await count == 0
 
 
 async def test_a_lane_that_breaks_the_producer_costs_the_other_lanes_no_attempt(

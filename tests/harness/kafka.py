@@ -15,7 +15,8 @@ and controller in one process) on loopback ports only, with two client listeners
 here installs anything: when Java or the jars are missing, ``start()`` raises
 ``KafkaHarnessError`` saying how to fetch them.
 
-Standard library only, except ``create_topic`` (aiokafka's admin client, imported lazily).
+Standard library only, except ``create_topic`` and ``configure_topic`` (aiokafka's admin client,
+imported lazily).
 """
 
 from __future__ import annotations
@@ -637,6 +638,25 @@ class KafkaBroker:
                 if time.monotonic() > deadline:
                     raise KafkaHarnessError(f"topic {name!r} has no leaders after {within} s")
                 await asyncio.sleep(0.05)
+        finally:
+            await admin.close()
+
+    async def configure_topic(self, name: str, config: Mapping[str, str]) -> None:
+        """Replace a topic's configuration (aiokafka admin client's AlterConfigs: the keys
+        not given go back to the broker's defaults)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_plain)
+        await admin.start()
+        try:
+            (resp,) = await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, dict(config))]
+            )
+            for entry in resp.resources:
+                if entry[0] != 0:
+                    error = f"error {entry[0]} {entry[1]}"
+                    raise KafkaHarnessError(f"configure topic {name!r}: {error}")
         finally:
             await admin.close()
 

@@ -50,9 +50,11 @@ from evgate.events.sinks import (
     kafka_settings_key,
     refused,
     sent_again,
+    timed_out,
 )
 from evgate.metrics import Registry
 from evgate.storage.deliveries import (
+    BACKLOG_SAMPLE,
     AttemptRecord,
     ClaimedLane,
     Delivery,
@@ -147,10 +149,15 @@ class _Stream:
     back: asyncio.Event = field(default_factory=asyncio.Event)
     # The error last logged for a failure that is no outage (logged once until it changes).
     complaint: str | None = None
-    # Since when its windows have been full (more waiting behind them; None: caught up).
-    behind_since: float | None = None
+    # When (``time.monotonic()``) the oldest event it has not had acknowledged was written:
+    # the first wanted one of its last window (None: caught up, or not streamed here).
+    oldest: float | None = None
     # The next window, read while the current one is produced: where it starts, and its read.
     ahead: tuple[Position, asyncio.Task[StreamWindow]] | None = None
+
+    def behind(self) -> float:
+        """How old (seconds) the oldest event it has not had acknowledged is (0: none)."""
+        return 0.0 if self.oldest is None else max(0.0, time.monotonic() - self.oldest)
 
     def discard_ahead(self) -> None:
         """Forget the window read ahead (the cursor did not get to its start, or lanes were
@@ -266,7 +273,8 @@ class Dispatcher:
         )
         self._m_stream_lag = registry.gauge(
             "evgate_kafka_stream_behind_seconds",
-            "How long a Kafka subscription's stream has read full batches (0: caught up)",
+            "How old the oldest event a Kafka subscription's stream has not had acknowledged is"
+            " (0: caught up; also while its brokers are away)",
             ("subscription",),
         )
         self._m_fanned = registry.counter(
@@ -275,7 +283,10 @@ class Dispatcher:
         lanes = registry.gauge("evgate_notification_lanes_active", "Lanes being delivered now")
         lanes.set_function(lambda: len(self._tasks))
         self._m_backlog = registry.gauge(
-            "evgate_notification_backlog", "Deliveries pending (all subscriptions, all processes)"
+            "evgate_notification_backlog",
+            "Events waiting for delivery (all subscriptions, all processes): deliveries pending,"
+            " and what Kafka streams have still to send after their cursors (counted over the"
+            f" next {BACKLOG_SAMPLE} outbox rows of each, estimated beyond)",
         )
 
     # Lifecycle.
@@ -376,6 +387,7 @@ class Dispatcher:
         retry = self.deliveries.db.health.retry("the dispatcher", log, first=1.0)
         while True:
             busy = True
+            self._show_lags()
             try:
                 now = loop.time()
                 if now >= self._refresh_due:
@@ -727,11 +739,13 @@ class Dispatcher:
             stream.position = await self.cursors.lease(row.id, self._holder, lease)
             stream.leased_at = loop.time()
             if stream.position is None:
-                return None, False  # another process streams it, or its cursor is not made yet
+                # Another process streams it (and shows its lag), or its cursor is not made yet.
+                self._show_lag(stream, None)
+                return None, False
         window = await self._window(row, stream, stream.position)
+        # Its first wanted event is the oldest not acknowledged (the cursor is before it).
+        self._show_lag(stream, None if window.age is None else window.read_at - window.age)
         if window.end is None:
-            stream.behind_since = None
-            self._m_stream_lag.set(0, str(row.id))
             return None, False
         full = window.rows >= stream.batch  # more is waiting
         if full:
@@ -740,12 +754,6 @@ class Dispatcher:
                 self.cursors.read(row.id, window.end, stream.batch), name=f"kafka-read:{row.id}"
             )
             stream.ahead = (window.end, read)
-            if stream.behind_since is None:
-                stream.behind_since = loop.time()
-        else:
-            stream.behind_since = None  # caught up with this one
-        behind = 0.0 if stream.behind_since is None else loop.time() - stream.behind_since
-        self._m_stream_lag.set(behind, str(row.id))
         send = [e for e in window.events if not e.queued]
         errors: dict[int, Exception | None] = {}
         duration = 0.0
@@ -781,11 +789,14 @@ class Dispatcher:
         if stopped is None:
             stream.complaint = None
             stream.batch = min(self.config.kafka_batch, stream.batch * 2)
+            if not full:
+                self._show_lag(stream, None)  # caught up (a full one: the next window says)
             return (0.0 if full else self.config.poll_interval), False
+        self._show_lag(stream, stream.oldest)  # older now (the produce took its time)
         if sent_again(stopped):
             self._m_resent.inc()  # a producer replaced under it: again at once
             return 0.0, False
-        if isinstance(stopped, TimeoutError):
+        if timed_out(stopped):
             stream.batch = max(100, stream.batch // 2)
         if not self._kafka.brokers(row).available:
             return self.config.kafka_probe_interval, True
@@ -796,6 +807,17 @@ class Dispatcher:
             stream.complaint = complaint
             log.warning("%s waits: %s; retrying", name, complaint)
         return (0.0 if delivered or laned else self.config.kafka_probe_interval), False
+
+    def _show_lag(self, stream: _Stream, oldest: float | None) -> None:
+        """Say the stream's oldest event not acknowledged was written at ``oldest``."""
+        stream.oldest = oldest
+        self._m_stream_lag.set(stream.behind(), str(stream.subscription_id))
+
+    def _show_lags(self) -> None:
+        """Every stream's lag, as of now: it grows while a round waits (for its brokers, or
+        the database), between the rounds that read it."""
+        for stream, _ in self._streams.values():
+            self._show_lag(stream, stream.oldest)
 
     async def _window(self, row: SubscriptionRow, stream: _Stream, after: Position) -> StreamWindow:
         """The window after ``after``: the one read ahead if it starts there, else read now."""

@@ -328,6 +328,13 @@ def refused(exc: BaseException | None) -> bool:
     return isinstance(exc, _REFUSALS)
 
 
+def timed_out(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says a record was not acknowledged in time: the delivery timeout, or
+    aiokafka's request timeout for a send that could not queue it (the partition's queue
+    full behind an unanswered request). A smaller batch may pass where this one did not."""
+    return isinstance(exc, TimeoutError | KafkaTimeoutError)
+
+
 def sent_again(exc: BaseException | None) -> bool:
     """Whether ``exc`` only says that a replaced producer held the record: not an attempt of
     its own, the record is sent again at once."""

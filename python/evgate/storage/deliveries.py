@@ -34,6 +34,7 @@ import msgspec
 from evgate.storage.db import Database
 
 __all__ = [
+    "BACKLOG_SAMPLE",
     "AttemptRecord",
     "ClaimedLane",
     "Delivery",
@@ -54,6 +55,10 @@ __all__ = [
 #: WHERE (``AND ... IS NOT NULL``, always true) instead of a SET LOCAL round trip of its own.
 #: The dispatcher's bookkeeping (see :meth:`DeliveryStore._bookkeeping`) commits with it.
 _NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+
+#: How many outbox rows after a Kafka stream's cursor :meth:`DeliveryStore.backlog` reads to
+#: count what the stream has still to send (beyond them, it estimates).
+BACKLOG_SAMPLE = 10_000
 
 
 def wanted_by(subscription: str, row: str) -> str:
@@ -536,9 +541,29 @@ class DeliveryStore:
             charger_id,
         )
 
-    async def backlog(self) -> int:
-        """Deliveries pending, all subscriptions (a gauge)."""
-        n: int = await self.db.fetchval("SELECT count(*) FROM deliveries WHERE state = 'pending'")
+    async def backlog(self, sample: int = BACKLOG_SAMPLE) -> int:
+        """Events waiting for delivery, all subscriptions (a gauge, read periodically): the
+        pending deliveries, and what each Kafka stream (:func:`streamed`) has still to send
+        after its cursor, which has no delivery row.
+
+        A stream's part is counted over the next ``sample`` outbox rows after its cursor (an
+        index range scan, bounded however far the stream is behind) and, when there are
+        more, estimated beyond them: the rows after the sample (the outbox's last id less the
+        sample's) times the share of the sample that the subscription wants. Exact while a
+        stream is less than ``sample`` rows behind; an estimate, of the right size, beyond.
+        """
+        n: int = await self.db.fetchval(
+            "SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending')"
+            " + coalesce((SELECT sum(x.owed)::bigint FROM kafka_cursors k JOIN subscriptions s"
+            f"  ON s.id = k.subscription_id AND {streamed('s')}, LATERAL ("
+            "   SELECT round(count(*) FILTER (WHERE r.wanted) * CASE WHEN count(*) < $1 THEN 1"
+            "    ELSE 1 + greatest(0, (SELECT max(id) FROM outbox) - max(r.id))::float8 / $1"
+            "    END)::bigint AS owed FROM ("
+            f"    SELECT o.id, {wanted_by('s', 'o')} AS wanted FROM outbox o"
+            "    WHERE (o.xid, o.id) > (k.after_xid, k.after_id) ORDER BY o.xid, o.id LIMIT $1"
+            "   ) r) x), 0)",
+            sample,
+        )
         return n
 
     async def prune(self, retention: float, limit: int = 10_000) -> int:

@@ -21,6 +21,7 @@ its cursor past what the brokers acknowledged. The design (see ``events/dispatch
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -61,11 +62,19 @@ class StreamedEvent(msgspec.Struct, frozen=True):
 class StreamWindow(msgspec.Struct):
     """The next outbox rows after a cursor: the wanted ones, in order, where the window ends
     (the last row read, wanted or not; None: nothing new below the horizon), and how many rows
-    it has (wanted or not)."""
+    it has (wanted or not).
+
+    ``age``: how old its first wanted event was when read (seconds since its transaction
+    began, by the database's clock; None: it has none); ``read_at``: when it was read
+    (``time.monotonic()``), so that the event's age later is ``time.monotonic() - read_at +
+    age`` whatever the two hosts' clocks say.
+    """
 
     events: list[StreamedEvent]
     end: Position | None
     rows: int
+    age: float | None = None
+    read_at: float = msgspec.field(default_factory=time.monotonic)
 
 
 class Laned(msgspec.Struct, frozen=True):
@@ -121,6 +130,11 @@ class KafkaCursorStore:
             "  WHERE subscription_id = $1 AND state = 'pending') AS lanes"
             ") SELECT w.xid, w.id, w.charger_id, w.event, x.wanted,"
             "  CASE WHEN x.wanted THEN w.payload END AS payload,"
+            # The first wanted row's age only (a running count of the wanted rows): the
+            # others' timestamps are not decoded.
+            "  CASE WHEN x.wanted AND count(*) FILTER (WHERE x.wanted)"
+            "   OVER (ORDER BY w.xid, w.id) = 1"
+            "   THEN extract(epoch FROM now() - w.created_at)::float8 END AS age,"
             # A scalar subquery per wanted row only while the subscription has a lane at all.
             "  x.wanted AND (SELECT lanes FROM pending) AND EXISTS (SELECT 1 FROM deliveries d"
             "   WHERE d.subscription_id = $1 AND d.charger_id = w.charger_id"
@@ -141,7 +155,8 @@ class KafkaCursorStore:
             if r["wanted"]
         ]
         end = Position(int(rows[-1]["xid"]), rows[-1]["id"]) if rows else None
-        return StreamWindow(events, end, len(rows))
+        age = next((r["age"] for r in rows if r["age"] is not None), None)
+        return StreamWindow(events, end, len(rows), age)
 
     async def advance(
         self,
