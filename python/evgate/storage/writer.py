@@ -27,8 +27,8 @@ Faults:
   waits (back-pressure: the gateway runs a connection's CALLs one at a time, so a waiting
   handler stops that charger's reads).
 * Connection lost during COMMIT (the outcome is unknown): every batch writes its id into
-  ``writer_commits`` in its own transaction; after reconnecting the writer looks it up, so a
-  batch is never written twice nor acknowledged unwritten.
+  ``writer_commits`` in its own transaction (with the COMMIT); after reconnecting the writer
+  looks it up, so a batch is never written twice nor acknowledged unwritten.
 * The connection dies under a batch (PostgreSQL stopping mid-COPY): whatever asyncpg raises
   then (a closed transport, ``InternalClientError: cannot switch to state``), a failure after
   which the transaction cannot be rolled back is an outage like the first case, and an error
@@ -84,6 +84,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Seconds the writer filters events by the names it read before reading them again (see
+# Writer._wanted).
+_WANTED_MAX_AGE = 1.0
+
 # How many times in a row a batch is run again at an op's request (RetryBatch); then its
 # error counts as a refusal.
 _RERUNS = 3
@@ -132,8 +136,8 @@ def is_outage(exc: BaseException) -> bool:
 
 
 class _BatchConnection:
-    """What the ops of a batch get for the committer's connection: the batch's ``BEGIN`` (with
-    its ``writer_commits`` row) goes with the first statement that needs it.
+    """What the ops of a batch get for the committer's connection: the batch's ``BEGIN`` goes
+    with the first statement that needs it (its ``writer_commits`` row with the COMMIT).
 
     An op that only defers (``ops.base.before_commit``: outbox rows, a MeterValues message of
     known series) sends nothing of its own, so its batch is one round trip: ``BEGIN; ...;
@@ -190,6 +194,15 @@ class _BatchConnection:
         # a statement costs no closure and no inspection after the connection's first.
         self.__dict__[name] = method
         return method
+
+
+def _wanted_changed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the refusal of a batch's ``writer_commits`` row made NULL because the
+    subscriptions changed what is wanted since the names it left events out by."""
+    return (
+        isinstance(exc, asyncpg.NotNullViolationError)
+        and getattr(exc, "table_name", None) == "writer_commits"
+    )
 
 
 class _ConnectionBroken(Exception):
@@ -269,9 +282,10 @@ class Writer:
         self.retry_max_delay = retry_max_delay
         self.stop_timeout = stop_timeout
         self.stats = WriterStats()
-        # The events some subscription wants, read when a batch finds them unknown or stale
-        # (ops.outbox.filter_by): shared by the committers.
-        self.wanted: outbox.WantedEvents | None = None
+        # The events some subscription wants (ops.outbox.filter_by), shared by the committers,
+        # and when they were read (loop time; None: to be read before the next batch).
+        self.wanted = outbox.WantedEvents(-1, frozenset())
+        self.wanted_at: float | None = None
         self._committers = [_Committer(self, i) for i in range(committers)]
         self._pending_rows = 0  # queued + in the batches being written
         self._space = asyncio.Condition()
@@ -415,6 +429,17 @@ class Writer:
         self.stats.rejected += 1
         self._m_rejected.inc()
 
+    async def _wanted(self, conn: asyncpg.Connection) -> outbox.WantedEvents:
+        """The events some subscription wants, read on ``conn`` if unknown or older than
+        ``_WANTED_MAX_AGE``. A batch that leaves an event out checks that they are current
+        (``_Committer._commit``): a subscription that wants more is never missed; one that
+        wants less is seen within that age (meanwhile rows nobody wants are written, which the
+        fan-out skips), as the check would cost every batch that keeps all its rows."""
+        now = asyncio.get_running_loop().time()
+        if self.wanted_at is None or now - self.wanted_at > _WANTED_MAX_AGE:
+            self.wanted, self.wanted_at = await outbox.read_wanted(conn), now
+        return self.wanted
+
     async def _connect(self) -> asyncpg.Connection:
         # command_timeout: a server that stopped answering (not closed) counts as unavailable.
         return await asyncpg.connect(self.dsn, command_timeout=60)
@@ -518,10 +543,10 @@ class _Committer:
                     unknown = None
                     results = await self._commit(batch)
             except Exception as exc:
-                if outbox.wanted_changed(exc):
+                if _wanted_changed(exc):
                     # Rolled back: a subscription changed what is wanted since the names the
                     # batch filtered its events by. Read them again (_commit) and run it again.
-                    self.writer.wanted = None
+                    self.writer.wanted_at = None
                     continue
                 if isinstance(exc, RetryBatch) and reruns < _RERUNS:
                     reruns += 1  # rolled back; the op takes its careful way this time
@@ -578,24 +603,15 @@ class _Committer:
             await self._drop_connection()
             conn = await self._connection()
         backend = await self._backend(conn)
-        wanted = self.writer.wanted
-        if wanted is None:
-            wanted = self.writer.wanted = await outbox.read_wanted(conn)
+        wanted = await self.writer._wanted(conn)
         ops_conn = self._ops_connection(conn)
         batch_id = uuid.uuid4()
         started = time.perf_counter()
-        # BEGIN and the batch's id in one round trip (a batch is a handful of them, and each
-        # one waits for the other committer's turn on the loop); the id is ours, a literal is
-        # safe. Sent with the ops' first statement's need, or with the COMMIT when they only
-        # deferred theirs (_BatchConnection): then the whole batch is one round trip. The
-        # same statement checks that the events the batch keeps are still all that is wanted
-        # (its snapshot then taken after a lock: READ COMMITTED named, whatever the database's
-        # default; ops.outbox.wanted_check_sql).
-        ops_conn.defer_begin(
-            "BEGIN ISOLATION LEVEL READ COMMITTED;"
-            f" INSERT INTO writer_commits (batch_id) SELECT '{batch_id}'"
-            f" WHERE {outbox.wanted_check_sql(wanted)}"
-        )
+        # BEGIN is sent with the ops' first statement's need, or with the COMMIT when they only
+        # deferred theirs (_BatchConnection): then the whole batch is one round trip. READ
+        # COMMITTED named, whatever the database's default: the check of the events the batch
+        # left out relies on a statement's own snapshot (below).
+        ops_conn.defer_begin("BEGIN ISOLATION LEVEL READ COMMITTED")
         conn_for_ops = cast(asyncpg.Connection, ops_conn)
         outbox.filter_by(conn_for_ops, wanted)
         try:
@@ -616,13 +632,25 @@ class _Committer:
             raise
         tail = take_tail(conn_for_ops)
         begin = ops_conn.take_begin()
+        # The batch's id (ours, a literal is safe), with the COMMIT. If the batch left events
+        # out by the names it read (ops.outbox.filter_by), the id is written only while those
+        # are still all that is wanted, read after the lock that holds back a subscription
+        # wanting more until this transaction ends; else it is NULL, which the column refuses
+        # (_wanted_changed: the names are read again and the batch runs again).
+        batch_row = f"'{batch_id}'::uuid"
+        if outbox.left_out(conn_for_ops):
+            batch_row = f"CASE WHEN {outbox.still_wanted_sql(wanted)} THEN {batch_row} END"
+        marks = [
+            *([outbox.WANTED_LOCK] if outbox.left_out(conn_for_ops) else []),
+            f"INSERT INTO writer_commits (batch_id) VALUES ({batch_row})",
+        ]
         try:
             # One simple query: the BEGIN if no op needed it yet, the deferred statements, then
             # COMMIT (which PostgreSQL does not reach if one of them fails: the batch is then
             # refused, nothing committed).
             self.writer.stats.round_trips += 1
             status = await conn.execute(
-                "; ".join([*([begin] if begin else []), *(d.sql for d in tail), "COMMIT"])
+                "; ".join([*([begin] if begin else []), *(d.sql for d in tail), *marks, "COMMIT"])
             )
         except Exception as exc:
             # Only an error PostgreSQL itself answered says what became of the COMMIT; any

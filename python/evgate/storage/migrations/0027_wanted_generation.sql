@@ -1,13 +1,13 @@
 -- The writer knows which events are wanted without reading the subscriptions in each batch
 -- (issue 23): it keeps the names every enabled subscription lists in memory, with the
 -- *generation* of the subscriptions they were read at, and filters a batch's outbox rows in
--- Python, so an event nobody subscribed to costs neither its literal nor its parse. Each
--- batch checks, in the statement that opens it (its `writer_commits` row), that the
--- generation is still the one it filtered by: `outbox_wanted_unchanged(known)` takes the
--- shared advisory lock of migration 0026 (held to the end of the batch's transaction), then
--- reads the generation with a snapshot taken after the lock (a VOLATILE function's statement
--- takes its own under READ COMMITTED, which the writer's BEGIN names), and raises EV027 if it
--- moved: the writer reads the names again and runs the batch again.
+-- Python, so an event nobody subscribed to costs neither its literal nor its parse. A batch
+-- that left an event out checks, in the statements sent with its COMMIT, that the generation
+-- is still the one it filtered by: it takes the shared advisory lock of migration 0026 (held
+-- to the end of its transaction), then writes its `writer_commits` row in a statement of its
+-- own, whose snapshot is taken after the lock under READ COMMITTED (which the writer's BEGIN
+-- names): the row's id is NULL, which the column refuses, if the generation moved; the writer
+-- then reads the names again and runs the batch again (storage/writer.py).
 --
 -- Every change to what the subscriptions want moves the generation (the trigger below, which
 -- replaces 0026's). One that can make an event wanted (a subscription made enabled, enabled
@@ -16,8 +16,8 @@
 -- exists) and holds the next ones back until it commits, when they see the new generation.
 -- So no event is skipped that a subscription is owed (one committed after it). One that only
 -- narrows (disabled, deleted, naming fewer events) takes no lock: a batch that filtered by the
--- wider names writes rows nobody reads (the fan-out skips them), the next ones read the new
--- names; so deleting a sub-operator (its subscriptions go by cascade) never waits for the
+-- wider names writes rows nobody reads (the fan-out skips them); the writer reads the names
+-- again at least every second (a batch that keeps all its rows checks nothing); so deleting a sub-operator (its subscriptions go by cascade) never waits for the
 -- writer. The generation is a row, not a sequence: a sequence's next value is seen before its
 -- transaction commits. (A transaction that narrows and then widens can deadlock with another
 -- widening on that row; PostgreSQL aborts one of them.)
@@ -26,21 +26,6 @@ CREATE TABLE outbox_wanted (
     generation bigint NOT NULL
 );
 INSERT INTO outbox_wanted (generation) VALUES (0);
-
-CREATE FUNCTION outbox_wanted_unchanged(known bigint) RETURNS boolean
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    now_at bigint;
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(1702258548, 26);
-    SELECT generation INTO now_at FROM outbox_wanted;
-    IF now_at IS DISTINCT FROM known THEN
-        RAISE EXCEPTION 'the subscriptions changed (generation %, the batch filtered by %)',
-            now_at, known USING ERRCODE = 'EV027';
-    END IF;
-    RETURN true;
-END
-$$;
 
 CREATE FUNCTION subscriptions_wanted_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -31,14 +32,15 @@ __all__ = [
     "EMIT",
     "OUTBOX",
     "OUTBOX_COLUMNS",
+    "WANTED_LOCK",
     "Emission",
     "WantedEvents",
     "append",
     "emit",
     "filter_by",
+    "left_out",
     "read_wanted",
-    "wanted_changed",
-    "wanted_check_sql",
+    "still_wanted_sql",
 ]
 
 OUTBOX_COLUMNS = ("event", "charger_id", "payload")
@@ -65,8 +67,9 @@ _READ_WANTED = (
     " WHERE s.enabled) FROM outbox_wanted w"
 )
 
-# What outbox_wanted_unchanged raises when the subscriptions moved past a batch's generation.
-_WANTED_CHANGED = "EV027"
+#: Taken (shared, to the transaction's end) before a batch that left events out reads the
+#: generation: a change that makes more events wanted takes it exclusively (migration 0027).
+WANTED_LOCK = "SELECT pg_advisory_xact_lock_shared(1702258548, 26)"
 
 
 async def read_wanted(conn: asyncpg.Connection) -> WantedEvents:
@@ -76,29 +79,36 @@ async def read_wanted(conn: asyncpg.Connection) -> WantedEvents:
     return WantedEvents(row[0], frozenset(row[1]))
 
 
-def wanted_check_sql(wanted: WantedEvents) -> str:
-    """An SQL expression, true, that fails the transaction it runs in unless the subscriptions
-    are still at ``wanted``'s generation, and holds back (to the transaction's end) any change
-    that would make more events wanted: the condition under which rows filtered by ``wanted``
-    lose no event a subscription is owed. Under READ COMMITTED only (the writer's BEGIN)."""
-    return f"outbox_wanted_unchanged({int(wanted.generation)})"
+def still_wanted_sql(wanted: WantedEvents) -> str:
+    """An SQL condition: the subscriptions are still at ``wanted``'s generation. Rows filtered
+    by ``wanted`` lose no event a subscription is owed if it holds in a statement of their
+    transaction run after :data:`WANTED_LOCK` (under READ COMMITTED: its snapshot is then
+    taken after the lock, and the lock holds back, to the transaction's end, any change that
+    would make more events wanted)."""
+    return f"(SELECT generation FROM outbox_wanted) = {int(wanted.generation)}"
 
 
-def wanted_changed(exc: BaseException) -> bool:
-    """Whether ``exc`` is the failure of :func:`wanted_check_sql`: read the names again
-    (:func:`read_wanted`) and run the batch again."""
-    return getattr(exc, "sqlstate", None) == _WANTED_CHANGED
+@dataclass
+class _Filter:
+    wanted: WantedEvents
+    left_out: bool = False  # a row of the batch was not written
 
 
-# Per connection in a writer batch: the wanted events the batch filters its rows by (the
-# writer checks their generation in the batch's first statement: wanted_check_sql).
-_FILTERS: weakref.WeakKeyDictionary[asyncpg.Connection, WantedEvents] = weakref.WeakKeyDictionary()
+# Per connection in a writer batch: the wanted events the batch filters its rows by.
+_FILTERS: weakref.WeakKeyDictionary[asyncpg.Connection, _Filter] = weakref.WeakKeyDictionary()
 
 
 def filter_by(conn: asyncpg.Connection, wanted: WantedEvents) -> None:
-    """The writer's batch on ``conn`` keeps only the outbox rows of ``wanted``'s events; the
-    writer has made the batch check ``wanted_check_sql(wanted)``."""
-    _FILTERS[conn] = wanted
+    """The writer's batch on ``conn`` keeps only the outbox rows of ``wanted``'s events (from
+    now until the next call). If it leaves one out (:func:`left_out`), the writer commits it
+    only where :func:`still_wanted_sql` holds."""
+    _FILTERS[conn] = _Filter(wanted)
+
+
+def left_out(conn: asyncpg.Connection) -> bool:
+    """Whether the writer's batch on ``conn`` left an outbox row out (since :func:`filter_by`)."""
+    found = _FILTERS.get(conn)
+    return found is not None and found.left_out
 
 
 class OutboxRows(CopyRows):
@@ -117,9 +127,11 @@ class OutboxRows(CopyRows):
         self, conn: asyncpg.Connection, items: list[Sequence[tuple[Any, ...]]]
     ) -> list[None]:
         records = [row for item in items for row in item]
-        wanted = _FILTERS.get(conn)
-        if wanted is not None:
-            records = [row for row in records if row[0] in wanted.events]
+        batch = _FILTERS.get(conn)
+        if batch is not None:
+            kept = [row for row in records if row[0] in batch.wanted.events]
+            batch.left_out |= len(kept) < len(records)
+            records = kept
         if len(records) > _TAIL_ROWS:
             await super().write(conn, [records])
         elif records:
