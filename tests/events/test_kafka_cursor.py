@@ -29,7 +29,7 @@ from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.events.dispatcher import Dispatcher
 from evgate.storage.db import Database
 from evgate.storage.deliveries import DeliveryStore
-from evgate.storage.kafka_cursors import KafkaCursorStore
+from evgate.storage.stream_cursors import StreamCursorStore
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from harness.consumer import consume
 from harness.kafka import KafkaBroker
@@ -228,7 +228,7 @@ async def test_one_dispatcher_streams_a_subscription_and_another_takes_over_when
         await _all_of(kafka_broker, topic, {f"evt_{i}" for i in await _outbox_ids(db)})
         await until(lambda: _streamed(db, 500))
         holder = await db.fetchval(
-            "SELECT holder FROM kafka_cursors WHERE subscription_id = $1", sub.id
+            "SELECT holder FROM stream_cursors WHERE subscription_id = $1", sub.id
         )
         first = next(d for d in pair if d._holder == holder)
         second = next(d for d in pair if d is not first)
@@ -287,11 +287,11 @@ CP1 = ChargerRef("CP-1", 1)
 
 async def _streamed(db: Database, outbox_id: int) -> bool:
     """Whether the Kafka cursor has passed ``outbox_id`` (the events' one transaction)."""
-    return bool(await db.fetchval("SELECT after_id >= $1 FROM kafka_cursors", outbox_id))
+    return bool(await db.fetchval("SELECT after_id >= $1 FROM stream_cursors", outbox_id))
 
 
 async def _no_cursor(db: Database) -> bool:
-    return not await db.fetchval("SELECT count(*) FROM kafka_cursors")
+    return not await db.fetchval("SELECT count(*) FROM stream_cursors")
 
 
 async def _fanned_out(db: Database, outbox_id: int) -> bool:
@@ -315,7 +315,7 @@ async def test_prune_keeps_what_a_stalled_kafka_subscription_has_not_sent(
     assert await deliveries.fan_out(100) == 0  # makes the subscription's cursor
     await emit(db, [network_status(CP1, i % 2 == 0, at(i)) for i in range(5)])
     assert await deliveries.fan_out(100) == 5
-    cursors = KafkaCursorStore(db)
+    cursors = StreamCursorStore(db)
     start = await cursors.lease(sub.id, "a test", 60)
     assert start is not None
     window = await cursors.read(sub.id, start, 2)
@@ -354,7 +354,7 @@ async def test_the_backlog_counts_what_a_stream_has_still_to_send(
     assert await deliveries.fan_out(100) == 40  # 40 webhook deliveries, none for the stream
     assert await deliveries.backlog() == 40 + 20
     assert await deliveries.backlog(sample=10) == 40 + 20  # 5 of 10 wanted, 30 rows beyond
-    cursors = KafkaCursorStore(db)
+    cursors = StreamCursorStore(db)
     start = await cursors.lease(sub.id, "a test", 60)
     assert start is not None
     window = await cursors.read(sub.id, start, 10)
@@ -472,16 +472,16 @@ async def test_a_process_killed_mid_stream_is_taken_over_from_the_cursor(
     }
 
     async def streaming() -> bool:
-        return bool(await db.fetchval("SELECT after_id > 0 FROM kafka_cursors"))
+        return bool(await db.fetchval("SELECT after_id > 0 FROM stream_cursors"))
 
     async with _evgate(database_url, tmp_path / "first") as first:
         await until(streaming, within=60, interval=0.005)
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 10)
-    passed = await db.fetchval("SELECT after_id FROM kafka_cursors")
+    passed = await db.fetchval("SELECT after_id FROM stream_cursors")
     assert 0 < passed < len(outbox), passed  # killed mid-stream
     # What the lease's expiry does after a minute or two: the stream is free again.
-    await db.execute("UPDATE kafka_cursors SET leased_until = now() - interval '1 s'")
+    await db.execute("UPDATE stream_cursors SET leased_until = now() - interval '1 s'")
     async with _evgate(database_url, tmp_path / "second"):
         records = await _all_of(kafka_broker, topic, set(outbox), within=120)
     for r in records:  # none invented

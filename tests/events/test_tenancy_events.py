@@ -158,7 +158,7 @@ async def delivered(db: Database) -> None:
             await db.fetchval(
                 "SELECT NOT EXISTS (SELECT 1 FROM outbox o, outbox_cursor c"
                 "  WHERE (o.xid, o.id) > (c.after_xid, c.after_id))"
-                " AND NOT EXISTS (SELECT 1 FROM outbox o, kafka_cursors k"
+                " AND NOT EXISTS (SELECT 1 FROM outbox o, stream_cursors k"
                 "  WHERE (o.xid, o.id) > (k.after_xid, k.after_id))"
                 " AND NOT EXISTS (SELECT 1 FROM deliveries)"
             )
