@@ -377,39 +377,61 @@ async def test_the_backlog_gauge_shows_a_stream_whose_brokers_are_away(
     await until(lambda: dispatcher._m_backlog.value() == 15, within=60)
 
 
-@pytest.mark.parametrize("change", ["made a webhook", "disabled"])
+@pytest.mark.parametrize("via", ["kafka", "webhook"])
+@pytest.mark.parametrize("change", ["made a tenant's", "disabled", "switched"])
 async def test_a_stream_that_stops_hands_what_it_had_not_sent_to_deliveries(
-    db: Database, subscriptions: SubscriptionStore, deliveries: DeliveryStore, change: str
-) -> None:
-    """Review of the stream (found lost): a Kafka subscription whose brokers are away has
-    events the fan-out passed and its stream has not sent; a PUT makes it a webhook (or it is
-    disabled). The fan-out that removes its cursor makes them deliveries in the same
-    statement: pending in their lane (a webhook now), or failed and resendable (disabled);
-    none is lost, nor pruned."""
-    sub = await kafka_subscription(subscriptions, kafka_settings("127.0.0.1:9", "never"))
+    db: Database, subscriptions: SubscriptionStore, deliveries: DeliveryStore, change: str,
+    via: str,
+) -> None:  # fmt: skip
+    """Review of the stream (found lost): a streamed subscription (Kafka, or webhook) whose
+    receiver is away has events the fan-out passed and its stream has not sent; it is made a
+    tenant's (or disabled). The fan-out that removes its cursor makes them deliveries in the
+    same statement: pending in their lane (a tenant's gets lanes), or failed and resendable
+    (disabled); none is lost, nor pruned. Switched between webhook and Kafka, it is still
+    streamed: its cursor stays, the other sink sends from it, and no delivery is made."""
+    tenant = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('t') RETURNING id")
+    await db.execute(
+        "INSERT INTO chargers (id, secret_digest, sub_operator_id) VALUES ('CP-1', $1, $2)",
+        b"x" * 32,
+        tenant,
+    )
+    kafka = kafka_settings("127.0.0.1:9", "never")
+    if via == "kafka":
+        sub = await kafka_subscription(subscriptions, kafka)
+    else:
+        sub = await webhook_subscription(subscriptions, "http://127.0.0.1:9/hook")
     assert await deliveries.fan_out(100) == 0  # the cursor
     await emit(db, [network_status(CP1, i % 2 == 0, at(i)) for i in range(5)])
     assert await deliveries.fan_out(100) == 5  # the stream has sent none of them
     if change == "disabled":
         await subscriptions.disable(sub.id, "a test")
+    elif change == "made a tenant's":
+        await db.execute(
+            "UPDATE subscriptions SET sub_operator_id = $2 WHERE id = $1", sub.id, tenant
+        )
     else:
+        other = "webhook" if via == "kafka" else "kafka"
         await subscriptions.replace_subscription(
-            sub.id, via="webhook", notifications=sub.notifications,
-            callback_url="http://127.0.0.1:9/hook", kafka=None, kafka_password=None,
-            keep_password=False,
+            sub.id, via=other, notifications=sub.notifications,
+            callback_url="http://127.0.0.1:9/hook" if other == "webhook" else None,
+            kafka=kafka if other == "kafka" else None, kafka_password=None, keep_password=False,
         )  # fmt: skip
     await emit(db, [network_status(CP1, True, at(5))])
     assert await deliveries.fan_out(100) == 1
-    assert await _no_cursor(db)
-    state = "pending" if change == "made a webhook" else "failed"
     rows = await db.fetch(
         "SELECT outbox_id, state FROM deliveries WHERE subscription_id = $1 ORDER BY 1", sub.id
     )
-    expected = [1, 2, 3, 4, 5, 6] if state == "pending" else [1, 2, 3, 4, 5]
-    assert [(r["outbox_id"], r["state"]) for r in rows] == [(i, state) for i in expected]
     lanes = await db.fetchval(
         "SELECT count(*) FROM delivery_lanes WHERE subscription_id = $1", sub.id
     )
+    if change == "switched":
+        assert await db.fetchval("SELECT after_id FROM stream_cursors") == 0
+        assert not rows and not lanes
+        return
+    assert await _no_cursor(db)
+    state = "pending" if change == "made a tenant's" else "failed"
+    expected = [1, 2, 3, 4, 5, 6] if state == "pending" else [1, 2, 3, 4, 5]
+    assert [(r["outbox_id"], r["state"]) for r in rows] == [(i, state) for i in expected]
     assert lanes == (1 if state == "pending" else 0)
     await deliveries.prune(retention=0)  # what was written while disabled is owed to no one
     assert await _outbox_ids(db) == expected
