@@ -246,7 +246,7 @@ async def test_the_stream_lag_says_how_old_its_oldest_unsent_event_is_while_brok
     charger = ChargerRef("CP-1", 1)
 
     def lag() -> float:
-        return dispatcher._m_stream_lag.value(str(sub.id))
+        return dispatcher._m_stream_lag["kafka"].value(str(sub.id))
 
     await emit(db, [network_status(charger, True, at(0))])
     await _consume_all(kafka_broker, topic, {"evt_1"}, within=30)
