@@ -159,7 +159,7 @@ class _Stream:
     subscription_id: int
     batch: int
     # Its sink's kind (the lag's gauge), as of its last round.
-    via: str = "kafka"
+    via: str
     # Its cursor while this process holds the lease (None: not held, or not known).
     position: Position | None = None
     leased_at: float = 0.0
@@ -456,7 +456,7 @@ class Dispatcher:
         for sub_id, row in rows.items():
             self._subs.setdefault(sub_id, _Subscription(row))
             if row.streamed and sub_id not in self._streams:
-                stream = _Stream(sub_id, self.config.kafka_batch)
+                stream = _Stream(sub_id, self.config.kafka_batch, row.via)
                 task = service_task(self._stream(stream), name=f"stream:{sub_id}")
                 self._streams[sub_id] = (stream, task)
         in_use = {
