@@ -525,3 +525,76 @@ async def test_a_dispatcher_stopped_mid_window_is_followed_by_one_that_resends_f
     assert len(after) == 40  # the whole window again, from the cursor
     for charger, stamps in _sequence(after).items():
         assert stamps == sorted(stamps) and len(stamps) == 20, charger
+
+
+async def test_a_receiver_slower_than_a_round_still_gets_every_event_from_the_first(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+) -> None:
+    """A round sends until half its lease is spent; the cursor stops before the first event
+    not sent. Ten chargers, one event each, a receiver taking 0.3 s an event, two
+    connections, a 0.6 s round: each round sends about four. The window's first chargers go
+    first (they went last, and a round out of time never passed the first event: the same
+    events were sent again and again), and every event arrives with the cursor past them."""
+    receiver = Receiver(lambda _: Reply(204, delay=0.3, body=b""))
+    await receiver.start()
+    dispatcher = Dispatcher(
+        subscriptions, deliveries, dataclasses.replace(FAST, lanes_per_subscription=2)
+    )
+    dispatcher._lease = lambda: 1.2  # type: ignore[method-assign]
+    try:
+        await webhook_subscription(subscriptions, receiver.url)
+        dispatcher.start()
+        await emit(db, [network_status(ChargerRef(f"CP-{i}", 1), True, at(i)) for i in range(10)])
+
+        def chargers() -> set[str]:
+            return {msgspec.json.decode(r.body)["networkId"] for r in receiver.received}
+
+        await until(lambda: len(chargers()) == 10, within=30, message=chargers)
+        last = await db.fetchval("SELECT max(id) FROM outbox")
+        await until(
+            lambda: db.fetchval("SELECT after_id >= $1 FROM stream_cursors", last), within=30
+        )
+    finally:
+        await dispatcher.stop()
+        await receiver.stop()
+    assert await db.fetchval("SELECT count(*) FROM deliveries") == 0
+
+
+async def test_a_retry_after_is_kept_when_the_round_ran_out_of_time_before_it(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+) -> None:
+    """CP-0's five slow events come first in the window; CP-1's one event after them is
+    answered 503 with Retry-After: 5 at once. The round runs out of time in CP-0's chain, so
+    the cursor stops before CP-1's event: its failed attempt still goes to CP-1's lane (it
+    was dropped, and the event was sent again at once), and it is not tried again before
+    the receiver's 5 s."""
+    tried: list[float] = []
+
+    def reply(r: Received) -> Reply:
+        if msgspec.json.decode(r.body)["networkId"] == "CP-1":
+            tried.append(r.at)
+            if len(tried) == 1:
+                return Reply(503, {"retry-after": "5"}, body=b"busy")
+            return Reply(204, body=b"")
+        return Reply(204, delay=0.3, body=b"")
+
+    receiver = Receiver(reply)
+    await receiver.start()
+    dispatcher = Dispatcher(
+        subscriptions, deliveries, dataclasses.replace(FAST, lanes_per_subscription=2)
+    )
+    dispatcher._lease = lambda: 1.2  # type: ignore[method-assign]
+    try:
+        await webhook_subscription(subscriptions, receiver.url)
+        dispatcher.start()
+        entries = [network_status(ChargerRef("CP-0", 1), i % 2 == 0, at(i)) for i in range(5)]
+        await emit(db, [*entries, network_status(ChargerRef("CP-1", 1), True, at(9))])
+        await until(lambda: len(tried) >= 2, within=30)
+    finally:
+        await dispatcher.stop()
+        await receiver.stop()
+    assert tried[1] - tried[0] >= 4.5, tried

@@ -37,6 +37,7 @@ transaction. A slow or dead receiver holds only its own subscription's lanes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -108,8 +109,8 @@ class DispatcherConfig:
     # aiokafka gives up a record whose partition has no leader.
     kafka_request_timeout: float = 30.0
     fan_out_batch: int = 5000
-    # A Kafka stream's batch: outbox rows read, their records produced and acknowledged, the
-    # cursor moved past them (halved after a batch that timed out, down to 100).
+    # A stream's window (Kafka and webhook): outbox rows read, sent and acknowledged, the
+    # cursor moved past them (halved after one that timed out or ran out of time, down to 100).
     kafka_batch: int = 5000
     lanes_per_subscription: int = 16
     lane_batch: int = 100
@@ -313,7 +314,7 @@ class Dispatcher:
         self._m_backlog = registry.gauge(
             "evgate_notification_backlog",
             "Events waiting for delivery (all subscriptions, all processes): deliveries pending,"
-            " and what Kafka streams have still to send after their cursors (counted over the"
+            " and what streams have still to send after their cursors (counted over the"
             f" next {BACKLOG_SAMPLE} outbox rows of each, estimated beyond)",
         )
 
@@ -633,7 +634,9 @@ class Dispatcher:
             sub.sink = WebhookSink(
                 sub.row,
                 self.config.delivery_timeout,
-                self.config.lanes_per_subscription,
+                # Its lanes and its stream's round (as many of each), so that neither waits
+                # for a connection the other holds (a wait its attempt's timeout counts).
+                2 * self.config.lanes_per_subscription,
                 self.config.tenant_private_targets,
             )
         return sub.sink
@@ -811,12 +814,14 @@ class Dispatcher:
             end = window.end  # the unwanted rows after the last wanted one too
         if stopped is not None or laned:
             stream.discard_ahead()
-        if end is not None:
-            if not await self.cursors.advance(row.id, self._holder, end, laned, lease):
+        # Not past any event, the cursor stays; what failed after the stop still goes to lanes.
+        to = end if end is not None else (stream.position if laned else None)
+        if to is not None:
+            if not await self.cursors.advance(row.id, self._holder, to, laned, lease):
                 stream.position = None  # the lease ran out and another process took it
                 stream.discard_ahead()
                 return 0.0, False
-            stream.position, stream.leased_at = end, loop.time()
+            stream.position, stream.leased_at = to, loop.time()
         self._m_delivered.inc(row.via, amount=delivered)
         failures = [item for item in laned if item.attempt]  # the others wait behind them
         if failures:
@@ -839,10 +844,15 @@ class Dispatcher:
                 self._show_lag(stream, None)  # caught up (a full one: the next window says)
             return (0.0 if full else self.config.poll_interval), False
         self._show_lag(stream, stream.oldest)  # older now (the send took its time)
-        if row.via != "kafka" or sent_again(stopped):
-            if row.via == "kafka":
-                self._m_resent.inc()  # a producer replaced under it: again at once
-            return 0.0, False  # a webhook's round out of time: on from where it stopped
+        if row.via != "kafka":
+            # A webhook's round out of time: on from where it stopped, with a window the
+            # receiver can take within a round (what was delivered after the stop is sent
+            # again).
+            stream.batch = max(100, stream.batch // 2)
+            return 0.0, False
+        if sent_again(stopped):
+            self._m_resent.inc()  # a producer replaced under it: again at once
+            return 0.0, False
         if timed_out(stopped):
             stream.batch = max(100, stream.batch // 2)
         if not self._kafka.brokers(row).available:
@@ -879,21 +889,26 @@ class Dispatcher:
         by_charger: dict[str, list[StreamedEvent]] = {}
         for e in send:
             by_charger.setdefault(e.charger_id, []).append(e)
-        queue = list(by_charger.values())
+        # In window order (the cursor stops before the first event not sent: the window's
+        # first chargers go first, or a round out of time would never pass them).
+        queue = collections.deque(by_charger.values())
         sent: _Sent = {}
+        gone = False  # the receiver answered 410: nothing more is sent to it
         sub.streaming = True
         try:
             sink = self._webhook_sink(sub)
             loop = asyncio.get_running_loop()
 
             async def worker() -> None:
+                nonlocal gone
                 while queue:
-                    for e in queue.pop():
-                        if loop.time() > budget:
+                    for e in queue.popleft():
+                        if gone or loop.time() > budget:
                             sent[e.outbox_id] = _NotSent("the round's time ran out")
                             break
                         attempt = await sink.deliver(e)
                         sent[e.outbox_id] = None if attempt.ok else self._laned(e, attempt)
+                        gone |= attempt.gone
                         if not attempt.ok:
                             break
 
@@ -941,15 +956,27 @@ class Dispatcher:
     ) -> tuple[Position | None, list[Laned], int, Exception | None]:
         """Go through a window's events in order: delivered ones are passed, those not
         delivered (and every later one of their chargers, and those of chargers with a lane)
-        go to the lanes, and the first that is neither stops the cursor before it. Returns
-        where the cursor may go (None: not past any event), what goes to the lanes, how many
-        were delivered, and what stopped it (None: nothing did)."""
+        go to the lanes, and the first that is neither stops the cursor before it (after it,
+        only failed attempts and their chargers' later events go to the lanes). Returns where
+        the cursor may go (None: not past any event), what goes to the lanes, how many were
+        delivered, and what stopped it (None: nothing did)."""
         end: Position | None = None
         laned: list[Laned] = []
         chargers: set[str] = set()  # of an event not delivered in this window
         delivered = 0
+        stopped: Exception | None = None
         for e in events:
             result = sent.get(e.outbox_id, _NOT_SENT)
+            if stopped is not None:
+                # Past the stop the cursor stays, but an attempt that failed goes to its lane
+                # now, with its charger's events after it (their rows are kept once when the
+                # next window lanes them again), so that its Retry-After is kept.
+                if e.charger_id in chargers:
+                    laned.append(Laned(e.outbox_id, e.charger_id, e.event))
+                elif isinstance(result, Laned):
+                    laned.append(result)
+                    chargers.add(e.charger_id)
+                continue
             if e.queued or e.charger_id in chargers:
                 if result is None:
                     delivered += 1  # already at the receiver, whatever the lane does
@@ -961,6 +988,7 @@ class Dispatcher:
                 laned.append(result)
                 chargers.add(e.charger_id)
             else:
-                return end, laned, delivered, result
+                stopped = result
+                continue
             end = e.position
-        return end, laned, delivered, None
+        return end, laned, delivered, stopped
