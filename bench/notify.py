@@ -198,7 +198,7 @@ async def _acknowledged(db: Database, last_id: int, within: float) -> None:
     stops at."""
     deadline = time.monotonic() + within
     while not await db.fetchval(
-        "SELECT coalesce(bool_and(after_id >= $1), false) FROM kafka_cursors", last_id
+        "SELECT coalesce(bool_and(after_id >= $1), false) FROM stream_cursors", last_id
     ):
         if time.monotonic() > deadline:
             raise TimeoutError(f"the Kafka stream did not pass outbox row {last_id}")

@@ -123,6 +123,22 @@ async def webhook_subscription(
     )
 
 
+async def make_tenants(db: Database, sub: SubscriptionRow, chargers: Iterable[str]) -> int:
+    """Make ``sub`` a new sub-operator's, and ``chargers`` (registered now) that tenant's: a
+    tenant's subscription keeps the lane path (one ``deliveries`` row per event), where the
+    operator's is streamed from a cursor. Returns the sub-operator's id."""
+    tenant: int = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('t') RETURNING id")
+    await db.execute("UPDATE subscriptions SET sub_operator_id = $2 WHERE id = $1", sub.id, tenant)
+    for charger in chargers:
+        await db.execute(
+            "INSERT INTO chargers (id, secret_digest, sub_operator_id) VALUES ($1, $2, $3)",
+            charger,
+            b"x" * 32,
+            tenant,
+        )
+    return tenant
+
+
 def kafka_settings(bootstrap: str, topic: str, **extra: Any) -> dict[str, Any]:
     """A Kafka subscription's settings: plaintext to ``bootstrap``, gzip, and ``extra``."""
     return {

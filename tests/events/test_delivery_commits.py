@@ -19,9 +19,9 @@ from evgate.storage.deliveries import (
     LaneWant,
 )
 from evgate.storage.subscriptions import SubscriptionStore
-from support import Receiver, quiet_for
+from support import Received, Receiver, Reply, quiet_for
 
-from .events_helpers import emit, every_event, webhook_subscription
+from .events_helpers import emit, every_event, make_tenants, webhook_subscription
 
 # A statement trigger on the dispatcher's lanes writes down, for every statement that
 # touches them (the fan-out adds lanes, a claim leases them, an outcome releases them), the
@@ -42,15 +42,28 @@ async def test_bookkeeping_commits_without_a_wal_flush_and_the_pool_stays_durabl
     db: Database,
     subscriptions: SubscriptionStore,
     deliveries: DeliveryStore,
-    receiver: Receiver,
     dispatchers: Callable[..., Dispatcher],
 ) -> None:
     await db.execute(_PROBE)
-    sub = await webhook_subscription(subscriptions, receiver.url)
-    events = every_event()
-    await emit(db, events)
-    dispatcher = dispatchers()
-    await receiver.wait_for(len(events))
+    # Each event's first attempt fails: the operator's stream puts it in its charger's lane
+    # (INSERT), which is claimed (UPDATE) and released once delivered (DELETE).
+    tried: set[str] = set()
+
+    def reply(r: Received) -> Reply:
+        first = r.headers["webhook-id"] not in tried
+        tried.add(r.headers["webhook-id"])
+        return Reply(500 if first else 204, body=b"")
+
+    receiver = Receiver(reply)
+    await receiver.start()
+    try:
+        sub = await webhook_subscription(subscriptions, receiver.url)
+        events = every_event()
+        await emit(db, events)
+        dispatcher = dispatchers()
+        await receiver.wait_for(len(events))
+    finally:
+        await receiver.stop()
     await quiet_for(0.3)  # the last outcome written
     assert await deliveries.backlog() == 0
     seen = await db.fetch("SELECT op, sync FROM commit_probe")
@@ -149,6 +162,7 @@ async def test_a_claim_is_one_statement_and_no_unit_sends_a_setting_of_its_own(
     ends with each transaction: the connection is given back with ``synchronous_commit`` on."""
     await db.execute(_PROBE)
     sub = await webhook_subscription(subscriptions, receiver.url)
+    await make_tenants(db, sub, ["CP-1"])  # a tenant's: the fan-out gives it deliveries
     store = DeliveryStore(one_connection)
     # A first round: asyncpg prepares each statement (and looks its array types up) once per
     # connection; what is counted is every later one.

@@ -1,6 +1,7 @@
-"""A real ``evgate serve`` killed (SIGKILL) while its dispatcher has webhook deliveries in
-flight, then started again on the same database: every event arrives at least once, in order
-per charger, and nothing arrives that was not in the outbox."""
+"""A real ``evgate serve`` killed (SIGKILL) while its dispatcher has webhook events in flight
+(the operator's subscription: a stream from its cursor), then started again on the same
+database: every event arrives at least once, in order per charger, and nothing arrives that
+was not in the outbox."""
 
 from __future__ import annotations
 
@@ -74,11 +75,15 @@ async def test_evgate_killed_mid_batch_delivers_every_event_in_order_after_resta
             first.send_signal(signal.SIGKILL)
             await asyncio.to_thread(first.wait, 10)
         before = list(receiver.requests)
-        leased = await db.fetchval("SELECT count(*) FROM delivery_lanes WHERE leased_until > now()")
-        pending = await db.fetchval("SELECT count(*) FROM deliveries WHERE state = 'pending'")
-        assert leased > 0 and pending > 0, (leased, pending)
-        # What the leases' expiry does after a minute or two: the lanes are free again.
-        await db.execute("UPDATE delivery_lanes SET leased_until = now() - interval '1 s'")
+        # The operator's webhook subscription is streamed: the dead process still holds its
+        # cursor's lease, and the cursor has not passed the window it was sending.
+        held = await db.fetchrow(
+            "SELECT leased_until > now() AS leased, after_id < (SELECT max(id) FROM outbox)"
+            " AS behind FROM stream_cursors"
+        )
+        assert held is not None and held["leased"] and held["behind"], held
+        # What the lease's expiry does after a minute or two: the stream is free again.
+        await db.execute("UPDATE stream_cursors SET leased_until = now() - interval '1 s'")
         stalled = False
         async with _evgate(database_url, tmp_path / "second"):
 

@@ -29,7 +29,7 @@ from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.events.dispatcher import Dispatcher
 from evgate.storage.db import Database
 from evgate.storage.deliveries import DeliveryStore
-from evgate.storage.kafka_cursors import KafkaCursorStore
+from evgate.storage.stream_cursors import StreamCursorStore
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from harness.consumer import consume
 from harness.kafka import KafkaBroker
@@ -228,7 +228,7 @@ async def test_one_dispatcher_streams_a_subscription_and_another_takes_over_when
         await _all_of(kafka_broker, topic, {f"evt_{i}" for i in await _outbox_ids(db)})
         await until(lambda: _streamed(db, 500))
         holder = await db.fetchval(
-            "SELECT holder FROM kafka_cursors WHERE subscription_id = $1", sub.id
+            "SELECT holder FROM stream_cursors WHERE subscription_id = $1", sub.id
         )
         first = next(d for d in pair if d._holder == holder)
         second = next(d for d in pair if d is not first)
@@ -287,11 +287,11 @@ CP1 = ChargerRef("CP-1", 1)
 
 async def _streamed(db: Database, outbox_id: int) -> bool:
     """Whether the Kafka cursor has passed ``outbox_id`` (the events' one transaction)."""
-    return bool(await db.fetchval("SELECT after_id >= $1 FROM kafka_cursors", outbox_id))
+    return bool(await db.fetchval("SELECT after_id >= $1 FROM stream_cursors", outbox_id))
 
 
 async def _no_cursor(db: Database) -> bool:
-    return not await db.fetchval("SELECT count(*) FROM kafka_cursors")
+    return not await db.fetchval("SELECT count(*) FROM stream_cursors")
 
 
 async def _fanned_out(db: Database, outbox_id: int) -> bool:
@@ -315,7 +315,7 @@ async def test_prune_keeps_what_a_stalled_kafka_subscription_has_not_sent(
     assert await deliveries.fan_out(100) == 0  # makes the subscription's cursor
     await emit(db, [network_status(CP1, i % 2 == 0, at(i)) for i in range(5)])
     assert await deliveries.fan_out(100) == 5
-    cursors = KafkaCursorStore(db)
+    cursors = StreamCursorStore(db)
     start = await cursors.lease(sub.id, "a test", 60)
     assert start is not None
     window = await cursors.read(sub.id, start, 2)
@@ -354,7 +354,7 @@ async def test_the_backlog_counts_what_a_stream_has_still_to_send(
     assert await deliveries.fan_out(100) == 40  # 40 webhook deliveries, none for the stream
     assert await deliveries.backlog() == 40 + 20
     assert await deliveries.backlog(sample=10) == 40 + 20  # 5 of 10 wanted, 30 rows beyond
-    cursors = KafkaCursorStore(db)
+    cursors = StreamCursorStore(db)
     start = await cursors.lease(sub.id, "a test", 60)
     assert start is not None
     window = await cursors.read(sub.id, start, 10)
@@ -377,39 +377,61 @@ async def test_the_backlog_gauge_shows_a_stream_whose_brokers_are_away(
     await until(lambda: dispatcher._m_backlog.value() == 15, within=60)
 
 
-@pytest.mark.parametrize("change", ["made a webhook", "disabled"])
+@pytest.mark.parametrize("via", ["kafka", "webhook"])
+@pytest.mark.parametrize("change", ["made a tenant's", "disabled", "switched"])
 async def test_a_stream_that_stops_hands_what_it_had_not_sent_to_deliveries(
-    db: Database, subscriptions: SubscriptionStore, deliveries: DeliveryStore, change: str
-) -> None:
-    """Review of the stream (found lost): a Kafka subscription whose brokers are away has
-    events the fan-out passed and its stream has not sent; a PUT makes it a webhook (or it is
-    disabled). The fan-out that removes its cursor makes them deliveries in the same
-    statement: pending in their lane (a webhook now), or failed and resendable (disabled);
-    none is lost, nor pruned."""
-    sub = await kafka_subscription(subscriptions, kafka_settings("127.0.0.1:9", "never"))
+    db: Database, subscriptions: SubscriptionStore, deliveries: DeliveryStore, change: str,
+    via: str,
+) -> None:  # fmt: skip
+    """Review of the stream (found lost): a streamed subscription (Kafka, or webhook) whose
+    receiver is away has events the fan-out passed and its stream has not sent; it is made a
+    tenant's (or disabled). The fan-out that removes its cursor makes them deliveries in the
+    same statement: pending in their lane (a tenant's gets lanes), or failed and resendable
+    (disabled); none is lost, nor pruned. Switched between webhook and Kafka, it is still
+    streamed: its cursor stays, the other sink sends from it, and no delivery is made."""
+    tenant = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('t') RETURNING id")
+    await db.execute(
+        "INSERT INTO chargers (id, secret_digest, sub_operator_id) VALUES ('CP-1', $1, $2)",
+        b"x" * 32,
+        tenant,
+    )
+    kafka = kafka_settings("127.0.0.1:9", "never")
+    if via == "kafka":
+        sub = await kafka_subscription(subscriptions, kafka)
+    else:
+        sub = await webhook_subscription(subscriptions, "http://127.0.0.1:9/hook")
     assert await deliveries.fan_out(100) == 0  # the cursor
     await emit(db, [network_status(CP1, i % 2 == 0, at(i)) for i in range(5)])
     assert await deliveries.fan_out(100) == 5  # the stream has sent none of them
     if change == "disabled":
         await subscriptions.disable(sub.id, "a test")
+    elif change == "made a tenant's":
+        await db.execute(
+            "UPDATE subscriptions SET sub_operator_id = $2 WHERE id = $1", sub.id, tenant
+        )
     else:
+        other = "webhook" if via == "kafka" else "kafka"
         await subscriptions.replace_subscription(
-            sub.id, via="webhook", notifications=sub.notifications,
-            callback_url="http://127.0.0.1:9/hook", kafka=None, kafka_password=None,
-            keep_password=False,
+            sub.id, via=other, notifications=sub.notifications,
+            callback_url="http://127.0.0.1:9/hook" if other == "webhook" else None,
+            kafka=kafka if other == "kafka" else None, kafka_password=None, keep_password=False,
         )  # fmt: skip
     await emit(db, [network_status(CP1, True, at(5))])
     assert await deliveries.fan_out(100) == 1
-    assert await _no_cursor(db)
-    state = "pending" if change == "made a webhook" else "failed"
     rows = await db.fetch(
         "SELECT outbox_id, state FROM deliveries WHERE subscription_id = $1 ORDER BY 1", sub.id
     )
-    expected = [1, 2, 3, 4, 5, 6] if state == "pending" else [1, 2, 3, 4, 5]
-    assert [(r["outbox_id"], r["state"]) for r in rows] == [(i, state) for i in expected]
     lanes = await db.fetchval(
         "SELECT count(*) FROM delivery_lanes WHERE subscription_id = $1", sub.id
     )
+    if change == "switched":
+        assert await db.fetchval("SELECT after_id FROM stream_cursors") == 0
+        assert not rows and not lanes
+        return
+    assert await _no_cursor(db)
+    state = "pending" if change == "made a tenant's" else "failed"
+    expected = [1, 2, 3, 4, 5, 6] if state == "pending" else [1, 2, 3, 4, 5]
+    assert [(r["outbox_id"], r["state"]) for r in rows] == [(i, state) for i in expected]
     assert lanes == (1 if state == "pending" else 0)
     await deliveries.prune(retention=0)  # what was written while disabled is owed to no one
     assert await _outbox_ids(db) == expected
@@ -472,16 +494,16 @@ async def test_a_process_killed_mid_stream_is_taken_over_from_the_cursor(
     }
 
     async def streaming() -> bool:
-        return bool(await db.fetchval("SELECT after_id > 0 FROM kafka_cursors"))
+        return bool(await db.fetchval("SELECT after_id > 0 FROM stream_cursors"))
 
     async with _evgate(database_url, tmp_path / "first") as first:
         await until(streaming, within=60, interval=0.005)
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 10)
-    passed = await db.fetchval("SELECT after_id FROM kafka_cursors")
+    passed = await db.fetchval("SELECT after_id FROM stream_cursors")
     assert 0 < passed < len(outbox), passed  # killed mid-stream
     # What the lease's expiry does after a minute or two: the stream is free again.
-    await db.execute("UPDATE kafka_cursors SET leased_until = now() - interval '1 s'")
+    await db.execute("UPDATE stream_cursors SET leased_until = now() - interval '1 s'")
     async with _evgate(database_url, tmp_path / "second"):
         records = await _all_of(kafka_broker, topic, set(outbox), within=120)
     for r in records:  # none invented

@@ -114,7 +114,7 @@ async def test_a_wrong_password_delays_and_nothing_is_lost(
         await until(lambda: lines.saying("Kafka"), within=30)
         await quiet_for(1.0)  # more rounds fail meanwhile
     assert (await deliveries.counts(sub.id)).waiting == 2
-    assert await db.fetchval("SELECT after_id FROM kafka_cursors") == 0
+    assert await db.fetchval("SELECT after_id FROM stream_cursors") == 0
     ours = [
         r for r in lines.records if r.name.startswith("evgate") and r.levelno >= logging.WARNING
     ]

@@ -216,7 +216,7 @@ async def test_a_stream_waiting_for_its_brokers_resumes_when_they_return(
         await kafka_broker.stop_async()
         await emit(db, [network_status(c, False, at(10 + i)) for i, c in enumerate(chargers)])
         await until(lambda: dispatcher._kafka.away(), within=30)
-        assert await db.fetchval("SELECT after_id FROM kafka_cursors") == 4
+        assert await db.fetchval("SELECT after_id FROM stream_cursors") == 4
     finally:
         await kafka_broker.start_async()
     want = {f"evt_{i}" for i in range(1, 9)}
@@ -246,7 +246,7 @@ async def test_the_stream_lag_says_how_old_its_oldest_unsent_event_is_while_brok
     charger = ChargerRef("CP-1", 1)
 
     def lag() -> float:
-        return dispatcher._m_stream_lag.value(str(sub.id))
+        return dispatcher._m_stream_lag["kafka"].value(str(sub.id))
 
     await emit(db, [network_status(charger, True, at(0))])
     await _consume_all(kafka_broker, topic, {"evt_1"}, within=30)

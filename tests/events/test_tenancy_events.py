@@ -31,6 +31,7 @@ from evgate.storage.circuits import CircuitStore
 from evgate.storage.db import Database, acting_for
 from evgate.storage.deliveries import DeliveryStore
 from evgate.storage.outbox import About, insert_outbox
+from evgate.storage.stream_cursors import Position, StreamCursorStore
 from evgate.storage.subscriptions import SubscriptionStore
 from harness.kafka import KafkaBroker
 from support import Receiver, gateway_knows, ocpp_charger, until
@@ -158,7 +159,7 @@ async def delivered(db: Database) -> None:
             await db.fetchval(
                 "SELECT NOT EXISTS (SELECT 1 FROM outbox o, outbox_cursor c"
                 "  WHERE (o.xid, o.id) > (c.after_xid, c.after_id))"
-                " AND NOT EXISTS (SELECT 1 FROM outbox o, kafka_cursors k"
+                " AND NOT EXISTS (SELECT 1 FROM outbox o, stream_cursors k"
                 "  WHERE (o.xid, o.id) > (k.after_xid, k.after_id))"
                 " AND NOT EXISTS (SELECT 1 FROM deliveries)"
             )
@@ -369,7 +370,7 @@ async def test_the_fan_out_gives_a_tenant_its_stamped_events_and_not_the_operato
     """In the store: a subscription made acting for a tenant is the tenant's (the column's
     default); a circuit's consumption report is stamped with the circuit's tenant, an event
     about a sub-operator with that sub-operator; users', partners', plans' and balances'
-    events (no charger, no stamp) fan out to the operator's subscription only."""
+    events (no charger, no stamp) go to the operator's subscription only."""
     a = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('A') RETURNING id")
     b = await db.fetchval("INSERT INTO sub_operators (name) VALUES ('B') RETURNING id")
     url = "http://127.0.0.1:9/hook"  # never called: nothing is dispatched here
@@ -401,9 +402,14 @@ async def test_the_fan_out_gives_a_tenant_its_stamped_events_and_not_the_operato
         got.setdefault(r["subscription_id"], []).append(r["event"])
     assert got[a_s.id] == ["CircuitConsumptionNotification"]
     assert got[b_s.id] == ["circuit.changed"]
-    assert set(got[operators.id]) == {"CircuitConsumptionNotification", "circuit.changed"} | {
-        e.event for e in account_events()
-    }
+    # The operator's subscription is streamed (no deliveries): what it gets is what its
+    # stream reads, by the same rule.
+    assert operators.id not in got
+    window = await StreamCursorStore(db).read(operators.id, Position(0, 0), 1000)
+    assert {e.event for e in window.events} == {
+        "CircuitConsumptionNotification",
+        "circuit.changed",
+    } | {e.event for e in account_events()}
 
 
 async def kafka_records(broker: KafkaBroker, topic: str) -> list[Any]:

@@ -364,3 +364,237 @@ async def test_without_subscriptions_a_stream_of_events_is_polled_at_the_idle_pa
     dispatcher.wake()
     await emit(db, [network_status(ChargerRef("CP-2", 2), True, at(1))])
     await until(lambda: any(b'"CP-2"' in r.body for r in receiver.received))
+
+
+# The operator's webhook subscription is streamed from a cursor (issue 17): no deliveries row
+# per event while its receiver takes them; an event not delivered goes to its charger's lane.
+
+
+async def _count_delivery_rows(db: Database) -> None:
+    """Record every ``deliveries`` row ever inserted (a trigger: a row inserted and deleted
+    by the lane path in between two looks would otherwise not be seen)."""
+    await db.execute(
+        "CREATE TABLE inserted_deliveries (subscription_id bigint, outbox_id bigint,"
+        " charger_id text);"
+        "CREATE FUNCTION record_delivery() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " INSERT INTO inserted_deliveries VALUES (NEW.subscription_id, NEW.outbox_id,"
+        " NEW.charger_id); RETURN NEW; END $$;"
+        "CREATE TRIGGER recorded AFTER INSERT ON deliveries FOR EACH ROW"
+        " EXECUTE FUNCTION record_delivery()"
+    )
+
+
+async def _inserted(db: Database) -> list[tuple[int, str]]:
+    rows = await db.fetch("SELECT outbox_id, charger_id FROM inserted_deliveries ORDER BY 1")
+    return [(r["outbox_id"], r["charger_id"]) for r in rows]
+
+
+async def test_a_healthy_receiver_gets_every_event_in_order_without_a_delivery_row(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """The operator's webhook subscription costs PostgreSQL no row per event: its stream
+    sends each charger's events in order, several chargers at once, and moves its cursor past
+    them; no deliveries row is ever written, and its counts say nothing is waiting."""
+    await _count_delivery_rows(db)
+    sub = await webhook_subscription(subscriptions, receiver.url)
+    dispatchers(dataclasses.replace(FAST, kafka_batch=30))  # several windows
+    for i in range(6):
+        await emit(db, _numbered(f"CP-{i}", 20))
+    got = await receiver.wait_for(120)
+    await quiet_for(0.3)  # no duplicate
+    assert len(receiver.received) == 120
+    assert len({r.headers["webhook-id"] for r in got}) == 120
+    for charger, stamps in _sequence(got).items():
+        assert stamps == sorted(stamps) and len(stamps) == 20, charger
+    assert await _inserted(db) == []
+    assert not await db.fetchval("SELECT count(*) FROM delivery_attempts")
+    last = await db.fetchval("SELECT max(id) FROM outbox")
+    await until(lambda: _passed(db, last))
+    counts = await deliveries.counts(sub.id)
+    assert (counts.waiting, counts.failed) == (0, 0)
+
+
+async def _passed(db: Database, outbox_id: int) -> bool:
+    return bool(await db.fetchval("SELECT after_id >= $1 FROM stream_cursors", outbox_id))
+
+
+async def test_a_failed_event_goes_to_its_lane_with_its_chargers_later_events(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """CP-1's third event is answered 503 with Retry-After: 2. It goes to CP-1's lane with
+    that attempt (status, error, next attempt no sooner than the Retry-After), in the
+    statement that moves the cursor past the window; CP-1's later events (of that window and
+    those written while the lane waits) go behind it; the lane delivers them all in order once
+    the receiver takes them. CP-2's events flow on meanwhile, with no delivery row."""
+    refused: list[str] = []
+
+    def reply(r: Received) -> Reply:
+        body = msgspec.json.decode(r.body)
+        if (
+            body["networkId"] == "CP-1"
+            and body["timestamp"] == at(2).isoformat().replace("+00:00", "Z")
+            and not refused
+        ):
+            refused.append(r.headers["webhook-id"])
+            return Reply(503, {"retry-after": "2"}, body=b"busy")
+        return Reply(204, body=b"")
+
+    receiver = Receiver(reply)
+    await receiver.start()
+    try:
+        await _count_delivery_rows(db)
+        sub = await webhook_subscription(subscriptions, receiver.url)
+        dispatchers()
+        await emit(db, _numbered("CP-1", 5) + _numbered("CP-2", 5))
+        await until(lambda: bool(refused))
+        failed_id = int(refused[0].removeprefix("evt_"))
+        # While CP-1's lane waits out the Retry-After, more events of both chargers.
+        await emit(db, [network_status(ChargerRef(c, 1), True, at(10)) for c in ("CP-1", "CP-2")])
+        got = await receiver.wait_for(12, within=30)
+        await quiet_for(0.3)  # no duplicate
+    finally:
+        await receiver.stop()
+    assert len(receiver.received) == 12
+    sequence = _sequence(got)
+    assert sequence["CP-1"] == sorted(sequence["CP-1"]) and len(sequence["CP-1"]) == 6
+    assert sequence["CP-2"] == sorted(sequence["CP-2"]) and len(sequence["CP-2"]) == 6
+    # The failed event and every later one of CP-1 went through the lane; CP-2 never did.
+    cp1 = [r["id"] for r in await db.fetch("SELECT id FROM outbox WHERE charger_id = 'CP-1'")]
+    laned = await _inserted(db)
+    assert laned == [(i, "CP-1") for i in sorted(cp1) if i >= failed_id]
+    attempts = await db.fetch(
+        "SELECT attempt, ok, status_code, error FROM delivery_attempts"
+        " WHERE subscription_id = $1 AND outbox_id = $2 ORDER BY attempt",
+        sub.id,
+        failed_id,
+    )
+    assert [(a["attempt"], a["ok"], a["status_code"]) for a in attempts] == [
+        (1, False, 503),
+        (2, True, 204),
+    ]
+    assert "busy" in attempts[0]["error"]
+    first, second = (
+        next(r.at for r in receiver.requests if r.headers["webhook-id"] == refused[0]),
+        [r.at for r in receiver.requests if r.headers["webhook-id"] == refused[0]][1],
+    )
+    assert second - first >= 1.9  # the receiver's Retry-After, honoured
+    assert await db.fetchval("SELECT count(*) FROM deliveries") == 0
+    counts = await deliveries.counts(sub.id)
+    assert (counts.waiting, counts.failed) == (0, 0)
+
+
+async def test_a_dispatcher_stopped_mid_window_is_followed_by_one_that_resends_from_the_cursor(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """A dispatcher stopped while its stream's window is half delivered gives the stream back
+    with the cursor before the window: the next one sends it again from there (at least once,
+    the same ``webhook-id``), skipping nothing, each charger in order."""
+    slow = True
+    receiver = Receiver(lambda _: Reply(204, delay=0.2 if slow else 0.0, body=b""))
+    await receiver.start()
+    try:
+        await webhook_subscription(subscriptions, receiver.url)
+        await emit(db, _numbered("CP-1", 20) + _numbered("CP-2", 20))
+        first = dispatchers()
+        await receiver.wait_for(6, within=30)
+        await first.stop()
+        before = len(receiver.requests)
+        assert await db.fetchval("SELECT after_id FROM stream_cursors") == 0  # not passed
+        slow = False
+        dispatchers()
+        ids = {f"evt_{r['id']}" for r in await db.fetch("SELECT id FROM outbox")}
+        await until(lambda: {r.headers["webhook-id"] for r in receiver.received} >= ids)
+        await until(lambda: _passed(db, 40))
+        after = receiver.requests[before:]
+    finally:
+        await receiver.stop()
+    outbox = {
+        f"evt_{r['id']}": r["payload"] for r in await db.fetch("SELECT id, payload FROM outbox")
+    }
+    for r in receiver.requests:  # none invented, each under its own id
+        assert r.body == outbox[r.headers["webhook-id"]]
+    assert len(after) == 40  # the whole window again, from the cursor
+    for charger, stamps in _sequence(after).items():
+        assert stamps == sorted(stamps) and len(stamps) == 20, charger
+
+
+async def test_a_receiver_slower_than_a_round_still_gets_every_event_from_the_first(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+) -> None:
+    """A round sends until half its lease is spent; the cursor stops before the first event
+    not sent. Ten chargers, one event each, a receiver taking 0.3 s an event, two
+    connections, a 0.6 s round: each round sends about four. The window's first chargers go
+    first (they went last, and a round out of time never passed the first event: the same
+    events were sent again and again), and every event arrives with the cursor past them."""
+    receiver = Receiver(lambda _: Reply(204, delay=0.3, body=b""))
+    await receiver.start()
+    dispatcher = Dispatcher(
+        subscriptions, deliveries, dataclasses.replace(FAST, lanes_per_subscription=2)
+    )
+    dispatcher._lease = lambda: 1.2  # type: ignore[method-assign]
+    try:
+        await webhook_subscription(subscriptions, receiver.url)
+        dispatcher.start()
+        await emit(db, [network_status(ChargerRef(f"CP-{i}", 1), True, at(i)) for i in range(10)])
+
+        def chargers() -> set[str]:
+            return {msgspec.json.decode(r.body)["networkId"] for r in receiver.received}
+
+        await until(lambda: len(chargers()) == 10, within=30, message=chargers)
+        last = await db.fetchval("SELECT max(id) FROM outbox")
+        await until(
+            lambda: db.fetchval("SELECT after_id >= $1 FROM stream_cursors", last), within=30
+        )
+    finally:
+        await dispatcher.stop()
+        await receiver.stop()
+    assert await db.fetchval("SELECT count(*) FROM deliveries") == 0
+
+
+async def test_a_retry_after_is_kept_when_the_round_ran_out_of_time_before_it(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+) -> None:
+    """CP-0's five slow events come first in the window; CP-1's one event after them is
+    answered 503 with Retry-After: 5 at once. The round runs out of time in CP-0's chain, so
+    the cursor stops before CP-1's event: its failed attempt still goes to CP-1's lane (it
+    was dropped, and the event was sent again at once), and it is not tried again before
+    the receiver's 5 s."""
+    tried: list[float] = []
+
+    def reply(r: Received) -> Reply:
+        if msgspec.json.decode(r.body)["networkId"] == "CP-1":
+            tried.append(r.at)
+            if len(tried) == 1:
+                return Reply(503, {"retry-after": "5"}, body=b"busy")
+            return Reply(204, body=b"")
+        return Reply(204, delay=0.3, body=b"")
+
+    receiver = Receiver(reply)
+    await receiver.start()
+    dispatcher = Dispatcher(
+        subscriptions, deliveries, dataclasses.replace(FAST, lanes_per_subscription=2)
+    )
+    dispatcher._lease = lambda: 1.2  # type: ignore[method-assign]
+    try:
+        await webhook_subscription(subscriptions, receiver.url)
+        dispatcher.start()
+        entries = [network_status(ChargerRef("CP-0", 1), i % 2 == 0, at(i)) for i in range(5)]
+        await emit(db, [*entries, network_status(ChargerRef("CP-1", 1), True, at(9))])
+        await until(lambda: len(tried) >= 2, within=30)
+    finally:
+        await dispatcher.stop()
+        await receiver.stop()
+    assert tried[1] - tried[0] >= 4.5, tried

@@ -17,15 +17,18 @@ One task per process (owned by :class:`Dispatcher`, started and stopped by ``app
    jitter, or the receiver's Retry-After); other lanes and other subscriptions go on. After the
    last retry the delivery is marked failed (listed by the API, resendable) and the lane goes
    on. A 410 disables the subscription.
-4. **Kafka streams.** A Kafka subscription gets no delivery per event: one task per enabled
-   Kafka subscription (:meth:`Dispatcher._stream`), in one process at a time (a lease in its
-   cursor row), reads the next events it wants from the outbox after its cursor
-   (``KafkaCursorStore``), produces them all, waits for every acknowledgement and moves the
-   cursor past them in one short statement: one batch in flight per subscription. Brokers
-   away: the cursor stays, the stream waits for their return (probed every
-   ``kafka_probe_interval``) and sends again from the cursor (at least once, the same
-   ``event-id``). A record a broker refuses goes to its charger's lane (a delivery, retried
-   and given up as any), with the charger's later events while one is pending there.
+4. **Streams.** An operator's subscription (webhook or Kafka) gets no delivery per event: one
+   task per such subscription (:meth:`Dispatcher._stream`), in one process at a time (a
+   lease in its cursor row), reads the next events it wants from the outbox after its cursor
+   (``StreamCursorStore``), sends them all and moves the cursor past them in one short
+   statement: one window in flight per subscription. Only the send differs: Kafka produces
+   the window and waits for every acknowledgement (brokers away: the cursor stays, the stream
+   waits for their return, probed every ``kafka_probe_interval``, and sends again from the
+   cursor: at least once, the same ``event-id``); a webhook POSTs each charger's events one
+   after the other, chargers side by side up to the sink's connections. An event not
+   delivered (a record a broker refuses, a failed webhook attempt) goes to its charger's lane
+   (a delivery, retried and given up as any) with the charger's later events, while one is
+   pending there.
 
 The charger path never waits for any of this: handlers only append outbox rows to their
 transaction. A slow or dead receiver holds only its own subscription's lanes.
@@ -34,6 +37,7 @@ transaction. A slow or dead receiver holds only its own subscription's lanes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -63,10 +67,10 @@ from evgate.storage.deliveries import (
     LaneOutcome,
     LaneWant,
 )
-from evgate.storage.kafka_cursors import (
-    KafkaCursorStore,
+from evgate.storage.stream_cursors import (
     Laned,
     Position,
+    StreamCursorStore,
     StreamedEvent,
     StreamWindow,
 )
@@ -78,6 +82,18 @@ __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
 log = logging.getLogger(__name__)
 
 _STOP_GRACE = 5.0  # seconds stop() waits for each part (lanes, sinks) before moving on
+
+
+class _NotSent(Exception):
+    """A streamed event that its round did not send (a webhook round out of time)."""
+
+
+_NOT_SENT = _NotSent("not sent")
+
+#: What a stream's round did with each event it sent, by outbox id: None, delivered
+#: (acknowledged); a ``Laned``, not delivered, for its charger's lane with its failed attempt;
+#: an exception, neither (the cursor stops before it). An event not in it was not sent.
+_Sent = dict[int, Laned | Exception | None]
 
 
 @dataclass(frozen=True)
@@ -93,8 +109,8 @@ class DispatcherConfig:
     # aiokafka gives up a record whose partition has no leader.
     kafka_request_timeout: float = 30.0
     fan_out_batch: int = 5000
-    # A Kafka stream's batch: outbox rows read, their records produced and acknowledged, the
-    # cursor moved past them (halved after a batch that timed out, down to 100).
+    # A stream's window (Kafka and webhook): outbox rows read, sent and acknowledged, the
+    # cursor moved past them (halved after one that timed out or ran out of time, down to 100).
     kafka_batch: int = 5000
     lanes_per_subscription: int = 16
     lane_batch: int = 100
@@ -132,15 +148,19 @@ class _Subscription:
     # ``lanes_per_subscription``, the slots) and as many leased in advance, waiting for a
     # slot, so that a lane starts the moment another ends rather than after a claim.
     lanes: set[str] = field(default_factory=set)
+    # Its stream is sending through ``sink`` (which is closed only when neither does).
+    streaming: bool = False
     slots: asyncio.Semaphore | None = None
 
 
 @dataclass(eq=False)
 class _Stream:
-    """A Kafka subscription's stream, as this process works it (see :meth:`Dispatcher._stream`)."""
+    """A subscription's stream, as this process works it (see :meth:`Dispatcher._stream`)."""
 
     subscription_id: int
     batch: int
+    # Its sink's kind (the lag's gauge), as of its last round.
+    via: str
     # Its cursor while this process holds the lease (None: not held, or not known).
     position: Position | None = None
     leased_at: float = 0.0
@@ -245,7 +265,7 @@ class Dispatcher:
         # Every lane in flight, with the subscription (settings and sink) it works for.
         self._tasks: dict[asyncio.Task[None], _Subscription] = {}
         self._books = _Books(self.deliveries, self._lease)
-        self.cursors = KafkaCursorStore(deliveries.db)
+        self.cursors = StreamCursorStore(deliveries.db)
         # Who holds a stream's lease: this dispatcher (a process may run several in tests).
         self._holder = secrets.token_hex(8)
         self._streams: dict[int, tuple[_Stream, asyncio.Task[None]]] = {}
@@ -271,12 +291,21 @@ class Dispatcher:
             "evgate_kafka_resends_total",
             "Kafka lanes and stream batches sent again because a failure replaced their producer",
         )
-        self._m_stream_lag = registry.gauge(
-            "evgate_kafka_stream_behind_seconds",
-            "How old the oldest event a Kafka subscription's stream has not had acknowledged is"
-            " (0: caught up; also while its brokers are away)",
-            ("subscription",),
-        )
+        # One gauge per sink (the Kafka one's name is the operators' dashboards').
+        self._m_stream_lag = {
+            "kafka": registry.gauge(
+                "evgate_kafka_stream_behind_seconds",
+                "How old the oldest event a Kafka subscription's stream has not had"
+                " acknowledged is (0: caught up; also while its brokers are away)",
+                ("subscription",),
+            ),
+            "webhook": registry.gauge(
+                "evgate_webhook_stream_behind_seconds",
+                "How old the oldest event a webhook subscription's stream has not had"
+                " delivered or put in a lane is (0: caught up)",
+                ("subscription",),
+            ),
+        }
         self._m_fanned = registry.counter(
             "evgate_outbox_fanned_out_total", "Outbox events turned into deliveries"
         )
@@ -285,7 +314,7 @@ class Dispatcher:
         self._m_backlog = registry.gauge(
             "evgate_notification_backlog",
             "Events waiting for delivery (all subscriptions, all processes): deliveries pending,"
-            " and what Kafka streams have still to send after their cursors (counted over the"
+            " and what streams have still to send after their cursors (counted over the"
             f" next {BACKLOG_SAMPLE} outbox rows of each, estimated beyond)",
         )
 
@@ -423,13 +452,13 @@ class Dispatcher:
                 # Changed or gone: lanes in flight finish with the settings they started with
                 # and close the old sink when the last one ends.
                 del self._subs[sub_id]
-                if not sub.lanes:
+                if not sub.lanes and not sub.streaming:
                     await self._close_sink(sub)
         for sub_id, row in rows.items():
             self._subs.setdefault(sub_id, _Subscription(row))
             if row.streamed and sub_id not in self._streams:
-                stream = _Stream(sub_id, self.config.kafka_batch)
-                task = service_task(self._stream(stream), name=f"kafka-stream:{sub_id}")
+                stream = _Stream(sub_id, self.config.kafka_batch, row.via)
+                task = service_task(self._stream(stream), name=f"stream:{sub_id}")
                 self._streams[sub_id] = (stream, task)
         in_use = {
             kafka_settings_key(sub.row)
@@ -562,11 +591,7 @@ class Dispatcher:
             if outcome.failure is not None:
                 self._count_failure(sub, outcome)
             if outcome.then == "hold":  # 410 Gone
-                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                reason = f"receiver answered 410 Gone at {when}"
-                await self.subscriptions.disable(sub_id, reason)
-                log.warning("subscription %d disabled: %s", sub_id, reason)
-                self.wake()
+                await self._gone(sub_id)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
@@ -582,20 +607,36 @@ class Dispatcher:
                 slots.release()
             await self._free(sub, charger_id)
 
+    async def _gone(self, sub_id: int) -> None:
+        """Its receiver answered 410 Gone: disable the subscription (its pending deliveries
+        become failed, its lanes go; the fan-out hands its stream's unsent events over)."""
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        reason = f"receiver answered 410 Gone at {when}"
+        await self.subscriptions.disable(sub_id, reason)
+        log.warning("subscription %d disabled: %s", sub_id, reason)
+        self.wake()
+
     async def _free(self, sub: _Subscription, charger_id: str) -> None:
         """The lane's slot is free (once; the lane may still be recording its outcome)."""
         if charger_id in sub.lanes:
             sub.lanes.discard(charger_id)
-            if not sub.lanes and self._subs.get(sub.row.id) is not sub:
-                await self._close_sink(sub)  # the subscription changed or went meanwhile
+            await self._unused(sub)
             self._wakeup.set()
+
+    async def _unused(self, sub: _Subscription) -> None:
+        """Close the sink of a subscription that changed or went, once no lane and no stream
+        round sends through it any more."""
+        if not sub.lanes and not sub.streaming and self._subs.get(sub.row.id) is not sub:
+            await self._close_sink(sub)
 
     def _webhook_sink(self, sub: _Subscription) -> WebhookSink:
         if sub.sink is None:
             sub.sink = WebhookSink(
                 sub.row,
                 self.config.delivery_timeout,
-                self.config.lanes_per_subscription,
+                # Its lanes and its stream's round (as many of each), so that neither waits
+                # for a connection the other holds (a wait its attempt's timeout counts).
+                2 * self.config.lanes_per_subscription,
                 self.config.tenant_private_targets,
             )
         return sub.sink
@@ -675,18 +716,18 @@ class Dispatcher:
                 sub.row.id, failure.outbox_id, failure.attempt, failure.error,
             )  # fmt: skip
 
-    # A Kafka stream.
+    # A stream.
 
     async def _stream(self, stream: _Stream) -> None:
-        """Stream one Kafka subscription for as long as it is an enabled Kafka one here: a
-        round at a time (:meth:`_stream_round`), then a pause that new events cut short, or
-        while its brokers are away one that their return cuts short. Gives the lease back at
-        the end (shutdown; the subscription disabled, changed to a webhook or deleted)."""
+        """Stream one subscription for as long as it is streamed here: a round at a time
+        (:meth:`_stream_round`), then a pause that new events cut short, or while its Kafka
+        brokers are away one that their return cuts short. Gives the lease back at the end
+        (shutdown; the subscription disabled, made a tenant's or deleted)."""
         sub_id = stream.subscription_id
-        name = f"the Kafka stream of subscription {sub_id}"
+        name = f"the stream of subscription {sub_id}"
         retry = self.deliveries.db.health.retry(name, log, first=1.0)
         idle = self.config.poll_interval
-        if (sub := self._subs.get(sub_id)) is not None:
+        if (sub := self._subs.get(sub_id)) is not None and sub.row.via == "kafka":
             self._kafka.prepare(sub.row)
         try:
             while (sub := self._subs.get(sub_id)) is not None and sub.row.streamed:
@@ -694,7 +735,7 @@ class Dispatcher:
                 stream.back.clear()
                 outage = False
                 try:
-                    pause, outage = await self._stream_round(sub.row, stream, name)
+                    pause, outage = await self._stream_round(sub, stream, name)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -720,7 +761,8 @@ class Dispatcher:
                 await asyncio.wait({read})  # ended, not left running past stop()
             if self._streams.get(sub_id, (None,))[0] is stream:
                 del self._streams[sub_id]
-            self._m_stream_lag.set(0, str(sub_id))
+            for gauge in self._m_stream_lag.values():
+                gauge.set(0, str(sub_id))
             if stream.position is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(
@@ -728,13 +770,17 @@ class Dispatcher:
                     )
 
     async def _stream_round(
-        self, row: SubscriptionRow, stream: _Stream, name: str
+        self, sub: _Subscription, stream: _Stream, name: str
     ) -> tuple[float | None, bool]:
-        """Read the next batch after the cursor, produce it, wait for the acknowledgements and
-        move the cursor past what was acknowledged or put in a lane. Returns how long to pause
-        (None: nothing was there; 0: more at once) and whether the brokers are away."""
+        """Read the next window after the cursor, send it (:meth:`_produce` or :meth:`_post`)
+        and move the cursor past what was acknowledged or put in a lane. Returns how long to
+        pause (None: nothing was there; 0: more at once) and whether the brokers are away."""
+        row = sub.row
         loop = asyncio.get_running_loop()
         lease = self._lease()
+        if stream.via != row.via:
+            self._m_stream_lag[stream.via].set(0, str(row.id))  # made the other kind
+            stream.via = row.via
         if stream.position is None or loop.time() - stream.leased_at > lease / 4:
             stream.position = await self.cursors.lease(row.id, self._holder, lease)
             stream.leased_at = loop.time()
@@ -749,50 +795,61 @@ class Dispatcher:
             return None, False
         full = window.rows >= stream.batch  # more is waiting
         if full:
-            # The next window is read while this one is produced (two in memory at most).
+            # The next window is read while this one is sent (two in memory at most).
             read = service_task(
-                self.cursors.read(row.id, window.end, stream.batch), name=f"kafka-read:{row.id}"
+                self.cursors.read(row.id, window.end, stream.batch), name=f"stream-read:{row.id}"
             )
             stream.ahead = (window.end, read)
         send = [e for e in window.events if not e.queued]
-        errors: dict[int, Exception | None] = {}
-        duration = 0.0
-        if send:
-            produced = await self._kafka.produce(
-                row, send, [e.charger_id.encode() for e in send], name
-            )
-            errors = {e.outbox_id: err for e, err in zip(send, produced.errors, strict=True)}
-            duration = produced.duration_ms
-        end, laned, delivered, stopped = self._settle(window.events, errors, duration)
+        if not send:
+            sent: _Sent = {}
+        elif row.via == "kafka":
+            sent = await self._produce(row, send, name)
+        else:
+            # Sent until half the lease is spent (the rest is sent by the next round), so the
+            # lease never runs out under a slow receiver.
+            sent = await self._post(sub, send, stream.leased_at + lease / 2)
+        end, laned, delivered, stopped = self._settle(window.events, sent)
         if stopped is None:
             end = window.end  # the unwanted rows after the last wanted one too
         if stopped is not None or laned:
             stream.discard_ahead()
-        if end is not None:
-            if not await self.cursors.advance(row.id, self._holder, end, laned, lease):
+        # Not past any event, the cursor stays; what failed after the stop still goes to lanes.
+        to = end if end is not None else (stream.position if laned else None)
+        if to is not None:
+            if not await self.cursors.advance(row.id, self._holder, to, laned, lease):
                 stream.position = None  # the lease ran out and another process took it
                 stream.discard_ahead()
                 return 0.0, False
-            stream.position, stream.leased_at = end, loop.time()
-        self._m_delivered.inc("kafka", amount=delivered)
-        refusals = [item for item in laned if item.attempt]  # the others wait behind them
-        if refusals:
-            self._m_failed.inc("kafka", amount=len(refusals))
-            given_up = sum(item.retry_in is None for item in refusals)
+            stream.position, stream.leased_at = to, loop.time()
+        self._m_delivered.inc(row.via, amount=delivered)
+        failures = [item for item in laned if item.attempt]  # the others wait behind them
+        if failures:
+            self._m_failed.inc(row.via, amount=len(failures))
+            given_up = sum(item.retry_in is None and item.status_code != 410 for item in failures)
             if given_up:
-                self._m_gave_up.inc("kafka", amount=given_up)
-            log.warning(
-                "%s: the brokers refused %d events (first %d: %s); they go to their chargers'"
-                " lanes",
-                name, len(refusals), refusals[0].outbox_id, refusals[0].error,
-            )  # fmt: skip
+                self._m_gave_up.inc(row.via, amount=given_up)
+            if row.via == "kafka":
+                log.warning(
+                    "%s: the brokers refused %d events (first %d: %s); they go to their"
+                    " chargers' lanes",
+                    name, len(failures), failures[0].outbox_id, failures[0].error,
+                )  # fmt: skip
+            if any(item.status_code == 410 for item in failures) and row.via == "webhook":
+                await self._gone(row.id)
         if stopped is None:
             stream.complaint = None
             stream.batch = min(self.config.kafka_batch, stream.batch * 2)
             if not full:
                 self._show_lag(stream, None)  # caught up (a full one: the next window says)
             return (0.0 if full else self.config.poll_interval), False
-        self._show_lag(stream, stream.oldest)  # older now (the produce took its time)
+        self._show_lag(stream, stream.oldest)  # older now (the send took its time)
+        if row.via != "kafka":
+            # A webhook's round out of time: on from where it stopped, with a window the
+            # receiver can take within a round (what was delivered after the stop is sent
+            # again).
+            stream.batch = max(100, stream.batch // 2)
+            return 0.0, False
         if sent_again(stopped):
             self._m_resent.inc()  # a producer replaced under it: again at once
             return 0.0, False
@@ -808,10 +865,74 @@ class Dispatcher:
             log.warning("%s waits: %s; retrying", name, complaint)
         return (0.0 if delivered or laned else self.config.kafka_probe_interval), False
 
+    async def _produce(self, row: SubscriptionRow, send: list[StreamedEvent], name: str) -> _Sent:
+        """A Kafka stream's send: produce the window, wait for every acknowledgement. A
+        record a broker refused goes to its charger's lane with its failed attempt."""
+        produced = await self._kafka.produce(row, send, [e.charger_id.encode() for e in send], name)
+        sent: _Sent = {}
+        for e, error in zip(send, produced.errors, strict=True):
+            if refused(error):
+                assert error is not None
+                attempt = Attempt(
+                    False, error=failure_text(error), duration_ms=produced.duration_ms
+                )
+                sent[e.outbox_id] = self._laned(e, attempt)
+            else:
+                sent[e.outbox_id] = error
+        return sent
+
+    async def _post(self, sub: _Subscription, send: list[StreamedEvent], budget: float) -> _Sent:
+        """A webhook stream's send: each charger's events one after the other (in order), up
+        to the first that is not delivered (it goes to the charger's lane with its failed
+        attempt, the charger's later ones behind it); chargers side by side, as many as the
+        sink has connections. An event not sent by ``budget`` (loop time) stops the cursor."""
+        by_charger: dict[str, list[StreamedEvent]] = {}
+        for e in send:
+            by_charger.setdefault(e.charger_id, []).append(e)
+        # In window order (the cursor stops before the first event not sent: the window's
+        # first chargers go first, or a round out of time would never pass them).
+        queue = collections.deque(by_charger.values())
+        sent: _Sent = {}
+        gone = False  # the receiver answered 410: nothing more is sent to it
+        sub.streaming = True
+        try:
+            sink = self._webhook_sink(sub)
+            loop = asyncio.get_running_loop()
+
+            async def worker() -> None:
+                nonlocal gone
+                while queue:
+                    for e in queue.popleft():
+                        if gone or loop.time() > budget:
+                            sent[e.outbox_id] = _NotSent("the round's time ran out")
+                            break
+                        attempt = await sink.deliver(e)
+                        sent[e.outbox_id] = None if attempt.ok else self._laned(e, attempt)
+                        gone |= attempt.gone
+                        if not attempt.ok:
+                            break
+
+            # A task group: a worker that fails (or a cancelled round) ends the others too.
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(len(queue), self.config.lanes_per_subscription)):
+                    group.create_task(worker())
+        finally:
+            sub.streaming = False
+            await self._unused(sub)
+        return sent
+
+    def _laned(self, e: StreamedEvent, attempt: Attempt) -> Laned:
+        """A streamed event not delivered, for its charger's lane: its first failed attempt,
+        retried as a lane's is (a receiver's Retry-After honoured; a 410 is not retried)."""
+        retry_in = None if attempt.gone else retry_delay(self.config, 1, attempt.retry_after)
+        error = attempt.error or "failed"
+        return Laned(e.outbox_id, e.charger_id, e.event, 1, error, retry_in,
+                     attempt.duration_ms, attempt.status_code)  # fmt: skip
+
     def _show_lag(self, stream: _Stream, oldest: float | None) -> None:
         """Say the stream's oldest event not acknowledged was written at ``oldest``."""
         stream.oldest = oldest
-        self._m_stream_lag.set(stream.behind(), str(stream.subscription_id))
+        self._m_stream_lag[stream.via].set(stream.behind(), str(stream.subscription_id))
 
     def _show_lags(self) -> None:
         """Every stream's lag, as of now: it grows while a round waits (for its brokers, or
@@ -831,32 +952,43 @@ class Dispatcher:
         return await self.cursors.read(row.id, after, stream.batch)
 
     def _settle(
-        self, events: list[StreamedEvent], errors: dict[int, Exception | None], duration: float
+        self, events: list[StreamedEvent], sent: _Sent
     ) -> tuple[Position | None, list[Laned], int, Exception | None]:
-        """Go through a window's events in order: acknowledged ones are passed, refused ones
-        (and every later one of their chargers, and those of chargers with a lane) go to the
-        lanes, and the first that is neither stops the cursor before it. Returns where the
-        cursor may go (None: not past any event), what goes to the lanes, how many were
-        acknowledged, and what stopped it (None: nothing did)."""
+        """Go through a window's events in order: delivered ones are passed, those not
+        delivered (and every later one of their chargers, and those of chargers with a lane)
+        go to the lanes, and the first that is neither stops the cursor before it (after it,
+        only failed attempts and their chargers' later events go to the lanes). Returns where
+        the cursor may go (None: not past any event), what goes to the lanes, how many were
+        delivered, and what stopped it (None: nothing did)."""
         end: Position | None = None
         laned: list[Laned] = []
-        chargers: set[str] = set()  # of a record refused in this window
+        chargers: set[str] = set()  # of an event not delivered in this window
         delivered = 0
+        stopped: Exception | None = None
         for e in events:
-            error = errors.get(e.outbox_id)
-            if e.queued or e.charger_id in chargers:
-                if e.queued or error is not None:  # behind its charger's lane
+            result = sent.get(e.outbox_id, _NOT_SENT)
+            if stopped is not None:
+                # Past the stop the cursor stays, but an attempt that failed goes to its lane
+                # now, with its charger's events after it (their rows are kept once when the
+                # next window lanes them again), so that its Retry-After is kept.
+                if e.charger_id in chargers:
                     laned.append(Laned(e.outbox_id, e.charger_id, e.event))
-                else:
-                    delivered += 1  # already in the topic, whatever the lane does
-            elif error is None:
+                elif isinstance(result, Laned):
+                    laned.append(result)
+                    chargers.add(e.charger_id)
+                continue
+            if e.queued or e.charger_id in chargers:
+                if result is None:
+                    delivered += 1  # already at the receiver, whatever the lane does
+                else:  # behind its charger's lane
+                    laned.append(Laned(e.outbox_id, e.charger_id, e.event))
+            elif result is None:
                 delivered += 1
-            elif refused(error):
-                retry_in = retry_delay(self.config, 1)
-                text = failure_text(error)
-                laned.append(Laned(e.outbox_id, e.charger_id, e.event, 1, text, retry_in, duration))
+            elif isinstance(result, Laned):
+                laned.append(result)
                 chargers.add(e.charger_id)
             else:
-                return end, laned, delivered, error
+                stopped = result
+                continue
             end = e.position
-        return end, laned, delivered, None
+        return end, laned, delivered, stopped

@@ -52,8 +52,8 @@ from evgate.tasks import retrieve, service_task
 
 __all__ = [
     "Attempt",
+    "EventRecord",
     "KafkaProducers",
-    "KafkaRecord",
     "NotSent",
     "Produced",
     "ProducerReplaced",
@@ -92,8 +92,9 @@ def check_aiokafka(version: str) -> None:
 check_aiokafka(aiokafka.__version__)
 
 
-class KafkaRecord(Protocol):
-    """What a record is made of: an event (a lane's ``Delivery``, a stream's event)."""
+class EventRecord(Protocol):
+    """What a sink sends of an event (a lane's ``Delivery``, a stream's event): a Kafka
+    record's value, a webhook's body."""
 
     @property
     def outbox_id(self) -> int: ...
@@ -203,7 +204,7 @@ class WebhookSink:
             },
         )
 
-    def headers(self, delivery: Delivery, now: float) -> dict[str, str]:
+    def headers(self, delivery: EventRecord, now: float) -> dict[str, str]:
         msg_id = f"evt_{delivery.outbox_id}"
         timestamp = int(now)
         headers = {
@@ -218,7 +219,7 @@ class WebhookSink:
             headers["x-signature"] = hmac_with_state(self.token_state, delivery.payload).hex()
         return headers
 
-    async def deliver(self, delivery: Delivery) -> Attempt:
+    async def deliver(self, delivery: EventRecord) -> Attempt:
         started = time.perf_counter()
         try:
             async with self.client.post(
@@ -548,7 +549,7 @@ class KafkaProducers:
     async def produce(
         self,
         subscription: SubscriptionRow,
-        records: Sequence[KafkaRecord],
+        records: Sequence[EventRecord],
         keys: Sequence[bytes],
         seen_by: str,
     ) -> Produced:

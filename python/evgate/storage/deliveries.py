@@ -9,12 +9,12 @@ The design (see also ``events/dispatcher.py``):
   ``storage/outbox.py`` on the same connection.
 * Fan-out (:meth:`DeliveryStore.fan_out`): one process at a time (the cursor row is taken
   with ``FOR UPDATE SKIP LOCKED``) turns new outbox rows into ``deliveries``, one per matching
-  webhook subscription (a sub-operator's: only the tenant's events), and marks their lanes.
+  sub-operator's subscription (only the tenant's events), and marks their lanes.
   It reads only rows whose writing transaction is older than every running one
   (``pg_snapshot_xmin``), in (xid, id) order: a transaction that got its id early but
-  commits late is never jumped over. Kafka subscriptions read the outbox themselves, each
-  from its own cursor (``storage/kafka_cursors.py``), which the fan-out starts at its own
-  position.
+  commits late is never jumped over. The operator's subscriptions (webhook or
+  Kafka) read the outbox themselves, each from its own cursor (``storage/stream_cursors.py``),
+  which the fan-out starts at its own position.
 * Lanes: a lane is one subscription's queue for one charger. :meth:`claim_lanes` leases due
   lanes with ``FOR UPDATE SKIP LOCKED``, so each lane is worked by one process at a time and a
   charger's events go out in order; a lease that is not renewed (a dead process) expires and
@@ -56,14 +56,14 @@ __all__ = [
 #: The dispatcher's bookkeeping (see :meth:`DeliveryStore._bookkeeping`) commits with it.
 _NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
 
-#: How many outbox rows after a Kafka stream's cursor :meth:`DeliveryStore.backlog` reads to
+#: How many outbox rows after a stream's cursor :meth:`DeliveryStore.backlog` reads to
 #: count what the stream has still to send (beyond them, it estimates).
 BACKLOG_SAMPLE = 10_000
 
 
 def wanted_by(subscription: str, row: str) -> str:
     """The SQL condition that the subscription aliased ``subscription`` wants the outbox row
-    aliased ``row`` (the fan-out's and the Kafka streams' one rule).
+    aliased ``row`` (the fan-out's and the streams' one rule).
 
     An operator's subscription (no ``sub_operator_id``) gets every event it names; a
     sub-operator's only the tenant's: those of a charger that is the tenant's now (when read:
@@ -84,17 +84,17 @@ def wanted_by(subscription: str, row: str) -> str:
 
 def streamed(subscription: str) -> str:
     """The SQL condition that the subscription aliased ``subscription`` is streamed from a
-    Kafka cursor (``storage/kafka_cursors.py``) rather than given deliveries by the fan-out:
-    an enabled Kafka subscription of the operator's.
+    cursor (``storage/stream_cursors.py``) rather than given deliveries by the fan-out: an
+    enabled subscription of the operator's, webhook or Kafka (every ``via``).
 
-    A sub-operator's Kafka subscription gets deliveries as a webhook does: whether an event
-    of a charger is the tenant's is decided by the charger's owner when it is read, and the
-    fan-out reads it within moments of the commit, while a stream held up by its brokers may
-    read it hours later, after the charger moved to another tenant (its earlier events would
-    then go to the new tenant and never to the old one).
+    A sub-operator's subscription gets deliveries (lanes): whether an event of a charger is
+    the tenant's is decided by the charger's owner when it is read, and the fan-out reads it
+    within moments of the commit, while a stream held up by its receiver may read it hours
+    later, after the charger moved to another tenant (its earlier events would then go to the
+    new tenant and never to the old one).
     """
     s = subscription
-    return f"{s}.enabled AND {s}.via = 'kafka' AND {s}.sub_operator_id IS NULL"
+    return f"{s}.enabled AND {s}.sub_operator_id IS NULL"
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -176,9 +176,9 @@ class FailedDelivery(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 class DeliveryCounts(msgspec.Struct, kw_only=True, rename="camel"):
-    """A subscription's deliveries not done: waiting (to send, or for a retry; a Kafka
-    subscription's: the events its stream has still to send, and those in its lanes behind a
-    record a broker refused) and failed (gave up: resend them)."""
+    """A subscription's deliveries not done: waiting (to send, or for a retry; a streamed
+    subscription's: the events its stream has still to send, and those in its lanes behind an
+    event not delivered) and failed (gave up: resend them)."""
 
     waiting: int
     failed: int
@@ -224,13 +224,13 @@ class DeliveryStore:
         return [FailedDelivery(**dict(r)) for r in rows]
 
     async def counts(self, subscription_id: int) -> DeliveryCounts:
-        """Its deliveries waiting and failed. A Kafka subscription's waiting ones are the
+        """Its deliveries waiting and failed. A streamed subscription's waiting ones are the
         events its stream has still to send (wanted, after its cursor, committed: also those
-        above the horizon) and those in its lanes (behind a record a broker refused)."""
+        above the horizon) and those in its lanes (behind an event not delivered)."""
         row = await self.db.fetchrow(
             "SELECT count(*) FILTER (WHERE state = 'pending') AS waiting,"
             " count(*) FILTER (WHERE state = 'failed') AS failed,"
-            " (SELECT count(*) FROM kafka_cursors k JOIN subscriptions s"
+            " (SELECT count(*) FROM stream_cursors k JOIN subscriptions s"
             "   ON s.id = k.subscription_id JOIN outbox o"
             f"   ON (o.xid, o.id) > (k.after_xid, k.after_id) AND {wanted_by('s', 'o')}"
             "   WHERE k.subscription_id = $1) AS streaming"
@@ -269,18 +269,18 @@ class DeliveryStore:
         return len(rows)
 
     async def fan_out(self, limit: int) -> int | None:
-        """Turn up to ``limit`` new outbox rows into deliveries of the webhook subscriptions
-        that want them (:func:`wanted_by`). Returns how many outbox rows were taken, or None
-        when another process holds the cursor.
+        """Turn up to ``limit`` new outbox rows into deliveries of the sub-operators'
+        subscriptions that want them (:func:`wanted_by`). Returns how many outbox rows were
+        taken, or None when another process holds the cursor.
 
-        The operator's Kafka subscriptions stream the outbox from cursors of their own
-        (:func:`streamed`, ``storage/kafka_cursors.py``): the same transaction makes the
+        The operator's subscriptions (webhook or Kafka) stream the outbox from cursors of
+        their own (:func:`streamed`, ``storage/stream_cursors.py``): the same transaction makes the
         cursor of each that has none, at the position before this batch (the events a webhook
         subscription made now would get), and removes those of subscriptions that are no
-        longer streamed (made a webhook, disabled). What such a stream had not sent of what
+        longer streamed (disabled, or a tenant's). What such a stream had not sent of what
         the fan-out passed (after its cursor, up to the position before this batch) becomes
-        deliveries in the same statement: pending in its lanes if it is still enabled (a PUT
-        that made it a webhook), failed (listed, resendable) if it is disabled, so that a
+        deliveries in the same statement: pending in its lanes if it is still enabled (made a
+        tenant's), failed (listed, resendable) if it is disabled, so that a
         change of a subscription never loses an event it was owed.
         """
         async with self._bookkeeping() as conn:
@@ -314,7 +314,7 @@ class DeliveryStore:
                 "  SELECT s.id, o.id, o.charger_id, o.event,"
                 "  CASE WHEN s.enabled THEN 'pending' ELSE 'failed' END,"
                 "  CASE WHEN s.enabled THEN NULL ELSE s.disabled_reason END"
-                "  FROM kafka_cursors k JOIN subscriptions s ON s.id = k.subscription_id"
+                "  FROM stream_cursors k JOIN subscriptions s ON s.id = k.subscription_id"
                 f"  AND NOT ({streamed('s')})"
                 "  JOIN outbox o ON (o.xid, o.id) > (k.after_xid, k.after_id)"
                 "  AND (o.xid, o.id) <= ($1::xid8, $2::bigint)"
@@ -330,12 +330,13 @@ class DeliveryStore:
                 "  ON CONFLICT (subscription_id, charger_id)"
                 "  DO UPDATE SET version = delivery_lanes.version + 1"
                 "), started AS ("
-                "  INSERT INTO kafka_cursors (subscription_id, after_xid, after_id)"
+                "  INSERT INTO stream_cursors (subscription_id, after_xid, after_id)"
                 f"  SELECT s.id, $1, $2 FROM subscriptions s WHERE {streamed('s')}"
-                "  AND NOT EXISTS (SELECT 1 FROM kafka_cursors k WHERE k.subscription_id = s.id)"
+                "  AND NOT EXISTS (SELECT 1 FROM stream_cursors k WHERE k.subscription_id = s.id)"
                 "  ON CONFLICT DO NOTHING"
                 "), stopped AS ("
-                "  DELETE FROM kafka_cursors k USING subscriptions s WHERE s.id = k.subscription_id"
+                "  DELETE FROM stream_cursors k USING subscriptions s"
+                "  WHERE s.id = k.subscription_id"
                 f"  AND NOT ({streamed('s')})"
                 ") SELECT xid, id, (SELECT count(*) FROM batch) AS n"
                 "  FROM batch ORDER BY xid DESC, id DESC LIMIT 1",
@@ -543,7 +544,7 @@ class DeliveryStore:
 
     async def backlog(self, sample: int = BACKLOG_SAMPLE) -> int:
         """Events waiting for delivery, all subscriptions (a gauge, read periodically): the
-        pending deliveries, and what each Kafka stream (:func:`streamed`) has still to send
+        pending deliveries, and what each stream (:func:`streamed`) has still to send
         after its cursor, which has no delivery row.
 
         A stream's part is counted over the next ``sample`` outbox rows after its cursor (an
@@ -554,7 +555,7 @@ class DeliveryStore:
         """
         n: int = await self.db.fetchval(
             "SELECT (SELECT count(*) FROM deliveries WHERE state = 'pending')"
-            " + coalesce((SELECT sum(x.owed)::bigint FROM kafka_cursors k JOIN subscriptions s"
+            " + coalesce((SELECT sum(x.owed)::bigint FROM stream_cursors k JOIN subscriptions s"
             f"  ON s.id = k.subscription_id AND {streamed('s')}, LATERAL ("
             "   SELECT round(count(*) FILTER (WHERE r.wanted) * CASE WHEN count(*) < $1 THEN 1"
             "    ELSE 1 + greatest(0, (SELECT max(id) FROM outbox) - max(r.id))::float8 / $1"
@@ -568,17 +569,17 @@ class DeliveryStore:
 
     async def prune(self, retention: float, limit: int = 10_000) -> int:
         """Delete up to ``limit`` outbox rows older than ``retention`` seconds that are fanned
-        out, streamed past by every Kafka subscription's cursor, and have no delivery left
+        out, streamed past by every stream's cursor, and have no delivery left
         (pending or failed). Returns how many.
 
-        A Kafka subscription that is stalled (its brokers away for longer than the retention)
+        A stream that is stalled (its receiver away for longer than the retention)
         keeps what it has still to send: its cursor holds the outbox back."""
         status = await self.db.execute(
             "DELETE FROM outbox WHERE id IN ("
             " SELECT o.id FROM outbox o, outbox_cursor c"
             " WHERE o.created_at < now() - make_interval(secs => $1)"
             " AND (o.xid, o.id) <= (c.after_xid, c.after_id)"
-            " AND NOT EXISTS (SELECT 1 FROM kafka_cursors k"
+            " AND NOT EXISTS (SELECT 1 FROM stream_cursors k"
             "  WHERE (o.xid, o.id) > (k.after_xid, k.after_id))"
             " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.outbox_id = o.id)"
             " LIMIT $2)",

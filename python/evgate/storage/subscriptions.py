@@ -37,9 +37,10 @@ class SubscriptionRow(msgspec.Struct, kw_only=True):
 
     @property
     def streamed(self) -> bool:
-        """Delivered by a stream of the outbox from a Kafka cursor (the operator's Kafka
-        subscriptions; see ``storage.deliveries.streamed``), not by the fan-out's deliveries."""
-        return self.via == "kafka" and self.sub_operator_id is None
+        """Delivered by a stream of the outbox from a cursor (the operator's subscriptions,
+        webhook or Kafka; see ``storage.deliveries.streamed``), not by the fan-out's
+        deliveries."""
+        return self.sub_operator_id is None
 
 
 _SUB_COLUMNS = (

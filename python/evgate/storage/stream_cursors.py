@@ -1,22 +1,25 @@
-"""storage room: Kafka cursors (``kafka_cursors``) — a Kafka subscription's stream of the outbox.
+"""storage room: stream cursors (``stream_cursors``) — an operator's subscription's stream of
+the outbox, Kafka or webhook.
 
-A Kafka subscription makes no ``deliveries`` row per event (PostgreSQL's cost per row was
-about the producer's cost per record: issue 17). Its stream reads the outbox itself, in
-(xid, id) order and only below the horizon (``pg_snapshot_xmin``, as the fan-out does: a
-transaction that took its ids early and commits late is waited for, never jumped over), the
-events it wants (:func:`~evgate.storage.deliveries.wanted_by`, the fan-out's rule), and moves
-its cursor past what the brokers acknowledged. The design (see ``events/dispatcher.py``):
+An operator's subscription makes no ``deliveries`` row per event while it is healthy
+(PostgreSQL's cost per row was about the sink's cost per event: issue 17). Its stream reads
+the outbox itself, in (xid, id) order and only below the horizon (``pg_snapshot_xmin``, as the
+fan-out does: a transaction that took its ids early and commits late is waited for, never
+jumped over), the events it wants (:func:`~evgate.storage.deliveries.wanted_by`, the fan-out's
+rule), and moves its cursor past what the receiver (brokers, or webhook) acknowledged. The
+design (see ``events/dispatcher.py``):
 
 * One process at a time streams a subscription: a lease in the cursor row (:meth:`lease`,
-  renewed by every :meth:`advance`), never a row lock held over the produce (a transaction
+  renewed by every :meth:`advance`), never a row lock held over the send (a transaction
   open that long would hold back ``pg_snapshot_xmin``, and every fan-out with it). A dead
   process's lease runs out and another takes over from the cursor (at least once).
 * The cursor row is made by the fan-out (``DeliveryStore.fan_out``) at its own position, and
-  removed by it once the subscription is no longer an enabled Kafka one.
-* A record a broker refuses goes to the lane path (a ``deliveries`` row, its attempt, its
-  lane), in the statement that moves the cursor past it; while a charger has a pending
-  delivery, its later events go there too (:attr:`StreamedEvent.queued`), keeping its order.
-  The cursor never passes an event that is neither acknowledged nor in a lane.
+  removed by it once the subscription is no longer streamed (disabled, or a tenant's).
+* An event not delivered (a record a broker refuses, a webhook attempt that failed) goes to
+  the lane path (a ``deliveries`` row, its attempt, its lane), in the statement that moves the
+  cursor past it; while a charger has a pending delivery, its later events go there too
+  (:attr:`StreamedEvent.queued`), keeping its order. The cursor never passes an event that is
+  neither acknowledged nor in a lane.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import msgspec
 from evgate.storage.db import Database
 from evgate.storage.deliveries import _NO_FLUSH, wanted_by
 
-__all__ = ["KafkaCursorStore", "Laned", "Position", "StreamWindow", "StreamedEvent"]
+__all__ = ["Laned", "Position", "StreamCursorStore", "StreamWindow", "StreamedEvent"]
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -40,11 +43,11 @@ class Position(msgspec.Struct, frozen=True):
 
 
 class StreamedEvent(msgspec.Struct, frozen=True):
-    """An event of a stream's window that its subscription wants, with what a record of it
-    needs (the sink's ``KafkaRecord``).
+    """An event of a stream's window that its subscription wants, with what its sinks need
+    (``events.sinks.EventRecord``).
 
     ``queued``: its charger had a pending delivery (a lane) when it was read: it goes to that
-    lane, after the events there, rather than to the brokers now.
+    lane, after the events there, rather than to the receiver now.
     """
 
     outbox_id: int
@@ -78,9 +81,10 @@ class StreamWindow(msgspec.Struct):
 
 
 class Laned(msgspec.Struct, frozen=True):
-    """An event of the stream that goes to its charger's lane: refused by a broker (``attempt``
-    1, its ``error``, its retry in ``retry_in`` seconds, or None: given up), or behind an
-    earlier one of its charger (``attempt`` 0: due with the lane)."""
+    """An event of the stream that goes to its charger's lane: not delivered (refused by a
+    broker, a webhook attempt that failed: ``attempt`` 1, its ``error`` and ``status_code``,
+    its retry in ``retry_in`` seconds, or None: given up), or behind an earlier one of its
+    charger (``attempt`` 0: due with the lane)."""
 
     outbox_id: int
     charger_id: str
@@ -89,10 +93,11 @@ class Laned(msgspec.Struct, frozen=True):
     error: str | None = None
     retry_in: float | None = 0.0
     duration_ms: float = 0.0
+    status_code: int | None = None
 
 
-class KafkaCursorStore:
-    """Queries of the Kafka streams (the dispatcher's, as the owner)."""
+class StreamCursorStore:
+    """Queries of the streams (the dispatcher's, as the owner)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -102,7 +107,7 @@ class KafkaCursorStore:
         it. Returns its cursor, or None: another process streams it, or the fan-out has not
         made its cursor yet (a subscription just made, or enabled again)."""
         row = await self.db.fetchrow(
-            "UPDATE kafka_cursors SET holder = $2,"
+            "UPDATE stream_cursors SET holder = $2,"
             " leased_until = now() + make_interval(secs => $3)"
             " WHERE subscription_id = $1"
             " AND (holder = $2 OR leased_until IS NULL OR leased_until < now())"
@@ -182,7 +187,7 @@ class KafkaCursorStore:
         lanes = sorted(first.values(), key=lambda item: item.charger_id)
         moved = await self.db.fetchval(
             "WITH moved AS ("
-            "  UPDATE kafka_cursors SET after_xid = $3, after_id = $4,"
+            "  UPDATE stream_cursors SET after_xid = $3, after_id = $4,"
             "  leased_until = now() + make_interval(secs => $5)"
             f"  WHERE subscription_id = $1 AND holder = $2 AND {_NO_FLUSH}"
             "  RETURNING subscription_id"
@@ -196,10 +201,10 @@ class KafkaCursorStore:
             "  $10::float8[], $11::text[]) AS x(o, c, e, n, r, err)"
             "  ON CONFLICT DO NOTHING"
             "), history AS ("
-            "  INSERT INTO delivery_attempts (subscription_id, outbox_id, attempt, ok, error,"
-            "  duration_ms) SELECT m.subscription_id, x.o, x.n, false, x.err, x.d"
-            "  FROM moved m, unnest($12::bigint[], $13::int[], $14::text[], $15::float8[])"
-            "  AS x(o, n, err, d)"
+            "  INSERT INTO delivery_attempts (subscription_id, outbox_id, attempt, ok,"
+            "  status_code, error, duration_ms) SELECT m.subscription_id, x.o, x.n, false, x.s,"
+            "  x.err, x.d FROM moved m, unnest($12::bigint[], $13::int[], $14::text[],"
+            "  $15::float8[], $18::int[]) AS x(o, n, err, d, s)"
             "), lanes AS ("
             # In (subscription, charger) order, as every writer of lanes takes them.
             "  INSERT INTO delivery_lanes (subscription_id, charger_id, next_attempt_at)"
@@ -226,13 +231,14 @@ class KafkaCursorStore:
             [item.duration_ms for item in tried],
             [item.charger_id for item in lanes],
             [item.retry_in for item in lanes],
+            [item.status_code for item in tried],
         )
         return bool(moved)
 
     async def release(self, subscription_id: int, holder: str) -> None:
         """Give the stream back (shutdown): any process may take it at once."""
         await self.db.execute(
-            "UPDATE kafka_cursors SET holder = NULL, leased_until = NULL"
+            "UPDATE stream_cursors SET holder = NULL, leased_until = NULL"
             " WHERE subscription_id = $1 AND holder = $2",
             subscription_id,
             holder,
