@@ -598,3 +598,34 @@ async def test_a_retry_after_is_kept_when_the_round_ran_out_of_time_before_it(
         await dispatcher.stop()
         await receiver.stop()
     assert tried[1] - tried[0] >= 4.5, tried
+
+
+async def test_after_a_410_a_streams_round_posts_nothing_more_to_that_receiver(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    deliveries: DeliveryStore,
+) -> None:
+    """A receiver that answered 410 Gone gets no more POSTs of the round's other chargers
+    (they went on to the end of the window before): the subscription is disabled and every
+    event of the window is listed failed, none of them sent."""
+    receiver = Receiver(lambda _: Reply(410, body=b""))
+    await receiver.start()
+    dispatcher = Dispatcher(
+        subscriptions, deliveries, dataclasses.replace(FAST, lanes_per_subscription=1)
+    )
+    try:
+        sub = await webhook_subscription(subscriptions, receiver.url)
+        await emit(db, [network_status(ChargerRef(f"CP-{i}", 1), True, at(i)) for i in range(10)])
+        dispatcher.start()
+
+        async def all_failed() -> bool:
+            return len(await deliveries.failed_deliveries(sub.id)) == 10
+
+        await until(all_failed, within=30)
+        await quiet_for(0.3)
+    finally:
+        await dispatcher.stop()
+        await receiver.stop()
+    assert len(receiver.requests) == 1
+    row = await subscriptions.get_subscription(sub.id)
+    assert not row.enabled and "410" in (row.disabled_reason or "")

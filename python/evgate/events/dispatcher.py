@@ -150,6 +150,8 @@ class _Subscription:
     lanes: set[str] = field(default_factory=set)
     # Its stream is sending through ``sink`` (which is closed only when neither does).
     streaming: bool = False
+    # Its receiver answered 410: disabled, its stream stops before the next refresh says so.
+    gone: bool = False
     slots: asyncio.Semaphore | None = None
 
 
@@ -614,6 +616,8 @@ class Dispatcher:
         reason = f"receiver answered 410 Gone at {when}"
         await self.subscriptions.disable(sub_id, reason)
         log.warning("subscription %d disabled: %s", sub_id, reason)
+        if (sub := self._subs.get(sub_id)) is not None:
+            sub.gone = True
         self.wake()
 
     async def _free(self, sub: _Subscription, charger_id: str) -> None:
@@ -730,7 +734,7 @@ class Dispatcher:
         if (sub := self._subs.get(sub_id)) is not None and sub.row.via == "kafka":
             self._kafka.prepare(sub.row)
         try:
-            while (sub := self._subs.get(sub_id)) is not None and sub.row.streamed:
+            while (sub := self._subs.get(sub_id)) is not None and sub.row.streamed and not sub.gone:
                 stream.events.clear()
                 stream.back.clear()
                 outage = False
