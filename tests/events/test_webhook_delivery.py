@@ -527,6 +527,16 @@ async def test_a_dispatcher_stopped_mid_window_is_followed_by_one_that_resends_f
         assert stamps == sorted(stamps) and len(stamps) == 20, charger
 
 
+def _short_rounds(subscriptions: SubscriptionStore, deliveries: DeliveryStore) -> Dispatcher:
+    """A dispatcher whose streams' rounds last 0.6 s (half a 1.2 s lease), two connections a
+    subscription."""
+    dispatcher = Dispatcher(
+        subscriptions, deliveries, dataclasses.replace(FAST, lanes_per_subscription=2)
+    )
+    dispatcher._lease = lambda: 1.2  # type: ignore[method-assign]
+    return dispatcher
+
+
 async def test_a_receiver_slower_than_a_round_still_gets_every_event_from_the_first(
     db: Database,
     subscriptions: SubscriptionStore,
@@ -539,10 +549,7 @@ async def test_a_receiver_slower_than_a_round_still_gets_every_event_from_the_fi
     events were sent again and again), and every event arrives with the cursor past them."""
     receiver = Receiver(lambda _: Reply(204, delay=0.3, body=b""))
     await receiver.start()
-    dispatcher = Dispatcher(
-        subscriptions, deliveries, dataclasses.replace(FAST, lanes_per_subscription=2)
-    )
-    dispatcher._lease = lambda: 1.2  # type: ignore[method-assign]
+    dispatcher = _short_rounds(subscriptions, deliveries)
     try:
         await webhook_subscription(subscriptions, receiver.url)
         dispatcher.start()
@@ -584,10 +591,7 @@ async def test_a_retry_after_is_kept_when_the_round_ran_out_of_time_before_it(
 
     receiver = Receiver(reply)
     await receiver.start()
-    dispatcher = Dispatcher(
-        subscriptions, deliveries, dataclasses.replace(FAST, lanes_per_subscription=2)
-    )
-    dispatcher._lease = lambda: 1.2  # type: ignore[method-assign]
+    dispatcher = _short_rounds(subscriptions, deliveries)
     try:
         await webhook_subscription(subscriptions, receiver.url)
         dispatcher.start()
