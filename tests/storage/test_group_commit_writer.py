@@ -1040,3 +1040,29 @@ async def test_a_subscription_waits_for_the_writers_event_rows_only(database_url
     finally:
         await batch.close()
         await maker.close()
+
+
+async def test_a_narrowing_still_open_does_not_stall_the_writer(
+    writer: Writer, db: Database, database_url: str
+) -> None:
+    """A narrowing still open (a 410's disable marking a long outage's deliveries failed, a
+    sub-operator's delete) holds the generation's row; a widening waits for it. The
+    widening must not hold the lock meanwhile (it took the lock first, then waited for the
+    row): every batch that left an event out waited for the narrowing, in every process."""
+    await want_events(db, "a")
+    await writer.submit(outbox.append([("a", "CP-1", b"")]), key="CP-1")
+    narrower, widener = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        narrowing = narrower.transaction()
+        await narrowing.start()
+        await narrower.execute("UPDATE subscriptions SET enabled = false")
+        widening = asyncio.ensure_future(want_events(widener, "b"))
+        await quiet_for(0.3)
+        assert not widening.done()  # waits for the narrowing's row of outbox_wanted
+        # A charger's batch whose event nobody wants yet:
+        await asyncio.wait_for(writer.submit(outbox.append([("z", "CP-2", b"")]), key="CP-2"), 5)
+        await narrowing.rollback()
+        await asyncio.wait_for(widening, 10)
+    finally:
+        await narrower.close()
+        await widener.close()

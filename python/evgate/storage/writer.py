@@ -666,7 +666,9 @@ class _Committer:
             raise
         if status != "COMMIT":
             # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK, not an error:
-            # an op swallowed an error without rolling back to a savepoint of its own.
+            # an op swallowed an error without rolling back to a savepoint of its own. (The
+            # batch's writer_commits row, sent before the COMMIT, fails first today; kept in
+            # case the row ever moves.)
             raise RuntimeError(f"the batch's transaction was rolled back ({status})")
         for op in ops:
             try:

@@ -11,16 +11,18 @@
 --
 -- Every change to what the subscriptions want moves the generation (the trigger below, which
 -- replaces 0026's). One that can make an event wanted (a subscription made enabled, enabled
--- again, naming more events) first takes that lock exclusively: it waits for the batches that
+-- again, naming more events) then takes that lock exclusively: it waits for the batches that
 -- checked the old generation (they filtered by the names before it, and commit before it
 -- exists) and holds the next ones back until it commits, when they see the new generation.
--- So no event is skipped that a subscription is owed (one committed after it). One that only
--- narrows (disabled, deleted, naming fewer events) takes no lock: a batch that filtered by the
--- wider names writes rows nobody reads (the fan-out skips them); the writer reads the names
--- again at least every second (a batch that keeps all its rows checks nothing); so deleting a sub-operator (its subscriptions go by cascade) never waits for the
+-- So no event is skipped that a subscription is owed (one committed after it). The row comes
+-- first, the lock second: a widening that waits for the row (held by another change still
+-- open) must not hold the lock meanwhile, or every batch would wait for that other change.
+-- One that only narrows (disabled, deleted, naming fewer events) takes no lock: a batch that
+-- filtered by the wider names writes rows nobody reads (the fan-out skips them); the writer
+-- reads the names again at least every second (a batch that keeps all its rows checks
+-- nothing); so deleting a sub-operator (its subscriptions go by cascade) never waits for the
 -- writer. The generation is a row, not a sequence: a sequence's next value is seen before its
--- transaction commits. (A transaction that narrows and then widens can deadlock with another
--- widening on that row; PostgreSQL aborts one of them.)
+-- transaction commits.
 CREATE TABLE outbox_wanted (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     generation bigint NOT NULL
@@ -29,12 +31,12 @@ INSERT INTO outbox_wanted (generation) VALUES (0);
 
 CREATE FUNCTION subscriptions_wanted_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    UPDATE outbox_wanted SET generation = generation + 1;
     IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.enabled
                             AND (NOT OLD.enabled OR NOT NEW.notifications <@ OLD.notifications))
     THEN
         PERFORM pg_advisory_xact_lock(1702258548, 26);
     END IF;
-    UPDATE outbox_wanted SET generation = generation + 1;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
     END IF;
