@@ -638,12 +638,11 @@ class _Committer:
         # wanting more until this transaction ends; else it is NULL, which the column refuses
         # (_wanted_changed: the names are read again and the batch runs again).
         batch_row = f"'{batch_id}'::uuid"
+        marks = []
         if outbox.left_out(conn_for_ops):
             batch_row = f"CASE WHEN {outbox.still_wanted_sql(wanted)} THEN {batch_row} END"
-        marks = [
-            *([outbox.WANTED_LOCK] if outbox.left_out(conn_for_ops) else []),
-            f"INSERT INTO writer_commits (batch_id) VALUES ({batch_row})",
-        ]
+            marks.append(outbox.WANTED_LOCK)
+        marks.append(f"INSERT INTO writer_commits (batch_id) VALUES ({batch_row})")
         try:
             # One simple query: the BEGIN if no op needed it yet, the deferred statements, then
             # COMMIT (which PostgreSQL does not reach if one of them fails: the batch is then
