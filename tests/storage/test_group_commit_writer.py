@@ -909,6 +909,25 @@ async def test_only_the_events_an_enabled_subscription_names_are_written(
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'b'") == 0
 
 
+async def test_a_storms_copied_outbox_rows_are_filtered_and_checked_too(
+    writer: Writer, db: Database
+) -> None:
+    """Over 64 rows a batch's outbox rows are COPYed, not sent as one literal: the rows nobody
+    wants are left out there too, in order, and the batch still checks the names it left
+    them out by (a subscription made since the writer read them gets its rows)."""
+    await want_events(db, "a")
+    rows = [("ab"[i % 2], f"CP-{i}", b"") for i in range(100)]
+    await writer.submit(outbox.append(rows), key="CP-1")
+    stored = await db.fetch("SELECT event, charger_id FROM outbox ORDER BY id")
+    assert [tuple(r) for r in stored] == [(e, c) for e, c, _ in rows if e == "a"]
+    await db.execute("DELETE FROM outbox")
+    await want_events(db, "c")  # after the writer read the names
+    more = [("bc"[i % 2], f"CP-{i}", b"") for i in range(100)]
+    await writer.submit(outbox.append(more), key="CP-1")
+    stored = await db.fetch("SELECT event, charger_id FROM outbox ORDER BY id")
+    assert [tuple(r) for r in stored] == [(e, c) for e, c, _ in more if e == "c"]
+
+
 async def test_the_writer_keeps_no_stale_names_of_wanted_events(
     writer: Writer, db: Database
 ) -> None:
