@@ -558,6 +558,15 @@ class Dispatcher:
         # a replaced producer first: up to the request timeout); renewed after every outcome.
         return self.config.delivery_timeout * 3 + self.config.kafka_request_timeout + 30.0
 
+    def _stream_lease(self, row: SubscriptionRow) -> float:
+        if row.via == "webhook":
+            # A webhook round sends until half its lease is spent, each attempt within the
+            # delivery timeout, so it ends within a shorter lease than a lane's; and a stream
+            # holds a whole subscription, not one charger: a process that died (SIGKILL) holds
+            # its delivery back until the lease runs out.
+            return min(self._lease(), 3 * self.config.delivery_timeout)
+        return self._lease()
+
     # A lane.
 
     async def _lane(self, sub: _Subscription, lane: ClaimedLane, claimed_at: float) -> None:
@@ -781,13 +790,7 @@ class Dispatcher:
         pause (None: nothing was there; 0: more at once) and whether the brokers are away."""
         row = sub.row
         loop = asyncio.get_running_loop()
-        lease = self._lease()
-        if row.via == "webhook":
-            # A webhook round sends until half its lease is spent, each attempt within the
-            # delivery timeout, so it ends within a shorter lease than a lane's; and a stream
-            # holds a whole subscription, not one charger: a process that died (SIGKILL) holds
-            # its delivery back until the lease runs out.
-            lease = min(lease, 3 * self.config.delivery_timeout)
+        lease = self._stream_lease(row)
         if stream.via != row.via:
             self._m_stream_lag[stream.via].set(0, str(row.id))  # made the other kind
             stream.via = row.via
