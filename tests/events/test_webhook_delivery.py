@@ -546,7 +546,8 @@ async def test_a_receiver_slower_than_a_round_still_gets_every_event_from_the_fi
     not sent. Ten chargers, one event each, a receiver taking 0.3 s an event, two
     connections, a 0.6 s round: each round sends about four. The window's first chargers go
     first (they went last, and a round out of time never passed the first event: the same
-    events were sent again and again), and every event arrives with the cursor past them."""
+    events were sent again and again), every event arrives with the cursor past them, and a
+    round out of time halves the next window."""
     receiver = Receiver(lambda _: Reply(204, delay=0.3, body=b""))
     await receiver.start()
     dispatcher = _short_rounds(subscriptions, deliveries)
@@ -555,10 +556,15 @@ async def test_a_receiver_slower_than_a_round_still_gets_every_event_from_the_fi
         dispatcher.start()
         await emit(db, [network_status(ChargerRef(f"CP-{i}", 1), True, at(i)) for i in range(10)])
 
+        windows: set[int] = set()  # the stream's window sizes seen
+
         def chargers() -> set[str]:
+            windows.update(stream.batch for stream, _ in dispatcher._streams.values())
             return {msgspec.json.decode(r.body)["networkId"] for r in receiver.received}
 
         await until(lambda: len(chargers()) == 10, within=30, message=chargers)
+        # A round out of time halves the window (the receiver takes less within a round).
+        assert min(windows) < FAST.kafka_batch, windows
         last = await db.fetchval("SELECT max(id) FROM outbox")
         await until(
             lambda: db.fetchval("SELECT after_id >= $1 FROM stream_cursors", last), within=30
