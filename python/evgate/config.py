@@ -161,7 +161,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     notification_retry_schedule: Annotated[str, msgspec.Meta(pattern=_DURATIONS)] = (
         "5s 30s 2m 10m 30m 1h 3h 6h 12h 1d"
     )
-    # One attempt's limit (connect + answer) for a webhook; Kafka gets 3x (at least 30 s).
+    # One attempt's limit (connect + answer) for a webhook, and a Kafka send's (its producer's
+    # start and every acknowledgement of the window or lane's batch).
     notification_delivery_timeout: Seconds = 10.0
     # Outbox rows fanned out per query, lanes (chargers) delivered at once per subscription,
     # and events a lane loads at a time: what bounds the dispatcher's memory.
