@@ -440,3 +440,17 @@ async def test_a_named_host_and_the_default_port_in_host() -> None:
     )
     assert c._head.startswith(b"POST /a HTTP/1.1\r\nHost: localhost\r\n")
     await c.close()
+
+
+async def test_a_fully_qualified_names_final_dot_is_not_in_the_tls_server_name() -> None:
+    c = Client(
+        "https://receiver.example.com.:8443/a",
+        timeout=1,
+        max_connections=1,
+        ssl_context=ssl.create_default_context(),
+        headers={},
+        max_body=200,
+    )
+    assert c.server_name == "receiver.example.com"
+    assert c._head.startswith(b"POST /a HTTP/1.1\r\nHost: receiver.example.com.:8443\r\n")
+    await c.close()

@@ -346,6 +346,9 @@ class Client:
         default_port = 443 if parts.scheme == "https" else 80
         port = parts.port or default_port
         self.host, self.port = host, port
+        # The name TLS checks the certificate against: a fully qualified name's final dot is
+        # not part of it (as aiohttp and browsers strip it).
+        self.server_name = host.rstrip(".")
         self.ssl = ssl_context if parts.scheme == "https" else None
         self.timeout = timeout
         self.max_body = max_body
@@ -445,7 +448,7 @@ class Client:
                     lambda: _Connection(self.max_body),
                     sock=sock,
                     ssl=self.ssl,
-                    server_hostname=self.host if self.ssl is not None else None,
+                    server_hostname=self.server_name if self.ssl is not None else None,
                 )
             except BaseException:
                 sock.close()
