@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from evgate.events.http import Client, ConnectFailed, Disconnected, MalformedAnswer
+from evgate.events.http import Client, ConnectFailed, Disconnected, MalformedAnswer, _parse
 from gateway.helpers import make_pki
 from support import until
 
@@ -318,6 +318,19 @@ async def test_a_connection_closed_while_idle_is_not_used_again(server: Server) 
     assert [r.connection for r in server.requests] == [1, 2]
 
 
+async def test_bytes_after_an_answer_end_its_connection(server: Server) -> None:
+    """A receiver that sends more than its answer is out of step: its connection is not used
+    for the next request."""
+    server.steps = lambda i: (
+        Step(then=b"HTTP/1.1 200 OK\r\n\r\n", then_delay=0.05) if i == 0 else Step()
+    )
+    async with client(url(server)) as c:
+        assert (await c.post(BODY, {})).status == 204
+        await until(lambda: not c._idle[0].open)
+        assert (await c.post(BODY, {})).status == 204
+    assert [r.connection for r in server.requests] == [1, 2]
+
+
 async def test_a_new_connection_closed_before_answering_is_not_retried(server: Server) -> None:
     server.steps = lambda _: Step(b"", close=True)
     async with client(url(server)) as c:
@@ -454,3 +467,33 @@ async def test_a_fully_qualified_names_final_dot_is_not_in_the_tls_server_name()
     assert c.server_name == "receiver.example.com"
     assert c._head.startswith(b"POST /a HTTP/1.1\r\nHost: receiver.example.com.:8443\r\n")
     await c.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "body"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello"),
+        (
+            b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4;ext=1\r\nsome\r\n6\r\n thing\r\n0\r\nx-trailer: t\r\n\r\n",
+            500,
+            b"some thing",
+        ),
+        (
+            b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            400,
+            b"abc",
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nA: b\r\n\r\n", 204, b""),
+    ],
+)
+def test_an_answer_is_whole_only_at_its_last_byte(answer: bytes, status: int, body: bytes) -> None:
+    """Every prefix of a kept-alive answer is incomplete; the whole of it is read and leaves
+    its connection reusable (sans I/O: the parser on each prefix)."""
+    for end in range(len(answer)):
+        assert _parse(bytearray(answer[:end]), 200, eof=False) is None, answer[:end]
+    parsed = _parse(bytearray(answer), 200, eof=False)
+    assert parsed is not None
+    assert (parsed.response.status, parsed.response.body, parsed.reusable) == (status, body, True)
+    extra = _parse(bytearray(answer + b"HTTP/1.1"), 200, eof=False)
+    assert extra is not None and not extra.reusable  # bytes past the answer: out of step

@@ -204,12 +204,11 @@ def _chunked(
             raise MalformedAnswer(f"not a chunk size: {size_text[:40]!r}")
         if size == 0:  # the last chunk: then trailer lines (ignored) and an empty line
             trailers = line_end + 2
-            done = (
-                trailers + 2
-                if buffer[trailers : trailers + 2] == b"\r\n"
-                else (buffer.find(b"\r\n\r\n", trailers) + 4 or 0)
-            )
-            if done <= 0 or done > len(buffer):
+            if buffer[trailers : trailers + 2] == b"\r\n":
+                done = trailers + 2
+            elif (blank := buffer.find(b"\r\n\r\n", trailers)) >= 0:
+                done = blank + 4
+            else:
                 break
             answer = Response(status, headers, bytes(body[:max_body]))
             return _Answer(answer, keep and done == len(buffer))
