@@ -310,19 +310,23 @@ class _Connection(asyncio.Protocol):
 
 class Client:
     """POSTs to one URL: at most ``max_connections`` connections, one per request in flight,
-    kept alive between requests (a LIFO of the idle ones, each closed after 15 s unused).
+    kept alive between requests (a LIFO of the idle ones; one unused for 15 s is closed when
+    next looked at, without a timer of its own).
 
     ``url``: ``http`` or ``https``, a name or an IPv4/IPv6 literal, any port; its path and
-    query are the request's target, its userinfo (if any) Basic credentials, as aiohttp sends
-    them. ``ssl``: the context of an ``https`` URL (server name indication and the hostname
+    query are the request's target, its userinfo (if any) Basic credentials, as aiohttp sent
+    them. ``ssl_context``: that of an ``https`` URL (server name indication and the hostname
     check are the context's). ``socket_factory``: makes the socket of each address the name
     resolved to before connecting (:mod:`aiohappyeyeballs`' contract: it may refuse an address
-    by raising ``OSError``). ``headers``: sent with every request, after ``Host``,
-    ``content-length`` and the credentials. ``timeout``: seconds for a whole request (waiting
-    for a connection, connecting, writing, the answer). ``max_body``: bytes of an answer's body
-    kept; a longer one's connection is closed rather than drained.
+    by raising ``OSError``). ``headers``: sent with every request, after ``Host`` and the
+    credentials. ``timeout``: seconds for a whole request (waiting for a connection,
+    connecting, writing, the answer). ``max_body``: bytes of an answer's body kept; a longer
+    one still on its way is not waited for (its connection is closed rather than drained).
 
     Made inside the running loop; :meth:`close` when done.
+
+    Raises:
+        ValueError: ``url`` is not an absolute http(s) URL, or a header holds a line break.
     """
 
     def __init__(
