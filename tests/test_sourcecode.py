@@ -18,6 +18,7 @@ HOMES = {
     "aiokafka": {"events"},
     "httpx": {"auth"},
     "aiohttp": {"events"},
+    "aiohappyeyeballs": {"events"},
     "uvicorn": {"api"},
     "litestar": {"api"},
 }

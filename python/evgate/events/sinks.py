@@ -1,4 +1,5 @@
-"""events room: where deliveries go — a webhook receiver (aiohttp) or Kafka brokers (aiokafka).
+"""events room: where deliveries go — a webhook receiver (``events/http.py``) or Kafka brokers
+(aiokafka).
 
 The dispatcher owns the sinks: one :class:`WebhookSink` per webhook subscription (its own
 connection pool, so a receiver that hangs ties up only its own connections) and one
@@ -21,7 +22,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
-import aiohttp
 import aiokafka
 import certifi
 from aiokafka import AIOKafkaProducer
@@ -42,6 +42,7 @@ from aiokafka.errors import (
 
 import evgate
 from evgate.addresses import private_host
+from evgate.events import http
 from evgate.events.signing import hmac_with_state, standard_webhook_signature
 from evgate.metrics import Registry
 from evgate.outages import Dependency, RepeatFilter, quiet_repeats
@@ -121,9 +122,10 @@ class Attempt(NamedTuple):
 
 
 def _public_socket(addr_info: tuple[Any, ...]) -> socket.socket:
-    """aiohttp's socket factory for a sub-operator's subscription: the address its callback
-    URL's name resolved to, just before connecting, must not be private (api/targets.py refuses
-    literal ones at creation; a name is only known here). The refusal is a failed attempt.
+    """The webhook client's socket factory for a sub-operator's subscription: the address its
+    callback URL's name resolved to, just before connecting, must not be private (api/targets.py
+    refuses literal ones at creation; a name is only known here). The refusal is a failed
+    attempt.
 
     Raises:
         OSError: the address is private.
@@ -131,7 +133,7 @@ def _public_socket(addr_info: tuple[Any, ...]) -> socket.socket:
     family, type_, proto, _, address = addr_info
     if private_host(str(address[0])) is not None:
         # One text for every address of the name (happy eyeballs reports one error when all
-        # are alike); aiohttp shows the strerror in the attempt's error.
+        # are alike); the client shows it in the attempt's error.
         raise OSError(
             errno.EACCES,
             "refused: a loopback, private, link-local or reserved address"
@@ -181,27 +183,24 @@ class WebhookSink:
         self.url = subscription.callback_url
         self.secret = subscription.webhook_secret
         self.token_state = subscription.token_hmac_state
-        self.client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=max_connections,
-                limit_per_host=max_connections,
-                # The same trust as before the move from httpx: Mozilla's roots (certifi),
-                # the hostname checked.
-                ssl=ssl.create_default_context(cafile=certifi.where()),
-                socket_factory=None
-                if private_targets or subscription.sub_operator_id is None
-                else _public_socket,
-            ),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            # The receiver is the operator's own system, named by URL: no proxy from the
-            # environment is slipped in between.
-            trust_env=False,
-            # The answer is read only for an error message: no decompression.
-            auto_decompress=False,
+        # The receiver is the operator's own system, named by URL: no proxy from the
+        # environment is slipped in between (the client knows none). The answer is read only
+        # for an error message: at most _ERROR_SNIPPET bytes of it.
+        self.client = http.Client(
+            self.url,
+            timeout=timeout,
+            max_connections=max_connections,
+            # The same trust as before the moves from httpx and aiohttp: Mozilla's roots
+            # (certifi), the hostname checked.
+            ssl_context=ssl.create_default_context(cafile=certifi.where()),
+            socket_factory=None
+            if private_targets or subscription.sub_operator_id is None
+            else _public_socket,
             headers={
                 "content-type": "application/json",
                 "user-agent": f"evgate/{evgate.__version__}",
             },
+            max_body=_ERROR_SNIPPET,
         )
 
     def headers(self, delivery: EventRecord, now: float) -> dict[str, str]:
@@ -222,25 +221,16 @@ class WebhookSink:
     async def deliver(self, delivery: EventRecord) -> Attempt:
         started = time.perf_counter()
         try:
-            async with self.client.post(
-                self.url,
-                data=delivery.payload,
-                headers=self.headers(delivery, time.time()),
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                # Read no more of an answer than an error message needs (a longer one's
-                # connection is closed rather than drained).
-                snippet = await response.content.read(_ERROR_SNIPPET)
-                answer = response.headers
+            response = await self.client.post(delivery.payload, self.headers(delivery, time.time()))
         except TimeoutError as exc:
             return Attempt(False, error=f"timeout ({type(exc).__name__})", duration_ms=_ms(started))
-        except aiohttp.ClientError as exc:
+        except http.HttpError as exc:
             return Attempt(False, error=failure_text(exc), duration_ms=_ms(started))
         elapsed = _ms(started)
+        status, answer = response.status, response.headers
         if 200 <= status < 300:
             return Attempt(True, status, duration_ms=elapsed)
-        text = snippet.decode("utf-8", "replace")
+        text = response.body.decode("utf-8", "replace")
         if 300 <= status < 400:
             error = f"HTTP {status}: redirect to {answer.get('location', '?')!r} not followed"
         else:
