@@ -95,6 +95,23 @@ MESSAGE_LOG_BYTES = 2048
 _Received = IncomingCall | Refusal
 
 
+def _forget_upgrade(transport: WSTransport) -> None:
+    """Empty the upgrade request and response that picows keeps for the connection's life.
+
+    Its transport's ``request`` and ``response`` are read-only, but the objects are not:
+    once the 101 is sent, neither picows (server side) nor evgate reads them again, and their
+    headers (two CIMultiDicts of strings) and the request target were ~2.5 KB of an idle
+    connection's memory. Nor is the charger's secret (``?auth=``, the Authorization header)
+    held for the connection's life any more.
+    """
+    request, response = transport.request, transport.response
+    if request is not None:
+        request.headers.clear()
+        request.path = b""
+    if response is not None:
+        response.headers.clear()
+
+
 class ChargerConnection(WSListener):
     """The listener of one authenticated charger connection. Made by the gateway's upgrade
     callback; picows calls ``on_ws_connected`` right after the 101 response."""
@@ -201,6 +218,7 @@ class ChargerConnection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        _forget_upgrade(transport)
         if not self.subprotocol_ok:
             # OCPP-J 1.6 section 3.1.2: complete the handshake without a subprotocol, then close.
             self.close(WSCloseCode.PROTOCOL_ERROR, "subprotocol ocpp1.6 required")
