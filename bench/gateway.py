@@ -18,6 +18,12 @@ What is measured:
 
 Run from the project venv: ``python bench/gateway.py`` (table) or ``--json`` (one object:
 ``idle_chargers``, ``kib_per_connection``, ``evgate_rtps``, ``ocpp_rtps``, ``ratio``).
+
+``--where TOP`` measures neither: it runs the gateway in this process under ``tracemalloc``,
+holds ``--chargers`` idle chargers as in 1., and prints the bytes traced per connection and
+the ``TOP`` allocation sites (bytes per connection, with their tracebacks): where an idle
+connection's memory goes. Tracing costs far more memory than it traces, so no RSS is read;
+``--chargers 1000`` is plenty.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +65,13 @@ def _charger_id(i: int) -> str:
 
 
 async def serve_evgate(port: int, chargers: int) -> None:
+    await start_evgate(port, chargers)
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+
+async def start_evgate(port: int, chargers: int) -> Any:
+    """evgate's gateway serving ``chargers`` chargers on ``port`` (returned, started)."""
     from evgate.app import bind_socket
     from evgate.config import load_settings
     from evgate.credentials import digest
@@ -76,8 +91,7 @@ async def serve_evgate(port: int, chargers: int) -> None:
     )
     gateway = Gateway(settings, basic_routes(), load)
     await gateway.start(bind_socket("127.0.0.1", port))
-    print("READY", flush=True)
-    await asyncio.Event().wait()
+    return gateway
 
 
 async def serve_ocpp(port: int) -> None:
@@ -227,26 +241,7 @@ def measure_idle(chargers: int) -> dict[str, float]:
         _expect(server, "READY")
         time.sleep(0.5)
         rss_before = psutil.Process(server.pid).memory_info().rss
-        held = 0
-        # One client process at a time: two cores are shared by everyone.
-        for n, first in enumerate(range(0, chargers, CLIENT_FDS)):
-            count = min(CLIENT_FDS, chargers - first)
-            source = f"127.0.0.{n + 2}"
-            clients.append(
-                _spawn(
-                    "--role",
-                    "idle-clients",
-                    "--port",
-                    str(port),
-                    "--first",
-                    str(first),
-                    "--count",
-                    str(count),
-                    "--source",
-                    source,
-                )
-            )
-            held += int(_expect(clients[-1], "CONNECTED "))
+        held = _spawn_idle_clients(port, chargers, clients)
         time.sleep(2.0)  # let the server settle (freed handshake buffers, timers)
         rss_after = psutil.Process(server.pid).memory_info().rss
     finally:
@@ -256,6 +251,55 @@ def measure_idle(chargers: int) -> dict[str, float]:
         "server_rss_mib": rss_after / 2**20,
         "kib_per_connection": (rss_after - rss_before) / held / 1024,
     }
+
+
+def _spawn_idle_clients(port: int, chargers: int, clients: list[subprocess.Popen[str]]) -> int:
+    """Client processes holding ``chargers`` idle chargers (appended to ``clients``, for the
+    caller to stop), one after the other: two cores are shared by everyone. Returns the
+    chargers they connected."""
+    held = 0
+    for n, first in enumerate(range(0, chargers, CLIENT_FDS)):
+        count = min(CLIENT_FDS, chargers - first)
+        clients.append(
+            _spawn(
+                "--role",
+                "idle-clients",
+                "--port",
+                str(port),
+                "--first",
+                str(first),
+                "--count",
+                str(count),
+                "--source",
+                f"127.0.0.{n + 2}",
+            )
+        )
+        held += int(_expect(clients[-1], "CONNECTED "))
+    return held
+
+
+async def where_idle_memory_goes(chargers: int, top: int) -> None:
+    """Print the bytes per idle connection traced (``tracemalloc``, started by the caller)
+    and the ``top`` allocation sites by bytes per connection, with their tracebacks."""
+    gateway = await start_evgate(_free_port(), chargers)
+    await asyncio.sleep(0.5)
+    gc.collect()
+    before = tracemalloc.take_snapshot()
+    clients: list[subprocess.Popen[str]] = []
+    try:
+        held = await asyncio.to_thread(_spawn_idle_clients, gateway.port, chargers, clients)
+        await asyncio.sleep(2.0)  # settled, as in measure_idle
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        _stop(*clients)
+    stats = after.compare_to(before, "traceback")
+    traced = sum(s.size_diff for s in stats) / held
+    print(f"{held:,} idle chargers: {traced:,.0f} bytes traced each")
+    for stat in sorted(stats, key=lambda s: -s.size_diff)[:top]:
+        print(f"\n{stat.size_diff / held:8,.0f} bytes in {stat.count_diff / held:.2f} blocks")
+        for line in stat.traceback.format(most_recent_first=True):
+            print("   ", line)
 
 
 def measure_round_trips(role: str, path: str, connections: int, seconds: float) -> float:
@@ -289,6 +333,13 @@ def main() -> None:
     parser.add_argument("--chargers", type=int, default=15_000, help="idle chargers to hold")
     parser.add_argument("--rt-connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0, help="per round-trip run")
+    parser.add_argument(
+        "--where",
+        type=int,
+        metavar="TOP",
+        help="instead: where an idle connection's memory goes (tracemalloc, in this process;"
+        " --chargers 1000 is plenty), the TOP allocation sites",
+    )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
@@ -297,9 +348,10 @@ def main() -> None:
     parser.add_argument("--path", default="cp", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.role:
+    if args.role or args.where is not None:  # thousands of sockets in this process
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.role:
         roles = {
             "serve-evgate": lambda: serve_evgate(args.port, args.chargers),
             "serve-ocpp": lambda: serve_ocpp(args.port),
@@ -310,6 +362,11 @@ def main() -> None:
         }
         with contextlib.suppress(KeyboardInterrupt):
             uvloop.run(roles[args.role]())
+        return
+
+    if args.where is not None:
+        tracemalloc.start(16)
+        uvloop.run(where_idle_memory_goes(args.chargers, args.where))
         return
 
     idle = measure_idle(args.chargers)

@@ -4,6 +4,7 @@ credential changes that end a live connection."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,14 @@ from evgate.gateway.server import LISTEN_BACKLOG
 from evgate.handlers import ChargerContext, Routes
 from evgate.protocol.v16 import DataTransferRequest, DataTransferResponse, DataTransferStatus
 from evgate.storage.db import CHARGER_CHANNEL
-from gateway.helpers import ADMIN, PicowsClient, StartGateway, close_code_of, connect
+from gateway.helpers import (
+    ADMIN,
+    SECRET,
+    PicowsClient,
+    StartGateway,
+    close_code_of,
+    connect,
+)
 from support import Running, quiet_for, until
 
 
@@ -101,6 +109,36 @@ async def test_idle_connections_cost_no_task_and_are_pinged_by_one_timer(
         await quiet_for(1.0)  # five ping intervals: each answered (picows's auto-pong)
         assert all(not transport.is_disconnected for transport, _ in clients)
         assert len(g.gateway._connections) == 20
+
+
+async def test_an_idle_connection_keeps_nothing_of_its_upgrade(
+    picows_client: PicowsClient, start_gateway: StartGateway
+) -> None:
+    """Once a charger is connected, the upgrade request and response that picows keeps for
+    the connection's life hold no header and no request target (~2.5 KB of an idle
+    connection, and the charger's secret: ``?auth=`` and Basic); and picows's protocol gets
+    no instance dict (~340 bytes)."""
+    async with start_gateway() as g:
+        basic = base64.b64encode(f"CP-1:{SECRET}".encode()).decode()
+        transport, listener = await picows_client(
+            g.url(),
+            extra_headers=[
+                ("Sec-WebSocket-Protocol", "ocpp1.6"),
+                ("Authorization", f"Basic {basic}"),
+            ],
+        )
+        transport.send(WSMsgType.TEXT, json.dumps([2, "1", "Heartbeat", {}]).encode())
+        assert json.loads(await asyncio.wait_for(listener.messages.get(), 5))[0] == 3
+        served = g.gateway._connections["CP-1"].transport
+        assert served is not None
+        request, response = served.request, served.response
+        assert len(request.headers) == 0
+        assert request.path == b""
+        assert len(response.headers) == 0
+        assert not hasattr(served.underlying_transport.get_protocol(), "__dict__")
+        # The connection works on as before.
+        transport.send(WSMsgType.TEXT, json.dumps([2, "2", "Heartbeat", {}]).encode())
+        assert json.loads(await asyncio.wait_for(listener.messages.get(), 5))[:2] == [3, "2"]
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")

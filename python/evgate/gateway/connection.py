@@ -40,6 +40,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -84,15 +85,65 @@ MAX_QUEUED_CALLS = 32
 #: After our CLOSE frame, how long the charger has to answer it before the socket is closed.
 CLOSE_TIMEOUT = 2.0
 
-#: A charger's last messages, oldest first: (time.time(), from the charger?, the message's first
+#: One message of a charger's log: (time.time(), from the charger?, the message's first
 #: MESSAGE_LOG_BYTES, its size). The bytes are the ones already made (copied out of picows, or
 #: encoded to send): no copy is added, except of the head of a longer message, so that a
 #: charger sending big messages holds no more than MESSAGE_LOG_BYTES an entry.
-MessageLog = deque[tuple[float, bool, bytes, int]]
+LogEntry = tuple[float, bool, bytes, int]
 MESSAGE_LOG_BYTES = 2048
+
+
+class MessageLog:
+    """A charger's last ``maxlen`` messages, oldest first (iterate): a ring over a list.
+
+    Not a ``deque(maxlen=...)``: a deque costs 760 bytes however few it holds (a block of 64
+    slots), about as much as all of evgate's other objects of an idle connection; this costs
+    a list of the entries it holds (16 by default: 184 bytes when full).
+    """
+
+    __slots__ = ("_entries", "_oldest", "maxlen")
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._entries: list[LogEntry] = []
+        self._oldest = 0  # once the list is full: the index of its oldest entry
+
+    def append(self, entry: LogEntry) -> None:
+        """Add the newest entry; a full log forgets its oldest."""
+        entries = self._entries
+        if len(entries) < self.maxlen:
+            entries.append(entry)
+        elif entries:
+            entries[self._oldest] = entry
+            self._oldest = (self._oldest + 1) % len(entries)
+
+    def __iter__(self) -> Iterator[LogEntry]:
+        entries, oldest = self._entries, self._oldest
+        return iter(entries[oldest:] + entries[:oldest])
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
 
 # A CALL from the charger as the endpoint read it: to handle, or to refuse.
 _Received = IncomingCall | Refusal
+
+
+def _forget_upgrade(transport: WSTransport) -> None:
+    """Empty the upgrade request and response that picows keeps for the connection's life.
+
+    Its transport's ``request`` and ``response`` are read-only, but the objects are not:
+    once the 101 is sent, neither picows (server side) nor evgate reads them again, and their
+    headers (two CIMultiDicts of strings) and the request target were ~2.5 KB of an idle
+    connection's memory. Nor is the charger's secret (``?auth=``, the Authorization header)
+    held for the connection's life any more.
+    """
+    request, response = transport.request, transport.response
+    if request is not None:
+        request.headers.clear()
+        request.path = b""
+    if response is not None:
+        response.headers.clear()
 
 
 class ChargerConnection(WSListener):
@@ -201,6 +252,7 @@ class ChargerConnection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        _forget_upgrade(transport)
         if not self.subprotocol_ok:
             # OCPP-J 1.6 section 3.1.2: complete the handshake without a subprotocol, then close.
             self.close(WSCloseCode.PROTOCOL_ERROR, "subprotocol ocpp1.6 required")

@@ -60,7 +60,13 @@ class ChargerProtocol(WSProtocol):  # type: ignore[misc]  # picows's class is un
     """picows's server protocol, giving its connection's place under the cap back when the
     connection ends. Only the connection's start and end pass through Python here."""
 
-    slot: _Slot | None = None
+    # No instance dict: picows's class has none, and the one attribute added here would
+    # otherwise cost every connection a dict of its own (~340 bytes).
+    __slots__ = ("slot",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.slot: _Slot | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.slot is not None:

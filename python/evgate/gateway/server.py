@@ -26,7 +26,6 @@ import logging
 import socket
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -364,7 +363,7 @@ class Gateway:
         if live is not None:
             return live.messages
         kept = self._logs_left.pop(charger_id, None)
-        return kept if kept is not None else deque(maxlen=self.settings.message_log_size)
+        return kept if kept is not None else MessageLog(self.settings.message_log_size)
 
     def recent_messages(self, charger_id: str) -> list[OcppFrame] | None:
         """The charger's last messages both ways, oldest first (connected or left), or None
