@@ -19,8 +19,9 @@ One task per process (owned by :class:`Dispatcher`, started and stopped by ``app
    on. A 410 disables the subscription.
 4. **Streams.** An operator's subscription (webhook or Kafka) gets no delivery per event: one
    task per such subscription (:meth:`Dispatcher._stream`), in one process at a time (a
-   lease in its cursor row), reads the next events it wants from the outbox after its cursor
-   (``StreamCursorStore``), sends them all and moves the cursor past them in one short
+   lease in its cursor row), takes the next events it wants from the outbox after its cursor
+   (from the process's one read of the outbox, shared by all its streams: ``StreamReader``;
+   ``StreamCursorStore`` for the cursor), sends them all and moves the cursor past them in one short
    statement: one window in flight per subscription. Only the send differs: Kafka produces
    the window and waits for every acknowledgement (brokers away: the cursor stays, the stream
    waits for their return, probed every ``kafka_probe_interval``, and sends again from the

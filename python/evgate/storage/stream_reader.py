@@ -202,17 +202,18 @@ class StreamReader:
             end, epoch = self._end, self._epoch
             self.reads += 1
             rows = await self.db.fetch(_READ, end[0], end[1], self._rows)
+            read_at = time.monotonic()
             if self._epoch != epoch:
                 return  # started again meanwhile: these rows are not after its end
-            self._complete_at = began if len(rows) < self._rows else -float("inf")
+            complete = began if len(rows) < self._rows else -float("inf")
             if not rows:
+                self._complete_at = complete
                 return
             self._wants_started += 1
             seq = self._wants_started
             subs = await self.db.fetch(_SUBSCRIPTIONS)
             if self._epoch != epoch:
                 return
-            read_at = time.monotonic()
             self._keys.extend((int(r["xid"]), r["id"]) for r in rows)
             self._range.extend(
                 _Row(int(r["xid"]), r["id"], r["charger_id"], r["event"], r["payload"],
@@ -222,7 +223,11 @@ class StreamReader:
             self._end = self._keys[-1]
             self._wants = {s["id"]: _Wants(frozenset(s["notifications"]), s["lanes"]) for s in subs}
             self._wants_seq = seq
+            self._complete_at = complete
             self._trim()
+        except BaseException:
+            self._stale = True  # not read: the next stream past the end tries again
+            raise
         finally:
             self._reading = None
 
