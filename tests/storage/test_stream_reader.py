@@ -129,8 +129,9 @@ async def test_a_stream_far_behind_the_others_still_gets_everything_in_order(
     ahead reads its own windows until it reaches the range, and skips nothing."""
     ahead, behind = await _subscription(db, ["a"]), await _subscription(db, ["a"])
     ids = await _write(db, [("a", f"CP-{i % 5}") for i in range(400)])
-    assert _ids(await _all(reader, ahead)) == ids
-    assert len(reader._range) <= 100  # bounded, however far behind a stream is
+    windows = await _all(reader, ahead)
+    assert _ids(windows) == ids
+    assert reader.held <= 100  # bounded, however far behind a stream is
     reads = counted.reads
     assert _ids(await _all(reader, behind)) == ids
     assert counted.reads - reads >= 6  # its own reads: the range did not hold its rows
@@ -138,9 +139,9 @@ async def test_a_stream_far_behind_the_others_still_gets_everything_in_order(
     reader.wake()
     more = await _write(db, [("a", "CP-1") for _ in range(30)])
     reads = counted.reads
-    ends = await asyncio.gather(
-        *(reader.window(s, Position(*reader._end), 50) for s in (ahead, behind))
-    )
+    end = windows[-1].end
+    assert end is not None
+    ends = await asyncio.gather(*(reader.window(s, end, 50) for s in (ahead, behind)))
     assert [[e.outbox_id for e in w.events] for w in ends] == [more, more]
     assert counted.reads - reads == 1
 

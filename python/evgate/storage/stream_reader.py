@@ -146,6 +146,11 @@ class StreamReader:
             return await self.cursors.read(subscription_id, after, limit)
         return await self._window(subscription_id, after, limit, got)
 
+    @property
+    def held(self) -> int:
+        """How many outbox rows the range holds now (at most two reads')."""
+        return len(self._range)
+
     def laned(self, subscription_id: int) -> None:
         """The subscription's stream made lanes (its advance returned): its next windows ask
         which of their chargers have one until the subscriptions are read again."""
