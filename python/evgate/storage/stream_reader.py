@@ -13,7 +13,8 @@ stream's window from it in Python:
   outbox (after the end, below the horizon, in (xid, id) order, ``rows`` at most), which every
   stream asking meanwhile awaits (single flight); a read that found the end ran less than
   ``fresh`` seconds ago answers "nothing new" from memory, unless :meth:`StreamReader.wake`
-  said new events were written since.
+  said new events were written since. Every row's payload is read, whichever streams want it:
+  the writer keeps only the events some subscription wants (``storage/ops/outbox.py``).
 * **Bounded.** Rows every local stream has passed are dropped, and the range never holds more
   than two reads' rows: a stream behind the range (stalled, or started behind) reads its own
   window as before (``StreamCursorStore.read``, one statement); a stream ahead of it (its
