@@ -418,6 +418,52 @@ async def test_a_healthy_receiver_gets_every_event_in_order_without_a_delivery_r
     assert (counts.waiting, counts.failed) == (0, 0)
 
 
+async def test_several_webhook_streams_of_a_process_share_each_read_of_the_outbox(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """Five operator webhook subscriptions streamed by one process: each receiver gets every
+    event, each charger's in order, and the outbox's rows are read once per window for the
+    five streams (issue 17), not once per stream; while nothing is new, the streams' polls
+    cost a read per poll interval between them, not one each."""
+    receivers = [Receiver() for _ in range(5)]
+    reads = {"all": 0, "rows": 0}
+    fetch = db.fetch
+
+    async def counted(sql: str, *args: Any) -> Any:
+        rows = await fetch(sql, *args)
+        if "o.xid < h.horizon" in sql:  # a stream's read of outbox rows
+            reads["all"] += 1
+            reads["rows"] += bool(rows)
+        return rows
+
+    db.fetch = counted  # type: ignore[method-assign]
+    try:
+        for r in receivers:
+            await r.start()
+            await webhook_subscription(subscriptions, r.url)
+        await emit(db, [e for i in range(6) for e in _numbered(f"CP-{i}", 25)])
+        dispatchers(
+            dataclasses.replace(FAST, kafka_batch=30, poll_interval=0.05, idle_poll_interval=0.05)
+        )
+        for r in receivers:
+            got = await r.wait_for(150)
+            for charger, stamps in _sequence(got).items():
+                assert stamps == sorted(stamps) and len(stamps) == 25, charger
+        # Five windows of 30 rows (and a read of the rest of one, as windows fall): not 25.
+        assert reads["rows"] <= 8, reads
+        reads["all"] = 0
+        await asyncio.sleep(1.0)
+    finally:
+        for r in receivers:
+            await r.stop()
+    # Nothing new: at most one read per poll interval (20 in a second), not one per stream's
+    # poll (100).
+    assert reads["all"] <= 30, reads
+    assert all(len(r.received) == 150 for r in receivers)  # no duplicate
+
+
 async def _passed(db: Database, outbox_id: int) -> bool:
     return bool(await db.fetchval("SELECT after_id >= $1 FROM stream_cursors", outbox_id))
 

@@ -19,8 +19,9 @@ One task per process (owned by :class:`Dispatcher`, started and stopped by ``app
    on. A 410 disables the subscription.
 4. **Streams.** An operator's subscription (webhook or Kafka) gets no delivery per event: one
    task per such subscription (:meth:`Dispatcher._stream`), in one process at a time (a
-   lease in its cursor row), reads the next events it wants from the outbox after its cursor
-   (``StreamCursorStore``), sends them all and moves the cursor past them in one short
+   lease in its cursor row), takes the next events it wants from the outbox after its cursor
+   (from the process's one read of the outbox, shared by all its streams: ``StreamReader``;
+   ``StreamCursorStore`` for the cursor), sends them all and moves the cursor past them in one short
    statement: one window in flight per subscription. Only the send differs: Kafka produces
    the window and waits for every acknowledgement (brokers away: the cursor stays, the stream
    waits for their return, probed every ``kafka_probe_interval``, and sends again from the
@@ -74,6 +75,7 @@ from evgate.storage.stream_cursors import (
     StreamedEvent,
     StreamWindow,
 )
+from evgate.storage.stream_reader import StreamReader
 from evgate.storage.subscriptions import SubscriptionRow, SubscriptionStore
 from evgate.tasks import cancel_and_wait, retrieve, service_task, wait_event
 
@@ -268,6 +270,8 @@ class Dispatcher:
         self._tasks: dict[asyncio.Task[None], _Subscription] = {}
         self._books = _Books(self.deliveries, self._lease)
         self.cursors = StreamCursorStore(deliveries.db)
+        # One read of the outbox for all the streams of this dispatcher.
+        self.reader = StreamReader(self.cursors, self.config.kafka_batch, self.config.poll_interval)
         # Who holds a stream's lease: this dispatcher (a process may run several in tests).
         self._holder = secrets.token_hex(8)
         self._streams: dict[int, tuple[_Stream, asyncio.Task[None]]] = {}
@@ -347,6 +351,7 @@ class Dispatcher:
         if streams:
             await asyncio.wait(streams, timeout=_STOP_GRACE)
         self._streams.clear()
+        await self.reader.close()
         # Bounded: a lane that does not end in time (a receiver or the database not
         # answering its last words) is left behind; its lease expires and any process resends
         # what it held, so nothing is lost by not waiting longer.
@@ -368,6 +373,7 @@ class Dispatcher:
         self._wake_streams()
 
     def _wake_streams(self) -> None:
+        self.reader.wake()
         for stream, _ in self._streams.values():
             stream.events.set()
 
@@ -755,6 +761,7 @@ class Dispatcher:
                     # The database away, most likely: read the lease and the cursor again.
                     stream.position = None
                     stream.discard_ahead()
+                    self.reader.forget(sub_id)
                     pause = retry.failed(exc)
                 else:
                     retry.ok()
@@ -772,6 +779,7 @@ class Dispatcher:
                 read = stream.ahead[1]
                 stream.discard_ahead()
                 await asyncio.wait({read})  # ended, not left running past stop()
+            self.reader.forget(sub_id)
             if self._streams.get(sub_id, (None,))[0] is stream:
                 del self._streams[sub_id]
             for gauge in self._m_stream_lag.values():
@@ -799,6 +807,7 @@ class Dispatcher:
             stream.leased_at = loop.time()
             if stream.position is None:
                 # Another process streams it (and shows its lag), or its cursor is not made yet.
+                self.reader.forget(row.id)
                 self._show_lag(stream, None)
                 return None, False
         window = await self._window(row, stream, stream.position)
@@ -810,7 +819,7 @@ class Dispatcher:
         if full:
             # The next window is read while this one is sent (two in memory at most).
             read = service_task(
-                self.cursors.read(row.id, window.end, stream.batch), name=f"stream-read:{row.id}"
+                self.reader.window(row.id, window.end, stream.batch), name=f"stream-read:{row.id}"
             )
             stream.ahead = (window.end, read)
         send = [e for e in window.events if not e.queued]
@@ -833,8 +842,11 @@ class Dispatcher:
             if not await self.cursors.advance(row.id, self._holder, to, laned, lease):
                 stream.position = None  # the lease ran out and another process took it
                 stream.discard_ahead()
+                self.reader.forget(row.id)
                 return 0.0, False
             stream.position, stream.leased_at = to, loop.time()
+            if laned:
+                self.reader.laned(row.id)  # its next windows ask which chargers have lanes
         self._m_delivered.inc(row.via, amount=delivered)
         failures = [item for item in laned if item.attempt]  # the others wait behind them
         if failures:
@@ -962,7 +974,7 @@ class Dispatcher:
                 return await task
             stream.ahead = ahead
             stream.discard_ahead()
-        return await self.cursors.read(row.id, after, stream.batch)
+        return await self.reader.window(row.id, after, stream.batch)
 
     def _settle(
         self, events: list[StreamedEvent], sent: _Sent

@@ -1,5 +1,8 @@
 """storage room: stream cursors (``stream_cursors``) — an operator's subscription's stream of
-the outbox, Kafka or webhook.
+the outbox, Kafka or webhook: the cursor's lease and moves, and a stream's own read of its
+window (the streams of a process take their windows from one shared read,
+``storage/stream_reader.py``; this read is for a stream behind that read's range, or a
+subscription that is no longer the operator's).
 
 An operator's subscription makes no ``deliveries`` row per event while it is healthy
 (PostgreSQL's cost per row was about the sink's cost per event: issue 17). Its stream reads
@@ -120,7 +123,8 @@ class StreamCursorStore:
 
     async def read(self, subscription_id: int, after: Position, limit: int) -> StreamWindow:
         """The next ``limit`` outbox rows after ``after`` below the horizon, and of them the
-        events the subscription wants, with their payloads.
+        events the subscription wants, with their payloads: a stream's own read
+        (``StreamReader.window`` answers from the process's shared read when it can).
 
         One statement, no transaction held: its snapshot's xmin is the horizon (every
         transaction below it has ended, and this snapshot sees all it wrote).
