@@ -5,6 +5,7 @@ runs linters as tests."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,53 @@ def test_tasks_start_in_a_context_of_their_own(path: Path) -> None:
         and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "group")
     ]
     assert started == [], "use evgate.tasks.service_task"
+
+
+# Session state on a connection of the operator's pool: released without asyncpg's reset query
+# (storage/db.py, _keep_session), it would outlive its query and reach the next one.
+_SESSION_STATE = (
+    re.compile(r"set_config\s*\([^()]*,\s*false\s*\)", re.IGNORECASE),  # a setting for the session
+    re.compile(r"\bpg_(try_)?advisory_lock(_shared)?\s*\(", re.IGNORECASE),  # held past COMMIT
+    # A statement of its own (upper case, as the codebase writes SQL: a docstring may start
+    # "Set ..." or "LISTEN on ...").
+    re.compile(r"^\s*SET\s+(SESSION\s+)?(?!LOCAL\b|TRANSACTION\b)[\w.\"]+\s*(=|TO\b)"),
+    re.compile(r"^\s*(RESET|DISCARD|UNLISTEN|LISTEN)\s+[\w.\"*]+\s*;?\s*$"),
+    re.compile(r"\bWITH\s+HOLD\b", re.IGNORECASE),  # a cursor that outlives its transaction
+)
+# The tenant pool's setup sets its role and tenant per session, on every acquire, and keeps
+# asyncpg's reset.
+SESSION_STATE_ALLOWED = {"storage/db.py": 1}
+
+
+def _sql_texts(path: Path) -> list[str]:
+    """Every string in the module as the parser joined it (an f-string's parts with ``?`` for
+    what is interpolated)."""
+    texts: list[str] = []
+    nodes = list(ast.walk(ast.parse(path.read_text())))
+    parts = {id(v) for node in nodes if isinstance(node, ast.JoinedStr) for v in node.values}
+    for node in nodes:
+        if id(node) in parts:
+            continue  # a piece of an f-string: checked as the whole
+        if isinstance(node, ast.JoinedStr):
+            texts.append(
+                "".join(
+                    v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "?"
+                    for v in node.values
+                )
+            )
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            texts.append(node.value)
+    return texts
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_sql_leaves_state_on_its_session(path: Path) -> None:
+    """No query sets a setting for the session, takes a session's advisory lock, LISTENs or
+    keeps a cursor past its transaction: the operator pool gives its connections back without
+    asyncpg's ``RESET ALL`` and the rest (a round trip per query saved)."""
+    found = [
+        text[:80]
+        for text in _sql_texts(path)
+        if any(pattern.search(text) for pattern in _SESSION_STATE)
+    ]
+    assert len(found) == SESSION_STATE_ALLOWED.get(str(path.relative_to(PACKAGE)), 0), found

@@ -72,3 +72,39 @@ async def test_a_closing_pool_is_an_outage(db: Database) -> None:
     finally:
         await db.pool.release(held)
         await closing
+
+
+async def test_the_operator_pool_gives_a_connection_back_without_a_reset_query(
+    db: Database,
+) -> None:
+    """Released, a connection of the operator's pool is not sent asyncpg's reset query (a
+    round trip and four statements per query: storage/db.py, ``_keep_session``): a session
+    setting made through it (which evgate's own SQL never does: tests/test_sourcecode.py) is
+    still there for the next query. A transaction left open is still rolled back."""
+    pool = db.pool
+    async with pool.acquire() as conn:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        await conn.execute("SELECT set_config('evgate.probe', 'kept', false)")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") == backend  # the same session
+        assert await conn.fetchval("SELECT current_setting('evgate.probe', true)") == "kept"
+        await conn.execute("SELECT set_config('evgate.probe', '', false)")
+    # asyncpg reports a transaction left open to the loop's exception handler, then rolls it
+    # back (what it does before any pool's reset).
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        async with pool.acquire() as conn:
+            await conn.transaction().start()
+            await conn.execute("SELECT set_config('evgate.probe', 'in a transaction', true)")
+    finally:
+        loop.set_exception_handler(previous)
+    assert [m.split(" <")[0] for m in reported] == [
+        "Resetting connection with an active transaction"
+    ]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") == backend
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT current_setting('evgate.probe', true)") == ""

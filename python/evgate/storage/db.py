@@ -81,6 +81,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The operator pool's ``reset`` on release: nothing beyond what asyncpg always does first
+    (a transaction left open is rolled back, the connection's listeners dropped).
+
+    asyncpg's default also sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release: a second round trip, and four statements for PostgreSQL to
+    parse and run, for every query made through the pool (a stream's cursor move, a claim, an
+    API read). It was 6 % of evgate's CPU with 20 webhook streams (bench/README.md). It undoes
+    session state that evgate never leaves on these connections: settings are set for the
+    transaction only (``set_config(..., true)``), advisory locks are taken per transaction,
+    LISTEN runs on connections of its own (:class:`Listener`) and cursors live inside
+    transactions; ``tests/test_sourcecode.py`` keeps the code that way. The tenant pool keeps
+    asyncpg's reset (its ``setup`` sets the role for the session).
+    """
+
+
 #: The sub-operator the current request acts for (None: the operator). Set by the edge that
 #: authenticated the request (:func:`acting_for`); every query of the storage room made in
 #: that context then runs on the tenant pool, as the database's tenant role that PostgreSQL's
@@ -367,7 +383,11 @@ class Database:
                 await conn.close()
         self._pool = Pool(
             await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, init=_init_connection
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                init=_init_connection,
+                reset=_keep_session,
             )
         )
         # Scoped API requests only: no connection until one comes.
