@@ -497,3 +497,39 @@ def test_an_answer_is_whole_only_at_its_last_byte(answer: bytes, status: int, bo
     assert (parsed.response.status, parsed.response.body, parsed.reusable) == (status, body, True)
     extra = _parse(bytearray(answer + b"HTTP/1.1"), 200, eof=False)
     assert extra is not None and not extra.reusable  # bytes past the answer: out of step
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"1;" + b"x" * 1_000_000,  # a chunk-size line that never ends (its extension)
+        b"0\r\nx-trailer: " + b"x" * 1_000_000,  # a trailer section that never ends
+        b"1;" + b"e" * 60_000 + b"\r\nx\r\n",  # chunks of one byte, each a 60 KB extension
+    ],
+)
+def test_a_chunked_answer_whose_framing_never_ends_is_refused_before_it_fills_memory(
+    tail: bytes,
+) -> None:
+    """Only a body is cut at ``max_body``: the chunked framing around it (size lines, their
+    extensions, trailers) is bounded too, or a receiver holds the client's buffer growing for
+    as long as the timeout lets it (sans I/O: the parser on a megabyte of framing)."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = head + tail * (1 if len(tail) > 100_000 else 20)
+    with pytest.raises(MalformedAnswer):
+        _parse(bytearray(answer), 200, eof=False)
+
+
+async def test_an_endless_chunk_extension_fails_the_request_without_waiting_for_the_timeout(
+    server: Server,
+) -> None:
+    """A receiver that streams a chunk-size line without end: the request fails as a malformed
+    answer once the line is longer than any honest one, not after the timeout with all of it
+    buffered."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;"
+    server.steps = lambda _: Step(head + b"x" * (4 << 20), await_close=True)
+    async with client(url(server), within=3.0) as c:
+        started = time.monotonic()
+        with pytest.raises(MalformedAnswer):
+            await c.post(BODY, {})
+        assert time.monotonic() - started < 2.0
+        assert not c._idle

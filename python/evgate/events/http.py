@@ -190,6 +190,7 @@ def _chunked(
     keep: bool,
 ) -> _Answer | None:
     """The chunked body starting at ``at`` (see :func:`_parse`)."""
+    start = at
     body = bytearray()
     while True:
         line_end = buffer.find(b"\r\n", at)
@@ -224,6 +225,11 @@ def _chunked(
         return _Answer(Response(status, headers, bytes(body[:max_body])), False)
     if eof:
         raise Disconnected("the receiver closed the connection within its answer's body")
+    if len(buffer) - start > max_body + _MAX_HEAD:
+        # Only the body is cut at max_body: the framing around it (size lines and their
+        # extensions, trailers) is bounded too, or a receiver that never ends it would have
+        # the buffer grow (and be parsed again from its start) until the timeout.
+        raise MalformedAnswer(f"a chunked answer's framing longer than {_MAX_HEAD} bytes")
     return None
 
 
