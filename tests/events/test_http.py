@@ -533,3 +533,17 @@ async def test_an_endless_chunk_extension_fails_the_request_without_waiting_for_
             await c.post(BODY, {})
         assert time.monotonic() - started < 2.0
         assert not c._idle
+
+
+@pytest.mark.parametrize("length", ["²".encode(), b"1" * 5000])
+async def test_a_content_length_int_refuses_is_a_malformed_answer(
+    server: Server, length: bytes
+) -> None:
+    """``str.isdigit`` is true of '²', and of 5000 digits, which ``int`` refuses: the answer is
+    malformed (not a ValueError out of the protocol's callback, the request then waiting for
+    its timeout)."""
+    server.steps = lambda _: Step(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\nxx")
+    async with client(url(server), within=1.0) as c:
+        with pytest.raises(MalformedAnswer):
+            await c.post(BODY, {})
+        assert not c._idle

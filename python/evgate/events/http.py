@@ -156,7 +156,9 @@ def _parse(buffer: bytearray, max_body: int, eof: bool) -> _Answer | None:
             )
     elif "content-length" in headers:
         length = headers["content-length"]
-        if not length.isdigit():
+        # ASCII digits (str.isdigit() is true of '²', which int() refuses), fewer than int()
+        # takes from a string (4300) and than any honest length has: else a ValueError.
+        if not (length.isascii() and length.isdigit()) or len(length) > 18:
             raise MalformedAnswer(f"a Content-Length that is not a number: {length[:40]!r}")
         framing = int(length)
     else:
