@@ -547,3 +547,12 @@ async def test_a_content_length_int_refuses_is_a_malformed_answer(
         with pytest.raises(MalformedAnswer):
             await c.post(BODY, {})
         assert not c._idle
+
+
+async def test_an_international_name_is_encoded_as_aiohttp_did_idna_2008() -> None:
+    """A non-ASCII host name goes to the host aiohttp (yarl: IDNA 2008, UTS 46) connected to:
+    'straße.de' is xn--strae-oqa.de, not strasse.de (Python's 'idna' codec is IDNA 2003,
+    which maps ß to ss: another domain, perhaps another owner's, whose certificate would pass
+    the hostname check)."""
+    async with client("https://straße.de/hook") as c:
+        assert c.host == c.server_name == "xn--strae-oqa.de"
