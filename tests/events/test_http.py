@@ -497,3 +497,62 @@ def test_an_answer_is_whole_only_at_its_last_byte(answer: bytes, status: int, bo
     assert (parsed.response.status, parsed.response.body, parsed.reusable) == (status, body, True)
     extra = _parse(bytearray(answer + b"HTTP/1.1"), 200, eof=False)
     assert extra is not None and not extra.reusable  # bytes past the answer: out of step
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"1;" + b"x" * 1_000_000,  # a chunk-size line that never ends (its extension)
+        b"0\r\nx-trailer: " + b"x" * 1_000_000,  # a trailer section that never ends
+        b"1;" + b"e" * 60_000 + b"\r\nx\r\n",  # chunks of one byte, each a 60 KB extension
+    ],
+)
+def test_a_chunked_answer_whose_framing_never_ends_is_refused_before_it_fills_memory(
+    tail: bytes,
+) -> None:
+    """Only a body is cut at ``max_body``: the chunked framing around it (size lines, their
+    extensions, trailers) is bounded too, or a receiver holds the client's buffer growing for
+    as long as the timeout lets it (sans I/O: the parser on a megabyte of framing)."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = head + tail * (1 if len(tail) > 100_000 else 20)
+    with pytest.raises(MalformedAnswer):
+        _parse(bytearray(answer), 200, eof=False)
+
+
+async def test_an_endless_chunk_extension_fails_the_request_without_waiting_for_the_timeout(
+    server: Server,
+) -> None:
+    """A receiver that streams a chunk-size line without end: the request fails as a malformed
+    answer once the line is longer than any honest one, not after the timeout with all of it
+    buffered."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;"
+    server.steps = lambda _: Step(head + b"x" * (4 << 20), await_close=True)
+    async with client(url(server), within=3.0) as c:
+        started = time.monotonic()
+        with pytest.raises(MalformedAnswer):
+            await c.post(BODY, {})
+        assert time.monotonic() - started < 2.0
+        assert not c._idle
+
+
+@pytest.mark.parametrize("length", ["²".encode(), b"1" * 5000])
+async def test_a_content_length_int_refuses_is_a_malformed_answer(
+    server: Server, length: bytes
+) -> None:
+    """``str.isdigit`` is true of '²', and of 5000 digits, which ``int`` refuses: the answer is
+    malformed (not a ValueError out of the protocol's callback, the request then waiting for
+    its timeout)."""
+    server.steps = lambda _: Step(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\nxx")
+    async with client(url(server), within=1.0) as c:
+        with pytest.raises(MalformedAnswer):
+            await c.post(BODY, {})
+        assert not c._idle
+
+
+async def test_an_international_name_is_encoded_as_aiohttp_did_idna_2008() -> None:
+    """A non-ASCII host name goes to the host aiohttp (yarl: IDNA 2008, UTS 46) connected to:
+    'straße.de' is xn--strae-oqa.de, not strasse.de (Python's 'idna' codec is IDNA 2003,
+    which maps ß to ss: another domain, perhaps another owner's, whose certificate would pass
+    the hostname check)."""
+    async with client("https://straße.de/hook") as c:
+        assert c.host == c.server_name == "xn--strae-oqa.de"

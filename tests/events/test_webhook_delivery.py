@@ -685,3 +685,90 @@ async def test_after_a_410_a_streams_round_posts_nothing_more_to_that_receiver(
     assert len(receiver.requests) == 1
     row = await subscriptions.get_subscription(sub.id)
     assert not row.enabled and "410" in (row.disabled_reason or "")
+
+
+async def test_a_stream_taken_over_keeps_the_chargers_lane_made_by_the_process_before(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """Another process streamed S: CP-1's first event failed and went to CP-1's lane, its
+    cursor moved past CP-2's first, then it died. This process, whose shared read already
+    holds the rows after that cursor (read for its own stream of O, before the lane was
+    made), takes S over: CP-1's next event goes to CP-1's lane behind the failed one, never
+    to the receiver ahead of it; CP-2's is delivered."""
+    ours, theirs = Receiver(), Receiver()
+    await ours.start()
+    await theirs.start()
+    try:
+        o = await webhook_subscription(subscriptions, ours.url)
+        s = await webhook_subscription(subscriptions, theirs.url)
+        # Both cursors from the start; S's leased by the other process.
+        await db.execute(
+            "INSERT INTO stream_cursors (subscription_id, after_xid, after_id, holder,"
+            " leased_until) VALUES ($1, '0', 0, NULL, NULL),"
+            " ($2, '0', 0, 'the-other-process', now() + interval '1 hour')",
+            o.id,
+            s.id,
+        )
+        cp1, cp2 = ChargerRef("CP-1", 1), ChargerRef("CP-2", 1)
+        await emit(
+            db,
+            [
+                network_status(cp1, True, at(0)),
+                network_status(cp2, True, at(1)),
+                network_status(cp1, False, at(2)),
+                network_status(cp2, False, at(3)),
+            ],
+        )
+        rows = await db.fetch("SELECT xid, id, event FROM outbox ORDER BY xid, id")
+        assert len(rows) == 4
+        dispatchers()
+        await ours.wait_for(4)  # this process's shared read holds the four rows
+        # The other process: CP-1's first event in its lane (due in an hour), the cursor past
+        # CP-2's first; then it died (its lease ran out).
+        async with db.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event,"
+                " attempts, next_attempt_at, last_error)"
+                " VALUES ($1, $2, 'CP-1', $3, 1, now() + interval '1 hour', 'HTTP 503')",
+                s.id,
+                rows[0]["id"],
+                rows[0]["event"],
+            )
+            await conn.execute(
+                "INSERT INTO delivery_lanes (subscription_id, charger_id, next_attempt_at)"
+                " VALUES ($1, 'CP-1', now() + interval '1 hour')",
+                s.id,
+            )
+            await conn.execute(
+                "UPDATE stream_cursors SET after_xid = $2, after_id = $3,"
+                " leased_until = now() - interval '1 second' WHERE subscription_id = $1",
+                s.id,
+                int(rows[1]["xid"]),
+                rows[1]["id"],
+            )
+        got = await theirs.wait_for(1)
+
+        async def passed() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT after_id >= $2 FROM stream_cursors WHERE subscription_id = $1",
+                    s.id,
+                    rows[3]["id"],
+                )
+            )
+
+        await until(passed)
+        await quiet_for(0.3)
+    finally:
+        await ours.stop()
+        await theirs.stop()
+    # CP-2's second event only: CP-1's waits in its lane behind the failed one.
+    assert [msgspec.json.decode(r.body)["networkId"] for r in got] == ["CP-2"]
+    laned = await db.fetch(
+        "SELECT outbox_id FROM deliveries WHERE subscription_id = $1 AND state = 'pending'"
+        " ORDER BY outbox_id",
+        s.id,
+    )
+    assert [r["outbox_id"] for r in laned] == [rows[0]["id"], rows[2]["id"]]

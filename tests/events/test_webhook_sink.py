@@ -122,3 +122,24 @@ async def test_a_refused_connection_is_a_failed_attempt() -> None:
     assert attempt.error is not None and attempt.error.startswith(
         f"ConnectFailed: cannot connect to 127.0.0.1:{port}:"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://receiver.example:99999/hook",  # a port out of range
+        "http://" + "ü" * 70 + ".example/hook",  # a name IDNA cannot encode (a label too long)
+    ],
+)
+async def test_a_callback_url_the_client_cannot_use_is_a_failed_attempt(url: str) -> None:
+    """The API takes any absolute http(s) URL with a host (api/notifications.py): one the
+    client cannot send to is each attempt's error (as aiohttp's InvalidUrlClientError was),
+    not a ValueError out of the sink, which a stream takes for the database away and retries
+    for ever, and a lane reports and retries at every claim, no attempt ever recorded."""
+    sink = WebhookSink(_subscription(url), 1.0, 1)
+    try:
+        attempt = await sink.deliver(EVENT)
+    finally:
+        await sink.close()
+    assert not attempt.ok and attempt.status_code is None
+    assert attempt.error is not None

@@ -810,6 +810,9 @@ class Dispatcher:
                 self.reader.forget(row.id)
                 self._show_lag(stream, None)
                 return None, False
+            # Lanes another process made while it held the stream are in no read of the
+            # subscriptions from before this lease: the next windows ask for them.
+            self.reader.laned(row.id)
         window = await self._window(row, stream, stream.position)
         # Its first wanted event is the oldest not acknowledged (the cursor is before it).
         self._show_lag(stream, None if window.age is None else window.read_at - window.age)

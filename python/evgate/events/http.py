@@ -156,7 +156,9 @@ def _parse(buffer: bytearray, max_body: int, eof: bool) -> _Answer | None:
             )
     elif "content-length" in headers:
         length = headers["content-length"]
-        if not length.isdigit():
+        # ASCII digits (str.isdigit() is true of '²', which int() refuses), fewer than int()
+        # takes from a string (4300) and than any honest length has: else a ValueError.
+        if not (length.isascii() and length.isdigit()) or len(length) > 18:
             raise MalformedAnswer(f"a Content-Length that is not a number: {length[:40]!r}")
         framing = int(length)
     else:
@@ -190,6 +192,7 @@ def _chunked(
     keep: bool,
 ) -> _Answer | None:
     """The chunked body starting at ``at`` (see :func:`_parse`)."""
+    start = at
     body = bytearray()
     while True:
         line_end = buffer.find(b"\r\n", at)
@@ -224,6 +227,11 @@ def _chunked(
         return _Answer(Response(status, headers, bytes(body[:max_body])), False)
     if eof:
         raise Disconnected("the receiver closed the connection within its answer's body")
+    if len(buffer) - start > max_body + _MAX_HEAD:
+        # Only the body is cut at max_body: the framing around it (size lines and their
+        # extensions, trailers) is bounded too, or a receiver that never ends it would have
+        # the buffer grow (and be parsed again from its start) until the timeout.
+        raise MalformedAnswer(f"a chunked answer's framing longer than {_MAX_HEAD} bytes")
     return None
 
 

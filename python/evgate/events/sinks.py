@@ -183,25 +183,33 @@ class WebhookSink:
         self.url = subscription.callback_url
         self.secret = subscription.webhook_secret
         self.token_state = subscription.token_hmac_state
-        # The receiver is the operator's own system, named by URL: no proxy from the
-        # environment is slipped in between (the client knows none). The answer is read only
-        # for an error message: at most _ERROR_SNIPPET bytes of it.
-        self.client = http.Client(
-            self.url,
-            timeout=timeout,
-            max_connections=max_connections,
-            # The same trust as before the moves from httpx and aiohttp: Mozilla's roots
-            # (certifi), the hostname checked.
-            ssl_context=ssl.create_default_context(cafile=certifi.where()),
-            socket_factory=None
-            if private_targets or subscription.sub_operator_id is None
-            else _public_socket,
-            headers={
-                "content-type": "application/json",
-                "user-agent": f"evgate/{evgate.__version__}",
-            },
-            max_body=_ERROR_SNIPPET,
-        )
+        # A URL the API took (any absolute http(s) URL with a host) that the client cannot
+        # send to (a port out of range, a name IDNA cannot encode) is each attempt's error, as
+        # aiohttp's InvalidUrlClientError was: an exception here would be retried for ever.
+        self.client: http.Client | None = None
+        self.unusable: str | None = None
+        try:
+            # The receiver is the operator's own system, named by URL: no proxy from the
+            # environment is slipped in between (the client knows none). The answer is read
+            # only for an error message: at most _ERROR_SNIPPET bytes of it.
+            self.client = http.Client(
+                self.url,
+                timeout=timeout,
+                max_connections=max_connections,
+                # The same trust as before the moves from httpx and aiohttp: Mozilla's roots
+                # (certifi), the hostname checked.
+                ssl_context=ssl.create_default_context(cafile=certifi.where()),
+                socket_factory=None
+                if private_targets or subscription.sub_operator_id is None
+                else _public_socket,
+                headers={
+                    "content-type": "application/json",
+                    "user-agent": f"evgate/{evgate.__version__}",
+                },
+                max_body=_ERROR_SNIPPET,
+            )
+        except ValueError as exc:
+            self.unusable = failure_text(exc)
 
     def headers(self, delivery: EventRecord, now: float) -> dict[str, str]:
         msg_id = f"evt_{delivery.outbox_id}"
@@ -220,6 +228,8 @@ class WebhookSink:
 
     async def deliver(self, delivery: EventRecord) -> Attempt:
         started = time.perf_counter()
+        if self.client is None:
+            return Attempt(False, error=self.unusable, duration_ms=_ms(started))
         try:
             response = await self.client.post(delivery.payload, self.headers(delivery, time.time()))
         except TimeoutError as exc:
@@ -245,7 +255,8 @@ class WebhookSink:
         )
 
     async def close(self) -> None:
-        await self.client.close()
+        if self.client is not None:
+            await self.client.close()
 
 
 def _ms(started: float) -> float:

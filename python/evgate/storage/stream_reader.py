@@ -27,7 +27,8 @@ stream's window from it in Python:
   streamed subscription), so they are at least as new as the rows (an event committed after a
   widening is read with the widened names). ``queued`` (the event's charger has a pending
   delivery: it goes to that lane, never past it) is asked per window only of a subscription
-  that had a pending delivery then, or that made lanes since (:meth:`StreamReader.laned`).
+  that had a pending delivery then, or that made lanes or took its lease since
+  (:meth:`StreamReader.laned`: another process may have made lanes while it held the lease).
 """
 
 from __future__ import annotations
@@ -153,8 +154,9 @@ class StreamReader:
         return len(self._range)
 
     def laned(self, subscription_id: int) -> None:
-        """The subscription's stream made lanes (its advance returned): its next windows ask
-        which of their chargers have one until the subscriptions are read again."""
+        """The subscription's stream made lanes (its advance returned), or took its lease
+        (another process may have made some while it held it): its next windows ask which of
+        their chargers have one until the subscriptions are read again."""
         self._laned[subscription_id] = self._wants_started
 
     def forget(self, subscription_id: int) -> None:
