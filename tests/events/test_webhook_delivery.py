@@ -451,8 +451,10 @@ async def test_several_webhook_streams_of_a_process_share_each_read_of_the_outbo
             got = await r.wait_for(150)
             for charger, stamps in _sequence(got).items():
                 assert stamps == sorted(stamps) and len(stamps) == 25, charger
-        # Five windows of 30 rows (and a read of the rest of one, as windows fall): not 25.
-        assert reads["rows"] <= 8, reads
+        # Five windows of 30 rows (and a read of the rest of one, as windows fall), and on a
+        # loaded machine a few of a stream's own (one that fell behind the range, or ran ahead
+        # and restarted it): not 25, one per stream per window.
+        assert reads["rows"] <= 12, reads
         reads["all"] = 0
         await asyncio.sleep(1.0)
     finally:

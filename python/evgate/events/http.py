@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohappyeyeballs
+import idna
 
 __all__ = [
     "Client",
@@ -353,7 +354,10 @@ class Client:
             raise ValueError(f"not an absolute http(s) URL: {url!r}")
         host = parts.hostname
         if not host.isascii():
-            host = host.encode("idna").decode("ascii")
+            # IDNA 2008 with UTS 46 mapping, as aiohttp (yarl) sent it: Python's "idna" codec is
+            # IDNA 2003, which makes straße.de strasse.de, another domain (IDNAError is a
+            # ValueError: the sink makes it each attempt's failure).
+            host = idna.encode(host, uts46=True).decode("ascii")
         default_port = 443 if parts.scheme == "https" else 80
         port = parts.port or default_port
         self.host, self.port = host, port
