@@ -57,6 +57,12 @@ ADMIN_SECONDS = 20
 READ_SECONDS = 10
 GRACE = 15.0
 SEED = int(os.environ.get("EVGATE_FUZZ_SEED", "15"))
+# Failures schemathesis reports for answers that are right by design (the substring each has).
+# A user's subscription is made by PUT: right after ``POST /users`` it does not exist (GET
+# answers null), so a PATCH of it is 404, which ``ensure_resource_availability`` takes for the
+# user missing. A run reaches that pair or not by how far it gets in its seconds (a loaded
+# machine's run did).
+BY_DESIGN = ["Not available with: `PATCH /api/v1/users/{user_id}/subscription`"]
 _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -118,7 +124,7 @@ def _fuzz(base_url: str, token: str, seconds: int) -> _Run:
                         )
         elif isinstance(event, st_events.NonFatalError | st_events.FatalError):
             run.failures.append(f"schemathesis error: {event}")
-    run.failures = sorted(set(run.failures))
+    run.failures = sorted({f for f in run.failures if not any(known in f for known in BY_DESIGN)})
     run.seconds = time.monotonic() - started
     return run
 
