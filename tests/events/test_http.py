@@ -175,13 +175,37 @@ async def test_sequential_requests_share_one_kept_alive_connection(server: Serve
     assert all(r.body == BODY for r in server.requests)
 
 
-async def test_a_content_length_answer_is_read_and_the_connection_kept(server: Server) -> None:
-    server.steps = lambda _: Step(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nnope!")
+@pytest.mark.parametrize(
+    ("answer", "status", "body", "connections"),
+    [
+        # Content-Length: read, the connection kept.
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nnope!", 400, b"nope!", 1),
+        # Connection: close: the next request connects again.
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 200, b"", 2),
+        # HTTP/1.0: read, its connection not kept.
+        (b"HTTP/1.0 202 Accepted\r\nContent-Length: 2\r\n\r\nok", 202, b"ok", 2),
+        # Interim 1xx answers skipped (their headers are not the answer's).
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            201,
+            b"",
+            1,
+        ),
+    ],
+    ids=["content-length", "connection-close", "http-1.0", "interim-1xx"],
+)
+async def test_an_answer_is_read_and_its_connection_kept_or_not(
+    server: Server, answer: bytes, status: int, body: bytes, connections: int
+) -> None:
+    server.steps = lambda _: Step(answer)
     async with client(url(server)) as c:
         for _ in range(2):
             response = await c.post(BODY, {})
-            assert (response.status, response.body) == (400, b"nope!")
-    assert server.connections == 1
+            assert (response.status, response.body) == (status, body)
+            assert "link" not in response.headers
+    assert server.connections == connections
 
 
 async def test_a_chunked_answer_is_read_and_the_connection_kept(server: Server) -> None:
@@ -195,38 +219,6 @@ async def test_a_chunked_answer_is_read_and_the_connection_kept(server: Server) 
         for _ in range(2):
             response = await c.post(BODY, {})
             assert (response.status, response.body) == (500, b"some thing")
-    assert server.connections == 1
-
-
-async def test_connection_close_makes_the_next_request_connect_again(server: Server) -> None:
-    server.steps = lambda _: Step(
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    )
-    async with client(url(server)) as c:
-        for _ in range(2):
-            assert (await c.post(BODY, {})).status == 200
-    assert server.connections == 2
-
-
-async def test_an_http_1_0_answer_is_read_and_its_connection_not_kept(server: Server) -> None:
-    server.steps = lambda _: Step(b"HTTP/1.0 202 Accepted\r\nContent-Length: 2\r\n\r\nok")
-    async with client(url(server)) as c:
-        for _ in range(2):
-            response = await c.post(BODY, {})
-            assert (response.status, response.body) == (202, b"ok")
-    assert server.connections == 2
-
-
-async def test_interim_1xx_answers_are_skipped(server: Server) -> None:
-    server.steps = lambda _: Step(
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
-    )
-    async with client(url(server)) as c:
-        response = await c.post(BODY, {})
-        assert response.status == 201 and "link" not in response.headers
-        assert (await c.post(BODY, {})).status == 201
     assert server.connections == 1
 
 
