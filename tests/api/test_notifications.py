@@ -100,6 +100,9 @@ async def test_kafka_password_is_never_returned_and_a_put_without_it_keeps_it(
         ({**WEBHOOK, "webhook": {"callbackUrl": "ftp://x/y"}}, "callbackUrl"),
         ({**WEBHOOK, "webhook": {"callbackUrl": "/relative"}}, "callbackUrl"),
         ({**WEBHOOK, "webhook": {"callbackUrl": "http://x/" + "a" * 500}}, "callbackUrl"),
+        # What the webhook client could not send to (events/http.py's target()).
+        ({**WEBHOOK, "webhook": {"callbackUrl": "http://x:99999/hook"}}, "callbackUrl"),
+        ({**WEBHOOK, "webhook": {"callbackUrl": "http://" + "ü" * 70 + ".x/"}}, "callbackUrl"),
         (_kafka(securityProtocol="SASL_PLAINTEXT"), "saslUsername"),
         (_kafka(topic="bad topic"), "topic"),
         (_kafka(brokers=["no-port"]), "brokers"),

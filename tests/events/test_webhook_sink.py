@@ -132,10 +132,11 @@ async def test_a_refused_connection_is_a_failed_attempt() -> None:
     ],
 )
 async def test_a_callback_url_the_client_cannot_use_is_a_failed_attempt(url: str) -> None:
-    """The API takes any absolute http(s) URL with a host (api/notifications.py): one the
-    client cannot send to is each attempt's error (as aiohttp's InvalidUrlClientError was),
-    not a ValueError out of the sink, which a stream takes for the database away and retries
-    for ever, and a lane reports and retries at every claim, no attempt ever recorded."""
+    """The API refuses such a URL now (api/notifications.py), but a subscription stored
+    before may hold one: that it cannot be sent to is each attempt's error (as aiohttp's
+    InvalidUrlClientError was), not a ValueError out of the sink, which a stream takes for the
+    database away and retries for ever, and a lane reports and retries at every claim, no
+    attempt ever recorded."""
     sink = WebhookSink(_subscription(url), 1.0, 1)
     try:
         attempt = await sink.deliver(EVENT)

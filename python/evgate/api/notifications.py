@@ -23,6 +23,7 @@ from evgate.api.pagination import Page, page_of
 from evgate.api.problems import Conflict, Unprocessable
 from evgate.api.security import Principal
 from evgate.api.targets import check_tenant_target
+from evgate.events import http
 from evgate.events.catalog import NOT_EMITTED, SUBSCRIBABLE
 from evgate.events.signing import hmac_state, new_webhook_secret, webhook_secret_text
 from evgate.storage.deliveries import DeliveryCounts, FailedDelivery
@@ -152,6 +153,12 @@ def _checked(
         url = urlsplit(body.webhook.callback_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise Unprocessable("webhook.callbackUrl: must be an absolute http(s) URL")
+        try:
+            # A URL the webhook client cannot send to (a port out of range, a name IDNA
+            # refuses) is refused here rather than failing every attempt.
+            http.target(body.webhook.callback_url, {})
+        except ValueError as exc:
+            raise Unprocessable(f"webhook.callbackUrl: {exc}") from None
         check_tenant_target(
             "webhook.callbackUrl", body.webhook.callback_url, ctx.tenant_private_targets
         )

@@ -33,6 +33,8 @@ __all__ = [
     "HttpError",
     "MalformedAnswer",
     "Response",
+    "Target",
+    "target",
 ]
 
 # aiohttp's defaults, kept from when the sink used it: the delay before racing the next address
@@ -317,6 +319,58 @@ class _Connection(asyncio.Protocol):
             self.transport.abort() if abort else self.transport.close()
 
 
+class Target(NamedTuple):
+    """Where a URL's requests go, and the fixed start of each one's head."""
+
+    host: str  # ASCII: an international name IDNA-encoded
+    port: int
+    # The name TLS checks the certificate against: a fully qualified name's final dot is not
+    # part of it (as aiohttp and browsers strip it).
+    server_name: str
+    tls: bool
+    # The request line, Host, credentials and ``headers``, up to the Content-Length's value.
+    head: bytes
+
+
+def target(url: str, headers: Mapping[str, str]) -> Target:
+    """What :class:`Client` sends to for ``url`` (see there), with ``headers`` on every
+    request; the API checks a callback URL with it, so that a URL it takes is one the client
+    can send to.
+
+    Raises:
+        ValueError: ``url`` is not an absolute http(s) URL, its port is out of range, its
+            name cannot be IDNA-encoded or its credentials latin-1, or a header holds a line
+            break.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    host = parts.hostname
+    if not host.isascii():
+        # IDNA 2008 with UTS 46 mapping, as aiohttp (yarl) sent it: Python's "idna" codec is
+        # IDNA 2003, which makes straße.de strasse.de, another domain (IDNAError is a
+        # ValueError).
+        host = idna.encode(host, uts46=True).decode("ascii")
+    default_port = 443 if parts.scheme == "https" else 80
+    port = parts.port or default_port  # a port out of range: ValueError
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
+    if parts.query:
+        path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=~?")
+    authority = f"[{host}]" if ":" in host else host
+    if port != default_port:
+        authority += f":{port}"
+    fixed = [f"POST {path} HTTP/1.1", f"Host: {authority}"]
+    if parts.username or parts.password:
+        # As aiohttp sends a URL's userinfo: percent-decoded, latin-1.
+        user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        credentials = base64.b64encode(user_pass.encode("latin-1")).decode("ascii")
+        fixed.append(f"authorization: Basic {credentials}")
+    fixed += [f"{name}: {value}" for name, value in headers.items()]
+    _check_header_values(headers)
+    head = ("\r\n".join(fixed) + "\r\ncontent-length: ").encode("latin-1")
+    return Target(host, port, host.rstrip("."), parts.scheme == "https", head)
+
+
 class Client:
     """POSTs to one URL: at most ``max_connections`` connections, one per request in flight,
     kept alive between requests (a LIFO of the idle ones; one unused for 15 s is closed when
@@ -349,40 +403,14 @@ class Client:
         max_body: int,
         socket_factory: SocketFactory | None = None,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an absolute http(s) URL: {url!r}")
-        host = parts.hostname
-        if not host.isascii():
-            # IDNA 2008 with UTS 46 mapping, as aiohttp (yarl) sent it: Python's "idna" codec is
-            # IDNA 2003, which makes straße.de strasse.de, another domain (IDNAError is a
-            # ValueError: the sink makes it each attempt's failure).
-            host = idna.encode(host, uts46=True).decode("ascii")
-        default_port = 443 if parts.scheme == "https" else 80
-        port = parts.port or default_port
-        self.host, self.port = host, port
-        # The name TLS checks the certificate against: a fully qualified name's final dot is
-        # not part of it (as aiohttp and browsers strip it).
-        self.server_name = host.rstrip(".")
-        self.ssl = ssl_context if parts.scheme == "https" else None
+        self.target = target(url, headers)
+        self.host, self.port = self.target.host, self.target.port
+        self.server_name = self.target.server_name
+        self.ssl = ssl_context if self.target.tls else None
         self.timeout = timeout
         self.max_body = max_body
         self._socket_factory = socket_factory
-        target = quote(parts.path or "/", safe="/%:@!$&'()*+,;=~")
-        if parts.query:
-            target += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=~?")
-        authority = f"[{host}]" if ":" in host else host
-        if port != default_port:
-            authority += f":{port}"
-        fixed = [f"POST {target} HTTP/1.1", f"Host: {authority}"]
-        if parts.username or parts.password:
-            # As aiohttp sends a URL's userinfo: percent-decoded, latin-1.
-            user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-            credentials = base64.b64encode(user_pass.encode("latin-1")).decode("ascii")
-            fixed.append(f"authorization: Basic {credentials}")
-        fixed += [f"{name}: {value}" for name, value in headers.items()]
-        _check_header_values(headers)
-        self._head = ("\r\n".join(fixed) + "\r\ncontent-length: ").encode("latin-1")
+        self._head = self.target.head
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
