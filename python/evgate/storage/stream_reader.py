@@ -83,6 +83,9 @@ class _Row(msgspec.Struct, frozen=True):
     payload: bytes
     written: float
 
+    def key(self) -> _Key:
+        return (self.xid, self.id)
+
 
 class _Wants(msgspec.Struct, frozen=True):
     """What an operator's subscription wants (its event names), and whether it had a pending
@@ -105,11 +108,10 @@ class StreamReader:
         self.db = cursors.db
         self._rows = rows
         self._fresh = fresh
-        # The range: every outbox row after ``_start`` up to ``_end`` (both positions), with
-        # their keys for bisecting. None: no range yet.
+        # The range: every outbox row after ``_start`` up to ``_end`` (both positions), in
+        # order (bisected by their keys). None: no range yet.
         self._start: _Key | None = None
         self._end: _Key = (0, 0)
-        self._keys: list[_Key] = []
         self._range: list[_Row] = []
         # When (monotonic) the last read that found the end began; wake() makes it stale.
         self._complete_at = -float("inf")
@@ -175,7 +177,7 @@ class StreamReader:
 
     def _restart(self, at: _Key) -> None:
         self._start = self._end = at
-        self._keys, self._range = [], []
+        self._range = []
         self._complete_at = -float("inf")
         self._epoch += 1
 
@@ -183,7 +185,7 @@ class StreamReader:
         """The range's next ``limit`` rows after ``at``; None: ``at`` is before the range."""
         if self._start is None or at < self._start:
             return None
-        first = bisect.bisect_right(self._keys, at)
+        first = bisect.bisect_right(self._range, at, key=_Row.key)
         return self._range[first : first + limit]
 
     def _caught_up(self, some: bool) -> bool:
@@ -222,13 +224,12 @@ class StreamReader:
             subs = await self.db.fetch(_SUBSCRIPTIONS)
             if self._epoch != epoch:
                 return
-            self._keys.extend((int(r["xid"]), r["id"]) for r in rows)
             self._range.extend(
                 _Row(int(r["xid"]), r["id"], r["charger_id"], r["event"], r["payload"],
                      read_at - r["age"])
                 for r in rows
             )  # fmt: skip
-            self._end = self._keys[-1]
+            self._end = self._range[-1].key()
             self._wants = {s["id"]: _Wants(frozenset(s["notifications"]), s["lanes"]) for s in subs}
             self._wants_seq = seq
             self._complete_at = complete
@@ -244,11 +245,11 @@ class StreamReader:
         reads' (a stream left behind reads its own windows)."""
         assert self._start is not None
         inside = [at for at in self._at.values() if at >= self._start]
-        drop = bisect.bisect_right(self._keys, min(inside, default=self._end))
+        drop = bisect.bisect_right(self._range, min(inside, default=self._end), key=_Row.key)
         drop = max(drop, len(self._range) - 2 * self._rows)
         if drop:
-            self._start = self._keys[drop - 1]
-            del self._keys[:drop], self._range[:drop]
+            self._start = self._range[drop - 1].key()
+            del self._range[:drop]
 
     # A stream's window.
 
