@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from evgate.events import http
 from evgate.events.http import Client, ConnectFailed, Disconnected, MalformedAnswer, _parse
 from gateway.helpers import make_pki
 from support import until
@@ -308,6 +309,23 @@ async def test_a_connection_closed_while_idle_is_not_used_again(server: Server) 
         await until(lambda: not c._idle[0].open)
         assert (await c.post(BODY, {})).status == 204
     assert [r.connection for r in server.requests] == [1, 2]
+
+
+async def test_a_connection_idle_past_the_keep_alive_is_not_used_again(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection unused for longer than the keep-alive (15 s, aiohttp's) is closed when
+    next looked at, not reused: the receiver may close it at any moment by then."""
+    monkeypatch.setattr(http, "_KEEPALIVE", 0.1)
+    server.steps = lambda _: Step(NO_CONTENT)
+    async with client(url(server)) as c:
+        assert (await c.post(BODY, {})).status == 204
+        assert (await c.post(BODY, {})).status == 204  # within the keep-alive: the same one
+        idle = c._idle[0]
+        await asyncio.sleep(0.2)
+        assert (await c.post(BODY, {})).status == 204
+        assert not idle.open
+    assert [r.connection for r in server.requests] == [1, 1, 2]
 
 
 async def test_bytes_after_an_answer_end_its_connection(server: Server) -> None:
