@@ -461,7 +461,7 @@ async def test_a_named_host_and_the_default_port_in_host() -> None:
         headers={},
         max_body=200,
     )
-    assert c._head.startswith(b"POST /a HTTP/1.1\r\nHost: localhost\r\n")
+    assert c.target.head.startswith(b"POST /a HTTP/1.1\r\nHost: localhost\r\n")
     await c.close()
 
 
@@ -474,8 +474,8 @@ async def test_a_fully_qualified_names_final_dot_is_not_in_the_tls_server_name()
         headers={},
         max_body=200,
     )
-    assert c.server_name == "receiver.example.com"
-    assert c._head.startswith(b"POST /a HTTP/1.1\r\nHost: receiver.example.com.:8443\r\n")
+    assert c.target.server_name == "receiver.example.com"
+    assert c.target.head.startswith(b"POST /a HTTP/1.1\r\nHost: receiver.example.com.:8443\r\n")
     await c.close()
 
 
@@ -565,4 +565,4 @@ async def test_an_international_name_is_encoded_as_aiohttp_did_idna_2008() -> No
     which maps ß to ss: another domain, perhaps another owner's, whose certificate would pass
     the hostname check)."""
     async with client("https://straße.de/hook") as c:
-        assert c.host == c.server_name == "xn--strae-oqa.de"
+        assert c.target.host == c.target.server_name == "xn--strae-oqa.de"

@@ -404,13 +404,10 @@ class Client:
         socket_factory: SocketFactory | None = None,
     ) -> None:
         self.target = target(url, headers)
-        self.host, self.port = self.target.host, self.target.port
-        self.server_name = self.target.server_name
         self.ssl = ssl_context if self.target.tls else None
         self.timeout = timeout
         self.max_body = max_body
         self._socket_factory = socket_factory
-        self._head = self.target.head
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
@@ -432,7 +429,7 @@ class Client:
         _check_header_values(headers)
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         request = b"".join(
-            (self._head, b"%d\r\n" % len(body), extra.encode("latin-1"), b"\r\n", body)
+            (self.target.head, b"%d\r\n" % len(body), extra.encode("latin-1"), b"\r\n", body)
         )
         async with asyncio.timeout(self.timeout), self._slots:
             if self._closed:
@@ -480,7 +477,9 @@ class Client:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            addresses = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            addresses = await loop.getaddrinfo(
+                self.target.host, self.target.port, type=socket.SOCK_STREAM
+            )
             sock = await aiohappyeyeballs.start_connection(
                 addresses,
                 happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY,
@@ -491,14 +490,14 @@ class Client:
                     lambda: _Connection(self.max_body),
                     sock=sock,
                     ssl=self.ssl,
-                    server_hostname=self.server_name if self.ssl is not None else None,
+                    server_hostname=self.target.server_name if self.ssl is not None else None,
                 )
             except BaseException:
                 sock.close()
                 raise
         except OSError as exc:  # socket.gaierror, ssl.SSLError, ConnectionRefusedError, ...
             raise ConnectFailed(
-                f"cannot connect to {self.host}:{self.port}"
+                f"cannot connect to {self.target.host}:{self.target.port}"
                 f"{' (TLS)' if self.ssl is not None else ''}: {exc}"
             ) from exc
         return connection
