@@ -163,31 +163,23 @@ async def test_stop_fails_what_could_not_be_written(
         await asyncio.to_thread(pg.restart_same_port)
 
 
-def keys_on_two_committers(writer: Writer) -> tuple[str, str]:
-    """Two charger ids that ``writer`` gives to different committers."""
-    first = "CP-0"
-    other = next(
-        f"CP-{i}"
-        for i in range(1, 100)
-        if writer.committer_of(f"CP-{i}") != writer.committer_of(first)
-    )
-    return first, other
-
-
 async def test_one_keys_submissions_commit_in_submission_order(
     writer: Writer, db: Database
 ) -> None:
     """Concurrent submissions of two chargers: each charger's rows land in the order its
     submissions were made, whichever committer they took and however they were batched."""
-    a, b = keys_on_two_committers(writer)
 
     def mine(key: str, i: int) -> tuple[object, ...]:
         return (key, f"{i:03}", *row(i)[2:])
 
     await asyncio.gather(
-        *(writer.submit([(LOG, [mine(key, i)])], key=key) for i in range(60) for key in (a, b))
+        *(
+            writer.submit([(LOG, [mine(key, i)])], key=key)
+            for i in range(60)
+            for key in ("CP-a", "CP-b")
+        )
     )
-    for key in (a, b):
+    for key in ("CP-a", "CP-b"):
         stored = await db.fetch(
             "SELECT vendor_id FROM data_transfers WHERE charger_id = $1 ORDER BY id", key
         )
@@ -198,22 +190,61 @@ async def test_a_blocked_committer_does_not_hold_up_another(
     database_url: str, db: Database
 ) -> None:
     """Two committers commit side by side: while one charger's batch waits on a lock, another
-    charger's writes (on the other committer) commit; with one committer they would queue
-    behind it."""
+    charger's writes go to the other committer and commit; with one committer they would
+    queue behind it."""
     w = Writer(database_url, committers=2, flush_interval=0.001)
-    a, b = keys_on_two_committers(w)
     await w.start()
     try:
         async with locked(database_url, "id_tags") as release:
             insert = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")
-            held = asyncio.ensure_future(w.submit([(insert, ("T-1",))], key=a))
+            held = asyncio.ensure_future(w.submit([(insert, ("T-1",))], key="CP-a"))
             await until(
                 lambda: any(committer.current for committer in w._committers)
-            )  # committer a took it
-            await asyncio.wait_for(w.submit([(LOG, [row(7)])], key=b), 5)
+            )  # a committer took it
+            await asyncio.wait_for(w.submit([(LOG, [row(7)])], key="CP-b"), 5)
             assert await count(db) == 1 and not held.done()
             await release()
             assert await asyncio.wait_for(held, 5) == [None]
+    finally:
+        await w.stop()
+
+
+async def test_a_keys_next_submission_waits_for_its_committer(
+    database_url: str, db: Database
+) -> None:
+    """While a charger's batch waits on a lock, its next submission does not take the idle
+    committer (it would commit first, out of the charger's order): it queues behind the
+    batch, and commits after it."""
+    w = Writer(database_url, committers=2, flush_interval=0.001)
+    await w.start()
+    try:
+        async with locked(database_url, "id_tags") as release:
+            insert = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")
+            held = asyncio.ensure_future(w.submit([(insert, ("T-1",))], key="CP-a"))
+            await until(lambda: any(committer.current for committer in w._committers))
+            after = asyncio.ensure_future(w.submit([(LOG, [row(7)])], key="CP-a"))
+            await quiet_for(0.2)
+            assert not after.done() and await count(db) == 0
+            await release()
+            assert await asyncio.wait_for(asyncio.gather(held, after), 5) == [[None], [None]]
+        tag_xid, log_xid = await db.fetchrow(
+            "SELECT (SELECT xmin::text::bigint FROM id_tags WHERE id_tag = 'T-1'),"
+            " (SELECT xmin::text::bigint FROM data_transfers)"
+        )
+        assert tag_xid < log_xid
+    finally:
+        await w.stop()
+
+
+async def test_submissions_of_many_chargers_share_one_batch(database_url: str) -> None:
+    """Submissions of 40 chargers made during one linger are one batch, not one per
+    committer they would spread over: each batch costs PostgreSQL its COMMIT and WAL flush."""
+    w = Writer(database_url, committers=4, flush_interval=0.05)
+    await w.start()
+    try:
+        await asyncio.gather(*(w.submit([(LOG, [row(i)])], key=f"CP-{i}") for i in range(40)))
+        assert w.stats.batches == 1 and w.stats.rows == 40
+        assert not w._placed  # every key free to take any committer again
     finally:
         await w.stop()
 

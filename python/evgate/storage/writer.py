@@ -9,9 +9,11 @@ batch, its outbox rows and new meter rows, as literal statements sent with the C
 COMMIT when none does: ``_BatchConnection``) — and only after COMMIT resolves every submission
 of the batch. At a fleet's pace a batch holds a message or two, so each round trip is paid per
 message. A few
-committers, each an asyncio task with its own connection, commit batches side by side (the key
-picks the committer, so one charger's writes stay in order on one committer), so that
-PostgreSQL and Python each keep a core busy. A handler answers its
+committers, each an asyncio task with its own connection, commit batches side by side, so that
+PostgreSQL and Python each keep a core busy; a submission joins the batch a committer is
+gathering, so that at a fleet's pace one batch holds what all chargers sent meanwhile, and a
+charger's next submission takes the committer of its previous one while that one is not yet
+committed, so that its writes stay in order. A handler answers its
 charger after ``submit`` returns, so an acknowledged message is durable (ARCHITECTURE rule 1).
 
 A write is a :class:`~evgate.storage.ops.base.Write` ``(op, item)``: the op a
@@ -110,6 +112,7 @@ class _Submission:
     writes: Sequence[Write[Any]]
     weight: int
     future: asyncio.Future[list[Any]]
+    key: Hashable | None
 
 
 @dataclass
@@ -241,11 +244,16 @@ class Writer:
 
     The writer has ``committers`` committers, each a task with its own connection committing its own
     batches, so that PostgreSQL works on one committer's batch while Python prepares another's (one
-    connection leaves one of them idle at a time). A submission's ``key`` (the charger's id)
-    picks its committer: one charger's writes are committed in submission order, on one
-    connection, and two committers never touch the same charger's rows, so they never wait on each
-    other's locks. Unkeyed submissions share the first committer. This is the guarantee several
-    evgate processes give each other, within one.
+    connection leaves one of them idle at a time). A submission goes to the committer gathering
+    a batch (not yet writing one), else to an idle one, else to the one with the fewest rows
+    queued (:meth:`committer_of`): a committer is opened only when the others are writing, so
+    batches hold what every charger sent during one linger rather than a committer's share of
+    it (each batch costs PostgreSQL its BEGIN, ``writer_commits`` row, COMMIT and WAL flush;
+    bench/README.md). But while a submission of the same ``key`` (the charger's id; unkeyed
+    submissions are one key) is queued or being written, the next one takes its committer: one
+    charger's writes are committed in submission order, and two committers never touch the
+    same charger's rows at once, so they never wait on each other's locks. This is the
+    guarantee several evgate processes give each other, within one.
 
     Args:
         dsn: the database to write to (each committer opens a dedicated connection).
@@ -287,6 +295,8 @@ class Writer:
         self.wanted = outbox.WantedEvents(-1, frozenset())
         self.wanted_at: float | None = None
         self._committers = [_Committer(self, i) for i in range(committers)]
+        # The committer of each key with submissions queued or being written, and how many.
+        self._placed: dict[Hashable | None, tuple[_Committer, int]] = {}
         self._pending_rows = 0  # queued + in the batches being written
         self._space = asyncio.Condition()
         self._started = False
@@ -372,8 +382,8 @@ class Writer:
 
         Args:
             writes: the writes, committed together in one transaction.
-            key: whose writes these are (the charger's id): the same key, the same committer, so
-                one key's submissions commit in order.
+            key: whose writes these are (the charger's id): one key's submissions commit in
+                the order they were made.
 
         Raises:
             WriterClosed: the writer is stopped before the writes committed.
@@ -393,20 +403,44 @@ class Writer:
                 )
             if self._closed:
                 raise WriterClosed("the writer is stopped")
-        committer = self._committers[self.committer_of(key)]
+        committer = self._committers[self.committer_of(key, weight)]
+        placed = self._placed.get(key)
+        self._placed[key] = (committer, 1 if placed is None else placed[1] + 1)
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        committer.queue.append(_Submission(writes, weight, future))
+        committer.queue.append(_Submission(writes, weight, future, key))
         committer.queued_rows += weight
         self._pending_rows += weight
         committer.wakeup.set()
         return await future
 
-    def committer_of(self, key: Hashable | None) -> int:
-        """The committer that ``key``'s submissions take (stable for the life of the process)."""
-        return 0 if key is None else hash(key) % len(self._committers)
+    def committer_of(self, key: Hashable | None, weight: int = 1) -> int:
+        """The committer a submission of ``key`` (of ``weight`` rows) would take now: that of
+        the key's submissions not yet committed, else the first gathering a batch with room
+        for it, else the first idle one, else the one with the fewest rows queued."""
+        placed = self._placed.get(key)
+        if placed is not None:
+            return placed[0].index
+        idle: _Committer | None = None
+        for committer in self._committers:
+            if committer.current:
+                continue  # writing: what joins its queue waits for its COMMIT
+            if not committer.queue:
+                idle = idle or committer
+            elif committer.queued_rows + weight <= self.batch_rows:
+                return committer.index
+        if idle is not None:
+            return idle.index
+        return min(self._committers, key=lambda committer: committer.queued_rows).index
 
     async def _written(self, batch: list[_Submission]) -> None:
-        """A committer is done with ``batch`` (committed, refused or failed): its rows free up."""
+        """A committer is done with ``batch`` (committed, refused or failed): its rows free up,
+        and its keys may take any committer once none of theirs is left."""
+        for submission in batch:
+            committer, waiting = self._placed[submission.key]
+            if waiting == 1:
+                del self._placed[submission.key]
+            else:
+                self._placed[submission.key] = (committer, waiting - 1)
         self._pending_rows -= sum(s.weight for s in batch)
         async with self._space:
             self._space.notify_all()
@@ -452,6 +486,7 @@ class Writer:
             committer.queue.clear()
             committer.current = []
             committer.queued_rows = 0
+        self._placed.clear()
         self._pending_rows = 0
 
 
