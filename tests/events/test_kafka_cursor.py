@@ -490,7 +490,9 @@ async def test_a_process_killed_mid_stream_is_taken_over_from_the_cursor(
     topic = await _topic(kafka_broker, 3)
     await kafka_subscription(subscriptions, kafka_settings(kafka_broker.bootstrap_plain, topic))
     chargers = [ChargerRef(f"CP-{i}", i) for i in range(12)]
-    await emit(db, [network_status(c, i % 2 == 0, at(i)) for i in range(2500) for c in chargers])
+    # Several seconds of streaming (about 30,000 events a second here): the cursor row is
+    # saved about once a second, and the kill comes after the first save.
+    await emit(db, [network_status(c, i % 2 == 0, at(i)) for i in range(10000) for c in chargers])
     outbox = {
         f"evt_{r['id']}": bytes(r["payload"])
         for r in await db.fetch("SELECT id, payload FROM outbox")

@@ -11,12 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import pytest
 
+from evgate.events import dispatcher as dispatcher_module
 from evgate.events.builders import ChargerRef, OutboxEntry, network_status
 from evgate.events.catalog import EMITTED
 from evgate.events.dispatcher import Dispatcher
 from evgate.storage.db import Database
 from evgate.storage.deliveries import DeliveryStore
+from evgate.storage.stream_cursors import Laned, Position
 from evgate.storage.subscriptions import SubscriptionStore
 from support import Received, Receiver, Reply, quiet_for, until
 
@@ -74,7 +77,11 @@ async def test_every_event_type_arrives_signed(
         assert abs(int(r.headers["webhook-timestamp"]) - time.time()) < 60
         assert r.headers["content-type"] == "application/json"
     assert len({r.headers["webhook-id"] for r in got}) == len(entries)
-    assert await deliveries.backlog() == 0
+
+    async def no_backlog() -> bool:
+        return await deliveries.backlog() == 0
+
+    await until(no_backlog)  # once the cursor row is saved: within about a second
 
 
 async def test_only_subscribed_events_are_delivered(
@@ -317,6 +324,8 @@ async def test_delivered_events_are_pruned_after_the_retention(
     await emit(db, _numbered("CP-2", 1))
     await receiver.wait_for(4)
     await until(lambda: _all_recorded(db))
+    last = await db.fetchval("SELECT max(id) FROM outbox")
+    await until(lambda: _passed(db, last))  # the prune keeps what the cursor row has not passed
     await db.execute(
         "INSERT INTO deliveries (subscription_id, outbox_id, charger_id, event, state)"
         " SELECT $1, id, charger_id, event, 'failed' FROM outbox WHERE charger_id = 'CP-2'",
@@ -573,6 +582,154 @@ async def test_a_dispatcher_stopped_mid_window_is_followed_by_one_that_resends_f
     assert len(after) == 40  # the whole window again, from the cursor
     for charger, stamps in _sequence(after).items():
         assert stamps == sorted(stamps) and len(stamps) == 20, charger
+
+
+def _count_saves(dispatcher: Dispatcher) -> list[int]:
+    """The outbox ids its streams save their cursors at (``StreamCursorStore.advance``), as
+    they are saved; call before its streams start."""
+    saves: list[int] = []
+    advance = dispatcher.cursors.advance
+
+    async def counted(
+        subscription_id: int, holder: str, to: Position, laned: list[Laned], seconds: float
+    ) -> bool:
+        saves.append(to.id)
+        return await advance(subscription_id, holder, to, laned, seconds)
+
+    dispatcher.cursors.advance = counted  # type: ignore[method-assign]
+    return saves
+
+
+async def test_a_streams_rounds_without_lanes_save_its_cursor_about_once_a_second(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+) -> None:
+    """Issue 17: a stream's rounds that make no lane move its position in memory and save it
+    in the cursor row about once a second, not once a round (an UPDATE committed per stream
+    per round). 60 events, each in a round of its own: a few saves, not 60; every event
+    arrives once, in order; gone quiet, the row has the last one within about a second."""
+    await webhook_subscription(subscriptions, receiver.url)
+    # A 30 s lease, renewed every 7.5 s: the saves are the bound's.
+    dispatcher = dispatchers(dataclasses.replace(FAST, delivery_timeout=10.0))
+    saves = _count_saves(dispatcher)
+    entries = _numbered("CP-1", 60)
+    began = time.monotonic()
+    for i, entry in enumerate(entries):
+        await emit(db, [entry])
+        dispatcher.wake()
+        await receiver.wait_for(i + 1)
+    elapsed, rounds_saved = time.monotonic() - began, len(saves)
+    last = await db.fetchval("SELECT max(id) FROM outbox")
+    await until(lambda: _passed(db, last), within=3 * dispatcher_module._SAVE_WITHIN)
+    await quiet_for(0.3)  # no duplicate
+    assert rounds_saved <= 2 + elapsed / dispatcher_module._SAVE_WITHIN, (saves, elapsed)
+    assert rounds_saved < len(entries) / 4, (saves, elapsed)
+    assert saves == sorted(saves)
+    assert len(receiver.received) == len(entries)
+    stamps = _sequence(receiver.received)["CP-1"]
+    assert stamps == sorted(stamps) and len(stamps) == len(entries)
+
+
+async def test_a_stopped_stream_saves_its_position_and_the_next_process_sends_nothing_again(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream stopped with a position it has not saved (its rounds made no lane, within
+    the bound) saves it before giving its lease back: the cursor row is at the last event
+    delivered, and the next dispatcher sends only the events after it."""
+    monkeypatch.setattr(dispatcher_module, "_SAVE_WITHIN", 3600.0)  # no save by the bound
+    config = dataclasses.replace(FAST, delivery_timeout=3600.0)  # nor by the lease's renewal
+    sub = await webhook_subscription(subscriptions, receiver.url)
+    first = dispatchers(config)
+    await emit(db, _numbered("CP-1", 10))
+    await receiver.wait_for(10)
+    last = await db.fetchval("SELECT max(id) FROM outbox")
+    stream, _ = first._streams[sub.id]
+    await until(lambda: stream.position is not None and stream.position.id == last)
+    assert await db.fetchval("SELECT after_id FROM stream_cursors") == 0  # not saved yet
+    await first.stop()
+    assert await db.fetchval("SELECT after_id FROM stream_cursors") == last
+    dispatchers(config)
+    await emit(db, [network_status(ChargerRef("CP-1", 1), True, at(10))])
+    await receiver.wait_for(11)
+    await quiet_for(0.3)  # no duplicate
+    ids = [f"evt_{r['id']}" for r in await db.fetch("SELECT id FROM outbox ORDER BY xid, id")]
+    assert [r.headers["webhook-id"] for r in receiver.received] == ids
+
+
+async def test_the_leases_renewal_saves_the_position_rather_than_read_the_older_one_back(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    receiver: Receiver,
+    dispatchers: Callable[..., Dispatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream holding a position it has not saved renews its lease (every quarter of it at
+    the latest, skipped saves or not) by saving that position: the lease does not run out,
+    and the cursor row's older position is not read back (its events were sent again)."""
+    monkeypatch.setattr(dispatcher_module, "_SAVE_WITHIN", 3600.0)  # no save by the bound
+    sub = await webhook_subscription(subscriptions, receiver.url)
+    dispatchers()  # a webhook stream's lease: 3 s (FAST), renewed after 0.75 s
+    await emit(db, _numbered("CP-1", 10))
+    await receiver.wait_for(10)
+    last = await db.fetchval("SELECT max(id) FROM outbox")
+
+    async def renewed() -> bool:
+        return bool(
+            await db.fetchval(
+                "SELECT after_id = $2 AND leased_until > now() + interval '2 s'"
+                " FROM stream_cursors WHERE subscription_id = $1",
+                sub.id,
+                last,
+            )
+        )
+
+    await until(renewed, within=5)
+    await quiet_for(0.3)  # no duplicate
+    assert len(receiver.received) == 10
+
+
+async def test_a_round_that_makes_a_lane_moves_the_cursor_with_it_at_once(
+    db: Database,
+    subscriptions: SubscriptionStore,
+    dispatchers: Callable[..., Dispatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the bound, a round that puts an event in its charger's lane (CP-2's, answered
+    503) saves at once, in one statement: the lane and the cursor row past the window appear
+    together, and the row never passes an event that is neither delivered nor in a lane."""
+    monkeypatch.setattr(dispatcher_module, "_SAVE_WITHIN", 3600.0)
+    receiver = Receiver(lambda r: Reply(503 if b"CP-2" in r.body else 204, body=b""))
+    await receiver.start()
+    try:
+        await webhook_subscription(subscriptions, receiver.url)
+        dispatchers(dataclasses.replace(FAST, delivery_timeout=3600.0))
+        cp1, cp2 = ChargerRef("CP-1", 1), ChargerRef("CP-2", 1)
+        await emit(
+            db,
+            [network_status(cp1, i % 2 == 0, at(i)) for i in range(3)]
+            + [network_status(cp2, True, at(3))]
+            + [network_status(cp1, i % 2 == 0, at(i)) for i in range(4, 6)],
+        )
+        last = await db.fetchval("SELECT max(id) FROM outbox")
+
+        async def laned() -> Any:
+            # One statement, one snapshot: what it sees of the lane and of the cursor.
+            row = await db.fetchrow(
+                "SELECT (SELECT after_id FROM stream_cursors) AS after_id,"
+                " (SELECT array_agg(charger_id) FROM deliveries) AS laned"
+            )
+            return row if row is not None and row["laned"] else None
+
+        row = await until(laned, within=10)
+    finally:
+        await receiver.stop()
+    assert (row["after_id"], row["laned"]) == (last, ["CP-2"])
 
 
 def _short_rounds(subscriptions: SubscriptionStore, deliveries: DeliveryStore) -> Dispatcher:

@@ -21,8 +21,13 @@ One task per process (owned by :class:`Dispatcher`, started and stopped by ``app
    task per such subscription (:meth:`Dispatcher._stream`), in one process at a time (a
    lease in its cursor row), takes the next events it wants from the outbox after its cursor
    (from the process's one read of the outbox, shared by all its streams: ``StreamReader``;
-   ``StreamCursorStore`` for the cursor), sends them all and moves the cursor past them in one short
-   statement: one window in flight per subscription. Only the send differs: Kafka produces
+   ``StreamCursorStore`` for the cursor), sends them all and moves the cursor past them: one
+   window in flight per subscription. The cursor row is saved in one short statement at once
+   by a round that puts events in lanes (the lanes are made in it), and otherwise about once
+   a second (``_SAVE_WITHIN``; the position moves in memory meanwhile), when the lease is
+   renewed and when the stream ends: a committed UPDATE per stream per round was what the
+   streams cost PostgreSQL at a fleet's pace, and a crash resends at most that second more
+   (at least once). Only the send differs: Kafka produces
    the window and waits for every acknowledgement (brokers away: the cursor stays, the stream
    waits for their return, probed every ``kafka_probe_interval``, and sends again from the
    cursor: at least once, the same ``event-id``); a webhook POSTs each charger's events one
@@ -84,6 +89,15 @@ __all__ = ["Dispatcher", "DispatcherConfig", "retry_delay"]
 log = logging.getLogger(__name__)
 
 _STOP_GRACE = 5.0  # seconds stop() waits for each part (lanes, sinks) before moving on
+
+# How long a stream's position may run ahead of its cursor row (seconds). Every save is a
+# committed UPDATE that PostgreSQL pays on the chargers' cores: a save per round was 20 a
+# second per stream at a fleet's pace (400 with 20 subscriptions, issue 17); one a second per
+# stream whatever the pace costs a twentieth of that. Delivery is at least once with a stable
+# event id, so the row may lag: after a crash (whose lease must run out first, 30 s or more)
+# about a second of events more is sent again, and what reads the row (the counts' `waiting`,
+# the backlog gauge) counts about a second of delivered events as waiting.
+_SAVE_WITHIN = 1.0
 
 
 class _NotSent(Exception):
@@ -167,7 +181,13 @@ class _Stream:
     via: str
     # Its cursor while this process holds the lease (None: not held, or not known).
     position: Position | None = None
+    # When (loop time) its cursor row was last written (the lease taken or renewed, the
+    # position saved): the lease runs from then.
     leased_at: float = 0.0
+    # The position its rounds moved to without saving it (``position`` then; None: the
+    # cursor row has ``position``): a round that made no lane saves only every
+    # ``_SAVE_WITHIN``; the lease's renewal and the stream's end save it too.
+    unsaved: Position | None = None
     # New events (wake(), a fan-out that took rows), and the brokers' return after an outage.
     events: asyncio.Event = field(default_factory=asyncio.Event)
     back: asyncio.Event = field(default_factory=asyncio.Event)
@@ -344,7 +364,8 @@ class Dispatcher:
         self._probe = None
         for task in list(self._tasks):
             task.cancel()
-        # Each stream gives its lease back as it ends (the next holder resends from the cursor).
+        # Each stream saves its position and gives its lease back as it ends (the next holder
+        # resends from the cursor what the round in flight had sent).
         streams = {task for _, task in self._streams.values()}
         for task in streams:
             task.cancel()
@@ -740,8 +761,9 @@ class Dispatcher:
     async def _stream(self, stream: _Stream) -> None:
         """Stream one subscription for as long as it is streamed here: a round at a time
         (:meth:`_stream_round`), then a pause that new events cut short, or while its Kafka
-        brokers are away one that their return cuts short. Gives the lease back at the end
-        (shutdown; the subscription disabled, made a tenant's or deleted)."""
+        brokers are away one that their return cuts short. Saves its position and gives the
+        lease back at the end (shutdown; the subscription disabled, made a tenant's or
+        deleted)."""
         sub_id = stream.subscription_id
         name = f"the stream of subscription {sub_id}"
         retry = self.deliveries.db.health.retry(name, log, first=1.0)
@@ -758,8 +780,10 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    # The database away, most likely: read the lease and the cursor again.
-                    stream.position = None
+                    # The database away, most likely: read the lease and the cursor again. An
+                    # unsaved position goes too: the events since the cursor row's are sent
+                    # again (at least once).
+                    stream.position = stream.unsaved = None
                     stream.discard_ahead()
                     self.reader.forget(sub_id)
                     pause = retry.failed(exc)
@@ -772,6 +796,10 @@ class Dispatcher:
                     pause = idle
                 else:
                     idle = self.config.poll_interval
+                if stream.unsaved is not None and not outage:
+                    # A stream gone quiet saves its position within the bound too.
+                    due = stream.leased_at + _SAVE_WITHIN - asyncio.get_running_loop().time()
+                    pause = min(pause, max(0.0, due))
                 if pause > 0:
                     await wait_event(stream.back if outage else stream.events, pause)
         finally:
@@ -786,23 +814,28 @@ class Dispatcher:
                 gauge.set(0, str(sub_id))
             if stream.position is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        asyncio.shield(self.cursors.release(sub_id, self._holder)), _STOP_GRACE
-                    )
+                    await asyncio.wait_for(asyncio.shield(self._give_back(stream)), _STOP_GRACE)
 
     async def _stream_round(
         self, sub: _Subscription, stream: _Stream, name: str
     ) -> tuple[float | None, bool]:
         """Read the next window after the cursor, send it (:meth:`_produce` or :meth:`_post`)
-        and move the cursor past what was acknowledged or put in a lane. Returns how long to
-        pause (None: nothing was there; 0: more at once) and whether the brokers are away."""
+        and move the cursor past what was acknowledged or put in a lane: in the cursor row at
+        once when it made lanes (or stopped short), else in memory, saved within
+        ``_SAVE_WITHIN``. Returns how long to pause (None: nothing was there; 0: more at once)
+        and whether the brokers are away."""
         row = sub.row
         loop = asyncio.get_running_loop()
         lease = self._stream_lease(row)
         if stream.via != row.via:
             self._m_stream_lag[stream.via].set(0, str(row.id))  # made the other kind
             stream.via = row.via
-        if stream.position is None or loop.time() - stream.leased_at > lease / 4:
+        if stream.unsaved is not None and loop.time() - stream.leased_at > lease / 4:
+            # Renewed by saving the position (an advance renews the lease): a lease() would
+            # read the cursor row's older one back.
+            if not await self._advance(row, stream, stream.unsaved, [], lease):
+                return 0.0, False
+        elif stream.position is None or loop.time() - stream.leased_at > lease / 4:
             stream.position = await self.cursors.lease(row.id, self._holder, lease)
             stream.leased_at = loop.time()
             if stream.position is None:
@@ -813,10 +846,17 @@ class Dispatcher:
             # Lanes another process made while it held the stream are in no read of the
             # subscriptions from before this lease: the next windows ask for them.
             self.reader.laned(row.id)
+        assert stream.position is not None  # held: taken, renewed or saved above
         window = await self._window(row, stream, stream.position)
         # Its first wanted event is the oldest not acknowledged (the cursor is before it).
         self._show_lag(stream, None if window.age is None else window.read_at - window.age)
         if window.end is None:
+            if (
+                stream.unsaved is not None
+                and loop.time() - stream.leased_at >= _SAVE_WITHIN
+                and not await self._advance(row, stream, stream.unsaved, [], lease)
+            ):
+                return 0.0, False
             return None, False
         full = window.rows >= stream.batch  # more is waiting
         if full:
@@ -841,15 +881,19 @@ class Dispatcher:
             stream.discard_ahead()
         # Not past any event, the cursor stays; what failed after the stop still goes to lanes.
         to = end if end is not None else (stream.position if laned else None)
-        if to is not None:
-            if not await self.cursors.advance(row.id, self._holder, to, laned, lease):
-                stream.position = None  # the lease ran out and another process took it
-                stream.discard_ahead()
-                self.reader.forget(row.id)
+        if to is not None and (
+            laned or stopped is not None or loop.time() - stream.leased_at >= _SAVE_WITHIN
+        ):
+            # Lanes are made in the statement that moves the cursor, at once: it never passes
+            # an event neither acknowledged nor in a lane. A round that stopped short saves
+            # too: rare (an outage, a round out of time), and its pause may be long.
+            if not await self._advance(row, stream, to, laned, lease):
                 return 0.0, False
-            stream.position, stream.leased_at = to, loop.time()
             if laned:
                 self.reader.laned(row.id)  # its next windows ask which chargers have lanes
+        elif to is not None:
+            # Only delivered or unwanted events passed: saved within _SAVE_WITHIN.
+            stream.position = stream.unsaved = to
         self._m_delivered.inc(row.via, amount=delivered)
         failures = [item for item in laned if item.attempt]  # the others wait behind them
         if failures:
@@ -892,6 +936,41 @@ class Dispatcher:
             stream.complaint = complaint
             log.warning("%s waits: %s; retrying", name, complaint)
         return (0.0 if delivered or laned else self.config.kafka_probe_interval), False
+
+    async def _advance(
+        self,
+        row: SubscriptionRow,
+        stream: _Stream,
+        to: Position,
+        laned: Sequence[Laned],
+        lease: float,
+    ) -> bool:
+        """Save the stream's position ``to`` in its cursor row, with ``laned`` to their lanes,
+        and renew its lease (``StreamCursorStore.advance``). False: the lease ran out and
+        another process took the stream; its position (saved or not) is dropped, and what was
+        delivered after the cursor row's is sent again by the new holder (at least once)."""
+        # Not saved again at the stream's end if this is cancelled: that could move the row
+        # back behind this save, had it committed.
+        stream.unsaved = None
+        if not await self.cursors.advance(row.id, self._holder, to, laned, lease):
+            stream.position = None
+            stream.discard_ahead()
+            self.reader.forget(row.id)
+            return False
+        stream.position = to
+        stream.leased_at = asyncio.get_running_loop().time()
+        return True
+
+    async def _give_back(self, stream: _Stream) -> None:
+        """The stream's end: save its unsaved position (the next holder goes on from it, not
+        from the cursor row's older one), then give the lease back."""
+        sub_id = stream.subscription_id
+        if stream.unsaved is not None:
+            # A lease of 0 s: given back by the save itself, should the release not come.
+            # False (the lease was lost): the new holder sends them again (at least once).
+            await self.cursors.advance(sub_id, self._holder, stream.unsaved, [], 0.0)
+            stream.unsaved = None
+        await self.cursors.release(sub_id, self._holder)
 
     async def _produce(self, row: SubscriptionRow, send: list[StreamedEvent], name: str) -> _Sent:
         """A Kafka stream's send: produce the window, wait for every acknowledgement. A

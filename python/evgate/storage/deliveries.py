@@ -178,7 +178,8 @@ class FailedDelivery(msgspec.Struct, kw_only=True, rename="camel"):
 class DeliveryCounts(msgspec.Struct, kw_only=True, rename="camel"):
     """A subscription's deliveries not done: waiting (to send, or for a retry; a streamed
     subscription's: the events its stream has still to send, and those in its lanes behind an
-    event not delivered) and failed (gave up: resend them)."""
+    event not delivered) and failed (gave up: resend them). A stream saves its cursor about
+    once a second: an event it delivered may be counted as waiting for about that long."""
 
     waiting: int
     failed: int
@@ -226,7 +227,8 @@ class DeliveryStore:
     async def counts(self, subscription_id: int) -> DeliveryCounts:
         """Its deliveries waiting and failed. A streamed subscription's waiting ones are the
         events its stream has still to send (wanted, after its cursor, committed: also those
-        above the horizon) and those in its lanes (behind an event not delivered)."""
+        above the horizon) and those in its lanes (behind an event not delivered): after the
+        cursor row, which lags what the stream delivered by about a second at most."""
         row = await self.db.fetchrow(
             "SELECT count(*) FILTER (WHERE state = 'pending') AS waiting,"
             " count(*) FILTER (WHERE state = 'failed') AS failed,"
@@ -281,7 +283,10 @@ class DeliveryStore:
         the fan-out passed (after its cursor, up to the position before this batch) becomes
         deliveries in the same statement: pending in its lanes if it is still enabled (made a
         tenant's), failed (listed, resendable) if it is disabled, so that a
-        change of a subscription never loses an event it was owed.
+        change of a subscription never loses an event it was owed. Those after its cursor row
+        may include events the stream delivered in its last second or so (it saves its
+        position about once a second, and a round may be sending meanwhile): sent again, or
+        listed failed (at least once).
         """
         async with self._bookkeeping() as conn:
             # First statement, before this transaction has an xid of its own: every
@@ -545,7 +550,8 @@ class DeliveryStore:
     async def backlog(self, sample: int = BACKLOG_SAMPLE) -> int:
         """Events waiting for delivery, all subscriptions (a gauge, read periodically): the
         pending deliveries, and what each stream (:func:`streamed`) has still to send
-        after its cursor, which has no delivery row.
+        after its cursor, which has no delivery row (the cursor row: it lags what the stream
+        delivered by about a second at most).
 
         A stream's part is counted over the next ``sample`` outbox rows after its cursor (an
         index range scan, bounded however far the stream is behind) and, when there are

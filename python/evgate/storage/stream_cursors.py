@@ -16,13 +16,19 @@ design (see ``events/dispatcher.py``):
   renewed by every :meth:`advance`), never a row lock held over the send (a transaction
   open that long would hold back ``pg_snapshot_xmin``, and every fan-out with it). A dead
   process's lease runs out and another takes over from the cursor (at least once).
+* The cursor row may lag behind what its stream delivered: a round that puts nothing in a
+  lane saves its position (:meth:`advance`) only about once a second
+  (``events/dispatcher.py``, ``_SAVE_WITHIN``); a crash resends what was delivered since
+  (at least once, same ``event-id``). What reads the row for other ends (the counts'
+  ``waiting``, the backlog gauge) counts those events as waiting meanwhile; the prune and
+  the fan-out's handover of a stopped stream keep or resend them (never lose one).
 * The cursor row is made by the fan-out (``DeliveryStore.fan_out``) at its own position, and
   removed by it once the subscription is no longer streamed (disabled, or a tenant's).
 * An event not delivered (a record a broker refuses, a webhook attempt that failed) goes to
   the lane path (a ``deliveries`` row, its attempt, its lane), in the statement that moves the
   cursor past it; while a charger has a pending delivery, its later events go there too
   (:attr:`StreamedEvent.queued`), keeping its order. The cursor never passes an event that is
-  neither acknowledged nor in a lane.
+  neither acknowledged nor in a lane: an advance with lanes is never put off.
 """
 
 from __future__ import annotations
@@ -108,7 +114,9 @@ class StreamCursorStore:
     async def lease(self, subscription_id: int, holder: str, seconds: float) -> Position | None:
         """Take (or renew) the stream of a subscription for ``seconds``, if no one else holds
         it. Returns its cursor, or None: another process streams it, or the fan-out has not
-        made its cursor yet (a subscription just made, or enabled again)."""
+        made its cursor yet (a subscription just made, or enabled again). A holder whose
+        position is ahead of the row (not saved yet) renews with :meth:`advance` instead:
+        this reads the row's older position back."""
         row = await self.db.fetchrow(
             "UPDATE stream_cursors SET holder = $2,"
             " leased_until = now() + make_interval(secs => $3)"
