@@ -10,6 +10,10 @@ What is measured, in one run, on this machine:
   204 on 127.0.0.1, started by the bench), so that it is not the bottleneck; its own ceiling is
   measured in the same run: the same payloads POSTed by a bare ``aiohttp`` client with the same
   concurrency (``lanes_per_subscription``, 16) and no database, no signatures, no bookkeeping.
+  ``--subscriptions N``: N webhook subscriptions to every event, all to that receiver; the rates
+  are then deliveries per second (events x N; the bare client sends each payload N times over
+  16 x N connections), to see the total rate grow with the subscriptions until the receiver or
+  the CPU is the limit (issue 17). ``--webhook-only`` stops after these rates.
 * **kafka**: a Kafka subscription (the test broker, tests/harness: needs a JDK and
   ``bash tests/harness/kafka/fetch.sh``; ``--no-kafka`` skips) streams ``--events`` rows
   written at once, timed from their commit until the stream's cursor passed the last (every
@@ -141,31 +145,38 @@ async def _received(receiver: NginxReceiver, count: int, within: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def webhook_rate(pg: EmbeddedPostgres, events: int, chargers: int) -> float:
+async def webhook_rate(
+    pg: EmbeddedPostgres, events: int, chargers: int, subscriptions: int = 1
+) -> float:
+    """Deliveries per second (events x ``subscriptions``, each subscription to every event,
+    all to one receiver) from the dispatcher's start to the receiver's last."""
     db = await _fresh_db(pg)
     try:
         with NginxReceiver() as receiver:
             store = SubscriptionStore(db)
-            await _subscribe(store, via="webhook", callback_url=receiver.url)
+            for _ in range(subscriptions):
+                await _subscribe(store, via="webhook", callback_url=receiver.url)
             await _write(db, _rows(events, chargers))
             dispatcher = Dispatcher(store, DeliveryStore(store.db), CONFIG)
             started = time.perf_counter()
             dispatcher.start()
-            await _received(receiver, events, within=600)
+            await _received(receiver, events * subscriptions, within=600)
             elapsed = time.perf_counter() - started
             await dispatcher.stop()
-            return events / elapsed
+            return events * subscriptions / elapsed
     finally:
         await db.close()
 
 
-async def webhook_peer_rate(events: int, chargers: int) -> float:
-    """The receiver's ceiling: a bare aiohttp client, as many connections as evgate's lanes."""
+async def webhook_peer_rate(events: int, chargers: int, subscriptions: int = 1) -> float:
+    """The receiver's ceiling: a bare aiohttp client sending every payload once per
+    subscription, with as many connections as evgate's lanes of that many subscriptions."""
     rows = _rows(events, chargers)
-    lanes = CONFIG.lanes_per_subscription
+    lanes = CONFIG.lanes_per_subscription * subscriptions
     queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for row in rows:
-        queue.put_nowait(row[2])
+    for _ in range(subscriptions):
+        for row in rows:
+            queue.put_nowait(row[2])
     with NginxReceiver() as receiver:
         connector = aiohttp.TCPConnector(limit=lanes)
         async with aiohttp.ClientSession(connector=connector) as client:
@@ -177,7 +188,7 @@ async def webhook_peer_rate(events: int, chargers: int) -> float:
 
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(lanes)))
-            return events / (time.perf_counter() - started)
+            return events * subscriptions / (time.perf_counter() - started)
 
 
 async def _consume_count(bootstrap: str, topic: str, count: int) -> None:
@@ -420,9 +431,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 result["kafka"] = {"evgate_eps": ours, "bare_producer_eps": peer,
                                    "ratio": ours / peer}  # fmt: skip
                 return result
-            ours = await webhook_rate(pg, args.events, args.chargers)
-            peer = await webhook_peer_rate(args.events, args.chargers)
-            result["webhook"] = {"evgate_eps": ours, "bare_aiohttp_eps": peer, "ratio": ours / peer}
+            ours = await webhook_rate(pg, args.events, args.chargers, args.subscriptions)
+            peer = await webhook_peer_rate(args.events, args.chargers, args.subscriptions)
+            result["webhook"] = {"subscriptions": args.subscriptions, "evgate_eps": ours,
+                                 "bare_aiohttp_eps": peer, "ratio": ours / peer}  # fmt: skip
+            if args.webhook_only:
+                return result
             if not args.no_kafka:
                 ours, peer = await kafka_rates(pg, args.events, args.chargers)
                 result["kafka"] = {"evgate_eps": ours, "bare_producer_eps": peer,
@@ -460,7 +474,10 @@ def _print(r: dict[str, Any]) -> None:
         return
     w = r["webhook"]
     print(f"webhook  evgate {w['evgate_eps']:8.0f} ev/s   bare aiohttp {w['bare_aiohttp_eps']:8.0f}"
-          f" ev/s   evgate/bare {w['ratio']:.2f}")  # fmt: skip
+          f" ev/s   evgate/bare {w['ratio']:.2f}   ({w['subscriptions']} subscriptions:"
+          " deliveries/s)")  # fmt: skip
+    if "commit_latency" not in r:  # --webhook-only
+        return
     if "kafka" in r:
         _print_kafka(r["kafka"])
     c = r["commit_latency"]
@@ -488,6 +505,16 @@ if __name__ == "__main__":
     parser.add_argument("--no-kafka", action="store_true")
     parser.add_argument(
         "--kafka-only", action="store_true", help="only the Kafka rates (evgate and bare producer)"
+    )
+    parser.add_argument(
+        "--subscriptions",
+        type=int,
+        default=1,
+        help="webhook subscriptions to every event (one receiver): the webhook rates are"
+        " deliveries per second, events x subscriptions",
+    )
+    parser.add_argument(
+        "--webhook-only", action="store_true", help="only the webhook rates (evgate and bare)"
     )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()

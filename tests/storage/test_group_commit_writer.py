@@ -186,27 +186,35 @@ async def test_one_keys_submissions_commit_in_submission_order(
         assert [r[0] for r in stored] == [f"{i:03}" for i in range(60)]
 
 
-async def test_a_blocked_committer_does_not_hold_up_another(
-    database_url: str, db: Database
-) -> None:
-    """Two committers commit side by side: while one charger's batch waits on a lock, another
-    charger's writes go to the other committer and commit; with one committer they would
-    queue behind it."""
+@contextlib.asynccontextmanager
+async def a_batch_held(
+    database_url: str,
+) -> AsyncIterator[tuple[Writer, asyncio.Future[list[Any]], Callable[[], Awaitable[None]]]]:
+    """A writer of two committers, one of them writing charger CP-a's batch, which waits on a
+    lock of ``id_tags`` until ``release()``; yields the writer, that submission and release."""
     w = Writer(database_url, committers=2, flush_interval=0.001)
     await w.start()
     try:
         async with locked(database_url, "id_tags") as release:
             insert = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")
             held = asyncio.ensure_future(w.submit([(insert, ("T-1",))], key="CP-a"))
-            await until(
-                lambda: any(committer.current for committer in w._committers)
-            )  # a committer took it
-            await asyncio.wait_for(w.submit([(LOG, [row(7)])], key="CP-b"), 5)
-            assert await count(db) == 1 and not held.done()
-            await release()
-            assert await asyncio.wait_for(held, 5) == [None]
+            await until(lambda: any(committer.current for committer in w._committers))
+            yield w, held, release
     finally:
         await w.stop()
+
+
+async def test_a_blocked_committer_does_not_hold_up_another(
+    database_url: str, db: Database
+) -> None:
+    """Two committers commit side by side: while one charger's batch waits on a lock, another
+    charger's writes go to the other committer and commit; with one committer they would
+    queue behind it."""
+    async with a_batch_held(database_url) as (w, held, release):
+        await asyncio.wait_for(w.submit([(LOG, [row(7)])], key="CP-b"), 5)
+        assert await count(db) == 1 and not held.done()
+        await release()
+        assert await asyncio.wait_for(held, 5) == [None]
 
 
 async def test_a_keys_next_submission_waits_for_its_committer(
@@ -215,25 +223,17 @@ async def test_a_keys_next_submission_waits_for_its_committer(
     """While a charger's batch waits on a lock, its next submission does not take the idle
     committer (it would commit first, out of the charger's order): it queues behind the
     batch, and commits after it."""
-    w = Writer(database_url, committers=2, flush_interval=0.001)
-    await w.start()
-    try:
-        async with locked(database_url, "id_tags") as release:
-            insert = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")
-            held = asyncio.ensure_future(w.submit([(insert, ("T-1",))], key="CP-a"))
-            await until(lambda: any(committer.current for committer in w._committers))
-            after = asyncio.ensure_future(w.submit([(LOG, [row(7)])], key="CP-a"))
-            await quiet_for(0.2)
-            assert not after.done() and await count(db) == 0
-            await release()
-            assert await asyncio.wait_for(asyncio.gather(held, after), 5) == [[None], [None]]
-        tag_xid, log_xid = await db.fetchrow(
-            "SELECT (SELECT xmin::text::bigint FROM id_tags WHERE id_tag = 'T-1'),"
-            " (SELECT xmin::text::bigint FROM data_transfers)"
-        )
-        assert tag_xid < log_xid
-    finally:
-        await w.stop()
+    async with a_batch_held(database_url) as (w, held, release):
+        after = asyncio.ensure_future(w.submit([(LOG, [row(7)])], key="CP-a"))
+        await quiet_for(0.2)
+        assert not after.done() and await count(db) == 0
+        await release()
+        assert await asyncio.wait_for(asyncio.gather(held, after), 5) == [[None], [None]]
+    tag_xid, log_xid = await db.fetchrow(
+        "SELECT (SELECT xmin::text::bigint FROM id_tags WHERE id_tag = 'T-1'),"
+        " (SELECT xmin::text::bigint FROM data_transfers)"
+    )
+    assert tag_xid < log_xid
 
 
 async def test_submissions_of_many_chargers_share_one_batch(database_url: str) -> None:
