@@ -30,7 +30,7 @@ from evgate.storage.ops.connectors import CONNECTOR_STATUS as STATUS
 from evgate.storage.ops.connectors import ConnectorStatus
 from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.writer import Writer, WriteRejected
-from support import asyncpg_copy_waiter_unretrieved, quiet_for, until, want_events
+from support import asyncpg_copy_waiter_unretrieved, locked, quiet_for, until, want_events
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))
 BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
@@ -77,19 +77,6 @@ async def test_a_refused_submission_fails_alone(writer: Writer, db: Database) ->
     assert isinstance(results[1], WriteRejected)
     assert results[0] == [None] and results[2] == [None]
     assert await count(db) == 2
-
-
-@contextlib.asynccontextmanager
-async def locked(database_url: str, table: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
-    """Hold an ACCESS EXCLUSIVE lock on ``table`` from another session; yields its release."""
-    blocker = await asyncpg.connect(database_url)
-    try:
-        lock = blocker.transaction()
-        await lock.start()
-        await blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        yield lock.rollback
-    finally:
-        await blocker.close()
 
 
 async def test_submit_waits_when_the_queue_is_full(database_url: str) -> None:

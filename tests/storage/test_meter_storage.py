@@ -23,7 +23,7 @@ from evgate.storage.ops.base import Statement
 from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.ops.outbox import Emission, Emit
 from evgate.storage.writer import Writer, WriteRejected
-from support import until
+from support import locked, until
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ROWS = st.lists(
@@ -489,6 +489,43 @@ async def test_series_committed_through_emit_are_remembered(writer: Writer, db: 
     assert queries, "the query logger saw the batch"
     assert not [q for q in queries if "meter_series" in q]
     assert await db.fetchval("SELECT count(*) FROM meter_series") == 1
+    assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 2
+
+
+async def test_series_numbered_on_one_committer_are_known_to_the_others(
+    database_url: str, writer: Writer, db: Database
+) -> None:
+    """A charger's batches take whichever committer is free: its series numbered in a batch on
+    one committer are remembered for the writer, so its next batch on another committer asks
+    ``meter_series`` nothing (one cache per connection would learn each series once per
+    committer, in memory and round trips)."""
+    op = MeterValueRows()
+    await writer.submit([op([mrow(T0, 1.0)])], key="CP-1")
+    first = writer.committer_of("CP-1")
+    async with locked(database_url, "id_tags") as release:
+        # Another charger's batch keeps that committer busy, so CP-1's next takes another.
+        held = asyncio.ensure_future(
+            writer.submit([(Statement("INSERT INTO id_tags (id_tag) VALUES ($1)"), ("T-1",))])
+        )
+        await until(lambda: bool(writer._committers[first].current))
+        other = writer.committer_of("CP-1")
+        assert other != first
+        conn = writer._committers[other].conn
+        assert conn is not None
+        queries: list[str] = []
+
+        def logged(record: asyncpg.connection.LoggedQuery) -> None:
+            queries.append(record.query)
+
+        conn.add_query_logger(logged)
+        try:
+            await writer.submit([op([mrow(T0 + timedelta(seconds=1), 2.0)])], key="CP-1")
+        finally:
+            conn.remove_query_logger(logged)
+        await release()
+        await held
+    assert queries, "the query logger saw the batch"
+    assert not [q for q in queries if "meter_series" in q]
     assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 2
 
 

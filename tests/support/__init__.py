@@ -17,6 +17,7 @@ from .charger import Script, TestCharger, ocpp_charger
 from .database import (
     create_database,
     drop_database,
+    locked,
     terminate_query,
     want_events,
     with_database,
@@ -61,6 +62,7 @@ __all__ = [
     "ended",
     "free_port",
     "gateway_knows",
+    "locked",
     "make_settings",
     "ocpp_charger",
     "postmaster_pid",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -70,3 +72,16 @@ async def want_events(db: Any, *events: str) -> None:
         " VALUES ('webhook', $1, 'http://127.0.0.1:9/', '\\x00')",
         list(events) or sorted(SUBSCRIBABLE),
     )
+
+
+@contextlib.asynccontextmanager
+async def locked(database_url: str, table: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Hold an ACCESS EXCLUSIVE lock on ``table`` from another session; yields its release."""
+    blocker = await asyncpg.connect(database_url)
+    try:
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        yield lock.rollback
+    finally:
+        await blocker.close()

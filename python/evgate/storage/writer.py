@@ -138,6 +138,10 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, WriterClosed) or is_unavailable(exc)
 
 
+class _Database:
+    """The database one writer's committers write to, as the ops see it (a key)."""
+
+
 class _BatchConnection:
     """What the ops of a batch get for the committer's connection: the batch's ``BEGIN`` goes
     with the first statement that needs it (its ``writer_commits`` row with the COMMIT).
@@ -147,16 +151,19 @@ class _BatchConnection:
     COMMIT`` as one simple query (:meth:`take_begin`). Any other use of the connection that
     sends something (every coroutine method of ``asyncpg.Connection``) sends the ``BEGIN``
     first, in a round trip of its own, as before. One per connection, for the connection's
-    life: the ops key what they remember per connection by this object.
+    life: the ops key what they remember per connection by this object, and what they
+    remember of committed rows by its ``database`` (``ops.base.database_of``), one object for
+    all the writer's connections.
     """
 
     # A method that would start something on the connection without awaiting it here: its
     # transaction or cursor would not be the batch's.
     _REFUSED = frozenset({"transaction", "cursor"})
 
-    def __init__(self, conn: asyncpg.Connection, stats: WriterStats) -> None:
+    def __init__(self, conn: asyncpg.Connection, stats: WriterStats, database: object) -> None:
         self.raw = conn
         self.stats = stats  # counts the round trips
+        self.database = database
         self._begin: str | None = None
 
     def defer_begin(self, sql: str) -> None:
@@ -294,6 +301,9 @@ class Writer:
         # and when they were read (loop time; None: to be read before the next batch).
         self.wanted = outbox.WantedEvents(-1, frozenset())
         self.wanted_at: float | None = None
+        # What the committers' connections have in common for the ops (ops.base.database_of):
+        # weakly referenced, it lives as long as the writer.
+        self.database = _Database()
         self._committers = [_Committer(self, i) for i in range(committers)]
         # The committer of each key with submissions queued or being written, and how many.
         self._placed: dict[Hashable | None, tuple[_Committer, int]] = {}
@@ -716,7 +726,7 @@ class _Committer:
     def _ops_connection(self, conn: asyncpg.Connection) -> _BatchConnection:
         """The ops' view of ``conn`` (the same object for the connection's life)."""
         if self._batch_conn is None or self._batch_conn.raw is not conn:
-            self._batch_conn = _BatchConnection(conn, self.writer.stats)
+            self._batch_conn = _BatchConnection(conn, self.writer.stats, self.writer.database)
         return self._batch_conn
 
     async def _backend(self, conn: asyncpg.Connection) -> tuple[int, datetime]:

@@ -30,6 +30,7 @@ __all__ = [
     "asks_rerun",
     "before_commit",
     "bytea_literal",
+    "database_of",
     "in_rounds",
     "open_tail",
     "run_deferred",
@@ -98,6 +99,14 @@ class WriteOp(Generic[ItemT, ResultT]):
         """The transaction of the last :meth:`write` on ``conn`` committed. Not called when it
         rolled back or its outcome is unknown: an op that remembers what it wrote (ids it
         made) may keep it from here on, and must forget it at its next ``write`` otherwise."""
+
+
+def database_of(conn: asyncpg.Connection) -> object:
+    """What an op keys what it remembers of committed rows by (a series' number): the
+    writer's connections share one (``conn.database``: they see one database, and a writer
+    puts a charger's batches on whichever committer is free, so a cache per connection would
+    learn every charger's rows once per committer); any other connection is its own."""
+    return getattr(conn, "database", conn)
 
 
 #: What an op that deferred a statement is asked when the batch's COMMIT round trip failed

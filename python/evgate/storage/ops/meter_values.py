@@ -29,7 +29,14 @@ from typing import Any
 import asyncpg
 
 from evgate import native
-from evgate.storage.ops.base import RetryBatch, Write, WriteOp, before_commit, text_literal
+from evgate.storage.ops.base import (
+    RetryBatch,
+    Write,
+    WriteOp,
+    before_commit,
+    database_of,
+    text_literal,
+)
 
 __all__ = [
     "METER_COLUMNS",
@@ -239,10 +246,11 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
     twice.
 
     The op remembers the ``meter_series`` number of every series it has seen committed, per
-    database connection (at most ``series_cache`` of them; then it starts over), so a batch
-    of known series costs no lookup. A series first seen in a batch is numbered in
-    that batch's transaction and remembered only once the writer reports the commit
-    (:meth:`committed`): a batch rolled back never leaves a number behind that does not exist.
+    database (a writer's committers share it: ``base.database_of``; at most ``series_cache``
+    of them; then it starts over), so a batch of known series costs no lookup. A series first
+    seen in a batch is numbered in that batch's transaction and remembered only once the
+    writer reports the commit (:meth:`committed`): a batch rolled back never leaves a number
+    behind that does not exist.
     """
 
     name = "meter_values"
@@ -250,8 +258,8 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
     def __init__(self, rollup: Any = None, series_cache: int = 1_000_000) -> None:
         self.rollup = rollup
         self.series_cache = series_cache
-        # Per connection (so per database): series → number, committed ones only.
-        self._series: weakref.WeakKeyDictionary[asyncpg.Connection, dict[SeriesKey, int]] = (
+        # Per database (base.database_of): series → number, committed ones only.
+        self._series: weakref.WeakKeyDictionary[object, dict[SeriesKey, int]] = (
             weakref.WeakKeyDictionary()
         )
         # The connections whose next write takes a savepoint: their last COPY met a key
@@ -265,7 +273,7 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
     def committed(self, conn: asyncpg.Connection) -> None:
         numbered = self._numbered.pop(conn, None)
         if numbered:
-            self._series.setdefault(conn, {}).update(numbered)
+            self._series.setdefault(database_of(conn), {}).update(numbered)
 
     def weight(self, item: Sequence[MeterRow]) -> int:
         return len(item)
@@ -391,9 +399,9 @@ class MeterValueRows(WriteOp[Sequence[MeterRow], Sequence[int]]):
         numbering the new ones in the batch's transaction (one query, none when all are
         known)."""
         self._numbered.pop(conn, None)  # a transaction whose commit was not reported
-        known = self._series.get(conn)
+        known = self._series.get(database_of(conn))
         if known is None or len(known) > self.series_cache:
-            known = self._series[conn] = {}
+            known = self._series[database_of(conn)] = {}
         missing: set[SeriesKey] = set()
         for row in rows:
             if row[10] is not None:
