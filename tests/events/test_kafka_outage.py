@@ -221,7 +221,7 @@ async def test_a_stream_waiting_for_its_brokers_resumes_when_they_return(
         await kafka_broker.stop_async()
         await emit(db, [network_status(c, False, at(10 + i)) for i, c in enumerate(chargers)])
         await until(lambda: dispatcher._kafka.away(), within=30)
-        # Saved by the round that stopped short (the first one's within a second).
+        # Saved by the round that stopped short at its first event, before its pause.
         await until(lambda: _cursor_at(db, 4))
     finally:
         await kafka_broker.start_async()

@@ -154,7 +154,8 @@ async def test_one_keys_submissions_commit_in_submission_order(
     writer: Writer, db: Database
 ) -> None:
     """Concurrent submissions of two chargers: each charger's rows land in the order its
-    submissions were made, whichever committer they took and however they were batched."""
+    submissions were made, however they were batched (one committer's queue here; a charger
+    kept on its committer while another is free: the test below)."""
 
     def mine(key: str, i: int) -> tuple[object, ...]:
         return (key, f"{i:03}", *row(i)[2:])

@@ -808,13 +808,17 @@ class Dispatcher:
                 stream.discard_ahead()
                 await asyncio.wait({read})  # ended, not left running past stop()
             self.reader.forget(sub_id)
-            if self._streams.get(sub_id, (None,))[0] is stream:
-                del self._streams[sub_id]
             for gauge in self._m_stream_lag.values():
                 gauge.set(0, str(sub_id))
-            if stream.position is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(self._give_back(stream)), _STOP_GRACE)
+            try:
+                if stream.position is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(self._give_back(stream)), _STOP_GRACE)
+            finally:
+                # Listed until its lease is given back: _refresh starts no second stream of
+                # the subscription (same holder) whose lease the give-back would release.
+                if self._streams.get(sub_id, (None,))[0] is stream:
+                    del self._streams[sub_id]
 
     async def _stream_round(
         self, sub: _Subscription, stream: _Stream, name: str
@@ -881,6 +885,10 @@ class Dispatcher:
             stream.discard_ahead()
         # Not past any event, the cursor stays; what failed after the stop still goes to lanes.
         to = end if end is not None else (stream.position if laned else None)
+        if to is None and stopped is not None and stream.unsaved is not None:
+            # Stopped at its first event: the earlier rounds' position is saved before a
+            # pause that may be long (brokers away, the probe's pace).
+            to = stream.unsaved
         if to is not None and (
             laned or stopped is not None or loop.time() - stream.leased_at >= _SAVE_WITHIN
         ):

@@ -132,8 +132,8 @@ class NetworkStatusRecorder:
                 take = min(self.batch, len(self._pending))
                 changes = [self._pending.popleft() for _ in range(take)]
                 # One submission per charger, keyed by it: its changes then commit in order
-                # with the charger's own writes (a connect before its BootNotification), on
-                # its writer committer; the writer batches the submissions together again.
+                # with the charger's own writes (a connect before its BootNotification); the
+                # writer batches the submissions together again.
                 by_charger: dict[str, list[tuple[ChargerRef, bool, datetime]]] = {}
                 for change in changes:
                     by_charger.setdefault(change[0].id, []).append(change)

@@ -164,8 +164,8 @@ class HandlerServices:
         return the ``writes``' results (each read by its write) once it committed.
 
         Args:
-            charger_id: whose writes these are (their writer committer: in order with the rest of
-                the charger's).
+            charger_id: whose writes these are (the writer's key: in order with the rest of the
+                charger's).
             writes: the state writes (the ones whose results the events depend on, and the
                 others of the same transaction: every meter value goes through here, so that
                 EMIT merges a batch's meter rows into one COPY whatever events they have).

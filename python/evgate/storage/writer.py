@@ -253,7 +253,8 @@ class Writer:
     batches, so that PostgreSQL works on one committer's batch while Python prepares another's (one
     connection leaves one of them idle at a time). A submission goes to the committer gathering
     a batch (not yet writing one), else to an idle one, else to the one with the fewest rows
-    queued (:meth:`committer_of`): a committer is opened only when the others are writing, so
+    queued (:meth:`committer_of`): a committer is opened only when the others are writing (or
+    the one gathering has no room for the submission), so
     batches hold what every charger sent during one linger rather than a committer's share of
     it (each batch costs PostgreSQL its BEGIN, ``writer_commits`` row, COMMIT and WAL flush;
     bench/README.md). But while a submission of the same ``key`` (the charger's id; unkeyed
