@@ -30,7 +30,14 @@ from evgate.storage.ops.connectors import CONNECTOR_STATUS as STATUS
 from evgate.storage.ops.connectors import ConnectorStatus
 from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.writer import Writer, WriteRejected
-from support import asyncpg_copy_waiter_unretrieved, locked, quiet_for, until, want_events
+from support import (
+    asyncpg_copy_waiter_unretrieved,
+    locked,
+    logged_queries,
+    quiet_for,
+    until,
+    want_events,
+)
 
 LOG = CopyRows("data_transfers", ("charger_id", "vendor_id", "status", "received_at"))
 BAD = Statement("INSERT INTO id_tags (id_tag) VALUES ($1)")  # CHECK: 1..20 characters
@@ -552,13 +559,7 @@ async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Da
     await writer.submit([(LOG, [row(0)])], key="CP-1")  # the connection's once-only reads
     conn = writer._committers[writer.committer_of("CP-1")].conn
     assert conn is not None
-    queries: list[str] = []
-
-    def logged(record: asyncpg.connection.LoggedQuery) -> None:
-        queries.append(record.query)
-
-    conn.add_query_logger(logged)
-    try:
+    with logged_queries(conn) as queries:
         before = writer.stats.round_trips
         await writer.submit(outbox.append([("event", "CP-1", b"{}")]), key="CP-1")
         assert writer.stats.round_trips - before == 1
@@ -584,8 +585,6 @@ async def test_a_batch_that_only_defers_is_one_round_trip(writer: Writer, db: Da
         )
         with pytest.raises(WriteRejected):
             await writer.submit([(DefersBad(), "x" * 30)], key="CP-1")
-    finally:
-        conn.remove_query_logger(logged)
     assert await db.fetchval("SELECT count(*) FROM outbox") == 1
     assert await db.fetchval("SELECT array_agg(id_tag) FROM id_tags") == ["ok-tag"]
     assert await writer.submit([(DefersBad(), "next-tag")], key="CP-1") == [None]
@@ -652,16 +651,8 @@ async def test_outbox_rows_go_with_the_commit_byte_for_byte(writer: Writer, db: 
     await writer.submit([outbox.emit([write], then)], key="CP-1")  # the statements prepared
     conn = writer._committers[writer.committer_of("CP-1")].conn
     assert conn is not None
-    queries: list[str] = []
-
-    def logged(record: asyncpg.connection.LoggedQuery) -> None:
-        queries.append(record.query)
-
-    conn.add_query_logger(logged)
-    try:
+    with logged_queries(conn) as queries:
         await writer.submit([outbox.emit([write], then)], key="CP-1")
-    finally:
-        conn.remove_query_logger(logged)
     assert len(queries) == 3, queries
     assert queries[-1].startswith("INSERT INTO outbox") and queries[-1].endswith("COMMIT")
     stored = await db.fetch("SELECT event, charger_id, payload FROM outbox ORDER BY id")

@@ -23,7 +23,7 @@ from evgate.storage.ops.base import Statement
 from evgate.storage.ops.meter_values import MeterValueRows
 from evgate.storage.ops.outbox import Emission, Emit
 from evgate.storage.writer import Writer, WriteRejected
-from support import locked, until
+from support import locked, logged_queries, until
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ROWS = st.lists(
@@ -476,16 +476,8 @@ async def test_series_committed_through_emit_are_remembered(writer: Writer, db: 
     await writer.submit([emit(Emission([op([mrow(T0, 1.0)])]))], key=key)
     conn = writer._committers[writer.committer_of(key)].conn
     assert conn is not None
-    queries: list[str] = []
-
-    def logged(record: asyncpg.connection.LoggedQuery) -> None:
-        queries.append(record.query)
-
-    conn.add_query_logger(logged)
-    try:
+    with logged_queries(conn) as queries:
         await writer.submit([emit(Emission([op([mrow(T0 + timedelta(seconds=1), 2.0)])]))], key=key)
-    finally:
-        conn.remove_query_logger(logged)
     assert queries, "the query logger saw the batch"
     assert not [q for q in queries if "meter_series" in q]
     assert await db.fetchval("SELECT count(*) FROM meter_series") == 1
@@ -512,16 +504,8 @@ async def test_series_numbered_on_one_committer_are_known_to_the_others(
         assert other != first
         conn = writer._committers[other].conn
         assert conn is not None
-        queries: list[str] = []
-
-        def logged(record: asyncpg.connection.LoggedQuery) -> None:
-            queries.append(record.query)
-
-        conn.add_query_logger(logged)
-        try:
+        with logged_queries(conn) as queries:
             await writer.submit([op([mrow(T0 + timedelta(seconds=1), 2.0)])], key="CP-1")
-        finally:
-            conn.remove_query_logger(logged)
         await release()
         await held
     assert queries, "the query logger saw the batch"
@@ -546,13 +530,7 @@ async def test_a_resend_in_a_batch_runs_it_again_with_a_savepoint_and_refuses_no
     )
     conn = writer._committers[writer.committer_of(None)].conn
     assert conn is not None
-    queries: list[str] = []
-
-    def logged(record: asyncpg.connection.LoggedQuery) -> None:
-        queries.append(record.query)
-
-    conn.add_query_logger(logged)
-    try:
+    with logged_queries(conn) as queries:
         resent, new = await asyncio.gather(
             writer.submit([(op, [old, mrow(T0 + timedelta(seconds=1), 3.0)]), (log, ("CP-1",))]),
             writer.submit([(op, [other])]),
@@ -562,8 +540,6 @@ async def test_a_resend_in_a_batch_runs_it_again_with_a_savepoint_and_refuses_no
         queries.clear()
         await writer.submit([(op, [mrow(T0 + timedelta(seconds=2), 4.0)])])
         assert not [q for q in queries if q.startswith("SAVEPOINT")]
-    finally:
-        conn.remove_query_logger(logged)
     assert await db.fetchval("SELECT count(*) FROM meter_values") == 4
     assert await db.fetchval("SELECT count(*) FROM data_transfers") == 1
     assert await db.fetchval("SELECT sum(count) FROM meter_rollup_1m") == 4
@@ -595,16 +571,8 @@ async def test_a_small_batch_of_known_series_goes_with_the_commit_as_the_copy_wo
         await writer.submit([(op, message(0))], key="CP-1")  # numbers the series
     conn = writer._committers[writer.committer_of("CP-1")].conn
     assert conn is not None
-    queries: list[str] = []
-
-    def logged(record: asyncpg.connection.LoggedQuery) -> None:
-        queries.append(record.query)
-
-    conn.add_query_logger(logged)
-    try:
+    with logged_queries(conn) as queries:
         await writer.submit([(op, message(1))], key="CP-1")
-    finally:
-        conn.remove_query_logger(logged)
     assert len(queries) == 1 and queries[0].startswith("BEGIN ISOLATION LEVEL READ COMMITTED; ")
     assert "; INSERT INTO meter_values" in queries[0] and queries[0].endswith("; COMMIT")
     columns = "measurand, phase, location, context, format, unit, value, raw_value"
@@ -643,17 +611,9 @@ async def test_a_small_batch_of_new_series_numbers_them_then_goes_with_the_commi
     await writer.submit([(op, [mrow(T0, 1.0, "Warm")])], key="CP-1")  # the connection's reads
     conn = writer._committers[writer.committer_of("CP-1")].conn
     assert conn is not None
-    queries: list[str] = []
-
-    def logged(record: asyncpg.connection.LoggedQuery) -> None:
-        queries.append(record.query)
-
     rows = [mrow(T0 + timedelta(seconds=i), float(i), f"New{i}") for i in range(4)]
-    conn.add_query_logger(logged)
-    try:
+    with logged_queries(conn) as queries:
         await writer.submit([(op, rows)], key="CP-1")
-    finally:
-        conn.remove_query_logger(logged)
     assert len(queries) == 3, queries
     assert queries[1].lstrip().startswith("INSERT INTO meter_series")
     assert queries[2].startswith("INSERT INTO meter_values") and queries[2].endswith("COMMIT")

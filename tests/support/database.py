@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -85,3 +85,18 @@ async def locked(database_url: str, table: str) -> AsyncIterator[Callable[[], Aw
         yield lock.rollback
     finally:
         await blocker.close()
+
+
+@contextlib.contextmanager
+def logged_queries(conn: asyncpg.Connection) -> Iterator[list[str]]:
+    """The text of every query ``conn`` sends while the block runs."""
+    queries: list[str] = []
+
+    def logged(record: asyncpg.connection.LoggedQuery) -> None:
+        queries.append(record.query)
+
+    conn.add_query_logger(logged)
+    try:
+        yield queries
+    finally:
+        conn.remove_query_logger(logged)
