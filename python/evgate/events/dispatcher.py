@@ -203,6 +203,10 @@ class _Stream:
         """How old (seconds) the oldest event it has not had acknowledged is (0: none)."""
         return 0.0 if self.oldest is None else max(0.0, time.monotonic() - self.oldest)
 
+    def save_due_in(self, now: float) -> float:
+        """Seconds (loop time) until its position is to be saved (<= 0: due now)."""
+        return self.leased_at + _SAVE_WITHIN - now
+
     def discard_ahead(self) -> None:
         """Forget the window read ahead (the cursor did not get to its start, or lanes were
         made meanwhile, which its events' ``queued`` did not see)."""
@@ -798,7 +802,7 @@ class Dispatcher:
                     idle = self.config.poll_interval
                 if stream.unsaved is not None and not outage:
                     # A stream gone quiet saves its position within the bound too.
-                    due = stream.leased_at + _SAVE_WITHIN - asyncio.get_running_loop().time()
+                    due = stream.save_due_in(asyncio.get_running_loop().time())
                     pause = min(pause, max(0.0, due))
                 if pause > 0:
                     await wait_event(stream.back if outage else stream.events, pause)
@@ -857,7 +861,7 @@ class Dispatcher:
         if window.end is None:
             if (
                 stream.unsaved is not None
-                and loop.time() - stream.leased_at >= _SAVE_WITHIN
+                and stream.save_due_in(loop.time()) <= 0
                 and not await self._advance(row, stream, stream.unsaved, [], lease)
             ):
                 return 0.0, False
@@ -890,7 +894,7 @@ class Dispatcher:
             # pause that may be long (brokers away, the probe's pace).
             to = stream.unsaved
         if to is not None and (
-            laned or stopped is not None or loop.time() - stream.leased_at >= _SAVE_WITHIN
+            laned or stopped is not None or stream.save_due_in(loop.time()) <= 0
         ):
             # Lanes are made in the statement that moves the cursor, at once: it never passes
             # an event neither acknowledged nor in a lane. A round that stopped short saves
