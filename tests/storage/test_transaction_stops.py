@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 
 from evgate.events.builders import ChargerRef
@@ -209,3 +210,37 @@ async def test_a_status_received_after_the_stop_but_dated_before_it_changes_noth
         await writer.submit([operator_stop(tx)], key="CP-1")
         await writer.submit([late], key="CP-1")
     assert await idle_periods_of(db, tx) == []
+
+
+async def test_the_idle_trigger_runs_only_for_a_move_into_within_or_out_of_idle(
+    writer: Writer, db: Database, database_url: str
+) -> None:
+    """Migration 0029: a connector's status stored over another runs the idle-period function
+    only when either is SuspendedEV / SuspendedEVSE / Finishing (a fleet's Available /
+    Preparing / Charging moves ran it, and its UPDATE, for nothing), and the periods come out
+    as they did. Counted in one transaction of a connection of the test's own
+    (``track_functions``, a superuser's setting, for that transaction only)."""
+    tx = await started(writer)
+    await writer.submit([connector_status("Charging", T0)], key="CP-1")  # the row's INSERT
+    moves = ["Charging", "Preparing", "SuspendedEV", "SuspendedEVSE", "Charging", "Available"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL track_functions = 'pl'")
+            for minute, status in enumerate(moves, start=1):
+                await conn.execute(
+                    "UPDATE connectors SET status = $1, status_at = $2"
+                    " WHERE charger_id = 'CP-1' AND connector_id = 1",
+                    status,
+                    T0 + timedelta(minutes=minute),
+                )
+            calls = await conn.fetchval(
+                "SELECT pg_stat_get_xact_function_calls('transactions_idle'::regproc)"
+            )
+    finally:
+        await conn.close()
+    # Into SuspendedEV, within to SuspendedEVSE, out to Charging; not the other three.
+    assert calls == 3
+    assert await idle_periods_of(db, tx) == [
+        [(T0 + timedelta(minutes=3)).isoformat(), (T0 + timedelta(minutes=5)).isoformat()]
+    ]
