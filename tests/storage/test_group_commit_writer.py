@@ -1095,3 +1095,35 @@ async def test_a_narrowing_still_open_does_not_stall_the_writer(
     finally:
         await narrower.close()
         await widener.close()
+
+
+class WantedMoves(WriteOp[int, None]):
+    """A test's op: each run commits a change of the subscriptions' generation on a connection
+    of its own, as a script changing subscriptions without pause would, mid-batch."""
+
+    def __init__(self, side: asyncpg.Connection) -> None:
+        self.side = side
+        self.runs = 0
+
+    async def write(self, conn: asyncpg.Connection, items: list[int]) -> list[None]:
+        self.runs += 1
+        await self.side.execute("UPDATE outbox_wanted SET generation = generation + 1")
+        return [None] * len(items)
+
+
+async def test_subscriptions_changing_without_pause_delay_a_batch_but_never_stall_it(
+    writer: Writer, db: Database, database_url: str
+) -> None:
+    """A batch that left an event out runs again when what is wanted changed meanwhile; were
+    it to change during every run, the batch (and its charger's answer) would wait for ever.
+    After three such runs again it writes every event, filtered by nothing, so it has nothing
+    left to check and commits."""
+    side = await asyncpg.connect(database_url)
+    try:
+        moves = WantedMoves(side)
+        async with asyncio.timeout(10):
+            await writer.submit([(moves, 1), *outbox.append([("nobody", "CP-1", b"")])])
+    finally:
+        await side.close()
+    assert moves.runs == 4  # the first run and three again, the last unfiltered
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'nobody'") == 1

@@ -94,6 +94,11 @@ _WANTED_MAX_AGE = 1.0
 # error counts as a refusal.
 _RERUNS = 3
 
+# How many times in a row a batch that left events out is run again because the subscriptions
+# changed what is wanted meanwhile; then it writes every event, filtered by nothing (so nothing
+# to check): a script changing subscriptions without pause can delay a batch, never stall it.
+_WANTED_RERUNS = 3
+
 
 class WriterClosed(Exception):
     """The writer is stopped (or stopped before this submission committed): nothing of it is
@@ -576,6 +581,7 @@ class _Committer:
         delay = 0.05
         unknown: _CommitUnknown | None = None  # an attempt whose COMMIT outcome is not known
         reruns = 0  # runs an op asked for (RetryBatch)
+        changed = 0  # runs again because what is wanted changed (_wanted_changed)
         while True:
             try:
                 if unknown is not None and await self._committed(unknown):
@@ -587,12 +593,13 @@ class _Committer:
                     results = unknown.results
                 else:
                     unknown = None
-                    results = await self._commit(batch)
+                    results = await self._commit(batch, filtered=changed < _WANTED_RERUNS)
             except Exception as exc:
                 if _wanted_changed(exc):
                     # Rolled back: a subscription changed what is wanted since the names the
                     # batch filtered its events by. Read them again (_commit) and run it again.
                     self.writer.wanted_at = None
+                    changed += 1
                     continue
                 if isinstance(exc, RetryBatch) and reruns < _RERUNS:
                     reruns += 1  # rolled back; the op takes its careful way this time
@@ -641,7 +648,9 @@ class _Committer:
         )
         return found is not None
 
-    async def _commit(self, batch: list[_Submission]) -> list[list[Any]]:
+    async def _commit(self, batch: list[_Submission], filtered: bool = True) -> list[list[Any]]:
+        """Run ``batch``'s ops in one transaction and commit it; its events are kept only if
+        wanted (``filtered``), else all written."""
         conn = await self._connection()
         if conn.is_in_transaction():
             # Left inside a transaction by a failure that could not roll it back: a BEGIN would
@@ -649,7 +658,7 @@ class _Committer:
             await self._drop_connection()
             conn = await self._connection()
         backend = await self._backend(conn)
-        wanted = await self.writer._wanted(conn)
+        wanted = await self.writer._wanted(conn) if filtered else None
         ops_conn = self._ops_connection(conn)
         batch_id = uuid.uuid4()
         started = time.perf_counter()
@@ -659,7 +668,7 @@ class _Committer:
         # left out relies on a statement's own snapshot (below).
         ops_conn.defer_begin("BEGIN ISOLATION LEVEL READ COMMITTED")
         conn_for_ops = cast(asyncpg.Connection, ops_conn)
-        outbox.filter_by(conn_for_ops, wanted)
+        outbox.filter_by(conn_for_ops, wanted)  # None: every event kept, none to check
         try:
             # Each op once on its items of every submission, results back per submission;
             # what they defer to the COMMIT (``before_commit``) goes with it.
@@ -685,7 +694,7 @@ class _Committer:
         # (_wanted_changed: the names are read again and the batch runs again).
         batch_row = f"'{batch_id}'::uuid"
         marks = []
-        if outbox.left_out(conn_for_ops):
+        if wanted is not None and outbox.left_out(conn_for_ops):
             batch_row = f"CASE WHEN {outbox.still_wanted_sql(wanted)} THEN {batch_row} END"
             marks.append(outbox.WANTED_LOCK)
         marks.append(f"INSERT INTO writer_commits (batch_id) VALUES ({batch_row})")

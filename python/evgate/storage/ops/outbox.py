@@ -98,11 +98,14 @@ class _Filter:
 _FILTERS: weakref.WeakKeyDictionary[asyncpg.Connection, _Filter] = weakref.WeakKeyDictionary()
 
 
-def filter_by(conn: asyncpg.Connection, wanted: WantedEvents) -> None:
+def filter_by(conn: asyncpg.Connection, wanted: WantedEvents | None) -> None:
     """The writer's batch on ``conn`` keeps only the outbox rows of ``wanted``'s events (from
-    now until the next call). If it leaves one out (:func:`left_out`), the writer commits it
-    only where :func:`still_wanted_sql` holds."""
-    _FILTERS[conn] = _Filter(wanted)
+    now until the next call; None: every row). If it leaves one out (:func:`left_out`), the
+    writer commits it only where :func:`still_wanted_sql` holds."""
+    if wanted is None:
+        _FILTERS.pop(conn, None)
+    else:
+        _FILTERS[conn] = _Filter(wanted)
 
 
 def left_out(conn: asyncpg.Connection) -> bool:
