@@ -248,6 +248,11 @@ class Gateway:
         self.m_closed = metrics.counter(
             "evgate_connections_closed_total", "Charger connections closed", ("code",)
         )
+        self.m_write_pauses = metrics.counter(
+            "evgate_charger_write_pauses_total",
+            "Times a charger's reads were paused because it did not read its answers (the"
+            " connection's write buffer above write_buffer_limit)",
+        )
         self.m_websocket_errors = metrics.counter(
             "evgate_websocket_errors_total",
             "Frames breaking RFC 6455 that a charger connection was closed for",
