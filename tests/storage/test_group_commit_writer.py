@@ -1116,8 +1116,8 @@ async def test_subscriptions_changing_without_pause_delay_a_batch_but_never_stal
 ) -> None:
     """A batch that left an event out runs again when what is wanted changed meanwhile; were
     it to change during every run, the batch (and its charger's answer) would wait for ever.
-    After three such runs again it writes every event, filtered by nothing, so it has nothing
-    left to check and commits."""
+    After three filtered runs refused so, it writes every event, filtered by nothing, so it has
+    nothing left to check and commits; the next batch is filtered again."""
     side = await asyncpg.connect(database_url)
     try:
         moves = WantedMoves(side)
@@ -1125,5 +1125,8 @@ async def test_subscriptions_changing_without_pause_delay_a_batch_but_never_stal
             await writer.submit([(moves, 1), *outbox.append([("nobody", "CP-1", b"")])])
     finally:
         await side.close()
-    assert moves.runs == 4  # the first run and three again, the last unfiltered
+    assert moves.runs == 4  # three filtered runs refused, then one unfiltered
+    assert writer.stats.unfiltered == 1
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'nobody'") == 1
+    await writer.submit(outbox.append([("nobody", "CP-1", b"")]), key="CP-1")
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event = 'nobody'") == 1

@@ -325,7 +325,7 @@ class ChargerConnection(WSListener):
     def pause_writing(self) -> None:
         # The charger is not reading what we send: stop reading what it sends until it does.
         self._writes_paused = True
-        self.gateway.m_write_pauses.inc()
+        self.gateway.m_reads_paused.inc()
         self._reading()
 
     def resume_writing(self) -> None:

@@ -248,8 +248,8 @@ class Gateway:
         self.m_closed = metrics.counter(
             "evgate_connections_closed_total", "Charger connections closed", ("code",)
         )
-        self.m_write_pauses = metrics.counter(
-            "evgate_charger_write_pauses_total",
+        self.m_reads_paused = metrics.counter(
+            "evgate_charger_reads_paused_total",
             "Times a charger's reads were paused because it did not read its answers (the"
             " connection's write buffer above write_buffer_limit)",
         )

@@ -90,14 +90,15 @@ log = logging.getLogger(__name__)
 # Writer._wanted).
 _WANTED_MAX_AGE = 1.0
 
-# How many times in a row a batch is run again at an op's request (RetryBatch); then its
-# error counts as a refusal.
+# How many times one batch is run again at an op's request (RetryBatch); then its error
+# counts as a refusal.
 _RERUNS = 3
 
-# How many times in a row a batch that left events out is run again because the subscriptions
-# changed what is wanted meanwhile; then it writes every event, filtered by nothing (so nothing
-# to check): a script changing subscriptions without pause can delay a batch, never stall it.
-_WANTED_RERUNS = 3
+# How many filtered runs of one batch may be refused because the subscriptions changed what is
+# wanted meanwhile (_wanted_changed); the next run writes every event, filtered by nothing
+# (so there is nothing to check): a script changing subscriptions without pause can delay a
+# batch, never stall it.
+_WANTED_RUNS = 3
 
 
 class WriterClosed(Exception):
@@ -129,6 +130,8 @@ class WriterStats:
     submissions: int = 0
     retries: int = 0
     rejected: int = 0
+    #: Batches run unfiltered (every event written) after _WANTED_RUNS refused filtered runs.
+    unfiltered: int = 0
     #: Round trips to PostgreSQL of the batches' statements, BEGIN and COMMIT included (not
     #: the once-per-connection reads): at a fleet's pace each costs per message.
     round_trips: int = 0
@@ -330,6 +333,11 @@ class Writer:
         self._m_rejected = registry.counter(
             "evgate_writer_rejected_total", "Submissions PostgreSQL refused"
         )
+        self._m_unfiltered = registry.counter(
+            "evgate_writer_unfiltered_total",
+            "Batches that wrote every event, unfiltered, after the subscriptions changed what"
+            " is wanted during each of their filtered runs",
+        )
         self._m_commit = registry.gauge(
             "evgate_writer_commit_seconds", "Duration of the last batch, first write to COMMIT"
         )
@@ -479,6 +487,10 @@ class Writer:
         self.stats.rejected += 1
         self._m_rejected.inc()
 
+    def _unfiltered(self) -> None:
+        self.stats.unfiltered += 1
+        self._m_unfiltered.inc()
+
     async def _wanted(self, conn: asyncpg.Connection) -> outbox.WantedEvents:
         """The events some subscription wants, read on ``conn`` if unknown or older than
         ``_WANTED_MAX_AGE``. A batch that leaves an event out checks that they are current
@@ -581,7 +593,7 @@ class _Committer:
         delay = 0.05
         unknown: _CommitUnknown | None = None  # an attempt whose COMMIT outcome is not known
         reruns = 0  # runs an op asked for (RetryBatch)
-        changed = 0  # runs again because what is wanted changed (_wanted_changed)
+        changed = 0  # filtered runs refused because what is wanted changed (_wanted_changed)
         while True:
             try:
                 if unknown is not None and await self._committed(unknown):
@@ -593,13 +605,15 @@ class _Committer:
                     results = unknown.results
                 else:
                     unknown = None
-                    results = await self._commit(batch, filtered=changed < _WANTED_RERUNS)
+                    results = await self._commit(batch, filtered=changed < _WANTED_RUNS)
             except Exception as exc:
                 if _wanted_changed(exc):
                     # Rolled back: a subscription changed what is wanted since the names the
                     # batch filtered its events by. Read them again (_commit) and run it again.
                     self.writer.wanted_at = None
                     changed += 1
+                    if changed == _WANTED_RUNS:
+                        self.writer._unfiltered()  # its next runs write every event
                     continue
                 if isinstance(exc, RetryBatch) and reruns < _RERUNS:
                     reruns += 1  # rolled back; the op takes its careful way this time
