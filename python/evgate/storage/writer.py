@@ -662,7 +662,7 @@ class _Committer:
         )
         return found is not None
 
-    async def _commit(self, batch: list[_Submission], filtered: bool = True) -> list[list[Any]]:
+    async def _commit(self, batch: list[_Submission], filtered: bool) -> list[list[Any]]:
         """Run ``batch``'s ops in one transaction and commit it; its events are kept only if
         wanted (``filtered``), else all written."""
         conn = await self._connection()
