@@ -17,7 +17,8 @@ server, over the same window of ``--duration`` seconds after every charger has b
   (CALL handed to the socket → CALLRESULT read, in the simulator);
 * server CPU seconds per 1,000 CALLs (the server's process tree, psutil) and, because evgate
   moves work into PostgreSQL (COPY, group commit) and the reference does the opposite,
-  the database's CPU per 1,000 CALLs too;
+  the database's CPU per 1,000 CALLs too; and the simulator's own (its processes' CPU over
+  the window), which shares the machine's cores with both;
 * server resident memory per charger: (RSS with the fleet connected - RSS before) / chargers;
 * meter value rows stored at the end (the ``meter_values`` table of each);
 * reconnect storm: every connection reset at once; seconds until all have booted again.
@@ -531,6 +532,7 @@ class Bench:
             }
             if self.args.evgate_delivery != "inline":  # older evgates know no such setting
                 env["EVGATE_NOTIFICATION_DELIVERY"] = self.args.evgate_delivery
+                env["EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT"] = str(_free_port())
             cmd = [sys.executable, "-m", "evgate.cli", "serve"]
         else:
             env = dict(os.environ)
@@ -705,6 +707,7 @@ ROWS: list[tuple[str, str, bool]] = [
     ("round trip p99.9 (ms)", "fleet.p999_ms", False),
     ("server CPU s per 1,000 CALLs", "server_cpu_per_1k_calls", False),
     ("database CPU s per 1,000 CALLs", "database_cpu_per_1k_calls", False),
+    ("simulator CPU s per 1,000 CALLs", "fleet.simulator_cpu_per_1k_calls", False),
     ("server RSS per charger (KiB)", "rss_per_charger_kib", False),
     ("meter value rows stored", "meter_value_rows", True),
     ("reconnect storm, all booted (s)", "fleet.storm_seconds", False),

@@ -121,6 +121,8 @@ class FleetStats:
     def mark(self) -> None:
         """Zero the per-window counters and the latency histogram."""
         self.window_start = time.monotonic()
+        # This process's CPU over the window: what the load generator cost, beside the server.
+        self.cpu_start = time.process_time()
         self.latency = LatencyHistogram()
         self.calls: Counter[str] = Counter()
         self.call_errors: Counter[str] = Counter()
@@ -146,6 +148,7 @@ class FleetStats:
         """The current window: its length, counts and latency histogram, JSON-able."""
         return {
             "seconds": time.monotonic() - self.window_start,
+            "cpu_seconds": time.process_time() - self.cpu_start,
             "calls": dict(self.calls),
             "call_errors": dict(self.call_errors),
             "timeouts": self.timeouts,

@@ -41,6 +41,8 @@ class Window(msgspec.Struct, kw_only=True):
     """What the whole fleet did over one measurement window."""
 
     seconds: float
+    # CPU the simulator processes spent over the window, together.
+    cpu_seconds: float
     calls: dict[str, int]
     call_errors: dict[str, int]
     timeouts: int
@@ -63,6 +65,7 @@ class Window(msgspec.Struct, kw_only=True):
             latency.merge(LatencyHistogram.from_wire(part["latency"]))
         return cls(
             seconds=max((p["seconds"] for p in parts), default=0.0),
+            cpu_seconds=sum(p["cpu_seconds"] for p in parts),
             calls=dict(sorted(calls.items())),
             call_errors=dict(sorted(errors.items())),
             timeouts=sum(p["timeouts"] for p in parts),
@@ -93,6 +96,9 @@ class SimulationResult(msgspec.Struct, kw_only=True):
     p99_ms: float
     p999_ms: float
     max_ms: float
+    # The simulator's own CPU (every process) per 1,000 CALLs of the window: a load generator
+    # near a core per process, or near the server's share of the cores, limits the figures.
+    simulator_cpu_per_1k_calls: float
     storm_seconds: float | None = None
     storm_booted: int | None = None
     # Backoffs waited since the storm (a reconnect that failed, a connection that ended), and
@@ -330,6 +336,7 @@ async def simulate(
         p99_ms=round(lat.percentile(99), 3),
         p999_ms=round(lat.percentile(99.9), 3),
         max_ms=round(lat.percentile(100), 3),
+        simulator_cpu_per_1k_calls=round(window.cpu_seconds * 1000 / calls, 4) if calls else 0.0,
         storm_seconds=None if storm_seconds is None else round(storm_seconds, 2),
         storm_booted=storm_booted,
         storm_retries=int(storm_gauges["storm_retries"]) if storm_gauges else None,

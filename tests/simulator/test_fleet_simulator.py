@@ -191,6 +191,7 @@ async def test_simulator_processes_measure_a_window_and_a_reconnect_storm(
     assert result.calls_by_action.get("MeterValues", 0) > 0
     assert 0 < result.p50_ms <= result.p99_ms <= result.p999_ms <= result.max_ms
     assert not result.call_errors and result.timeouts == 0
+    assert result.simulator_cpu_per_1k_calls > 0
     assert result.storm_booted == 20 and result.storm_seconds is not None
     assert result.storm_seconds < 30
 
