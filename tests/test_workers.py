@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -134,11 +135,12 @@ class _Hooks(http.server.BaseHTTPRequestHandler):
 def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
     """EVGATE_NOTIFICATION_DELIVERY=process: ``serve`` (one worker) starts ``deliver`` beside
     it (niced by EVGATE_NOTIFICATION_DELIVERY_NICE), which delivers the events (the worker's
-    loop runs no dispatcher); a killed delivery
-    process is restarted and delivers what came meanwhile; SIGTERM stops both, status 0."""
+    loop runs no dispatcher) and serves the dispatcher's metrics on a port of its own; a
+    killed delivery process is restarted and delivers what came meanwhile; SIGTERM stops
+    both, status 0."""
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    api_port, ws_port = free_port(), free_port()
+    api_port, ws_port, metrics_port = free_port(), free_port(), free_port()
     token = "delivery-test-token-0123456789"
     env = serve_env(
         tmp_path / "var",
@@ -147,6 +149,7 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
         bootstrap_token=token,
         notification_delivery="process",
         notification_delivery_nice=7,
+        notification_delivery_metrics_port=metrics_port,
     )
     proc, out = start_serve(env)
     api = httpx.Client(
@@ -174,6 +177,19 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
 
         assert api.post("/api/v1/chargers", json={"id": "CP-1"}).status_code == 201
         until_sync(created(1), within=60, message=lambda: _Hooks.got)
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert scraped.status_code == 200
+        assert scraped.headers["content-type"].startswith("text/plain")
+        delivered = re.search(
+            r'^evgate_notifications_delivered_total\{via="webhook"\} (\d+)', scraped.text, re.M
+        )
+        assert delivered is not None and int(delivered[1]) >= 1, scraped.text
+        assert "evgate_notification_backlog" in scraped.text
+        # Nothing else is served there: the API's answers to a wrong path or method.
+        for method, path, status in (("GET", "/api/v1/chargers", 404), ("POST", "/metrics", 405)):
+            r = httpx.request(method, f"http://127.0.0.1:{metrics_port}{path}")
+            assert r.status_code == status, r.text
+            assert r.headers["content-type"] == "application/problem+json"
         [deliverer] = [c for c in children if c.cmdline()[-1] == "deliver"]
         deliverer.kill()
         assert api.post("/api/v1/chargers", json={"id": "CP-2"}).status_code == 201
@@ -184,6 +200,11 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
             lambda: len({e["chargePointId"] for e in _Hooks.got if e["action"] == "created"}) == 2,
             within=60,
             message=lambda: _Hooks.got,
+        )
+        # The restarted process serves its metrics on the same port again.
+        assert (
+            "evgate_notification_backlog"
+            in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -28,6 +28,7 @@ from evgate.api.charging_profiles import ChargingProfileController
 from evgate.api.circuits import CircuitController
 from evgate.api.context import ApiContext
 from evgate.api.live import LiveFeed
+from evgate.api.metrics import metrics_api
 from evgate.api.notifications import NotificationActions, SubscriptionController
 from evgate.api.partners import ROUTES as PARTNER_ROUTES
 from evgate.api.plans import ROUTES as PLAN_ROUTES
@@ -432,11 +433,7 @@ class Evgate:
             keepalive_timeout=s.api_keepalive_timeout,
             metrics=self.metrics,
         )
-        self._api_task = service_task(self._api_server.serve(sockets=[api_sock]))
-        while not self._api_server.started:
-            if self._api_task.done():
-                self._api_task.result()  # raises what stopped it
-            await asyncio.sleep(0.01)
+        self._api_task = await _start_api(self._api_server, api_sock)
 
         where = (
             f"embedded PostgreSQL in {self.embedded.pgdata} on 127.0.0.1:{self.embedded.port}"
@@ -472,9 +469,7 @@ class Evgate:
         """Take everything down in reverse order. Safe to call more than once."""
         if self._api_server is not None and self._api_task is not None:
             self.live.close()  # the server waits for its open streams to end
-            self._api_server.should_exit = True
-            with contextlib.suppress(Exception):
-                await self._api_task
+            await _stop_api(self._api_server, self._api_task)
             self._api_server = self._api_task = None
         if self.async_commands is not None:
             # Before the gateway: a command cut short is recorded interrupted, not as its
@@ -530,6 +525,29 @@ class Evgate:
             self.embedded = None
 
 
+#: Open connections the delivery process's metrics port holds (its scrapers: a few); more are
+#: answered 503 and closed, as on the API port.
+_METRICS_MAX_CONNECTIONS = 16
+
+
+async def _start_api(server: ApiServer, sock: socket.socket) -> asyncio.Task[None]:
+    """Serve ``server`` on ``sock`` (bound, listening) in a task of its own; returns that task
+    once the server accepts connections."""
+    task = service_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it
+        await asyncio.sleep(0.01)
+    return task
+
+
+async def _stop_api(server: ApiServer, task: asyncio.Task[None]) -> None:
+    """Stop ``server`` (what :func:`_start_api` started): its open requests end first."""
+    server.should_exit = True
+    with contextlib.suppress(Exception):
+        await task
+
+
 def _dispatcher_config(s: Settings) -> DispatcherConfig:
     return DispatcherConfig(
         retry_schedule=parse_durations(s.notification_retry_schedule),
@@ -561,16 +579,43 @@ async def deliver(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     heap.settle()
+    registry = Registry()
     db = Database(settings.database_url, pool_size=4)
     await db.open(migrate=False)
     dispatcher = Dispatcher(
-        SubscriptionStore(db), DeliveryStore(db), _dispatcher_config(settings), Registry()
+        SubscriptionStore(db), DeliveryStore(db), _dispatcher_config(settings), registry
     )
+    # Its metrics on a port of its own: the workers' /metrics cannot show this process's.
+    # A port taken by something else costs the metrics, never the delivery.
+    metrics_server = ApiServer(
+        metrics_api(registry),
+        ApiLimits(_METRICS_MAX_CONNECTIONS, settings.api_read_timeout, registry),
+        keepalive_timeout=settings.api_keepalive_timeout,
+        metrics=registry,
+    )
+    metrics_task: asyncio.Task[None] | None = None
+    where = "no metrics"
     try:
+        try:
+            metrics_sock = bind_socket(
+                settings.api_host, settings.notification_delivery_metrics_port
+            )
+        except OSError as exc:
+            log.error(
+                "the delivery process's metrics port %s:%d: %s; delivering without metrics",
+                settings.api_host,
+                settings.notification_delivery_metrics_port,
+                exc,
+            )
+        else:
+            metrics_task = await _start_api(metrics_server, metrics_sock)
+            where = f"metrics http://{settings.api_host}:{metrics_sock.getsockname()[1]}/metrics"
         dispatcher.start()
-        log.info("evgate %s delivering notifications", evgate.__version__)
+        log.info("evgate %s delivering notifications; %s", evgate.__version__, where)
         await stopping.wait()
     finally:
+        if metrics_task is not None:
+            await _stop_api(metrics_server, metrics_task)
         await dispatcher.stop()  # before the database: it gives its lanes back
         await db.close()
 

@@ -181,6 +181,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     # (bench/README.md, issue 17: nice 10 kept the chargers' p99 within 1.2x with two
     # subscriptions). 0: the workers' priority.
     notification_delivery_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
+    # Where that process serves its own GET /metrics (the dispatcher's counters and backlog),
+    # on api_host: it has no API port, and a worker's /metrics holds none of them.
+    notification_delivery_metrics_port: Port = 8081
     # Delivered events are deleted from the outbox after this many seconds (failed ones stay
     # until resent and delivered, or their subscription is deleted).
     outbox_retention: Seconds = 7 * 86400.0

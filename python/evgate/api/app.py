@@ -109,7 +109,10 @@ def create_api(
     )
     app = Litestar(
         route_handlers=[secured, docs_assets, metrics, *DASHBOARD_ROUTES, *open_route_handlers],
-        dependencies={"ctx": Provide(provide_ctx, use_cache=True)},
+        dependencies={
+            "ctx": Provide(provide_ctx, use_cache=True),
+            "registry": Provide(lambda: ctx.metrics, sync_to_thread=False),
+        },
         middleware=[auth, TenantMiddleware()],
         exception_handlers=exception_handlers(ctx.database_unavailable),
         before_request=check_request,
