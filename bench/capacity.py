@@ -250,8 +250,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeats", type=int, default=1, help="times a failing step is run again before it counts"
     )
-    # --processes: the simulator processes (the load generator), one by default.
-    parser.set_defaults(chargers=500, warmup=2.0, no_storm=True, processes=1)
+    # --processes: the simulator processes (the load generator), one by default. evgate
+    # delivers inline: the capacity is one server process's (no events are subscribed to).
+    parser.set_defaults(
+        chargers=500, warmup=2.0, no_storm=True, processes=1, evgate_delivery="inline"
+    )
     return parser
 
 

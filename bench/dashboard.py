@@ -90,6 +90,7 @@ async def running(data_dir: Path) -> AsyncIterator[tuple[Evgate, httpx.AsyncClie
         api_port=0,
         bootstrap_token=TOKEN,
         notification_retry_schedule="1s",
+        notification_delivery="inline",  # the one process delivers (no `evgate serve` here)
     )
     app = Evgate(settings)
     await app.start()

@@ -529,10 +529,10 @@ class Bench:
                 "EVGATE_HEARTBEAT_INTERVAL": str(self.args.server_heartbeat),
                 "EVGATE_WORKERS": str(self.args.evgate_workers),
                 "EVGATE_LOG_LEVEL": "WARNING",
+                "EVGATE_NOTIFICATION_DELIVERY": self.args.evgate_delivery,
+                # Not the default 8081: a port nothing else on the machine may hold.
+                "EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT": str(_free_port()),
             }
-            if self.args.evgate_delivery != "inline":  # older evgates know no such setting
-                env["EVGATE_NOTIFICATION_DELIVERY"] = self.args.evgate_delivery
-                env["EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT"] = str(_free_port())
             cmd = [sys.executable, "-m", "evgate.cli", "serve"]
         else:
             env = dict(os.environ)
@@ -870,9 +870,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--evgate-delivery",
         choices=("inline", "process"),
-        default="inline",
-        help="EVGATE_NOTIFICATION_DELIVERY of evgate (process: one delivery process beside"
-        " the workers, in the server's process tree)",
+        default="process",
+        help="EVGATE_NOTIFICATION_DELIVERY of evgate (process, its default: one delivery"
+        " process beside the workers, in the server's process tree; inline: on the workers'"
+        " loops)",
     )
     parser.add_argument(
         "--server-heartbeat", type=int, default=30, help="interval the servers give chargers"

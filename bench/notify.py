@@ -387,7 +387,13 @@ async def charger_round_trip(
     await stuck.start()
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
-            environ={}, database_url=dsn, data_dir=tmp, ws_host="127.0.0.1", ws_port=0, api_port=0
+            environ={},
+            database_url=dsn,
+            data_dir=tmp,
+            ws_host="127.0.0.1",
+            ws_port=0,
+            api_port=0,
+            notification_delivery="inline",  # this process's loop: the dispatcher measured here
         )
         app = Evgate(settings)
         await app.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import os
 import re
 import signal
@@ -18,7 +19,15 @@ import psutil
 import pytest
 import websockets.sync.client
 
-from support import ended, free_port, postmaster_pid, serve_env, start_serve, until_sync
+from support import (
+    ended,
+    free_port,
+    postmaster_pid,
+    running_evgate,
+    serve_env,
+    start_serve,
+    until_sync,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -215,3 +224,20 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_an_app_not_started_by_serve_delivers_only_inline(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default, a delivery process, is what ``evgate serve`` starts: an app run by other
+    means with it starts no dispatcher, and says so (one WARNING naming the setting); inline,
+    it delivers on its own loop."""
+    with caplog.at_level(logging.WARNING, logger="evgate"):
+        async with running_evgate(database_url, tmp_path, notification_delivery="process") as app:
+            assert app.dispatcher is None
+    [warning] = [r for r in caplog.records if "EVGATE_NOTIFICATION_DELIVERY" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    caplog.clear()
+    async with running_evgate(database_url, tmp_path / "inline") as app:
+        assert app.dispatcher is not None
+    assert not [r for r in caplog.records if "EVGATE_NOTIFICATION_DELIVERY" in r.getMessage()]

@@ -350,6 +350,15 @@ class Evgate:
             )
             self.dispatcher.start()
             wake = self.dispatcher.wake
+        elif s.notification_delivery == "process":
+            # `evgate serve` gives its workers "off" and starts the delivery process itself:
+            # "process" here is an app run by other means (a program of one's own), for which
+            # no process delivers.
+            log.warning(
+                "EVGATE_NOTIFICATION_DELIVERY=process is the delivery process that `evgate"
+                " serve` starts; this process, not started by it, delivers no notifications"
+                " (inline: deliver here)"
+            )
         ctx = ApiContext(
             chargers=chargers,
             registry=ChargerRegistry(chargers),

@@ -171,11 +171,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     notification_lane_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     # How often the dispatcher looks for new events when nothing wakes it.
     notification_poll_interval: Seconds = 0.05
-    # Where notifications are delivered from: "inline", on each serving process's event loop;
-    # "process", from one more process that `evgate serve` starts beside its workers (even
-    # one) and that does nothing else, so that delivery never shares the chargers' loop
-    # (issue 17); "off", from no process here (another node, or that process, delivers).
-    notification_delivery: Literal["inline", "process", "off"] = "inline"
+    # Where notifications are delivered from: "process", from one more process that
+    # `evgate serve` starts beside its workers (even one) and that does nothing else, so that
+    # delivery never shares the chargers' loop (issue 17: with one webhook and one Kafka
+    # subscription the chargers' p99 moved 0.97x from it, 1.56x inline); "inline", on each
+    # serving process's event loop (one process, nothing to supervise; an app run in-process,
+    # not by `evgate serve`, delivers only so); "off", from no process here (another node, or
+    # that process, delivers).
+    notification_delivery: Literal["inline", "process", "off"] = "process"
     # The delivery process's niceness (0-19): delivery may wait a few hundred ms where a
     # charger's reply may not, so on a busy machine the scheduler serves the chargers first
     # (bench/README.md, issue 17: nice 10 kept the chargers' p99 within 1.2x with two

@@ -1,11 +1,13 @@
-"""Worker processes on one machine: the supervisor behind ``evgate serve --workers N``.
+"""Worker processes on one machine: the supervisor behind ``evgate serve`` (``--workers N``,
+or the delivery process of the default ``notification_delivery = "process"``).
 
 One process holds one event loop and one core, and (here) at most ~20,000 chargers by its fd
 limit, so evgate scales by processes. The supervisor starts the embedded PostgreSQL once (when
 no database is configured), applies the migrations once, then runs N ``evgate serve`` workers
 that share the charger and API ports with SO_REUSEPORT (the kernel spreads connections), and
-with ``notification_delivery = "process"`` one more, ``evgate deliver``, that delivers the
-notifications of the node on a loop of its own (the workers then deliver none). A worker
+with ``notification_delivery = "process"`` (the default) one more, ``evgate deliver``, that
+delivers the notifications of the node on a loop of its own (the workers then deliver none).
+A worker
 that dies is restarted with backoff; SIGTERM or SIGINT stops every worker (each closes its
 chargers with 1001) and then the PostgreSQL.
 """
@@ -120,8 +122,10 @@ async def _run_workers(
         f"embedded PostgreSQL on 127.0.0.1:{embedded.port}" if embedded else "EVGATE_DATABASE_URL"
     )
     log.info(
-        "evgate supervisor: %d workers on node %s (chargers port %d, API port %d, database %s)",
+        "evgate supervisor: %d worker(s)%s on node %s (chargers port %d, API port %d,"
+        " database %s)",
         settings.workers,
+        " and the delivery process" if settings.notification_delivery == "process" else "",
         node_id,
         settings.ws_port,
         settings.api_port,
@@ -158,7 +162,7 @@ async def _run_workers(
     async with asyncio.TaskGroup() as group:
         for worker in workers:
             group.create_task(watch(worker))
-    log.info("stopping %d workers", len(workers))
+    log.info("stopping %d process(es)", len(workers))
     await asyncio.gather(*(_stop(w) for w in workers))
     return 0
 

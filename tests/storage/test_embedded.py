@@ -188,6 +188,12 @@ async def test_embedded_postgres_killed_while_evgate_runs_is_started_again(
                 )
             )
             assert status is not None
+        # The watchdog says so when its start returns, which may be after evgate's pool has
+        # reached the new server (a first start refused while the dead server's last
+        # processes held its shared memory is retried after a backoff).
+        await until(
+            lambda: any("running again" in r.getMessage() for r in caplog.records), within=60
+        )
         assert postmaster_pid(tmp_path) != postmaster and not ended(postmaster_pid(tmp_path))
         messages = [(r.levelno, r.getMessage()) for r in caplog.records]
         assert [lvl for lvl, m in messages if "stopped unexpectedly" in m] == [logging.WARNING]

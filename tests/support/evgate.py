@@ -42,6 +42,8 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "ws_port": 0,
         "api_port": 0,
         "bootstrap_token": BOOTSTRAP_TOKEN,
+        # The one process delivers: "process" is a process `evgate serve` starts beside it.
+        "notification_delivery": "inline",
     }
     base.update(overrides)
     return load_settings(environ={}, **base)

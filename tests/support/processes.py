@@ -67,13 +67,19 @@ class ProcessOutput:
 
 def serve_env(data_dir: Path, api_port: int, ws_port: int, **settings: object) -> dict[str, str]:
     """The environment of an ``evgate serve`` on loopback with this data folder and ports, and
-    ``settings`` (``bootstrap_token=...`` is ``EVGATE_BOOTSTRAP_TOKEN``)."""
+    ``settings`` (``bootstrap_token=...`` is ``EVGATE_BOOTSTRAP_TOKEN``).
+
+    Inline delivery unless ``settings`` say otherwise: ``serve`` is then the one process that
+    a test kills as a crash would (the default, a delivery process, makes it a supervisor,
+    whose children the kernel stops with SIGTERM when it dies).
+    """
     env = {
         **os.environ,
         "EVGATE_DATA_DIR": str(data_dir),
         "EVGATE_API_PORT": str(api_port),
         "EVGATE_WS_PORT": str(ws_port),
         "EVGATE_WS_HOST": "127.0.0.1",
+        "EVGATE_NOTIFICATION_DELIVERY": "inline",
     }
     env.update({f"EVGATE_{name.upper()}": str(value) for name, value in settings.items()})
     return env
