@@ -718,6 +718,11 @@ ROWS: list[tuple[str, str, bool]] = [
 ]
 
 
+# Rows that are no server's figure to compare: the failures (0 for both, or a result to read),
+# and the simulator's own CPU (the load generator's, the same program against both).
+_NOT_COMPARED = {"failures", "fleet.simulator_cpu_per_1k_calls"}
+
+
 def _value(run: ServerRun, path: str) -> float | None:
     if run.fleet is None:
         return None
@@ -733,7 +738,7 @@ def ratios(evgate: ServerRun, reference: ServerRun) -> dict[str, float | None]:
     """How many times better evgate did on each row (None where either is missing or 0)."""
     out: dict[str, float | None] = {}
     for label, path, higher_better in ROWS:
-        if path == "failures":
+        if path in _NOT_COMPARED:
             continue
         e, r = _value(evgate, path), _value(reference, path)
         if e is None or r is None or e == 0 or r == 0:
@@ -797,7 +802,7 @@ def table(runs: list[ServerRun], args: argparse.Namespace, info: dict[str, Any])
         row = [label, *(_fmt(_value(by[n], path)) for n in names)]
         if both:
             x = ratio.get(label)
-            row.append("" if path == "failures" else ("-" if x is None else f"{x:g}x"))
+            row.append("" if path in _NOT_COMPARED else ("-" if x is None else f"{x:g}x"))
         body.append(row)
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
     lines = [

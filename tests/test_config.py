@@ -12,7 +12,8 @@ from evgate.config import ConfigError, load_settings
 
 
 def test_defaults() -> None:
-    """Without settings: embedded database in ./var, chargers on 9000, API on loopback 8080."""
+    """Without settings: embedded database in ./var, chargers on 9000, API on loopback 8080,
+    notifications from a delivery process whose metrics are on 8081."""
     s = load_settings(environ={})
     assert (s.data_dir, s.database_url, s.ws_port, s.api_host, s.api_port) == (
         "./var",
@@ -21,6 +22,30 @@ def test_defaults() -> None:
         "127.0.0.1",
         8080,
     )
+    assert (s.notification_delivery, s.notification_delivery_metrics_port) == ("process", 8081)
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"EVGATE_API_PORT": "9000"}, "EVGATE_API_PORT and EVGATE_WS_PORT are both 9000"),
+        (
+            {"EVGATE_API_PORT": "8081"},
+            "EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT and EVGATE_API_PORT are both 8081",
+        ),
+    ],
+)
+def test_two_ports_of_the_same_number_are_refused(environ: dict[str, str], named: str) -> None:
+    """Two of the ports evgate listens on with one number: the later binder would fail for
+    ever, so the settings are refused; the metrics port counts only when a delivery process
+    uses it, and port 0 (any free port) is never a clash."""
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ=environ)
+    inline = load_settings(
+        environ={**environ, "EVGATE_NOTIFICATION_DELIVERY": "inline", "EVGATE_WS_PORT": "9001"}
+    )
+    assert inline.api_port == int(environ["EVGATE_API_PORT"])
+    assert load_settings(environ={"EVGATE_API_PORT": "0", "EVGATE_WS_PORT": "0"}).api_port == 0
 
 
 def test_environment_wins_over_file(tmp_path: Path) -> None:

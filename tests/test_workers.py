@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import http.server
 import json
-import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -19,15 +19,7 @@ import psutil
 import pytest
 import websockets.sync.client
 
-from support import (
-    ended,
-    free_port,
-    postmaster_pid,
-    running_evgate,
-    serve_env,
-    start_serve,
-    until_sync,
-)
+from support import ended, free_port, postmaster_pid, serve_env, start_serve, until_sync
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -226,18 +218,29 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
             proc.wait()
 
 
-async def test_an_app_not_started_by_serve_delivers_only_inline(
-    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The default, a delivery process, is what ``evgate serve`` starts: an app run by other
-    means with it starts no dispatcher, and says so (one WARNING naming the setting); inline,
-    it delivers on its own loop."""
-    with caplog.at_level(logging.WARNING, logger="evgate"):
-        async with running_evgate(database_url, tmp_path, notification_delivery="process") as app:
-            assert app.dispatcher is None
-    [warning] = [r for r in caplog.records if "EVGATE_NOTIFICATION_DELIVERY" in r.getMessage()]
-    assert warning.levelno == logging.WARNING
-    caplog.clear()
-    async with running_evgate(database_url, tmp_path / "inline") as app:
-        assert app.dispatcher is not None
-    assert not [r for r in caplog.records if "EVGATE_NOTIFICATION_DELIVERY" in r.getMessage()]
+@pytest.mark.parametrize("taken", ["api", "metrics"])
+def test_serve_exits_when_a_port_it_listens_on_is_taken(tmp_path: Path, taken: str) -> None:
+    """A port its processes would listen on held by another program (the API's, or the
+    delivery process's metrics port): ``serve`` (the supervisor, by default) exits 1 at once
+    naming it, where its worker would fail to bind and be restarted for ever."""
+    api_port, ws_port, metrics_port = free_port(), free_port(), free_port()
+    env = serve_env(
+        tmp_path / "var",
+        api_port,
+        ws_port,
+        notification_delivery="process",
+        notification_delivery_metrics_port=metrics_port,
+    )
+    with socket.create_server(("127.0.0.1", api_port if taken == "api" else metrics_port)):
+        proc, out = start_serve(env)
+        try:
+            assert proc.wait(timeout=60) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    out.wait_closed()
+    name = "EVGATE_API_PORT" if taken == "api" else "EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT"
+    port = api_port if taken == "api" else metrics_port
+    assert out.count(f"cannot listen on {name} (127.0.0.1:{port})") == 1, out.lines
+    assert not (tmp_path / "var" / "postgres").exists()  # stopped before anything started

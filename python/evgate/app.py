@@ -110,12 +110,16 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     """A listening TCP socket (IPv4 or IPv6 by the host's form), optionally SO_REUSEPORT."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(LISTEN_BACKLOG)
-    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -609,7 +613,8 @@ async def deliver(settings: Settings) -> None:
             metrics_sock = bind_socket(
                 settings.api_host, settings.notification_delivery_metrics_port
             )
-        except OSError as exc:
+            metrics_task = await _start_api(metrics_server, metrics_sock)
+        except Exception as exc:  # the port taken, or its server failed to start
             log.error(
                 "the delivery process's metrics port %s:%d: %s; delivering without metrics",
                 settings.api_host,
@@ -617,7 +622,6 @@ async def deliver(settings: Settings) -> None:
                 exc,
             )
         else:
-            metrics_task = await _start_api(metrics_server, metrics_sock)
             where = f"metrics http://{settings.api_host}:{metrics_sock.getsockname()[1]}/metrics"
         dispatcher.start()
         log.info("evgate %s delivering notifications; %s", evgate.__version__, where)

@@ -449,8 +449,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "deliver",
-        help="deliver notifications only (serve starts it with EVGATE_NOTIFICATION_DELIVERY"
-        "=process)",
+        help="deliver notifications only (serve starts it beside its workers, unless"
+        " EVGATE_NOTIFICATION_DELIVERY is inline or off)",
     ).set_defaults(run=_deliver)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
 

@@ -173,11 +173,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     notification_poll_interval: Seconds = 0.05
     # Where notifications are delivered from: "process", from one more process that
     # `evgate serve` starts beside its workers (even one) and that does nothing else, so that
-    # delivery never shares the chargers' loop (issue 17: with one webhook and one Kafka
-    # subscription the chargers' p99 moved 0.97x from it, 1.56x inline); "inline", on each
-    # serving process's event loop (one process, nothing to supervise; an app run in-process,
-    # not by `evgate serve`, delivers only so); "off", from no process here (another node, or
-    # that process, delivers).
+    # delivery never shares the chargers' loop (issue 17, bench/README.md); "inline", on each
+    # serving process's own event loop (with one worker, one process in all and no supervisor;
+    # an app run in-process, not by `evgate serve`, delivers only so); "off", from no process
+    # here (another node, or that process, delivers).
     notification_delivery: Literal["inline", "process", "off"] = "process"
     # The delivery process's niceness (0-19): delivery may wait a few hundred ms where a
     # charger's reply may not, so on a busy machine the scheduler serves the chargers first
@@ -277,6 +276,17 @@ def load_settings(
         raise ConfigError(
             f"EVGATE_PROXY_PROTOCOL_TRUSTED (proxy_protocol_trusted): {exc}"
         ) from None
+    ports = {"EVGATE_WS_PORT": settings.ws_port, "EVGATE_API_PORT": settings.api_port}
+    if settings.notification_delivery == "process":
+        ports["EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT"] = (
+            settings.notification_delivery_metrics_port
+        )
+    taken: dict[int, str] = {}
+    for name, port in ports.items():
+        if port and port in taken:
+            # The later binder would fail, and its process be restarted for ever.
+            raise ConfigError(f"{name} and {taken[port]} are both {port}: each needs its own")
+        taken[port] = name
     if settings.ping_timeout > settings.ping_interval:
         # picows waits for a pong at most as long as the silence before the ping: the default
         # timeout follows a shorter interval; a timeout set on purpose is not cut short.

@@ -7,9 +7,8 @@ no database is configured), applies the migrations once, then runs N ``evgate se
 that share the charger and API ports with SO_REUSEPORT (the kernel spreads connections), and
 with ``notification_delivery = "process"`` (the default) one more, ``evgate deliver``, that
 delivers the notifications of the node on a loop of its own (the workers then deliver none).
-A worker
-that dies is restarted with backoff; SIGTERM or SIGINT stops every worker (each closes its
-chargers with 1001) and then the PostgreSQL.
+A process that dies is restarted with backoff; SIGTERM or SIGINT stops every one (a worker
+closes its chargers with 1001) and then the PostgreSQL.
 """
 
 from __future__ import annotations
@@ -54,14 +53,50 @@ class _Worker:
         self.index = index
         # "serve": chargers and the API; "deliver": the notification delivery process.
         self.command = command
+        self.name = f"worker {index}" if command == "serve" else "the delivery process"
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.backoff = 1.0
         self.restarts = 0
 
 
+def _taken_port(settings: Settings) -> str | None:
+    """Which of the ports the processes will listen on another program holds, if any.
+
+    Checked before the processes start: a worker that cannot bind exits and would be
+    restarted for ever, its supervisor running with no port open. The probe does not set
+    SO_REUSEPORT, so a port another evgate's workers share is taken too.
+    """
+    ports = [("EVGATE_WS_PORT", settings.ws_host, settings.ws_port)]
+    ports.append(("EVGATE_API_PORT", settings.api_host, settings.api_port))
+    if settings.notification_delivery == "process":
+        ports.append(
+            (
+                "EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT",
+                settings.api_host,
+                settings.notification_delivery_metrics_port,
+            )
+        )
+    for name, host, port in ports:
+        if not port:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                return f"{name} ({host}:{port}): {exc.strerror or exc}"
+    return None
+
+
 async def supervise(settings: Settings, config_file: str | None = None) -> int:
-    """Run ``settings.workers`` worker processes until SIGINT/SIGTERM; returns the exit status."""
+    """Run ``settings.workers`` worker processes until SIGINT/SIGTERM; returns the exit status
+    (1 at once when a port they would listen on is taken)."""
+    taken = _taken_port(settings)
+    if taken is not None:
+        log.error("evgate cannot listen on %s; is another evgate running?", taken)
+        return 1
     embedded: EmbeddedPostgres | None = None
     dsn = settings.database_url
     if dsn is None:
@@ -104,7 +139,9 @@ async def _run_workers(
     config_args = ["--config", config_file] if config_file else []
 
     async def spawn(worker: _Worker) -> None:
-        env = {**base_env, "EVGATE_WORKER_INDEX": str(worker.index)}
+        env = dict(base_env)
+        if worker.command == "serve":  # an instance of the cluster (the delivery process: none)
+            env["EVGATE_WORKER_INDEX"] = str(worker.index)
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -122,8 +159,7 @@ async def _run_workers(
         f"embedded PostgreSQL on 127.0.0.1:{embedded.port}" if embedded else "EVGATE_DATABASE_URL"
     )
     log.info(
-        "evgate supervisor: %d worker(s)%s on node %s (chargers port %d, API port %d,"
-        " database %s)",
+        "evgate supervisor: %d worker(s)%s on node %s (chargers port %d, API port %d, database %s)",
         settings.workers,
         " and the delivery process" if settings.notification_delivery == "process" else "",
         node_id,
@@ -146,8 +182,8 @@ async def _run_workers(
             if lived > _HEALTHY_AFTER:
                 worker.backoff = 1.0
             log.warning(
-                "worker %d (pid %d) exited with %s after %.0f s; restarting in %.0f s",
-                worker.index,
+                "%s (pid %d) exited with %s after %.0f s; restarting in %.0f s",
+                worker.name,
                 worker.process.pid,
                 worker.process.returncode,
                 lived,
@@ -176,6 +212,6 @@ async def _stop(worker: _Worker) -> None:
         async with asyncio.timeout(_STOP_GRACE):  # not wait_for: see tasks.wait_event
             await process.wait()
     except TimeoutError:
-        log.warning("worker %d did not stop in %.0f s; killing it", worker.index, _STOP_GRACE)
+        log.warning("%s did not stop in %.0f s; killing it", worker.name, _STOP_GRACE)
         process.kill()
         await process.wait()

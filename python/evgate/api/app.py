@@ -27,7 +27,7 @@ from evgate.api.dashboard import DASHBOARD_ROUTES
 from evgate.api.fleet import FLEET_ROUTES
 from evgate.api.inputs import check_request
 from evgate.api.installations import InstallationController
-from evgate.api.metrics import metrics
+from evgate.api.metrics import exposition
 from evgate.api.openapi import document_problems
 from evgate.api.problems import exception_handlers
 from evgate.api.security import (
@@ -108,10 +108,16 @@ def create_api(
         make_auth_middleware(ctx.tokens.grant_of, ctx.bootstrap_digest), exclude=OPEN_PATHS
     )
     app = Litestar(
-        route_handlers=[secured, docs_assets, metrics, *DASHBOARD_ROUTES, *open_route_handlers],
+        route_handlers=[
+            secured,
+            docs_assets,
+            exposition,
+            *DASHBOARD_ROUTES,
+            *open_route_handlers,
+        ],
         dependencies={
             "ctx": Provide(provide_ctx, use_cache=True),
-            "registry": Provide(lambda: ctx.metrics, sync_to_thread=False),
+            "metrics": Provide(lambda: ctx.metrics, sync_to_thread=False),
         },
         middleware=[auth, TenantMiddleware()],
         exception_handlers=exception_handlers(ctx.database_unavailable),

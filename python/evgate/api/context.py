@@ -28,11 +28,12 @@ from evgate.storage.errors import DatabaseUnavailable
 from evgate.storage.sub_operators import SubOperatorStore
 from evgate.storage.tokens import TokenStore
 
-__all__ = ["ApiContext", "Ctx"]
+__all__ = ["ApiContext", "Ctx", "unreported"]
 
 
-def _unreported(_: DatabaseUnavailable) -> None:
-    """An API run with no process health to report to (tests of the API alone)."""
+def unreported(_: DatabaseUnavailable) -> None:
+    """An API run with no process health to report to (tests of the API alone; the delivery
+    process's metrics, which read no database)."""
 
 
 @dataclass(kw_only=True)
@@ -81,7 +82,7 @@ class ApiContext:
     # Told of each request answered 503 because the database was unavailable: the process's
     # view of PostgreSQL (app.py: ``Database.health``), which every other user of the
     # database reports to as well, so that its metrics and its one outage line count it.
-    database_unavailable: Callable[[DatabaseUnavailable], None] = _unreported
+    database_unavailable: Callable[[DatabaseUnavailable], None] = unreported
 
 
 # How a route asks for the context: ``async def route(ctx: Ctx, ...)``.

@@ -10,36 +10,29 @@ from __future__ import annotations
 from litestar import Litestar, Response, get
 from litestar.di import NamedDependency, Provide
 
+from evgate.api.context import unreported
 from evgate.api.problems import exception_handlers
 from evgate.metrics import CONTENT_TYPE, Registry
 
-__all__ = ["metrics", "metrics_api"]
+__all__ = ["Metrics", "exposition", "metrics_api"]
 
-#: The process's metrics, injected as ``registry`` (from ``ApiContext.metrics`` in the API).
+#: The process's metrics, injected as ``metrics`` (the API's: ``ApiContext.metrics``).
 Metrics = NamedDependency[Registry]
 
 
 @get("/metrics", include_in_schema=False, sync_to_thread=False)
-def metrics(registry: Metrics) -> Response[str]:
+def exposition(metrics: Metrics) -> Response[str]:
     """Every metric of this process (gateway, writer, dispatcher, ...)."""
-    return Response(registry.exposition(), media_type=CONTENT_TYPE)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
 
-def _no_database(_: object) -> None:
-    """This app reads no database: no request of it is answered 503 for one."""
-
-
-def metrics_api(registry: Registry) -> Litestar:
-    """The whole HTTP API of a process that serves nothing but its metrics: ``GET /metrics``
-    (``registry``); any other path 404 and any other method 405, as problem+json."""
-
-    def provide_registry() -> Registry:
-        return registry
-
+def metrics_api(metrics: Registry) -> Litestar:
+    """The whole HTTP API of a process that serves nothing but its ``metrics``:
+    ``GET /metrics``; any other path 404 and any other method 405, as problem+json."""
     return Litestar(
-        route_handlers=[metrics],
-        dependencies={"registry": Provide(provide_registry, sync_to_thread=False)},
-        exception_handlers=exception_handlers(_no_database),
+        route_handlers=[exposition],
+        dependencies={"metrics": Provide(lambda: metrics, sync_to_thread=False)},
+        exception_handlers=exception_handlers(unreported),
         openapi_config=None,
         debug=False,
         logging_config=None,  # evgate configures logging once, in cli.py

@@ -87,7 +87,8 @@ def _reap(pid: int) -> None:
 class EmbeddedPostgres:
     """A PostgreSQL server in ``<data_dir>/postgres``.
 
-    ``evgate serve`` (one process, or the supervisor of ``--workers N``) calls ``await``
+    ``evgate serve`` (its supervisor, or its one process with one worker and inline delivery)
+    calls ``await``
     :meth:`open` and, on shutdown, :meth:`close`: it owns the server, and keeps it running in
     between. A short-lived user (the CLI, tests) calls :meth:`start` (blocking, a few seconds on
     first use) and :meth:`stop`, which stops the server only if this object owns it.
