@@ -29,11 +29,11 @@ statement's calls and execution time (the top ones by time), to see where the da
 goes.
 
 ``--subscribe webhook,kafka`` gives evgate one webhook subscription (``--subscriptions N``: N
-of them; ``--evgate-delivery process``: delivered by a process of their own) (nginx answering 204 on
-loopback, ``bench/nginx_receiver.py``) and one Kafka subscription (the test broker,
-tests/harness, the topic stamping each record with the broker's append time) to every event,
-and runs it a second time without them (``evgate-nosub``, beside the same receivers, idle)
-unless ``--servers`` says otherwise.
+of them; delivered by evgate's delivery process, its default, or with ``--evgate-delivery
+inline`` by the workers) (nginx answering 204 on loopback, ``bench/nginx_receiver.py``) and
+one Kafka subscription (the test broker, tests/harness, the topic stamping each record with
+the broker's append time) to every event, and runs it a second time without them
+(``evgate-nosub``, beside the same receivers, idle) unless ``--servers`` says otherwise.
 *Delivery lag* is, per event created in the measured window, the time the receiver got it
 (nginx's log; the broker's append time) less the outbox row's ``created_at`` (its transaction's
 start, a few ms before its commit: the lag is overstated by that much); its p99 per sink is in

@@ -28,17 +28,23 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
-        ({"EVGATE_API_PORT": "9000"}, "EVGATE_API_PORT and EVGATE_WS_PORT are both 9000"),
+        (
+            {"EVGATE_API_PORT": "9000"},
+            r"EVGATE_API_PORT \(api_port, 127.0.0.1:9000\) and"
+            r" EVGATE_WS_PORT \(ws_port, 0.0.0.0:9000\): one port",
+        ),
         (
             {"EVGATE_API_PORT": "8081"},
-            "EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT and EVGATE_API_PORT are both 8081",
+            r"EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT"
+            r" \(notification_delivery_metrics_port, 127.0.0.1:8081\) and EVGATE_API_PORT",
         ),
     ],
 )
 def test_two_ports_of_the_same_number_are_refused(environ: dict[str, str], named: str) -> None:
-    """Two of the ports evgate listens on with one number: the later binder would fail for
-    ever, so the settings are refused; the metrics port counts only when a delivery process
-    uses it, and port 0 (any free port) is never a clash."""
+    """Two of the ports evgate listens on with one number where one address covers the
+    other: the later binder would fail for ever, so the settings are refused; the metrics
+    port counts only when a delivery process uses it; port 0 (any free port) and one number
+    on two specific addresses are no clash."""
     with pytest.raises(ConfigError, match=named):
         load_settings(environ=environ)
     inline = load_settings(
@@ -46,6 +52,8 @@ def test_two_ports_of_the_same_number_are_refused(environ: dict[str, str], named
     )
     assert inline.api_port == int(environ["EVGATE_API_PORT"])
     assert load_settings(environ={"EVGATE_API_PORT": "0", "EVGATE_WS_PORT": "0"}).api_port == 0
+    apart = {"EVGATE_WS_HOST": "10.0.0.5", "EVGATE_API_PORT": "9000"}
+    assert load_settings(environ=apart).api_port == 9000
 
 
 def test_environment_wins_over_file(tmp_path: Path) -> None:

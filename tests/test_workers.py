@@ -151,6 +151,7 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
         notification_delivery="process",
         notification_delivery_nice=7,
         notification_delivery_metrics_port=metrics_port,
+        worker_index=5,
     )
     proc, out = start_serve(env)
     api = httpx.Client(
@@ -165,6 +166,12 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
             ("deliver", 7),
             ("serve", psutil.Process().nice()),
         ]
+        # A worker is an instance of the cluster, numbered; the delivery process is none (an
+        # index the operator's environment had is not passed on).
+        assert {c.cmdline()[-1]: c.environ().get("EVGATE_WORKER_INDEX") for c in children} == {
+            "deliver": None,
+            "serve": "0",
+        }
         assert "evgate_notification_lanes_active" not in api.get("/metrics").text
         r = api.post(
             "/public-api/notifications/v2.0",
@@ -218,20 +225,33 @@ def test_notification_delivery_in_a_process_of_its_own(tmp_path: Path) -> None:
             proc.wait()
 
 
-@pytest.mark.parametrize("taken", ["api", "metrics"])
-def test_serve_exits_when_a_port_it_listens_on_is_taken(tmp_path: Path, taken: str) -> None:
-    """A port its processes would listen on held by another program (the API's, or the
-    delivery process's metrics port): ``serve`` (the supervisor, by default) exits 1 at once
-    naming it, where its worker would fail to bind and be restarted for ever."""
-    api_port, ws_port, metrics_port = free_port(), free_port(), free_port()
+@pytest.mark.parametrize(
+    ("delivery", "taken"),
+    [("process", "api_port"), ("process", "notification_delivery_metrics_port"),
+     ("process", "ws_port"), ("inline", "api_port")],
+)  # fmt: skip
+def test_serve_exits_when_a_port_it_listens_on_is_taken(
+    tmp_path: Path, delivery: str, taken: str
+) -> None:
+    """A port its processes would listen on held by another program (the charger port on
+    every address, held here on loopback only; the API's; the delivery process's metrics
+    port): ``serve`` exits 1 at once naming it, before the database starts, whether it would
+    be a supervisor (whose worker would fail to bind and be restarted for ever) or the one
+    process (which would fail after the database and the migrations)."""
+    ports = {
+        "api_port": free_port(),
+        "ws_port": free_port(),
+        "notification_delivery_metrics_port": free_port(),
+    }
     env = serve_env(
         tmp_path / "var",
-        api_port,
-        ws_port,
-        notification_delivery="process",
-        notification_delivery_metrics_port=metrics_port,
+        ports["api_port"],
+        ports["ws_port"],
+        notification_delivery=delivery,
+        notification_delivery_metrics_port=ports["notification_delivery_metrics_port"],
     )
-    with socket.create_server(("127.0.0.1", api_port if taken == "api" else metrics_port)):
+    env.pop("EVGATE_WS_HOST")  # the default, every address
+    with socket.create_server(("127.0.0.1", ports[taken])):
         proc, out = start_serve(env)
         try:
             assert proc.wait(timeout=60) == 1
@@ -240,7 +260,8 @@ def test_serve_exits_when_a_port_it_listens_on_is_taken(tmp_path: Path, taken: s
                 proc.kill()
                 proc.wait()
     out.wait_closed()
-    name = "EVGATE_API_PORT" if taken == "api" else "EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT"
-    port = api_port if taken == "api" else metrics_port
-    assert out.count(f"cannot listen on {name} (127.0.0.1:{port})") == 1, out.lines
+    host = "0.0.0.0" if taken == "ws_port" else "127.0.0.1"
+    said = f"cannot listen on EVGATE_{taken.upper()} ({taken}, {host}:{ports[taken]})"
+    assert out.count(said) == 1, out.lines
+    assert out.count("is another evgate running?") == 1
     assert not (tmp_path / "var" / "postgres").exists()  # stopped before anything started

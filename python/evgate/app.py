@@ -606,6 +606,7 @@ async def deliver(settings: Settings) -> None:
         keepalive_timeout=settings.api_keepalive_timeout,
         metrics=registry,
     )
+    metrics_sock: socket.socket | None = None
     metrics_task: asyncio.Task[None] | None = None
     where = "no metrics"
     try:
@@ -614,15 +615,16 @@ async def deliver(settings: Settings) -> None:
                 settings.api_host, settings.notification_delivery_metrics_port
             )
             metrics_task = await _start_api(metrics_server, metrics_sock)
+            where = f"metrics http://{settings.api_host}:{metrics_sock.getsockname()[1]}/metrics"
         except Exception as exc:  # the port taken, or its server failed to start
+            if metrics_sock is not None:
+                metrics_sock.close()  # refused, not left listening with no one to accept
             log.error(
                 "the delivery process's metrics port %s:%d: %s; delivering without metrics",
                 settings.api_host,
                 settings.notification_delivery_metrics_port,
                 exc,
             )
-        else:
-            where = f"metrics http://{settings.api_host}:{metrics_sock.getsockname()[1]}/metrics"
         dispatcher.start()
         log.info("evgate %s delivering notifications; %s", evgate.__version__, where)
         await stopping.wait()

@@ -43,7 +43,12 @@ async def _database(settings: Settings) -> AsyncIterator[Any]:
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from evgate.storage.embedded import EmbeddedPostgresError
+    from evgate.workers import taken_port
 
+    taken = None if settings.reuse_port else taken_port(settings)
+    if taken is not None:  # before the database and the workers: nothing to undo
+        print(f"evgate: cannot listen on {taken}", file=sys.stderr)
+        return 1
     try:
         if settings.workers > 1 or settings.notification_delivery == "process":
             from evgate.workers import supervise

@@ -18,7 +18,15 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-__all__ = ["ConfigError", "Settings", "load_settings", "parse_durations", "parse_networks"]
+__all__ = [
+    "ConfigError",
+    "Listening",
+    "Settings",
+    "listening",
+    "load_settings",
+    "parse_durations",
+    "parse_networks",
+]
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -220,6 +228,46 @@ def _env_name(field: str) -> str:
     return "EVGATE_" + field.upper()
 
 
+class Listening(msgspec.Struct, frozen=True):
+    """A port evgate's processes listen on: the setting that names it, and where."""
+
+    setting: str  # the port's setting (ws_port, ...)
+    host: str
+    port: int  # 0: any free port
+
+    def describe(self) -> str:
+        return f"{_env_name(self.setting)} ({self.setting}, {self.host}:{self.port})"
+
+
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def listening(settings: Settings) -> list[Listening]:
+    """The ports the processes of ``evgate serve`` listen on with these settings."""
+    ports = [
+        Listening("ws_port", settings.ws_host, settings.ws_port),
+        Listening("api_port", settings.api_host, settings.api_port),
+    ]
+    if settings.notification_delivery == "process":
+        ports.append(
+            Listening(
+                "notification_delivery_metrics_port",
+                settings.api_host,
+                settings.notification_delivery_metrics_port,
+            )
+        )
+    return ports
+
+
+def _clash(a: Listening, b: Listening) -> bool:
+    """Whether the two cannot both be bound (on Linux a wildcard address covers every other)."""
+    return (
+        bool(a.port)
+        and a.port == b.port
+        and (a.host == b.host or a.host in _WILDCARDS or b.host in _WILDCARDS)
+    )
+
+
 def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -276,17 +324,13 @@ def load_settings(
         raise ConfigError(
             f"EVGATE_PROXY_PROTOCOL_TRUSTED (proxy_protocol_trusted): {exc}"
         ) from None
-    ports = {"EVGATE_WS_PORT": settings.ws_port, "EVGATE_API_PORT": settings.api_port}
-    if settings.notification_delivery == "process":
-        ports["EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT"] = (
-            settings.notification_delivery_metrics_port
-        )
-    taken: dict[int, str] = {}
-    for name, port in ports.items():
-        if port and port in taken:
-            # The later binder would fail, and its process be restarted for ever.
-            raise ConfigError(f"{name} and {taken[port]} are both {port}: each needs its own")
-        taken[port] = name
+    ports = listening(settings)
+    for i, later in enumerate(ports):
+        for earlier in ports[:i]:
+            if _clash(earlier, later):  # the later binder would fail
+                raise ConfigError(
+                    f"{later.describe()} and {earlier.describe()}: one port, each needs its own"
+                )
     if settings.ping_timeout > settings.ping_interval:
         # picows waits for a pong at most as long as the silence before the ping: the default
         # timeout follows a shorter interval; a timeout set on purpose is not cut short.

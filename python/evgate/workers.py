@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import logging
 import os
 import signal
@@ -22,12 +23,12 @@ import socket
 import sys
 import time
 
-from evgate.config import Settings
+from evgate.config import Settings, listening
 from evgate.storage.db import Database
 from evgate.storage.embedded import EmbeddedPostgres
 from evgate.tasks import wait_event
 
-__all__ = ["supervise"]
+__all__ = ["supervise", "taken_port"]
 
 log = logging.getLogger("evgate.workers")
 
@@ -60,43 +61,33 @@ class _Worker:
         self.restarts = 0
 
 
-def _taken_port(settings: Settings) -> str | None:
-    """Which of the ports the processes will listen on another program holds, if any.
+def taken_port(settings: Settings) -> str | None:
+    """Which of the ports ``evgate serve``'s processes will listen on another program holds,
+    said for a log line; None when all are free.
 
-    Checked before the processes start: a worker that cannot bind exits and would be
-    restarted for ever, its supervisor running with no port open. The probe does not set
-    SO_REUSEPORT, so a port another evgate's workers share is taken too.
+    Checked before anything starts (``cli``): under the supervisor a worker that cannot bind
+    would be restarted for ever with no port open; alone, it would fail after the database
+    and the migrations. The probe does not set SO_REUSEPORT, so a port another evgate's
+    workers share counts as taken (with ``reuse_port`` set, the caller shares it on purpose
+    and does not ask).
     """
-    ports = [("EVGATE_WS_PORT", settings.ws_host, settings.ws_port)]
-    ports.append(("EVGATE_API_PORT", settings.api_host, settings.api_port))
-    if settings.notification_delivery == "process":
-        ports.append(
-            (
-                "EVGATE_NOTIFICATION_DELIVERY_METRICS_PORT",
-                settings.api_host,
-                settings.notification_delivery_metrics_port,
-            )
-        )
-    for name, host, port in ports:
-        if not port:
+    for where in listening(settings):
+        if not where.port:
             continue
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in where.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # Not refused for a port whose earlier listener left connections in TIME_WAIT.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((host, port))
+                probe.bind((where.host, where.port))
             except OSError as exc:
-                return f"{name} ({host}:{port}): {exc.strerror or exc}"
+                hint = "; is another evgate running?" if exc.errno == errno.EADDRINUSE else ""
+                return f"{where.describe()}: {exc.strerror or exc}{hint}"
     return None
 
 
 async def supervise(settings: Settings, config_file: str | None = None) -> int:
-    """Run ``settings.workers`` worker processes until SIGINT/SIGTERM; returns the exit status
-    (1 at once when a port they would listen on is taken)."""
-    taken = _taken_port(settings)
-    if taken is not None:
-        log.error("evgate cannot listen on %s; is another evgate running?", taken)
-        return 1
+    """Run ``settings.workers`` worker processes until SIGINT/SIGTERM; returns the exit status."""
     embedded: EmbeddedPostgres | None = None
     dsn = settings.database_url
     if dsn is None:
@@ -126,7 +117,7 @@ async def _run_workers(
 
     workers = [_Worker(i) for i in range(settings.workers)]
     base_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "EVGATE_WORKER_INDEX"},
         "EVGATE_DATABASE_URL": dsn,
         "EVGATE_WORKERS": "1",
         "EVGATE_REUSE_PORT": "1",
