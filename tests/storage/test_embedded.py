@@ -48,8 +48,9 @@ class _Serve:
         self.env = serve_env(data_dir, self.api_port, free_port(), bootstrap_token=BOOTSTRAP_TOKEN)
         self.procs: list[subprocess.Popen[str]] = []
 
-    def start(self) -> tuple[subprocess.Popen[str], ProcessOutput]:
-        proc, out = start_serve(self.env)
+    def start(self, **env: str) -> tuple[subprocess.Popen[str], ProcessOutput]:
+        """``evgate serve`` on the folder (``env``: variables of this one alone)."""
+        proc, out = start_serve({**self.env, **env})
         self.procs.append(proc)
         return proc, out
 
@@ -97,7 +98,9 @@ def test_serve_killed_then_restarted_adopts_and_stops_its_postgres(
     assert out.count("adopting the embedded PostgreSQL") == 1
     assert postmaster_pid(serve.data_dir) == postmaster
     assert serve.api_status() == 200
-    third, out3 = serve.start()  # a second serve on the folder: refused, the owner unharmed
+    # A second serve on the folder (on ports of its own: on the same ones it would stop at
+    # its port check): refused, the owner unharmed.
+    third, out3 = serve.start(EVGATE_API_PORT=str(free_port()), EVGATE_WS_PORT=str(free_port()))
     assert third.wait(timeout=60) == 1
     out3.wait_closed()
     assert out3.count("another evgate process owns") == 1, "".join(out3.lines)
