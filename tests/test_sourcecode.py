@@ -137,6 +137,7 @@ ROOM_IMPORTS: dict[str, set[str]] = {
         "pricing",
         "protocol",
         "storage",
+        "tasks",
     },
     # The wiring: only these three see every room.
     "app": {

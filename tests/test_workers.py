@@ -19,6 +19,8 @@ import psutil
 import pytest
 import websockets.sync.client
 
+from evgate.config import load_settings
+from evgate.workers import taken_port
 from support import ended, free_port, postmaster_pid, serve_env, start_serve, until_sync
 
 pytestmark = pytest.mark.timeout(180)
@@ -265,3 +267,13 @@ def test_serve_exits_when_a_port_it_listens_on_is_taken(
     assert out.count(said) == 1, out.lines
     assert out.count("is another evgate running?") == 1
     assert not (tmp_path / "var" / "postgres").exists()  # stopped before anything started
+
+
+def test_a_port_not_bindable_for_another_reason_is_named_without_the_hint() -> None:
+    """An address not on this machine (EADDRNOTAVAIL) is said as the system says it, with no
+    "another evgate" hint, which is for a port in use; all ports free: nothing to say."""
+    ports = {"EVGATE_WS_PORT": str(free_port()), "EVGATE_NOTIFICATION_DELIVERY": "inline"}
+    assert taken_port(load_settings(environ={**ports, "EVGATE_API_PORT": str(free_port())})) is None
+    said = taken_port(load_settings(environ={**ports, "EVGATE_API_HOST": "192.0.2.1"}))
+    assert said is not None and said.startswith("EVGATE_API_PORT (api_port, 192.0.2.1:8080): ")
+    assert "another evgate" not in said

@@ -9,7 +9,6 @@ until SIGINT/SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -99,7 +98,6 @@ from evgate.storage.tokens import TokenStore
 from evgate.storage.transactions import TRANSACTION_STOP_CHANNEL, TransactionStore
 from evgate.storage.users import USER_CHANNEL, UserGroupStore, UserStore
 from evgate.storage.writer import Writer, is_outage
-from evgate.tasks import service_task
 
 __all__ = ["Evgate", "bind_socket", "serve"]
 
@@ -131,7 +129,6 @@ class Evgate:
         self.embedded: EmbeddedPostgres | None = None
         self.db: Database | None = None
         self._api_server: ApiServer | None = None
-        self._api_task: asyncio.Task[None] | None = None
         self.api_port: int | None = None
         self.metrics = Registry()
         self._loop_lag = LoopLagMonitor(self.metrics)
@@ -446,7 +443,7 @@ class Evgate:
             keepalive_timeout=s.api_keepalive_timeout,
             metrics=self.metrics,
         )
-        self._api_task = await _start_api(self._api_server, api_sock)
+        await self._api_server.start(api_sock)
 
         where = (
             f"embedded PostgreSQL in {self.embedded.pgdata} on 127.0.0.1:{self.embedded.port}"
@@ -480,10 +477,10 @@ class Evgate:
 
     async def stop(self) -> None:
         """Take everything down in reverse order. Safe to call more than once."""
-        if self._api_server is not None and self._api_task is not None:
+        if self._api_server is not None:
             self.live.close()  # the server waits for its open streams to end
-            await _stop_api(self._api_server, self._api_task)
-            self._api_server = self._api_task = None
+            await self._api_server.stop()
+            self._api_server = None
         if self.async_commands is not None:
             # Before the gateway: a command cut short is recorded interrupted, not as its
             # charger's disconnection.
@@ -543,24 +540,6 @@ class Evgate:
 _METRICS_MAX_CONNECTIONS = 16
 
 
-async def _start_api(server: ApiServer, sock: socket.socket) -> asyncio.Task[None]:
-    """Serve ``server`` on ``sock`` (bound, listening) in a task of its own; returns that task
-    once the server accepts connections."""
-    task = service_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()  # raises what stopped it
-        await asyncio.sleep(0.01)
-    return task
-
-
-async def _stop_api(server: ApiServer, task: asyncio.Task[None]) -> None:
-    """Stop ``server`` (what :func:`_start_api` started): its open requests end first."""
-    server.should_exit = True
-    with contextlib.suppress(Exception):
-        await task
-
-
 def _dispatcher_config(s: Settings) -> DispatcherConfig:
     return DispatcherConfig(
         retry_schedule=parse_durations(s.notification_retry_schedule),
@@ -606,19 +585,15 @@ async def deliver(settings: Settings) -> None:
         keepalive_timeout=settings.api_keepalive_timeout,
         metrics=registry,
     )
-    metrics_sock: socket.socket | None = None
-    metrics_task: asyncio.Task[None] | None = None
     where = "no metrics"
     try:
         try:
             metrics_sock = bind_socket(
                 settings.api_host, settings.notification_delivery_metrics_port
             )
-            metrics_task = await _start_api(metrics_server, metrics_sock)
+            await metrics_server.start(metrics_sock)  # closes the socket if it cannot
             where = f"metrics http://{settings.api_host}:{metrics_sock.getsockname()[1]}/metrics"
         except Exception as exc:  # the port taken, or its server failed to start
-            if metrics_sock is not None:
-                metrics_sock.close()  # refused, not left listening with no one to accept
             log.error(
                 "the delivery process's metrics port %s:%d: %s; delivering without metrics",
                 settings.api_host,
@@ -629,8 +604,7 @@ async def deliver(settings: Settings) -> None:
         log.info("evgate %s delivering notifications; %s", evgate.__version__, where)
         await stopping.wait()
     finally:
-        if metrics_task is not None:
-            await _stop_api(metrics_server, metrics_task)
+        await metrics_server.stop()
         await dispatcher.stop()  # before the database: it gives its lanes back
         await db.close()
 

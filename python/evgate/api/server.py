@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from evgate.limits import CapEpisode
 from evgate.metrics import Counter, Registry
+from evgate.tasks import service_task
 
 __all__ = ["ApiLimits", "ApiServer"]
 
@@ -186,6 +188,7 @@ class ApiServer(uvicorn.Server):
             timeout_keep_alive=keepalive_timeout,
         )
         super().__init__(config)
+        self._serving: asyncio.Task[None] | None = None
         if metrics is not None:
             gauge = metrics.gauge("evgate_api_connections", "Open connections to the API port")
             gauge.set_function(lambda: len(self.server_state.connections))
@@ -193,6 +196,30 @@ class ApiServer(uvicorn.Server):
                 "evgate_api_requests_in_flight",
                 "API requests being handled, counting those whose client has left",
             ).set_function(lambda: self.in_flight.in_flight)
+
+    async def start(self, sock: socket.socket) -> None:
+        """Serve on ``sock`` (bound and listening; the server's from now on: closed when it
+        stops, or at once if it cannot start) in a task of its own; returns once it accepts
+        connections."""
+        self._serving = service_task(self.serve(sockets=[sock]))
+        try:
+            while not self.started:
+                if self._serving.done():
+                    self._serving.result()  # raises what stopped it
+                await asyncio.sleep(0.01)
+        except BaseException:
+            self._serving = None
+            sock.close()
+            raise
+
+    async def stop(self) -> None:
+        """Stop serving: its open requests end first. Safe to call twice, or unstarted."""
+        serving, self._serving = self._serving, None
+        if serving is None:
+            return
+        self.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
